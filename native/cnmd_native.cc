@@ -1,0 +1,674 @@
+// cnmd's native layer: syscalls only. No parsing, no policy.
+//
+// Two rules shape this file:
+//  * No thread that runs JavaScript, nor a libuv pool thread, ever changes its
+//    network namespace. Work that must happen "inside" a netns (creating one,
+//    opening a socket in one) runs on a short-lived std::thread that is joined
+//    and discarded, so its namespace dies with it.
+//  * Netlink sends can block for milliseconds (the kernel does the work of an
+//    rtnetlink request inside sendmsg, under rtnl_lock, and deleting a device
+//    waits for RCU). Sends therefore go through one I/O thread; replies are
+//    read on the event loop with uv_poll, non-blocking.
+
+#include <node_api.h>
+#include <uv.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/netlink.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+#define CHECK_NAPI(env, call)                                               \
+  do {                                                                      \
+    if ((call) != napi_ok) {                                                \
+      napi_throw_error((env), "ENAPI", "N-API call failed: " #call);        \
+      return nullptr;                                                       \
+    }                                                                       \
+  } while (0)
+
+const char* ErrnoName(int err) {
+  const char* n = strerrorname_np(err);
+  return n ? n : "EUNKNOWN";
+}
+
+napi_value MakeError(napi_env env, int err, const std::string& op, const std::string& path) {
+  std::string msg = op + ": " + strerror(err) + " (" + ErrnoName(err) + ")";
+  if (!path.empty()) msg += " [" + path + "]";
+  napi_value message, code, error, errnoValue, syscall;
+  napi_create_string_utf8(env, msg.c_str(), NAPI_AUTO_LENGTH, &message);
+  napi_create_string_utf8(env, ErrnoName(err), NAPI_AUTO_LENGTH, &code);
+  napi_create_error(env, code, message, &error);
+  napi_create_int32(env, err, &errnoValue);
+  napi_set_named_property(env, error, "errno", errnoValue);
+  napi_create_string_utf8(env, op.c_str(), NAPI_AUTO_LENGTH, &syscall);
+  napi_set_named_property(env, error, "syscall", syscall);
+  if (!path.empty()) {
+    napi_value p;
+    napi_create_string_utf8(env, path.c_str(), NAPI_AUTO_LENGTH, &p);
+    napi_set_named_property(env, error, "path", p);
+  }
+  return error;
+}
+
+napi_value ThrowErrno(napi_env env, int err, const std::string& op, const std::string& path = "") {
+  napi_throw(env, MakeError(env, err, op, path));
+  return nullptr;
+}
+
+bool GetString(napi_env env, napi_value v, std::string* out) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, nullptr, 0, &len) != napi_ok) return false;
+  out->resize(len);
+  size_t got = 0;
+  if (napi_get_value_string_utf8(env, v, &(*out)[0], len + 1, &got) != napi_ok) return false;
+  out->resize(got);
+  return true;
+}
+
+bool IsNullish(napi_env env, napi_value v) {
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  return t == napi_null || t == napi_undefined;
+}
+
+struct SocketSpec {
+  int domain, type, protocol;
+};
+
+// Runs `fn` on a fresh thread that first enters the netns at nsFd (if >= 0).
+// The thread is joined and discarded: nothing else ever runs in that namespace.
+template <typename Fn>
+int InNetnsThread(int nsFd, Fn fn) {
+  int err = 0;
+  std::thread t([&]() {
+    if (nsFd >= 0 && setns(nsFd, CLONE_NEWNET) != 0) {
+      err = errno;
+      return;
+    }
+    err = fn();
+  });
+  t.join();
+  return err;
+}
+
+// Opens each requested socket in the calling thread's netns. On failure,
+// closes what was opened and returns the errno.
+int OpenSockets(const std::vector<SocketSpec>& specs, std::vector<int>* fds) {
+  for (const auto& s : specs) {
+    int fd = socket(s.domain, s.type | SOCK_CLOEXEC, s.protocol);
+    if (fd < 0) {
+      int err = errno;
+      for (int f : *fds) close(f);
+      fds->clear();
+      return err;
+    }
+    fds->push_back(fd);
+  }
+  return 0;
+}
+
+bool ParseSocketSpecs(napi_env env, napi_value arr, std::vector<SocketSpec>* out) {
+  bool isArray = false;
+  napi_is_array(env, arr, &isArray);
+  if (!isArray) return false;
+  uint32_t n = 0;
+  napi_get_array_length(env, arr, &n);
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value item, v;
+    napi_get_element(env, arr, i, &item);
+    SocketSpec s{};
+    if (napi_get_element(env, item, 0, &v) != napi_ok || napi_get_value_int32(env, v, &s.domain) != napi_ok) return false;
+    if (napi_get_element(env, item, 1, &v) != napi_ok || napi_get_value_int32(env, v, &s.type) != napi_ok) return false;
+    if (napi_get_element(env, item, 2, &v) != napi_ok || napi_get_value_int32(env, v, &s.protocol) != napi_ok) return false;
+    out->push_back(s);
+  }
+  return true;
+}
+
+napi_value FdArray(napi_env env, const std::vector<int>& fds) {
+  napi_value arr;
+  napi_create_array_with_length(env, fds.size(), &arr);
+  for (size_t i = 0; i < fds.size(); i++) {
+    napi_value v;
+    napi_create_int32(env, fds[i], &v);
+    napi_set_element(env, arr, i, v);
+  }
+  return arr;
+}
+
+// socketsAt(nsPath | null, [[domain, type, protocol], ...]) -> fd[]
+napi_value SocketsAt(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  std::vector<SocketSpec> specs;
+  if (argc < 2 || !ParseSocketSpecs(env, argv[1], &specs)) {
+    napi_throw_type_error(env, "EINVAL", "socketsAt(nsPath, [[domain, type, protocol], ...])");
+    return nullptr;
+  }
+  std::vector<int> fds;
+  if (IsNullish(env, argv[0])) {
+    int err = OpenSockets(specs, &fds);
+    if (err) return ThrowErrno(env, err, "socket");
+    return FdArray(env, fds);
+  }
+  std::string path;
+  if (!GetString(env, argv[0], &path)) {
+    napi_throw_type_error(env, "EINVAL", "nsPath must be a string or null");
+    return nullptr;
+  }
+  int nsFd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (nsFd < 0) return ThrowErrno(env, errno, "open netns", path);
+  bool inSetns = true;
+  int err = InNetnsThread(nsFd, [&]() {
+    inSetns = false;
+    return OpenSockets(specs, &fds);
+  });
+  close(nsFd);
+  if (err) return ThrowErrno(env, err, inSetns ? "setns" : "socket", path);
+  return FdArray(env, fds);
+}
+
+// ---- netns create (async: unshare and mount can take a while) ----
+
+struct NetnsCreateWork {
+  std::string path;
+  std::vector<SocketSpec> specs;
+  std::vector<int> fds;
+  int err = 0;
+  std::string op;
+  napi_deferred deferred;
+  napi_async_work work;
+};
+
+void NetnsCreateExecute(napi_env, void* data) {
+  auto* w = static_cast<NetnsCreateWork*>(data);
+  int fd = open(w->path.c_str(), O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+  if (fd < 0) {
+    w->err = errno;
+    w->op = "create netns file";
+    return;
+  }
+  close(fd);
+  w->err = InNetnsThread(-1, [&]() {
+    if (unshare(CLONE_NEWNET) != 0) {
+      w->op = "unshare";
+      return errno;
+    }
+    if (mount("/proc/thread-self/ns/net", w->path.c_str(), "none", MS_BIND, nullptr) != 0) {
+      w->op = "mount";
+      return errno;
+    }
+    int e = OpenSockets(w->specs, &w->fds);
+    if (e) w->op = "socket";
+    return e;
+  });
+  if (w->err) {
+    umount2(w->path.c_str(), MNT_DETACH);
+    unlink(w->path.c_str());
+  }
+}
+
+void NetnsCreateComplete(napi_env env, napi_status, void* data) {
+  auto* w = static_cast<NetnsCreateWork*>(data);
+  if (w->err) {
+    napi_reject_deferred(env, w->deferred, MakeError(env, w->err, w->op, w->path));
+  } else {
+    napi_resolve_deferred(env, w->deferred, FdArray(env, w->fds));
+  }
+  napi_delete_async_work(env, w->work);
+  delete w;
+}
+
+// netnsCreate(path, [[domain, type, protocol], ...]) -> Promise<fd[]>
+// Creates a new netns bind-mounted at path and opens the requested sockets in it.
+napi_value NetnsCreate(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  auto* w = new NetnsCreateWork();
+  if (argc < 1 || !GetString(env, argv[0], &w->path) ||
+      (argc >= 2 && !IsNullish(env, argv[1]) && !ParseSocketSpecs(env, argv[1], &w->specs))) {
+    delete w;
+    napi_throw_type_error(env, "EINVAL", "netnsCreate(path, [[domain, type, protocol], ...])");
+    return nullptr;
+  }
+  napi_value promise, name;
+  CHECK_NAPI(env, napi_create_promise(env, &w->deferred, &promise));
+  napi_create_string_utf8(env, "cnmd.netnsCreate", NAPI_AUTO_LENGTH, &name);
+  CHECK_NAPI(env, napi_create_async_work(env, nullptr, name, NetnsCreateExecute, NetnsCreateComplete, w, &w->work));
+  CHECK_NAPI(env, napi_queue_async_work(env, w->work));
+  return promise;
+}
+
+// netnsDelete(path): unmount (lazily) and remove the file.
+napi_value NetnsDelete(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  std::string path;
+  if (argc < 1 || !GetString(env, argv[0], &path)) {
+    napi_throw_type_error(env, "EINVAL", "netnsDelete(path)");
+    return nullptr;
+  }
+  int umountErr = 0;
+  if (umount2(path.c_str(), MNT_DETACH) != 0) umountErr = errno;
+  if (unlink(path.c_str()) != 0) {
+    int err = errno;
+    return ThrowErrno(env, umountErr == ENOENT || err == ENOENT ? ENOENT : err, "unlink netns", path);
+  }
+  return nullptr;
+}
+
+// isNetns(path) -> boolean: is path a bind-mounted network namespace?
+napi_value IsNetns(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  std::string path;
+  if (argc < 1 || !GetString(env, argv[0], &path)) {
+    napi_throw_type_error(env, "EINVAL", "isNetns(path)");
+    return nullptr;
+  }
+  napi_value result;
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  bool yes = false;
+  if (fd >= 0) {
+    // setns on a non-netns fd fails with EINVAL; probe on a throwaway thread.
+    int err = InNetnsThread(fd, []() { return 0; });
+    yes = err == 0;
+    close(fd);
+  }
+  napi_get_boolean(env, yes, &result);
+  return result;
+}
+
+napi_value OpenPath(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  std::string path;
+  if (argc < 1 || !GetString(env, argv[0], &path)) {
+    napi_throw_type_error(env, "EINVAL", "openPath(path)");
+    return nullptr;
+  }
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return ThrowErrno(env, errno, "open", path);
+  napi_value v;
+  napi_create_int32(env, fd, &v);
+  return v;
+}
+
+bool GetInts(napi_env env, napi_callback_info info, size_t want, int* out) {
+  size_t argc = 8;
+  napi_value argv[8];
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < want) return false;
+  for (size_t i = 0; i < want; i++) {
+    if (napi_get_value_int32(env, argv[i], &out[i]) != napi_ok) return false;
+  }
+  return true;
+}
+
+napi_value CloseFd(napi_env env, napi_callback_info info) {
+  int a[1];
+  if (!GetInts(env, info, 1, a)) {
+    napi_throw_type_error(env, "EINVAL", "close(fd)");
+    return nullptr;
+  }
+  if (close(a[0]) != 0) return ThrowErrno(env, errno, "close");
+  return nullptr;
+}
+
+napi_value SetsockoptInt(napi_env env, napi_callback_info info) {
+  int a[4];
+  if (!GetInts(env, info, 4, a)) {
+    napi_throw_type_error(env, "EINVAL", "setsockoptInt(fd, level, name, value)");
+    return nullptr;
+  }
+  if (setsockopt(a[0], a[1], a[2], &a[3], sizeof(int)) != 0) return ThrowErrno(env, errno, "setsockopt");
+  return nullptr;
+}
+
+// bindNetlink(fd, groups) -> the port id the kernel assigned
+napi_value BindNetlink(napi_env env, napi_callback_info info) {
+  int a[2];
+  if (!GetInts(env, info, 2, a)) {
+    napi_throw_type_error(env, "EINVAL", "bindNetlink(fd, groups)");
+    return nullptr;
+  }
+  sockaddr_nl sa{};
+  sa.nl_family = AF_NETLINK;
+  sa.nl_groups = static_cast<uint32_t>(a[1]);
+  if (bind(a[0], reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) return ThrowErrno(env, errno, "bind");
+  socklen_t len = sizeof(sa);
+  if (getsockname(a[0], reinterpret_cast<sockaddr*>(&sa), &len) != 0) return ThrowErrno(env, errno, "getsockname");
+  napi_value v;
+  napi_create_uint32(env, sa.nl_pid, &v);
+  return v;
+}
+
+// bindInet(fd, address, port): bind a UDP/TCP socket to an IPv4 or IPv6 address.
+napi_value BindInet(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  int fd = -1, port = 0;
+  std::string addr;
+  if (argc < 3 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || !GetString(env, argv[1], &addr) ||
+      napi_get_value_int32(env, argv[2], &port) != napi_ok) {
+    napi_throw_type_error(env, "EINVAL", "bindInet(fd, address, port)");
+    return nullptr;
+  }
+  sockaddr_storage ss{};
+  socklen_t len;
+  auto* s4 = reinterpret_cast<sockaddr_in*>(&ss);
+  auto* s6 = reinterpret_cast<sockaddr_in6*>(&ss);
+  if (inet_pton(AF_INET, addr.c_str(), &s4->sin_addr) == 1) {
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons(static_cast<uint16_t>(port));
+    len = sizeof(*s4);
+  } else if (inet_pton(AF_INET6, addr.c_str(), &s6->sin6_addr) == 1) {
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons(static_cast<uint16_t>(port));
+    len = sizeof(*s6);
+  } else {
+    return ThrowErrno(env, EINVAL, "bind: not an IP address", addr);
+  }
+  if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) return ThrowErrno(env, errno, "bind", addr);
+  return nullptr;
+}
+
+// ---- netlink I/O ----
+
+// One I/O thread performs every netlink send, in submission order. Closing a
+// socket is queued behind its sends so an fd number is never reused while a
+// send for the old socket is still pending.
+struct SendJob {
+  int fd;
+  std::vector<uint8_t> data;  // empty + closeAfter => close request
+  bool close;
+  double token;
+  napi_threadsafe_function tsfn;
+};
+
+struct SendError {
+  int fd;
+  int err;
+  double token;
+};
+
+struct IoThread {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<SendJob> jobs;
+  bool started = false;
+
+  void Start() {
+    started = true;
+    std::thread([this]() { Run(); }).detach();
+  }
+
+  void Push(SendJob job) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      jobs.push_back(std::move(job));
+    }
+    cv.notify_one();
+  }
+
+  void Run() {
+    for (;;) {
+      SendJob job;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [this]() { return !jobs.empty(); });
+        job = std::move(jobs.front());
+        jobs.pop_front();
+      }
+      if (job.close) {
+        close(job.fd);
+        if (job.tsfn) napi_release_threadsafe_function(job.tsfn, napi_tsfn_release);
+        continue;
+      }
+      sockaddr_nl kernel{};
+      kernel.nl_family = AF_NETLINK;
+      ssize_t n;
+      do {
+        n = sendto(job.fd, job.data.data(), job.data.size(), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof(kernel));
+      } while (n < 0 && errno == EINTR);
+      if (n < 0 && job.tsfn) {
+        auto* e = new SendError{job.fd, errno, job.token};
+        if (napi_call_threadsafe_function(job.tsfn, e, napi_tsfn_nonblocking) != napi_ok) delete e;
+      }
+    }
+  }
+};
+
+IoThread* g_io = new IoThread();  // never freed: the detached thread outlives static destruction
+
+struct Watcher {
+  napi_env env;
+  int fd;
+  uv_poll_t poll;
+  napi_ref callback;
+  napi_threadsafe_function tsfn;
+  std::vector<uint8_t> buf;
+  bool closing = false;
+};
+
+std::map<int, Watcher*> g_watchers;
+
+void CallCallback(Watcher* w, napi_value err, napi_value msgs, napi_value token) {
+  if (w->callback == nullptr) return;
+  napi_env env = w->env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value cb, global, undef;
+  napi_get_undefined(env, &undef);
+  napi_get_global(env, &global);
+  if (napi_get_reference_value(env, w->callback, &cb) == napi_ok && cb != nullptr) {
+    napi_value args[3] = {err ? err : undef, msgs ? msgs : undef, token ? token : undef};
+    napi_value result;
+    // make_callback so promise microtasks run after the callback, as for any I/O.
+    napi_make_callback(env, nullptr, global, cb, 3, args, &result);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+void OnReadable(uv_poll_t* handle, int status, int) {
+  auto* w = static_cast<Watcher*>(handle->data);
+  napi_env env = w->env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  if (status < 0) {
+    CallCallback(w, MakeError(env, -status, "poll", ""), nullptr, nullptr);
+    napi_close_handle_scope(env, scope);
+    return;
+  }
+  napi_value arr;
+  napi_create_array(env, &arr);
+  uint32_t count = 0;
+  napi_value error = nullptr;
+  // Drain what is queued now, bounded so one chatty socket can't starve the loop.
+  for (int i = 0; i < 256; i++) {
+    ssize_t n = recv(w->fd, w->buf.data(), w->buf.size(), MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) error = MakeError(env, errno, "recv", "");
+      break;
+    }
+    if (static_cast<size_t>(n) > w->buf.size()) w->buf.resize(static_cast<size_t>(n));
+    n = recv(w->fd, w->buf.data(), w->buf.size(), MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) error = MakeError(env, errno, "recv", "");
+      break;
+    }
+    void* data;
+    napi_value b;
+    napi_create_buffer_copy(env, static_cast<size_t>(n), w->buf.data(), &data, &b);
+    napi_set_element(env, arr, count++, b);
+  }
+  if (count > 0) CallCallback(w, nullptr, arr, nullptr);
+  if (error != nullptr && !w->closing) CallCallback(w, error, nullptr, nullptr);
+  napi_close_handle_scope(env, scope);
+}
+
+void CallSendError(napi_env env, napi_value, void*, void* data) {
+  auto* e = static_cast<SendError*>(data);
+  if (env != nullptr) {
+    auto it = g_watchers.find(e->fd);
+    if (it != g_watchers.end() && !it->second->closing) {
+      napi_value err, token;
+      err = MakeError(env, e->err, "sendto", "");
+      napi_create_double(env, e->token, &token);
+      CallCallback(it->second, err, nullptr, token);
+    }
+  }
+  delete e;
+}
+
+// nlWatch(fd, callback(err, buffers, token)): read replies on the event loop.
+napi_value NlWatch(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  int fd = -1;
+  if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok) {
+    napi_throw_type_error(env, "EINVAL", "nlWatch(fd, callback)");
+    return nullptr;
+  }
+  if (g_watchers.count(fd)) return ThrowErrno(env, EEXIST, "nlWatch");
+  uv_loop_t* loop;
+  CHECK_NAPI(env, napi_get_uv_event_loop(env, &loop));
+  auto* w = new Watcher();
+  w->env = env;
+  w->fd = fd;
+  w->buf.resize(64 * 1024);
+  w->poll.data = w;
+  int rc = uv_poll_init(loop, &w->poll, fd);
+  if (rc != 0) {
+    delete w;
+    return ThrowErrno(env, -rc, "uv_poll_init");
+  }
+  napi_create_reference(env, argv[1], 1, &w->callback);
+  napi_value name;
+  napi_create_string_utf8(env, "cnmd.netlinkSendError", NAPI_AUTO_LENGTH, &name);
+  CHECK_NAPI(env, napi_create_threadsafe_function(env, nullptr, nullptr, name, 0, 1, nullptr, nullptr, nullptr,
+                                                  CallSendError, &w->tsfn));
+  napi_unref_threadsafe_function(env, w->tsfn);
+  uv_poll_start(&w->poll, UV_READABLE, OnReadable);
+  uv_unref(reinterpret_cast<uv_handle_t*>(&w->poll));
+  g_watchers[fd] = w;
+  if (!g_io->started) g_io->Start();
+  return nullptr;
+}
+
+// nlRef(fd, bool): keep the event loop alive while requests are outstanding.
+napi_value NlRef(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  int fd = -1;
+  bool ref = false;
+  if (argc < 2 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_bool(env, argv[1], &ref) != napi_ok) {
+    napi_throw_type_error(env, "EINVAL", "nlRef(fd, boolean)");
+    return nullptr;
+  }
+  auto it = g_watchers.find(fd);
+  if (it == g_watchers.end()) return ThrowErrno(env, EBADF, "nlRef");
+  auto* h = reinterpret_cast<uv_handle_t*>(&it->second->poll);
+  if (ref) uv_ref(h); else uv_unref(h);
+  return nullptr;
+}
+
+// nlSend(fd, buffer, token): queue a send on the I/O thread; a failure comes
+// back through the watcher's callback with the token.
+napi_value NlSend(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  int fd = -1;
+  double token = 0;
+  void* data = nullptr;
+  size_t len = 0;
+  if (argc < 3 || napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
+      napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok || napi_get_value_double(env, argv[2], &token) != napi_ok) {
+    napi_throw_type_error(env, "EINVAL", "nlSend(fd, buffer, token)");
+    return nullptr;
+  }
+  auto it = g_watchers.find(fd);
+  if (it == g_watchers.end() || it->second->closing) return ThrowErrno(env, EBADF, "nlSend");
+  SendJob job;
+  job.fd = fd;
+  job.data.assign(static_cast<uint8_t*>(data), static_cast<uint8_t*>(data) + len);
+  job.close = false;
+  job.token = token;
+  job.tsfn = it->second->tsfn;
+  g_io->Push(std::move(job));
+  return nullptr;
+}
+
+// nlClose(fd): stop watching and close the socket after its queued sends.
+napi_value NlClose(napi_env env, napi_callback_info info) {
+  int a[1];
+  if (!GetInts(env, info, 1, a)) {
+    napi_throw_type_error(env, "EINVAL", "nlClose(fd)");
+    return nullptr;
+  }
+  auto it = g_watchers.find(a[0]);
+  if (it == g_watchers.end()) return ThrowErrno(env, EBADF, "nlClose");
+  Watcher* w = it->second;
+  g_watchers.erase(it);
+  w->closing = true;
+  uv_poll_stop(&w->poll);
+  napi_delete_reference(env, w->callback);
+  w->callback = nullptr;
+  SendJob job;
+  job.fd = w->fd;
+  job.close = true;
+  job.token = 0;
+  job.tsfn = w->tsfn;  // released on the I/O thread once the close has happened
+  g_io->Push(std::move(job));
+  uv_close(reinterpret_cast<uv_handle_t*>(&w->poll), [](uv_handle_t* h) { delete static_cast<Watcher*>(h->data); });
+  return nullptr;
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  struct {
+    const char* name;
+    napi_callback fn;
+  } fns[] = {
+      {"socketsAt", SocketsAt},   {"netnsCreate", NetnsCreate}, {"netnsDelete", NetnsDelete},
+      {"isNetns", IsNetns},       {"openPath", OpenPath},       {"close", CloseFd},
+      {"setsockoptInt", SetsockoptInt}, {"bindNetlink", BindNetlink}, {"bindInet", BindInet},
+      {"nlWatch", NlWatch},       {"nlRef", NlRef},             {"nlSend", NlSend},
+      {"nlClose", NlClose},
+  };
+  for (const auto& f : fns) {
+    napi_value v;
+    napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.fn, nullptr, &v);
+    napi_set_named_property(env, exports, f.name, v);
+  }
+  return exports;
+}
+
+}  // namespace
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

@@ -1,0 +1,72 @@
+// Typed face of the N-API addon (native/cnmd_native.cc). Syscalls only.
+import * as path from 'node:path';
+
+export type SocketSpec = [domain: number, type: number, protocol: number];
+
+/** Error thrown by the addon: `code` is the errno name (EEXIST, ENOENT, ...). */
+export interface NativeError extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+  path?: string;
+}
+
+export type NetlinkCallback = (err: NativeError | undefined, messages: Buffer[] | undefined, token: number | undefined) => void;
+
+export interface NativeAddon {
+  /** Opens sockets inside the netns at nsPath (null: the daemon's own), on a throwaway thread. */
+  socketsAt(nsPath: string | null, specs: SocketSpec[]): number[];
+  /** Creates a netns bind-mounted at path (the file must not exist) and opens sockets in it. */
+  netnsCreate(path: string, specs?: SocketSpec[]): Promise<number[]>;
+  /** Unmounts (lazily) and removes a netns file. */
+  netnsDelete(path: string): void;
+  isNetns(path: string): boolean;
+  openPath(path: string): number;
+  close(fd: number): void;
+  setsockoptInt(fd: number, level: number, name: number, value: number): void;
+  bindNetlink(fd: number, groups: number): number;
+  bindInet(fd: number, address: string, port: number): void;
+  nlWatch(fd: number, cb: NetlinkCallback): void;
+  nlRef(fd: number, ref: boolean): void;
+  nlSend(fd: number, data: Buffer, token: number): void;
+  nlClose(fd: number): void;
+}
+
+export const AF_INET = 2;
+export const AF_INET6 = 10;
+export const AF_NETLINK = 16;
+export const SOCK_STREAM = 1;
+export const SOCK_DGRAM = 2;
+export const SOCK_RAW = 3;
+export const SOCK_NONBLOCK = 0o4000;
+export const SOL_SOCKET = 1;
+export const SO_SNDBUF = 7;
+export const SO_RCVBUF = 8;
+export const SO_SNDBUFFORCE = 32;
+export const SO_RCVBUFFORCE = 33;
+export const SOL_NETLINK = 270;
+export const NETLINK_ROUTE = 0;
+export const NETLINK_XFRM = 6;
+export const NETLINK_ADD_MEMBERSHIP = 1;
+export const NETLINK_CAP_ACK = 10;
+export const NETLINK_EXT_ACK = 11;
+export const NETLINK_GET_STRICT_CHK = 12;
+
+function load(): NativeAddon {
+  // dist/native/index.js -> <root>/build/Release; also works from the source tree.
+  const candidates = [
+    path.resolve(__dirname, '..', '..', 'build', 'Release', 'cnmd_native.node'),
+    path.resolve(__dirname, '..', 'build', 'Release', 'cnmd_native.node'),
+  ];
+  let lastError: unknown;
+  for (const file of candidates) {
+    try {
+      return require(file) as NativeAddon;
+    } catch (e) {
+      lastError = e;
+    }
+  }
+  throw new Error(`cnmd native addon not built (run "npm install" or "npx node-gyp rebuild"): ${String(lastError)}`);
+}
+
+export const native: NativeAddon = load();

@@ -1,0 +1,416 @@
+// The object API: one Handle per network namespace, opened inside it (like
+// vishvananda/netlink's handle-per-namespace). Links are named by index or
+// name; namespaces by path. Every method resolves names, encodes with the
+// pure codecs in rtnl/ and xfrm/, and turns kernel errors into typed ones.
+import { native, NETLINK_ROUTE, NETLINK_XFRM } from '../../native';
+import { CnmdError, invalidArgument } from '../errors';
+import { NLM_F_APPEND, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE } from './codec';
+import { NetlinkError, NetlinkSocket, fromNativeError } from './socket';
+import * as C from './rtnl/constants';
+import { Addr, AddrOptions, decodeAddr, encodeAddr, encodeAddrDump } from './rtnl/addr';
+import { Link, LinkChanges, LinkKind, LinkSpec, decodeLink, encodeLinkAdd, encodeLinkDump, encodeLinkRef, encodeLinkSet } from './rtnl/link';
+import { FdbSpec, Neigh, NeighSpec, decodeNeigh, encodeFdb, encodeNeigh, encodeNeighDump, encodeProxyNeighDump } from './rtnl/neigh';
+import { Route, RouteSpec, decodeRoute, encodeRoute, encodeRouteDump } from './rtnl/route';
+import * as X from './xfrm/xfrm';
+
+/** A link by ifindex or name. */
+export type LinkRef = number | string;
+
+type Resolved<T> = Omit<T, 'masterIndex' | 'netnsFd' | 'parentIndex' | 'linkIndex'>;
+
+/** Where link creation takes names and paths instead of indexes and fds. */
+export type LinkAddSpec = (
+  | (Resolved<Extract<LinkSpec, { kind: 'veth' }>> & { peer: Resolved<Extract<LinkSpec, { kind: 'veth' }>['peer']> & { netns?: string } })
+  | Resolved<Extract<LinkSpec, { kind: 'bridge' }>>
+  | (Resolved<Extract<LinkSpec, { kind: 'vxlan' }>> & { dev?: LinkRef })
+  | (Resolved<Extract<LinkSpec, { kind: 'macvlan' }>> & { parent: LinkRef })
+  | (Resolved<Extract<LinkSpec, { kind: 'ipvlan' }>> & { parent: LinkRef })
+  | (Resolved<Extract<LinkSpec, { kind: 'vlan' }>> & { parent: LinkRef })
+  | Resolved<Extract<LinkSpec, { kind: 'dummy' }>>
+) & { master?: LinkRef; netns?: string };
+
+export interface LinkSetChanges extends Omit<LinkChanges, 'masterIndex' | 'netnsFd'> {
+  /** Bridge to enslave to; null = nomaster. */
+  master?: LinkRef | null;
+  /** Move the link into the netns at this path. */
+  netns?: string;
+}
+
+export type RouteAddSpec = Omit<RouteSpec, 'oifIndex'> & { dev?: LinkRef };
+export type NeighAddSpec = Omit<NeighSpec, 'index'> & { dev: LinkRef };
+export type FdbAddSpec = Omit<FdbSpec, 'index'> & { dev: LinkRef };
+
+/** The kernel option each link kind needs; named in KERNEL_FEATURE_MISSING errors. */
+export const LINK_KIND_KCONFIG: Record<LinkKind, string> = {
+  veth: 'CONFIG_VETH',
+  bridge: 'CONFIG_BRIDGE',
+  vxlan: 'CONFIG_VXLAN',
+  macvlan: 'CONFIG_MACVLAN',
+  ipvlan: 'CONFIG_IPVLAN',
+  vlan: 'CONFIG_VLAN_8021Q',
+  dummy: 'CONFIG_DUMMY',
+};
+
+const EOPNOTSUPP = 95;
+const EPROTONOSUPPORT = 93;
+const ENOSYS = 38;
+
+function kernelFeatureMissing(op: string, object: string, feature: string, kconfig: string, e: NetlinkError): CnmdError {
+  return new CnmdError(
+    'KERNEL_FEATURE_MISSING',
+    `${op} ${object}: this kernel lacks ${feature} (${kconfig}); load its module or run a kernel built with it` +
+      (e.kernelMessage ? ` [kernel: ${e.kernelMessage}]` : ''),
+    { op, object, errno: e.errno, feature, kconfig, cause: e },
+  );
+}
+
+export class Handle {
+  readonly nsPath: string | null;
+  private route: NetlinkSocket;
+  private xfrmSock?: NetlinkSocket;
+
+  private constructor(nsPath: string | null, route: NetlinkSocket) {
+    this.nsPath = nsPath;
+    this.route = route;
+  }
+
+  /** A handle for the netns at nsPath (null: the daemon's own netns). */
+  static at(nsPath: string | null): Handle {
+    return new Handle(nsPath, NetlinkSocket.open(NETLINK_ROUTE, nsPath));
+  }
+
+  /** Wraps an rtnetlink fd already opened inside the netns (by native.netnsCreate). */
+  static adopt(nsPath: string, routeFd: number): Handle {
+    return new Handle(nsPath, NetlinkSocket.adopt(routeFd, NETLINK_ROUTE, nsPath));
+  }
+
+  get closed(): boolean {
+    return this.route.isClosed;
+  }
+
+  close(): void {
+    this.route.close();
+    this.xfrmSock?.close();
+  }
+
+  private xfrm(): NetlinkSocket {
+    if (!this.xfrmSock || this.xfrmSock.isClosed) {
+      if (this.route.isClosed) throw new CnmdError('CLOSED', 'xfrm: netlink handle is closed', { op: 'xfrm' });
+      this.xfrmSock = NetlinkSocket.open(NETLINK_XFRM, this.nsPath);
+    }
+    return this.xfrmSock;
+  }
+
+  /** Opens the netns at path for IFLA_NET_NS_FD, runs fn, closes the fd. */
+  private async withNetnsFd<T>(op: string, object: string, path: string | undefined, fn: (fd: number | undefined) => Promise<T>): Promise<T> {
+    if (path === undefined) return fn(undefined);
+    let fd: number;
+    try {
+      fd = native.openPath(path);
+    } catch (e) {
+      if ((e as { code?: string }).code === 'ENOENT') {
+        throw new CnmdError('NOT_FOUND', `${op} ${object}: network namespace ${path} does not exist`, { op, object, errno: 'ENOENT' });
+      }
+      throw fromNativeError(op, object, e);
+    }
+    try {
+      return await fn(fd);
+    } finally {
+      native.close(fd);
+    }
+  }
+
+  // ---- links ----
+
+  /**
+   * Creates a link. Resolves with the new link as the kernel reports it, or
+   * null when it was created in another netns (the kernel echoes only there).
+   */
+  async linkAdd(spec: LinkAddSpec): Promise<Link | null> {
+    const op = 'link add';
+    const name = spec.name;
+    const masterIndex = spec.master === undefined ? undefined : await this.linkIndex(spec.master);
+    const parentIndex = 'parent' in spec && spec.parent !== undefined ? await this.linkIndex(spec.parent) : undefined;
+    const linkIndex = spec.kind === 'vxlan' && spec.dev !== undefined ? await this.linkIndex(spec.dev) : undefined;
+    const peerNs = spec.kind === 'veth' ? spec.peer.netns : undefined;
+    return this.withNetnsFd(op, name, spec.netns, (netnsFd) =>
+      this.withNetnsFd(op, name, peerNs, async (peerFd) => {
+        const full = { ...spec, masterIndex, netnsFd, parentIndex, linkIndex } as unknown as LinkSpec;
+        if (full.kind === 'veth' && spec.kind === 'veth') full.peer = { ...spec.peer, netnsFd: peerFd };
+        const payload = encodeLinkAdd(full);
+        let replies;
+        try {
+          replies = await this.route.request(C.RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO, payload, { op, object: name });
+        } catch (e) {
+          if (e instanceof NetlinkError && e.errnoNumber === EOPNOTSUPP && !e.kernelMessage?.includes('netns')) {
+            throw kernelFeatureMissing(op, name, `the "${spec.kind}" link type`, LINK_KIND_KCONFIG[spec.kind], e);
+          }
+          if (e instanceof NetlinkError && e.code === 'ALREADY_EXISTS') {
+            throw new CnmdError('ALREADY_EXISTS', `${op} ${name}: a link with this name already exists (EEXIST)`, { op, object: name, errno: 'EEXIST', cause: e });
+          }
+          throw e;
+        }
+        const echoed = replies.find((m) => m.type === C.RTM_NEWLINK);
+        if (echoed) return decodeLink(echoed.payload);
+        if (spec.netns !== undefined) return null;
+        return this.linkGet(name);
+      }),
+    );
+  }
+
+  async linkGet(ref: LinkRef): Promise<Link> {
+    const [index, name] = typeof ref === 'number' ? [ref, undefined] : [0, ref];
+    const object = String(ref);
+    try {
+      const replies = await this.route.request(C.RTM_GETLINK, 0, encodeLinkRef(index, name), { op: 'link get', object });
+      const m = replies.find((r) => r.type === C.RTM_NEWLINK);
+      if (!m) throw new CnmdError('MALFORMED_REPLY', `link get ${object}: the kernel sent no link`, { op: 'link get', object });
+      return decodeLink(m.payload);
+    } catch (e) {
+      if (e instanceof NetlinkError && e.code === 'NOT_FOUND') {
+        throw new CnmdError('NOT_FOUND', `link get ${object}: no such link${this.nsPath ? ` in ${this.nsPath}` : ''}`, { op: 'link get', object, errno: e.errno, cause: e });
+      }
+      throw e;
+    }
+  }
+
+  /** The ifindex of ref (a number is taken as it is). */
+  async linkIndex(ref: LinkRef): Promise<number> {
+    if (typeof ref === 'number') {
+      if (!Number.isInteger(ref) || ref <= 0) throw invalidArgument('link', String(ref), `link index ${ref} is not valid`);
+      return ref;
+    }
+    return (await this.linkGet(ref)).index;
+  }
+
+  async linkList(): Promise<Link[]> {
+    const replies = await this.route.request(C.RTM_GETLINK, 0, encodeLinkDump(), { op: 'link list', dump: true });
+    return replies.filter((m) => m.type === C.RTM_NEWLINK).map((m) => decodeLink(m.payload));
+  }
+
+  async linkDel(ref: LinkRef): Promise<void> {
+    const [index, name] = typeof ref === 'number' ? [ref, undefined] : [0, ref];
+    try {
+      await this.route.request(C.RTM_DELLINK, 0, encodeLinkRef(index, name), { op: 'link del', object: String(ref) });
+    } catch (e) {
+      if (e instanceof NetlinkError && e.code === 'NOT_FOUND') {
+        throw new CnmdError('NOT_FOUND', `link del ${ref}: no such link`, { op: 'link del', object: String(ref), errno: e.errno, cause: e });
+      }
+      throw e;
+    }
+  }
+
+  async linkSet(ref: LinkRef, ch: LinkSetChanges): Promise<void> {
+    const op = 'link set';
+    const object = String(ref);
+    const masterIndex = ch.master === undefined ? undefined : ch.master === null ? 0 : await this.linkIndex(ch.master);
+    // Renames need the index; everything else can name the link directly.
+    const index = typeof ref === 'number' ? ref : ch.name !== undefined ? await this.linkIndex(ref) : 0;
+    const name = typeof ref === 'string' ? ref : undefined;
+    await this.withNetnsFd(op, object, ch.netns, async (netnsFd) => {
+      const { master: _m, netns: _n, ...rest } = ch;
+      const payload = encodeLinkSet(index, index === 0 ? name : undefined, { ...rest, masterIndex, netnsFd });
+      try {
+        await this.route.request(C.RTM_NEWLINK, 0, payload, { op, object });
+      } catch (e) {
+        if (e instanceof NetlinkError && e.code === 'NOT_FOUND') {
+          throw new CnmdError('NOT_FOUND', `${op} ${object}: no such link`, { op, object, errno: e.errno, cause: e });
+        }
+        throw e;
+      }
+    });
+  }
+
+  // ---- addresses ----
+
+  async addrAdd(link: LinkRef, cidr: string, opts?: AddrOptions): Promise<void> {
+    const index = await this.linkIndex(link);
+    await this.route.request(C.RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, encodeAddr('addr add', index, cidr, opts), { op: 'addr add', object: `${cidr} dev ${link}` });
+  }
+
+  async addrDel(link: LinkRef, cidr: string): Promise<void> {
+    const index = await this.linkIndex(link);
+    await this.route.request(C.RTM_DELADDR, 0, encodeAddr('addr del', index, cidr), { op: 'addr del', object: `${cidr} dev ${link}` });
+  }
+
+  async addrList(filter: { link?: LinkRef; family?: 4 | 6 } = {}): Promise<Addr[]> {
+    const index = filter.link === undefined ? 0 : await this.linkIndex(filter.link);
+    const replies = await this.route.request(C.RTM_GETADDR, 0, encodeAddrDump(filter.family ?? 0, index), { op: 'addr list', dump: true });
+    return replies
+      .filter((m) => m.type === C.RTM_NEWADDR)
+      .map((m) => decodeAddr(m.payload))
+      .filter((a) => index === 0 || a.index === index);
+  }
+
+  // ---- routes ----
+
+  private async routeOp(op: 'route add' | 'route replace' | 'route del', spec: RouteAddSpec): Promise<void> {
+    const { dev, ...rest } = spec;
+    const oifIndex = dev === undefined ? undefined : await this.linkIndex(dev);
+    const payload = encodeRoute(op, { ...rest, oifIndex });
+    const type = op === 'route del' ? C.RTM_DELROUTE : C.RTM_NEWROUTE;
+    const flags = op === 'route add' ? NLM_F_CREATE | NLM_F_EXCL : op === 'route replace' ? NLM_F_CREATE | NLM_F_REPLACE : 0;
+    const object = `${spec.dst ?? 'default'}${spec.gateway ? ` via ${spec.gateway}` : ''}${dev !== undefined ? ` dev ${dev}` : ''}`;
+    try {
+      await this.route.request(type, flags, payload, { op, object });
+    } catch (e) {
+      if (e instanceof NetlinkError && op === 'route del' && e.errno === 'ESRCH') {
+        throw new CnmdError('NOT_FOUND', `${op} ${object}: no such route`, { op, object, errno: e.errno, cause: e });
+      }
+      if (e instanceof NetlinkError && e.errno === 'ENETUNREACH') {
+        throw new CnmdError('INVALID_ARGUMENT', `${op} ${object}: gateway is not reachable on any connected network (ENETUNREACH)`, { op, object, errno: e.errno, cause: e });
+      }
+      throw e;
+    }
+  }
+
+  routeAdd(spec: RouteAddSpec): Promise<void> {
+    return this.routeOp('route add', spec);
+  }
+  routeReplace(spec: RouteAddSpec): Promise<void> {
+    return this.routeOp('route replace', spec);
+  }
+  routeDel(spec: RouteAddSpec): Promise<void> {
+    return this.routeOp('route del', spec);
+  }
+
+  /** Routes of one table (default main; 0 = every table). */
+  async routeList(filter: { family?: 4 | 6; table?: number; dev?: LinkRef } = {}): Promise<Route[]> {
+    const table = filter.table ?? C.RT_TABLE_MAIN;
+    const oif = filter.dev === undefined ? undefined : await this.linkIndex(filter.dev);
+    const replies = await this.route.request(C.RTM_GETROUTE, 0, encodeRouteDump(filter.family ?? 0), { op: 'route list', dump: true });
+    return replies
+      .filter((m) => m.type === C.RTM_NEWROUTE)
+      .map((m) => decodeRoute(m.payload))
+      .filter((r) => (table === 0 || r.table === table) && (oif === undefined || r.oifIndex === oif));
+  }
+
+  // ---- neighbours and FDB ----
+
+  async neighAdd(spec: NeighAddSpec): Promise<void> {
+    const { dev, ...rest } = spec;
+    const index = await this.linkIndex(dev);
+    await this.route.request(C.RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, encodeNeigh('neigh add', { ...rest, index }), { op: 'neigh add', object: `${spec.ip} dev ${dev}` });
+  }
+
+  async neighDel(spec: Omit<NeighAddSpec, 'mac' | 'state'>): Promise<void> {
+    const { dev, ...rest } = spec;
+    const index = await this.linkIndex(dev);
+    await this.route.request(C.RTM_DELNEIGH, 0, encodeNeigh('neigh del', { ...rest, index }), { op: 'neigh del', object: `${spec.ip} dev ${dev}` });
+  }
+
+  async neighList(filter: { dev?: LinkRef; family?: 4 | 6; proxy?: boolean } = {}): Promise<Neigh[]> {
+    const index = filter.dev === undefined ? 0 : await this.linkIndex(filter.dev);
+    const family = filter.family === 6 ? C.AF_INET6 : filter.family === 4 ? C.AF_INET : C.AF_UNSPEC;
+    const payload = filter.proxy ? encodeProxyNeighDump(family) : encodeNeighDump(family, index);
+    const replies = await this.route.request(C.RTM_GETNEIGH, 0, payload, { op: 'neigh list', dump: true });
+    return replies
+      .filter((m) => m.type === C.RTM_NEWNEIGH)
+      .map((m) => decodeNeigh(m.payload))
+      .filter((n) => n.family !== C.AF_BRIDGE && (index === 0 || n.index === index) && (filter.proxy === undefined || n.proxy === filter.proxy));
+  }
+
+  private async fdbOp(op: 'fdb add' | 'fdb append' | 'fdb del', spec: FdbAddSpec): Promise<void> {
+    const { dev, ...rest } = spec;
+    const index = await this.linkIndex(dev);
+    const type = op === 'fdb del' ? C.RTM_DELNEIGH : C.RTM_NEWNEIGH;
+    // Several remote VTEPs under one MAC (the all-zeros flood entry) need APPEND.
+    const flags = op === 'fdb add' ? NLM_F_CREATE | NLM_F_EXCL : op === 'fdb append' ? NLM_F_CREATE | NLM_F_APPEND : 0;
+    await this.route.request(type, flags, encodeFdb(op, { ...rest, index }), { op, object: `${spec.mac} dev ${dev}${spec.dst ? ` dst ${spec.dst}` : ''}` });
+  }
+
+  fdbAdd(spec: FdbAddSpec): Promise<void> {
+    return this.fdbOp('fdb add', spec);
+  }
+  fdbAppend(spec: FdbAddSpec): Promise<void> {
+    return this.fdbOp('fdb append', spec);
+  }
+  fdbDel(spec: FdbAddSpec): Promise<void> {
+    return this.fdbOp('fdb del', spec);
+  }
+
+  async fdbList(filter: { dev?: LinkRef } = {}): Promise<Neigh[]> {
+    const index = filter.dev === undefined ? 0 : await this.linkIndex(filter.dev);
+    const replies = await this.route.request(C.RTM_GETNEIGH, 0, encodeNeighDump(C.AF_BRIDGE, index), { op: 'fdb list', dump: true });
+    return replies
+      .filter((m) => m.type === C.RTM_NEWNEIGH)
+      .map((m) => decodeNeigh(m.payload))
+      .filter((n) => n.family === C.AF_BRIDGE && (index === 0 || n.index === index));
+  }
+
+  // ---- XFRM ----
+
+  private async xfrmStateWrite(type: number, flags: number, op: string, spec: X.XfrmStateSpec): Promise<void> {
+    const object = `${spec.src}->${spec.dst} spi 0x${(spec.spi >>> 0).toString(16)}`;
+    try {
+      await this.xfrm().request(type, flags, X.encodeStateAdd(spec), { op, object });
+    } catch (e) {
+      if (e instanceof NetlinkError && e.errnoNumber === EPROTONOSUPPORT) {
+        const proto = (spec.proto ?? 'esp').toUpperCase();
+        throw kernelFeatureMissing(op, object, `IPsec ${proto}`, proto === 'AH' ? 'CONFIG_INET_AH' : 'CONFIG_INET_ESP', e);
+      }
+      if (e instanceof NetlinkError && e.errnoNumber === ENOSYS) {
+        const alg = spec.aead?.name ?? spec.crypt?.name ?? spec.auth?.name ?? 'the algorithm';
+        const kconfig = /gcm/.test(alg) ? 'CONFIG_CRYPTO_GCM' : /authenc|cbc/.test(alg) ? 'CONFIG_CRYPTO_AUTHENC' : 'CONFIG_CRYPTO_*';
+        throw kernelFeatureMissing(op, object, `the crypto algorithm ${alg}`, kconfig, e);
+      }
+      throw e;
+    }
+  }
+
+  xfrmStateAdd(spec: X.XfrmStateSpec): Promise<void> {
+    return this.xfrmStateWrite(X.XFRM_MSG_NEWSA, NLM_F_CREATE | NLM_F_EXCL, 'xfrm state add', spec);
+  }
+  xfrmStateUpdate(spec: X.XfrmStateSpec): Promise<void> {
+    return this.xfrmStateWrite(X.XFRM_MSG_UPDSA, 0, 'xfrm state update', spec);
+  }
+
+  async xfrmStateDel(id: X.XfrmStateId): Promise<void> {
+    await this.xfrm().request(X.XFRM_MSG_DELSA, 0, X.encodeStateId('xfrm state del', id), { op: 'xfrm state del', object: `${id.dst} spi 0x${(id.spi >>> 0).toString(16)}` });
+  }
+
+  async xfrmStateGet(id: X.XfrmStateId): Promise<X.XfrmState> {
+    const object = `${id.dst} spi 0x${(id.spi >>> 0).toString(16)}`;
+    const replies = await this.xfrm().request(X.XFRM_MSG_GETSA, 0, X.encodeStateId('xfrm state get', id), { op: 'xfrm state get', object });
+    const m = replies.find((r) => r.type === X.XFRM_MSG_NEWSA);
+    if (!m) throw new CnmdError('MALFORMED_REPLY', `xfrm state get ${object}: the kernel sent no state`, { op: 'xfrm state get', object });
+    return X.decodeState(m.payload);
+  }
+
+  async xfrmStateList(): Promise<X.XfrmState[]> {
+    const replies = await this.xfrm().request(X.XFRM_MSG_GETSA, 0, Buffer.alloc(0), { op: 'xfrm state list', dump: true });
+    return replies.filter((m) => m.type === X.XFRM_MSG_NEWSA).map((m) => X.decodeState(m.payload));
+  }
+
+  async xfrmStateFlush(proto: X.XfrmProto | 'any' = 'any'): Promise<void> {
+    await this.xfrm().request(X.XFRM_MSG_FLUSHSA, 0, X.encodeStateFlush(proto), { op: 'xfrm state flush' });
+  }
+
+  async xfrmPolicyAdd(spec: X.XfrmPolicySpec): Promise<void> {
+    await this.xfrm().request(X.XFRM_MSG_NEWPOLICY, NLM_F_CREATE | NLM_F_EXCL, X.encodePolicyAdd(spec), { op: 'xfrm policy add', object: `${spec.selector.src}->${spec.selector.dst} dir ${spec.dir}` });
+  }
+  async xfrmPolicyUpdate(spec: X.XfrmPolicySpec): Promise<void> {
+    await this.xfrm().request(X.XFRM_MSG_UPDPOLICY, 0, X.encodePolicyAdd(spec), { op: 'xfrm policy update', object: `${spec.selector.src}->${spec.selector.dst} dir ${spec.dir}` });
+  }
+
+  async xfrmPolicyDel(id: X.XfrmPolicyId): Promise<void> {
+    await this.xfrm().request(X.XFRM_MSG_DELPOLICY, 0, X.encodePolicyId('xfrm policy del', id), { op: 'xfrm policy del', object: `${id.selector.src}->${id.selector.dst} dir ${id.dir}` });
+  }
+
+  async xfrmPolicyGet(id: X.XfrmPolicyId): Promise<X.XfrmPolicy> {
+    const object = `${id.selector.src}->${id.selector.dst} dir ${id.dir}`;
+    const replies = await this.xfrm().request(X.XFRM_MSG_GETPOLICY, 0, X.encodePolicyId('xfrm policy get', id), { op: 'xfrm policy get', object });
+    const m = replies.find((r) => r.type === X.XFRM_MSG_NEWPOLICY);
+    if (!m) throw new CnmdError('MALFORMED_REPLY', `xfrm policy get ${object}: the kernel sent no policy`, { op: 'xfrm policy get', object });
+    return X.decodePolicy(m.payload);
+  }
+
+  async xfrmPolicyList(): Promise<X.XfrmPolicy[]> {
+    const replies = await this.xfrm().request(X.XFRM_MSG_GETPOLICY, 0, Buffer.alloc(0), { op: 'xfrm policy list', dump: true });
+    return replies.filter((m) => m.type === X.XFRM_MSG_NEWPOLICY).map((m) => X.decodePolicy(m.payload));
+  }
+
+  async xfrmPolicyFlush(): Promise<void> {
+    await this.xfrm().request(X.XFRM_MSG_FLUSHPOLICY, 0, Buffer.alloc(0), { op: 'xfrm policy flush' });
+  }
+}

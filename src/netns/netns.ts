@@ -1,0 +1,100 @@
+// The sandbox OS layer: network namespaces as files under <exec-root>/netns,
+// each created with loopback up and handed out with a netlink handle.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { native } from '../../native';
+import { CnmdError, invalidArgument } from '../errors';
+import { Handle } from '../netlink/handle';
+import { NetlinkSocket, fromNativeError } from '../netlink/socket';
+import { NETLINK_ROUTE } from '../../native';
+
+const ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+const LOOPBACK_INDEX = 1; // the first device of every new netns
+
+export interface CreatedNetns {
+  id: string;
+  path: string;
+  /** An rtnetlink handle opened inside the new netns; the caller closes it. */
+  handle: Handle;
+}
+
+export class NetnsManager {
+  readonly dir: string;
+
+  constructor(execRoot: string) {
+    this.dir = path.join(execRoot, 'netns');
+  }
+
+  pathOf(id: string): string {
+    if (typeof id !== 'string' || !ID.test(id)) {
+      throw invalidArgument('netns', String(id), `netns id "${id}" must be 1-128 characters of [A-Za-z0-9_.-], starting with a letter or digit`);
+    }
+    return path.join(this.dir, id);
+  }
+
+  /** Creates netns `id` with loopback up. Fails with ALREADY_EXISTS if it exists. */
+  async create(id: string): Promise<CreatedNetns> {
+    const p = this.pathOf(id);
+    fs.mkdirSync(this.dir, { recursive: true, mode: 0o755 });
+    let fds: number[];
+    try {
+      fds = await native.netnsCreate(p, [NetlinkSocket.spec(NETLINK_ROUTE)]);
+    } catch (e) {
+      if ((e as { code?: string }).code === 'EEXIST') {
+        throw new CnmdError('ALREADY_EXISTS', `netns create ${id}: ${p} already exists`, { op: 'netns create', object: id, errno: 'EEXIST' });
+      }
+      throw fromNativeError('netns create', id, e);
+    }
+    const handle = Handle.adopt(p, fds[0]);
+    try {
+      await handle.linkSet(LOOPBACK_INDEX, { up: true });
+    } catch (e) {
+      handle.close();
+      this.removeQuietly(p);
+      throw e;
+    }
+    return { id, path: p, handle };
+  }
+
+  /** Removes netns `id`. Fails with NOT_FOUND if there is none. */
+  delete(id: string): void {
+    const p = this.pathOf(id);
+    try {
+      native.netnsDelete(p);
+    } catch (e) {
+      if ((e as { code?: string }).code === 'ENOENT') {
+        throw new CnmdError('NOT_FOUND', `netns delete ${id}: ${p} does not exist`, { op: 'netns delete', object: id, errno: 'ENOENT' });
+      }
+      throw fromNativeError('netns delete', id, e);
+    }
+  }
+
+  exists(id: string): boolean {
+    return native.isNetns(this.pathOf(id));
+  }
+
+  /** Ids of the namespaces under dir (files that are not netns mounts are left out). */
+  list(): string[] {
+    let names: string[];
+    try {
+      names = fs.readdirSync(this.dir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw e;
+    }
+    return names.filter((n) => ID.test(n) && native.isNetns(path.join(this.dir, n))).sort();
+  }
+
+  /** A new handle inside netns `id`; the caller closes it. */
+  handle(id: string): Handle {
+    return Handle.at(this.pathOf(id));
+  }
+
+  private removeQuietly(p: string): void {
+    try {
+      native.netnsDelete(p);
+    } catch {
+      /* best effort on a failed create */
+    }
+  }
+}
