@@ -39,6 +39,7 @@ for (const lane of lanes) {
     failed = true;
     continue;
   }
+  require('./host-packages').ensure([lane]);
   console.log(`\n=== lane ${lane}: ${list.length} files ===`);
   const args = ['--test', '--test-reporter=spec', `--test-concurrency=${lane === 'kernel' ? 1 : 2}`, ...list];
   const r = spawnSync(process.execPath, args, { stdio: 'inherit', cwd: root });

@@ -1,0 +1,76 @@
+#!/usr/bin/env node
+// The Debian packages each test lane needs, and their installation when
+// missing (as root, through apt-get). A lane installs its tools rather than
+// skipping: `node scripts/host-packages.js [build|unit|integration|kernel|all]`.
+'use strict';
+const fs = require('node:fs');
+const { execFileSync, spawnSync } = require('node:child_process');
+
+// lane -> [probe, package]; a probe is a command on PATH or a check function.
+const hasCommand = (cmd) => () => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+const hasDebianKernel = () => {
+  try {
+    const vers = fs.readdirSync('/boot').filter((f) => /^vmlinuz-.*-amd64$/.test(f)).map((f) => f.slice('vmlinuz-'.length));
+    return vers.some((v) => fs.existsSync(`/lib/modules/${v}/kernel`));
+  } catch {
+    return false;
+  }
+};
+
+const LANES = {
+  build: [
+    [hasCommand('g++'), 'g++'],
+    [hasCommand('make'), 'make'],
+    [hasCommand('python3'), 'python3'],
+  ],
+  unit: [],
+  integration: [
+    [hasCommand('ip'), 'iproute2'],
+    [hasCommand('bridge'), 'iproute2'],
+    [hasCommand('iptables-restore'), 'iptables'],
+    [hasCommand('nsenter'), 'util-linux'],
+    [hasCommand('ping'), 'iputils-ping'],
+    [hasCommand('dig'), 'dnsutils'],
+    [hasCommand('curl'), 'curl'],
+    [hasCommand('strace'), 'strace'],
+  ],
+  kernel: [
+    [hasCommand('qemu-system-x86_64'), 'qemu-system-x86'],
+    [hasCommand('busybox'), 'busybox-static'],
+    [hasCommand('modprobe'), 'kmod'],
+    [hasDebianKernel, 'linux-image-amd64'],
+  ],
+};
+
+function missingFor(lanes) {
+  const out = new Set();
+  for (const lane of lanes) for (const [probe, pkg] of LANES[lane] || []) if (!probe()) out.add(pkg);
+  return [...out].sort();
+}
+
+function ensure(lanes) {
+  const missing = missingFor(lanes);
+  if (missing.length === 0) return;
+  if (process.getuid && process.getuid() !== 0) {
+    throw new Error(`missing Debian packages: ${missing.join(' ')} (install them as root: apt-get install ${missing.join(' ')})`);
+  }
+  console.log(`installing Debian packages: ${missing.join(' ')}`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
+  execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...missing], { stdio: 'inherit', env });
+  const still = missingFor(lanes);
+  if (still.length) throw new Error(`still missing after apt-get install: ${still.join(' ')}`);
+}
+
+module.exports = { LANES, ensure, missingFor };
+
+if (require.main === module) {
+  const arg = process.argv[2] || 'all';
+  const lanes = arg === 'all' ? Object.keys(LANES) : [arg];
+  try {
+    ensure(lanes);
+  } catch (e) {
+    console.error(String(e.message || e));
+    process.exit(1);
+  }
+}

@@ -1,0 +1,143 @@
+// A small HTTP router for the Engine-API subset: Docker's optional /vX.Y
+// prefix, JSON bodies, {"message"} errors with Docker's statuses.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { CnmdError, ErrorCode } from '../errors';
+
+export interface Request {
+  method: string;
+  path: string;
+  params: Record<string, string>;
+  query: URLSearchParams;
+  apiVersion?: string;
+  headers: IncomingMessage['headers'];
+  body(): Promise<unknown>;
+}
+
+export interface Reply {
+  status?: number;
+  body?: unknown;
+  headers?: Record<string, string>;
+  /** Send body as-is (text/plain) instead of JSON. */
+  raw?: boolean;
+}
+
+export type Handler = (req: Request) => Promise<Reply> | Reply;
+
+interface Route {
+  method: string;
+  re: RegExp;
+  keys: string[];
+  handler: Handler;
+}
+
+const STATUS: Partial<Record<ErrorCode, number>> = {
+  INVALID_ARGUMENT: 400,
+  NOT_FOUND: 404,
+  ALREADY_EXISTS: 409,
+  CONFLICT: 409,
+  FORBIDDEN: 403,
+  EXHAUSTED: 409,
+  KERNEL_FEATURE_MISSING: 400,
+};
+
+export function statusFor(e: unknown): number {
+  return e instanceof CnmdError ? (STATUS[e.code] ?? 500) : 500;
+}
+
+const MAX_BODY = 4 << 20;
+
+export class Router {
+  private routes: Route[] = [];
+
+  add(method: string, pattern: string, handler: Handler): this {
+    const keys: string[] = [];
+    const re = new RegExp(
+      '^' + pattern.replace(/\{(\w+)\}/g, (_, k: string) => {
+        keys.push(k);
+        return '([^/]+)';
+      }) + '/?$',
+    );
+    this.routes.push({ method, re, keys, handler });
+    return this;
+  }
+
+  async handle(req: IncomingMessage, res: ServerResponse, onError: (e: unknown, r: Request) => void): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://cnmd');
+    let p = url.pathname;
+    let apiVersion: string | undefined;
+    const vm = /^\/v(\d+\.\d+)(\/.*)$/.exec(p);
+    if (vm) {
+      apiVersion = vm[1];
+      p = vm[2];
+    }
+    const method = req.method === 'HEAD' ? 'GET' : (req.method ?? 'GET');
+    let bodyPromise: Promise<unknown> | undefined;
+    const request: Request = {
+      method,
+      path: p,
+      params: {},
+      query: url.searchParams,
+      apiVersion,
+      headers: req.headers,
+      body: () => (bodyPromise ??= readJson(req)),
+    };
+    let reply: Reply;
+    const matches = this.routes.filter((r) => r.re.test(p));
+    const route = matches.find((r) => r.method === method);
+    try {
+      if (!route) {
+        reply = matches.length
+          ? { status: 405, body: { message: `method ${req.method} is not allowed on ${p}` } }
+          : { status: 404, body: { message: `page not found: ${p}` } };
+      } else {
+        const m = route.re.exec(p)!;
+        route.keys.forEach((k, i) => (request.params[k] = decodeURIComponent(m[i + 1])));
+        reply = await route.handler(request);
+      }
+    } catch (e) {
+      onError(e, request);
+      reply = { status: statusFor(e), body: { message: e instanceof Error ? e.message : String(e) } };
+    }
+    const status = reply.status ?? 200;
+    const headers: Record<string, string> = { ...(reply.headers ?? {}) };
+    let payload = '';
+    if (reply.body !== undefined) {
+      if (reply.raw) {
+        payload = String(reply.body);
+        headers['Content-Type'] ??= 'text/plain; charset=utf-8';
+      } else {
+        payload = JSON.stringify(reply.body) + '\n';
+        headers['Content-Type'] ??= 'application/json';
+      }
+    }
+    headers['Content-Length'] = String(Buffer.byteLength(payload));
+    res.writeHead(status, headers);
+    res.end(req.method === 'HEAD' ? undefined : payload);
+  }
+}
+
+function readJson(req: IncomingMessage): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY) {
+        reject(new CnmdError('INVALID_ARGUMENT', `request body is larger than ${MAX_BODY} bytes`, { op: 'api' }));
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8').trim();
+      if (text === '') return resolve(undefined);
+      try {
+        resolve(JSON.parse(text));
+      } catch (e) {
+        reject(new CnmdError('INVALID_ARGUMENT', `request body is not valid JSON: ${(e as Error).message}`, { op: 'api' }));
+      }
+    });
+    req.on('error', reject);
+  });
+}

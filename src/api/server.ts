@@ -1,0 +1,86 @@
+// The API server on the --host socket (unix, mode 0660; TCP only when asked).
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { ListenAddress } from '../config';
+import type { Logger } from '../log';
+import { API_VERSION, MIN_API_VERSION, VERSION } from '../version';
+import { Router } from './router';
+
+export interface ApiServer {
+  router: Router;
+  close(): Promise<void>;
+}
+
+function pingHeaders(): Record<string, string> {
+  return {
+    'Api-Version': API_VERSION,
+    'Docker-Experimental': 'false',
+    OSType: 'linux',
+    Server: `cnmd/${VERSION} (linux)`,
+    'Cache-Control': 'no-cache, no-store, must-revalidate',
+    Pragma: 'no-cache',
+  };
+}
+
+export function versionInfo(): Record<string, unknown> {
+  return {
+    Platform: { Name: 'cnmd' },
+    Components: [{ Name: 'cnmd', Version: VERSION, Details: { ApiVersion: API_VERSION, MinAPIVersion: MIN_API_VERSION } }],
+    Version: VERSION,
+    ApiVersion: API_VERSION,
+    MinAPIVersion: MIN_API_VERSION,
+    GitCommit: '',
+    GoVersion: `node ${process.version}`,
+    Os: 'linux',
+    Arch: process.arch === 'x64' ? 'amd64' : process.arch,
+    KernelVersion: os.release(),
+    BuildTime: '',
+  };
+}
+
+/** Routes every daemon answers, whatever else is mounted. */
+export function baseRouter(): Router {
+  return new Router()
+    .add('GET', '/_ping', () => ({ body: 'OK', raw: true, headers: pingHeaders() }))
+    .add('GET', '/version', () => ({ body: versionInfo(), headers: { 'Api-Version': API_VERSION } }));
+}
+
+export async function startApiServer(addr: ListenAddress, router: Router, log: Logger): Promise<ApiServer> {
+  const server = http.createServer((req, res) => {
+    const started = process.hrtime.bigint();
+    void router
+      .handle(req, res, (e, r) => log.warn({ err: e, method: r.method, path: r.path }, 'api request failed'))
+      .finally(() => log.debug({ method: req.method, url: req.url, status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6 }, 'api'));
+  });
+  server.keepAliveTimeout = 30_000;
+  if (addr.kind === 'unix') {
+    fs.mkdirSync(path.dirname(addr.path), { recursive: true, mode: 0o755 });
+    try {
+      fs.unlinkSync(addr.path); // a stale socket from a killed daemon
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(addr.path, () => resolve());
+    });
+    fs.chmodSync(addr.path, 0o660);
+  } else {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(addr.port, addr.host, () => resolve());
+    });
+  }
+  log.info({ listen: addr }, 'api listening');
+  return {
+    router,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+        if (addr.kind === 'unix') fs.rmSync(addr.path, { force: true });
+      }),
+  };
+}

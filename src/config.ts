@@ -1,0 +1,52 @@
+// Daemon configuration: every path and name comes from here (flag > env > default),
+// so several daemons on one machine (one per test "host" netns) never collide.
+import * as path from 'node:path';
+
+export interface Config {
+  dataRoot: string;
+  execRoot: string;
+  /** API listen address: unix:///path or tcp://host:port. */
+  host: string;
+  pluginDir: string;
+  logLevel: string;
+}
+
+export const DEFAULTS: Config = {
+  dataRoot: '/var/lib/cnmd',
+  execRoot: '/run/cnmd',
+  host: 'unix:///run/cnmd/cnmd.sock',
+  pluginDir: '/run/docker/plugins',
+  logLevel: 'info',
+};
+
+export const ENV: Record<keyof Config, string> = {
+  dataRoot: 'CNMD_DATA_ROOT',
+  execRoot: 'CNMD_EXEC_ROOT',
+  host: 'CNMD_HOST',
+  pluginDir: 'CNMD_PLUGIN_DIR',
+  logLevel: 'CNMD_LOG_LEVEL',
+};
+
+export function resolveConfig(flags: Partial<Config>, env: NodeJS.ProcessEnv = process.env): Config {
+  const out = { ...DEFAULTS };
+  for (const key of Object.keys(DEFAULTS) as (keyof Config)[]) {
+    const v = flags[key] ?? env[ENV[key]];
+    if (v !== undefined && v !== '') out[key] = v;
+  }
+  out.dataRoot = path.resolve(out.dataRoot);
+  out.execRoot = path.resolve(out.execRoot);
+  out.pluginDir = path.resolve(out.pluginDir);
+  parseHost(out.host); // refuse a bad address before anything starts
+  return out;
+}
+
+export type ListenAddress = { kind: 'unix'; path: string } | { kind: 'tcp'; host: string; port: number };
+
+/** Parses `unix:///run/cnmd/cnmd.sock`, a bare path, or `tcp://127.0.0.1:2375`. */
+export function parseHost(host: string): ListenAddress {
+  if (host.startsWith('unix://')) return { kind: 'unix', path: host.slice('unix://'.length) };
+  if (host.startsWith('/')) return { kind: 'unix', path: host };
+  const m = /^tcp:\/\/(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(host);
+  if (m) return { kind: 'tcp', host: m[1].replace(/^\[|\]$/g, ''), port: Number(m[2]) };
+  throw new Error(`--host "${host}" is not unix:///path/to.sock or tcp://HOST:PORT`);
+}
