@@ -1,0 +1,178 @@
+// The default IPAM: Docker's predefined pools, --subnet/--ip-range/--gateway/
+// --aux-address/static addresses, IPv6, the serial option; one compressed
+// bitmap per pool, persisted in the store with every change.
+import { CnmdError, invalidArgument } from '../errors';
+import type { Store } from '../store/store';
+import { AddressOptions, GLOBAL_SPACE, Ipam, LOCAL_SPACE, PoolInfo, PoolRequest, SERIAL_OPTION } from './ipam';
+import { Cidr, bigToIp, contains, formatCidr, ipToBig, overlaps, parseCidr, within } from './ip';
+import { predefinedSubnets } from './pools';
+import { Sequence, SequenceJSON } from './sequence';
+
+const KIND = 'ipam-pool';
+
+interface PoolRecord {
+  id: string;
+  addressSpace: string;
+  pool: string;
+  range?: string;
+  v6: boolean;
+  serial: boolean;
+  seq: SequenceJSON;
+  /** Offset of the last address handed out, for serial allocation. */
+  last?: string;
+}
+
+export interface DefaultIpamOptions {
+  /** Networks routed on the host (CIDRs): predefined pools that overlap them are skipped. */
+  hostNetworks?: () => Promise<string[]>;
+}
+
+export class DefaultIpam implements Ipam {
+  readonly name = 'default';
+  private readonly store: Store;
+  private readonly hostNetworks: () => Promise<string[]>;
+
+  constructor(store: Store, opts: DefaultIpamOptions = {}) {
+    this.store = store;
+    this.hostNetworks = opts.hostNetworks ?? (async () => []);
+  }
+
+  async defaultAddressSpaces(): Promise<{ local: string; global: string }> {
+    return { local: LOCAL_SPACE, global: GLOBAL_SPACE };
+  }
+
+  private pools(space: string): PoolRecord[] {
+    return this.store.list<PoolRecord>(KIND).filter((p) => p.addressSpace === space);
+  }
+
+  async requestPool(req: PoolRequest): Promise<PoolInfo> {
+    const op = 'ipam request pool';
+    const space = req.addressSpace || LOCAL_SPACE;
+    if (space !== LOCAL_SPACE && space !== GLOBAL_SPACE) {
+      throw invalidArgument(op, space, `address space "${space}" is not ${LOCAL_SPACE} or ${GLOBAL_SPACE}`);
+    }
+    const v6 = !!req.v6;
+    const serial = req.options?.[SERIAL_OPTION] === 'true';
+    let pool: Cidr;
+    if (req.pool) {
+      const p = parseCidr(req.pool);
+      if (!p) throw invalidArgument(op, req.pool, `subnet "${req.pool}" is not a CIDR (want e.g. 10.1.0.0/24${v6 ? ' or fd00:1::/64' : ''})`);
+      if (!parseCidr(req.pool, true)) {
+        // Docker refuses a subnet with host bits set; say which network was meant.
+        throw invalidArgument(op, req.pool, `subnet "${req.pool}" has host bits set; did you mean ${formatCidr(p)}?`);
+      }
+      if ((p.family === 6) !== v6) throw invalidArgument(op, req.pool, `subnet ${req.pool} is IPv${p.family} but an IPv${v6 ? 6 : 4} pool was requested`);
+      const clash = this.pools(space).find((o) => overlaps(parseCidr(o.pool)!, p));
+      if (clash) {
+        throw new CnmdError('CONFLICT', `${op}: subnet ${formatCidr(p)} overlaps with ${clash.pool}, already used by another network in this address space`, {
+          op,
+          object: formatCidr(p),
+        });
+      }
+      pool = p;
+    } else {
+      if (req.subPool) throw invalidArgument(op, req.subPool, '--ip-range needs --subnet');
+      pool = await this.pickPredefined(space, v6);
+    }
+    let range: Cidr | undefined;
+    if (req.subPool) {
+      const r = parseCidr(req.subPool);
+      if (!r) throw invalidArgument(op, req.subPool, `ip-range "${req.subPool}" is not a CIDR`);
+      if (!within(r, pool)) throw invalidArgument(op, req.subPool, `ip-range ${req.subPool} is not inside subnet ${formatCidr(pool)}`);
+      range = r;
+    }
+    const id = `${space}/${formatCidr(pool)}${range ? `/${formatCidr(range)}` : ''}`;
+    const seq = new Sequence(pool.size);
+    // The network address, and the IPv4 broadcast, are never handed out.
+    if (pool.size > 2n || pool.family === 6) seq.set(0n);
+    if (pool.family === 4 && pool.size > 2n) seq.set(pool.size - 1n);
+    const rec: PoolRecord = { id, addressSpace: space, pool: formatCidr(pool), range: range && formatCidr(range), v6, serial, seq: seq.toJSON() };
+    this.store.put(KIND, id, rec);
+    return { poolId: id, pool: rec.pool, data: {} };
+  }
+
+  private async pickPredefined(space: string, v6: boolean): Promise<Cidr> {
+    const taken = this.pools(space).map((p) => parseCidr(p.pool)!);
+    const host = (await this.hostNetworks()).map((s) => parseCidr(s)).filter((c): c is Cidr => !!c && c.prefixLen > 0);
+    for (const c of predefinedSubnets(space === GLOBAL_SPACE ? 'global' : 'local', v6)) {
+      if (taken.some((t) => overlaps(t, c)) || host.some((h) => overlaps(h, c))) continue;
+      return c;
+    }
+    throw new CnmdError(
+      'EXHAUSTED',
+      `ipam request pool: could not find an available, non-overlapping IPv${v6 ? 6 : 4} address pool among the defaults to assign to the network; give one with --subnet`,
+      { op: 'ipam request pool', object: space },
+    );
+  }
+
+  private load(op: string, poolId: string): PoolRecord {
+    const rec = this.store.get<PoolRecord>(KIND, poolId);
+    if (!rec) throw new CnmdError('NOT_FOUND', `${op}: pool ${poolId} does not exist`, { op, object: poolId });
+    return rec;
+  }
+
+  async releasePool(poolId: string): Promise<void> {
+    this.load('ipam release pool', poolId);
+    this.store.delete(KIND, poolId);
+  }
+
+  async requestAddress(poolId: string, ip?: string, opts: AddressOptions = {}): Promise<string> {
+    const op = 'ipam request address';
+    const rec = this.load(op, poolId);
+    const pool = parseCidr(rec.pool)!;
+    const seq = Sequence.fromJSON(rec.seq);
+    let offset: bigint;
+    if (ip) {
+      const a = ipToBig(ip);
+      if (!a) throw invalidArgument(op, ip, `"${ip}" is not an IP address`);
+      if (!contains(pool, a.family, a.value)) throw invalidArgument(op, ip, `address ${ip} is outside subnet ${rec.pool}`);
+      offset = a.value - pool.base;
+      if (!seq.set(offset)) {
+        const reserved = offset === 0n || (pool.family === 4 && offset === pool.size - 1n);
+        throw new CnmdError('CONFLICT', `${op}: address ${ip} is ${reserved ? 'reserved (network or broadcast address)' : 'already in use'} in ${rec.pool}`, {
+          op,
+          object: ip,
+        });
+      }
+    } else {
+      const range = rec.range ? parseCidr(rec.range)! : pool;
+      const from = range.base - pool.base;
+      const to = from + range.size;
+      let found: bigint | undefined;
+      if ((opts.serial || rec.serial) && rec.last !== undefined) {
+        const after = BigInt(rec.last) + 1n;
+        found = after < to ? seq.firstClear(after > from ? after : from, to) : undefined;
+        found ??= seq.firstClear(from, to); // wrap around
+      } else {
+        found = seq.firstClear(from, to);
+      }
+      if (found === undefined) {
+        throw new CnmdError('EXHAUSTED', `${op}: no available IPv${pool.family} addresses in ${rec.range ?? rec.pool}`, { op, object: poolId });
+      }
+      seq.set(found);
+      offset = found;
+    }
+    rec.seq = seq.toJSON();
+    rec.last = offset.toString();
+    this.store.put(KIND, poolId, rec);
+    return `${bigToIp(pool.base + offset, pool.family)}/${pool.prefixLen}`;
+  }
+
+  async releaseAddress(poolId: string, ip: string): Promise<void> {
+    const op = 'ipam release address';
+    const rec = this.load(op, poolId);
+    const pool = parseCidr(rec.pool)!;
+    const a = ipToBig(ip.replace(/\/\d+$/, ''));
+    if (!a || !contains(pool, a.family, a.value)) throw invalidArgument(op, ip, `address ${ip} is not in ${rec.pool}`);
+    const offset = a.value - pool.base;
+    if ((offset === 0n && pool.size > 2n) || (pool.family === 4 && pool.size > 2n && offset === pool.size - 1n)) {
+      throw invalidArgument(op, ip, `address ${ip} is the network or broadcast address of ${rec.pool}, which is never allocated`);
+    }
+    const seq = Sequence.fromJSON(rec.seq);
+    if (!seq.unset(offset)) {
+      throw new CnmdError('NOT_FOUND', `${op}: address ${ip} is not allocated in ${rec.pool}`, { op, object: ip });
+    }
+    rec.seq = seq.toJSON();
+    this.store.put(KIND, poolId, rec);
+  }
+}

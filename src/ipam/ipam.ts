@@ -1,0 +1,42 @@
+// The IPAM seam (libnetwork's ipamapi.Ipam): the default allocator and remote
+// IPAM plugins both implement it.
+
+export const LOCAL_SPACE = 'LocalDefault';
+export const GLOBAL_SPACE = 'GlobalDefault';
+
+export interface PoolRequest {
+  addressSpace?: string;
+  /** CIDR; empty: pick a free predefined pool. */
+  pool?: string;
+  /** --ip-range: dynamic addresses come only from here. */
+  subPool?: string;
+  v6?: boolean;
+  options?: Record<string, string>;
+}
+
+export interface PoolInfo {
+  poolId: string;
+  /** CIDR */
+  pool: string;
+  data?: Record<string, string>;
+}
+
+export interface AddressOptions {
+  /** This request is for the network's gateway. */
+  gateway?: boolean;
+  /** Don't reuse the lowest free address: continue after the last one given. */
+  serial?: boolean;
+}
+
+export interface Ipam {
+  readonly name: string;
+  defaultAddressSpaces(): Promise<{ local: string; global: string }>;
+  requestPool(req: PoolRequest): Promise<PoolInfo>;
+  releasePool(poolId: string): Promise<void>;
+  /** Returns the address as a CIDR with the pool's prefix ("10.1.0.2/24"). */
+  requestAddress(poolId: string, ip?: string, opts?: AddressOptions): Promise<string>;
+  releaseAddress(poolId: string, ip: string): Promise<void>;
+}
+
+export const GATEWAY_OPTION = 'com.docker.network.gateway';
+export const SERIAL_OPTION = 'com.docker.network.ipam.serial';
