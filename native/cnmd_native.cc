@@ -276,6 +276,28 @@ napi_value NetnsDelete(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// netnsPin(path): bind-mount the calling process's own netns at path (the
+// "host" netns of host-network sandboxes gets a stable path this way).
+napi_value NetnsPin(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  std::string path;
+  if (argc < 1 || !GetString(env, argv[0], &path)) {
+    napi_throw_type_error(env, "EINVAL", "netnsPin(path)");
+    return nullptr;
+  }
+  int fd = open(path.c_str(), O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+  if (fd < 0) return ThrowErrno(env, errno, "create netns file", path);
+  close(fd);
+  if (mount("/proc/self/ns/net", path.c_str(), "none", MS_BIND, nullptr) != 0) {
+    int err = errno;
+    unlink(path.c_str());
+    return ThrowErrno(env, err, "mount", path);
+  }
+  return nullptr;
+}
+
 // isNetns(path) -> boolean: is path a bind-mounted network namespace?
 napi_value IsNetns(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -656,7 +678,7 @@ napi_value Init(napi_env env, napi_value exports) {
     napi_callback fn;
   } fns[] = {
       {"socketsAt", SocketsAt},   {"netnsCreate", NetnsCreate}, {"netnsDelete", NetnsDelete},
-      {"isNetns", IsNetns},       {"openPath", OpenPath},       {"close", CloseFd},
+      {"isNetns", IsNetns},       {"netnsPin", NetnsPin},       {"openPath", OpenPath},       {"close", CloseFd},
       {"setsockoptInt", SetsockoptInt}, {"bindNetlink", BindNetlink}, {"bindInet", BindInet},
       {"nlWatch", NlWatch},       {"nlRef", NlRef},             {"nlSend", NlSend},
       {"nlClose", NlClose},

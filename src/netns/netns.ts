@@ -56,6 +56,21 @@ export class NetnsManager {
     return { id, path: p, handle };
   }
 
+  /** Gives the daemon's own netns a path under dir, for sandboxes on the host network. */
+  async pin(id: string): Promise<string> {
+    const p = this.pathOf(id);
+    fs.mkdirSync(this.dir, { recursive: true, mode: 0o755 });
+    try {
+      native.netnsPin(p);
+    } catch (e) {
+      if ((e as { code?: string }).code === 'EEXIST') {
+        throw new CnmdError('ALREADY_EXISTS', `netns pin ${id}: ${p} already exists`, { op: 'netns pin', object: id, errno: 'EEXIST' });
+      }
+      throw fromNativeError('netns pin', id, e);
+    }
+    return p;
+  }
+
   /** Removes netns `id`. Fails with NOT_FOUND if there is none. */
   delete(id: string): void {
     const p = this.pathOf(id);

@@ -1,0 +1,193 @@
+// The bridge driver: one Linux bridge per network, one veth per endpoint with
+// the container side created directly inside the sandbox's netns, cnmd's
+// iptables layout through firewall/.
+import { CnmdError } from '../../src/errors';
+import type { Handle } from '../../src/netlink/handle';
+import type { Logger } from '../../src/log';
+import { runSteps } from '../../src/steps';
+import type { Capabilities, Driver, EndpointInfo, EndpointSpec, JoinInfo, NetworkSpec, SandboxRef } from '../driver';
+import { BridgeFirewall, rulesFor } from './firewall';
+import { BridgeConfig, macFromIPv4, parseBridgeConfig, randomMac } from './options';
+import { ALIAS_PREFIX, BridgeState, bridgeSetupSteps, endpointAlias, networkAlias } from './setup';
+
+interface EndpointState {
+  networkId: string;
+  id: string;
+  address?: string;
+  addressIPv6?: string;
+  mac: string;
+  hostVeth: string;
+}
+
+export function hostVethName(endpointId: string): string {
+  return `veth${endpointId.slice(0, 7)}`;
+}
+
+export class BridgeDriver implements Driver {
+  readonly name = 'bridge';
+  private readonly host: Handle;
+  private readonly fw: BridgeFirewall;
+  private readonly log: Logger;
+  private readonly networks = new Map<string, BridgeState>();
+  private readonly endpoints = new Map<string, EndpointState>();
+  private baseReady = false;
+
+  constructor(deps: { host: Handle; firewall: BridgeFirewall; log: Logger }) {
+    this.host = deps.host;
+    this.fw = deps.firewall;
+    this.log = deps.log;
+  }
+
+  capabilities(): Capabilities {
+    return { scope: 'local', connectivityScope: 'local' };
+  }
+
+  private async ensureBase(): Promise<void> {
+    if (this.baseReady) return;
+    await this.fw.setupBase();
+    this.baseReady = true;
+  }
+
+  private state(op: string, networkId: string): BridgeState {
+    const st = this.networks.get(networkId);
+    if (!st) throw new CnmdError('NOT_FOUND', `${op}: bridge network ${networkId} not found`, { op, object: networkId });
+    return st;
+  }
+
+  private checkConflicts(c: BridgeConfig): void {
+    for (const other of this.networks.values()) {
+      if (other.config.networkId === c.networkId) continue;
+      if (other.config.bridgeName === c.bridgeName) {
+        throw new CnmdError('CONFLICT', `network create: bridge name ${c.bridgeName} is already used by network ${other.config.networkId.slice(0, 12)}`, { op: 'network create', object: c.bridgeName });
+      }
+    }
+  }
+
+  async createNetwork(spec: NetworkSpec): Promise<void> {
+    const config = parseBridgeConfig(spec);
+    this.checkConflicts(config);
+    await this.ensureBase();
+    const st: BridgeState = { config, index: 0, created: false };
+    await runSteps(bridgeSetupSteps(this.host, this.fw, st), (step, e) => this.log.error({ err: e, network: spec.id, step }, 'bridge rollback step failed'));
+    this.networks.set(spec.id, st);
+    this.log.debug({ network: spec.id, bridge: config.bridgeName, index: st.index }, 'bridge ready');
+  }
+
+  async deleteNetwork(networkId: string): Promise<void> {
+    const st = this.networks.get(networkId);
+    if (!st) return;
+    await this.fw.removeNetwork(rulesFor(st.config));
+    if (st.created) {
+      await this.host.linkDel(st.config.bridgeName).catch((e) => {
+        if (!(e instanceof CnmdError && e.code === 'NOT_FOUND')) throw e;
+      });
+    }
+    this.networks.delete(networkId);
+  }
+
+  async createEndpoint(spec: EndpointSpec): Promise<EndpointInfo> {
+    this.state('endpoint create', spec.networkId);
+    const mac = spec.mac ?? (spec.address ? macFromIPv4(spec.address) : randomMac());
+    this.endpoints.set(spec.endpointId, {
+      networkId: spec.networkId,
+      id: spec.endpointId,
+      address: spec.address,
+      addressIPv6: spec.addressIPv6,
+      mac,
+      hostVeth: hostVethName(spec.endpointId),
+    });
+    return { mac };
+  }
+
+  async deleteEndpoint(_networkId: string, endpointId: string): Promise<void> {
+    this.endpoints.delete(endpointId);
+  }
+
+  async join(networkId: string, endpointId: string, sb: SandboxRef): Promise<JoinInfo> {
+    const op = 'endpoint join';
+    const st = this.state(op, networkId);
+    const ep = this.endpoints.get(endpointId);
+    if (!ep) throw new CnmdError('NOT_FOUND', `${op}: endpoint ${endpointId} not found`, { op, object: endpointId });
+    const c = st.config;
+    // One message: host side enslaved and up, container side born in the sandbox with its final name and MAC.
+    await this.host.linkAdd({
+      kind: 'veth',
+      name: ep.hostVeth,
+      mtu: c.mtu,
+      master: st.index,
+      up: true,
+      alias: endpointAlias(networkId, endpointId),
+      peer: { name: sb.ifname, netns: sb.key, mtu: c.mtu, mac: ep.mac },
+    });
+    try {
+      const index = await sb.handle.linkIndex(sb.ifname);
+      await Promise.all([
+        sb.handle.linkSet(index, { up: true }),
+        ep.address && !c.inhibitIPv4 ? sb.handle.addrAdd(index, ep.address) : undefined,
+        ep.addressIPv6 ? sb.handle.addrAdd(index, ep.addressIPv6, { nodad: true }) : undefined,
+      ]);
+    } catch (e) {
+      await this.host.linkDel(ep.hostVeth).catch(() => undefined);
+      throw e;
+    }
+    return {
+      gateway: c.internal ? undefined : c.gatewayV4?.replace(/\/\d+$/, ''),
+      gatewayIPv6: c.internal ? undefined : c.gatewayV6?.replace(/\/\d+$/, ''),
+      staticRoutes: [],
+      disableGatewayService: c.internal,
+    };
+  }
+
+  async leave(_networkId: string, endpointId: string): Promise<void> {
+    const ep = this.endpoints.get(endpointId);
+    const name = ep?.hostVeth ?? hostVethName(endpointId);
+    await this.host.linkDel(name).catch((e) => {
+      if (!(e instanceof CnmdError && e.code === 'NOT_FOUND')) throw e;
+    });
+  }
+
+  async programExternalConnectivity(): Promise<void> {
+    // Port publishing arrives with portmap/.
+  }
+
+  async revokeExternalConnectivity(): Promise<void> {}
+
+  /** Rebuilds in-memory state from the store and recreates what the kernel lost. */
+  async restore(networks: NetworkSpec[], endpoints: EndpointSpec[]): Promise<void> {
+    for (const spec of networks) {
+      const config = parseBridgeConfig(spec);
+      const st: BridgeState = { config, index: 0, created: false };
+      await this.ensureBase();
+      await runSteps(bridgeSetupSteps(this.host, this.fw, st));
+      // The bridge is ours if it carries our alias (a restart loses the in-memory flag).
+      const link = await this.host.linkGet(st.index);
+      st.created = link.alias === networkAlias(spec.id);
+      this.networks.set(spec.id, st);
+    }
+    for (const e of endpoints) {
+      if (!this.networks.has(e.networkId)) continue;
+      this.endpoints.set(e.endpointId, {
+        networkId: e.networkId,
+        id: e.endpointId,
+        address: e.address,
+        addressIPv6: e.addressIPv6,
+        mac: e.mac ?? (e.address ? macFromIPv4(e.address) : randomMac()),
+        hostVeth: hostVethName(e.endpointId),
+      });
+    }
+  }
+
+  /** Links in the host netns that carry a cnmd alias but belong to no known network or endpoint. */
+  async sweepLeaks(): Promise<string[]> {
+    const removed: string[] = [];
+    for (const l of await this.host.linkList()) {
+      if (!l.alias?.startsWith(ALIAS_PREFIX)) continue;
+      const parts = l.alias.slice(ALIAS_PREFIX.length).split(':');
+      const known = parts[0] === 'net' ? this.networks.has(parts[1]) : parts[0] === 'ep' ? this.endpoints.has(parts[2]) : true;
+      if (known) continue;
+      await this.host.linkDel(l.index).catch(() => undefined);
+      removed.push(l.name);
+    }
+    return removed;
+  }
+}

@@ -1,0 +1,98 @@
+// The bridge driver's options, parsed from a network's -o map with Docker's
+// keys and defaults; bad values are refused with what to fix.
+import { invalidArgument } from '../../src/errors';
+import { validateIfName } from '../../src/netlink/rtnl/link';
+import type { NetworkSpec } from '../driver';
+
+export const OPT = {
+  name: 'com.docker.network.bridge.name',
+  icc: 'com.docker.network.bridge.enable_icc',
+  masquerade: 'com.docker.network.bridge.enable_ip_masquerade',
+  hostBinding: 'com.docker.network.bridge.host_binding_ipv4',
+  inhibitIPv4: 'com.docker.network.bridge.inhibit_ipv4',
+  defaultBridge: 'com.docker.network.bridge.default_bridge',
+  mtu: 'com.docker.network.driver.mtu',
+  ifacePrefix: 'com.docker.network.container_iface_prefix',
+  hostIPv4: 'com.docker.network.host_ipv4',
+} as const;
+
+export const DEFAULT_BRIDGE_DEVICE = 'cnm0';
+
+export interface BridgeConfig {
+  networkId: string;
+  bridgeName: string;
+  enableICC: boolean;
+  enableIPMasquerade: boolean;
+  hostBindingIPv4: string;
+  inhibitIPv4: boolean;
+  mtu: number;
+  internal: boolean;
+  enableIPv6: boolean;
+  /** Gateway CIDRs on the bridge. */
+  gatewayV4?: string;
+  gatewayV6?: string;
+  subnetV4?: string;
+  subnetV6?: string;
+  /** SNAT source for masquerade instead of the outgoing interface's address. */
+  hostIPv4?: string;
+  isDefault: boolean;
+}
+
+/** strconv.ParseBool, as Docker parses its boolean options. */
+export function parseBool(op: string, key: string, v: string | undefined, dflt: boolean): boolean {
+  if (v === undefined || v === '') return dflt;
+  if (['1', 't', 'T', 'TRUE', 'true', 'True'].includes(v)) return true;
+  if (['0', 'f', 'F', 'FALSE', 'false', 'False'].includes(v)) return false;
+  throw invalidArgument(op, key, `option ${key}: "${v}" is not a boolean (use true or false)`);
+}
+
+function isIPv4(s: string): boolean {
+  return /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(s) && s.split('.').every((p) => Number(p) <= 255);
+}
+
+export function parseBridgeConfig(spec: NetworkSpec): BridgeConfig {
+  const op = 'network create';
+  const o = spec.options;
+  const bridgeName = o[OPT.name] || (spec.isDefault ? DEFAULT_BRIDGE_DEVICE : `br-${spec.id.slice(0, 12)}`);
+  validateIfName(op, bridgeName);
+  const mtuText = o[OPT.mtu];
+  const mtu = mtuText === undefined || mtuText === '' ? 1500 : Number(mtuText);
+  if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw invalidArgument(op, OPT.mtu, `option ${OPT.mtu}: "${mtuText}" is not an MTU between 68 and 65535`);
+  const hostBindingIPv4 = o[OPT.hostBinding] || '0.0.0.0';
+  if (!isIPv4(hostBindingIPv4)) throw invalidArgument(op, OPT.hostBinding, `option ${OPT.hostBinding}: "${hostBindingIPv4}" is not an IPv4 address`);
+  const hostIPv4 = o[OPT.hostIPv4] || undefined;
+  if (hostIPv4 !== undefined && !isIPv4(hostIPv4)) throw invalidArgument(op, OPT.hostIPv4, `option ${OPT.hostIPv4}: "${hostIPv4}" is not an IPv4 address`);
+  const prefix = o[OPT.ifacePrefix];
+  if (prefix !== undefined && !/^[a-z][a-z0-9]{0,10}$/.test(prefix)) throw invalidArgument(op, OPT.ifacePrefix, `option ${OPT.ifacePrefix}: "${prefix}" must be 1-11 lowercase letters and digits`);
+  const v4 = spec.ipv4[0];
+  const v6 = spec.ipv6[0];
+  return {
+    networkId: spec.id,
+    bridgeName,
+    enableICC: parseBool(op, OPT.icc, o[OPT.icc], true),
+    enableIPMasquerade: parseBool(op, OPT.masquerade, o[OPT.masquerade], true),
+    hostBindingIPv4,
+    inhibitIPv4: parseBool(op, OPT.inhibitIPv4, o[OPT.inhibitIPv4], false),
+    mtu,
+    internal: spec.internal,
+    enableIPv6: spec.enableIPv6,
+    gatewayV4: v4?.gateway,
+    gatewayV6: v6?.gateway,
+    subnetV4: v4?.pool,
+    subnetV6: v6?.pool,
+    hostIPv4,
+    isDefault: !!spec.isDefault || parseBool(op, OPT.defaultBridge, o[OPT.defaultBridge], false),
+  };
+}
+
+/** Docker's container MAC: 02:42 followed by the four bytes of the IPv4 address. */
+export function macFromIPv4(cidr: string): string {
+  const ip = cidr.replace(/\/\d+$/, '').split('.').map(Number);
+  return ['02', '42', ...ip.map((b) => b.toString(16).padStart(2, '0'))].join(':');
+}
+
+export function randomMac(): string {
+  const b = require('node:crypto').randomBytes(6) as Buffer;
+  b[0] = (b[0] & 0xfe) | 0x02; // unicast, locally administered
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+}

@@ -1,0 +1,139 @@
+// The bridge network's setup, as an ordered list of small named steps, each
+// with its undo (libnetwork bridge: setup_device, setup_ipv4, setup_ipv6,
+// setup_ip_forwarding, setup_ip_tables, setup_verify).
+import { CnmdError } from '../../src/errors';
+import type { Handle } from '../../src/netlink/handle';
+import { writeSysctl } from '../../src/netns/sysctl';
+import type { Step } from '../../src/steps';
+import { BridgeFirewall, rulesFor } from './firewall';
+import { BridgeConfig, randomMac } from './options';
+
+/** Marks kernel objects cnmd made, so `ip -d link` says who owns them and restarts know what to sweep. */
+export const ALIAS_PREFIX = 'cnmd:';
+export const networkAlias = (networkId: string) => `${ALIAS_PREFIX}net:${networkId}`;
+export const endpointAlias = (networkId: string, endpointId: string) => `${ALIAS_PREFIX}ep:${networkId}:${endpointId}`;
+
+export interface BridgeState {
+  config: BridgeConfig;
+  /** ifindex of the bridge in the host netns. */
+  index: number;
+  /** The bridge was made by cnmd (a user-named existing bridge is only borrowed). */
+  created: boolean;
+}
+
+export function setupDevice(host: Handle, st: BridgeState): Step {
+  const c = st.config;
+  return {
+    name: 'setup device',
+    async do() {
+      const existing = await host.linkGet(c.bridgeName).catch((e) => {
+        if (e instanceof CnmdError && e.code === 'NOT_FOUND') return undefined;
+        throw e;
+      });
+      if (existing) {
+        if (existing.kind !== 'bridge') {
+          throw new CnmdError('CONFLICT', `network create: device ${c.bridgeName} exists and is a ${existing.kind ?? 'non-bridge'} device, not a bridge`, { op: 'network create', object: c.bridgeName });
+        }
+        if (existing.alias?.startsWith(ALIAS_PREFIX) && existing.alias !== networkAlias(c.networkId)) {
+          throw new CnmdError('CONFLICT', `network create: bridge ${c.bridgeName} is already used by another cnmd network`, { op: 'network create', object: c.bridgeName });
+        }
+        st.index = existing.index;
+        st.created = false;
+        return;
+      }
+      const link = await host.linkAdd({
+        kind: 'bridge',
+        name: c.bridgeName,
+        mtu: c.mtu,
+        // A fixed MAC: otherwise the bridge takes the lowest port MAC and changes as ports come and go.
+        mac: randomMac(),
+        alias: networkAlias(c.networkId),
+        // icc=false is enforced by iptables, which bridged frames only traverse with nf_call_iptables.
+        nfCallIptables: !c.enableICC ? true : undefined,
+      });
+      st.index = link!.index;
+      st.created = true;
+    },
+    async undo() {
+      if (st.created) await host.linkDel(c.bridgeName).catch(() => undefined);
+    },
+  };
+}
+
+export function setupIPv4(host: Handle, st: BridgeState): Step {
+  const c = st.config;
+  return {
+    name: 'setup ipv4',
+    async do() {
+      if (c.inhibitIPv4 || !c.gatewayV4) return;
+      const have = await host.addrList({ link: st.index, family: 4 });
+      if (!have.some((a) => a.cidr === c.gatewayV4)) await host.addrAdd(st.index, c.gatewayV4);
+    },
+    async undo() {
+      if (!c.inhibitIPv4 && c.gatewayV4 && !st.created) await host.addrDel(st.index, c.gatewayV4).catch(() => undefined);
+    },
+  };
+}
+
+export function setupIPv6(host: Handle, st: BridgeState): Step {
+  const c = st.config;
+  return {
+    name: 'setup ipv6',
+    async do() {
+      if (!c.enableIPv6 || !c.gatewayV6) return;
+      writeSysctl(['net', 'ipv6', 'conf', c.bridgeName, 'disable_ipv6'], '0');
+      writeSysctl(['net', 'ipv6', 'conf', 'all', 'forwarding'], '1');
+      const have = await host.addrList({ link: st.index, family: 6 });
+      if (!have.some((a) => a.cidr === c.gatewayV6)) await host.addrAdd(st.index, c.gatewayV6, { nodad: true });
+    },
+    async undo() {
+      if (c.enableIPv6 && c.gatewayV6 && !st.created) await host.addrDel(st.index, c.gatewayV6).catch(() => undefined);
+    },
+  };
+}
+
+export function setupForwarding(): Step {
+  return {
+    name: 'setup ip forwarding',
+    // Like Docker, forwarding stays on once enabled: other networks may rely on it.
+    do: () => writeSysctl(['net', 'ipv4', 'ip_forward'], '1'),
+  };
+}
+
+export function setupFirewall(fw: BridgeFirewall, st: BridgeState): Step {
+  return {
+    name: 'setup ip tables',
+    do: () => fw.addNetwork(rulesFor(st.config)),
+    undo: () => fw.removeNetwork(rulesFor(st.config)),
+  };
+}
+
+export function setupUp(host: Handle, st: BridgeState): Step {
+  return {
+    name: 'setup up',
+    do: () => host.linkSet(st.index, { up: true }),
+  };
+}
+
+export function setupVerify(host: Handle, st: BridgeState): Step {
+  const c = st.config;
+  return {
+    name: 'setup verify',
+    async do() {
+      const link = await host.linkGet(st.index);
+      if (link.name !== c.bridgeName || link.kind !== 'bridge') {
+        throw new CnmdError('INTERNAL', `network create: device ${st.index} is ${link.name} (${link.kind}), expected bridge ${c.bridgeName}`, { op: 'network create', object: c.bridgeName });
+      }
+      if (!c.inhibitIPv4 && c.gatewayV4) {
+        const addrs = await host.addrList({ link: st.index, family: 4 });
+        if (!addrs.some((a) => a.cidr === c.gatewayV4)) {
+          throw new CnmdError('INTERNAL', `network create: bridge ${c.bridgeName} does not hold its gateway ${c.gatewayV4}`, { op: 'network create', object: c.bridgeName });
+        }
+      }
+    },
+  };
+}
+
+export function bridgeSetupSteps(host: Handle, fw: BridgeFirewall, st: BridgeState): Step[] {
+  return [setupDevice(host, st), setupIPv4(host, st), setupIPv6(host, st), setupForwarding(), setupFirewall(fw, st), setupUp(host, st), setupVerify(host, st)];
+}

@@ -1,0 +1,99 @@
+// The Driver seam (libnetwork's driverapi.Driver): built-in drivers and
+// remote plugins implement it; the controller calls it in libnetwork's order:
+// createNetwork -> createEndpoint -> join -> programExternalConnectivity, and
+// the reverse on teardown.
+import type { Handle } from '../src/netlink/handle';
+
+export interface Capabilities {
+  /** local: one host; global: state shared across hosts through the cluster store. */
+  scope: 'local' | 'global';
+  connectivityScope?: 'local' | 'global';
+  /** Only one network of this driver may exist and it cannot be removed (host, null). */
+  singleton?: boolean;
+  /** The sandbox shares the daemon's own netns (host). */
+  usesHostNetns?: boolean;
+}
+
+export interface IpamData {
+  addressSpace?: string;
+  /** CIDR of the pool. */
+  pool: string;
+  /** Gateway with prefix ("10.1.0.1/24"). */
+  gateway?: string;
+  /** name -> CIDR */
+  auxAddresses?: Record<string, string>;
+}
+
+export interface NetworkSpec {
+  id: string;
+  name: string;
+  /** The user's -o options (com.docker.network.generic). */
+  options: Record<string, string>;
+  ipv4: IpamData[];
+  ipv6: IpamData[];
+  enableIPv6: boolean;
+  internal: boolean;
+  /** The daemon's default network ("bridge"): device cnm0, no embedded DNS. */
+  isDefault?: boolean;
+}
+
+export interface EndpointSpec {
+  networkId: string;
+  endpointId: string;
+  /** CIDRs */
+  address?: string;
+  addressIPv6?: string;
+  mac?: string;
+  options: Record<string, unknown>;
+}
+
+/** What the driver decided for the endpoint (it may fill only empty fields). */
+export interface EndpointInfo {
+  mac?: string;
+  address?: string;
+  addressIPv6?: string;
+}
+
+export interface StaticRoute {
+  destination: string;
+  /** 0 = next hop, 1 = connected */
+  routeType: 0 | 1;
+  nextHop?: string;
+}
+
+export interface SandboxRef {
+  id: string;
+  /** netns path */
+  key: string;
+  /** A netlink handle inside the sandbox. */
+  handle: Handle;
+  /** The interface name the container sees (eth0, eth1, ... in join order). */
+  ifname: string;
+}
+
+export interface JoinInfo {
+  /** Plain IPs */
+  gateway?: string;
+  gatewayIPv6?: string;
+  staticRoutes: StaticRoute[];
+  /** The network offers no default route (internal networks, ipvlan l3). */
+  disableGatewayService?: boolean;
+}
+
+export interface Driver {
+  readonly name: string;
+  capabilities(): Capabilities;
+  createNetwork(spec: NetworkSpec): Promise<void>;
+  deleteNetwork(networkId: string): Promise<void>;
+  createEndpoint(spec: EndpointSpec): Promise<EndpointInfo>;
+  deleteEndpoint(networkId: string, endpointId: string): Promise<void>;
+  /** Puts the endpoint's interface into the sandbox, configured (name, MAC, addresses, up). */
+  join(networkId: string, endpointId: string, sandbox: SandboxRef, options: Record<string, unknown>): Promise<JoinInfo>;
+  leave(networkId: string, endpointId: string): Promise<void>;
+  programExternalConnectivity(networkId: string, endpointId: string, options: Record<string, unknown>): Promise<void>;
+  revokeExternalConnectivity(networkId: string, endpointId: string): Promise<void>;
+  /** Called once at daemon start with every network and endpoint the store holds: recreate what is missing, report what the driver owns. */
+  restore?(networks: NetworkSpec[], endpoints: EndpointSpec[]): Promise<void>;
+  /** Names of kernel objects in the host netns the driver owns, for leak sweeping. */
+  ownedLinks?(): Set<string>;
+}

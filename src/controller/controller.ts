@@ -1,0 +1,692 @@
+// The CNM controller: networks, endpoints and sandboxes with libnetwork's
+// lifecycle. Network: IPAM pool + gateway -> driver.createNetwork. Endpoint:
+// IPAM address -> driver.createEndpoint -> join -> external connectivity.
+// Teardown in reverse. Every multi-step operation rolls back on failure; a
+// record's `state` lets a restart after SIGKILL finish or undo what was in
+// flight.
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import type { Driver, EndpointSpec, IpamData, NetworkSpec } from '../../drivers/driver';
+import { CnmdError, invalidArgument } from '../errors';
+import type { Ipam } from '../ipam/ipam';
+import { parseCidr, ipToBig, contains } from '../ipam/ip';
+import type { Logger } from '../log';
+import { Handle } from '../netlink/handle';
+import { NetnsManager } from '../netns/netns';
+import type { Store } from '../store/store';
+import { runSteps, Step } from '../steps';
+import { KeyedMutex } from './mutex';
+import { DnsConfig, EndpointRecord, IpamConfig, KIND, NetworkRecord, PoolAllocation, SandboxRecord } from './records';
+import { SandboxFiles, hostsFile, parseResolvConf, resolvConf } from './sandbox-files';
+
+const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+
+export interface NetworkCreateRequest {
+  name: string;
+  driver?: string;
+  options?: Record<string, string>;
+  ipam?: { driver?: string; config?: IpamConfig[]; options?: Record<string, string> };
+  enableIPv6?: boolean;
+  internal?: boolean;
+  attachable?: boolean;
+  labels?: Record<string, string>;
+  /** Only for the daemon's own default networks and for plugin-created ones. */
+  id?: string;
+  isDefault?: boolean;
+}
+
+export interface ConnectOptions {
+  aliases?: string[];
+  ipv4?: string;
+  ipv6?: string;
+}
+
+export interface SandboxCreateRequest {
+  name?: string;
+  hostname?: string;
+  networks?: ({ network: string } & ConnectOptions)[];
+  dns?: Partial<DnsConfig>;
+  labels?: Record<string, string>;
+}
+
+export interface ControllerDeps {
+  store: Store;
+  netns: NetnsManager;
+  files: SandboxFiles;
+  drivers: Map<string, Driver>;
+  ipams: Map<string, Ipam>;
+  log: Logger;
+  /** The host's resolv.conf, read when a sandbox is made. */
+  hostResolvConf?: string;
+}
+
+function newId(): string {
+  return crypto.randomBytes(32).toString('hex');
+}
+
+function plainIp(cidr: string | undefined): string | undefined {
+  return cidr?.replace(/\/\d+$/, '');
+}
+
+export class Controller {
+  private readonly store: Store;
+  private readonly netns: NetnsManager;
+  private readonly files: SandboxFiles;
+  private readonly drivers: Map<string, Driver>;
+  private readonly ipams: Map<string, Ipam>;
+  private readonly log: Logger;
+  private readonly hostResolvConf: string;
+  private readonly locks = new KeyedMutex();
+  /** Open netlink handles of sandboxes, by sandbox id. */
+  private readonly handles = new Map<string, Handle>();
+
+  constructor(d: ControllerDeps) {
+    this.store = d.store;
+    this.netns = d.netns;
+    this.files = d.files;
+    this.drivers = d.drivers;
+    this.ipams = d.ipams;
+    this.log = d.log;
+    this.hostResolvConf = d.hostResolvConf ?? '/etc/resolv.conf';
+  }
+
+  // ---- lookups ----
+
+  networks(): NetworkRecord[] {
+    return this.store.list<NetworkRecord>(KIND.network).filter((n) => n.state !== 'creating');
+  }
+
+  sandboxes(): SandboxRecord[] {
+    return this.store.list<SandboxRecord>(KIND.sandbox).filter((s) => s.state !== 'creating');
+  }
+
+  endpoints(networkId?: string): EndpointRecord[] {
+    const all = this.store.list<EndpointRecord>(KIND.endpoint).filter((e) => e.state !== 'creating');
+    return networkId ? all.filter((e) => e.networkId === networkId) : all;
+  }
+
+  /** By full id, then exact name, then unique id prefix (as the docker CLI resolves). */
+  network(ref: string): NetworkRecord {
+    const op = 'network inspect';
+    const all = this.networks();
+    const byId = all.find((n) => n.id === ref);
+    if (byId) return byId;
+    const byName = all.filter((n) => n.name === ref);
+    if (byName.length === 1) return byName[0];
+    const byPrefix = ref.length > 0 ? all.filter((n) => n.id.startsWith(ref)) : [];
+    if (byPrefix.length === 1) return byPrefix[0];
+    if (byPrefix.length > 1) throw new CnmdError('CONFLICT', `network ${ref} is ambiguous (${byPrefix.length} matches)`, { op, object: ref });
+    throw new CnmdError('NOT_FOUND', `network ${ref} not found`, { op, object: ref });
+  }
+
+  sandbox(ref: string): SandboxRecord {
+    const op = 'sandbox inspect';
+    const all = this.sandboxes();
+    const hit = all.find((s) => s.id === ref) ?? all.find((s) => s.name === ref);
+    if (hit) return hit;
+    const byPrefix = ref.length > 0 ? all.filter((s) => s.id.startsWith(ref)) : [];
+    if (byPrefix.length === 1) return byPrefix[0];
+    if (byPrefix.length > 1) throw new CnmdError('CONFLICT', `sandbox ${ref} is ambiguous (${byPrefix.length} matches)`, { op, object: ref });
+    throw new CnmdError('NOT_FOUND', `No such sandbox: ${ref}`, { op, object: ref });
+  }
+
+  private driver(name: string, op: string): Driver {
+    const d = this.drivers.get(name);
+    if (!d) throw new CnmdError('NOT_FOUND', `plugin "${name}" not found: cnmd has the drivers ${[...this.drivers.keys()].join(', ')}`, { op, object: name });
+    return d;
+  }
+
+  private ipam(name: string, op: string): Ipam {
+    const i = this.ipams.get(name);
+    if (!i) throw new CnmdError('NOT_FOUND', `IPAM driver "${name}" not found: cnmd has ${[...this.ipams.keys()].join(', ')}`, { op, object: name });
+    return i;
+  }
+
+  /** The spec a driver sees for a network record. */
+  networkSpec(n: NetworkRecord): NetworkSpec {
+    const data = (v6: boolean): IpamData[] =>
+      n.pools
+        .filter((p) => p.v6 === v6)
+        .map((p) => ({
+          pool: p.pool,
+          gateway: p.gateway,
+          auxAddresses: Object.fromEntries(Object.entries(p.auxAddresses).map(([k, ip]) => [k, `${ip}/${p.pool.split('/')[1]}`])),
+        }));
+    return { id: n.id, name: n.name, options: n.options, ipv4: data(false), ipv6: data(true), enableIPv6: n.enableIPv6, internal: n.internal, isDefault: n.isDefault };
+  }
+
+  // ---- networks ----
+
+  async createNetwork(req: NetworkCreateRequest): Promise<NetworkRecord> {
+    const op = 'network create';
+    if (typeof req.name !== 'string' || !NAME_RE.test(req.name)) {
+      throw invalidArgument(op, String(req.name), `network name "${req.name}" is invalid: use letters, digits, '_', '.', '-', starting with a letter or digit`);
+    }
+    const driverName = req.driver || 'bridge';
+    const driver = this.driver(driverName, op);
+    const caps = driver.capabilities();
+    const id = req.id ?? newId();
+    return this.locks.lock([`net-name:${req.name}`, `net:${id}`, caps.singleton ? `driver:${driverName}` : `net:${id}`], async () => {
+      if (this.store.list<NetworkRecord>(KIND.network).some((n) => n.name === req.name)) {
+        throw new CnmdError('ALREADY_EXISTS', `network with name ${req.name} already exists`, { op, object: req.name });
+      }
+      if (caps.singleton && this.store.list<NetworkRecord>(KIND.network).some((n) => n.driver === driverName)) {
+        throw new CnmdError('FORBIDDEN', `only one instance of "${driverName}" network is allowed`, { op, object: req.name });
+      }
+      const ipamDriver = req.ipam?.driver || 'default';
+      const ipam = this.ipam(ipamDriver, op);
+      const config = req.ipam?.config ?? [];
+      const rec: NetworkRecord = {
+        id,
+        name: req.name,
+        driver: driverName,
+        scope: caps.scope,
+        created: new Date().toISOString(),
+        enableIPv6: !!req.enableIPv6,
+        internal: !!req.internal,
+        attachable: !!req.attachable,
+        ingress: false,
+        labels: req.labels ?? {},
+        options: req.options ?? {},
+        ipamDriver,
+        ipamOptions: req.ipam?.options ?? {},
+        ipamConfig: config,
+        pools: [],
+        isDefault: !!req.isDefault,
+        state: 'creating',
+      };
+      this.store.put(KIND.network, id, rec);
+      const needsIpam = !caps.usesHostNetns && driverName !== 'null';
+      const steps: Step[] = [];
+      if (needsIpam) {
+        const v4 = config.filter((c) => !c.subnet || !c.subnet.includes(':'));
+        const v6 = config.filter((c) => c.subnet?.includes(':'));
+        if (v6.length && !rec.enableIPv6) throw invalidArgument(op, req.name, 'an IPv6 subnet was given without --ipv6 (EnableIPv6)');
+        const wanted: { cfg: IpamConfig; v6: boolean }[] = [
+          ...(v4.length ? v4 : [{}]).map((cfg) => ({ cfg, v6: false })),
+          ...(rec.enableIPv6 ? (v6.length ? v6 : [{}]) : []).map((cfg) => ({ cfg, v6: true })),
+        ];
+        steps.push({
+          name: 'ipam',
+          do: async () => {
+            for (const w of wanted) rec.pools.push(await this.allocatePool(ipam, rec, w.cfg, w.v6));
+          },
+          undo: async () => {
+            for (const p of rec.pools.reverse()) await this.releasePool(ipam, p);
+            rec.pools = [];
+          },
+        });
+      }
+      steps.push({
+        name: 'driver',
+        do: () => driver.createNetwork(this.networkSpec(rec)),
+        undo: () => driver.deleteNetwork(id),
+      });
+      try {
+        await runSteps(steps, (step, e) => this.log.error({ err: e, network: id, step }, 'rollback step failed'));
+      } catch (e) {
+        this.store.delete(KIND.network, id);
+        throw e;
+      }
+      rec.state = 'ready';
+      this.store.put(KIND.network, id, rec);
+      this.log.info({ network: id, name: rec.name, driver: driverName, pools: rec.pools.map((p) => p.pool) }, 'network created');
+      return rec;
+    });
+  }
+
+  private async allocatePool(ipam: Ipam, rec: NetworkRecord, cfg: IpamConfig, v6: boolean): Promise<PoolAllocation> {
+    const op = 'network create';
+    const pool = await ipam.requestPool({ pool: cfg.subnet, subPool: cfg.ipRange, v6, options: rec.ipamOptions });
+    const alloc: PoolAllocation = { poolId: pool.poolId, pool: pool.pool, gatewayAllocated: false, ipRange: cfg.ipRange, auxAddresses: {}, v6 };
+    // Persist each allocation as it happens, so a crash between here and "ready" is undone at restart.
+    rec.pools.push(alloc);
+    this.store.put(KIND.network, rec.id, rec);
+    rec.pools.pop();
+    try {
+      const prefix = pool.pool.split('/')[1];
+      if (cfg.gateway !== undefined && cfg.gateway !== '') {
+        const g = ipToBig(cfg.gateway);
+        const c = parseCidr(pool.pool)!;
+        if (!g || !contains(c, g.family, g.value)) throw invalidArgument(op, cfg.gateway, `gateway ${cfg.gateway} is not inside subnet ${pool.pool}`);
+      }
+      if (rec.driver !== 'null') {
+        alloc.gateway = await ipam.requestAddress(pool.poolId, cfg.gateway || undefined, { gateway: true });
+        alloc.gatewayAllocated = true;
+      }
+      for (const [name, ip] of Object.entries(cfg.auxAddresses ?? {})) {
+        await ipam.requestAddress(pool.poolId, ip);
+        alloc.auxAddresses[name] = ip;
+      }
+      void prefix;
+      return alloc;
+    } catch (e) {
+      await this.releasePool(ipam, alloc).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  private async releasePool(ipam: Ipam, p: PoolAllocation): Promise<void> {
+    for (const ip of Object.values(p.auxAddresses)) await ipam.releaseAddress(p.poolId, ip).catch(() => undefined);
+    if (p.gatewayAllocated && p.gateway) await ipam.releaseAddress(p.poolId, p.gateway).catch(() => undefined);
+    await ipam.releasePool(p.poolId);
+  }
+
+  async deleteNetwork(ref: string): Promise<void> {
+    const op = 'network rm';
+    const n0 = this.network(ref);
+    await this.locks.lock([`net:${n0.id}`, `net-name:${n0.name}`], async () => {
+      const n = this.store.get<NetworkRecord>(KIND.network, n0.id);
+      if (!n) throw new CnmdError('NOT_FOUND', `network ${ref} not found`, { op, object: ref });
+      if (n.isDefault) throw new CnmdError('FORBIDDEN', `${n.name} is a pre-defined network and cannot be removed`, { op, object: n.name });
+      const eps = this.store.list<EndpointRecord>(KIND.endpoint).filter((e) => e.networkId === n.id);
+      if (eps.length) {
+        throw new CnmdError('CONFLICT', `error while removing network: network ${n.name} id ${n.id} has active endpoints`, { op, object: n.name });
+      }
+      n.state = 'deleting';
+      this.store.put(KIND.network, n.id, n);
+      await this.finishNetworkDelete(n);
+      this.log.info({ network: n.id, name: n.name }, 'network removed');
+    });
+  }
+
+  private async finishNetworkDelete(n: NetworkRecord): Promise<void> {
+    const driver = this.drivers.get(n.driver);
+    if (driver) await driver.deleteNetwork(n.id);
+    const ipam = this.ipams.get(n.ipamDriver);
+    if (ipam) for (const p of n.pools) await this.releasePool(ipam, p).catch((e) => this.log.warn({ err: e, pool: p.poolId }, 'pool release failed'));
+    this.store.delete(KIND.network, n.id);
+  }
+
+  /** Removes every network no sandbox uses (not the defaults). */
+  async pruneNetworks(): Promise<string[]> {
+    const used = new Set(this.endpoints().map((e) => e.networkId));
+    const removed: string[] = [];
+    for (const n of this.networks()) {
+      if (n.isDefault || used.has(n.id)) continue;
+      try {
+        await this.deleteNetwork(n.id);
+        removed.push(n.name);
+      } catch (e) {
+        if (!(e instanceof CnmdError && (e.code === 'CONFLICT' || e.code === 'NOT_FOUND'))) throw e;
+      }
+    }
+    return removed;
+  }
+
+  // ---- sandboxes ----
+
+  async createSandbox(req: SandboxCreateRequest): Promise<SandboxRecord> {
+    const op = 'sandbox create';
+    const id = newId();
+    const name = req.name ?? id.slice(0, 12);
+    if (!NAME_RE.test(name)) throw invalidArgument(op, name, `sandbox name "${name}" is invalid: use letters, digits, '_', '.', '-', starting with a letter or digit`);
+    const hostname = req.hostname ?? id.slice(0, 12);
+    if (!/^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,62})$/.test(hostname)) throw invalidArgument(op, hostname, `hostname "${hostname}" is not a valid host name (letters, digits, '.', '-', up to 63)`);
+    const nets = (req.networks ?? []).map((c) => ({ ...c, rec: this.network(c.network) }));
+    const hostNet = nets.find((c) => this.drivers.get(c.rec.driver)?.capabilities().usesHostNetns);
+    if (hostNet && nets.length > 1) throw new CnmdError('FORBIDDEN', `a sandbox on the host network cannot join other networks`, { op, object: name });
+    return this.locks.lock([`sb-name:${name}`, `sb:${id}`], async () => {
+      if (this.store.list<SandboxRecord>(KIND.sandbox).some((s) => s.name === name)) {
+        throw new CnmdError('ALREADY_EXISTS', `sandbox name "${name}" is already in use`, { op, object: name });
+      }
+      const dns: DnsConfig = { servers: req.dns?.servers ?? [], search: req.dns?.search ?? [], options: req.dns?.options ?? [] };
+      const sb: SandboxRecord = {
+        id,
+        name,
+        hostname,
+        key: this.netns.pathOf(id),
+        created: new Date().toISOString(),
+        endpoints: [],
+        dns,
+        hostNetns: !!hostNet,
+        labels: req.labels ?? {},
+        state: 'creating',
+      };
+      this.store.put(KIND.sandbox, id, sb);
+      try {
+        await runSteps(
+          [
+            {
+              name: 'netns',
+              do: async () => {
+                if (sb.hostNetns) {
+                  sb.key = await this.hostNetnsKey();
+                  return;
+                }
+                const created = await this.netns.create(id);
+                this.handles.set(id, created.handle);
+              },
+              undo: () => {
+                if (sb.hostNetns) return;
+                this.handles.get(id)?.close();
+                this.handles.delete(id);
+                try {
+                  this.netns.delete(id);
+                } catch {
+                  /* not created */
+                }
+              },
+            },
+            { name: 'files', do: () => this.writeFiles(sb), undo: () => this.files.remove(id) },
+            {
+              name: 'networks',
+              do: async () => {
+                for (const c of nets) await this.connectLocked(c.rec.id, sb, c);
+              },
+              undo: async () => {
+                for (const epId of [...sb.endpoints].reverse()) await this.disconnectEndpoint(epId, sb).catch(() => undefined);
+              },
+            },
+          ],
+          (step, e) => this.log.error({ err: e, sandbox: id, step }, 'rollback step failed'),
+        );
+      } catch (e) {
+        this.store.delete(KIND.sandbox, id);
+        throw e;
+      }
+      sb.state = 'ready';
+      this.store.put(KIND.sandbox, id, sb);
+      this.log.info({ sandbox: id, name, networks: nets.map((n) => n.rec.name) }, 'sandbox created');
+      return sb;
+    });
+  }
+
+  private hostNetnsPinned?: string;
+
+  /** A stable path for the daemon's own netns: <exec-root>/netns/default. */
+  private async hostNetnsKey(): Promise<string> {
+    if (this.hostNetnsPinned) return this.hostNetnsPinned;
+    const p = this.netns.pathOf('default');
+    if (!this.netns.exists('default')) await this.netns.pin('default');
+    this.hostNetnsPinned = p;
+    return p;
+  }
+
+  private readHostResolvConf() {
+    try {
+      return parseResolvConf(fs.readFileSync(this.hostResolvConf, 'utf8'));
+    } catch {
+      return { nameservers: [], search: [], options: [] };
+    }
+  }
+
+  private hostsEntries(sb: SandboxRecord) {
+    const eps = sb.endpoints.map((id) => this.store.get<EndpointRecord>(KIND.endpoint, id)).filter((e): e is EndpointRecord => !!e);
+    const out: { ip: string; names: string[] }[] = [];
+    for (const e of eps) {
+      for (const ip of [e.ipv4, e.ipv6]) if (ip) out.push({ ip: plainIp(ip)!, names: [sb.hostname] });
+    }
+    return out;
+  }
+
+  private writeFiles(sb: SandboxRecord): void {
+    this.files.write(sb.id, {
+      hostname: sb.hostname,
+      hosts: hostsFile(this.hostsEntries(sb)),
+      resolvConf: resolvConf(this.readHostResolvConf(), sb.dns),
+    });
+  }
+
+  handleFor(sb: SandboxRecord): Handle {
+    let h = this.handles.get(sb.id);
+    if (!h || h.closed) {
+      h = Handle.at(sb.key);
+      this.handles.set(sb.id, h);
+    }
+    return h;
+  }
+
+  async deleteSandbox(ref: string): Promise<void> {
+    const sb0 = this.sandbox(ref);
+    const netIds = sb0.endpoints.map((e) => this.store.get<EndpointRecord>(KIND.endpoint, e)?.networkId).filter((x): x is string => !!x);
+    await this.locks.lock([`sb:${sb0.id}`, `sb-name:${sb0.name}`, ...netIds.map((n) => `net:${n}`)], async () => {
+      const sb = this.store.get<SandboxRecord>(KIND.sandbox, sb0.id);
+      if (!sb) throw new CnmdError('NOT_FOUND', `No such sandbox: ${ref}`, { op: 'sandbox rm', object: ref });
+      sb.state = 'deleting';
+      this.store.put(KIND.sandbox, sb.id, sb);
+      await this.finishSandboxDelete(sb);
+      this.log.info({ sandbox: sb.id, name: sb.name }, 'sandbox removed');
+    });
+  }
+
+  private async finishSandboxDelete(sb: SandboxRecord): Promise<void> {
+    for (const epId of [...sb.endpoints].reverse()) {
+      await this.disconnectEndpoint(epId, sb).catch((e) => this.log.warn({ err: e, endpoint: epId }, 'endpoint teardown failed'));
+    }
+    this.handles.get(sb.id)?.close();
+    this.handles.delete(sb.id);
+    if (!sb.hostNetns) {
+      try {
+        this.netns.delete(sb.id);
+      } catch (e) {
+        if (!(e instanceof CnmdError && e.code === 'NOT_FOUND')) throw e;
+      }
+    }
+    this.files.remove(sb.id);
+    this.store.delete(KIND.sandbox, sb.id);
+  }
+
+  // ---- endpoints: connect / disconnect ----
+
+  async connect(networkRef: string, sandboxRef: string, opts: ConnectOptions = {}): Promise<EndpointRecord> {
+    const n = this.network(networkRef);
+    const sb0 = this.sandbox(sandboxRef);
+    return this.locks.lock([`net:${n.id}`, `sb:${sb0.id}`], async () => {
+      const sb = this.store.get<SandboxRecord>(KIND.sandbox, sb0.id)!;
+      const ep = await this.connectLocked(n.id, sb, opts);
+      this.store.put(KIND.sandbox, sb.id, sb);
+      return ep;
+    });
+  }
+
+  private nextIfname(sb: SandboxRecord): string {
+    const used = new Set(sb.endpoints.map((id) => this.store.get<EndpointRecord>(KIND.endpoint, id)?.ifname));
+    for (let i = 0; ; i++) if (!used.has(`eth${i}`)) return `eth${i}`;
+  }
+
+  private async connectLocked(networkId: string, sb: SandboxRecord, opts: ConnectOptions): Promise<EndpointRecord> {
+    const op = 'network connect';
+    const n = this.store.get<NetworkRecord>(KIND.network, networkId);
+    if (!n || n.state !== 'ready') throw new CnmdError('NOT_FOUND', `network ${networkId} not found`, { op, object: networkId });
+    const driver = this.driver(n.driver, op);
+    const caps = driver.capabilities();
+    if (sb.endpoints.some((id) => this.store.get<EndpointRecord>(KIND.endpoint, id)?.networkId === n.id)) {
+      throw new CnmdError('ALREADY_EXISTS', `endpoint with name ${sb.name} already exists in network ${n.name}`, { op, object: sb.name });
+    }
+    if (!!caps.usesHostNetns !== sb.hostNetns) {
+      throw new CnmdError('FORBIDDEN', `sandbox ${sb.name} cannot be connected to network ${n.name}: ${sb.hostNetns ? 'it uses the host network' : 'the host network needs a sandbox created on it'}`, { op, object: sb.name });
+    }
+    const ipam = this.ipams.get(n.ipamDriver);
+    const ep: EndpointRecord = {
+      id: newId(),
+      name: sb.name,
+      networkId: n.id,
+      sandboxId: sb.id,
+      ifname: this.nextIfname(sb),
+      aliases: opts.aliases ?? [],
+      staticIPv4: opts.ipv4 || undefined,
+      staticIPv6: opts.ipv6 || undefined,
+      state: 'creating',
+    };
+    if (ep.staticIPv4 && !n.ipamConfig.some((c) => c.subnet && !c.subnet.includes(':'))) {
+      throw invalidArgument(op, ep.staticIPv4, 'user specified IP address is supported only when connecting to networks with user configured subnets');
+    }
+    if (ep.staticIPv6 && !n.enableIPv6) throw invalidArgument(op, ep.staticIPv6, `network ${n.name} has no IPv6`);
+    this.store.put(KIND.endpoint, ep.id, ep);
+    sb.endpoints.push(ep.id);
+    const handle = sb.hostNetns ? undefined : this.handleFor(sb);
+    const steps: Step[] = [];
+    if (ipam && n.pools.length) {
+      steps.push({
+        name: 'ipam',
+        do: async () => {
+          ep.ipv4 = await this.allocateAddress(ipam, n, false, ep.staticIPv4, ep);
+          if (n.enableIPv6) ep.ipv6 = await this.allocateAddress(ipam, n, true, ep.staticIPv6, ep);
+          this.store.put(KIND.endpoint, ep.id, ep);
+        },
+        undo: async () => {
+          if (ep.ipv6 && ep.poolV6) await ipam.releaseAddress(ep.poolV6, ep.ipv6).catch(() => undefined);
+          if (ep.ipv4 && ep.poolV4) await ipam.releaseAddress(ep.poolV4, ep.ipv4).catch(() => undefined);
+        },
+      });
+    }
+    steps.push(
+      {
+        name: 'create endpoint',
+        do: async () => {
+          const info = await driver.createEndpoint(this.endpointSpec(ep));
+          if (info.mac) ep.mac = info.mac;
+        },
+        undo: () => driver.deleteEndpoint(n.id, ep.id),
+      },
+      {
+        name: 'join',
+        do: async () => {
+          if (!handle) {
+            await driver.join(n.id, ep.id, { id: sb.id, key: sb.key, handle: undefined as unknown as Handle, ifname: ep.ifname }, {});
+            return;
+          }
+          const info = await driver.join(n.id, ep.id, { id: sb.id, key: sb.key, handle, ifname: ep.ifname }, {});
+          for (const r of info.staticRoutes) {
+            await handle.routeAdd(r.routeType === 1 ? { dst: r.destination, dev: ep.ifname } : { dst: r.destination, gateway: r.nextHop });
+          }
+        },
+        undo: () => driver.leave(n.id, ep.id),
+      },
+      { name: 'gateway', do: () => this.updateGateway(sb, handle) },
+      {
+        name: 'external connectivity',
+        do: () => driver.programExternalConnectivity(n.id, ep.id, {}),
+        undo: () => driver.revokeExternalConnectivity(n.id, ep.id),
+      },
+    );
+    try {
+      await runSteps(steps, (step, e) => this.log.error({ err: e, endpoint: ep.id, step }, 'rollback step failed'));
+    } catch (e) {
+      sb.endpoints = sb.endpoints.filter((id) => id !== ep.id);
+      this.store.delete(KIND.endpoint, ep.id);
+      await this.updateGateway(sb, handle).catch(() => undefined);
+      throw e;
+    }
+    ep.state = 'ready';
+    this.store.tx(() => {
+      this.store.put(KIND.endpoint, ep.id, ep);
+      this.store.put(KIND.sandbox, sb.id, sb);
+    });
+    if (this.files.list().includes(sb.id)) this.files.writeHosts(sb.id, hostsFile(this.hostsEntries(sb)));
+    this.log.info({ endpoint: ep.id, network: n.name, sandbox: sb.name, ipv4: ep.ipv4, ipv6: ep.ipv6, ifname: ep.ifname }, 'endpoint joined');
+    return ep;
+  }
+
+  private endpointSpec(ep: EndpointRecord): EndpointSpec {
+    return { networkId: ep.networkId, endpointId: ep.id, address: ep.ipv4, addressIPv6: ep.ipv6, mac: ep.mac, options: {} };
+  }
+
+  private async allocateAddress(ipam: Ipam, n: NetworkRecord, v6: boolean, wanted: string | undefined, ep: EndpointRecord): Promise<string | undefined> {
+    const pools = n.pools.filter((p) => p.v6 === v6);
+    if (pools.length === 0) return undefined;
+    const pick = wanted
+      ? pools.find((p) => {
+          const a = ipToBig(wanted);
+          const c = parseCidr(p.pool);
+          return a && c && contains(c, a.family, a.value);
+        })
+      : undefined;
+    if (wanted && !pick) {
+      throw invalidArgument('network connect', wanted, `address ${wanted} is not in any subnet of network ${n.name} (${pools.map((p) => p.pool).join(', ')})`);
+    }
+    let lastErr: unknown;
+    for (const p of pick ? [pick] : pools) {
+      try {
+        const ip = await ipam.requestAddress(p.poolId, wanted, { serial: n.ipamOptions['com.docker.network.ipam.serial'] === 'true' });
+        if (v6) ep.poolV6 = p.poolId;
+        else ep.poolV4 = p.poolId;
+        return ip;
+      } catch (e) {
+        lastErr = e;
+        if (!(e instanceof CnmdError && e.code === 'EXHAUSTED')) throw e;
+      }
+    }
+    throw lastErr;
+  }
+
+  /**
+   * One default route per sandbox (per family): through the first endpoint,
+   * in join order, whose network offers a gateway (not internal).
+   */
+  private async updateGateway(sb: SandboxRecord, handle: Handle | undefined): Promise<void> {
+    if (!handle) return;
+    for (const v6 of [false, true]) {
+      let gw: string | undefined;
+      let dev: string | undefined;
+      for (const id of sb.endpoints) {
+        const e = this.store.get<EndpointRecord>(KIND.endpoint, id);
+        const n = e && this.store.get<NetworkRecord>(KIND.network, e.networkId);
+        if (!e || !n || n.internal || !(v6 ? e.ipv6 : e.ipv4)) continue;
+        const pool = n.pools.find((p) => p.poolId === (v6 ? e.poolV6 : e.poolV4));
+        if (!pool?.gateway) continue;
+        gw = plainIp(pool.gateway);
+        dev = e.ifname;
+        break;
+      }
+      const current = (await handle.routeList({ family: v6 ? 6 : 4 })).find((r) => r.dst === 'default');
+      if (gw && dev) {
+        if (current?.gateway === gw) continue;
+        await handle.routeReplace({ gateway: gw, dev, family: v6 ? 6 : 4 });
+      } else if (current) {
+        await handle.routeDel({ family: v6 ? 6 : 4 }).catch(() => undefined);
+      }
+    }
+  }
+
+  async disconnect(networkRef: string, sandboxRef: string): Promise<void> {
+    const op = 'network disconnect';
+    const n = this.network(networkRef);
+    const sb0 = this.sandbox(sandboxRef);
+    await this.locks.lock([`net:${n.id}`, `sb:${sb0.id}`], async () => {
+      const sb = this.store.get<SandboxRecord>(KIND.sandbox, sb0.id)!;
+      const epId = sb.endpoints.find((id) => this.store.get<EndpointRecord>(KIND.endpoint, id)?.networkId === n.id);
+      if (!epId) throw new CnmdError('NOT_FOUND', `sandbox ${sb.name} is not connected to network ${n.name}`, { op, object: sb.name });
+      await this.disconnectEndpoint(epId, sb);
+      this.store.put(KIND.sandbox, sb.id, sb);
+      if (this.files.list().includes(sb.id)) this.files.writeHosts(sb.id, hostsFile(this.hostsEntries(sb)));
+    });
+  }
+
+  private async disconnectEndpoint(epId: string, sb: SandboxRecord): Promise<void> {
+    const ep = this.store.get<EndpointRecord>(KIND.endpoint, epId);
+    if (!ep) {
+      sb.endpoints = sb.endpoints.filter((id) => id !== epId);
+      return;
+    }
+    ep.state = 'deleting';
+    this.store.put(KIND.endpoint, ep.id, ep);
+    const n = this.store.get<NetworkRecord>(KIND.network, ep.networkId);
+    const driver = n && this.drivers.get(n.driver);
+    if (driver && n) {
+      await driver.revokeExternalConnectivity(n.id, ep.id);
+      await driver.leave(n.id, ep.id);
+      await driver.deleteEndpoint(n.id, ep.id);
+    }
+    const ipam = n && this.ipams.get(n.ipamDriver);
+    if (ipam) {
+      if (ep.ipv4 && ep.poolV4) await ipam.releaseAddress(ep.poolV4, ep.ipv4).catch((e) => this.log.warn({ err: e }, 'address release failed'));
+      if (ep.ipv6 && ep.poolV6) await ipam.releaseAddress(ep.poolV6, ep.ipv6).catch((e) => this.log.warn({ err: e }, 'address release failed'));
+    }
+    sb.endpoints = sb.endpoints.filter((id) => id !== epId);
+    this.store.tx(() => {
+      this.store.delete(KIND.endpoint, ep.id);
+      this.store.put(KIND.sandbox, sb.id, sb);
+    });
+    if (!sb.hostNetns && sb.state !== 'deleting') await this.updateGateway(sb, this.handleFor(sb)).catch((e) => this.log.warn({ err: e }, 'gateway update failed'));
+  }
+
+  // ---- start-up ----
+
+  /** Closes sandbox handles; kernel objects and records stay for the next start. */
+  close(): void {
+    for (const h of this.handles.values()) h.close();
+    this.handles.clear();
+  }
+}

@@ -1,0 +1,97 @@
+// What the controller persists. One record per network, endpoint and sandbox;
+// `state` marks an operation in flight so a restart after SIGKILL can finish
+// or undo it.
+
+export type OpState = 'ready' | 'creating' | 'deleting';
+
+export interface IpamConfig {
+  subnet?: string;
+  ipRange?: string;
+  gateway?: string;
+  auxAddresses?: Record<string, string>;
+}
+
+export interface PoolAllocation {
+  poolId: string;
+  pool: string;
+  /** CIDR, the gateway handed to the driver. */
+  gateway?: string;
+  /** Whether the gateway address was allocated from IPAM (and must be released). */
+  gatewayAllocated: boolean;
+  ipRange?: string;
+  /** name -> plain IP */
+  auxAddresses: Record<string, string>;
+  v6: boolean;
+}
+
+export interface NetworkRecord {
+  id: string;
+  name: string;
+  driver: string;
+  scope: 'local' | 'global' | 'swarm';
+  created: string;
+  enableIPv6: boolean;
+  internal: boolean;
+  attachable: boolean;
+  ingress: boolean;
+  labels: Record<string, string>;
+  /** The user's -o options. */
+  options: Record<string, string>;
+  ipamDriver: string;
+  ipamOptions: Record<string, string>;
+  /** What the user asked for. */
+  ipamConfig: IpamConfig[];
+  /** What IPAM gave. */
+  pools: PoolAllocation[];
+  /** The daemon's own default network of its driver (bridge, host, none). */
+  isDefault: boolean;
+  state: OpState;
+}
+
+export interface EndpointRecord {
+  id: string;
+  name: string;
+  networkId: string;
+  sandboxId: string;
+  /** CIDRs */
+  ipv4?: string;
+  ipv6?: string;
+  poolV4?: string;
+  poolV6?: string;
+  mac?: string;
+  /** Interface name in the sandbox. */
+  ifname: string;
+  aliases: string[];
+  /** The user asked for these addresses (--ip/--ip6). */
+  staticIPv4?: string;
+  staticIPv6?: string;
+  state: OpState;
+}
+
+export interface DnsConfig {
+  servers: string[];
+  search: string[];
+  options: string[];
+}
+
+export interface SandboxRecord {
+  id: string;
+  name: string;
+  hostname: string;
+  /** netns path */
+  key: string;
+  created: string;
+  /** Endpoint ids in join order (eth0, eth1, ...). */
+  endpoints: string[];
+  dns: DnsConfig;
+  /** The sandbox lives in the daemon's own netns (host network). */
+  hostNetns: boolean;
+  labels: Record<string, string>;
+  state: OpState;
+}
+
+export const KIND = {
+  network: 'network',
+  endpoint: 'endpoint',
+  sandbox: 'sandbox',
+} as const;
