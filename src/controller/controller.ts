@@ -299,11 +299,11 @@ export class Controller {
   }
 
   /** Removes every network no sandbox uses (not the defaults). */
-  async pruneNetworks(): Promise<string[]> {
+  async pruneNetworks(match: (n: NetworkRecord) => boolean = () => true): Promise<string[]> {
     const used = new Set(this.endpoints().map((e) => e.networkId));
     const removed: string[] = [];
     for (const n of this.networks()) {
-      if (n.isDefault || used.has(n.id)) continue;
+      if (n.isDefault || used.has(n.id) || !match(n)) continue;
       try {
         await this.deleteNetwork(n.id);
         removed.push(n.name);
@@ -683,6 +683,146 @@ export class Controller {
   }
 
   // ---- start-up ----
+
+  /**
+   * Brings kernel and store back in line after a stop or a SIGKILL at any
+   * instant: operations in flight are finished or undone, drivers recreate
+   * what the kernel lost, and whatever cnmd made that no record claims is
+   * removed (namespaces, sandbox files, links, IPAM allocations).
+   */
+  async start(): Promise<void> {
+    const store = this.store;
+    // 1. Undo or finish what was in flight.
+    for (const sb of store.list<SandboxRecord>(KIND.sandbox).filter((x) => x.state !== 'ready')) {
+      this.log.warn({ sandbox: sb.id, state: sb.state }, 'recovering interrupted sandbox operation: removing it');
+      sb.state = 'deleting';
+      await this.finishSandboxDelete(sb).catch((e) => this.log.error({ err: e, sandbox: sb.id }, 'sandbox recovery failed'));
+    }
+    const netsById = new Map(store.list<NetworkRecord>(KIND.network).map((n) => [n.id, n]));
+    for (const ep of store.list<EndpointRecord>(KIND.endpoint).filter((e) => e.state !== 'ready')) {
+      this.log.warn({ endpoint: ep.id, state: ep.state }, 'recovering interrupted endpoint operation: removing it');
+      const sb = store.get<SandboxRecord>(KIND.sandbox, ep.sandboxId);
+      if (sb) {
+        sb.endpoints = sb.endpoints.filter((id) => id !== ep.id);
+        store.put(KIND.sandbox, sb.id, sb);
+      }
+      store.delete(KIND.endpoint, ep.id); // its addresses are freed by the IPAM sweep below
+    }
+    for (const n of [...netsById.values()].filter((x) => x.state !== 'ready')) {
+      this.log.warn({ network: n.id, state: n.state }, 'recovering interrupted network operation: removing it');
+      store.delete(KIND.network, n.id);
+      netsById.delete(n.id);
+    }
+    // Endpoints whose network or sandbox is gone are orphans.
+    for (const ep of store.list<EndpointRecord>(KIND.endpoint)) {
+      const sb = store.get<SandboxRecord>(KIND.sandbox, ep.sandboxId);
+      if (!netsById.has(ep.networkId) || !sb || !sb.endpoints.includes(ep.id)) store.delete(KIND.endpoint, ep.id);
+    }
+    // 2. IPAM: free what no record references.
+    await this.sweepIpam();
+    // 3. Drivers rebuild their state and the kernel objects they lost.
+    const nets = this.networks();
+    const eps = this.endpoints();
+    for (const [name, driver] of this.drivers) {
+      if (!driver.restore) continue;
+      const mine = nets.filter((n) => n.driver === name);
+      const ids = new Set(mine.map((n) => n.id));
+      await driver.restore(
+        mine.map((n) => this.networkSpec(n)),
+        eps.filter((e) => ids.has(e.networkId)).map((e) => this.endpointSpec(e)),
+      );
+    }
+    // 4. Sandboxes: a namespace lost (reboot: /run is tmpfs) is made again and its endpoints rejoined.
+    for (const sb of this.sandboxes()) await this.restoreSandbox(sb).catch((e) => this.log.error({ err: e, sandbox: sb.id }, 'sandbox restore failed'));
+    // 5. Leaks: namespaces and files of sandboxes nobody knows.
+    const known = new Set(this.sandboxes().map((s) => s.id));
+    for (const id of this.netns.list()) {
+      if (id === 'default' || known.has(id)) continue;
+      this.log.warn({ netns: id }, 'removing leaked network namespace');
+      try {
+        this.netns.delete(id);
+      } catch (e) {
+        this.log.error({ err: e, netns: id }, 'leaked namespace removal failed');
+      }
+    }
+    for (const id of this.files.list()) if (!known.has(id)) this.files.remove(id);
+    for (const driver of this.drivers.values()) {
+      const sweep = (driver as { sweepLeaks?: () => Promise<string[]> }).sweepLeaks;
+      if (sweep) {
+        const removed = await sweep.call(driver);
+        if (removed.length) this.log.warn({ driver: driver.name, links: removed }, 'removed leaked links');
+      }
+    }
+  }
+
+  private async sweepIpam(): Promise<void> {
+    const refs = new Map<string, Set<string>>();
+    const add = (poolId: string | undefined, ip: string | undefined) => {
+      if (!poolId) return;
+      if (!refs.has(poolId)) refs.set(poolId, new Set());
+      if (ip) refs.get(poolId)!.add(plainIp(ip)!);
+    };
+    for (const n of this.store.list<NetworkRecord>(KIND.network)) {
+      for (const p of n.pools) {
+        add(p.poolId, undefined);
+        if (p.gatewayAllocated) add(p.poolId, p.gateway);
+        for (const ip of Object.values(p.auxAddresses)) add(p.poolId, ip);
+      }
+    }
+    for (const e of this.store.list<EndpointRecord>(KIND.endpoint)) {
+      add(e.poolV4, e.ipv4);
+      add(e.poolV6, e.ipv6);
+    }
+    for (const ipam of this.ipams.values()) {
+      const gc = (ipam as { sweep?: (r: Map<string, Set<string>>) => string[] }).sweep;
+      if (gc) {
+        const freed = gc.call(ipam, refs);
+        if (freed.length) this.log.warn({ ipam: ipam.name, freed }, 'freed leaked IPAM allocations');
+      }
+    }
+  }
+
+  private async restoreSandbox(sb: SandboxRecord): Promise<void> {
+    if (sb.hostNetns) {
+      sb.key = await this.hostNetnsKey();
+      return;
+    }
+    let fresh = false;
+    if (!this.netns.exists(sb.id)) {
+      this.log.warn({ sandbox: sb.id }, 'sandbox namespace missing: recreating it');
+      const created = await this.netns.create(sb.id);
+      this.handles.set(sb.id, created.handle);
+      fresh = true;
+    }
+    if (!this.files.list().includes(sb.id)) this.writeFiles(sb);
+    const h = this.handleFor(sb);
+    for (const epId of sb.endpoints) {
+      const ep = this.store.get<EndpointRecord>(KIND.endpoint, epId);
+      const n = ep && this.store.get<NetworkRecord>(KIND.network, ep.networkId);
+      const driver = n && this.drivers.get(n.driver);
+      if (!ep || !n || !driver) continue;
+      const present = !fresh && (await h.linkGet(ep.ifname).then(() => true, () => false));
+      if (present) continue;
+      this.log.warn({ sandbox: sb.id, endpoint: ep.id, ifname: ep.ifname }, 'endpoint interface missing: rejoining');
+      await driver.leave(n.id, ep.id).catch(() => undefined);
+      await driver.join(n.id, ep.id, { id: sb.id, key: sb.key, handle: h, ifname: ep.ifname }, {});
+    }
+    await this.updateGateway(sb, h);
+  }
+
+  /** The daemon's default networks (bridge on cnm0, host, none), made on first start. */
+  async ensureDefaultNetworks(): Promise<void> {
+    const have = new Set(this.networks().map((n) => n.name));
+    const defaults: NetworkCreateRequest[] = [
+      { name: 'bridge', driver: 'bridge', isDefault: true, options: { 'com.docker.network.bridge.default_bridge': 'true', 'com.docker.network.bridge.name': 'cnm0' } },
+      { name: 'host', driver: 'host', isDefault: true },
+      { name: 'none', driver: 'null', isDefault: true },
+    ];
+    for (const d of defaults) {
+      if (have.has(d.name) || !this.drivers.has(d.driver!)) continue;
+      await this.createNetwork(d);
+    }
+  }
 
   /** Closes sandbox handles; kernel objects and records stay for the next start. */
   close(): void {

@@ -22,6 +22,14 @@ interface PoolRecord {
   last?: string;
 }
 
+/** A pool's bitmap with only the reserved addresses set: the network address, and the IPv4 broadcast. */
+function emptySequence(pool: Cidr): Sequence {
+  const seq = new Sequence(pool.size);
+  if (pool.size > 2n || pool.family === 6) seq.set(0n);
+  if (pool.family === 4 && pool.size > 2n) seq.set(pool.size - 1n);
+  return seq;
+}
+
 export interface DefaultIpamOptions {
   /** Networks routed on the host (CIDRs): predefined pools that overlap them are skipped. */
   hostNetworks?: () => Promise<string[]>;
@@ -82,10 +90,7 @@ export class DefaultIpam implements Ipam {
       range = r;
     }
     const id = `${space}/${formatCidr(pool)}${range ? `/${formatCidr(range)}` : ''}`;
-    const seq = new Sequence(pool.size);
-    // The network address, and the IPv4 broadcast, are never handed out.
-    if (pool.size > 2n || pool.family === 6) seq.set(0n);
-    if (pool.family === 4 && pool.size > 2n) seq.set(pool.size - 1n);
+    const seq = emptySequence(pool);
     const rec: PoolRecord = { id, addressSpace: space, pool: formatCidr(pool), range: range && formatCidr(range), v6, serial, seq: seq.toJSON() };
     this.store.put(KIND, id, rec);
     return { poolId: id, pool: rec.pool, data: {} };
@@ -156,6 +161,38 @@ export class DefaultIpam implements Ipam {
     rec.last = offset.toString();
     this.store.put(KIND, poolId, rec);
     return `${bigToIp(pool.base + offset, pool.family)}/${pool.prefixLen}`;
+  }
+
+  /**
+   * Frees pools and addresses that no record references (poolId -> IPs in
+   * use). Run at start-up, after a crash between an allocation and the record
+   * that owns it. Returns what was freed.
+   */
+  sweep(referenced: Map<string, Set<string>>): string[] {
+    const freed: string[] = [];
+    this.store.tx(() => {
+      for (const rec of this.store.list<PoolRecord>(KIND)) {
+        const used = referenced.get(rec.id);
+        if (!used) {
+          this.store.delete(KIND, rec.id);
+          freed.push(rec.pool);
+          continue;
+        }
+        const pool = parseCidr(rec.pool)!;
+        const seq = emptySequence(pool);
+        for (const ip of used) {
+          const a = ipToBig(ip);
+          if (a && contains(pool, a.family, a.value)) seq.set(a.value - pool.base);
+        }
+        const before = Sequence.fromJSON(rec.seq).count();
+        if (before !== seq.count()) {
+          freed.push(`${before - seq.count()} address(es) in ${rec.pool}`);
+          rec.seq = seq.toJSON();
+          this.store.put(KIND, rec.id, rec);
+        }
+      }
+    });
+    return freed;
   }
 
   async releaseAddress(poolId: string, ip: string): Promise<void> {

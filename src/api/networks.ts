@@ -1,0 +1,180 @@
+// Engine-API network endpoints: list (filters), inspect, create, remove,
+// connect, disconnect, prune.
+import { z } from 'zod';
+import type { Controller } from '../controller/controller';
+import type { NetworkRecord } from '../controller/records';
+import { CnmdError, invalidArgument } from '../errors';
+import type { Request, Router } from './router';
+import { networkView } from './views';
+
+const str = z.string();
+const strMap = z.record(z.string(), z.string()).nullish();
+
+const IpamConfigSchema = z
+  .object({
+    Subnet: str.optional(),
+    IPRange: str.optional(),
+    Gateway: str.optional(),
+    AuxiliaryAddresses: strMap,
+    AuxAddress: strMap,
+  })
+  .passthrough();
+
+export const NetworkCreateSchema = z
+  .object({
+    Name: z.string({ required_error: 'Name is required' }).min(1, 'Name is required'),
+    CheckDuplicate: z.boolean().optional(),
+    Driver: str.optional(),
+    Scope: str.optional(),
+    Internal: z.boolean().optional(),
+    Attachable: z.boolean().optional(),
+    Ingress: z.boolean().optional(),
+    EnableIPv6: z.boolean().nullish(),
+    IPAM: z
+      .object({
+        Driver: str.optional(),
+        Config: z.array(IpamConfigSchema).nullish(),
+        Options: strMap,
+      })
+      .passthrough()
+      .nullish(),
+    Options: strMap,
+    Labels: strMap,
+    ConfigOnly: z.boolean().optional(),
+    ConfigFrom: z.unknown().optional(),
+  })
+  .passthrough();
+
+const ConnectSchema = z
+  .object({
+    Container: z.string({ required_error: 'Container is required' }).min(1, 'Container is required'),
+    EndpointConfig: z
+      .object({
+        IPAMConfig: z.object({ IPv4Address: str.optional(), IPv6Address: str.optional(), LinkLocalIPs: z.array(str).nullish() }).passthrough().nullish(),
+        Aliases: z.array(str).nullish(),
+      })
+      .passthrough()
+      .nullish(),
+  })
+  .passthrough();
+
+const DisconnectSchema = z.object({ Container: z.string({ required_error: 'Container is required' }).min(1, 'Container is required'), Force: z.boolean().optional() }).passthrough();
+
+/** Validates a body with a zod schema; a failure names the field and what is wrong. */
+export async function parseBody<T>(req: Request, schema: z.ZodType<T>, op: string): Promise<T> {
+  const body = await req.body();
+  const r = schema.safeParse(body ?? {});
+  if (!r.success) {
+    const msg = r.error.issues.map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; ');
+    throw invalidArgument(op, undefined, `invalid request body: ${msg}`);
+  }
+  return r.data;
+}
+
+/** Docker's filters: {"name":{"x":true}} or the older {"name":["x"]}. */
+export function parseFilters(req: Request, allowed: string[]): Map<string, string[]> {
+  const raw = req.query.get('filters');
+  const out = new Map<string, string[]>();
+  if (!raw) return out;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    throw invalidArgument('filters', raw, 'filters is not valid JSON');
+  }
+  if (!parsed || typeof parsed !== 'object') throw invalidArgument('filters', raw, 'filters must be a JSON object');
+  for (const [k, v] of Object.entries(parsed as Record<string, unknown>)) {
+    if (!allowed.includes(k)) throw invalidArgument('filters', k, `invalid filter '${k}' (supported: ${allowed.join(', ')})`);
+    const values = Array.isArray(v) ? v.map(String) : v && typeof v === 'object' ? Object.keys(v).filter((x) => (v as Record<string, unknown>)[x]) : [];
+    out.set(k, values);
+  }
+  return out;
+}
+
+function matchLabel(labels: Record<string, string>, f: string): boolean {
+  const eq = f.indexOf('=');
+  if (eq === -1) return f in labels;
+  return labels[f.slice(0, eq)] === f.slice(eq + 1);
+}
+
+export function filterNetworks(c: Controller, list: NetworkRecord[], f: Map<string, string[]>): NetworkRecord[] {
+  const used = new Set(c.endpoints().map((e) => e.networkId));
+  return list.filter((n) => {
+    const any = (k: string, pred: (v: string) => boolean) => !f.has(k) || f.get(k)!.length === 0 || f.get(k)!.some(pred);
+    return (
+      any('name', (v) => n.name.includes(v)) &&
+      any('id', (v) => n.id.startsWith(v)) &&
+      any('driver', (v) => n.driver === v) &&
+      any('scope', (v) => n.scope === v) &&
+      any('label', (v) => matchLabel(n.labels, v)) &&
+      any('type', (v) => {
+        if (v !== 'custom' && v !== 'builtin') throw invalidArgument('filters', v, `invalid filter: 'type'='${v}' (use custom or builtin)`);
+        return v === 'builtin' ? n.isDefault : !n.isDefault;
+      }) &&
+      any('dangling', (v) => (v === 'true' || v === '1' ? !used.has(n.id) && !n.isDefault : true))
+    );
+  });
+}
+
+function flattenAux(cfg: z.infer<typeof IpamConfigSchema>): Record<string, string> | undefined {
+  const aux = cfg.AuxiliaryAddresses ?? cfg.AuxAddress;
+  return aux ?? undefined;
+}
+
+export function mountNetworkRoutes(router: Router, c: Controller): void {
+  router
+    .add('GET', '/networks', (req) => {
+      const f = parseFilters(req, ['name', 'id', 'driver', 'scope', 'label', 'type', 'dangling']);
+      return { body: filterNetworks(c, c.networks(), f).map((n) => networkView(c, n)) };
+    })
+    .add('GET', '/networks/{id}', (req) => ({ body: networkView(c, c.network(req.params.id)) }))
+    .add('POST', '/networks/create', async (req) => {
+      const b = await parseBody(req, NetworkCreateSchema, 'network create');
+      if (b.ConfigOnly || b.ConfigFrom) throw invalidArgument('network create', b.Name, 'config-only networks are not supported');
+      if (b.Scope && b.Scope !== 'local') throw invalidArgument('network create', b.Name, `scope "${b.Scope}" is not supported by the local drivers (use local)`);
+      const n = await c.createNetwork({
+        name: b.Name,
+        driver: b.Driver,
+        internal: b.Internal,
+        attachable: b.Attachable,
+        enableIPv6: b.EnableIPv6 ?? false,
+        options: b.Options ?? {},
+        labels: b.Labels ?? {},
+        ipam: {
+          driver: b.IPAM?.Driver,
+          options: b.IPAM?.Options ?? {},
+          config: (b.IPAM?.Config ?? []).map((cfg) => ({ subnet: cfg.Subnet || undefined, ipRange: cfg.IPRange || undefined, gateway: cfg.Gateway || undefined, auxAddresses: flattenAux(cfg) })),
+        },
+      });
+      return { status: 201, body: { Id: n.id, Warning: '' } };
+    })
+    .add('DELETE', '/networks/{id}', async (req) => {
+      await c.deleteNetwork(req.params.id);
+      return { status: 204 };
+    })
+    .add('POST', '/networks/{id}/connect', async (req) => {
+      const b = await parseBody(req, ConnectSchema, 'network connect');
+      await c.connect(req.params.id, b.Container, {
+        aliases: b.EndpointConfig?.Aliases ?? [],
+        ipv4: b.EndpointConfig?.IPAMConfig?.IPv4Address || undefined,
+        ipv6: b.EndpointConfig?.IPAMConfig?.IPv6Address || undefined,
+      });
+      return { status: 200 };
+    })
+    .add('POST', '/networks/{id}/disconnect', async (req) => {
+      const b = await parseBody(req, DisconnectSchema, 'network disconnect');
+      try {
+        await c.disconnect(req.params.id, b.Container);
+      } catch (e) {
+        // With Force, a sandbox that is already gone is not an error.
+        if (!(b.Force && e instanceof CnmdError && e.code === 'NOT_FOUND')) throw e;
+      }
+      return { status: 200 };
+    })
+    .add('POST', '/networks/prune', async (req) => {
+      const f = parseFilters(req, ['label', 'until']);
+      if (f.has('until')) throw invalidArgument('network prune', 'until', "the 'until' filter is not supported yet");
+      const deleted = await c.pruneNetworks((n) => (f.get('label') ?? []).every((l) => matchLabel(n.labels, l)));
+      return { body: { NetworksDeleted: deleted } };
+    });
+}

@@ -1,0 +1,87 @@
+// JSON views of controller records, shaped as the Docker Engine API shapes them.
+import type { Controller } from '../controller/controller';
+import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../controller/records';
+
+function plain(cidr?: string): string {
+  return cidr ? cidr.replace(/\/\d+$/, '') : '';
+}
+
+export function networkView(c: Controller, n: NetworkRecord): Record<string, unknown> {
+  const containers: Record<string, unknown> = {};
+  for (const e of c.endpoints(n.id)) {
+    const sb = c.sandboxes().find((s) => s.id === e.sandboxId);
+    if (!sb) continue;
+    containers[sb.id] = {
+      Name: sb.name,
+      EndpointID: e.id,
+      MacAddress: e.mac ?? '',
+      IPv4Address: e.ipv4 ?? '',
+      IPv6Address: e.ipv6 ?? '',
+    };
+  }
+  const config = n.pools.map((p) => {
+    const cfg: Record<string, unknown> = { Subnet: p.pool };
+    if (p.ipRange) cfg.IPRange = p.ipRange;
+    if (p.gateway) cfg.Gateway = plain(p.gateway);
+    if (Object.keys(p.auxAddresses).length) cfg.AuxiliaryAddresses = p.auxAddresses;
+    return cfg;
+  });
+  return {
+    Name: n.name,
+    Id: n.id,
+    Created: n.created,
+    Scope: n.scope,
+    Driver: n.driver,
+    EnableIPv6: n.enableIPv6,
+    IPAM: { Driver: n.ipamDriver, Options: Object.keys(n.ipamOptions).length ? n.ipamOptions : null, Config: config },
+    Internal: n.internal,
+    Attachable: n.attachable,
+    Ingress: n.ingress,
+    ConfigFrom: { Network: '' },
+    ConfigOnly: false,
+    Containers: containers,
+    Options: n.options,
+    Labels: n.labels,
+  };
+}
+
+export function endpointSettings(e: EndpointRecord, n: NetworkRecord | undefined): Record<string, unknown> {
+  const gw4 = n?.pools.find((p) => p.poolId === e.poolV4)?.gateway;
+  const gw6 = n?.pools.find((p) => p.poolId === e.poolV6)?.gateway;
+  return {
+    NetworkID: e.networkId,
+    EndpointID: e.id,
+    Interface: e.ifname,
+    Aliases: e.aliases,
+    MacAddress: e.mac ?? '',
+    IPAddress: plain(e.ipv4),
+    IPPrefixLen: e.ipv4 ? Number(e.ipv4.split('/')[1]) : 0,
+    Gateway: plain(gw4),
+    GlobalIPv6Address: plain(e.ipv6),
+    GlobalIPv6PrefixLen: e.ipv6 ? Number(e.ipv6.split('/')[1]) : 0,
+    IPv6Gateway: plain(gw6),
+    IPAMConfig: e.staticIPv4 || e.staticIPv6 ? { IPv4Address: e.staticIPv4 ?? '', IPv6Address: e.staticIPv6 ?? '' } : null,
+  };
+}
+
+export function sandboxView(c: Controller, sb: SandboxRecord, filesDir: string): Record<string, unknown> {
+  const networks: Record<string, unknown> = {};
+  for (const e of c.endpoints().filter((x) => x.sandboxId === sb.id)) {
+    const n = c.networks().find((x) => x.id === e.networkId);
+    networks[n?.name ?? e.networkId] = endpointSettings(e, n);
+  }
+  return {
+    Id: sb.id,
+    Name: sb.name,
+    Hostname: sb.hostname,
+    Created: sb.created,
+    SandboxKey: sb.key,
+    HostNetwork: sb.hostNetns,
+    ResolvConfPath: `${filesDir}/resolv.conf`,
+    HostsPath: `${filesDir}/hosts`,
+    HostnamePath: `${filesDir}/hostname`,
+    DNS: { Servers: sb.dns.servers, Search: sb.dns.search, Options: sb.dns.options },
+    Labels: sb.labels,
+    Networks: networks,
+  };
+}
