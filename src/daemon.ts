@@ -1,30 +1,88 @@
-// The daemon: wires config, logging and the API server; shuts down cleanly.
+// The daemon: wires config, store, IPAM, drivers, controller and API; recovers
+// state at start; shuts down cleanly (networks stay for the next start).
 import * as fs from 'node:fs';
-import { Config, parseHost } from './config';
-import { createLogger, Logger } from './log';
+import { BridgeDriver } from '../drivers/bridge/bridge';
+import type { BridgeFirewall } from '../drivers/bridge/firewall';
+import type { Driver } from '../drivers/driver';
+import { HostDriver } from '../drivers/host/host';
+import { NullDriver } from '../drivers/null/null';
 import { ApiServer, baseRouter, startApiServer } from './api/server';
+import { mountNetworkRoutes } from './api/networks';
+import { mountSandboxRoutes } from './api/sandboxes';
+import { Config, parseHost } from './config';
+import { Controller } from './controller/controller';
+import { SandboxFiles } from './controller/sandbox-files';
+import { DefaultIpam } from './ipam/default';
+import { IptablesBridgeFirewall } from './firewall/bridge';
+import type { Ipam } from './ipam/ipam';
+import { createLogger, Logger } from './log';
+import { Handle } from './netlink/handle';
+import { NetnsManager } from './netns/netns';
+import { SqliteStore } from './store/sqlite';
+import type { Store } from './store/store';
 import { VERSION } from './version';
+
+export interface DaemonParts {
+  /** The firewall the bridge driver programs; the default is iptables in the daemon's netns. */
+  bridgeFirewall?: (log: Logger) => BridgeFirewall;
+}
 
 export class Daemon {
   readonly config: Config;
   readonly log: Logger;
   private api?: ApiServer;
+  private store?: Store;
+  private host?: Handle;
+  controller?: Controller;
+  private readonly parts: DaemonParts;
 
-  constructor(config: Config, log?: Logger) {
+  constructor(config: Config, log?: Logger, parts: DaemonParts = {}) {
     this.config = config;
     this.log = log ?? createLogger(config.logLevel);
+    this.parts = parts;
   }
 
   async start(): Promise<void> {
     const c = this.config;
+    const started = process.hrtime.bigint();
     fs.mkdirSync(c.dataRoot, { recursive: true, mode: 0o700 });
     fs.mkdirSync(c.execRoot, { recursive: true, mode: 0o755 });
-    this.api = await startApiServer(parseHost(c.host), baseRouter(), this.log);
-    this.log.info({ version: VERSION, dataRoot: c.dataRoot, execRoot: c.execRoot, pluginDir: c.pluginDir, pid: process.pid }, 'cnmd started');
+    const store = (this.store = new SqliteStore(c.dataRoot));
+    const host = (this.host = Handle.at(null));
+    const files = new SandboxFiles(c.execRoot);
+    const netns = new NetnsManager(c.execRoot);
+    const ipam = new DefaultIpam(store, {
+      hostNetworks: async () => (await host.routeList({ table: 0 })).filter((r) => r.dst !== 'default' && r.type === 'unicast').map((r) => r.dst),
+    });
+    const firewall = (this.parts.bridgeFirewall ?? defaultBridgeFirewall)(this.log);
+    const drivers = new Map<string, Driver>([
+      ['bridge', new BridgeDriver({ host, firewall, log: this.log })],
+      ['host', new HostDriver()],
+      ['null', new NullDriver()],
+    ]);
+    const ipams = new Map<string, Ipam>([['default', ipam]]);
+    const controller = (this.controller = new Controller({ store, netns, files, drivers, ipams, log: this.log }));
+    await controller.start();
+    await controller.ensureDefaultNetworks();
+    const router = baseRouter();
+    mountNetworkRoutes(router, controller);
+    mountSandboxRoutes(router, controller, files);
+    this.api = await startApiServer(parseHost(c.host), router, this.log);
+    this.log.info(
+      { version: VERSION, dataRoot: c.dataRoot, execRoot: c.execRoot, pluginDir: c.pluginDir, pid: process.pid, ms: Number(process.hrtime.bigint() - started) / 1e6 },
+      'cnmd started',
+    );
   }
 
   async stop(): Promise<void> {
     await this.api?.close();
+    this.controller?.close();
+    this.host?.close();
+    this.store?.close();
     this.log.info('cnmd stopped');
   }
+}
+
+function defaultBridgeFirewall(log: Logger): BridgeFirewall {
+  return new IptablesBridgeFirewall(log);
 }

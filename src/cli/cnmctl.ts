@@ -1,26 +1,321 @@
 #!/usr/bin/env node
-// cnmctl: the command line client of cnmd's API.
-import { Command } from 'commander';
+// cnmctl: the command line client of cnmd's API, with Docker's network
+// commands, flags and output, plus sandboxes.
+import { Command, Option } from 'commander';
+import { spawnSync } from 'node:child_process';
 import { DEFAULTS, ENV } from '../config';
-import { apiRequest } from './cnmctl-client';
+import { contains, ipToBig, parseCidr } from '../ipam/ip';
 import { VERSION } from '../version';
+import { apiRequest } from './cnmctl-client';
+import { renderTemplate } from './template';
 
-const program = new Command('cnmctl')
-  .description('Command line client for cnmd')
-  .option('-H, --host <addr>', `daemon socket [env ${ENV.host}]`, process.env[ENV.host] || DEFAULTS.host);
+const collect = (v: string, prev: string[]) => [...prev, v];
+
+function host(): string {
+  return program.opts<{ host: string }>().host;
+}
+
+async function call(method: string, path: string, body?: unknown): Promise<any> {
+  const r = await apiRequest(host(), method, path, body);
+  if (r.status >= 400) {
+    const msg = typeof r.body === 'object' && r.body?.message ? r.body.message : String(r.body ?? `HTTP ${r.status}`);
+    throw new Error(`Error response from daemon: ${msg}`);
+  }
+  return r.body;
+}
+
+function keyValues(list: string[], what: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const kv of list) {
+    const eq = kv.indexOf('=');
+    if (eq <= 0) throw new Error(`invalid ${what} "${kv}": want KEY=VALUE`);
+    out[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  return out;
+}
+
+function filtersParam(list: string[]): string {
+  if (!list.length) return '';
+  const f: Record<string, Record<string, boolean>> = {};
+  for (const kv of list) {
+    const eq = kv.indexOf('=');
+    if (eq <= 0) throw new Error(`bad format of filter "${kv}" (expected name=value)`);
+    (f[kv.slice(0, eq)] ??= {})[kv.slice(eq + 1)] = true;
+  }
+  return `filters=${encodeURIComponent(JSON.stringify(f))}`;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] + 3))).join('').trimEnd()).join('\n');
+}
+
+/** Docker's matching of --gateway/--ip-range/--aux-address to the --subnet that contains them. */
+export function ipamConfig(o: { subnet: string[]; gateway: string[]; ipRange: string[]; auxAddress: string[] }): Record<string, unknown>[] {
+  const configs = o.subnet.map((s) => ({ Subnet: s, IPRange: '', Gateway: '', AuxiliaryAddresses: {} as Record<string, string> }));
+  const owner = (ip: string, what: string) => {
+    const a = ipToBig(ip.replace(/\/\d+$/, ''));
+    const matches = configs.filter((c) => {
+      const cidr = parseCidr(c.Subnet);
+      return a && cidr && contains(cidr, a.family, a.value);
+    });
+    if (matches.length !== 1) throw new Error(`no matching subnet for ${what} ${ip}`);
+    return matches[0];
+  };
+  for (const g of o.gateway) {
+    const c = owner(g, 'gateway');
+    if (c.Gateway) throw new Error(`cannot configure multiple gateways for subnet ${c.Subnet}`);
+    c.Gateway = g;
+  }
+  for (const r of o.ipRange) {
+    const c = owner(r.replace(/\/\d+$/, ''), 'range');
+    if (c.IPRange) throw new Error(`cannot configure multiple ranges (${r}, ${c.IPRange}) on the same subnet (${c.Subnet})`);
+    c.IPRange = r;
+  }
+  for (const [name, ip] of Object.entries(keyValues(o.auxAddress, 'aux-address'))) owner(ip, 'auxiliary address').AuxiliaryAddresses[name] = ip;
+  if (!o.subnet.length && (o.gateway.length || o.ipRange.length || o.auxAddress.length)) throw new Error('--gateway, --ip-range and --aux-address need --subnet');
+  return configs;
+}
+
+const program = new Command('cnmctl').description('Command line client for cnmd').version(VERSION, '-v, --version').option('-H, --host <addr>', `daemon socket [env ${ENV.host}]`, process.env[ENV.host] || DEFAULTS.host);
 
 program
   .command('version')
   .description('Show the client and daemon versions')
   .action(async () => {
-    const host = program.opts<{ host: string }>().host;
     console.log(`Client:\n Version:     ${VERSION}\n Node:        ${process.version}`);
-    const r = await apiRequest(host, 'GET', '/version');
-    if (r.status !== 200) throw new Error(r.body?.message ?? `daemon answered ${r.status}`);
-    console.log(`\nServer:\n Version:     ${r.body.Version}\n API version: ${r.body.ApiVersion} (minimum ${r.body.MinAPIVersion})\n Kernel:      ${r.body.KernelVersion}`);
+    const v = await call('GET', '/version');
+    console.log(`\nServer:\n Version:     ${v.Version}\n API version: ${v.ApiVersion} (minimum ${v.MinAPIVersion})\n Kernel:      ${v.KernelVersion}`);
+  });
+
+const network = program.command('network').description('Manage networks');
+
+network
+  .command('create')
+  .description('Create a network')
+  .argument('<name>')
+  .addOption(new Option('-d, --driver <driver>', 'driver to manage the network').default('bridge'))
+  .option('--subnet <cidr>', 'subnet in CIDR format (repeatable)', collect, [])
+  .option('--ip-range <cidr>', 'allocate container IPs from a sub-range (repeatable)', collect, [])
+  .option('--gateway <ip>', 'gateway for the master subnet (repeatable)', collect, [])
+  .option('--aux-address <name=ip>', 'auxiliary addresses used by the network driver (repeatable)', collect, [])
+  .option('--ipv6', 'enable IPv6 networking', false)
+  .option('--internal', 'restrict external access to the network', false)
+  .option('--attachable', 'enable manual container attachment', false)
+  .option('-o, --opt <key=value>', 'driver specific options (repeatable)', collect, [])
+  .option('--ipam-driver <driver>', 'IP address management driver', 'default')
+  .option('--ipam-opt <key=value>', 'IPAM driver specific options (repeatable)', collect, [])
+  .option('--label <key=value>', 'metadata (repeatable)', collect, [])
+  .action(async (name: string, o) => {
+    const r = await call('POST', '/networks/create', {
+      Name: name,
+      Driver: o.driver,
+      EnableIPv6: o.ipv6,
+      Internal: o.internal,
+      Attachable: o.attachable,
+      Options: keyValues(o.opt, 'option'),
+      Labels: keyValues(o.label, 'label'),
+      IPAM: { Driver: o.ipamDriver, Options: keyValues(o.ipamOpt, 'ipam option'), Config: ipamConfig(o) },
+    });
+    console.log(r.Id);
+  });
+
+network
+  .command('ls')
+  .alias('list')
+  .description('List networks')
+  .option('-f, --filter <filter>', 'filter output (e.g. driver=bridge, name=web, type=custom)', collect, [])
+  .option('-q, --quiet', 'only display network IDs', false)
+  .option('--no-trunc', 'do not truncate the output')
+  .option('--format <template>', 'format output using a Go template subset')
+  .action(async (o) => {
+    const q = filtersParam(o.filter);
+    const list: any[] = await call('GET', `/networks${q ? `?${q}` : ''}`);
+    list.sort((a, b) => a.Name.localeCompare(b.Name));
+    const id = (x: any) => (o.trunc === false ? x.Id : x.Id.slice(0, 12));
+    if (o.quiet) return list.forEach((n) => console.log(id(n)));
+    if (o.format) return list.forEach((n) => console.log(renderTemplate(o.format, { ...n, ID: id(n) })));
+    console.log(table([['NETWORK ID', 'NAME', 'DRIVER', 'SCOPE'], ...list.map((n) => [id(n), n.Name, n.Driver, n.Scope])]));
+  });
+
+network
+  .command('inspect')
+  .description('Display detailed information on one or more networks')
+  .argument('<network...>')
+  .option('-f, --format <template>', 'format output using a Go template subset')
+  .action(async (refs: string[], o) => {
+    const out: any[] = [];
+    let failed = false;
+    for (const ref of refs) {
+      try {
+        out.push(await call('GET', `/networks/${encodeURIComponent(ref)}`));
+      } catch (e) {
+        console.error((e as Error).message);
+        failed = true;
+      }
+    }
+    if (o.format) out.forEach((n) => console.log(renderTemplate(o.format, n)));
+    else console.log(JSON.stringify(out, null, 4));
+    if (failed) process.exitCode = 1;
+  });
+
+network
+  .command('rm')
+  .alias('remove')
+  .description('Remove one or more networks')
+  .argument('<network...>')
+  .action(async (refs: string[]) => {
+    for (const ref of refs) {
+      try {
+        await call('DELETE', `/networks/${encodeURIComponent(ref)}`);
+        console.log(ref);
+      } catch (e) {
+        console.error((e as Error).message);
+        process.exitCode = 1;
+      }
+    }
+  });
+
+network
+  .command('connect')
+  .description('Connect a sandbox to a network')
+  .argument('<network>')
+  .argument('<sandbox>')
+  .option('--alias <name>', 'network-scoped alias (repeatable)', collect, [])
+  .option('--ip <address>', 'IPv4 address')
+  .option('--ip6 <address>', 'IPv6 address')
+  .action(async (net: string, sb: string, o) => {
+    await call('POST', `/networks/${encodeURIComponent(net)}/connect`, {
+      Container: sb,
+      EndpointConfig: { Aliases: o.alias, IPAMConfig: { IPv4Address: o.ip ?? '', IPv6Address: o.ip6 ?? '' } },
+    });
+  });
+
+network
+  .command('disconnect')
+  .description('Disconnect a sandbox from a network')
+  .argument('<network>')
+  .argument('<sandbox>')
+  .option('-f, --force', 'force the sandbox to disconnect from a network', false)
+  .action(async (net: string, sb: string, o) => {
+    await call('POST', `/networks/${encodeURIComponent(net)}/disconnect`, { Container: sb, Force: o.force });
+  });
+
+network
+  .command('prune')
+  .description('Remove all unused networks')
+  .option('-f, --force', 'do not prompt for confirmation (cnmctl never prompts)', false)
+  .option('--filter <filter>', 'provide filter values (e.g. label=<key>=<value>)', collect, [])
+  .action(async (o) => {
+    const q = filtersParam(o.filter);
+    const r = await call('POST', `/networks/prune${q ? `?${q}` : ''}`);
+    if (r.NetworksDeleted?.length) console.log(`Deleted Networks:\n${r.NetworksDeleted.join('\n')}`);
+  });
+
+const sandbox = program.command('sandbox').description('Manage sandboxes (network namespaces)');
+
+sandbox
+  .command('create')
+  .description('Create a sandbox and join it to networks')
+  .option('--name <name>', 'sandbox name')
+  .option('--hostname <name>', 'host name')
+  .option('--network <network>', 'network to join (repeatable; in join order: eth0, eth1, ...)', collect, [])
+  .option('--alias <name>', 'network-scoped alias on the first network (repeatable)', collect, [])
+  .option('--ip <address>', 'IPv4 address on the first network')
+  .option('--ip6 <address>', 'IPv6 address on the first network')
+  .option('--dns <ip>', 'DNS server (repeatable)', collect, [])
+  .option('--dns-search <domain>', 'DNS search domain (repeatable)', collect, [])
+  .option('--dns-option <option>', 'DNS option (repeatable)', collect, [])
+  .option('--label <key=value>', 'metadata (repeatable)', collect, [])
+  .action(async (o) => {
+    const r = await call('POST', '/sandboxes', {
+      Name: o.name,
+      Hostname: o.hostname,
+      Networks: (o.network as string[]).map((n, i) => ({
+        Network: n,
+        Aliases: i === 0 ? o.alias : [],
+        IPv4Address: i === 0 ? o.ip : undefined,
+        IPv6Address: i === 0 ? o.ip6 : undefined,
+      })),
+      DNS: { Servers: o.dns, Search: o.dnsSearch, Options: o.dnsOption },
+      Labels: keyValues(o.label, 'label'),
+    });
+    console.log(r.Id);
+  });
+
+sandbox
+  .command('ls')
+  .alias('list')
+  .description('List sandboxes')
+  .option('-f, --filter <filter>', 'filter output (name=, id=, network=)', collect, [])
+  .option('-q, --quiet', 'only display sandbox IDs', false)
+  .option('--no-trunc', 'do not truncate the output')
+  .action(async (o) => {
+    const q = filtersParam(o.filter);
+    const list: any[] = await call('GET', `/sandboxes${q ? `?${q}` : ''}`);
+    const id = (x: any) => (o.trunc === false ? x.Id : x.Id.slice(0, 12));
+    if (o.quiet) return list.forEach((s) => console.log(id(s)));
+    const addrs = (s: any) => Object.values(s.Networks).map((e: any) => e.IPAddress).filter(Boolean).join(',');
+    console.log(table([['SANDBOX ID', 'NAME', 'NETWORKS', 'IPV4'], ...list.map((s) => [id(s), s.Name, Object.keys(s.Networks).join(',') || '-', addrs(s) || '-'])]));
+  });
+
+sandbox
+  .command('inspect')
+  .description('Display detailed information on one or more sandboxes')
+  .argument('<sandbox...>')
+  .option('-f, --format <template>', 'format output using a Go template subset')
+  .action(async (refs: string[], o) => {
+    const out: any[] = [];
+    for (const ref of refs) {
+      try {
+        out.push(await call('GET', `/sandboxes/${encodeURIComponent(ref)}`));
+      } catch (e) {
+        console.error((e as Error).message);
+        process.exitCode = 1;
+      }
+    }
+    if (o.format) out.forEach((s) => console.log(renderTemplate(o.format, s)));
+    else console.log(JSON.stringify(out, null, 4));
+  });
+
+sandbox
+  .command('rm')
+  .alias('remove')
+  .description('Remove one or more sandboxes')
+  .argument('<sandbox...>')
+  .action(async (refs: string[]) => {
+    for (const ref of refs) {
+      try {
+        await call('DELETE', `/sandboxes/${encodeURIComponent(ref)}`);
+        console.log(ref);
+      } catch (e) {
+        console.error((e as Error).message);
+        process.exitCode = 1;
+      }
+    }
+  });
+
+sandbox
+  .command('exec')
+  .description("Run a command inside a sandbox's netns, with its resolv.conf, hosts and hostname (as root)")
+  .argument('<sandbox>')
+  .argument('<command...>')
+  .action(async (ref: string, cmd: string[]) => {
+    const sb = await call('GET', `/sandboxes/${encodeURIComponent(ref)}`);
+    // A private mount and UTS namespace: the sandbox's files are bind-mounted over /etc for this command only.
+    const script =
+      'set -e; for f in resolv.conf hosts hostname; do [ -e "/etc/$f" ] || touch "/etc/$f"; done; ' +
+      `mount --bind "$1" /etc/resolv.conf; mount --bind "$2" /etc/hosts; mount --bind "$3" /etc/hostname; hostname "$4"; shift 4; exec "$@"`;
+    const r = spawnSync(
+      'nsenter',
+      [`--net=${sb.SandboxKey}`, 'unshare', '--mount', '--uts', '--propagation', 'private', 'sh', '-c', script, 'sh', sb.ResolvConfPath, sb.HostsPath, sb.HostnamePath, sb.Hostname, ...cmd],
+      { stdio: 'inherit' },
+    );
+    if (r.error) throw new Error(`exec: ${r.error.message}`);
+    process.exitCode = r.status ?? 1;
   });
 
 program.parseAsync().catch((e: Error) => {
-  console.error(`cnmctl: ${e.message}`);
+  console.error(e.message.startsWith('Error response') ? e.message : `cnmctl: ${e.message}`);
   process.exit(1);
 });

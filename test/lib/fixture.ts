@@ -23,6 +23,18 @@ export interface Lab {
   root: string;
   netns: NetnsManager;
   ns(id: string): Promise<Ns>;
+  /** Runs before the namespaces are removed (stop daemons that use them). */
+  beforeCleanup(fn: () => Promise<void> | void): void;
+}
+
+/** Mount points at or under dir, deepest first (from /proc/self/mountinfo). */
+export function mountsUnder(dir: string): string[] {
+  const out: string[] = [];
+  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const mp = line.split(' ')[4];
+    if (mp && (mp === dir || mp.startsWith(dir + '/'))) out.push(mp.replace(/\\040/g, ' '));
+  }
+  return out.sort((a, b) => b.length - a.length);
 }
 
 export function runIn(nsPath: string, cmd: string, args: string[]): string {
@@ -34,21 +46,16 @@ export async function lab(t: TestContext): Promise<Lab> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'cnmd-test-'));
   const netns = new NetnsManager(root);
   const made: Ns[] = [];
-  t.after(() => {
+  const pre: (() => Promise<void> | void)[] = [];
+  t.after(async () => {
+    for (const fn of pre.reverse()) await fn();
     for (const n of made) n.handle.close();
-    for (const id of netns.list()) {
+    // Every netns mount under the root, ours and those of daemons under test.
+    for (const mp of mountsUnder(root)) {
       try {
-        netns.delete(id);
+        native.netnsDelete(mp);
       } catch {
-        /* already gone */
-      }
-    }
-    // Anything left that is still mounted is unmounted by netnsDelete; then the tree goes.
-    for (const f of fs.existsSync(netns.dir) ? fs.readdirSync(netns.dir) : []) {
-      try {
-        native.netnsDelete(path.join(netns.dir, f));
-      } catch {
-        /* not a mount */
+        /* not ours to remove: rmSync reports it */
       }
     }
     fs.rmSync(root, { recursive: true, force: true });
@@ -56,6 +63,7 @@ export async function lab(t: TestContext): Promise<Lab> {
   return {
     root,
     netns,
+    beforeCleanup: (fn) => pre.push(fn),
     async ns(id: string): Promise<Ns> {
       const c = await netns.create(id);
       const n: Ns = {

@@ -1,0 +1,31 @@
+// The bridge driver's firewall: cnmd's layout (layout.ts) programmed through
+// the iptables backend, one iptables-restore per family per change.
+import type { BridgeFirewall, BridgeNetworkRules } from '../../drivers/bridge/firewall';
+import type { Logger } from '../log';
+import type { FirewallBackend } from './firewall';
+import { IptablesBackend } from './iptables';
+import { BridgeNetworkSpec, baseRules, networkRules, removeNetworkRules } from './layout';
+
+function spec(n: BridgeNetworkRules): BridgeNetworkSpec {
+  return { bridge: n.bridge, subnets: { v4: n.subnetV4, v6: n.subnetV6 }, icc: n.icc, masquerade: n.masquerade, internal: n.internal, hostIPv4: n.hostIPv4 };
+}
+
+export class IptablesBridgeFirewall implements BridgeFirewall {
+  readonly backend: FirewallBackend;
+
+  constructor(log: Logger, opts: { netns?: string | null; backend?: FirewallBackend } = {}) {
+    this.backend = opts.backend ?? new IptablesBackend({ netns: opts.netns ?? null, log });
+  }
+
+  setupBase(): Promise<void> {
+    return this.backend.apply(baseRules({ ipv6: true }));
+  }
+
+  addNetwork(n: BridgeNetworkRules): Promise<void> {
+    return this.backend.apply(networkRules(spec(n)));
+  }
+
+  removeNetwork(n: BridgeNetworkRules): Promise<void> {
+    return this.backend.apply(removeNetworkRules(spec(n)));
+  }
+}

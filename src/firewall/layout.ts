@@ -1,0 +1,198 @@
+// cnmd's rule layout: Docker's (libnetwork 20.10, drivers/bridge/setup_ip_tables.go and
+// iptables/iptables.go) with cnmd's chain prefix. Pure functions: they return batches of
+// "ensure" operations (idempotent) and their exact inverses ("delete if present").
+//
+//   nat     PREROUTING  -m addrtype --dst-type LOCAL -j CNMD
+//           OUTPUT      -m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j CNMD   (no `!` part without userland proxy)
+//           POSTROUTING -s <subnet> ! -o <br> -j MASQUERADE                      per network, when masquerading
+//           CNMD        -i <br> -j RETURN                                        per network, when masquerading
+//   filter  FORWARD     -j CNMD-USER                                             pinned at 1
+//                       -j CNMD-ISOLATION-STAGE-1                                pinned at 2
+//                       -o <br> -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT   per network, from 3
+//                       -o <br> -j CNMD
+//                       -i <br> ! -o <br> -j ACCEPT
+//                       -i <br> -o <br> -j ACCEPT|DROP                           ICC
+//           CNMD-USER   -j RETURN
+//           CNMD-ISOLATION-STAGE-1  -i <br> ! -o <br> -j CNMD-ISOLATION-STAGE-2  per network (inserted first), then -j RETURN
+//           CNMD-ISOLATION-STAGE-2  -o <br> -j DROP                              per network (inserted first), then -j RETURN
+//   internal networks: STAGE-1 `-i <br> ! -d <subnet> -j DROP`, `-o <br> ! -s <subnet> -j DROP`,
+//           the ICC rule, and nothing else (no masquerade, no FORWARD accepts, no STAGE-2).
+// IPv6 (ip6tables) mirrors all of it for networks with an IPv6 subnet (loopback ::1/128).
+// Rule texts are written as the reference writes them; iptables-save prints some of them
+// with the base parameters first (see canonical.ts), which the backend accounts for.
+import { invalidArgument } from '../errors';
+import { canonicalAddress } from './canonical';
+import { BatchBuilder, type Family, type RuleBatch, type Table } from './firewall';
+
+export interface ChainNames {
+  /** nat chain for DNAT of published ports (Docker's DOCKER). */
+  nat: string;
+  /** filter chain for published ports' ACCEPTs (Docker's DOCKER). */
+  filter: string;
+  user: string;
+  isolation1: string;
+  isolation2: string;
+}
+
+export function chainNames(prefix = 'CNMD'): ChainNames {
+  return {
+    nat: prefix,
+    filter: prefix,
+    user: `${prefix}-USER`,
+    isolation1: `${prefix}-ISOLATION-STAGE-1`,
+    isolation2: `${prefix}-ISOLATION-STAGE-2`,
+  };
+}
+
+export const CHAINS: ChainNames = chainNames();
+
+export interface LayoutOptions {
+  /** Chain prefix (default CNMD). */
+  prefix?: string;
+  /** Also program ip6tables base chains (baseRules/removeBaseRules). */
+  ipv6?: boolean;
+  /** Docker's userland-proxy mode (default true); false selects the hairpin NAT variant. */
+  userlandProxy?: boolean;
+}
+
+export interface BridgeNetworkSpec {
+  bridge: string;
+  subnets: { v4?: string; v6?: string };
+  /** Inter-container communication on this bridge. */
+  icc: boolean;
+  /** com.docker.network.bridge.enable_ip_masquerade */
+  masquerade: boolean;
+  internal: boolean;
+  /** com.docker.network.host_ipv4: SNAT to this address instead of MASQUERADE. */
+  hostIPv4?: string;
+}
+
+/** One rule of the layout: where it goes and, for additions, at which position. */
+export interface LayoutRule {
+  family: Family;
+  table: Table;
+  chain: string;
+  rule: string;
+  /** Insert position when absent (append when undefined). */
+  position?: number;
+  /** Must sit exactly at `position`. */
+  pinned?: boolean;
+}
+
+/** Chains created by baseRules, per table. */
+export function baseChains(opts: LayoutOptions = {}): { table: Table; chain: string }[] {
+  const c = chainNames(opts.prefix);
+  return [
+    { table: 'nat', chain: c.nat },
+    { table: 'filter', chain: c.filter },
+    { table: 'filter', chain: c.user },
+    { table: 'filter', chain: c.isolation1 },
+    { table: 'filter', chain: c.isolation2 },
+  ];
+}
+
+/** The rules of the base layout, in the order they are ensured. */
+export function baseRuleList(opts: LayoutOptions = {}): LayoutRule[] {
+  const c = chainNames(opts.prefix);
+  const proxy = opts.userlandProxy ?? true;
+  const out: LayoutRule[] = [];
+  for (const family of families(opts.ipv6)) {
+    const loopback = family === 'ipv4' ? '127.0.0.0/8' : '::1/128';
+    out.push(
+      { family, table: 'nat', chain: 'PREROUTING', rule: `-m addrtype --dst-type LOCAL -j ${c.nat}` },
+      { family, table: 'nat', chain: 'OUTPUT', rule: proxy ? `-m addrtype --dst-type LOCAL ! -d ${loopback} -j ${c.nat}` : `-m addrtype --dst-type LOCAL -j ${c.nat}` },
+      { family, table: 'filter', chain: c.user, rule: '-j RETURN' },
+      { family, table: 'filter', chain: c.isolation1, rule: '-j RETURN' },
+      { family, table: 'filter', chain: c.isolation2, rule: '-j RETURN' },
+      { family, table: 'filter', chain: 'FORWARD', rule: `-j ${c.user}`, position: 1, pinned: true },
+      { family, table: 'filter', chain: 'FORWARD', rule: `-j ${c.isolation1}`, position: 2, pinned: true },
+    );
+  }
+  return out;
+}
+
+/** Creates the base chains (never flushing existing ones) and ensures the base rules. Idempotent. */
+export function baseRules(opts: LayoutOptions = {}): RuleBatch {
+  const b = new BatchBuilder();
+  for (const family of families(opts.ipv6)) {
+    for (const { table, chain } of baseChains(opts)) b.in(table, family).ensureChain(chain);
+  }
+  for (const r of baseRuleList(opts)) b.in(r.table, r.family).ensureRule(r.chain, r.rule, { position: r.position, pinned: r.pinned });
+  return b.build();
+}
+
+/** Removes the base jumps, then flushes and deletes the base chains (with whatever is still in them). */
+export function removeBaseRules(opts: LayoutOptions = {}): RuleBatch {
+  const b = new BatchBuilder();
+  const rules = baseRuleList(opts).filter((r) => isBuiltin(r.chain));
+  for (const r of rules.reverse()) b.in(r.table, r.family).deleteIfPresent(r.chain, r.rule);
+  for (const family of families(opts.ipv6)) {
+    for (const { table, chain } of baseChains(opts)) b.in(table, family).flushChain(chain, true);
+    for (const { table, chain } of baseChains(opts)) b.in(table, family).deleteChain(chain, true);
+  }
+  return b.build();
+}
+
+const FORWARD_FIRST = 3; // after the two pinned jumps
+
+/** The rules of one bridge network, in the order they are ensured. */
+export function networkRuleList(net: BridgeNetworkSpec, opts: LayoutOptions = {}): LayoutRule[] {
+  const op = 'firewall layout';
+  const c = chainNames(opts.prefix);
+  const proxy = opts.userlandProxy ?? true;
+  const br = net.bridge;
+  if (typeof br !== 'string' || !/^[^\s/:!"]{1,15}$/.test(br)) throw invalidArgument(op, String(br), `invalid bridge name ${JSON.stringify(br)}`);
+  const hostIPv4 = net.hostIPv4 !== undefined ? canonicalAddress(net.hostIPv4, 'ipv4') : undefined;
+  if (net.hostIPv4 !== undefined && (!hostIPv4 || hostIPv4.prefix !== 32)) throw invalidArgument(op, net.hostIPv4, 'host_ipv4 must be one IPv4 address');
+  const out: LayoutRule[] = [];
+  for (const family of ['ipv4', 'ipv6'] as const) {
+    const given = family === 'ipv4' ? net.subnets.v4 : net.subnets.v6;
+    if (given === undefined) continue;
+    const parsed = canonicalAddress(given, family);
+    if (!parsed) throw invalidArgument(op, given, `invalid ${family === 'ipv4' ? 'IPv4' : 'IPv6'} subnet ${JSON.stringify(given)}`);
+    const subnet = parsed.text;
+    const add = (table: Table, chain: string, rule: string, position?: number) => out.push({ family, table, chain, rule, position });
+    const icc = `-i ${br} -o ${br} -j ${net.icc ? 'ACCEPT' : 'DROP'}`;
+    if (net.internal) {
+      add('filter', c.isolation1, `-i ${br} ! -d ${subnet} -j DROP`, 1);
+      add('filter', c.isolation1, `-o ${br} ! -s ${subnet} -j DROP`, 2);
+      add('filter', 'FORWARD', icc, FORWARD_FIRST);
+      continue;
+    }
+    if (net.masquerade) {
+      const snat = family === 'ipv4' && hostIPv4 ? `SNAT --to-source ${hostIPv4.text.replace(/\/32$/, '')}` : 'MASQUERADE';
+      add('nat', 'POSTROUTING', `-s ${subnet} ! -o ${br} -j ${snat}`, 1);
+      if (proxy) add('nat', c.nat, `-i ${br} -j RETURN`, 1);
+    }
+    if (!proxy) add('nat', 'POSTROUTING', `-m addrtype --src-type LOCAL -o ${br} -j MASQUERADE`, 1);
+    add('filter', 'FORWARD', `-o ${br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`, FORWARD_FIRST);
+    add('filter', 'FORWARD', `-o ${br} -j ${c.filter}`, FORWARD_FIRST + 1);
+    add('filter', 'FORWARD', `-i ${br} ! -o ${br} -j ACCEPT`, FORWARD_FIRST + 2);
+    add('filter', 'FORWARD', icc, FORWARD_FIRST + 3);
+    add('filter', c.isolation1, `-i ${br} ! -o ${br} -j ${c.isolation2}`, 1);
+    add('filter', c.isolation2, `-o ${br} -j DROP`, 1);
+  }
+  return out;
+}
+
+/** Ensures one bridge network's rules (base rules must be in place). Idempotent. */
+export function networkRules(net: BridgeNetworkSpec, opts: LayoutOptions = {}): RuleBatch {
+  const b = new BatchBuilder();
+  for (const r of networkRuleList(net, opts)) b.in(r.table, r.family).ensureRule(r.chain, r.rule, { position: r.position });
+  return b.build();
+}
+
+/** Removes exactly the rules networkRules(net, opts) adds, if present. Idempotent. */
+export function removeNetworkRules(net: BridgeNetworkSpec, opts: LayoutOptions = {}): RuleBatch {
+  const b = new BatchBuilder();
+  for (const r of networkRuleList(net, opts).reverse()) b.in(r.table, r.family).deleteIfPresent(r.chain, r.rule);
+  return b.build();
+}
+
+function families(ipv6?: boolean): Family[] {
+  return ipv6 ? ['ipv4', 'ipv6'] : ['ipv4'];
+}
+
+function isBuiltin(chain: string): boolean {
+  return ['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING'].includes(chain);
+}

@@ -1,0 +1,62 @@
+// Real packets between namespaces: a TCP/UDP echo server in one netns and a
+// client in another, both plain node processes started with nsenter --net.
+import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import type { TestContext } from 'node:test';
+
+const SERVER = `
+const proto = process.argv[1], port = Number(process.argv[2]);
+if (proto === 'tcp') {
+  const s = require('net').createServer((c) => c.pipe(c));
+  s.listen(port, '::', () => console.log('ready'));
+} else {
+  const s = require('dgram').createSocket({ type: 'udp6' });
+  s.on('message', (m, r) => s.send(m, r.port, r.address));
+  s.bind(port, '::', () => console.log('ready'));
+}`;
+
+const CLIENT = `
+const [proto, host, port, ms] = [process.argv[1], process.argv[2], Number(process.argv[3]), Number(process.argv[4])];
+const token = 'cnmd-' + Math.random();
+const done = (ok, why) => { console.log(ok ? 'OK' : 'FAIL ' + why); process.exit(0); };
+setTimeout(() => done(false, 'timeout'), ms);
+if (proto === 'tcp') {
+  const c = require('net').connect({ host, port }, () => c.write(token));
+  c.on('data', (d) => done(d.toString() === token, 'mismatch'));
+  c.on('error', (e) => done(false, e.code));
+} else {
+  const s = require('dgram').createSocket(host.includes(':') ? 'udp6' : 'udp4');
+  s.on('message', (m) => done(m.toString() === token, 'mismatch'));
+  s.send(token, port, host);
+  setInterval(() => s.send(token, port, host), 300);
+}`;
+
+export interface Server {
+  proc: ChildProcess;
+  stop(): void;
+}
+
+export async function serve(t: TestContext, nsPath: string, proto: 'tcp' | 'udp', port: number): Promise<Server> {
+  const proc = spawn('nsenter', [`--net=${nsPath}`, process.execPath, '-e', SERVER, proto, String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const stop = () => {
+    if (proc.exitCode === null) proc.kill('SIGKILL');
+  };
+  t.after(stop);
+  await new Promise<void>((resolve, reject) => {
+    let err = '';
+    proc.stderr!.on('data', (d) => (err += d));
+    proc.stdout!.once('data', () => resolve());
+    proc.once('exit', (code) => reject(new Error(`echo server exited ${code}: ${err}`)));
+  });
+  return { proc, stop };
+}
+
+/** True when an echo round trip to ip:port succeeds from inside nsPath within ms. */
+export function reach(nsPath: string, proto: 'tcp' | 'udp', ip: string, port: number, ms = 1500): boolean {
+  const r = spawnSync('nsenter', [`--net=${nsPath}`, process.execPath, '-e', CLIENT, proto, ip, String(port), String(ms)], { encoding: 'utf8', timeout: ms + 5000 });
+  return r.stdout.trim() === 'OK';
+}
+
+export function ping(nsPath: string, ip: string, count = 1): boolean {
+  const r = spawnSync('nsenter', [`--net=${nsPath}`, 'ping', ip.includes(':') ? '-6' : '-4', '-c', String(count), '-W', '1', '-i', '0.2', ip], { encoding: 'utf8' });
+  return r.status === 0;
+}
