@@ -164,8 +164,13 @@ export class BridgeDriver implements Driver {
       st.created = link.alias === networkAlias(spec.id);
       this.networks.set(spec.id, st);
     }
+    const links = new Map((await this.host.linkList()).map((l) => [l.name, l]));
     for (const e of endpoints) {
-      if (!this.networks.has(e.networkId)) continue;
+      const st = this.networks.get(e.networkId);
+      if (!st) continue;
+      // A bridge recreated above lost its ports: put surviving veths back.
+      const veth = links.get(hostVethName(e.endpointId));
+      if (veth && veth.masterIndex !== st.index) await this.host.linkSet(veth.index, { master: st.index, up: true });
       this.endpoints.set(e.endpointId, {
         networkId: e.networkId,
         id: e.endpointId,

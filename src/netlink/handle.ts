@@ -150,8 +150,16 @@ export class Handle {
           }
           throw e;
         }
+        // The kernel ignores IFLA_IFALIAS when it creates a link; set it right after.
+        if (spec.alias !== undefined && spec.netns === undefined) {
+          await this.route.request(C.RTM_NEWLINK, 0, encodeLinkSet(0, name, { alias: spec.alias }), { op, object: name });
+        }
         const echoed = replies.find((m) => m.type === C.RTM_NEWLINK);
-        if (echoed) return decodeLink(echoed.payload);
+        if (echoed) {
+          const link = decodeLink(echoed.payload);
+          if (spec.alias !== undefined) link.alias = spec.alias;
+          return link;
+        }
         if (spec.netns !== undefined) return null;
         return this.linkGet(name);
       }),

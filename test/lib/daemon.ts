@@ -12,6 +12,8 @@ export const CNMCTL = path.resolve(__dirname, '..', '..', 'src', 'cli', 'cnmctl.
 
 export interface RunningDaemon {
   host: Ns;
+  /** Directory holding this daemon's roots and socket (pass as `base` to restart on the same state). */
+  base: string;
   sock: string;
   hostUri: string;
   dataRoot: string;
@@ -26,9 +28,9 @@ export interface RunningDaemon {
   kill(): Promise<void>;
 }
 
-export async function startDaemon(t: TestContext, l: Lab, opts: { hostNs?: Ns; args?: string[]; name?: string } = {}): Promise<RunningDaemon> {
+export async function startDaemon(t: TestContext, l: Lab, opts: { hostNs?: Ns; args?: string[]; name?: string; base?: string } = {}): Promise<RunningDaemon> {
   const host = opts.hostNs ?? (await l.ns(opts.name ?? 'host'));
-  const base = fs.mkdtempSync(path.join(l.root, 'daemon-'));
+  const base = opts.base ?? fs.mkdtempSync(path.join(l.root, 'daemon-'));
   const dataRoot = path.join(base, 'data');
   const execRoot = path.join(base, 'exec');
   const pluginDir = path.join(base, 'plugins');
@@ -42,6 +44,7 @@ export async function startDaemon(t: TestContext, l: Lab, opts: { hostNs?: Ns; a
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
   const d: RunningDaemon = {
     host,
+    base,
     sock,
     hostUri,
     dataRoot,
@@ -76,4 +79,9 @@ export async function startDaemon(t: TestContext, l: Lab, opts: { hostNs?: Ns; a
     await new Promise((r) => setTimeout(r, 50));
   }
   return d;
+}
+
+/** Starts a new daemon on the same host netns, roots and socket as `d` (which must have exited). */
+export function restartDaemon(t: TestContext, l: Lab, d: RunningDaemon): Promise<RunningDaemon> {
+  return startDaemon(t, l, { hostNs: d.host, base: d.base });
 }
