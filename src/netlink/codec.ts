@@ -101,31 +101,38 @@ export class AttrWriter {
     return this;
   }
   u8(type: number, v: number): this {
-    this.buf.writeUInt8(v, this.header(type, 1));
+    const at = this.header(type, 1);
+    this.buf.writeUInt8(v, at);
     return this;
   }
   u16(type: number, v: number): this {
-    this.buf.writeUInt16LE(v, this.header(type, 2));
+    const at = this.header(type, 2);
+    this.buf.writeUInt16LE(v, at);
     return this;
   }
   u16be(type: number, v: number): this {
-    this.buf.writeUInt16BE(v, this.header(type, 2));
+    const at = this.header(type, 2);
+    this.buf.writeUInt16BE(v, at);
     return this;
   }
   u32(type: number, v: number): this {
-    this.buf.writeUInt32LE(v >>> 0, this.header(type, 4));
+    const at = this.header(type, 4);
+    this.buf.writeUInt32LE(v >>> 0, at);
     return this;
   }
   s32(type: number, v: number): this {
-    this.buf.writeInt32LE(v, this.header(type, 4));
+    const at = this.header(type, 4);
+    this.buf.writeInt32LE(v, at);
     return this;
   }
   u32be(type: number, v: number): this {
-    this.buf.writeUInt32BE(v >>> 0, this.header(type, 4));
+    const at = this.header(type, 4);
+    this.buf.writeUInt32BE(v >>> 0, at);
     return this;
   }
   u64(type: number, v: bigint): this {
-    this.buf.writeBigUInt64LE(v, this.header(type, 8));
+    const at = this.header(type, 8);
+    this.buf.writeBigUInt64LE(v, at);
     return this;
   }
   /** A NUL-terminated string, as the kernel's NLA_STRING/NLA_NUL_STRING expect. */
@@ -227,6 +234,8 @@ export class Attrs {
       else a.map.set(type, [value]);
       off += align4(len);
     }
+    // The last attribute may lack its padding; anything shorter than a header is garbage.
+    if (off < buf.length) throw malformed(what, `${buf.length - off} stray bytes after the last attribute`);
     return a;
   }
 
@@ -299,7 +308,7 @@ export interface NlError {
 export function decodeError(msg: NlMessage): NlError {
   const p = msg.payload;
   if (p.length < 4 + NLMSG_HDRLEN) throw malformed('error', `payload of ${p.length} bytes is shorter than errno + header`);
-  const errno = -p.readInt32LE(0);
+  const errno = 0 - p.readInt32LE(0);
   const reqLen = p.readUInt32LE(4);
   const out: NlError = {
     errno,
@@ -388,6 +397,7 @@ export function bytesToIp(b: Buffer): string {
   if (b.length !== 16) throw malformed('address', `${b.length}-byte address`);
   const groups: number[] = [];
   for (let i = 0; i < 16; i += 2) groups.push(b.readUInt16BE(i));
+  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
   // RFC 5952: compress the longest run (>= 2) of zero groups, the first if tied.
   let bestStart = -1;
   let bestLen = 0;

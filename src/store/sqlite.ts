@@ -19,8 +19,11 @@ export class SqliteStore implements Store {
     this.file = path.join(dataRoot, 'cnmd.db');
     this.db = new Database(this.file);
     this.db.pragma('journal_mode = WAL');
-    // FULL: a committed transaction survives power loss, not only a process kill.
-    this.db.pragma('synchronous = FULL');
+    // NORMAL in WAL mode: every commit is atomic and survives a killed process
+    // (what recovery needs); an OS crash may lose the last commits, and with them
+    // the kernel state they described is gone too (netns live on tmpfs). FULL
+    // would add an fsync to every API call.
+    this.db.pragma('synchronous = NORMAL');
     this.db.exec(`CREATE TABLE IF NOT EXISTS objects (
       kind TEXT NOT NULL,
       id TEXT NOT NULL,

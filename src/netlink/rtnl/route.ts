@@ -91,6 +91,7 @@ export function encodeRoute(op: RouteOp, spec: RouteSpec): Buffer {
     scope = SCOPES[spec.scope];
   } else if (op === 'route del') scope = RT_SCOPE_NOWHERE;
   else if (spec.type === 'local') scope = C.RT_SCOPE_HOST;
+  else if ((spec.type ?? 'unicast') !== 'unicast') scope = C.RT_SCOPE_UNIVERSE;
   else scope = gw ? C.RT_SCOPE_UNIVERSE : C.RT_SCOPE_LINK;
   let type = 0;
   if (spec.type !== undefined) {
