@@ -89,7 +89,14 @@ export interface Driver {
   deleteEndpoint(networkId: string, endpointId: string): Promise<void>;
   /** Puts the endpoint's interface into the sandbox, configured (name, MAC, addresses, up). */
   join(networkId: string, endpointId: string, sandbox: SandboxRef, options: Record<string, unknown>): Promise<JoinInfo>;
-  leave(networkId: string, endpointId: string): Promise<void>;
+  /**
+   * Takes the endpoint's interface out of the sandbox. With sandboxDestroyed the
+   * sandbox's netns file is already gone: nothing will use the interface again,
+   * so a driver may finish the removal in the background instead of making the
+   * caller wait (a veth delete waits for an RCU grace period, ~25 ms). Processes
+   * still inside the namespace keep it alive, so the removal must still happen.
+   */
+  leave(networkId: string, endpointId: string, opts?: { sandboxDestroyed?: boolean }): Promise<void>;
   programExternalConnectivity(networkId: string, endpointId: string, options: Record<string, unknown>): Promise<void>;
   revokeExternalConnectivity(networkId: string, endpointId: string): Promise<void>;
   /** Called once at daemon start with every network and endpoint the store holds: recreate what is missing, report what the driver owns. */

@@ -138,12 +138,16 @@ export class BridgeDriver implements Driver {
     };
   }
 
-  async leave(_networkId: string, endpointId: string): Promise<void> {
+  async leave(_networkId: string, endpointId: string, opts: { sandboxDestroyed?: boolean } = {}): Promise<void> {
     const ep = this.endpoints.get(endpointId);
     const name = ep?.hostVeth ?? hostVethName(endpointId);
-    await this.host.linkDel(name).catch((e) => {
+    const removal = this.host.linkDel(name).catch((e) => {
       if (!(e instanceof CnmdError && e.code === 'NOT_FOUND')) throw e;
     });
+    if (!opts.sandboxDestroyed) return removal;
+    // Finished in the background; requests behind it on this handle stay in order,
+    // and a daemon killed before it completes sweeps the veth at start (its alias).
+    removal.catch((e) => this.log.warn({ err: e, veth: name }, 'background veth removal failed'));
   }
 
   async programExternalConnectivity(): Promise<void> {

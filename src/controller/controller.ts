@@ -451,9 +451,8 @@ export class Controller {
   }
 
   private async finishSandboxDelete(sb: SandboxRecord): Promise<void> {
-    for (const epId of [...sb.endpoints].reverse()) {
-      await this.disconnectEndpoint(epId, sb).catch((e) => this.log.warn({ err: e, endpoint: epId }, 'endpoint teardown failed'));
-    }
+    // The namespace goes first: its interfaces die with it, in the kernel's own
+    // batched cleanup, instead of one RCU-synchronised delete per veth.
     this.handles.get(sb.id)?.close();
     this.handles.delete(sb.id);
     if (!sb.hostNetns) {
@@ -462,6 +461,9 @@ export class Controller {
       } catch (e) {
         if (!(e instanceof CnmdError && e.code === 'NOT_FOUND')) throw e;
       }
+    }
+    for (const epId of [...sb.endpoints].reverse()) {
+      await this.disconnectEndpoint(epId, sb, !sb.hostNetns).catch((e) => this.log.warn({ err: e, endpoint: epId }, 'endpoint teardown failed'));
     }
     this.files.remove(sb.id);
     this.store.delete(KIND.sandbox, sb.id);
@@ -654,7 +656,7 @@ export class Controller {
     });
   }
 
-  private async disconnectEndpoint(epId: string, sb: SandboxRecord): Promise<void> {
+  private async disconnectEndpoint(epId: string, sb: SandboxRecord, sandboxDestroyed = false): Promise<void> {
     const ep = this.store.get<EndpointRecord>(KIND.endpoint, epId);
     if (!ep) {
       sb.endpoints = sb.endpoints.filter((id) => id !== epId);
@@ -666,7 +668,7 @@ export class Controller {
     const driver = n && this.drivers.get(n.driver);
     if (driver && n) {
       await driver.revokeExternalConnectivity(n.id, ep.id);
-      await driver.leave(n.id, ep.id);
+      await driver.leave(n.id, ep.id, { sandboxDestroyed });
       await driver.deleteEndpoint(n.id, ep.id);
     }
     const ipam = n && this.ipams.get(n.ipamDriver);
@@ -679,7 +681,7 @@ export class Controller {
       this.store.delete(KIND.endpoint, ep.id);
       this.store.put(KIND.sandbox, sb.id, sb);
     });
-    if (!sb.hostNetns && sb.state !== 'deleting') await this.updateGateway(sb, this.handleFor(sb)).catch((e) => this.log.warn({ err: e }, 'gateway update failed'));
+    if (!sb.hostNetns && !sandboxDestroyed && sb.state !== 'deleting') await this.updateGateway(sb, this.handleFor(sb)).catch((e) => this.log.warn({ err: e }, 'gateway update failed'));
   }
 
   // ---- start-up ----

@@ -3,7 +3,7 @@
 // and iptables-save.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { lab } from '../lib/fixture';
+import { eventually, lab } from '../lib/fixture';
 import { RunningDaemon, startDaemon } from '../lib/daemon';
 import { ping, reach, serve } from '../lib/probe';
 
@@ -62,7 +62,7 @@ test('two sandboxes on one bridge exchange TCP and UDP; inspect shows both', asy
   // Teardown removes the veths, then the bridge.
   await ok(d, 'DELETE', '/sandboxes/a');
   await ok(d, 'DELETE', '/sandboxes/b');
-  assert.deepEqual(d.host.ipj('link', 'show', 'master', bridge), []);
+  await eventually(() => assert.deepEqual(d.host.ipj('link', 'show', 'master', bridge), []));
   await ok(d, 'DELETE', '/networks/web');
   assert.deepEqual(d.host.ipj('link', 'show', 'type', 'bridge').filter((x: any) => x.ifname === bridge), []);
 });
@@ -147,7 +147,7 @@ test('a failed connect leaves kernel, firewall, store and IPAM as they were', as
   const r = await d.request('POST', '/sandboxes', { Name: 'two', Networks: [{ Network: 'tiny' }] });
   assert.equal(r.status, 409);
   assert.match(r.body.message, /no available IPv4 addresses in 10\.36\.0\.0\/30/);
-  assert.deepEqual(d.host.ipj('link').map((x: any) => x.ifname).sort(), linksBefore);
+  await eventually(() => assert.deepEqual(d.host.ipj('link').map((x: any) => x.ifname).sort(), linksBefore));
   assert.equal(d.host.run('iptables-save', ['-t', 'nat']).replace(/^#.*$/gm, ''), natBefore);
   assert.deepEqual((await ok(d, 'GET', '/sandboxes')).map((s: any) => s.Name), ['one']);
   // The netns of the failed sandbox is gone too.

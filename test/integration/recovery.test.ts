@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import { lab } from '../lib/fixture';
+import { eventually, lab } from '../lib/fixture';
 import { RunningDaemon, restartDaemon, startDaemon } from '../lib/daemon';
 import { reach, serve } from '../lib/probe';
 
@@ -37,6 +37,10 @@ function kernelState(d: RunningDaemon) {
 
 /** Invariants after any restart: kernel objects match the API's view one to one; no address is used twice. */
 async function assertConsistent(d: RunningDaemon) {
+  return eventually(() => consistent(d));
+}
+
+async function consistent(d: RunningDaemon) {
   const sandboxes: any[] = await ok(d, 'GET', '/sandboxes');
   const networks: any[] = await ok(d, 'GET', '/networks');
   const k = kernelState(d);
@@ -65,7 +69,7 @@ test('clean restart keeps networks, sandboxes, rules and connectivity, and adds 
   const before = { kernel: kernelState(d), rules: rules(d) };
   assert.equal(await d.stop(), 0);
   d = await restartDaemon(t, l, d);
-  assert.deepEqual(kernelState(d), before.kernel);
+  await eventually(() => assert.deepEqual(kernelState(d), before.kernel));
   assert.equal(rules(d), before.rules, 'rules identical after restart (no duplicates)');
   await serve(t, b.SandboxKey, 'tcp', 7000);
   assert.ok(reach(a.SandboxKey, 'tcp', b.Networks.web.IPAddress, 7000));
@@ -112,10 +116,12 @@ test('SIGKILL at random instants of a busy workload: restart leaves no leak and 
   // Every leftover can be removed, and removing everything leaves nothing behind.
   for (const s of sandboxes) await ok(d, 'DELETE', `/sandboxes/${s.Id}`);
   await ok(d, 'POST', '/networks/prune');
-  const k = kernelState(d);
-  assert.deepEqual(k.veths, []);
-  assert.deepEqual(k.netns, []);
-  assert.deepEqual(k.bridges, ['cnm0']);
+  await eventually(() => {
+    const k = kernelState(d);
+    assert.deepEqual(k.veths, []);
+    assert.deepEqual(k.netns, []);
+    assert.deepEqual(k.bridges, ['cnm0']);
+  });
   assert.doesNotMatch(d.host.run('iptables-save', []), /br-[0-9a-f]{12}/, 'no rule of a removed network remains');
 });
 

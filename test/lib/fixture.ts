@@ -83,3 +83,20 @@ export async function lab(t: TestContext): Promise<Lab> {
 export function fdCount(): number {
   return fs.readdirSync('/proc/self/fd').length;
 }
+
+/**
+ * Retries an assertion until it holds or `ms` pass (then rethrows the last
+ * failure). For kernel work that completes asynchronously: a netns removed
+ * takes its veths with it in the kernel's deferred cleanup.
+ */
+export async function eventually<T>(fn: () => T | Promise<T>, ms = 3000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+}
