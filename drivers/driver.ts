@@ -101,6 +101,9 @@ export interface Driver {
   revokeExternalConnectivity(networkId: string, endpointId: string): Promise<void>;
   /** Called once at daemon start with every network and endpoint the store holds: recreate what is missing, report what the driver owns. */
   restore?(networks: NetworkSpec[], endpoints: EndpointSpec[]): Promise<void>;
-  /** Names of kernel objects in the host netns the driver owns, for leak sweeping. */
-  ownedLinks?(): Set<string>;
+  /**
+   * Removes whatever the driver may have made for a network whose creation or
+   * deletion was interrupted (a daemon killed mid-way). Idempotent.
+   */
+  cleanupNetwork?(spec: NetworkSpec): Promise<void>;
 }

@@ -276,24 +276,24 @@ napi_value NetnsDelete(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// netnsPin(path): bind-mount the calling process's own netns at path (the
-// "host" netns of host-network sandboxes gets a stable path this way).
-napi_value NetnsPin(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
+// netnsBind(src, dst): bind-mount the netns file src (or /proc/self/ns/net,
+// the daemon's own netns) at dst, a new file. Gives a namespace a second path.
+napi_value NetnsBind(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
   CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
-  std::string path;
-  if (argc < 1 || !GetString(env, argv[0], &path)) {
-    napi_throw_type_error(env, "EINVAL", "netnsPin(path)");
+  std::string src, dst;
+  if (argc < 2 || !GetString(env, argv[0], &src) || !GetString(env, argv[1], &dst)) {
+    napi_throw_type_error(env, "EINVAL", "netnsBind(src, dst)");
     return nullptr;
   }
-  int fd = open(path.c_str(), O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
-  if (fd < 0) return ThrowErrno(env, errno, "create netns file", path);
+  int fd = open(dst.c_str(), O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+  if (fd < 0) return ThrowErrno(env, errno, "create netns file", dst);
   close(fd);
-  if (mount("/proc/self/ns/net", path.c_str(), "none", MS_BIND, nullptr) != 0) {
+  if (mount(src.c_str(), dst.c_str(), "none", MS_BIND, nullptr) != 0) {
     int err = errno;
-    unlink(path.c_str());
-    return ThrowErrno(env, err, "mount", path);
+    unlink(dst.c_str());
+    return ThrowErrno(env, err, "mount", src + " -> " + dst);
   }
   return nullptr;
 }
@@ -678,7 +678,7 @@ napi_value Init(napi_env env, napi_value exports) {
     napi_callback fn;
   } fns[] = {
       {"socketsAt", SocketsAt},   {"netnsCreate", NetnsCreate}, {"netnsDelete", NetnsDelete},
-      {"isNetns", IsNetns},       {"netnsPin", NetnsPin},       {"openPath", OpenPath},       {"close", CloseFd},
+      {"isNetns", IsNetns},       {"netnsBind", NetnsBind},       {"openPath", OpenPath},       {"close", CloseFd},
       {"setsockoptInt", SetsockoptInt}, {"bindNetlink", BindNetlink}, {"bindInet", BindInet},
       {"nlWatch", NlWatch},       {"nlRef", NlRef},             {"nlSend", NlSend},
       {"nlClose", NlClose},

@@ -21,8 +21,8 @@ export interface NativeAddon {
   /** Unmounts (lazily) and removes a netns file. */
   netnsDelete(path: string): void;
   isNetns(path: string): boolean;
-  /** Bind-mounts the calling process's own netns at path (the file must not exist). */
-  netnsPin(path: string): void;
+  /** Bind-mounts the netns file src (or /proc/self/ns/net) at dst, a new file. */
+  netnsBind(src: string, dst: string): void;
   openPath(path: string): number;
   close(fd: number): void;
   setsockoptInt(fd: number, level: number, name: number, value: number): void;

@@ -18,6 +18,10 @@ import type { Ipam } from './ipam/ipam';
 import { createLogger, Logger } from './log';
 import { Handle } from './netlink/handle';
 import { NetnsManager } from './netns/netns';
+import { NetnsPool } from './netns/pool';
+
+/** Namespaces kept ready for new sandboxes (see netns/pool.ts). */
+const NETNS_POOL_SIZE = 4;
 import { SqliteStore } from './store/sqlite';
 import type { Store } from './store/store';
 import { VERSION } from './version';
@@ -61,7 +65,8 @@ export class Daemon {
       ['null', new NullDriver()],
     ]);
     const ipams = new Map<string, Ipam>([['default', ipam]]);
-    const controller = (this.controller = new Controller({ store, netns, files, drivers, ipams, log: this.log }));
+    const pool = new NetnsPool(netns, c.execRoot, NETNS_POOL_SIZE, this.log);
+    const controller = (this.controller = new Controller({ store, netns, pool, files, drivers, ipams, log: this.log }));
     await controller.start();
     await controller.ensureDefaultNetworks();
     const router = baseRouter();

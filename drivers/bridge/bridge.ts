@@ -156,6 +156,15 @@ export class BridgeDriver implements Driver {
 
   async revokeExternalConnectivity(): Promise<void> {}
 
+  async cleanupNetwork(spec: NetworkSpec): Promise<void> {
+    const config = parseBridgeConfig(spec);
+    await this.ensureBase();
+    await this.fw.removeNetwork(rulesFor(config));
+    const link = await this.host.linkGet(config.bridgeName).catch(() => undefined);
+    if (link?.alias === networkAlias(spec.id)) await this.host.linkDel(link.index).catch(() => undefined);
+    this.networks.delete(spec.id);
+  }
+
   /** Rebuilds in-memory state from the store and recreates what the kernel lost. */
   async restore(networks: NetworkSpec[], endpoints: EndpointSpec[]): Promise<void> {
     for (const spec of networks) {

@@ -13,6 +13,7 @@ import { parseCidr, ipToBig, contains } from '../ipam/ip';
 import type { Logger } from '../log';
 import { Handle } from '../netlink/handle';
 import { NetnsManager } from '../netns/netns';
+import type { NetnsPool } from '../netns/pool';
 import type { Store } from '../store/store';
 import { runSteps, Step } from '../steps';
 import { KeyedMutex } from './mutex';
@@ -52,6 +53,8 @@ export interface SandboxCreateRequest {
 export interface ControllerDeps {
   store: Store;
   netns: NetnsManager;
+  /** Ready-made namespaces for new sandboxes (optional). */
+  pool?: NetnsPool;
   files: SandboxFiles;
   drivers: Map<string, Driver>;
   ipams: Map<string, Ipam>;
@@ -71,6 +74,7 @@ function plainIp(cidr: string | undefined): string | undefined {
 export class Controller {
   private readonly store: Store;
   private readonly netns: NetnsManager;
+  private readonly pool?: NetnsPool;
   private readonly files: SandboxFiles;
   private readonly drivers: Map<string, Driver>;
   private readonly ipams: Map<string, Ipam>;
@@ -79,10 +83,13 @@ export class Controller {
   private readonly locks = new KeyedMutex();
   /** Open netlink handles of sandboxes, by sandbox id. */
   private readonly handles = new Map<string, Handle>();
+  /** The default gateways installed in each sandbox (by family), as cnmd last set them. */
+  private readonly gateways = new Map<string, { 4?: string; 6?: string }>();
 
   constructor(d: ControllerDeps) {
     this.store = d.store;
     this.netns = d.netns;
+    this.pool = d.pool;
     this.files = d.files;
     this.drivers = d.drivers;
     this.ipams = d.ipams;
@@ -354,13 +361,14 @@ export class Controller {
                   sb.key = await this.hostNetnsKey();
                   return;
                 }
-                const created = await this.netns.create(id);
+                const created = this.pool ? await this.pool.take(id) : await this.netns.create(id);
                 this.handles.set(id, created.handle);
               },
               undo: () => {
                 if (sb.hostNetns) return;
                 this.handles.get(id)?.close();
                 this.handles.delete(id);
+                this.gateways.delete(id);
                 try {
                   this.netns.delete(id);
                 } catch {
@@ -368,7 +376,6 @@ export class Controller {
                 }
               },
             },
-            { name: 'files', do: () => this.writeFiles(sb), undo: () => this.files.remove(id) },
             {
               name: 'networks',
               do: async () => {
@@ -378,6 +385,8 @@ export class Controller {
                 for (const epId of [...sb.endpoints].reverse()) await this.disconnectEndpoint(epId, sb).catch(() => undefined);
               },
             },
+            // Written once, after the networks: hosts already holds the sandbox's addresses.
+            { name: 'files', do: () => this.writeFiles(sb), undo: () => this.files.remove(id) },
           ],
           (step, e) => this.log.error({ err: e, sandbox: id, step }, 'rollback step failed'),
         );
@@ -455,6 +464,7 @@ export class Controller {
     // batched cleanup, instead of one RCU-synchronised delete per veth.
     this.handles.get(sb.id)?.close();
     this.handles.delete(sb.id);
+    this.gateways.delete(sb.id);
     if (!sb.hostNetns) {
       try {
         this.netns.delete(sb.id);
@@ -619,7 +629,18 @@ export class Controller {
    */
   private async updateGateway(sb: SandboxRecord, handle: Handle | undefined): Promise<void> {
     if (!handle) return;
-    for (const v6 of [false, true]) {
+    // What we installed last, per sandbox; read from the kernel only when unknown (after a restart).
+    let known = this.gateways.get(sb.id);
+    if (!known) {
+      const routes = await handle.routeList();
+      known = {
+        4: routes.find((r) => r.family === 4 && r.dst === 'default')?.gateway,
+        6: routes.find((r) => r.family === 6 && r.dst === 'default')?.gateway,
+      };
+      this.gateways.set(sb.id, known);
+    }
+    for (const family of [4, 6] as const) {
+      const v6 = family === 6;
       let gw: string | undefined;
       let dev: string | undefined;
       for (const id of sb.endpoints) {
@@ -632,15 +653,17 @@ export class Controller {
         dev = e.ifname;
         break;
       }
-      const current = (await handle.routeList({ family: v6 ? 6 : 4 })).find((r) => r.dst === 'default');
       if (gw && dev) {
-        if (current?.gateway === gw) continue;
-        await handle.routeReplace({ gateway: gw, dev, family: v6 ? 6 : 4 });
-      } else if (current) {
-        await handle.routeDel({ family: v6 ? 6 : 4 }).catch(() => undefined);
+        if (known[family] === gw) continue;
+        await handle.routeReplace({ gateway: gw, dev, family });
+        known[family] = gw;
+      } else if (known[family]) {
+        await handle.routeDel({ family }).catch(() => undefined);
+        known[family] = undefined;
       }
     }
   }
+
 
   async disconnect(networkRef: string, sandboxRef: string): Promise<void> {
     const op = 'network disconnect';
@@ -712,6 +735,8 @@ export class Controller {
     }
     for (const n of [...netsById.values()].filter((x) => x.state !== 'ready')) {
       this.log.warn({ network: n.id, state: n.state }, 'recovering interrupted network operation: removing it');
+      const driver = this.drivers.get(n.driver);
+      if (driver?.cleanupNetwork) await driver.cleanupNetwork(this.networkSpec(n)).catch((e) => this.log.error({ err: e, network: n.id }, 'network cleanup failed'));
       store.delete(KIND.network, n.id);
       netsById.delete(n.id);
     }
@@ -748,6 +773,7 @@ export class Controller {
       }
     }
     for (const id of this.files.list()) if (!known.has(id)) this.files.remove(id);
+    this.pool?.start();
     for (const driver of this.drivers.values()) {
       const sweep = (driver as { sweepLeaks?: () => Promise<string[]> }).sweepLeaks;
       if (sweep) {
@@ -828,6 +854,7 @@ export class Controller {
 
   /** Closes sandbox handles; kernel objects and records stay for the next start. */
   close(): void {
+    this.pool?.close();
     for (const h of this.handles.values()) h.close();
     this.handles.clear();
   }

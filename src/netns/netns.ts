@@ -58,15 +58,29 @@ export class NetnsManager {
 
   /** Gives the daemon's own netns a path under dir, for sandboxes on the host network. */
   async pin(id: string): Promise<string> {
+    return this.bind('netns pin', id, '/proc/self/ns/net');
+  }
+
+  /**
+   * Gives the namespace mounted at `from` (e.g. a pooled one) the path of `id`
+   * and removes the `from` mount; an open handle inside it stays valid.
+   */
+  adopt(id: string, from: string): string {
+    const p = this.bind('netns adopt', id, from);
+    native.netnsDelete(from);
+    return p;
+  }
+
+  private bind(op: string, id: string, src: string): string {
     const p = this.pathOf(id);
     fs.mkdirSync(this.dir, { recursive: true, mode: 0o755 });
     try {
-      native.netnsPin(p);
+      native.netnsBind(src, p);
     } catch (e) {
       if ((e as { code?: string }).code === 'EEXIST') {
-        throw new CnmdError('ALREADY_EXISTS', `netns pin ${id}: ${p} already exists`, { op: 'netns pin', object: id, errno: 'EEXIST' });
+        throw new CnmdError('ALREADY_EXISTS', `${op} ${id}: ${p} already exists`, { op, object: id, errno: 'EEXIST' });
       }
-      throw fromNativeError('netns pin', id, e);
+      throw fromNativeError(op, id, e);
     }
     return p;
   }
