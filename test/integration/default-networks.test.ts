@@ -57,3 +57,18 @@ test('a sandbox on the default bridge reaches its gateway; on none it has only l
   // Removing the host sandbox leaves the daemon's netns alone.
   assert.ok(d.host.ipj('link').some((x: any) => x.ifname === 'cnm0'));
 });
+
+test('predefined pools that overlap routes in the host netns are skipped', async (t) => {
+  const l = await lab(t);
+  const host = await l.ns('host');
+  // The "LAN" already uses 172.17.0.0/16 and 172.18.0.0/16 (a VPN route).
+  await host.handle.linkAdd({ kind: 'bridge', name: 'lan0', up: true });
+  await host.handle.addrAdd('lan0', '172.17.5.1/16');
+  await host.handle.routeAdd({ dst: '172.18.0.0/16', gateway: '172.17.5.254' });
+  const d = await startDaemon(t, l, { hostNs: host });
+  const bridge = (await d.request('GET', '/networks/bridge')).body;
+  assert.equal(bridge.IPAM.Config[0].Subnet, '172.19.0.0/16');
+  const r = await d.request('POST', '/networks/create', { Name: 'auto' });
+  assert.equal(r.status, 201);
+  assert.equal((await d.request('GET', '/networks/auto')).body.IPAM.Config[0].Subnet, '172.20.0.0/16');
+});
