@@ -16,6 +16,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/netfilter_ipv4.h>
+#include <linux/netfilter_ipv6/ip6_tables.h>
 #include <linux/netlink.h>
 #include <sched.h>
 #include <string.h>
@@ -416,6 +418,39 @@ napi_value BindInet(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// originalDst(fd, family) -> { address, port }: where a connection redirected by
+// iptables (REDIRECT/DNAT) was originally headed (SO_ORIGINAL_DST).
+napi_value OriginalDst(napi_env env, napi_callback_info info) {
+  int a[2];
+  if (!GetInts(env, info, 2, a)) {
+    napi_throw_type_error(env, "EINVAL", "originalDst(fd, family)");
+    return nullptr;
+  }
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  int rc = a[1] == 6 ? getsockopt(a[0], SOL_IPV6, IP6T_SO_ORIGINAL_DST, &ss, &len)
+                     : getsockopt(a[0], SOL_IP, SO_ORIGINAL_DST, &ss, &len);
+  if (rc != 0) return ThrowErrno(env, errno, "getsockopt SO_ORIGINAL_DST");
+  char buf[INET6_ADDRSTRLEN] = {0};
+  int port;
+  if (ss.ss_family == AF_INET6) {
+    auto* s6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &s6->sin6_addr, buf, sizeof(buf));
+    port = ntohs(s6->sin6_port);
+  } else {
+    auto* s4 = reinterpret_cast<sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &s4->sin_addr, buf, sizeof(buf));
+    port = ntohs(s4->sin_port);
+  }
+  napi_value out, addr, p;
+  napi_create_object(env, &out);
+  napi_create_string_utf8(env, buf, NAPI_AUTO_LENGTH, &addr);
+  napi_create_int32(env, port, &p);
+  napi_set_named_property(env, out, "address", addr);
+  napi_set_named_property(env, out, "port", p);
+  return out;
+}
+
 // ---- netlink I/O ----
 
 // One I/O thread performs every netlink send, in submission order. Closing a
@@ -681,7 +716,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"isNetns", IsNetns},       {"netnsBind", NetnsBind},       {"openPath", OpenPath},       {"close", CloseFd},
       {"setsockoptInt", SetsockoptInt}, {"bindNetlink", BindNetlink}, {"bindInet", BindInet},
       {"nlWatch", NlWatch},       {"nlRef", NlRef},             {"nlSend", NlSend},
-      {"nlClose", NlClose},
+      {"nlClose", NlClose},       {"originalDst", OriginalDst},
   };
   for (const auto& f : fns) {
     napi_value v;

@@ -32,6 +32,8 @@ export interface NativeAddon {
   nlRef(fd: number, ref: boolean): void;
   nlSend(fd: number, data: Buffer, token: number): void;
   nlClose(fd: number): void;
+  /** SO_ORIGINAL_DST of an accepted TCP connection that iptables redirected. */
+  originalDst(fd: number, family: 4 | 6): { address: string; port: number };
 }
 
 export const AF_INET = 2;
