@@ -22,8 +22,8 @@ export interface GuestResult {
 
 const DEFAULT_SUITE_TIMEOUT_MS = 600_000;
 
-/** Host paths the guest covers with its own fresh filesystems (tmpfs, proc, sysfs, devtmpfs). */
-const SHADOWED = ['/tmp', '/var/tmp', '/run', '/var/run', '/dev', '/proc', '/sys'];
+/** Host paths the guest covers with its own fresh filesystems (tmpfs, proc, sysfs, devtmpfs); /tmp stays the host's, read-only. */
+const SHADOWED = ['/run', '/var/run', '/dev', '/proc', '/sys'];
 const shadowedInGuest = (p: string) => SHADOWED.some((s) => p === s || p.startsWith(s + '/'));
 
 /** Undoes the node TAP reporter's escaping of test names (\\ \# \n \t ...). */

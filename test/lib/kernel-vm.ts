@@ -304,10 +304,8 @@ mount -t devtmpfs devtmpfs /root/dev
 mkdir -p /root/dev/pts /root/dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /root/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /root/dev/shm
-mount -t tmpfs -o mode=1777 tmpfs /root/tmp
 mount -t tmpfs -o mode=755 tmpfs /root/run
 if [ -d /root/var/run ] && [ ! -L /root/var/run ]; then mount -t tmpfs -o mode=755 tmpfs /root/var/run; fi
-if [ -d /root/var/tmp ] && [ ! -L /root/var/tmp ]; then mount -t tmpfs -o mode=1777 tmpfs /root/var/tmp; fi
 if [ -d /root/sys/fs/bpf ]; then mount -t bpf bpf /root/sys/fs/bpf 2>/dev/null; fi
 echo /sbin/cnmd-modprobe > /proc/sys/kernel/modprobe
 hostname cnmd-vm
@@ -416,12 +414,15 @@ const shq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 function jobArchive(command: string, opts: VmOptions, nonce: string): Buffer {
   const modules = opts.modules ?? DEFAULT_MODULES;
   for (const m of modules) if (!/^[A-Za-z0-9_-]+$/.test(m)) throw new Error(`bad module name ${JSON.stringify(m)}`);
-  const env: Record<string, string> = { PATH: GUEST_PATH, HOME: '/root', LANG: 'C.UTF-8', ...(opts.env ?? {}) };
+  // /tmp stays the host's (read-only, so a checkout or build under /tmp is visible);
+  // what the guest writes goes to TMPDIR on its own tmpfs.
+  const env: Record<string, string> = { PATH: GUEST_PATH, HOME: '/root', LANG: 'C.UTF-8', TMPDIR: '/run/tmp', ...(opts.env ?? {}) };
   const lines = ['#!/bin/sh', '# per-run wrapper (cnmd kernel lane)'];
   for (const [k, v] of Object.entries(env)) {
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`bad environment variable name ${JSON.stringify(k)}`);
     lines.push(`export ${k}=${shq(v)}`);
   }
+  lines.push('mkdir -p "$TMPDIR"');
   if (opts.cwd) lines.push(`cd ${shq(opts.cwd)} || { echo "cnmd-vm: cannot cd to "${shq(opts.cwd)} >&2; exit 125; }`);
   lines.push('exec /bin/sh /run/cnmd-vm/command.sh');
   const conf = `JOB_NONCE=${nonce}\nJOB_MODULES=${shq(modules.join(' '))}\n`;
