@@ -1,21 +1,10 @@
 // The null driver: the sandbox keeps only its loopback. One network, not deletable.
-import type { Capabilities, Driver, EndpointInfo, JoinInfo } from '../driver';
+import type { Capabilities } from '../driver';
+import { NoKernelDriver } from '../nokernel';
 
-export class NullDriver implements Driver {
+export class NullDriver extends NoKernelDriver {
   readonly name = 'null';
   capabilities(): Capabilities {
     return { scope: 'local', singleton: true };
   }
-  async createNetwork(): Promise<void> {}
-  async deleteNetwork(): Promise<void> {}
-  async createEndpoint(): Promise<EndpointInfo> {
-    return {};
-  }
-  async deleteEndpoint(): Promise<void> {}
-  async join(): Promise<JoinInfo> {
-    return { staticRoutes: [], disableGatewayService: true };
-  }
-  async leave(): Promise<void> {}
-  async programExternalConnectivity(): Promise<void> {}
-  async revokeExternalConnectivity(): Promise<void> {}
 }

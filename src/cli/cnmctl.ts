@@ -45,6 +45,20 @@ function filtersParam(list: string[]): string {
   return `filters=${encodeURIComponent(JSON.stringify(f))}`;
 }
 
+/** Runs fn for each reference, printing errors and continuing, as the docker CLI does; exit 1 if any failed. */
+async function eachRef<T>(refs: string[], fn: (ref: string) => Promise<T>): Promise<T[]> {
+  const out: T[] = [];
+  for (const ref of refs) {
+    try {
+      out.push(await fn(ref));
+    } catch (e) {
+      console.error((e as Error).message);
+      process.exitCode = 1;
+    }
+  }
+  return out;
+}
+
 function table(rows: string[][]): string {
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] + 3))).join('').trimEnd()).join('\n');
@@ -144,19 +158,9 @@ network
   .argument('<network...>')
   .option('-f, --format <template>', 'format output using a Go template subset')
   .action(async (refs: string[], o) => {
-    const out: any[] = [];
-    let failed = false;
-    for (const ref of refs) {
-      try {
-        out.push(await call('GET', `/networks/${encodeURIComponent(ref)}`));
-      } catch (e) {
-        console.error((e as Error).message);
-        failed = true;
-      }
-    }
+    const out = await eachRef(refs, (ref) => call('GET', `/networks/${encodeURIComponent(ref)}`));
     if (o.format) out.forEach((n) => console.log(renderTemplate(o.format, n)));
     else console.log(JSON.stringify(out, null, 4));
-    if (failed) process.exitCode = 1;
   });
 
 network
@@ -165,15 +169,10 @@ network
   .description('Remove one or more networks')
   .argument('<network...>')
   .action(async (refs: string[]) => {
-    for (const ref of refs) {
-      try {
-        await call('DELETE', `/networks/${encodeURIComponent(ref)}`);
-        console.log(ref);
-      } catch (e) {
-        console.error((e as Error).message);
-        process.exitCode = 1;
-      }
-    }
+    await eachRef(refs, async (ref) => {
+      await call('DELETE', `/networks/${encodeURIComponent(ref)}`);
+      console.log(ref);
+    });
   });
 
 network
@@ -265,15 +264,7 @@ sandbox
   .argument('<sandbox...>')
   .option('-f, --format <template>', 'format output using a Go template subset')
   .action(async (refs: string[], o) => {
-    const out: any[] = [];
-    for (const ref of refs) {
-      try {
-        out.push(await call('GET', `/sandboxes/${encodeURIComponent(ref)}`));
-      } catch (e) {
-        console.error((e as Error).message);
-        process.exitCode = 1;
-      }
-    }
+    const out = await eachRef(refs, (ref) => call('GET', `/sandboxes/${encodeURIComponent(ref)}`));
     if (o.format) out.forEach((s) => console.log(renderTemplate(o.format, s)));
     else console.log(JSON.stringify(out, null, 4));
   });
@@ -284,15 +275,10 @@ sandbox
   .description('Remove one or more sandboxes')
   .argument('<sandbox...>')
   .action(async (refs: string[]) => {
-    for (const ref of refs) {
-      try {
-        await call('DELETE', `/sandboxes/${encodeURIComponent(ref)}`);
-        console.log(ref);
-      } catch (e) {
-        console.error((e as Error).message);
-        process.exitCode = 1;
-      }
-    }
+    await eachRef(refs, async (ref) => {
+      await call('DELETE', `/sandboxes/${encodeURIComponent(ref)}`);
+      console.log(ref);
+    });
   });
 
 sandbox
