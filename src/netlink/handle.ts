@@ -142,8 +142,18 @@ export class Handle {
         try {
           replies = await this.route.request(C.RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO, payload, { op, object: name });
         } catch (e) {
-          if (e instanceof NetlinkError && e.errnoNumber === EOPNOTSUPP && !e.kernelMessage?.includes('netns')) {
-            throw kernelFeatureMissing(op, name, `the "${spec.kind}" link type`, LINK_KIND_KCONFIG[spec.kind], e);
+          if (e instanceof NetlinkError && e.errnoNumber === EOPNOTSUPP) {
+            if (/unknown device type/i.test(e.kernelMessage ?? '')) {
+              throw kernelFeatureMissing(op, name, `the "${spec.kind}" link type`, LINK_KIND_KCONFIG[spec.kind], e);
+            }
+            // The type exists; one of its options does not (e.g. bridge vlan_filtering without CONFIG_BRIDGE_VLAN_FILTERING).
+            const given = Object.entries(spec).filter(([k, v]) => v !== undefined && !['kind', 'name', 'peer', 'netns', 'master', 'parent', 'dev', 'up'].includes(k)).map(([k]) => k);
+            throw new CnmdError(
+              'KERNEL_FEATURE_MISSING',
+              `${op} ${name}: this kernel does not support an option given for the ${spec.kind} link (EOPNOTSUPP${e.kernelMessage ? `: ${e.kernelMessage}` : ''}); options given: ${given.join(', ') || 'none'}` +
+                (spec.kind === 'bridge' && spec.vlanFiltering ? '; vlan filtering needs CONFIG_BRIDGE_VLAN_FILTERING' : ''),
+              { op, object: name, errno: e.errno, cause: e },
+            );
           }
           if (e instanceof NetlinkError && e.code === 'ALREADY_EXISTS') {
             throw new CnmdError('ALREADY_EXISTS', `${op} ${name}: a link with this name already exists (EEXIST)`, { op, object: name, errno: 'EEXIST', cause: e });
