@@ -3,6 +3,7 @@
 // createNetwork -> createEndpoint -> join -> programExternalConnectivity, and
 // the reverse on teardown.
 import type { Handle } from '../src/netlink/handle';
+import type { PortBinding } from '../src/portmap/spec';
 
 export interface Capabilities {
   /** local: one host; global: state shared across hosts through the cluster store. */
@@ -12,6 +13,8 @@ export interface Capabilities {
   singleton?: boolean;
   /** The sandbox shares the daemon's own netns (host). */
   usesHostNetns?: boolean;
+  /** The driver publishes ports (programExternalConnectivity with portBindings). */
+  portMapping?: boolean;
 }
 
 export interface IpamData {
@@ -45,6 +48,13 @@ export interface EndpointSpec {
   addressIPv6?: string;
   mac?: string;
   options: Record<string, unknown>;
+  /** Ports this endpoint publishes, as allocated (exact host ports); for restore. */
+  ports?: PortBinding[];
+}
+
+export interface ExternalConnectivityOptions {
+  /** Docker's com.docker.network.portmap: the sandbox's -p bindings. */
+  portBindings?: PortBinding[];
 }
 
 /** What the driver decided for the endpoint (it may fill only empty fields). */
@@ -97,7 +107,8 @@ export interface Driver {
    * still inside the namespace keep it alive, so the removal must still happen.
    */
   leave(networkId: string, endpointId: string, opts?: { sandboxDestroyed?: boolean }): Promise<void>;
-  programExternalConnectivity(networkId: string, endpointId: string, options: Record<string, unknown>): Promise<void>;
+  /** Publishes the endpoint's ports; resolves with them as allocated (exact host ports). */
+  programExternalConnectivity(networkId: string, endpointId: string, options: ExternalConnectivityOptions): Promise<PortBinding[] | void>;
   revokeExternalConnectivity(networkId: string, endpointId: string): Promise<void>;
   /** Called once at daemon start with every network and endpoint the store holds: recreate what is missing, report what the driver owns. */
   restore?(networks: NetworkSpec[], endpoints: EndpointSpec[]): Promise<void>;

@@ -457,6 +457,7 @@ napi_value OriginalDst(napi_env env, napi_callback_info info) {
 // socket is queued behind its sends so an fd number is never reused while a
 // send for the old socket is still pending.
 struct SendJob {
+  bool slow = false;  // may block long in the kernel (RTM_DELLINK): goes to the slow pool
   int fd;
   std::vector<uint8_t> data;  // empty + closeAfter => close request
   bool close;
@@ -470,54 +471,101 @@ struct SendError {
   double token;
 };
 
-struct IoThread {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::deque<SendJob> jobs;
-  bool started = false;
+// One fast I/O thread plus a pool for slow sends. Each socket's
+// sends (and its close) stay in submission order: a socket is handed to at
+// most one thread at a time. Sends the caller marks slow (RTM_DELLINK: the
+// kernel waits for an RCU grace period, ~20 ms here, after the rtnl lock) go
+// to up to kMaxSlowThreads threads and overlap their waits; everything else
+// goes, in order, through the one fast thread, so it never queues behind a
+// slow send of another socket, and quick sends never contend with each other.
+constexpr int kMaxSlowThreads = 8;
 
-  void Start() {
-    started = true;
-    std::thread([this]() { Run(); }).detach();
+struct IoPool {
+  struct SockQueue {
+    std::deque<SendJob> jobs;
+    bool busy = false;
+  };
+  std::mutex mu;
+  std::condition_variable fastCv, slowCv;
+  std::map<int, SockQueue> socks;  // an entry lives while it has jobs or one is running
+  std::deque<int> readyFast, readySlow;  // sockets with jobs, no running send, by their next job
+  bool fastStarted = false;
+  int slowThreads = 0, slowIdle = 0;
+
+  // With mu held: q (for fd) has jobs and none running: queue it by its next job.
+  void MakeReady(int fd, SockQueue& q) {
+    if (q.jobs.front().slow) {
+      readySlow.push_back(fd);
+      if (slowIdle == 0 && slowThreads < kMaxSlowThreads) {
+        slowThreads++;
+        std::thread([this]() { Run(true); }).detach();
+      } else {
+        slowCv.notify_one();
+      }
+    } else {
+      readyFast.push_back(fd);
+      if (!fastStarted) {
+        fastStarted = true;
+        std::thread([this]() { Run(false); }).detach();
+      } else {
+        fastCv.notify_one();
+      }
+    }
   }
 
   void Push(SendJob job) {
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      jobs.push_back(std::move(job));
-    }
-    cv.notify_one();
+    std::unique_lock<std::mutex> lock(mu);
+    int fd = job.fd;
+    auto& q = socks[fd];
+    q.jobs.push_back(std::move(job));
+    if (q.busy || q.jobs.size() > 1) return;  // already queued or running
+    MakeReady(fd, q);
   }
 
-  void Run() {
+  static void Perform(SendJob& job) {
+    if (job.close) {
+      close(job.fd);
+      if (job.tsfn) napi_release_threadsafe_function(job.tsfn, napi_tsfn_release);
+      return;
+    }
+    sockaddr_nl kernel{};
+    kernel.nl_family = AF_NETLINK;
+    ssize_t n;
+    do {
+      n = sendto(job.fd, job.data.data(), job.data.size(), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof(kernel));
+    } while (n < 0 && errno == EINTR);
+    if (n < 0 && job.tsfn) {
+      auto* e = new SendError{job.fd, errno, job.token};
+      if (napi_call_threadsafe_function(job.tsfn, e, napi_tsfn_nonblocking) != napi_ok) delete e;
+    }
+  }
+
+  void Run(bool slow) {
+    auto& ready = slow ? readySlow : readyFast;
+    auto& cv = slow ? slowCv : fastCv;
+    std::unique_lock<std::mutex> lock(mu);
     for (;;) {
-      SendJob job;
-      {
-        std::unique_lock<std::mutex> lock(mu);
-        cv.wait(lock, [this]() { return !jobs.empty(); });
-        job = std::move(jobs.front());
-        jobs.pop_front();
-      }
-      if (job.close) {
-        close(job.fd);
-        if (job.tsfn) napi_release_threadsafe_function(job.tsfn, napi_tsfn_release);
-        continue;
-      }
-      sockaddr_nl kernel{};
-      kernel.nl_family = AF_NETLINK;
-      ssize_t n;
-      do {
-        n = sendto(job.fd, job.data.data(), job.data.size(), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof(kernel));
-      } while (n < 0 && errno == EINTR);
-      if (n < 0 && job.tsfn) {
-        auto* e = new SendError{job.fd, errno, job.token};
-        if (napi_call_threadsafe_function(job.tsfn, e, napi_tsfn_nonblocking) != napi_ok) delete e;
-      }
+      if (slow) slowIdle++;
+      cv.wait(lock, [&]() { return !ready.empty(); });
+      if (slow) slowIdle--;
+      int fd = ready.front();
+      ready.pop_front();
+      auto& q = socks[fd];
+      SendJob job = std::move(q.jobs.front());
+      q.jobs.pop_front();
+      q.busy = true;
+      lock.unlock();
+      Perform(job);
+      lock.lock();
+      auto& q2 = socks[fd];
+      q2.busy = false;
+      if (q2.jobs.empty()) socks.erase(fd);
+      else MakeReady(fd, q2);
     }
   }
 };
 
-IoThread* g_io = new IoThread();  // never freed: the detached thread outlives static destruction
+IoPool* g_io = new IoPool();  // never freed: the detached threads outlive static destruction
 
 struct Watcher {
   napi_env env;
@@ -633,7 +681,6 @@ napi_value NlWatch(napi_env env, napi_callback_info info) {
   uv_poll_start(&w->poll, UV_READABLE, OnReadable);
   uv_unref(reinterpret_cast<uv_handle_t*>(&w->poll));
   g_watchers[fd] = w;
-  if (!g_io->started) g_io->Start();
   return nullptr;
 }
 
@@ -655,11 +702,11 @@ napi_value NlRef(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// nlSend(fd, buffer, token): queue a send on the I/O thread; a failure comes
-// back through the watcher's callback with the token.
+// nlSend(fd, buffer, token, slow?): queue a send (slow: on the slow pool); a
+// failure comes back through the watcher's callback with the token.
 napi_value NlSend(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
   int fd = -1;
   double token = 0;
@@ -673,6 +720,7 @@ napi_value NlSend(napi_env env, napi_callback_info info) {
   auto it = g_watchers.find(fd);
   if (it == g_watchers.end() || it->second->closing) return ThrowErrno(env, EBADF, "nlSend");
   SendJob job;
+  if (argc >= 4) napi_get_value_bool(env, argv[3], &job.slow);  // nlSend(fd, buffer, token, slow?)
   job.fd = fd;
   job.data.assign(static_cast<uint8_t*>(data), static_cast<uint8_t*>(data) + len);
   job.close = false;

@@ -30,7 +30,8 @@ export interface NativeAddon {
   bindInet(fd: number, address: string, port: number): void;
   nlWatch(fd: number, cb: NetlinkCallback): void;
   nlRef(fd: number, ref: boolean): void;
-  nlSend(fd: number, data: Buffer, token: number): void;
+  /** Queues a send; `slow` (a request that blocks in the kernel, like RTM_DELLINK) runs on a separate pool so it never delays other sockets. */
+  nlSend(fd: number, data: Buffer, token: number, slow?: boolean): void;
   nlClose(fd: number): void;
   /** SO_ORIGINAL_DST of an accepted TCP connection that iptables redirected. */
   originalDst(fd: number, family: 4 | 6): { address: string; port: number };

@@ -9,6 +9,8 @@ export interface Config {
   host: string;
   pluginDir: string;
   logLevel: string;
+  /** Loopback access to published ports through the in-daemon proxy (true) or route_localnet NAT (false). */
+  userlandProxy: boolean;
 }
 
 export const DEFAULTS: Config = {
@@ -17,6 +19,7 @@ export const DEFAULTS: Config = {
   host: 'unix:///run/cnmd/cnmd.sock',
   pluginDir: '/run/docker/plugins',
   logLevel: 'info',
+  userlandProxy: true,
 };
 
 export const ENV: Record<keyof Config, string> = {
@@ -25,13 +28,19 @@ export const ENV: Record<keyof Config, string> = {
   host: 'CNMD_HOST',
   pluginDir: 'CNMD_PLUGIN_DIR',
   logLevel: 'CNMD_LOG_LEVEL',
+  userlandProxy: 'CNMD_USERLAND_PROXY',
 };
 
-export function resolveConfig(flags: Partial<Config>, env: NodeJS.ProcessEnv = process.env): Config {
-  const out = { ...DEFAULTS };
-  for (const key of Object.keys(DEFAULTS) as (keyof Config)[]) {
+export function resolveConfig(flags: Partial<Record<keyof Config, string | boolean>>, env: NodeJS.ProcessEnv = process.env): Config {
+  const out: Config = { ...DEFAULTS };
+  for (const key of ['dataRoot', 'execRoot', 'host', 'pluginDir', 'logLevel'] as const) {
     const v = flags[key] ?? env[ENV[key]];
-    if (v !== undefined && v !== '') out[key] = v;
+    if (v !== undefined && v !== '') out[key] = String(v);
+  }
+  const proxy = flags.userlandProxy ?? env[ENV.userlandProxy];
+  if (proxy !== undefined && proxy !== '') {
+    if (!['true', 'false', true, false].includes(proxy)) throw new Error(`--userland-proxy "${proxy}" is not true or false`);
+    out.userlandProxy = proxy === true || proxy === 'true';
   }
   out.dataRoot = path.resolve(out.dataRoot);
   out.execRoot = path.resolve(out.execRoot);

@@ -14,6 +14,9 @@ import { Controller } from './controller/controller';
 import { SandboxFiles } from './controller/sandbox-files';
 import { DefaultIpam } from './ipam/default';
 import { IptablesBridgeFirewall } from './firewall/bridge';
+import type { FirewallBackend } from './firewall/firewall';
+import { IptablesBackend } from './firewall/iptables';
+import { PortPublisher } from './portmap/publisher';
 import type { Ipam } from './ipam/ipam';
 import { createLogger, Logger } from './log';
 import { Handle } from './netlink/handle';
@@ -28,7 +31,7 @@ import { VERSION } from './version';
 
 export interface DaemonParts {
   /** The firewall the bridge driver programs; the default is iptables in the daemon's netns. */
-  bridgeFirewall?: (log: Logger) => BridgeFirewall;
+  bridgeFirewall?: (log: Logger, backend: FirewallBackend, userlandProxy: boolean) => BridgeFirewall;
 }
 
 export class Daemon {
@@ -37,6 +40,7 @@ export class Daemon {
   private api?: ApiServer;
   private store?: Store;
   private host?: Handle;
+  private ports?: PortPublisher;
   controller?: Controller;
   private readonly parts: DaemonParts;
 
@@ -58,9 +62,13 @@ export class Daemon {
     const ipam = new DefaultIpam(store, {
       hostNetworks: async () => (await host.routeList({ table: 0 })).filter((r) => r.dst !== 'default' && r.type === 'unicast').map((r) => r.dst),
     });
-    const firewall = (this.parts.bridgeFirewall ?? defaultBridgeFirewall)(this.log);
+    // One model of the iptables tables for the whole daemon: networks and published ports share it.
+    const backend = new IptablesBackend({ log: this.log });
+    const firewall = (this.parts.bridgeFirewall ?? defaultBridgeFirewall)(this.log, backend, c.userlandProxy);
+    const ports = (this.ports = new PortPublisher({ backend, userlandProxy: c.userlandProxy, log: this.log }));
+    await ports.start();
     const drivers = new Map<string, Driver>([
-      ['bridge', new BridgeDriver({ host, firewall, log: this.log })],
+      ['bridge', new BridgeDriver({ host, firewall, ports, log: this.log })],
       ['host', new HostDriver()],
       ['null', new NullDriver()],
     ]);
@@ -82,12 +90,13 @@ export class Daemon {
   async stop(): Promise<void> {
     await this.api?.close();
     this.controller?.close();
+    this.ports?.close();
     this.host?.close();
     this.store?.close();
     this.log.info('cnmd stopped');
   }
 }
 
-function defaultBridgeFirewall(log: Logger): BridgeFirewall {
-  return new IptablesBridgeFirewall(log);
+function defaultBridgeFirewall(log: Logger, backend: FirewallBackend, userlandProxy: boolean): BridgeFirewall {
+  return new IptablesBridgeFirewall(log, { backend, userlandProxy });
 }

@@ -5,7 +5,9 @@ import { CnmdError } from '../../src/errors';
 import type { Handle } from '../../src/netlink/handle';
 import type { Logger } from '../../src/log';
 import { runSteps } from '../../src/steps';
-import type { Capabilities, Driver, EndpointInfo, EndpointSpec, JoinInfo, NetworkSpec, SandboxRef } from '../driver';
+import type { PortPublisher } from '../../src/portmap/publisher';
+import type { PortBinding } from '../../src/portmap/spec';
+import type { Capabilities, Driver, EndpointInfo, EndpointSpec, ExternalConnectivityOptions, JoinInfo, NetworkSpec, SandboxRef } from '../driver';
 import { BridgeFirewall, rulesFor } from './firewall';
 import { BridgeConfig, macFromIPv4, parseBridgeConfig, randomMac } from './options';
 import { ALIAS_PREFIX, BridgeState, bridgeSetupSteps, endpointAlias, networkAlias } from './setup';
@@ -27,19 +29,21 @@ export class BridgeDriver implements Driver {
   readonly name = 'bridge';
   private readonly host: Handle;
   private readonly fw: BridgeFirewall;
+  private readonly ports?: PortPublisher;
   private readonly log: Logger;
   private readonly networks = new Map<string, BridgeState>();
   private readonly endpoints = new Map<string, EndpointState>();
   private baseReady = false;
 
-  constructor(deps: { host: Handle; firewall: BridgeFirewall; log: Logger }) {
+  constructor(deps: { host: Handle; firewall: BridgeFirewall; ports?: PortPublisher; log: Logger }) {
     this.host = deps.host;
     this.fw = deps.firewall;
+    this.ports = deps.ports;
     this.log = deps.log;
   }
 
   capabilities(): Capabilities {
-    return { scope: 'local', connectivityScope: 'local' };
+    return { scope: 'local', connectivityScope: 'local', portMapping: !!this.ports };
   }
 
   private async ensureBase(): Promise<void> {
@@ -150,11 +154,33 @@ export class BridgeDriver implements Driver {
     removal.catch((e) => this.log.warn({ err: e, veth: name }, 'background veth removal failed'));
   }
 
-  async programExternalConnectivity(): Promise<void> {
-    // Port publishing arrives with portmap/.
+  private publishRequest(networkId: string, endpointId: string, bindings: PortBinding[]) {
+    const st = this.state('port publish', networkId);
+    const ep = this.endpoints.get(endpointId);
+    if (!ep) throw new CnmdError('NOT_FOUND', `port publish: endpoint ${endpointId} not found`, { op: 'port publish', object: endpointId });
+    return {
+      owner: endpointId,
+      bridge: st.config.bridgeName,
+      containerIPv4: ep.address?.replace(/\/\d+$/, ''),
+      containerIPv6: ep.addressIPv6?.replace(/\/\d+$/, ''),
+      bindings,
+      hostBindingIPv4: st.config.hostBindingIPv4 === '0.0.0.0' ? undefined : st.config.hostBindingIPv4,
+    };
   }
 
-  async revokeExternalConnectivity(): Promise<void> {}
+  async programExternalConnectivity(networkId: string, endpointId: string, options: ExternalConnectivityOptions): Promise<PortBinding[] | void> {
+    const bindings = options.portBindings ?? [];
+    if (bindings.length === 0) return [];
+    if (!this.ports) throw new CnmdError('INVALID_ARGUMENT', 'port publish: port publishing is not enabled in this daemon', { op: 'port publish', object: endpointId });
+    if (this.state('port publish', networkId).config.internal) {
+      throw new CnmdError('INVALID_ARGUMENT', 'port publish: an internal network has no external connectivity to publish ports on', { op: 'port publish', object: networkId });
+    }
+    return this.ports.publish(this.publishRequest(networkId, endpointId, bindings));
+  }
+
+  async revokeExternalConnectivity(_networkId: string, endpointId: string): Promise<void> {
+    await this.ports?.unpublish(endpointId);
+  }
 
   async cleanupNetwork(spec: NetworkSpec): Promise<void> {
     const config = parseBridgeConfig(spec);
@@ -192,6 +218,7 @@ export class BridgeDriver implements Driver {
         mac: e.mac ?? (e.address ? macFromIPv4(e.address) : randomMac()),
         hostVeth: hostVethName(e.endpointId),
       });
+      if (e.ports?.length && this.ports) await this.ports.restore(this.publishRequest(e.networkId, e.endpointId, e.ports));
     }
   }
 

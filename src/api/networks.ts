@@ -82,10 +82,11 @@ export function parseFilters(req: Request, allowed: string[]): Map<string, strin
   } catch {
     throw invalidArgument('filters', raw, 'filters is not valid JSON');
   }
-  if (!parsed || typeof parsed !== 'object') throw invalidArgument('filters', raw, 'filters must be a JSON object');
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw invalidArgument('filters', raw, 'filters must be a JSON object such as {"name":{"web":true}}');
   for (const [k, v] of Object.entries(parsed as Record<string, unknown>)) {
     if (!allowed.includes(k)) throw invalidArgument('filters', k, `invalid filter '${k}' (supported: ${allowed.join(', ')})`);
-    const values = Array.isArray(v) ? v.map(String) : v && typeof v === 'object' ? Object.keys(v).filter((x) => (v as Record<string, unknown>)[x]) : [];
+    if (!v || typeof v !== 'object') throw invalidArgument('filters', k, `filter '${k}' must map to {"value": true} or ["value"], not ${JSON.stringify(v)}`);
+    const values = Array.isArray(v) ? v.map(String) : Object.keys(v).filter((x) => (v as Record<string, unknown>)[x]);
     out.set(k, values);
   }
   return out;
@@ -93,25 +94,48 @@ export function parseFilters(req: Request, allowed: string[]): Map<string, strin
 
 function matchLabel(labels: Record<string, string>, f: string): boolean {
   const eq = f.indexOf('=');
-  if (eq === -1) return f in labels;
-  return labels[f.slice(0, eq)] === f.slice(eq + 1);
+  const key = eq === -1 ? f : f.slice(0, eq);
+  // Own keys only: `label=toString` must not match through Object.prototype.
+  if (!Object.prototype.hasOwnProperty.call(labels, key)) return false;
+  return eq === -1 || labels[key] === f.slice(eq + 1);
+}
+
+/** Docker's filters.Args.Match: an exact match, else the value as a regular expression (invalid ones match nothing). */
+export function matchPattern(pattern: string, source: string): boolean {
+  if (pattern === source) return true;
+  try {
+    return new RegExp(pattern).test(source);
+  } catch {
+    return false;
+  }
+}
+
+/** Docker's filters.Args.MatchKVList: every label filter must hold (AND), unlike the other keys (OR). */
+function matchLabels(labels: Record<string, string>, filters: string[]): boolean {
+  return filters.every((f) => matchLabel(labels, f));
 }
 
 export function filterNetworks(c: Controller, list: NetworkRecord[], f: Map<string, string[]>): NetworkRecord[] {
   const used = new Set(c.endpoints().map((e) => e.networkId));
+  const dangling = f.get('dangling') ?? [];
+  if (dangling.length > 1) throw invalidArgument('filters', 'dangling', 'got more than one value for filter key "dangling"');
+  if (dangling.length && !['true', '1', 'false', '0'].includes(dangling[0])) {
+    throw invalidArgument('filters', dangling[0], `invalid value for filter 'dangling', must be "true" (or "1"), or "false" (or "0")`);
+  }
+  for (const v of f.get('type') ?? []) {
+    if (v !== 'custom' && v !== 'builtin') throw invalidArgument('filters', v, `invalid filter: 'type'='${v}' (use custom or builtin)`);
+  }
   return list.filter((n) => {
     const any = (k: string, pred: (v: string) => boolean) => !f.has(k) || f.get(k)!.length === 0 || f.get(k)!.some(pred);
     return (
-      any('name', (v) => n.name.includes(v)) &&
-      any('id', (v) => n.id.startsWith(v)) &&
+      any('name', (v) => matchPattern(v, n.name)) &&
+      any('id', (v) => matchPattern(v, n.id)) &&
       any('driver', (v) => n.driver === v) &&
       any('scope', (v) => n.scope === v) &&
-      any('label', (v) => matchLabel(n.labels, v)) &&
-      any('type', (v) => {
-        if (v !== 'custom' && v !== 'builtin') throw invalidArgument('filters', v, `invalid filter: 'type'='${v}' (use custom or builtin)`);
-        return v === 'builtin' ? n.isDefault : !n.isDefault;
-      }) &&
-      any('dangling', (v) => (v === 'true' || v === '1' ? !used.has(n.id) && !n.isDefault : true))
+      matchLabels(n.labels, f.get('label') ?? []) &&
+      any('type', (v) => (v === 'builtin' ? n.isDefault : !n.isDefault)) &&
+      // dangling=true: custom networks nobody uses; dangling=false: the others (in use, or pre-defined).
+      any('dangling', (v) => ((v === 'true' || v === '1') === (!used.has(n.id) && !n.isDefault)))
     );
   });
 }
@@ -172,9 +196,11 @@ export function mountNetworkRoutes(router: Router, c: Controller): void {
       return { status: 200 };
     })
     .add('POST', '/networks/prune', async (req) => {
-      const f = parseFilters(req, ['label', 'until']);
+      const f = parseFilters(req, ['label', 'label!', 'until']);
       if (f.has('until')) throw invalidArgument('network prune', 'until', "the 'until' filter is not supported yet");
-      const deleted = await c.pruneNetworks((n) => (f.get('label') ?? []).every((l) => matchLabel(n.labels, l)));
+      // Docker's prune matchLabels: every label filter holds, and not every label! filter holds.
+      const keep = f.get('label!') ?? [];
+      const deleted = await c.pruneNetworks((n) => matchLabels(n.labels, f.get('label') ?? []) && !(keep.length > 0 && matchLabels(n.labels, keep)));
       return { body: { NetworksDeleted: deleted } };
     });
 }

@@ -2,6 +2,7 @@
 // prefix, JSON bodies, {"message"} errors with Docker's statuses.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { CnmdError, ErrorCode } from '../errors';
+import { API_VERSION, MIN_API_VERSION } from '../version';
 
 export interface Request {
   method: string;
@@ -46,6 +47,28 @@ export function statusFor(e: unknown): number {
 
 const MAX_BODY = 4 << 20;
 
+/** Compares "1.41"-style versions numerically, as Docker's versions.LessThan does. */
+function compareVersions(a: string, b: string): number {
+  const pa = a.split('.').map(Number);
+  const pb = b.split('.').map(Number);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d !== 0) return d;
+  }
+  return 0;
+}
+
+/** Docker's version middleware: a /vX.Y prefix outside [MIN_API_VERSION, API_VERSION] is a 400 with its wording. */
+export function checkApiVersion(v: string | undefined): void {
+  if (v === undefined) return;
+  if (compareVersions(v, MIN_API_VERSION) < 0) {
+    throw new CnmdError('INVALID_ARGUMENT', `client version ${v} is too old. Minimum supported API version is ${MIN_API_VERSION}, please upgrade your client to a newer version`, { op: 'api', object: v });
+  }
+  if (compareVersions(v, API_VERSION) > 0) {
+    throw new CnmdError('INVALID_ARGUMENT', `client version ${v} is too new. Maximum supported API version is ${API_VERSION}`, { op: 'api', object: v });
+  }
+}
+
 export class Router {
   private routes: Route[] = [];
 
@@ -85,9 +108,14 @@ export class Router {
     const matches = this.routes.filter((r) => r.re.test(p));
     const route = matches.find((r) => r.method === method);
     try {
+      checkApiVersion(apiVersion);
       if (!route) {
         reply = matches.length
-          ? { status: 405, body: { message: `method ${req.method} is not allowed on ${p}` } }
+          ? {
+              status: 405,
+              body: { message: `method ${req.method} is not allowed on ${p} (allowed: ${allowed(matches)})` },
+              headers: { Allow: allowed(matches) },
+            }
           : { status: 404, body: { message: `page not found: ${p}` } };
       } else {
         const m = route.re.exec(p)!;
@@ -114,6 +142,13 @@ export class Router {
     res.writeHead(status, headers);
     res.end(req.method === 'HEAD' ? undefined : payload);
   }
+}
+
+/** The Allow header of a 405: the methods the matching routes answer (GET implies HEAD). */
+function allowed(routes: Route[]): string {
+  const m = new Set(routes.map((r) => r.method));
+  if (m.has('GET')) m.add('HEAD');
+  return [...m].sort().join(', ');
 }
 
 function readJson(req: IncomingMessage): Promise<unknown> {

@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import type { Controller } from '../controller/controller';
 import type { SandboxFiles } from '../controller/sandbox-files';
+import { parsePortSpecs } from '../portmap/spec';
 import { parseBody, parseFilters } from './networks';
 import type { Router } from './router';
 import { sandboxView } from './views';
@@ -24,6 +25,8 @@ export const SandboxCreateSchema = z
       .nullish(),
     DNS: z.object({ Servers: z.array(str).nullish(), Search: z.array(str).nullish(), Options: z.array(str).nullish() }).nullish(),
     Labels: z.record(str, str).nullish(),
+    /** Port specs in docker run -p syntax: "8080:80", "127.0.0.1::53/udp", "8000-8099:80-179". */
+    Ports: z.array(str).nullish(),
   })
   .strict();
 
@@ -50,6 +53,7 @@ export function mountSandboxRoutes(router: Router, c: Controller, files: Sandbox
         networks: (b.Networks ?? []).map((n) => ({ network: n.Network, aliases: n.Aliases ?? [], ipv4: n.IPv4Address || undefined, ipv6: n.IPv6Address || undefined })),
         dns: { servers: b.DNS?.Servers ?? [], search: b.DNS?.Search ?? [], options: b.DNS?.Options ?? [] },
         labels: b.Labels ?? {},
+        ports: parsePortSpecs(b.Ports ?? []),
       });
       return { status: 201, body: { Id: sb.id } };
     })

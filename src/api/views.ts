@@ -1,6 +1,7 @@
 // JSON views of controller records, shaped as the Docker Engine API shapes them.
 import type { Controller } from '../controller/controller';
 import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../controller/records';
+import { formatPortSpec, portCount, type PortBinding } from '../portmap/spec';
 
 function plain(cidr?: string): string {
   return cidr ? cidr.replace(/\/\d+$/, '') : '';
@@ -64,9 +65,26 @@ export function endpointSettings(e: EndpointRecord, n: NetworkRecord | undefined
   };
 }
 
+/** Docker's NetworkSettings.Ports: {"80/tcp": [{HostIp, HostPort}], "53/udp": null} (one key per container port). */
+export function portsView(asked: PortBinding[], published: PortBinding[]): Record<string, { HostIp: string; HostPort: string }[] | null> {
+  const out: Record<string, { HostIp: string; HostPort: string }[] | null> = {};
+  for (const b of asked) for (let i = 0; i < portCount(b); i++) out[`${b.containerPort + i}/${b.proto}`] ??= null;
+  for (const b of published) {
+    for (let i = 0; i < portCount(b); i++) {
+      const key = `${b.containerPort + i}/${b.proto}`;
+      const list = (out[key] ??= []) ?? [];
+      const addrs = b.hostIP === '' ? ['0.0.0.0', '::'] : [b.hostIP];
+      for (const ip of addrs) list.push({ HostIp: ip, HostPort: String(b.hostPort + i) });
+      out[key] = list;
+    }
+  }
+  return out;
+}
+
 export function sandboxView(c: Controller, sb: SandboxRecord, filesDir: string): Record<string, unknown> {
   const networks: Record<string, unknown> = {};
-  for (const e of c.endpoints().filter((x) => x.sandboxId === sb.id)) {
+  const eps = c.endpoints().filter((x) => x.sandboxId === sb.id);
+  for (const e of eps) {
     const n = c.networks().find((x) => x.id === e.networkId);
     networks[n?.name ?? e.networkId] = endpointSettings(e, n);
   }
@@ -83,5 +101,7 @@ export function sandboxView(c: Controller, sb: SandboxRecord, filesDir: string):
     DNS: { Servers: sb.dns.servers, Search: sb.dns.search, Options: sb.dns.options },
     Labels: sb.labels,
     Networks: networks,
+    Ports: portsView(sb.ports ?? [], eps.flatMap((e) => e.ports ?? [])),
+    PortBindings: (sb.ports ?? []).map(formatPortSpec),
   };
 }

@@ -226,8 +226,10 @@ sandbox
   .option('--dns-search <domain>', 'DNS search domain (repeatable)', collect, [])
   .option('--dns-option <option>', 'DNS option (repeatable)', collect, [])
   .option('--label <key=value>', 'metadata (repeatable)', collect, [])
+  .option('-p, --publish <spec>', 'publish ports: [IP:][HOSTPORT:]PORT[/PROTO], ranges as 8000-8099:80-179 (repeatable)', collect, [])
   .action(async (o) => {
     const r = await call('POST', '/sandboxes', {
+      Ports: o.publish,
       Name: o.name,
       Hostname: o.hostname,
       Networks: (o.network as string[]).map((n, i) => ({
@@ -279,6 +281,25 @@ sandbox
       await call('DELETE', `/sandboxes/${encodeURIComponent(ref)}`);
       console.log(ref);
     });
+  });
+
+program
+  .command('port')
+  .description('List port mappings of a sandbox, or look up one (as docker port)')
+  .argument('<sandbox>')
+  .argument('[port]', 'PRIVATE_PORT[/PROTO]')
+  .action(async (ref: string, port?: string) => {
+    const sb = await call('GET', `/sandboxes/${encodeURIComponent(ref)}`);
+    const ports = (sb.Ports ?? {}) as Record<string, { HostIp: string; HostPort: string }[] | null>;
+    const want = port ? (port.includes('/') ? port : `${port}/tcp`) : undefined;
+    if (want && !(want in ports)) throw new Error(`Error: No public port '${want}' published for ${sb.Name}`);
+    const keys = Object.keys(ports).filter((k) => !want || k === want).sort((a, b) => parseInt(a) - parseInt(b));
+    for (const k of keys) {
+      for (const m of ports[k] ?? []) {
+        const addr = m.HostIp.includes(':') ? `[${m.HostIp}]:${m.HostPort}` : `${m.HostIp}:${m.HostPort}`;
+        console.log(want ? addr : `${k} -> ${addr}`);
+      }
+    }
   });
 
 sandbox

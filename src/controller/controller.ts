@@ -15,6 +15,7 @@ import { Handle } from '../netlink/handle';
 import { NetnsManager } from '../netns/netns';
 import type { NetnsPool } from '../netns/pool';
 import type { Store } from '../store/store';
+import type { PortBinding } from '../portmap/spec';
 import { runSteps, Step } from '../steps';
 import { KeyedMutex } from './mutex';
 import { DnsConfig, EndpointRecord, IpamConfig, KIND, NetworkRecord, PoolAllocation, SandboxRecord } from './records';
@@ -48,6 +49,8 @@ export interface SandboxCreateRequest {
   networks?: ({ network: string } & ConnectOptions)[];
   dns?: Partial<DnsConfig>;
   labels?: Record<string, string>;
+  /** Ports to publish (parsed -p specs). */
+  ports?: PortBinding[];
 }
 
 export interface ControllerDeps {
@@ -348,6 +351,7 @@ export class Controller {
         dns,
         hostNetns: !!hostNet,
         labels: req.labels ?? {},
+        ports: req.ports ?? [],
         state: 'creating',
       };
       this.store.put(KIND.sandbox, id, sb);
@@ -569,7 +573,11 @@ export class Controller {
       { name: 'gateway', do: () => this.updateGateway(sb, handle) },
       {
         name: 'external connectivity',
-        do: () => driver.programExternalConnectivity(n.id, ep.id, {}),
+        do: async () => {
+          const portBindings = this.portHolderWanted(sb, n, caps) ? sb.ports : undefined;
+          const published = await driver.programExternalConnectivity(n.id, ep.id, { portBindings });
+          if (portBindings && published && published.length) ep.ports = published;
+        },
         undo: () => driver.revokeExternalConnectivity(n.id, ep.id),
       },
     );
@@ -592,7 +600,34 @@ export class Controller {
   }
 
   private endpointSpec(ep: EndpointRecord): EndpointSpec {
-    return { networkId: ep.networkId, endpointId: ep.id, address: ep.ipv4, addressIPv6: ep.ipv6, mac: ep.mac, options: {} };
+    return { networkId: ep.networkId, endpointId: ep.id, address: ep.ipv4, addressIPv6: ep.ipv6, mac: ep.mac, options: {}, ports: ep.ports };
+  }
+
+  /**
+   * A sandbox's ports are published on one endpoint, as Docker publishes them on the
+   * gateway endpoint: the first, in join order, on a non-internal network whose
+   * driver maps ports.
+   */
+  private portHolderWanted(sb: SandboxRecord, n: NetworkRecord, caps: { portMapping?: boolean }): boolean {
+    if (!sb.ports?.length || !caps.portMapping || n.internal) return false;
+    return !sb.endpoints.some((id) => this.store.get<EndpointRecord>(KIND.endpoint, id)?.ports?.length);
+  }
+
+  /** After the holder left: publish on the next eligible endpoint, if any. */
+  private async movePorts(sb: SandboxRecord): Promise<void> {
+    if (!sb.ports?.length || sb.endpoints.some((id) => this.store.get<EndpointRecord>(KIND.endpoint, id)?.ports?.length)) return;
+    for (const id of sb.endpoints) {
+      const e = this.store.get<EndpointRecord>(KIND.endpoint, id);
+      const n = e && this.store.get<NetworkRecord>(KIND.network, e.networkId);
+      const driver = n && this.drivers.get(n.driver);
+      if (!e || !n || !driver || n.internal || !driver.capabilities().portMapping) continue;
+      const published = await driver.programExternalConnectivity(n.id, e.id, { portBindings: sb.ports });
+      if (published && published.length) {
+        e.ports = published;
+        this.store.put(KIND.endpoint, e.id, e);
+      }
+      return;
+    }
   }
 
   private async allocateAddress(ipam: Ipam, n: NetworkRecord, v6: boolean, wanted: string | undefined, ep: EndpointRecord): Promise<string | undefined> {
@@ -704,6 +739,7 @@ export class Controller {
       this.store.delete(KIND.endpoint, ep.id);
       this.store.put(KIND.sandbox, sb.id, sb);
     });
+    if (ep.ports?.length && !sandboxDestroyed && sb.state !== 'deleting') await this.movePorts(sb).catch((e) => this.log.warn({ err: e, sandbox: sb.id }, 'moving published ports failed'));
     if (!sb.hostNetns && !sandboxDestroyed && sb.state !== 'deleting') await this.updateGateway(sb, this.handleFor(sb)).catch((e) => this.log.warn({ err: e }, 'gateway update failed'));
   }
 

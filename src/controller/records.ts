@@ -1,3 +1,5 @@
+import type { PortBinding } from '../portmap/spec';
+
 // What the controller persists. One record per network, endpoint and sandbox;
 // `state` marks an operation in flight so a restart after SIGKILL can finish
 // or undo it.
@@ -65,6 +67,8 @@ export interface EndpointRecord {
   /** The user asked for these addresses (--ip/--ip6). */
   staticIPv4?: string;
   staticIPv6?: string;
+  /** The sandbox's published ports, as allocated, when this endpoint holds them. */
+  ports?: PortBinding[];
   state: OpState;
 }
 
@@ -86,6 +90,8 @@ export interface SandboxRecord {
   dns: DnsConfig;
   /** The sandbox lives in the daemon's own netns (host network). */
   hostNetns: boolean;
+  /** Ports to publish (-p), as asked; one endpoint holds them (see EndpointRecord.ports). */
+  ports: PortBinding[];
   labels: Record<string, string>;
   state: OpState;
 }

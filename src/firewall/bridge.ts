@@ -4,7 +4,7 @@ import type { BridgeFirewall, BridgeNetworkRules } from '../../drivers/bridge/fi
 import type { Logger } from '../log';
 import type { FirewallBackend } from './firewall';
 import { IptablesBackend } from './iptables';
-import { BridgeNetworkSpec, baseRules, networkRules, removeNetworkRules } from './layout';
+import { BridgeNetworkSpec, LayoutOptions, baseRules, networkRules, removeNetworkRules } from './layout';
 
 function spec(n: BridgeNetworkRules): BridgeNetworkSpec {
   return { bridge: n.bridge, subnets: { v4: n.subnetV4, v6: n.subnetV6 }, icc: n.icc, masquerade: n.masquerade, internal: n.internal, hostIPv4: n.hostIPv4 };
@@ -12,20 +12,23 @@ function spec(n: BridgeNetworkRules): BridgeNetworkSpec {
 
 export class IptablesBridgeFirewall implements BridgeFirewall {
   readonly backend: FirewallBackend;
+  private readonly layout: LayoutOptions;
 
-  constructor(log: Logger, opts: { netns?: string | null; backend?: FirewallBackend } = {}) {
+  /** `backend` is shared with port publishing: one model of the tables per daemon. */
+  constructor(log: Logger, opts: { netns?: string | null; backend?: FirewallBackend; userlandProxy?: boolean } = {}) {
     this.backend = opts.backend ?? new IptablesBackend({ netns: opts.netns ?? null, log });
+    this.layout = { userlandProxy: opts.userlandProxy ?? true };
   }
 
   setupBase(): Promise<void> {
-    return this.backend.apply(baseRules({ ipv6: true }));
+    return this.backend.apply(baseRules({ ...this.layout, ipv6: true }));
   }
 
   addNetwork(n: BridgeNetworkRules): Promise<void> {
-    return this.backend.apply(networkRules(spec(n)));
+    return this.backend.apply(networkRules(spec(n), this.layout));
   }
 
   removeNetwork(n: BridgeNetworkRules): Promise<void> {
-    return this.backend.apply(removeNetworkRules(spec(n)));
+    return this.backend.apply(removeNetworkRules(spec(n), this.layout));
   }
 }

@@ -9,6 +9,7 @@ import {
   NETLINK_CAP_ACK,
   NETLINK_EXT_ACK,
   NETLINK_GET_STRICT_CHK,
+  NETLINK_ROUTE,
   NativeError,
   SOCK_NONBLOCK,
   SOCK_RAW,
@@ -19,6 +20,7 @@ import {
   SocketSpec,
 } from '../../native';
 import { CnmdError, ErrorCode } from '../errors';
+import { RTM_DELLINK } from './rtnl/constants';
 import {
   NLM_F_ACK,
   NLM_F_DUMP,
@@ -260,7 +262,9 @@ export class NetlinkSocket {
       p.timer.unref();
     }
     try {
-      native.nlSend(this.fd, encodeMessage(p.type, p.flags, p.seq, p.payload, 0), p.seq);
+      // Deleting a link waits for an RCU grace period in the kernel (~20 ms): the native
+      // slow pool runs it, so requests on other sockets never queue behind it.
+      native.nlSend(this.fd, encodeMessage(p.type, p.flags, p.seq, p.payload, 0), p.seq, this.protocol === NETLINK_ROUTE && p.type === RTM_DELLINK);
     } catch (e) {
       this.finish(p, fromNativeError(p.opts.op, p.opts.object, e));
     }

@@ -3,29 +3,37 @@
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import type { TestContext } from 'node:test';
 
+// Echoes what it gets, prefixed by the peer address it saw ("<addr>|<data>"), so a
+// client can check its source address was preserved. Listens on port..last.
 const SERVER = `
-const proto = process.argv[1], port = Number(process.argv[2]);
-if (proto === 'tcp') {
-  const s = require('net').createServer((c) => c.pipe(c));
-  s.listen(port, '::', () => console.log('ready'));
-} else {
-  const s = require('dgram').createSocket({ type: 'udp6' });
-  s.on('message', (m, r) => s.send(m, r.port, r.address));
-  s.bind(port, '::', () => console.log('ready'));
+const proto = process.argv[1], first = Number(process.argv[2]), last = Number(process.argv[3] || process.argv[2]);
+let pending = last - first + 1;
+const up = () => { if (--pending === 0) console.log('ready'); };
+const peer = (a) => a.replace(/^::ffff:/, '');
+for (let port = first; port <= last; port++) {
+  if (proto === 'tcp') {
+    const s = require('net').createServer((c) => c.on('data', (d) => c.write(peer(c.remoteAddress) + '|' + d)));
+    s.listen(port, '::', up);
+  } else {
+    const s = require('dgram').createSocket({ type: 'udp6' });
+    s.on('message', (m, r) => s.send(peer(r.address) + '|' + m, r.port, r.address));
+    s.bind(port, '::', up);
+  }
 }`;
 
 const CLIENT = `
 const [proto, host, port, ms] = [process.argv[1], process.argv[2], Number(process.argv[3]), Number(process.argv[4])];
 const token = 'cnmd-' + Math.random();
-const done = (ok, why) => { console.log(ok ? 'OK' : 'FAIL ' + why); process.exit(0); };
+const done = (ok, why) => { console.log(ok ? 'OK ' + why : 'FAIL ' + why); process.exit(0); };
+const check = (d) => { const [from, echoed] = d.toString().split('|'); done(echoed === token, from); };
 setTimeout(() => done(false, 'timeout'), ms);
 if (proto === 'tcp') {
   const c = require('net').connect({ host, port }, () => c.write(token));
-  c.on('data', (d) => done(d.toString() === token, 'mismatch'));
+  c.on('data', check);
   c.on('error', (e) => done(false, e.code));
 } else {
   const s = require('dgram').createSocket(host.includes(':') ? 'udp6' : 'udp4');
-  s.on('message', (m) => done(m.toString() === token, 'mismatch'));
+  s.on('message', check);
   s.send(token, port, host);
   setInterval(() => s.send(token, port, host), 300);
 }`;
@@ -35,8 +43,8 @@ export interface Server {
   stop(): void;
 }
 
-export async function serve(t: TestContext, nsPath: string, proto: 'tcp' | 'udp', port: number): Promise<Server> {
-  const proc = spawn('nsenter', [`--net=${nsPath}`, process.execPath, '-e', SERVER, proto, String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+export async function serve(t: TestContext, nsPath: string, proto: 'tcp' | 'udp', port: number, lastPort = port): Promise<Server> {
+  const proc = spawn('nsenter', [`--net=${nsPath}`, process.execPath, '-e', SERVER, proto, String(port), String(lastPort)], { stdio: ['ignore', 'pipe', 'pipe'] });
   const stop = () => {
     if (proc.exitCode === null) proc.kill('SIGKILL');
   };
@@ -50,10 +58,16 @@ export async function serve(t: TestContext, nsPath: string, proto: 'tcp' | 'udp'
   return { proc, stop };
 }
 
+/** An echo round trip to ip:port from inside nsPath: did it work, and which source address did the server see. */
+export function roundTrip(nsPath: string, proto: 'tcp' | 'udp', ip: string, port: number, ms = 1500): { ok: boolean; seenFrom?: string } {
+  const r = spawnSync('nsenter', [`--net=${nsPath}`, process.execPath, '-e', CLIENT, proto, ip, String(port), String(ms)], { encoding: 'utf8', timeout: ms + 5000 });
+  const [status, detail] = r.stdout.trim().split(' ');
+  return status === 'OK' ? { ok: true, seenFrom: detail } : { ok: false };
+}
+
 /** True when an echo round trip to ip:port succeeds from inside nsPath within ms. */
 export function reach(nsPath: string, proto: 'tcp' | 'udp', ip: string, port: number, ms = 1500): boolean {
-  const r = spawnSync('nsenter', [`--net=${nsPath}`, process.execPath, '-e', CLIENT, proto, ip, String(port), String(ms)], { encoding: 'utf8', timeout: ms + 5000 });
-  return r.stdout.trim() === 'OK';
+  return roundTrip(nsPath, proto, ip, port, ms).ok;
 }
 
 export function ping(nsPath: string, ip: string, count = 1): boolean {

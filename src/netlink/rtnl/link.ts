@@ -357,8 +357,10 @@ export function decodeLink(payload: Buffer): Link {
   if (brd && brd.length === 6) link.broadcast = bytesToMac(brd);
   const master = a.u32(C.IFLA_MASTER);
   if (master) link.masterIndex = master;
+  const nsidForParent = a.s32(C.IFLA_LINK_NETNSID);
   const parent = a.u32(C.IFLA_LINK);
-  if (parent !== undefined && parent !== link.index) link.parentIndex = parent;
+  // A veth whose peer lives in another netns may have the same ifindex there.
+  if (parent !== undefined && (parent !== link.index || nsidForParent !== undefined)) link.parentIndex = parent;
   const alias = a.str(C.IFLA_IFALIAS);
   if (alias) link.alias = alias;
   link.txqlen = a.u32(C.IFLA_TXQLEN);

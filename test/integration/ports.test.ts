@@ -1,0 +1,132 @@
+// Port publishing end to end: a daemon in its "host" netns with an uplink to an
+// "outside" netns; servers in sandboxes; real clients from outside, from the
+// host's loopback (the in-daemon proxy), and from another sandbox (hairpin).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { eventually, lab, Lab } from '../lib/fixture';
+import { CNMCTL, RunningDaemon, restartDaemon, startDaemon } from '../lib/daemon';
+import { reach, roundTrip, serve } from '../lib/probe';
+import type { TestContext } from 'node:test';
+
+const HOST_IP = '192.0.2.1';
+const OUTSIDE_IP = '192.0.2.2';
+
+async function setup(t: TestContext, args: string[] = []) {
+  const l: Lab = await lab(t);
+  const d = await startDaemon(t, l, { args });
+  const outside = await l.ns('outside');
+  await d.host.handle.linkAdd({ kind: 'veth', name: 'uplink', up: true, peer: { name: 'wan', netns: outside.path } });
+  await outside.handle.linkSet('wan', { up: true });
+  await d.host.handle.addrAdd('uplink', `${HOST_IP}/24`);
+  await outside.handle.addrAdd('wan', `${OUTSIDE_IP}/24`);
+  const r = await d.request('POST', '/networks/create', { Name: 'web', IPAM: { Config: [{ Subnet: '10.51.0.0/24' }] } });
+  assert.equal(r.status, 201);
+  return { l, d, outside };
+}
+
+async function sandbox(d: RunningDaemon, name: string, ports: string[]) {
+  const r = await d.request('POST', '/sandboxes', { Name: name, Networks: [{ Network: 'web' }], Ports: ports });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  return (await d.request('GET', `/sandboxes/${name}`)).body;
+}
+
+function nat(d: RunningDaemon): string {
+  return d.host.run('iptables-save', ['-t', 'nat']).replace(/^#.*$/gm, '').replace(/\[\d+:\d+\]/g, '');
+}
+
+test('TCP and UDP from outside through the host address, source preserved; loopback through the proxy; docker-port output', async (t) => {
+  const { d, outside } = await setup(t);
+  const web = await sandbox(d, 'web1', ['8080:80', '5353:53/udp', '127.0.0.1:9090:90']);
+  await serve(t, web.SandboxKey, 'tcp', 80);
+  await serve(t, web.SandboxKey, 'udp', 53);
+  await serve(t, web.SandboxKey, 'tcp', 90);
+  const tcp = roundTrip(outside.path, 'tcp', HOST_IP, 8080);
+  assert.ok(tcp.ok, 'outside -> host:8080 -> sandbox:80');
+  assert.equal(tcp.seenFrom, OUTSIDE_IP, 'the server sees the real client address (no SNAT)');
+  const udp = roundTrip(outside.path, 'udp', HOST_IP, 5353);
+  assert.ok(udp.ok, 'UDP outside -> host:5353 -> sandbox:53');
+  assert.equal(udp.seenFrom, OUTSIDE_IP);
+  assert.ok(reach(d.host.path, 'tcp', '127.0.0.1', 8080), 'host loopback -> proxy -> sandbox:80');
+  assert.ok(reach(d.host.path, 'udp', '127.0.0.1', 5353), 'host loopback UDP -> proxy -> sandbox:53');
+  assert.ok(reach(d.host.path, 'tcp', '127.0.0.1', 9090), '127.0.0.1-published port from the host itself');
+  assert.equal(reach(outside.path, 'tcp', HOST_IP, 9090, 800), false, 'a 127.0.0.1-published port is not reachable from outside');
+  // Even aiming at the container address directly from outside (routed through the host) is dropped.
+  await outside.handle.routeAdd({ dst: '10.51.0.0/24', gateway: HOST_IP });
+  assert.equal(reach(outside.path, 'tcp', web.Networks.web.IPAddress, 90, 800), false, 'direct access to the container port is dropped (moby#45610)');
+  assert.deepEqual(web.Ports['80/tcp'], [{ HostIp: '0.0.0.0', HostPort: '8080' }, { HostIp: '::', HostPort: '8080' }]);
+  const out = execFileSync(process.execPath, [CNMCTL, '-H', d.hostUri, 'port', 'web1'], { encoding: 'utf8' });
+  assert.match(out, /^53\/udp -> 0\.0\.0\.0:5353$/m);
+  assert.match(out, /^80\/tcp -> 0\.0\.0\.0:8080$/m);
+  assert.match(out, /^90\/tcp -> 127\.0\.0\.1:9090$/m);
+  assert.equal(execFileSync(process.execPath, [CNMCTL, '-H', d.hostUri, 'port', 'web1', '80'], { encoding: 'utf8' }).split('\n')[0], '0.0.0.0:8080');
+  // Removing the sandbox removes exactly its rules.
+  const before = await (async () => {
+    const x = await sandbox(d, 'other', ['7070:70']);
+    return x;
+  })();
+  assert.ok(before);
+  const natWithBoth = nat(d);
+  await d.request('DELETE', '/sandboxes/web1');
+  const natAfter = nat(d);
+  assert.doesNotMatch(natAfter, new RegExp(web.Networks.web.IPAddress.replace(/\./g, '\\.') + '\\b'));
+  assert.match(natAfter, /--dport 7070/);
+  assert.ok(natWithBoth.length > natAfter.length);
+});
+
+test('a 1000-port range: one rule per kind, every port answers, removal leaves nothing', async (t) => {
+  const { d, outside } = await setup(t);
+  const natBefore = nat(d);
+  const sb = await sandbox(d, 'ranger', ['20000-20999:20000-20999']);
+  await serve(t, sb.SandboxKey, 'tcp', 20000, 20999);
+  const rules = nat(d).split('\n').filter((l) => l.includes('20000:20999'));
+  assert.ok(rules.length >= 1 && rules.length <= 4, `a handful of range rules, not 1000: ${rules.join('\n')}`);
+  for (const port of [20000, 20001, 20500, 20998, 20999]) assert.ok(reach(outside.path, 'tcp', HOST_IP, port), `port ${port} from outside`);
+  let failed = 0;
+  for (let port = 20000; port <= 20999; port += 37) if (!reach(d.host.path, 'tcp', '127.0.0.1', port, 1000)) failed++;
+  assert.equal(failed, 0, 'sampled ports through the loopback proxy');
+  await d.request('DELETE', '/sandboxes/ranger');
+  assert.equal(nat(d), natBefore, 'nat table as before');
+});
+
+test('conflicts: a host port published twice, or one a host process listens on, is refused and nothing is half-applied', async (t) => {
+  const { d } = await setup(t);
+  await sandbox(d, 'first', ['8080:80']);
+  const natBefore = nat(d);
+  const linksBefore = d.host.ipj('link').length;
+  const r = await d.request('POST', '/sandboxes', { Name: 'second', Networks: [{ Network: 'web' }], Ports: ['8081:81', '8080:80'] });
+  assert.equal(r.status, 409, JSON.stringify(r.body));
+  assert.match(r.body.message, /8080/);
+  // A process in the host netns holds 6000.
+  await serve(t, d.host.path, 'tcp', 6000);
+  const r2 = await d.request('POST', '/sandboxes', { Name: 'third', Networks: [{ Network: 'web' }], Ports: ['6000:80'] });
+  assert.equal(r2.status, 409, JSON.stringify(r2.body));
+  assert.match(r2.body.message, /6000/);
+  assert.equal(nat(d), natBefore, 'no rule left by the refused sandboxes');
+  await eventually(() => assert.equal(d.host.ipj('link').length, linksBefore));
+  assert.deepEqual((await d.request('GET', '/sandboxes')).body.map((s: any) => s.Name), ['first']);
+  const bad = await d.request('POST', '/sandboxes', { Name: 'bad', Networks: [{ Network: 'web' }], Ports: ['70000:80'] });
+  assert.equal(bad.status, 400);
+  assert.match(bad.body.message, /70000/);
+});
+
+test('ephemeral host ports come from ip_local_port_range; published ports survive a daemon restart', async (t) => {
+  const { l, d, outside } = await setup(t);
+  const sb = await sandbox(d, 'eph', ['80']);
+  const hostPort = Number(sb.Ports['80/tcp'][0].HostPort);
+  const [lo, hi] = d.host.run('cat', ['/proc/sys/net/ipv4/ip_local_port_range']).trim().split(/\s+/).map(Number);
+  assert.ok(hostPort >= lo && hostPort <= hi, `${hostPort} in ${lo}-${hi}`);
+  await serve(t, sb.SandboxKey, 'tcp', 80);
+  assert.ok(reach(outside.path, 'tcp', HOST_IP, hostPort));
+  const natBefore = nat(d);
+  assert.equal(await d.stop(), 0);
+  const d2 = await restartDaemon(t, l, d);
+  assert.equal(nat(d2).replace(/--to-ports \d+/g, ''), natBefore.replace(/--to-ports \d+/g, ''), 'same rules after restart (the proxy port may change)');
+  assert.ok(reach(outside.path, 'tcp', HOST_IP, hostPort), 'still published after the restart');
+  assert.ok(reach(d2.host.path, 'tcp', '127.0.0.1', hostPort), 'and through the new proxy');
+  const again = (await d2.request('GET', '/sandboxes/eph')).body;
+  assert.equal(again.Ports['80/tcp'][0].HostPort, String(hostPort));
+  // The port stays reserved: another sandbox cannot take it.
+  const r = await d2.request('POST', '/sandboxes', { Name: 'thief', Networks: [{ Network: 'web' }], Ports: [`${hostPort}:80`] });
+  assert.equal(r.status, 409);
+});
