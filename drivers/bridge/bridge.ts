@@ -114,7 +114,7 @@ export class BridgeDriver implements Driver {
     if (!ep) throw new CnmdError('NOT_FOUND', `${op}: endpoint ${endpointId} not found`, { op, object: endpointId });
     const c = st.config;
     // One message: host side enslaved and up, container side born in the sandbox with its final name and MAC.
-    await this.host.linkAdd({
+    const veth = await this.host.linkAdd({
       kind: 'veth',
       name: ep.hostVeth,
       mtu: c.mtu,
@@ -126,6 +126,8 @@ export class BridgeDriver implements Driver {
     try {
       const index = await sb.handle.linkIndex(sb.ifname);
       await Promise.all([
+        // Hairpin: a sandbox reaching its own published port through the host address comes back out this port.
+        this.host.bridgePortSet(veth!.index, { hairpin: true }),
         sb.handle.linkSet(index, { up: true }),
         ep.address && !c.inhibitIPv4 ? sb.handle.addrAdd(index, ep.address) : undefined,
         ep.addressIPv6 ? sb.handle.addrAdd(index, ep.addressIPv6, { nodad: true }) : undefined,

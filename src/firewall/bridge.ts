@@ -17,7 +17,8 @@ export class IptablesBridgeFirewall implements BridgeFirewall {
   /** `backend` is shared with port publishing: one model of the tables per daemon. */
   constructor(log: Logger, opts: { netns?: string | null; backend?: FirewallBackend; userlandProxy?: boolean } = {}) {
     this.backend = opts.backend ?? new IptablesBackend({ netns: opts.netns ?? null, log });
-    this.layout = { userlandProxy: opts.userlandProxy ?? true };
+    // Hairpin by NAT in both modes: the proxy (if any) only serves loopback.
+    this.layout = { userlandProxy: opts.userlandProxy ?? true, hairpinNat: true };
   }
 
   setupBase(): Promise<void> {

@@ -53,6 +53,12 @@ export interface LayoutOptions {
   ipv6?: boolean;
   /** Docker's userland-proxy mode (default true); false selects the hairpin NAT variant. */
   userlandProxy?: boolean;
+  /**
+   * Hairpin by NAT even with the proxy (cnmd's default): traffic from a bridge to a
+   * published port is DNATed like any other (no `CNMD -i br -j RETURN`), so the proxy
+   * only carries loopback connections.
+   */
+  hairpinNat?: boolean;
 }
 
 export interface BridgeNetworkSpec {
@@ -162,7 +168,7 @@ export function networkRuleList(net: BridgeNetworkSpec, opts: LayoutOptions = {}
     if (net.masquerade) {
       const snat = family === 'ipv4' && hostIPv4 ? `SNAT --to-source ${hostIPv4.text.replace(/\/32$/, '')}` : 'MASQUERADE';
       add('nat', 'POSTROUTING', `-s ${subnet} ! -o ${br} -j ${snat}`, 1);
-      if (proxy) add('nat', c.nat, `-i ${br} -j RETURN`, 1);
+      if (proxy && !opts.hairpinNat) add('nat', c.nat, `-i ${br} -j RETURN`, 1);
     }
     if (!proxy) add('nat', 'POSTROUTING', `-m addrtype --src-type LOCAL -o ${br} -j MASQUERADE`, 1);
     add('filter', 'FORWARD', `-o ${br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`, FORWARD_FIRST);

@@ -104,9 +104,32 @@ export function parseSctpEps(text: string): HostListener[] {
   return out;
 }
 
+/**
+ * Reads a /proc file. Each read(2) of /proc/net/tcp walks the kernel's whole socket hash
+ * (milliseconds on a big machine, even with no sockets), and seq_file fills the buffer it
+ * is given, so a short read is the end: one big read instead of readFile's read-until-0.
+ */
+async function readProc(file: string): Promise<string> {
+  const h = await fsp.open(file, 'r');
+  try {
+    const chunks: Buffer[] = [];
+    let size = 256 << 10;
+    for (;;) {
+      const buf = Buffer.allocUnsafe(size);
+      const { bytesRead } = await h.read(buf, 0, size, null);
+      chunks.push(buf.subarray(0, bytesRead));
+      if (bytesRead < size) break;
+      size *= 2;
+    }
+    return Buffer.concat(chunks).toString('utf8');
+  } finally {
+    await h.close();
+  }
+}
+
 async function readOptional(file: string): Promise<string | undefined> {
   try {
-    return await fsp.readFile(file, 'utf8');
+    return await readProc(file);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return undefined; // no IPv6, no sctp module

@@ -125,7 +125,9 @@ export class PortPublisher {
 
   private async program(req: PublishRequest, allocated: PortBinding[]): Promise<PortBinding[]> {
     const spec = { bridge: req.bridge, containerIPv4: req.containerIPv4, containerIPv6: req.containerIPv6, bindings: allocated, hostBindingIPv4: req.hostBindingIPv4 };
-    const opts = { userlandProxy: this.userlandProxy };
+    // Hairpin by NAT in both modes (DNAT also for traffic from the bridge, and
+    // hairpin-mode ports): the proxy only carries loopback connections.
+    const opts = { userlandProxy: false };
     const redirects = this.redirectRules(req, allocated);
     try {
       if (!this.userlandProxy) writeSysctl(['net', 'ipv4', 'conf', req.bridge, 'route_localnet'], '1');
@@ -150,7 +152,7 @@ export class PortPublisher {
     if (!p) return;
     this.proxy?.remove(owner);
     const spec = { bridge: p.req.bridge, containerIPv4: p.req.containerIPv4, containerIPv6: p.req.containerIPv6, bindings: p.allocated, hostBindingIPv4: p.req.hostBindingIPv4 };
-    await this.backend.apply(mergeBatches(removePortRules(spec, { userlandProxy: this.userlandProxy }), this.inverse(this.redirectRules(p.req, p.allocated))));
+    await this.backend.apply(mergeBatches(removePortRules(spec, { userlandProxy: false }), this.inverse(this.redirectRules(p.req, p.allocated))));
     this.allocator.release(owner);
     this.published.delete(owner);
   }

@@ -130,3 +130,18 @@ test('ephemeral host ports come from ip_local_port_range; published ports surviv
   const r = await d2.request('POST', '/sandboxes', { Name: 'thief', Networks: [{ Network: 'web' }], Ports: [`${hostPort}:80`] });
   assert.equal(r.status, 409);
 });
+
+for (const proxy of ['true', 'false']) {
+  test(`hairpin (userland-proxy=${proxy}): another sandbox reaches a published port through the host address; loopback works`, async (t) => {
+    const { d, outside } = await setup(t, ['--userland-proxy', proxy]);
+    const srv = await sandbox(d, 'srv', ['8080:80']);
+    const cli = await sandbox(d, 'cli', []);
+    await serve(t, srv.SandboxKey, 'tcp', 80);
+    assert.ok(reach(cli.SandboxKey, 'tcp', HOST_IP, 8080), 'sandbox -> host:8080 -> sibling sandbox');
+    assert.ok(reach(srv.SandboxKey, 'tcp', HOST_IP, 8080), 'sandbox -> host:8080 -> itself');
+    assert.ok(reach(d.host.path, 'tcp', '127.0.0.1', 8080), 'host loopback');
+    const fromOutside = roundTrip(outside.path, 'tcp', HOST_IP, 8080);
+    assert.ok(fromOutside.ok);
+    assert.equal(fromOutside.seenFrom, OUTSIDE_IP, 'external clients keep their address');
+  });
+}

@@ -418,3 +418,20 @@ function decodeInfoData(link: Link, d: Attrs): void {
       return;
   }
 }
+
+export interface BridgePortChanges {
+  /** Send frames back out the port they came in on (hairpin NAT to a sandbox itself). */
+  hairpin?: boolean;
+  learning?: boolean;
+}
+
+/** RTM_SETLINK (family AF_BRIDGE) payload setting bridge-port options of a bridge's port. */
+export function encodeBridgePortSet(index: number, ch: BridgePortChanges): Buffer {
+  const w = new AttrWriter(48);
+  w.raw(ifinfomsg(C.AF_BRIDGE, index));
+  w.nested(C.IFLA_PROTINFO, (p) => {
+    if (ch.hairpin !== undefined) p.u8(C.IFLA_BRPORT_MODE, ch.hairpin ? 1 : 0);
+    if (ch.learning !== undefined) p.u8(C.IFLA_BRPORT_LEARNING, ch.learning ? 1 : 0);
+  });
+  return w.toBuffer();
+}
