@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { eventually, lab, Lab } from '../lib/fixture';
 import { CNMCTL, RunningDaemon, restartDaemon, startDaemon } from '../lib/daemon';
-import { reach, roundTrip, serve } from '../lib/probe';
+import { reach, roundTrip, serve, unreachablePorts } from '../lib/probe';
 import type { TestContext } from 'node:test';
 
 const HOST_IP = '192.0.2.1';
@@ -81,10 +81,8 @@ test('a 1000-port range: one rule per kind, every port answers, removal leaves n
   await serve(t, sb.SandboxKey, 'tcp', 20000, 20999);
   const rules = nat(d).split('\n').filter((l) => l.includes('20000:20999'));
   assert.ok(rules.length >= 1 && rules.length <= 4, `a handful of range rules, not 1000: ${rules.join('\n')}`);
-  for (const port of [20000, 20001, 20500, 20998, 20999]) assert.ok(reach(outside.path, 'tcp', HOST_IP, port), `port ${port} from outside`);
-  let failed = 0;
-  for (let port = 20000; port <= 20999; port += 37) if (!reach(d.host.path, 'tcp', '127.0.0.1', port, 1000)) failed++;
-  assert.equal(failed, 0, 'sampled ports through the loopback proxy');
+  assert.deepEqual(unreachablePorts(outside.path, HOST_IP, 20000, 20999), [], 'every port of the range answers from outside');
+  assert.deepEqual(unreachablePorts(d.host.path, '127.0.0.1', 20000, 20999), [], 'and through the loopback proxy');
   await d.request('DELETE', '/sandboxes/ranger');
   assert.equal(nat(d), natBefore, 'nat table as before');
 });
@@ -145,3 +143,29 @@ for (const proxy of ['true', 'false']) {
     assert.equal(fromOutside.seenFrom, OUTSIDE_IP, 'external clients keep their address');
   });
 }
+
+test('host_binding_ipv4, IPv6 host addresses and a shifted range', async (t) => {
+  const { d, outside } = await setup(t);
+  await d.host.handle.addrAdd('uplink', '192.0.2.50/24');
+  await d.host.handle.addrAdd('uplink', '2001:db8::1/64', { nodad: true });
+  await outside.handle.addrAdd('wan', '2001:db8::2/64', { nodad: true });
+  let r = await d.request('POST', '/networks/create', {
+    Name: 'bound',
+    EnableIPv6: true,
+    Options: { 'com.docker.network.bridge.host_binding_ipv4': '192.0.2.50' },
+    IPAM: { Config: [{ Subnet: '10.52.0.0/24' }, { Subnet: 'fd52::/64' }] },
+  });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  r = await d.request('POST', '/sandboxes', { Name: 'b1', Networks: [{ Network: 'bound' }], Ports: ['8080:80', '[2001:db8::1]:8443:443', '9000-9009:7000-7009'] });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  const sb = (await d.request('GET', '/sandboxes/b1')).body;
+  await serve(t, sb.SandboxKey, 'tcp', 80);
+  await serve(t, sb.SandboxKey, 'tcp', 443);
+  await serve(t, sb.SandboxKey, 'tcp', 7000, 7009);
+  assert.ok(reach(outside.path, 'tcp', '192.0.2.50', 8080), 'published on host_binding_ipv4');
+  assert.equal(reach(outside.path, 'tcp', HOST_IP, 8080, 800), false, 'not on the other host address');
+  const v6 = roundTrip(outside.path, 'tcp', '2001:db8::1', 8443);
+  assert.ok(v6.ok, 'IPv6 host address');
+  assert.equal(v6.seenFrom, '2001:db8::2');
+  assert.deepEqual(unreachablePorts(outside.path, '192.0.2.50', 9000, 9009), [], 'shifted range 9000-9009 -> 7000-7009');
+});

@@ -74,3 +74,26 @@ export function ping(nsPath: string, ip: string, count = 1): boolean {
   const r = spawnSync('nsenter', [`--net=${nsPath}`, 'ping', ip.includes(':') ? '-6' : '-4', '-c', String(count), '-W', '1', '-i', '0.2', ip], { encoding: 'utf8' });
   return r.status === 0;
 }
+
+const MULTI = `
+const [host, first, last, ms] = [process.argv[1], Number(process.argv[2]), Number(process.argv[3]), Number(process.argv[4])];
+const failed = [];
+let left = last - first + 1;
+const one = (port) => new Promise((resolve) => {
+  const token = 'p' + port;
+  const c = require('net').connect({ host, port }, () => c.write(token));
+  const t = setTimeout(() => { failed.push(port); c.destroy(); resolve(); }, ms);
+  c.on('data', (d) => { clearTimeout(t); if (d.toString().split('|')[1] !== token) failed.push(port); c.destroy(); resolve(); });
+  c.on('error', () => { clearTimeout(t); failed.push(port); resolve(); });
+});
+(async () => {
+  for (let p = first; p <= last; p += 50) await Promise.all(Array.from({ length: Math.min(50, last - p + 1) }, (_, i) => one(p + i)));
+  console.log(JSON.stringify(failed));
+})();`;
+
+/** TCP ports first..last at ip from inside nsPath, from one process; resolves with the ports that did not answer. */
+export function unreachablePorts(nsPath: string, ip: string, first: number, last: number, ms = 2000): number[] {
+  const r = spawnSync('nsenter', [`--net=${nsPath}`, process.execPath, '-e', MULTI, ip, String(first), String(last), String(ms)], { encoding: 'utf8', timeout: 120_000 });
+  if (r.status !== 0) throw new Error(`port sweep failed: ${r.stderr}`);
+  return JSON.parse(r.stdout.trim());
+}
