@@ -205,13 +205,15 @@ export class Controller {
         isDefault: !!req.isDefault,
         state: 'creating',
       };
+      if (config.some((c) => c.subnet?.includes(':')) && !rec.enableIPv6) {
+        throw invalidArgument(op, req.name, 'an IPv6 subnet was given without --ipv6 (EnableIPv6)');
+      }
       this.store.put(KIND.network, id, rec);
       const needsIpam = !caps.usesHostNetns && driverName !== 'null';
       const steps: Step[] = [];
       if (needsIpam) {
         const v4 = config.filter((c) => !c.subnet || !c.subnet.includes(':'));
         const v6 = config.filter((c) => c.subnet?.includes(':'));
-        if (v6.length && !rec.enableIPv6) throw invalidArgument(op, req.name, 'an IPv6 subnet was given without --ipv6 (EnableIPv6)');
         const wanted: { cfg: IpamConfig; v6: boolean }[] = [
           ...(v4.length ? v4 : [{}]).map((cfg) => ({ cfg, v6: false })),
           ...(rec.enableIPv6 ? (v6.length ? v6 : [{}]) : []).map((cfg) => ({ cfg, v6: true })),
