@@ -11,6 +11,8 @@ export interface Config {
   logLevel: string;
   /** Loopback access to published ports through the in-daemon proxy (true) or route_localnet NAT (false). */
   userlandProxy: boolean;
+  /** The host's resolver configuration: upstreams of the embedded DNS, base of sandboxes' resolv.conf. */
+  resolvConf: string;
 }
 
 export const DEFAULTS: Config = {
@@ -20,6 +22,7 @@ export const DEFAULTS: Config = {
   pluginDir: '/run/docker/plugins',
   logLevel: 'info',
   userlandProxy: true,
+  resolvConf: '/etc/resolv.conf',
 };
 
 export const ENV: Record<keyof Config, string> = {
@@ -29,11 +32,12 @@ export const ENV: Record<keyof Config, string> = {
   pluginDir: 'CNMD_PLUGIN_DIR',
   logLevel: 'CNMD_LOG_LEVEL',
   userlandProxy: 'CNMD_USERLAND_PROXY',
+  resolvConf: 'CNMD_RESOLV_CONF',
 };
 
 export function resolveConfig(flags: Partial<Record<keyof Config, string | boolean>>, env: NodeJS.ProcessEnv = process.env): Config {
   const out: Config = { ...DEFAULTS };
-  for (const key of ['dataRoot', 'execRoot', 'host', 'pluginDir', 'logLevel'] as const) {
+  for (const key of ['dataRoot', 'execRoot', 'host', 'pluginDir', 'logLevel', 'resolvConf'] as const) {
     const v = flags[key] ?? env[ENV[key]];
     if (v !== undefined && v !== '') out[key] = String(v);
   }
@@ -45,6 +49,7 @@ export function resolveConfig(flags: Partial<Record<keyof Config, string | boole
   out.dataRoot = path.resolve(out.dataRoot);
   out.execRoot = path.resolve(out.execRoot);
   out.pluginDir = path.resolve(out.pluginDir);
+  out.resolvConf = path.resolve(out.resolvConf);
   parseHost(out.host); // refuse a bad address before anything starts
   return out;
 }

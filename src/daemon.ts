@@ -74,7 +74,7 @@ export class Daemon {
     ]);
     const ipams = new Map<string, Ipam>([['default', ipam]]);
     const pool = new NetnsPool(netns, c.execRoot, NETNS_POOL_SIZE, this.log);
-    const controller = (this.controller = new Controller({ store, netns, pool, files, drivers, ipams, log: this.log }));
+    const controller = (this.controller = new Controller({ store, netns, pool, files, drivers, ipams, log: this.log, hostResolvConf: c.resolvConf }));
     await controller.start();
     await controller.ensureDefaultNetworks();
     const router = baseRouter();

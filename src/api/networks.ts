@@ -4,6 +4,7 @@ import { z } from 'zod';
 import type { Controller } from '../controller/controller';
 import type { NetworkRecord } from '../controller/records';
 import { CnmdError, invalidArgument } from '../errors';
+import { ipToBig } from '../ipam/ip';
 import type { Request, Router } from './router';
 import { networkView } from './views';
 
@@ -86,10 +87,20 @@ export function parseFilters(req: Request, allowed: string[]): Map<string, strin
   for (const [k, v] of Object.entries(parsed as Record<string, unknown>)) {
     if (!allowed.includes(k)) throw invalidArgument('filters', k, `invalid filter '${k}' (supported: ${allowed.join(', ')})`);
     if (!v || typeof v !== 'object') throw invalidArgument('filters', k, `filter '${k}' must map to {"value": true} or ["value"], not ${JSON.stringify(v)}`);
-    const values = Array.isArray(v) ? v.map(String) : Object.keys(v).filter((x) => (v as Record<string, unknown>)[x]);
+    // As Go's filters.Args.Get: every key of the set counts, whatever its boolean.
+    const values = Array.isArray(v) ? v.map(String) : Object.keys(v);
     out.set(k, values);
   }
   return out;
+}
+
+/** Docker's validateEndpointSettings: a static IPv4Address must be an IPv4 address and an IPv6Address an IPv6 one, checked before IPAM. */
+export function checkStaticAddresses(op: string, ipv4: string | undefined, ipv6: string | undefined): void {
+  for (const [ip, family] of [[ipv4, 4], [ipv6, 6]] as const) {
+    if (!ip) continue;
+    const a = ipToBig(ip);
+    if (!a || a.family !== family || a.value === 0n) throw invalidArgument(op, ip, `invalid IPv${family} address: ${ip} (want a plain address such as ${family === 4 ? '10.1.0.5' : 'fd00::5'}, no prefix length)`);
+  }
 }
 
 function matchLabel(labels: Record<string, string>, f: string): boolean {
@@ -178,6 +189,7 @@ export function mountNetworkRoutes(router: Router, c: Controller): void {
     })
     .add('POST', '/networks/{id}/connect', async (req) => {
       const b = await parseBody(req, ConnectSchema, 'network connect');
+      checkStaticAddresses('network connect', b.EndpointConfig?.IPAMConfig?.IPv4Address, b.EndpointConfig?.IPAMConfig?.IPv6Address);
       await c.connect(req.params.id, b.Container, {
         aliases: b.EndpointConfig?.Aliases ?? [],
         ipv4: b.EndpointConfig?.IPAMConfig?.IPv4Address || undefined,

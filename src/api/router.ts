@@ -119,7 +119,7 @@ export class Router {
           : { status: 404, body: { message: `page not found: ${p}` } };
       } else {
         const m = route.re.exec(p)!;
-        route.keys.forEach((k, i) => (request.params[k] = decodeURIComponent(m[i + 1])));
+        route.keys.forEach((k, i) => (request.params[k] = decodePathParam(k, m[i + 1])));
         reply = await route.handler(request);
       }
     } catch (e) {
@@ -141,6 +141,14 @@ export class Router {
     headers['Content-Length'] = String(Buffer.byteLength(payload));
     res.writeHead(status, headers);
     res.end(req.method === 'HEAD' ? undefined : payload);
+  }
+}
+
+function decodePathParam(key: string, v: string): string {
+  try {
+    return decodeURIComponent(v);
+  } catch {
+    throw new CnmdError('INVALID_ARGUMENT', `path parameter ${key} "${v}" is not valid percent-encoding (escape '%' as %25)`, { op: 'api', object: v });
   }
 }
 

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { Controller } from '../controller/controller';
 import type { SandboxFiles } from '../controller/sandbox-files';
 import { parsePortSpecs } from '../portmap/spec';
-import { parseBody, parseFilters } from './networks';
+import { checkStaticAddresses, matchPattern, parseBody, parseFilters } from './networks';
 import type { Router } from './router';
 import { sandboxView } from './views';
 
@@ -37,7 +37,7 @@ export function mountSandboxRoutes(router: Router, c: Controller, files: Sandbox
       const list = c.sandboxes().filter((sb) => {
         const any = (k: string, pred: (v: string) => boolean) => !f.has(k) || f.get(k)!.some(pred);
         const nets = c.endpoints().filter((e) => e.sandboxId === sb.id).map((e) => c.networks().find((n) => n.id === e.networkId));
-        return any('name', (v) => sb.name.includes(v)) && any('id', (v) => sb.id.startsWith(v)) && any('network', (v) => nets.some((n) => n && (n.name === v || n.id.startsWith(v))));
+        return any('name', (v) => matchPattern(v, sb.name)) && any('id', (v) => sb.id.startsWith(v)) && any('network', (v) => nets.some((n) => n && (n.name === v || n.id.startsWith(v))));
       });
       return { body: list.map((sb) => sandboxView(c, sb, files.dir(sb.id))) };
     })
@@ -47,6 +47,7 @@ export function mountSandboxRoutes(router: Router, c: Controller, files: Sandbox
     })
     .add('POST', '/sandboxes', async (req) => {
       const b = await parseBody(req, SandboxCreateSchema, 'sandbox create');
+      for (const n of b.Networks ?? []) checkStaticAddresses('sandbox create', n.IPv4Address, n.IPv6Address);
       const sb = await c.createSandbox({
         name: b.Name,
         hostname: b.Hostname,

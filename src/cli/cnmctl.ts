@@ -59,9 +59,81 @@ async function eachRef<T>(refs: string[], fn: (ref: string) => Promise<T>): Prom
   return out;
 }
 
+/** The docker CLI's tabwriter (minwidth 10, padding 3): every column but the last is max(widest + 3, 10) wide. */
 function table(rows: string[][]): string {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] + 3))).join('').trimEnd()).join('\n');
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(Math.max(widths[i] + 3, 10)))).join('').trimEnd()).join('\n');
+}
+
+/** fvbommel/sortorder.NaturalLess, the docker CLI's order for names: runs of digits compare as numbers, the rest bytewise. */
+export function naturalLess(a: string, b: string): boolean {
+  const digit = (c: number) => c >= 48 && c <= 57;
+  let i = 0;
+  let j = 0;
+  while (i < a.length && j < b.length) {
+    const ca = a.charCodeAt(i);
+    const cb = b.charCodeAt(j);
+    const da = digit(ca);
+    const db = digit(cb);
+    if (da !== db) return da;
+    if (!da) {
+      if (ca !== cb) return ca < cb; // names are ASCII ([a-zA-Z0-9_.-]): code units order as Go's bytes
+      i++;
+      j++;
+      continue;
+    }
+    while (i < a.length && a[i] === '0') i++;
+    while (j < b.length && b[j] === '0') j++;
+    const za = i;
+    const zb = j;
+    while (i < a.length && digit(a.charCodeAt(i))) i++;
+    while (j < b.length && digit(b.charCodeAt(j))) j++;
+    if (i - za !== j - zb) return i - za < j - zb;
+    const na = a.slice(za, i);
+    const nb = b.slice(zb, j);
+    if (na !== nb) return na < nb;
+    if (za !== zb) return za < zb;
+  }
+  return a.length < b.length;
+}
+
+const naturalCompare = (a: string, b: string) => (naturalLess(a, b) ? -1 : naturalLess(b, a) ? 1 : 0);
+
+/** Go's time.Time.String() of an RFC 3339 UTC time, as the docker CLI prints CreatedAt: 2006-01-02 15:04:05.999999999 +0000 UTC. */
+function goTime(iso: string): string {
+  const m = /^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(?:\.(\d+))?Z$/.exec(iso ?? '');
+  if (!m) return '0001-01-01 00:00:00 +0000 UTC';
+  const frac = (m[3] ?? '').replace(/0+$/, '');
+  return `${m[1]} ${m[2]}${frac ? `.${frac}` : ''} +0000 UTC`;
+}
+
+/** The docker CLI's `network ls --format` fields and their `table` headers. */
+const NETWORK_HEADERS: Record<string, string> = { ID: 'NETWORK ID', Name: 'NAME', Driver: 'DRIVER', Scope: 'SCOPE', IPv4: 'IPV4', IPv6: 'IPV6', Internal: 'INTERNAL', Labels: 'LABELS', CreatedAt: 'CREATED AT' };
+
+function networkFields(n: any, id: string): Record<string, string> {
+  return {
+    ID: id,
+    Name: n.Name,
+    Driver: n.Driver,
+    Scope: n.Scope,
+    // EnableIPv4 is API 1.47+; at cnmd's 1.41 it is absent and the docker CLI prints false, so does cnmctl.
+    IPv4: String(!!n.EnableIPv4),
+    IPv6: String(!!n.EnableIPv6),
+    Internal: String(!!n.Internal),
+    Labels: Object.entries((n.Labels ?? {}) as Record<string, string>).map(([k, v]) => `${k}=${v}`).join(','),
+    CreatedAt: goTime(n.Created),
+  };
+}
+
+/** --format as the docker CLI reads it: `json` (one object a line), `table TEMPLATE` (with headers, aligned at \t), or a template. */
+function formatRows(format: string, items: Record<string, unknown>[], headers: Record<string, string>): string[] {
+  if (format === 'json') {
+    return items.map((x) => JSON.stringify(Object.fromEntries(Object.keys(headers).sort().map((k) => [k, x[k]]))));
+  }
+  const m = /^table\s*(.*)$/s.exec(format);
+  if (!m) return items.map((x) => renderTemplate(format, x));
+  const tpl = m[1] || Object.keys(headers).slice(0, 4).map((k) => `{{.${k}}}`).join('\t');
+  return table([renderTemplate(tpl, headers), ...items.map((x) => renderTemplate(tpl, x))].map((line) => line.split('\t'))).split('\n');
 }
 
 /** Docker's matching of --gateway/--ip-range/--aux-address to the --subnet that contains them. */
@@ -145,10 +217,11 @@ network
   .action(async (o) => {
     const q = filtersParam(o.filter);
     const list: any[] = await call('GET', `/networks${q ? `?${q}` : ''}`);
-    list.sort((a, b) => a.Name.localeCompare(b.Name));
+    list.sort((a, b) => naturalCompare(a.Name, b.Name));
     const id = (x: any) => (o.trunc === false ? x.Id : x.Id.slice(0, 12));
+    // As the docker CLI: an explicit --format wins over -q.
+    if (o.format) return formatRows(o.format, list.map((n) => ({ ...n, ...networkFields(n, id(n)) })), NETWORK_HEADERS).forEach((l) => console.log(l));
     if (o.quiet) return list.forEach((n) => console.log(id(n)));
-    if (o.format) return list.forEach((n) => console.log(renderTemplate(o.format, { ...n, ID: id(n) })));
     console.log(table([['NETWORK ID', 'NAME', 'DRIVER', 'SCOPE'], ...list.map((n) => [id(n), n.Name, n.Driver, n.Scope])]));
   });
 
@@ -208,7 +281,8 @@ network
   .action(async (o) => {
     const q = filtersParam(o.filter);
     const r = await call('POST', `/networks/prune${q ? `?${q}` : ''}`);
-    if (r.NetworksDeleted?.length) console.log(`Deleted Networks:\n${r.NetworksDeleted.join('\n')}`);
+    // The docker CLI's output, blank line included.
+    if (r.NetworksDeleted?.length) console.log(`Deleted Networks:\n${r.NetworksDeleted.join('\n')}\n`);
   });
 
 const sandbox = program.command('sandbox').description('Manage sandboxes (network namespaces)');

@@ -13,6 +13,7 @@ const program = new Command('cnmd')
   .option('-H, --host <addr>', `API listen address, unix:///path.sock or tcp://HOST:PORT [env ${ENV.host}] (default ${DEFAULTS.host})`)
   .option('--plugin-dir <dir>', `where Docker plugin sockets are served [env ${ENV.pluginDir}] (default ${DEFAULTS.pluginDir})`)
   .option('--log-level <level>', `trace|debug|info|warn|error [env ${ENV.logLevel}] (default ${DEFAULTS.logLevel})`)
+  .option('--resolv-conf <file>', `the host's resolver configuration: upstreams of the embedded DNS [env ${ENV.resolvConf}] (default ${DEFAULTS.resolvConf})`)
   .option('--userland-proxy <bool>', `loopback access to published ports: true = the in-daemon proxy, false = route_localnet NAT [env ${ENV.userlandProxy}] (default ${DEFAULTS.userlandProxy})`)
   .addHelpText(
     'after',
@@ -27,7 +28,7 @@ Example:
 
 async function main(): Promise<void> {
   program.parse();
-  const o = program.opts<{ dataRoot?: string; execRoot?: string; host?: string; pluginDir?: string; logLevel?: string; userlandProxy?: string }>();
+  const o = program.opts<{ dataRoot?: string; execRoot?: string; host?: string; pluginDir?: string; logLevel?: string; userlandProxy?: string; resolvConf?: string }>();
   let config;
   try {
     config = resolveConfig(o);

@@ -16,6 +16,9 @@ import { NetnsManager } from '../netns/netns';
 import type { NetnsPool } from '../netns/pool';
 import type { Store } from '../store/store';
 import type { PortBinding } from '../portmap/spec';
+import { EmbeddedDns } from '../dns/service';
+import type { DnsNetwork, RecordSource } from '../dns/records';
+import { RESOLVER_IP } from '../dns/resolver';
 import { runSteps, Step } from '../steps';
 import { KeyedMutex } from './mutex';
 import { DnsConfig, EndpointRecord, IpamConfig, KIND, NetworkRecord, PoolAllocation, SandboxRecord } from './records';
@@ -64,7 +67,12 @@ export interface ControllerDeps {
   log: Logger;
   /** The host's resolv.conf, read when a sandbox is made. */
   hostResolvConf?: string;
+  /** Upstream query timeout of the embedded DNS (default 4 s, as Docker). */
+  dnsTimeoutMs?: number;
 }
+
+/** Network option that turns the embedded DNS off for a network (libnetwork#1085). */
+export const EMBEDDED_DNS_OPTION = 'cnmd.network.embedded_dns';
 
 function newId(): string {
   return crypto.randomBytes(32).toString('hex');
@@ -74,7 +82,7 @@ function plainIp(cidr: string | undefined): string | undefined {
   return cidr?.replace(/\/\d+$/, '');
 }
 
-export class Controller {
+export class Controller implements RecordSource {
   private readonly store: Store;
   private readonly netns: NetnsManager;
   private readonly pool?: NetnsPool;
@@ -86,6 +94,9 @@ export class Controller {
   private readonly locks = new KeyedMutex();
   /** Open netlink handles of sandboxes, by sandbox id. */
   private readonly handles = new Map<string, Handle>();
+  readonly dns: EmbeddedDns;
+  /** The embedded DNS's view per sandbox, rebuilt after any change to endpoints. */
+  private dnsView = new Map<string, DnsNetwork[]>();
   /** The default gateways installed in each sandbox (by family), as cnmd last set them. */
   private readonly gateways = new Map<string, { 4?: string; 6?: string }>();
 
@@ -98,6 +109,71 @@ export class Controller {
     this.ipams = d.ipams;
     this.log = d.log;
     this.hostResolvConf = d.hostResolvConf ?? '/etc/resolv.conf';
+    this.dns = new EmbeddedDns({ records: this, log: d.log, forwarder: { timeoutMs: d.dnsTimeoutMs } });
+  }
+
+  // ---- embedded DNS ----
+
+  /** Docker: user-defined networks have the embedded DNS; the default bridge, host and none do not. */
+  dnsEnabled(n: NetworkRecord): boolean {
+    if (n.isDefault || n.driver === 'host' || n.driver === 'null') return false;
+    return n.options[EMBEDDED_DNS_OPTION] !== 'false';
+  }
+
+  private sandboxUsesDns(sb: SandboxRecord): boolean {
+    return sb.endpoints.some((id) => {
+      const e = this.store.get<EndpointRecord>(KIND.endpoint, id);
+      const n = e && this.store.get<NetworkRecord>(KIND.network, e.networkId);
+      return !!n && this.dnsEnabled(n);
+    });
+  }
+
+  /** RecordSource: the networks (with embedded DNS) sandboxId is on, with every endpoint on them. */
+  networksOf(sandboxId: string): DnsNetwork[] {
+    const hit = this.dnsView.get(sandboxId);
+    if (hit) return hit;
+    const sandboxes = new Map(this.store.list<SandboxRecord>(KIND.sandbox).map((s) => [s.id, s]));
+    const eps = this.store.list<EndpointRecord>(KIND.endpoint).filter((e) => e.state === 'ready');
+    const mine = new Set(eps.filter((e) => e.sandboxId === sandboxId).map((e) => e.networkId));
+    const out: DnsNetwork[] = [];
+    for (const netId of mine) {
+      const n = this.store.get<NetworkRecord>(KIND.network, netId);
+      if (!n || !this.dnsEnabled(n)) continue;
+      out.push({
+        id: n.id,
+        name: n.name,
+        endpoints: eps
+          .filter((e) => e.networkId === netId && sandboxes.has(e.sandboxId))
+          .map((e) => {
+            const sb = sandboxes.get(e.sandboxId)!;
+            return { sandboxId: sb.id, names: [...new Set([sb.name, sb.hostname])], aliases: e.aliases, ipv4: plainIp(e.ipv4), ipv6: plainIp(e.ipv6) };
+          }),
+      });
+    }
+    this.dnsView.set(sandboxId, out);
+    return out;
+  }
+
+  /** Where a sandbox's unknown names go: its --dns servers, else the host's (loopback ones included: queried from the host netns). */
+  private upstreamsOf(sb: SandboxRecord): () => string[] {
+    return () => {
+      if (sb.dns.servers.length) return sb.dns.servers.slice(0, 3);
+      let host = this.readHostResolvConf().nameservers;
+      if (host.length === 1 && host[0] === '127.0.0.53') {
+        // systemd-resolved's stub: its real upstreams are listed here.
+        try {
+          host = parseResolvConf(fs.readFileSync('/run/systemd/resolve/resolv.conf', 'utf8')).nameservers;
+        } catch {
+          /* keep the stub */
+        }
+      }
+      return host.slice(0, 3);
+    };
+  }
+
+  private async ensureDns(sb: SandboxRecord): Promise<void> {
+    if (sb.hostNetns || !this.sandboxUsesDns(sb)) return;
+    await this.dns.ensure(sb.id, sb.key, this.upstreamsOf(sb));
   }
 
   // ---- lookups ----
@@ -391,6 +467,7 @@ export class Controller {
                 for (const epId of [...sb.endpoints].reverse()) await this.disconnectEndpoint(epId, sb).catch(() => undefined);
               },
             },
+            { name: 'dns', do: () => this.ensureDns(sb), undo: () => this.dns.stop(id) },
             // Written once, after the networks: hosts already holds the sandbox's addresses.
             { name: 'files', do: () => this.writeFiles(sb), undo: () => this.files.remove(id) },
           ],
@@ -435,11 +512,20 @@ export class Controller {
     return out;
   }
 
+  private sandboxResolvConf(sb: SandboxRecord): string {
+    const host = this.readHostResolvConf();
+    if (!this.sandboxUsesDns(sb)) return resolvConf(host, sb.dns);
+    // The embedded DNS: 127.0.0.11, the search domains kept, ndots:0 unless the user set ndots.
+    const options = sb.dns.options.length ? sb.dns.options : host.options;
+    const withNdots = options.some((o) => o.startsWith('ndots:')) ? options : [...options, 'ndots:0'];
+    return resolvConf({ nameservers: [], search: host.search, options: [] }, { servers: [RESOLVER_IP], search: sb.dns.search, options: withNdots });
+  }
+
   private writeFiles(sb: SandboxRecord): void {
     this.files.write(sb.id, {
       hostname: sb.hostname,
       hosts: hostsFile(this.hostsEntries(sb)),
-      resolvConf: resolvConf(this.readHostResolvConf(), sb.dns),
+      resolvConf: this.sandboxResolvConf(sb),
     });
   }
 
@@ -466,6 +552,7 @@ export class Controller {
   }
 
   private async finishSandboxDelete(sb: SandboxRecord): Promise<void> {
+    this.dns.stop(sb.id);
     // The namespace goes first: its interfaces die with it, in the kernel's own
     // batched cleanup, instead of one RCU-synchronised delete per veth.
     this.handles.get(sb.id)?.close();
@@ -592,11 +679,17 @@ export class Controller {
       throw e;
     }
     ep.state = 'ready';
+    this.dnsView.clear();
     this.store.tx(() => {
       this.store.put(KIND.endpoint, ep.id, ep);
       this.store.put(KIND.sandbox, sb.id, sb);
     });
-    if (this.files.list().includes(sb.id)) this.files.writeHosts(sb.id, hostsFile(this.hostsEntries(sb)));
+    if (this.files.list().includes(sb.id)) {
+      const hadDns = this.dns.has(sb.id);
+      await this.ensureDns(sb).catch((e) => this.log.warn({ err: e, sandbox: sb.id }, 'embedded DNS start failed'));
+      if (!hadDns && this.dns.has(sb.id)) this.writeFiles(sb);
+      else this.files.writeHosts(sb.id, hostsFile(this.hostsEntries(sb)));
+    }
     this.log.info({ endpoint: ep.id, network: n.name, sandbox: sb.name, ipv4: ep.ipv4, ipv6: ep.ipv6, ifname: ep.ifname }, 'endpoint joined');
     return ep;
   }
@@ -737,6 +830,7 @@ export class Controller {
       if (ep.ipv6 && ep.poolV6) await ipam.releaseAddress(ep.poolV6, ep.ipv6).catch((e) => this.log.warn({ err: e }, 'address release failed'));
     }
     sb.endpoints = sb.endpoints.filter((id) => id !== epId);
+    this.dnsView.clear();
     this.store.tx(() => {
       this.store.delete(KIND.endpoint, ep.id);
       this.store.put(KIND.sandbox, sb.id, sb);
@@ -861,6 +955,7 @@ export class Controller {
       fresh = true;
     }
     if (!this.files.list().includes(sb.id)) this.writeFiles(sb);
+    await this.ensureDns(sb);
     const h = this.handleFor(sb);
     for (const epId of sb.endpoints) {
       const ep = this.store.get<EndpointRecord>(KIND.endpoint, epId);
@@ -892,6 +987,7 @@ export class Controller {
 
   /** Closes sandbox handles; kernel objects and records stay for the next start. */
   close(): void {
+    this.dns.close();
     this.pool?.close();
     for (const h of this.handles.values()) h.close();
     this.handles.clear();

@@ -37,18 +37,18 @@ function nat(d: RunningDaemon): string {
 
 test('TCP and UDP from outside through the host address, source preserved; loopback through the proxy; docker-port output', async (t) => {
   const { d, outside } = await setup(t);
-  const web = await sandbox(d, 'web1', ['8080:80', '5353:53/udp', '127.0.0.1:9090:90']);
+  const web = await sandbox(d, 'web1', ['8080:80', '5353:54/udp', '127.0.0.1:9090:90']);
   await serve(t, web.SandboxKey, 'tcp', 80);
-  await serve(t, web.SandboxKey, 'udp', 53);
+  await serve(t, web.SandboxKey, 'udp', 54);
   await serve(t, web.SandboxKey, 'tcp', 90);
   const tcp = roundTrip(outside.path, 'tcp', HOST_IP, 8080);
   assert.ok(tcp.ok, 'outside -> host:8080 -> sandbox:80');
   assert.equal(tcp.seenFrom, OUTSIDE_IP, 'the server sees the real client address (no SNAT)');
   const udp = roundTrip(outside.path, 'udp', HOST_IP, 5353);
-  assert.ok(udp.ok, 'UDP outside -> host:5353 -> sandbox:53');
+  assert.ok(udp.ok, 'UDP outside -> host:5353 -> sandbox:54');
   assert.equal(udp.seenFrom, OUTSIDE_IP);
   assert.ok(reach(d.host.path, 'tcp', '127.0.0.1', 8080), 'host loopback -> proxy -> sandbox:80');
-  assert.ok(reach(d.host.path, 'udp', '127.0.0.1', 5353), 'host loopback UDP -> proxy -> sandbox:53');
+  assert.ok(reach(d.host.path, 'udp', '127.0.0.1', 5353), 'host loopback UDP -> proxy -> sandbox:54');
   assert.ok(reach(d.host.path, 'tcp', '127.0.0.1', 9090), '127.0.0.1-published port from the host itself');
   assert.equal(reach(outside.path, 'tcp', HOST_IP, 9090, 800), false, 'a 127.0.0.1-published port is not reachable from outside');
   // Even aiming at the container address directly from outside (routed through the host) is dropped.
@@ -56,7 +56,7 @@ test('TCP and UDP from outside through the host address, source preserved; loopb
   assert.equal(reach(outside.path, 'tcp', web.Networks.web.IPAddress, 90, 800), false, 'direct access to the container port is dropped (moby#45610)');
   assert.deepEqual(web.Ports['80/tcp'], [{ HostIp: '0.0.0.0', HostPort: '8080' }, { HostIp: '::', HostPort: '8080' }]);
   const out = execFileSync(process.execPath, [CNMCTL, '-H', d.hostUri, 'port', 'web1'], { encoding: 'utf8' });
-  assert.match(out, /^53\/udp -> 0\.0\.0\.0:5353$/m);
+  assert.match(out, /^54\/udp -> 0\.0\.0\.0:5353$/m);
   assert.match(out, /^80\/tcp -> 0\.0\.0\.0:8080$/m);
   assert.match(out, /^90\/tcp -> 127\.0\.0\.1:9090$/m);
   assert.equal(execFileSync(process.execPath, [CNMCTL, '-H', d.hostUri, 'port', 'web1', '80'], { encoding: 'utf8' }).split('\n')[0], '0.0.0.0:8080');

@@ -1,0 +1,205 @@
+// One embedded DNS server per sandbox at 127.0.0.11:53, UDP and TCP. Its
+// sockets are opened inside the sandbox's netns by native/ and served here by
+// fd (dgram bind({fd}), net.Server listen({fd})): no DNAT, no process, and it
+// can never answer on a host interface. Bad packets are dropped or answered
+// FORMERR; nothing a sandbox sends can stop the resolver of another.
+import * as dgram from 'node:dgram';
+import * as net from 'node:net';
+import * as packet from 'dns-packet';
+import { native, AF_INET, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET, SO_REUSEADDR } from '../../native';
+import { CnmdError } from '../errors';
+import type { Logger } from '../log';
+import type { Forwarder } from './forwarder';
+import { lookup, ptrToIp, RecordSource, reverse } from './records';
+
+export const RESOLVER_IP = '127.0.0.11';
+export const TTL = 600;
+const UDP_MAX = 512;
+const MAX_TCP_CONNECTIONS = 64;
+/** Forwarded queries one sandbox may have in flight: a flood from one cannot starve the others. */
+const MAX_FORWARDS_PER_SANDBOX = 128;
+
+const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3 } as const;
+
+export interface ResolverContext {
+  sandboxId: string;
+  records: RecordSource;
+  forwarder: Forwarder;
+  /** Upstream servers for names the sandbox's networks do not know. */
+  upstreams: () => string[];
+  log: Logger;
+}
+
+/** The raw header of a query we could not decode: answer FORMERR with its id, or drop it. */
+function formErr(msg: Buffer): Buffer | undefined {
+  if (msg.length < 12) return undefined;
+  const out = Buffer.alloc(12);
+  msg.copy(out, 0, 0, 2); // id
+  out[2] = 0x80 | (msg[2] & 0x79); // QR, opcode and RD echoed
+  out[3] = RCODE.FORMERR;
+  return out;
+}
+
+function servfail(q: packet.Packet): Buffer {
+  return packet.encode({ id: q.id, type: 'response', flags: packet.RECURSION_DESIRED | packet.RECURSION_AVAILABLE | RCODE.SERVFAIL, questions: q.questions });
+}
+
+/** The UDP payload size the client accepts (EDNS0 OPT), at least 512. */
+function udpLimit(q: packet.Packet): number {
+  const opt = (q.additionals ?? []).find((a) => a.type === 'OPT') as { udpPayloadSize?: number } | undefined;
+  return Math.max(UDP_MAX, Math.min(opt?.udpPayloadSize ?? UDP_MAX, 65535));
+}
+
+export class SandboxResolver {
+  private readonly ctx: ResolverContext;
+  private udp?: dgram.Socket;
+  private tcp?: net.Server;
+  private readonly conns = new Set<net.Socket>();
+  private forwarding = 0;
+
+  private constructor(ctx: ResolverContext) {
+    this.ctx = ctx;
+  }
+
+  /** Opens 127.0.0.11:53 (UDP, TCP) inside the netns at nsPath and starts serving. */
+  static async start(nsPath: string, ctx: ResolverContext): Promise<SandboxResolver> {
+    const r = new SandboxResolver(ctx);
+    let fds: number[] = [];
+    try {
+      fds = native.socketsAt(nsPath, [
+        [AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0],
+        [AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0],
+      ]);
+      for (const fd of fds) {
+        // A sandbox may run its own DNS server on *:53; with SO_REUSEADDR on both
+        // sides they can coexist (see docs/design-notes.md: the DNAT alternative).
+        native.setsockoptInt(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+        native.bindInet(fd, RESOLVER_IP, 53);
+      }
+    } catch (e) {
+      for (const fd of fds) native.close(fd);
+      throw new CnmdError('KERNEL_ERROR', `dns: cannot open ${RESOLVER_IP}:53 in ${nsPath}: ${(e as Error).message}`, { op: 'dns start', object: ctx.sandboxId, cause: e });
+    }
+    const [udpFd, tcpFd] = fds;
+    r.udp = dgram.createSocket('udp4');
+    r.udp.on('message', (msg, rinfo) => void r.onUdp(msg, rinfo));
+    r.udp.on('error', (e) => ctx.log.warn({ err: e, sandbox: ctx.sandboxId }, 'dns udp error'));
+    await new Promise<void>((resolve) => r.udp!.bind({ fd: udpFd }, () => resolve()));
+    r.tcp = net.createServer((c) => r.onTcp(c));
+    r.tcp.maxConnections = MAX_TCP_CONNECTIONS;
+    r.tcp.on('error', (e) => ctx.log.warn({ err: e, sandbox: ctx.sandboxId }, 'dns tcp error'));
+    await new Promise<void>((resolve) => r.tcp!.listen({ fd: tcpFd }, () => resolve()));
+    return r;
+  }
+
+  private async onUdp(msg: Buffer, rinfo: dgram.RemoteInfo): Promise<void> {
+    try {
+      const reply = await this.answer(msg, false);
+      if (reply) this.udp?.send(reply, rinfo.port, rinfo.address);
+    } catch (e) {
+      this.ctx.log.debug({ err: e }, 'dns: dropped a query');
+    }
+  }
+
+  private onTcp(c: net.Socket): void {
+    this.conns.add(c);
+    c.setTimeout(10_000, () => c.destroy());
+    let buf = Buffer.alloc(0);
+    c.on('data', (d) => {
+      buf = Buffer.concat([buf, d]);
+      while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+        const msg = buf.subarray(2, 2 + buf.readUInt16BE(0));
+        buf = buf.subarray(2 + msg.length);
+        void this.answer(msg, true).then(
+          (reply) => {
+            if (!reply || c.destroyed) return;
+            const len = Buffer.alloc(2);
+            len.writeUInt16BE(reply.length);
+            c.write(Buffer.concat([len, reply]));
+          },
+          () => c.destroy(),
+        );
+      }
+      if (buf.length > 2 + 65535) c.destroy();
+    });
+    c.on('error', () => c.destroy());
+    c.on('close', () => this.conns.delete(c));
+  }
+
+  /** The reply to one query (undefined: drop it). */
+  async answer(msg: Buffer, tcp: boolean): Promise<Buffer | undefined> {
+    if (msg.length === 0) return undefined;
+    let q: packet.Packet;
+    try {
+      q = packet.decode(msg);
+    } catch {
+      return formErr(msg);
+    }
+    if (q.type !== 'query' || (q.questions ?? []).length !== 1) return formErr(msg);
+    const question = q.questions![0];
+    const local = this.local(q, question);
+    if (local) return this.fit(local, q, tcp);
+    const upstreams = this.ctx.upstreams();
+    if (!upstreams.length || this.forwarding >= MAX_FORWARDS_PER_SANDBOX) return servfail(q);
+    this.forwarding++;
+    try {
+      return (await this.ctx.forwarder.forward(msg, upstreams, tcp)) ?? servfail(q);
+    } finally {
+      this.forwarding--;
+    }
+  }
+
+  /** A reply from the sandbox's networks, or undefined to forward. */
+  private local(q: packet.Packet, question: packet.Question): packet.Packet | undefined {
+    const base = {
+      id: q.id,
+      type: 'response' as const,
+      flags: packet.AUTHORITATIVE_ANSWER | packet.RECURSION_AVAILABLE | ((q.flags ?? 0) & packet.RECURSION_DESIRED),
+      questions: [question],
+    };
+    if (question.class !== 'IN') return undefined;
+    const name = question.name;
+    switch (question.type) {
+      case 'A':
+      case 'AAAA': {
+        const found = lookup(this.ctx.records, this.ctx.sandboxId, name, question.type === 'A' ? 4 : 6);
+        if (!found.exists) return undefined;
+        // AAAA of an IPv4-only name: an empty answer, not a forward (as Docker).
+        return { ...base, answers: found.addresses.map((data) => ({ name, type: question.type, class: 'IN', ttl: TTL, data }) as packet.Answer) };
+      }
+      case 'PTR': {
+        const ip = ptrToIp(name);
+        const target = ip && reverse(this.ctx.records, this.ctx.sandboxId, ip);
+        if (!target) return undefined;
+        return { ...base, answers: [{ name, type: 'PTR', class: 'IN', ttl: TTL, data: `${target}.` }] };
+      }
+      case 'MX': {
+        // A sandbox name has no mail exchanger: an empty answer (Docker's handleMXQuery).
+        const found = lookup(this.ctx.records, this.ctx.sandboxId, name, 4);
+        return found.exists ? { ...base, answers: [] } : undefined;
+      }
+      default:
+        return undefined;
+    }
+  }
+
+  /** Encodes a reply; over UDP, larger than the client's limit: truncated with TC. */
+  private fit(reply: packet.Packet, q: packet.Packet, tcp: boolean): Buffer {
+    let out = packet.encode(reply);
+    if (tcp) return out;
+    const limit = udpLimit(q);
+    if (out.length <= limit) return out;
+    const answers = [...(reply.answers ?? [])];
+    while (answers.length && out.length > limit) {
+      answers.pop();
+      out = packet.encode({ ...reply, flags: (reply.flags ?? 0) | packet.TRUNCATED_RESPONSE, answers });
+    }
+    return out;
+  }
+
+  close(): void {
+    this.udp?.close();
+    this.tcp?.close();
+    for (const c of this.conns) c.destroy();
+  }
+}

@@ -1,0 +1,40 @@
+// The embedded DNS of every sandbox: starts and stops per-sandbox resolvers,
+// shares one forwarder.
+import type { Logger } from '../log';
+import { Forwarder, ForwarderOptions } from './forwarder';
+import type { RecordSource } from './records';
+import { SandboxResolver } from './resolver';
+
+export class EmbeddedDns {
+  private readonly records: RecordSource;
+  private readonly log: Logger;
+  readonly forwarder: Forwarder;
+  private readonly running = new Map<string, SandboxResolver>();
+
+  constructor(o: { records: RecordSource; log: Logger; forwarder?: Omit<ForwarderOptions, 'log'> }) {
+    this.records = o.records;
+    this.log = o.log;
+    this.forwarder = new Forwarder({ ...o.forwarder, log: o.log });
+  }
+
+  has(sandboxId: string): boolean {
+    return this.running.has(sandboxId);
+  }
+
+  /** Starts the sandbox's resolver unless it runs already. */
+  async ensure(sandboxId: string, nsPath: string, upstreams: () => string[]): Promise<void> {
+    if (this.running.has(sandboxId)) return;
+    const r = await SandboxResolver.start(nsPath, { sandboxId, records: this.records, forwarder: this.forwarder, upstreams, log: this.log });
+    this.running.set(sandboxId, r);
+  }
+
+  stop(sandboxId: string): void {
+    this.running.get(sandboxId)?.close();
+    this.running.delete(sandboxId);
+  }
+
+  close(): void {
+    for (const id of [...this.running.keys()]) this.stop(id);
+    this.forwarder.close();
+  }
+}
