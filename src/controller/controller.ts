@@ -205,11 +205,20 @@ export class Controller implements RecordSource {
     throw new CnmdError('NOT_FOUND', `network ${ref} not found`, { op, object: ref });
   }
 
+  /** Sandbox names in use (records of every state), so a create need not scan the store. */
+  private sandboxNames?: Map<string, string>;
+
+  private namesInUse(): Map<string, string> {
+    this.sandboxNames ??= new Map(this.store.list<SandboxRecord>(KIND.sandbox).map((s) => [s.name, s.id]));
+    return this.sandboxNames;
+  }
+
   sandbox(ref: string): SandboxRecord {
     const op = 'sandbox inspect';
+    // Exact id, then name: direct look-ups; a prefix needs the list.
+    const direct = this.store.get<SandboxRecord>(KIND.sandbox, ref) ?? this.store.get<SandboxRecord>(KIND.sandbox, this.namesInUse().get(ref) ?? '');
+    if (direct && direct.state !== 'creating') return direct;
     const all = this.sandboxes();
-    const hit = all.find((s) => s.id === ref) ?? all.find((s) => s.name === ref);
-    if (hit) return hit;
     const byPrefix = ref.length > 0 ? all.filter((s) => s.id.startsWith(ref)) : [];
     if (byPrefix.length === 1) return byPrefix[0];
     if (byPrefix.length > 1) throw new CnmdError('CONFLICT', `sandbox ${ref} is ambiguous (${byPrefix.length} matches)`, { op, object: ref });
@@ -415,7 +424,7 @@ export class Controller implements RecordSource {
     const hostNet = nets.find((c) => this.drivers.get(c.rec.driver)?.capabilities().usesHostNetns);
     if (hostNet && nets.length > 1) throw new CnmdError('FORBIDDEN', `a sandbox on the host network cannot join other networks`, { op, object: name });
     return this.locks.lock([`sb-name:${name}`, `sb:${id}`], async () => {
-      if (this.store.list<SandboxRecord>(KIND.sandbox).some((s) => s.name === name)) {
+      if (this.namesInUse().has(name)) {
         throw new CnmdError('ALREADY_EXISTS', `sandbox name "${name}" is already in use`, { op, object: name });
       }
       const dns: DnsConfig = { servers: req.dns?.servers ?? [], search: req.dns?.search ?? [], options: req.dns?.options ?? [] };
@@ -433,6 +442,7 @@ export class Controller implements RecordSource {
         state: 'creating',
       };
       this.store.put(KIND.sandbox, id, sb);
+      this.namesInUse().set(name, id);
       try {
         await runSteps(
           [
@@ -475,6 +485,7 @@ export class Controller implements RecordSource {
         );
       } catch (e) {
         this.store.delete(KIND.sandbox, id);
+        this.namesInUse().delete(name);
         throw e;
       }
       sb.state = 'ready';
@@ -570,6 +581,7 @@ export class Controller implements RecordSource {
     }
     this.files.remove(sb.id);
     this.store.delete(KIND.sandbox, sb.id);
+    if (this.namesInUse().get(sb.name) === sb.id) this.namesInUse().delete(sb.name);
   }
 
   // ---- endpoints: connect / disconnect ----
