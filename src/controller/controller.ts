@@ -346,6 +346,13 @@ export class Controller implements RecordSource {
         const g = ipToBig(cfg.gateway);
         const c = parseCidr(pool.pool)!;
         if (!g || !contains(c, g.family, g.value)) throw invalidArgument(op, cfg.gateway, `gateway ${cfg.gateway} is not inside subnet ${pool.pool}`);
+        const isBroadcast = c.family === 4 && c.size > 2n && g.value === c.base + c.size - 1n;
+        if ((g.value === c.base && c.size > 2n) || isBroadcast) {
+          throw invalidArgument(op, cfg.gateway, `gateway ${cfg.gateway} is the ${isBroadcast ? 'broadcast' : 'network'} address of ${pool.pool}; pick a host address`);
+        }
+      }
+      for (const [name, ip] of Object.entries(cfg.auxAddresses ?? {})) {
+        if (cfg.gateway && ip === cfg.gateway) throw invalidArgument(op, ip, `auxiliary address ${name}=${ip} is the gateway`);
       }
       if (rec.driver !== 'null') {
         alloc.gateway = await ipam.requestAddress(pool.poolId, cfg.gateway || undefined, { gateway: true });

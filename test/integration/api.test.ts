@@ -108,7 +108,6 @@ async function refused(d: RunningDaemon, before: Record<string, unknown>, method
   assert.match(String(r.headers['content-type']), /^application\/json/, what);
   assert.deepEqual(Object.keys(r.json ?? {}), ['message'], `${what}: body is {"message"}: ${r.text}`);
   assert.match(r.json.message, message, what);
-  if (process.env.SHOW_MESSAGES) console.error(`${r.status} ${what}\n    -> ${r.json.message}`);
   await eventually(async () => assert.deepEqual(await snapshot(d), before, `${what} left something behind`));
 }
 
@@ -218,7 +217,11 @@ test('inspect, delete, connect and disconnect: bad input gets Docker statuses an
   // Static addresses: outside the subnet, on a network without a user subnet: 400; taken: 409.
   const ip = (addr: string) => ({ Container: 'b', EndpointConfig: { IPAMConfig: { IPv4Address: addr } } });
   await refused(d, before, 'POST', '/networks/web/connect', ip('10.99.0.5'), 400, /address 10\.99\.0\.5 is not in any subnet of network web \(10\.54\.0\.0\/24\)/);
-  await refused(d, before, 'POST', '/networks/web/connect', ip('banana'), 400, /banana/);
+  await refused(d, before, 'POST', '/networks/web/connect', ip('banana'), 400, /invalid IPv4 address: banana/);
+  await refused(d, before, 'POST', '/networks/web/connect', ip('10.54.0.5/24'), 400, /invalid IPv4 address: 10\.54\.0\.5\/24/);
+  await refused(d, before, 'POST', '/networks/web/connect', ip('fd54::5'), 400, /invalid IPv4 address: fd54::5/);
+  await refused(d, before, 'POST', '/networks/web/connect', { Container: 'b', EndpointConfig: { IPAMConfig: { IPv6Address: '10.54.0.5' } } }, 400, /invalid IPv6 address: 10\.54\.0\.5/);
+  await refused(d, before, 'POST', '/networks/web/connect', { Container: 'b', EndpointConfig: { IPAMConfig: { IPv6Address: 'fd54::5' } } }, 400, /network web has no IPv6/);
   await refused(d, before, 'POST', '/networks/auto/connect', ip('172.18.0.5'), 400, /user specified IP address is supported only when connecting to networks with user configured subnets/);
   await refused(d, before, 'POST', '/networks/bridge/connect', ip('172.17.0.5'), 400, /user specified IP address is supported only when connecting to networks with user configured subnets/);
   await refused(d, before, 'POST', '/networks/web/connect', ip('10.54.0.10'), 409, /address 10\.54\.0\.10 is already in use/);
@@ -254,6 +257,7 @@ test('sandbox create: bad input gets Docker statuses and leaves no namespace, fi
   await create({ Name: 'b', Networks: [{ Network: 'nope' }] }, 404, /^network nope not found$/);
   await create({ Name: 'a' }, 409, /sandbox name "a" is already in use/);
   await create({ Name: 'b', Networks: [{ Network: 'web', IPv4Address: '10.99.0.1' }] }, 400, /not in any subnet of network web/);
+  await create({ Name: 'b', Networks: [{ Network: 'web', IPv4Address: 'web1' }] }, 400, /invalid IPv4 address: web1/);
   // Fails on the second network, after the first was joined: the first is undone too.
   await create({ Name: 'b', Networks: [{ Network: 'web' }, { Network: 'other', IPv4Address: '10.99.0.1' }] }, 400, /not in any subnet of network other/);
   await create({ Name: 'b', Networks: [{ Network: 'web' }, { Network: 'web' }] }, 409, /endpoint with name b already exists in network web/);
@@ -283,6 +287,10 @@ test('filters: bad JSON, unknown keys and bad values are 400; name/id are patter
   await refused(d, before, 'GET', q({ dangling: { true: true, false: true } }), undefined, 400, /more than one value for filter key "dangling"/);
   await refused(d, before, 'POST', `/networks/prune?filters=${encodeURIComponent('{"driver":{"bridge":true}}')}`, undefined, 400, /invalid filter 'driver'/);
   await refused(d, before, 'GET', `/sandboxes?filters=${encodeURIComponent('{"driver":{"bridge":true}}')}`, undefined, 400, /invalid filter 'driver'/);
+  const sbNames = async (f: unknown) => ((await ok(d, 'GET', `/sandboxes?filters=${encodeURIComponent(JSON.stringify(f))}`)) as any[]).map((s) => s.Name);
+  assert.deepEqual(await sbNames({ name: { '^a$': true } }), ['a']);
+  assert.deepEqual(await sbNames({ network: { webxold: true } }), ['a']);
+  assert.deepEqual(await sbNames({ network: { web: true } }), []);
   const names = async (f: unknown) => ((await ok(d, 'GET', q(f))) as any[]).map((n) => n.Name).sort();
   // Docker's filters.Args.Match: exact, else a regular expression.
   assert.deepEqual(await names({ name: { web: true } }), ['web', 'web.old', 'webxold']);
@@ -291,6 +299,8 @@ test('filters: bad JSON, unknown keys and bad values are 400; name/id are patter
   assert.deepEqual(await names({ name: { '^web\\.old$': true } }), ['web.old']);
   assert.deepEqual(await names({ name: { '^b': true, '^n': true } }), ['bridge', 'none']);
   assert.deepEqual(await names({ name: ['^host$'] }), ['host'], 'the legacy array form');
+  assert.deepEqual(await names({ name: { '^host$': false } }), ['host'], "a set's keys count whatever their boolean (Go's Args.Get)");
+  assert.deepEqual(await names({ name: { '(': true } }), [], 'an invalid pattern matches nothing');
   assert.deepEqual(await names({ id: { [web.Id.slice(0, 10)]: true } }), ['web']);
   assert.deepEqual(await names({ id: { [`^${web.Id.slice(0, 6)}`]: true } }), ['web']);
   // Labels: all must match (MatchKVList), and only own keys count.
@@ -336,6 +346,9 @@ test('routing: /vX.Y prefixes within the supported range, HEAD, 404 and 405', as
   assert.equal((await raw(d, 'HEAD', '/networks/nope')).status, 404);
   assert.equal((await raw(d, 'GET', '/_ping')).text, 'OK');
   // Unknown paths 404, known paths with another method 405 (with Allow), both {"message"}.
+  const badEscape = await raw(d, 'GET', '/networks/%ZZ');
+  assert.equal(badEscape.status, 400);
+  assert.match(badEscape.json.message, /path parameter id "%ZZ" is not valid percent-encoding/);
   const nf = await raw(d, 'GET', '/nothing');
   assert.equal(nf.status, 404);
   assert.deepEqual(nf.json, { message: 'page not found: /nothing' });
