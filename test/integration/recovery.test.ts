@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import { eventually, lab } from '../lib/fixture';
+import { eventually, lab, runIn } from '../lib/fixture';
 import { RunningDaemon, restartDaemon, startDaemon } from '../lib/daemon';
 import { reach, serve } from '../lib/probe';
 
@@ -73,6 +73,9 @@ test('clean restart keeps networks, sandboxes, rules and connectivity, and adds 
   assert.equal(rules(d), before.rules, 'rules identical after restart (no duplicates)');
   await serve(t, b.SandboxKey, 'tcp', 7000);
   assert.ok(reach(a.SandboxKey, 'tcp', b.Networks.web.IPAddress, 7000));
+  // The embedded DNS is back too.
+  const dig = runIn(a.SandboxKey, 'dig', ['@127.0.0.11', '+short', '+time=2', '+tries=1', 'b']).trim();
+  assert.equal(dig, b.Networks.web.IPAddress);
   const c = await ok(d, 'POST', '/sandboxes', { Name: 'c', Networks: [{ Network: 'web' }] });
   assert.equal((await ok(d, 'GET', `/sandboxes/${c.Id}`)).Networks.web.IPAddress, '10.41.0.4', 'allocation continues after the restart');
   await assertConsistent(d);
