@@ -33,6 +33,9 @@ const LANES = {
     [hasCommand('dig'), 'dnsutils'],
     [hasCommand('curl'), 'curl'],
     [hasCommand('strace'), 'strace'],
+    [hasCommand('ss'), 'iproute2'],
+    // The stock docker CLI, pointed at cnmd's socket (docker-cli.test.ts); Debian's docker.io ships it.
+    [hasCommand('docker'), 'docker.io'],
   ],
   kernel: [
     [hasCommand('qemu-system-x86_64'), 'qemu-system-x86'],
