@@ -21,6 +21,8 @@
 #include <linux/netlink.h>
 #include <sched.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -451,6 +453,24 @@ napi_value OriginalDst(napi_env env, napi_callback_info info) {
   return out;
 }
 
+// socketNetns(fd) -> a new fd referring to the netns the socket lives in
+// (SIOCGSKNS): a second socket can be opened in exactly that namespace even
+// when its path was removed or reused.
+napi_value SocketNetns(napi_env env, napi_callback_info info) {
+  int a[1];
+  if (!GetInts(env, info, 1, a)) {
+    napi_throw_type_error(env, "EINVAL", "socketNetns(fd)");
+    return nullptr;
+  }
+  int nsfd = ioctl(a[0], SIOCGSKNS);
+  if (nsfd < 0) return ThrowErrno(env, errno, "ioctl SIOCGSKNS");
+  int flags = fcntl(nsfd, F_GETFD);
+  if (flags >= 0) fcntl(nsfd, F_SETFD, flags | FD_CLOEXEC);
+  napi_value v;
+  napi_create_int32(env, nsfd, &v);
+  return v;
+}
+
 // ---- netlink I/O ----
 
 // One I/O thread performs every netlink send, in submission order. Closing a
@@ -767,7 +787,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"isNetns", IsNetns},       {"netnsBind", NetnsBind},       {"openPath", OpenPath},       {"close", CloseFd},
       {"setsockoptInt", SetsockoptInt}, {"bindNetlink", BindNetlink}, {"bindInet", BindInet},
       {"nlWatch", NlWatch},       {"nlRef", NlRef},             {"nlSend", NlSend},
-      {"nlClose", NlClose},       {"originalDst", OriginalDst},
+      {"nlClose", NlClose},       {"originalDst", OriginalDst},  {"socketNetns", SocketNetns},
   };
   for (const auto& f : fns) {
     napi_value v;

@@ -33,6 +33,8 @@ export interface NativeAddon {
   /** Queues a send; `slow` (a request that blocks in the kernel, like RTM_DELLINK) runs on a separate pool so it never delays other sockets. */
   nlSend(fd: number, data: Buffer, token: number, slow?: boolean): void;
   nlClose(fd: number): void;
+  /** A new fd for the netns a socket lives in (SIOCGSKNS); the caller closes it. */
+  socketNetns(fd: number): number;
   /** SO_ORIGINAL_DST of an accepted TCP connection that iptables redirected. */
   originalDst(fd: number, family: 4 | 6): { address: string; port: number };
 }

@@ -88,6 +88,21 @@ export class Handle {
     return this.route.isClosed;
   }
 
+  /** Runs fn with a handle opened inside the netns at nsPath, then closes it. */
+  static async inNetns<T>(nsPath: string, fn: (h: Handle) => Promise<T>): Promise<T> {
+    const h = Handle.at(nsPath);
+    try {
+      return await fn(h);
+    } finally {
+      h.close();
+    }
+  }
+
+  /** The namespace got another path (a pooled netns adopted by a sandbox): later sockets open there. */
+  relocate(nsPath: string): void {
+    (this as { nsPath: string | null }).nsPath = nsPath;
+  }
+
   close(): void {
     this.route.close();
     this.xfrmSock?.close();
@@ -96,7 +111,8 @@ export class Handle {
   private xfrm(): NetlinkSocket {
     if (!this.xfrmSock || this.xfrmSock.isClosed) {
       if (this.route.isClosed) throw new CnmdError('CLOSED', 'xfrm: netlink handle is closed', { op: 'xfrm' });
-      this.xfrmSock = NetlinkSocket.open(NETLINK_XFRM, this.nsPath);
+      // In the route socket's own netns: the path may have been removed or reused since.
+      this.xfrmSock = this.route.sibling(NETLINK_XFRM);
     }
     return this.xfrmSock;
   }
@@ -129,6 +145,8 @@ export class Handle {
   async linkAdd(spec: LinkAddSpec): Promise<Link | null> {
     const op = 'link add';
     const name = spec.name;
+    // Bad input fails here, before any look-up is sent (placeholders stand for the indexes).
+    encodeLinkAdd({ ...spec, masterIndex: spec.master === undefined ? undefined : 1, parentIndex: 'parent' in spec ? 1 : undefined, linkIndex: undefined } as unknown as LinkSpec);
     const masterIndex = spec.master === undefined ? undefined : await this.linkIndex(spec.master);
     const parentIndex = 'parent' in spec && spec.parent !== undefined ? await this.linkIndex(spec.parent) : undefined;
     const linkIndex = spec.kind === 'vxlan' && spec.dev !== undefined ? await this.linkIndex(spec.dev) : undefined;
@@ -136,7 +154,9 @@ export class Handle {
     return this.withNetnsFd(op, name, spec.netns, (netnsFd) =>
       this.withNetnsFd(op, name, peerNs, async (peerFd) => {
         const full = { ...spec, masterIndex, netnsFd, parentIndex, linkIndex } as unknown as LinkSpec;
-        if (full.kind === 'veth' && spec.kind === 'veth') full.peer = { ...spec.peer, netnsFd: peerFd };
+        // The kernel refuses IFF_UP on a veth peer at creation (ENOTCONN, 6.x): set it afterwards.
+        const peerUpLater = spec.kind === 'veth' && !!spec.peer.up;
+        if (full.kind === 'veth' && spec.kind === 'veth') full.peer = { ...spec.peer, netnsFd: peerFd, up: peerUpLater ? false : spec.peer.up };
         const payload = encodeLinkAdd(full);
         let replies;
         try {
@@ -160,9 +180,15 @@ export class Handle {
           }
           throw e;
         }
-        // The kernel ignores IFLA_IFALIAS when it creates a link; set it right after.
-        if (spec.alias !== undefined && spec.netns === undefined) {
-          await this.route.request(C.RTM_NEWLINK, 0, encodeLinkSet(0, name, { alias: spec.alias }), { op, object: name });
+        // The kernel ignores IFLA_IFALIAS when it creates a link; set it right after
+        // (through a short-lived handle when the link was born in another netns).
+        if (spec.alias !== undefined) {
+          if (spec.netns === undefined) await this.route.request(C.RTM_NEWLINK, 0, encodeLinkSet(0, name, { alias: spec.alias }), { op, object: name });
+          else await Handle.inNetns(spec.netns, (h) => h.linkSet(name, { alias: spec.alias }));
+        }
+        if (peerUpLater && spec.kind === 'veth') {
+          if (spec.peer.netns === undefined) await this.linkSet(spec.peer.name, { up: true });
+          else await Handle.inNetns(spec.peer.netns, (h) => h.linkSet(spec.peer.name, { up: true }));
         }
         const echoed = replies.find((m) => m.type === C.RTM_NEWLINK);
         if (echoed) {
@@ -221,6 +247,8 @@ export class Handle {
   async linkSet(ref: LinkRef, ch: LinkSetChanges): Promise<void> {
     const op = 'link set';
     const object = String(ref);
+    const { master: _m0, netns: _n0, ...plain } = ch;
+    encodeLinkSet(1, undefined, plain); // bad input fails before any look-up
     const masterIndex = ch.master === undefined ? undefined : ch.master === null ? 0 : await this.linkIndex(ch.master);
     // Renames need the index; everything else can name the link directly.
     const index = typeof ref === 'number' ? ref : ch.name !== undefined ? await this.linkIndex(ref) : 0;
@@ -248,11 +276,13 @@ export class Handle {
   // ---- addresses ----
 
   async addrAdd(link: LinkRef, cidr: string, opts?: AddrOptions): Promise<void> {
+    encodeAddr('addr add', 1, cidr, opts); // bad input fails before the link is looked up
     const index = await this.linkIndex(link);
     await this.route.request(C.RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, encodeAddr('addr add', index, cidr, opts), { op: 'addr add', object: `${cidr} dev ${link}` });
   }
 
   async addrDel(link: LinkRef, cidr: string): Promise<void> {
+    encodeAddr('addr del', 1, cidr);
     const index = await this.linkIndex(link);
     await this.route.request(C.RTM_DELADDR, 0, encodeAddr('addr del', index, cidr), { op: 'addr del', object: `${cidr} dev ${link}` });
   }
@@ -270,6 +300,7 @@ export class Handle {
 
   private async routeOp(op: 'route add' | 'route replace' | 'route del', spec: RouteAddSpec): Promise<void> {
     const { dev, ...rest } = spec;
+    encodeRoute(op, { ...rest, oifIndex: dev === undefined ? undefined : 1 }); // bad input fails before the link is looked up
     const oifIndex = dev === undefined ? undefined : await this.linkIndex(dev);
     const payload = encodeRoute(op, { ...rest, oifIndex });
     const type = op === 'route del' ? C.RTM_DELROUTE : C.RTM_NEWROUTE;
@@ -313,6 +344,7 @@ export class Handle {
 
   async neighAdd(spec: NeighAddSpec): Promise<void> {
     const { dev, ...rest } = spec;
+    encodeNeigh('neigh add', { ...rest, index: 1 });
     const index = await this.linkIndex(dev);
     await this.route.request(C.RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, encodeNeigh('neigh add', { ...rest, index }), { op: 'neigh add', object: `${spec.ip} dev ${dev}` });
   }
@@ -336,6 +368,7 @@ export class Handle {
 
   private async fdbOp(op: 'fdb add' | 'fdb append' | 'fdb del', spec: FdbAddSpec): Promise<void> {
     const { dev, ...rest } = spec;
+    encodeFdb(op, { ...rest, index: 1 });
     const index = await this.linkIndex(dev);
     const type = op === 'fdb del' ? C.RTM_DELNEIGH : C.RTM_NEWNEIGH;
     // Several remote VTEPs under one MAC (the all-zeros flood entry) need APPEND.
@@ -371,7 +404,8 @@ export class Handle {
     } catch (e) {
       if (e instanceof NetlinkError && e.errnoNumber === EPROTONOSUPPORT) {
         const proto = (spec.proto ?? 'esp').toUpperCase();
-        throw kernelFeatureMissing(op, object, `IPsec ${proto}`, proto === 'AH' ? 'CONFIG_INET_AH' : 'CONFIG_INET_ESP', e);
+        const v6 = spec.dst.includes(':');
+        throw kernelFeatureMissing(op, object, `IPsec ${proto}${v6 ? ' over IPv6' : ''}`, `CONFIG_INET${v6 ? '6' : ''}_${proto === 'AH' ? 'AH' : 'ESP'}`, e);
       }
       if (e instanceof NetlinkError && e.errnoNumber === ENOSYS) {
         const alg = spec.aead?.name ?? spec.crypt?.name ?? spec.auth?.name ?? 'the algorithm';

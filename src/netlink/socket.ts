@@ -145,6 +145,9 @@ export class NetlinkSocket {
   private seq: number;
   private readonly inFlight = new Map<number, Pending>();
   private readonly queue: Pending[] = [];
+  /** The kernel runs one dump per socket at a time (a second gets EBUSY): later dumps wait here. */
+  private dumping?: Pending;
+  private readonly dumpWaiters: Pending[] = [];
   private closed = false;
   private refd = false;
   readonly id = nextSocketId++;
@@ -216,8 +219,19 @@ export class NetlinkSocket {
     return this.closed;
   }
 
+  /** Opens another netlink socket in the very netns this one lives in (not by path: a path can be reused). */
+  sibling(protocol: number): NetlinkSocket {
+    if (this.closed) throw new CnmdError('CLOSED', 'netlink open: handle is closed', { op: 'netlink open' });
+    const nsfd = native.socketNetns(this.fd);
+    try {
+      return NetlinkSocket.open(protocol, `/proc/self/fd/${nsfd}`);
+    } finally {
+      native.close(nsfd);
+    }
+  }
+
   get pendingCount(): number {
-    return this.inFlight.size + this.queue.length;
+    return this.inFlight.size + this.queue.length + this.dumpWaiters.length;
   }
 
   /**
@@ -242,10 +256,17 @@ export class NetlinkSocket {
         resolve,
         reject,
       };
-      if (this.inFlight.size < WINDOW) this.dispatch(p);
-      else this.queue.push(p);
+      this.start(p);
       this.updateRef();
     });
+  }
+
+  private start(p: Pending): void {
+    if (p.opts.dump && this.dumping && this.dumping !== p) this.dumpWaiters.push(p);
+    else if (this.inFlight.size < WINDOW) {
+      if (p.opts.dump) this.dumping = p;
+      this.dispatch(p);
+    } else this.queue.push(p);
   }
 
   private dispatch(p: Pending): void {
@@ -276,7 +297,12 @@ export class NetlinkSocket {
     if (p.timer) clearTimeout(p.timer);
     if (result instanceof Error) p.reject(result);
     else p.resolve(result);
-    while (this.inFlight.size < WINDOW && this.queue.length > 0) this.dispatch(this.queue.shift()!);
+    if (this.dumping === p) {
+      this.dumping = undefined;
+      const next = this.dumpWaiters.shift();
+      if (next) this.start(next);
+    }
+    while (this.inFlight.size < WINDOW && this.queue.length > 0) this.start(this.queue.shift()!);
     this.updateRef();
   }
 
@@ -360,12 +386,14 @@ export class NetlinkSocket {
     if (this.closed) return;
     this.closed = true;
     const err = (p: Pending) => new CnmdError('CLOSED', `${p.opts.op}: netlink handle closed`, { op: p.opts.op, object: p.opts.object });
-    for (const p of [...this.inFlight.values(), ...this.queue]) {
+    for (const p of [...this.inFlight.values(), ...this.queue, ...this.dumpWaiters]) {
       if (p.timer) clearTimeout(p.timer);
       p.reject(err(p));
     }
     this.inFlight.clear();
     this.queue.length = 0;
+    this.dumpWaiters.length = 0;
+    this.dumping = undefined;
     native.nlClose(this.fd);
   }
 }

@@ -33,9 +33,17 @@ export class NetnsManager {
   }
 
   /** Creates netns `id` with loopback up. Fails with ALREADY_EXISTS if it exists. */
+  private ensureDir(op: string, id: string): void {
+    try {
+      fs.mkdirSync(this.dir, { recursive: true, mode: 0o755 });
+    } catch (e) {
+      throw new CnmdError('INVALID_ARGUMENT', `${op} ${id}: cannot use ${this.dir} for namespaces: ${(e as Error).message}`, { op, object: id, errno: (e as NodeJS.ErrnoException).code, cause: e });
+    }
+  }
+
   async create(id: string): Promise<CreatedNetns> {
     const p = this.pathOf(id);
-    fs.mkdirSync(this.dir, { recursive: true, mode: 0o755 });
+    this.ensureDir('netns create', id);
     let fds: number[];
     try {
       fds = await native.netnsCreate(p, [NetlinkSocket.spec(NETLINK_ROUTE)]);
@@ -73,7 +81,7 @@ export class NetnsManager {
 
   private bind(op: string, id: string, src: string): string {
     const p = this.pathOf(id);
-    fs.mkdirSync(this.dir, { recursive: true, mode: 0o755 });
+    this.ensureDir(op, id);
     try {
       native.netnsBind(src, p);
     } catch (e) {
@@ -109,7 +117,7 @@ export class NetnsManager {
       names = fs.readdirSync(this.dir);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw e;
+      throw new CnmdError('INVALID_ARGUMENT', `netns list: cannot read ${this.dir}: ${(e as Error).message}`, { op: 'netns list', object: this.dir, errno: (e as NodeJS.ErrnoException).code, cause: e });
     }
     return names.filter((n) => ID.test(n) && native.isNetns(path.join(this.dir, n))).sort();
   }

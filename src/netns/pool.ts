@@ -42,6 +42,7 @@ export class NetnsPool {
     if (!pooled) return this.target.create(id);
     try {
       const p = this.target.adopt(id, pooled.path);
+      pooled.handle.relocate(p);
       return { id, path: p, handle: pooled.handle };
     } catch (e) {
       pooled.handle.close();

@@ -149,6 +149,8 @@ export function validateIfName(op: string, name: string): void {
 function validateMac(op: string, object: string, mac: string): Buffer {
   const b = macToBytes(mac);
   if (!b) throw invalidArgument(op, object, `"${mac}" is not a MAC address (want xx:xx:xx:xx:xx:xx)`);
+  if (b[0] & 1) throw invalidArgument(op, object, `"${mac}" is a multicast address; a link needs a unicast MAC (first byte even)`);
+  if (b.every((x) => x === 0)) throw invalidArgument(op, object, `"${mac}" (all zeros) is not a usable MAC address`);
   return b;
 }
 
@@ -195,7 +197,8 @@ function writeInfoData(op: string, w: AttrWriter, spec: LinkSpec): void {
       if (spec.forwardDelay !== undefined) w.u32(C.IFLA_BR_FORWARD_DELAY, spec.forwardDelay);
       if (spec.ageingTime !== undefined) w.u32(C.IFLA_BR_AGEING_TIME, spec.ageingTime);
       if (spec.stpState !== undefined) w.u32(C.IFLA_BR_STP_STATE, spec.stpState);
-      if (spec.vlanFiltering !== undefined) w.u8(C.IFLA_BR_VLAN_FILTERING, spec.vlanFiltering ? 1 : 0);
+      // Off is the default: only "on" is sent, so kernels without CONFIG_BRIDGE_VLAN_FILTERING accept "off".
+      if (spec.vlanFiltering) w.u8(C.IFLA_BR_VLAN_FILTERING, 1);
       if (spec.mcastSnooping !== undefined) w.u8(C.IFLA_BR_MCAST_SNOOPING, spec.mcastSnooping ? 1 : 0);
       if (spec.nfCallIptables !== undefined) w.u8(C.IFLA_BR_NF_CALL_IPTABLES, spec.nfCallIptables ? 1 : 0);
       return;
