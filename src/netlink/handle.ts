@@ -51,6 +51,13 @@ export const LINK_KIND_KCONFIG: Record<LinkKind, string> = {
   dummy: 'CONFIG_DUMMY',
 };
 
+/** A numeric link reference must be an ifindex: an integer in 1..2^31-1 (never truncated, never 0). */
+function checkIndex(op: string, ref: LinkRef): void {
+  if (typeof ref === 'number' && !(Number.isInteger(ref) && ref >= 1 && ref <= 0x7fffffff)) {
+    throw invalidArgument(op, String(ref), `link index ${ref} is not valid (an integer from 1 to 2147483647)`);
+  }
+}
+
 const EOPNOTSUPP = 95;
 const EPROTONOSUPPORT = 93;
 const ENOSYS = 38;
@@ -203,6 +210,7 @@ export class Handle {
   }
 
   async linkGet(ref: LinkRef): Promise<Link> {
+    checkIndex('link get', ref);
     const [index, name] = typeof ref === 'number' ? [ref, undefined] : [0, ref];
     const object = String(ref);
     try {
@@ -221,7 +229,7 @@ export class Handle {
   /** The ifindex of ref (a number is taken as it is). */
   async linkIndex(ref: LinkRef): Promise<number> {
     if (typeof ref === 'number') {
-      if (!Number.isInteger(ref) || ref <= 0) throw invalidArgument('link', String(ref), `link index ${ref} is not valid`);
+      checkIndex('link', ref);
       return ref;
     }
     return (await this.linkGet(ref)).index;
@@ -233,6 +241,7 @@ export class Handle {
   }
 
   async linkDel(ref: LinkRef): Promise<void> {
+    checkIndex('link del', ref);
     const [index, name] = typeof ref === 'number' ? [ref, undefined] : [0, ref];
     try {
       await this.route.request(C.RTM_DELLINK, 0, encodeLinkRef(index, name), { op: 'link del', object: String(ref) });
@@ -246,6 +255,7 @@ export class Handle {
 
   async linkSet(ref: LinkRef, ch: LinkSetChanges): Promise<void> {
     const op = 'link set';
+    checkIndex(op, ref);
     const object = String(ref);
     const { master: _m0, netns: _n0, ...plain } = ch;
     encodeLinkSet(1, undefined, plain); // bad input fails before any look-up

@@ -88,15 +88,11 @@ export class NetlinkError extends CnmdError {
   }
 }
 
+const errnoMessages: Map<number, [string, string]> = (require('node:util') as { getSystemErrorMap(): Map<number, [string, string]> }).getSystemErrorMap();
+
 function describeErrno(errno: number): string {
-  try {
-    // util.getSystemErrorMessage exists from Node 22; fall back to the name.
-    const util = require('node:util') as { getSystemErrorMessage?: (n: number) => string };
-    if (util.getSystemErrorMessage) return util.getSystemErrorMessage(-errno);
-  } catch {
-    /* fall through */
-  }
-  return 'kernel error';
+  // libuv's map is keyed by negative errno.
+  return errnoMessages.get(-errno)?.[1] ?? 'kernel error';
 }
 
 export function fromNativeError(op: string, object: string | undefined, e: unknown): CnmdError {

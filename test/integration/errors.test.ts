@@ -202,6 +202,34 @@ test('invalid input is refused before a device name is even looked up', async (t
   }
 });
 
+test('a link index that is not a positive 32-bit integer is INVALID_ARGUMENT, nothing is sent, and it never lands on another link', async (t) => {
+  const l = await lab(t);
+  const a = await l.ns('a');
+  await a.handle.linkAdd({ kind: 'bridge', name: 'br0' });
+  const before = a.run('ip', ['-d', 'link']);
+  for (const idx of [0, -1, 1.5, Number.NaN, Infinity, 2 ** 31, 2 ** 40]) {
+    const calls: [string, () => Promise<unknown>][] = [
+      ['link get', () => a.handle.linkGet(idx)],
+      ['link del', () => a.handle.linkDel(idx)],
+      ['link set', () => a.handle.linkSet(idx, { up: false, mtu: 1400 })],
+      ['addr add', () => a.handle.addrAdd(idx, '10.0.0.1/24')],
+      ['route add', () => a.handle.routeAdd({ dst: '10.1.0.0/16', dev: idx })],
+    ];
+    for (const [op, call] of calls) {
+      const sent = await sendsDuring(() =>
+        assert.rejects(call(), (e: any) => {
+          assert.ok(e instanceof CnmdError, `${op} ${idx}: not a CnmdError: ${e}`);
+          assert.equal(e.code, 'INVALID_ARGUMENT', `${op} ${idx}: ${e.message}`);
+          return true;
+        }),
+      );
+      assert.deepEqual(sent, [], `${op} ${idx}: nothing sent`);
+    }
+  }
+  // 1.5 is not "1": loopback was never touched.
+  assert.equal(a.run('ip', ['-d', 'link']), before);
+});
+
 test('a MAC no link can take (multicast, all zeros) is INVALID_ARGUMENT, never "no such link"', async (t) => {
   const l = await lab(t);
   const a = await l.ns('a');
@@ -349,6 +377,36 @@ test('concurrent dumps on one handle all succeed: the kernel runs one dump per s
     ...Array(3).fill('fdb'),
     ...Array.from({ length: 10 }, (_, i) => `d${i}`),
   ]);
+});
+
+test('a request the kernel never answers fails typed TIMEOUT (no hang), and the handle goes on working', { timeout: 30_000 }, async (t) => {
+  const l = await lab(t);
+  const a = await l.ns('a');
+  const orig = native.nlSend;
+  let dropped = 0;
+  // Lose the next request on its way to the kernel.
+  native.nlSend = (fd: number, data: Buffer, token: number, slow?: boolean) => {
+    if (dropped === 0) {
+      dropped++;
+      return;
+    }
+    return orig.call(native, fd, data, token, slow);
+  };
+  const started = Date.now();
+  const lost = a.handle.linkGet('lo');
+  native.nlSend = orig;
+  // Others on the same handle are not held up by it.
+  assert.equal((await within(2000, a.handle.linkGet(1), 'a second request')).name, 'lo');
+  await assert.rejects(within(20_000, lost, 'the lost request'), (e: any) => {
+    assert.ok(e instanceof CnmdError, String(e));
+    assert.equal(e.code, 'TIMEOUT');
+    assert.equal(e.op, 'link get');
+    assert.match(e.message, /no answer from the kernel/);
+    return true;
+  });
+  assert.ok(Date.now() - started >= 5000, 'not before its deadline');
+  assert.equal(dropped, 1);
+  assert.deepEqual((await a.handle.linkList()).map((x) => x.name), ['lo']);
 });
 
 test('requests on a closed handle are CLOSED; requests in flight at close are CLOSED too, not left hanging', async (t) => {
