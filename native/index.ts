@@ -35,6 +35,11 @@ export interface NativeAddon {
   nlClose(fd: number): void;
   /** A new fd for the netns a socket lives in (SIOCGSKNS); the caller closes it. */
   socketNetns(fd: number): number;
+  /**
+   * Connects to host:port and relays the (dup'ed) client fd with it, both ways, with
+   * splice(2) on a native thread until both sides are done. The caller closes its own fd.
+   */
+  relayStart(clientFd: number, host: string, port: number): void;
   /** SO_ORIGINAL_DST of an accepted TCP connection that iptables redirected. */
   originalDst(fd: number, family: 4 | 6): { address: string; port: number };
 }

@@ -4,7 +4,8 @@
 //
 // TCP: one listener per family on an ephemeral loopback port; nat OUTPUT
 // REDIRECTs published ports there, and SO_ORIGINAL_DST (native.originalDst)
-// says which port the client dialled. A 10,000-port range costs one listener
+// says which port the client dialled; native.relayStart then moves the bytes
+// with splice(2) on a native thread (JS streams remain the fallback). A 10,000-port range costs one listener
 // and one iptables rule, not 10,000 processes (docker-proxy) or sockets.
 // UDP: REDIRECT would hide the original port from a datagram socket in node,
 // so each published UDP port gets a loopback socket of its own.
@@ -46,7 +47,8 @@ export class UserlandProxy {
       [4, '127.0.0.1'],
       [6, '::1'],
     ] as const) {
-      const server = net.createServer((c) => this.onConnection(c, family));
+      // pauseOnConnect: node reads nothing, so the connection can be handed to the native relay whole.
+      const server = net.createServer({ pauseOnConnect: true }, (c) => this.onConnection(c, family));
       server.on('error', (e) => this.log.error({ err: e, family }, 'proxy listener failed'));
       try {
         await new Promise<void>((resolve, reject) => {
@@ -87,6 +89,17 @@ export class UserlandProxy {
     if (!target) {
       client.destroy();
       return;
+    }
+    // The fast path: splice(2) on a native thread, no JS per chunk.
+    try {
+      const fd = (client as unknown as { _handle?: { fd?: number } })._handle?.fd;
+      if (fd !== undefined && fd >= 0) {
+        native.relayStart(fd, target.host, target.port);
+        client.destroy(); // closes node's fd; the relay holds its own
+        return;
+      }
+    } catch (err) {
+      this.log.debug({ err }, 'proxy: native relay unavailable, relaying in JS');
     }
     const upstream = net.connect(target);
     client.setNoDelay(true);
