@@ -187,6 +187,7 @@ function report(label: string, m: Runs, detail: string): void {
       `p99 ${f(med(m.fixed, (r) => r.p99Ms), 3)}  p99.9 ${f(med(m.fixed, (r) => r.p999Ms), 3)}  max ${f(Math.max(...m.fixed.map((r) => r.maxMs)), 2)} ms, lost ${lost(m.fixed)}, ` +
       `server CPU ${f(med(m.fixed, (r) => r.serverCpuPct), 0)} %`,
   );
+  console.log(`  ${''.padEnd(9)} 1-s rates of the throughput runs (thousands/s): ${m.thr.map((r) => r.intervals.map((x) => (x / 1000).toFixed(1)).join(' ')).join(' | ')}`);
 }
 
 // ---- cnmd ----

@@ -49,12 +49,13 @@
 // Environment: BENCH_PORTS_REPEATS (11), BENCH_PORTS_PEERS
 // (cnmd,netavark,docker,proxy), BENCH_PORTS_IPERF_SECONDS (5),
 // BENCH_PORTS_IPERF_ROUNDS (3), BENCH_PORTS_DOCKER_TIMEOUT_S (300),
-// BENCH_PORTS_DOCKER_10K_IF_1K_UNDER_S (20), BENCH_SETTLE_MS (1500),
+// BENCH_PORTS_DOCKER_10K_IF_1K_UNDER_S (20), BENCH_PORTS_GAP_MS (200: pause
+// before each timed operation), BENCH_SETTLE_MS (1500),
 // BENCH_NO_INSTALL=1 (do not apt-get missing tools).
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Scratch, commandExists, ensureDebPackages, intEnv, median, memKb, sleep } from '../lib/host';
+import { Scratch, alive, commandExists, ensureDebPackages, intEnv, median, memKb, percentile, pidsMentioning, sleep } from '../lib/host';
 import {
   Cnmd,
   ExecTrace,
@@ -93,6 +94,8 @@ const IPERF_ROUNDS = intEnv('BENCH_PORTS_IPERF_ROUNDS', 3, 1, 20);
 const DOCKER_TIMEOUT_S = intEnv('BENCH_PORTS_DOCKER_TIMEOUT_S', 300, 10, 7200);
 const DOCKER_10K_IF_1K_UNDER_S = intEnv('BENCH_PORTS_DOCKER_10K_IF_1K_UNDER_S', 20, 0, 7200);
 const SETTLE_MS = intEnv('BENCH_SETTLE_MS', 1500, 0, 60000);
+/** Pause before each timed operation: the daemon finishes a removal's veth in the background (RTM_DELLINK waits ~20 ms for RCU), which would otherwise bill the next create. */
+const GAP_MS = intEnv('BENCH_PORTS_GAP_MS', 200, 0, 10000);
 const ALL_PEERS = ['cnmd', 'netavark', 'docker', 'proxy'] as const;
 type Peer = (typeof ALL_PEERS)[number];
 const PEERS = parsePeers(process.env.BENCH_PORTS_PEERS);
@@ -176,6 +179,7 @@ async function runCnmd(s: Scratch, withRanges: boolean, withProxy: boolean): Pro
     const isCreate = (u: string) => /^(\/v[\d.]+)?\/sandboxes$/.test(u);
     const isDelete = (u: string) => /\/sandboxes\/[^/]+$/.test(u);
     const create = async (ports: string[] | undefined, op?: OpTiming): Promise<string> => {
+      if (op) await sleep(GAP_MS);
       const m = d.mark();
       const t0 = performance.now();
       const b = await d.ok('POST', '/sandboxes', 201, { Name: `sb${seq++}`, Networks: [{ Network: net }], ...(ports ? { Ports: ports } : {}) });
@@ -190,6 +194,7 @@ async function runCnmd(s: Scratch, withRanges: boolean, withProxy: boolean): Pro
       return b.Id as string;
     };
     const remove = async (id: string, op?: OpTiming): Promise<void> => {
+      if (op) await sleep(GAP_MS);
       const m = d.mark();
       const t0 = performance.now();
       await d.ok('DELETE', `/sandboxes/${id}`, 204);
@@ -211,7 +216,8 @@ async function runCnmd(s: Scratch, withRanges: boolean, withProxy: boolean): Pro
     const rssStartKb = memKb(d.pid).rss;
     const state0 = iptablesState(d.hostNs);
 
-    // Per range: processes, RSS, correctness (one untimed create + delete each).
+    // Per range, phase A: processes and RSS (one untimed create + delete each,
+    // before any test traffic, whose garbage would be collected in the window).
     const ranges: CnmdRange[] = [];
     for (const r of withRanges ? RANGES : []) {
       await sleep(1000);
@@ -233,19 +239,51 @@ async function runCnmd(s: Scratch, withRanges: boolean, withProxy: boolean): Pro
         });
       await sleep(1000);
       const rssWithKb = memKb(d.pid).rss;
+      const w2 = new ExecWatch(s, d.pid, path.join(s.root, `strace-cnmd-delete-${r.n}.log`));
+      await w2.start();
+      await remove(id);
+      await sleep(300);
+      const spawnDelete = await w2.stop();
+      await sleep(1000);
+      const rssAfterRemoveKb = memKb(d.pid).rss;
+      ranges.push({
+        r,
+        create: newOp(),
+        del: newOp(),
+        spawnCreate,
+        spawnDelete,
+        persistentCreate: after.length,
+        persistentList: after.map((p) => `${p}:${commOf(p)}`),
+        rssBeforeKb,
+        rssWithKb,
+        rssAfterRemoveKb,
+        rulesAdded: 0,
+        checkedOutside: 0,
+        checkedLoopback: 0,
+        createLog,
+      });
+      console.log(
+        `  cnmd ${String(r.n).padStart(5)} ports: untimed traced create spawned ${spawnCreate.processes} processes (${summarizePrograms(spawnCreate)}), ` +
+          `${after.length} new descendants still running 300 ms later${after.length ? ` (${after.map((p) => `${p}:${commOf(p)}`).join(' ')})` : ''}; ` +
+          `delete spawned ${spawnDelete.processes} (${summarizePrograms(spawnDelete)}); VmRSS ${f2(mb(rssBeforeKb))} -> ${f2(mb(rssWithKb))} MB with the range, ${f2(mb(rssAfterRemoveKb))} MB after its removal`,
+      );
+    }
 
+    // Phase B: correctness (one untimed create + delete each).
+    for (const x of ranges) {
+      const r = x.r;
       const where = `verify cnmd ${r.n}-port range`;
+      const id = await create([spec(r)]);
       const sb = await d.ok('GET', `/sandboxes/${id}`, 200);
       const keys = Object.keys(sb.Ports ?? {}).filter((k) => /^\d+\/tcp$/.test(k));
       if (keys.length !== r.n) throw new Error(`${where}: GET /sandboxes shows ${keys.length} published tcp ports, want ${r.n}`);
       for (const p of [r.first, last(r)]) {
         const v = sb.Ports[`${p}/tcp`] as { HostIp: string; HostPort: string }[] | null;
-        if (!v?.some((x) => x.HostPort === String(p))) throw new Error(`${where}: .Ports["${p}/tcp"] is ${JSON.stringify(v)}, want HostPort ${p}`);
+        if (!v?.some((y) => y.HostPort === String(p))) throw new Error(`${where}: .Ports["${p}/tcp"] is ${JSON.stringify(v)}, want HostPort ${p}`);
       }
       const stateWith = iptablesState(d.hostNs);
       const lines0 = new Set(state0.split('\n'));
-      const rulesAdded = stateWith.split('\n').filter((l) => l.startsWith('-A ') && !lines0.has(l)).length;
-
+      x.rulesAdded = stateWith.split('\n').filter((l) => l.startsWith('-A ') && !lines0.has(l)).length;
       const ports = checked(r);
       const lo = checkedLoopback(r);
       const server: Server = await serveTcp(s, sb.SandboxKey, ports);
@@ -254,45 +292,21 @@ async function runCnmd(s: Scratch, withRanges: boolean, withProxy: boolean): Pro
         if (missOut.length) throw new Error(`${where}: ${missOut.length} of ${ports.length} ports do not answer from outside through ${HOST_IP} (first: ${missOut.slice(0, 10).join(' ')})`);
         const missLo = unanswered(d.hostNs, '127.0.0.1', lo);
         if (missLo.length) throw new Error(`${where}: ${missLo.length} of ${lo.length} ports do not answer through the host's 127.0.0.1 (the proxy) (first: ${missLo.slice(0, 10).join(' ')})`);
-
-        const w2 = new ExecWatch(s, d.pid, path.join(s.root, `strace-cnmd-delete-${r.n}.log`));
-        await w2.start();
         await remove(id);
-        await sleep(300);
-        const spawnDelete = await w2.stop();
-
         const stillOut = ports.length - unanswered(outside, HOST_IP, ports, 1000).length;
         if (stillOut) throw new Error(`${where}: ${stillOut} ports still answer from outside after DELETE`);
         const stillLo = lo.length - unanswered(d.hostNs, '127.0.0.1', lo, 1000).length;
         if (stillLo) throw new Error(`${where}: ${stillLo} ports still answer through 127.0.0.1 after DELETE`);
         const state1 = iptablesState(d.hostNs);
         if (state1 !== state0) throw new Error(`${where}: iptables differ after DELETE from before the create: ${stateDiff(state0, state1)}`);
-        await sleep(1000);
-        const rssAfterRemoveKb = memKb(d.pid).rss;
-        ranges.push({
-          r,
-          create: newOp(),
-          del: newOp(),
-          spawnCreate,
-          spawnDelete,
-          persistentCreate: after.length,
-          persistentList: after.map((p) => `${p}:${commOf(p)}`),
-          rssBeforeKb,
-          rssWithKb,
-          rssAfterRemoveKb,
-          rulesAdded,
-          checkedOutside: ports.length,
-          checkedLoopback: lo.length,
-          createLog,
-        });
       } finally {
         await server.stop();
       }
+      x.checkedOutside = ports.length;
+      x.checkedLoopback = lo.length;
       console.log(
-        `  cnmd ${String(r.n).padStart(5)} ports: untimed traced create spawned ${spawnCreate.processes} processes (${summarizePrograms(spawnCreate)}), ` +
-          `${after.length} still running 300 ms later; delete spawned ${ranges.at(-1)!.spawnDelete.processes} (${summarizePrograms(ranges.at(-1)!.spawnDelete)}); ` +
-          `VmRSS ${f2(mb(rssBeforeKb))} -> ${f2(mb(rssWithKb))} MB; ${rulesAdded} iptables rules added; ` +
-          `${ports.length} ports answered from outside, ${lo.length} via 127.0.0.1; none after DELETE, iptables as before`,
+        `  cnmd ${String(r.n).padStart(5)} ports: ${keys.length} ports in GET .Ports, ${x.rulesAdded} iptables rules added; ${ports.length} ports answered from outside, ` +
+          `${lo.length} via 127.0.0.1; none after DELETE, iptables-save as before`,
       );
     }
 
@@ -410,11 +424,15 @@ async function runNetavark(s: Scratch): Promise<NavResult> {
   const baseTeardown: number[] = [];
   for (let i = 0; i < REPEATS; i++) {
     const b = `b${seq++}`;
+    await sleep(GAP_MS);
     baseSetup.push((await nav.setup(b, [])).ms);
+    await sleep(GAP_MS);
     baseTeardown.push(nav.teardown(b).ms);
     for (const x of ranges) {
       const id = `r${x.r.n}x${seq++}`;
+      await sleep(GAP_MS);
       x.setup.push((await nav.setup(id, mapping(x.r))).ms);
+      await sleep(GAP_MS);
       x.teardown.push(nav.teardown(id).ms);
     }
   }
@@ -426,7 +444,9 @@ async function runNetavark(s: Scratch): Promise<NavResult> {
   const r1000 = RANGES.find((r) => r.n === 1000)!;
   for (let i = 0; i < REPEATS; i++) {
     const id = `a${seq++}`;
+    await sleep(GAP_MS);
     aloneSetup.push((await nav.setup(id, mapping(r1000))).ms);
+    await sleep(GAP_MS);
     aloneTeardown.push(nav.teardown(id).ms);
   }
   return { baseSetup, baseTeardown, ranges, aloneSetup, aloneTeardown };
@@ -563,6 +583,11 @@ export async function run(): Promise<Record<string, number>> {
 
   const s = new Scratch('cnmd-bench-ports-');
   guardNetns(s);
+  // Registered last, so it runs first: name what the generic cleanup is about to kill.
+  s.onCleanup(() => {
+    const left = pidsMentioning(s.root).filter(alive);
+    if (left.length) console.log(`  ports cleanup: still running at the end: ${left.map((p) => `${p}:${commOf(p)}`).join(' ')}`);
+  });
   const onSignal = (sig: NodeJS.Signals) => {
     try {
       s.cleanup();
@@ -717,7 +742,8 @@ export async function run(): Promise<Record<string, number>> {
     for (const x of nav.ranges) {
       const n = x.r.n;
       console.log(
-        `  netavark ${String(n).padStart(5)} setup ${f2(figures[`netavark_setup_${n}_ms`])} ms (+${f2(figures[`netavark_apply_${n}_ms`])}), teardown ${f2(figures[`netavark_teardown_${n}_ms`])} ms (+${f2(figures[`netavark_remove_${n}_ms`])})`,
+        `  netavark ${String(n).padStart(5)} setup ${f2(figures[`netavark_setup_${n}_ms`])} ms (+${f2(figures[`netavark_apply_${n}_ms`])}), teardown ${f2(figures[`netavark_teardown_${n}_ms`])} ms (+${f2(figures[`netavark_remove_${n}_ms`])}); ` +
+          `setup p10-p90 ${f2(percentile(x.setup, 10))}-${f2(percentile(x.setup, 90))} ms (baseline ${f2(percentile(nav.baseSetup, 10))}-${f2(percentile(nav.baseSetup, 90))})`,
       );
     }
   }
@@ -734,8 +760,10 @@ export async function run(): Promise<Record<string, number>> {
   };
   le('1000-port apply', figures.cnmd_apply_1000_ms, 50, 'ms');
   le('1000-port remove', figures.cnmd_remove_1000_ms, 50, 'ms');
-  ge('vs netavark apply 1000', figures.ratio_netavark_vs_cnmd_apply_1000, 2);
-  ge('vs netavark remove 1000', figures.ratio_netavark_vs_cnmd_remove_1000, 2);
+  ge('vs netavark 1000, net of baselines: apply', figures.ratio_netavark_vs_cnmd_apply_1000, 2);
+  ge('remove', figures.ratio_netavark_vs_cnmd_remove_1000, 2);
+  ge('vs netavark 1000, whole setup vs sandbox create', figures.ratio_netavark_vs_cnmd_setup_1000, 2);
+  ge('whole teardown vs sandbox delete', figures.ratio_netavark_vs_cnmd_teardown_1000, 2);
   for (const n of RANGES.map((r) => r.n)) {
     const v = figures[`cnmd_persistent_processes_${n}`];
     if (v !== undefined) goals.push(`persistent processes (${n}) ${v} == 0: ${verdict(v === 0)}`);
