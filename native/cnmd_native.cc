@@ -390,6 +390,28 @@ napi_value BindNetlink(napi_env env, napi_callback_info info) {
   return v;
 }
 
+// Parses an IPv4 or IPv6 address and port into ss; false if not an address.
+bool ParseSockaddr(const std::string& addr, int port, sockaddr_storage* ss, socklen_t* len, int* family) {
+  *ss = sockaddr_storage{};
+  auto* s4 = reinterpret_cast<sockaddr_in*>(ss);
+  auto* s6 = reinterpret_cast<sockaddr_in6*>(ss);
+  if (inet_pton(AF_INET, addr.c_str(), &s4->sin_addr) == 1) {
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons(static_cast<uint16_t>(port));
+    *len = sizeof(*s4);
+    *family = AF_INET;
+    return true;
+  }
+  if (inet_pton(AF_INET6, addr.c_str(), &s6->sin6_addr) == 1) {
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons(static_cast<uint16_t>(port));
+    *len = sizeof(*s6);
+    *family = AF_INET6;
+    return true;
+  }
+  return false;
+}
+
 // bindInet(fd, address, port): bind a UDP/TCP socket to an IPv4 or IPv6 address.
 napi_value BindInet(napi_env env, napi_callback_info info) {
   size_t argc = 3;
@@ -402,21 +424,10 @@ napi_value BindInet(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "EINVAL", "bindInet(fd, address, port)");
     return nullptr;
   }
-  sockaddr_storage ss{};
+  sockaddr_storage ss;
   socklen_t len;
-  auto* s4 = reinterpret_cast<sockaddr_in*>(&ss);
-  auto* s6 = reinterpret_cast<sockaddr_in6*>(&ss);
-  if (inet_pton(AF_INET, addr.c_str(), &s4->sin_addr) == 1) {
-    s4->sin_family = AF_INET;
-    s4->sin_port = htons(static_cast<uint16_t>(port));
-    len = sizeof(*s4);
-  } else if (inet_pton(AF_INET6, addr.c_str(), &s6->sin6_addr) == 1) {
-    s6->sin6_family = AF_INET6;
-    s6->sin6_port = htons(static_cast<uint16_t>(port));
-    len = sizeof(*s6);
-  } else {
-    return ThrowErrno(env, EINVAL, "bind: not an IP address", addr);
-  }
+  int family;
+  if (!ParseSockaddr(addr, port, &ss, &len, &family)) return ThrowErrno(env, EINVAL, "bind: not an IP address", addr);
   if (bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) return ThrowErrno(env, errno, "bind", addr);
   return nullptr;
 }
@@ -892,24 +903,10 @@ napi_value RelayStart(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "EINVAL", "relayStart(clientFd, host, port)");
     return nullptr;
   }
-  sockaddr_storage ss{};
+  sockaddr_storage ss;
   socklen_t slen;
-  auto* s4 = reinterpret_cast<sockaddr_in*>(&ss);
-  auto* s6 = reinterpret_cast<sockaddr_in6*>(&ss);
   int family;
-  if (inet_pton(AF_INET, host.c_str(), &s4->sin_addr) == 1) {
-    family = AF_INET;
-    s4->sin_family = AF_INET;
-    s4->sin_port = htons(static_cast<uint16_t>(port));
-    slen = sizeof(*s4);
-  } else if (inet_pton(AF_INET6, host.c_str(), &s6->sin6_addr) == 1) {
-    family = AF_INET6;
-    s6->sin6_family = AF_INET6;
-    s6->sin6_port = htons(static_cast<uint16_t>(port));
-    slen = sizeof(*s6);
-  } else {
-    return ThrowErrno(env, EINVAL, "relayStart: not an IP address", host);
-  }
+  if (!ParseSockaddr(host, port, &ss, &slen, &family)) return ThrowErrno(env, EINVAL, "relayStart: not an IP address", host);
   auto* r = new Relay();
   r->fd[0] = fcntl(clientFd, F_DUPFD_CLOEXEC, 0);
   if (r->fd[0] < 0) {

@@ -266,32 +266,21 @@ export function encodeStateAdd(spec: XfrmStateSpec): Buffer {
   info.writeUInt8(spec.replayWindow ?? 32, 215);
   const w = new AttrWriter(512);
   w.raw(info);
-  if (spec.aead) {
-    const key = keyBytes(op, spec.aead);
-    const b = Buffer.alloc(72 + key.length);
-    algoName(op, spec.aead.name).copy(b, 0);
+  // xfrm_algo_aead / xfrm_algo_auth: name[64], key bits, one more u32 (ICV / truncation bits), key.
+  // xfrm_algo (crypt): name[64], key bits, key.
+  const algo = (a: XfrmAlgo, extra?: number): Buffer => {
+    const key = keyBytes(op, a);
+    const head = extra === undefined ? 68 : 72;
+    const b = Buffer.alloc(head + key.length);
+    algoName(op, a.name).copy(b, 0);
     b.writeUInt32LE(key.length * 8, 64);
-    b.writeUInt32LE(spec.aead.icvBits, 68);
-    key.copy(b, 72);
-    w.bytes(XFRMA_ALG_AEAD, b);
-  }
-  if (spec.auth) {
-    const key = keyBytes(op, spec.auth);
-    const b = Buffer.alloc(72 + key.length);
-    algoName(op, spec.auth.name).copy(b, 0);
-    b.writeUInt32LE(key.length * 8, 64);
-    b.writeUInt32LE(spec.auth.truncBits ?? 96, 68);
-    key.copy(b, 72);
-    w.bytes(XFRMA_ALG_AUTH_TRUNC, b);
-  }
-  if (spec.crypt) {
-    const key = keyBytes(op, spec.crypt);
-    const b = Buffer.alloc(68 + key.length);
-    algoName(op, spec.crypt.name).copy(b, 0);
-    b.writeUInt32LE(key.length * 8, 64);
-    key.copy(b, 68);
-    w.bytes(XFRMA_ALG_CRYPT, b);
-  }
+    if (extra !== undefined) b.writeUInt32LE(extra, 68);
+    key.copy(b, head);
+    return b;
+  };
+  if (spec.aead) w.bytes(XFRMA_ALG_AEAD, algo(spec.aead, spec.aead.icvBits));
+  if (spec.auth) w.bytes(XFRMA_ALG_AUTH_TRUNC, algo(spec.auth, spec.auth.truncBits ?? 96));
+  if (spec.crypt) w.bytes(XFRMA_ALG_CRYPT, algo(spec.crypt));
   writeMark(w, spec.mark);
   return w.toBuffer();
 }
