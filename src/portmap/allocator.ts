@@ -296,6 +296,8 @@ export class PortAllocator {
   /** `${proto} ${addr}` -> intervals. */
   private readonly lists = new Map<string, IntervalList>();
   private readonly byOwner = new Map<string, Owned[]>();
+  /** The daemon's own listeners (the proxy's), which never block a publish. */
+  private readonly own = new Set<string>();
   /** Where the next ephemeral search starts, per protocol (round robin, like Docker: a port just freed is not reused at once). */
   private readonly cursor: Record<Proto, number> = { tcp: 0, udp: 0, sctp: 0 };
 
@@ -304,6 +306,14 @@ export class PortAllocator {
     this.procNetDir = opts.procNetDir ?? path.join(this.procRoot, 'net');
     this.fixedRange = opts.ephemeralRange;
     this.checkHostListeners = opts.checkHostListeners ?? true;
+  }
+
+  /**
+   * A listener of the daemon itself (the userland proxy's REDIRECT target, on an
+   * ephemeral port): not a host process's, so a range covering it may be published.
+   */
+  ownListener(proto: Proto, ip: string, port: number): void {
+    this.own.add(`${proto} ${ip} ${port}`);
   }
 
   /** The ephemeral range and the ports excluded from it (ip_local_reserved_ports). */
@@ -329,7 +339,9 @@ export class PortAllocator {
     const list = bindings.map((b) => normalizeBinding(b));
     for (const b of list) bindingAddresses(b.hostIP, opts.hostBindingIPv4); // validates host_binding_ipv4 early
     const protos = new Set(list.map((b) => b.proto));
-    const listeners = this.checkHostListeners && list.length ? await readHostListeners(this.procNetDir, protos) : [];
+    const listeners = (this.checkHostListeners && list.length ? await readHostListeners(this.procNetDir, protos) : []).filter(
+      (l) => !this.own.has(`${l.proto} ${l.ip} ${l.port}`),
+    );
     const eph = list.some((b) => b.hostPort === 0) ? await this.ephemeralRange() : undefined;
     return this.place(owner, list, listeners, eph, opts);
   }

@@ -58,6 +58,8 @@ export class PortPublisher {
   async start(): Promise<void> {
     if (!this.proxy) return;
     this.redirect = await this.proxy.start();
+    if (this.redirect[4] !== undefined) this.allocator.ownListener('tcp', '127.0.0.1', this.redirect[4]);
+    if (this.redirect[6] !== undefined) this.allocator.ownListener('tcp', '::1', this.redirect[6]);
     const b = new BatchBuilder();
     for (const [family, lo] of [
       ['ipv4', '127.0.0.0/8'],

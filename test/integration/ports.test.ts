@@ -173,3 +173,16 @@ test('host_binding_ipv4, IPv6 host addresses and a shifted range', async (t) => 
   assert.equal(v6.seenFrom, '2001:db8::2');
   assert.deepEqual(unreachablePorts(outside.path, '192.0.2.50', 9000, 9009), [], 'shifted range 9000-9009 -> 7000-7009');
 });
+
+test("a range covering the proxy's own listening port is not refused as in use", async (t) => {
+  const { d, outside } = await setup(t);
+  const line = d.host.run('ss', ['-Htln']).split('\n').find((l) => /\s127\.0\.0\.1:\d+\s/.test(l));
+  assert.ok(line, 'the proxy listens on loopback');
+  const proxyPort = Number(/127\.0\.0\.1:(\d+)/.exec(line!)![1]);
+  const first = Math.max(1024, proxyPort - 2);
+  const r = await d.request('POST', '/sandboxes', { Name: 'around', Networks: [{ Network: 'web' }], Ports: [`${first}-${first + 4}:${first}-${first + 4}`] });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  const sb = (await d.request('GET', '/sandboxes/around')).body;
+  await serve(t, sb.SandboxKey, 'tcp', first, first + 4);
+  assert.deepEqual(unreachablePorts(outside.path, HOST_IP, first, first + 4), [], 'every port, the proxy port included, from outside');
+});
