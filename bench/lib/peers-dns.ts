@@ -10,78 +10,16 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { native } from '../../native';
 import { apiRequest } from '../../src/cli/cnmctl-client';
-import { Scratch, alive, commandExists, debInstalled, percentile, run as exec, sleep, sleepSync } from './host';
+import { Scratch, alive, percentile, sleep } from './host';
 
 export const CNMD_JS = path.resolve(__dirname, '..', '..', 'src', 'cli', 'cnmd.js');
 export const AARDVARK = '/usr/lib/podman/aardvark-dns';
 
-// ---- namespaces ----
+// ---- namespaces, dockerd: shared with the ports case ----
 
-const ourNetns = new Set<string>();
-const guarded = new WeakSet<Scratch>();
-
-function netnsInode(p: string): number | undefined {
-  try {
-    return fs.statSync(p).ino;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Pids (not ours) whose network namespace is one of the given inodes. */
-function pidsInNetns(inodes: Set<number>): number[] {
-  const out: number[] = [];
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d) || Number(d) === process.pid) continue;
-    try {
-      const m = /^net:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${d}/ns/net`));
-      if (m && inodes.has(Number(m[1]))) out.push(Number(d));
-    } catch {
-      /* exited, or a kernel thread */
-    }
-  }
-  return out;
-}
-
-/**
- * Registers (once per Scratch) a cleanup hook that kills every process still
- * inside one of the namespaces made by makeNetns (aardvark-dns daemonizes: its
- * pid is not our child), before Scratch removes the netns mounts.
- */
-export function guardNetns(s: Scratch): void {
-  if (guarded.has(s)) return;
-  guarded.add(s);
-  s.onCleanup(() => {
-    const inodes = new Set([...ourNetns].map(netnsInode).filter((x): x is number => x !== undefined));
-    if (inodes.size === 0) return;
-    for (let round = 0; round < 50; round++) {
-      const left = pidsInNetns(inodes).filter(alive);
-      if (left.length === 0) return;
-      for (const p of left) {
-        try {
-          process.kill(p, 'SIGKILL');
-        } catch {
-          /* gone */
-        }
-      }
-      sleepSync(50);
-    }
-  });
-}
-
-/** A new netns file (a bind mount under the Scratch tmpfs) with loopback up. */
-export async function makeNetns(p: string): Promise<string> {
-  await native.netnsCreate(p);
-  ourNetns.add(p);
-  exec(`lo up in ${p}`, 'nsenter', [`--net=${p}`, 'ip', 'link', 'set', 'lo', 'up']);
-  return p;
-}
-
-export function inNs(nsPath: string, what: string, cmd: string, args: string[], o: { input?: string; timeoutMs?: number } = {}) {
-  return exec(what, 'nsenter', [`--net=${nsPath}`, cmd, ...args], o);
-}
+import { guardNetns, makeNetns } from './peers-ports';
+export { guardNetns, inNs, makeNetns, startDockerd, type Dockerd } from './peers-ports';
 
 /** How to enter a client's netns with nsenter: a netns file, or a process (`-n -t PID`, for a docker container). */
 export type NsRef = { path: string } | { pid: number };
@@ -202,117 +140,6 @@ export class Cnmd {
 }
 
 // ---- docker ----
-
-export interface Dockerd {
-  version: string;
-  /** dockerd's pid (unshare -> sh -> nsenter -> dockerd, each exec'ing the next). */
-  pid: number;
-  image: string;
-  cli(what: string, args: string[], timeoutMs?: number): { ms: number; stdout: string; stderr: string };
-  stop(): Promise<void>;
-  tail(): string;
-}
-
-function dockerCli(): string | undefined {
-  if (fs.existsSync('/usr/bin/docker')) return '/usr/bin/docker';
-  return commandExists('docker') ? 'docker' : undefined;
-}
-
-/**
- * dockerd started as bench/cases/attach.ts starts it: under `unshare --mount
- * --propagation private` with a tmpfs over /run and a private /etc/docker, in
- * a private host netns, private roots and cgroup parent; a busybox image
- * imported from busybox-static. Returns a reason when docker cannot run here.
- */
-export async function startDockerd(s: Scratch, tag: string): Promise<{ ok: true; d: Dockerd } | { ok: false; reason: string }> {
-  const cli = dockerCli();
-  for (const [what, ok] of [
-    ['dockerd', commandExists('dockerd')],
-    ['containerd', commandExists('containerd')],
-    ['runc', commandExists('runc')],
-    ['the docker CLI', !!cli],
-    ['busybox-static', debInstalled('busybox-static') && fs.existsSync('/bin/busybox')],
-  ] as [string, boolean][]) {
-    if (!ok) return { ok: false, reason: `${what} is not installed` };
-  }
-  guardNetns(s);
-  const disk = path.join(s.root, tag);
-  const rt = path.join(s.run, tag);
-  fs.mkdirSync(disk);
-  fs.mkdirSync(rt);
-  const hostNs = await makeNetns(path.join(rt, 'host-netns'));
-  const sock = path.join(rt, 'docker.sock');
-  const cgroup = `cnmdbench-${process.pid}-${tag}`;
-  s.trackCgroup(cgroup);
-  fs.writeFileSync(path.join(disk, 'daemon.json'), '{}\n');
-  const dockerdArgs = [
-    '--data-root', path.join(disk, 'data'),
-    '--exec-root', path.join(rt, 'exec'),
-    '-H', `unix://${sock}`,
-    '--pidfile', path.join(rt, 'dockerd.pid'),
-    '--config-file', path.join(disk, 'daemon.json'),
-    '--cgroup-parent', cgroup,
-    '--log-level', 'warn',
-  ];
-  // dockerd 20.10 writes its trust key to /etc/docker/key.json whatever its roots:
-  // a private directory is bind-mounted over /etc/docker in its mount namespace.
-  const etcDocker = path.join(disk, 'etc-docker');
-  fs.mkdirSync(etcDocker);
-  if (!fs.existsSync('/etc/docker')) {
-    fs.mkdirSync('/etc/docker');
-    s.onCleanup(() => fs.rmSync('/etc/docker', { recursive: true, force: true }));
-  }
-  const script =
-    'mount -t tmpfs -o mode=0755 cnmdbench-docker-run /run && mount --bind "$2" /etc/docker && hostns="$1" && shift 2 && exec nsenter --net="$hostns" dockerd "$@"';
-  const proc = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', hostNs, etcDocker, ...dockerdArgs], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  s.trackPid(proc.pid);
-  let log = '';
-  proc.stdout!.on('data', (d) => (log += d));
-  proc.stderr!.on('data', (d) => (log += d));
-  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-  const tail = () => log.trim().split('\n').slice(-6).join(' | ');
-  const cli1 = (what: string, args: string[], timeoutMs = 60_000) => exec(`docker ${what}`, cli!, ['-H', `unix://${sock}`, ...args], { timeoutMs });
-  const stop = async () => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return;
-    proc.kill('SIGTERM');
-    const t = setTimeout(() => proc.kill('SIGKILL'), 30_000);
-    await exited;
-    clearTimeout(t);
-  };
-  const deadline = Date.now() + 40_000;
-  let version = '';
-  for (;;) {
-    if (proc.exitCode !== null || proc.signalCode !== null) return { ok: false, reason: `dockerd exited (${proc.exitCode ?? proc.signalCode}) at start: ${tail()}` };
-    try {
-      version = cli1('version', ['version', '--format', '{{.Server.Version}}'], 5000).stdout.trim();
-      break;
-    } catch {
-      /* not yet */
-    }
-    if (Date.now() > deadline) {
-      await stop();
-      return { ok: false, reason: `dockerd did not answer within 40 s: ${tail()}` };
-    }
-    await sleep(200);
-  }
-  const image = 'cnmdbench-busybox:1';
-  try {
-    const rootfs = path.join(disk, 'rootfs');
-    fs.mkdirSync(path.join(rootfs, 'bin'), { recursive: true });
-    fs.copyFileSync('/bin/busybox', path.join(rootfs, 'bin', 'busybox'));
-    fs.chmodSync(path.join(rootfs, 'bin', 'busybox'), 0o755);
-    for (const a of ['sh', 'sleep', 'cat', 'ls', 'nslookup']) fs.symlinkSync('busybox', path.join(rootfs, 'bin', a));
-    const tar = path.join(disk, 'rootfs.tar');
-    exec('tar rootfs', 'tar', ['-C', rootfs, '-cf', tar, '.']);
-    cli1('import', ['import', tar, image]);
-  } catch (e) {
-    await stop();
-    return { ok: false, reason: `docker could not import the busybox image: ${(e as Error).message.slice(0, 600)}; dockerd: ${tail()}` };
-  }
-  return { ok: true, d: { version, pid: proc.pid!, image, cli: cli1, stop, tail } };
-}
 
 // ---- aardvark-dns ----
 

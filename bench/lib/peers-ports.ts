@@ -45,7 +45,11 @@ export function pidsInNetns(inodes: Set<number>): number[] {
 }
 
 /** Registers (once per Scratch) the hook that kills every process left in one of our namespaces. */
+const guarded = new WeakSet<Scratch>();
+
 export function guardNetns(s: Scratch): void {
+  if (guarded.has(s)) return;
+  guarded.add(s);
   s.onCleanup(() => {
     const inodes = new Set([...ourNetns].map(netnsInode).filter((x): x is number => x !== undefined));
     if (inodes.size === 0) return;
@@ -671,7 +675,7 @@ export async function startDockerd(s: Scratch, tag: string, prepare?: (hostNs: s
     fs.mkdirSync(path.join(rootfs, 'bin'), { recursive: true });
     fs.copyFileSync('/bin/busybox', path.join(rootfs, 'bin', 'busybox'));
     fs.chmodSync(path.join(rootfs, 'bin', 'busybox'), 0o755);
-    for (const a of ['sh', 'sleep', 'ip', 'nc', 'cat', 'ls']) fs.symlinkSync('busybox', path.join(rootfs, 'bin', a));
+    for (const a of ['sh', 'sleep', 'ip', 'nc', 'cat', 'ls', 'nslookup']) fs.symlinkSync('busybox', path.join(rootfs, 'bin', a));
     const tar = path.join(disk, 'rootfs.tar');
     exec('tar rootfs', 'tar', ['-C', rootfs, '-cf', tar, '.']);
     run1('import', ['import', tar, image]);
