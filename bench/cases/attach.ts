@@ -80,7 +80,6 @@ import {
   checkNoAddressIn,
   checkPing,
   commandExists,
-  debInstalled,
   ensureDebPackages,
   eventually,
   intEnv,
@@ -92,6 +91,7 @@ import {
   sleep,
   vethCount,
 } from '../lib/host';
+import { startDockerd } from '../lib/peers-ports';
 
 export const name = 'attach';
 export const unit = 'ms';
@@ -614,102 +614,20 @@ async function runNetavark(s: Scratch): Promise<Timings> {
 
 type DockerOutcome = { ok: true; t: Timings; version: string } | { ok: false; reason: string };
 
-function dockerCli(): string | undefined {
-  // Debian's CLI (same release as the daemon) first; any other on PATH otherwise.
-  if (fs.existsSync('/usr/bin/docker')) return '/usr/bin/docker';
-  return commandExists('docker') ? 'docker' : undefined;
-}
-
 async function runDocker(s: Scratch): Promise<DockerOutcome> {
-  const cli = dockerCli();
-  for (const [what, ok] of [
-    ['dockerd', commandExists('dockerd')],
-    ['containerd', commandExists('containerd')],
-    ['runc', commandExists('runc')],
-    ['the docker CLI', !!cli],
-    ['busybox-static', debInstalled('busybox-static') && fs.existsSync('/bin/busybox')],
-  ] as [string, boolean][]) {
-    if (!ok) return { ok: false, reason: `${what} is not installed` };
-  }
-  const disk = path.join(s.root, 'docker');
-  const rt = path.join(s.run, 'docker');
-  fs.mkdirSync(disk);
-  fs.mkdirSync(rt);
-  const hostNs = path.join(rt, 'host-netns');
-  await native.netnsCreate(hostNs);
-  const sock = path.join(rt, 'docker.sock');
-  const cgroup = `cnmdbench-${process.pid}-docker`;
-  s.trackCgroup(cgroup);
-  fs.writeFileSync(path.join(disk, 'daemon.json'), '{}\n');
-  const dockerdArgs = [
-    '--data-root', path.join(disk, 'data'),
-    '--exec-root', path.join(rt, 'exec'),
-    '-H', `unix://${sock}`,
-    '--pidfile', path.join(rt, 'dockerd.pid'),
-    '--config-file', path.join(disk, 'daemon.json'),
-    '--cgroup-parent', cgroup,
-    '--log-level', 'warn',
-  ];
-  // A private mount namespace: overlay mounts, netns files and containerd's
-  // /run/containerd/s shim sockets (a hard-coded path) stay in it, on a tmpfs over /run.
-  // dockerd 20.10 writes its trust key to /etc/docker/key.json whatever its
-  // roots: a private directory is bind-mounted over /etc/docker in that mount
-  // namespace (the package ships /etc/docker; made here, and removed after, if absent).
-  const etcDocker = path.join(disk, 'etc-docker');
-  fs.mkdirSync(etcDocker);
-  if (!fs.existsSync('/etc/docker')) {
-    fs.mkdirSync('/etc/docker');
-    s.onCleanup(() => fs.rmSync('/etc/docker', { recursive: true, force: true }));
-  }
-  const script =
-    'mount -t tmpfs -o mode=0755 cnmdbench-docker-run /run && mount --bind "$2" /etc/docker && hostns="$1" && shift 2 && exec nsenter --net="$hostns" dockerd "$@"';
-  const proc = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', hostNs, etcDocker, ...dockerdArgs], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  s.trackPid(proc.pid);
-  let log = '';
-  proc.stdout!.on('data', (d) => (log += d));
-  proc.stderr!.on('data', (d) => (log += d));
-  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-  const d = (what: string, args: string[], timeoutMs = 60_000) => exec(`docker ${what}`, cli!, ['-H', `unix://${sock}`, ...args], { timeoutMs });
-  const tail = () => log.trim().split('\n').slice(-6).join(' | ');
-
-  const stopDaemon = async () => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return;
-    proc.kill('SIGTERM');
-    const t = setTimeout(() => proc.kill('SIGKILL'), 20_000);
-    await exited;
-    clearTimeout(t);
-  };
+  // The launcher shared with the ports and dns cases (bench/lib/peers-ports.ts).
+  const started = await startDockerd(s, 'docker');
+  if (!started.ok) return started;
+  const dk = started.d;
+  const version = dk.version;
+  const d = dk.cli;
+  const tail = dk.tail;
   try {
-    // Up?
-    const deadline = Date.now() + 40_000;
-    let version = '';
-    for (;;) {
-      if (proc.exitCode !== null || proc.signalCode !== null) return { ok: false, reason: `dockerd exited (${proc.exitCode ?? proc.signalCode}) at start: ${tail()}` };
-      try {
-        version = d('version', ['version', '--format', '{{.Server.Version}}'], 5000).stdout.trim();
-        break;
-      } catch {
-        /* not yet */
-      }
-      if (Date.now() > deadline) return { ok: false, reason: `dockerd did not answer within 40 s: ${tail()}` };
-      await sleep(200);
-    }
-    // Image, network, container: failures here mean docker cannot run here.
     const c = 'cnmdbench-c1';
     let pid = 0;
     try {
-      const rootfs = path.join(disk, 'rootfs');
-      fs.mkdirSync(path.join(rootfs, 'bin'), { recursive: true });
-      fs.copyFileSync('/bin/busybox', path.join(rootfs, 'bin', 'busybox'));
-      fs.chmodSync(path.join(rootfs, 'bin', 'busybox'), 0o755);
-      for (const a of ['sh', 'sleep', 'ip', 'ping', 'cat', 'ls']) fs.symlinkSync('busybox', path.join(rootfs, 'bin', a));
-      const tar = path.join(disk, 'rootfs.tar');
-      exec('tar rootfs', 'tar', ['-C', rootfs, '-cf', tar, '.']);
-      d('import', ['import', tar, 'cnmdbench-busybox:1']);
       d('network create', ['network', 'create', '--driver', 'bridge', '--subnet', DOCKER_NET.subnet, '--gateway', DOCKER_NET.gateway, 'benchnet']);
-      d('run', ['run', '-d', '--name', c, 'cnmdbench-busybox:1', '/bin/sleep', '3600']);
+      d('run', ['run', '-d', '--name', c, dk.image, '/bin/sleep', '3600']);
       pid = Number(d('inspect', ['inspect', '-f', '{{.State.Pid}}', c]).stdout.trim());
       if (!(pid > 0) || !alive(pid)) throw new Error(`container pid ${pid} is not running`);
     } catch (e) {
@@ -741,7 +659,7 @@ async function runDocker(s: Scratch): Promise<DockerOutcome> {
     d('network rm', ['network', 'rm', 'benchnet']);
     return { ok: true, t, version };
   } finally {
-    await stopDaemon();
+    await dk.stop();
   }
 }
 

@@ -675,7 +675,7 @@ export async function startDockerd(s: Scratch, tag: string, prepare?: (hostNs: s
     fs.mkdirSync(path.join(rootfs, 'bin'), { recursive: true });
     fs.copyFileSync('/bin/busybox', path.join(rootfs, 'bin', 'busybox'));
     fs.chmodSync(path.join(rootfs, 'bin', 'busybox'), 0o755);
-    for (const a of ['sh', 'sleep', 'ip', 'nc', 'cat', 'ls', 'nslookup']) fs.symlinkSync('busybox', path.join(rootfs, 'bin', a));
+    for (const a of ['sh', 'sleep', 'ip', 'nc', 'ping', 'cat', 'ls', 'nslookup']) fs.symlinkSync('busybox', path.join(rootfs, 'bin', a));
     const tar = path.join(disk, 'rootfs.tar');
     exec('tar rootfs', 'tar', ['-C', rootfs, '-cf', tar, '.']);
     run1('import', ['import', tar, image]);
