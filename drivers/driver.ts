@@ -75,9 +75,13 @@ export interface SandboxRef {
   id: string;
   /** netns path */
   key: string;
-  /** A netlink handle inside the sandbox. */
-  handle: Handle;
-  /** The interface name the container sees (eth0, eth1, ... in join order). */
+  /**
+   * A netlink handle inside the sandbox. Absent when the caller moves the
+   * interface in itself (the Docker engine through the plugin protocol): the
+   * driver then leaves it in the daemon's netns, named `ifname`, unconfigured.
+   */
+  handle?: Handle;
+  /** The interface name the container sees (eth0, eth1, ... in join order), or the temporary name when `handle` is absent. */
   ifname: string;
 }
 
@@ -88,6 +92,8 @@ export interface JoinInfo {
   staticRoutes: StaticRoute[];
   /** The network offers no default route (internal networks, ipvlan l3). */
   disableGatewayService?: boolean;
+  /** Set when the interface was left in the daemon's netns for the caller to move (see SandboxRef.handle). */
+  srcName?: string;
 }
 
 export interface Driver {

@@ -37,6 +37,16 @@ const LANES = {
     // The stock docker CLI, pointed at cnmd's socket (docker-cli.test.ts); Debian's docker.io ships it.
     [hasCommand('docker'), 'docker.io'],
   ],
+  // Debian's Docker engine, run by the engine lane in its own netns with cnmd's plugins.
+  engine: [
+    [hasCommand('dockerd'), 'docker.io'],
+    [hasCommand('containerd'), 'containerd'],
+    [hasCommand('runc'), 'runc'],
+    [hasCommand('busybox'), 'busybox-static'],
+    [hasCommand('ip'), 'iproute2'],
+    [hasCommand('iptables-restore'), 'iptables'],
+    [hasCommand('curl'), 'curl'],
+  ],
   kernel: [
     [hasCommand('qemu-system-x86_64'), 'qemu-system-x86'],
     [hasCommand('busybox'), 'busybox-static'],
@@ -60,7 +70,16 @@ function ensure(lanes) {
   console.log(`installing Debian packages: ${missing.join(' ')}`);
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
   execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
-  execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...missing], { stdio: 'inherit', env });
+  // Packages with services (docker.io, containerd) must not start them on the
+  // machine's own network: the engine lane starts dockerd in its own netns.
+  const policy = '/usr/sbin/policy-rc.d';
+  const ownPolicy = !fs.existsSync(policy);
+  if (ownPolicy) fs.writeFileSync(policy, '#!/bin/sh\nexit 101\n', { mode: 0o755 });
+  try {
+    execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...missing], { stdio: 'inherit', env });
+  } finally {
+    if (ownPolicy) fs.rmSync(policy, { force: true });
+  }
   const still = missingFor(lanes);
   if (still.length) throw new Error(`still missing after apt-get install: ${still.join(' ')}`);
 }

@@ -22,6 +22,7 @@ import { createLogger, Logger } from './log';
 import { Handle } from './netlink/handle';
 import { NetnsManager } from './netns/netns';
 import { NetnsPool } from './netns/pool';
+import { pluginDefs, PluginServers, startPluginServers } from './plugin/server';
 
 /** Namespaces kept ready for new sandboxes (see netns/pool.ts). */
 const NETNS_POOL_SIZE = 4;
@@ -38,6 +39,7 @@ export class Daemon {
   readonly config: Config;
   readonly log: Logger;
   private api?: ApiServer;
+  private plugins?: PluginServers;
   private store?: Store;
   private host?: Handle;
   private ports?: PortPublisher;
@@ -77,6 +79,8 @@ export class Daemon {
     const controller = (this.controller = new Controller({ store, netns, pool, files, drivers, ipams, log: this.log, hostResolvConf: c.resolvConf }));
     await controller.start();
     await controller.ensureDefaultNetworks();
+    // After recovery: the engine's first call must find its networks restored.
+    this.plugins = await startPluginServers(c.pluginDir, pluginDefs(controller, (d) => drivers.has(d)), this.log);
     const router = baseRouter();
     mountNetworkRoutes(router, controller);
     mountSandboxRoutes(router, controller, files);
@@ -88,6 +92,7 @@ export class Daemon {
   }
 
   async stop(): Promise<void> {
+    await this.plugins?.close();
     await this.api?.close();
     this.controller?.close();
     this.ports?.close();

@@ -113,6 +113,13 @@ export class BridgeDriver implements Driver {
     const ep = this.endpoints.get(endpointId);
     if (!ep) throw new CnmdError('NOT_FOUND', `${op}: endpoint ${endpointId} not found`, { op, object: endpointId });
     const c = st.config;
+    const info: JoinInfo = {
+      gateway: c.internal ? undefined : c.gatewayV4?.replace(/\/\d+$/, ''),
+      gatewayIPv6: c.internal ? undefined : c.gatewayV6?.replace(/\/\d+$/, ''),
+      staticRoutes: [],
+      disableGatewayService: c.internal,
+    };
+    if (!sb.handle) return { ...info, srcName: await this.joinForEngine(st, ep, sb.ifname) };
     // One message: host side enslaved and up, container side born in the sandbox with its final name and MAC.
     const veth = await this.host.linkAdd({
       kind: 'veth',
@@ -123,25 +130,45 @@ export class BridgeDriver implements Driver {
       alias: endpointAlias(networkId, endpointId),
       peer: { name: sb.ifname, netns: sb.key, mtu: c.mtu, mac: ep.mac },
     });
+    const handle = sb.handle;
     try {
-      const index = await sb.handle.linkIndex(sb.ifname);
+      const index = await handle.linkIndex(sb.ifname);
       await Promise.all([
         // Hairpin: a sandbox reaching its own published port through the host address comes back out this port.
         this.host.bridgePortSet(veth!.index, { hairpin: true }),
-        sb.handle.linkSet(index, { up: true }),
-        ep.address && !c.inhibitIPv4 ? sb.handle.addrAdd(index, ep.address) : undefined,
-        ep.addressIPv6 ? sb.handle.addrAdd(index, ep.addressIPv6, { nodad: true }) : undefined,
+        handle.linkSet(index, { up: true }),
+        ep.address && !c.inhibitIPv4 ? handle.addrAdd(index, ep.address) : undefined,
+        ep.addressIPv6 ? handle.addrAdd(index, ep.addressIPv6, { nodad: true }) : undefined,
       ]);
     } catch (e) {
       await this.host.linkDel(ep.hostVeth).catch(() => undefined);
       throw e;
     }
-    return {
-      gateway: c.internal ? undefined : c.gatewayV4?.replace(/\/\d+$/, ''),
-      gatewayIPv6: c.internal ? undefined : c.gatewayV6?.replace(/\/\d+$/, ''),
-      staticRoutes: [],
-      disableGatewayService: c.internal,
-    };
+    return info;
+  }
+
+  /**
+   * The Docker engine's join: both ends stay in the daemon's netns; the engine
+   * moves `peerName` into its sandbox, renames it and sets its addresses and routes.
+   */
+  private async joinForEngine(st: BridgeState, ep: EndpointState, peerName: string): Promise<string> {
+    const c = st.config;
+    const veth = await this.host.linkAdd({
+      kind: 'veth',
+      name: ep.hostVeth,
+      mtu: c.mtu,
+      master: st.index,
+      up: true,
+      alias: endpointAlias(st.config.networkId, ep.id),
+      peer: { name: peerName, mtu: c.mtu, mac: ep.mac },
+    });
+    try {
+      await this.host.bridgePortSet(veth!.index, { hairpin: true });
+    } catch (e) {
+      await this.host.linkDel(ep.hostVeth).catch(() => undefined);
+      throw e;
+    }
+    return peerName;
   }
 
   async leave(_networkId: string, endpointId: string, opts: { sandboxDestroyed?: boolean } = {}): Promise<void> {

@@ -10,6 +10,11 @@ function plain(cidr?: string): string {
 export function networkView(c: Controller, n: NetworkRecord): Record<string, unknown> {
   const containers: Record<string, unknown> = {};
   for (const e of c.endpoints(n.id)) {
+    if (e.owner === 'engine') {
+      // The engine's containers: cnmd knows the endpoint and the engine's sandbox, not the container.
+      containers[`ep-${e.id}`] = { Name: e.sandboxKey ? e.sandboxKey.split('/').pop() : '', EndpointID: e.id, MacAddress: e.mac ?? '', IPv4Address: e.ipv4 ?? '', IPv6Address: e.ipv6 ?? '' };
+      continue;
+    }
     const sb = c.sandboxes().find((s) => s.id === e.sandboxId);
     if (!sb) continue;
     containers[sb.id] = {
@@ -42,7 +47,7 @@ export function networkView(c: Controller, n: NetworkRecord): Record<string, unk
     ConfigOnly: false,
     Containers: containers,
     Options: n.options,
-    Labels: n.labels,
+    Labels: n.owner === 'engine' ? { ...n.labels, 'cnmd.owner': 'docker-engine' } : n.labels,
   };
 }
 

@@ -20,6 +20,7 @@ import { EmbeddedDns } from '../dns/service';
 import type { DnsNetwork, RecordSource } from '../dns/records';
 import { RESOLVER_IP } from '../dns/resolver';
 import { runSteps, Step } from '../steps';
+import { EngineObjects } from './engine';
 import { KeyedMutex } from './mutex';
 import { DnsConfig, EndpointRecord, IpamConfig, KIND, NetworkRecord, PoolAllocation, SandboxRecord } from './records';
 import { SandboxFiles, hostsFile, parseResolvConf, resolvConf } from './sandbox-files';
@@ -99,6 +100,8 @@ export class Controller implements RecordSource {
   private dnsView = new Map<string, DnsNetwork[]>();
   /** The default gateways installed in each sandbox (by family), as cnmd last set them. */
   private readonly gateways = new Map<string, { 4?: string; 6?: string }>();
+  /** Networks, endpoints and IPAM pools the Docker engine made through cnmd's plugin sockets. */
+  readonly engine: EngineObjects;
 
   constructor(d: ControllerDeps) {
     this.store = d.store;
@@ -110,6 +113,7 @@ export class Controller implements RecordSource {
     this.log = d.log;
     this.hostResolvConf = d.hostResolvConf ?? '/etc/resolv.conf';
     this.dns = new EmbeddedDns({ records: this, log: d.log, forwarder: { timeoutMs: d.dnsTimeoutMs } });
+    this.engine = new EngineObjects({ store: d.store, drivers: d.drivers, ipams: d.ipams, locks: this.locks, log: d.log, changed: () => this.dnsView.clear() });
   }
 
   // ---- embedded DNS ----
@@ -178,8 +182,9 @@ export class Controller implements RecordSource {
 
   // ---- lookups ----
 
+  /** cnmd's own networks and, after them, the engine's (made through the plugin). */
   networks(): NetworkRecord[] {
-    return this.store.list<NetworkRecord>(KIND.network).filter((n) => n.state !== 'creating');
+    return [...this.store.list<NetworkRecord>(KIND.network).filter((n) => n.state !== 'creating'), ...this.engine.networks()];
   }
 
   sandboxes(): SandboxRecord[] {
@@ -187,8 +192,14 @@ export class Controller implements RecordSource {
   }
 
   endpoints(networkId?: string): EndpointRecord[] {
-    const all = this.store.list<EndpointRecord>(KIND.endpoint).filter((e) => e.state !== 'creating');
+    const all = [...this.store.list<EndpointRecord>(KIND.endpoint).filter((e) => e.state !== 'creating'), ...this.engine.endpoints()];
     return networkId ? all.filter((e) => e.networkId === networkId) : all;
+  }
+
+  /** cnmd's own API may look at the engine's networks but not change them: the engine would not know. */
+  private refuseEngineNetwork(n: NetworkRecord, op: string, what: string): void {
+    if (n.owner !== 'engine') return;
+    throw new CnmdError('FORBIDDEN', `network ${n.name} was created by the Docker engine through cnmd's plugin: ${what}`, { op, object: n.name });
   }
 
   /** By full id, then exact name, then unique id prefix (as the docker CLI resolves). */
@@ -379,6 +390,7 @@ export class Controller implements RecordSource {
   async deleteNetwork(ref: string): Promise<void> {
     const op = 'network rm';
     const n0 = this.network(ref);
+    this.refuseEngineNetwork(n0, op, 'remove it with docker network rm');
     await this.locks.lock([`net:${n0.id}`, `net-name:${n0.name}`], async () => {
       const n = this.store.get<NetworkRecord>(KIND.network, n0.id);
       if (!n) throw new CnmdError('NOT_FOUND', `network ${ref} not found`, { op, object: ref });
@@ -407,7 +419,7 @@ export class Controller implements RecordSource {
     const used = new Set(this.endpoints().map((e) => e.networkId));
     const removed: string[] = [];
     for (const n of this.networks()) {
-      if (n.isDefault || used.has(n.id) || !match(n)) continue;
+      if (n.isDefault || n.owner === 'engine' || used.has(n.id) || !match(n)) continue;
       try {
         await this.deleteNetwork(n.id);
         removed.push(n.name);
@@ -428,6 +440,7 @@ export class Controller implements RecordSource {
     const hostname = req.hostname ?? id.slice(0, 12);
     if (!/^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,62})$/.test(hostname)) throw invalidArgument(op, hostname, `hostname "${hostname}" is not a valid host name (letters, digits, '.', '-', up to 63)`);
     const nets = (req.networks ?? []).map((c) => ({ ...c, rec: this.network(c.network) }));
+    for (const c of nets) this.refuseEngineNetwork(c.rec, op, 'connect containers to it with docker run --network');
     const hostNet = nets.find((c) => this.drivers.get(c.rec.driver)?.capabilities().usesHostNetns);
     if (hostNet && nets.length > 1) throw new CnmdError('FORBIDDEN', `a sandbox on the host network cannot join other networks`, { op, object: name });
     return this.locks.lock([`sb-name:${name}`, `sb:${id}`], async () => {
@@ -595,6 +608,7 @@ export class Controller implements RecordSource {
 
   async connect(networkRef: string, sandboxRef: string, opts: ConnectOptions = {}): Promise<EndpointRecord> {
     const n = this.network(networkRef);
+    this.refuseEngineNetwork(n, 'network connect', 'connect containers to it with docker network connect');
     const sb0 = this.sandbox(sandboxRef);
     return this.locks.lock([`net:${n.id}`, `sb:${sb0.id}`], async () => {
       const sb = this.store.get<SandboxRecord>(KIND.sandbox, sb0.id)!;
@@ -668,7 +682,7 @@ export class Controller implements RecordSource {
         name: 'join',
         do: async () => {
           if (!handle) {
-            await driver.join(n.id, ep.id, { id: sb.id, key: sb.key, handle: undefined as unknown as Handle, ifname: ep.ifname }, {});
+            await driver.join(n.id, ep.id, { id: sb.id, key: sb.key, ifname: ep.ifname }, {});
             return;
           }
           const info = await driver.join(n.id, ep.id, { id: sb.id, key: sb.key, handle, ifname: ep.ifname }, {});
@@ -891,6 +905,7 @@ export class Controller implements RecordSource {
       store.delete(KIND.network, n.id);
       netsById.delete(n.id);
     }
+    await this.engine.recover();
     // Endpoints whose network or sandbox is gone are orphans.
     for (const ep of store.list<EndpointRecord>(KIND.endpoint)) {
       const sb = store.get<SandboxRecord>(KIND.sandbox, ep.sandboxId);
@@ -898,16 +913,20 @@ export class Controller implements RecordSource {
     }
     // 2. IPAM: free what no record references.
     await this.sweepIpam();
-    // 3. Drivers rebuild their state and the kernel objects they lost.
-    const nets = this.networks();
-    const eps = this.endpoints();
+    // 3. Drivers rebuild their state and the kernel objects they lost (the engine's objects too).
+    const nets = this.store.list<NetworkRecord>(KIND.network).filter((n) => n.state === 'ready');
+    const eps = this.store.list<EndpointRecord>(KIND.endpoint).filter((e) => e.state === 'ready');
+    const engineNets = this.engine.networks();
+    const engineEps = this.engine.endpoints();
     for (const [name, driver] of this.drivers) {
       if (!driver.restore) continue;
       const mine = nets.filter((n) => n.driver === name);
       const ids = new Set(mine.map((n) => n.id));
+      const engineMine = engineNets.filter((n) => n.driver === name);
+      const engineIds = new Set(engineMine.map((n) => n.id));
       await driver.restore(
-        mine.map((n) => this.networkSpec(n)),
-        eps.filter((e) => ids.has(e.networkId)).map((e) => this.endpointSpec(e)),
+        [...mine.map((n) => this.networkSpec(n)), ...engineMine.map((n) => EngineObjects.spec(n))],
+        [...eps.filter((e) => ids.has(e.networkId)).map((e) => this.endpointSpec(e)), ...engineEps.filter((e) => engineIds.has(e.networkId)).map((e) => EngineObjects.endpointSpec(e))],
       );
     }
     // 4. Sandboxes: a namespace lost (reboot: /run is tmpfs) is made again and its endpoints rejoined.
@@ -952,6 +971,7 @@ export class Controller implements RecordSource {
       add(e.poolV4, e.ipv4);
       add(e.poolV6, e.ipv6);
     }
+    this.engine.ipamRefs(add);
     for (const ipam of this.ipams.values()) {
       const gc = (ipam as { sweep?: (r: Map<string, Set<string>>) => string[] }).sweep;
       if (gc) {

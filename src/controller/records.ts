@@ -47,6 +47,8 @@ export interface NetworkRecord {
   pools: PoolAllocation[];
   /** The daemon's own default network of its driver (bridge, host, none). */
   isDefault: boolean;
+  /** Made by the Docker engine through cnmd's plugin sockets: the engine owns its lifecycle. */
+  owner?: 'engine';
   state: OpState;
 }
 
@@ -69,7 +71,20 @@ export interface EndpointRecord {
   staticIPv6?: string;
   /** The sandbox's published ports, as allocated, when this endpoint holds them. */
   ports?: PortBinding[];
+  /** Made by the Docker engine through cnmd's plugin: no cnmd sandbox (sandboxId is ''). */
+  owner?: 'engine';
+  /** Engine endpoints: the engine's sandbox (netns path) it joined, if joined. */
+  sandboxKey?: string;
   state: OpState;
+}
+
+/** An IPAM pool the Docker engine holds through the cnmd-ipam plugin, with its addresses. */
+export interface IpamLeaseRecord {
+  poolId: string;
+  pool: string;
+  v6: boolean;
+  /** Plain IPs handed out from this pool and not yet released. */
+  addresses: string[];
 }
 
 export interface DnsConfig {
@@ -100,4 +115,9 @@ export const KIND = {
   network: 'network',
   endpoint: 'endpoint',
   sandbox: 'sandbox',
+  // The engine's objects live apart from cnmd's own: the same network id can be both
+  // (cnmd using its own plugin through drivers/remote), and the engine drives their lifecycle.
+  engineNetwork: 'engine-network',
+  engineEndpoint: 'engine-endpoint',
+  ipamLease: 'ipam-lease',
 } as const;

@@ -1,0 +1,80 @@
+// cnmd as a Docker plugin: one unix socket per exposed driver under
+// --plugin-dir (cnmd-bridge.sock, later cnmd-macvlan/-ipvlan/-overlay as
+// those drivers arrive, and cnmd-ipam.sock), where the engine discovers them.
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import type { Controller } from '../controller/controller';
+import type { Logger } from '../log';
+import { ipamDriverPlugin } from './ipam-driver';
+import { networkDriverPlugin } from './network-driver';
+import { handle, PluginDef } from './protocol';
+
+/** cnmd's drivers the engine may use, by plugin name. */
+export const EXPOSED_DRIVERS: Record<string, string> = {
+  'cnmd-bridge': 'bridge',
+  'cnmd-macvlan': 'macvlan',
+  'cnmd-ipvlan': 'ipvlan',
+  'cnmd-overlay': 'overlay',
+};
+export const IPAM_PLUGIN = 'cnmd-ipam';
+
+export interface PluginServers {
+  /** Socket paths served. */
+  sockets: string[];
+  close(): Promise<void>;
+}
+
+export function pluginDefs(ctrl: Controller, hasDriver: (name: string) => boolean): PluginDef[] {
+  const defs = Object.entries(EXPOSED_DRIVERS)
+    .filter(([, driver]) => hasDriver(driver))
+    .map(([name, driver]) => networkDriverPlugin(name, driver, ctrl));
+  defs.push(ipamDriverPlugin(IPAM_PLUGIN, ctrl));
+  return defs;
+}
+
+async function listen(def: PluginDef, sock: string, log: Logger): Promise<http.Server> {
+  const server = http.createServer((req, res) => void handle(def, req, res, log));
+  server.keepAliveTimeout = 60_000;
+  try {
+    fs.unlinkSync(sock); // a stale socket from a killed daemon
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(sock, () => resolve());
+  });
+  fs.chmodSync(sock, 0o660);
+  return server;
+}
+
+export async function startPluginServers(dir: string, defs: PluginDef[], log: Logger): Promise<PluginServers> {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+  const servers: { server: http.Server; sock: string }[] = [];
+  try {
+    for (const def of defs) {
+      const sock = path.join(dir, `${def.name}.sock`);
+      servers.push({ server: await listen(def, sock, log), sock });
+    }
+  } catch (e) {
+    for (const s of servers) s.server.close();
+    throw e;
+  }
+  log.info({ dir, plugins: defs.map((d) => `${d.name} (${d.implements})`) }, 'plugin sockets listening');
+  return {
+    sockets: servers.map((s) => s.sock),
+    close: async () => {
+      await Promise.all(
+        servers.map(
+          (s) =>
+            new Promise<void>((resolve) => {
+              s.server.close(() => resolve());
+              s.server.closeAllConnections();
+              fs.rmSync(s.sock, { force: true });
+            }),
+        ),
+      );
+    },
+  };
+}
