@@ -77,10 +77,12 @@ export class Daemon {
     const ipams = new Map<string, Ipam>([['default', ipam]]);
     const pool = new NetnsPool(netns, c.execRoot, NETNS_POOL_SIZE, this.log);
     const controller = (this.controller = new Controller({ store, netns, pool, files, drivers, ipams, log: this.log, hostResolvConf: c.resolvConf }));
+    let recovered!: () => void;
+    const ready = new Promise<void>((resolve) => (recovered = resolve));
+    this.plugins = await startPluginServers(c.pluginDir, pluginDefs(controller, (d) => drivers.has(d)), this.log, ready);
     await controller.start();
     await controller.ensureDefaultNetworks();
-    // After recovery: the engine's first call must find its networks restored.
-    this.plugins = await startPluginServers(c.pluginDir, pluginDefs(controller, (d) => drivers.has(d)), this.log);
+    recovered();
     const router = baseRouter();
     mountNetworkRoutes(router, controller);
     mountSandboxRoutes(router, controller, files);

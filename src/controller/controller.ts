@@ -70,6 +70,13 @@ export interface ControllerDeps {
   hostResolvConf?: string;
   /** Upstream query timeout of the embedded DNS (default 4 s, as Docker). */
   dnsTimeoutMs?: number;
+  /** Finds remote plugins (drivers/remote, ipam/remote) for names cnmd has no driver or IPAM of its own for. */
+  plugins?: PluginLoader;
+}
+
+export interface PluginLoader {
+  driver(name: string): Promise<Driver | undefined>;
+  ipam(name: string): Promise<Ipam | undefined>;
 }
 
 /** Network option that turns the embedded DNS off for a network (libnetwork#1085). */
@@ -91,6 +98,7 @@ export class Controller implements RecordSource {
   private readonly drivers: Map<string, Driver>;
   private readonly ipams: Map<string, Ipam>;
   private readonly log: Logger;
+  private readonly plugins?: PluginLoader;
   private readonly hostResolvConf: string;
   private readonly locks = new KeyedMutex();
   /** Open netlink handles of sandboxes, by sandbox id. */
@@ -111,6 +119,7 @@ export class Controller implements RecordSource {
     this.drivers = d.drivers;
     this.ipams = d.ipams;
     this.log = d.log;
+    this.plugins = d.plugins;
     this.hostResolvConf = d.hostResolvConf ?? '/etc/resolv.conf';
     this.dns = new EmbeddedDns({ records: this, log: d.log, forwarder: { timeoutMs: d.dnsTimeoutMs } });
     this.engine = new EngineObjects({ store: d.store, drivers: d.drivers, ipams: d.ipams, locks: this.locks, log: d.log, changed: () => this.dnsView.clear() });
@@ -242,6 +251,23 @@ export class Controller implements RecordSource {
     return d;
   }
 
+  /** A driver by name: cnmd's own, else a remote plugin found by discovery (kept for later calls). */
+  private async loadDriver(name: string, op: string): Promise<Driver> {
+    if (!this.drivers.has(name) && this.plugins) {
+      const d = await this.plugins.driver(name);
+      if (d) this.drivers.set(name, d);
+    }
+    return this.driver(name, op);
+  }
+
+  private async loadIpam(name: string, op: string): Promise<Ipam> {
+    if (!this.ipams.has(name) && this.plugins) {
+      const i = await this.plugins.ipam(name);
+      if (i) this.ipams.set(name, i);
+    }
+    return this.ipam(name, op);
+  }
+
   private ipam(name: string, op: string): Ipam {
     const i = this.ipams.get(name);
     if (!i) throw new CnmdError('NOT_FOUND', `IPAM driver "${name}" not found: cnmd has ${[...this.ipams.keys()].join(', ')}`, { op, object: name });
@@ -269,7 +295,7 @@ export class Controller implements RecordSource {
       throw invalidArgument(op, String(req.name), `network name "${req.name}" is invalid: use letters, digits, '_', '.', '-', starting with a letter or digit`);
     }
     const driverName = req.driver || 'bridge';
-    const driver = this.driver(driverName, op);
+    const driver = await this.loadDriver(driverName, op);
     const caps = driver.capabilities();
     const id = req.id ?? newId();
     return this.locks.lock([`net-name:${req.name}`, `net:${id}`, caps.singleton ? `driver:${driverName}` : `net:${id}`], async () => {
@@ -280,7 +306,7 @@ export class Controller implements RecordSource {
         throw new CnmdError('FORBIDDEN', `only one instance of "${driverName}" network is allowed`, { op, object: req.name });
       }
       const ipamDriver = req.ipam?.driver || 'default';
-      const ipam = this.ipam(ipamDriver, op);
+      const ipam = await this.loadIpam(ipamDriver, op);
       const config = req.ipam?.config ?? [];
       const rec: NetworkRecord = {
         id,
@@ -882,6 +908,11 @@ export class Controller implements RecordSource {
    */
   async start(): Promise<void> {
     const store = this.store;
+    // 0. Remote plugins the stored networks use: loaded before anything asks their drivers.
+    for (const n of store.list<NetworkRecord>(KIND.network)) {
+      await this.loadDriver(n.driver, 'daemon start').catch((e) => this.log.error({ err: e, network: n.id, driver: n.driver }, 'network driver not available'));
+      await this.loadIpam(n.ipamDriver, 'daemon start').catch((e) => this.log.error({ err: e, network: n.id, ipam: n.ipamDriver }, 'IPAM driver not available'));
+    }
     // 1. Undo or finish what was in flight.
     for (const sb of store.list<SandboxRecord>(KIND.sandbox).filter((x) => x.state !== 'ready')) {
       this.log.warn({ sandbox: sb.id, state: sb.state }, 'recovering interrupted sandbox operation: removing it');

@@ -27,6 +27,9 @@ export interface PluginDef {
   methods: Record<string, MethodDef>;
 }
 
+/** Methods answered before the daemon has recovered its state: they read none of it. */
+const STATELESS = new Set(['GetCapabilities', 'GetDefaultAddressSpaces']);
+
 /** The field a reply carries its error in. */
 export function errorField(iface: Interface): 'Err' | 'Error' {
   return iface === 'IpamDriver' ? 'Error' : 'Err';
@@ -69,7 +72,7 @@ function describeZod(e: z.ZodError): string {
 }
 
 /** Handles one HTTP request for a plugin; never throws. */
-export async function handle(def: PluginDef, req: IncomingMessage, res: ServerResponse, log: Logger): Promise<void> {
+export async function handle(def: PluginDef, req: IncomingMessage, res: ServerResponse, log: Logger, ready: Promise<void>): Promise<void> {
   const url = (req.url ?? '').split('?')[0];
   const started = process.hrtime.bigint();
   const name = url.replace(/^\//, '');
@@ -103,6 +106,8 @@ export async function handle(def: PluginDef, req: IncomingMessage, res: ServerRe
       return send(res, status, failure(def.implements, `${name}: ${describeZod(parsed.error)}`));
     }
     try {
+      // The sockets listen from the start (a plugin of cnmd's own may be what recovery needs to reach); state waits for recovery.
+      if (!STATELESS.has(m)) await ready;
       return send(res, status, await entry.run(parsed.data));
     } catch (e) {
       const message = e instanceof Error ? e.message : String(e);

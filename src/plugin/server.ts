@@ -33,8 +33,8 @@ export function pluginDefs(ctrl: Controller, hasDriver: (name: string) => boolea
   return defs;
 }
 
-async function listen(def: PluginDef, sock: string, log: Logger): Promise<http.Server> {
-  const server = http.createServer((req, res) => void handle(def, req, res, log));
+async function listen(def: PluginDef, sock: string, log: Logger, ready: Promise<void>): Promise<http.Server> {
+  const server = http.createServer((req, res) => void handle(def, req, res, log, ready));
   server.keepAliveTimeout = 60_000;
   try {
     fs.unlinkSync(sock); // a stale socket from a killed daemon
@@ -49,13 +49,14 @@ async function listen(def: PluginDef, sock: string, log: Logger): Promise<http.S
   return server;
 }
 
-export async function startPluginServers(dir: string, defs: PluginDef[], log: Logger): Promise<PluginServers> {
+/** `ready` resolves when the daemon's state is recovered: calls that touch state wait for it. */
+export async function startPluginServers(dir: string, defs: PluginDef[], log: Logger, ready: Promise<void>): Promise<PluginServers> {
   fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
   const servers: { server: http.Server; sock: string }[] = [];
   try {
     for (const def of defs) {
       const sock = path.join(dir, `${def.name}.sock`);
-      servers.push({ server: await listen(def, sock, log), sock });
+      servers.push({ server: await listen(def, sock, log, ready), sock });
     }
   } catch (e) {
     for (const s of servers) s.server.close();
