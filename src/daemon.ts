@@ -6,6 +6,10 @@ import type { BridgeFirewall } from '../drivers/bridge/firewall';
 import type { Driver } from '../drivers/driver';
 import { HostDriver } from '../drivers/host/host';
 import { NullDriver } from '../drivers/null/null';
+import { RemoteDriver } from '../drivers/remote/remote';
+import { RemoteIpam } from './ipam/remote';
+import { DOCKER_SPEC_DIRS } from './remote/discovery';
+import { CnmdError } from './errors';
 import { ApiServer, baseRouter, startApiServer } from './api/server';
 import { mountNetworkRoutes } from './api/networks';
 import { mountSandboxRoutes } from './api/sandboxes';
@@ -76,7 +80,17 @@ export class Daemon {
     ]);
     const ipams = new Map<string, Ipam>([['default', ipam]]);
     const pool = new NetnsPool(netns, c.execRoot, NETNS_POOL_SIZE, this.log);
-    const controller = (this.controller = new Controller({ store, netns, pool, files, drivers, ipams, log: this.log, hostResolvConf: c.resolvConf }));
+    // Names cnmd has no driver or IPAM for are looked up as Docker plugins: in the plugin dir, then Docker's spec dirs.
+    const dirs = { socketDirs: [c.pluginDir], specDirs: [...DOCKER_SPEC_DIRS] };
+    const absent = (e: unknown) => {
+      if (e instanceof CnmdError && e.code === 'NOT_FOUND' && e.op === 'plugin discovery') return undefined;
+      throw e;
+    };
+    const plugins = {
+      driver: (name: string) => RemoteDriver.load(name, { dirs, host, log: this.log }).catch(absent),
+      ipam: (name: string) => RemoteIpam.load(name, { dirs, log: this.log }).catch(absent),
+    };
+    const controller = (this.controller = new Controller({ store, netns, pool, files, drivers, ipams, log: this.log, hostResolvConf: c.resolvConf, plugins }));
     let recovered!: () => void;
     const ready = new Promise<void>((resolve) => (recovered = resolve));
     this.plugins = await startPluginServers(c.pluginDir, pluginDefs(controller, (d) => drivers.has(d)), this.log, ready);

@@ -12,6 +12,8 @@ export type ErrorCode =
   | 'TIMEOUT'
   | 'CLOSED'
   | 'EXHAUSTED'
+  /** A remote plugin refused a call or could not be reached (its own errors: details.status, details.pluginMessage). */
+  | 'PLUGIN_ERROR'
   | 'INTERNAL';
 
 export interface ErrorDetails {
