@@ -8,7 +8,8 @@
 //           CNMD        -i <br> -j RETURN                                        per network, when masquerading
 //   filter  FORWARD     -j CNMD-USER                                             pinned at 1
 //                       -j CNMD-ISOLATION-STAGE-1                                pinned at 2
-//                       -o <br> -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT   per network, from 3
+//                       -j CNMD-FORWARD                                          pinned at 3
+//           CNMD-FORWARD  -o <br> -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT   per network (inserted first)
 //                       -o <br> -j CNMD
 //                       -i <br> ! -o <br> -j ACCEPT
 //                       -i <br> -o <br> -j ACCEPT|DROP                           ICC
@@ -17,6 +18,11 @@
 //           CNMD-ISOLATION-STAGE-2  -o <br> -j DROP                              per network (inserted first), then -j RETURN
 //   internal networks: STAGE-1 `-i <br> ! -d <subnet> -j DROP`, `-o <br> ! -s <subnet> -j DROP`,
 //           the ICC rule, and nothing else (no masquerade, no FORWARD accepts, no STAGE-2).
+// Per-network accepts live in cnmd's own CNMD-FORWARD chain, not in FORWARD as in 20.10
+// (moby 28 made the same move, DOCKER-FORWARD): FORWARD is shared with other writers
+// (dockerd inserts its own jumps at the top when it starts), so positions in it are
+// only ever decided once, at start, against a fresh read; inside CNMD-FORWARD nobody
+// else moves rules, and a network's accepts can never end up above the isolation jump.
 // IPv6 (ip6tables) mirrors all of it for networks with an IPv6 subnet (loopback ::1/128).
 // Rule texts are written as the reference writes them; iptables-save prints some of them
 // with the base parameters first (see canonical.ts), which the backend accounts for.
@@ -32,6 +38,8 @@ export interface ChainNames {
   user: string;
   isolation1: string;
   isolation2: string;
+  /** filter chain holding every network's FORWARD accepts. */
+  forward: string;
 }
 
 export function chainNames(prefix = 'CNMD'): ChainNames {
@@ -41,6 +49,7 @@ export function chainNames(prefix = 'CNMD'): ChainNames {
     user: `${prefix}-USER`,
     isolation1: `${prefix}-ISOLATION-STAGE-1`,
     isolation2: `${prefix}-ISOLATION-STAGE-2`,
+    forward: `${prefix}-FORWARD`,
   };
 }
 
@@ -94,6 +103,7 @@ export function baseChains(opts: LayoutOptions = {}): { table: Table; chain: str
     { table: 'filter', chain: c.user },
     { table: 'filter', chain: c.isolation1 },
     { table: 'filter', chain: c.isolation2 },
+    { table: 'filter', chain: c.forward },
   ];
 }
 
@@ -112,6 +122,7 @@ export function baseRuleList(opts: LayoutOptions = {}): LayoutRule[] {
       { family, table: 'filter', chain: c.isolation2, rule: '-j RETURN' },
       { family, table: 'filter', chain: 'FORWARD', rule: `-j ${c.user}`, position: 1, pinned: true },
       { family, table: 'filter', chain: 'FORWARD', rule: `-j ${c.isolation1}`, position: 2, pinned: true },
+      { family, table: 'filter', chain: 'FORWARD', rule: `-j ${c.forward}`, position: 3, pinned: true },
     );
   }
   return out;
@@ -139,8 +150,6 @@ export function removeBaseRules(opts: LayoutOptions = {}): RuleBatch {
   return b.build();
 }
 
-const FORWARD_FIRST = 3; // after the two pinned jumps
-
 /** The rules of one bridge network, in the order they are ensured. */
 export function networkRuleList(net: BridgeNetworkSpec, opts: LayoutOptions = {}): LayoutRule[] {
   const op = 'firewall layout';
@@ -162,7 +171,7 @@ export function networkRuleList(net: BridgeNetworkSpec, opts: LayoutOptions = {}
     if (net.internal) {
       add('filter', c.isolation1, `-i ${br} ! -d ${subnet} -j DROP`, 1);
       add('filter', c.isolation1, `-o ${br} ! -s ${subnet} -j DROP`, 2);
-      add('filter', 'FORWARD', icc, FORWARD_FIRST);
+      add('filter', c.forward, icc, 1);
       continue;
     }
     if (net.masquerade) {
@@ -171,10 +180,10 @@ export function networkRuleList(net: BridgeNetworkSpec, opts: LayoutOptions = {}
       if (proxy && !opts.hairpinNat) add('nat', c.nat, `-i ${br} -j RETURN`, 1);
     }
     if (!proxy) add('nat', 'POSTROUTING', `-m addrtype --src-type LOCAL -o ${br} -j MASQUERADE`, 1);
-    add('filter', 'FORWARD', `-o ${br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`, FORWARD_FIRST);
-    add('filter', 'FORWARD', `-o ${br} -j ${c.filter}`, FORWARD_FIRST + 1);
-    add('filter', 'FORWARD', `-i ${br} ! -o ${br} -j ACCEPT`, FORWARD_FIRST + 2);
-    add('filter', 'FORWARD', icc, FORWARD_FIRST + 3);
+    add('filter', c.forward, `-o ${br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`, 1);
+    add('filter', c.forward, `-o ${br} -j ${c.filter}`, 2);
+    add('filter', c.forward, `-i ${br} ! -o ${br} -j ACCEPT`, 3);
+    add('filter', c.forward, icc, 4);
     add('filter', c.isolation1, `-i ${br} ! -o ${br} -j ${c.isolation2}`, 1);
     add('filter', c.isolation2, `-o ${br} -j DROP`, 1);
   }

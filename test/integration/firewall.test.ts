@@ -83,7 +83,7 @@ test('base layout applied twice is idempotent; a fresh backend finds every rule 
     const save = r.family === 'ipv4' ? v4 : v6;
     assert.ok(ruleLines(save).includes(`${r.table} -A ${r.chain} ${canonicalRule(r.rule, r.family)}`), `${r.family} ${r.table} ${r.chain} ${r.rule}`);
   }
-  assert.deepEqual(await fw.chainRules('filter', 'FORWARD'), ['-j CNMD-USER', '-j CNMD-ISOLATION-STAGE-1']);
+  assert.deepEqual(await fw.chainRules('filter', 'FORWARD'), ['-j CNMD-USER', '-j CNMD-ISOLATION-STAGE-1', '-j CNMD-FORWARD']);
   // A new backend (empty cache, e.g. after a daemon restart) reads the tables and writes nothing.
   const fresh = new IptablesBackend({ verify: true, netns: ns.path, exec: c.exec });
   await fresh.apply(baseRules({ ipv6: true }));
@@ -124,9 +124,9 @@ test('two networks added, one removed: exactly its rules go, and removal is idem
     assert.deepEqual([...added].sort(), [...expected].sort(), family);
     assert.equal(ruleLines(both[key]).length, ruleLines(onlyB[key]).length + expected.length);
   }
-  // Docker's order: FORWARD jumps first, then the newest network's rules.
-  const fwd = await fw.chainRules('filter', 'FORWARD');
-  assert.deepEqual(fwd.slice(0, 3), ['-j CNMD-USER', '-j CNMD-ISOLATION-STAGE-1', `-o ${netA.bridge} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`]);
+  // FORWARD holds only the jumps; the newest network's accepts come first in CNMD-FORWARD.
+  assert.deepEqual(await fw.chainRules('filter', 'FORWARD'), ['-j CNMD-USER', '-j CNMD-ISOLATION-STAGE-1', '-j CNMD-FORWARD']);
+  assert.deepEqual((await fw.chainRules('filter', 'CNMD-FORWARD'))[0], `-o ${netA.bridge} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`);
   assert.deepEqual((await fw.chainRules('filter', 'CNMD-ISOLATION-STAGE-1')).slice(-1), ['-j RETURN']);
   // Remove A with a fresh backend (state read from the kernel, not from the cache that added it).
   const other = new IptablesBackend({ verify: true, netns: ns.path });
@@ -158,7 +158,7 @@ test('a rule iptables rejects gives a typed error and leaves the tables exactly 
   //    iptables-restore commits first: they are rolled back.
   const k = new BatchBuilder();
   k.in('nat').ensureChain('CNMD-EXTRA').append('CNMD-EXTRA', '-j RETURN').ensureRule('POSTROUTING', '-s 10.99.0.0/24 -j MASQUERADE', { position: 1 });
-  k.in('filter').deleteIfPresent('FORWARD', `-o ${netB.bridge} -j CNMD`).append('CNMD', '-o br-x -j MASQUERADE');
+  k.in('filter').deleteIfPresent('CNMD-FORWARD', `-o ${netB.bridge} -j CNMD`).append('CNMD', '-o br-x -j MASQUERADE');
   await assert.rejects(fw.apply(k.build()), (e: unknown) => {
     assert.ok(e instanceof CnmdError);
     assert.equal(e.code, 'KERNEL_ERROR');
@@ -301,7 +301,7 @@ test('the same guarantees with iptables-legacy (commands overridden)', async (t)
   const save = () => ns.run('iptables-legacy-save', []).split('\n').filter((l) => !l.startsWith('#')).join('\n');
   await fw.apply(mergeBatches(baseRules(), networkRules(netB)));
   const before = save();
-  assert.match(before, /-A FORWARD -j CNMD-USER\n-A FORWARD -j CNMD-ISOLATION-STAGE-1\n/);
+  assert.match(before, /-A FORWARD -j CNMD-USER\n-A FORWARD -j CNMD-ISOLATION-STAGE-1\n-A FORWARD -j CNMD-FORWARD\n/);
   await new IptablesBackend({ netns: ns.path, commands: { ipv4: legacy } }).apply(mergeBatches(baseRules(), networkRules(netB)));
   assert.equal(save(), before);
   const k = new BatchBuilder();

@@ -49,6 +49,7 @@ test('chain names carry the CNMD prefix (or another one)', () => {
     user: 'CNMD-USER',
     isolation1: 'CNMD-ISOLATION-STAGE-1',
     isolation2: 'CNMD-ISOLATION-STAGE-2',
+    forward: 'CNMD-FORWARD',
   });
   assert.equal(chainNames('CNMD2').isolation2, 'CNMD2-ISOLATION-STAGE-2');
 });
@@ -62,21 +63,23 @@ test('base layout: the reference strings with DOCKER -> CNMD', () => {
     'ipv4 -t filter -A CNMD-ISOLATION-STAGE-2 -j RETURN',
     'ipv4 -t filter -A FORWARD -j CNMD-USER',
     'ipv4 -t filter -A FORWARD -j CNMD-ISOLATION-STAGE-1',
+    'ipv4 -t filter -A FORWARD -j CNMD-FORWARD',
   ]);
-  // FORWARD's two jumps are pinned at the top, CNMD-USER first, as Docker keeps them.
+  // FORWARD's jumps are pinned at the top, CNMD-USER first, as Docker keeps them; the networks' accepts come after isolation.
   const fwd = baseRuleList().filter((r) => r.chain === 'FORWARD');
   assert.deepEqual(
     fwd.map((r) => [r.position, r.pinned]),
     [
       [1, true],
       [2, true],
+      [3, true],
     ],
   );
   // Without the userland proxy the OUTPUT jump also catches loopback (hairpin mode).
   assert.equal(baseRuleList({ userlandProxy: false })[1].rule, '-m addrtype --dst-type LOCAL -j CNMD');
   // IPv6 mirrors it with ::1/128.
   const v6 = render(baseRuleList({ ipv6: true })).filter((l) => l.startsWith('ipv6'));
-  assert.equal(v6.length, 7);
+  assert.equal(v6.length, 8);
   assert.ok(v6.includes('ipv6 -t nat -A OUTPUT -m addrtype --dst-type LOCAL ! -d ::1/128 -j CNMD'));
 });
 
@@ -89,27 +92,32 @@ test('base batch: chains ensured (never flushed), then rules ensured', () => {
     'ipv4 filter ensureChain CNMD-USER',
     'ipv4 filter ensureChain CNMD-ISOLATION-STAGE-1',
     'ipv4 filter ensureChain CNMD-ISOLATION-STAGE-2',
+    'ipv4 filter ensureChain CNMD-FORWARD',
     'ipv4 filter ensureRule CNMD-USER -j RETURN',
     'ipv4 filter ensureRule CNMD-ISOLATION-STAGE-1 -j RETURN',
     'ipv4 filter ensureRule CNMD-ISOLATION-STAGE-2 -j RETURN',
     'ipv4 filter ensureRule@1! FORWARD -j CNMD-USER',
     'ipv4 filter ensureRule@2! FORWARD -j CNMD-ISOLATION-STAGE-1',
+    'ipv4 filter ensureRule@3! FORWARD -j CNMD-FORWARD',
   ]);
   assert.deepEqual(opsOf(removeBaseRules()), [
     'ipv4 nat deleteIfPresent OUTPUT -m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j CNMD',
     'ipv4 nat deleteIfPresent PREROUTING -m addrtype --dst-type LOCAL -j CNMD',
     'ipv4 nat flushChain CNMD',
     'ipv4 nat deleteChain CNMD',
+    'ipv4 filter deleteIfPresent FORWARD -j CNMD-FORWARD',
     'ipv4 filter deleteIfPresent FORWARD -j CNMD-ISOLATION-STAGE-1',
     'ipv4 filter deleteIfPresent FORWARD -j CNMD-USER',
     'ipv4 filter flushChain CNMD',
     'ipv4 filter flushChain CNMD-USER',
     'ipv4 filter flushChain CNMD-ISOLATION-STAGE-1',
     'ipv4 filter flushChain CNMD-ISOLATION-STAGE-2',
+    'ipv4 filter flushChain CNMD-FORWARD',
     'ipv4 filter deleteChain CNMD',
     'ipv4 filter deleteChain CNMD-USER',
     'ipv4 filter deleteChain CNMD-ISOLATION-STAGE-1',
     'ipv4 filter deleteChain CNMD-ISOLATION-STAGE-2',
+    'ipv4 filter deleteChain CNMD-FORWARD',
   ]);
 });
 
@@ -118,24 +126,24 @@ test('bridge network: masquerade, skip-DNAT, FORWARD accepts, ICC, two-stage iso
   assert.deepEqual(render(networkRuleList(web)), [
     `ipv4 -t nat -A POSTROUTING -s 10.1.0.0/24 ! -o ${br} -j MASQUERADE`,
     `ipv4 -t nat -A CNMD -i ${br} -j RETURN`,
-    `ipv4 -t filter -A FORWARD -o ${br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
-    `ipv4 -t filter -A FORWARD -o ${br} -j CNMD`,
-    `ipv4 -t filter -A FORWARD -i ${br} ! -o ${br} -j ACCEPT`,
-    `ipv4 -t filter -A FORWARD -i ${br} -o ${br} -j ACCEPT`,
+    `ipv4 -t filter -A CNMD-FORWARD -o ${br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
+    `ipv4 -t filter -A CNMD-FORWARD -o ${br} -j CNMD`,
+    `ipv4 -t filter -A CNMD-FORWARD -i ${br} ! -o ${br} -j ACCEPT`,
+    `ipv4 -t filter -A CNMD-FORWARD -i ${br} -o ${br} -j ACCEPT`,
     `ipv4 -t filter -A CNMD-ISOLATION-STAGE-1 -i ${br} ! -o ${br} -j CNMD-ISOLATION-STAGE-2`,
     `ipv4 -t filter -A CNMD-ISOLATION-STAGE-2 -o ${br} -j DROP`,
   ]);
-  // Positions: NAT rules and isolation rules go first (Docker's -I); FORWARD rules right after the two jumps.
+  // Positions: every rule goes first in its chain (Docker's -I), a network's CNMD-FORWARD block in its order.
   assert.deepEqual(
     networkRuleList(web).map((r) => r.position),
-    [1, 1, 3, 4, 5, 6, 1, 1],
+    [1, 1, 1, 2, 3, 4, 1, 1],
   );
 });
 
 test('bridge network variants: icc=false, no masquerade, host_ipv4, hairpin, subnet host bits', () => {
   const br = web.bridge;
   const noIcc = render(networkRuleList({ ...web, icc: false }));
-  assert.ok(noIcc.includes(`ipv4 -t filter -A FORWARD -i ${br} -o ${br} -j DROP`));
+  assert.ok(noIcc.includes(`ipv4 -t filter -A CNMD-FORWARD -i ${br} -o ${br} -j DROP`));
   assert.ok(!noIcc.some((l) => l.endsWith(`-i ${br} -o ${br} -j ACCEPT`)));
 
   const noMasq = render(networkRuleList({ ...web, masquerade: false }));
@@ -157,10 +165,10 @@ test('internal network: STAGE-1 drops and ICC only, no masquerade', () => {
   assert.deepEqual(render(networkRuleList(net)), [
     'ipv4 -t filter -A CNMD-ISOLATION-STAGE-1 -i br-int ! -d 10.9.0.0/24 -j DROP',
     'ipv4 -t filter -A CNMD-ISOLATION-STAGE-1 -o br-int ! -s 10.9.0.0/24 -j DROP',
-    'ipv4 -t filter -A FORWARD -i br-int -o br-int -j ACCEPT',
+    'ipv4 -t filter -A CNMD-FORWARD -i br-int -o br-int -j ACCEPT',
     'ipv6 -t filter -A CNMD-ISOLATION-STAGE-1 -i br-int ! -d fd00:9::/64 -j DROP',
     'ipv6 -t filter -A CNMD-ISOLATION-STAGE-1 -o br-int ! -s fd00:9::/64 -j DROP',
-    'ipv6 -t filter -A FORWARD -i br-int -o br-int -j ACCEPT',
+    'ipv6 -t filter -A CNMD-FORWARD -i br-int -o br-int -j ACCEPT',
   ]);
 });
 
@@ -170,10 +178,10 @@ test('dual stack: IPv6 equivalents in ip6tables', () => {
   assert.deepEqual(v6, [
     `ipv6 -t nat -A POSTROUTING -s fd00:1::/64 ! -o ${web.bridge} -j MASQUERADE`,
     `ipv6 -t nat -A CNMD -i ${web.bridge} -j RETURN`,
-    `ipv6 -t filter -A FORWARD -o ${web.bridge} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
-    `ipv6 -t filter -A FORWARD -o ${web.bridge} -j CNMD`,
-    `ipv6 -t filter -A FORWARD -i ${web.bridge} ! -o ${web.bridge} -j ACCEPT`,
-    `ipv6 -t filter -A FORWARD -i ${web.bridge} -o ${web.bridge} -j ACCEPT`,
+    `ipv6 -t filter -A CNMD-FORWARD -o ${web.bridge} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
+    `ipv6 -t filter -A CNMD-FORWARD -o ${web.bridge} -j CNMD`,
+    `ipv6 -t filter -A CNMD-FORWARD -i ${web.bridge} ! -o ${web.bridge} -j ACCEPT`,
+    `ipv6 -t filter -A CNMD-FORWARD -i ${web.bridge} -o ${web.bridge} -j ACCEPT`,
     `ipv6 -t filter -A CNMD-ISOLATION-STAGE-1 -i ${web.bridge} ! -o ${web.bridge} -j CNMD-ISOLATION-STAGE-2`,
     `ipv6 -t filter -A CNMD-ISOLATION-STAGE-2 -o ${web.bridge} -j DROP`,
   ]);
@@ -230,11 +238,13 @@ test('restore input for the base layout on empty tables: one block per table, ch
     ':CNMD-USER - [0:0]',
     ':CNMD-ISOLATION-STAGE-1 - [0:0]',
     ':CNMD-ISOLATION-STAGE-2 - [0:0]',
+    ':CNMD-FORWARD - [0:0]',
     '-A CNMD-USER -j RETURN',
     '-A CNMD-ISOLATION-STAGE-1 -j RETURN',
     '-A CNMD-ISOLATION-STAGE-2 -j RETURN',
     '-A FORWARD -j CNMD-USER',
     '-A FORWARD -j CNMD-ISOLATION-STAGE-1',
+    '-A FORWARD -j CNMD-FORWARD',
     'COMMIT',
   ]);
   // Applied on top of its own result, it writes nothing at all.
@@ -242,10 +252,12 @@ test('restore input for the base layout on empty tables: one block per table, ch
   assert.deepEqual(again.lines, []);
   // And a network on top goes where Docker puts it.
   const net = _internal.planFamily('ipv4', networkRules(web).ipv4!, plan.next);
-  const fwd = [...net.next.get('filter')!.get('FORWARD')!.rules].map((r) => r.text);
+  assert.deepEqual(
+    [...net.next.get('filter')!.get('FORWARD')!.rules].map((r) => r.text),
+    ['-j CNMD-USER', '-j CNMD-ISOLATION-STAGE-1', '-j CNMD-FORWARD'],
+  );
+  const fwd = [...net.next.get('filter')!.get('CNMD-FORWARD')!.rules].map((r) => r.text);
   assert.deepEqual(fwd, [
-    '-j CNMD-USER',
-    '-j CNMD-ISOLATION-STAGE-1',
     `-o ${web.bridge} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
     `-o ${web.bridge} -j CNMD`,
     `-i ${web.bridge} ! -o ${web.bridge} -j ACCEPT`,
