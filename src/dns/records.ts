@@ -22,7 +22,11 @@ export interface DnsNetwork {
 }
 
 export interface RecordSource {
-  /** The networks the sandbox is attached to that have the embedded DNS. */
+  /**
+   * The networks the sandbox is attached to that have the embedded DNS. The
+   * same array while nothing changed, a new one after any change, never
+   * mutated in place: resolvers cache answers on its identity.
+   */
   networksOf(sandboxId: string): DnsNetwork[];
 }
 
@@ -32,7 +36,7 @@ export interface Found {
   addresses: string[];
 }
 
-function shuffle<T>(a: T[]): T[] {
+export function shuffle<T>(a: T[]): T[] {
   for (let i = a.length - 1; i > 0; i--) {
     const j = Math.floor(Math.random() * (i + 1));
     [a[i], a[j]] = [a[j], a[i]];
@@ -49,10 +53,15 @@ function matchOn(net: DnsNetwork, name: string, family: 4 | 6): Found {
   return { exists: eps.length > 0, addresses: addrs };
 }
 
-/** Addresses of `qname` (no trailing dot) as seen from sandboxId. */
+/** Addresses of `qname` (no trailing dot) as seen from sandboxId, shuffled. */
 export function lookup(src: RecordSource, sandboxId: string, qname: string, family: 4 | 6): Found {
-  const name = qname.replace(/\.$/, '').toLowerCase();
-  const nets = src.networksOf(sandboxId);
+  const all = find(src.networksOf(sandboxId), qname.replace(/\.$/, '').toLowerCase(), family);
+  shuffle(all.addresses);
+  return all;
+}
+
+/** Addresses of `name` (lower case, no trailing dot) on nets, in record order: callers shuffle. */
+export function find(nets: DnsNetwork[], name: string, family: 4 | 6): Found {
   const all: Found = { exists: false, addresses: [] };
   const merge = (f: Found) => {
     all.exists ||= f.exists;
@@ -68,13 +77,17 @@ export function lookup(src: RecordSource, sandboxId: string, qname: string, fami
       for (const n of nets) if (n.name.toLowerCase() === netName) merge(matchOn(n, host, family));
     }
   }
-  shuffle(all.addresses);
   return all;
 }
 
 /** PTR: "<name>.<network>." for an endpoint address on a network the sandbox shares. */
 export function reverse(src: RecordSource, sandboxId: string, ip: string): string | undefined {
-  for (const n of src.networksOf(sandboxId)) {
+  return reverseOn(src.networksOf(sandboxId), ip);
+}
+
+/** reverse() on a view of the records the caller already holds (the fast path's). */
+export function reverseOn(nets: DnsNetwork[], ip: string): string | undefined {
+  for (const n of nets) {
     for (const e of n.endpoints) {
       if (e.ipv4 === ip || e.ipv6 === ip) return `${e.names[0]}.${n.name}`;
     }

@@ -3,18 +3,23 @@
 // fd (dgram bind({fd}), net.Server listen({fd})): no DNAT, no process, and it
 // can never answer on a host interface. Bad packets are dropped or answered
 // FORMERR; nothing a sandbox sends can stop the resolver of another.
+//
+// Every query tries the fast path first (fastpath.ts: plain A/AAAA/PTR of a
+// local name, answered synchronously from the bytes); what it leaves goes
+// the general way below: dns-packet, forwarding, truncation.
 import * as dgram from 'node:dgram';
+import * as dns from 'node:dns';
 import * as net from 'node:net';
 import * as packet from 'dns-packet';
 import { native, AF_INET, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET, SO_REUSEADDR } from '../../native';
 import { CnmdError } from '../errors';
 import type { Logger } from '../log';
+import { EDNS_UDP_SIZE, FastPath, TTL, UDP_MAX } from './fastpath';
 import type { Forwarder } from './forwarder';
 import { lookup, ptrToIp, RecordSource, reverse } from './records';
 
+export { TTL };
 export const RESOLVER_IP = '127.0.0.11';
-export const TTL = 600;
-const UDP_MAX = 512;
 const MAX_TCP_CONNECTIONS = 64;
 /** Forwarded queries one sandbox may have in flight: a flood from one cannot starve the others. */
 const MAX_FORWARDS_PER_SANDBOX = 128;
@@ -44,11 +49,31 @@ function servfail(q: packet.Packet): Buffer {
   return packet.encode({ id: q.id, type: 'response', flags: packet.RECURSION_DESIRED | packet.RECURSION_AVAILABLE | RCODE.SERVFAIL, questions: q.questions });
 }
 
+function queryOpt(q: packet.Packet): packet.OptAnswer | undefined {
+  return (q.additionals ?? []).find((a): a is packet.OptAnswer => a.type === 'OPT');
+}
+
 /** The UDP payload size the client accepts (EDNS0 OPT), at least 512. */
 function udpLimit(q: packet.Packet): number {
-  const opt = (q.additionals ?? []).find((a) => a.type === 'OPT') as { udpPayloadSize?: number } | undefined;
-  return Math.max(UDP_MAX, Math.min(opt?.udpPayloadSize ?? UDP_MAX, 65535));
+  return Math.max(UDP_MAX, Math.min(queryOpt(q)?.udpPayloadSize ?? UDP_MAX, 65535));
 }
+
+/** An EDNS0 client gets our OPT back (RFC 6891 6.1.1), its DO bit copied (RFC 3225), as on the fast path. */
+function replyOpt(q: packet.Packet): packet.Answer[] {
+  const opt = queryOpt(q);
+  if (!opt) return [];
+  const flags = (opt.flags ?? 0) & 0x8000;
+  return [{ type: 'OPT', name: '.', udpPayloadSize: EDNS_UDP_SIZE, extendedRcode: 0, ednsVersion: 0, flags, flag_do: flags !== 0, options: [] }];
+}
+
+/**
+ * Replies go to the address the query came from, always an IP literal: no
+ * dns.lookup (validation and a tick per datagram), the send happens at once.
+ */
+const literalLookup: NonNullable<dgram.SocketOptions['lookup']> = (address, options, cb) => {
+  if (net.isIPv4(address)) cb(null, address, 4);
+  else dns.lookup(address, options, cb);
+};
 
 export class SandboxResolver {
   private readonly ctx: ResolverContext;
@@ -56,9 +81,20 @@ export class SandboxResolver {
   private tcp?: net.Server;
   private readonly conns = new Set<net.Socket>();
   private forwarding = 0;
+  private readonly fast: Pick<FastPath, 'answer'>;
 
-  private constructor(ctx: ResolverContext) {
+  private constructor(ctx: ResolverContext, fastPath = true) {
     this.ctx = ctx;
+    this.fast = fastPath ? new FastPath(ctx.records, ctx.sandboxId) : { answer: () => undefined };
+  }
+
+  /**
+   * A resolver without sockets, answering only what answer() is handed; with
+   * fastPath false every query goes the general way, so tests can hold the
+   * fast path to the general path's answers.
+   */
+  static detached(ctx: ResolverContext, o: { fastPath?: boolean } = {}): SandboxResolver {
+    return new SandboxResolver(ctx, o.fastPath ?? true);
   }
 
   /** Opens 127.0.0.11:53 (UDP, TCP) inside the netns at nsPath and starts serving. */
@@ -81,8 +117,8 @@ export class SandboxResolver {
       throw new CnmdError('KERNEL_ERROR', `dns: cannot open ${RESOLVER_IP}:53 in ${nsPath}: ${(e as Error).message}`, { op: 'dns start', object: ctx.sandboxId, cause: e });
     }
     const [udpFd, tcpFd] = fds;
-    r.udp = dgram.createSocket('udp4');
-    r.udp.on('message', (msg, rinfo) => void r.onUdp(msg, rinfo));
+    r.udp = dgram.createSocket({ type: 'udp4', lookup: literalLookup });
+    r.udp.on('message', (msg, rinfo) => r.onUdp(msg, rinfo));
     r.udp.on('error', (e) => ctx.log.warn({ err: e, sandbox: ctx.sandboxId }, 'dns udp error'));
     await new Promise<void>((resolve) => r.udp!.bind({ fd: udpFd }, () => resolve()));
     r.tcp = net.createServer((c) => r.onTcp(c));
@@ -92,12 +128,28 @@ export class SandboxResolver {
     return r;
   }
 
-  private async onUdp(msg: Buffer, rinfo: dgram.RemoteInfo): Promise<void> {
+  private onUdp(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    const reply = this.fastAnswer(msg, false);
+    if (reply) this.udp?.send(reply, rinfo.port, rinfo.address);
+    else void this.slowUdp(msg, rinfo);
+  }
+
+  private async slowUdp(msg: Buffer, rinfo: dgram.RemoteInfo): Promise<void> {
     try {
-      const reply = await this.answer(msg, false);
+      const reply = await this.general(msg, false);
       if (reply) this.udp?.send(reply, rinfo.port, rinfo.address);
     } catch (e) {
       this.ctx.log.debug({ err: e }, 'dns: dropped a query');
+    }
+  }
+
+  /** The fast path's reply, or undefined; it runs in the socket's event handler, so it must never throw. */
+  private fastAnswer(msg: Buffer, tcp: boolean): Buffer | undefined {
+    try {
+      return this.fast.answer(msg, tcp);
+    } catch (e) {
+      this.ctx.log.debug({ err: e }, 'dns: fast path failed, answering the general way');
+      return undefined;
     }
   }
 
@@ -128,6 +180,10 @@ export class SandboxResolver {
 
   /** The reply to one query (undefined: drop it). */
   async answer(msg: Buffer, tcp: boolean): Promise<Buffer | undefined> {
+    return this.fastAnswer(msg, tcp) ?? this.general(msg, tcp);
+  }
+
+  private async general(msg: Buffer, tcp: boolean): Promise<Buffer | undefined> {
     if (msg.length === 0) return undefined;
     let q: packet.Packet;
     try {
@@ -184,7 +240,8 @@ export class SandboxResolver {
   }
 
   /** Encodes a reply; over UDP, larger than the client's limit: truncated with TC. */
-  private fit(reply: packet.Packet, q: packet.Packet, tcp: boolean): Buffer {
+  private fit(local: packet.Packet, q: packet.Packet, tcp: boolean): Buffer {
+    const reply: packet.Packet = { ...local, additionals: replyOpt(q) };
     let out = packet.encode(reply);
     if (tcp) return out;
     const limit = udpLimit(q);

@@ -86,6 +86,32 @@ test('names, hostnames, aliases and name.network resolve on shared networks only
   assert.match(getent, new RegExp(`^(${bIP.replace(/\./g, '\\.')}|${b.Networks.front.GlobalIPv6Address})\\s+api`, 'm'));
 });
 
+test('fast path with real clients: EDNS0 OPT echoed (DO kept, none without EDNS0), names in any case, RD echoed, PTR of IPv6 addresses, TCP', async (t) => {
+  const { d, outside } = await setup(t);
+  await dnsUpstream(t, outside.path, '192.0.2.53');
+  await ok(d, 'POST', '/networks/create', { Name: 'Fast', EnableIPv6: true, IPAM: { Config: [{ Subnet: '10.68.0.0/24' }, { Subnet: 'fd68::/64' }] } });
+  const a = await sb(d, 'alpha', [{ Network: 'Fast' }]);
+  const b = await sb(d, 'beta', [{ Network: 'Fast', Aliases: ['Svc'] }]);
+  const bIP = b.Networks.Fast.IPAddress;
+  const b6 = b.Networks.Fast.GlobalIPv6Address;
+  // dig sends EDNS0 with a cookie by default; +dnssec sets DO.
+  const edns = dig(a.SandboxKey, '+dnssec', 'beta');
+  assert.match(edns, /status: NOERROR/);
+  assert.match(edns, /; EDNS: version: 0, flags: do; udp: 4096/);
+  assert.match(edns, new RegExp(`beta\\.\\s+600\\s+IN\\s+A\\s+${bIP.replace(/\./g, '\\.')}`));
+  assert.match(dig(a.SandboxKey, 'beta'), /; EDNS: version: 0, flags:; udp: 4096/);
+  const plain = dig(a.SandboxKey, '+noedns', 'beta');
+  assert.match(plain, /status: NOERROR/);
+  assert.doesNotMatch(plain, /OPT PSEUDOSECTION/);
+  assert.match(dig(a.SandboxKey, '+norec', 'beta'), /flags: qr aa ra;/, 'RD not asked: not echoed');
+  assert.deepEqual(short(a.SandboxKey, 'BeTa.fAsT'), [bIP], 'name.network in any case');
+  assert.deepEqual(short(a.SandboxKey, 'svc'), [bIP], 'an alias given in upper case');
+  assert.match(dig(a.SandboxKey, 'BETA'), /^BETA\.\s+600\s+IN\s+A\s/m, 'the name as asked');
+  assert.deepEqual(short(a.SandboxKey, '-x', b6), ['beta.Fast.']);
+  assert.deepEqual(short(a.SandboxKey, '+tcp', 'AAAA', 'beta'), [b6]);
+  assert.deepEqual(short(a.SandboxKey, '+tcp', '+noedns', 'beta'), [bIP]);
+});
+
 test('records change the moment an endpoint joins or leaves; several addresses for one alias, shuffled; truncation and TCP', async (t) => {
   const { d, outside } = await setup(t);
   await dnsUpstream(t, outside.path, '192.0.2.53');
