@@ -24,20 +24,20 @@ docker network ls --filter driver=cnmd-bridge
 say "two containers on it reach each other by name (the engine's DNS) and by IP"
 docker run -d --name walk-a --network walk-net "$IMAGE" sleep 600 >/dev/null
 docker run -d --name walk-b --network walk-net "$IMAGE" sleep 600 >/dev/null
-docker exec walk-a ping -c1 -W2 walk-b | head -2
-docker exec walk-b ping -c1 -W2 "$(docker inspect -f '{{(index .NetworkSettings.Networks "walk-net").IPAddress}}' walk-a)" | head -2
+docker exec walk-a ping -c1 -W2 walk-b | grep -E 'bytes from|packets'
+docker exec walk-b ping -c1 -W2 "$(docker inspect -f '{{(index .NetworkSettings.Networks "walk-net").IPAddress}}' walk-a)" | grep -E 'bytes from|packets'
 
 say "a published port, served from a container, reached from the host"
 docker run -d --name walk-web --network walk-net -p "$PORT:80" "$IMAGE" httpd -f -p 80 -h /bin >/dev/null
-for i in $(seq 20); do wget -q -O /dev/null "http://127.0.0.1:$PORT/busybox" 2>/dev/null && break; curl -sf -o /dev/null "http://127.0.0.1:$PORT/busybox" && break; sleep 0.2; done
-echo "  127.0.0.1:$PORT -> walk-web:80: $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/busybox")"
+for _ in $(seq 25); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/busybox" && break; sleep 0.2; done
+echo "  127.0.0.1:$PORT -> walk-web:80: HTTP $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/busybox")"
 
 say "connect walk-a to a second cnmd network, then disconnect it"
 docker network create -d cnmd-bridge --ipam-driver cnmd-ipam --subnet 10.92.0.0/24 walk-side >/dev/null
 docker network connect walk-side walk-a
-docker exec walk-a ip -br addr
+docker exec walk-a ip -o -4 addr show
 docker network disconnect walk-side walk-a
-docker exec walk-a ip -br addr
+docker exec walk-a ip -o -4 addr show
 
 say "what cnmd holds: the engine's networks, named by their id"
 ctl network ls

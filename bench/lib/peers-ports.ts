@@ -11,7 +11,8 @@ import * as path from 'node:path';
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { native } from '../../native';
 import { apiRequest } from '../../src/cli/cnmctl-client';
-import { Scratch, alive, commandExists, debInstalled, run as exec, sleep, sleepSync } from './host';
+import { DockerdProcess, dockerCliEnv, dockerCliPath, ensureEtcDocker, missingEngineTools, writeBusyboxTar } from '../../test/lib/dockerd-launch';
+import { Scratch, alive, commandExists, run as exec, sleep, sleepSync } from './host';
 
 export const CNMD_JS = path.resolve(__dirname, '..', '..', 'src', 'cli', 'cnmd.js');
 export const NETAVARK = '/usr/lib/podman/netavark';
@@ -551,7 +552,7 @@ export async function netavarkNet(s: Scratch, tag: string, subnet: { prefix: str
   };
 }
 
-// ---- docker (dockerd started as in bench/cases/attach.ts) ----
+// ---- docker (the engine test lane's launcher, test/lib/dockerd-launch.ts) ----
 
 export interface Capped {
   ms: number;
@@ -577,11 +578,6 @@ export interface Dockerd {
   stop(): Promise<void>;
 }
 
-function dockerCli(): string | undefined {
-  if (fs.existsSync('/usr/bin/docker')) return '/usr/bin/docker';
-  return commandExists('docker') ? 'docker' : undefined;
-}
-
 /** docker-proxy's path, or undefined. */
 export function dockerProxyPath(): string | undefined {
   for (const p of ['/usr/bin/docker-proxy', '/usr/sbin/docker-proxy', '/usr/libexec/docker/docker-proxy', '/usr/libexec/docker/cli-plugins/docker-proxy']) {
@@ -592,111 +588,73 @@ export function dockerProxyPath(): string | undefined {
 }
 
 /**
- * dockerd (starting its own containerd) under `unshare --mount --propagation
- * private` with a tmpfs over /run and a private /etc/docker, in a private host
- * netns (prepare() runs there first), private roots and cgroup parent; a
- * busybox image imported from busybox-static. Returns a reason when docker
- * cannot run here.
+ * dockerd (starting its own containerd) through the launcher the engine test
+ * lane uses (test/lib/dockerd-launch.ts): a private mount namespace with a
+ * tmpfs over /run and a private /etc/docker, private roots and cgroup parent;
+ * a busybox image imported from busybox-static. The host netns is a new one
+ * (prepare() runs there first) unless opts.hostNs names one, e.g. a cnmd
+ * daemon's; opts.pluginDir is bind-mounted onto /run/docker/plugins in the
+ * engine's mount namespace. Returns a reason when docker cannot run here.
  */
-export async function startDockerd(s: Scratch, tag: string, prepare?: (hostNs: string) => Promise<void>): Promise<{ ok: true; d: Dockerd } | { ok: false; reason: string }> {
-  const cli = dockerCli();
-  for (const [what, ok] of [
-    ['dockerd', commandExists('dockerd')],
-    ['containerd', commandExists('containerd')],
-    ['runc', commandExists('runc')],
-    ['the docker CLI', !!cli],
-    ['busybox-static', debInstalled('busybox-static') && fs.existsSync('/bin/busybox')],
-  ] as [string, boolean][]) {
-    if (!ok) return { ok: false, reason: `${what} is not installed` };
-  }
+export async function startDockerd(
+  s: Scratch,
+  tag: string,
+  prepare?: (hostNs: string) => Promise<void>,
+  opts: { hostNs?: string; pluginDir?: string } = {},
+): Promise<{ ok: true; d: Dockerd } | { ok: false; reason: string }> {
+  const missing = missingEngineTools();
+  if (missing.length) return { ok: false, reason: `not installed: ${missing.join(', ')}` };
+  const cli = dockerCliPath()!;
   const disk = path.join(s.root, tag);
   const rt = path.join(s.run, tag);
   fs.mkdirSync(disk);
   fs.mkdirSync(rt);
-  const hostNs = await makeNetns(path.join(rt, 'host-netns'));
+  const hostNs = opts.hostNs ?? (await makeNetns(path.join(rt, 'host-netns')));
   if (prepare) await prepare(hostNs);
-  const sock = path.join(rt, 'docker.sock');
-  const cgroup = `cnmdbench-${process.pid}-${tag}`;
+  const cgroup = `/cnmdbench-${process.pid}-${tag}`;
   s.trackCgroup(cgroup);
-  fs.writeFileSync(path.join(disk, 'daemon.json'), '{}\n');
-  const dockerdArgs = [
-    '--data-root', path.join(disk, 'data'),
-    '--exec-root', path.join(rt, 'exec'),
-    '-H', `unix://${sock}`,
-    '--pidfile', path.join(rt, 'dockerd.pid'),
-    '--config-file', path.join(disk, 'daemon.json'),
-    '--cgroup-parent', cgroup,
-    '--log-level', 'warn',
-  ];
-  const etcDocker = path.join(disk, 'etc-docker');
-  fs.mkdirSync(etcDocker);
-  if (!fs.existsSync('/etc/docker')) {
-    fs.mkdirSync('/etc/docker');
-    s.onCleanup(() => fs.rmSync('/etc/docker', { recursive: true, force: true }));
-  }
-  const script =
-    'mount -t tmpfs -o mode=0755 cnmdbench-docker-run /run && mount --bind "$2" /etc/docker && hostns="$1" && shift 2 && exec nsenter --net="$hostns" dockerd "$@"';
-  const proc = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', hostNs, etcDocker, ...dockerdArgs], {
-    stdio: ['ignore', 'pipe', 'pipe'],
+  if (ensureEtcDocker().created) s.onCleanup(() => fs.rmSync('/etc/docker', { recursive: true, force: true }));
+  const dp = DockerdProcess.spawn({ disk, run: rt, hostNs, cgroupParent: cgroup, pluginDir: opts.pluginDir, logLevel: 'warn' });
+  s.trackPid(dp.pid);
+  // Registered after the /etc/docker hook: hooks run in reverse, so the engine is gone before its mount point is.
+  s.onCleanup(() => {
+    for (const n of dp.reap()) console.log(`  ${tag} cleanup: ${n}`);
   });
-  s.trackPid(proc.pid);
-  let log = '';
-  proc.stdout!.on('data', (d) => (log += d));
-  proc.stderr!.on('data', (d) => (log += d));
-  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-  const tail = () => log.trim().split('\n').slice(-6).join(' | ');
-  const run1 = (what: string, args: string[], timeoutMs = 60_000) => exec(`docker ${what}`, cli!, ['-H', `unix://${sock}`, ...args], { timeoutMs });
-  const stop = async () => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return;
-    proc.kill('SIGTERM');
-    const t = setTimeout(() => proc.kill('SIGKILL'), 60_000);
-    await exited;
-    clearTimeout(t);
-  };
-  const deadline = Date.now() + 40_000;
+  const tail = () => dp.tail(6, ' | ');
+  const env = dockerCliEnv(dp.paths.cliConfig);
+  const run1 = (what: string, args: string[], timeoutMs = 60_000) => exec(`docker ${what}`, cli, ['-H', dp.paths.host, ...args], { timeoutMs, env });
+  const stop = () => dp.stop(60_000);
+  try {
+    await dp.waitReady(40_000);
+  } catch (e) {
+    return { ok: false, reason: (e as Error).message.replace(/\n/g, ' | ') };
+  }
   let version = '';
-  for (;;) {
-    if (proc.exitCode !== null || proc.signalCode !== null) return { ok: false, reason: `dockerd exited (${proc.exitCode ?? proc.signalCode}) at start: ${tail()}` };
-    try {
-      version = run1('version', ['version', '--format', '{{.Server.Version}}'], 5000).stdout.trim();
-      break;
-    } catch {
-      /* not yet */
-    }
-    if (Date.now() > deadline) {
-      await stop();
-      return { ok: false, reason: `dockerd did not answer within 40 s: ${tail()}` };
-    }
-    await sleep(200);
+  try {
+    version = run1('version', ['version', '--format', '{{.Server.Version}}'], 10_000).stdout.trim();
+  } catch (e) {
+    await stop();
+    return { ok: false, reason: `the docker CLI cannot talk to dockerd: ${(e as Error).message.slice(0, 600)}; dockerd: ${tail()}` };
   }
   const image = 'cnmdbench-busybox:1';
   try {
-    const rootfs = path.join(disk, 'rootfs');
-    fs.mkdirSync(path.join(rootfs, 'bin'), { recursive: true });
-    fs.copyFileSync('/bin/busybox', path.join(rootfs, 'bin', 'busybox'));
-    fs.chmodSync(path.join(rootfs, 'bin', 'busybox'), 0o755);
-    for (const a of ['sh', 'sleep', 'ip', 'nc', 'ping', 'cat', 'ls', 'nslookup']) fs.symlinkSync('busybox', path.join(rootfs, 'bin', a));
-    const tar = path.join(disk, 'rootfs.tar');
-    exec('tar rootfs', 'tar', ['-C', rootfs, '-cf', tar, '.']);
-    run1('import', ['import', tar, image]);
+    run1('import', ['import', writeBusyboxTar(path.join(disk, 'image')), image]);
   } catch (e) {
     await stop();
     return { ok: false, reason: `docker could not import the busybox image: ${(e as Error).message.slice(0, 600)}; dockerd: ${tail()}` };
   }
-  // The dockerd pid (the unshare'd sh exec'd nsenter, which exec'd dockerd: same pid).
-  const pid = proc.pid!;
   return {
     ok: true,
     d: {
       version,
-      pid,
+      pid: dp.pid,
       hostNs,
       image,
       cli: run1,
       cliCapped(args, timeoutMs, watchdog) {
         return new Promise((resolve) => {
           const t0 = performance.now();
-          const child = spawn(cli!, ['-H', `unix://${sock}`, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+          const child = spawn(cli, ['-H', dp.paths.host, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
           s.trackPid(child.pid);
           let out = '';
           let why: string | undefined;
