@@ -40,6 +40,8 @@ export interface NativeAddon {
    * splice(2) on a native thread until both sides are done. The caller closes its own fd.
    */
   relayStart(clientFd: number, host: string, port: number): void;
+  /** One non-blocking sendto on a datagram socket: bytes sent, or -errno (never throws for a send failure). */
+  udpSend(fd: number, data: Buffer, address: string, port: number): number;
   /** SO_ORIGINAL_DST of an accepted TCP connection that iptables redirected. */
   originalDst(fd: number, family: 4 | 6): { address: string; port: number };
 }

@@ -78,6 +78,8 @@ const literalLookup: NonNullable<dgram.SocketOptions['lookup']> = (address, opti
 export class SandboxResolver {
   private readonly ctx: ResolverContext;
   private udp?: dgram.Socket;
+  /** The UDP socket's fd, for replies sent straight with sendto (-1: closed). */
+  private udpFd = -1;
   private tcp?: net.Server;
   private readonly conns = new Set<net.Socket>();
   private forwarding = 0;
@@ -121,6 +123,7 @@ export class SandboxResolver {
     r.udp.on('message', (msg, rinfo) => r.onUdp(msg, rinfo));
     r.udp.on('error', (e) => ctx.log.warn({ err: e, sandbox: ctx.sandboxId }, 'dns udp error'));
     await new Promise<void>((resolve) => r.udp!.bind({ fd: udpFd }, () => resolve()));
+    r.udpFd = udpFd;
     r.tcp = net.createServer((c) => r.onTcp(c));
     r.tcp.maxConnections = MAX_TCP_CONNECTIONS;
     r.tcp.on('error', (e) => ctx.log.warn({ err: e, sandbox: ctx.sandboxId }, 'dns tcp error'));
@@ -130,14 +133,23 @@ export class SandboxResolver {
 
   private onUdp(msg: Buffer, rinfo: dgram.RemoteInfo): void {
     const reply = this.fastAnswer(msg, false);
-    if (reply) this.udp?.send(reply, rinfo.port, rinfo.address);
+    if (reply) this.sendUdp(reply, rinfo);
     else void this.slowUdp(msg, rinfo);
+  }
+
+  /**
+   * One sendto from native (node's dgram send spends more in JS than the kernel
+   * spends delivering); when the socket buffer is full, the queued dgram send.
+   */
+  private sendUdp(reply: Buffer, rinfo: dgram.RemoteInfo): void {
+    if (this.udpFd >= 0 && native.udpSend(this.udpFd, reply, rinfo.address, rinfo.port) >= 0) return;
+    this.udp?.send(reply, rinfo.port, rinfo.address);
   }
 
   private async slowUdp(msg: Buffer, rinfo: dgram.RemoteInfo): Promise<void> {
     try {
       const reply = await this.general(msg, false);
-      if (reply) this.udp?.send(reply, rinfo.port, rinfo.address);
+      if (reply) this.sendUdp(reply, rinfo);
     } catch (e) {
       this.ctx.log.debug({ err: e }, 'dns: dropped a query');
     }
@@ -255,6 +267,7 @@ export class SandboxResolver {
   }
 
   close(): void {
+    this.udpFd = -1;
     this.udp?.close();
     this.tcp?.close();
     for (const c of this.conns) c.destroy();
