@@ -91,6 +91,23 @@ test('docker with cnmd-bridge and cnmd-ipam: networks, names, ports, connect/dis
   await e.exec('c1', ['ping', '-c1', '-W2', 'web']);
   await eventually(() => assert.ok(fromWeb(httpGet(outside.path, `http://${HOST_IP}:8080/hostname`)), 'the port is back after dockerd restarted'), 10_000);
 
+  // Dual stack and internal networks through the plugin.
+  await e.docker(['network', 'create', '-d', 'cnmd-bridge', '--ipam-driver', 'cnmd-ipam', '--ipv6', '--subnet', '10.95.0.0/24', '--subnet', 'fd00:95::/64', 'dual']);
+  await e.runDetached('d1', { network: 'dual' });
+  const addrs = (await e.exec('d1', ['ip', '-o', 'addr', 'show', 'eth0'])).stdout;
+  assert.match(addrs, /inet 10\.95\.0\.\d+\/24/);
+  assert.match(addrs, /inet6 fd00:95::[0-9a-f]+\/64/);
+  assert.match((await e.exec('d1', ['ip', '-6', 'route'])).stdout, /default via fd00:95::1 dev eth0/);
+  await e.exec('d1', ['ping', '-6', '-c1', '-W2', 'fd00:95::1']);
+  await e.docker(['network', 'create', '-d', 'cnmd-bridge', '--ipam-driver', 'cnmd-ipam', '--internal', '--subnet', '10.96.0.0/24', 'closed']);
+  await e.runDetached('i1', { network: 'closed' });
+  await e.runDetached('i2', { network: 'closed' });
+  await e.exec('i1', ['ping', '-c1', '-W2', 'i2']);
+  assert.doesNotMatch((await e.exec('i1', ['ip', 'route'])).stdout, /default/, 'an internal network gives no default route');
+  assert.notEqual((await e.exec('i1', ['ping', '-c1', '-W1', HOST_IP], { allowFail: true })).status, 0, 'nor a way out');
+  await e.docker(['rm', '-f', 'd1', 'i1', 'i2']);
+  await e.docker(['network', 'rm', 'dual', 'closed']);
+
   // Removal through the engine leaves cnmd with nothing of it.
   await e.docker(['rm', '-f', 'c1', 'web']);
   await e.docker(['network', 'rm', 'eng']);
