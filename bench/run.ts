@@ -111,8 +111,29 @@ export function table(results: CaseResult[]): string {
   return lines.join('\n');
 }
 
+/**
+ * The table's rows for cases that have no result file here (the JSON files are
+ * not committed: a fresh clone that runs one case must not drop the others' lines).
+ */
+function keptRows(results: CaseResult[]): string[] {
+  let old = '';
+  try {
+    old = fs.readFileSync(path.join(RESULTS, 'README.md'), 'utf8');
+  } catch {
+    return [];
+  }
+  const fresh = new Set(results.map((r) => r.case));
+  return old.split('\n').filter((l) => {
+    const m = /^\| ([^|\s]+) \|/.exec(l);
+    return !!m && m[1] !== 'case' && m[1] !== '---' && !fresh.has(m[1]);
+  });
+}
+
 function writeReadme(results: CaseResult[]): string {
-  const t = table(results);
+  const kept = keptRows(results);
+  const rows = table(results).split('\n');
+  const byCase = (l: string) => /^\| ([^|\s]+) \|/.exec(l)![1];
+  const t = [...rows.slice(0, 2), ...[...rows.slice(2), ...kept].sort((a, b) => byCase(a).localeCompare(byCase(b)))].join('\n');
   const text = [
     '# Benchmark results',
     '',
