@@ -64,7 +64,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { EMBEDDED_DNS_OPTION } from '../../src/controller/controller';
-import { Scratch, commandExists, ensureDebPackages, intEnv, median, memKb, sleep } from '../lib/host';
+import { Scratch, commandExists, ensureDebPackages, intEnv, median, memKb, sleep, cleanupOnSignals } from '../lib/host';
 import {
   AARDVARK,
   Cnmd,
@@ -471,15 +471,7 @@ export async function run(): Promise<Record<string, number>> {
   const tStart = performance.now();
 
   const s = new Scratch('cnmd-bench-dns-');
-  const onSignal = (sig: NodeJS.Signals) => {
-    try {
-      s.cleanup();
-    } finally {
-      process.kill(process.pid, sig);
-    }
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const offSignals = cleanupOnSignals(() => s.cleanup());
   console.log(
     `dns: ${NAMES} names, ${ROUNDS} round(s) of dnsperf -c ${CLIENTS} -l ${SECONDS}, the same with -v, and -Q ${RATE} -l ${RATE_SECONDS} -v per peer; peers ${[...PEERS].join(', ')}; ` +
       `root ${s.root} (tmpfs at run/), ${os.cpus().length} cores, load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`,
@@ -550,8 +542,7 @@ export async function run(): Promise<Record<string, number>> {
         console.log(`  dns: stopping ${t.key}: ${(e as Error).message}`);
       }
     }
-    process.removeListener('SIGINT', onSignal);
-    process.removeListener('SIGTERM', onSignal);
+    offSignals();
     const notes = s.cleanup();
     for (const n of notes) console.log(`  dns cleanup: ${n}`);
   }

@@ -56,7 +56,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Scratch, commandExists, ensureDebPackages, eventually, intEnv, median, percentile, sleep, vethCount } from '../lib/host';
+import { Scratch, commandExists, ensureDebPackages, eventually, intEnv, median, percentile, sleep, vethCount, cleanupOnSignals } from '../lib/host';
 import { Cnmd, Dockerd, guardNetns, inNs, startDockerd } from '../lib/peers-ports';
 
 export const name = 'engine';
@@ -140,15 +140,7 @@ export async function run(): Promise<Record<string, number>> {
 
   const s = new Scratch('cnmd-bench-engine-');
   guardNetns(s);
-  const onSignal = (sig: NodeJS.Signals) => {
-    try {
-      s.cleanup();
-    } finally {
-      process.kill(process.pid, sig);
-    }
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const offSignals = cleanupOnSignals(() => s.cleanup());
   console.log(
     `engine: ${ROUNDS} rounds (warm-up ${WARMUP}), drivers ${[...DRIVERS].join(', ')}, root ${s.root} (tmpfs at run/), ${os.cpus().length} cores, load average ${os
       .loadavg()
@@ -236,8 +228,7 @@ export async function run(): Promise<Record<string, number>> {
       await cnmd.stop();
     }
   } finally {
-    process.removeListener('SIGINT', onSignal);
-    process.removeListener('SIGTERM', onSignal);
+    offSignals();
     for (const n of s.cleanup()) console.log(`  engine cleanup: ${n}`);
   }
 

@@ -77,6 +77,7 @@ import * as path from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { native } from '../../native';
 import { CreatedNetns, NetnsManager } from '../../src/netns/netns';
+import { cleanupOnSignals } from '../lib/host';
 
 export const name = 'netlink';
 export const unit = 'ms';
@@ -455,15 +456,7 @@ export async function run(): Promise<Record<string, number>> {
   }
   const parent = execRootParent();
   const root = fs.mkdtempSync(path.join(parent.dir, 'cnmd-bench-netlink-'));
-  const onSignal = (sig: NodeJS.Signals) => {
-    try {
-      removeRoot(root);
-    } finally {
-      process.kill(process.pid, sig);
-    }
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const offSignals = cleanupOnSignals(() => removeRoot(root));
   const rounds: Record<string, VariantResult>[] = [];
   try {
     console.log(`netlink: ${PAIRS} pairs, ${ROUNDS} round(s), exec-root ${root} (${parent.tmpfs ? 'tmpfs' : 'not tmpfs'}), load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
@@ -489,8 +482,7 @@ export async function run(): Promise<Record<string, number>> {
       rounds.push(res);
     }
   } finally {
-    process.removeListener('SIGINT', onSignal);
-    process.removeListener('SIGTERM', onSignal);
+    offSignals();
     removeRoot(root);
   }
 

@@ -55,7 +55,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Scratch, alive, commandExists, ensureDebPackages, intEnv, median, memKb, percentile, pidsMentioning, sleep } from '../lib/host';
+import { Scratch, alive, commandExists, ensureDebPackages, intEnv, median, memKb, percentile, pidsMentioning, sleep, cleanupOnSignals } from '../lib/host';
 import {
   Cnmd,
   ExecTrace,
@@ -588,15 +588,7 @@ export async function run(): Promise<Record<string, number>> {
     const left = pidsMentioning(s.root).filter(alive);
     if (left.length) console.log(`  ports cleanup: still running at the end: ${left.map((p) => `${p}:${commOf(p)}`).join(' ')}`);
   });
-  const onSignal = (sig: NodeJS.Signals) => {
-    try {
-      s.cleanup();
-    } finally {
-      process.kill(process.pid, sig);
-    }
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const offSignals = cleanupOnSignals(() => s.cleanup());
   console.log(
     `ports: ranges ${RANGES.map(spec).join(' and ')}, ${REPEATS} timed repeats, peers ${[...PEERS].join(', ')}, root ${s.root} (tmpfs at run/), ` +
       `${os.cpus().length} cores, load average ${os.loadavg().map(f2).join(' ')}, MemAvailable ${f2(mb(memAvailableKb()) / 1024)} GB`,
@@ -622,8 +614,7 @@ export async function run(): Promise<Record<string, number>> {
       else if (dock.skipped10k) unavailable.push(`docker 10,000-port range: ${dock.skipped10k}`);
     }
   } finally {
-    process.removeListener('SIGINT', onSignal);
-    process.removeListener('SIGTERM', onSignal);
+    offSignals();
     const notes = s.cleanup();
     for (const n of notes) console.log(`  ports cleanup: ${n}`);
   }

@@ -213,6 +213,26 @@ export function alive(pid: number): boolean {
  * processes that mention the root on their command line (and extra pids and
  * cgroups registered), netns mounts and the tmpfs, then the directory.
  */
+/**
+ * Runs fn on SIGINT/SIGTERM, then dies of the same signal (a bench interrupted
+ * by hand still removes its namespaces, mounts and processes). Returns the undo.
+ */
+export function cleanupOnSignals(fn: () => void): () => void {
+  const onSignal = (sig: NodeJS.Signals) => {
+    try {
+      fn();
+    } finally {
+      process.kill(process.pid, sig);
+    }
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  return () => {
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+  };
+}
+
 export class Scratch {
   readonly root: string;
   readonly run: string;
