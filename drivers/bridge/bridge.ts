@@ -25,6 +25,18 @@ export function hostVethName(endpointId: string): string {
   return `veth${endpointId.slice(0, 7)}`;
 }
 
+/**
+ * Whether a network's bridge is cnmd's to remove: it carries the network's
+ * alias, or it has cnmd's own name for the network and no alias at all (a
+ * daemon killed between the bridge's creation and its alias, which the kernel
+ * only takes in a second message). A user's bridge named by option is never
+ * taken without the alias.
+ */
+function ownBridge(link: { alias?: string; kind?: string }, networkId: string, name: string): boolean {
+  if (link.alias === networkAlias(networkId)) return true;
+  return link.alias === undefined && link.kind === 'bridge' && name === `br-${networkId.slice(0, 12)}`;
+}
+
 export class BridgeDriver implements Driver {
   readonly name = 'bridge';
   private readonly host: Handle;
@@ -121,25 +133,17 @@ export class BridgeDriver implements Driver {
     };
     if (!sb.handle) return { ...info, srcName: await this.joinForEngine(st, ep, sb.ifname) };
     // One message: host side enslaved and up, container side born in the sandbox with its final name and MAC.
-    const veth = await this.host.linkAdd({
+    const veth = (await this.host.linkAdd({
       kind: 'veth',
       name: ep.hostVeth,
       mtu: c.mtu,
       master: st.index,
       up: true,
-      alias: endpointAlias(networkId, endpointId),
       peer: { name: sb.ifname, netns: sb.key, mtu: c.mtu, mac: ep.mac },
-    });
-    const handle = sb.handle;
+    }))!;
     try {
-      const index = await handle.linkIndex(sb.ifname);
-      await Promise.all([
-        // Hairpin: a sandbox reaching its own published port through the host address comes back out this port.
-        this.host.bridgePortSet(veth!.index, { hairpin: true }),
-        handle.linkSet(index, { up: true }),
-        ep.address && !c.inhibitIPv4 ? handle.addrAdd(index, ep.address) : undefined,
-        ep.addressIPv6 ? handle.addrAdd(index, ep.addressIPv6, { nodad: true }) : undefined,
-      ]);
+      // Both sides at once, each socket's requests pipelined: the sandbox side does not wait for the host side's ACKs.
+      await Promise.all([this.finishHostSide(veth.index, networkId, endpointId), this.configurePeer(sb.handle, sb.ifname, veth.parentIndex, ep, c)]);
     } catch (e) {
       await this.host.linkDel(ep.hostVeth).catch(() => undefined);
       throw e;
@@ -148,22 +152,44 @@ export class BridgeDriver implements Driver {
   }
 
   /**
+   * The alias (the kernel applies IFLA_IFALIAS only to an existing link) and
+   * hairpin, so a sandbox reaching its own published port through the host
+   * address comes back out this port.
+   */
+  private async finishHostSide(index: number, networkId: string, endpointId: string): Promise<void> {
+    await Promise.all([this.host.linkSet(index, { alias: endpointAlias(networkId, endpointId) }), this.host.bridgePortSet(index, { hairpin: true })]);
+  }
+
+  /**
+   * Up, then the addresses, in one burst on the sandbox's socket (the kernel
+   * handles them in order). The host side's echo names the peer's ifindex
+   * (IFLA_LINK), which spares a look-up by name.
+   */
+  private async configurePeer(handle: Handle, ifname: string, peerIndex: number | undefined, ep: EndpointState, c: BridgeConfig): Promise<void> {
+    const index = peerIndex ?? (await handle.linkIndex(ifname));
+    await Promise.all([
+      handle.linkSet(index, { up: true }),
+      ep.address && !c.inhibitIPv4 ? handle.addrAdd(index, ep.address) : undefined,
+      ep.addressIPv6 ? handle.addrAdd(index, ep.addressIPv6, { nodad: true }) : undefined,
+    ]);
+  }
+
+  /**
    * The Docker engine's join: both ends stay in the daemon's netns; the engine
    * moves `peerName` into its sandbox, renames it and sets its addresses and routes.
    */
   private async joinForEngine(st: BridgeState, ep: EndpointState, peerName: string): Promise<string> {
     const c = st.config;
-    const veth = await this.host.linkAdd({
+    const veth = (await this.host.linkAdd({
       kind: 'veth',
       name: ep.hostVeth,
       mtu: c.mtu,
       master: st.index,
       up: true,
-      alias: endpointAlias(st.config.networkId, ep.id),
       peer: { name: peerName, mtu: c.mtu, mac: ep.mac },
-    });
+    }))!;
     try {
-      await this.host.bridgePortSet(veth!.index, { hairpin: true });
+      await this.finishHostSide(veth.index, st.config.networkId, ep.id);
     } catch (e) {
       await this.host.linkDel(ep.hostVeth).catch(() => undefined);
       throw e;
@@ -216,7 +242,7 @@ export class BridgeDriver implements Driver {
     await this.ensureBase();
     await this.fw.removeNetwork(rulesFor(config));
     const link = await this.host.linkGet(config.bridgeName).catch(() => undefined);
-    if (link?.alias === networkAlias(spec.id)) await this.host.linkDel(link.index).catch(() => undefined);
+    if (link && ownBridge(link, spec.id, config.bridgeName)) await this.host.linkDel(link.index).catch(() => undefined);
     this.networks.delete(spec.id);
   }
 

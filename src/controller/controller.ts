@@ -6,7 +6,7 @@
 // flight.
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import type { Driver, EndpointSpec, IpamData, NetworkSpec } from '../../drivers/driver';
+import type { Capabilities, Driver, EndpointSpec, IpamData, JoinInfo, NetworkSpec } from '../../drivers/driver';
 import { CnmdError, invalidArgument } from '../errors';
 import type { Ipam } from '../ipam/ipam';
 import { parseCidr, ipToBig, contains } from '../ipam/ip';
@@ -82,8 +82,37 @@ export interface PluginLoader {
 /** Network option that turns the embedded DNS off for a network (libnetwork#1085). */
 export const EMBEDDED_DNS_OPTION = 'cnmd.network.embedded_dns';
 
+/** An endpoint on its way into a sandbox, and how far it got. */
+interface PendingEndpoint {
+  ep: EndpointRecord;
+  n: NetworkRecord;
+  driver: Driver;
+  caps: Capabilities;
+  ipam?: Ipam;
+  /** prepared: checked, counted among the sandbox's endpoints, addressed; wiring, then wired: in the kernel; released: undone. */
+  stage: 'prepared' | 'wiring' | 'wired' | 'released';
+}
+
+/** Waits for every promise, then throws the first failure: nothing is left running behind an error. */
+async function settleAll(ps: Promise<unknown>[]): Promise<void> {
+  const failed = (await Promise.allSettled(ps)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/** Random bytes for ids, drawn 2 KiB at a time: one call into the CSPRNG per 64 ids rather than per id. */
+const idBytes = { buf: Buffer.alloc(0), used: 0 };
+
 function newId(): string {
-  return crypto.randomBytes(32).toString('hex');
+  if (idBytes.used + 32 > idBytes.buf.length) {
+    idBytes.buf = crypto.randomBytes(2048);
+    idBytes.used = 0;
+  }
+  idBytes.used += 32;
+  return idBytes.buf.toString('hex', idBytes.used - 32, idBytes.used);
 }
 
 function plainIp(cidr: string | undefined): string | undefined {
@@ -106,6 +135,8 @@ export class Controller implements RecordSource {
   readonly dns: EmbeddedDns;
   /** The embedded DNS's view per sandbox, rebuilt after any change to endpoints. */
   private dnsView = new Map<string, DnsNetwork[]>();
+  /** Endpoints being joined, by id: their current record (the store holds the 'creating' copy). */
+  private readonly joining = new Map<string, PendingEndpoint>();
   /** The default gateways installed in each sandbox (by family), as cnmd last set them. */
   private readonly gateways = new Map<string, { 4?: string; 6?: string }>();
   /** Networks, endpoints and IPAM pools the Docker engine made through cnmd's plugin sockets. */
@@ -135,8 +166,8 @@ export class Controller implements RecordSource {
 
   private sandboxUsesDns(sb: SandboxRecord): boolean {
     return sb.endpoints.some((id) => {
-      const e = this.store.get<EndpointRecord>(KIND.endpoint, id);
-      const n = e && this.store.get<NetworkRecord>(KIND.network, e.networkId);
+      const e = this.endpointRecord(id);
+      const n = e && this.networkOf(e);
       return !!n && this.dnsEnabled(n);
     });
   }
@@ -211,10 +242,30 @@ export class Controller implements RecordSource {
     throw new CnmdError('FORBIDDEN', `network ${n.name} was created by the Docker engine through cnmd's plugin: ${what}`, { op, object: n.name });
   }
 
+  /** Ids of cnmd's own networks by name, as the last full look-up saw them: a hint, checked on use. */
+  private networkIdsByName = new Map<string, string>();
+
   /** By full id, then exact name, then unique id prefix (as the docker CLI resolves). */
   network(ref: string): NetworkRecord {
+    return this.ownNetworkNamed(ref) ?? this.resolveNetwork(ref);
+  }
+
+  /**
+   * The common case without parsing every network: ref names one of cnmd's
+   * own networks, is no network's id, and names no engine network.
+   */
+  private ownNetworkNamed(ref: string): NetworkRecord | undefined {
+    const id = this.networkIdsByName.get(ref);
+    if (!id || this.store.get(KIND.network, ref)) return undefined;
+    const n = this.store.get<NetworkRecord>(KIND.network, id);
+    if (!n || n.name !== ref || n.state === 'creating') return undefined;
+    return this.engine.networks().some((e) => e.id === ref || e.name === ref) ? undefined : n;
+  }
+
+  private resolveNetwork(ref: string): NetworkRecord {
     const op = 'network inspect';
     const all = this.networks();
+    this.networkIdsByName = new Map(all.filter((n) => n.owner !== 'engine').map((n) => [n.name, n.id]));
     const byId = all.find((n) => n.id === ref);
     if (byId) return byId;
     const byName = all.filter((n) => n.name === ref);
@@ -487,58 +538,139 @@ export class Controller implements RecordSource {
         ports: req.ports ?? [],
         state: 'creating',
       };
-      this.store.put(KIND.sandbox, id, sb);
       this.namesInUse().set(name, id);
+      const eps: PendingEndpoint[] = [];
       try {
-        await runSteps(
-          [
-            {
-              name: 'netns',
-              do: async () => {
-                if (sb.hostNetns) {
-                  sb.key = await this.hostNetnsKey();
-                  return;
-                }
-                const created = this.pool ? await this.pool.take(id) : await this.netns.create(id);
-                this.handles.set(id, created.handle);
-              },
-              undo: () => {
-                if (sb.hostNetns) return;
-                this.handles.get(id)?.close();
-                this.handles.delete(id);
-                this.gateways.delete(id);
-                try {
-                  this.netns.delete(id);
-                } catch {
-                  /* not created */
-                }
-              },
-            },
-            {
-              name: 'networks',
-              do: async () => {
-                for (const c of nets) await this.connectLocked(c.rec.id, sb, c);
-              },
-              undo: async () => {
-                for (const epId of [...sb.endpoints].reverse()) await this.disconnectEndpoint(epId, sb).catch(() => undefined);
-              },
-            },
-            { name: 'dns', do: () => this.ensureDns(sb), undo: () => this.dns.stop(id) },
-            // Written once, after the networks: hosts already holds the sandbox's addresses.
-            { name: 'files', do: () => this.writeFiles(sb), undo: () => this.files.remove(id) },
-          ],
-          (step, e) => this.log.error({ err: e, sandbox: id, step }, 'rollback step failed'),
+        await runSteps([this.endpointsStep(sb, nets, eps), this.netnsStep(sb), this.wiringStep(sb, eps)], (step, e) =>
+          this.log.error({ err: e, sandbox: id, step }, 'rollback step failed'),
         );
       } catch (e) {
         this.store.delete(KIND.sandbox, id);
         this.namesInUse().delete(name);
         throw e;
+      } finally {
+        for (const p of eps) this.joining.delete(p.ep.id);
+        // This sandbox's kernel work is over: the pool may make up for what it took.
+        this.afterReply(() => this.pool?.refill(id));
       }
-      sb.state = 'ready';
-      this.store.put(KIND.sandbox, id, sb);
-      this.log.info({ sandbox: id, name, networks: nets.map((n) => n.rec.name) }, 'sandbox created');
+      this.commitReady(sb, eps);
+      this.afterReply(() => {
+        for (const p of eps) this.logJoined(p, sb);
+        this.log.info({ sandbox: id, name, networks: nets.map((n) => n.rec.name) }, 'sandbox created');
+      });
       return sb;
     });
+  }
+
+  /**
+   * The sandbox's endpoints, with their addresses, and the 'creating' records
+   * that let a restart undo them: one commit, before any kernel work.
+   */
+  private endpointsStep(sb: SandboxRecord, nets: ({ rec: NetworkRecord } & ConnectOptions)[], eps: PendingEndpoint[]): Step {
+    return {
+      name: 'endpoints',
+      do: async () => {
+        // Every check first: nothing is allocated for a request that names a bad network.
+        for (const c of nets) eps.push(this.newEndpoint(c.rec.id, sb, c));
+        let allocating: Promise<void>[] = [];
+        let failed: unknown;
+        try {
+          // The default IPAM allocates synchronously: its writes join this commit too.
+          this.store.tx(() => {
+            allocating = eps.map((p) => this.allocate(p));
+            this.store.put(KIND.sandbox, sb.id, sb);
+            for (const p of eps) this.store.put(KIND.endpoint, p.ep.id, p.ep);
+          });
+        } catch (e) {
+          failed = e;
+        }
+        // Nothing left running behind an error: the undo releases what was allocated.
+        await settleAll(allocating);
+        if (failed) throw failed;
+      },
+      undo: async () => {
+        for (const p of [...eps].reverse()) if (p.stage === 'prepared') await this.releaseEndpoint(p, sb);
+      },
+    };
+  }
+
+  private netnsStep(sb: SandboxRecord): Step {
+    const id = sb.id;
+    return {
+      name: 'netns',
+      do: async () => {
+        if (sb.hostNetns) {
+          sb.key = await this.hostNetnsKey();
+          return;
+        }
+        const created = this.pool ? await this.pool.take(id) : await this.netns.create(id);
+        this.handles.set(id, created.handle);
+        // A new namespace has no default route: nothing to read back from the kernel.
+        this.gateways.set(id, {});
+      },
+      undo: () => {
+        if (sb.hostNetns) return;
+        this.handles.get(id)?.close();
+        this.handles.delete(id);
+        this.gateways.delete(id);
+        try {
+          this.netns.delete(id);
+        } catch {
+          /* not created */
+        }
+      },
+    };
+  }
+
+  /**
+   * The endpoints' interfaces, and meanwhile the embedded DNS and the files:
+   * the kernel makes a veth on the netlink I/O thread while this thread would
+   * otherwise sit idle waiting for it.
+   */
+  private wiringStep(sb: SandboxRecord, eps: PendingEndpoint[]): Step {
+    return {
+      name: 'networks',
+      do: () => settleAll([this.wireEndpoints(sb, eps), this.startServices(sb)]),
+      undo: async () => {
+        this.dns.stop(sb.id);
+        this.files.remove(sb.id);
+        for (const p of [...eps].reverse()) if (p.stage === 'wired') await this.disconnectEndpoint(p.ep.id, sb).catch(() => undefined);
+      },
+    };
+  }
+
+  private async wireEndpoints(sb: SandboxRecord, eps: PendingEndpoint[]): Promise<void> {
+    const handle = sb.hostNetns ? undefined : this.handleFor(sb);
+    for (const p of eps) await this.wireEndpoint(p, sb, handle);
+  }
+
+  /**
+   * DNS and files need only the records (addresses are allocated), not the
+   * interfaces. Each waits for the event loop first: the wiring sends its
+   * netlink requests, and handles their replies, before this thread gets busy.
+   */
+  private async startServices(sb: SandboxRecord): Promise<void> {
+    await yieldToEventLoop();
+    await this.ensureDns(sb);
+    await yieldToEventLoop();
+    // Written once: hosts already holds the sandbox's addresses.
+    this.files.create(sb.id, this.filesOf(sb));
+  }
+
+  /** Endpoints and sandbox become ready in one commit. */
+  private commitReady(sb: SandboxRecord, eps: PendingEndpoint[]): void {
+    sb.state = 'ready';
+    for (const p of eps) p.ep.state = 'ready';
+    this.dnsView.clear();
+    this.store.tx(() => {
+      for (const p of eps) this.store.put(KIND.endpoint, p.ep.id, p.ep);
+      this.store.put(KIND.sandbox, sb.id, sb);
+    });
+  }
+
+  /** Runs fn once the current API call has answered: a log line or a pool refill need not delay the caller. */
+  private afterReply(fn: () => void): void {
+    setImmediate(fn);
   }
 
   private hostNetnsPinned?: string;
@@ -561,7 +693,7 @@ export class Controller implements RecordSource {
   }
 
   private hostsEntries(sb: SandboxRecord) {
-    const eps = sb.endpoints.map((id) => this.store.get<EndpointRecord>(KIND.endpoint, id)).filter((e): e is EndpointRecord => !!e);
+    const eps = sb.endpoints.map((id) => this.endpointRecord(id)).filter((e): e is EndpointRecord => !!e);
     const out: { ip: string; names: string[] }[] = [];
     for (const e of eps) {
       for (const ip of [e.ipv4, e.ipv6]) if (ip) out.push({ ip: plainIp(ip)!, names: [sb.hostname] });
@@ -578,12 +710,12 @@ export class Controller implements RecordSource {
     return resolvConf({ nameservers: [], search: host.search, options: [] }, { servers: [RESOLVER_IP], search: sb.dns.search, options: withNdots });
   }
 
+  private filesOf(sb: SandboxRecord) {
+    return { hostname: sb.hostname, hosts: hostsFile(this.hostsEntries(sb)), resolvConf: this.sandboxResolvConf(sb) };
+  }
+
   private writeFiles(sb: SandboxRecord): void {
-    this.files.write(sb.id, {
-      hostname: sb.hostname,
-      hosts: hostsFile(this.hostsEntries(sb)),
-      resolvConf: this.sandboxResolvConf(sb),
-    });
+    this.files.write(sb.id, this.filesOf(sb));
   }
 
   handleFor(sb: SandboxRecord): Handle {
@@ -638,30 +770,83 @@ export class Controller implements RecordSource {
     const sb0 = this.sandbox(sandboxRef);
     return this.locks.lock([`net:${n.id}`, `sb:${sb0.id}`], async () => {
       const sb = this.store.get<SandboxRecord>(KIND.sandbox, sb0.id)!;
-      const ep = await this.connectLocked(n.id, sb, opts);
-      this.store.put(KIND.sandbox, sb.id, sb);
-      return ep;
+      return this.connectLocked(n.id, sb, opts);
     });
   }
 
+  /** An endpoint record: the one being joined if it is, else the stored one. */
+  private endpointRecord(id: string): EndpointRecord | undefined {
+    return this.joining.get(id)?.ep ?? this.store.get<EndpointRecord>(KIND.endpoint, id);
+  }
+
+  /** An endpoint's network: the record read when its join began, if it is being joined (under the sandbox's lock). */
+  private networkOf(e: EndpointRecord): NetworkRecord | undefined {
+    return this.joining.get(e.id)?.n ?? this.store.get<NetworkRecord>(KIND.network, e.networkId);
+  }
+
   private nextIfname(sb: SandboxRecord): string {
-    const used = new Set(sb.endpoints.map((id) => this.store.get<EndpointRecord>(KIND.endpoint, id)?.ifname));
+    const used = new Set(sb.endpoints.map((id) => this.endpointRecord(id)?.ifname));
     for (let i = 0; ; i++) if (!used.has(`eth${i}`)) return `eth${i}`;
   }
 
+  /** Joins an existing sandbox to a network (the sandbox's lock is held). */
   private async connectLocked(networkId: string, sb: SandboxRecord, opts: ConnectOptions): Promise<EndpointRecord> {
+    const p = await this.prepareEndpoint(networkId, sb, opts);
+    const ep = p.ep;
+    try {
+      this.store.put(KIND.endpoint, ep.id, ep);
+      await this.wireEndpoint(p, sb, sb.hostNetns ? undefined : this.handleFor(sb));
+    } catch (e) {
+      if (p.stage === 'prepared') await this.releaseEndpoint(p, sb);
+      throw e;
+    } finally {
+      this.joining.delete(ep.id);
+    }
+    ep.state = 'ready';
+    this.dnsView.clear();
+    this.store.tx(() => {
+      this.store.put(KIND.endpoint, ep.id, ep);
+      this.store.put(KIND.sandbox, sb.id, sb);
+    });
+    if (this.files.exists(sb.id)) {
+      const hadDns = this.dns.has(sb.id);
+      await this.ensureDns(sb).catch((e) => this.log.warn({ err: e, sandbox: sb.id }, 'embedded DNS start failed'));
+      if (!hadDns && this.dns.has(sb.id)) this.writeFiles(sb);
+      else this.files.writeHosts(sb.id, hostsFile(this.hostsEntries(sb)));
+    }
+    this.afterReply(() => this.logJoined(p, sb));
+    return ep;
+  }
+
+  private logJoined({ ep, n }: PendingEndpoint, sb: SandboxRecord): void {
+    this.log.info({ endpoint: ep.id, network: n.name, sandbox: sb.name, ipv4: ep.ipv4, ipv6: ep.ipv6, ifname: ep.ifname }, 'endpoint joined');
+  }
+
+  /** A new endpoint of sb on the network, with its addresses, not yet in the kernel (the caller persists it before wiring it). */
+  private async prepareEndpoint(networkId: string, sb: SandboxRecord, opts: ConnectOptions): Promise<PendingEndpoint> {
+    const p = this.newEndpoint(networkId, sb, opts);
+    try {
+      await this.allocate(p);
+    } catch (e) {
+      await this.releaseEndpoint(p, sb);
+      throw e;
+    }
+    return p;
+  }
+
+  /** A new endpoint of sb on the network, checked and counted among sb's endpoints, without addresses yet. */
+  private newEndpoint(networkId: string, sb: SandboxRecord, opts: ConnectOptions): PendingEndpoint {
     const op = 'network connect';
     const n = this.store.get<NetworkRecord>(KIND.network, networkId);
     if (!n || n.state !== 'ready') throw new CnmdError('NOT_FOUND', `network ${networkId} not found`, { op, object: networkId });
     const driver = this.driver(n.driver, op);
     const caps = driver.capabilities();
-    if (sb.endpoints.some((id) => this.store.get<EndpointRecord>(KIND.endpoint, id)?.networkId === n.id)) {
+    if (sb.endpoints.some((id) => this.endpointRecord(id)?.networkId === n.id)) {
       throw new CnmdError('ALREADY_EXISTS', `endpoint with name ${sb.name} already exists in network ${n.name}`, { op, object: sb.name });
     }
     if (!!caps.usesHostNetns !== sb.hostNetns) {
       throw new CnmdError('FORBIDDEN', `sandbox ${sb.name} cannot be connected to network ${n.name}: ${sb.hostNetns ? 'it uses the host network' : 'the host network needs a sandbox created on it'}`, { op, object: sb.name });
     }
-    const ipam = this.ipams.get(n.ipamDriver);
     const ep: EndpointRecord = {
       id: newId(),
       name: sb.name,
@@ -677,25 +862,40 @@ export class Controller implements RecordSource {
       throw invalidArgument(op, ep.staticIPv4, 'user specified IP address is supported only when connecting to networks with user configured subnets');
     }
     if (ep.staticIPv6 && !n.enableIPv6) throw invalidArgument(op, ep.staticIPv6, `network ${n.name} has no IPv6`);
-    this.store.put(KIND.endpoint, ep.id, ep);
+    const p: PendingEndpoint = { ep, n, driver, caps, ipam: this.ipams.get(n.ipamDriver), stage: 'prepared' };
+    this.joining.set(ep.id, p);
     sb.endpoints.push(ep.id);
-    const handle = sb.hostNetns ? undefined : this.handleFor(sb);
-    const steps: Step[] = [];
-    if (ipam && n.pools.length) {
-      steps.push({
-        name: 'ipam',
-        do: async () => {
-          ep.ipv4 = await this.allocateAddress(ipam, n, false, ep.staticIPv4, ep);
-          if (n.enableIPv6) ep.ipv6 = await this.allocateAddress(ipam, n, true, ep.staticIPv6, ep);
-          this.store.put(KIND.endpoint, ep.id, ep);
-        },
-        undo: async () => {
-          if (ep.ipv6 && ep.poolV6) await ipam.releaseAddress(ep.poolV6, ep.ipv6).catch(() => undefined);
-          if (ep.ipv4 && ep.poolV4) await ipam.releaseAddress(ep.poolV4, ep.ipv4).catch(() => undefined);
-        },
-      });
+    return p;
+  }
+
+  /** The endpoint's addresses from its network's IPAM; a failure leaves what was allocated for releaseEndpoint. */
+  private async allocate({ ep, n, ipam }: PendingEndpoint): Promise<void> {
+    if (!ipam || !n.pools.length) return;
+    ep.ipv4 = await this.allocateAddress(ipam, n, false, ep.staticIPv4, ep);
+    if (n.enableIPv6) ep.ipv6 = await this.allocateAddress(ipam, n, true, ep.staticIPv6, ep);
+  }
+
+  /** Undoes prepareEndpoint: the addresses go back to the IPAM, the record goes. */
+  private async releaseEndpoint(p: PendingEndpoint, sb: SandboxRecord): Promise<void> {
+    const { ep, ipam } = p;
+    if (ipam) {
+      if (ep.ipv6 && ep.poolV6) await ipam.releaseAddress(ep.poolV6, ep.ipv6).catch(() => undefined);
+      if (ep.ipv4 && ep.poolV4) await ipam.releaseAddress(ep.poolV4, ep.ipv4).catch(() => undefined);
     }
-    steps.push(
+    sb.endpoints = sb.endpoints.filter((id) => id !== ep.id);
+    this.joining.delete(ep.id);
+    this.store.delete(KIND.endpoint, ep.id);
+    p.stage = 'released';
+  }
+
+  /**
+   * The endpoint's kernel side: the driver's endpoint and join, the default
+   * route, published ports. A failure undoes it and releases the endpoint.
+   */
+  private async wireEndpoint(p: PendingEndpoint, sb: SandboxRecord, handle: Handle | undefined): Promise<void> {
+    const { ep, n, driver, caps } = p;
+    p.stage = 'wiring';
+    const steps: Step[] = [
       {
         name: 'create endpoint',
         do: async () => {
@@ -711,7 +911,13 @@ export class Controller implements RecordSource {
             await driver.join(n.id, ep.id, { id: sb.id, key: sb.key, ifname: ep.ifname }, {});
             return;
           }
-          const info = await driver.join(n.id, ep.id, { id: sb.id, key: sb.key, handle, ifname: ep.ifname }, {});
+          const routed = this.routeBehindAddress(sb, ep, handle);
+          let info: JoinInfo;
+          try {
+            info = await driver.join(n.id, ep.id, { id: sb.id, key: sb.key, handle, ifname: ep.ifname }, {});
+          } finally {
+            await routed();
+          }
           for (const r of info.staticRoutes) {
             await handle.routeAdd(r.routeType === 1 ? { dst: r.destination, dev: ep.ifname } : { dst: r.destination, gateway: r.nextHop });
           }
@@ -728,29 +934,15 @@ export class Controller implements RecordSource {
         },
         undo: () => driver.revokeExternalConnectivity(n.id, ep.id),
       },
-    );
+    ];
     try {
       await runSteps(steps, (step, e) => this.log.error({ err: e, endpoint: ep.id, step }, 'rollback step failed'));
     } catch (e) {
-      sb.endpoints = sb.endpoints.filter((id) => id !== ep.id);
-      this.store.delete(KIND.endpoint, ep.id);
+      await this.releaseEndpoint(p, sb);
       await this.updateGateway(sb, handle).catch(() => undefined);
       throw e;
     }
-    ep.state = 'ready';
-    this.dnsView.clear();
-    this.store.tx(() => {
-      this.store.put(KIND.endpoint, ep.id, ep);
-      this.store.put(KIND.sandbox, sb.id, sb);
-    });
-    if (this.files.list().includes(sb.id)) {
-      const hadDns = this.dns.has(sb.id);
-      await this.ensureDns(sb).catch((e) => this.log.warn({ err: e, sandbox: sb.id }, 'embedded DNS start failed'));
-      if (!hadDns && this.dns.has(sb.id)) this.writeFiles(sb);
-      else this.files.writeHosts(sb.id, hostsFile(this.hostsEntries(sb)));
-    }
-    this.log.info({ endpoint: ep.id, network: n.name, sandbox: sb.name, ipv4: ep.ipv4, ipv6: ep.ipv6, ifname: ep.ifname }, 'endpoint joined');
-    return ep;
+    p.stage = 'wired';
   }
 
   private endpointSpec(ep: EndpointRecord): EndpointSpec {
@@ -764,14 +956,14 @@ export class Controller implements RecordSource {
    */
   private portHolderWanted(sb: SandboxRecord, n: NetworkRecord, caps: { portMapping?: boolean }): boolean {
     if (!sb.ports?.length || !caps.portMapping || n.internal) return false;
-    return !sb.endpoints.some((id) => this.store.get<EndpointRecord>(KIND.endpoint, id)?.ports?.length);
+    return !sb.endpoints.some((id) => this.endpointRecord(id)?.ports?.length);
   }
 
   /** After the holder left: publish on the next eligible endpoint, if any. */
   private async movePorts(sb: SandboxRecord): Promise<void> {
-    if (!sb.ports?.length || sb.endpoints.some((id) => this.store.get<EndpointRecord>(KIND.endpoint, id)?.ports?.length)) return;
+    if (!sb.ports?.length || sb.endpoints.some((id) => this.endpointRecord(id)?.ports?.length)) return;
     for (const id of sb.endpoints) {
-      const e = this.store.get<EndpointRecord>(KIND.endpoint, id);
+      const e = this.endpointRecord(id);
       const n = e && this.store.get<NetworkRecord>(KIND.network, e.networkId);
       const driver = n && this.drivers.get(n.driver);
       if (!e || !n || !driver || n.internal || !driver.capabilities().portMapping) continue;
@@ -813,6 +1005,32 @@ export class Controller implements RecordSource {
   }
 
   /**
+   * Sends the default route through ep's interface right behind the address
+   * that makes its gateway reachable, when ep is the one to carry it: the
+   * route needs no look-up of the interface's index (the address request
+   * names it) and no round trip of its own after the join. A route that fails
+   * here is left to updateGateway, which follows the join as always. Resolves
+   * (the returned function) once what was sent is answered.
+   */
+  private routeBehindAddress(sb: SandboxRecord, ep: EndpointRecord, handle: Handle): () => Promise<void> {
+    const known = this.gateways.get(sb.id);
+    const sent: Promise<void>[] = [];
+    // Unknown after a restart: updateGateway reads the kernel's routes first.
+    if (known) {
+      handle.onAddressSent = (index, family) => {
+        const via = this.gatewayOf(sb, family);
+        if (!via || via.dev !== ep.ifname || known[family] === via.gw) return;
+        const route = handle.routeReplace({ gateway: via.gw, dev: index, family });
+        sent.push(route.then(() => void (known[family] = via.gw), () => undefined));
+      };
+    }
+    return async () => {
+      handle.onAddressSent = undefined;
+      await Promise.all(sent);
+    };
+  }
+
+  /**
    * One default route per sandbox (per family): through the first endpoint,
    * in join order, whose network offers a gateway (not internal).
    */
@@ -829,23 +1047,11 @@ export class Controller implements RecordSource {
       this.gateways.set(sb.id, known);
     }
     for (const family of [4, 6] as const) {
-      const v6 = family === 6;
-      let gw: string | undefined;
-      let dev: string | undefined;
-      for (const id of sb.endpoints) {
-        const e = this.store.get<EndpointRecord>(KIND.endpoint, id);
-        const n = e && this.store.get<NetworkRecord>(KIND.network, e.networkId);
-        if (!e || !n || n.internal || !(v6 ? e.ipv6 : e.ipv4)) continue;
-        const pool = n.pools.find((p) => p.poolId === (v6 ? e.poolV6 : e.poolV4));
-        if (!pool?.gateway) continue;
-        gw = plainIp(pool.gateway);
-        dev = e.ifname;
-        break;
-      }
-      if (gw && dev) {
-        if (known[family] === gw) continue;
-        await handle.routeReplace({ gateway: gw, dev, family });
-        known[family] = gw;
+      const via = this.gatewayOf(sb, family);
+      if (via) {
+        if (known[family] === via.gw) continue;
+        await handle.routeReplace({ gateway: via.gw, dev: via.dev, family });
+        known[family] = via.gw;
       } else if (known[family]) {
         await handle.routeDel({ family }).catch(() => undefined);
         known[family] = undefined;
@@ -853,6 +1059,21 @@ export class Controller implements RecordSource {
     }
   }
 
+  /** The gateway a sandbox's default route goes through, and the interface that reaches it. */
+  private gatewayOf(sb: SandboxRecord, family: 4 | 6): { gw: string; dev: string } | undefined {
+    const v6 = family === 6;
+    for (const id of sb.endpoints) {
+      // An endpoint of the same call not wired yet has no interface to carry a route.
+      if (this.joining.get(id)?.stage === 'prepared') continue;
+      const e = this.endpointRecord(id);
+      const n = e && this.networkOf(e);
+      if (!e || !n || n.internal || !(v6 ? e.ipv6 : e.ipv4)) continue;
+      const pool = n.pools.find((p) => p.poolId === (v6 ? e.poolV6 : e.poolV4));
+      if (!pool?.gateway) continue;
+      return { gw: plainIp(pool.gateway)!, dev: e.ifname };
+    }
+    return undefined;
+  }
 
   async disconnect(networkRef: string, sandboxRef: string): Promise<void> {
     const op = 'network disconnect';
@@ -860,16 +1081,16 @@ export class Controller implements RecordSource {
     const sb0 = this.sandbox(sandboxRef);
     await this.locks.lock([`net:${n.id}`, `sb:${sb0.id}`], async () => {
       const sb = this.store.get<SandboxRecord>(KIND.sandbox, sb0.id)!;
-      const epId = sb.endpoints.find((id) => this.store.get<EndpointRecord>(KIND.endpoint, id)?.networkId === n.id);
+      const epId = sb.endpoints.find((id) => this.endpointRecord(id)?.networkId === n.id);
       if (!epId) throw new CnmdError('NOT_FOUND', `sandbox ${sb.name} is not connected to network ${n.name}`, { op, object: sb.name });
       await this.disconnectEndpoint(epId, sb);
       this.store.put(KIND.sandbox, sb.id, sb);
-      if (this.files.list().includes(sb.id)) this.files.writeHosts(sb.id, hostsFile(this.hostsEntries(sb)));
+      if (this.files.exists(sb.id)) this.files.writeHosts(sb.id, hostsFile(this.hostsEntries(sb)));
     });
   }
 
   private async disconnectEndpoint(epId: string, sb: SandboxRecord, sandboxDestroyed = false): Promise<void> {
-    const ep = this.store.get<EndpointRecord>(KIND.endpoint, epId);
+    const ep = this.endpointRecord(epId);
     if (!ep) {
       sb.endpoints = sb.endpoints.filter((id) => id !== epId);
       return;
@@ -1024,7 +1245,7 @@ export class Controller implements RecordSource {
       this.handles.set(sb.id, created.handle);
       fresh = true;
     }
-    if (!this.files.list().includes(sb.id)) this.writeFiles(sb);
+    if (!this.files.exists(sb.id)) this.writeFiles(sb);
     await this.ensureDns(sb);
     const h = this.handleFor(sb);
     for (const epId of sb.endpoints) {

@@ -64,6 +64,20 @@ export function resolvConf(host: ParsedResolvConf, user: DnsConfig): string {
   return out;
 }
 
+export interface SandboxFileSet {
+  hostname: string;
+  hosts: string;
+  resolvConf: string;
+}
+
+function contents(files: SandboxFileSet): [string, string][] {
+  return [
+    ['hostname', files.hostname + '\n'],
+    ['hosts', files.hosts],
+    ['resolv.conf', files.resolvConf],
+  ];
+}
+
 export class SandboxFiles {
   readonly root: string;
 
@@ -75,25 +89,43 @@ export class SandboxFiles {
     return path.join(this.root, id);
   }
 
-  write(id: string, files: { hostname: string; hosts: string; resolvConf: string }): void {
+  write(id: string, files: SandboxFileSet): void {
     const d = this.dir(id);
     fs.mkdirSync(d, { recursive: true, mode: 0o755 });
     // Write-then-rename: a reader (or a crash) never sees a half-written file.
-    for (const [name, content] of [
-      ['hostname', files.hostname + '\n'],
-      ['hosts', files.hosts],
-      ['resolv.conf', files.resolvConf],
-    ] as const) {
+    for (const [name, content] of contents(files)) {
       const tmp = path.join(d, `.${name}.tmp`);
       fs.writeFileSync(tmp, content, { mode: 0o644 });
       fs.renameSync(tmp, path.join(d, name));
     }
   }
 
+  /**
+   * The files of a sandbox being created, written in place: nothing reads
+   * them before the API answers, and a crash before then removes the sandbox
+   * and its directory, so write() and its renames are not needed.
+   */
+  create(id: string, files: SandboxFileSet): void {
+    const d = this.dir(id);
+    try {
+      fs.mkdirSync(d, { mode: 0o755 });
+    } catch (e) {
+      // The first sandbox makes the parent; an existing directory is not a fresh sandbox.
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') return this.write(id, files);
+      fs.mkdirSync(d, { recursive: true, mode: 0o755 });
+    }
+    for (const [name, content] of contents(files)) fs.writeFileSync(path.join(d, name), content, { mode: 0o644, flag: 'wx' });
+  }
+
   writeHosts(id: string, hosts: string): void {
     const tmp = path.join(this.dir(id), '.hosts.tmp');
     fs.writeFileSync(tmp, hosts, { mode: 0o644 });
     fs.renameSync(tmp, path.join(this.dir(id), 'hosts'));
+  }
+
+  /** One stat, where list() reads a directory entry per sandbox. */
+  exists(id: string): boolean {
+    return fs.existsSync(this.dir(id));
   }
 
   remove(id: string): void {

@@ -58,6 +58,11 @@ function checkIndex(op: string, ref: LinkRef): void {
   }
 }
 
+/** Whether a request needs a look-up by name before it can be encoded (then bad input is checked first). */
+function byName(...refs: (LinkRef | undefined)[]): boolean {
+  return refs.some((r) => typeof r === 'string');
+}
+
 const EOPNOTSUPP = 95;
 const EPROTONOSUPPORT = 93;
 const ENOSYS = 38;
@@ -73,6 +78,13 @@ function kernelFeatureMissing(op: string, object: string, feature: string, kconf
 
 export class Handle {
   readonly nsPath: string | null;
+  /**
+   * Called as each address request goes out, before its ACK: a request that
+   * needs the address (a route through it) sent from here follows it on the
+   * same socket, which the kernel handles in order, a round trip earlier than
+   * after the ACK.
+   */
+  onAddressSent?: (index: number, family: 4 | 6) => void;
   private route: NetlinkSocket;
   private xfrmSock?: NetlinkSocket;
 
@@ -153,7 +165,9 @@ export class Handle {
     const op = 'link add';
     const name = spec.name;
     // Bad input fails here, before any look-up is sent (placeholders stand for the indexes).
-    encodeLinkAdd({ ...spec, masterIndex: spec.master === undefined ? undefined : 1, parentIndex: 'parent' in spec ? 1 : undefined, linkIndex: undefined } as unknown as LinkSpec);
+    if (byName(spec.master, 'parent' in spec ? spec.parent : undefined, spec.kind === 'vxlan' ? spec.dev : undefined)) {
+      encodeLinkAdd({ ...spec, masterIndex: spec.master === undefined ? undefined : 1, parentIndex: 'parent' in spec ? 1 : undefined, linkIndex: undefined } as unknown as LinkSpec);
+    }
     const masterIndex = spec.master === undefined ? undefined : await this.linkIndex(spec.master);
     const parentIndex = 'parent' in spec && spec.parent !== undefined ? await this.linkIndex(spec.parent) : undefined;
     const linkIndex = spec.kind === 'vxlan' && spec.dev !== undefined ? await this.linkIndex(spec.dev) : undefined;
@@ -226,6 +240,12 @@ export class Handle {
     }
   }
 
+  /** A numeric ref, checked: no look-up, and no await before the request goes out. */
+  private checked(op: string, index: number): number {
+    checkIndex(op, index);
+    return index;
+  }
+
   /** The ifindex of ref (a number is taken as it is). */
   async linkIndex(ref: LinkRef): Promise<number> {
     if (typeof ref === 'number') {
@@ -258,7 +278,7 @@ export class Handle {
     checkIndex(op, ref);
     const object = String(ref);
     const { master: _m0, netns: _n0, ...plain } = ch;
-    encodeLinkSet(1, undefined, plain); // bad input fails before any look-up
+    if (byName(ch.master ?? undefined) || (ch.name !== undefined && typeof ref === 'string')) encodeLinkSet(1, undefined, plain); // bad input fails before any look-up
     const masterIndex = ch.master === undefined ? undefined : ch.master === null ? 0 : await this.linkIndex(ch.master);
     // Renames need the index; everything else can name the link directly.
     const index = typeof ref === 'number' ? ref : ch.name !== undefined ? await this.linkIndex(ref) : 0;
@@ -279,16 +299,18 @@ export class Handle {
 
   /** Bridge-port options of a link enslaved to a bridge (`bridge link set dev X hairpin on`). */
   async bridgePortSet(ref: LinkRef, ch: BridgePortChanges): Promise<void> {
-    const index = await this.linkIndex(ref);
+    const index = typeof ref === 'number' ? this.checked('bridge port set', ref) : await this.linkIndex(ref);
     await this.route.request(C.RTM_SETLINK, 0, encodeBridgePortSet(index, ch), { op: 'bridge port set', object: String(ref) });
   }
 
   // ---- addresses ----
 
   async addrAdd(link: LinkRef, cidr: string, opts?: AddrOptions): Promise<void> {
-    encodeAddr('addr add', 1, cidr, opts); // bad input fails before the link is looked up
-    const index = await this.linkIndex(link);
-    await this.route.request(C.RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, encodeAddr('addr add', index, cidr, opts), { op: 'addr add', object: `${cidr} dev ${link}` });
+    if (byName(link)) encodeAddr('addr add', 1, cidr, opts); // bad input fails before the link is looked up
+    const index = typeof link === 'number' ? this.checked('addr add', link) : await this.linkIndex(link);
+    const sent = this.route.request(C.RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, encodeAddr('addr add', index, cidr, opts), { op: 'addr add', object: `${cidr} dev ${link}` });
+    this.onAddressSent?.(index, cidr.includes(':') ? 6 : 4);
+    await sent;
   }
 
   async addrDel(link: LinkRef, cidr: string): Promise<void> {
@@ -310,8 +332,8 @@ export class Handle {
 
   private async routeOp(op: 'route add' | 'route replace' | 'route del', spec: RouteAddSpec): Promise<void> {
     const { dev, ...rest } = spec;
-    encodeRoute(op, { ...rest, oifIndex: dev === undefined ? undefined : 1 }); // bad input fails before the link is looked up
-    const oifIndex = dev === undefined ? undefined : await this.linkIndex(dev);
+    if (byName(dev)) encodeRoute(op, { ...rest, oifIndex: 1 }); // bad input fails before the link is looked up
+    const oifIndex = typeof dev === 'string' ? await this.linkIndex(dev) : dev === undefined ? undefined : this.checked(op, dev);
     const payload = encodeRoute(op, { ...rest, oifIndex });
     const type = op === 'route del' ? C.RTM_DELROUTE : C.RTM_NEWROUTE;
     const flags = op === 'route add' ? NLM_F_CREATE | NLM_F_EXCL : op === 'route replace' ? NLM_F_CREATE | NLM_F_REPLACE : 0;

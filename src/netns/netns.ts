@@ -74,9 +74,18 @@ export class NetnsManager {
    * and removes the `from` mount; an open handle inside it stays valid.
    */
   adopt(id: string, from: string): string {
-    const p = this.bind('netns adopt', id, from);
+    const p = this.share(id, from);
     native.netnsDelete(from);
     return p;
+  }
+
+  /**
+   * Gives the namespace mounted at `from` the path of `id` too, leaving `from`
+   * for the caller to remove: an unmount waits for an RCU grace period, which
+   * the caller may rather spend off its hot path.
+   */
+  share(id: string, from: string): string {
+    return this.bind('netns adopt', id, from);
   }
 
   private bind(op: string, id: string, src: string): string {

@@ -12,6 +12,9 @@ export class SqliteStore implements Store {
     put: Database.Statement;
     del: Database.Statement;
     list: Database.Statement;
+    begin: Database.Statement;
+    commit: Database.Statement;
+    rollback: Database.Statement;
   };
 
   constructor(dataRoot: string) {
@@ -35,6 +38,9 @@ export class SqliteStore implements Store {
       put: this.db.prepare('INSERT INTO objects (kind, id, value) VALUES (?, ?, ?) ON CONFLICT (kind, id) DO UPDATE SET value = excluded.value'),
       del: this.db.prepare('DELETE FROM objects WHERE kind = ? AND id = ?'),
       list: this.db.prepare('SELECT value FROM objects WHERE kind = ? ORDER BY id'),
+      begin: this.db.prepare('BEGIN IMMEDIATE'),
+      commit: this.db.prepare('COMMIT'),
+      rollback: this.db.prepare('ROLLBACK'),
     };
   }
 
@@ -58,7 +64,18 @@ export class SqliteStore implements Store {
   tx<T>(fn: () => T): T {
     // Nested: a savepoint, so an inner failure caught by the caller undoes only its own writes.
     if (this.db.inTransaction) return this.db.transaction(fn)();
-    return this.db.transaction(fn).immediate();
+    // The outer one on prepared statements: db.transaction() builds its wrappers
+    // anew for every call, which two commits per API call paid for each time.
+    this.stmts.begin.run();
+    try {
+      const out = fn();
+      if (out instanceof Promise) throw new TypeError('Transaction function cannot return a promise');
+      this.stmts.commit.run();
+      return out;
+    } catch (e) {
+      if (this.db.inTransaction) this.stmts.rollback.run();
+      throw e;
+    }
   }
 
   close(): void {

@@ -1,0 +1,177 @@
+// The sandbox attach path as it is now pipelined: records committed before
+// kernel work, the DNS and files made while the veth is, the peer configured
+// from the host side's echo, the default route found by the kernel, the netns
+// pool refilled after the reply. Each behaviour the old sequential path had is
+// checked here, and so is every rollback of the new phases.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { eventually, lab, runIn } from '../lib/fixture';
+import { RunningDaemon, startDaemon } from '../lib/daemon';
+import { ping } from '../lib/probe';
+import { NetnsManager } from '../../src/netns/netns';
+import { NetnsPool } from '../../src/netns/pool';
+import { createLogger } from '../../src/log';
+
+async function ok(d: RunningDaemon, method: string, p: string, body?: unknown): Promise<any> {
+  const r = await d.request(method, p, body);
+  assert.ok(r.status < 300, `${method} ${p} -> ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body;
+}
+
+function routes(nsPath: string, family: '-4' | '-6' = '-4'): any[] {
+  return JSON.parse(runIn(nsPath, 'ip', ['-j', family, 'route']));
+}
+
+test('one network: veth aliased and in hairpin mode, peer up with its address, default route through eth0, DNS and files in place', async (t) => {
+  const l = await lab(t);
+  const d = await startDaemon(t, l);
+  const net = await ok(d, 'POST', '/networks/create', { Name: 'web', IPAM: { Config: [{ Subnet: '10.61.0.0/24' }] } });
+  const { Id } = await ok(d, 'POST', '/sandboxes', { Name: 'a', Hostname: 'alpha', Networks: [{ Network: 'web' }] });
+  const a = await ok(d, 'GET', `/sandboxes/${Id}`);
+  const ep = a.Networks.web;
+  const veth = `veth${ep.EndpointID.slice(0, 7)}`;
+  const [host] = d.host.ipj('-d', 'link', 'show', veth);
+  assert.equal(host.ifalias, `cnmd:ep:${net.Id}:${ep.EndpointID}`);
+  assert.equal(host.master, `br-${net.Id.slice(0, 12)}`);
+  assert.equal(host.linkinfo.info_slave_data.hairpin, true);
+  const [eth0] = JSON.parse(runIn(a.SandboxKey, 'ip', ['-j', 'addr', 'show', 'eth0']));
+  assert.ok(eth0.flags.includes('UP'));
+  assert.equal(eth0.address, '02:42:0a:3d:00:02');
+  assert.ok(eth0.addr_info.some((x: any) => x.local === '10.61.0.2' && x.prefixlen === 24));
+  assert.deepEqual(
+    routes(a.SandboxKey).filter((r) => r.dst === 'default').map((r) => [r.gateway, r.dev]),
+    [['10.61.0.1', 'eth0']],
+  );
+  assert.ok(ping(a.SandboxKey, '10.61.0.1'), 'the gateway answers');
+  // Written while the veth was made: they hold the address and the embedded DNS.
+  const dir = path.join(d.execRoot, 'sandboxes', Id);
+  assert.match(fs.readFileSync(path.join(dir, 'hosts'), 'utf8'), /^10\.61\.0\.2\talpha$/m);
+  assert.match(fs.readFileSync(path.join(dir, 'resolv.conf'), 'utf8'), /^nameserver 127\.0\.0\.11$/m);
+  assert.equal(fs.readFileSync(path.join(dir, 'hostname'), 'utf8'), 'alpha\n');
+  assert.equal(runIn(a.SandboxKey, 'dig', ['@127.0.0.11', '+short', '+time=2', '+tries=1', 'alpha']).trim(), '10.61.0.2');
+  // Both log lines come, after the reply.
+  await eventually(() => {
+    assert.match(d.logs(), /"msg":"endpoint joined"/);
+    assert.match(d.logs(), /"msg":"sandbox created"/);
+  });
+});
+
+test('two networks: eth0 and eth1 in order, one default route through the first, both addresses in hosts', async (t) => {
+  const l = await lab(t);
+  const d = await startDaemon(t, l);
+  await ok(d, 'POST', '/networks/create', { Name: 'front', IPAM: { Config: [{ Subnet: '10.62.0.0/24' }] } });
+  await ok(d, 'POST', '/networks/create', { Name: 'back', IPAM: { Config: [{ Subnet: '10.63.0.0/24' }] } });
+  const { Id } = await ok(d, 'POST', '/sandboxes', { Name: 'b', Networks: [{ Network: 'front' }, { Network: 'back' }] });
+  const b = await ok(d, 'GET', `/sandboxes/${Id}`);
+  assert.deepEqual([b.Networks.front.Interface, b.Networks.back.Interface], ['eth0', 'eth1']);
+  const addrs = JSON.parse(runIn(b.SandboxKey, 'ip', ['-j', 'addr']));
+  const byName = new Map(addrs.map((x: any) => [x.ifname, x]));
+  assert.ok((byName.get('eth0') as any).addr_info.some((x: any) => x.local === '10.62.0.2'));
+  assert.ok((byName.get('eth1') as any).addr_info.some((x: any) => x.local === '10.63.0.2'));
+  assert.deepEqual(
+    routes(b.SandboxKey).filter((r) => r.dst === 'default').map((r) => [r.gateway, r.dev]),
+    [['10.62.0.1', 'eth0']],
+  );
+  const hosts = fs.readFileSync(path.join(d.execRoot, 'sandboxes', Id, 'hosts'), 'utf8');
+  assert.match(hosts, /^10\.62\.0\.2\t/m);
+  assert.match(hosts, /^10\.63\.0\.2\t/m);
+  // Leaving the first network moves the default route to the second.
+  await ok(d, 'POST', '/networks/front/disconnect', { Container: 'b' });
+  assert.deepEqual(
+    routes(b.SandboxKey).filter((r) => r.dst === 'default').map((r) => [r.gateway, r.dev]),
+    [['10.63.0.1', 'eth1']],
+  );
+});
+
+test('two networks, the first internal: the default route goes through the second, eth1', async (t) => {
+  const l = await lab(t);
+  const d = await startDaemon(t, l);
+  await ok(d, 'POST', '/networks/create', { Name: 'inner', Internal: true, IPAM: { Config: [{ Subnet: '10.68.0.0/24' }] } });
+  await ok(d, 'POST', '/networks/create', { Name: 'outer', IPAM: { Config: [{ Subnet: '10.69.0.0/24' }] } });
+  const { Id } = await ok(d, 'POST', '/sandboxes', { Name: 'e', Networks: [{ Network: 'inner' }, { Network: 'outer' }] });
+  const e = await ok(d, 'GET', `/sandboxes/${Id}`);
+  assert.deepEqual([e.Networks.inner.Interface, e.Networks.outer.Interface], ['eth0', 'eth1']);
+  assert.deepEqual(
+    routes(e.SandboxKey).filter((r) => r.dst === 'default').map((r) => [r.gateway, r.dev]),
+    [['10.69.0.1', 'eth1']],
+  );
+  assert.ok(ping(e.SandboxKey, '10.69.0.1'), 'the gateway answers through eth1');
+});
+
+test('a sandbox whose second network fails in the kernel is undone whole: veths, netns, files, DNS, addresses', async (t) => {
+  const l = await lab(t);
+  const d = await startDaemon(t, l);
+  await ok(d, 'POST', '/networks/create', { Name: 'good', IPAM: { Config: [{ Subnet: '10.64.0.0/24' }] } });
+  const bad = await ok(d, 'POST', '/networks/create', { Name: 'bad', IPAM: { Config: [{ Subnet: '10.65.0.0/24' }] } });
+  const linksBefore = d.host.ipj('link').map((x: any) => x.ifname).sort();
+  // The second network's bridge vanishes behind cnmd's back: its join fails after the first endpoint is wired.
+  d.host.run('ip', ['link', 'del', `br-${bad.Id.slice(0, 12)}`]);
+  const r = await d.request('POST', '/sandboxes', { Name: 'c', Networks: [{ Network: 'good' }, { Network: 'bad' }] });
+  assert.ok(r.status >= 400, `status ${r.status}`);
+  await eventually(() =>
+    assert.deepEqual(
+      d.host.ipj('link').map((x: any) => x.ifname).sort(),
+      linksBefore.filter((n: string) => n !== `br-${bad.Id.slice(0, 12)}`),
+    ),
+  );
+  assert.deepEqual(await ok(d, 'GET', '/sandboxes'), []);
+  assert.deepEqual(fs.readdirSync(path.join(d.execRoot, 'netns')).filter((f) => f !== 'default'), []);
+  assert.deepEqual(fs.existsSync(path.join(d.execRoot, 'sandboxes')) ? fs.readdirSync(path.join(d.execRoot, 'sandboxes')) : [], []);
+  const good = await ok(d, 'GET', '/networks/good');
+  assert.deepEqual(good.Containers, {});
+  // The first network's address went back to the IPAM.
+  const { Id } = await ok(d, 'POST', '/sandboxes', { Name: 'c', Networks: [{ Network: 'good' }] });
+  assert.equal((await ok(d, 'GET', `/sandboxes/${Id}`)).Networks.good.IPAddress, '10.64.0.2');
+});
+
+test('a sandbox whose second network has no address left is undone before any kernel work', async (t) => {
+  const l = await lab(t);
+  const d = await startDaemon(t, l);
+  await ok(d, 'POST', '/networks/create', { Name: 'wide', IPAM: { Config: [{ Subnet: '10.66.0.0/24' }] } });
+  await ok(d, 'POST', '/networks/create', { Name: 'tiny', IPAM: { Config: [{ Subnet: '10.67.0.0/30' }] } });
+  await ok(d, 'POST', '/sandboxes', { Name: 'one', Networks: [{ Network: 'tiny' }] });
+  const linksBefore = d.host.ipj('link').map((x: any) => x.ifname).sort();
+  const r = await d.request('POST', '/sandboxes', { Name: 'two', Networks: [{ Network: 'wide' }, { Network: 'tiny' }] });
+  assert.equal(r.status, 409);
+  assert.match(r.body.message, /no available IPv4 addresses in 10\.67\.0\.0\/30/);
+  assert.deepEqual(d.host.ipj('link').map((x: any) => x.ifname).sort(), linksBefore);
+  assert.deepEqual((await ok(d, 'GET', '/sandboxes')).map((s: any) => s.Name), ['one']);
+  const { Id } = await ok(d, 'POST', '/sandboxes', { Name: 'two', Networks: [{ Network: 'wide' }] });
+  assert.equal((await ok(d, 'GET', `/sandboxes/${Id}`)).Networks.wide.IPAddress, '10.66.0.2', 'the first network\'s address was given back');
+});
+
+test('netns pool: take() binds the sandbox path only; sweep() unmounts the pool path; refill() makes up for it, never while a taker is at work', async (t) => {
+  const l = await lab(t);
+  const root = path.join(l.root, 'pool-exec');
+  const target = new NetnsManager(root);
+  const pool = new NetnsPool(target, root, 2, createLogger('silent'));
+  t.after(() => pool.close());
+  const poolDir = path.join(root, 'pool', 'netns');
+  const pooled = () => (fs.existsSync(poolDir) ? fs.readdirSync(poolDir) : []);
+  pool.start();
+  await eventually(() => assert.equal(pooled().length, 2));
+  const taken = await pool.take('sb1');
+  t.after(() => taken.handle.close());
+  assert.equal(taken.path, path.join(root, 'netns', 'sb1'));
+  assert.equal(pooled().length, 2, 'the pool path stays until sweep()');
+  // The handle works inside the namespace the sandbox path names.
+  await taken.handle.linkAdd({ kind: 'bridge', name: 'probe0' });
+  assert.match(runIn(taken.path, 'ip', ['-o', 'link', 'show', 'probe0']), /probe0/);
+  pool.sweep();
+  assert.equal(pooled().length, 1, 'sweep() unmounted the pool path');
+  assert.equal(target.exists('sb1'), true, 'the sandbox path outlives the pool path');
+  assert.match(runIn(taken.path, 'ip', ['-o', 'link', 'show', 'probe0']), /probe0/);
+  // A second taker at work holds the refill back until it is done too.
+  const second = await pool.take('sb2');
+  t.after(() => second.handle.close());
+  pool.refill('sb1');
+  await new Promise((r) => setTimeout(r, 300));
+  assert.deepEqual(pooled(), [], 'sb2\'s pool path swept too, and no netns made while sb2 is being set up');
+  pool.refill('sb2');
+  await eventually(() => assert.equal(pooled().length, 2));
+  pool.refill('never-taken'); // harmless
+  target.delete('sb1');
+  target.delete('sb2');
+});
