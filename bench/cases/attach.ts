@@ -90,7 +90,9 @@ import {
   percentile,
   run as exec,
   sleep,
-  vethCount,, cleanupOnSignals } from '../lib/host';
+  vethCount,
+  cleanupOnSignals,
+} from '../lib/host';
 import { startDockerd } from '../lib/peers-ports';
 
 export const name = 'attach';
