@@ -6,6 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { native } from '../../native';
+import { cgroupHierarchies } from '../../test/lib/dockerd-launch';
 
 export function intEnv(key: string, def: number, min: number, max: number): number {
   const raw = process.env[key];
@@ -349,17 +350,3 @@ export class Scratch {
   }
 }
 
-function cgroupHierarchies(): string[] {
-  try {
-    // cgroup v1: one hierarchy per directory; v2: /sys/fs/cgroup itself.
-    return [
-      '/sys/fs/cgroup',
-      ...fs
-        .readdirSync('/sys/fs/cgroup', { withFileTypes: true })
-        .filter((e) => e.isDirectory())
-        .map((e) => path.join('/sys/fs/cgroup', e.name)),
-    ];
-  } catch {
-    return [];
-  }
-}
