@@ -133,22 +133,26 @@ export class BridgeDriver implements Driver {
     };
     if (!sb.handle) return { ...info, srcName: await this.joinForEngine(st, ep, sb.ifname) };
     // One message: host side enslaved and up, container side born in the sandbox with its final name and MAC.
-    const veth = (await this.host.linkAdd({
-      kind: 'veth',
-      name: ep.hostVeth,
-      mtu: c.mtu,
-      master: st.index,
-      up: true,
-      peer: { name: sb.ifname, netns: sb.key, mtu: c.mtu, mac: ep.mac },
-    }))!;
+    const handle = sb.handle;
+    await this.addVeth(st, ep, { name: sb.ifname, netns: sb.key }, (veth) => this.configurePeer(handle, sb.ifname, veth.parentIndex, ep, c));
+    return info;
+  }
+
+  /**
+   * The endpoint's veth: host side enslaved and up, the peer as asked (in the
+   * sandbox, or left in the daemon's netns for the engine); the host side's
+   * finishing and the peer's configuration run together, and a failure removes the pair.
+   */
+  private async addVeth(st: BridgeState, ep: EndpointState, peer: { name: string; netns?: string }, configurePeer: (veth: { parentIndex?: number }) => Promise<unknown>): Promise<void> {
+    const c = st.config;
+    const veth = (await this.host.linkAdd({ kind: 'veth', name: ep.hostVeth, mtu: c.mtu, master: st.index, up: true, peer: { ...peer, mtu: c.mtu, mac: ep.mac } }))!;
     try {
-      // Both sides at once, each socket's requests pipelined: the sandbox side does not wait for the host side's ACKs.
-      await Promise.all([this.finishHostSide(veth.index, networkId, endpointId), this.configurePeer(sb.handle, sb.ifname, veth.parentIndex, ep, c)]);
+      // Each socket's requests pipelined: the sandbox side does not wait for the host side's ACKs.
+      await Promise.all([this.finishHostSide(veth.index, c.networkId, ep.id), configurePeer(veth)]);
     } catch (e) {
       await this.host.linkDel(ep.hostVeth).catch(() => undefined);
       throw e;
     }
-    return info;
   }
 
   /**
@@ -179,21 +183,7 @@ export class BridgeDriver implements Driver {
    * moves `peerName` into its sandbox, renames it and sets its addresses and routes.
    */
   private async joinForEngine(st: BridgeState, ep: EndpointState, peerName: string): Promise<string> {
-    const c = st.config;
-    const veth = (await this.host.linkAdd({
-      kind: 'veth',
-      name: ep.hostVeth,
-      mtu: c.mtu,
-      master: st.index,
-      up: true,
-      peer: { name: peerName, mtu: c.mtu, mac: ep.mac },
-    }))!;
-    try {
-      await this.finishHostSide(veth.index, st.config.networkId, ep.id);
-    } catch (e) {
-      await this.host.linkDel(ep.hostVeth).catch(() => undefined);
-      throw e;
-    }
+    await this.addVeth(st, ep, { name: peerName }, async () => undefined);
     return peerName;
   }
 
