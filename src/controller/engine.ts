@@ -242,10 +242,7 @@ export class EngineObjects {
 
   async deleteEndpoint(networkId: unknown, endpointId: unknown): Promise<void> {
     const op = 'plugin delete endpoint';
-    const n = this.network(op, networkId);
-    this.endpoint(op, n.id, endpointId);
-    await this.d.locks.lock([`enet:${n.id}`, `eep:${endpointId}`], async () => {
-      const ep = this.endpoint(op, n.id, endpointId);
+    await this.withEndpoint(op, networkId, endpointId, async (n, ep) => {
       ep.state = 'deleting';
       this.d.store.put(KIND.engineEndpoint, ep.id, ep);
       const driver = this.d.drivers.get(n.driver);
@@ -262,11 +259,8 @@ export class EngineObjects {
 
   async join(networkId: unknown, endpointId: unknown, sandboxKey: unknown): Promise<JoinInfo & { srcName: string }> {
     const op = 'plugin join';
-    const n = this.network(op, networkId);
-    this.endpoint(op, n.id, endpointId);
     if (typeof sandboxKey !== 'string' || !sandboxKey.startsWith('/')) throw invalidArgument(op, String(sandboxKey), 'SandboxKey is missing: give the path of the sandbox network namespace');
-    return this.d.locks.lock([`enet:${n.id}`, `eep:${endpointId}`], async () => {
-      const ep = this.endpoint(op, n.id, endpointId);
+    return this.withEndpoint(op, networkId, endpointId, async (n, ep) => {
       if (ep.sandboxKey) throw new CnmdError('CONFLICT', `${op}: endpoint ${ep.id} is already joined to sandbox ${ep.sandboxKey}; leave it first`, { op, object: ep.id });
       const driver = this.driver(n.driver, op);
       const info = await driver.join(n.id, ep.id, { id: '', key: sandboxKey, ifname: engineSrcName(ep.id) }, {});
@@ -282,10 +276,7 @@ export class EngineObjects {
 
   async leave(networkId: unknown, endpointId: unknown): Promise<void> {
     const op = 'plugin leave';
-    const n = this.network(op, networkId);
-    this.endpoint(op, n.id, endpointId);
-    await this.d.locks.lock([`enet:${n.id}`, `eep:${endpointId}`], async () => {
-      const ep = this.endpoint(op, n.id, endpointId);
+    await this.withEndpoint(op, networkId, endpointId, async (n, ep) => {
       await this.d.drivers.get(n.driver)?.leave(n.id, ep.id);
       ep.sandboxKey = undefined;
       this.d.store.put(KIND.engineEndpoint, ep.id, ep);
@@ -294,10 +285,7 @@ export class EngineObjects {
 
   async programExternalConnectivity(networkId: unknown, endpointId: unknown, bindings: PortBinding[]): Promise<void> {
     const op = 'plugin program external connectivity';
-    const n = this.network(op, networkId);
-    this.endpoint(op, n.id, endpointId);
-    await this.d.locks.lock([`enet:${n.id}`, `eep:${endpointId}`], async () => {
-      const ep = this.endpoint(op, n.id, endpointId);
+    await this.withEndpoint(op, networkId, endpointId, async (n, ep) => {
       const driver = this.driver(n.driver, op);
       if (ep.ports?.length) await driver.revokeExternalConnectivity(n.id, ep.id);
       ep.ports = undefined;
@@ -311,14 +299,21 @@ export class EngineObjects {
 
   async revokeExternalConnectivity(networkId: unknown, endpointId: unknown): Promise<void> {
     const op = 'plugin revoke external connectivity';
-    const n = this.network(op, networkId);
-    this.endpoint(op, n.id, endpointId);
-    await this.d.locks.lock([`enet:${n.id}`, `eep:${endpointId}`], async () => {
-      const ep = this.endpoint(op, n.id, endpointId);
+    await this.withEndpoint(op, networkId, endpointId, async (n, ep) => {
       await this.d.drivers.get(n.driver)?.revokeExternalConnectivity(n.id, ep.id);
       ep.ports = undefined;
       this.d.store.put(KIND.engineEndpoint, ep.id, ep);
     });
+  }
+
+  /**
+   * The endpoint's network and record for an operation: looked up at once (a
+   * clear error without waiting), then read again under the endpoint's locks.
+   */
+  private async withEndpoint<T>(op: string, networkId: unknown, endpointId: unknown, fn: (n: NetworkRecord, ep: EndpointRecord) => Promise<T>): Promise<T> {
+    const n = this.network(op, networkId);
+    const id = this.endpoint(op, n.id, endpointId).id;
+    return this.d.locks.lock([`enet:${n.id}`, `eep:${id}`], () => fn(n, this.endpoint(op, n.id, id)));
   }
 
   endpointInfo(networkId: unknown, endpointId: unknown): EndpointRecord {
