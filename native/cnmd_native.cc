@@ -665,6 +665,22 @@ void CallCallback(Watcher* w, napi_value err, napi_value msgs, napi_value token)
   napi_close_handle_scope(env, scope);
 }
 
+// A recv on a netlink socket continues a running dump in the kernel
+// (netlink_recvmsg -> netlink_dump). It reads cb_running without the dump's
+// lock; when our sending thread starts a dump that completes in one go (an
+// IPv6 address dump does), the recv finds the dump already over and leaves
+// EINVAL in sk_err, which the next recv returns once. Nothing was lost (the
+// dump's replies are queued), so the error is skipped. Only for a socket that
+// still is netlink: a reused fd number must not be read past.
+constexpr int kMaxSpurious = 16;
+
+bool IsSpuriousDumpError(int fd, int err) {
+  if (err != EINVAL) return false;
+  int domain = 0;
+  socklen_t len = sizeof(domain);
+  return getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_NETLINK;
+}
+
 void OnReadable(uv_poll_t* handle, int status, int) {
   auto* w = static_cast<Watcher*>(handle->data);
   napi_env env = w->env;
@@ -680,10 +696,12 @@ void OnReadable(uv_poll_t* handle, int status, int) {
   uint32_t count = 0;
   napi_value error = nullptr;
   // Drain what is queued now, bounded so one chatty socket can't starve the loop.
+  int spurious = 0;
   for (int i = 0; i < 256; i++) {
     ssize_t n = recv(w->fd, g_recvbuf.data(), g_recvbuf.size(), MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC);
     if (n < 0) {
       if (errno == EINTR) continue;
+      if (IsSpuriousDumpError(w->fd, errno) && spurious++ < kMaxSpurious) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) error = MakeError(env, errno, "recv", "");
       break;
     }
@@ -691,6 +709,7 @@ void OnReadable(uv_poll_t* handle, int status, int) {
     n = recv(w->fd, g_recvbuf.data(), g_recvbuf.size(), MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR) continue;
+      if (IsSpuriousDumpError(w->fd, errno) && spurious++ < kMaxSpurious) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) error = MakeError(env, errno, "recv", "");
       break;
     }

@@ -98,7 +98,9 @@ function describeErrno(errno: number): string {
 export function fromNativeError(op: string, object: string | undefined, e: unknown): CnmdError {
   const ne = e as NativeError;
   if (ne && typeof ne.code === 'string' && typeof ne.errno === 'number') {
-    return new NetlinkError(op, object, { errno: ne.errno, request: { len: 0, type: 0, flags: 0, seq: 0, pid: 0 }, message: ne.message });
+    // NetlinkError names the errno itself: drop native's own "(EINVAL)".
+    const message = ne.message.replace(` (${ne.code})`, '');
+    return new NetlinkError(op, object, { errno: ne.errno, request: { len: 0, type: 0, flags: 0, seq: 0, pid: 0 }, message });
   }
   return new CnmdError('INTERNAL', `${op}: ${String(e)}`, { op, object, cause: e });
 }
