@@ -20,6 +20,8 @@ export interface NativeAddon {
   netnsCreate(path: string, specs?: SocketSpec[]): Promise<number[]>;
   /** Unmounts (lazily) and removes a netns file. */
   netnsDelete(path: string): void;
+  /** netnsDelete on the thread pool: the unmount's RCU wait does not hold the event loop. */
+  netnsRemove(path: string): Promise<void>;
   isNetns(path: string): boolean;
   /** Bind-mounts the netns file src (or /proc/self/ns/net) at dst, a new file. */
   netnsBind(src: string, dst: string): void;
@@ -28,6 +30,8 @@ export interface NativeAddon {
   setsockoptInt(fd: number, level: number, name: number, value: number): void;
   bindNetlink(fd: number, groups: number): number;
   bindInet(fd: number, address: string, port: number): void;
+  /** listen(2) on a bound stream socket. */
+  listenFd(fd: number, backlog: number): void;
   nlWatch(fd: number, cb: NetlinkCallback): void;
   nlRef(fd: number, ref: boolean): void;
   /** Queues a send; `slow` (a request that blocks in the kernel, like RTM_DELLINK) runs on a separate pool so it never delays other sockets. */

@@ -13,6 +13,8 @@ export interface Config {
   userlandProxy: boolean;
   /** The host's resolver configuration: upstreams of the embedded DNS, base of sandboxes' resolv.conf. */
   resolvConf: string;
+  /** Network namespaces kept ready for new sandboxes (0: none); refilled when the daemon is idle. */
+  netnsPoolSize: number;
 }
 
 export const DEFAULTS: Config = {
@@ -23,6 +25,7 @@ export const DEFAULTS: Config = {
   logLevel: 'info',
   userlandProxy: true,
   resolvConf: '/etc/resolv.conf',
+  netnsPoolSize: 64,
 };
 
 export const ENV: Record<keyof Config, string> = {
@@ -33,6 +36,7 @@ export const ENV: Record<keyof Config, string> = {
   logLevel: 'CNMD_LOG_LEVEL',
   userlandProxy: 'CNMD_USERLAND_PROXY',
   resolvConf: 'CNMD_RESOLV_CONF',
+  netnsPoolSize: 'CNMD_NETNS_POOL_SIZE',
 };
 
 export function resolveConfig(flags: Partial<Record<keyof Config, string | boolean>>, env: NodeJS.ProcessEnv = process.env): Config {
@@ -45,6 +49,12 @@ export function resolveConfig(flags: Partial<Record<keyof Config, string | boole
   if (proxy !== undefined && proxy !== '') {
     if (!['true', 'false', true, false].includes(proxy)) throw new Error(`--userland-proxy "${proxy}" is not true or false`);
     out.userlandProxy = proxy === true || proxy === 'true';
+  }
+  const poolSize = flags.netnsPoolSize ?? env[ENV.netnsPoolSize];
+  if (poolSize !== undefined && poolSize !== '') {
+    const n = Number(poolSize);
+    if (!/^\d+$/.test(String(poolSize)) || n > 1024) throw new Error(`--netns-pool-size "${poolSize}" is not a whole number from 0 to 1024`);
+    out.netnsPoolSize = n;
   }
   out.dataRoot = path.resolve(out.dataRoot);
   out.execRoot = path.resolve(out.execRoot);

@@ -26,10 +26,9 @@ import { createLogger, Logger } from './log';
 import { Handle } from './netlink/handle';
 import { NetnsManager } from './netns/netns';
 import { NetnsPool } from './netns/pool';
+import { RESOLVER_SOCKETS, armResolverSockets } from './dns/resolver';
 import { pluginDefs, PluginServers, startPluginServers } from './plugin/server';
 
-/** Namespaces kept ready for new sandboxes (see netns/pool.ts). */
-const NETNS_POOL_SIZE = 4;
 import { SqliteStore } from './store/sqlite';
 import type { Store } from './store/store';
 import { VERSION } from './version';
@@ -79,7 +78,7 @@ export class Daemon {
       ['null', new NullDriver()],
     ]);
     const ipams = new Map<string, Ipam>([['default', ipam]]);
-    const pool = new NetnsPool(netns, c.execRoot, NETNS_POOL_SIZE, this.log);
+    const pool = new NetnsPool(netns, c.execRoot, { size: c.netnsPoolSize, log: this.log, sockets: { specs: RESOLVER_SOCKETS, arm: armResolverSockets } });
     // Names cnmd has no driver or IPAM for are looked up as Docker plugins: in the plugin dir, then Docker's spec dirs.
     const dirs = { socketDirs: [c.pluginDir], specDirs: [...DOCKER_SPEC_DIRS] };
     const absent = (e: unknown) => {

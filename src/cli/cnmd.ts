@@ -15,6 +15,10 @@ const program = new Command('cnmd')
   .option('--log-level <level>', `trace|debug|info|warn|error [env ${ENV.logLevel}] (default ${DEFAULTS.logLevel})`)
   .option('--resolv-conf <file>', `the host's resolver configuration: upstreams of the embedded DNS [env ${ENV.resolvConf}] (default ${DEFAULTS.resolvConf})`)
   .option('--userland-proxy <bool>', `loopback access to published ports: true = the in-daemon proxy, false = route_localnet NAT [env ${ENV.userlandProxy}] (default ${DEFAULTS.userlandProxy})`)
+  .option(
+    '--netns-pool-size <n>',
+    `network namespaces kept ready for new sandboxes, refilled when the daemon is idle (about 0.1 MB of kernel memory each; 0: none) [env ${ENV.netnsPoolSize}] (default ${DEFAULTS.netnsPoolSize})`,
+  )
   .addHelpText(
     'after',
     `
@@ -28,7 +32,7 @@ Example:
 
 async function main(): Promise<void> {
   program.parse();
-  const o = program.opts<{ dataRoot?: string; execRoot?: string; host?: string; pluginDir?: string; logLevel?: string; userlandProxy?: string; resolvConf?: string }>();
+  const o = program.opts<{ dataRoot?: string; execRoot?: string; host?: string; pluginDir?: string; logLevel?: string; userlandProxy?: string; resolvConf?: string; netnsPoolSize?: string }>();
   let config;
   try {
     config = resolveConfig(o);

@@ -12,7 +12,7 @@ import type { Ipam } from '../ipam/ipam';
 import { parseCidr, ipToBig, contains } from '../ipam/ip';
 import type { Logger } from '../log';
 import { Handle } from '../netlink/handle';
-import { NetnsManager } from '../netns/netns';
+import { NetnsManager, closeFds } from '../netns/netns';
 import type { NetnsPool } from '../netns/pool';
 import type { Store } from '../store/store';
 import type { PortBinding } from '../portmap/spec';
@@ -132,6 +132,8 @@ export class Controller implements RecordSource {
   private readonly locks = new KeyedMutex();
   /** Open netlink handles of sandboxes, by sandbox id. */
   private readonly handles = new Map<string, Handle>();
+  /** Resolver sockets a pooled netns came with, bound and listening, until the sandbox's resolver takes them. */
+  private readonly armedDns = new Map<string, number[]>();
   readonly dns: EmbeddedDns;
   /** The embedded DNS's view per sandbox, rebuilt after any change to endpoints. */
   private dnsView = new Map<string, DnsNetwork[]>();
@@ -216,8 +218,20 @@ export class Controller implements RecordSource {
   }
 
   private async ensureDns(sb: SandboxRecord): Promise<void> {
-    if (sb.hostNetns || !this.sandboxUsesDns(sb)) return;
-    await this.dns.ensure(sb.id, sb.key, this.upstreamsOf(sb));
+    const armed = this.armedDns.get(sb.id);
+    this.armedDns.delete(sb.id);
+    if (sb.hostNetns || !this.sandboxUsesDns(sb)) {
+      if (armed) closeFds(armed);
+      return;
+    }
+    await this.dns.ensure(sb.id, sb.key, this.upstreamsOf(sb), armed);
+  }
+
+  /** Closes the resolver sockets a pooled netns came with, if no resolver took them. */
+  private dropArmedDns(id: string): void {
+    const armed = this.armedDns.get(id);
+    this.armedDns.delete(id);
+    if (armed) closeFds(armed);
   }
 
   // ---- lookups ----
@@ -550,8 +564,9 @@ export class Controller implements RecordSource {
         throw e;
       } finally {
         for (const p of eps) this.joining.delete(p.ep.id);
+        this.dropArmedDns(id);
         // This sandbox's kernel work is over: the pool may make up for what it took.
-        this.afterReply(() => this.pool?.refill(id));
+        this.afterReply(() => this.pool?.done(id));
       }
       this.commitReady(sb, eps);
       this.afterReply(() => {
@@ -605,11 +620,13 @@ export class Controller implements RecordSource {
         }
         const created = this.pool ? await this.pool.take(id) : await this.netns.create(id);
         this.handles.set(id, created.handle);
+        if (created.sockets.length) this.armedDns.set(id, created.sockets);
         // A new namespace has no default route: nothing to read back from the kernel.
         this.gateways.set(id, {});
       },
       undo: () => {
         if (sb.hostNetns) return;
+        this.dropArmedDns(id);
         this.handles.get(id)?.close();
         this.handles.delete(id);
         this.gateways.delete(id);

@@ -11,7 +11,7 @@ import * as dgram from 'node:dgram';
 import * as dns from 'node:dns';
 import * as net from 'node:net';
 import * as packet from 'dns-packet';
-import { native, AF_INET, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET, SO_REUSEADDR } from '../../native';
+import { native, AF_INET, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET, SO_REUSEADDR, SocketSpec } from '../../native';
 import { CnmdError } from '../errors';
 import type { Logger } from '../log';
 import { EDNS_UDP_SIZE, FastPath, TTL, UDP_MAX } from './fastpath';
@@ -75,6 +75,29 @@ const literalLookup: NonNullable<dgram.SocketOptions['lookup']> = (address, opti
   else dns.lookup(address, options, cb);
 };
 
+/** The resolver's sockets, UDP then TCP, to open inside a sandbox's netns. */
+export const RESOLVER_SOCKETS: SocketSpec[] = [
+  [AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0],
+  [AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0],
+];
+
+const TCP_BACKLOG = 511; // node's own default for listen()
+
+/**
+ * Binds RESOLVER_SOCKETS' fds to 127.0.0.11:53 (the netns's loopback must be
+ * up) and starts the TCP listen: from here the kernel queues queries and
+ * connections until a resolver serves them.
+ */
+export function armResolverSockets(fds: number[]): void {
+  for (const fd of fds) {
+    // A sandbox may run its own DNS server on *:53; with SO_REUSEADDR on both
+    // sides they can coexist (see docs/design-notes.md: the DNAT alternative).
+    native.setsockoptInt(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+    native.bindInet(fd, RESOLVER_IP, 53);
+  }
+  native.listenFd(fds[1], TCP_BACKLOG);
+}
+
 export class SandboxResolver {
   private readonly ctx: ResolverContext;
   private udp?: dgram.Socket;
@@ -99,20 +122,19 @@ export class SandboxResolver {
     return new SandboxResolver(ctx, o.fastPath ?? true);
   }
 
-  /** Opens 127.0.0.11:53 (UDP, TCP) inside the netns at nsPath and starts serving. */
-  static async start(nsPath: string, ctx: ResolverContext): Promise<SandboxResolver> {
+  /**
+   * Serves 127.0.0.11:53 (UDP, TCP) inside the netns at nsPath: on `armed`
+   * (resolverSockets() opened there and given to armResolverSockets; this
+   * resolver owns them from now on), else on sockets opened here.
+   */
+  static async start(nsPath: string, ctx: ResolverContext, armed?: number[]): Promise<SandboxResolver> {
     const r = new SandboxResolver(ctx);
     let fds: number[] = [];
     try {
-      fds = native.socketsAt(nsPath, [
-        [AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0],
-        [AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0],
-      ]);
-      for (const fd of fds) {
-        // A sandbox may run its own DNS server on *:53; with SO_REUSEADDR on both
-        // sides they can coexist (see docs/design-notes.md: the DNAT alternative).
-        native.setsockoptInt(fd, SOL_SOCKET, SO_REUSEADDR, 1);
-        native.bindInet(fd, RESOLVER_IP, 53);
+      if (armed) fds = armed;
+      else {
+        fds = native.socketsAt(nsPath, RESOLVER_SOCKETS);
+        armResolverSockets(fds);
       }
     } catch (e) {
       for (const fd of fds) native.close(fd);

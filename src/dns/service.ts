@@ -4,6 +4,7 @@ import type { Logger } from '../log';
 import { Forwarder, ForwarderOptions } from './forwarder';
 import type { RecordSource } from './records';
 import { SandboxResolver } from './resolver';
+import { closeFds } from '../netns/netns';
 
 export class EmbeddedDns {
   private readonly records: RecordSource;
@@ -21,10 +22,13 @@ export class EmbeddedDns {
     return this.running.has(sandboxId);
   }
 
-  /** Starts the sandbox's resolver unless it runs already. */
-  async ensure(sandboxId: string, nsPath: string, upstreams: () => string[]): Promise<void> {
-    if (this.running.has(sandboxId)) return;
-    const r = await SandboxResolver.start(nsPath, { sandboxId, records: this.records, forwarder: this.forwarder, upstreams, log: this.log });
+  /** Starts the sandbox's resolver unless it runs already; `armed`: its sockets, ready (armResolverSockets), now owned here. */
+  async ensure(sandboxId: string, nsPath: string, upstreams: () => string[], armed?: number[]): Promise<void> {
+    if (this.running.has(sandboxId)) {
+      if (armed) closeFds(armed);
+      return;
+    }
+    const r = await SandboxResolver.start(nsPath, { sandboxId, records: this.records, forwarder: this.forwarder, upstreams, log: this.log }, armed);
     this.running.set(sandboxId, r);
   }
 

@@ -6,7 +6,7 @@ import { native } from '../../native';
 import { CnmdError, invalidArgument } from '../errors';
 import { Handle } from '../netlink/handle';
 import { NetlinkSocket, fromNativeError } from '../netlink/socket';
-import { NETLINK_ROUTE } from '../../native';
+import { NETLINK_ROUTE, SocketSpec } from '../../native';
 
 const ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const LOOPBACK_INDEX = 1; // the first device of every new netns
@@ -16,6 +16,19 @@ export interface CreatedNetns {
   path: string;
   /** An rtnetlink handle opened inside the new netns; the caller closes it. */
   handle: Handle;
+  /** The sockets asked for at creation (create's `sockets`), opened inside it; the caller closes them. */
+  sockets: number[];
+}
+
+/** Closes fds a caller owns, ignoring ones closed already, and empties the array. */
+export function closeFds(fds: number[]): void {
+  for (const fd of fds.splice(0)) {
+    try {
+      native.close(fd);
+    } catch {
+      /* closed already */
+    }
+  }
 }
 
 export class NetnsManager {
@@ -33,35 +46,50 @@ export class NetnsManager {
   }
 
   /** Creates netns `id` with loopback up. Fails with ALREADY_EXISTS if it exists. */
+  private dirMade = false;
+
   private ensureDir(op: string, id: string): void {
+    // One stat instead of mkdir's mkdir+stat once made; made again if someone removed it.
+    if (this.dirMade && fs.existsSync(this.dir)) return;
     try {
       fs.mkdirSync(this.dir, { recursive: true, mode: 0o755 });
+      this.dirMade = true;
     } catch (e) {
       throw new CnmdError('INVALID_ARGUMENT', `${op} ${id}: cannot use ${this.dir} for namespaces: ${(e as Error).message}`, { op, object: id, errno: (e as NodeJS.ErrnoException).code, cause: e });
     }
   }
 
-  async create(id: string): Promise<CreatedNetns> {
+  /** Creates netns `id` with loopback up, and opens `sockets` in it (one thread, one setns). */
+  async create(id: string, sockets: SocketSpec[] = []): Promise<CreatedNetns> {
     const p = this.pathOf(id);
     this.ensureDir('netns create', id);
     let fds: number[];
     try {
-      fds = await native.netnsCreate(p, [NetlinkSocket.spec(NETLINK_ROUTE)]);
+      fds = await native.netnsCreate(p, [NetlinkSocket.spec(NETLINK_ROUTE), ...sockets]);
     } catch (e) {
       if ((e as { code?: string }).code === 'EEXIST') {
         throw new CnmdError('ALREADY_EXISTS', `netns create ${id}: ${p} already exists`, { op: 'netns create', object: id, errno: 'EEXIST' });
       }
       throw fromNativeError('netns create', id, e);
     }
-    const handle = Handle.adopt(p, fds[0]);
+    const extra = fds.slice(1);
+    let handle: Handle;
+    try {
+      handle = Handle.adopt(p, fds[0]);
+    } catch (e) {
+      closeFds(extra);
+      this.removeQuietly(p);
+      throw e;
+    }
     try {
       await handle.linkSet(LOOPBACK_INDEX, { up: true });
     } catch (e) {
       handle.close();
+      closeFds(extra);
       this.removeQuietly(p);
       throw e;
     }
-    return { id, path: p, handle };
+    return { id, path: p, handle, sockets: extra };
   }
 
   /** Gives the daemon's own netns a path under dir, for sandboxes on the host network. */
@@ -103,6 +131,19 @@ export class NetnsManager {
   }
 
   /** Removes netns `id`. Fails with NOT_FOUND if there is none. */
+  /** Removes netns `id` on the thread pool (the unmount waits for an RCU grace period); NOT_FOUND if there is none. */
+  async remove(id: string): Promise<void> {
+    const p = this.pathOf(id);
+    try {
+      await native.netnsRemove(p);
+    } catch (e) {
+      if ((e as { code?: string }).code === 'ENOENT') {
+        throw new CnmdError('NOT_FOUND', `netns delete ${id}: ${p} does not exist`, { op: 'netns delete', object: id, errno: 'ENOENT' });
+      }
+      throw fromNativeError('netns delete', id, e);
+    }
+  }
+
   delete(id: string): void {
     const p = this.pathOf(id);
     try {

@@ -7,12 +7,19 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { eventually, lab, runIn } from '../lib/fixture';
 import { RunningDaemon, startDaemon } from '../lib/daemon';
 import { ping } from '../lib/probe';
 import { NetnsManager } from '../../src/netns/netns';
 import { NetnsPool } from '../../src/netns/pool';
 import { createLogger } from '../../src/log';
+import { RESOLVER_SOCKETS, SandboxResolver, armResolverSockets } from '../../src/dns/resolver';
+import type { RecordSource } from '../../src/dns/records';
+import type { Forwarder } from '../../src/dns/forwarder';
+
+const execFileAsync = promisify(execFile);
 
 async function ok(d: RunningDaemon, method: string, p: string, body?: unknown): Promise<any> {
   const r = await d.request(method, p, body);
@@ -142,36 +149,75 @@ test('a sandbox whose second network has no address left is undone before any ke
   assert.equal((await ok(d, 'GET', `/sandboxes/${Id}`)).Networks.wide.IPAddress, '10.66.0.2', 'the first network\'s address was given back');
 });
 
-test('netns pool: take() binds the sandbox path only; sweep() unmounts the pool path; refill() makes up for it, never while a taker is at work', async (t) => {
+test('netns pool: take() binds the sandbox path only; pool paths are swept and the pool refilled once no taker has been at work for the idle time', async (t) => {
   const l = await lab(t);
   const root = path.join(l.root, 'pool-exec');
   const target = new NetnsManager(root);
-  const pool = new NetnsPool(target, root, 2, createLogger('silent'));
+  const idleMs = 200;
+  const pool = new NetnsPool(target, root, { size: 2, log: createLogger('silent'), idleMs });
   t.after(() => pool.close());
   const poolDir = path.join(root, 'pool', 'netns');
   const pooled = () => (fs.existsSync(poolDir) ? fs.readdirSync(poolDir) : []);
   pool.start();
-  await eventually(() => assert.equal(pooled().length, 2));
+  await eventually(() => assert.equal(pool.readyCount, 2));
+  assert.equal(pooled().length, 2);
   const taken = await pool.take('sb1');
   t.after(() => taken.handle.close());
   assert.equal(taken.path, path.join(root, 'netns', 'sb1'));
-  assert.equal(pooled().length, 2, 'the pool path stays until sweep()');
+  assert.equal(pooled().length, 2, 'the pool path stays while sandboxes are being attached');
   // The handle works inside the namespace the sandbox path names.
   await taken.handle.linkAdd({ kind: 'bridge', name: 'probe0' });
   assert.match(runIn(taken.path, 'ip', ['-o', 'link', 'show', 'probe0']), /probe0/);
-  pool.sweep();
-  assert.equal(pooled().length, 1, 'sweep() unmounted the pool path');
-  assert.equal(target.exists('sb1'), true, 'the sandbox path outlives the pool path');
-  assert.match(runIn(taken.path, 'ip', ['-o', 'link', 'show', 'probe0']), /probe0/);
-  // A second taker at work holds the refill back until it is done too.
+  // A burst: the second taker empties the pool, the third makes its netns directly; nothing is refilled meanwhile.
   const second = await pool.take('sb2');
   t.after(() => second.handle.close());
-  pool.refill('sb1');
-  await new Promise((r) => setTimeout(r, 300));
-  assert.deepEqual(pooled(), [], 'sb2\'s pool path swept too, and no netns made while sb2 is being set up');
-  pool.refill('sb2');
-  await eventually(() => assert.equal(pooled().length, 2));
-  pool.refill('never-taken'); // harmless
-  target.delete('sb1');
-  target.delete('sb2');
+  pool.done('sb1');
+  const third = await pool.take('sb3');
+  t.after(() => third.handle.close());
+  assert.equal(third.path, path.join(root, 'netns', 'sb3'));
+  assert.match(runIn(third.path, 'ip', ['-o', 'link', 'show', 'lo']), /state UNKNOWN|LOOPBACK,UP/, 'a directly made netns has loopback up too');
+  pool.done('sb2');
+  await new Promise((r) => setTimeout(r, idleMs / 2));
+  assert.equal(pool.readyCount, 0, 'no refill before the idle time, while sb3 is still at work');
+  assert.equal(pooled().length, 2, 'and no pool path swept');
+  await new Promise((r) => setTimeout(r, idleMs * 2));
+  assert.equal(pool.readyCount, 0, 'no refill while a taker (sb3) is at work, however long');
+  pool.done('sb3');
+  await eventually(() => assert.equal(pool.readyCount, 2));
+  await eventually(() => assert.equal(pooled().length, 2, 'the two spent pool paths were swept, two new ones made'));
+  for (const x of [taken, second]) {
+    assert.equal(target.exists(path.basename(x.path)), true, 'a sandbox path outlives its pool path');
+  }
+  assert.match(runIn(taken.path, 'ip', ['-o', 'link', 'show', 'probe0']), /probe0/);
+  pool.done('never-taken'); // harmless
+  for (const id of ['sb1', 'sb2', 'sb3']) target.delete(id);
+});
+
+test('netns pool: pooled namespaces come with their resolver sockets bound and listening on 127.0.0.11:53; a sandbox that takes one answers DNS at once', async (t) => {
+  const l = await lab(t);
+  const root = path.join(l.root, 'pool-dns');
+  const target = new NetnsManager(root);
+  const pool = new NetnsPool(target, root, { size: 1, log: createLogger('silent'), sockets: { specs: RESOLVER_SOCKETS, arm: armResolverSockets } });
+  t.after(() => pool.close());
+  pool.start();
+  await eventually(() => assert.equal(pool.readyCount, 1));
+  const taken = await pool.take('sb');
+  t.after(() => taken.handle.close()); // its mount goes with the lab's
+  assert.equal(taken.sockets.length, 2);
+  // Bound and listening inside the sandbox before any resolver serves them: the kernel queues what comes.
+  const ss = runIn(taken.path, 'ss', ['-H', '-lnu']) + runIn(taken.path, 'ss', ['-H', '-lnt']);
+  assert.match(ss, /UNCONN\s+\d+\s+\d+\s+127\.0\.0\.11:53\b/);
+  assert.match(ss, /LISTEN\s+\d+\s+\d+\s+127\.0\.0\.11:53\b/);
+  const r = await SandboxResolver.start(
+    taken.path,
+    { sandboxId: 'sb', records: { networksOf: () => [] } as unknown as RecordSource, forwarder: undefined as unknown as Forwarder, upstreams: () => [], log: createLogger('silent') },
+    taken.sockets,
+  );
+  t.after(() => r.close());
+  // A name nobody has, with no upstreams: the resolver answers (not a timeout), over UDP and TCP.
+  // dig runs asynchronously: the resolver answers on this process's event loop.
+  for (const proto of ['+notcp', '+tcp']) {
+    const { stdout: out } = await execFileAsync('nsenter', [`--net=${taken.path}`, 'dig', '@127.0.0.11', proto, '+time=2', '+tries=1', 'nobody.example']);
+    assert.match(out, /status: (SERVFAIL|NXDOMAIN|REFUSED)/, `${proto}: ${out}`);
+  }
 });
