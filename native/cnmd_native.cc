@@ -195,6 +195,7 @@ napi_value SocketsAt(napi_env env, napi_callback_info info) {
 struct NetnsCreateWork {
   std::string path;
   std::vector<SocketSpec> specs;
+  std::vector<std::pair<std::string, std::string>> sysctls;  // /proc/sys paths (relative) and values
   std::vector<int> fds;
   int err = 0;
   std::string op;
@@ -220,6 +221,22 @@ void NetnsCreateExecute(napi_env, void* data) {
       w->op = "mount";
       return errno;
     }
+    // /proc/sys/net is the opener's netns: this thread is the one place that sees the new one.
+    for (const auto& kv : w->sysctls) {
+      std::string file = "/proc/sys/" + kv.first;
+      int fd = open(file.c_str(), O_WRONLY | O_CLOEXEC);
+      if (fd < 0) {
+        w->op = "sysctl " + kv.first;
+        return errno;
+      }
+      ssize_t n = write(fd, kv.second.data(), kv.second.size());
+      int e = n < 0 ? errno : 0;
+      close(fd);
+      if (e) {
+        w->op = "sysctl " + kv.first;
+        return e;
+      }
+    }
     int e = OpenSockets(w->specs, &w->fds);
     if (e) w->op = "socket";
     return e;
@@ -241,17 +258,37 @@ void NetnsCreateComplete(napi_env env, napi_status, void* data) {
   delete w;
 }
 
-// netnsCreate(path, [[domain, type, protocol], ...]) -> Promise<fd[]>
-// Creates a new netns bind-mounted at path and opens the requested sockets in it.
+bool ParseSysctls(napi_env env, napi_value arr, std::vector<std::pair<std::string, std::string>>* out) {
+  bool isArray = false;
+  napi_is_array(env, arr, &isArray);
+  if (!isArray) return false;
+  uint32_t n = 0;
+  napi_get_array_length(env, arr, &n);
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value item, k, v;
+    napi_get_element(env, arr, i, &item);
+    std::pair<std::string, std::string> kv;
+    if (napi_get_element(env, item, 0, &k) != napi_ok || !GetString(env, k, &kv.first)) return false;
+    if (napi_get_element(env, item, 1, &v) != napi_ok || !GetString(env, v, &kv.second)) return false;
+    if (kv.first.find("..") != std::string::npos || kv.first.rfind("net/", 0) != 0) return false;
+    out->push_back(kv);
+  }
+  return true;
+}
+
+// netnsCreate(path, [[domain, type, protocol], ...], [[sysctlPath, value], ...]) -> Promise<fd[]>
+// Creates a new netns bind-mounted at path, writes the sysctls (paths under
+// /proc/sys, "net/..." only) inside it, and opens the requested sockets in it.
 napi_value NetnsCreate(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 3;
+  napi_value argv[3];
   CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
   auto* w = new NetnsCreateWork();
   if (argc < 1 || !GetString(env, argv[0], &w->path) ||
-      (argc >= 2 && !IsNullish(env, argv[1]) && !ParseSocketSpecs(env, argv[1], &w->specs))) {
+      (argc >= 2 && !IsNullish(env, argv[1]) && !ParseSocketSpecs(env, argv[1], &w->specs)) ||
+      (argc >= 3 && !IsNullish(env, argv[2]) && !ParseSysctls(env, argv[2], &w->sysctls))) {
     delete w;
-    napi_throw_type_error(env, "EINVAL", "netnsCreate(path, [[domain, type, protocol], ...])");
+    napi_throw_type_error(env, "EINVAL", "netnsCreate(path, [[domain, type, protocol], ...], [[\"net/...\", value], ...])");
     return nullptr;
   }
   napi_value promise, name;

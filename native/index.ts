@@ -16,8 +16,11 @@ export type NetlinkCallback = (err: NativeError | undefined, messages: Buffer[] 
 export interface NativeAddon {
   /** Opens sockets inside the netns at nsPath (null: the daemon's own), on a throwaway thread. */
   socketsAt(nsPath: string | null, specs: SocketSpec[]): number[];
-  /** Creates a netns bind-mounted at path (the file must not exist) and opens sockets in it. */
-  netnsCreate(path: string, specs?: SocketSpec[]): Promise<number[]>;
+  /**
+   * Creates a netns bind-mounted at path (the file must not exist), writes
+   * sysctls inside it ([path under /proc/sys, starting "net/", value]) and opens sockets in it.
+   */
+  netnsCreate(path: string, specs?: SocketSpec[], sysctls?: [string, string][]): Promise<number[]>;
   /** Unmounts (lazily) and removes a netns file. */
   netnsDelete(path: string): void;
   /** netnsDelete on the thread pool: the unmount's RCU wait does not hold the event loop. */

@@ -24,7 +24,7 @@ import { PortPublisher } from './portmap/publisher';
 import type { Ipam } from './ipam/ipam';
 import { createLogger, Logger } from './log';
 import { Handle } from './netlink/handle';
-import { NetnsManager } from './netns/netns';
+import { NetnsManager, sandboxSysctls } from './netns/netns';
 import { NetnsPool } from './netns/pool';
 import { RESOLVER_SOCKETS, armResolverSockets } from './dns/resolver';
 import { pluginDefs, PluginServers, startPluginServers } from './plugin/server';
@@ -63,7 +63,7 @@ export class Daemon {
     const store = (this.store = new SqliteStore(c.dataRoot));
     const host = (this.host = Handle.at(null));
     const files = new SandboxFiles(c.execRoot);
-    const netns = new NetnsManager(c.execRoot);
+    const netns = new NetnsManager(c.execRoot, { sysctls: sandboxSysctls() });
     const ipam = new DefaultIpam(store, {
       hostNetworks: async () => (await host.routeList({ table: 0 })).filter((r) => r.dst !== 'default' && r.type === 'unicast').map((r) => r.dst),
     });

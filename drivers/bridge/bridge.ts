@@ -172,6 +172,9 @@ export class BridgeDriver implements Driver {
   private async configurePeer(handle: Handle, ifname: string, peerIndex: number | undefined, ep: EndpointState, c: BridgeConfig): Promise<void> {
     const index = peerIndex ?? (await handle.linkIndex(ifname));
     await Promise.all([
+      // cnmd's sandboxes make interfaces without IPv6 link-local (netns SANDBOX_SYSCTLS);
+      // one with IPv6 gets it back, set before the link comes up, where it is made.
+      ep.addressIPv6 ? handle.linkSet(index, { addrGenMode: 'eui64' }) : undefined,
       handle.linkSet(index, { up: true }),
       ep.address && !c.inhibitIPv4 ? handle.addrAdd(index, ep.address) : undefined,
       ep.addressIPv6 ? handle.addrAdd(index, ep.addressIPv6, { nodad: true }) : undefined,
@@ -190,12 +193,13 @@ export class BridgeDriver implements Driver {
   async leave(_networkId: string, endpointId: string, opts: { sandboxDestroyed?: boolean } = {}): Promise<void> {
     const ep = this.endpoints.get(endpointId);
     const name = ep?.hostVeth ?? hostVethName(endpointId);
-    const removal = this.host.linkDel(name).catch((e) => {
+    // A dead sandbox's veth goes in the background, apart from the requests
+    // that follow (the next attach's veth must not wait ~20 ms behind it); a
+    // daemon killed before it completes sweeps the veth at start (its alias).
+    const removal = this.host.linkDel(name, { apart: !!opts.sandboxDestroyed }).catch((e) => {
       if (!(e instanceof CnmdError && e.code === 'NOT_FOUND')) throw e;
     });
     if (!opts.sandboxDestroyed) return removal;
-    // Finished in the background; requests behind it on this handle stay in order,
-    // and a daemon killed before it completes sweeps the veth at start (its alias).
     removal.catch((e) => this.log.warn({ err: e, veth: name }, 'background veth removal failed'));
   }
 

@@ -31,11 +31,29 @@ export function closeFds(fds: number[]): void {
   }
 }
 
+/**
+ * What a sandbox netns is made with, beyond loopback up: new interfaces get
+ * no IPv6 link-local address (addr_gen_mode none), as Docker (26+) leaves an
+ * interface without IPv6 on an IPv4-only network. Without it each new eth0
+ * sends DAD, MLD and router solicitations that the bridge floods to every
+ * other sandbox: work on every port for every attach. A driver turns link-local
+ * generation back on for an endpoint that has IPv6 (LinkChanges.addrGenMode).
+ */
+export const SANDBOX_SYSCTLS: [string, string][] = [['net/ipv6/conf/default/addr_gen_mode', '1']];
+
+/** SANDBOX_SYSCTLS this kernel has (one booted with ipv6.disable=1 has no net/ipv6). */
+export function sandboxSysctls(): [string, string][] {
+  return SANDBOX_SYSCTLS.filter(([k]) => fs.existsSync(path.join('/proc/sys', k)));
+}
+
 export class NetnsManager {
   readonly dir: string;
+  /** Written inside every netns this manager creates (native.netnsCreate's sysctls). */
+  readonly sysctls: [string, string][];
 
-  constructor(execRoot: string) {
+  constructor(execRoot: string, o: { sysctls?: [string, string][] } = {}) {
     this.dir = path.join(execRoot, 'netns');
+    this.sysctls = o.sysctls ?? [];
   }
 
   pathOf(id: string): string {
@@ -65,7 +83,7 @@ export class NetnsManager {
     this.ensureDir('netns create', id);
     let fds: number[];
     try {
-      fds = await native.netnsCreate(p, [NetlinkSocket.spec(NETLINK_ROUTE), ...sockets]);
+      fds = await native.netnsCreate(p, [NetlinkSocket.spec(NETLINK_ROUTE), ...sockets], this.sysctls);
     } catch (e) {
       if ((e as { code?: string }).code === 'EEXIST') {
         throw new CnmdError('ALREADY_EXISTS', `netns create ${id}: ${p} already exists`, { op: 'netns create', object: id, errno: 'EEXIST' });

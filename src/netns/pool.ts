@@ -60,7 +60,7 @@ export class NetnsPool {
 
   constructor(target: NetnsManager, execRoot: string, o: NetnsPoolOptions) {
     this.target = target;
-    this.pool = new NetnsManager(path.join(execRoot, 'pool'));
+    this.pool = new NetnsManager(path.join(execRoot, 'pool'), { sysctls: target.sysctls });
     this.size = Math.max(0, o.size);
     this.log = o.log;
     this.sockets = o.sockets;

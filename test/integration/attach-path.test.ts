@@ -47,6 +47,13 @@ test('one network: veth aliased and in hairpin mode, peer up with its address, d
   assert.ok(eth0.flags.includes('UP'));
   assert.equal(eth0.address, '02:42:0a:3d:00:02');
   assert.ok(eth0.addr_info.some((x: any) => x.local === '10.61.0.2' && x.prefixlen === 24));
+  // An IPv4-only network: no IPv6 on eth0, not even link-local (as Docker 26+), so it sends no DAD/MLD/RS for the bridge to flood.
+  assert.deepEqual(eth0.addr_info.filter((x: any) => x.family === 'inet6'), []);
+  assert.deepEqual(
+    JSON.parse(runIn(a.SandboxKey, 'ip', ['-j', '-6', 'addr', 'show', 'lo'])).flatMap((x: any) => x.addr_info.map((i: any) => i.local)),
+    ['::1'],
+    'loopback keeps ::1',
+  );
   assert.deepEqual(
     routes(a.SandboxKey).filter((r) => r.dst === 'default').map((r) => [r.gateway, r.dev]),
     [['10.61.0.1', 'eth0']],

@@ -130,6 +130,10 @@ test('IPv6 dual stack and MTU', async (t) => {
   assert.ok(reach(a.SandboxKey, 'tcp', 'fd35::3', 7000), 'TCP over IPv6');
   const [eth0] = JSON.parse(require('node:child_process').execFileSync('nsenter', [`--net=${a.SandboxKey}`, 'ip', '-j', 'link', 'show', 'eth0'], { encoding: 'utf8' }));
   assert.equal(eth0.mtu, 1400);
+  // An endpoint with IPv6 has its link-local address too (sandboxes make interfaces without one).
+  const [addrs] = JSON.parse(require('node:child_process').execFileSync('nsenter', [`--net=${a.SandboxKey}`, 'ip', '-j', '-6', 'addr', 'show', 'eth0'], { encoding: 'utf8' }));
+  assert.ok(addrs.addr_info.some((x: any) => x.scope === 'link' && /^fe80::/.test(x.local)), JSON.stringify(addrs.addr_info));
+  assert.ok(addrs.addr_info.some((x: any) => x.local === 'fd35::2' && x.prefixlen === 64));
   const net = await ok(d, 'GET', '/networks/dual');
   const [br] = d.host.ipj('link', 'show', `br-${net.Id.slice(0, 12)}`);
   assert.equal(br.mtu, 1400);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as zlib from 'node:zlib';
-import { lab, Ns } from '../lib/fixture';
+import { eventually, lab, Ns } from '../lib/fixture';
 import { CnmdError } from '../../src/errors';
 
 /** The running kernel's config text ('' when neither /proc/config.gz nor /boot/config-* is readable). */
@@ -403,6 +403,22 @@ test('link set: up/down, master/nomaster, mtu, mac, alias, txqlen, name; each re
   assert.equal(ipLink(a, 'v0').ifalias, undefined, 'an empty alias clears it');
   await a.handle.linkSet('v0', { txqlen: 321 });
   assert.equal(ipLink(a, 'v0').txqlen, 321);
+  // IPv6 link-local generation: none, then eui64 (made when the link comes up).
+  await a.handle.linkSet('v0p', { addrGenMode: 'none' });
+  assert.equal(ipLink(a, 'v0p').inet6_addr_gen_mode, 'none');
+  assert.equal((await a.handle.linkGet('v0p')).addrGenMode, 'none');
+  await a.handle.linkSet('v0p', { up: true });
+  await a.handle.linkSet('v0', { up: true });
+  const ll = () => a.ipj('-6', 'addr', 'show', 'dev', 'v0p')[0]?.addr_info.filter((x: any) => x.scope === 'link') ?? [];
+  assert.deepEqual(ll(), [], 'no link-local with mode none');
+  await a.handle.linkSet('v0p', { up: false });
+  await a.handle.linkSet('v0p', { addrGenMode: 'eui64' });
+  assert.equal(ipLink(a, 'v0p').inet6_addr_gen_mode, 'eui64');
+  await a.handle.linkSet('v0p', { up: true });
+  await eventually(() => assert.equal(ll().length, 1, 'a link-local address once up with eui64'));
+  await a.handle.linkSet('v0p', { up: false });
+  await a.handle.linkSet('v0', { up: false });
+  await assert.rejects(a.handle.linkSet('v0p', { addrGenMode: 'bogus' as 'none' }), { code: 'INVALID_ARGUMENT' });
 
   // Several changes in one request.
   await a.handle.linkSet('v0', { up: true, master: 'br0', mtu: 1280, mac: '02:11:22:33:44:55', alias: 'all at once' });

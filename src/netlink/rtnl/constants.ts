@@ -43,6 +43,10 @@ export const IFLA_NET_NS_PID = 19;
 export const IFLA_IFALIAS = 20;
 export const IFLA_GROUP = 27;
 export const IFLA_NET_NS_FD = 28;
+export const IFLA_AF_SPEC = 26;
+export const IFLA_INET6_ADDR_GEN_MODE = 8;
+/** IN6_ADDR_GEN_MODE_*: how an interface makes its IPv6 link-local address. */
+export const ADDR_GEN_MODES = { eui64: 0, none: 1, 'stable-privacy': 2, random: 3 } as const;
 export const IFLA_EXT_MASK = 29;
 export const IFLA_PROMISCUITY = 30;
 export const IFLA_CARRIER = 33;

@@ -94,7 +94,11 @@ export interface LinkChanges {
   name?: string;
   alias?: string;
   txqlen?: number;
+  /** How the link makes its IPv6 link-local address ('none': it gets none). */
+  addrGenMode?: AddrGenMode;
 }
+
+export type AddrGenMode = keyof typeof C.ADDR_GEN_MODES;
 
 export interface Link {
   index: number;
@@ -109,6 +113,7 @@ export interface Link {
   masterIndex?: number;
   parentIndex?: number;
   alias?: string;
+  addrGenMode?: AddrGenMode;
   operstate: string;
   txqlen?: number;
   linkNetnsId?: number;
@@ -311,6 +316,11 @@ export function encodeLinkSet(index: number, name: string | undefined, ch: LinkC
   if (ch.masterIndex !== undefined) w.u32(C.IFLA_MASTER, ch.masterIndex);
   if (ch.netnsFd !== undefined) w.u32(C.IFLA_NET_NS_FD, ch.netnsFd);
   if (ch.alias !== undefined) w.str(C.IFLA_IFALIAS, ch.alias);
+  if (ch.addrGenMode !== undefined) {
+    const mode = C.ADDR_GEN_MODES[ch.addrGenMode];
+    if (mode === undefined) throw invalidArgument(op, object, `IPv6 address generation mode "${ch.addrGenMode}" is not one of ${Object.keys(C.ADDR_GEN_MODES).join(', ')}`);
+    w.nested(C.IFLA_AF_SPEC, (af) => af.nested(C.AF_INET6, (i6) => i6.u8(C.IFLA_INET6_ADDR_GEN_MODE, mode)));
+  }
   return w.toBuffer();
 }
 
@@ -369,6 +379,9 @@ export function decodeLink(payload: Buffer): Link {
   link.txqlen = a.u32(C.IFLA_TXQLEN);
   const nsid = a.s32(C.IFLA_LINK_NETNSID);
   if (nsid !== undefined) link.linkNetnsId = nsid;
+  const i6 = a.get(C.IFLA_AF_SPEC) ? a.nested(C.IFLA_AF_SPEC)?.nested(C.AF_INET6) : undefined;
+  const gen = i6?.u8(C.IFLA_INET6_ADDR_GEN_MODE);
+  if (gen !== undefined) link.addrGenMode = (Object.keys(C.ADDR_GEN_MODES) as AddrGenMode[]).find((k) => C.ADDR_GEN_MODES[k] === gen);
   const info = a.nested(C.IFLA_LINKINFO);
   if (info) {
     link.kind = info.str(C.IFLA_INFO_KIND);
