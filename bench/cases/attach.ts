@@ -41,7 +41,7 @@
 // Protocol, the same for each peer: one "anchor" endpoint attached first and
 // kept to the end (the bridge and the NAT rules exist, as on a host with
 // containers: netavark would otherwise create and delete its bridge with
-// every container), BENCH_ATTACH_WARMUP (3) untimed attach+detach, then
+// every container), BENCH_ATTACH_WARMUP (10) untimed attach+detach, then
 // BENCH_ATTACH_N (50) attaches in a row, each timed, then the 50 detaches
 // (docker: alternating). Figures are the median and p90 (nearest rank).
 //
@@ -62,7 +62,7 @@
 // every process naming the root, every process in that cgroup, every netns
 // mount, the tmpfs and the root are removed (bench/lib/host.ts Scratch).
 //
-// Environment: BENCH_ATTACH_N (50), BENCH_ATTACH_WARMUP (3),
+// Environment: BENCH_ATTACH_N (50), BENCH_ATTACH_WARMUP (10),
 // BENCH_ATTACH_CREATE_N (20), BENCH_ATTACH_RSS_SANDBOXES (1000),
 // BENCH_ATTACH_RSS_NETWORKS (4), BENCH_ATTACH_PEERS (cnmd,cni,netavark,docker:
 // a subset to run; cnmd is needed for the ratios), BENCH_SETTLE_MS (1500: pause
@@ -99,7 +99,7 @@ export const name = 'attach';
 export const unit = 'ms';
 
 const N = intEnv('BENCH_ATTACH_N', 50, 1, 1000);
-const WARMUP = intEnv('BENCH_ATTACH_WARMUP', 3, 0, 100);
+const WARMUP = intEnv('BENCH_ATTACH_WARMUP', 10, 0, 100);
 const CREATE_N = intEnv('BENCH_ATTACH_CREATE_N', 20, 1, 40);
 const RSS_SANDBOXES = intEnv('BENCH_ATTACH_RSS_SANDBOXES', 1000, 0, 10000);
 const RSS_NETWORKS = intEnv('BENCH_ATTACH_RSS_NETWORKS', 4, 1, 40);
@@ -228,6 +228,12 @@ class Cnmd {
       if (Date.now() > deadline) throw new Error(`cnmd did not answer /_ping within 20 s:\n${d.out.slice(-3000)}`);
       await sleep(50);
     }
+    // A daemon is measured as it runs on a host: up, its netns pool filled
+    // (it fills at start and after each burst, when idle).
+    while (!d.out.includes('"netns pool full"')) {
+      if (Date.now() > deadline) throw new Error(`cnmd did not fill its netns pool within 20 s:\n${d.out.slice(-3000)}`);
+      await sleep(50);
+    }
     return d;
   }
 
@@ -310,6 +316,8 @@ async function verifyCnmdSandbox(d: Cnmd, id: string, net: string, s: Scratch, p
 
 interface CnmdAttachResult {
   t: Timings;
+  /** The warm-up's attaches, the first after the daemon started. */
+  cold: number[];
   serverAttach: number[];
   serverDetach: number[];
   firewallBatches: number;
@@ -329,7 +337,15 @@ async function runCnmdAttach(s: Scratch): Promise<CnmdAttachResult> {
     const attach = async (nm: string) => (await d.ok('POST', '/sandboxes', 201, { Name: nm, Networks: [{ Network: net }] })).Id as string;
     const detach = (id: string) => d.ok('DELETE', `/sandboxes/${id}`, 204);
     const anchor = await attach('anchor');
-    for (let i = 0; i < WARMUP; i++) await detach(await attach(`warm${i}`));
+    // The warm-up's attaches are the daemon's first (JIT-cold) ones: reported apart, not in the median.
+    const cold: number[] = [];
+    for (let i = 0; i < WARMUP; i++) {
+      const t0 = performance.now();
+      const id = await attach(`warm${i}`);
+      cold.push(performance.now() - t0);
+      await detach(id);
+    }
+    await sleep(SETTLE_MS); // the warm-up's namespaces are torn down by the kernel in the background
 
     const t: Timings = { attach: [], detach: [] };
     const ids: string[] = [];
@@ -400,7 +416,7 @@ async function runCnmdAttach(s: Scratch): Promise<CnmdAttachResult> {
 
     await detach(anchor);
     await d.ok('DELETE', `/networks/${net}`, 204);
-    return { t, serverAttach, serverDetach, firewallBatches, create, del, createServer, createFirewall, deleteFirewall };
+    return { t, cold, serverAttach, serverDetach, firewallBatches, create, del, createServer, createFirewall, deleteFirewall };
   } finally {
     await d.stop();
   }
@@ -526,6 +542,7 @@ async function runCni(s: Scratch): Promise<Timings> {
     await attach(`w${i}`);
     detach(`w${i}`);
   }
+  await sleep(SETTLE_MS); // the warm-up's namespaces are torn down by the kernel in the background
   const t: Timings = { attach: [], detach: [] };
   for (let i = 0; i < N; i++) {
     const t0 = performance.now();
@@ -607,6 +624,7 @@ async function runNetavark(s: Scratch): Promise<Timings> {
     await attach(`w${i}`);
     detach(`w${i}`);
   }
+  await sleep(SETTLE_MS); // the warm-up's namespaces are torn down by the kernel in the background
   const t: Timings = { attach: [], detach: [] };
   for (let i = 0; i < N; i++) {
     const t0 = performance.now();
@@ -666,6 +684,7 @@ async function runDocker(s: Scratch): Promise<DockerOutcome> {
       connect();
       disconnect();
     }
+    await sleep(SETTLE_MS);
     const t: Timings = { attach: [], detach: [] };
     const check = new Set(sample(N));
     for (let i = 0; i < N; i++) {
@@ -782,6 +801,7 @@ export async function run(): Promise<Record<string, number>> {
 
   if (cnmd) {
     stats(figures, 'cnmd', cnmd.t);
+    if (cnmd.cold.length) figures.cnmd_attach_warmup_median_ms = median(cnmd.cold);
     figures.cnmd_attach_server_median_ms = median(cnmd.serverAttach);
     figures.cnmd_detach_server_median_ms = median(cnmd.serverDetach);
     figures.cnmd_network_create_median_ms = median(cnmd.create);

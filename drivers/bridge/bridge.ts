@@ -158,10 +158,10 @@ export class BridgeDriver implements Driver {
   /**
    * The alias (the kernel applies IFLA_IFALIAS only to an existing link) and
    * hairpin, so a sandbox reaching its own published port through the host
-   * address comes back out this port.
+   * address comes back out this port: one request (hairpin as bridge-port slave data).
    */
   private async finishHostSide(index: number, networkId: string, endpointId: string): Promise<void> {
-    await Promise.all([this.host.linkSet(index, { alias: endpointAlias(networkId, endpointId) }), this.host.bridgePortSet(index, { hairpin: true })]);
+    await this.host.linkSet(index, { alias: endpointAlias(networkId, endpointId), bridgePort: { hairpin: true } });
   }
 
   /**

@@ -140,6 +140,7 @@ export class NetnsPool {
   }
 
   private fill(): void {
+    if (this.size <= 0) this.log.debug({ ready: 0 }, 'netns pool full');
     if (this.filling || this.closed || this.size <= 0) return;
     this.filling = true;
     const startedIdle = this.lastTake;
@@ -156,6 +157,7 @@ export class NetnsPool {
           }
           this.arm(created);
           this.ready.push(created);
+          if (this.ready.length === this.size) this.log.debug({ ready: this.ready.length }, 'netns pool full');
         }
       } catch (e) {
         this.log.warn({ err: e }, 'netns pool refill failed; sandboxes will create their namespaces directly');

@@ -420,6 +420,20 @@ test('link set: up/down, master/nomaster, mtu, mac, alias, txqlen, name; each re
   await a.handle.linkSet('v0', { up: false });
   await assert.rejects(a.handle.linkSet('v0p', { addrGenMode: 'bogus' as 'none' }), { code: 'INVALID_ARGUMENT' });
 
+  // Bridge-port options as slave data, with other changes in the same request.
+  await a.handle.linkSet('v0', { master: 'br0' });
+  await a.handle.linkSet('v0', { alias: 'port', bridgePort: { hairpin: true, learning: false } });
+  let port = ipLink(a, 'v0');
+  assert.equal(port.ifalias, 'port');
+  assert.equal(port.linkinfo.info_slave_data.hairpin, true);
+  assert.equal(port.linkinfo.info_slave_data.learning, false);
+  await a.handle.linkSet(idx, { bridgePort: { hairpin: false, learning: true } });
+  port = ipLink(a, 'v0');
+  assert.equal(port.linkinfo.info_slave_data.hairpin, false);
+  assert.equal(port.linkinfo.info_slave_data.learning, true);
+  await a.handle.linkSet('v0', { master: null });
+  await assert.rejects(a.handle.linkSet('v0', { bridgePort: { hairpin: true } }), (e: CnmdError) => e instanceof CnmdError, 'no bridge to take port options');
+
   // Several changes in one request.
   await a.handle.linkSet('v0', { up: true, master: 'br0', mtu: 1280, mac: '02:11:22:33:44:55', alias: 'all at once' });
   v0 = ipLink(a, 'v0');

@@ -96,6 +96,8 @@ export interface LinkChanges {
   txqlen?: number;
   /** How the link makes its IPv6 link-local address ('none': it gets none). */
   addrGenMode?: AddrGenMode;
+  /** Options of the link as a port of its bridge (slave data), in the same request. */
+  bridgePort?: BridgePortChanges;
 }
 
 export type AddrGenMode = keyof typeof C.ADDR_GEN_MODES;
@@ -316,6 +318,16 @@ export function encodeLinkSet(index: number, name: string | undefined, ch: LinkC
   if (ch.masterIndex !== undefined) w.u32(C.IFLA_MASTER, ch.masterIndex);
   if (ch.netnsFd !== undefined) w.u32(C.IFLA_NET_NS_FD, ch.netnsFd);
   if (ch.alias !== undefined) w.str(C.IFLA_IFALIAS, ch.alias);
+  if (ch.bridgePort !== undefined) {
+    const bp = ch.bridgePort;
+    // The bridge's slave_changelink applies these to an enslaved link (RTM_NEWLINK on an existing link).
+    w.nested(C.IFLA_LINKINFO, (li) =>
+      li.nested(C.IFLA_INFO_SLAVE_DATA, (sd) => {
+        if (bp.hairpin !== undefined) sd.u8(C.IFLA_BRPORT_MODE, bp.hairpin ? 1 : 0);
+        if (bp.learning !== undefined) sd.u8(C.IFLA_BRPORT_LEARNING, bp.learning ? 1 : 0);
+      }),
+    );
+  }
   if (ch.addrGenMode !== undefined) {
     const mode = C.ADDR_GEN_MODES[ch.addrGenMode];
     if (mode === undefined) throw invalidArgument(op, object, `IPv6 address generation mode "${ch.addrGenMode}" is not one of ${Object.keys(C.ADDR_GEN_MODES).join(', ')}`);
