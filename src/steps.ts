@@ -35,3 +35,49 @@ export async function runSteps(steps: Step[], onUndoError?: (step: string, e: un
     }
   }
 }
+
+/**
+ * One step made of lanes that run at the same time, each an ordered list of
+ * steps (independent work: netlink requests while an iptables-restore process
+ * runs). It fails once every lane has settled, with the first lane's error;
+ * its undo undoes each lane's finished steps (and a failed one's partial work)
+ * in reverse, carrying on past undo errors and rethrowing the first.
+ */
+export function concurrently(name: string, lanes: Step[][]): Step {
+  const finished: Step[][] = lanes.map(() => []);
+  return {
+    name,
+    async do() {
+      const results = await Promise.allSettled(
+        lanes.map(async (lane, i) => {
+          for (const s of lane) {
+            finished[i].push(s); // before do(): a failing step's partial work is undone too
+            try {
+              await s.do();
+            } catch (e) {
+              if (e && typeof e === 'object') (e as { failedStep?: string }).failedStep ??= s.name;
+              throw e;
+            }
+          }
+        }),
+      );
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
+    },
+    async undo() {
+      let first: unknown;
+      let failed = false;
+      for (const lane of finished) {
+        for (const s of lane.splice(0).reverse()) {
+          if (!s.undo) continue;
+          try {
+            await s.undo();
+          } catch (e) {
+            if (!failed) [first, failed] = [e, true];
+          }
+        }
+      }
+      if (failed) throw first;
+    },
+  };
+}

@@ -4,7 +4,7 @@
 import { CnmdError } from '../../src/errors';
 import type { Handle } from '../../src/netlink/handle';
 import { writeSysctl } from '../../src/netns/sysctl';
-import type { Step } from '../../src/steps';
+import { concurrently, Step } from '../../src/steps';
 import { BridgeFirewall, rulesFor } from './firewall';
 import { BridgeConfig, randomMac } from './options';
 
@@ -26,33 +26,40 @@ export function setupDevice(host: Handle, st: BridgeState): Step {
   return {
     name: 'setup device',
     async do() {
+      // Made directly (one round trip); a device already there is looked at after the kernel says so.
+      const link = await host
+        .linkAdd({
+          kind: 'bridge',
+          name: c.bridgeName,
+          mtu: c.mtu,
+          // A fixed MAC: otherwise the bridge takes the lowest port MAC and changes as ports come and go.
+          mac: randomMac(),
+          alias: networkAlias(c.networkId),
+          // icc=false is enforced by iptables, which bridged frames only traverse with nf_call_iptables.
+          nfCallIptables: !c.enableICC ? true : undefined,
+        })
+        .catch((e) => {
+          if (e instanceof CnmdError && e.code === 'ALREADY_EXISTS') return undefined;
+          throw e;
+        });
+      if (link) {
+        st.index = link.index;
+        st.created = true;
+        return;
+      }
       const existing = await host.linkGet(c.bridgeName).catch((e) => {
         if (e instanceof CnmdError && e.code === 'NOT_FOUND') return undefined;
         throw e;
       });
-      if (existing) {
-        if (existing.kind !== 'bridge') {
-          throw new CnmdError('CONFLICT', `network create: device ${c.bridgeName} exists and is a ${existing.kind ?? 'non-bridge'} device, not a bridge`, { op: 'network create', object: c.bridgeName });
-        }
-        if (existing.alias?.startsWith(ALIAS_PREFIX) && existing.alias !== networkAlias(c.networkId)) {
-          throw new CnmdError('CONFLICT', `network create: bridge ${c.bridgeName} is already used by another cnmd network`, { op: 'network create', object: c.bridgeName });
-        }
-        st.index = existing.index;
-        st.created = false;
-        return;
+      if (!existing) throw new CnmdError('CONFLICT', `network create: device ${c.bridgeName} appeared and went while the bridge was made; try again`, { op: 'network create', object: c.bridgeName });
+      if (existing.kind !== 'bridge') {
+        throw new CnmdError('CONFLICT', `network create: device ${c.bridgeName} exists and is a ${existing.kind ?? 'non-bridge'} device, not a bridge`, { op: 'network create', object: c.bridgeName });
       }
-      const link = await host.linkAdd({
-        kind: 'bridge',
-        name: c.bridgeName,
-        mtu: c.mtu,
-        // A fixed MAC: otherwise the bridge takes the lowest port MAC and changes as ports come and go.
-        mac: randomMac(),
-        alias: networkAlias(c.networkId),
-        // icc=false is enforced by iptables, which bridged frames only traverse with nf_call_iptables.
-        nfCallIptables: !c.enableICC ? true : undefined,
-      });
-      st.index = link!.index;
-      st.created = true;
+      if (existing.alias?.startsWith(ALIAS_PREFIX) && existing.alias !== networkAlias(c.networkId)) {
+        throw new CnmdError('CONFLICT', `network create: bridge ${c.bridgeName} is already used by another cnmd network`, { op: 'network create', object: c.bridgeName });
+      }
+      st.index = existing.index;
+      st.created = false;
     },
     async undo() {
       if (st.created) await host.linkDel(c.bridgeName).catch(() => undefined);
@@ -66,7 +73,8 @@ export function setupIPv4(host: Handle, st: BridgeState): Step {
     name: 'setup ipv4',
     async do() {
       if (c.inhibitIPv4 || !c.gatewayV4) return;
-      const have = await host.addrList({ link: st.index, family: 4 });
+      // A bridge made just now has no address: only a borrowed one is looked at first.
+      const have = st.created ? [] : await host.addrList({ link: st.index, family: 4 });
       if (!have.some((a) => a.cidr === c.gatewayV4)) await host.addrAdd(st.index, c.gatewayV4);
     },
     async undo() {
@@ -83,7 +91,7 @@ export function setupIPv6(host: Handle, st: BridgeState): Step {
       if (!c.enableIPv6 || !c.gatewayV6) return;
       writeSysctl(['net', 'ipv6', 'conf', c.bridgeName, 'disable_ipv6'], '0');
       writeSysctl(['net', 'ipv6', 'conf', 'all', 'forwarding'], '1');
-      const have = await host.addrList({ link: st.index, family: 6 });
+      const have = st.created ? [] : await host.addrList({ link: st.index, family: 6 });
       if (!have.some((a) => a.cidr === c.gatewayV6)) await host.addrAdd(st.index, c.gatewayV6, { nodad: true });
     },
     async undo() {
@@ -120,12 +128,12 @@ export function setupVerify(host: Handle, st: BridgeState): Step {
   return {
     name: 'setup verify',
     async do() {
-      const link = await host.linkGet(st.index);
+      const wantV4 = !c.inhibitIPv4 && !!c.gatewayV4;
+      const [link, addrs] = await Promise.all([host.linkGet(st.index), wantV4 ? host.addrList({ link: st.index, family: 4 }) : []]);
       if (link.name !== c.bridgeName || link.kind !== 'bridge') {
         throw new CnmdError('INTERNAL', `network create: device ${st.index} is ${link.name} (${link.kind}), expected bridge ${c.bridgeName}`, { op: 'network create', object: c.bridgeName });
       }
-      if (!c.inhibitIPv4 && c.gatewayV4) {
-        const addrs = await host.addrList({ link: st.index, family: 4 });
+      if (wantV4) {
         if (!addrs.some((a) => a.cidr === c.gatewayV4)) {
           throw new CnmdError('INTERNAL', `network create: bridge ${c.bridgeName} does not hold its gateway ${c.gatewayV4}`, { op: 'network create', object: c.bridgeName });
         }
@@ -134,6 +142,15 @@ export function setupVerify(host: Handle, st: BridgeState): Step {
   };
 }
 
+/**
+ * The device and its addresses (netlink) and the rules (an iptables-restore
+ * process, ~5 ms) do not depend on each other: rules name the bridge, which
+ * need not exist yet. They run side by side; the bridge comes up once both are done.
+ */
 export function bridgeSetupSteps(host: Handle, fw: BridgeFirewall, st: BridgeState): Step[] {
-  return [setupDevice(host, st), setupIPv4(host, st), setupIPv6(host, st), setupForwarding(), setupFirewall(fw, st), setupUp(host, st), setupVerify(host, st)];
+  return [
+    concurrently('setup device and rules', [[setupDevice(host, st), setupIPv4(host, st), setupIPv6(host, st), setupForwarding()], [setupFirewall(fw, st)]]),
+    setupUp(host, st),
+    setupVerify(host, st),
+  ];
 }
