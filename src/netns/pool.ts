@@ -9,9 +9,10 @@
 // ~0.75 ms here (measured: a refill after every take vs none during the
 // burst). So take() only bind-mounts, and the pool sweeps and refills once no
 // sandbox has been taken for IDLE_MS: a burst of up to `size` attaches runs
-// from the pool, a longer one makes the rest directly, and the pool is full
-// again shortly after. A pool path left mounted by a crash is removed at the
-// next start, like any pool leftover.
+// from the pool, and the pool is full again shortly after. In a burst that
+// runs it dry, one netns is made after each attach for the next (cheaper than
+// making it on the next one's path). A pool path left mounted by a crash is
+// removed at the next start, like any pool leftover.
 //
 // A pooled netns can also come with sockets opened in it (PooledSockets: the
 // embedded DNS's, bound and listening): opening a socket in another netns
@@ -108,9 +109,15 @@ export class NetnsPool {
     }
   }
 
-  /** The kernel work of the taker of `id` is done (or failed): the pool sweeps and refills once the daemon is idle. */
+  /**
+   * The kernel work of the taker of `id` is done (or failed): the pool sweeps
+   * and refills once the daemon is idle. A burst longer than the pool ran it
+   * dry: then one netns is made now, for the next taker (alongside its work,
+   * ~0.75 ms, beats making it on its path, ~1 ms and more).
+   */
   done(id: string): void {
     this.takers.delete(id);
+    if (this.ready.length === 0 && this.takers.size === 0) this.fill(1);
     this.whenIdle();
   }
 
@@ -139,7 +146,8 @@ export class NetnsPool {
     }
   }
 
-  private fill(): void {
+  /** Makes namespaces until the pool is full or a sandbox is taken (at most `max`). */
+  private fill(max = Infinity): void {
     if (this.size <= 0) this.log.debug({ ready: 0 }, 'netns pool full');
     if (this.filling || this.closed || this.size <= 0) return;
     this.filling = true;
@@ -147,7 +155,7 @@ export class NetnsPool {
     void (async () => {
       try {
         // A take stops the filling (lastTake moves): the next idle period resumes it.
-        while (!this.closed && this.lastTake === startedIdle && this.ready.length < this.size) {
+        for (let made = 0; made < max && !this.closed && this.lastTake === startedIdle && this.ready.length < this.size; made++) {
           const created = await this.pool.create(randomBytes(8).toString('hex'), this.sockets?.specs);
           if (this.closed) {
             created.handle.close();

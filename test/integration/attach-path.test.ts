@@ -190,6 +190,9 @@ test('netns pool: take() binds the sandbox path only; pool paths are swept and t
   await new Promise((r) => setTimeout(r, idleMs * 2));
   assert.equal(pool.readyCount, 0, 'no refill while a taker (sb3) is at work, however long');
   pool.done('sb3');
+  // Run dry by a burst: one netns is made at once for the next taker, the rest when idle.
+  await new Promise((r) => setTimeout(r, idleMs / 2));
+  assert.equal(pool.readyCount, 1, 'one made right after a burst that ran the pool dry');
   await eventually(() => assert.equal(pool.readyCount, 2));
   await eventually(() => assert.equal(pooled().length, 2, 'the two spent pool paths were swept, two new ones made'));
   for (const x of [taken, second]) {
