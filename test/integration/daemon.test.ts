@@ -81,12 +81,15 @@ test('SIGTERM stops cnmd cleanly: exit 0, socket removed, structured logs', asyn
 
 test('cnmd --help documents every flag; a bad -H is refused with a message', () => {
   const help = execFileSync(process.execPath, [CNMD, '--help'], { encoding: 'utf8' });
-  for (const flag of ['--data-root', '--exec-root', '--host', '--plugin-dir', '--log-level', 'CNMD_DATA_ROOT', 'CNMD_HOST']) {
+  for (const flag of ['--data-root', '--exec-root', '--host', '--plugin-dir', '--log-level', '--resolv-conf', '--userland-proxy', '--netns-pool-size', 'CNMD_DATA_ROOT', 'CNMD_HOST', 'CNMD_NETNS_POOL_SIZE']) {
     assert.ok(help.includes(flag), `--help mentions ${flag}`);
   }
   const bad = spawnSync(process.execPath, [CNMD, '-H', 'http://nope'], { encoding: 'utf8' });
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /--host "http:\/\/nope" is not unix:\/\/\/path\/to\.sock or tcp:\/\/HOST:PORT/);
+  const badPool = spawnSync(process.execPath, [CNMD, '--netns-pool-size', 'lots'], { encoding: 'utf8' });
+  assert.equal(badPool.status, 2);
+  assert.match(badPool.stderr, /--netns-pool-size "lots" is not a whole number from 0 to 1024/);
 });
 
 test('cnmctl says how to reach the daemon when the socket is missing', () => {
