@@ -83,6 +83,13 @@ export interface SandboxRef {
   handle?: Handle;
   /** The interface name the container sees (eth0, eth1, ... in join order), or the temporary name when `handle` is absent. */
   ifname: string;
+  /**
+   * An ifindex known to be free in the sandbox's netns (a fresh one from the
+   * pool, whose devices cnmd listed when it made it). A driver may create its
+   * interface there with this index and configure it in the same burst,
+   * without waiting for the kernel's answer to the creation.
+   */
+  freeIndex?: number;
 }
 
 export interface JoinInfo {

@@ -132,10 +132,50 @@ export class BridgeDriver implements Driver {
       disableGatewayService: c.internal,
     };
     if (!sb.handle) return { ...info, srcName: await this.joinForEngine(st, ep, sb.ifname) };
-    // One message: host side enslaved and up, container side born in the sandbox with its final name and MAC.
     const handle = sb.handle;
+    // An IPv6 endpoint needs its link-local mode set before its link comes up: the round-trip way.
+    if (sb.freeIndex !== undefined && !ep.addressIPv6) {
+      await this.addVethAhead(st, ep, handle, sb.ifname, sb.freeIndex);
+      return info;
+    }
+    // One message: host side enslaved and up, container side born in the sandbox with its final name and MAC.
     await this.addVeth(st, ep, { name: sb.ifname, netns: sb.key }, (veth) => this.configurePeer(handle, sb.ifname, veth.parentIndex, ep, c));
     return info;
+  }
+
+  /**
+   * The veth made from the sandbox's side with an ifindex known to be free
+   * there: the container side is born up with its final name, MAC and index,
+   * the host side in the daemon's netns. Its address (and the default route
+   * the controller sends behind it), and the host side's bridge, alias and
+   * hairpin (by name), go out in the same burst: the kernel handles them after
+   * the creation (one I/O thread, in order), so no request waits for the
+   * answer to another. A failure removes the pair.
+   */
+  private async addVethAhead(st: BridgeState, ep: EndpointState, handle: Handle, ifname: string, index: number): Promise<void> {
+    const c = st.config;
+    const made = handle.linkAdd({
+      kind: 'veth',
+      name: ifname,
+      index,
+      mtu: c.mtu,
+      mac: ep.mac,
+      up: true,
+      peer: { name: ep.hostVeth, mtu: c.mtu, netns: this.host.nsPath ?? '/proc/self/ns/net' },
+    });
+    // Each call sends at once (indexes and names need no look-up), so they reach the kernel in this
+    // order: hairpin is a bridge-port option, applied once the enslaving before it is done.
+    const rest = [
+      ep.address && !c.inhibitIPv4 ? handle.addrAdd(index, ep.address) : Promise.resolve(),
+      this.host.linkSet(ep.hostVeth, { master: st.index, up: true, alias: endpointAlias(c.networkId, ep.id) }),
+      this.host.linkSet(ep.hostVeth, { bridgePort: { hairpin: true } }),
+    ];
+    // The creation's error first: the others fail because of it.
+    const failed = (await Promise.allSettled([made, ...rest])).find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
+      await this.host.linkDel(ep.hostVeth).catch(() => undefined);
+      throw failed.reason;
+    }
   }
 
   /**

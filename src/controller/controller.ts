@@ -134,6 +134,8 @@ export class Controller implements RecordSource {
   private readonly handles = new Map<string, Handle>();
   /** Resolver sockets a pooled netns came with, bound and listening, until the sandbox's resolver takes them. */
   private readonly armedDns = new Map<string, number[]>();
+  /** A free ifindex in a new sandbox's pooled netns, for its first interface (SandboxRef.freeIndex). */
+  private readonly freeIndexes = new Map<string, number>();
   readonly dns: EmbeddedDns;
   /** The embedded DNS's view per sandbox, rebuilt after any change to endpoints. */
   private dnsView = new Map<string, DnsNetwork[]>();
@@ -565,6 +567,7 @@ export class Controller implements RecordSource {
       } finally {
         for (const p of eps) this.joining.delete(p.ep.id);
         this.dropArmedDns(id);
+        this.freeIndexes.delete(id);
         // This sandbox's kernel work is over: the pool may make up for what it took.
         this.afterReply(() => this.pool?.done(id));
       }
@@ -621,12 +624,14 @@ export class Controller implements RecordSource {
         const created = this.pool ? await this.pool.take(id) : await this.netns.create(id);
         this.handles.set(id, created.handle);
         if (created.sockets.length) this.armedDns.set(id, created.sockets);
+        if (created.freeIndex !== undefined) this.freeIndexes.set(id, created.freeIndex);
         // A new namespace has no default route: nothing to read back from the kernel.
         this.gateways.set(id, {});
       },
       undo: () => {
         if (sb.hostNetns) return;
         this.dropArmedDns(id);
+        this.freeIndexes.delete(id);
         this.handles.get(id)?.close();
         this.handles.delete(id);
         this.gateways.delete(id);
@@ -930,8 +935,11 @@ export class Controller implements RecordSource {
           }
           const routed = this.routeBehindAddress(sb, ep, handle);
           let info: JoinInfo;
+          // Used once: the interface made with it takes it.
+          const freeIndex = this.freeIndexes.get(sb.id);
+          this.freeIndexes.delete(sb.id);
           try {
-            info = await driver.join(n.id, ep.id, { id: sb.id, key: sb.key, handle, ifname: ep.ifname }, {});
+            info = await driver.join(n.id, ep.id, { id: sb.id, key: sb.key, handle, ifname: ep.ifname, freeIndex }, {});
           } finally {
             await routed();
           }

@@ -295,7 +295,8 @@ export class Handle {
     const object = String(ref);
     const { master: _m0, netns: _n0, ...plain } = ch;
     if (byName(ch.master ?? undefined) || (ch.name !== undefined && typeof ref === 'string')) encodeLinkSet(1, undefined, plain); // bad input fails before any look-up
-    const masterIndex = ch.master === undefined ? undefined : ch.master === null ? 0 : await this.linkIndex(ch.master);
+    // No look-up and no await for an index: requests by index or name go out in call order.
+    const masterIndex = ch.master === undefined ? undefined : ch.master === null ? 0 : typeof ch.master === 'number' ? this.checked(op, ch.master) : await this.linkIndex(ch.master);
     // Renames need the index; everything else can name the link directly.
     const index = typeof ref === 'number' ? ref : ch.name !== undefined ? await this.linkIndex(ref) : 0;
     const name = typeof ref === 'string' ? ref : undefined;

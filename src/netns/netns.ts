@@ -18,6 +18,8 @@ export interface CreatedNetns {
   handle: Handle;
   /** The sockets asked for at creation (create's `sockets`), opened inside it; the caller closes them. */
   sockets: number[];
+  /** An ifindex no device in it has (when its devices were listed: a pooled netns). */
+  freeIndex?: number;
 }
 
 /** Closes fds a caller owns, ignoring ones closed already, and empties the array. */

@@ -100,7 +100,7 @@ export class NetnsPool {
       // Its pool path goes when the daemon is idle: the unmount is the slow half of an adoption.
       this.spent.push(pooled.id);
       pooled.handle.relocate(p);
-      return { id, path: p, handle: pooled.handle, sockets: pooled.sockets };
+      return { id, path: p, handle: pooled.handle, sockets: pooled.sockets, freeIndex: pooled.freeIndex };
     } catch (e) {
       pooled.handle.close();
       closeFds(pooled.sockets);
@@ -164,6 +164,7 @@ export class NetnsPool {
             break;
           }
           this.arm(created);
+          await this.noteFreeIndex(created);
           this.ready.push(created);
           if (this.ready.length === this.size) this.log.debug({ ready: this.ready.length }, 'netns pool full');
         }
@@ -173,6 +174,16 @@ export class NetnsPool {
         this.filling = false;
       }
     })();
+  }
+
+  /** Nothing but its taker makes devices in a pooled netns: the index after its last device stays free. */
+  private async noteFreeIndex(created: CreatedNetns): Promise<void> {
+    try {
+      const links = await created.handle.linkList();
+      created.freeIndex = Math.max(0, ...links.map((l) => l.index)) + 1;
+    } catch (e) {
+      this.log.debug({ err: e, netns: created.path }, 'netns pool: could not list its devices; its taker takes the kernel\'s index');
+    }
   }
 
   private arm(created: CreatedNetns): void {

@@ -31,9 +31,15 @@ function routes(nsPath: string, family: '-4' | '-6' = '-4'): any[] {
   return JSON.parse(runIn(nsPath, 'ip', ['-j', family, 'route']));
 }
 
-test('one network: veth aliased and in hairpin mode, peer up with its address, default route through eth0, DNS and files in place', async (t) => {
+// Two ways to the same sandbox: from a full pool the interface is made from
+// the sandbox's side with an index known free and configured in one burst
+// (bridge addVethAhead); without a pool it is made from the host's side and
+// configured after the kernel's answer (addVeth). Both must leave the same state.
+for (const mode of ['pooled', 'no pool'] as const) {
+test(`one network (${mode}): veth aliased and in hairpin mode, peer up with its address, default route through eth0, DNS and files in place`, async (t) => {
   const l = await lab(t);
-  const d = await startDaemon(t, l);
+  const d = await startDaemon(t, l, { args: mode === 'pooled' ? ['--log-level', 'debug'] : ['--netns-pool-size', '0'] });
+  if (mode === 'pooled') await eventually(() => assert.match(d.logs(), /"netns pool full"/), 20_000);
   const net = await ok(d, 'POST', '/networks/create', { Name: 'web', IPAM: { Config: [{ Subnet: '10.61.0.0/24' }] } });
   const { Id } = await ok(d, 'POST', '/sandboxes', { Name: 'a', Hostname: 'alpha', Networks: [{ Network: 'web' }] });
   const a = await ok(d, 'GET', `/sandboxes/${Id}`);
@@ -71,6 +77,7 @@ test('one network: veth aliased and in hairpin mode, peer up with its address, d
     assert.match(d.logs(), /"msg":"sandbox created"/);
   });
 });
+}
 
 test('two networks: eth0 and eth1 in order, one default route through the first, both addresses in hosts', async (t) => {
   const l = await lab(t);
