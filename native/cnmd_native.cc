@@ -299,6 +299,14 @@ napi_value NetnsCreate(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+// Unmounts (lazily) and removes a netns file: 0, or the errno (ENOENT when either says so).
+int RemoveNetnsFile(const std::string& path) {
+  int umountErr = 0;
+  if (umount2(path.c_str(), MNT_DETACH) != 0) umountErr = errno;
+  if (unlink(path.c_str()) != 0) return umountErr == ENOENT || errno == ENOENT ? ENOENT : errno;
+  return 0;
+}
+
 // netnsDelete(path): unmount (lazily) and remove the file.
 napi_value NetnsDelete(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -309,12 +317,8 @@ napi_value NetnsDelete(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "EINVAL", "netnsDelete(path)");
     return nullptr;
   }
-  int umountErr = 0;
-  if (umount2(path.c_str(), MNT_DETACH) != 0) umountErr = errno;
-  if (unlink(path.c_str()) != 0) {
-    int err = errno;
-    return ThrowErrno(env, umountErr == ENOENT || err == ENOENT ? ENOENT : err, "unlink netns", path);
-  }
+  int err = RemoveNetnsFile(path);
+  if (err) return ThrowErrno(env, err, "unlink netns", path);
   return nullptr;
 }
 
@@ -346,9 +350,7 @@ napi_value NetnsRemove(napi_env env, napi_callback_info info) {
                       env, nullptr, name,
                       [](napi_env, void* data) {
                         auto* w = static_cast<NetnsRemoveWork*>(data);
-                        int umountErr = 0;
-                        if (umount2(w->path.c_str(), MNT_DETACH) != 0) umountErr = errno;
-                        if (unlink(w->path.c_str()) != 0) w->err = umountErr == ENOENT || errno == ENOENT ? ENOENT : errno;
+                        w->err = RemoveNetnsFile(w->path);
                       },
                       [](napi_env env, napi_status, void* data) {
                         auto* w = static_cast<NetnsRemoveWork*>(data);

@@ -132,10 +132,12 @@ export class Controller implements RecordSource {
   private readonly locks = new KeyedMutex();
   /** Open netlink handles of sandboxes, by sandbox id. */
   private readonly handles = new Map<string, Handle>();
-  /** Resolver sockets a pooled netns came with, bound and listening, until the sandbox's resolver takes them. */
-  private readonly armedDns = new Map<string, number[]>();
-  /** A free ifindex in a new sandbox's pooled netns, for its first interface (SandboxRef.freeIndex). */
-  private readonly freeIndexes = new Map<string, number>();
+  /**
+   * What a new sandbox's pooled netns came with, each taken once while the
+   * sandbox is made: its resolver sockets (bound and listening) and a free
+   * ifindex for its first interface (SandboxRef.freeIndex).
+   */
+  private readonly fresh = new Map<string, { sockets: number[]; freeIndex?: number }>();
   readonly dns: EmbeddedDns;
   /** The embedded DNS's view per sandbox, rebuilt after any change to endpoints. */
   private dnsView = new Map<string, DnsNetwork[]>();
@@ -220,20 +222,19 @@ export class Controller implements RecordSource {
   }
 
   private async ensureDns(sb: SandboxRecord): Promise<void> {
-    const armed = this.armedDns.get(sb.id);
-    this.armedDns.delete(sb.id);
+    const armed = this.fresh.get(sb.id)?.sockets.splice(0);
     if (sb.hostNetns || !this.sandboxUsesDns(sb)) {
       if (armed) closeFds(armed);
       return;
     }
-    await this.dns.ensure(sb.id, sb.key, this.upstreamsOf(sb), armed);
+    await this.dns.ensure(sb.id, sb.key, this.upstreamsOf(sb), armed?.length ? armed : undefined);
   }
 
-  /** Closes the resolver sockets a pooled netns came with, if no resolver took them. */
-  private dropArmedDns(id: string): void {
-    const armed = this.armedDns.get(id);
-    this.armedDns.delete(id);
-    if (armed) closeFds(armed);
+  /** Forgets what a new sandbox's netns came with, closing resolver sockets no resolver took. */
+  private dropFresh(id: string): void {
+    const f = this.fresh.get(id);
+    this.fresh.delete(id);
+    if (f) closeFds(f.sockets);
   }
 
   // ---- lookups ----
@@ -566,8 +567,7 @@ export class Controller implements RecordSource {
         throw e;
       } finally {
         for (const p of eps) this.joining.delete(p.ep.id);
-        this.dropArmedDns(id);
-        this.freeIndexes.delete(id);
+        this.dropFresh(id);
         // This sandbox's kernel work is over: the pool may make up for what it took.
         this.afterReply(() => this.pool?.done(id));
       }
@@ -623,15 +623,13 @@ export class Controller implements RecordSource {
         }
         const created = this.pool ? await this.pool.take(id) : await this.netns.create(id);
         this.handles.set(id, created.handle);
-        if (created.sockets.length) this.armedDns.set(id, created.sockets);
-        if (created.freeIndex !== undefined) this.freeIndexes.set(id, created.freeIndex);
+        this.fresh.set(id, { sockets: created.sockets, freeIndex: created.freeIndex });
         // A new namespace has no default route: nothing to read back from the kernel.
         this.gateways.set(id, {});
       },
       undo: () => {
         if (sb.hostNetns) return;
-        this.dropArmedDns(id);
-        this.freeIndexes.delete(id);
+        this.dropFresh(id);
         this.handles.get(id)?.close();
         this.handles.delete(id);
         this.gateways.delete(id);
@@ -936,8 +934,9 @@ export class Controller implements RecordSource {
           const routed = this.routeBehindAddress(sb, ep, handle);
           let info: JoinInfo;
           // Used once: the interface made with it takes it.
-          const freeIndex = this.freeIndexes.get(sb.id);
-          this.freeIndexes.delete(sb.id);
+          const f = this.fresh.get(sb.id);
+          const freeIndex = f?.freeIndex;
+          if (f) f.freeIndex = undefined;
           try {
             info = await driver.join(n.id, ep.id, { id: sb.id, key: sb.key, handle, ifname: ep.ifname, freeIndex }, {});
           } finally {

@@ -131,10 +131,8 @@ export class Handle {
   }
 
   private apart(): NetlinkSocket {
-    if (!this.apartSock || this.apartSock.isClosed) {
-      if (this.route.isClosed) throw new CnmdError('CLOSED', 'link del: netlink handle is closed', { op: 'link del' });
-      this.apartSock = this.route.sibling(NETLINK_ROUTE);
-    }
+    // sibling() refuses a closed handle; in the route socket's own netns, as xfrm().
+    if (!this.apartSock || this.apartSock.isClosed) this.apartSock = this.route.sibling(NETLINK_ROUTE);
     return this.apartSock;
   }
 

@@ -48,6 +48,13 @@ export function sandboxSysctls(): [string, string][] {
   return SANDBOX_SYSCTLS.filter(([k]) => fs.existsSync(path.join('/proc/sys', k)));
 }
 
+function deleteError(id: string, p: string, e: unknown): CnmdError {
+  if ((e as { code?: string }).code === 'ENOENT') {
+    return new CnmdError('NOT_FOUND', `netns delete ${id}: ${p} does not exist`, { op: 'netns delete', object: id, errno: 'ENOENT' });
+  }
+  return fromNativeError('netns delete', id, e);
+}
+
 export class NetnsManager {
   readonly dir: string;
   /** Written inside every netns this manager creates (native.netnsCreate's sysctls). */
@@ -150,29 +157,21 @@ export class NetnsManager {
     return p;
   }
 
-  /** Removes netns `id`. Fails with NOT_FOUND if there is none. */
   /** Removes netns `id` on the thread pool (the unmount waits for an RCU grace period); NOT_FOUND if there is none. */
   async remove(id: string): Promise<void> {
     const p = this.pathOf(id);
-    try {
-      await native.netnsRemove(p);
-    } catch (e) {
-      if ((e as { code?: string }).code === 'ENOENT') {
-        throw new CnmdError('NOT_FOUND', `netns delete ${id}: ${p} does not exist`, { op: 'netns delete', object: id, errno: 'ENOENT' });
-      }
-      throw fromNativeError('netns delete', id, e);
-    }
+    await native.netnsRemove(p).catch((e) => {
+      throw deleteError(id, p, e);
+    });
   }
 
+  /** Removes netns `id`. Fails with NOT_FOUND if there is none. */
   delete(id: string): void {
     const p = this.pathOf(id);
     try {
       native.netnsDelete(p);
     } catch (e) {
-      if ((e as { code?: string }).code === 'ENOENT') {
-        throw new CnmdError('NOT_FOUND', `netns delete ${id}: ${p} does not exist`, { op: 'netns delete', object: id, errno: 'ENOENT' });
-      }
-      throw fromNativeError('netns delete', id, e);
+      throw deleteError(id, p, e);
     }
   }
 

@@ -82,6 +82,8 @@ export class NetnsPool {
         /* gone already */
       }
     }
+    // Full already, with nothing to hold: said once, as a filled pool says it.
+    if (this.size <= 0) this.log.debug({ ready: 0 }, 'netns pool full');
     this.fill();
   }
 
@@ -100,7 +102,7 @@ export class NetnsPool {
       // Its pool path goes when the daemon is idle: the unmount is the slow half of an adoption.
       this.spent.push(pooled.id);
       pooled.handle.relocate(p);
-      return { id, path: p, handle: pooled.handle, sockets: pooled.sockets, freeIndex: pooled.freeIndex };
+      return { ...pooled, id, path: p };
     } catch (e) {
       pooled.handle.close();
       closeFds(pooled.sockets);
@@ -148,7 +150,6 @@ export class NetnsPool {
 
   /** Makes namespaces until the pool is full or a sandbox is taken (at most `max`). */
   private fill(max = Infinity): void {
-    if (this.size <= 0) this.log.debug({ ready: 0 }, 'netns pool full');
     if (this.filling || this.closed || this.size <= 0) return;
     this.filling = true;
     const startedIdle = this.lastTake;

@@ -1,7 +1,7 @@
 // The SQLite store's WAL checkpoints: never inside an API call's commit, once
 // the daemon pauses. Observed from outside: the database file itself only
 // grows when the WAL is copied into it.
-import { test } from 'node:test';
+import { test, TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -10,13 +10,18 @@ import { SqliteStore } from '../../src/store/sqlite';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-test('commits leave the WAL alone (no checkpoint at 1000 pages inside a commit); it is checkpointed once commits pause', async (t) => {
+/** A store in a directory of its own, removed after the test; `before`: the database file's size at the start. */
+function freshStore(t: TestContext): { store: SqliteStore; dbFile: string; before: number } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cnmd-store-'));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const store = new SqliteStore(dir);
   t.after(() => store.close());
   const dbFile = path.join(dir, 'cnmd.db');
-  const before = fs.statSync(dbFile).size;
+  return { store, dbFile, before: fs.statSync(dbFile).size };
+}
+
+test('commits leave the WAL alone (no checkpoint at 1000 pages inside a commit); it is checkpointed once commits pause', async (t) => {
+  const { store, dbFile, before } = freshStore(t);
   const value = 'x'.repeat(16 * 1024);
   // ~6 MB in 400 commits: SQLite's automatic checkpoint would have run several times.
   for (let i = 0; i < 400; i++) store.tx(() => store.put('blob', `k${i}`, { i, value }));
@@ -29,12 +34,7 @@ test('commits leave the WAL alone (no checkpoint at 1000 pages inside a commit);
 });
 
 test('a put or delete outside a transaction counts as a commit too', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cnmd-store-'));
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const store = new SqliteStore(dir);
-  t.after(() => store.close());
-  const dbFile = path.join(dir, 'cnmd.db');
-  const before = fs.statSync(dbFile).size;
+  const { store, dbFile, before } = freshStore(t);
   const value = 'y'.repeat(64 * 1024);
   for (let i = 0; i < 20; i++) store.put('blob', `k${i}`, { value });
   assert.equal(store.delete('blob', 'k0'), true);
