@@ -26,7 +26,10 @@
 #include <sys/epoll.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
+#include <spawn.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <condition_variable>
@@ -1096,6 +1099,177 @@ napi_value RelayStart(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// spawnPiped(file, argv) -> Promise<[pid, stdinFd, stdoutFd, stderrFd]>: starts a
+// program (PATH searched) with its stdio on three new pipes, on the thread pool.
+// glibc's posix_spawn is clone(CLONE_VM|CLONE_VFORK): no copy of the daemon's
+// page tables, and only the pool thread waits for the exec, where node's spawn()
+// forks the whole process and holds the event loop until the child has exec'ed.
+// The child starts with default signal dispositions and an empty mask (node
+// ignores SIGPIPE). Pool threads never change netns: the child runs in the daemon's.
+struct SpawnWork {
+  std::string file;
+  std::vector<std::string> argv;
+  int err = 0;
+  pid_t pid = -1;
+  int fds[3] = {-1, -1, -1};
+  napi_deferred deferred;
+  napi_async_work work;
+};
+
+void SpawnPipedExecute(SpawnWork* w) {
+  int p[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
+  auto closeAll = [&]() {
+    for (auto& q : p)
+      for (int fd : q)
+        if (fd >= 0) close(fd);
+  };
+  for (auto& q : p) {
+    if (pipe2(q, O_CLOEXEC) != 0) {
+      w->err = errno;
+      closeAll();
+      return;
+    }
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t at;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_init(&at);
+  // dup2 clears FD_CLOEXEC on the copies; the originals close at exec.
+  posix_spawn_file_actions_adddup2(&fa, p[0][0], 0);
+  posix_spawn_file_actions_adddup2(&fa, p[1][1], 1);
+  posix_spawn_file_actions_adddup2(&fa, p[2][1], 2);
+  sigset_t all, none;
+  sigfillset(&all);
+  sigemptyset(&none);
+  posix_spawnattr_setsigdefault(&at, &all);
+  posix_spawnattr_setsigmask(&at, &none);
+  posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  std::vector<char*> argv;
+  for (auto& a : w->argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  int err = posix_spawnp(&pid, w->file.c_str(), &fa, &at, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&at);
+  if (err != 0) {
+    w->err = err;
+    closeAll();
+    return;
+  }
+  close(p[0][0]);
+  close(p[1][1]);
+  close(p[2][1]);
+  w->pid = pid;
+  w->fds[0] = p[0][1];
+  w->fds[1] = p[1][0];
+  w->fds[2] = p[2][0];
+}
+
+napi_value SpawnPiped(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  auto* w = new SpawnWork();
+  bool ok = argc >= 2 && GetString(env, argv[0], &w->file);
+  bool isArray = false;
+  if (ok) napi_is_array(env, argv[1], &isArray);
+  uint32_t n = 0;
+  if (ok && isArray) napi_get_array_length(env, argv[1], &n);
+  for (uint32_t i = 0; ok && isArray && i < n; i++) {
+    napi_value e;
+    std::string a;
+    ok = napi_get_element(env, argv[1], i, &e) == napi_ok && GetString(env, e, &a);
+    w->argv.push_back(a);
+  }
+  if (!ok || !isArray || n == 0) {
+    delete w;
+    napi_throw_type_error(env, "EINVAL", "spawnPiped(file, argv: string[] with argv[0])");
+    return nullptr;
+  }
+  napi_value promise, name;
+  CHECK_NAPI(env, napi_create_promise(env, &w->deferred, &promise));
+  napi_create_string_utf8(env, "cnmd.spawnPiped", NAPI_AUTO_LENGTH, &name);
+  CHECK_NAPI(env, napi_create_async_work(
+                      env, nullptr, name, [](napi_env, void* data) { SpawnPipedExecute(static_cast<SpawnWork*>(data)); },
+                      [](napi_env env, napi_status, void* data) {
+                        auto* w = static_cast<SpawnWork*>(data);
+                        if (w->err) {
+                          napi_reject_deferred(env, w->deferred, MakeError(env, w->err, "spawn", w->file));
+                        } else {
+                          napi_value arr, v;
+                          napi_create_array_with_length(env, 4, &arr);
+                          napi_create_int32(env, w->pid, &v);
+                          napi_set_element(env, arr, 0, v);
+                          for (int i = 0; i < 3; i++) {
+                            napi_create_int32(env, w->fds[i], &v);
+                            napi_set_element(env, arr, i + 1, v);
+                          }
+                          napi_resolve_deferred(env, w->deferred, arr);
+                        }
+                        napi_delete_async_work(env, w->work);
+                        delete w;
+                      },
+                      w, &w->work));
+  CHECK_NAPI(env, napi_queue_async_work(env, w->work));
+  return promise;
+}
+
+// waitPid(pid) -> Promise<[exitCode | -1, signal | 0]>: reaps a child of
+// spawnPiped on the thread pool. Call it once the child's pipes have closed:
+// it blocks a pool thread until the child exits. (libuv reaps only the pids
+// it spawned, so it never takes these.)
+struct WaitWork {
+  pid_t pid;
+  int status = 0;
+  int err = 0;
+  napi_deferred deferred;
+  napi_async_work work;
+};
+
+napi_value WaitPid(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  int32_t pid = 0;
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &pid) != napi_ok || pid <= 0) {
+    napi_throw_type_error(env, "EINVAL", "waitPid(pid)");
+    return nullptr;
+  }
+  auto* w = new WaitWork();
+  w->pid = pid;
+  napi_value promise, name;
+  CHECK_NAPI(env, napi_create_promise(env, &w->deferred, &promise));
+  napi_create_string_utf8(env, "cnmd.waitPid", NAPI_AUTO_LENGTH, &name);
+  CHECK_NAPI(env, napi_create_async_work(
+                      env, nullptr, name,
+                      [](napi_env, void* data) {
+                        auto* w = static_cast<WaitWork*>(data);
+                        pid_t r;
+                        do r = waitpid(w->pid, &w->status, 0);
+                        while (r < 0 && errno == EINTR);
+                        if (r < 0) w->err = errno;
+                      },
+                      [](napi_env env, napi_status, void* data) {
+                        auto* w = static_cast<WaitWork*>(data);
+                        if (w->err) {
+                          napi_reject_deferred(env, w->deferred, MakeError(env, w->err, "waitpid", std::to_string(w->pid)));
+                        } else {
+                          napi_value arr, code, sig;
+                          napi_create_array_with_length(env, 2, &arr);
+                          napi_create_int32(env, WIFEXITED(w->status) ? WEXITSTATUS(w->status) : -1, &code);
+                          napi_create_int32(env, WIFSIGNALED(w->status) ? WTERMSIG(w->status) : 0, &sig);
+                          napi_set_element(env, arr, 0, code);
+                          napi_set_element(env, arr, 1, sig);
+                          napi_resolve_deferred(env, w->deferred, arr);
+                        }
+                        napi_delete_async_work(env, w->work);
+                        delete w;
+                      },
+                      w, &w->work));
+  CHECK_NAPI(env, napi_queue_async_work(env, w->work));
+  return promise;
+}
+
 napi_value Init(napi_env env, napi_value exports) {
   struct {
     const char* name;
@@ -1106,6 +1280,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"setsockoptInt", SetsockoptInt}, {"bindNetlink", BindNetlink}, {"bindInet", BindInet}, {"listenFd", ListenFd},
       {"nlWatch", NlWatch},       {"nlRef", NlRef},             {"nlSend", NlSend},
       {"nlClose", NlClose},       {"originalDst", OriginalDst},  {"socketNetns", SocketNetns}, {"relayStart", RelayStart}, {"udpSend", UdpSend},
+      {"spawnPiped", SpawnPiped}, {"waitPid", WaitPid},
   };
   for (const auto& f : fns) {
     napi_value v;

@@ -49,6 +49,14 @@ export interface NativeAddon {
   relayStart(clientFd: number, host: string, port: number): void;
   /** One non-blocking sendto on a datagram socket: bytes sent, or -errno (never throws for a send failure). */
   udpSend(fd: number, data: Buffer, address: string, port: number): number;
+  /**
+   * Starts `file` (PATH searched) with argv (argv[0] included) on the thread pool
+   * (posix_spawn: the event loop neither forks nor waits for the exec), its stdio on
+   * new pipes: [pid, stdin, stdout, stderr] (the caller owns the fds). ENOENT etc. reject.
+   */
+  spawnPiped(file: string, argv: string[]): Promise<[pid: number, stdin: number, stdout: number, stderr: number]>;
+  /** Reaps a spawnPiped child (blocks a pool thread until it exits: call once its pipes closed): [exit code or -1, signal number or 0]. */
+  waitPid(pid: number): Promise<[code: number, signal: number]>;
   /** SO_ORIGINAL_DST of an accepted TCP connection that iptables redirected. */
   originalDst(fd: number, family: 4 | 6): { address: string; port: number };
 }

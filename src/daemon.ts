@@ -46,6 +46,7 @@ export class Daemon {
   private store?: Store;
   private host?: Handle;
   private ports?: PortPublisher;
+  private backend?: IptablesBackend;
   controller?: Controller;
   private readonly parts: DaemonParts;
 
@@ -68,7 +69,7 @@ export class Daemon {
       hostNetworks: async () => (await host.routeList({ table: 0 })).filter((r) => r.dst !== 'default' && r.type === 'unicast').map((r) => r.dst),
     });
     // One model of the iptables tables for the whole daemon: networks and published ports share it.
-    const backend = new IptablesBackend({ log: this.log });
+    const backend = (this.backend = new IptablesBackend({ log: this.log, spareProcesses: true }));
     const firewall = (this.parts.bridgeFirewall ?? defaultBridgeFirewall)(this.log, backend, c.userlandProxy);
     const ports = (this.ports = new PortPublisher({ backend, userlandProxy: c.userlandProxy, log: this.log }));
     await ports.start();
@@ -111,6 +112,7 @@ export class Daemon {
     await this.api?.close();
     this.controller?.close();
     this.ports?.close();
+    this.backend?.close();
     this.host?.close();
     this.store?.close();
     this.log.info('cnmd stopped');

@@ -36,7 +36,7 @@
 // Caveat: the cache assumes cnmd is the only writer of the chains it touches; other
 // writers' rules in those chains are seen at the next read (after invalidate(), a
 // failure, save() or chainRules()).
-import { spawn } from 'node:child_process';
+import { defaultExec, SpareProcesses, type Exec, type ExecResult } from './exec';
 import { CnmdError, type ErrorCode } from '../errors';
 import type { Logger } from '../log';
 import { canonicalRule, ruleTarget, tokenize } from './canonical';
@@ -57,32 +57,7 @@ import {
 
 // ---- running commands ------------------------------------------------------------------
 
-export interface ExecResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `file args`, feeding `input` on stdin. Tests wrap it to count processes. */
-export type Exec = (file: string, args: string[], input?: string) => Promise<ExecResult>;
-
-export function defaultExec(timeoutMs = 60_000): Exec {
-  return (file, args, input) =>
-    new Promise((resolve, reject) => {
-      const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], timeout: timeoutMs, killSignal: 'SIGKILL' });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-      child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-      child.stdin.on('error', () => {
-        /* the process exited before reading all input: its exit status tells why */
-      });
-      child.on('error', reject);
-      child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-      child.stdin.end(input ?? '');
-    });
-}
+export { defaultExec, SpareProcesses, type Exec, type ExecResult } from './exec';
 
 // ---- state model -------------------------------------------------------------------------
 
@@ -409,6 +384,11 @@ export interface IptablesBackendOptions {
    * to iptables-save's (its "ensure" would then add it again each time).
    */
   verify?: boolean;
+  /**
+   * Keep an iptables-restore (and ip6tables-restore) waiting for the next batch, started
+   * after each one (exec.ts SpareProcesses): the daemon's choice. Ignored when `exec` is given.
+   */
+  spareProcesses?: boolean;
 }
 
 export interface IptablesStats {
@@ -429,16 +409,28 @@ export class IptablesBackend implements FirewallBackend {
   private readonly verify: boolean;
   private readonly cache: Record<Family, Map<Table, TableState>> = { ipv4: new Map(), ipv6: new Map() };
   private tail: Promise<unknown> = Promise.resolve();
+  private readonly spares?: SpareProcesses;
 
   constructor(opts: IptablesBackendOptions = {}) {
     this.netns = opts.netns ?? null;
-    this.exec = opts.exec ?? defaultExec(opts.timeoutMs);
+    if (!opts.exec && opts.spareProcesses) this.spares = new SpareProcesses({ timeoutMs: opts.timeoutMs, log: opts.log });
+    this.exec = opts.exec ?? this.spares?.exec ?? defaultExec(opts.timeoutMs);
     this.log = opts.log;
     this.verify = opts.verify ?? false;
     this.commands = {
       ipv4: { restore: 'iptables-restore', save: 'iptables-save', ...opts.commands?.ipv4 },
       ipv6: { restore: 'ip6tables-restore', save: 'ip6tables-save', ...opts.commands?.ipv6 },
     };
+  }
+
+  /** Ends the waiting processes, if any; a later batch runs in a process of its own. */
+  close(): void {
+    this.spares?.close();
+  }
+
+  /** Restores served by a waiting process / by one started for them (spareProcesses only). */
+  get spareStats(): { spare: number; cold: number } | undefined {
+    return this.spares ? { ...this.spares.stats } : undefined;
   }
 
   /** Drops the cached state: the next apply reads the tables it needs again. */

@@ -1,0 +1,205 @@
+// Running the firewall's commands: one process per call (defaultExec), or with a
+// process started ahead for each command line fed on stdin (SpareProcesses).
+//
+// Why spares: starting iptables-restore is most of what a small batch costs. On
+// this kind of machine node's spawn() holds the event loop ~1.1 ms (fork, then
+// waiting for the child's exec) and the binary then loads its libraries before
+// it reads a line: a batch of four rules takes ~3.5 ms in a new process and
+// ~1.6 ms in one already waiting on its stdin. A spare is started after each
+// use, once the event loop is free, for the next batch.
+//
+// Safe for iptables-restore because a waiting process holds nothing: the nft
+// variant reads the ruleset when it processes its input (a ruleset changed while
+// it waited is seen; test/integration/firewall-exec.test.ts), and the legacy one
+// takes the xtables lock at each `*table` line, not at start. A spare left when
+// the daemon dies reads EOF on its stdin and exits without a change.
+import * as net from 'node:net';
+import * as os from 'node:os';
+import { native } from '../../native';
+import type { Logger } from '../log';
+
+export interface ExecResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `file args`, feeding `input` on stdin. Tests wrap it to count processes. */
+export type Exec = (file: string, args: string[], input?: string) => Promise<ExecResult>;
+
+/** One process per call. */
+export function defaultExec(timeoutMs = 60_000): Exec {
+  return (file, args, input) => finish(start(file, args), input ?? '', timeoutMs);
+}
+
+const SIGNAL_NAMES = new Map<number, NodeJS.Signals>();
+for (const [k, v] of Object.entries(os.constants.signals)) if (!SIGNAL_NAMES.has(v)) SIGNAL_NAMES.set(v, k as NodeJS.Signals);
+
+/** A process started with native.spawnPiped (see there for why not child_process). */
+interface Started {
+  /** Resolves once the process runs (pid and pipes set); rejects when it could not start (ENOENT...). */
+  ready: Promise<void>;
+  pid?: number;
+  stdin?: net.Socket;
+  pipes: net.Socket[];
+  stdout: string;
+  stderr: string;
+  /** Resolves when its pipes closed and it was reaped (code, signal set). */
+  closed: Promise<void>;
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+function start(file: string, args: string[]): Started {
+  const p: Started = { ready: Promise.resolve(), pipes: [], stdout: '', stderr: '', closed: Promise.resolve(), code: null, signal: null };
+  let spawned!: () => void;
+  const running = new Promise<void>((resolve) => (spawned = resolve));
+  p.ready = native.spawnPiped(file, [file, ...args]).then(([pid, inFd, outFd, errFd]) => {
+    p.pid = pid;
+    p.stdin = new net.Socket({ fd: inFd, readable: false, writable: true });
+    // EPIPE: the process exited before reading all input; its exit status tells why.
+    p.stdin.on('error', () => undefined);
+    const out = new net.Socket({ fd: outFd, readable: true, writable: false });
+    const err = new net.Socket({ fd: errFd, readable: true, writable: false });
+    // Output is collected from the start: a spare may print before its input comes.
+    out.setEncoding('utf8').on('data', (c: string) => (p.stdout += c));
+    err.setEncoding('utf8').on('data', (c: string) => (p.stderr += c));
+    p.pipes = [p.stdin, out, err];
+    spawned();
+  });
+  p.ready.catch(() => undefined);
+  p.closed = running.then(async () => {
+    await Promise.all([out(p, 1), out(p, 2)]);
+    const [code, sig] = await native.waitPid(p.pid!);
+    p.code = code >= 0 ? code : null;
+    p.signal = sig ? (SIGNAL_NAMES.get(sig) ?? null) : null;
+    p.stdin!.destroy();
+  });
+  return p;
+}
+
+/** Resolves when pipe i (1 stdout, 2 stderr) has closed. */
+function out(p: Started, i: number): Promise<void> {
+  return new Promise((resolve) => {
+    const s = p.pipes[i];
+    if (s.closed) return resolve();
+    s.on('close', () => resolve());
+    s.on('error', () => undefined);
+  });
+}
+
+/** Feeds the input, waits for the exit (killing the process after timeoutMs). */
+async function finish(p: Started, input: string, timeoutMs: number): Promise<ExecResult> {
+  await p.ready;
+  const timer = setTimeout(() => kill(p), timeoutMs);
+  p.stdin!.end(input);
+  await p.closed;
+  clearTimeout(timer);
+  return { code: p.code, signal: p.signal, stdout: p.stdout, stderr: p.stderr };
+}
+
+/** SIGKILL, then our ends of its pipes closed a little later: a grandchild holding them does not keep the call waiting. */
+function kill(p: Started): void {
+  try {
+    if (p.pid) process.kill(p.pid, 'SIGKILL');
+  } catch {
+    /* gone already */
+  }
+  setTimeout(() => {
+    for (const s of p.pipes) s.destroy();
+  }, 200).unref();
+}
+
+/** A spare must not keep the daemon (or a test) running: its pipes are unreferenced while it waits. */
+function setRef(p: Started, on: boolean): void {
+  for (const s of p.pipes) on ? s.ref() : s.unref();
+}
+
+export interface SpareProcessesOptions {
+  timeoutMs?: number;
+  log?: Logger;
+  /** Command lines kept warm at most (the first ones seen); others run cold. */
+  maxLines?: number;
+}
+
+/**
+ * An Exec that keeps one process waiting per command line it has run with
+ * input: the next call with the same line feeds that process. Calls without
+ * input (iptables-save) run as defaultExec does. close() ends the spares.
+ */
+export class SpareProcesses {
+  readonly exec: Exec;
+  /** Calls with input served by a spare / by a process started for them (for tests and logs). */
+  readonly stats = { spare: 0, cold: 0 };
+  private readonly spares = new Map<string, Started & { gone?: boolean }>();
+  private readonly lines = new Map<string, [string, string[]]>();
+  private readonly timeoutMs: number;
+  private readonly maxLines: number;
+  private readonly log?: Logger;
+  private closed = false;
+
+  constructor(opts: SpareProcessesOptions = {}) {
+    this.timeoutMs = opts.timeoutMs ?? 60_000;
+    this.maxLines = opts.maxLines ?? 4;
+    this.log = opts.log;
+    this.exec = (file, args, input) => this.run(file, args, input);
+  }
+
+  /** Ends every spare (EOF on its stdin: it exits having done nothing, and is reaped). */
+  close(): void {
+    this.closed = true;
+    for (const p of this.spares.values()) void p.ready.then(() => p.stdin!.end(), () => undefined);
+    this.spares.clear();
+  }
+
+  private async run(file: string, args: string[], input: string | undefined): Promise<ExecResult> {
+    if (input === undefined || this.closed) return defaultExec(this.timeoutMs)(file, args, input);
+    const key = [file, ...args].join('\0');
+    let p = this.take(key);
+    if (p) this.stats.spare++;
+    else {
+      this.stats.cold++;
+      p = start(file, args);
+      if (!this.lines.has(key) && this.lines.size < this.maxLines) this.lines.set(key, [file, args]);
+    }
+    try {
+      return await finish(p, input, this.timeoutMs);
+    } finally {
+      // After the caller's continuation has run: spawn() holds the event loop for a while.
+      if (this.lines.has(key)) setImmediate(() => this.refill(key));
+    }
+  }
+
+  /** The waiting process for key, if it is still there to take. */
+  private take(key: string): Started | undefined {
+    const p = this.spares.get(key);
+    if (!p) return undefined;
+    this.spares.delete(key);
+    if (p.gone) return undefined;
+    setRef(p, true);
+    return p;
+  }
+
+  private refill(key: string): void {
+    const line = this.lines.get(key);
+    if (this.closed || !line || this.spares.has(key)) return;
+    const p: Started & { gone?: boolean } = start(line[0], line[1]);
+    this.spares.set(key, p);
+    p.ready.then(
+      () => setRef(p, this.spares.get(key) === p ? false : true),
+      // Could not start: the next call runs cold and reports why.
+      () => {
+        p.gone = true;
+        if (this.spares.get(key) === p) this.spares.delete(key);
+      },
+    );
+    // One that goes away while waiting is dropped, and logged.
+    void p.closed.then(() => {
+      p.gone = true;
+      if (this.spares.get(key) !== p) return;
+      this.spares.delete(key);
+      this.log?.warn({ command: line[0], code: p.code, signal: p.signal, stderr: p.stderr.slice(0, 200) }, 'spare firewall process exited while waiting');
+    });
+  }
+}

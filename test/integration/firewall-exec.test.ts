@@ -1,0 +1,99 @@
+// The iptables backend with spare processes (the daemon's setting): a batch fed to an
+// iptables-restore / ip6tables-restore started before it, in a lab netns. What a spare
+// must get right: a ruleset changed by someone else while it waited, a failing batch
+// (rolled back as with a process of its own), both families, and nothing left behind.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { CnmdError } from '../../src/errors';
+import { BatchBuilder, IptablesBackend, baseRules, networkRules, type BridgeNetworkSpec } from '../../src/firewall';
+import { lab, type Ns } from '../lib/fixture';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const net: BridgeNetworkSpec = { bridge: 'br-spare0000000', subnets: { v4: '10.64.0.0/24', v6: 'fd00:64::/64' }, icc: true, masquerade: true, internal: false };
+
+/** iptables-restore processes started by this test process (its children: nsenter execs the restore). */
+function restoresWaiting(): number[] {
+  const out: number[] = [];
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const cmd = fs.readFileSync(`/proc/${d}/cmdline`, 'utf8');
+      if (ppid === process.pid && /tables-restore/.test(cmd)) out.push(Number(d));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+function rules(ns: Ns, table: string, family: 'ipv4' | 'ipv6' = 'ipv4'): string[] {
+  return ns
+    .run(family === 'ipv4' ? 'iptables-save' : 'ip6tables-save', ['-t', table])
+    .split('\n')
+    .filter((l) => l.startsWith('-A '));
+}
+
+test('spare processes: batches after the first are fed to a waiting iptables-restore, for both families, with the same result', async (t) => {
+  const ns = await (await lab(t)).ns('host');
+  const fw = new IptablesBackend({ netns: ns.path, spareProcesses: true, verify: true });
+  t.after(() => fw.close());
+  await fw.apply(baseRules({ ipv6: true }));
+  assert.deepEqual(fw.spareStats, { spare: 0, cold: 2 }, 'the first batch of each family: a process of its own');
+  await sleep(300);
+  assert.equal(restoresWaiting().length, 2, 'one spare per family waits');
+  await fw.apply(networkRules(net));
+  assert.deepEqual(fw.spareStats, { spare: 2, cold: 2 });
+  // Independent observer: the network's rules are there in both families.
+  assert.ok(rules(ns, 'nat').includes('-A POSTROUTING -s 10.64.0.0/24 ! -o br-spare0000000 -j MASQUERADE'), rules(ns, 'nat').join('\n'));
+  assert.ok(rules(ns, 'nat', 'ipv6').includes('-A POSTROUTING -s fd00:64::/64 ! -o br-spare0000000 -j MASQUERADE'), rules(ns, 'nat', 'ipv6').join('\n'));
+  fw.close();
+  for (let i = 0; i < 50 && restoresWaiting().length; i++) await sleep(20);
+  assert.deepEqual(restoresWaiting(), [], 'close() ends the spares, and they are reaped');
+});
+
+test('spare processes: a spare sees what another writer changed while it waited', async (t) => {
+  const ns = await (await lab(t)).ns('host');
+  const fw = new IptablesBackend({ netns: ns.path, spareProcesses: true });
+  t.after(() => fw.close());
+  const first = new BatchBuilder();
+  first.in('filter').ensureChain('CNMD-T1');
+  await fw.apply(first.build());
+  await sleep(300); // the spare is up, has read nothing yet
+  // Someone else adds a chain and a rule meanwhile.
+  execFileSync('nsenter', [`--net=${ns.path}`, 'iptables-restore', '--noflush'], { input: '*filter\n:OTHER - [0:0]\n-A FORWARD -j OTHER\nCOMMIT\n' });
+  fw.invalidate();
+  const second = new BatchBuilder();
+  second.in('filter').append('OTHER', '-s 10.65.0.0/16 -j ACCEPT').insert('FORWARD', 1, '-j CNMD-T1');
+  await fw.apply(second.build());
+  assert.equal(fw.spareStats!.spare, 1);
+  assert.deepEqual(rules(ns, 'filter'), ['-A FORWARD -j CNMD-T1', '-A FORWARD -j OTHER', '-A OTHER -s 10.65.0.0/16 -j ACCEPT']);
+});
+
+test('spare processes: a batch the kernel refuses fails and is rolled back as before; the next one still runs', async (t) => {
+  const ns = await (await lab(t)).ns('host');
+  const fw = new IptablesBackend({ netns: ns.path, spareProcesses: true });
+  t.after(() => fw.close());
+  const setup = new BatchBuilder();
+  setup.in('nat').ensureChain('CNMD-T2').append('CNMD-T2', '-j RETURN');
+  await fw.apply(setup.build());
+  await sleep(300);
+  const before = rules(ns, 'nat');
+  // MASQUERADE is refused in the filter table at COMMIT; the nat part before it must not stay.
+  const bad = new BatchBuilder();
+  bad.in('nat').append('CNMD-T2', '-s 10.66.0.0/16 -j ACCEPT');
+  bad.in('filter').append('FORWARD', '-j MASQUERADE');
+  await assert.rejects(fw.apply(bad.build()), (e: unknown) => e instanceof CnmdError && /MASQUERADE/.test(e.message));
+  assert.equal(fw.spareStats!.spare >= 1, true, 'the failing batch went to a spare');
+  assert.deepEqual(rules(ns, 'nat'), before);
+  assert.deepEqual(rules(ns, 'filter'), []);
+  await sleep(300);
+  const after = new BatchBuilder();
+  after.in('nat').append('CNMD-T2', '-s 10.67.0.0/16 -j ACCEPT');
+  await fw.apply(after.build());
+  assert.ok(rules(ns, 'nat').includes('-A CNMD-T2 -s 10.67.0.0/16 -j ACCEPT'));
+});

@@ -1,0 +1,137 @@
+// How the firewall runs its commands: defaultExec (a process per call, started
+// with native.spawnPiped) and SpareProcesses (a process started ahead for the
+// next call with the same command line). Plain programs (sh, cat) stand in for
+// iptables-restore here; test/integration/firewall-exec.test.ts runs the real one.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { defaultExec, SpareProcesses } from '../../src/firewall/exec';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function alive(pid: number): boolean {
+  try {
+    // A zombie still answers kill(0): look at its state too.
+    return !/^\S+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+/** Children of this process (ppid = ours), zombies included: what a call left behind. */
+function children(): number[] {
+  const out: number[] = [];
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === process.pid) out.push(Number(d));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+test('defaultExec: input on stdin, stdout, stderr, exit code; the child is reaped', async () => {
+  const exec = defaultExec(5000);
+  assert.deepEqual(await exec('cat', [], 'line one\nline two\n'), { code: 0, signal: null, stdout: 'line one\nline two\n', stderr: '' });
+  assert.deepEqual(await exec('sh', ['-c', 'read x; echo "got $x"; echo oops >&2; exit 3'], 'it\n'), { code: 3, signal: null, stdout: 'got it\n', stderr: 'oops\n' });
+  // No input: stdin is closed at once (EOF), as iptables-save expects.
+  assert.equal((await exec('sh', ['-c', 'cat; echo done'])).stdout, 'done\n');
+  assert.deepEqual(children(), []);
+});
+
+test('defaultExec: a child that ignores SIGPIPE in node is back to defaults (signals and mask)', async () => {
+  // node ignores SIGPIPE; a child inheriting that would not die on a closed pipe.
+  const r = await defaultExec(5000)('sh', ['-c', 'grep -E "^(SigIgn|SigBlk)" /proc/self/status']);
+  assert.match(r.stdout, /SigBlk:\s+0+\n/);
+  const ignored = BigInt('0x' + /SigIgn:\s+([0-9a-f]+)/.exec(r.stdout)![1]);
+  const SIGPIPE = 13n;
+  assert.equal((ignored >> (SIGPIPE - 1n)) & 1n, 0n, `SIGPIPE ignored in the child: SigIgn ${ignored.toString(16)}`);
+});
+
+test('defaultExec: a missing program rejects with ENOENT naming it; a hung one is killed at the timeout', async () => {
+  await assert.rejects(defaultExec(5000)('cnmd-no-such-program', [], ''), (e: NodeJS.ErrnoException) => e.code === 'ENOENT' && /cnmd-no-such-program/.test(e.message));
+  const t0 = performance.now();
+  const r = await defaultExec(300)('sh', ['-c', 'cat >/dev/null; exec sleep 30'], 'x');
+  assert.equal(r.signal, 'SIGKILL');
+  assert.equal(r.code, null);
+  assert.ok(performance.now() - t0 < 10_000);
+  assert.deepEqual(children(), []);
+});
+
+test('defaultExec: a child that exits without reading a large input: its status, no EPIPE thrown', async () => {
+  const r = await defaultExec(5000)('sh', ['-c', 'exit 4'], 'x'.repeat(1 << 20));
+  assert.equal(r.code, 4);
+});
+
+test('SpareProcesses: the second call with a command line is served by a process started before it', async () => {
+  const sp = new SpareProcesses({ timeoutMs: 5000 });
+  try {
+    // The program prints when it started (ms since the epoch), then echoes its input.
+    const cmd: [string, string[]] = ['sh', ['-c', 'date +%s%3N; exec cat']];
+    const first = await sp.exec(...cmd, 'one');
+    assert.match(first.stdout, /^\d+\none$/);
+    assert.deepEqual(sp.stats, { spare: 0, cold: 1 });
+    await sleep(200); // the spare starts once the event loop is free
+    const calledAt = Date.now();
+    const second = await sp.exec(...cmd, 'two');
+    const [startedAt, echoed] = second.stdout.split('\n');
+    assert.equal(echoed, 'two');
+    assert.ok(Number(startedAt) < calledAt, `the process started at ${startedAt}, before the call at ${calledAt}`);
+    assert.deepEqual(sp.stats, { spare: 1, cold: 1 });
+    // Another command line runs in a process of its own (and gets a spare of its own).
+    assert.equal((await sp.exec('cat', [], 'three')).stdout, 'three');
+    assert.deepEqual(sp.stats, { spare: 1, cold: 2 });
+    // Without input (iptables-save): a process of its own, never a spare (and not counted).
+    assert.equal((await sp.exec('sh', ['-c', 'echo save'])).stdout, 'save\n');
+    assert.deepEqual(sp.stats, { spare: 1, cold: 2 });
+  } finally {
+    sp.close();
+  }
+});
+
+test('SpareProcesses: a spare that died while waiting is not used; the call runs in a new process', async () => {
+  const sp = new SpareProcesses({ timeoutMs: 5000 });
+  try {
+    const cmd: [string, string[]] = ['sh', ['-c', 'echo $$; exec cat']];
+    await sp.exec(...cmd, 'a');
+    await sleep(200);
+    const spare = children();
+    assert.equal(spare.length, 1, 'one spare waiting');
+    process.kill(spare[0], 'SIGKILL');
+    await sleep(200);
+    const r = await sp.exec(...cmd, 'b');
+    assert.equal(r.code, 0);
+    assert.notEqual(Number(r.stdout.split('\n')[0]), spare[0]);
+    assert.equal(r.stdout.split('\n')[1], 'b');
+    assert.deepEqual(sp.stats, { spare: 0, cold: 2 });
+  } finally {
+    sp.close();
+  }
+});
+
+test('SpareProcesses: the timeout counts from the call, not from the spare\'s start; close() ends the spares', async () => {
+  const sp = new SpareProcesses({ timeoutMs: 400 });
+  const cmd: [string, string[]] = ['sh', ['-c', 'read x; sleep 0.1; echo "$x"']];
+  // (sleep runs as a child of sh: it exits before sh does)
+  assert.equal((await sp.exec(...cmd, 'a\n')).stdout, 'a\n');
+  await sleep(600); // longer than the timeout: a spare timed from its start would be dead
+  const r = await sp.exec(...cmd, 'b\n');
+  assert.deepEqual([r.code, r.stdout], [0, 'b\n']);
+  assert.equal(sp.stats.spare, 1);
+  await sleep(200);
+  const waiting = children();
+  assert.equal(waiting.length, 1);
+  sp.close();
+  for (let i = 0; i < 50 && alive(waiting[0]); i++) await sleep(20);
+  assert.equal(alive(waiting[0]), false, 'the spare exits at EOF');
+  await sleep(100);
+  assert.deepEqual(children(), [], 'and is reaped');
+  // After close: calls still run, in processes of their own, and leave no spare.
+  assert.equal((await sp.exec(...cmd, 'c\n')).stdout, 'c\n');
+  await sleep(200);
+  assert.deepEqual(children(), []);
+});
