@@ -768,11 +768,10 @@ export class Controller implements RecordSource {
     this.handles.delete(sb.id);
     this.gateways.delete(sb.id);
     if (!sb.hostNetns) {
-      try {
-        this.netns.delete(sb.id);
-      } catch (e) {
+      // On the thread pool: the unmount waits for an RCU grace period, which other calls need not.
+      await this.netns.remove(sb.id).catch((e) => {
         if (!(e instanceof CnmdError && e.code === 'NOT_FOUND')) throw e;
-      }
+      });
     }
     for (const epId of [...sb.endpoints].reverse()) {
       await this.disconnectEndpoint(epId, sb, !sb.hostNetns).catch((e) => this.log.warn({ err: e, endpoint: epId }, 'endpoint teardown failed'));
