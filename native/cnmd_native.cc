@@ -800,19 +800,19 @@ void OnReadable(uv_poll_t* handle, int status, int) {
   // Drain what is queued now, bounded so one chatty socket can't starve the loop.
   int spurious = 0;
   for (int i = 0; i < 256; i++) {
-    ssize_t n = recv(w->fd, g_recvbuf.data(), g_recvbuf.size(), MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC);
+    // One recv per message into a buffer no netlink message comes near (the kernel
+    // sizes a dump's messages to at most 32 KiB, vishvananda/netlink reads with 64 KiB):
+    // a peek first for the size would double the syscalls of every reply. MSG_TRUNC
+    // returns the real length, so a message that did not fit is an error, not data lost quietly.
+    ssize_t n = recv(w->fd, g_recvbuf.data(), g_recvbuf.size(), MSG_DONTWAIT | MSG_TRUNC);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (IsSpuriousDumpError(w->fd, errno) && spurious++ < kMaxSpurious) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) error = MakeError(env, errno, "recv", "");
       break;
     }
-    if (static_cast<size_t>(n) > g_recvbuf.size()) g_recvbuf.resize(static_cast<size_t>(n));
-    n = recv(w->fd, g_recvbuf.data(), g_recvbuf.size(), MSG_DONTWAIT);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (IsSpuriousDumpError(w->fd, errno) && spurious++ < kMaxSpurious) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) error = MakeError(env, errno, "recv", "");
+    if (static_cast<size_t>(n) > g_recvbuf.size()) {
+      error = MakeError(env, EMSGSIZE, "recv (a netlink message of " + std::to_string(n) + " bytes was cut)", "");
       break;
     }
     void* data;

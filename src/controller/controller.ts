@@ -666,15 +666,16 @@ export class Controller implements RecordSource {
 
   /**
    * DNS and files need only the records (addresses are allocated), not the
-   * interfaces. Each waits for the event loop first: the wiring sends its
-   * netlink requests, and handles their replies, before this thread gets busy.
+   * interfaces. They wait for the event loop once: the wiring sends its
+   * netlink requests first, then both are done while the kernel works on them
+   * (a second wait let the replies' handling go first, and the files then
+   * came after the kernel's work instead of beside it).
    */
   private async startServices(sb: SandboxRecord): Promise<void> {
     await yieldToEventLoop();
-    await this.ensureDns(sb);
-    await yieldToEventLoop();
     // Written once: hosts already holds the sandbox's addresses.
     this.files.create(sb.id, this.filesOf(sb));
+    await this.ensureDns(sb);
   }
 
   /** Endpoints and sandbox become ready in one commit. */
