@@ -238,3 +238,38 @@ test('netns pool: pooled namespaces come with their resolver sockets bound and l
     assert.match(out, /status: (SERVFAIL|NXDOMAIN|REFUSED)/, `${proto}: ${out}`);
   }
 });
+
+test('netns pool: sockets that could not be readied are closed and not handed out (a taker would close numbers that belong to others by then)', async (t) => {
+  const l = await lab(t);
+  const root = path.join(l.root, 'pool-arm');
+  const target = new NetnsManager(root);
+  let given: number[] = [];
+  const pool = new NetnsPool(target, root, {
+    size: 1,
+    log: createLogger('silent'),
+    sockets: {
+      specs: RESOLVER_SOCKETS,
+      arm: (fds) => {
+        given = [...fds];
+        throw new Error('cannot bind');
+      },
+    },
+  });
+  t.after(() => pool.close());
+  pool.start();
+  await eventually(() => assert.equal(pool.readyCount, 1));
+  const taken = await pool.take('sb');
+  t.after(() => taken.handle.close());
+  assert.equal(given.length, 2);
+  assert.deepEqual(taken.sockets, [], 'no socket numbers handed out');
+  // The numbers were closed: each is free or, if reused since, no longer a socket in the pooled netns.
+  for (const fd of given) {
+    let target = '';
+    try {
+      target = fs.readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      continue;
+    }
+    assert.ok(!/^socket:/.test(target) || !runIn(taken.path, 'ss', ['-H', '-lnu']).includes('127.0.0.11:53'), `fd ${fd} still open: ${target}`);
+  }
+});
