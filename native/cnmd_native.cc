@@ -27,6 +27,7 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <spawn.h>
+#include <stdlib.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -36,6 +37,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <queue>
 #include <string>
 #include <thread>
 #include <vector>
@@ -625,6 +627,7 @@ napi_value SocketNetns(napi_env env, napi_callback_info info) {
 // send for the old socket is still pending.
 struct SendJob {
   bool slow = false;  // may block long in the kernel (RTM_DELLINK): goes to the slow pool
+  uint64_t seq = 0;   // submission order, across sockets (set by Push)
   int fd;
   std::vector<uint8_t> data;  // empty + closeAfter => close request
   bool close;
@@ -645,6 +648,16 @@ struct SendError {
 // to up to kMaxSlowThreads threads and overlap their waits; everything else
 // goes, in order, through the one fast thread, so it never queues behind a
 // slow send of another socket, and quick sends never contend with each other.
+//
+// "In order" is submission order across sockets too: callers send a request
+// naming a link on one socket right after the request making it on another
+// (a veth made from the sandbox's side, its host side set by name). So the
+// fast thread takes the ready socket whose next send was submitted first
+// (a heap by sequence number), not the one that became ready first: a socket
+// whose previous send has returned from the kernel but whose bookkeeping the
+// thread has not done yet (preempted in between) became ready late, and a
+// FIFO of sockets let a later send on another socket overtake it. Only a
+// socket whose previous send is a slow one running elsewhere waits apart.
 constexpr int kMaxSlowThreads = 8;
 
 struct IoPool {
@@ -655,14 +668,23 @@ struct IoPool {
   std::mutex mu;
   std::condition_variable fastCv, slowCv;
   std::map<int, SockQueue> socks;  // an entry lives while it has jobs or one is running
-  std::deque<int> readyFast, readySlow;  // sockets with jobs, no running send, by their next job
+  using Ready = std::pair<uint64_t, int>;  // (seq of the socket's next job, fd)
+  // Sockets with jobs and no running send: the smallest next-job seq first.
+  std::priority_queue<Ready, std::vector<Ready>, std::greater<Ready>> readyFast, readySlow;
+  uint64_t nextSeq = 1;
   bool fastStarted = false;
   int slowThreads = 0, slowIdle = 0;
+  // Test hook (CNMD_TEST_IO_LAG_US): the fast thread pauses between a send's
+  // return and its bookkeeping, as a preempted thread would.
+  long lagUs = [] {
+    const char* v = getenv("CNMD_TEST_IO_LAG_US");
+    return v ? atol(v) : 0L;
+  }();
 
   // With mu held: q (for fd) has jobs and none running: queue it by its next job.
   void MakeReady(int fd, SockQueue& q) {
     if (q.jobs.front().slow) {
-      readySlow.push_back(fd);
+      readySlow.push({q.jobs.front().seq, fd});
       if (slowIdle == 0 && slowThreads < kMaxSlowThreads) {
         slowThreads++;
         std::thread([this]() { Run(true); }).detach();
@@ -670,7 +692,7 @@ struct IoPool {
         slowCv.notify_one();
       }
     } else {
-      readyFast.push_back(fd);
+      readyFast.push({q.jobs.front().seq, fd});
       if (!fastStarted) {
         fastStarted = true;
         std::thread([this]() { Run(false); }).detach();
@@ -683,6 +705,7 @@ struct IoPool {
   void Push(SendJob job) {
     std::unique_lock<std::mutex> lock(mu);
     int fd = job.fd;
+    job.seq = nextSeq++;
     auto& q = socks[fd];
     q.jobs.push_back(std::move(job));
     if (q.busy || q.jobs.size() > 1) return;  // already queued or running
@@ -715,14 +738,15 @@ struct IoPool {
       if (slow) slowIdle++;
       cv.wait(lock, [&]() { return !ready.empty(); });
       if (slow) slowIdle--;
-      int fd = ready.front();
-      ready.pop_front();
+      int fd = ready.top().second;
+      ready.pop();
       auto& q = socks[fd];
       SendJob job = std::move(q.jobs.front());
       q.jobs.pop_front();
       q.busy = true;
       lock.unlock();
       Perform(job);
+      if (!slow && lagUs > 0) usleep(static_cast<useconds_t>(lagUs));
       lock.lock();
       auto& q2 = socks[fd];
       q2.busy = false;
