@@ -21,8 +21,16 @@ interface EndpointState {
   hostVeth: string;
 }
 
+/**
+ * 11 hex of the endpoint id (15 characters, the kernel's limit): Docker's are 7
+ * (11 characters), so the two never collide, and 44 bits make a clash between
+ * cnmd's own endpoints negligible (with 7, the birthday bound is one clash in
+ * ~500 fills of 1000 endpoints).
+ * A clash is worse than a failed attach: the join names the host side in the
+ * same burst that makes it, and would set another device's bridge and alias.
+ */
 export function hostVethName(endpointId: string): string {
-  return `veth${endpointId.slice(0, 7)}`;
+  return `veth${endpointId.slice(0, 11)}`;
 }
 
 /**
@@ -292,12 +300,15 @@ export class BridgeDriver implements Driver {
       st.created = link.alias === networkAlias(spec.id);
       this.networks.set(spec.id, st);
     }
-    const links = new Map((await this.host.linkList()).map((l) => [l.name, l]));
+    const list = await this.host.linkList();
+    const links = new Map(list.map((l) => [l.name, l]));
+    // By alias first: a veth made under another naming (7 hex before) is still the endpoint's.
+    const byAlias = new Map(list.filter((l) => l.alias?.startsWith(ALIAS_PREFIX)).map((l) => [l.alias!, l]));
     for (const e of endpoints) {
       const st = this.networks.get(e.networkId);
       if (!st) continue;
       // A bridge recreated above lost its ports: put surviving veths back.
-      const veth = links.get(hostVethName(e.endpointId));
+      const veth = byAlias.get(endpointAlias(e.networkId, e.endpointId)) ?? links.get(hostVethName(e.endpointId));
       if (veth && veth.masterIndex !== st.index) await this.host.linkSet(veth.index, { master: st.index, up: true });
       this.endpoints.set(e.endpointId, {
         networkId: e.networkId,
@@ -305,7 +316,7 @@ export class BridgeDriver implements Driver {
         address: e.address,
         addressIPv6: e.addressIPv6,
         mac: e.mac ?? (e.address ? macFromIPv4(e.address) : randomMac()),
-        hostVeth: hostVethName(e.endpointId),
+        hostVeth: veth?.name ?? hostVethName(e.endpointId),
       });
       if (e.ports?.length && this.ports) await this.ports.restore(this.publishRequest(e.networkId, e.endpointId, e.ports));
     }

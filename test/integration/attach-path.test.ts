@@ -44,7 +44,7 @@ test(`one network (${mode}): veth aliased and in hairpin mode, peer up with its 
   const { Id } = await ok(d, 'POST', '/sandboxes', { Name: 'a', Hostname: 'alpha', Networks: [{ Network: 'web' }] });
   const a = await ok(d, 'GET', `/sandboxes/${Id}`);
   const ep = a.Networks.web;
-  const veth = `veth${ep.EndpointID.slice(0, 7)}`;
+  const veth = `veth${ep.EndpointID.slice(0, 11)}`;
   const [host] = d.host.ipj('-d', 'link', 'show', veth);
   assert.equal(host.ifalias, `cnmd:ep:${net.Id}:${ep.EndpointID}`);
   assert.equal(host.master, `br-${net.Id.slice(0, 12)}`);

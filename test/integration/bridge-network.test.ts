@@ -39,7 +39,7 @@ test('two sandboxes on one bridge exchange TCP and UDP; inspect shows both', asy
   assert.ok(d.host.ipj('addr', 'show', bridge)[0].addr_info.some((x: any) => x.local === '10.31.0.1' && x.prefixlen === 24));
   const ports = d.host.ipj('link', 'show', 'master', bridge).map((x: any) => x.ifname);
   assert.equal(ports.length, 2);
-  assert.ok(ports.every((p: string) => /^veth[0-9a-f]{7}$/.test(p)));
+  assert.ok(ports.every((p: string) => /^veth[0-9a-f]{11}$/.test(p)));
   const eth0 = JSON.parse(l.netns && require('node:child_process').execFileSync('nsenter', [`--net=${a.SandboxKey}`, 'ip', '-j', 'addr', 'show', 'eth0'], { encoding: 'utf8' }))[0];
   assert.equal(eth0.address, '02:42:0a:1f:00:02');
   assert.ok(eth0.addr_info.some((x: any) => x.local === '10.31.0.2' && x.prefixlen === 24));

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { eventually, lab, runIn } from '../lib/fixture';
 import { RunningDaemon, restartDaemon, startDaemon } from '../lib/daemon';
-import { reach, serve } from '../lib/probe';
+import { ping, reach, serve } from '../lib/probe';
 
 async function ok(d: RunningDaemon, method: string, p: string, body?: unknown): Promise<any> {
   const r = await d.request(method, p, body);
@@ -27,7 +27,7 @@ function rules(d: RunningDaemon): string {
 
 /** What the kernel and the exec-root hold that cnmd made, as a comparable summary. */
 function kernelState(d: RunningDaemon) {
-  const links = d.host.ipj('-d', 'link').filter((x: any) => /^(veth[0-9a-f]{7}|br-[0-9a-f]{12}|cnm0)$/.test(x.ifname));
+  const links = d.host.ipj('-d', 'link').filter((x: any) => /^(veth[0-9a-f]{11}|br-[0-9a-f]{12}|cnm0)$/.test(x.ifname));
   return {
     bridges: links.filter((x: any) => x.linkinfo?.info_kind === 'bridge').map((x: any) => x.ifname).sort(),
     veths: links.filter((x: any) => x.linkinfo?.info_kind === 'veth').map((x: any) => x.ifname).sort(),
@@ -46,7 +46,7 @@ async function consistent(d: RunningDaemon) {
   const k = kernelState(d);
   const endpoints = sandboxes.flatMap((s) => Object.values(s.Networks) as any[]).filter((e) => e.IPAddress);
   assert.deepEqual(k.netns, sandboxes.map((s) => s.Id).sort(), 'one netns per sandbox, no more');
-  assert.deepEqual(k.veths, endpoints.map((e) => `veth${e.EndpointID.slice(0, 7)}`).sort(), 'one veth per endpoint, no more');
+  assert.deepEqual(k.veths, endpoints.map((e) => `veth${e.EndpointID.slice(0, 11)}`).sort(), 'one veth per endpoint, no more');
   const bridgeNets = networks.filter((n) => n.Driver === 'bridge');
   assert.equal(k.bridges.length, bridgeNets.length, `one bridge per bridge network: ${JSON.stringify(d.host.ipj('-d', 'link', 'show', 'type', 'bridge').map((x: any) => [x.ifname, x.ifalias]))} vs ${JSON.stringify(bridgeNets.map((n) => n.Id.slice(0, 12)))}`);
   const ips = endpoints.map((e) => e.IPAddress);
@@ -148,4 +148,30 @@ test('kernel state lost while cnmd was down (a bridge and a sandbox netns delete
   assert.equal(d.host.ipj('link', 'show', 'master', bridge).length, 2, 'both veths are ports of the rebuilt bridge');
   await serve(t, b.SandboxKey, 'tcp', 7000);
   assert.ok(reach(a.SandboxKey, 'tcp', b.Networks.web.IPAddress, 7000), 'a talks to b again');
+});
+
+test('a veth named as an older cnmd named it (veth<7 hex>) is found by its alias at start: put back on its rebuilt bridge, removed with its sandbox', async (t) => {
+  const l = await lab(t);
+  let d = await startDaemon(t, l);
+  const net = await ok(d, 'POST', '/networks/create', { Name: 'web', IPAM: { Config: [{ Subnet: '10.45.0.0/24' }] } });
+  await ok(d, 'POST', '/sandboxes', { Name: 'a', Networks: [{ Network: 'web' }] });
+  const a0 = await ok(d, 'GET', '/sandboxes/a');
+  const epId: string = a0.Networks.web.EndpointID;
+  await d.stop();
+  const current = `veth${epId.slice(0, 11)}`;
+  const older = `veth${epId.slice(0, 7)}`;
+  d.host.run('ip', ['link', 'set', current, 'down']);
+  d.host.run('ip', ['link', 'set', current, 'name', older]);
+  d.host.run('ip', ['link', 'set', older, 'up']);
+  // And the bridge goes too: only a veth found by its alias is put back on the new one.
+  const bridge = `br-${net.Id.slice(0, 12)}`;
+  d.host.run('ip', ['link', 'del', bridge]);
+  d = await restartDaemon(t, l, d);
+  await eventually(() => assert.deepEqual(d.host.ipj('link', 'show', 'master', bridge).map((x: any) => x.ifname), [older]));
+  assert.equal(d.host.ipj('link', 'show', 'type', 'veth').length, 1, 'no second veth made for the endpoint');
+  const a = await ok(d, 'GET', '/sandboxes/a');
+  assert.ok(ping(a.SandboxKey, a.Networks.web.Gateway), 'the sandbox reaches its gateway through the old veth');
+  const r = await d.request('DELETE', `/sandboxes/${a.Id}`);
+  assert.equal(r.status, 204);
+  await eventually(() => assert.equal(d.host.ipj('link', 'show', 'type', 'veth').length, 0));
 });
