@@ -169,7 +169,7 @@ export class BridgeDriver implements Driver {
       mtu: c.mtu,
       mac: ep.mac,
       up: true,
-      peer: { name: ep.hostVeth, mtu: c.mtu, netns: this.host.nsPath ?? '/proc/self/ns/net' },
+      peer: { name: ep.hostVeth, mtu: c.mtu, netns: this.host },
     });
     // Each call sends at once (indexes and names need no look-up), so they reach the kernel in this
     // order: hairpin is a bridge-port option, applied once the enslaving before it is done.

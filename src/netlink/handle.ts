@@ -20,7 +20,8 @@ type Resolved<T> = Omit<T, 'masterIndex' | 'netnsFd' | 'parentIndex' | 'linkInde
 
 /** Where link creation takes names and paths instead of indexes and fds. */
 export type LinkAddSpec = (
-  | (Resolved<Extract<LinkSpec, { kind: 'veth' }>> & { peer: Resolved<Extract<LinkSpec, { kind: 'veth' }>['peer']> & { netns?: string } })
+  // The peer's netns by path, or as the netns of a handle (its fd kept open: no path look-up per link).
+  | (Resolved<Extract<LinkSpec, { kind: 'veth' }>> & { peer: Resolved<Extract<LinkSpec, { kind: 'veth' }>['peer']> & { netns?: string | Handle } })
   | Resolved<Extract<LinkSpec, { kind: 'bridge' }>>
   | (Resolved<Extract<LinkSpec, { kind: 'vxlan' }>> & { dev?: LinkRef })
   | (Resolved<Extract<LinkSpec, { kind: 'macvlan' }>> & { parent: LinkRef })
@@ -89,6 +90,8 @@ export class Handle {
   private xfrmSock?: NetlinkSocket;
   /** Link removals that nothing after them waits for (linkDel's `apart`). */
   private apartSock?: NetlinkSocket;
+  /** This handle's netns, open for IFLA_NET_NS_FD (ownNetnsFd). */
+  private nsFd?: number;
 
   private constructor(nsPath: string | null, route: NetlinkSocket) {
     this.nsPath = nsPath;
@@ -124,7 +127,14 @@ export class Handle {
     (this as { nsPath: string | null }).nsPath = nsPath;
   }
 
+  /** An fd for the netns this handle works in, kept open until close(): a veth's peer placed here from another handle. */
+  ownNetnsFd(): number {
+    return (this.nsFd ??= this.route.netnsFd());
+  }
+
   close(): void {
+    if (this.nsFd !== undefined) native.close(this.nsFd);
+    this.nsFd = undefined;
     this.route.close();
     this.xfrmSock?.close();
     this.apartSock?.close();
@@ -145,9 +155,10 @@ export class Handle {
     return this.xfrmSock;
   }
 
-  /** Opens the netns at path for IFLA_NET_NS_FD, runs fn, closes the fd. */
-  private async withNetnsFd<T>(op: string, object: string, path: string | undefined, fn: (fd: number | undefined) => Promise<T>): Promise<T> {
+  /** Opens the netns at path for IFLA_NET_NS_FD, runs fn, closes the fd (a handle's: its own, left open). */
+  private async withNetnsFd<T>(op: string, object: string, path: string | Handle | undefined, fn: (fd: number | undefined) => Promise<T>): Promise<T> {
     if (path === undefined) return fn(undefined);
+    if (path instanceof Handle) return fn(path.ownNetnsFd());
     let fd: number;
     try {
       fd = native.openPath(path);
@@ -217,8 +228,10 @@ export class Handle {
           else await Handle.inNetns(spec.netns, (h) => h.linkSet(name, { alias: spec.alias }));
         }
         if (peerUpLater && spec.kind === 'veth') {
-          if (spec.peer.netns === undefined) await this.linkSet(spec.peer.name, { up: true });
-          else await Handle.inNetns(spec.peer.netns, (h) => h.linkSet(spec.peer.name, { up: true }));
+          const peerNs = spec.peer.netns;
+          if (peerNs === undefined) await this.linkSet(spec.peer.name, { up: true });
+          else if (peerNs instanceof Handle) await peerNs.linkSet(spec.peer.name, { up: true });
+          else await Handle.inNetns(peerNs, (h) => h.linkSet(spec.peer.name, { up: true }));
         }
         const echoed = replies.find((m) => m.type === C.RTM_NEWLINK);
         if (echoed) {

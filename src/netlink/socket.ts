@@ -217,10 +217,15 @@ export class NetlinkSocket {
     return this.closed;
   }
 
+  /** A new fd for the netns this socket lives in (the caller closes it). */
+  netnsFd(): number {
+    if (this.closed) throw new CnmdError('CLOSED', 'netlink netns: handle is closed', { op: 'netlink netns' });
+    return native.socketNetns(this.fd);
+  }
+
   /** Opens another netlink socket in the very netns this one lives in (not by path: a path can be reused). */
   sibling(protocol: number): NetlinkSocket {
-    if (this.closed) throw new CnmdError('CLOSED', 'netlink open: handle is closed', { op: 'netlink open' });
-    const nsfd = native.socketNetns(this.fd);
+    const nsfd = this.netnsFd();
     try {
       return NetlinkSocket.open(protocol, `/proc/self/fd/${nsfd}`);
     } finally {

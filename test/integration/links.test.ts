@@ -519,6 +519,27 @@ test('veth created with its peer up: both ends come up', async (t) => {
   assert.ok(ipLink(b, 'v3').flags.includes('UP'));
 });
 
+test("veth peer placed in another handle's netns (its fd kept open): there, up when asked, and a closed handle refuses", async (t) => {
+  const l = await lab(t);
+  const a = await l.ns('a');
+  const b = await l.ns('b');
+  // b's handle opened its netns fd once; each pair made from a puts its peer there.
+  for (const i of [0, 1]) await a.handle.linkAdd({ kind: 'veth', name: `h${i}`, peer: { name: `p${i}`, netns: b.handle, up: i === 1 } });
+  assert.deepEqual(
+    b.ipj<{ ifname: string }[]>('link', 'show', 'type', 'veth').map((x) => x.ifname).sort(),
+    ['p0', 'p1'],
+  );
+  assert.ok(ipLink(b, 'p1').flags.includes('UP'));
+  assert.ok(!ipLink(b, 'p0').flags.includes('UP'));
+  const c = await l.ns('c');
+  const { Handle } = await import('../../src/netlink/handle');
+  const h = Handle.at(c.path);
+  h.ownNetnsFd();
+  h.close();
+  await assert.rejects(a.handle.linkAdd({ kind: 'veth', name: 'h2', peer: { name: 'p2', netns: h } }), (e: unknown) => e instanceof CnmdError && e.code === 'CLOSED');
+  assert.ok(!a.ipj<{ ifname: string }[]>('link').some((x) => x.ifname === 'h2'), 'nothing made');
+});
+
 test('get by name and by index, list (a multi-part dump of 300 links), delete by name and index', async (t) => {
   const l = await lab(t);
   const a = await l.ns('a');
