@@ -632,7 +632,6 @@ struct SendJob {
   std::vector<uint8_t> data;  // empty + closeAfter => close request
   bool close;
   double token;
-  napi_threadsafe_function tsfn;
 };
 
 struct SendError {
@@ -712,10 +711,23 @@ struct IoPool {
     MakeReady(fd, q);
   }
 
-  static void Perform(SendJob& job) {
+  // Send errors go to the event loop through one threadsafe function for every
+  // socket (its callback finds the watcher by fd). Calls into node happen under
+  // mu, and stop once the environment's teardown has begun (napiGone, set by an
+  // env cleanup hook registered after the function, so it runs before the
+  // function is finalized): an I/O thread still busy while the process exits
+  // must not touch a torn-down environment (it aborted the process).
+  napi_threadsafe_function errTsfn = nullptr;
+  bool napiGone = false;
+
+  void ReportError(SendError* e) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (napiGone || errTsfn == nullptr || napi_call_threadsafe_function(errTsfn, e, napi_tsfn_nonblocking) != napi_ok) delete e;
+  }
+
+  void Perform(SendJob& job) {
     if (job.close) {
       close(job.fd);
-      if (job.tsfn) napi_release_threadsafe_function(job.tsfn, napi_tsfn_release);
       return;
     }
     sockaddr_nl kernel{};
@@ -724,10 +736,7 @@ struct IoPool {
     do {
       n = sendto(job.fd, job.data.data(), job.data.size(), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof(kernel));
     } while (n < 0 && errno == EINTR);
-    if (n < 0 && job.tsfn) {
-      auto* e = new SendError{job.fd, errno, job.token};
-      if (napi_call_threadsafe_function(job.tsfn, e, napi_tsfn_nonblocking) != napi_ok) delete e;
-    }
+    if (n < 0) ReportError(new SendError{job.fd, errno, job.token});
   }
 
   void Run(bool slow) {
@@ -763,7 +772,6 @@ struct Watcher {
   int fd;
   uv_poll_t poll;
   napi_ref callback;
-  napi_threadsafe_function tsfn;
   bool closing = false;
 };
 
@@ -886,11 +894,27 @@ napi_value NlWatch(napi_env env, napi_callback_info info) {
     return ThrowErrno(env, -rc, "uv_poll_init");
   }
   napi_create_reference(env, argv[1], 1, &w->callback);
-  napi_value name;
-  napi_create_string_utf8(env, "cnmd.netlinkSendError", NAPI_AUTO_LENGTH, &name);
-  CHECK_NAPI(env, napi_create_threadsafe_function(env, nullptr, nullptr, name, 0, 1, nullptr, nullptr, nullptr,
-                                                  CallSendError, &w->tsfn));
-  napi_unref_threadsafe_function(env, w->tsfn);
+  bool first;
+  {
+    std::lock_guard<std::mutex> lock(g_io->mu);
+    first = g_io->errTsfn == nullptr;
+  }
+  if (first) {
+    napi_value name;
+    napi_threadsafe_function tsfn;
+    napi_create_string_utf8(env, "cnmd.netlinkSendError", NAPI_AUTO_LENGTH, &name);
+    CHECK_NAPI(env, napi_create_threadsafe_function(env, nullptr, nullptr, name, 0, 1, nullptr, nullptr, nullptr, CallSendError, &tsfn));
+    napi_unref_threadsafe_function(env, tsfn);
+    CHECK_NAPI(env, napi_add_env_cleanup_hook(
+                        env,
+                        [](void*) {
+                          std::lock_guard<std::mutex> lock(g_io->mu);
+                          g_io->napiGone = true;
+                        },
+                        nullptr));
+    std::lock_guard<std::mutex> lock(g_io->mu);
+    g_io->errTsfn = tsfn;
+  }
   uv_poll_start(&w->poll, UV_READABLE, OnReadable);
   uv_unref(reinterpret_cast<uv_handle_t*>(&w->poll));
   g_watchers[fd] = w;
@@ -938,7 +962,6 @@ napi_value NlSend(napi_env env, napi_callback_info info) {
   job.data.assign(static_cast<uint8_t*>(data), static_cast<uint8_t*>(data) + len);
   job.close = false;
   job.token = token;
-  job.tsfn = it->second->tsfn;
   g_io->Push(std::move(job));
   return nullptr;
 }
@@ -962,7 +985,6 @@ napi_value NlClose(napi_env env, napi_callback_info info) {
   job.fd = w->fd;
   job.close = true;
   job.token = 0;
-  job.tsfn = w->tsfn;  // released on the I/O thread once the close has happened
   g_io->Push(std::move(job));
   uv_close(reinterpret_cast<uv_handle_t*>(&w->poll), [](uv_handle_t* h) { delete static_cast<Watcher*>(h->data); });
   return nullptr;

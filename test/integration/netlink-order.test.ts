@@ -9,6 +9,10 @@ import '../lib/io-lag';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { lab } from '../lib/fixture';
+import { NETLINK_ROUTE } from '../../native';
+import { NetlinkSocket } from '../../src/netlink/socket';
+import { RTM_GETLINK, RTM_NEWLINK } from '../../src/netlink/rtnl/constants';
+import { decodeLink, encodeLinkDump } from '../../src/netlink/rtnl/link';
 
 test('a request on one socket made right after one on another is handled after it, even when the I/O thread lags', async (t) => {
   const l = await lab(t);
@@ -26,4 +30,16 @@ test('a request on one socket made right after one on another is handled after i
     assert.equal(link.ifalias, `peer of eth${i}`);
     assert.ok(link.flags.includes('UP'));
   }
+});
+
+test('a send the kernel refuses (EMSGSIZE) fails that request only, through the I/O thread, and the socket goes on', async (t) => {
+  const l = await lab(t);
+  const ns = await l.ns('a');
+  const sock = NetlinkSocket.open(NETLINK_ROUTE, ns.path);
+  t.after(() => sock.close());
+  // Larger than the socket's send buffer (8 MiB at most): sendto fails before the kernel parses anything.
+  await assert.rejects(sock.request(RTM_NEWLINK, 0, new Uint8Array(12 << 20), { op: 'oversized' }), (e: unknown) => /EMSGSIZE/.test(String((e as { errno?: string }).errno ?? e)));
+  const replies = await sock.request(RTM_GETLINK, 0, encodeLinkDump(), { op: 'link list', dump: true });
+  const names = replies.map((m) => decodeLink(m.payload).name);
+  assert.ok(names.includes('lo'), `the same socket answers afterwards: ${names.join(' ')}`);
 });
