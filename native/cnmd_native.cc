@@ -195,21 +195,65 @@ napi_value SocketsAt(napi_env env, napi_callback_info info) {
   return FdArray(env, fds);
 }
 
+// ---- promises settled from the thread pool ----
+
+// One call's work on the libuv pool: Execute() there, then the promise is
+// rejected with err (naming op and object) or resolved with Result().
+struct PromiseWork {
+  int err = 0;
+  std::string op, object;
+  napi_deferred deferred;
+  napi_async_work work;
+  virtual ~PromiseWork() = default;
+  virtual void Execute() = 0;
+  virtual napi_value Result(napi_env env) {
+    napi_value u;
+    napi_get_undefined(env, &u);
+    return u;
+  }
+};
+
+// Queues w (owned from here on) and returns its promise.
+napi_value QueuePromiseWork(napi_env env, const char* name, PromiseWork* w) {
+  napi_value promise, resource;
+  if (napi_create_promise(env, &w->deferred, &promise) != napi_ok) {
+    delete w;
+    napi_throw_error(env, "ENAPI", "N-API call failed: napi_create_promise");
+    return nullptr;
+  }
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &resource);
+  napi_status st = napi_create_async_work(
+      env, nullptr, resource, [](napi_env, void* d) { static_cast<PromiseWork*>(d)->Execute(); },
+      [](napi_env env, napi_status, void* d) {
+        auto* w = static_cast<PromiseWork*>(d);
+        if (w->err) napi_reject_deferred(env, w->deferred, MakeError(env, w->err, w->op, w->object));
+        else napi_resolve_deferred(env, w->deferred, w->Result(env));
+        napi_delete_async_work(env, w->work);
+        delete w;
+      },
+      w, &w->work);
+  if (st != napi_ok || napi_queue_async_work(env, w->work) != napi_ok) {
+    napi_reject_deferred(env, w->deferred, MakeError(env, EAGAIN, "queue work", name));
+    if (st == napi_ok) napi_delete_async_work(env, w->work);
+    delete w;
+  }
+  return promise;
+}
+
 // ---- netns create (async: unshare and mount can take a while) ----
 
-struct NetnsCreateWork {
+struct NetnsCreateWork : PromiseWork {
   std::string path;
   std::vector<SocketSpec> specs;
   std::vector<std::pair<std::string, std::string>> sysctls;  // /proc/sys paths (relative) and values
   std::vector<int> fds;
-  int err = 0;
-  std::string op;
-  napi_deferred deferred;
-  napi_async_work work;
+  void Execute() override;
+  napi_value Result(napi_env env) override { return FdArray(env, fds); }
 };
 
-void NetnsCreateExecute(napi_env, void* data) {
-  auto* w = static_cast<NetnsCreateWork*>(data);
+void NetnsCreateWork::Execute() {
+  object = path;
+  auto* w = this;
   int fd = open(w->path.c_str(), O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
   if (fd < 0) {
     w->err = errno;
@@ -252,17 +296,6 @@ void NetnsCreateExecute(napi_env, void* data) {
   }
 }
 
-void NetnsCreateComplete(napi_env env, napi_status, void* data) {
-  auto* w = static_cast<NetnsCreateWork*>(data);
-  if (w->err) {
-    napi_reject_deferred(env, w->deferred, MakeError(env, w->err, w->op, w->path));
-  } else {
-    napi_resolve_deferred(env, w->deferred, FdArray(env, w->fds));
-  }
-  napi_delete_async_work(env, w->work);
-  delete w;
-}
-
 bool ParseSysctls(napi_env env, napi_value arr, std::vector<std::pair<std::string, std::string>>* out) {
   bool isArray = false;
   napi_is_array(env, arr, &isArray);
@@ -296,12 +329,7 @@ napi_value NetnsCreate(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "EINVAL", "netnsCreate(path, [[domain, type, protocol], ...], [[\"net/...\", value], ...])");
     return nullptr;
   }
-  napi_value promise, name;
-  CHECK_NAPI(env, napi_create_promise(env, &w->deferred, &promise));
-  napi_create_string_utf8(env, "cnmd.netnsCreate", NAPI_AUTO_LENGTH, &name);
-  CHECK_NAPI(env, napi_create_async_work(env, nullptr, name, NetnsCreateExecute, NetnsCreateComplete, w, &w->work));
-  CHECK_NAPI(env, napi_queue_async_work(env, w->work));
-  return promise;
+  return QueuePromiseWork(env, "cnmd.netnsCreate", w);
 }
 
 // Unmounts (lazily) and removes a netns file: 0, or the errno (ENOENT when either says so).
@@ -331,11 +359,8 @@ napi_value NetnsDelete(napi_env env, napi_callback_info info) {
 // unmount waits for an RCU grace period (~0.4 ms here, more when loaded): a
 // caller that need not wait (a pool sweeping its spent paths) leaves the event
 // loop free meanwhile.
-struct NetnsRemoveWork {
-  std::string path;
-  int err = 0;
-  napi_deferred deferred;
-  napi_async_work work;
+struct NetnsRemoveWork : PromiseWork {
+  void Execute() override { err = RemoveNetnsFile(object); }
 };
 
 napi_value NetnsRemove(napi_env env, napi_callback_info info) {
@@ -343,35 +368,13 @@ napi_value NetnsRemove(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
   auto* w = new NetnsRemoveWork();
-  if (argc < 1 || !GetString(env, argv[0], &w->path)) {
+  w->op = "unlink netns";
+  if (argc < 1 || !GetString(env, argv[0], &w->object)) {
     delete w;
     napi_throw_type_error(env, "EINVAL", "netnsRemove(path)");
     return nullptr;
   }
-  napi_value promise, name;
-  CHECK_NAPI(env, napi_create_promise(env, &w->deferred, &promise));
-  napi_create_string_utf8(env, "cnmd.netnsRemove", NAPI_AUTO_LENGTH, &name);
-  CHECK_NAPI(env, napi_create_async_work(
-                      env, nullptr, name,
-                      [](napi_env, void* data) {
-                        auto* w = static_cast<NetnsRemoveWork*>(data);
-                        w->err = RemoveNetnsFile(w->path);
-                      },
-                      [](napi_env env, napi_status, void* data) {
-                        auto* w = static_cast<NetnsRemoveWork*>(data);
-                        if (w->err) {
-                          napi_reject_deferred(env, w->deferred, MakeError(env, w->err, "unlink netns", w->path));
-                        } else {
-                          napi_value undef;
-                          napi_get_undefined(env, &undef);
-                          napi_resolve_deferred(env, w->deferred, undef);
-                        }
-                        napi_delete_async_work(env, w->work);
-                        delete w;
-                      },
-                      w, &w->work));
-  CHECK_NAPI(env, napi_queue_async_work(env, w->work));
-  return promise;
+  return QueuePromiseWork(env, "cnmd.netnsRemove", w);
 }
 
 // netnsBind(src, dst): bind-mount the netns file src (or /proc/self/ns/net,
@@ -1152,17 +1155,29 @@ napi_value RelayStart(napi_env env, napi_callback_info info) {
 // forks the whole process and holds the event loop until the child has exec'ed.
 // The child starts with default signal dispositions and an empty mask (node
 // ignores SIGPIPE). Pool threads never change netns: the child runs in the daemon's.
-struct SpawnWork {
+struct SpawnWork : PromiseWork {
   std::string file;
   std::vector<std::string> argv;
-  int err = 0;
   pid_t pid = -1;
   int fds[3] = {-1, -1, -1};
-  napi_deferred deferred;
-  napi_async_work work;
+  void Execute() override;
+  napi_value Result(napi_env env) override {
+    napi_value arr, v;
+    napi_create_array_with_length(env, 4, &arr);
+    napi_create_int32(env, pid, &v);
+    napi_set_element(env, arr, 0, v);
+    for (int i = 0; i < 3; i++) {
+      napi_create_int32(env, fds[i], &v);
+      napi_set_element(env, arr, i + 1, v);
+    }
+    return arr;
+  }
 };
 
-void SpawnPipedExecute(SpawnWork* w) {
+void SpawnWork::Execute() {
+  auto* w = this;
+  w->op = "spawn";
+  w->object = w->file;
   int p[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
   auto closeAll = [&]() {
     for (auto& q : p)
@@ -1232,44 +1247,31 @@ napi_value SpawnPiped(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, "EINVAL", "spawnPiped(file, argv: string[] with argv[0])");
     return nullptr;
   }
-  napi_value promise, name;
-  CHECK_NAPI(env, napi_create_promise(env, &w->deferred, &promise));
-  napi_create_string_utf8(env, "cnmd.spawnPiped", NAPI_AUTO_LENGTH, &name);
-  CHECK_NAPI(env, napi_create_async_work(
-                      env, nullptr, name, [](napi_env, void* data) { SpawnPipedExecute(static_cast<SpawnWork*>(data)); },
-                      [](napi_env env, napi_status, void* data) {
-                        auto* w = static_cast<SpawnWork*>(data);
-                        if (w->err) {
-                          napi_reject_deferred(env, w->deferred, MakeError(env, w->err, "spawn", w->file));
-                        } else {
-                          napi_value arr, v;
-                          napi_create_array_with_length(env, 4, &arr);
-                          napi_create_int32(env, w->pid, &v);
-                          napi_set_element(env, arr, 0, v);
-                          for (int i = 0; i < 3; i++) {
-                            napi_create_int32(env, w->fds[i], &v);
-                            napi_set_element(env, arr, i + 1, v);
-                          }
-                          napi_resolve_deferred(env, w->deferred, arr);
-                        }
-                        napi_delete_async_work(env, w->work);
-                        delete w;
-                      },
-                      w, &w->work));
-  CHECK_NAPI(env, napi_queue_async_work(env, w->work));
-  return promise;
+  return QueuePromiseWork(env, "cnmd.spawnPiped", w);
 }
 
 // waitPid(pid) -> Promise<[exitCode | -1, signal | 0]>: reaps a child of
 // spawnPiped on the thread pool. Call it once the child's pipes have closed:
 // it blocks a pool thread until the child exits. (libuv reaps only the pids
 // it spawned, so it never takes these.)
-struct WaitWork {
-  pid_t pid;
+struct WaitWork : PromiseWork {
+  pid_t pid = -1;
   int status = 0;
-  int err = 0;
-  napi_deferred deferred;
-  napi_async_work work;
+  void Execute() override {
+    pid_t r;
+    do r = waitpid(pid, &status, 0);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) err = errno;
+  }
+  napi_value Result(napi_env env) override {
+    napi_value arr, code, sig;
+    napi_create_array_with_length(env, 2, &arr);
+    napi_create_int32(env, WIFEXITED(status) ? WEXITSTATUS(status) : -1, &code);
+    napi_create_int32(env, WIFSIGNALED(status) ? WTERMSIG(status) : 0, &sig);
+    napi_set_element(env, arr, 0, code);
+    napi_set_element(env, arr, 1, sig);
+    return arr;
+  }
 };
 
 napi_value WaitPid(napi_env env, napi_callback_info info) {
@@ -1283,37 +1285,9 @@ napi_value WaitPid(napi_env env, napi_callback_info info) {
   }
   auto* w = new WaitWork();
   w->pid = pid;
-  napi_value promise, name;
-  CHECK_NAPI(env, napi_create_promise(env, &w->deferred, &promise));
-  napi_create_string_utf8(env, "cnmd.waitPid", NAPI_AUTO_LENGTH, &name);
-  CHECK_NAPI(env, napi_create_async_work(
-                      env, nullptr, name,
-                      [](napi_env, void* data) {
-                        auto* w = static_cast<WaitWork*>(data);
-                        pid_t r;
-                        do r = waitpid(w->pid, &w->status, 0);
-                        while (r < 0 && errno == EINTR);
-                        if (r < 0) w->err = errno;
-                      },
-                      [](napi_env env, napi_status, void* data) {
-                        auto* w = static_cast<WaitWork*>(data);
-                        if (w->err) {
-                          napi_reject_deferred(env, w->deferred, MakeError(env, w->err, "waitpid", std::to_string(w->pid)));
-                        } else {
-                          napi_value arr, code, sig;
-                          napi_create_array_with_length(env, 2, &arr);
-                          napi_create_int32(env, WIFEXITED(w->status) ? WEXITSTATUS(w->status) : -1, &code);
-                          napi_create_int32(env, WIFSIGNALED(w->status) ? WTERMSIG(w->status) : 0, &sig);
-                          napi_set_element(env, arr, 0, code);
-                          napi_set_element(env, arr, 1, sig);
-                          napi_resolve_deferred(env, w->deferred, arr);
-                        }
-                        napi_delete_async_work(env, w->work);
-                        delete w;
-                      },
-                      w, &w->work));
-  CHECK_NAPI(env, napi_queue_async_work(env, w->work));
-  return promise;
+  w->op = "waitpid";
+  w->object = std::to_string(pid);
+  return QueuePromiseWork(env, "cnmd.waitPid", w);
 }
 
 napi_value Init(napi_env env, napi_value exports) {

@@ -5,31 +5,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import * as fs from 'node:fs';
 import { CnmdError } from '../../src/errors';
 import { BatchBuilder, IptablesBackend, baseRules, networkRules, type BridgeNetworkSpec } from '../../src/firewall';
 import { lab, type Ns } from '../lib/fixture';
+import { childPids } from '../lib/procs';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const net: BridgeNetworkSpec = { bridge: 'br-spare0000000', subnets: { v4: '10.64.0.0/24', v6: 'fd00:64::/64' }, icc: true, masquerade: true, internal: false };
 
 /** iptables-restore processes started by this test process (its children: nsenter execs the restore). */
-function restoresWaiting(): number[] {
-  const out: number[] = [];
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      const cmd = fs.readFileSync(`/proc/${d}/cmdline`, 'utf8');
-      if (ppid === process.pid && /tables-restore/.test(cmd)) out.push(Number(d));
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
+const restoresWaiting = () => childPids(/tables-restore/);
 
 function rules(ns: Ns, table: string, family: 'ipv4' | 'ipv6' = 'ipv4'): string[] {
   return ns

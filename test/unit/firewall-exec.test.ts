@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { defaultExec, SpareProcesses } from '../../src/firewall/exec';
+import { childPids } from '../lib/procs';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -18,21 +19,7 @@ function alive(pid: number): boolean {
   }
 }
 
-/** Children of this process (ppid = ours), zombies included: what a call left behind. */
-function children(): number[] {
-  const out: number[] = [];
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === process.pid) out.push(Number(d));
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
+const children = () => childPids();
 
 test('defaultExec: input on stdin, stdout, stderr, exit code; the child is reaped', async () => {
   const exec = defaultExec(5000);
