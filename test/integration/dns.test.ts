@@ -172,7 +172,10 @@ test('robustness: malformed, truncated, zero-length and oversized packets and a 
     let n = 0;
     for (let i = 0; i < 5000; i++) s.send(pkts[i % pkts.length], 53, '127.0.0.11', () => { if (++n === 5000) s.close(); });`;
   runIn(a.SandboxKey, process.execPath, ['-e', junk]);
-  assert.deepEqual(short(a.SandboxKey, 'two'), [b.Networks.net.IPAddress], 'the flooding sandbox is still answered after the junk');
+  // The junk (some 9000-byte packets) may still fill the socket's receive queue when the
+  // query goes out, and the kernel drops what does not fit: the query is retried, as any
+  // stub resolver does (resolv.conf attempts). A dead or stuck resolver fails all three.
+  assert.deepEqual(short(a.SandboxKey, '+tries=3', 'two'), [b.Networks.net.IPAddress], 'the flooding sandbox is still answered after the junk');
   assert.deepEqual(short(b.SandboxKey, 'one'), [a.Networks.net.IPAddress], 'another sandbox is unaffected');
   // Nothing of the resolver listens in the daemon's own netns.
   const listening = d.host.run('ss', ['-Hlnu']) + d.host.run('ss', ['-Hlnt']);
