@@ -1,12 +1,12 @@
 // Running the firewall's commands: one process per call (defaultExec), or with a
 // process started ahead for each command line fed on stdin (SpareProcesses).
 //
-// Why spares: starting iptables-restore is most of what a small batch costs. On
-// this kind of machine node's spawn() holds the event loop ~1.1 ms (fork, then
-// waiting for the child's exec) and the binary then loads its libraries before
-// it reads a line: a batch of four rules takes ~3.5 ms in a new process and
-// ~1.6 ms in one already waiting on its stdin. A spare is started after each
-// use, once the event loop is free, for the next batch.
+// Processes are started with native.spawnPiped (posix_spawn on the thread pool):
+// node's spawn() forks the whole daemon and holds the event loop ~1.1 ms here
+// until the child has exec'ed. Spares, because a new iptables-restore then spends
+// most of a small batch's cost loading before it reads a line: four rules take
+// ~3.5 ms in a new process and ~1.6 ms in one already waiting on its stdin. A
+// spare is started after each use, once the caller's continuation has run.
 //
 // Safe for iptables-restore because a waiting process holds nothing: the nft
 // variant reads the ruleset when it processes its input (a ruleset changed while
