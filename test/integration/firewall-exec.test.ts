@@ -9,6 +9,9 @@ import { CnmdError } from '../../src/errors';
 import { BatchBuilder, IptablesBackend, baseRules, networkRules, type BridgeNetworkSpec } from '../../src/firewall';
 import { lab, type Ns } from '../lib/fixture';
 import { childPids } from '../lib/procs';
+import { guardHostFirewall } from '../lib/host-firewall';
+
+guardHostFirewall();
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -22,6 +22,9 @@ import {
 } from '../../src/firewall';
 import { lab, type Ns } from '../lib/fixture';
 import { ping, reach, serve } from '../lib/probe';
+import { guardHostFirewall } from '../lib/host-firewall';
+
+guardHostFirewall();
 
 /** iptables-save / ip6tables-save of a netns, without the dated comments and with zeroed counters. */
 function saved(ns: Ns, family: Family = 'ipv4'): string {

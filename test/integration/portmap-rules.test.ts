@@ -23,6 +23,9 @@ import {
 } from '../../src/portmap';
 import { eventually, lab, type Ns } from '../lib/fixture';
 import { ping, serve } from '../lib/probe';
+import { guardHostFirewall } from '../lib/host-firewall';
+
+guardHostFirewall();
 
 /**
  * iptables-save / ip6tables-save of a netns, without the dated comments, with zeroed
