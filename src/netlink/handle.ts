@@ -8,7 +8,7 @@ import { NLM_F_APPEND, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE } fro
 import { NetlinkError, NetlinkSocket, fromNativeError } from './socket';
 import * as C from './rtnl/constants';
 import { Addr, AddrOptions, decodeAddr, encodeAddr, encodeAddrDump } from './rtnl/addr';
-import { BridgePortChanges, Link, LinkChanges, LinkKind, LinkSpec, decodeLink, encodeBridgePortSet, encodeLinkAdd, encodeLinkDump, encodeLinkRef, encodeLinkSet } from './rtnl/link';
+import { Link, LinkChanges, LinkKind, LinkSpec, decodeLink, encodeLinkAdd, encodeLinkDump, encodeLinkRef, encodeLinkSet } from './rtnl/link';
 import { FdbSpec, Neigh, NeighSpec, decodeNeigh, encodeFdb, encodeNeigh, encodeNeighDump, encodeProxyNeighDump } from './rtnl/neigh';
 import { Route, RouteSpec, decodeRoute, encodeRoute, encodeRouteDump } from './rtnl/route';
 import * as X from './xfrm/xfrm';
@@ -323,12 +323,6 @@ export class Handle {
         throw e;
       }
     });
-  }
-
-  /** Bridge-port options of a link enslaved to a bridge (`bridge link set dev X hairpin on`). */
-  async bridgePortSet(ref: LinkRef, ch: BridgePortChanges): Promise<void> {
-    const index = typeof ref === 'number' ? this.checked('bridge port set', ref) : await this.linkIndex(ref);
-    await this.route.request(C.RTM_SETLINK, 0, encodeBridgePortSet(index, ch), { op: 'bridge port set', object: String(ref) });
   }
 
   // ---- addresses ----

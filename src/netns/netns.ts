@@ -72,7 +72,6 @@ export class NetnsManager {
     return path.join(this.dir, id);
   }
 
-  /** Creates netns `id` with loopback up. Fails with ALREADY_EXISTS if it exists. */
   private dirMade = false;
 
   private ensureDir(op: string, id: string): void {
@@ -86,7 +85,7 @@ export class NetnsManager {
     }
   }
 
-  /** Creates netns `id` with loopback up, and opens `sockets` in it (one thread, one setns). */
+  /** Creates netns `id` with loopback up, and opens `sockets` in it (one thread, one setns). Fails with ALREADY_EXISTS if it exists. */
   async create(id: string, sockets: SocketSpec[] = []): Promise<CreatedNetns> {
     const p = this.pathOf(id);
     this.ensureDir('netns create', id);

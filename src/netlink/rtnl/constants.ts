@@ -170,6 +170,5 @@ export const NTF_ROUTER = 0x80;
 
 export const IFNAMSIZ = 16;
 
-export const IFLA_PROTINFO = 12;
 export const IFLA_BRPORT_MODE = 4;
 export const IFLA_BRPORT_LEARNING = 8;

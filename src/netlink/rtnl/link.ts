@@ -453,13 +453,3 @@ export interface BridgePortChanges {
   learning?: boolean;
 }
 
-/** RTM_SETLINK (family AF_BRIDGE) payload setting bridge-port options of a bridge's port. */
-export function encodeBridgePortSet(index: number, ch: BridgePortChanges): Buffer {
-  const w = new AttrWriter(48);
-  w.raw(ifinfomsg(C.AF_BRIDGE, index));
-  w.nested(C.IFLA_PROTINFO, (p) => {
-    if (ch.hairpin !== undefined) p.u8(C.IFLA_BRPORT_MODE, ch.hairpin ? 1 : 0);
-    if (ch.learning !== undefined) p.u8(C.IFLA_BRPORT_LEARNING, ch.learning ? 1 : 0);
-  });
-  return w.toBuffer();
-}
