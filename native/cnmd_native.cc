@@ -133,22 +133,39 @@ int OpenSockets(const std::vector<SocketSpec>& specs, std::vector<int>* fds) {
   return 0;
 }
 
-bool ParseSocketSpecs(napi_env env, napi_value arr, std::vector<SocketSpec>* out) {
+// Calls fn(element) for each element of the JS array arr; false when arr is no
+// array or fn refuses an element.
+template <typename F>
+bool EachElement(napi_env env, napi_value arr, F fn) {
   bool isArray = false;
   napi_is_array(env, arr, &isArray);
   if (!isArray) return false;
   uint32_t n = 0;
   napi_get_array_length(env, arr, &n);
   for (uint32_t i = 0; i < n; i++) {
-    napi_value item, v;
-    napi_get_element(env, arr, i, &item);
-    SocketSpec s{};
-    if (napi_get_element(env, item, 0, &v) != napi_ok || napi_get_value_int32(env, v, &s.domain) != napi_ok) return false;
-    if (napi_get_element(env, item, 1, &v) != napi_ok || napi_get_value_int32(env, v, &s.type) != napi_ok) return false;
-    if (napi_get_element(env, item, 2, &v) != napi_ok || napi_get_value_int32(env, v, &s.protocol) != napi_ok) return false;
-    out->push_back(s);
+    napi_value item;
+    if (napi_get_element(env, arr, i, &item) != napi_ok || !fn(item)) return false;
   }
   return true;
+}
+
+bool ElementInt(napi_env env, napi_value arr, uint32_t i, int32_t* out) {
+  napi_value v;
+  return napi_get_element(env, arr, i, &v) == napi_ok && napi_get_value_int32(env, v, out) == napi_ok;
+}
+
+bool ElementString(napi_env env, napi_value arr, uint32_t i, std::string* out) {
+  napi_value v;
+  return napi_get_element(env, arr, i, &v) == napi_ok && GetString(env, v, out);
+}
+
+bool ParseSocketSpecs(napi_env env, napi_value arr, std::vector<SocketSpec>* out) {
+  return EachElement(env, arr, [&](napi_value item) {
+    SocketSpec s{};
+    if (!ElementInt(env, item, 0, &s.domain) || !ElementInt(env, item, 1, &s.type) || !ElementInt(env, item, 2, &s.protocol)) return false;
+    out->push_back(s);
+    return true;
+  });
 }
 
 napi_value FdArray(napi_env env, const std::vector<int>& fds) {
@@ -297,21 +314,13 @@ void NetnsCreateWork::Execute() {
 }
 
 bool ParseSysctls(napi_env env, napi_value arr, std::vector<std::pair<std::string, std::string>>* out) {
-  bool isArray = false;
-  napi_is_array(env, arr, &isArray);
-  if (!isArray) return false;
-  uint32_t n = 0;
-  napi_get_array_length(env, arr, &n);
-  for (uint32_t i = 0; i < n; i++) {
-    napi_value item, k, v;
-    napi_get_element(env, arr, i, &item);
+  return EachElement(env, arr, [&](napi_value item) {
     std::pair<std::string, std::string> kv;
-    if (napi_get_element(env, item, 0, &k) != napi_ok || !GetString(env, k, &kv.first)) return false;
-    if (napi_get_element(env, item, 1, &v) != napi_ok || !GetString(env, v, &kv.second)) return false;
+    if (!ElementString(env, item, 0, &kv.first) || !ElementString(env, item, 1, &kv.second)) return false;
     if (kv.first.find("..") != std::string::npos || kv.first.rfind("net/", 0) != 0) return false;
     out->push_back(kv);
-  }
-  return true;
+    return true;
+  });
 }
 
 // netnsCreate(path, [[domain, type, protocol], ...], [[sysctlPath, value], ...]) -> Promise<fd[]>
@@ -1231,18 +1240,13 @@ napi_value SpawnPiped(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
   auto* w = new SpawnWork();
-  bool ok = argc >= 2 && GetString(env, argv[0], &w->file);
-  bool isArray = false;
-  if (ok) napi_is_array(env, argv[1], &isArray);
-  uint32_t n = 0;
-  if (ok && isArray) napi_get_array_length(env, argv[1], &n);
-  for (uint32_t i = 0; ok && isArray && i < n; i++) {
-    napi_value e;
+  bool ok = argc >= 2 && GetString(env, argv[0], &w->file) && EachElement(env, argv[1], [&](napi_value e) {
     std::string a;
-    ok = napi_get_element(env, argv[1], i, &e) == napi_ok && GetString(env, e, &a);
+    if (!GetString(env, e, &a)) return false;
     w->argv.push_back(a);
-  }
-  if (!ok || !isArray || n == 0) {
+    return true;
+  });
+  if (!ok || w->argv.empty()) {
     delete w;
     napi_throw_type_error(env, "EINVAL", "spawnPiped(file, argv: string[] with argv[0])");
     return nullptr;
