@@ -49,6 +49,11 @@ test(`one network (${mode}): veth aliased and in hairpin mode, peer up with its 
   assert.equal(host.ifalias, `cnmd:ep:${net.Id}:${ep.EndpointID}`);
   assert.equal(host.master, `br-${net.Id.slice(0, 12)}`);
   assert.equal(host.linkinfo.info_slave_data.hairpin, true);
+  // One queue each way on both ends (the kernel would allocate one per possible CPU).
+  const [eth0d] = JSON.parse(runIn(a.SandboxKey, 'ip', ['-d', '-j', 'link', 'show', 'eth0']));
+  for (const [end, l] of [['host side', host], ['eth0', eth0d]] as const) {
+    assert.deepEqual([l.num_tx_queues, l.num_rx_queues], [1, 1], `${end}: tx and rx queues`);
+  }
   const [eth0] = JSON.parse(runIn(a.SandboxKey, 'ip', ['-j', 'addr', 'show', 'eth0']));
   assert.ok(eth0.flags.includes('UP'));
   assert.equal(eth0.address, '02:42:0a:3d:00:02');

@@ -53,8 +53,9 @@ test('veth pair with the peer created directly in another netns: names, peer ifi
     mtu: 1400,
     mac: '02:00:00:00:0a:01',
     txqlen: 500,
+    queues: 1,
     up: true,
-    peer: { name: 'vb', netns: b.path, mtu: 1380, mac: '02:00:00:00:0b:01' },
+    peer: { name: 'vb', netns: b.path, mtu: 1380, mac: '02:00:00:00:0b:01', queues: 2 },
   });
   const va = ipLink(a, 'va');
   const vb = ipLink(b, 'vb');
@@ -64,12 +65,14 @@ test('veth pair with the peer created directly in another netns: names, peer ifi
   assert.equal(va.mtu, 1400);
   assert.equal(va.address, '02:00:00:00:0a:01');
   assert.equal(va.txqlen, 500);
+  assert.deepEqual([va.num_tx_queues, va.num_rx_queues], [1, 1]);
   assert.ok(va.flags.includes('UP'), 'va is up');
   // ... and in b
   assert.equal(vb.ifname, 'vb');
   assert.equal(vb.linkinfo.info_kind, 'veth');
   assert.equal(vb.mtu, 1380);
   assert.equal(vb.address, '02:00:00:00:0b:01');
+  assert.deepEqual([vb.num_tx_queues, vb.num_rx_queues], [2, 2]);
   assert.ok(!vb.flags.includes('UP'), 'vb stays down');
   // Each end names the other by its ifindex in the other namespace, through an nsid.
   assert.equal(va.link_index, vb.ifindex);

@@ -157,6 +157,34 @@ test('link add veth: peer name, peer netns fd, mtu and mac on both ends', () => 
   assert.equal(IP2_VETH.flags, NEWLINK_CREATE);
 });
 
+// ip link add name vA numtxqueues 1 numrxqueues 1 type veth peer name vB numtxqueues 1 numrxqueues 1
+const IP2_VETH_QUEUES = ip2(
+  '7400000010000506d68a046b000000000000000000000000000000000000000008001f0001000000080020000100000007000300764100003c0012000800010076657468300002002c0001000000000000000000000000000000000008001f000100000008002000010000000700030076420000',
+);
+
+test('link add veth: queues sets IFLA_NUM_TX_QUEUES and IFLA_NUM_RX_QUEUES on each end that asks', () => {
+  const ours = encodeLinkAdd({ kind: 'veth', name: 'vA', queues: 1, peer: { name: 'vB', queues: 1 } });
+  const expected = hex(
+    IFI0,
+    '0700 0300 764100 00', // IFLA_IFNAME "vA\0"
+    '0800 1f00 01000000', // IFLA_NUM_TX_QUEUES 1
+    '0800 2000 01000000', // IFLA_NUM_RX_QUEUES 1
+    '4000 1280', // IFLA_LINKINFO | NLA_F_NESTED, 64 bytes
+    '0900 0100 7665746800 000000', //   IFLA_INFO_KIND "veth\0"
+    '3000 0280', //   IFLA_INFO_DATA | NLA_F_NESTED, 48 bytes
+    '2c00 0100', //     VETH_INFO_PEER, 44 bytes
+    IFI0,
+    '0700 0300 764200 00', //       IFLA_IFNAME "vB\0"
+    '0800 1f00 01000000', //       IFLA_NUM_TX_QUEUES 1
+    '0800 2000 01000000', //       IFLA_NUM_RX_QUEUES 1
+  );
+  assertBytes(ours, expected);
+  sameAttrs(ours, IP2_VETH_QUEUES.payload, vethShape);
+  invalid(() => encodeLinkAdd({ kind: 'veth', name: 'a', queues: 0, peer: { name: 'b' } }), 'zero queues');
+  invalid(() => encodeLinkAdd({ kind: 'veth', name: 'a', peer: { name: 'b', queues: 1.5 } }), 'fractional queues');
+  invalid(() => encodeLinkAdd({ kind: 'veth', name: 'a', queues: 4097, peer: { name: 'b' } }), 'more than the kernel allows');
+});
+
 test('link add veth: up sets IFF_UP in flags and change of both ifinfomsgs; a requested index lands in ifi_index', () => {
   const ours = encodeLinkAdd({ kind: 'veth', name: 'a', up: true, index: 40, peer: { name: 'b', up: true, index: 41 } });
   assertBytes(

@@ -12,6 +12,8 @@ export interface LinkAttrs {
   mtu?: number;
   mac?: string;
   txqlen?: number;
+  /** Transmit and receive queues, each (the kernel's default for a veth is one per possible CPU). */
+  queues?: number;
   alias?: string;
   /** Master (bridge) ifindex. */
   masterIndex?: number;
@@ -183,6 +185,11 @@ function writeCommon(op: string, w: AttrWriter, a: Omit<LinkAttrs, 'up' | 'index
   }
   if (a.mac !== undefined) w.bytes(C.IFLA_ADDRESS, validateMac(op, a.name, a.mac));
   if (a.txqlen !== undefined) w.u32(C.IFLA_TXQLEN, a.txqlen);
+  if (a.queues !== undefined) {
+    if (!Number.isInteger(a.queues) || a.queues < 1 || a.queues > 4096) throw invalidArgument(op, a.name, `queue count ${a.queues} is outside 1..4096`);
+    w.u32(C.IFLA_NUM_TX_QUEUES, a.queues);
+    w.u32(C.IFLA_NUM_RX_QUEUES, a.queues);
+  }
   if (a.masterIndex !== undefined) w.u32(C.IFLA_MASTER, a.masterIndex);
   if (a.netnsFd !== undefined) w.u32(C.IFLA_NET_NS_FD, a.netnsFd);
   if (a.alias !== undefined) w.str(C.IFLA_IFALIAS, a.alias);
