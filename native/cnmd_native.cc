@@ -24,6 +24,7 @@
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/epoll.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <spawn.h>
@@ -442,6 +443,34 @@ napi_value OpenPath(napi_env env, napi_callback_info info) {
   }
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ThrowErrno(env, errno, "open", path);
+  napi_value v;
+  napi_create_int32(env, fd, &v);
+  return v;
+}
+
+// Opens (creating) path and takes an exclusive flock on it without waiting:
+// the fd is the lock, released by the kernel when it is closed or the process
+// dies, whatever killed it. EWOULDBLOCK when another process holds it.
+napi_value LockFile(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  std::string path;
+  if (argc < 1 || !GetString(env, argv[0], &path)) {
+    napi_throw_type_error(env, "EINVAL", "lockFile(path)");
+    return nullptr;
+  }
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return ThrowErrno(env, errno, "open", path);
+  int r;
+  do {
+    r = flock(fd, LOCK_EX | LOCK_NB);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) {
+    int err = errno;
+    close(fd);
+    return ThrowErrno(env, err, "flock", path);
+  }
   napi_value v;
   napi_create_int32(env, fd, &v);
   return v;
@@ -1318,7 +1347,7 @@ napi_value Init(napi_env env, napi_value exports) {
     napi_callback fn;
   } fns[] = {
       {"socketsAt", SocketsAt},   {"netnsCreate", NetnsCreate}, {"netnsDelete", NetnsDelete}, {"netnsRemove", NetnsRemove},
-      {"isNetns", IsNetns},       {"netnsBind", NetnsBind},       {"openPath", OpenPath},       {"close", CloseFd},
+      {"isNetns", IsNetns},       {"netnsBind", NetnsBind},       {"openPath", OpenPath},       {"lockFile", LockFile},       {"close", CloseFd},
       {"setsockoptInt", SetsockoptInt}, {"bindNetlink", BindNetlink}, {"bindInet", BindInet}, {"listenFd", ListenFd},
       {"nlWatch", NlWatch},       {"nlRef", NlRef},             {"nlSend", NlSend},
       {"nlClose", NlClose},       {"originalDst", OriginalDst},  {"socketNetns", SocketNetns}, {"relayStart", RelayStart}, {"udpSend", UdpSend},

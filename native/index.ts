@@ -29,6 +29,8 @@ export interface NativeAddon {
   /** Bind-mounts the netns file src (or /proc/self/ns/net) at dst, a new file. */
   netnsBind(src: string, dst: string): void;
   openPath(path: string): number;
+  /** Opens (creating, 0644) path with an exclusive flock taken without waiting: the fd holds the lock until closed. EWOULDBLOCK if another process holds it. */
+  lockFile(path: string): number;
   close(fd: number): void;
   setsockoptInt(fd: number, level: number, name: number, value: number): void;
   bindNetlink(fd: number, groups: number): number;

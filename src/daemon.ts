@@ -32,6 +32,8 @@ import { pluginDefs, PluginServers, startPluginServers } from './plugin/server';
 import { SqliteStore } from './store/sqlite';
 import type { Store } from './store/store';
 import { VERSION } from './version';
+import { InstanceLock } from './instance-lock';
+import { claimSocketPath } from './unix-socket';
 
 export interface DaemonParts {
   /** The firewall the bridge driver programs; the default is iptables in the daemon's netns. */
@@ -47,6 +49,7 @@ export class Daemon {
   private host?: Handle;
   private ports?: PortPublisher;
   private backend?: IptablesBackend;
+  private lock?: InstanceLock;
   controller?: Controller;
   private readonly parts: DaemonParts;
 
@@ -57,10 +60,25 @@ export class Daemon {
   }
 
   async start(): Promise<void> {
+    try {
+      await this.startParts();
+    } catch (e) {
+      // What did start is undone (sockets closed, locks released): the roots are free for a next attempt.
+      await this.teardown().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  private async startParts(): Promise<void> {
     const c = this.config;
     const started = process.hrtime.bigint();
     fs.mkdirSync(c.dataRoot, { recursive: true, mode: 0o700 });
     fs.mkdirSync(c.execRoot, { recursive: true, mode: 0o755 });
+    // Before anything reads or changes state: a second daemon on these roots stops here.
+    this.lock = InstanceLock.acquire(c);
+    // A socket another daemon serves is found before recovery changes anything in the kernel.
+    const apiAddr = parseHost(c.host);
+    if (apiAddr.kind === 'unix') await claimSocketPath(apiAddr.path, '--host');
     const store = (this.store = new SqliteStore(c.dataRoot));
     const host = (this.host = Handle.at(null));
     const files = new SandboxFiles(c.execRoot);
@@ -100,7 +118,7 @@ export class Daemon {
     const router = baseRouter();
     mountNetworkRoutes(router, controller);
     mountSandboxRoutes(router, controller, files);
-    this.api = await startApiServer(parseHost(c.host), router, this.log);
+    this.api = await startApiServer(apiAddr, router, this.log);
     this.log.info(
       { version: VERSION, dataRoot: c.dataRoot, execRoot: c.execRoot, pluginDir: c.pluginDir, pid: process.pid, ms: Number(process.hrtime.bigint() - started) / 1e6 },
       'cnmd started',
@@ -108,6 +126,11 @@ export class Daemon {
   }
 
   async stop(): Promise<void> {
+    await this.teardown();
+    this.log.info('cnmd stopped');
+  }
+
+  private async teardown(): Promise<void> {
     await this.plugins?.close();
     await this.api?.close();
     this.controller?.close();
@@ -115,7 +138,7 @@ export class Daemon {
     this.backend?.close();
     this.host?.close();
     this.store?.close();
-    this.log.info('cnmd stopped');
+    this.lock?.release();
   }
 }
 

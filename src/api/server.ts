@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { ListenAddress } from '../config';
 import type { Logger } from '../log';
 import { API_VERSION, MIN_API_VERSION, VERSION } from '../version';
+import { claimSocketPath } from '../unix-socket';
 import { Router } from './router';
 
 export interface ApiServer {
@@ -57,11 +58,7 @@ export async function startApiServer(addr: ListenAddress, router: Router, log: L
   server.keepAliveTimeout = 30_000;
   if (addr.kind === 'unix') {
     fs.mkdirSync(path.dirname(addr.path), { recursive: true, mode: 0o755 });
-    try {
-      fs.unlinkSync(addr.path); // a stale socket from a killed daemon
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-    }
+    await claimSocketPath(addr.path, '--host');
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(addr.path, () => resolve());

@@ -23,6 +23,8 @@ const program = new Command('cnmd')
     'after',
     `
 Signals: SIGTERM/SIGINT stop the daemon cleanly; networks stay in place for the next start.
+One daemon per root: <data-root>/cnmd.lock and <exec-root>/cnmd.pid (its pid) are locked while
+it runs; a second daemon on a root or socket in use is refused before it changes anything.
 Logs are JSON lines on stderr.
 
 Example:
@@ -60,6 +62,8 @@ async function main(): Promise<void> {
     await daemon.start();
   } catch (e) {
     daemon.log.fatal({ err: e }, 'start failed');
+    // The log is for machines; the reason also goes out as a plain line for whoever started it.
+    console.error(`cnmd: ${(e as Error).message}`);
     process.exit(1);
   }
 }

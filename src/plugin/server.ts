@@ -6,6 +6,7 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import type { Controller } from '../controller/controller';
 import type { Logger } from '../log';
+import { claimSocketPath } from '../unix-socket';
 import { ipamDriverPlugin } from './ipam-driver';
 import { networkDriverPlugin } from './network-driver';
 import { handle, PluginDef } from './protocol';
@@ -36,11 +37,7 @@ export function pluginDefs(ctrl: Controller, hasDriver: (name: string) => boolea
 async function listen(def: PluginDef, sock: string, log: Logger, ready: Promise<void>): Promise<http.Server> {
   const server = http.createServer((req, res) => void handle(def, req, res, log, ready));
   server.keepAliveTimeout = 60_000;
-  try {
-    fs.unlinkSync(sock); // a stale socket from a killed daemon
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-  }
+  await claimSocketPath(sock, '--plugin-dir');
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(sock, () => resolve());

@@ -3,9 +3,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
-import { execFileSync, spawnSync } from 'node:child_process';
+import * as path from 'node:path';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { native } from '../../native';
 import { lab } from '../lib/fixture';
-import { CNMCTL, CNMD, startDaemon } from '../lib/daemon';
+import { CNMCTL, CNMD, RunningDaemon, restartDaemon, startDaemon } from '../lib/daemon';
 
 function raw(sock: string, method: string, path: string): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
   return new Promise((resolve, reject) => {
@@ -96,4 +98,91 @@ test('cnmctl says how to reach the daemon when the socket is missing', () => {
   const r = spawnSync(process.execPath, [CNMCTL, '-H', 'unix:///nonexistent/cnmd.sock', 'version'], { encoding: 'utf8' });
   assert.equal(r.status, 1);
   assert.match(r.stderr, /cannot reach cnmd at unix:\/\/\/nonexistent\/cnmd\.sock: is the daemon running\?/);
+});
+
+/** Runs a second cnmd in d's host netns with the given roots and sockets; resolves with its exit status and stderr. */
+function second(d: RunningDaemon, roots: { dataRoot: string; execRoot: string; sock: string; pluginDir: string }): Promise<{ status: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn('nsenter', [`--net=${d.host.path}`, process.execPath, CNMD, '--data-root', roots.dataRoot, '--exec-root', roots.execRoot, '-H', `unix://${roots.sock}`, '--plugin-dir', roots.pluginDir, '--netns-pool-size', '0'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    p.stderr!.on('data', (c) => (stderr += c));
+    // A second daemon that started would never exit by itself: the test fails on the timeout, and it is ended.
+    const timer = setTimeout(() => p.kill('SIGKILL'), 20_000);
+    p.once('exit', (status) => {
+      clearTimeout(timer);
+      resolve({ status, stderr });
+    });
+  });
+}
+
+/** Whether another process holds the flock on file (taken and released at once here if not). */
+function locked(file: string): boolean {
+  try {
+    native.close(native.lockFile(file));
+    return false;
+  } catch (e) {
+    if ((e as { code?: string }).code === 'EWOULDBLOCK' || (e as { code?: string }).code === 'EAGAIN') return true;
+    throw e;
+  }
+}
+
+test('one cnmd per root and socket: a second one on the same roots, socket or plugin dir is refused and the first serves on', async (t) => {
+  const l = await lab(t);
+  const d = await startDaemon(t, l);
+  const pid = d.proc.pid!;
+  assert.equal(fs.readFileSync(path.join(d.execRoot, 'cnmd.pid'), 'utf8'), `${pid}\n`, 'the exec root names the daemon');
+  assert.ok(locked(path.join(d.dataRoot, 'cnmd.lock')) && locked(path.join(d.execRoot, 'cnmd.pid')), 'both roots are locked while it runs');
+  const sockIno = fs.statSync(d.sock).ino;
+  const own = { dataRoot: d.dataRoot, execRoot: d.execRoot, sock: d.sock, pluginDir: d.pluginDir };
+  const elsewhere = (tag: string) => {
+    const base = fs.mkdtempSync(path.join(l.root, `other-${tag}-`));
+    return { dataRoot: path.join(base, 'data'), execRoot: path.join(base, 'exec'), sock: path.join(base, 'cnmd.sock'), pluginDir: path.join(base, 'plugins') };
+  };
+  const stillServing = async (what: string) => {
+    assert.equal((await d.request('GET', '/_ping')).status, 200, `${what}: the first daemon still answers`);
+    assert.equal(fs.statSync(d.sock).ino, sockIno, `${what}: its socket was not taken`);
+    assert.deepEqual(fs.readdirSync(d.pluginDir).sort(), ['cnmd-bridge.sock', 'cnmd-ipam.sock'], `${what}: its plugin sockets are in place`);
+  };
+
+  const sameRoots = await second(d, own);
+  assert.equal(sameRoots.status, 1);
+  assert.match(sameRoots.stderr, new RegExp(`^cnmd: daemon start: another cnmd \\(pid ${pid}\\) is running with --data-root ${d.dataRoot}: stop it first, or give this one its own --data-root, --exec-root and --host$`, 'm'));
+  await stillServing('same roots');
+
+  const sameExecRoot = await second(d, { ...elsewhere('exec'), execRoot: d.execRoot });
+  assert.equal(sameExecRoot.status, 1);
+  assert.match(sameExecRoot.stderr, new RegExp(`another cnmd \\(pid ${pid}\\) is running with --exec-root ${d.execRoot}:`));
+  await stillServing('same exec root');
+
+  const otherSock = elsewhere('sock');
+  const sameSock = await second(d, { ...otherSock, sock: d.sock });
+  assert.equal(sameSock.status, 1);
+  assert.match(sameSock.stderr, new RegExp(`^cnmd: listen: another process \\(another cnmd\\?\\) is listening on ${d.sock}; stop it first, or choose another --host$`, 'm'));
+  await stillServing('same socket');
+  assert.ok(!locked(path.join(otherSock.dataRoot, 'cnmd.lock')) && !locked(path.join(otherSock.execRoot, 'cnmd.pid')), 'the refused daemon released its own roots');
+
+  const otherPlugins = elsewhere('plugins');
+  const samePlugins = await second(d, { ...otherPlugins, pluginDir: d.pluginDir });
+  assert.equal(samePlugins.status, 1);
+  assert.match(samePlugins.stderr, new RegExp(`another process \\(another cnmd\\?\\) is listening on ${d.pluginDir}/cnmd-\\w+\\.sock; stop it first, or choose another --plugin-dir`));
+  assert.equal(fs.existsSync(otherPlugins.sock), false, 'it never listened on its own API socket');
+  await stillServing('same plugin dir');
+
+  // Not a socket at all: refused, and the file is left alone.
+  const notSock = elsewhere('file');
+  fs.writeFileSync(notSock.sock, 'precious\n');
+  const onFile = await second(d, notSock);
+  assert.equal(onFile.status, 1);
+  assert.match(onFile.stderr, new RegExp(`listen: ${notSock.sock} exists and is not a socket; remove it or choose another --host`));
+  assert.equal(fs.readFileSync(notSock.sock, 'utf8'), 'precious\n');
+
+  // Stopped (or killed: the kernel drops a dead process's flock), its roots take a new daemon.
+  await d.kill();
+  assert.ok(!locked(path.join(d.dataRoot, 'cnmd.lock')), 'a killed daemon holds no lock');
+  const again = await restartDaemon(t, l, d);
+  assert.equal((await again.request('GET', '/_ping')).status, 200);
+  assert.equal(fs.readFileSync(path.join(d.execRoot, 'cnmd.pid'), 'utf8'), `${again.proc.pid}\n`);
+  assert.equal(await again.stop(), 0);
 });
