@@ -54,6 +54,10 @@ test(`one network (${mode}): veth aliased and in hairpin mode, peer up with its 
   for (const [end, l] of [['host side', host], ['eth0', eth0d]] as const) {
     assert.deepEqual([l.num_tx_queues, l.num_rx_queues], [1, 1], `${end}: tx and rx queues`);
   }
+  // A bridge port needs no address of its own: no IPv6 link-local on the host side, so no DAD/MLD/RS flooded to the sandboxes.
+  assert.equal(host.inet6_addr_gen_mode, 'none');
+  assert.ok(host.flags.includes('UP'), 'host side up');
+  assert.deepEqual(d.host.ipj('addr', 'show', veth).flatMap((x: any) => x.addr_info), [], 'no address on the host side');
   const [eth0] = JSON.parse(runIn(a.SandboxKey, 'ip', ['-j', 'addr', 'show', 'eth0']));
   assert.ok(eth0.flags.includes('UP'));
   assert.equal(eth0.address, '02:42:0a:3d:00:02');

@@ -137,6 +137,13 @@ test('IPv6 dual stack and MTU', async (t) => {
   const net = await ok(d, 'GET', '/networks/dual');
   const [br] = d.host.ipj('link', 'show', `br-${net.Id.slice(0, 12)}`);
   assert.equal(br.mtu, 1400);
+  // The host side is a bridge port: up, on the bridge, with no address of its own, not even an IPv6 link-local.
+  const veth = `veth${a.Networks.dual.EndpointID.slice(0, 11)}`;
+  const [port] = d.host.ipj('-d', 'link', 'show', veth);
+  assert.equal(port.inet6_addr_gen_mode, 'none');
+  assert.ok(port.flags.includes('UP'));
+  assert.equal(port.master, `br-${net.Id.slice(0, 12)}`);
+  assert.deepEqual(d.host.ipj('addr', 'show', veth).flatMap((x: any) => x.addr_info), []);
   const routes6 = JSON.parse(require('node:child_process').execFileSync('nsenter', [`--net=${a.SandboxKey}`, 'ip', '-j', '-6', 'route'], { encoding: 'utf8' }));
   assert.ok(routes6.some((r: any) => r.dst === 'default' && r.gateway === 'fd35::1'));
 });
