@@ -92,6 +92,17 @@ bool GetString(napi_env env, napi_value v, std::string* out) {
   return true;
 }
 
+// The one string argument (a path) of a call; throws a TypeError naming `usage` if absent.
+bool PathArg(napi_env env, napi_callback_info info, const char* usage, std::string* path) {
+  size_t argc = 1;
+  napi_value argv[1];
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < 1 || !GetString(env, argv[0], path)) {
+    napi_throw_type_error(env, "EINVAL", usage);
+    return false;
+  }
+  return true;
+}
+
 bool IsNullish(napi_env env, napi_value v) {
   napi_valuetype t;
   napi_typeof(env, v, &t);
@@ -352,14 +363,8 @@ int RemoveNetnsFile(const std::string& path) {
 
 // netnsDelete(path): unmount (lazily) and remove the file.
 napi_value NetnsDelete(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
   std::string path;
-  if (argc < 1 || !GetString(env, argv[0], &path)) {
-    napi_throw_type_error(env, "EINVAL", "netnsDelete(path)");
-    return nullptr;
-  }
+  if (!PathArg(env, info, "netnsDelete(path)", &path)) return nullptr;
   int err = RemoveNetnsFile(path);
   if (err) return ThrowErrno(env, err, "unlink netns", path);
   return nullptr;
@@ -411,14 +416,8 @@ napi_value NetnsBind(napi_env env, napi_callback_info info) {
 
 // isNetns(path) -> boolean: is path a bind-mounted network namespace?
 napi_value IsNetns(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
   std::string path;
-  if (argc < 1 || !GetString(env, argv[0], &path)) {
-    napi_throw_type_error(env, "EINVAL", "isNetns(path)");
-    return nullptr;
-  }
+  if (!PathArg(env, info, "isNetns(path)", &path)) return nullptr;
   napi_value result;
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   bool yes = false;
@@ -433,14 +432,8 @@ napi_value IsNetns(napi_env env, napi_callback_info info) {
 }
 
 napi_value OpenPath(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
   std::string path;
-  if (argc < 1 || !GetString(env, argv[0], &path)) {
-    napi_throw_type_error(env, "EINVAL", "openPath(path)");
-    return nullptr;
-  }
+  if (!PathArg(env, info, "openPath(path)", &path)) return nullptr;
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ThrowErrno(env, errno, "open", path);
   napi_value v;
@@ -452,14 +445,8 @@ napi_value OpenPath(napi_env env, napi_callback_info info) {
 // the fd is the lock, released by the kernel when it is closed or the process
 // dies, whatever killed it. EWOULDBLOCK when another process holds it.
 napi_value LockFile(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
   std::string path;
-  if (argc < 1 || !GetString(env, argv[0], &path)) {
-    napi_throw_type_error(env, "EINVAL", "lockFile(path)");
-    return nullptr;
-  }
+  if (!PathArg(env, info, "lockFile(path)", &path)) return nullptr;
   int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) return ThrowErrno(env, errno, "open", path);
   int r;
