@@ -47,7 +47,12 @@ function lockOne(flag: string, file: string): number {
   } catch (e) {
     const code = (e as { code?: string }).code;
     if (code !== 'EWOULDBLOCK' && code !== 'EAGAIN') {
-      throw new CnmdError('INVALID_ARGUMENT', `${op}: cannot lock ${file} (${code ?? (e as Error).message}): ${flag} ${root} must be a writable directory`, { op, object: file, errno: code, cause: e });
+      throw new CnmdError('INVALID_ARGUMENT', `${op}: cannot lock ${file} (${code ?? (e as Error).message}): ${flag} ${root} must be a writable directory on a filesystem with file locks`, {
+        op,
+        object: file,
+        errno: code,
+        cause: e,
+      });
     }
     const holder = readPid(file);
     throw new CnmdError(
