@@ -282,46 +282,45 @@ struct NetnsCreateWork : PromiseWork {
 
 void NetnsCreateWork::Execute() {
   object = path;
-  auto* w = this;
-  int fd = open(w->path.c_str(), O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+  int fd = open(path.c_str(), O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
   if (fd < 0) {
-    w->err = errno;
-    w->op = "create netns file";
+    err = errno;
+    op = "create netns file";
     return;
   }
   close(fd);
-  w->err = InNetnsThread(-1, [&]() {
+  err = InNetnsThread(-1, [&]() {
     if (unshare(CLONE_NEWNET) != 0) {
-      w->op = "unshare";
+      op = "unshare";
       return errno;
     }
-    if (mount("/proc/thread-self/ns/net", w->path.c_str(), "none", MS_BIND, nullptr) != 0) {
-      w->op = "mount";
+    if (mount("/proc/thread-self/ns/net", path.c_str(), "none", MS_BIND, nullptr) != 0) {
+      op = "mount";
       return errno;
     }
     // /proc/sys/net is the opener's netns: this thread is the one place that sees the new one.
-    for (const auto& kv : w->sysctls) {
+    for (const auto& kv : sysctls) {
       std::string file = "/proc/sys/" + kv.first;
       int fd = open(file.c_str(), O_WRONLY | O_CLOEXEC);
       if (fd < 0) {
-        w->op = "sysctl " + kv.first;
+        op = "sysctl " + kv.first;
         return errno;
       }
       ssize_t n = write(fd, kv.second.data(), kv.second.size());
       int e = n < 0 ? errno : 0;
       close(fd);
       if (e) {
-        w->op = "sysctl " + kv.first;
+        op = "sysctl " + kv.first;
         return e;
       }
     }
-    int e = OpenSockets(w->specs, &w->fds);
-    if (e) w->op = "socket";
+    int e = OpenSockets(specs, &fds);
+    if (e) op = "socket";
     return e;
   });
-  if (w->err) {
-    umount2(w->path.c_str(), MNT_DETACH);
-    unlink(w->path.c_str());
+  if (err) {
+    umount2(path.c_str(), MNT_DETACH);
+    unlink(path.c_str());
   }
 }
 
@@ -379,16 +378,11 @@ struct NetnsRemoveWork : PromiseWork {
 };
 
 napi_value NetnsRemove(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK_NAPI(env, napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr));
+  std::string path;
+  if (!PathArg(env, info, "netnsRemove(path)", &path)) return nullptr;
   auto* w = new NetnsRemoveWork();
   w->op = "unlink netns";
-  if (argc < 1 || !GetString(env, argv[0], &w->object)) {
-    delete w;
-    napi_throw_type_error(env, "EINVAL", "netnsRemove(path)");
-    return nullptr;
-  }
+  w->object = path;
   return QueuePromiseWork(env, "cnmd.netnsRemove", w);
 }
 
@@ -800,8 +794,9 @@ struct IoPool {
       std::condition_variable* wake = nullptr;
       if (q2.jobs.empty()) socks.erase(fd);
       else wake = MakeReady(fd, q2);
-      // Only a slow send's socket can have its next job wake another thread
-      // (the fast one); the lock is dropped first, as in Push.
+      // The socket's next job may be for the other kind of thread: notify it with
+      // the lock dropped, as in Push. One for this kind needs no notify: this
+      // thread loops and takes a ready socket itself.
       if (wake && wake != &cv) {
         lock.unlock();
         wake->notify_one();
@@ -1218,9 +1213,8 @@ struct SpawnWork : PromiseWork {
 };
 
 void SpawnWork::Execute() {
-  auto* w = this;
-  w->op = "spawn";
-  w->object = w->file;
+  op = "spawn";
+  object = file;
   int p[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
   auto closeAll = [&]() {
     for (auto& q : p)
@@ -1229,7 +1223,7 @@ void SpawnWork::Execute() {
   };
   for (auto& q : p) {
     if (pipe2(q, O_CLOEXEC) != 0) {
-      w->err = errno;
+      err = errno;
       closeAll();
       return;
     }
@@ -1248,25 +1242,23 @@ void SpawnWork::Execute() {
   posix_spawnattr_setsigdefault(&at, &all);
   posix_spawnattr_setsigmask(&at, &none);
   posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-  std::vector<char*> argv;
-  for (auto& a : w->argv) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  pid_t pid = -1;
-  int err = posix_spawnp(&pid, w->file.c_str(), &fa, &at, argv.data(), environ);
+  std::vector<char*> cargv;
+  for (auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  int rc = posix_spawnp(&pid, file.c_str(), &fa, &at, cargv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&at);
-  if (err != 0) {
-    w->err = err;
+  if (rc != 0) {
+    err = rc;
     closeAll();
     return;
   }
   close(p[0][0]);
   close(p[1][1]);
   close(p[2][1]);
-  w->pid = pid;
-  w->fds[0] = p[0][1];
-  w->fds[1] = p[1][0];
-  w->fds[2] = p[2][0];
+  fds[0] = p[0][1];
+  fds[1] = p[1][0];
+  fds[2] = p[2][0];
 }
 
 napi_value SpawnPiped(napi_env env, napi_callback_info info) {

@@ -102,7 +102,8 @@ async function finish(p: Started, input: string, timeoutMs: number): Promise<Exe
 /** SIGKILL, then our ends of its pipes closed a little later: a grandchild holding them does not keep the call waiting. */
 function kill(p: Started): void {
   try {
-    if (p.pid) process.kill(p.pid, 'SIGKILL');
+    // Never 0 or -1: those would signal the whole process group, or every process.
+    if (p.pid !== undefined && p.pid > 0) process.kill(p.pid, 'SIGKILL');
   } catch {
     /* gone already */
   }
@@ -187,7 +188,7 @@ export class SpareProcesses {
     const p: Started & { gone?: boolean } = start(line[0], line[1]);
     this.spares.set(key, p);
     p.ready.then(
-      () => setRef(p, this.spares.get(key) === p ? false : true),
+      () => setRef(p, this.spares.get(key) !== p),
       // Could not start: the next call runs cold and reports why.
       () => {
         p.gone = true;

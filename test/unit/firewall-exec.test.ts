@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import { native } from '../../native';
 import { defaultExec, SpareProcesses } from '../../src/firewall/exec';
 import { childPids } from '../lib/procs';
 
@@ -27,6 +28,23 @@ test('defaultExec: input on stdin, stdout, stderr, exit code; the child is reape
   assert.deepEqual(await exec('sh', ['-c', 'read x; echo "got $x"; echo oops >&2; exit 3'], 'it\n'), { code: 3, signal: null, stdout: 'got it\n', stderr: 'oops\n' });
   // No input: stdin is closed at once (EOF), as iptables-save expects.
   assert.equal((await exec('sh', ['-c', 'cat; echo done'])).stdout, 'done\n');
+  assert.deepEqual(children(), []);
+});
+
+test('native.spawnPiped resolves the pid of a child of this process and three new fds; one that cannot start rejects, never a pid', async () => {
+  const [pid, inFd, outFd, errFd] = await native.spawnPiped('sleep', ['sleep', '5']);
+  try {
+    // A pid of 0 or -1 handed to kill() signals a process group or every process.
+    assert.ok(pid > 1, `pid ${pid}`);
+    assert.deepEqual(childPids(/^sleep/), [pid]);
+    assert.equal(new Set([inFd, outFd, errFd]).size, 3);
+    for (const fd of [inFd, outFd, errFd]) assert.ok(fd > 2, `fd ${fd}`);
+  } finally {
+    if (pid > 1) process.kill(pid, 'SIGKILL');
+    for (const fd of [inFd, outFd, errFd]) if (fd > 2) native.close(fd);
+  }
+  assert.deepEqual(await native.waitPid(pid), [-1, 9]);
+  await assert.rejects(native.spawnPiped('cnmd-no-such-program', ['cnmd-no-such-program']), (e: NodeJS.ErrnoException) => e.code === 'ENOENT');
   assert.deepEqual(children(), []);
 });
 
