@@ -7,18 +7,18 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { CnmdError } from '../../src/errors';
 import { BatchBuilder, IptablesBackend, baseRules, networkRules, type BridgeNetworkSpec } from '../../src/firewall';
-import { lab, type Ns } from '../lib/fixture';
+import { eventually, lab, type Ns } from '../lib/fixture';
 import { childPids } from '../lib/procs';
 import { guardHostFirewall } from '../lib/host-firewall';
 
 guardHostFirewall();
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 const net: BridgeNetworkSpec = { bridge: 'br-spare0000000', subnets: { v4: '10.64.0.0/24', v6: 'fd00:64::/64' }, icc: true, masquerade: true, internal: false };
 
 /** iptables-restore processes started by this test process (its children: nsenter execs the restore). */
 const restoresWaiting = () => childPids(/tables-restore/);
+/** Waits for the count rather than a fixed time: a spare starts later on a loaded machine. */
+const spares = (n: number, what: string) => eventually(() => assert.equal(restoresWaiting().length, n, what), 5000);
 
 function rules(ns: Ns, table: string, family: 'ipv4' | 'ipv6' = 'ipv4'): string[] {
   return ns
@@ -33,16 +33,14 @@ test('spare processes: batches after the first are fed to a waiting iptables-res
   t.after(() => fw.close());
   await fw.apply(baseRules({ ipv6: true }));
   assert.deepEqual(fw.spareStats, { spare: 0, cold: 2 }, 'the first batch of each family: a process of its own');
-  await sleep(300);
-  assert.equal(restoresWaiting().length, 2, 'one spare per family waits');
+  await spares(2, 'one spare per family waits');
   await fw.apply(networkRules(net));
   assert.deepEqual(fw.spareStats, { spare: 2, cold: 2 });
   // Independent observer: the network's rules are there in both families.
   assert.ok(rules(ns, 'nat').includes('-A POSTROUTING -s 10.64.0.0/24 ! -o br-spare0000000 -j MASQUERADE'), rules(ns, 'nat').join('\n'));
   assert.ok(rules(ns, 'nat', 'ipv6').includes('-A POSTROUTING -s fd00:64::/64 ! -o br-spare0000000 -j MASQUERADE'), rules(ns, 'nat', 'ipv6').join('\n'));
   fw.close();
-  for (let i = 0; i < 50 && restoresWaiting().length; i++) await sleep(20);
-  assert.deepEqual(restoresWaiting(), [], 'close() ends the spares, and they are reaped');
+  await spares(0, 'close() ends the spares, and they are reaped');
 });
 
 test('spare processes: a spare sees what another writer changed while it waited', async (t) => {
@@ -52,7 +50,7 @@ test('spare processes: a spare sees what another writer changed while it waited'
   const first = new BatchBuilder();
   first.in('filter').ensureChain('CNMD-T1');
   await fw.apply(first.build());
-  await sleep(300); // the spare is up, has read nothing yet
+  await spares(1, 'the spare is up, has read nothing yet');
   // Someone else adds a chain and a rule meanwhile.
   execFileSync('nsenter', [`--net=${ns.path}`, 'iptables-restore', '--noflush'], { input: '*filter\n:OTHER - [0:0]\n-A FORWARD -j OTHER\nCOMMIT\n' });
   fw.invalidate();
@@ -70,7 +68,7 @@ test('spare processes: a batch the kernel refuses fails and is rolled back as be
   const setup = new BatchBuilder();
   setup.in('nat').ensureChain('CNMD-T2').append('CNMD-T2', '-j RETURN');
   await fw.apply(setup.build());
-  await sleep(300);
+  await spares(1, 'a spare waits');
   const before = rules(ns, 'nat');
   // MASQUERADE is refused in the filter table at COMMIT; the nat part before it must not stay.
   const bad = new BatchBuilder();
@@ -80,7 +78,7 @@ test('spare processes: a batch the kernel refuses fails and is rolled back as be
   assert.equal(fw.spareStats!.spare >= 1, true, 'the failing batch went to a spare');
   assert.deepEqual(rules(ns, 'nat'), before);
   assert.deepEqual(rules(ns, 'filter'), []);
-  await sleep(300);
+  await spares(1, 'a spare waits again after the failure');
   const after = new BatchBuilder();
   after.in('nat').append('CNMD-T2', '-s 10.67.0.0/16 -j ACCEPT');
   await fw.apply(after.build());

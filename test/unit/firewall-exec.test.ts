@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import { native } from '../../native';
 import { defaultExec, SpareProcesses } from '../../src/firewall/exec';
 import { childPids } from '../lib/procs';
+import { eventually } from '../lib/fixture';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -22,6 +23,11 @@ function alive(pid: number): boolean {
 
 const children = () => childPids();
 
+/** Every child of this process gone and reaped (the next step counts only its own). */
+const noChildren = (what: string) => eventually(() => assert.deepEqual(children(), [], what), 5000);
+/** The kernel and the thread pool take longer when the machine is loaded: wait for the count, not a fixed time. */
+const childCount = (n: number, what: string) => eventually(() => assert.equal(children().length, n, what), 5000);
+
 test('defaultExec: input on stdin, stdout, stderr, exit code; the child is reaped', async () => {
   const exec = defaultExec(5000);
   assert.deepEqual(await exec('cat', [], 'line one\nline two\n'), { code: 0, signal: null, stdout: 'line one\nline two\n', stderr: '' });
@@ -33,17 +39,25 @@ test('defaultExec: input on stdin, stdout, stderr, exit code; the child is reape
 
 test('native.spawnPiped resolves the pid of a child of this process and three new fds; one that cannot start rejects, never a pid', async () => {
   const [pid, inFd, outFd, errFd] = await native.spawnPiped('sleep', ['sleep', '5']);
+  let status: number[] | undefined;
   try {
     // A pid of 0 or -1 handed to kill() signals a process group or every process.
     assert.ok(pid > 1, `pid ${pid}`);
-    assert.deepEqual(childPids(/^sleep/), [pid]);
+    // By pid, not by command line: the parent resumes once the child's exec has
+    // released the old memory, a moment before the kernel sets its cmdline.
+    assert.deepEqual(children(), [pid]);
+    await eventually(() => assert.match(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8'), /^sleep\0/, 'the child runs sleep'));
     assert.equal(new Set([inFd, outFd, errFd]).size, 3);
     for (const fd of [inFd, outFd, errFd]) assert.ok(fd > 2, `fd ${fd}`);
   } finally {
-    if (pid > 1) process.kill(pid, 'SIGKILL');
+    if (pid > 1) {
+      process.kill(pid, 'SIGKILL');
+      // Reaped whatever failed above: a zombie left here would be counted by every later test.
+      status = await native.waitPid(pid);
+    }
     for (const fd of [inFd, outFd, errFd]) if (fd > 2) native.close(fd);
   }
-  assert.deepEqual(await native.waitPid(pid), [-1, 9]);
+  assert.deepEqual(status, [-1, 9]);
   await assert.rejects(native.spawnPiped('cnmd-no-such-program', ['cnmd-no-such-program']), (e: NodeJS.ErrnoException) => e.code === 'ENOENT');
   assert.deepEqual(children(), []);
 });
@@ -80,7 +94,8 @@ test('SpareProcesses: the second call with a command line is served by a process
     const first = await sp.exec(...cmd, 'one');
     assert.match(first.stdout, /^\d+\none$/);
     assert.deepEqual(sp.stats, { spare: 0, cold: 1 });
-    await sleep(200); // the spare starts once the event loop is free
+    // The spare starts once the event loop is free.
+    await childCount(1, 'a spare waits');
     const calledAt = Date.now();
     const second = await sp.exec(...cmd, 'two');
     const [startedAt, echoed] = second.stdout.split('\n');
@@ -95,6 +110,7 @@ test('SpareProcesses: the second call with a command line is served by a process
     assert.deepEqual(sp.stats, { spare: 1, cold: 2 });
   } finally {
     sp.close();
+    await noChildren('close() ends the spares');
   }
 });
 
@@ -103,11 +119,12 @@ test('SpareProcesses: a spare that died while waiting is not used; the call runs
   try {
     const cmd: [string, string[]] = ['sh', ['-c', 'echo $$; exec cat']];
     await sp.exec(...cmd, 'a');
-    await sleep(200);
+    await childCount(1, 'one spare waiting');
     const spare = children();
-    assert.equal(spare.length, 1, 'one spare waiting');
     process.kill(spare[0], 'SIGKILL');
-    await sleep(200);
+    // Reaped, then a moment for the reap to reach the event loop.
+    await noChildren('the killed spare');
+    await sleep(100);
     const r = await sp.exec(...cmd, 'b');
     assert.equal(r.code, 0);
     assert.notEqual(Number(r.stdout.split('\n')[0]), spare[0]);
@@ -115,6 +132,7 @@ test('SpareProcesses: a spare that died while waiting is not used; the call runs
     assert.deepEqual(sp.stats, { spare: 0, cold: 2 });
   } finally {
     sp.close();
+    await noChildren('close() ends the spares');
   }
 });
 
@@ -127,14 +145,12 @@ test('SpareProcesses: the timeout counts from the call, not from the spare\'s st
   const r = await sp.exec(...cmd, 'b\n');
   assert.deepEqual([r.code, r.stdout], [0, 'b\n']);
   assert.equal(sp.stats.spare, 1);
-  await sleep(200);
+  await childCount(1, 'a spare waits');
   const waiting = children();
-  assert.equal(waiting.length, 1);
   sp.close();
   for (let i = 0; i < 50 && alive(waiting[0]); i++) await sleep(20);
   assert.equal(alive(waiting[0]), false, 'the spare exits at EOF');
-  await sleep(100);
-  assert.deepEqual(children(), [], 'and is reaped');
+  await noChildren('the spare is reaped');
   // After close: calls still run, in processes of their own, and leave no spare.
   assert.equal((await sp.exec(...cmd, 'c\n')).stdout, 'c\n');
   await sleep(200);

@@ -26,10 +26,8 @@ function recorder() {
 
 test('concurrently: lanes run at the same time, each in order; the step is done when every lane is', async () => {
   const { log, step } = recorder();
-  const t0 = performance.now();
   await runSteps([concurrently('both', [[step('a1', { ms: 40 }), step('a2', { ms: 40 })], [step('b1', { ms: 60 })]]), step('after')]);
-  const took = performance.now() - t0;
-  assert.ok(took < 140, `lanes overlapped (${took.toFixed(0)} ms, 140 if not)`);
+  // Overlap shown by order, not by time (a loaded machine's timers run late).
   assert.deepEqual(log.indexOf('+b1') < log.indexOf('=a1'), true, 'b1 started before a1 finished');
   assert.ok(log.indexOf('=a1') < log.indexOf('+a2'), 'a lane keeps its order');
   assert.equal(log.at(-2), '+after');
