@@ -93,6 +93,7 @@ import {
   sleep,
   vethCount,
   cleanupOnSignals,
+  cpuProbeMs,
 } from '../lib/host';
 import { startDockerd } from '../lib/peers-ports';
 
@@ -157,6 +158,8 @@ function hostIp(prefix: string, k: number): string {
 interface Timings {
   attach: number[];
   detach: number[];
+  /** cpuProbeMs() right before the timed attaches. */
+  probeMs?: number;
 }
 
 function stats(out: Record<string, number>, key: string, t: Timings, attachWord = 'attach', detachWord = 'detach'): void {
@@ -164,11 +167,13 @@ function stats(out: Record<string, number>, key: string, t: Timings, attachWord 
   out[`${key}_${attachWord}_p90_ms`] = percentile(t.attach, 90);
   out[`${key}_${detachWord}_median_ms`] = median(t.detach);
   out[`${key}_${detachWord}_p90_ms`] = percentile(t.detach, 90);
+  if (t.probeMs !== undefined) out[`${key}_cpu_probe_ms`] = t.probeMs;
 }
 
 function line(label: string, t: Timings): string {
   const f = (x: number) => x.toFixed(2).padStart(8);
-  return `  ${label.padEnd(11)} attach median ${f(median(t.attach))} ms  p90 ${f(percentile(t.attach, 90))} ms   detach median ${f(median(t.detach))} ms  p90 ${f(percentile(t.detach, 90))} ms`;
+  const probe = t.probeMs === undefined ? '' : `   (cpu probe ${t.probeMs.toFixed(1)} ms)`;
+  return `  ${label.padEnd(11)} attach median ${f(median(t.attach))} ms  p90 ${f(percentile(t.attach, 90))} ms   detach median ${f(median(t.detach))} ms  p90 ${f(percentile(t.detach, 90))} ms${probe}`;
 }
 
 // ---- cnmd ----
@@ -369,7 +374,7 @@ async function runCnmdAttach(s: Scratch): Promise<CnmdAttachResult> {
     }
     await sleep(SETTLE_MS); // the warm-up's namespaces are torn down by the kernel in the background
 
-    const t: Timings = { attach: [], detach: [] };
+    const t: Timings = { attach: [], detach: [], probeMs: cpuProbeMs() };
     const ids: string[] = [];
     const m0 = d.mark();
     for (let i = 0; i < N; i++) {
@@ -565,7 +570,7 @@ async function runCni(s: Scratch): Promise<Timings> {
     detach(`w${i}`);
   }
   await sleep(SETTLE_MS); // the warm-up's namespaces are torn down by the kernel in the background
-  const t: Timings = { attach: [], detach: [] };
+  const t: Timings = { attach: [], detach: [], probeMs: cpuProbeMs() };
   for (let i = 0; i < N; i++) {
     const t0 = performance.now();
     await attach(`c${i}`);
@@ -647,7 +652,7 @@ async function runNetavark(s: Scratch): Promise<Timings> {
     detach(`w${i}`);
   }
   await sleep(SETTLE_MS); // the warm-up's namespaces are torn down by the kernel in the background
-  const t: Timings = { attach: [], detach: [] };
+  const t: Timings = { attach: [], detach: [], probeMs: cpuProbeMs() };
   for (let i = 0; i < N; i++) {
     const t0 = performance.now();
     await attach(`c${i}`);
@@ -707,7 +712,7 @@ async function runDocker(s: Scratch): Promise<DockerOutcome> {
       disconnect();
     }
     await sleep(SETTLE_MS);
-    const t: Timings = { attach: [], detach: [] };
+    const t: Timings = { attach: [], detach: [], probeMs: cpuProbeMs() };
     const check = new Set(sample(N));
     for (let i = 0; i < N; i++) {
       t.attach.push(connect());

@@ -32,6 +32,30 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
+/**
+ * A fixed single-thread CPU workload (JSON, Map, Buffer) timed in this process:
+ * the median of 5 rounds, in ms; lower is a faster machine. On a shared VM the
+ * same work takes up to ~1.8x longer from one minute to the next, and a 2 ms
+ * attach moves with it; cases record it next to their timings so that a
+ * reader can tell the machine's state from a change in the code.
+ */
+export function cpuProbeMs(): number {
+  const rounds: number[] = [];
+  let sink = 0;
+  for (let r = 0; r < 5; r++) {
+    const t0 = performance.now();
+    for (let i = 0; i < 20_000; i++) {
+      const o = JSON.parse(JSON.stringify({ a: i, b: 'abcdefghijklmnopqrst', c: [1, 2, 3] })) as { a: number };
+      const m = new Map([[i, o]]);
+      sink += m.get(i)!.a + Buffer.from('abcdef').readUInt16LE(i % 4);
+    }
+    rounds.push(performance.now() - t0);
+  }
+  // The sum is used, so the loop cannot be optimized away.
+  if (sink < 0) throw new Error('unreachable');
+  return median(rounds);
+}
+
 /** Nearest-rank percentile (p in 0..100). */
 export function percentile(xs: number[], p: number): number {
   if (xs.length === 0) return NaN;
