@@ -35,9 +35,9 @@ export function median(xs: number[]): number {
 /**
  * A fixed single-thread CPU workload (JSON, Map, Buffer) timed in this process:
  * the median of 5 rounds, in ms; lower is a faster machine. On a shared VM the
- * same work takes up to ~1.8x longer from one minute to the next, and a 2 ms
- * attach moves with it; cases record it next to their timings so that a
- * reader can tell the machine's state from a change in the code.
+ * same work takes up to ~1.8x longer from one minute to the next; cases record
+ * it next to their timings as one indication of the machine's state (it does
+ * not exercise the kernel or cross-CPU wake-ups, which move an attach too).
  */
 export function cpuProbeMs(): number {
   const rounds: number[] = [];
