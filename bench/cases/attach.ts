@@ -159,7 +159,7 @@ interface Timings {
   attach: number[];
   detach: number[];
   /** cpuProbeMs() right before the timed attaches. */
-  probeMs?: number;
+  probeMs: number;
 }
 
 function stats(out: Record<string, number>, key: string, t: Timings, attachWord = 'attach', detachWord = 'detach'): void {
@@ -167,13 +167,12 @@ function stats(out: Record<string, number>, key: string, t: Timings, attachWord 
   out[`${key}_${attachWord}_p90_ms`] = percentile(t.attach, 90);
   out[`${key}_${detachWord}_median_ms`] = median(t.detach);
   out[`${key}_${detachWord}_p90_ms`] = percentile(t.detach, 90);
-  if (t.probeMs !== undefined) out[`${key}_cpu_probe_ms`] = t.probeMs;
+  out[`${key}_cpu_probe_ms`] = t.probeMs;
 }
 
 function line(label: string, t: Timings): string {
   const f = (x: number) => x.toFixed(2).padStart(8);
-  const probe = t.probeMs === undefined ? '' : `   (cpu probe ${t.probeMs.toFixed(1)} ms)`;
-  return `  ${label.padEnd(11)} attach median ${f(median(t.attach))} ms  p90 ${f(percentile(t.attach, 90))} ms   detach median ${f(median(t.detach))} ms  p90 ${f(percentile(t.detach, 90))} ms${probe}`;
+  return `  ${label.padEnd(11)} attach median ${f(median(t.attach))} ms  p90 ${f(percentile(t.attach, 90))} ms   detach median ${f(median(t.detach))} ms  p90 ${f(percentile(t.detach, 90))} ms   (cpu probe ${t.probeMs.toFixed(1)} ms)`;
 }
 
 // ---- cnmd ----
@@ -194,10 +193,16 @@ class Cnmd {
     this.exited = new Promise((resolve) => proc.once('exit', (code) => resolve(code)));
   }
 
-  /** The log from byte `from` (to `to`). */
+  /** The log from byte `from` (to `to`, else its end): only that part is read. */
   private read(from = 0, to?: number): string {
-    const b = fs.readFileSync(this.logFile);
-    return b.subarray(from, to).toString('utf8');
+    const fd = fs.openSync(this.logFile, 'r');
+    try {
+      const b = Buffer.alloc(Math.max(0, (to ?? fs.fstatSync(fd).size) - from));
+      const n = fs.readSync(fd, b, 0, b.length, from);
+      return b.subarray(0, n).toString('utf8');
+    } finally {
+      fs.closeSync(fd);
+    }
   }
 
   private get out(): string {
