@@ -192,6 +192,7 @@ export class BridgeDriver implements Driver {
       up: true,
       queues: VETH_QUEUES,
       peer: { name: ep.hostVeth, mtu: c.mtu, netns: this.host, queues: VETH_QUEUES },
+      echo: false,
     });
     // Each call sends at once (indexes and names need no look-up), so they reach the kernel in this
     // order: hairpin is a bridge-port option, applied once the enslaving before it is done.

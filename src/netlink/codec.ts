@@ -424,8 +424,13 @@ export function macToBytes(mac: string): Buffer | undefined {
   return Buffer.from(mac.replace(/:/g, ''), 'hex');
 }
 
+const HEX2 = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+
 export function bytesToMac(b: Buffer): string {
-  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+  if (b.length === 0) return '';
+  let s = HEX2[b[0]];
+  for (let i = 1; i < b.length; i++) s += ':' + HEX2[b[i]];
+  return s;
 }
 
 export interface Prefix {

@@ -28,7 +28,12 @@ export type LinkAddSpec = (
   | (Resolved<Extract<LinkSpec, { kind: 'ipvlan' }>> & { parent: LinkRef })
   | (Resolved<Extract<LinkSpec, { kind: 'vlan' }>> & { parent: LinkRef })
   | Resolved<Extract<LinkSpec, { kind: 'dummy' }>>
-) & { master?: LinkRef; netns?: string };
+) & {
+  master?: LinkRef;
+  netns?: string;
+  /** false: the kernel is not asked for a copy of the new link, and linkAdd resolves null (spares building and decoding it). */
+  echo?: boolean;
+};
 
 export interface LinkSetChanges extends Omit<LinkChanges, 'masterIndex' | 'netnsFd'> {
   /** Bridge to enslave to; null = nomaster. */
@@ -201,7 +206,7 @@ export class Handle {
         const payload = encodeLinkAdd(full);
         let replies;
         try {
-          replies = await this.route.request(C.RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO, payload, { op, object: name });
+          replies = await this.route.request(C.RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL | (spec.echo === false ? 0 : NLM_F_ECHO), payload, { op, object: name });
         } catch (e) {
           if (e instanceof NetlinkError && e.errnoNumber === EOPNOTSUPP) {
             if (/unknown device type/i.test(e.kernelMessage ?? '')) {
@@ -233,6 +238,7 @@ export class Handle {
           else if (peerNs instanceof Handle) await peerNs.linkSet(spec.peer.name, { up: true });
           else await Handle.inNetns(peerNs, (h) => h.linkSet(spec.peer.name, { up: true }));
         }
+        if (spec.echo === false) return null;
         const echoed = replies.find((m) => m.type === C.RTM_NEWLINK);
         if (echoed) {
           const link = decodeLink(echoed.payload);

@@ -144,16 +144,28 @@ export class NetnsManager {
 
   private bind(op: string, id: string, src: string): string {
     const p = this.pathOf(id);
-    this.ensureDir(op, id);
+    // The directory is looked at only when a bind fails: a stat before every bind costs more than this rare retry.
+    if (!this.tryBind(op, id, src, p)) {
+      this.dirMade = false;
+      this.ensureDir(op, id);
+      this.tryBind(op, id, src, p, true);
+    }
+    return p;
+  }
+
+  /** False when the directory is missing (and not last): the caller makes it and tries again. */
+  private tryBind(op: string, id: string, src: string, p: string, last = false): boolean {
     try {
       native.netnsBind(src, p);
+      return true;
     } catch (e) {
-      if ((e as { code?: string }).code === 'EEXIST') {
+      const code = (e as { code?: string }).code;
+      if (code === 'ENOENT' && !last && !fs.existsSync(this.dir)) return false;
+      if (code === 'EEXIST') {
         throw new CnmdError('ALREADY_EXISTS', `${op} ${id}: ${p} already exists`, { op, object: id, errno: 'EEXIST' });
       }
       throw fromNativeError(op, id, e);
     }
-    return p;
   }
 
   /** Removes netns `id` on the thread pool (the unmount waits for an RCU grace period); NOT_FOUND if there is none. */

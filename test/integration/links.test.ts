@@ -522,6 +522,22 @@ test('veth created with its peer up: both ends come up', async (t) => {
   assert.ok(ipLink(b, 'v3').flags.includes('UP'));
 });
 
+test('link add without the echo: resolves null, the link is made as asked (read back with ip), and errors still come typed', async (t) => {
+  const l = await lab(t);
+  const a = await l.ns('a');
+  const b = await l.ns('b');
+  const r = await a.handle.linkAdd({ kind: 'veth', name: 'eth0', index: 42, mtu: 1400, mac: '02:42:0a:00:00:07', up: true, peer: { name: 'vq0', netns: b.handle }, echo: false });
+  assert.equal(r, null);
+  const inA = ipLink(a, 'eth0');
+  assert.equal(inA.ifindex, 42);
+  assert.equal(inA.mtu, 1400);
+  assert.equal(inA.address, '02:42:0a:00:00:07');
+  assert.ok(inA.flags.includes('UP'));
+  assert.equal(ipLink(b, 'vq0').link_index, 42, 'the peer in b names its other end');
+  await assert.rejects(a.handle.linkAdd({ kind: 'veth', name: 'eth0', peer: { name: 'vq1' }, echo: false }), (e: unknown) => e instanceof CnmdError && e.code === 'ALREADY_EXISTS');
+  assert.ok(!a.ipj<{ ifname: string }[]>('link').some((x) => x.ifname === 'vq1'), 'nothing made by the refused add');
+});
+
 test("veth peer placed in another handle's netns (its fd kept open): there, up when asked, and a closed handle refuses", async (t) => {
   const l = await lab(t);
   const a = await l.ns('a');

@@ -235,6 +235,25 @@ test('adopt: a namespace takes a new id, the old path goes, an open handle stays
   assert.deepEqual(m.list(), ['other', 'sandbox-1']);
 });
 
+test('adopt into a netns dir someone removed: the dir is made again, and the adoption holds', async (t) => {
+  const l = await lab(t);
+  const m = l.netns;
+  const { NetnsManager } = await import('../../src/netns/netns');
+  const pool = new NetnsManager(path.join(l.root, 'pool-root'));
+  const first = await pool.create('pool-a');
+  t.after(() => first.handle.close());
+  m.adopt('sandbox-a', first.path);
+  m.delete('sandbox-a');
+  fs.rmdirSync(m.dir);
+  const second = await pool.create('pool-b');
+  t.after(() => second.handle.close());
+  const p = m.adopt('sandbox-b', second.path);
+  assert.equal(fs.statSync(m.dir).isDirectory(), true);
+  assert.equal(findmnt(p)?.fstype, 'nsfs');
+  assert.deepEqual(m.list(), ['sandbox-b']);
+  assert.deepEqual(ipj(p, 'link').map((x: any) => x.ifname), ['lo']);
+});
+
 test('a handle that came with an adopted namespace reaches XFRM in that namespace', async (t) => {
   const l = await lab(t);
   const m = l.netns;
