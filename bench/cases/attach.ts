@@ -7,7 +7,10 @@
 //             debug for its per-request timings, written to a file as on a
 //             host, not piped into the measuring process) with a bridge
 //             network on a /16. Attach = POST /sandboxes {Name, Networks:[{Network}]}
-//             through the API socket (a netns joined to the network); detach =
+//             through the API socket (a netns joined to the network), by the
+//             bench's kept-alive client (bench/lib/http-client.ts; node's http
+//             client is measured beside it, alternating, in a block of its
+//             own: see bench/README.md); detach =
 //             DELETE /sandboxes/{id} (cnmd takes each netns from its pool of
 //             ready ones, refilled in the background, so netns creation is
 //             mostly off its attach path). The exec-root is on a tmpfs this case
@@ -96,6 +99,7 @@ import {
   cpuProbeMs,
 } from '../lib/host';
 import { startDockerd } from '../lib/peers-ports';
+import { KeepAliveClient } from '../lib/http-client';
 
 export const name = 'attach';
 export const unit = 'ms';
@@ -185,9 +189,13 @@ class Cnmd {
   private readonly logFile: string;
   private exited: Promise<number | null>;
 
-  private constructor(proc: ChildProcess, hostUri: string, hostNs: string, logFile: string) {
+  /** The bench's client of the API: one kept-alive connection (bench/lib/http-client.ts). */
+  private readonly client: KeepAliveClient;
+
+  private constructor(proc: ChildProcess, sock: string, hostNs: string, logFile: string) {
     this.proc = proc;
-    this.hostUri = hostUri;
+    this.hostUri = `unix://${sock}`;
+    this.client = new KeepAliveClient(sock);
     this.hostNs = hostNs;
     this.logFile = logFile;
     this.exited = new Promise((resolve) => proc.once('exit', (code) => resolve(code)));
@@ -248,7 +256,7 @@ class Cnmd {
       fs.closeSync(logFd);
     }
     s.trackPid(proc.pid);
-    const d = new Cnmd(proc, `unix://${sock}`, hostNs, logFile);
+    const d = new Cnmd(proc, sock, hostNs, logFile);
     const deadline = Date.now() + 20_000;
     for (;;) {
       if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`cnmd exited (${proc.exitCode ?? proc.signalCode}) before answering:\n${d.out.slice(-3000)}`);
@@ -274,6 +282,11 @@ class Cnmd {
   }
 
   request(method: string, p: string, body?: unknown): Promise<{ status: number; body: any }> {
+    return this.client.request(method, p, body);
+  }
+
+  /** The same request through node's http client (cnmctl's): for the figures kept comparable with earlier runs. */
+  requestNodeHttp(method: string, p: string, body?: unknown): Promise<{ status: number; body: any }> {
     return apiRequest(this.hostUri, method, p, body);
   }
 
@@ -327,6 +340,7 @@ class Cnmd {
   }
 
   async stop(): Promise<void> {
+    this.client.close();
     if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
     this.proc.kill('SIGTERM');
     const t = setTimeout(() => this.proc.kill('SIGKILL'), 15_000);
@@ -348,6 +362,8 @@ async function verifyCnmdSandbox(d: Cnmd, id: string, net: string, s: Scratch, p
 
 interface CnmdAttachResult {
   t: Timings;
+  /** Attaches alternating between the bench's client and node's http client (N/2 each). */
+  paired: { lean: number[]; node: number[] };
   /** The warm-up's attaches, the first after the daemon started. */
   cold: number[];
   serverAttach: number[];
@@ -410,6 +426,28 @@ async function runCnmdAttach(s: Scratch): Promise<CnmdAttachResult> {
     }, 10_000);
     await verifyCnmdSandbox(d, anchor, net, s, CNMD_NET.prefix);
 
+    // Node's http client (cnmctl's, which rows before 2026-11-24 were measured
+    // with) against the bench's, alternating attach by attach so both meet the
+    // same machine: the difference is that client's own cost. Separate blocks
+    // a few seconds apart differ by more than that on this VM.
+    await sleep(SETTLE_MS);
+    const paired = { lean: [] as number[], node: [] as number[] };
+    const pairedIds: string[] = [];
+    for (let i = 0; i < N; i++) {
+      const viaNode = i % 2 === 1;
+      const body = { Name: `p${i}`, Networks: [{ Network: net }] };
+      const t0 = performance.now();
+      const r = viaNode ? await d.requestNodeHttp('POST', '/sandboxes', body) : await d.request('POST', '/sandboxes', body);
+      (viaNode ? paired.node : paired.lean).push(performance.now() - t0);
+      if (r.status !== 201) throw new Error(`cnmd POST /sandboxes (${viaNode ? 'node http' : 'bench client'}): status ${r.status}: ${JSON.stringify(r.body)}`);
+      pairedIds.push(r.body.Id);
+    }
+    for (const id of pairedIds) await detach(id);
+    await eventually(() => {
+      const v = vethCount(d.hostNs);
+      if (v !== 1) throw new Error(`verify cnmd: ${v} veths left in the host netns after the paired attaches' detaches, want 1 (the anchor's)`);
+    }, 10_000);
+
     // Network create / delete: two untimed pairs, then CREATE_N creates in a row, then the deletes.
     const bridgeWith = (gw: string) => ipj(d.hostNs, '-d', 'addr', 'show').find((l) => l.addr_info?.some((a) => a.local === gw && a.prefixlen === 16));
     const netBody = (nm: string, k: number) => ({ Name: nm, Driver: 'bridge', IPAM: { Config: [{ Subnet: `10.${k}.0.0/16` }] } });
@@ -448,7 +486,7 @@ async function runCnmdAttach(s: Scratch): Promise<CnmdAttachResult> {
 
     await detach(anchor);
     await d.ok('DELETE', `/networks/${net}`, 204);
-    return { t, cold, serverAttach, serverDetach, firewallBatches, create, del, createServer, createFirewall, deleteFirewall };
+    return { t, paired, cold, serverAttach, serverDetach, firewallBatches, create, del, createServer, createFirewall, deleteFirewall };
   } finally {
     await d.stop();
   }
@@ -774,6 +812,9 @@ export async function run(): Promise<Record<string, number>> {
       cnmd = await runCnmdAttach(s);
       console.log(line('cnmd', cnmd.t));
       console.log(
+        `  cnmd        attach median by client, alternating: bench's ${median(cnmd.paired.lean).toFixed(2)} ms, node http (cnmctl's) ${median(cnmd.paired.node).toFixed(2)} ms`,
+      );
+      console.log(
         `  cnmd        server side (debug log): attach median ${median(cnmd.serverAttach).toFixed(2)} ms, detach median ${median(cnmd.serverDetach).toFixed(2)} ms; ` +
           `iptables batches during the ${N} attaches: ${cnmd.firewallBatches}`,
       );
@@ -833,6 +874,8 @@ export async function run(): Promise<Record<string, number>> {
 
   if (cnmd) {
     stats(figures, 'cnmd', cnmd.t);
+    figures.cnmd_attach_paired_bench_client_median_ms = median(cnmd.paired.lean);
+    figures.cnmd_attach_paired_node_http_median_ms = median(cnmd.paired.node);
     if (cnmd.cold.length) figures.cnmd_attach_warmup_median_ms = median(cnmd.cold);
     figures.cnmd_attach_server_median_ms = median(cnmd.serverAttach);
     figures.cnmd_detach_server_median_ms = median(cnmd.serverDetach);
