@@ -566,6 +566,28 @@ async function runCnmdRss(s: Scratch): Promise<CnmdRssResult> {
   }
 }
 
+// ---- the peers' harness ----
+
+/**
+ * What the bench's way of running a plugin costs by itself: spawnSync of
+ * `nsenter --net=<netns> /bin/cat` reading a stdin, as the CNI and netavark
+ * figures each pay once per call (a runtime would exec the plugin directly).
+ */
+async function execHarnessMs(s: Scratch): Promise<number> {
+  const ns = path.join(s.run, 'harness-netns');
+  await native.netnsCreate(ns);
+  try {
+    const times: number[] = [];
+    for (let i = 0; i < 25; i++) {
+      const ms = exec('harness nsenter cat', 'nsenter', [`--net=${ns}`, '/bin/cat'], { input: '{}', env: { ...process.env } }).ms;
+      if (i >= 5) times.push(ms);
+    }
+    return median(times);
+  } finally {
+    native.netnsDelete(ns);
+  }
+}
+
 // ---- the CNI bridge plugin ----
 
 async function runCni(s: Scratch): Promise<Timings> {
@@ -825,6 +847,10 @@ export async function run(): Promise<Record<string, number>> {
           `delete median ${median(cnmd.del).toFixed(2)} ms (iptables-restore ${(sum(cnmd.deleteFirewall) / CREATE_N).toFixed(2)} ms per delete in ${cnmd.deleteFirewall.length} batches)`,
       );
     }
+    if (want('cni') || want('netavark')) {
+      figures.exec_harness_ms = await execHarnessMs(s);
+      console.log(`  harness     spawnSync of nsenter + /bin/cat: median ${figures.exec_harness_ms.toFixed(2)} ms (in every CNI and netavark call below)`);
+    }
     if (want('cni')) {
       await sleep(SETTLE_MS);
       if (!fs.existsSync(path.join(CNI_DIR, 'bridge')) || !fs.existsSync(path.join(CNI_DIR, 'host-local'))) {
@@ -908,13 +934,18 @@ export async function run(): Promise<Record<string, number>> {
   if (cnmd) {
     const a = median(cnmd.t.attach);
     const dt = median(cnmd.t.detach);
+    // cnmd's figures leave the bench's client out (bench/lib/http-client.ts); the
+    // peers' carry the bench's exec harness, so their ratios are also given without it.
+    const h = figures.exec_harness_ms ?? 0;
     if (cni) {
       figures.ratio_cni_vs_cnmd_attach = median(cni.attach) / a;
       figures.ratio_cni_vs_cnmd_detach = median(cni.detach) / dt;
+      figures.ratio_cni_vs_cnmd_attach_harness_out = (median(cni.attach) - h) / a;
     }
     if (nav) {
       figures.ratio_netavark_vs_cnmd_attach = median(nav.attach) / a;
       figures.ratio_netavark_vs_cnmd_detach = median(nav.detach) / dt;
+      figures.ratio_netavark_vs_cnmd_attach_harness_out = (median(nav.attach) - h) / a;
     }
     if (dock?.ok) {
       figures.ratio_docker_vs_cnmd_attach = median(dock.t.attach) / a;
@@ -929,9 +960,20 @@ export async function run(): Promise<Record<string, number>> {
   const verdict = (ok: boolean) => (ok ? 'met' : 'MISSED');
   if (cnmd) {
     const a = figures.cnmd_attach_median_ms;
-    goals.push(`attach median ${a.toFixed(2)} ms <= 3 ms: ${verdict(a <= 3)}${a > 3 ? ` (by ${(a - 3).toFixed(2)} ms)` : ''}`);
-    if (figures.ratio_cni_vs_cnmd_attach !== undefined) goals.push(`vs CNI bridge ${figures.ratio_cni_vs_cnmd_attach.toFixed(1)}x >= 10x: ${verdict(figures.ratio_cni_vs_cnmd_attach >= 10)}`);
-    if (figures.ratio_netavark_vs_cnmd_attach !== undefined) goals.push(`vs netavark ${figures.ratio_netavark_vs_cnmd_attach.toFixed(1)}x >= 10x: ${verdict(figures.ratio_netavark_vs_cnmd_attach >= 10)}`);
+    goals.push(
+      `attach median ${a.toFixed(2)} ms <= 3 ms: ${verdict(a <= 3)}${a > 3 ? ` (by ${(a - 3).toFixed(2)} ms)` : ''}` +
+        ` (alternating block: ${figures.cnmd_attach_paired_bench_client_median_ms.toFixed(2)} ms, ${figures.cnmd_attach_paired_node_http_median_ms.toFixed(2)} ms through node's http client)`,
+    );
+    // Judged on the ratio without the peers' exec harness (the lower one).
+    for (const [label, key] of [
+      ['CNI bridge', 'ratio_cni_vs_cnmd_attach'],
+      ['netavark', 'ratio_netavark_vs_cnmd_attach'],
+    ] as const) {
+      const r = figures[key];
+      if (r === undefined) continue;
+      const strict = Math.min(r, figures[`${key}_harness_out`]);
+      goals.push(`vs ${label} ${r.toFixed(1)}x (${strict.toFixed(1)}x without the exec harness) >= 10x: ${verdict(strict >= 10)}`);
+    }
     const c = figures.cnmd_network_create_median_ms;
     goals.push(`network create ${c.toFixed(2)} ms <= 10 ms: ${verdict(c <= 10)}${c > 10 ? ` (by ${(c - 10).toFixed(2)} ms)` : ''}`);
   }

@@ -28,10 +28,6 @@ export class SqliteStore implements Store {
     fs.mkdirSync(dataRoot, { recursive: true, mode: 0o700 });
     this.file = path.join(dataRoot, 'cnmd.db');
     this.db = new Database(this.file);
-    // One process owns the store (the daemon's instance lock says so already):
-    // an exclusive lock, taken once, spares every transaction its file locks and
-    // the WAL its shared-memory index (set before WAL mode, so none is made).
-    this.db.pragma('locking_mode = EXCLUSIVE');
     this.db.pragma('journal_mode = WAL');
     // NORMAL in WAL mode: every commit is atomic and survives a killed process
     // (what recovery needs); an OS crash may lose the last commits, and with them
