@@ -426,10 +426,10 @@ async function runCnmdAttach(s: Scratch): Promise<CnmdAttachResult> {
     }, 10_000);
     await verifyCnmdSandbox(d, anchor, net, s, CNMD_NET.prefix);
 
-    // Node's http client (cnmctl's, which rows before 2026-11-24 were measured
-    // with) against the bench's, alternating attach by attach so both meet the
-    // same machine: the difference is that client's own cost. Separate blocks
-    // a few seconds apart differ by more than that on this VM.
+    // Node's http client (cnmctl's, which rows up to 85a1200 were measured with)
+    // against the bench's, alternating attach by attach so both meet the same
+    // machine: the difference is that client's own cost. Separate blocks a few
+    // seconds apart differ by more than that on this VM.
     await sleep(SETTLE_MS);
     const paired = { lean: [] as number[], node: [] as number[] };
     const pairedIds: string[] = [];
