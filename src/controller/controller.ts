@@ -573,6 +573,7 @@ export class Controller implements RecordSource {
       }
       this.commitReady(sb, eps);
       this.afterReply(() => {
+        this.dns.serve(id);
         for (const p of eps) this.logJoined(p, sb);
         this.log.info({ sandbox: id, name, networks: nets.map((n) => n.rec.name) }, 'sandbox created');
       });
@@ -675,7 +676,11 @@ export class Controller implements RecordSource {
     await yieldToEventLoop();
     // Written once: hosts already holds the sandbox's addresses.
     this.files.create(sb.id, this.filesOf(sb));
-    await this.ensureDns(sb);
+    // Sockets from the pool are bound and listening already: the resolver is
+    // adopted now and served once the API has answered (createSandbox).
+    const armed = this.fresh.get(sb.id)?.sockets;
+    if (armed?.length && !sb.hostNetns && this.sandboxUsesDns(sb)) this.dns.adopt(sb.id, this.upstreamsOf(sb), armed.splice(0));
+    else await this.ensureDns(sb);
   }
 
   /** Endpoints and sandbox become ready in one commit. */

@@ -103,6 +103,9 @@ export class SandboxResolver {
   private udp?: dgram.Socket;
   /** The UDP socket's fd, for replies sent straight with sendto (-1: closed). */
   private udpFd = -1;
+  /** Adopted sockets not served yet (UDP, TCP). */
+  private pending?: number[];
+  private closed = false;
   private tcp?: net.Server;
   private readonly conns = new Set<net.Socket>();
   private forwarding = 0;
@@ -128,7 +131,6 @@ export class SandboxResolver {
    * resolver owns them from now on), else on sockets opened here.
    */
   static async start(nsPath: string, ctx: ResolverContext, armed?: number[]): Promise<SandboxResolver> {
-    const r = new SandboxResolver(ctx);
     let fds: number[] = [];
     try {
       if (armed) fds = armed;
@@ -140,17 +142,44 @@ export class SandboxResolver {
       for (const fd of fds) native.close(fd);
       throw new CnmdError('KERNEL_ERROR', `dns: cannot open ${RESOLVER_IP}:53 in ${nsPath}: ${(e as Error).message}`, { op: 'dns start', object: ctx.sandboxId, cause: e });
     }
-    const [udpFd, tcpFd] = fds;
-    r.udp = dgram.createSocket({ type: 'udp4', lookup: literalLookup });
-    r.udp.on('message', (msg, rinfo) => r.onUdp(msg, rinfo));
-    r.udp.on('error', (e) => ctx.log.warn({ err: e, sandbox: ctx.sandboxId }, 'dns udp error'));
-    await new Promise<void>((resolve) => r.udp!.bind({ fd: udpFd }, () => resolve()));
-    r.udpFd = udpFd;
-    r.tcp = net.createServer((c) => r.onTcp(c));
-    r.tcp.maxConnections = MAX_TCP_CONNECTIONS;
-    r.tcp.on('error', (e) => ctx.log.warn({ err: e, sandbox: ctx.sandboxId }, 'dns tcp error'));
-    await new Promise<void>((resolve) => r.tcp!.listen({ fd: tcpFd }, () => resolve()));
+    const r = SandboxResolver.adopt(ctx, fds);
+    await r.serve();
     return r;
+  }
+
+  /**
+   * A resolver owning armed sockets (bound and listening: the kernel queues
+   * queries and connections from here on) that serves them once serve() runs.
+   * A new sandbox's resolver is adopted before the API answers and served
+   * right after, off the answer's path.
+   */
+  static adopt(ctx: ResolverContext, armed: number[]): SandboxResolver {
+    const r = new SandboxResolver(ctx);
+    r.pending = armed;
+    return r;
+  }
+
+  /** Starts reading the adopted sockets; a resolver closed meanwhile stays closed. */
+  async serve(): Promise<void> {
+    const fds = this.pending;
+    if (!fds) return;
+    this.pending = undefined;
+    const [udpFd, tcpFd] = fds;
+    const udp = dgram.createSocket({ type: 'udp4', lookup: literalLookup });
+    this.udp = udp;
+    udp.on('message', (msg, rinfo) => this.onUdp(msg, rinfo));
+    udp.on('error', (e) => this.ctx.log.warn({ err: e, sandbox: this.ctx.sandboxId }, 'dns udp error'));
+    await new Promise<void>((resolve) => udp.bind({ fd: udpFd }, () => resolve()));
+    if (this.closed) {
+      native.close(tcpFd);
+      return;
+    }
+    this.udpFd = udpFd;
+    const tcp = net.createServer((c) => this.onTcp(c));
+    this.tcp = tcp;
+    tcp.maxConnections = MAX_TCP_CONNECTIONS;
+    tcp.on('error', (e) => this.ctx.log.warn({ err: e, sandbox: this.ctx.sandboxId }, 'dns tcp error'));
+    await new Promise<void>((resolve) => tcp.listen({ fd: tcpFd }, () => resolve()));
   }
 
   private onUdp(msg: Buffer, rinfo: dgram.RemoteInfo): void {
@@ -289,6 +318,9 @@ export class SandboxResolver {
   }
 
   close(): void {
+    this.closed = true;
+    if (this.pending) for (const fd of this.pending) native.close(fd);
+    this.pending = undefined;
     this.udpFd = -1;
     this.udp?.close();
     this.tcp?.close();

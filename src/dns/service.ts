@@ -32,6 +32,28 @@ export class EmbeddedDns {
     this.running.set(sandboxId, r);
   }
 
+  /**
+   * A new sandbox's resolver on its armed sockets, served by serve() once the
+   * caller has answered: queries that come first wait in the kernel's queues.
+   */
+  adopt(sandboxId: string, upstreams: () => string[], armed: number[]): void {
+    if (this.running.has(sandboxId)) {
+      closeFds(armed);
+      return;
+    }
+    this.running.set(sandboxId, SandboxResolver.adopt({ sandboxId, records: this.records, forwarder: this.forwarder, upstreams, log: this.log }, armed));
+  }
+
+  /** Serves an adopted resolver; a failure is logged (the sandbox is answered already) and leaves it stopped. */
+  serve(sandboxId: string): void {
+    const r = this.running.get(sandboxId);
+    if (!r) return;
+    r.serve().catch((e) => {
+      this.log.error({ err: e, sandbox: sandboxId }, 'embedded DNS could not start');
+      if (this.running.get(sandboxId) === r) this.stop(sandboxId);
+    });
+  }
+
   stop(sandboxId: string): void {
     this.running.get(sandboxId)?.close();
     this.running.delete(sandboxId);

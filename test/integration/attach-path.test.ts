@@ -248,6 +248,45 @@ test('netns pool: pooled namespaces come with their resolver sockets bound and l
   }
 });
 
+test('an adopted resolver answers the queries that came before it served; one closed before serving leaves no socket', async (t) => {
+  const l = await lab(t);
+  const root = path.join(l.root, 'pool-adopt');
+  const target = new NetnsManager(root);
+  const pool = new NetnsPool(target, root, { size: 2, log: createLogger('silent'), sockets: { specs: RESOLVER_SOCKETS, arm: armResolverSockets } });
+  t.after(() => pool.close());
+  pool.start();
+  await eventually(() => assert.equal(pool.readyCount, 2));
+  const ctx = (sandboxId: string) => ({ sandboxId, records: { networksOf: () => [] } as unknown as RecordSource, forwarder: undefined as unknown as Forwarder, upstreams: () => [], log: createLogger('silent') });
+  // What the kernel holds for 127.0.0.11:53 in a netns: [state, Recv-Q] per socket (UDP: bytes queued; a listener: connections waiting).
+  const listeners = (ns: string) =>
+    (runIn(ns, 'ss', ['-H', '-lnu']) + runIn(ns, 'ss', ['-H', '-lnt']))
+      .split('\n')
+      .map((x) => x.trim().split(/\s+/))
+      .filter((f) => f[3] === '127.0.0.11:53')
+      .map((f) => [f[0], Number(f[1])] as const);
+  const a = await pool.take('a');
+  t.after(() => a.handle.close());
+  const r = SandboxResolver.adopt(ctx('a'), a.sockets);
+  t.after(() => r.close());
+  // The queries go out before the resolver serves: the kernel queues them.
+  const early = ['+notcp', '+tcp'].map((proto) => execFileAsync('nsenter', [`--net=${a.path}`, 'dig', '@127.0.0.11', proto, '+time=5', '+tries=1', 'nobody.example']));
+  await eventually(() => {
+    const q = listeners(a.path);
+    assert.ok(q.some(([st, n]) => st === 'UNCONN' && n > 0), `a UDP query waits: ${JSON.stringify(q)}`);
+    assert.ok(q.some(([st, n]) => st === 'LISTEN' && n > 0), `a TCP connection waits: ${JSON.stringify(q)}`);
+  });
+  await r.serve();
+  for (const [i, p] of early.entries()) assert.match((await p).stdout, /status: (SERVFAIL|NXDOMAIN|REFUSED)/, i ? 'tcp' : 'udp');
+  // Stopped before it served (a sandbox removed at once): its sockets are closed, and a late serve() does nothing.
+  const b = await pool.take('b');
+  t.after(() => b.handle.close());
+  assert.equal(listeners(b.path).length, 2);
+  const rb = SandboxResolver.adopt(ctx('b'), b.sockets);
+  rb.close();
+  await rb.serve();
+  assert.deepEqual(listeners(b.path), [], 'nothing listens on 127.0.0.11:53 any more');
+});
+
 test('netns pool: sockets that could not be readied are closed and not handed out (a taker would close numbers that belong to others by then)', async (t) => {
   const l = await lab(t);
   const root = path.join(l.root, 'pool-arm');
