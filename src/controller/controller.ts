@@ -221,13 +221,19 @@ export class Controller implements RecordSource {
     };
   }
 
-  private async ensureDns(sb: SandboxRecord): Promise<void> {
+  /**
+   * Starts the sandbox's resolver if it needs one. serveLater: sockets from the
+   * pool (bound and listening already) are only adopted, and served once the
+   * API has answered (createSandbox).
+   */
+  private async ensureDns(sb: SandboxRecord, serveLater = false): Promise<void> {
     const armed = this.fresh.get(sb.id)?.sockets.splice(0);
     if (sb.hostNetns || !this.sandboxUsesDns(sb)) {
       if (armed) closeFds(armed);
       return;
     }
-    await this.dns.ensure(sb.id, sb.key, this.upstreamsOf(sb), armed?.length ? armed : undefined);
+    if (serveLater && armed?.length) this.dns.adopt(sb.id, this.upstreamsOf(sb), armed);
+    else await this.dns.ensure(sb.id, sb.key, this.upstreamsOf(sb), armed?.length ? armed : undefined);
   }
 
   /** Forgets what a new sandbox's netns came with, closing resolver sockets no resolver took. */
@@ -676,11 +682,7 @@ export class Controller implements RecordSource {
     await yieldToEventLoop();
     // Written once: hosts already holds the sandbox's addresses.
     this.files.create(sb.id, this.filesOf(sb));
-    // Sockets from the pool are bound and listening already: the resolver is
-    // adopted now and served once the API has answered (createSandbox).
-    const armed = this.fresh.get(sb.id)?.sockets;
-    if (armed?.length && !sb.hostNetns && this.sandboxUsesDns(sb)) this.dns.adopt(sb.id, this.upstreamsOf(sb), armed.splice(0));
-    else await this.ensureDns(sb);
+    await this.ensureDns(sb, true);
   }
 
   /** Endpoints and sandbox become ready in one commit. */

@@ -3,7 +3,7 @@
 // from the host side's echo, the default route found by the kernel, the netns
 // pool refilled after the reply. Each behaviour the old sequential path had is
 // checked here, and so is every rollback of the new phases.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -219,14 +219,24 @@ test('netns pool: take() binds the sandbox path only; pool paths are swept and t
   for (const id of ['sb1', 'sb2', 'sb3']) target.delete(id);
 });
 
-test('netns pool: pooled namespaces come with their resolver sockets bound and listening on 127.0.0.11:53; a sandbox that takes one answers DNS at once', async (t) => {
+/** A full netns pool under the lab whose namespaces come with the resolver's sockets armed. */
+async function resolverPool(t: TestContext, dir: string, size: number): Promise<NetnsPool> {
   const l = await lab(t);
-  const root = path.join(l.root, 'pool-dns');
-  const target = new NetnsManager(root);
-  const pool = new NetnsPool(target, root, { size: 1, log: createLogger('silent'), sockets: { specs: RESOLVER_SOCKETS, arm: armResolverSockets } });
+  const root = path.join(l.root, dir);
+  const pool = new NetnsPool(new NetnsManager(root), root, { size, log: createLogger('silent'), sockets: { specs: RESOLVER_SOCKETS, arm: armResolverSockets } });
   t.after(() => pool.close());
   pool.start();
-  await eventually(() => assert.equal(pool.readyCount, 1));
+  await eventually(() => assert.equal(pool.readyCount, size));
+  return pool;
+}
+
+/** A resolver with no records and no upstreams: every name gets an error answer, never a timeout. */
+function bareResolverContext(sandboxId: string) {
+  return { sandboxId, records: { networksOf: () => [] } as unknown as RecordSource, forwarder: undefined as unknown as Forwarder, upstreams: () => [], log: createLogger('silent') };
+}
+
+test('netns pool: pooled namespaces come with their resolver sockets bound and listening on 127.0.0.11:53; a sandbox that takes one answers DNS at once', async (t) => {
+  const pool = await resolverPool(t, 'pool-dns', 1);
   const taken = await pool.take('sb');
   t.after(() => taken.handle.close()); // its mount goes with the lab's
   assert.equal(taken.sockets.length, 2);
@@ -234,11 +244,7 @@ test('netns pool: pooled namespaces come with their resolver sockets bound and l
   const ss = runIn(taken.path, 'ss', ['-H', '-lnu']) + runIn(taken.path, 'ss', ['-H', '-lnt']);
   assert.match(ss, /UNCONN\s+\d+\s+\d+\s+127\.0\.0\.11:53\b/);
   assert.match(ss, /LISTEN\s+\d+\s+\d+\s+127\.0\.0\.11:53\b/);
-  const r = await SandboxResolver.start(
-    taken.path,
-    { sandboxId: 'sb', records: { networksOf: () => [] } as unknown as RecordSource, forwarder: undefined as unknown as Forwarder, upstreams: () => [], log: createLogger('silent') },
-    taken.sockets,
-  );
+  const r = await SandboxResolver.start(taken.path, bareResolverContext('sb'), taken.sockets);
   t.after(() => r.close());
   // A name nobody has, with no upstreams: the resolver answers (not a timeout), over UDP and TCP.
   // dig runs asynchronously: the resolver answers on this process's event loop.
@@ -249,14 +255,8 @@ test('netns pool: pooled namespaces come with their resolver sockets bound and l
 });
 
 test('an adopted resolver answers the queries that came before it served; one closed before serving leaves no socket', async (t) => {
-  const l = await lab(t);
-  const root = path.join(l.root, 'pool-adopt');
-  const target = new NetnsManager(root);
-  const pool = new NetnsPool(target, root, { size: 2, log: createLogger('silent'), sockets: { specs: RESOLVER_SOCKETS, arm: armResolverSockets } });
-  t.after(() => pool.close());
-  pool.start();
-  await eventually(() => assert.equal(pool.readyCount, 2));
-  const ctx = (sandboxId: string) => ({ sandboxId, records: { networksOf: () => [] } as unknown as RecordSource, forwarder: undefined as unknown as Forwarder, upstreams: () => [], log: createLogger('silent') });
+  const pool = await resolverPool(t, 'pool-adopt', 2);
+  const ctx = bareResolverContext;
   // What the kernel holds for 127.0.0.11:53 in a netns: [state, Recv-Q] per socket (UDP: bytes queued; a listener: connections waiting).
   const listeners = (ns: string) =>
     (runIn(ns, 'ss', ['-H', '-lnu']) + runIn(ns, 'ss', ['-H', '-lnt']))
