@@ -35,7 +35,10 @@ export function discover(): Map<string, Found> {
   const found = new Map<string, Found>();
   let names: string[] = [];
   try {
-    names = fs.readdirSync(SRC_CASES).filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts')).sort();
+    names = fs
+      .readdirSync(SRC_CASES)
+      .filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))
+      .sort();
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
   }
@@ -45,14 +48,22 @@ export function discover(): Map<string, Found> {
     found.set(base, {
       file: path.join('bench', 'cases', f),
       load() {
-        if (!fs.existsSync(js)) throw new Error(`bench case ${base}: ${path.relative(ROOT, js)} is missing; run "npm run build" first`);
+        if (!fs.existsSync(js))
+          throw new Error(
+            `bench case ${base}: ${path.relative(ROOT, js)} is missing; run "npm run build" first`,
+          );
         // eslint-disable-next-line @typescript-eslint/no-var-requires
         const mod = require(js) as Partial<BenchCase> & { default?: Partial<BenchCase> };
-        const c = (mod.default && typeof mod.default.run === 'function' ? mod.default : mod) as Partial<BenchCase>;
+        const c = (
+          mod.default && typeof mod.default.run === 'function' ? mod.default : mod
+        ) as Partial<BenchCase>;
         if (typeof c.name !== 'string' || typeof c.unit !== 'string' || typeof c.run !== 'function') {
-          throw new Error(`bench case ${f}: must export name (string), unit (string) and run() (async function)`);
+          throw new Error(
+            `bench case ${f}: must export name (string), unit (string) and run() (async function)`,
+          );
         }
-        if (c.name !== base) throw new Error(`bench case ${f}: exports name "${c.name}"; it must match the file name "${base}"`);
+        if (c.name !== base)
+          throw new Error(`bench case ${f}: exports name "${c.name}"; it must match the file name "${base}"`);
         return c as BenchCase;
       },
     });
@@ -79,7 +90,10 @@ function cell(figs: [string, number][]): string {
 export function readResults(): CaseResult[] {
   let files: string[] = [];
   try {
-    files = fs.readdirSync(RESULTS).filter((f) => f.endsWith('.json')).sort();
+    files = fs
+      .readdirSync(RESULTS)
+      .filter((f) => f.endsWith('.json'))
+      .sort();
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
   }
@@ -87,7 +101,12 @@ export function readResults(): CaseResult[] {
   for (const f of files) {
     try {
       const r = JSON.parse(fs.readFileSync(path.join(RESULTS, f), 'utf8')) as CaseResult;
-      if (typeof r.case !== 'string' || typeof r.unit !== 'string' || typeof r.figures !== 'object' || r.figures === null) {
+      if (
+        typeof r.case !== 'string' ||
+        typeof r.unit !== 'string' ||
+        typeof r.figures !== 'object' ||
+        r.figures === null
+      ) {
         throw new Error('want {"case", "unit", "figures"}');
       }
       out.push(r);
@@ -133,7 +152,10 @@ function writeReadme(results: CaseResult[]): string {
   const kept = keptRows(results);
   const rows = table(results).split('\n');
   const byCase = (l: string) => /^\| ([^|\s]+) \|/.exec(l)![1];
-  const t = [...rows.slice(0, 2), ...[...rows.slice(2), ...kept].sort((a, b) => byCase(a).localeCompare(byCase(b)))].join('\n');
+  const t = [
+    ...rows.slice(0, 2),
+    ...[...rows.slice(2), ...kept].sort((a, b) => byCase(a).localeCompare(byCase(b))),
+  ].join('\n');
   const text = [
     '# Benchmark results',
     '',
@@ -159,7 +181,9 @@ async function main(argv: string[]): Promise<number> {
   }
   const unknown = argv.filter((a) => !cases.has(a));
   if (unknown.length > 0) {
-    console.error(`bench: unknown case${unknown.length > 1 ? 's' : ''} ${unknown.map((u) => `"${u}"`).join(', ')}; cases: ${known.join(', ') || '(none found under bench/cases/)'}`);
+    console.error(
+      `bench: unknown case${unknown.length > 1 ? 's' : ''} ${unknown.map((u) => `"${u}"`).join(', ')}; cases: ${known.join(', ') || '(none found under bench/cases/)'}`,
+    );
     return 2;
   }
   const chosen = argv.length > 0 ? [...new Set(argv)] : known;
@@ -176,12 +200,15 @@ async function main(argv: string[]): Promise<number> {
       const c = found.load();
       const figures = await c.run();
       for (const [k, v] of Object.entries(figures)) {
-        if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`figure ${k} is not a finite number: ${String(v)}`);
+        if (typeof v !== 'number' || !Number.isFinite(v))
+          throw new Error(`figure ${k} is not a finite number: ${String(v)}`);
       }
       const result: CaseResult = { case: c.name, unit: c.unit, figures };
       fs.mkdirSync(RESULTS, { recursive: true });
       fs.writeFileSync(path.join(RESULTS, `${c.name}.json`), JSON.stringify(result, null, 2) + '\n');
-      console.log(`bench ${name}: done in ${((performance.now() - t0) / 1000).toFixed(1)} s -> bench/results/${c.name}.json`);
+      console.log(
+        `bench ${name}: done in ${((performance.now() - t0) / 1000).toFixed(1)} s -> bench/results/${c.name}.json`,
+      );
     } catch (e) {
       failed++;
       console.error(`bench ${name}: FAILED: ${(e as Error).stack ?? String(e)}`);

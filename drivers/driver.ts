@@ -111,7 +111,12 @@ export interface Driver {
   createEndpoint(spec: EndpointSpec): Promise<EndpointInfo>;
   deleteEndpoint(networkId: string, endpointId: string): Promise<void>;
   /** Puts the endpoint's interface into the sandbox, configured (name, MAC, addresses, up). */
-  join(networkId: string, endpointId: string, sandbox: SandboxRef, options: Record<string, unknown>): Promise<JoinInfo>;
+  join(
+    networkId: string,
+    endpointId: string,
+    sandbox: SandboxRef,
+    options: Record<string, unknown>,
+  ): Promise<JoinInfo>;
   /**
    * Takes the endpoint's interface out of the sandbox. With sandboxDestroyed the
    * sandbox's netns file is already gone: nothing will use the interface again,
@@ -121,7 +126,11 @@ export interface Driver {
    */
   leave(networkId: string, endpointId: string, opts?: { sandboxDestroyed?: boolean }): Promise<void>;
   /** Publishes the endpoint's ports; resolves with them as allocated (exact host ports). */
-  programExternalConnectivity(networkId: string, endpointId: string, options: ExternalConnectivityOptions): Promise<PortBinding[] | void>;
+  programExternalConnectivity(
+    networkId: string,
+    endpointId: string,
+    options: ExternalConnectivityOptions,
+  ): Promise<PortBinding[] | void>;
   revokeExternalConnectivity(networkId: string, endpointId: string): Promise<void>;
   /** Called once at daemon start with every network and endpoint the store holds: recreate what is missing, report what the driver owns. */
   restore?(networks: NetworkSpec[], endpoints: EndpointSpec[]): Promise<void>;

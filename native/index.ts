@@ -11,7 +11,11 @@ export interface NativeError extends Error {
   path?: string;
 }
 
-export type NetlinkCallback = (err: NativeError | undefined, messages: Buffer[] | undefined, token: number | undefined) => void;
+export type NetlinkCallback = (
+  err: NativeError | undefined,
+  messages: Buffer[] | undefined,
+  token: number | undefined,
+) => void;
 
 export interface NativeAddon {
   /** Opens sockets inside the netns at nsPath (null: the daemon's own), on a throwaway thread. */
@@ -56,7 +60,10 @@ export interface NativeAddon {
    * (posix_spawn: the event loop neither forks nor waits for the exec), its stdio on
    * new pipes: [pid, stdin, stdout, stderr] (the caller owns the fds). ENOENT etc. reject.
    */
-  spawnPiped(file: string, argv: string[]): Promise<[pid: number, stdin: number, stdout: number, stderr: number]>;
+  spawnPiped(
+    file: string,
+    argv: string[],
+  ): Promise<[pid: number, stdin: number, stdout: number, stderr: number]>;
   /** Reaps a spawnPiped child (blocks a pool thread until it exits: call once its pipes closed): [exit code or -1, signal number or 0]. */
   waitPid(pid: number): Promise<[code: number, signal: number]>;
   /** SO_ORIGINAL_DST of an accepted TCP connection that iptables redirected. */
@@ -98,7 +105,9 @@ function load(): NativeAddon {
       lastError = e;
     }
   }
-  throw new Error(`cnmd native addon not built (run "npm install" or "npx node-gyp rebuild"): ${String(lastError)}`);
+  throw new Error(
+    `cnmd native addon not built (run "npm install" or "npx node-gyp rebuild"): ${String(lastError)}`,
+  );
 }
 
 export const native: NativeAddon = load();

@@ -7,10 +7,14 @@ const fs = require('node:fs');
 const { execFileSync, spawnSync } = require('node:child_process');
 
 // lane -> [probe, package]; a probe is a command on PATH or a check function.
-const hasCommand = (cmd) => () => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+const hasCommand = (cmd) => () =>
+  spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
 const hasDebianKernel = () => {
   try {
-    const vers = fs.readdirSync('/boot').filter((f) => /^vmlinuz-.*-amd64$/.test(f)).map((f) => f.slice('vmlinuz-'.length));
+    const vers = fs
+      .readdirSync('/boot')
+      .filter((f) => /^vmlinuz-.*-amd64$/.test(f))
+      .map((f) => f.slice('vmlinuz-'.length));
     return vers.some((v) => fs.existsSync(`/lib/modules/${v}/kernel`));
   } catch {
     return false;
@@ -65,7 +69,9 @@ function ensure(lanes) {
   const missing = missingFor(lanes);
   if (missing.length === 0) return;
   if (process.getuid && process.getuid() !== 0) {
-    throw new Error(`missing Debian packages: ${missing.join(' ')} (install them as root: apt-get install ${missing.join(' ')})`);
+    throw new Error(
+      `missing Debian packages: ${missing.join(' ')} (install them as root: apt-get install ${missing.join(' ')})`,
+    );
   }
   console.log(`installing Debian packages: ${missing.join(' ')}`);
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
@@ -76,7 +82,10 @@ function ensure(lanes) {
   const ownPolicy = !fs.existsSync(policy);
   if (ownPolicy) fs.writeFileSync(policy, '#!/bin/sh\nexit 101\n', { mode: 0o755 });
   try {
-    execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...missing], { stdio: 'inherit', env });
+    execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...missing], {
+      stdio: 'inherit',
+      env,
+    });
   } finally {
     if (ownPolicy) fs.rmSync(policy, { force: true });
   }

@@ -39,7 +39,10 @@ export const ENV: Record<keyof Config, string> = {
   netnsPoolSize: 'CNMD_NETNS_POOL_SIZE',
 };
 
-export function resolveConfig(flags: Partial<Record<keyof Config, string | boolean>>, env: NodeJS.ProcessEnv = process.env): Config {
+export function resolveConfig(
+  flags: Partial<Record<keyof Config, string | boolean>>,
+  env: NodeJS.ProcessEnv = process.env,
+): Config {
   const out: Config = { ...DEFAULTS };
   for (const key of ['dataRoot', 'execRoot', 'host', 'pluginDir', 'logLevel', 'resolvConf'] as const) {
     const v = flags[key] ?? env[ENV[key]];
@@ -47,13 +50,15 @@ export function resolveConfig(flags: Partial<Record<keyof Config, string | boole
   }
   const proxy = flags.userlandProxy ?? env[ENV.userlandProxy];
   if (proxy !== undefined && proxy !== '') {
-    if (!['true', 'false', true, false].includes(proxy)) throw new Error(`--userland-proxy "${proxy}" is not true or false`);
+    if (!['true', 'false', true, false].includes(proxy))
+      throw new Error(`--userland-proxy "${proxy}" is not true or false`);
     out.userlandProxy = proxy === true || proxy === 'true';
   }
   const poolSize = flags.netnsPoolSize ?? env[ENV.netnsPoolSize];
   if (poolSize !== undefined && poolSize !== '') {
     const n = Number(poolSize);
-    if (!/^\d+$/.test(String(poolSize)) || n > 1024) throw new Error(`--netns-pool-size "${poolSize}" is not a whole number from 0 to 1024`);
+    if (!/^\d+$/.test(String(poolSize)) || n > 1024)
+      throw new Error(`--netns-pool-size "${poolSize}" is not a whole number from 0 to 1024`);
     out.netnsPoolSize = n;
   }
   out.dataRoot = path.resolve(out.dataRoot);

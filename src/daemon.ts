@@ -84,12 +84,19 @@ export class Daemon {
     const files = new SandboxFiles(c.execRoot);
     const netns = new NetnsManager(c.execRoot, { sysctls: sandboxSysctls() });
     const ipam = new DefaultIpam(store, {
-      hostNetworks: async () => (await host.routeList({ table: 0 })).filter((r) => r.dst !== 'default' && r.type === 'unicast').map((r) => r.dst),
+      hostNetworks: async () =>
+        (await host.routeList({ table: 0 }))
+          .filter((r) => r.dst !== 'default' && r.type === 'unicast')
+          .map((r) => r.dst),
     });
     // One model of the iptables tables for the whole daemon: networks and published ports share it.
     const backend = (this.backend = new IptablesBackend({ log: this.log, spareProcesses: true }));
     const firewall = (this.parts.bridgeFirewall ?? defaultBridgeFirewall)(this.log, backend, c.userlandProxy);
-    const ports = (this.ports = new PortPublisher({ backend, userlandProxy: c.userlandProxy, log: this.log }));
+    const ports = (this.ports = new PortPublisher({
+      backend,
+      userlandProxy: c.userlandProxy,
+      log: this.log,
+    }));
     await ports.start();
     const drivers = new Map<string, Driver>([
       ['bridge', new BridgeDriver({ host, firewall, ports, log: this.log })],
@@ -97,7 +104,11 @@ export class Daemon {
       ['null', new NullDriver()],
     ]);
     const ipams = new Map<string, Ipam>([['default', ipam]]);
-    const pool = new NetnsPool(netns, c.execRoot, { size: c.netnsPoolSize, log: this.log, sockets: { specs: RESOLVER_SOCKETS, arm: armResolverSockets } });
+    const pool = new NetnsPool(netns, c.execRoot, {
+      size: c.netnsPoolSize,
+      log: this.log,
+      sockets: { specs: RESOLVER_SOCKETS, arm: armResolverSockets },
+    });
     // Names cnmd has no driver or IPAM for are looked up as Docker plugins: in the plugin dir, then Docker's spec dirs.
     const dirs = { socketDirs: [c.pluginDir], specDirs: [...DOCKER_SPEC_DIRS] };
     const absent = (e: unknown) => {
@@ -108,10 +119,25 @@ export class Daemon {
       driver: (name: string) => RemoteDriver.load(name, { dirs, host, log: this.log }).catch(absent),
       ipam: (name: string) => RemoteIpam.load(name, { dirs, log: this.log }).catch(absent),
     };
-    const controller = (this.controller = new Controller({ store, netns, pool, files, drivers, ipams, log: this.log, hostResolvConf: c.resolvConf, plugins }));
+    const controller = (this.controller = new Controller({
+      store,
+      netns,
+      pool,
+      files,
+      drivers,
+      ipams,
+      log: this.log,
+      hostResolvConf: c.resolvConf,
+      plugins,
+    }));
     let recovered!: () => void;
     const ready = new Promise<void>((resolve) => (recovered = resolve));
-    this.plugins = await startPluginServers(c.pluginDir, pluginDefs(controller, (d) => drivers.has(d)), this.log, ready);
+    this.plugins = await startPluginServers(
+      c.pluginDir,
+      pluginDefs(controller, (d) => drivers.has(d)),
+      this.log,
+      ready,
+    );
     await controller.start();
     await controller.ensureDefaultNetworks();
     recovered();
@@ -120,7 +146,14 @@ export class Daemon {
     mountSandboxRoutes(router, controller, files);
     this.api = await startApiServer(apiAddr, router, this.log);
     this.log.info(
-      { version: VERSION, dataRoot: c.dataRoot, execRoot: c.execRoot, pluginDir: c.pluginDir, pid: process.pid, ms: Number(process.hrtime.bigint() - started) / 1e6 },
+      {
+        version: VERSION,
+        dataRoot: c.dataRoot,
+        execRoot: c.execRoot,
+        pluginDir: c.pluginDir,
+        pid: process.pid,
+        ms: Number(process.hrtime.bigint() - started) / 1e6,
+      },
       'cnmd started',
     );
   }
@@ -142,6 +175,10 @@ export class Daemon {
   }
 }
 
-function defaultBridgeFirewall(log: Logger, backend: FirewallBackend, userlandProxy: boolean): BridgeFirewall {
+function defaultBridgeFirewall(
+  log: Logger,
+  backend: FirewallBackend,
+  userlandProxy: boolean,
+): BridgeFirewall {
   return new IptablesBridgeFirewall(log, { backend, userlandProxy });
 }

@@ -47,12 +47,16 @@ function lockOne(flag: string, file: string): number {
   } catch (e) {
     const code = (e as { code?: string }).code;
     if (code !== 'EWOULDBLOCK' && code !== 'EAGAIN') {
-      throw new CnmdError('INVALID_ARGUMENT', `${op}: cannot lock ${file} (${code ?? (e as Error).message}): ${flag} ${root} must be a writable directory on a filesystem with file locks`, {
-        op,
-        object: file,
-        errno: code,
-        cause: e,
-      });
+      throw new CnmdError(
+        'INVALID_ARGUMENT',
+        `${op}: cannot lock ${file} (${code ?? (e as Error).message}): ${flag} ${root} must be a writable directory on a filesystem with file locks`,
+        {
+          op,
+          object: file,
+          errno: code,
+          cause: e,
+        },
+      );
     }
     const holder = readPid(file);
     throw new CnmdError(
@@ -66,7 +70,11 @@ function lockOne(flag: string, file: string): number {
     fs.writeSync(fd, `${process.pid}\n`, 0);
   } catch (e) {
     native.close(fd);
-    throw new CnmdError('INVALID_ARGUMENT', `${op}: cannot write ${file}: ${(e as Error).message}`, { op, object: file, cause: e });
+    throw new CnmdError('INVALID_ARGUMENT', `${op}: cannot write ${file}: ${(e as Error).message}`, {
+      op,
+      object: file,
+      cause: e,
+    });
   }
   return fd;
 }

@@ -14,7 +14,10 @@ export interface StepFailure {
   undoErrors: { step: string; error: unknown }[];
 }
 
-export async function runSteps(steps: Step[], onUndoError?: (step: string, e: unknown) => void): Promise<void> {
+export async function runSteps(
+  steps: Step[],
+  onUndoError?: (step: string, e: unknown) => void,
+): Promise<void> {
   const done: Step[] = [];
   for (const s of steps) {
     try {

@@ -20,10 +20,18 @@ export async function claimSocketPath(sockPath: string, flag: string): Promise<v
     throw e;
   }
   if (!st.isSocket()) {
-    throw new CnmdError('CONFLICT', `${op}: ${sockPath} exists and is not a socket; remove it or choose another ${flag}`, { op, object: sockPath });
+    throw new CnmdError(
+      'CONFLICT',
+      `${op}: ${sockPath} exists and is not a socket; remove it or choose another ${flag}`,
+      { op, object: sockPath },
+    );
   }
   if (await answers(sockPath)) {
-    throw new CnmdError('CONFLICT', `${op}: another process (another cnmd?) is listening on ${sockPath}; stop it first, or choose another ${flag}`, { op, object: sockPath });
+    throw new CnmdError(
+      'CONFLICT',
+      `${op}: another process (another cnmd?) is listening on ${sockPath}; stop it first, or choose another ${flag}`,
+      { op, object: sockPath },
+    );
   }
   try {
     fs.unlinkSync(sockPath);

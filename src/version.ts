@@ -6,7 +6,10 @@ export const API_VERSION = '1.41';
 export const MIN_API_VERSION = '1.24';
 
 function readPackageVersion(): string {
-  for (const p of [path.resolve(__dirname, '..', '..', 'package.json'), path.resolve(__dirname, '..', 'package.json')]) {
+  for (const p of [
+    path.resolve(__dirname, '..', '..', 'package.json'),
+    path.resolve(__dirname, '..', 'package.json'),
+  ]) {
     try {
       return JSON.parse(fs.readFileSync(p, 'utf8')).version as string;
     } catch {

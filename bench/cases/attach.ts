@@ -126,9 +126,13 @@ const DOCKER_NET = { prefix: '10.77.', subnet: '10.77.0.0/16', gateway: '10.77.0
 
 function parsePeers(raw: string | undefined): Set<Peer> {
   if (!raw) return new Set(ALL_PEERS);
-  const want = raw.split(',').map((s) => s.trim()).filter(Boolean);
+  const want = raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const bad = want.filter((p) => !(ALL_PEERS as readonly string[]).includes(p));
-  if (bad.length) throw new Error(`BENCH_ATTACH_PEERS: unknown ${bad.join(', ')}; known: ${ALL_PEERS.join(', ')}`);
+  if (bad.length)
+    throw new Error(`BENCH_ATTACH_PEERS: unknown ${bad.join(', ')}; known: ${ALL_PEERS.join(', ')}`);
   return new Set(want as Peer[]);
 }
 
@@ -166,7 +170,13 @@ interface Timings {
   probeMs: number;
 }
 
-function stats(out: Record<string, number>, key: string, t: Timings, attachWord = 'attach', detachWord = 'detach'): void {
+function stats(
+  out: Record<string, number>,
+  key: string,
+  t: Timings,
+  attachWord = 'attach',
+  detachWord = 'detach',
+): void {
   out[`${key}_${attachWord}_median_ms`] = median(t.attach);
   out[`${key}_${attachWord}_p90_ms`] = percentile(t.attach, 90);
   out[`${key}_${detachWord}_median_ms`] = median(t.detach);
@@ -259,19 +269,24 @@ class Cnmd {
     const d = new Cnmd(proc, sock, hostNs, logFile);
     const deadline = Date.now() + 20_000;
     for (;;) {
-      if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`cnmd exited (${proc.exitCode ?? proc.signalCode}) before answering:\n${d.out.slice(-3000)}`);
+      if (proc.exitCode !== null || proc.signalCode !== null)
+        throw new Error(
+          `cnmd exited (${proc.exitCode ?? proc.signalCode}) before answering:\n${d.out.slice(-3000)}`,
+        );
       try {
         if ((await d.request('GET', '/_ping')).status === 200) break;
       } catch {
         /* not up yet */
       }
-      if (Date.now() > deadline) throw new Error(`cnmd did not answer /_ping within 20 s:\n${d.out.slice(-3000)}`);
+      if (Date.now() > deadline)
+        throw new Error(`cnmd did not answer /_ping within 20 s:\n${d.out.slice(-3000)}`);
       await sleep(50);
     }
     // A daemon is measured as it runs on a host: up, its netns pool filled
     // (it fills at start and after each burst, when idle).
     while (!d.out.includes('"netns pool full"')) {
-      if (Date.now() > deadline) throw new Error(`cnmd did not fill its netns pool within 20 s:\n${d.out.slice(-3000)}`);
+      if (Date.now() > deadline)
+        throw new Error(`cnmd did not fill its netns pool within 20 s:\n${d.out.slice(-3000)}`);
       await sleep(50);
     }
     return d;
@@ -292,7 +307,8 @@ class Cnmd {
 
   async ok(method: string, p: string, want: number, body?: unknown): Promise<any> {
     const r = await this.request(method, p, body);
-    if (r.status !== want) throw new Error(`cnmd ${method} ${p}: status ${r.status}, want ${want}: ${JSON.stringify(r.body)}`);
+    if (r.status !== want)
+      throw new Error(`cnmd ${method} ${p}: status ${r.status}, want ${want}: ${JSON.stringify(r.body)}`);
     return r.body;
   }
 
@@ -302,7 +318,12 @@ class Cnmd {
   }
 
   /** Server-side duration of the API requests logged since mark (debug "api" lines), in order. */
-  async serverMs(since: number, method: string, match: (url: string) => boolean, want: number): Promise<number[]> {
+  async serverMs(
+    since: number,
+    method: string,
+    match: (url: string) => boolean,
+    want: number,
+  ): Promise<number[]> {
     let got: number[] = [];
     for (let i = 0; i < 40; i++) {
       got = [];
@@ -310,7 +331,8 @@ class Cnmd {
         if (!l.startsWith('{')) continue;
         try {
           const j = JSON.parse(l) as { msg?: string; method?: string; url?: string; ms?: number };
-          if (j.msg === 'api' && j.method === method && j.url && match(j.url) && typeof j.ms === 'number') got.push(j.ms);
+          if (j.msg === 'api' && j.method === method && j.url && match(j.url) && typeof j.ms === 'number')
+            got.push(j.ms);
         } catch {
           /* not a log line */
         }
@@ -349,13 +371,22 @@ class Cnmd {
   }
 }
 
-async function verifyCnmdSandbox(d: Cnmd, id: string, net: string, s: Scratch, prefix: string): Promise<void> {
+async function verifyCnmdSandbox(
+  d: Cnmd,
+  id: string,
+  net: string,
+  s: Scratch,
+  prefix: string,
+): Promise<void> {
   const sb = await d.ok('GET', `/sandboxes/${id}`, 200);
   const ep = sb.Networks?.[net];
   const where = `cnmd sandbox ${sb.Name}`;
-  if (!ep?.IPAddress || !ep.Gateway || !ep.Interface) throw new Error(`verify ${where}: no endpoint on ${net}: ${JSON.stringify(sb.Networks)}`);
-  if (!String(ep.IPAddress).startsWith(prefix)) throw new Error(`verify ${where}: address ${ep.IPAddress} is not in ${prefix}*`);
-  if (!String(sb.SandboxKey).startsWith(s.run + '/')) throw new Error(`verify ${where}: netns ${sb.SandboxKey} is not under the tmpfs exec-root`);
+  if (!ep?.IPAddress || !ep.Gateway || !ep.Interface)
+    throw new Error(`verify ${where}: no endpoint on ${net}: ${JSON.stringify(sb.Networks)}`);
+  if (!String(ep.IPAddress).startsWith(prefix))
+    throw new Error(`verify ${where}: address ${ep.IPAddress} is not in ${prefix}*`);
+  if (!String(sb.SandboxKey).startsWith(s.run + '/'))
+    throw new Error(`verify ${where}: netns ${sb.SandboxKey} is not under the tmpfs exec-root`);
   checkAddress(where, sb.SandboxKey, `${ep.IPAddress}/${ep.IPPrefixLen}`, ep.Interface);
   pingGateway(where, sb.SandboxKey, ep.Gateway);
 }
@@ -381,8 +412,13 @@ async function runCnmdAttach(s: Scratch): Promise<CnmdAttachResult> {
   const d = await Cnmd.start(s, 'cnmd');
   try {
     const net = 'benchnet';
-    await d.ok('POST', '/networks/create', 201, { Name: net, Driver: 'bridge', IPAM: { Config: [{ Subnet: CNMD_NET.subnet }] } });
-    const attach = async (nm: string) => (await d.ok('POST', '/sandboxes', 201, { Name: nm, Networks: [{ Network: net }] })).Id as string;
+    await d.ok('POST', '/networks/create', 201, {
+      Name: net,
+      Driver: 'bridge',
+      IPAM: { Config: [{ Subnet: CNMD_NET.subnet }] },
+    });
+    const attach = async (nm: string) =>
+      (await d.ok('POST', '/sandboxes', 201, { Name: nm, Networks: [{ Network: net }] })).Id as string;
     const detach = (id: string) => d.ok('DELETE', `/sandboxes/${id}`, 204);
     const anchor = await attach('anchor');
     // The warm-up's attaches are the daemon's first (JIT-cold) ones: reported apart, not in the median.
@@ -406,7 +442,8 @@ async function runCnmdAttach(s: Scratch): Promise<CnmdAttachResult> {
     const serverAttach = await d.serverMs(m0, 'POST', (u) => /^(\/v[\d.]+)?\/sandboxes$/.test(u), N);
     const firewallBatches = d.firewallMs(m0).length;
 
-    if (vethCount(d.hostNs) !== N + 1) throw new Error(`verify cnmd: ${vethCount(d.hostNs)} veths in the host netns, want ${N + 1}`);
+    if (vethCount(d.hostNs) !== N + 1)
+      throw new Error(`verify cnmd: ${vethCount(d.hostNs)} veths in the host netns, want ${N + 1}`);
     for (const i of sample(N)) await verifyCnmdSandbox(d, ids[i], net, s, CNMD_NET.prefix);
     await verifyCnmdSandbox(d, anchor, net, s, CNMD_NET.prefix);
 
@@ -418,11 +455,17 @@ async function runCnmdAttach(s: Scratch): Promise<CnmdAttachResult> {
     }
     const serverDetach = await d.serverMs(m1, 'DELETE', (u) => /\/sandboxes\/[^/]+$/.test(u), N);
     const left = (await d.ok('GET', '/sandboxes', 200)) as { Name: string }[];
-    if (left.length !== 1 || left[0].Name !== 'anchor') throw new Error(`verify cnmd: sandboxes left after the detaches: ${left.map((x) => x.Name).join(', ')}`);
+    if (left.length !== 1 || left[0].Name !== 'anchor')
+      throw new Error(
+        `verify cnmd: sandboxes left after the detaches: ${left.map((x) => x.Name).join(', ')}`,
+      );
     // Veths of removed sandboxes are finished in the background (their netns went first).
     await eventually(() => {
       const v = vethCount(d.hostNs);
-      if (v !== 1) throw new Error(`verify cnmd: ${v} veths left in the host netns after the detaches, want 1 (the anchor's)`);
+      if (v !== 1)
+        throw new Error(
+          `verify cnmd: ${v} veths left in the host netns after the detaches, want 1 (the anchor's)`,
+        );
     }, 10_000);
     await verifyCnmdSandbox(d, anchor, net, s, CNMD_NET.prefix);
 
@@ -437,20 +480,35 @@ async function runCnmdAttach(s: Scratch): Promise<CnmdAttachResult> {
       const viaNode = i % 2 === 1;
       const body = { Name: `p${i}`, Networks: [{ Network: net }] };
       const t0 = performance.now();
-      const r = viaNode ? await d.requestNodeHttp('POST', '/sandboxes', body) : await d.request('POST', '/sandboxes', body);
+      const r = viaNode
+        ? await d.requestNodeHttp('POST', '/sandboxes', body)
+        : await d.request('POST', '/sandboxes', body);
       (viaNode ? paired.node : paired.lean).push(performance.now() - t0);
-      if (r.status !== 201) throw new Error(`cnmd POST /sandboxes (${viaNode ? 'node http' : 'bench client'}): status ${r.status}: ${JSON.stringify(r.body)}`);
+      if (r.status !== 201)
+        throw new Error(
+          `cnmd POST /sandboxes (${viaNode ? 'node http' : 'bench client'}): status ${r.status}: ${JSON.stringify(r.body)}`,
+        );
       pairedIds.push(r.body.Id);
     }
     for (const id of pairedIds) await detach(id);
     await eventually(() => {
       const v = vethCount(d.hostNs);
-      if (v !== 1) throw new Error(`verify cnmd: ${v} veths left in the host netns after the paired attaches' detaches, want 1 (the anchor's)`);
+      if (v !== 1)
+        throw new Error(
+          `verify cnmd: ${v} veths left in the host netns after the paired attaches' detaches, want 1 (the anchor's)`,
+        );
     }, 10_000);
 
     // Network create / delete: two untimed pairs, then CREATE_N creates in a row, then the deletes.
-    const bridgeWith = (gw: string) => ipj(d.hostNs, '-d', 'addr', 'show').find((l) => l.addr_info?.some((a) => a.local === gw && a.prefixlen === 16));
-    const netBody = (nm: string, k: number) => ({ Name: nm, Driver: 'bridge', IPAM: { Config: [{ Subnet: `10.${k}.0.0/16` }] } });
+    const bridgeWith = (gw: string) =>
+      ipj(d.hostNs, '-d', 'addr', 'show').find((l) =>
+        l.addr_info?.some((a) => a.local === gw && a.prefixlen === 16),
+      );
+    const netBody = (nm: string, k: number) => ({
+      Name: nm,
+      Driver: 'bridge',
+      IPAM: { Config: [{ Subnet: `10.${k}.0.0/16` }] },
+    });
     for (let w = 0; w < Math.min(WARMUP, 2); w++) {
       const r = await d.ok('POST', '/networks/create', 201, netBody(`ncw${w}`, 250 + w));
       await d.ok('DELETE', `/networks/${r.Id}`, 204);
@@ -471,7 +529,8 @@ async function runCnmdAttach(s: Scratch): Promise<CnmdAttachResult> {
       const br = bridgeWith(`10.${210 + i}.0.1`);
       const where = `verify cnmd network create nc${i}`;
       if (!br) throw new Error(`${where}: no interface holds 10.${210 + i}.0.1/16 in the host netns`);
-      if (br.linkinfo?.info_kind !== 'bridge') throw new Error(`${where}: ${br.ifname} is a ${br.linkinfo?.info_kind}, not a bridge`);
+      if (br.linkinfo?.info_kind !== 'bridge')
+        throw new Error(`${where}: ${br.ifname} is a ${br.linkinfo?.info_kind}, not a bridge`);
       if (!br.flags?.includes('UP')) throw new Error(`${where}: ${br.ifname} is not UP`);
     }
     const m3 = d.mark();
@@ -482,11 +541,25 @@ async function runCnmdAttach(s: Scratch): Promise<CnmdAttachResult> {
     }
     await sleep(100);
     const deleteFirewall = d.firewallMs(m3, d.mark());
-    for (let i = 0; i < CREATE_N; i++) if (bridgeWith(`10.${210 + i}.0.1`)) throw new Error(`verify cnmd network delete nc${i}: its bridge is still there`);
+    for (let i = 0; i < CREATE_N; i++)
+      if (bridgeWith(`10.${210 + i}.0.1`))
+        throw new Error(`verify cnmd network delete nc${i}: its bridge is still there`);
 
     await detach(anchor);
     await d.ok('DELETE', `/networks/${net}`, 204);
-    return { t, paired, cold, serverAttach, serverDetach, firewallBatches, create, del, createServer, createFirewall, deleteFirewall };
+    return {
+      t,
+      paired,
+      cold,
+      serverAttach,
+      serverDetach,
+      firewallBatches,
+      create,
+      del,
+      createServer,
+      createFirewall,
+      deleteFirewall,
+    };
   } finally {
     await d.stop();
   }
@@ -511,9 +584,18 @@ async function runCnmdRss(s: Scratch): Promise<CnmdRssResult> {
   const d = await Cnmd.start(s, 'cnmd-rss');
   try {
     const comm = fs.readFileSync(`/proc/${d.pid}/comm`, 'utf8').trim();
-    if (!/node/i.test(comm) && !/MainThread/.test(comm)) throw new Error(`cnmd pid ${d.pid} is "${comm}", not node: would measure the wrong process`);
-    const nets = Array.from({ length: RSS_NETWORKS }, (_, j) => ({ name: `rss${j}`, prefix: `10.${201 + j}.` }));
-    for (const n of nets) await d.ok('POST', '/networks/create', 201, { Name: n.name, Driver: 'bridge', IPAM: { Config: [{ Subnet: `${n.prefix}0.0/16` }] } });
+    if (!/node/i.test(comm) && !/MainThread/.test(comm))
+      throw new Error(`cnmd pid ${d.pid} is "${comm}", not node: would measure the wrong process`);
+    const nets = Array.from({ length: RSS_NETWORKS }, (_, j) => ({
+      name: `rss${j}`,
+      prefix: `10.${201 + j}.`,
+    }));
+    for (const n of nets)
+      await d.ok('POST', '/networks/create', 201, {
+        Name: n.name,
+        Driver: 'bridge',
+        IPAM: { Config: [{ Subnet: `${n.prefix}0.0/16` }] },
+      });
     await sleep(1000);
     const baselineKb = memKb(d.pid).rss;
     const ids: string[] = [];
@@ -521,19 +603,33 @@ async function runCnmdRss(s: Scratch): Promise<CnmdRssResult> {
     const each: number[] = [];
     for (let i = 0; i < RSS_SANDBOXES; i++) {
       const ta = performance.now();
-      ids.push((await d.ok('POST', '/sandboxes', 201, { Name: `s${i}`, Networks: [{ Network: nets[i % RSS_NETWORKS].name }] })).Id);
+      ids.push(
+        (
+          await d.ok('POST', '/sandboxes', 201, {
+            Name: `s${i}`,
+            Networks: [{ Network: nets[i % RSS_NETWORKS].name }],
+          })
+        ).Id,
+      );
       each.push(performance.now() - ta);
-      if ((i + 1) % 250 === 0) process.stdout.write(`  cnmd rss: ${i + 1} sandboxes, VmRSS ${(memKb(d.pid).rss / 1024).toFixed(1)} MB\n`);
+      if ((i + 1) % 250 === 0)
+        process.stdout.write(
+          `  cnmd rss: ${i + 1} sandboxes, VmRSS ${(memKb(d.pid).rss / 1024).toFixed(1)} MB\n`,
+        );
     }
     const createMs = performance.now() - t0;
     await sleep(1000);
     const { rss: afterKb, hwm: hwmKb } = memKb(d.pid);
     const list = (await d.ok('GET', '/sandboxes', 200)) as unknown[];
-    if (list.length !== RSS_SANDBOXES) throw new Error(`verify cnmd rss: ${list.length} sandboxes listed, want ${RSS_SANDBOXES}`);
+    if (list.length !== RSS_SANDBOXES)
+      throw new Error(`verify cnmd rss: ${list.length} sandboxes listed, want ${RSS_SANDBOXES}`);
     if (RSS_SANDBOXES > 0) {
       const v = vethCount(d.hostNs);
-      if (v !== RSS_SANDBOXES) throw new Error(`verify cnmd rss: ${v} veths in the host netns, want ${RSS_SANDBOXES}`);
-      for (const i of [...new Set([...nets.map((_, j) => j), RSS_SANDBOXES - 1])].filter((i) => i < RSS_SANDBOXES)) {
+      if (v !== RSS_SANDBOXES)
+        throw new Error(`verify cnmd rss: ${v} veths in the host netns, want ${RSS_SANDBOXES}`);
+      for (const i of [...new Set([...nets.map((_, j) => j), RSS_SANDBOXES - 1])].filter(
+        (i) => i < RSS_SANDBOXES,
+      )) {
         await verifyCnmdSandbox(d, ids[i], nets[i % RSS_NETWORKS].name, s, nets[i % RSS_NETWORKS].prefix);
       }
     }
@@ -602,13 +698,25 @@ async function runCni(s: Scratch): Promise<Timings> {
     bridge: 'cnibr0',
     isGateway: true,
     ipMasq: true,
-    ipam: { type: 'host-local', subnet: CNI_NET.subnet, dataDir: path.join(dir, 'ipam'), routes: [{ dst: '0.0.0.0/0' }] },
+    ipam: {
+      type: 'host-local',
+      subnet: CNI_NET.subnet,
+      dataDir: path.join(dir, 'ipam'),
+      routes: [{ dst: '0.0.0.0/0' }],
+    },
   });
   const nsPath = (id: string) => path.join(dir, `ns-${id}`);
   const plugin = (cmd: 'ADD' | 'DEL', id: string) =>
     exec(`CNI bridge ${cmd} ${id}`, 'nsenter', [`--net=${hostNs}`, path.join(CNI_DIR, 'bridge')], {
       input: conf,
-      env: { ...process.env, CNI_COMMAND: cmd, CNI_CONTAINERID: `cnmdbench-${id}`, CNI_NETNS: nsPath(id), CNI_IFNAME: 'eth0', CNI_PATH: CNI_DIR },
+      env: {
+        ...process.env,
+        CNI_COMMAND: cmd,
+        CNI_CONTAINERID: `cnmdbench-${id}`,
+        CNI_NETNS: nsPath(id),
+        CNI_IFNAME: 'eth0',
+        CNI_PATH: CNI_DIR,
+      },
     });
   const results = new Map<string, { address: string; gateway: string }>();
   const attach = async (id: string) => {
@@ -623,11 +731,17 @@ async function runCni(s: Scratch): Promise<Timings> {
   };
   const verify = (id: string) => {
     const r = results.get(id)!;
-    if (!r.address.startsWith(CNI_NET.prefix) || r.gateway !== CNI_NET.gateway) throw new Error(`verify cni ${id}: result ${JSON.stringify(r)} is not in ${CNI_NET.subnet} via ${CNI_NET.gateway}`);
+    if (!r.address.startsWith(CNI_NET.prefix) || r.gateway !== CNI_NET.gateway)
+      throw new Error(
+        `verify cni ${id}: result ${JSON.stringify(r)} is not in ${CNI_NET.subnet} via ${CNI_NET.gateway}`,
+      );
     checkAddress(`cni ${id}`, nsPath(id), r.address, 'eth0');
     pingGateway(`cni ${id}`, nsPath(id), r.gateway);
   };
-  const reservations = () => fs.readdirSync(path.join(dir, 'ipam', 'benchnet')).filter((f) => f !== 'lock' && !f.startsWith('last_reserved_ip'));
+  const reservations = () =>
+    fs
+      .readdirSync(path.join(dir, 'ipam', 'benchnet'))
+      .filter((f) => f !== 'lock' && !f.startsWith('last_reserved_ip'));
 
   await attach('anchor');
   for (let i = 0; i < WARMUP; i++) {
@@ -641,8 +755,10 @@ async function runCni(s: Scratch): Promise<Timings> {
     await attach(`c${i}`);
     t.attach.push(performance.now() - t0);
   }
-  if (vethCount(hostNs) !== N + 1) throw new Error(`verify cni: ${vethCount(hostNs)} veths in the host netns, want ${N + 1}`);
-  if (reservations().length !== N + 1) throw new Error(`verify cni: ${reservations().length} host-local reservations, want ${N + 1}`);
+  if (vethCount(hostNs) !== N + 1)
+    throw new Error(`verify cni: ${vethCount(hostNs)} veths in the host netns, want ${N + 1}`);
+  if (reservations().length !== N + 1)
+    throw new Error(`verify cni: ${reservations().length} host-local reservations, want ${N + 1}`);
   for (const i of sample(N)) verify(`c${i}`);
   for (let i = 0; i < N; i++) {
     const t0 = performance.now();
@@ -653,9 +769,13 @@ async function runCni(s: Scratch): Promise<Timings> {
     const v = vethCount(hostNs);
     if (v !== 1) throw new Error(`verify cni: ${v} veths left in the host netns after the DELs, want 1`);
   });
-  if (reservations().length !== 1) throw new Error(`verify cni: host-local still holds ${reservations().join(', ')} after the DELs`);
-  const chains = exec('iptables nat', 'nsenter', [`--net=${hostNs}`, 'iptables', '-t', 'nat', '-S']).stdout.split('\n').filter((l) => l.startsWith('-N CNI-'));
-  if (chains.length !== 1) throw new Error(`verify cni: ${chains.length} CNI NAT chains after the DELs, want 1 (the anchor's)`);
+  if (reservations().length !== 1)
+    throw new Error(`verify cni: host-local still holds ${reservations().join(', ')} after the DELs`);
+  const chains = exec('iptables nat', 'nsenter', [`--net=${hostNs}`, 'iptables', '-t', 'nat', '-S'])
+    .stdout.split('\n')
+    .filter((l) => l.startsWith('-N CNI-'));
+  if (chains.length !== 1)
+    throw new Error(`verify cni: ${chains.length} CNI NAT chains after the DELs, want 1 (the anchor's)`);
   verify('anchor');
   detach('anchor');
   return t;
@@ -691,16 +811,25 @@ async function runNetavark(s: Scratch): Promise<Timings> {
     });
   const nsPath = (id: string) => path.join(dir, `ns-${id}`);
   const nv = (cmd: 'setup' | 'teardown', id: string) =>
-    exec(`netavark ${cmd} ${id}`, 'nsenter', [`--net=${hostNs}`, NETAVARK, '--config', path.join(dir, 'config'), cmd, nsPath(id)], {
-      input: opts(id),
-      env: { ...process.env, NETAVARK_FW: 'iptables' },
-    });
+    exec(
+      `netavark ${cmd} ${id}`,
+      'nsenter',
+      [`--net=${hostNs}`, NETAVARK, '--config', path.join(dir, 'config'), cmd, nsPath(id)],
+      {
+        input: opts(id),
+        env: { ...process.env, NETAVARK_FW: 'iptables' },
+      },
+    );
   const attach = async (id: string) => {
     if (!ips.has(id)) ips.set(id, hostIp(NAV_NET.prefix, next++));
     await native.netnsCreate(nsPath(id));
-    const out = JSON.parse(nv('setup', id).stdout) as Record<string, { interfaces?: Record<string, { subnets?: { ipnet: string; gateway: string }[] }> }>;
+    const out = JSON.parse(nv('setup', id).stdout) as Record<
+      string,
+      { interfaces?: Record<string, { subnets?: { ipnet: string; gateway: string }[] }> }
+    >;
     const got = out.benchnet?.interfaces?.eth0?.subnets?.[0];
-    if (!got || got.ipnet !== `${ips.get(id)}/16`) throw new Error(`netavark setup ${id}: unexpected output ${JSON.stringify(out)}`);
+    if (!got || got.ipnet !== `${ips.get(id)}/16`)
+      throw new Error(`netavark setup ${id}: unexpected output ${JSON.stringify(out)}`);
   };
   const detach = (id: string) => {
     nv('teardown', id);
@@ -723,7 +852,8 @@ async function runNetavark(s: Scratch): Promise<Timings> {
     await attach(`c${i}`);
     t.attach.push(performance.now() - t0);
   }
-  if (vethCount(hostNs) !== N + 1) throw new Error(`verify netavark: ${vethCount(hostNs)} veths in the host netns, want ${N + 1}`);
+  if (vethCount(hostNs) !== N + 1)
+    throw new Error(`verify netavark: ${vethCount(hostNs)} veths in the host netns, want ${N + 1}`);
   for (const i of sample(N)) verify(`c${i}`);
   for (let i = 0; i < N; i++) {
     const t0 = performance.now();
@@ -732,7 +862,8 @@ async function runNetavark(s: Scratch): Promise<Timings> {
   }
   await eventually(() => {
     const v = vethCount(hostNs);
-    if (v !== 1) throw new Error(`verify netavark: ${v} veths left in the host netns after the teardowns, want 1`);
+    if (v !== 1)
+      throw new Error(`verify netavark: ${v} veths left in the host netns after the teardowns, want 1`);
   });
   verify('anchor');
   detach('anchor');
@@ -755,19 +886,38 @@ async function runDocker(s: Scratch): Promise<DockerOutcome> {
     const c = 'cnmdbench-c1';
     let pid = 0;
     try {
-      d('network create', ['network', 'create', '--driver', 'bridge', '--subnet', DOCKER_NET.subnet, '--gateway', DOCKER_NET.gateway, 'benchnet']);
+      d('network create', [
+        'network',
+        'create',
+        '--driver',
+        'bridge',
+        '--subnet',
+        DOCKER_NET.subnet,
+        '--gateway',
+        DOCKER_NET.gateway,
+        'benchnet',
+      ]);
       d('run', ['run', '-d', '--name', c, dk.image, '/bin/sleep', '3600']);
       pid = Number(d('inspect', ['inspect', '-f', '{{.State.Pid}}', c]).stdout.trim());
       if (!(pid > 0) || !alive(pid)) throw new Error(`container pid ${pid} is not running`);
     } catch (e) {
-      return { ok: false, reason: `docker could not run a container here: ${(e as Error).message.slice(0, 600)}; dockerd: ${tail()}` };
+      return {
+        ok: false,
+        reason: `docker could not run a container here: ${(e as Error).message.slice(0, 600)}; dockerd: ${tail()}`,
+      };
     }
     const cns = `/proc/${pid}/ns/net`;
     const connect = () => d('network connect', ['network', 'connect', 'benchnet', c]).ms;
     const disconnect = () => d('network disconnect', ['network', 'disconnect', 'benchnet', c]).ms;
     const verify = (i: number) => {
-      const ip = d('inspect', ['inspect', '-f', '{{(index .NetworkSettings.Networks "benchnet").IPAddress}}', c]).stdout.trim();
-      if (!ip.startsWith(DOCKER_NET.prefix)) throw new Error(`verify docker connect ${i}: address "${ip}" is not in ${DOCKER_NET.subnet}`);
+      const ip = d('inspect', [
+        'inspect',
+        '-f',
+        '{{(index .NetworkSettings.Networks "benchnet").IPAddress}}',
+        c,
+      ]).stdout.trim();
+      if (!ip.startsWith(DOCKER_NET.prefix))
+        throw new Error(`verify docker connect ${i}: address "${ip}" is not in ${DOCKER_NET.subnet}`);
       checkAddress(`docker connect ${i}`, cns, `${ip}/16`);
       pingGateway(`docker connect ${i}`, cns, DOCKER_NET.gateway);
     };
@@ -849,12 +999,16 @@ export async function run(): Promise<Record<string, number>> {
     }
     if (want('cni') || want('netavark')) {
       figures.exec_harness_ms = await execHarnessMs(s);
-      console.log(`  harness     spawnSync of nsenter + /bin/cat: median ${figures.exec_harness_ms.toFixed(2)} ms (in every CNI and netavark call below)`);
+      console.log(
+        `  harness     spawnSync of nsenter + /bin/cat: median ${figures.exec_harness_ms.toFixed(2)} ms (in every CNI and netavark call below)`,
+      );
     }
     if (want('cni')) {
       await sleep(SETTLE_MS);
       if (!fs.existsSync(path.join(CNI_DIR, 'bridge')) || !fs.existsSync(path.join(CNI_DIR, 'host-local'))) {
-        unavailable.push(`cni_bridge: ${CNI_DIR}/bridge or host-local is missing (${installErr ?? 'not installed'})`);
+        unavailable.push(
+          `cni_bridge: ${CNI_DIR}/bridge or host-local is missing (${installErr ?? 'not installed'})`,
+        );
         figures.cni_bridge_available = 0;
       } else {
         cni = await runCni(s);
@@ -875,7 +1029,10 @@ export async function run(): Promise<Record<string, number>> {
       await sleep(SETTLE_MS);
       dock = await runDocker(s);
       if (dock.ok) {
-        console.log(line('docker', dock.t).replace('attach', 'connect').replace('detach', 'disconnect') + `   (dockerd ${dock.version}, CLI included)`);
+        console.log(
+          line('docker', dock.t).replace('attach', 'connect').replace('detach', 'disconnect') +
+            `   (dockerd ${dock.version}, CLI included)`,
+        );
       } else {
         unavailable.push(`docker: ${dock.reason}`);
       }
@@ -972,14 +1129,20 @@ export async function run(): Promise<Record<string, number>> {
       const r = figures[key];
       if (r === undefined) continue;
       const strict = Math.min(r, figures[`${key}_harness_out`]);
-      goals.push(`vs ${label} ${r.toFixed(1)}x (${strict.toFixed(1)}x without the exec harness) >= 10x: ${verdict(strict >= 10)}`);
+      goals.push(
+        `vs ${label} ${r.toFixed(1)}x (${strict.toFixed(1)}x without the exec harness) >= 10x: ${verdict(strict >= 10)}`,
+      );
     }
     const c = figures.cnmd_network_create_median_ms;
-    goals.push(`network create ${c.toFixed(2)} ms <= 10 ms: ${verdict(c <= 10)}${c > 10 ? ` (by ${(c - 10).toFixed(2)} ms)` : ''}`);
+    goals.push(
+      `network create ${c.toFixed(2)} ms <= 10 ms: ${verdict(c <= 10)}${c > 10 ? ` (by ${(c - 10).toFixed(2)} ms)` : ''}`,
+    );
   }
   if (rss && RSS_SANDBOXES === 1000) {
     const r = figures.cnmd_rss_mb_1000_endpoints;
-    goals.push(`RSS ${r.toFixed(1)} MB <= 150 MB at 1000 endpoints: ${verdict(r <= 150)}${r > 150 ? ` (by ${(r - 150).toFixed(1)} MB)` : ''}`);
+    goals.push(
+      `RSS ${r.toFixed(1)} MB <= 150 MB at 1000 endpoints: ${verdict(r <= 150)}${r > 150 ? ` (by ${(r - 150).toFixed(1)} MB)` : ''}`,
+    );
   }
   if (goals.length) console.log(`attach goals: ${goals.join('; ')}`);
   console.log(`attach: case ran ${figures.case_seconds.toFixed(1)} s`);

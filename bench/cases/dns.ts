@@ -64,7 +64,16 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { EMBEDDED_DNS_OPTION } from '../../src/controller/controller';
-import { Scratch, commandExists, ensureDebPackages, intEnv, median, memKb, sleep, cleanupOnSignals } from '../lib/host';
+import {
+  Scratch,
+  commandExists,
+  ensureDebPackages,
+  intEnv,
+  median,
+  memKb,
+  sleep,
+  cleanupOnSignals,
+} from '../lib/host';
 import {
   AARDVARK,
   Cnmd,
@@ -110,9 +119,13 @@ const AV_NET = { prefix: '10.89.', gateway: '10.89.0.1', client: '10.89.0.2' };
 
 function parsePeers(raw: string | undefined): Set<Peer> {
   if (!raw) return new Set(ALL_PEERS);
-  const want = raw.split(',').map((s) => s.trim()).filter(Boolean);
+  const want = raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const bad = want.filter((p) => !(ALL_PEERS as readonly string[]).includes(p));
-  if (bad.length) throw new Error(`BENCH_DNS_PEERS: unknown ${bad.join(', ')}; known: ${ALL_PEERS.join(', ')}`);
+  if (bad.length)
+    throw new Error(`BENCH_DNS_PEERS: unknown ${bad.join(', ')}; known: ${ALL_PEERS.join(', ')}`);
   return new Set(want as Peer[]);
 }
 
@@ -142,7 +155,9 @@ interface Runs {
 function checkRcodes(where: string, r: PerfResult): void {
   const other = Object.entries(r.rcodes).filter(([k]) => k !== 'NOERROR');
   if (other.length || r.completed === 0 || (r.rcodes.NOERROR ?? 0) !== r.completed) {
-    throw new Error(`verify ${where}: dnsperf response codes ${JSON.stringify(r.rcodes)} for ${r.completed} completed queries: want all NOERROR`);
+    throw new Error(
+      `verify ${where}: dnsperf response codes ${JSON.stringify(r.rcodes)} for ${r.completed} completed queries: want all NOERROR`,
+    );
   }
 }
 
@@ -177,17 +192,64 @@ function report(label: string, m: Runs, detail: string): void {
   const iv = m.thr.flatMap((r) => r.intervals);
   const lost = (rs: PerfResult[]) => rs.reduce((a, r) => a + r.lost, 0);
   console.log(
-    `  ${label.padEnd(9)} ${f(med(m.thr, (r) => r.qps), 0).padStart(7)} queries/s (rounds ${m.thr.map((r) => r.qps.toFixed(0)).join(', ')})  avg ${f(med(m.thr, (r) => r.avgMs), 3)} ms  ` +
-      `max ${f(Math.max(...m.thr.map((r) => r.maxMs)), 1)} ms  lost ${lost(m.thr)}/${m.thr.reduce((a, r) => a + r.sent, 0)}  server CPU ${f(med(m.thr, (r) => r.serverCpuPct), 0)} % (${f(med(m.thr, (r) => r.serverCpuUsPerQuery), 1)} us/query: user ${f(med(m.thr, (r) => r.serverUserUsPerQuery), 1)}, kernel ${f(med(m.thr, (r) => r.serverSysUsPerQuery), 1)})  ` +
+    `  ${label.padEnd(9)} ${f(
+      med(m.thr, (r) => r.qps),
+      0,
+    ).padStart(7)} queries/s (rounds ${m.thr.map((r) => r.qps.toFixed(0)).join(', ')})  avg ${f(
+      med(m.thr, (r) => r.avgMs),
+      3,
+    )} ms  ` +
+      `max ${f(Math.max(...m.thr.map((r) => r.maxMs)), 1)} ms  lost ${lost(m.thr)}/${m.thr.reduce((a, r) => a + r.sent, 0)}  server CPU ${f(
+        med(m.thr, (r) => r.serverCpuPct),
+        0,
+      )} % (${f(
+        med(m.thr, (r) => r.serverCpuUsPerQuery),
+        1,
+      )} us/query: user ${f(
+        med(m.thr, (r) => r.serverUserUsPerQuery),
+        1,
+      )}, kernel ${f(
+        med(m.thr, (r) => r.serverSysUsPerQuery),
+        1,
+      )})  ` +
       `1-s intervals ${iv.length ? `${f(Math.min(...iv), 0)}..${f(Math.max(...iv), 0)}` : '-'}  ${detail}`,
   );
   console.log(
-    `  ${''.padEnd(9)} loaded -v (${f(med(m.loaded, (r) => r.qps), 0)}/s): p50 ${f(med(m.loaded, (r) => r.p50Ms), 3)}  p99 ${f(med(m.loaded, (r) => r.p99Ms), 3)}  ` +
-      `p99.9 ${f(med(m.loaded, (r) => r.p999Ms), 3)} ms, lost ${lost(m.loaded)};  at ${RATE}/s (${f(med(m.fixed, (r) => r.qps), 0)}/s done): p50 ${f(med(m.fixed, (r) => r.p50Ms), 3)}  ` +
-      `p99 ${f(med(m.fixed, (r) => r.p99Ms), 3)}  p99.9 ${f(med(m.fixed, (r) => r.p999Ms), 3)}  max ${f(Math.max(...m.fixed.map((r) => r.maxMs)), 2)} ms, lost ${lost(m.fixed)}, ` +
-      `server CPU ${f(med(m.fixed, (r) => r.serverCpuPct), 0)} %`,
+    `  ${''.padEnd(9)} loaded -v (${f(
+      med(m.loaded, (r) => r.qps),
+      0,
+    )}/s): p50 ${f(
+      med(m.loaded, (r) => r.p50Ms),
+      3,
+    )}  p99 ${f(
+      med(m.loaded, (r) => r.p99Ms),
+      3,
+    )}  ` +
+      `p99.9 ${f(
+        med(m.loaded, (r) => r.p999Ms),
+        3,
+      )} ms, lost ${lost(m.loaded)};  at ${RATE}/s (${f(
+        med(m.fixed, (r) => r.qps),
+        0,
+      )}/s done): p50 ${f(
+        med(m.fixed, (r) => r.p50Ms),
+        3,
+      )}  ` +
+      `p99 ${f(
+        med(m.fixed, (r) => r.p99Ms),
+        3,
+      )}  p99.9 ${f(
+        med(m.fixed, (r) => r.p999Ms),
+        3,
+      )}  max ${f(Math.max(...m.fixed.map((r) => r.maxMs)), 2)} ms, lost ${lost(m.fixed)}, ` +
+      `server CPU ${f(
+        med(m.fixed, (r) => r.serverCpuPct),
+        0,
+      )} %`,
   );
-  console.log(`  ${''.padEnd(9)} 1-s rates of the throughput runs (thousands/s): ${m.thr.map((r) => r.intervals.map((x) => (x / 1000).toFixed(1)).join(' ')).join(' | ')}`);
+  console.log(
+    `  ${''.padEnd(9)} 1-s rates of the throughput runs (thousands/s): ${m.thr.map((r) => r.intervals.map((x) => (x / 1000).toFixed(1)).join(' ')).join(' | ')}`,
+  );
 }
 
 // ---- cnmd ----
@@ -202,16 +264,23 @@ interface CnmdNet {
 async function cnmdWithNames(s: Scratch, tag: string, nodeArgs?: string[]): Promise<CnmdNet> {
   const d = await Cnmd.start(s, tag, { nodeArgs });
   try {
-    await d.ok('POST', '/networks/create', 201, { Name: NET, Driver: 'bridge', IPAM: { Config: [{ Subnet: CNMD_SUBNET }] } });
+    await d.ok('POST', '/networks/create', 201, {
+      Name: NET,
+      Driver: 'bridge',
+      IPAM: { Config: [{ Subnet: CNMD_SUBNET }] },
+    });
     const want = new Map<string, string>();
     for (const n of peerNames()) {
-      const id = (await d.ok('POST', '/sandboxes', 201, { Name: n, Networks: [{ Network: NET }] })).Id as string;
+      const id = (await d.ok('POST', '/sandboxes', 201, { Name: n, Networks: [{ Network: NET }] }))
+        .Id as string;
       const sb = await d.ok('GET', `/sandboxes/${id}`, 200);
       want.set(n, String(sb.Networks?.[NET]?.IPAddress ?? ''));
     }
-    const cid = (await d.ok('POST', '/sandboxes', 201, { Name: 'client', Networks: [{ Network: NET }] })).Id as string;
+    const cid = (await d.ok('POST', '/sandboxes', 201, { Name: 'client', Networks: [{ Network: NET }] }))
+      .Id as string;
     const csb = await d.ok('GET', `/sandboxes/${cid}`, 200);
-    if (!String(csb.SandboxKey).startsWith(s.run + '/')) throw new Error(`verify cnmd: client netns ${csb.SandboxKey} is not under the tmpfs exec-root`);
+    if (!String(csb.SandboxKey).startsWith(s.run + '/'))
+      throw new Error(`verify cnmd: client netns ${csb.SandboxKey} is not under the tmpfs exec-root`);
     const client: NsRef = { path: csb.SandboxKey };
     checkResolves(`cnmd (${tag})`, client, '127.0.0.11', want);
     return { d, client, want };
@@ -245,21 +314,45 @@ async function setupDocker(s: Scratch): Promise<Setup> {
       dk.cli('rm', ['rm', '-f', ...names], 120_000);
       dk.cli('network rm', ['network', 'rm', NET]);
     } catch (e) {
-      console.log(`  dns: docker cleanup: ${(e as Error).message.slice(0, 300)} (the scratch cleanup kills what is left)`);
+      console.log(
+        `  dns: docker cleanup: ${(e as Error).message.slice(0, 300)} (the scratch cleanup kills what is left)`,
+      );
     }
     await dk.stop();
   };
   try {
     try {
-      dk.cli('network create', ['network', 'create', '--driver', 'bridge', '--subnet', DOCKER_NET.subnet, '--gateway', DOCKER_NET.gateway, NET]);
-      for (const n of names) dk.cli(`run ${n}`, ['run', '-d', '--name', n, '--network', NET, dk.image, '/bin/sleep', '3600']);
+      dk.cli('network create', [
+        'network',
+        'create',
+        '--driver',
+        'bridge',
+        '--subnet',
+        DOCKER_NET.subnet,
+        '--gateway',
+        DOCKER_NET.gateway,
+        NET,
+      ]);
+      for (const n of names)
+        dk.cli(`run ${n}`, ['run', '-d', '--name', n, '--network', NET, dk.image, '/bin/sleep', '3600']);
     } catch (e) {
       await stop();
-      return { ok: false, reason: `docker could not run the containers here: ${(e as Error).message.slice(0, 600)}; dockerd: ${dk.tail()}` };
+      return {
+        ok: false,
+        reason: `docker could not run the containers here: ${(e as Error).message.slice(0, 600)}; dockerd: ${dk.tail()}`,
+      };
     }
     const want = new Map<string, string>();
     let clientPid = 0;
-    const lines = dk.cli('inspect', ['inspect', '-f', `{{.Name}} {{.State.Pid}} {{(index .NetworkSettings.Networks "${NET}").IPAddress}}`, ...names]).stdout.trim().split('\n');
+    const lines = dk
+      .cli('inspect', [
+        'inspect',
+        '-f',
+        `{{.Name}} {{.State.Pid}} {{(index .NetworkSettings.Networks "${NET}").IPAddress}}`,
+        ...names,
+      ])
+      .stdout.trim()
+      .split('\n');
     for (const l of lines) {
       const [nm, pid, ip] = l.trim().split(/\s+/);
       const bare = nm.replace(/^\//, '');
@@ -271,7 +364,14 @@ async function setupDocker(s: Scratch): Promise<Setup> {
     checkResolves('docker', client, '127.0.0.11', want);
     return {
       ok: true,
-      t: { key: 'docker', ns: client, server: '127.0.0.11', pid: dk.pid, detail: () => `(dockerd ${dk.version}, VmRSS ${(memKb(dk.pid).rss / 1024).toFixed(1)} MB)`, stop },
+      t: {
+        key: 'docker',
+        ns: client,
+        server: '127.0.0.11',
+        pid: dk.pid,
+        detail: () => `(dockerd ${dk.version}, VmRSS ${(memKb(dk.pid).rss / 1024).toFixed(1)} MB)`,
+        stop,
+      },
     };
   } catch (e) {
     await stop();
@@ -282,7 +382,8 @@ async function setupDocker(s: Scratch): Promise<Setup> {
 // ---- aardvark-dns ----
 
 async function setupAardvark(s: Scratch): Promise<Setup> {
-  if (!fs.existsSync(AARDVARK)) return { ok: false, reason: `${AARDVARK} is missing (Debian package aardvark-dns)` };
+  if (!fs.existsSync(AARDVARK))
+    return { ok: false, reason: `${AARDVARK} is missing (Debian package aardvark-dns)` };
   const dir = path.join(s.run, 'aardvark');
   fs.mkdirSync(dir);
   const hostNs = await makeNetns(path.join(dir, 'host-netns'));
@@ -310,11 +411,24 @@ async function setupAardvark(s: Scratch): Promise<Setup> {
     checkResolves('aardvark', client, AV_NET.gateway, want);
     let ver = 'aardvark-dns';
     try {
-      ver = execFileSync(AARDVARK, ['--version'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+      ver = execFileSync(AARDVARK, ['--version'], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'ignore'],
+      }).trim();
     } catch {
       /* unknown version */
     }
-    return { ok: true, t: { key: 'aardvark', ns: client, server: AV_NET.gateway, pid, detail: () => `(${ver}, VmRSS ${(memKb(pid).rss / 1024).toFixed(1)} MB)`, stop: () => stopPid(pid) } };
+    return {
+      ok: true,
+      t: {
+        key: 'aardvark',
+        ns: client,
+        server: AV_NET.gateway,
+        pid,
+        detail: () => `(${ver}, VmRSS ${(memKb(pid).rss / 1024).toFixed(1)} MB)`,
+        stop: () => stopPid(pid),
+      },
+    };
   } catch (e) {
     await stopPid(pid);
     throw e;
@@ -347,7 +461,10 @@ async function rssOnce(s: Scratch, tag: string, dns: boolean): Promise<RssSample
     const baseKb = memKb(d.pid).rss;
     const fd0 = fdCount(d.pid);
     const ids: string[] = [];
-    for (let i = 0; i < RSS_SANDBOXES; i++) ids.push((await d.ok('POST', '/sandboxes', 201, { Name: `r${i}`, Networks: [{ Network: 'rssnet' }] })).Id);
+    for (let i = 0; i < RSS_SANDBOXES; i++)
+      ids.push(
+        (await d.ok('POST', '/sandboxes', 201, { Name: `r${i}`, Networks: [{ Network: 'rssnet' }] })).Id,
+      );
     await sleep(1000);
     const afterKb = memKb(d.pid).rss;
     const fds = fdCount(d.pid) - fd0;
@@ -356,10 +473,21 @@ async function rssOnce(s: Scratch, tag: string, dns: boolean): Promise<RssSample
       const ns: NsRef = { path: last.SandboxKey };
       if (dns) {
         const first = await d.ok('GET', `/sandboxes/${ids[0]}`, 200);
-        checkResolves(`cnmd rss (${tag})`, ns, '127.0.0.11', new Map([['r0', first.Networks.rssnet.IPAddress], [last.Name, last.Networks.rssnet.IPAddress]]));
+        checkResolves(
+          `cnmd rss (${tag})`,
+          ns,
+          '127.0.0.11',
+          new Map([
+            ['r0', first.Networks.rssnet.IPAddress],
+            [last.Name, last.Networks.rssnet.IPAddress],
+          ]),
+        );
       } else {
         const got = resolveAll(ns, '127.0.0.11', ['r0']);
-        if (got.r0.rcode !== -1) throw new Error(`verify cnmd rss (${tag}): 127.0.0.11 answered (${JSON.stringify(got.r0)}) on a network with ${EMBEDDED_DNS_OPTION}=false`);
+        if (got.r0.rcode !== -1)
+          throw new Error(
+            `verify cnmd rss (${tag}): 127.0.0.11 answered (${JSON.stringify(got.r0)}) on a network with ${EMBEDDED_DNS_OPTION}=false`,
+          );
       }
     }
     for (const id of ids) await d.ok('DELETE', `/sandboxes/${id}`, 204);
@@ -385,13 +513,18 @@ async function runRss(s: Scratch): Promise<RssResult> {
   const samples: RssSample[] = [];
   for (let r = 0; r < RSS_ROUNDS; r++) {
     // Alternate which variant goes first.
-    for (const dns of r % 2 === 0 ? [true, false] : [false, true]) samples.push(await rssOnce(s, `rss-${r}-${dns ? 'dns' : 'nodns'}`, dns));
+    for (const dns of r % 2 === 0 ? [true, false] : [false, true])
+      samples.push(await rssOnce(s, `rss-${r}-${dns ? 'dns' : 'nodns'}`, dns));
   }
   const pick = (dns: boolean) => samples.filter((x) => x.dns === dns);
   const withDeltaKb = median(pick(true).map((x) => x.afterKb - x.baseKb));
   const withoutDeltaKb = median(pick(false).map((x) => x.afterKb - x.baseKb));
-  const fdsPerResolver = (median(pick(true).map((x) => x.fds)) - median(pick(false).map((x) => x.fds))) / RSS_SANDBOXES;
-  if (Math.abs(fdsPerResolver - 2) > 0.05) throw new Error(`verify cnmd rss: ${fdsPerResolver.toFixed(2)} more fds per sandbox with the embedded DNS than without, want 2 (UDP + TCP)`);
+  const fdsPerResolver =
+    (median(pick(true).map((x) => x.fds)) - median(pick(false).map((x) => x.fds))) / RSS_SANDBOXES;
+  if (Math.abs(fdsPerResolver - 2) > 0.05)
+    throw new Error(
+      `verify cnmd rss: ${fdsPerResolver.toFixed(2)} more fds per sandbox with the embedded DNS than without, want 2 (UDP + TCP)`,
+    );
   return {
     withDeltaKb,
     withoutDeltaKb,
@@ -418,7 +551,10 @@ async function runProfile(s: Scratch): Promise<{ qps: number; summary: ProfileSu
     writeQueryFile(qf, peerNames());
     await sleep(500);
     from = monotonicUs();
-    const r = dnsperf(client, '127.0.0.11', qf, path.join(dir, 'perf.out'), { clients: CLIENTS, seconds: PROFILE_SECONDS });
+    const r = dnsperf(client, '127.0.0.11', qf, path.join(dir, 'perf.out'), {
+      clients: CLIENTS,
+      seconds: PROFILE_SECONDS,
+    });
     to = monotonicUs();
     checkRcodes('cnmd profiled run', r);
     qps = r.qps;
@@ -426,7 +562,8 @@ async function runProfile(s: Scratch): Promise<{ qps: number; summary: ProfileSu
     await d.stop();
   }
   const prof = fs.readdirSync(dir).filter((f) => f.endsWith('.cpuprofile'));
-  if (prof.length !== 1) throw new Error(`cnmd --cpu-prof: want one .cpuprofile in ${dir}, found ${prof.length}`);
+  if (prof.length !== 1)
+    throw new Error(`cnmd --cpu-prof: want one .cpuprofile in ${dir}, found ${prof.length}`);
   return { qps, summary: summarizeProfile(path.join(dir, prof[0]), from, to) };
 }
 
@@ -464,19 +601,34 @@ function perfFigures(out: Record<string, number>, key: string, m: Runs): void {
 export async function run(): Promise<Record<string, number>> {
   checkTools();
   const want = (p: Peer) => PEERS.has(p);
-  const pkgs = ['dnsperf', ...(want('aardvark') ? ['aardvark-dns'] : []), ...(want('docker') ? ['docker.io', 'containerd', 'runc', 'busybox-static'] : [])];
+  const pkgs = [
+    'dnsperf',
+    ...(want('aardvark') ? ['aardvark-dns'] : []),
+    ...(want('docker') ? ['docker.io', 'containerd', 'runc', 'busybox-static'] : []),
+  ];
   const installErr = ensureDebPackages(pkgs);
   if (installErr) console.log(`  dns: ${installErr}`);
-  if (!commandExists('dnsperf')) throw new Error(`bench dns: dnsperf is not installed (${installErr ?? 'Debian package dnsperf'})`);
+  if (!commandExists('dnsperf'))
+    throw new Error(`bench dns: dnsperf is not installed (${installErr ?? 'Debian package dnsperf'})`);
   const tStart = performance.now();
 
   const s = new Scratch('cnmd-bench-dns-');
   const offSignals = cleanupOnSignals(() => s.cleanup());
   console.log(
     `dns: ${NAMES} names, ${ROUNDS} round(s) of dnsperf -c ${CLIENTS} -l ${SECONDS}, the same with -v, and -Q ${RATE} -l ${RATE_SECONDS} -v per peer; peers ${[...PEERS].join(', ')}; ` +
-      `root ${s.root} (tmpfs at run/), ${os.cpus().length} cores, load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`,
+      `root ${s.root} (tmpfs at run/), ${os.cpus().length} cores, load average ${os
+        .loadavg()
+        .map((l) => l.toFixed(2))
+        .join(' ')}`,
   );
-  const figures: Record<string, number> = { names: NAMES, clients: CLIENTS, seconds: SECONDS, rounds: ROUNDS, fixed_rate_qps: RATE, load_avg_1m_start: os.loadavg()[0] };
+  const figures: Record<string, number> = {
+    names: NAMES,
+    clients: CLIENTS,
+    seconds: SECONDS,
+    rounds: ROUNDS,
+    fixed_rate_qps: RATE,
+    load_avg_1m_start: os.loadavg()[0],
+  };
   const unavailable: string[] = [];
   const targets: Target[] = [];
   const runs = new Map<Peer, Runs>();
@@ -499,7 +651,12 @@ export async function run(): Promise<Record<string, number>> {
       if (r.ok) targets.push(r.t);
       else unavailable.push(`aardvark: ${r.reason}`);
     }
-    console.log(`  set up ${targets.map((t) => t.key).join(', ')} in ${((performance.now() - tSetup) / 1000).toFixed(1)} s; load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+    console.log(
+      `  set up ${targets.map((t) => t.key).join(', ')} in ${((performance.now() - tSetup) / 1000).toFixed(1)} s; load average ${os
+        .loadavg()
+        .map((l) => l.toFixed(2))
+        .join(' ')}`,
+    );
     for (const t of targets) runs.set(t.key, { thr: [], loaded: [], fixed: [] });
     for (let round = 0; round < ROUNDS; round++) {
       const order = targets.map((_, i) => targets[(i + round) % targets.length]);
@@ -569,7 +726,8 @@ export async function run(): Promise<Record<string, number>> {
       figures.ratio_cnmd_vs_best_peer_qps = figures.cnmd_qps / figures[`${best}_qps`];
       figures.ratio_best_peer_vs_cnmd_p99 = bestP99 / figures.cnmd_p99_ms;
       figures.ratio_best_peer_vs_cnmd_fixed_rate_p99 = bestFixedP99 / figures.cnmd_fixed_rate_p99_ms;
-      figures.ratio_best_peer_vs_cnmd_cpu_per_query = Math.min(...peers.map((k) => figures[`${k}_cpu_us_per_query`])) / figures.cnmd_cpu_us_per_query;
+      figures.ratio_best_peer_vs_cnmd_cpu_per_query =
+        Math.min(...peers.map((k) => figures[`${k}_cpu_us_per_query`])) / figures.cnmd_cpu_us_per_query;
     }
   }
   if (rss) {
@@ -594,12 +752,18 @@ export async function run(): Promise<Record<string, number>> {
     const r = figures.ratio_cnmd_vs_best_peer_qps;
     goals.push(
       `queries/s ${q.toFixed(0)} vs ${best} ${bq.toFixed(0)} = ${r.toFixed(2)}x >= 1.2x: ${verdict(r >= 1.2)}` +
-        (r < 1.2 ? ` (short by ${(1.2 * bq - q).toFixed(0)} queries/s: cnmd needs +${(((1.2 * bq) / q - 1) * 100).toFixed(0)} %)` : ''),
+        (r < 1.2
+          ? ` (short by ${(1.2 * bq - q).toFixed(0)} queries/s: cnmd needs +${(((1.2 * bq) / q - 1) * 100).toFixed(0)} %)`
+          : ''),
     );
     const p = figures.cnmd_p99_ms;
-    goals.push(`p99 under load ${p.toFixed(3)} ms vs best peer ${bestP99.toFixed(3)} ms: ${verdict(p <= bestP99)}${p > bestP99 ? ` (by ${(p - bestP99).toFixed(3)} ms)` : ''}`);
+    goals.push(
+      `p99 under load ${p.toFixed(3)} ms vs best peer ${bestP99.toFixed(3)} ms: ${verdict(p <= bestP99)}${p > bestP99 ? ` (by ${(p - bestP99).toFixed(3)} ms)` : ''}`,
+    );
     const pf = figures.cnmd_fixed_rate_p99_ms;
-    goals.push(`p99 at ${RATE}/s ${pf.toFixed(3)} ms vs best peer ${bestFixedP99.toFixed(3)} ms: ${verdict(pf <= bestFixedP99)}${pf > bestFixedP99 ? ` (by ${(pf - bestFixedP99).toFixed(3)} ms)` : ''}`);
+    goals.push(
+      `p99 at ${RATE}/s ${pf.toFixed(3)} ms vs best peer ${bestFixedP99.toFixed(3)} ms: ${verdict(pf <= bestFixedP99)}${pf > bestFixedP99 ? ` (by ${(pf - bestFixedP99).toFixed(3)} ms)` : ''}`,
+    );
   }
   if (cnmd) {
     const lost = figures.cnmd_lost + figures.cnmd_lost_latency_runs;
@@ -607,7 +771,9 @@ export async function run(): Promise<Record<string, number>> {
   }
   if (rss) {
     const mb = figures.cnmd_rss_per_resolver_mb;
-    goals.push(`RSS ${mb.toFixed(3)} MB per resolver <= 1 MB: ${verdict(mb <= 1)}${mb > 1 ? ` (by ${(mb - 1).toFixed(3)} MB)` : ''}`);
+    goals.push(
+      `RSS ${mb.toFixed(3)} MB per resolver <= 1 MB: ${verdict(mb <= 1)}${mb > 1 ? ` (by ${(mb - 1).toFixed(3)} MB)` : ''}`,
+    );
   }
   if (goals.length) console.log(`dns goals: ${goals.join('; ')}`);
   console.log(`dns: case ran ${figures.case_seconds.toFixed(1)} s (installs excluded)`);

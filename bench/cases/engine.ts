@@ -56,7 +56,18 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Scratch, commandExists, ensureDebPackages, eventually, intEnv, median, percentile, sleep, vethCount, cleanupOnSignals } from '../lib/host';
+import {
+  Scratch,
+  commandExists,
+  ensureDebPackages,
+  eventually,
+  intEnv,
+  median,
+  percentile,
+  sleep,
+  vethCount,
+  cleanupOnSignals,
+} from '../lib/host';
 import { Cnmd, Dockerd, guardNetns, inNs, startDockerd } from '../lib/peers-ports';
 
 export const name = 'engine';
@@ -65,11 +76,28 @@ export const unit = 'ms';
 const ROUNDS = intEnv('BENCH_ENGINE_ROUNDS', 20, 1, 1000);
 const WARMUP = intEnv('BENCH_ENGINE_WARMUP', 2, 0, 100);
 const SOCKET_WAIT_S = intEnv('BENCH_ENGINE_SOCKET_WAIT_S', 10, 0, 600);
-const DRIVERS = new Set((process.env.BENCH_ENGINE_DRIVERS ?? 'builtin,cnmd').split(',').map((x) => x.trim()).filter(Boolean));
+const DRIVERS = new Set(
+  (process.env.BENCH_ENGINE_DRIVERS ?? 'builtin,cnmd')
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean),
+);
 
 const NETS = {
-  builtin: { name: 'bench-builtin', subnet: '10.77.0.0/16', gateway: '10.77.0.1', prefix: '10.77.', create: ['--driver', 'bridge'] },
-  cnmd: { name: 'bench-cnmd', subnet: '10.78.0.0/16', gateway: '10.78.0.1', prefix: '10.78.', create: ['--driver', 'cnmd-bridge', '--ipam-driver', 'cnmd-ipam'] },
+  builtin: {
+    name: 'bench-builtin',
+    subnet: '10.77.0.0/16',
+    gateway: '10.77.0.1',
+    prefix: '10.77.',
+    create: ['--driver', 'bridge'],
+  },
+  cnmd: {
+    name: 'bench-cnmd',
+    subnet: '10.78.0.0/16',
+    gateway: '10.78.0.1',
+    prefix: '10.78.',
+    create: ['--driver', 'cnmd-bridge', '--ipam-driver', 'cnmd-ipam'],
+  },
 } as const;
 type Driver = keyof typeof NETS;
 
@@ -82,10 +110,43 @@ interface VariantSpec {
 
 const VARIANTS: Record<Variant, VariantSpec> = {
   none_run: { args: (img) => ['run', '--rm', '--network', 'none', img, 'true'] },
-  builtin_run: { driver: 'builtin', args: (img) => ['run', '--rm', '--network', NETS.builtin.name, img, 'true'] },
+  builtin_run: {
+    driver: 'builtin',
+    args: (img) => ['run', '--rm', '--network', NETS.builtin.name, img, 'true'],
+  },
   cnmd_run: { driver: 'cnmd', args: (img) => ['run', '--rm', '--network', NETS.cnmd.name, img, 'true'] },
-  builtin_ping: { driver: 'builtin', args: (img) => ['run', '--rm', '--network', NETS.builtin.name, img, 'ping', '-c', '1', '-W', '2', NETS.builtin.gateway] },
-  cnmd_ping: { driver: 'cnmd', args: (img) => ['run', '--rm', '--network', NETS.cnmd.name, img, 'ping', '-c', '1', '-W', '2', NETS.cnmd.gateway] },
+  builtin_ping: {
+    driver: 'builtin',
+    args: (img) => [
+      'run',
+      '--rm',
+      '--network',
+      NETS.builtin.name,
+      img,
+      'ping',
+      '-c',
+      '1',
+      '-W',
+      '2',
+      NETS.builtin.gateway,
+    ],
+  },
+  cnmd_ping: {
+    driver: 'cnmd',
+    args: (img) => [
+      'run',
+      '--rm',
+      '--network',
+      NETS.cnmd.name,
+      img,
+      'ping',
+      '-c',
+      '1',
+      '-W',
+      '2',
+      NETS.cnmd.gateway,
+    ],
+  },
 };
 
 function checkTools(): void {
@@ -94,7 +155,8 @@ function checkTools(): void {
     if (!commandExists(tool)) throw new Error(`bench engine: "${tool}" is not installed`);
   }
   const bad = [...DRIVERS].filter((x) => !(x in NETS));
-  if (bad.length || !DRIVERS.has('builtin')) throw new Error(`BENCH_ENGINE_DRIVERS: want builtin[,cnmd], got ${[...DRIVERS].join(',')}`);
+  if (bad.length || !DRIVERS.has('builtin'))
+    throw new Error(`BENCH_ENGINE_DRIVERS: want builtin[,cnmd], got ${[...DRIVERS].join(',')}`);
 }
 
 /** Waits for cnmd's plugin sockets; returns why they are not there, or undefined. */
@@ -120,10 +182,25 @@ async function pluginSockets(dir: string): Promise<string | undefined> {
 /** Checks, from a container on the network, its address and default route. */
 function checkNetwork(dk: Dockerd, driver: Driver): void {
   const n = NETS[driver];
-  const out = dk.cli(`check ${driver}`, ['run', '--rm', '--network', n.name, dk.image, 'sh', '-c', 'ip -4 -o addr show dev eth0; echo ---; ip -4 route show default'], 60_000).stdout;
+  const out = dk.cli(
+    `check ${driver}`,
+    [
+      'run',
+      '--rm',
+      '--network',
+      n.name,
+      dk.image,
+      'sh',
+      '-c',
+      'ip -4 -o addr show dev eth0; echo ---; ip -4 route show default',
+    ],
+    60_000,
+  ).stdout;
   const [addrs, routes] = out.split('---');
-  if (!new RegExp(`inet ${n.prefix.replace(/\./g, '\\.')}\\d+\\.\\d+/16 `).test(addrs)) throw new Error(`verify ${driver}: eth0 holds no address in ${n.subnet}: ${addrs.trim()}`);
-  if (!routes.includes(`default via ${n.gateway} `)) throw new Error(`verify ${driver}: the default route is not via ${n.gateway}: ${routes.trim()}`);
+  if (!new RegExp(`inet ${n.prefix.replace(/\./g, '\\.')}\\d+\\.\\d+/16 `).test(addrs))
+    throw new Error(`verify ${driver}: eth0 holds no address in ${n.subnet}: ${addrs.trim()}`);
+  if (!routes.includes(`default via ${n.gateway} `))
+    throw new Error(`verify ${driver}: the default route is not via ${n.gateway}: ${routes.trim()}`);
 }
 
 function rotate<T>(xs: T[], k: number): T[] {
@@ -163,7 +240,16 @@ export async function run(): Promise<Record<string, number>> {
     try {
       const create = (driver: Driver) => {
         const n = NETS[driver];
-        creates[driver] = dk.cli(`network create (${driver})`, ['network', 'create', ...n.create, '--subnet', n.subnet, '--gateway', n.gateway, n.name]).ms;
+        creates[driver] = dk.cli(`network create (${driver})`, [
+          'network',
+          'create',
+          ...n.create,
+          '--subnet',
+          n.subnet,
+          '--gateway',
+          n.gateway,
+          n.name,
+        ]).ms;
         checkNetwork(dk, driver);
       };
       create('builtin');
@@ -191,7 +277,8 @@ export async function run(): Promise<Record<string, number>> {
           let res: { ms: number; stdout: string };
           try {
             res = dk.cli(`${v} round ${r}`, spec.args(dk.image), 120_000);
-            if (v.endsWith('_ping') && !/1 packets received/.test(res.stdout)) throw new Error(`${v} round ${r}: the gateway did not answer: ${res.stdout.trim()}`);
+            if (v.endsWith('_ping') && !/1 packets received/.test(res.stdout))
+              throw new Error(`${v} round ${r}: the gateway did not answer: ${res.stdout.trim()}`);
           } catch (e) {
             if (spec.driver === 'cnmd') {
               cnmdFailure = `${(e as Error).message.slice(0, 1500)}; dockerd: ${dk.tail()}`;
@@ -211,7 +298,10 @@ export async function run(): Promise<Record<string, number>> {
       if (left) throw new Error(`verify: containers left after the rounds: ${left.split('\n').join(' ')}`);
       await eventually(() => {
         const v = vethCount(cnmd.hostNs);
-        if (v !== vethsBefore) throw new Error(`verify: ${v} veths in the host netns after the rounds, ${vethsBefore} before (an endpoint leaked)`);
+        if (v !== vethsBefore)
+          throw new Error(
+            `verify: ${v} veths in the host netns after the rounds, ${vethsBefore} before (an endpoint leaked)`,
+          );
       }, 10_000);
       dk.cli('network rm', ['network', 'rm', NETS.builtin.name]);
       if (creates.cnmd !== undefined) {
@@ -222,7 +312,14 @@ export async function run(): Promise<Record<string, number>> {
         }
       }
       const bridges = inNs(cnmd.hostNs, 'bridges', 'ip', ['-o', 'link', 'show', 'type', 'bridge']).stdout;
-      if (bridges.includes(`br-`)) console.log(`  engine: bridges left after network rm: ${bridges.trim().split('\n').map((l) => l.split(':')[1]?.trim()).join(' ')}`);
+      if (bridges.includes(`br-`))
+        console.log(
+          `  engine: bridges left after network rm: ${bridges
+            .trim()
+            .split('\n')
+            .map((l) => l.split(':')[1]?.trim())
+            .join(' ')}`,
+        );
     } finally {
       await dk.stop();
       await cnmd.stop();
@@ -239,7 +336,9 @@ export async function run(): Promise<Record<string, number>> {
     if (!xs) continue;
     figures[`${v}_median_ms`] = median(xs);
     figures[`${v}_p90_ms`] = percentile(xs, 90);
-    console.log(`  ${v.padEnd(13)} median ${f(median(xs))} ms  p90 ${f(percentile(xs, 90))} ms  (${xs.length} runs)`);
+    console.log(
+      `  ${v.padEnd(13)} median ${f(median(xs))} ms  p90 ${f(percentile(xs, 90))} ms  (${xs.length} runs)`,
+    );
   }
   for (const d of Object.keys(creates) as Driver[]) figures[`${d}_network_create_ms`] = creates[d]!;
   const none = times.get('none_run');
@@ -263,7 +362,9 @@ export async function run(): Promise<Record<string, number>> {
   figures.case_seconds = (performance.now() - tStart) / 1000;
   console.log(`engine: dockerd ${version}, case ran ${figures.case_seconds.toFixed(1)} s`);
   if (wantCnmd && cnmdFailure) {
-    throw new Error(`bench engine: the cnmd half failed, so there is nothing to compare (the built-in half is printed above): ${cnmdFailure}`);
+    throw new Error(
+      `bench engine: the cnmd half failed, so there is nothing to compare (the built-in half is printed above): ${cnmdFailure}`,
+    );
   }
   return figures;
 }

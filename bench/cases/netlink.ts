@@ -91,7 +91,8 @@ function intEnv(key: string, def: number, min: number, max: number): number {
   const raw = process.env[key];
   if (raw === undefined || raw === '') return def;
   const v = Number(raw);
-  if (!Number.isInteger(v) || v < min || v > max) throw new Error(`${key}=${raw}: want an integer in ${min}..${max}`);
+  if (!Number.isInteger(v) || v < min || v > max)
+    throw new Error(`${key}=${raw}: want an integer in ${min}..${max}`);
   return v;
 }
 
@@ -137,10 +138,15 @@ function checkHostLinks(variant: string, n: number, json: string): void {
   const byName = new Map(links.map((l) => [l.ifname.replace(/@.*$/, ''), l]));
   for (let i = 0; i < n; i++) {
     const l = byName.get(`vh${i}`);
-    if (!l) throw new Error(`verify ${variant}: host end vh${i} is missing (${links.length} veths in the host netns)`);
-    if (!l.flags?.includes('UP')) throw new Error(`verify ${variant}: host end vh${i} is not UP (flags ${l.flags?.join(',')})`);
+    if (!l)
+      throw new Error(
+        `verify ${variant}: host end vh${i} is missing (${links.length} veths in the host netns)`,
+      );
+    if (!l.flags?.includes('UP'))
+      throw new Error(`verify ${variant}: host end vh${i} is not UP (flags ${l.flags?.join(',')})`);
   }
-  if (links.length !== n) throw new Error(`verify ${variant}: ${links.length} veths in the host netns, want ${n}`);
+  if (links.length !== n)
+    throw new Error(`verify ${variant}: ${links.length} veths in the host netns, want ${n}`);
 }
 
 function checkNetns(variant: string, i: number, addrJson: string, routeJson: string): void {
@@ -151,7 +157,8 @@ function checkNetns(variant: string, i: number, addrJson: string, routeJson: str
   if (!lo?.flags?.includes('UP')) throw new Error(`${where}: lo is not UP`);
   const eth0 = links.find((l) => l.ifname === 'eth0');
   if (!eth0) throw new Error(`${where}: no eth0 (links: ${links.map((l) => l.ifname).join(', ')})`);
-  if (!eth0.flags?.includes('UP')) throw new Error(`${where}: eth0 is not UP (flags ${eth0.flags?.join(',')})`);
+  if (!eth0.flags?.includes('UP'))
+    throw new Error(`${where}: eth0 is not UP (flags ${eth0.flags?.join(',')})`);
   if (links.length !== 2) throw new Error(`${where}: ${links.length} links, want lo and eth0 only`);
   const [ip, len] = cidrOf(i).split('/');
   if (!eth0.addr_info?.some((a) => a.family === 'inet' && a.local === ip && a.prefixlen === Number(len))) {
@@ -159,13 +166,16 @@ function checkNetns(variant: string, i: number, addrJson: string, routeJson: str
   }
   const def = routes.find((r) => r.dst === 'default');
   if (!def || def.gateway !== gatewayOf(i) || def.dev !== 'eth0') {
-    throw new Error(`${where}: want default via ${gatewayOf(i)} dev eth0, routes are ${JSON.stringify(routes)}`);
+    throw new Error(
+      `${where}: want default via ${gatewayOf(i)} dev eth0, routes are ${JSON.stringify(routes)}`,
+    );
   }
 }
 
 function checkHostEmpty(variant: string, json: string): void {
   const left = parseJson<IpLink[]>(`${variant} host links after teardown`, json);
-  if (left.length !== 0) throw new Error(`verify ${variant}: ${left.length} veths left in the host netns after teardown`);
+  if (left.length !== 0)
+    throw new Error(`verify ${variant}: ${left.length} veths left in the host netns after teardown`);
 }
 
 // ---- helpers ----
@@ -193,7 +203,10 @@ function removeRoot(root: string): void {
 }
 
 function ipIn(nsPath: string, args: string[]): string {
-  return execFileSync('nsenter', [`--net=${nsPath}`, 'ip', ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  return execFileSync('nsenter', [`--net=${nsPath}`, 'ip', ...args], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
 }
 
 const TMPFS_MAGIC = 0x01021994;
@@ -342,7 +355,12 @@ async function runCnmd(dir: string, n: number, mode: CnmdMode): Promise<VariantR
 
 // ---- (b), (c) iproute2, driven by /bin/sh in a private mount namespace ----
 
-function ipScript(mode: 'per_op' | 'batch', dir: string, prefix: string, n: number): { script: string; processes: number } {
+function ipScript(
+  mode: 'per_op' | 'batch',
+  dir: string,
+  prefix: string,
+  n: number,
+): { script: string; processes: number } {
   const H = `${prefix}-host`;
   const ns = (i: number) => `${prefix}-${i}`;
   const setup: string[] = [];
@@ -363,24 +381,52 @@ function ipScript(mode: 'per_op' | 'batch', dir: string, prefix: string, n: numb
     }
     processes = setup.length;
   } else {
-    const write = (f: string, lines: string[]) => fs.writeFileSync(path.join(dir, f), lines.join('\n') + '\n');
+    const write = (f: string, lines: string[]) =>
+      fs.writeFileSync(path.join(dir, f), lines.join('\n') + '\n');
     const range = Array.from({ length: n }, (_, i) => i);
-    write('netns-add.batch', range.map((i) => `netns add ${ns(i)}`));
-    write('host.batch', range.flatMap((i) => [`link add vh${i} type veth peer name eth0 netns ${ns(i)}`, `link set vh${i} up`]));
+    write(
+      'netns-add.batch',
+      range.map((i) => `netns add ${ns(i)}`),
+    );
+    write(
+      'host.batch',
+      range.flatMap((i) => [`link add vh${i} type veth peer name eth0 netns ${ns(i)}`, `link set vh${i} up`]),
+    );
     for (const i of range) {
-      write(`ns-${i}.batch`, ['link set lo up', 'link set eth0 up', `addr add ${cidrOf(i)} dev eth0`, `route add default via ${gatewayOf(i)} dev eth0`]);
+      write(`ns-${i}.batch`, [
+        'link set lo up',
+        'link set eth0 up',
+        `addr add ${cidrOf(i)} dev eth0`,
+        `route add default via ${gatewayOf(i)} dev eth0`,
+      ]);
     }
-    write('host-del.batch', range.map((i) => `link del vh${i}`));
-    write('netns-del.batch', range.map((i) => `netns del ${ns(i)}`));
-    setup.push(`ip -batch "$D/netns-add.batch"`, `ip -n ${H} -batch "$D/host.batch"`, ...range.map((i) => `ip -n ${ns(i)} -batch "$D/ns-${i}.batch"`));
+    write(
+      'host-del.batch',
+      range.map((i) => `link del vh${i}`),
+    );
+    write(
+      'netns-del.batch',
+      range.map((i) => `netns del ${ns(i)}`),
+    );
+    setup.push(
+      `ip -batch "$D/netns-add.batch"`,
+      `ip -n ${H} -batch "$D/host.batch"`,
+      ...range.map((i) => `ip -n ${ns(i)} -batch "$D/ns-${i}.batch"`),
+    );
     teardown.push(`ip -n ${H} -batch "$D/host-del.batch"`, `ip -batch "$D/netns-del.batch"`);
     processes = setup.length;
   }
   const verify = [
     `ip -n ${H} -j link show type veth > "$D/v-host.json"`,
-    ...spotIndexes(n).flatMap((i) => [`ip -n ${ns(i)} -j addr show > "$D/v-${i}-addr.json"`, `ip -n ${ns(i)} -j route show > "$D/v-${i}-route.json"`]),
+    ...spotIndexes(n).flatMap((i) => [
+      `ip -n ${ns(i)} -j addr show > "$D/v-${i}-addr.json"`,
+      `ip -n ${ns(i)} -j route show > "$D/v-${i}-route.json"`,
+    ]),
   ];
-  const after = [`ip -n ${H} -j link show type veth > "$D/v-host-after.json"`, `ls /run/netns > "$D/v-after-ls.txt"`];
+  const after = [
+    `ip -n ${H} -j link show type veth > "$D/v-host-after.json"`,
+    `ls /run/netns > "$D/v-after-ls.txt"`,
+  ];
   const script = [
     'set -e',
     `D='${dir}'`,
@@ -389,7 +435,7 @@ function ipScript(mode: 'per_op' | 'batch', dir: string, prefix: string, n: numb
     'mkdir -p "$D/netns"',
     'mount --bind "$D/netns" /run/netns',
     // Pass or fail, remove what is left (only our namespaces are in this /run/netns).
-    'trap \'ip -all netns delete >/dev/null 2>&1 || true\' EXIT',
+    "trap 'ip -all netns delete >/dev/null 2>&1 || true' EXIT",
     'mark() { echo "MARK $1 $(date +%s%N)"; }',
     `ip netns add ${H}`,
     `ip -n ${H} link set lo up`,
@@ -422,7 +468,9 @@ function runIp(mode: 'per_op' | 'batch', dir: string, n: number): VariantResult 
     });
     if (r.error) throw new Error(`${variant}: ${r.error.message}`);
     if (r.status !== 0) {
-      throw new Error(`${variant}: script failed (exit ${r.status ?? r.signal}): ${(r.stderr || '').trim().split('\n').slice(-8).join(' | ')}`);
+      throw new Error(
+        `${variant}: script failed (exit ${r.status ?? r.signal}): ${(r.stderr || '').trim().split('\n').slice(-8).join(' | ')}`,
+      );
     }
     const marks = new Map<string, bigint>();
     for (const line of r.stdout.split('\n')) {
@@ -432,16 +480,24 @@ function runIp(mode: 'per_op' | 'batch', dir: string, n: number): VariantResult 
     const span = (a: string, b: string) => {
       const x = marks.get(a);
       const y = marks.get(b);
-      if (x === undefined || y === undefined) throw new Error(`${variant}: timing marks ${a}/${b} missing from the script output`);
+      if (x === undefined || y === undefined)
+        throw new Error(`${variant}: timing marks ${a}/${b} missing from the script output`);
       return Number(y - x) / 1e6;
     };
     const read = (f: string) => fs.readFileSync(path.join(dir, f), 'utf8');
     checkHostLinks(variant, n, read('v-host.json'));
-    for (const i of spotIndexes(n)) checkNetns(variant, i, read(`v-${i}-addr.json`), read(`v-${i}-route.json`));
+    for (const i of spotIndexes(n))
+      checkNetns(variant, i, read(`v-${i}-addr.json`), read(`v-${i}-route.json`));
     checkHostEmpty(variant, read('v-host-after.json'));
-    const left = read('v-after-ls.txt').split('\n').filter((l) => l && l !== `${prefix}-host`);
+    const left = read('v-after-ls.txt')
+      .split('\n')
+      .filter((l) => l && l !== `${prefix}-host`);
     if (left.length) throw new Error(`verify ${variant}: namespaces left after teardown: ${left.join(', ')}`);
-    return { setupMs: span('setup_start', 'setup_end'), teardownMs: span('teardown_start', 'teardown_end'), processes };
+    return {
+      setupMs: span('setup_start', 'setup_end'),
+      teardownMs: span('teardown_start', 'teardown_end'),
+      processes,
+    };
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -452,14 +508,20 @@ function runIp(mode: 'per_op' | 'batch', dir: string, n: number): VariantResult 
 export async function run(): Promise<Record<string, number>> {
   if (process.getuid?.() !== 0) throw new Error('bench netlink: needs root (network namespaces)');
   for (const tool of ['ip', 'unshare', 'nsenter', 'mount']) {
-    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) throw new Error(`bench netlink: "${tool}" is not installed`);
+    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0)
+      throw new Error(`bench netlink: "${tool}" is not installed`);
   }
   const parent = execRootParent();
   const root = fs.mkdtempSync(path.join(parent.dir, 'cnmd-bench-netlink-'));
   const offSignals = cleanupOnSignals(() => removeRoot(root));
   const rounds: Record<string, VariantResult>[] = [];
   try {
-    console.log(`netlink: ${PAIRS} pairs, ${ROUNDS} round(s), exec-root ${root} (${parent.tmpfs ? 'tmpfs' : 'not tmpfs'}), load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+    console.log(
+      `netlink: ${PAIRS} pairs, ${ROUNDS} round(s), exec-root ${root} (${parent.tmpfs ? 'tmpfs' : 'not tmpfs'}), load average ${os
+        .loadavg()
+        .map((l) => l.toFixed(2))
+        .join(' ')}`,
+    );
     for (let r = 0; r < ROUNDS; r++) {
       const res: Record<string, VariantResult> = {};
       const variants: [string, () => Promise<VariantResult> | VariantResult][] = [
@@ -475,8 +537,14 @@ export async function run(): Promise<Record<string, number>> {
         console.log(
           `  round ${r + 1} ${v.padEnd(10)} setup ${res[v].setupMs.toFixed(1).padStart(8)} ms (${(res[v].setupMs / PAIRS).toFixed(3)} ms/pair)` +
             `  teardown ${res[v].teardownMs.toFixed(1).padStart(8)} ms (${(res[v].teardownMs / PAIRS).toFixed(3)} ms/pair)` +
-            (res[v].probeMs !== undefined ? `  unrelated request during teardown ${res[v].probeMs!.toFixed(1)} ms` : '') +
-            (res[v].steps ? `  steps/pair: ${Object.entries(res[v].steps!).map(([k, x]) => `${k} ${x.toFixed(3)}`).join(', ')}` : ''),
+            (res[v].probeMs !== undefined
+              ? `  unrelated request during teardown ${res[v].probeMs!.toFixed(1)} ms`
+              : '') +
+            (res[v].steps
+              ? `  steps/pair: ${Object.entries(res[v].steps!)
+                  .map(([k, x]) => `${k} ${x.toFixed(3)}`)
+                  .join(', ')}`
+              : ''),
         );
       }
       rounds.push(res);
@@ -487,7 +555,11 @@ export async function run(): Promise<Record<string, number>> {
   }
 
   const med = (v: string, f: (x: VariantResult) => number) => median(rounds.map((r) => f(r[v])));
-  const figures: Record<string, number> = { pairs: PAIRS, rounds: ROUNDS, exec_root_on_tmpfs: parent.tmpfs ? 1 : 0 };
+  const figures: Record<string, number> = {
+    pairs: PAIRS,
+    rounds: ROUNDS,
+    exec_root_on_tmpfs: parent.tmpfs ? 1 : 0,
+  };
   for (const v of ['cnmd', 'ip_batch', 'ip_per_op']) {
     const setup = med(v, (x) => x.setupMs);
     const down = med(v, (x) => x.teardownMs);

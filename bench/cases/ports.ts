@@ -57,7 +57,19 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Scratch, alive, commandExists, ensureDebPackages, intEnv, median, memKb, percentile, pidsMentioning, sleep, cleanupOnSignals } from '../lib/host';
+import {
+  Scratch,
+  alive,
+  commandExists,
+  ensureDebPackages,
+  intEnv,
+  median,
+  memKb,
+  percentile,
+  pidsMentioning,
+  sleep,
+  cleanupOnSignals,
+} from '../lib/host';
 import {
   Cnmd,
   ExecTrace,
@@ -125,9 +137,13 @@ const IPERF_DOCKER_PROXY_PORT = 15202;
 
 function parsePeers(raw: string | undefined): Set<Peer> {
   if (!raw) return new Set(ALL_PEERS);
-  const want = raw.split(',').map((s) => s.trim()).filter(Boolean);
+  const want = raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const bad = want.filter((p) => !(ALL_PEERS as readonly string[]).includes(p));
-  if (bad.length) throw new Error(`BENCH_PORTS_PEERS: unknown ${bad.join(', ')}; known: ${ALL_PEERS.join(', ')}`);
+  if (bad.length)
+    throw new Error(`BENCH_PORTS_PEERS: unknown ${bad.join(', ')}; known: ${ALL_PEERS.join(', ')}`);
   return new Set(want as Peer[]);
 }
 
@@ -176,7 +192,11 @@ async function runCnmd(s: Scratch, withRanges: boolean, withProxy: boolean): Pro
   const d = await Cnmd.start(s, 'cnmd', (ns) => makeOutside(ns, outside));
   try {
     const net = 'benchnet';
-    await d.ok('POST', '/networks/create', 201, { Name: net, Driver: 'bridge', IPAM: { Config: [{ Subnet: '10.210.0.0/16' }] } });
+    await d.ok('POST', '/networks/create', 201, {
+      Name: net,
+      Driver: 'bridge',
+      IPAM: { Config: [{ Subnet: '10.210.0.0/16' }] },
+    });
     let seq = 0;
     const isCreate = (u: string) => /^(\/v[\d.]+)?\/sandboxes$/.test(u);
     const isDelete = (u: string) => /\/sandboxes\/[^/]+$/.test(u);
@@ -184,7 +204,11 @@ async function runCnmd(s: Scratch, withRanges: boolean, withProxy: boolean): Pro
       if (op) await sleep(GAP_MS);
       const m = d.mark();
       const t0 = performance.now();
-      const b = await d.ok('POST', '/sandboxes', 201, { Name: `sb${seq++}`, Networks: [{ Network: net }], ...(ports ? { Ports: ports } : {}) });
+      const b = await d.ok('POST', '/sandboxes', 201, {
+        Name: `sb${seq++}`,
+        Networks: [{ Network: net }],
+        ...(ports ? { Ports: ports } : {}),
+      });
       const ms = performance.now() - t0;
       if (op) {
         op.client.push(ms);
@@ -281,10 +305,12 @@ async function runCnmd(s: Scratch, withRanges: boolean, withProxy: boolean): Pro
       const id = await create([spec(r)]);
       const sb = await d.ok('GET', `/sandboxes/${id}`, 200);
       const keys = Object.keys(sb.Ports ?? {}).filter((k) => /^\d+\/tcp$/.test(k));
-      if (keys.length !== r.n) throw new Error(`${where}: GET /sandboxes shows ${keys.length} published tcp ports, want ${r.n}`);
+      if (keys.length !== r.n)
+        throw new Error(`${where}: GET /sandboxes shows ${keys.length} published tcp ports, want ${r.n}`);
       for (const p of [r.first, last(r)]) {
         const v = sb.Ports[`${p}/tcp`] as { HostIp: string; HostPort: string }[] | null;
-        if (!v?.some((y) => y.HostPort === String(p))) throw new Error(`${where}: .Ports["${p}/tcp"] is ${JSON.stringify(v)}, want HostPort ${p}`);
+        if (!v?.some((y) => y.HostPort === String(p)))
+          throw new Error(`${where}: .Ports["${p}/tcp"] is ${JSON.stringify(v)}, want HostPort ${p}`);
       }
       const stateWith = iptablesState(d.hostNs);
       const lines0 = new Set(state0.split('\n'));
@@ -294,16 +320,26 @@ async function runCnmd(s: Scratch, withRanges: boolean, withProxy: boolean): Pro
       const server: Server = await serveTcp(s, sb.SandboxKey, ports);
       try {
         const missOut = unanswered(outside, HOST_IP, ports);
-        if (missOut.length) throw new Error(`${where}: ${missOut.length} of ${ports.length} ports do not answer from outside through ${HOST_IP} (first: ${missOut.slice(0, 10).join(' ')})`);
+        if (missOut.length)
+          throw new Error(
+            `${where}: ${missOut.length} of ${ports.length} ports do not answer from outside through ${HOST_IP} (first: ${missOut.slice(0, 10).join(' ')})`,
+          );
         const missLo = unanswered(d.hostNs, '127.0.0.1', lo);
-        if (missLo.length) throw new Error(`${where}: ${missLo.length} of ${lo.length} ports do not answer through the host's 127.0.0.1 (the proxy) (first: ${missLo.slice(0, 10).join(' ')})`);
+        if (missLo.length)
+          throw new Error(
+            `${where}: ${missLo.length} of ${lo.length} ports do not answer through the host's 127.0.0.1 (the proxy) (first: ${missLo.slice(0, 10).join(' ')})`,
+          );
         await remove(id);
         const stillOut = ports.length - unanswered(outside, HOST_IP, ports, 1000).length;
         if (stillOut) throw new Error(`${where}: ${stillOut} ports still answer from outside after DELETE`);
         const stillLo = lo.length - unanswered(d.hostNs, '127.0.0.1', lo, 1000).length;
-        if (stillLo) throw new Error(`${where}: ${stillLo} ports still answer through 127.0.0.1 after DELETE`);
+        if (stillLo)
+          throw new Error(`${where}: ${stillLo} ports still answer through 127.0.0.1 after DELETE`);
         const state1 = iptablesState(d.hostNs);
-        if (state1 !== state0) throw new Error(`${where}: iptables differ after DELETE from before the create: ${stateDiff(state0, state1)}`);
+        if (state1 !== state0)
+          throw new Error(
+            `${where}: iptables differ after DELETE from before the create: ${stateDiff(state0, state1)}`,
+          );
       } finally {
         await server.stop();
       }
@@ -323,9 +359,11 @@ async function runCnmd(s: Scratch, withRanges: boolean, withProxy: boolean): Pro
       for (const x of ranges) await remove(await create([spec(x.r)], x.create), x.del);
     }
     const stateEnd = iptablesState(d.hostNs);
-    if (stateEnd !== state0) throw new Error(`verify cnmd: iptables differ after the timed repeats: ${stateDiff(state0, stateEnd)}`);
+    if (stateEnd !== state0)
+      throw new Error(`verify cnmd: iptables differ after the timed repeats: ${stateDiff(state0, stateEnd)}`);
     const left = (await d.ok('GET', '/sandboxes', 200)) as { Id: string }[];
-    if (left.length !== 1 || left[0].Id !== anchor) throw new Error(`verify cnmd: ${left.length} sandboxes left after the repeats, want only the anchor`);
+    if (left.length !== 1 || left[0].Id !== anchor)
+      throw new Error(`verify cnmd: ${left.length} sandboxes left after the repeats, want only the anchor`);
 
     let proxy: CnmdResult['proxy'];
     if (withProxy) proxy = await runProxy(s, d, net);
@@ -341,7 +379,13 @@ async function runProxy(s: Scratch, d: Cnmd, net: string): Promise<NonNullable<C
   const bin = dockerProxyPath();
   if (!commandExists('iperf3')) return { skipped: 'iperf3 is not installed' };
   if (!bin) return { skipped: 'docker-proxy is not installed (Debian docker.io)' };
-  const id = (await d.ok('POST', '/sandboxes', 201, { Name: 'iperf', Networks: [{ Network: net }], Ports: [`${IPERF_CNMD_PORT}:5201`] })).Id as string;
+  const id = (
+    await d.ok('POST', '/sandboxes', 201, {
+      Name: 'iperf',
+      Networks: [{ Network: net }],
+      Ports: [`${IPERF_CNMD_PORT}:5201`],
+    })
+  ).Id as string;
   const sb = await d.ok('GET', `/sandboxes/${id}`, 200);
   const cip = sb.Networks?.[net]?.IPAddress as string;
   if (!cip) throw new Error(`proxy: sandbox iperf has no address on ${net}: ${JSON.stringify(sb.Networks)}`);
@@ -355,12 +399,19 @@ async function runProxy(s: Scratch, d: Cnmd, net: string): Promise<NonNullable<C
       // Alternate which goes first, so neither always runs on a warmer machine.
       const order = i % 2 === 0 ? (['cnmd', 'docker'] as const) : (['docker', 'cnmd'] as const);
       for (const which of order) {
-        const g = iperfClient(d.hostNs, '127.0.0.1', which === 'cnmd' ? IPERF_CNMD_PORT : IPERF_DOCKER_PROXY_PORT, IPERF_SECONDS);
+        const g = iperfClient(
+          d.hostNs,
+          '127.0.0.1',
+          which === 'cnmd' ? IPERF_CNMD_PORT : IPERF_DOCKER_PROXY_PORT,
+          IPERF_SECONDS,
+        );
         (which === 'cnmd' ? cnmd : dockerProxy).push(g);
         await sleep(500);
       }
     }
-    console.log(`  proxy: iperf3 1 stream ${IPERF_SECONDS} s, 127.0.0.1 -> sandbox ${cip}:5201: cnmd in-daemon proxy ${cnmd.map(f2).join(' / ')} Gbit/s, docker-proxy ${dockerProxy.map(f2).join(' / ')} Gbit/s`);
+    console.log(
+      `  proxy: iperf3 1 stream ${IPERF_SECONDS} s, 127.0.0.1 -> sandbox ${cip}:5201: cnmd in-daemon proxy ${cnmd.map(f2).join(' / ')} Gbit/s, docker-proxy ${dockerProxy.map(f2).join(' / ')} Gbit/s`,
+    );
     return { cnmd, dockerProxy, dockerProxyBin: bin };
   } finally {
     for (const x of servers.reverse()) await x.stop();
@@ -390,8 +441,15 @@ interface NavResult {
 
 async function runNetavark(s: Scratch): Promise<NavResult> {
   const outside = path.join(s.run, 'netavark-outside');
-  const nav = await netavarkNet(s, 'netavark', { prefix: '10.211.', cidr: '10.211.0.0/16', gateway: '10.211.0.1' }, (ns) => makeOutside(ns, outside));
-  const mapping = (r: Range) => [{ host_ip: '', container_port: r.first, host_port: r.first, range: r.n, protocol: 'tcp' as const }];
+  const nav = await netavarkNet(
+    s,
+    'netavark',
+    { prefix: '10.211.', cidr: '10.211.0.0/16', gateway: '10.211.0.1' },
+    (ns) => makeOutside(ns, outside),
+  );
+  const mapping = (r: Range) => [
+    { host_ip: '', container_port: r.first, host_port: r.first, range: r.n, protocol: 'tcp' as const },
+  ];
   let seq = 0;
   await nav.setup('anchor', []);
   for (let i = 0; i < 3; i++) {
@@ -410,7 +468,10 @@ async function runNetavark(s: Scratch): Promise<NavResult> {
     let spawnTeardown: ExecTrace;
     try {
       const miss = unanswered(outside, HOST_IP, ports);
-      if (miss.length) throw new Error(`${where}: ${miss.length} of ${ports.length} ports do not answer from outside (first: ${miss.slice(0, 10).join(' ')})`);
+      if (miss.length)
+        throw new Error(
+          `${where}: ${miss.length} of ${ports.length} ports do not answer from outside (first: ${miss.slice(0, 10).join(' ')})`,
+        );
       spawnTeardown = nav.teardown(id, path.join(s.root, `strace-netavark-teardown-${r.n}.log`)).trace!;
       const still = ports.length - unanswered(outside, HOST_IP, ports, 1000).length;
       if (still) throw new Error(`${where}: ${still} ports still answer after teardown`);
@@ -423,7 +484,15 @@ async function runNetavark(s: Scratch): Promise<NavResult> {
       `  netavark ${String(r.n).padStart(5)} ports: setup ran ${up.trace!.processes} processes (${summarizePrograms(up.trace!)}), teardown ${spawnTeardown.processes}; ` +
         `${ports.length} ports answered from outside, none after teardown${leftRules ? `; iptables NOT as before: ${leftRules}` : ''}`,
     );
-    ranges.push({ r, setup: [], teardown: [], spawnSetup: up.trace!, spawnTeardown, checkedOutside: ports.length, leftRules });
+    ranges.push({
+      r,
+      setup: [],
+      teardown: [],
+      spawnSetup: up.trace!,
+      spawnTeardown,
+      checkedOutside: ports.length,
+      leftRules,
+    });
   }
   const baseSetup: number[] = [];
   const baseTeardown: number[] = [];
@@ -474,7 +543,14 @@ interface DockerRange {
 }
 
 type DockerResult =
-  | { ok: true; version: string; baseStart: number[]; baseRemove: number[]; ranges: DockerRange[]; skipped10k?: string }
+  | {
+      ok: true;
+      version: string;
+      baseStart: number[];
+      baseRemove: number[];
+      ranges: DockerRange[];
+      skipped10k?: string;
+    }
   | { ok: false; reason: string };
 
 async function runDocker(s: Scratch): Promise<DockerResult> {
@@ -515,16 +591,31 @@ async function runDocker(s: Scratch): Promise<DockerResult> {
       }
       const avail = memAvailableKb();
       if (avail < 8 * 1024 * 1024) {
-        if (r.n === 1000) return { ok: false, reason: `only ${f2(mb(avail) / 1024)} GB of memory available; Docker's 1000-port range needed ~6.3 GB of docker-proxy processes here` };
+        if (r.n === 1000)
+          return {
+            ok: false,
+            reason: `only ${f2(mb(avail) / 1024)} GB of memory available; Docker's 1000-port range needed ~6.3 GB of docker-proxy processes here`,
+          };
       }
       const c = `p${r.n}`;
       const rss0 = memKb(d.pid).rss;
       const floorKb = Math.max(2 * 1024 * 1024, avail / 8);
-      const watchdog = () => (memAvailableKb() < floorKb ? `aborted: MemAvailable fell below ${f2(mb(floorKb) / 1024)} GB` : undefined);
+      const watchdog = () =>
+        memAvailableKb() < floorKb
+          ? `aborted: MemAvailable fell below ${f2(mb(floorKb) / 1024)} GB`
+          : undefined;
       console.log(`  docker ${r.n} ports: docker run -d -p ${spec(r)} (cap ${DOCKER_TIMEOUT_S} s) ...`);
-      const st = await d.cliCapped(['run', '-d', '--name', c, '-p', spec(r), d.image, '/bin/sleep', '3600'], DOCKER_TIMEOUT_S * 1000, watchdog);
+      const st = await d.cliCapped(
+        ['run', '-d', '--name', c, '-p', spec(r), d.image, '/bin/sleep', '3600'],
+        DOCKER_TIMEOUT_S * 1000,
+        watchdog,
+      );
       const timedOut = st.aborted !== undefined || st.status !== 0;
-      const startStatus = st.aborted ?? (st.status === 0 ? 'ok' : `exit ${st.status ?? st.signal}: ${st.out.split('\n').slice(-2).join(' | ')}`);
+      const startStatus =
+        st.aborted ??
+        (st.status === 0
+          ? 'ok'
+          : `exit ${st.status ?? st.signal}: ${st.out.split('\n').slice(-2).join(' | ')}`);
       await sleep(1000);
       const proxyPids = dockerProxies(d.hostNs);
       const proxiesRssKb = rssSumKb(proxyPids);
@@ -538,7 +629,10 @@ async function runDocker(s: Scratch): Promise<DockerResult> {
         const server = await serveTcp(s, `/proc/${pid}/ns/net`, ports);
         try {
           const miss = unanswered(outside, HOST_IP, ports);
-          if (miss.length) throw new Error(`verify docker ${r.n}-port range: ${miss.length} of ${ports.length} ports do not answer from outside (first: ${miss.slice(0, 10).join(' ')})`);
+          if (miss.length)
+            throw new Error(
+              `verify docker ${r.n}-port range: ${miss.length} of ${ports.length} ports do not answer from outside (first: ${miss.slice(0, 10).join(' ')})`,
+            );
           checkedOutside = ports.length;
         } finally {
           await server.stop();
@@ -548,15 +642,34 @@ async function runDocker(s: Scratch): Promise<DockerResult> {
         `  docker ${r.n} ports: start ${(st.ms / 1000).toFixed(1)} s (${startStatus}), ${proxyPids.length} docker-proxy processes, ${f2(mb(proxiesRssKb))} MB VmRSS summed over them (${f2(mb(proxiesPssKb))} MB Pss), dockerd +${f2(mb(dockerdRssGrowthKb))} MB; removing ...`,
       );
       const rm = await d.cliCapped(['rm', '-f', c], DOCKER_TIMEOUT_S * 2 * 1000);
-      const removeStatus = rm.aborted ?? (rm.status === 0 ? 'ok' : `exit ${rm.status ?? rm.signal}: ${rm.out.split('\n').slice(-2).join(' | ')}`);
+      const removeStatus =
+        rm.aborted ??
+        (rm.status === 0
+          ? 'ok'
+          : `exit ${rm.status ?? rm.signal}: ${rm.out.split('\n').slice(-2).join(' | ')}`);
       const t0 = Date.now();
       while (dockerProxies(d.hostNs).length && Date.now() - t0 < 30_000) await sleep(200);
       const leftProxies = dockerProxies(d.hostNs).length;
-      console.log(`  docker ${r.n} ports: removed in ${(rm.ms / 1000).toFixed(1)} s (${removeStatus}); docker-proxy left: ${leftProxies}`);
-      ranges.push({ r, startMs: st.ms, startStatus, timedOut, proxies: proxyPids.length, proxiesRssKb, proxiesPssKb, dockerdRssGrowthKb, removeMs: rm.ms, removeStatus, checkedOutside });
+      console.log(
+        `  docker ${r.n} ports: removed in ${(rm.ms / 1000).toFixed(1)} s (${removeStatus}); docker-proxy left: ${leftProxies}`,
+      );
+      ranges.push({
+        r,
+        startMs: st.ms,
+        startStatus,
+        timedOut,
+        proxies: proxyPids.length,
+        proxiesRssKb,
+        proxiesPssKb,
+        dockerdRssGrowthKb,
+        removeMs: rm.ms,
+        removeStatus,
+        checkedOutside,
+      });
       if (timedOut || rm.status !== 0) break;
     }
-    if (!ranges.some((x) => x.r.n === 10000) && !skipped10k) skipped10k = 'not attempted: the 1000-port range did not complete';
+    if (!ranges.some((x) => x.r.n === 10000) && !skipped10k)
+      skipped10k = 'not attempted: the 1000-port range did not complete';
     return { ok: true, version: d.version, baseStart, baseRemove, ranges, skipped10k };
   } finally {
     await d.stop();
@@ -583,7 +696,8 @@ export async function run(): Promise<Record<string, number>> {
   ];
   const installErr = ensureDebPackages([...new Set(pkgs)]);
   if (installErr) console.log(`  ports: ${installErr}`);
-  if (want('cnmd') && !ExecWatch.available()) throw new Error('bench ports: strace is needed to count the processes cnmd starts');
+  if (want('cnmd') && !ExecWatch.available())
+    throw new Error('bench ports: strace is needed to count the processes cnmd starts');
   const tStart = performance.now();
 
   const s = new Scratch('cnmd-bench-ports-');
@@ -591,7 +705,10 @@ export async function run(): Promise<Record<string, number>> {
   // Registered last, so it runs first: name what the generic cleanup is about to kill.
   s.onCleanup(() => {
     const left = pidsMentioning(s.root).filter(alive);
-    if (left.length) console.log(`  ports cleanup: still running at the end: ${left.map((p) => `${p}:${commOf(p)}`).join(' ')}`);
+    if (left.length)
+      console.log(
+        `  ports cleanup: still running at the end: ${left.map((p) => `${p}:${commOf(p)}`).join(' ')}`,
+      );
   });
   const offSignals = cleanupOnSignals(() => s.cleanup());
   console.log(
@@ -609,7 +726,8 @@ export async function run(): Promise<Record<string, number>> {
     }
     if (want('netavark')) {
       await sleep(SETTLE_MS);
-      if (!fs.existsSync(NETAVARK)) unavailable.push(`netavark: ${NETAVARK} is missing (${installErr ?? 'not installed'})`);
+      if (!fs.existsSync(NETAVARK))
+        unavailable.push(`netavark: ${NETAVARK} is missing (${installErr ?? 'not installed'})`);
       else nav = await runNetavark(s);
     }
     if (want('docker')) {
@@ -705,19 +823,29 @@ export async function run(): Promise<Record<string, number>> {
     if (ca !== undefined && figures[`netavark_apply_${n}_ms`] !== undefined) {
       figures[`ratio_netavark_vs_cnmd_apply_${n}`] = figures[`netavark_apply_${n}_ms`] / ca;
       figures[`ratio_netavark_vs_cnmd_remove_${n}`] = figures[`netavark_remove_${n}_ms`] / cr;
-      figures[`ratio_netavark_vs_cnmd_setup_${n}`] = figures[`netavark_setup_${n}_ms`] / figures[`cnmd_sandbox_create_${n}_ms`];
-      figures[`ratio_netavark_vs_cnmd_teardown_${n}`] = figures[`netavark_teardown_${n}_ms`] / figures[`cnmd_sandbox_delete_${n}_ms`];
+      figures[`ratio_netavark_vs_cnmd_setup_${n}`] =
+        figures[`netavark_setup_${n}_ms`] / figures[`cnmd_sandbox_create_${n}_ms`];
+      figures[`ratio_netavark_vs_cnmd_teardown_${n}`] =
+        figures[`netavark_teardown_${n}_ms`] / figures[`cnmd_sandbox_delete_${n}_ms`];
     }
-    if (figures[`cnmd_sandbox_create_${n}_ms`] !== undefined && figures[`docker_start_${n}_ms`] !== undefined) {
-      figures[`ratio_docker_vs_cnmd_start_${n}`] = figures[`docker_start_${n}_ms`] / figures[`cnmd_sandbox_create_${n}_ms`];
-      if (figures[`docker_remove_${n}_ms`] !== undefined) figures[`ratio_docker_vs_cnmd_remove_${n}`] = figures[`docker_remove_${n}_ms`] / figures[`cnmd_sandbox_delete_${n}_ms`];
+    if (
+      figures[`cnmd_sandbox_create_${n}_ms`] !== undefined &&
+      figures[`docker_start_${n}_ms`] !== undefined
+    ) {
+      figures[`ratio_docker_vs_cnmd_start_${n}`] =
+        figures[`docker_start_${n}_ms`] / figures[`cnmd_sandbox_create_${n}_ms`];
+      if (figures[`docker_remove_${n}_ms`] !== undefined)
+        figures[`ratio_docker_vs_cnmd_remove_${n}`] =
+          figures[`docker_remove_${n}_ms`] / figures[`cnmd_sandbox_delete_${n}_ms`];
     }
   }
   figures.case_seconds = (performance.now() - tStart) / 1000;
 
   // Report.
   if (cnmd && want('cnmd')) {
-    console.log(`  cnmd        sandbox create without ports ${f2(figures.cnmd_sandbox_create_baseline_ms)} ms, delete ${f2(figures.cnmd_sandbox_delete_baseline_ms)} ms (medians of ${REPEATS})`);
+    console.log(
+      `  cnmd        sandbox create without ports ${f2(figures.cnmd_sandbox_create_baseline_ms)} ms, delete ${f2(figures.cnmd_sandbox_delete_baseline_ms)} ms (medians of ${REPEATS})`,
+    );
     for (const x of cnmd.ranges) {
       const n = x.r.n;
       console.log(
@@ -725,10 +853,15 @@ export async function run(): Promise<Record<string, number>> {
           `iptables-restore ${f2(figures[`cnmd_apply_${n}_iptables_ms`])} ms in ${median(x.create.batches)} batch(es)), ` +
           `delete ${f2(figures[`cnmd_sandbox_delete_${n}_ms`])} ms (remove +${f2(figures[`cnmd_remove_${n}_ms`])} ms; server +${f2(figures[`cnmd_remove_${n}_server_ms`])}; iptables-restore ${f2(figures[`cnmd_remove_${n}_iptables_ms`])} ms)`,
       );
-      console.log(`               create samples ${x.create.client.map(f2).join(' ')}; delete samples ${x.del.client.map(f2).join(' ')}`);
+      console.log(
+        `               create samples ${x.create.client.map(f2).join(' ')}; delete samples ${x.del.client.map(f2).join(' ')}`,
+      );
     }
     const lg = cnmd.ranges.find((x) => x.r.n === 1000)?.createLog ?? [];
-    if (lg.length) console.log(`  cnmd debug log of the traced 1000-port create (strace attached: slower than the timed ones):\n${lg.map((l) => `      ${l.slice(0, 240)}`).join('\n')}`);
+    if (lg.length)
+      console.log(
+        `  cnmd debug log of the traced 1000-port create (strace attached: slower than the timed ones):\n${lg.map((l) => `      ${l.slice(0, 240)}`).join('\n')}`,
+      );
   }
   if (nav) {
     console.log(
@@ -743,16 +876,25 @@ export async function run(): Promise<Record<string, number>> {
       );
     }
   }
-  if (dock?.ok) console.log(`  docker      ${dock.version}: run -d without ports ${f2(figures.docker_start_baseline_ms)} ms, rm -f ${f2(figures.docker_remove_baseline_ms)} ms (CLI included)`);
+  if (dock?.ok)
+    console.log(
+      `  docker      ${dock.version}: run -d without ports ${f2(figures.docker_start_baseline_ms)} ms, rm -f ${f2(figures.docker_remove_baseline_ms)} ms (CLI included)`,
+    );
   for (const u of unavailable) console.log(`  UNAVAILABLE ${u}`);
 
   const goals: string[] = [];
   const verdict = (ok: boolean) => (ok ? 'met' : 'MISSED');
   const le = (label: string, v: number | undefined, max: number, u: string) => {
-    if (v !== undefined) goals.push(`${label} ${f2(v)} ${u} <= ${max} ${u}: ${verdict(v <= max)}${v > max ? ` (by ${f2(v - max)} ${u})` : ''}`);
+    if (v !== undefined)
+      goals.push(
+        `${label} ${f2(v)} ${u} <= ${max} ${u}: ${verdict(v <= max)}${v > max ? ` (by ${f2(v - max)} ${u})` : ''}`,
+      );
   };
   const ge = (label: string, v: number | undefined, min: number) => {
-    if (v !== undefined) goals.push(`${label} ${f2(v)}x >= ${min}x: ${verdict(v >= min)}${v < min ? ` (short by ${f2(min - v)})` : ''}`);
+    if (v !== undefined)
+      goals.push(
+        `${label} ${f2(v)}x >= ${min}x: ${verdict(v >= min)}${v < min ? ` (short by ${f2(min - v)})` : ''}`,
+      );
   };
   le('1000-port apply', figures.cnmd_apply_1000_ms, 50, 'ms');
   le('1000-port remove', figures.cnmd_remove_1000_ms, 50, 'ms');

@@ -12,7 +12,8 @@ export function intEnv(key: string, def: number, min: number, max: number): numb
   const raw = process.env[key];
   if (raw === undefined || raw === '') return def;
   const v = Number(raw);
-  if (!Number.isInteger(v) || v < min || v > max) throw new Error(`${key}=${raw}: want an integer in ${min}..${max}`);
+  if (!Number.isInteger(v) || v < min || v > max)
+    throw new Error(`${key}=${raw}: want an integer in ${min}..${max}`);
   return v;
 }
 
@@ -45,7 +46,9 @@ export function cpuProbeMs(): number {
   for (let r = 0; r < 5; r++) {
     const t0 = performance.now();
     for (let i = 0; i < 20_000; i++) {
-      const o = JSON.parse(JSON.stringify({ a: i, b: 'abcdefghijklmnopqrst', c: [1, 2, 3] })) as { a: number };
+      const o = JSON.parse(JSON.stringify({ a: i, b: 'abcdefghijklmnopqrst', c: [1, 2, 3] })) as {
+        a: number;
+      };
       const m = new Map([[i, o]]);
       sink += m.get(i)!.a + Buffer.from('abcdef').readUInt16LE(i % 4);
     }
@@ -82,19 +85,28 @@ export function debInstalled(pkg: string): boolean {
 export function ensureDebPackages(pkgs: string[]): string | undefined {
   const missing = pkgs.filter((p) => !debInstalled(p));
   if (missing.length === 0) return undefined;
-  if (process.env.BENCH_NO_INSTALL === '1') return `missing Debian packages ${missing.join(' ')} (BENCH_NO_INSTALL=1)`;
+  if (process.env.BENCH_NO_INSTALL === '1')
+    return `missing Debian packages ${missing.join(' ')} (BENCH_NO_INSTALL=1)`;
   const policy = '/usr/sbin/policy-rc.d';
   let wrotePolicy = false;
   try {
     if (!fs.existsSync(policy)) {
-      fs.writeFileSync(policy, '#!/bin/sh\n# written by cnmd bench while installing packages; removed right after\nexit 101\n', { mode: 0o755 });
+      fs.writeFileSync(
+        policy,
+        '#!/bin/sh\n# written by cnmd bench while installing packages; removed right after\nexit 101\n',
+        { mode: 0o755 },
+      );
       wrotePolicy = true;
     }
     console.log(`  installing Debian packages: ${missing.join(' ')}`);
     const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-    for (const args of [['update', '-qq'], ['install', '-y', '-qq', '--no-install-recommends', ...missing]]) {
+    for (const args of [
+      ['update', '-qq'],
+      ['install', '-y', '-qq', '--no-install-recommends', ...missing],
+    ]) {
       const r = spawnSync('apt-get', args, { env, encoding: 'utf8', timeout: 600_000 });
-      if (r.status !== 0) return `apt-get ${args[0]} failed (exit ${r.status ?? r.signal}): ${(r.stderr || r.stdout || String(r.error)).trim().split('\n').slice(-3).join(' | ')}`;
+      if (r.status !== 0)
+        return `apt-get ${args[0]} failed (exit ${r.status ?? r.signal}): ${(r.stderr || r.stdout || String(r.error)).trim().split('\n').slice(-3).join(' | ')}`;
     }
   } finally {
     if (wrotePolicy) fs.rmSync(policy, { force: true });
@@ -110,12 +122,27 @@ export interface Ran {
 }
 
 /** Runs a program to completion; ms is spawn to exit. Non-zero exit throws with the tail of its output. */
-export function run(what: string, cmd: string, args: string[], o: { input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Ran {
+export function run(
+  what: string,
+  cmd: string,
+  args: string[],
+  o: { input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Ran {
   const t0 = performance.now();
-  const r = spawnSync(cmd, args, { input: o.input, env: o.env, encoding: 'utf8', timeout: o.timeoutMs ?? 60_000, killSignal: 'SIGKILL', maxBuffer: 32 << 20 });
+  const r = spawnSync(cmd, args, {
+    input: o.input,
+    env: o.env,
+    encoding: 'utf8',
+    timeout: o.timeoutMs ?? 60_000,
+    killSignal: 'SIGKILL',
+    maxBuffer: 32 << 20,
+  });
   const ms = performance.now() - t0;
   if (r.error) throw new Error(`${what}: ${r.error.message}`);
-  if (r.status !== 0) throw new Error(`${what}: exit ${r.status ?? r.signal}: ${(r.stderr || r.stdout || '').trim().slice(-1200)}`);
+  if (r.status !== 0)
+    throw new Error(
+      `${what}: exit ${r.status ?? r.signal}: ${(r.stderr || r.stdout || '').trim().slice(-1200)}`,
+    );
   return { ms, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -130,7 +157,10 @@ export interface IpLink {
 }
 
 export function ipj<T = IpLink[]>(nsPath: string, ...args: string[]): T {
-  const out = execFileSync('nsenter', [`--net=${nsPath}`, 'ip', '-j', ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const out = execFileSync('nsenter', [`--net=${nsPath}`, 'ip', '-j', ...args], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   return JSON.parse(out.trim() === '' ? '[]' : out) as T;
 }
 
@@ -142,10 +172,17 @@ export function vethCount(nsPath: string): number {
 export function checkAddress(where: string, nsPath: string, cidr: string, ifname?: string): string {
   const [ip, len] = cidr.split('/');
   const links = ipj(nsPath, 'addr', 'show');
-  const l = links.find((x) => x.addr_info?.some((a) => a.family === 'inet' && a.local === ip && a.prefixlen === Number(len)));
-  if (!l) throw new Error(`verify ${where}: no interface holds ${cidr} (have ${links.map((x) => `${x.ifname}:${(x.addr_info ?? []).map((a) => `${a.local}/${a.prefixlen}`).join(',')}`).join(' ')})`);
-  if (ifname && l.ifname !== ifname) throw new Error(`verify ${where}: ${cidr} is on ${l.ifname}, want ${ifname}`);
-  if (!l.flags?.includes('UP')) throw new Error(`verify ${where}: ${l.ifname} is not UP (flags ${l.flags?.join(',')})`);
+  const l = links.find((x) =>
+    x.addr_info?.some((a) => a.family === 'inet' && a.local === ip && a.prefixlen === Number(len)),
+  );
+  if (!l)
+    throw new Error(
+      `verify ${where}: no interface holds ${cidr} (have ${links.map((x) => `${x.ifname}:${(x.addr_info ?? []).map((a) => `${a.local}/${a.prefixlen}`).join(',')}`).join(' ')})`,
+    );
+  if (ifname && l.ifname !== ifname)
+    throw new Error(`verify ${where}: ${cidr} is on ${l.ifname}, want ${ifname}`);
+  if (!l.flags?.includes('UP'))
+    throw new Error(`verify ${where}: ${l.ifname} is not UP (flags ${l.flags?.join(',')})`);
   return l.ifname;
 }
 
@@ -157,8 +194,14 @@ export function checkNoAddressIn(where: string, nsPath: string, prefix: string):
 
 /** One ping from inside the netns (2 s timeout); throws when it is not answered. */
 export function checkPing(where: string, nsPath: string, ip: string): void {
-  const r = spawnSync('nsenter', [`--net=${nsPath}`, 'ping', '-c', '1', '-W', '2', ip], { encoding: 'utf8', timeout: 10_000 });
-  if (r.status !== 0) throw new Error(`verify ${where}: ping ${ip} from the container netns failed: ${(r.stdout + r.stderr).trim().split('\n').slice(-2).join(' | ')}`);
+  const r = spawnSync('nsenter', [`--net=${nsPath}`, 'ping', '-c', '1', '-W', '2', ip], {
+    encoding: 'utf8',
+    timeout: 10_000,
+  });
+  if (r.status !== 0)
+    throw new Error(
+      `verify ${where}: ping ${ip} from the container netns failed: ${(r.stdout + r.stderr).trim().split('\n').slice(-2).join(' | ')}`,
+    );
 }
 
 export async function eventually<T>(fn: () => T | Promise<T>, ms = 5000): Promise<T> {
@@ -271,7 +314,9 @@ export class Scratch {
     this.run = path.join(this.root, 'run');
     fs.mkdirSync(this.run);
     try {
-      execFileSync('mount', ['-t', 'tmpfs', '-o', 'mode=0755,size=1g', 'cnmdbench', this.run], { stdio: ['ignore', 'pipe', 'pipe'] });
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'mode=0755,size=1g', 'cnmdbench', this.run], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
     } catch (e) {
       fs.rmSync(this.root, { recursive: true, force: true });
       throw new Error(`mount a tmpfs at ${this.run}: ${(e as Error).message}`);
@@ -316,7 +361,8 @@ export class Scratch {
             return;
           }
           try {
-            for (const l of fs.readFileSync(path.join(d, 'cgroup.procs'), 'utf8').split('\n')) if (l) out.push(Number(l));
+            for (const l of fs.readFileSync(path.join(d, 'cgroup.procs'), 'utf8').split('\n'))
+              if (l) out.push(Number(l));
           } catch {
             /* none */
           }
@@ -326,7 +372,10 @@ export class Scratch {
       }
       return out;
     };
-    const victims = () => [...new Set([...this.pids, ...pidsMentioning(this.root), ...cgroupPids()])].filter((p) => p !== process.pid && alive(p));
+    const victims = () =>
+      [...new Set([...this.pids, ...pidsMentioning(this.root), ...cgroupPids()])].filter(
+        (p) => p !== process.pid && alive(p),
+      );
     let left = victims();
     if (left.length) notes.push(`killed leftover processes ${left.join(' ')}`);
     for (let round = 0; left.length && round < 100; round++) {
@@ -348,7 +397,8 @@ export class Scratch {
         const dirs: string[] = [];
         const walk = (d: string) => {
           dirs.push(d);
-          for (const e of fs.readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(path.join(d, e.name));
+          for (const e of fs.readdirSync(d, { withFileTypes: true }))
+            if (e.isDirectory()) walk(path.join(d, e.name));
         };
         try {
           walk(top);
@@ -373,4 +423,3 @@ export class Scratch {
     return notes;
   }
 }
-

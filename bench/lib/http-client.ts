@@ -25,7 +25,8 @@ export class KeepAliveClient {
   constructor(readonly socketPath: string) {}
 
   request(method: string, path: string, body?: unknown): Promise<HttpReply> {
-    if (this.pending) return Promise.reject(new Error(`KeepAliveClient: ${method} ${path} while a request is in flight`));
+    if (this.pending)
+      return Promise.reject(new Error(`KeepAliveClient: ${method} ${path} while a request is in flight`));
     const data = body === undefined ? '' : JSON.stringify(body);
     const head = `${method} ${path} HTTP/1.1\r\nHost: cnmd\r\n${data ? `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(data)}\r\n` : ''}\r\n`;
     return new Promise((resolve, reject) => {
@@ -81,11 +82,13 @@ export class KeepAliveClient {
       const k = l.slice(0, i).trim().toLowerCase();
       const v = l.slice(i + 1).trim();
       if (k === 'content-length') length = Number(v);
-      else if (k === 'transfer-encoding') return this.fail(new Error(`KeepAliveClient: Transfer-Encoding ${v} is not supported`));
+      else if (k === 'transfer-encoding')
+        return this.fail(new Error(`KeepAliveClient: Transfer-Encoding ${v} is not supported`));
       else if (k === 'content-type') json = v.startsWith('application/json');
     }
     if (p.head || status === 204 || status === 304) length = 0;
-    if (length === undefined) return this.fail(new Error(`KeepAliveClient: a ${status} reply without Content-Length`));
+    if (length === undefined)
+      return this.fail(new Error(`KeepAliveClient: a ${status} reply without Content-Length`));
     if (this.buf.length < end + 4 + length) return;
     const text = this.buf.subarray(end + 4, end + 4 + length).toString('utf8');
     this.buf = this.buf.subarray(end + 4 + length);
@@ -95,7 +98,9 @@ export class KeepAliveClient {
       try {
         parsed = JSON.parse(text);
       } catch (e) {
-        return p.reject(new Error(`KeepAliveClient: a ${status} reply with bad JSON: ${(e as Error).message}`));
+        return p.reject(
+          new Error(`KeepAliveClient: a ${status} reply with bad JSON: ${(e as Error).message}`),
+        );
       }
     }
     p.resolve({ status, body: parsed });

@@ -67,7 +67,11 @@ export class Cnmd {
    * disk under s.root, exec-root and socket on the tmpfs. nodeArgs go before
    * the script (e.g. --cpu-prof).
    */
-  static async start(s: Scratch, tag: string, o: { nodeArgs?: string[]; logLevel?: string } = {}): Promise<Cnmd> {
+  static async start(
+    s: Scratch,
+    tag: string,
+    o: { nodeArgs?: string[]; logLevel?: string } = {},
+  ): Promise<Cnmd> {
     if (!fs.existsSync(CNMD_JS)) throw new Error(`${CNMD_JS} is missing: build first (npx tsc -p .)`);
     guardNetns(s);
     const disk = path.join(s.root, tag);
@@ -84,12 +88,18 @@ export class Cnmd {
       process.execPath,
       ...(o.nodeArgs ?? []),
       CNMD_JS,
-      '--data-root', path.join(disk, 'data'),
-      '--exec-root', path.join(rt, 'exec'),
-      '-H', `unix://${sock}`,
-      '--plugin-dir', path.join(rt, 'plugins'),
-      '--resolv-conf', resolv,
-      '--log-level', o.logLevel ?? 'info',
+      '--data-root',
+      path.join(disk, 'data'),
+      '--exec-root',
+      path.join(rt, 'exec'),
+      '-H',
+      `unix://${sock}`,
+      '--plugin-dir',
+      path.join(rt, 'plugins'),
+      '--resolv-conf',
+      resolv,
+      '--log-level',
+      o.logLevel ?? 'info',
     ];
     // nsenter setns()es and execs node: the child's pid is the daemon's.
     const proc = spawn('nsenter', args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -97,17 +107,22 @@ export class Cnmd {
     const d = new Cnmd(proc, `unix://${sock}`, hostNs);
     const deadline = Date.now() + 20_000;
     for (;;) {
-      if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`cnmd exited (${proc.exitCode ?? proc.signalCode}) before answering:\n${d.out.slice(-3000)}`);
+      if (proc.exitCode !== null || proc.signalCode !== null)
+        throw new Error(
+          `cnmd exited (${proc.exitCode ?? proc.signalCode}) before answering:\n${d.out.slice(-3000)}`,
+        );
       try {
         if ((await d.request('GET', '/_ping')).status === 200) break;
       } catch {
         /* not up yet */
       }
-      if (Date.now() > deadline) throw new Error(`cnmd did not answer /_ping within 20 s:\n${d.out.slice(-3000)}`);
+      if (Date.now() > deadline)
+        throw new Error(`cnmd did not answer /_ping within 20 s:\n${d.out.slice(-3000)}`);
       await sleep(50);
     }
     const comm = fs.readFileSync(`/proc/${proc.pid}/comm`, 'utf8').trim();
-    if (!/node|MainThread/i.test(comm)) throw new Error(`cnmd pid ${proc.pid} is "${comm}", not node: would measure the wrong process`);
+    if (!/node|MainThread/i.test(comm))
+      throw new Error(`cnmd pid ${proc.pid} is "${comm}", not node: would measure the wrong process`);
     return d;
   }
 
@@ -121,7 +136,8 @@ export class Cnmd {
 
   async ok(method: string, p: string, want: number, body?: unknown): Promise<any> {
     const r = await this.request(method, p, body);
-    if (r.status !== want) throw new Error(`cnmd ${method} ${p}: status ${r.status}, want ${want}: ${JSON.stringify(r.body)}`);
+    if (r.status !== want)
+      throw new Error(`cnmd ${method} ${p}: status ${r.status}, want ${want}: ${JSON.stringify(r.body)}`);
     return r.body;
   }
 
@@ -154,7 +170,12 @@ export interface AardvarkEntry {
  * the listening gateway address, then `ID IPV4 IPV6 NAMES` lines, names
  * comma-separated; IPv6 empty here).
  */
-export function writeAardvarkConfig(dir: string, network: string, gateway: string, entries: AardvarkEntry[]): void {
+export function writeAardvarkConfig(
+  dir: string,
+  network: string,
+  gateway: string,
+  entries: AardvarkEntry[],
+): void {
   fs.mkdirSync(dir, { recursive: true });
   const lines = [gateway, ...entries.map((e) => `${e.id} ${e.ipv4}  ${e.names.join(',')}`)];
   fs.writeFileSync(path.join(dir, network), lines.join('\n') + '\n');
@@ -167,8 +188,15 @@ export function writeAardvarkConfig(dir: string, network: string, gateway: strin
  */
 export async function startAardvark(s: Scratch, hostNs: string, dir: string): Promise<number> {
   guardNetns(s);
-  const r = spawnSync('nsenter', [`--net=${hostNs}`, AARDVARK, '--config', dir, '-p', '53', 'run'], { encoding: 'utf8', timeout: 20_000, killSignal: 'SIGKILL' });
-  if (r.status !== 0) throw new Error(`aardvark-dns run: exit ${r.status ?? r.signal}: ${(r.stderr || r.stdout || String(r.error)).trim().slice(-600)}`);
+  const r = spawnSync('nsenter', [`--net=${hostNs}`, AARDVARK, '--config', dir, '-p', '53', 'run'], {
+    encoding: 'utf8',
+    timeout: 20_000,
+    killSignal: 'SIGKILL',
+  });
+  if (r.status !== 0)
+    throw new Error(
+      `aardvark-dns run: exit ${r.status ?? r.signal}: ${(r.stderr || r.stdout || String(r.error)).trim().slice(-600)}`,
+    );
   const pidFile = path.join(dir, 'aardvark.pid');
   const deadline = Date.now() + 10_000;
   for (;;) {
@@ -177,7 +205,8 @@ export async function startAardvark(s: Scratch, hostNs: string, dir: string): Pr
       s.trackPid(pid);
       return pid;
     }
-    if (Date.now() > deadline) throw new Error(`aardvark-dns: no live pid in ${pidFile} after 10 s (${r.stderr.trim().slice(-300)})`);
+    if (Date.now() > deadline)
+      throw new Error(`aardvark-dns: no live pid in ${pidFile} after 10 s (${r.stderr.trim().slice(-300)})`);
     await sleep(50);
   }
 }
@@ -235,9 +264,19 @@ s.on('message', (m) => {
 })();`;
 
 /** A query for each name, from inside ns, to server:53: {name: {rcode, ips}}. */
-export function resolveAll(ns: NsRef, server: string, names: string[]): Record<string, { rcode: number; ips: string[] }> {
-  const r = spawnSync('nsenter', [...nsenterArgs(ns), process.execPath, '-e', RESOLVE, server, ...names], { encoding: 'utf8', timeout: 30_000 });
-  if (r.status !== 0) throw new Error(`resolver check from ${JSON.stringify(ns)} to ${server}: exit ${r.status ?? r.signal}: ${(r.stderr || String(r.error)).trim().slice(-400)}`);
+export function resolveAll(
+  ns: NsRef,
+  server: string,
+  names: string[],
+): Record<string, { rcode: number; ips: string[] }> {
+  const r = spawnSync('nsenter', [...nsenterArgs(ns), process.execPath, '-e', RESOLVE, server, ...names], {
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  if (r.status !== 0)
+    throw new Error(
+      `resolver check from ${JSON.stringify(ns)} to ${server}: exit ${r.status ?? r.signal}: ${(r.stderr || String(r.error)).trim().slice(-400)}`,
+    );
   return JSON.parse(r.stdout.trim());
 }
 
@@ -247,9 +286,15 @@ export function checkResolves(where: string, ns: NsRef, server: string, want: Ma
   const bad: string[] = [];
   for (const [n, ip] of want) {
     const g = got[n];
-    if (!g || g.rcode !== 0 || g.ips.length !== 1 || g.ips[0] !== ip) bad.push(`${n}: want ${ip}, got ${g ? (g.rcode === -1 ? 'no answer' : `rcode ${g.rcode} [${g.ips.join(',')}]`) : 'nothing'}`);
+    if (!g || g.rcode !== 0 || g.ips.length !== 1 || g.ips[0] !== ip)
+      bad.push(
+        `${n}: want ${ip}, got ${g ? (g.rcode === -1 ? 'no answer' : `rcode ${g.rcode} [${g.ips.join(',')}]`) : 'nothing'}`,
+      );
   }
-  if (bad.length) throw new Error(`verify ${where}: ${bad.length} of ${want.size} names wrong from ${server}: ${bad.slice(0, 5).join('; ')}`);
+  if (bad.length)
+    throw new Error(
+      `verify ${where}: ${bad.length} of ${want.size} names wrong from ${server}: ${bad.slice(0, 5).join('; ')}`,
+    );
 }
 
 // ---- dnsperf ----
@@ -336,7 +381,13 @@ export interface PerfOptions {
  * dnsperf from inside ns against server:53 with the query file; output to a
  * file (in dir) and parsed. Its exit status must be 0.
  */
-export function dnsperf(ns: NsRef, server: string, queryFile: string, outFile: string, o: PerfOptions): PerfResult {
+export function dnsperf(
+  ns: NsRef,
+  server: string,
+  queryFile: string,
+  outFile: string,
+  o: PerfOptions,
+): PerfResult {
   const args = ['-s', server, '-p', '53', '-d', queryFile, '-c', String(o.clients), '-l', String(o.seconds)];
   if (o.rate) args.push('-Q', String(o.rate));
   if (o.intervals) args.push('-S', '1');
@@ -347,9 +398,17 @@ export function dnsperf(ns: NsRef, server: string, queryFile: string, outFile: s
   try {
     if (o.serverPid) cpu0 = cpuTimes(o.serverPid);
     t0 = performance.now();
-    const r = spawnSync('nsenter', [...nsenterArgs(ns), 'dnsperf', ...args], { stdio: ['ignore', fd, 'pipe'], encoding: 'utf8', timeout: (o.seconds + 60) * 1000, killSignal: 'SIGKILL' });
+    const r = spawnSync('nsenter', [...nsenterArgs(ns), 'dnsperf', ...args], {
+      stdio: ['ignore', fd, 'pipe'],
+      encoding: 'utf8',
+      timeout: (o.seconds + 60) * 1000,
+      killSignal: 'SIGKILL',
+    });
     if (r.error) throw new Error(`dnsperf: ${r.error.message}`);
-    if (r.status !== 0) throw new Error(`dnsperf ${args.join(' ')}: exit ${r.status ?? r.signal}: ${(r.stderr || '').trim().slice(-600)} ${fs.readFileSync(outFile, 'utf8').slice(-600)}`);
+    if (r.status !== 0)
+      throw new Error(
+        `dnsperf ${args.join(' ')}: exit ${r.status ?? r.signal}: ${(r.stderr || '').trim().slice(-600)} ${fs.readFileSync(outFile, 'utf8').slice(-600)}`,
+      );
   } finally {
     fs.closeSync(fd);
   }
@@ -422,7 +481,11 @@ function categoryOf(f: ProfileNode['callFrame']): string {
   if (u.includes('/src/store/')) return 'cnmd store';
   if (u.includes('/src/netlink/')) return 'cnmd netlink codec';
   if (u.includes('/dist/src/') || u.includes('/dist/native/')) return 'cnmd other';
-  if (/dgram|udp_wrap/.test(u) || (/^(send|onMessage|doSend|afterSend|bufferSize)$/.test(n) && u.startsWith('node:'))) return 'node dgram (send/receive)';
+  if (
+    /dgram|udp_wrap/.test(u) ||
+    (/^(send|onMessage|doSend|afterSend|bufferSize)$/.test(n) && u.startsWith('node:'))
+  )
+    return 'node dgram (send/receive)';
   if (u.startsWith('node:') || u === '') return 'node internals / builtins';
   return 'other JS';
 }
@@ -435,7 +498,8 @@ function categoryOf(f: ProfileNode['callFrame']): string {
 export function summarizeProfile(file: string, fromUs?: number, toUs?: number): ProfileSummary {
   const p = JSON.parse(fs.readFileSync(file, 'utf8')) as CpuProfile;
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
-  let windowed = fromUs !== undefined && toUs !== undefined && fromUs >= p.startTime && toUs <= p.endTime + 1e6;
+  let windowed =
+    fromUs !== undefined && toUs !== undefined && fromUs >= p.startTime && toUs <= p.endTime + 1e6;
   const self = new Map<number, number>();
   let t = p.startTime;
   let total = 0;
@@ -462,7 +526,9 @@ export function summarizeProfile(file: string, fromUs?: number, toUs?: number): 
     const f = byId.get(id)!.callFrame;
     const c = categoryOf(f);
     cats.set(c, (cats.get(c) ?? 0) + us);
-    const where = f.url ? `${f.url.replace(/^.*\/(dist|node_modules)\//, '$1/').replace(/^file:\/\//, '')}:${f.lineNumber + 1}` : '';
+    const where = f.url
+      ? `${f.url.replace(/^.*\/(dist|node_modules)\//, '$1/').replace(/^file:\/\//, '')}:${f.lineNumber + 1}`
+      : '';
     const label = `${f.functionName || '(anonymous)'}${where ? ` ${where}` : ''}`;
     fns.set(label, (fns.get(label) ?? 0) + us);
   }
@@ -471,7 +537,10 @@ export function summarizeProfile(file: string, fromUs?: number, toUs?: number): 
     windowMs: total / 1000,
     windowed,
     categories: [...cats].sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, pct(v)]),
-    top: [...fns].sort((a, b) => b[1] - a[1]).slice(0, 15).map(([k, v]) => [k, pct(v)]),
+    top: [...fns]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 15)
+      .map(([k, v]) => [k, pct(v)]),
   };
 }
 

@@ -11,7 +11,14 @@ import * as path from 'node:path';
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { native } from '../../native';
 import { apiRequest } from '../../src/cli/cnmctl-client';
-import { DockerdProcess, dockerCliEnv, dockerCliPath, ensureEtcDocker, missingEngineTools, writeBusyboxTar } from '../../test/lib/dockerd-launch';
+import {
+  DockerdProcess,
+  dockerCliEnv,
+  dockerCliPath,
+  ensureEtcDocker,
+  missingEngineTools,
+  writeBusyboxTar,
+} from '../../test/lib/dockerd-launch';
 import { Scratch, alive, commandExists, run as exec, sleep, sleepSync } from './host';
 
 export const CNMD_JS = path.resolve(__dirname, '..', '..', 'src', 'cli', 'cnmd.js');
@@ -77,7 +84,13 @@ export async function makeNetns(p: string): Promise<string> {
   return p;
 }
 
-export function inNs(nsPath: string, what: string, cmd: string, args: string[], o: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}) {
+export function inNs(
+  nsPath: string,
+  what: string,
+  cmd: string,
+  args: string[],
+  o: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+) {
   return exec(what, 'nsenter', [`--net=${nsPath}`, cmd, ...args], o);
 }
 
@@ -87,7 +100,18 @@ export const OUTSIDE_IP = '192.0.2.2';
 /** An "outside" netns joined to hostNs by a veth: HOST_IP/24 on the host side (uplink), OUTSIDE_IP/24 outside (wan). */
 export async function makeOutside(hostNs: string, outsideNs: string): Promise<void> {
   await makeNetns(outsideNs);
-  inNs(hostNs, 'uplink veth', 'ip', ['link', 'add', 'uplink', 'type', 'veth', 'peer', 'name', 'wan', 'netns', outsideNs]);
+  inNs(hostNs, 'uplink veth', 'ip', [
+    'link',
+    'add',
+    'uplink',
+    'type',
+    'veth',
+    'peer',
+    'name',
+    'wan',
+    'netns',
+    outsideNs,
+  ]);
   inNs(hostNs, 'uplink addr', 'ip', ['addr', 'add', `${HOST_IP}/24`, 'dev', 'uplink']);
   inNs(hostNs, 'uplink up', 'ip', ['link', 'set', 'uplink', 'up']);
   inNs(outsideNs, 'wan addr', 'ip', ['addr', 'add', `${OUTSIDE_IP}/24`, 'dev', 'wan']);
@@ -153,7 +177,7 @@ const one = (port) => new Promise((resolve) => {
 export function portSpec(ports: number[]): string {
   const s = [...new Set(ports)].sort((a, b) => a - b);
   const out: string[] = [];
-  for (let i = 0; i < s.length; ) {
+  for (let i = 0; i < s.length;) {
     let j = i;
     while (j + 1 < s.length && s[j + 1] === s[j] + 1) j++;
     out.push(j > i ? `${s[i]}-${s[j]}` : String(s[i]));
@@ -169,7 +193,9 @@ export interface Server {
 
 /** TCP servers on the given ports inside a netns (one node process); resolves once all listen. */
 export async function serveTcp(s: Scratch, nsPath: string, ports: number[]): Promise<Server> {
-  const proc = spawn('nsenter', [`--net=${nsPath}`, process.execPath, '-e', SERVER, portSpec(ports)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn('nsenter', [`--net=${nsPath}`, process.execPath, '-e', SERVER, portSpec(ports)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   s.trackPid(proc.pid);
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
   await new Promise<void>((resolve, reject) => {
@@ -189,8 +215,15 @@ export async function serveTcp(s: Scratch, nsPath: string, ports: number[]): Pro
 
 /** Ports of the list that do not answer at ip from inside nsPath (each attempt times out after ms). */
 export function unanswered(nsPath: string, ip: string, ports: number[], ms = 2000): number[] {
-  const r = spawnSync('nsenter', [`--net=${nsPath}`, process.execPath, '-e', SWEEP, ip, portSpec(ports), String(ms)], { encoding: 'utf8', timeout: 300_000 });
-  if (r.status !== 0) throw new Error(`port sweep from ${nsPath} to ${ip} failed (exit ${r.status ?? r.signal}): ${(r.stderr || String(r.error)).trim().slice(-400)}`);
+  const r = spawnSync(
+    'nsenter',
+    [`--net=${nsPath}`, process.execPath, '-e', SWEEP, ip, portSpec(ports), String(ms)],
+    { encoding: 'utf8', timeout: 300_000 },
+  );
+  if (r.status !== 0)
+    throw new Error(
+      `port sweep from ${nsPath} to ${ip} failed (exit ${r.status ?? r.signal}): ${(r.stderr || String(r.error)).trim().slice(-400)}`,
+    );
   return JSON.parse(r.stdout.trim()) as number[];
 }
 
@@ -274,21 +307,30 @@ export function parseExecTrace(text: string): ExecTrace {
 export class ExecWatch {
   private proc?: ChildProcess;
   private exited?: Promise<void>;
-  constructor(private readonly s: Scratch, private readonly pid: number, private readonly logFile: string) {}
+  constructor(
+    private readonly s: Scratch,
+    private readonly pid: number,
+    private readonly logFile: string,
+  ) {}
 
   static available(): boolean {
     return commandExists('strace');
   }
 
   async start(): Promise<void> {
-    this.proc = spawn('strace', ['-f', '-qq', '-z', '-e', 'trace=execve', '-o', this.logFile, '-p', String(this.pid)], { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.proc = spawn(
+      'strace',
+      ['-f', '-qq', '-z', '-e', 'trace=execve', '-o', this.logFile, '-p', String(this.pid)],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
     this.s.trackPid(this.proc.pid);
     let err = '';
     this.proc.stderr!.on('data', (d) => (err += d));
     this.exited = new Promise((resolve) => this.proc!.once('exit', () => resolve()));
     const deadline = Date.now() + 10_000;
     for (;;) {
-      if (this.proc.exitCode !== null) throw new Error(`strace -p ${this.pid} exited ${this.proc.exitCode}: ${err.trim()}`);
+      if (this.proc.exitCode !== null)
+        throw new Error(`strace -p ${this.pid} exited ${this.proc.exitCode}: ${err.trim()}`);
       let all = true;
       try {
         for (const t of fs.readdirSync(`/proc/${this.pid}/task`)) {
@@ -299,7 +341,8 @@ export class ExecWatch {
         all = false;
       }
       if (all) break;
-      if (Date.now() > deadline) throw new Error(`strace did not attach to every thread of ${this.pid} within 10 s: ${err.trim()}`);
+      if (Date.now() > deadline)
+        throw new Error(`strace did not attach to every thread of ${this.pid} within 10 s: ${err.trim()}`);
       await sleep(20);
     }
   }
@@ -341,7 +384,12 @@ export class Cnmd {
    * Starts a daemon in a new host netns (loopback up; prepare() runs in it before
    * the daemon starts); data-root on disk under s.root, exec-root and socket on the tmpfs.
    */
-  static async start(s: Scratch, tag: string, prepare?: (hostNs: string) => Promise<void>, extraArgs: string[] = []): Promise<Cnmd> {
+  static async start(
+    s: Scratch,
+    tag: string,
+    prepare?: (hostNs: string) => Promise<void>,
+    extraArgs: string[] = [],
+  ): Promise<Cnmd> {
     if (!fs.existsSync(CNMD_JS)) throw new Error(`${CNMD_JS} is missing: build first (npx tsc -p .)`);
     const disk = path.join(s.root, tag);
     const rt = path.join(s.run, tag);
@@ -372,17 +420,22 @@ export class Cnmd {
     const d = new Cnmd(proc, `unix://${sock}`, hostNs);
     const deadline = Date.now() + 20_000;
     for (;;) {
-      if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`cnmd exited (${proc.exitCode ?? proc.signalCode}) before answering:\n${d.out.slice(-3000)}`);
+      if (proc.exitCode !== null || proc.signalCode !== null)
+        throw new Error(
+          `cnmd exited (${proc.exitCode ?? proc.signalCode}) before answering:\n${d.out.slice(-3000)}`,
+        );
       try {
         if ((await d.request('GET', '/_ping')).status === 200) break;
       } catch {
         /* not up yet */
       }
-      if (Date.now() > deadline) throw new Error(`cnmd did not answer /_ping within 20 s:\n${d.out.slice(-3000)}`);
+      if (Date.now() > deadline)
+        throw new Error(`cnmd did not answer /_ping within 20 s:\n${d.out.slice(-3000)}`);
       await sleep(50);
     }
     const comm = commOf(proc.pid!);
-    if (!/node|MainThread/i.test(comm)) throw new Error(`cnmd pid ${proc.pid} is "${comm}", not node: would measure the wrong process`);
+    if (!/node|MainThread/i.test(comm))
+      throw new Error(`cnmd pid ${proc.pid} is "${comm}", not node: would measure the wrong process`);
     return d;
   }
 
@@ -396,7 +449,8 @@ export class Cnmd {
 
   async ok(method: string, p: string, want: number, body?: unknown): Promise<any> {
     const r = await this.request(method, p, body);
-    if (r.status !== want) throw new Error(`cnmd ${method} ${p}: status ${r.status}, want ${want}: ${JSON.stringify(r.body)}`);
+    if (r.status !== want)
+      throw new Error(`cnmd ${method} ${p}: status ${r.status}, want ${want}: ${JSON.stringify(r.body)}`);
     return r.body;
   }
 
@@ -420,11 +474,23 @@ export class Cnmd {
   }
 
   /** Server-side duration of the API requests logged since mark (debug "api" lines), in order. */
-  async serverMs(since: number, method: string, match: (url: string) => boolean, want: number): Promise<number[]> {
+  async serverMs(
+    since: number,
+    method: string,
+    match: (url: string) => boolean,
+    want: number,
+  ): Promise<number[]> {
     let got: number[] = [];
     for (let i = 0; i < 40; i++) {
       got = this.lines(since)
-        .filter((j) => j.msg === 'api' && j.method === method && typeof j.url === 'string' && match(j.url) && typeof j.ms === 'number')
+        .filter(
+          (j) =>
+            j.msg === 'api' &&
+            j.method === method &&
+            typeof j.url === 'string' &&
+            match(j.url) &&
+            typeof j.ms === 'number',
+        )
         .map((j) => j.ms as number);
       if (got.length >= want) break;
       await sleep(25); // the line is written after the response went out
@@ -459,10 +525,17 @@ export interface NetavarkNet {
   hostNs: string;
   /** setup/teardown of container id with the given port mappings; the netns is made/removed around it. */
   /** With traceFile: run under strace (execve), untimed use only. */
-  setup(id: string, mappings: NetavarkPortMapping[], traceFile?: string): Promise<{ ms: number; ip: string; ns: string; trace?: ExecTrace }>;
+  setup(
+    id: string,
+    mappings: NetavarkPortMapping[],
+    traceFile?: string,
+  ): Promise<{ ms: number; ip: string; ns: string; trace?: ExecTrace }>;
   teardown(id: string, traceFile?: string): { ms: number; trace?: ExecTrace };
   /** The argv and stdin of one call (for strace). */
-  argv(cmd: 'setup' | 'teardown', id: string): { cmd: string; args: string[]; input: string; env: NodeJS.ProcessEnv };
+  argv(
+    cmd: 'setup' | 'teardown',
+    id: string,
+  ): { cmd: string; args: string[]; input: string; env: NodeJS.ProcessEnv };
   nsPath(id: string): string;
 }
 
@@ -480,7 +553,12 @@ export interface NetavarkPortMapping {
  * IPAM: podman allocates); the container netns is made before setup and
  * removed after teardown, counted in both, as in the attach case.
  */
-export async function netavarkNet(s: Scratch, tag: string, subnet: { prefix: string; cidr: string; gateway: string }, prepare?: (hostNs: string) => Promise<void>): Promise<NetavarkNet> {
+export async function netavarkNet(
+  s: Scratch,
+  tag: string,
+  subnet: { prefix: string; cidr: string; gateway: string },
+  prepare?: (hostNs: string) => Promise<void>,
+): Promise<NetavarkNet> {
   const dir = path.join(s.run, tag);
   fs.mkdirSync(path.join(dir, 'config'), { recursive: true });
   const hostNs = await makeNetns(path.join(dir, 'host-netns'));
@@ -515,11 +593,20 @@ export async function netavarkNet(s: Scratch, tag: string, subnet: { prefix: str
     input: opts(id),
     env: { ...process.env, NETAVARK_FW: 'iptables' },
   });
-  const nv = (cmd: 'setup' | 'teardown', id: string, traceFile?: string): { stdout: string; trace?: ExecTrace } => {
+  const nv = (
+    cmd: 'setup' | 'teardown',
+    id: string,
+    traceFile?: string,
+  ): { stdout: string; trace?: ExecTrace } => {
     const a = argv(cmd, id);
     const o = { input: a.input, env: a.env, timeoutMs: 300_000 };
     if (!traceFile) return exec(`netavark ${cmd} ${id}`, a.cmd, a.args, o);
-    const r = exec(`netavark ${cmd} ${id} (strace)`, 'strace', ['-f', '-qq', '-z', '-e', 'trace=execve', '-o', traceFile, a.cmd, ...a.args], o);
+    const r = exec(
+      `netavark ${cmd} ${id} (strace)`,
+      'strace',
+      ['-f', '-qq', '-z', '-e', 'trace=execve', '-o', traceFile, a.cmd, ...a.args],
+      o,
+    );
     return { stdout: r.stdout, trace: parseExecTrace(fs.readFileSync(traceFile, 'utf8')) };
   };
   return {
@@ -538,9 +625,13 @@ export async function netavarkNet(s: Scratch, tag: string, subnet: { prefix: str
       ourNetns.add(nsPath(id));
       const r = nv('setup', id, traceFile);
       const ms = performance.now() - t0;
-      const out = JSON.parse(r.stdout) as Record<string, { interfaces?: Record<string, { subnets?: { ipnet: string }[] }> }>;
+      const out = JSON.parse(r.stdout) as Record<
+        string,
+        { interfaces?: Record<string, { subnets?: { ipnet: string }[] }> }
+      >;
       const got = out.benchnet?.interfaces?.eth0?.subnets?.[0];
-      if (!got || !got.ipnet.startsWith(`${ips.get(id)}/`)) throw new Error(`netavark setup ${id}: unexpected output ${JSON.stringify(out)}`);
+      if (!got || !got.ipnet.startsWith(`${ips.get(id)}/`))
+        throw new Error(`netavark setup ${id}: unexpected output ${JSON.stringify(out)}`);
       return { ms, ip: ips.get(id)!, ns: nsPath(id), trace: r.trace };
     },
     teardown(id, traceFile) {
@@ -580,7 +671,12 @@ export interface Dockerd {
 
 /** docker-proxy's path, or undefined. */
 export function dockerProxyPath(): string | undefined {
-  for (const p of ['/usr/bin/docker-proxy', '/usr/sbin/docker-proxy', '/usr/libexec/docker/docker-proxy', '/usr/libexec/docker/cli-plugins/docker-proxy']) {
+  for (const p of [
+    '/usr/bin/docker-proxy',
+    '/usr/sbin/docker-proxy',
+    '/usr/libexec/docker/docker-proxy',
+    '/usr/libexec/docker/cli-plugins/docker-proxy',
+  ]) {
     if (fs.existsSync(p)) return p;
   }
   const r = spawnSync('sh', ['-c', 'command -v docker-proxy'], { encoding: 'utf8' });
@@ -613,8 +709,16 @@ export async function startDockerd(
   if (prepare) await prepare(hostNs);
   const cgroup = `/cnmdbench-${process.pid}-${tag}`;
   s.trackCgroup(cgroup);
-  if (ensureEtcDocker().created) s.onCleanup(() => fs.rmSync('/etc/docker', { recursive: true, force: true }));
-  const dp = DockerdProcess.spawn({ disk, run: rt, hostNs, cgroupParent: cgroup, pluginDir: opts.pluginDir, logLevel: 'warn' });
+  if (ensureEtcDocker().created)
+    s.onCleanup(() => fs.rmSync('/etc/docker', { recursive: true, force: true }));
+  const dp = DockerdProcess.spawn({
+    disk,
+    run: rt,
+    hostNs,
+    cgroupParent: cgroup,
+    pluginDir: opts.pluginDir,
+    logLevel: 'warn',
+  });
   s.trackPid(dp.pid);
   // Registered after the /etc/docker hook: hooks run in reverse, so the engine is gone before its mount point is.
   s.onCleanup(() => {
@@ -622,7 +726,8 @@ export async function startDockerd(
   });
   const tail = () => dp.tail(6, ' | ');
   const env = dockerCliEnv(dp.paths.cliConfig);
-  const run1 = (what: string, args: string[], timeoutMs = 60_000) => exec(`docker ${what}`, cli, ['-H', dp.paths.host, ...args], { timeoutMs, env });
+  const run1 = (what: string, args: string[], timeoutMs = 60_000) =>
+    exec(`docker ${what}`, cli, ['-H', dp.paths.host, ...args], { timeoutMs, env });
   const stop = () => dp.stop(60_000);
   try {
     await dp.waitReady(40_000);
@@ -634,14 +739,20 @@ export async function startDockerd(
     version = run1('version', ['version', '--format', '{{.Server.Version}}'], 10_000).stdout.trim();
   } catch (e) {
     await stop();
-    return { ok: false, reason: `the docker CLI cannot talk to dockerd: ${(e as Error).message.slice(0, 600)}; dockerd: ${tail()}` };
+    return {
+      ok: false,
+      reason: `the docker CLI cannot talk to dockerd: ${(e as Error).message.slice(0, 600)}; dockerd: ${tail()}`,
+    };
   }
   const image = 'cnmdbench-busybox:1';
   try {
     run1('import', ['import', writeBusyboxTar(path.join(disk, 'image')), image]);
   } catch (e) {
     await stop();
-    return { ok: false, reason: `docker could not import the busybox image: ${(e as Error).message.slice(0, 600)}; dockerd: ${tail()}` };
+    return {
+      ok: false,
+      reason: `docker could not import the busybox image: ${(e as Error).message.slice(0, 600)}; dockerd: ${tail()}`,
+    };
   }
   return {
     ok: true,
@@ -654,7 +765,10 @@ export async function startDockerd(
       cliCapped(args, timeoutMs, watchdog) {
         return new Promise((resolve) => {
           const t0 = performance.now();
-          const child = spawn(cli, ['-H', dp.paths.host, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+          const child = spawn(cli, ['-H', dp.paths.host, ...args], {
+            stdio: ['ignore', 'pipe', 'pipe'],
+            env,
+          });
           s.trackPid(child.pid);
           let out = '';
           let why: string | undefined;
@@ -732,7 +846,9 @@ export function memAvailableKb(): number {
 
 /** An iperf3 server inside a netns (port 5201 unless given); resolves when it listens. */
 export async function iperfServer(s: Scratch, nsPath: string, port = 5201): Promise<Server> {
-  const proc = spawn('nsenter', [`--net=${nsPath}`, 'iperf3', '-s', '-p', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn('nsenter', [`--net=${nsPath}`, 'iperf3', '-s', '-p', String(port)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   s.trackPid(proc.pid);
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
   // iperf3 block-buffers its "Server listening" line on a pipe: poll for the socket instead.
@@ -741,8 +857,11 @@ export async function iperfServer(s: Scratch, nsPath: string, port = 5201): Prom
   proc.stderr!.on('data', (d) => (out += d));
   const deadline = Date.now() + 10_000;
   for (;;) {
-    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`iperf3 -s exited ${proc.exitCode ?? proc.signalCode}: ${out.trim()}`);
-    const r = spawnSync('nsenter', [`--net=${nsPath}`, 'ss', '-Hltn', `sport = :${port}`], { encoding: 'utf8' });
+    if (proc.exitCode !== null || proc.signalCode !== null)
+      throw new Error(`iperf3 -s exited ${proc.exitCode ?? proc.signalCode}: ${out.trim()}`);
+    const r = spawnSync('nsenter', [`--net=${nsPath}`, 'ss', '-Hltn', `sport = :${port}`], {
+      encoding: 'utf8',
+    });
     if (r.status === 0 && r.stdout.includes('LISTEN')) break;
     if (Date.now() > deadline) {
       proc.kill('SIGKILL');
@@ -761,18 +880,45 @@ export async function iperfServer(s: Scratch, nsPath: string, port = 5201): Prom
 
 /** One TCP stream for seconds s from inside nsPath to ip:port; Gbit/s as the receiver counted it. */
 export function iperfClient(nsPath: string, ip: string, port: number, seconds: number): number {
-  const r = inNs(nsPath, `iperf3 -c ${ip}:${port}`, 'iperf3', ['-c', ip, '-p', String(port), '-t', String(seconds), '-J'], { timeoutMs: (seconds + 30) * 1000 });
+  const r = inNs(
+    nsPath,
+    `iperf3 -c ${ip}:${port}`,
+    'iperf3',
+    ['-c', ip, '-p', String(port), '-t', String(seconds), '-J'],
+    { timeoutMs: (seconds + 30) * 1000 },
+  );
   const j = JSON.parse(r.stdout) as { end?: { sum_received?: { bits_per_second?: number } }; error?: string };
   const bps = j.end?.sum_received?.bits_per_second;
-  if (j.error || typeof bps !== 'number' || !(bps > 0)) throw new Error(`iperf3 to ${ip}:${port}: no result: ${j.error ?? r.stdout.slice(0, 300)}`);
+  if (j.error || typeof bps !== 'number' || !(bps > 0))
+    throw new Error(`iperf3 to ${ip}:${port}: no result: ${j.error ?? r.stdout.slice(0, 300)}`);
   return bps / 1e9;
 }
 
 /** docker-proxy run standalone in a netns; resolves once it signalled readiness on fd 3 ("0\n"). */
-export async function dockerProxyStandalone(s: Scratch, bin: string, nsPath: string, hostPort: number, containerIP: string, containerPort: number): Promise<Server> {
+export async function dockerProxyStandalone(
+  s: Scratch,
+  bin: string,
+  nsPath: string,
+  hostPort: number,
+  containerIP: string,
+  containerPort: number,
+): Promise<Server> {
   const proc = spawn(
     'nsenter',
-    [`--net=${nsPath}`, bin, '-proto', 'tcp', '-host-ip', '127.0.0.1', '-host-port', String(hostPort), '-container-ip', containerIP, '-container-port', String(containerPort)],
+    [
+      `--net=${nsPath}`,
+      bin,
+      '-proto',
+      'tcp',
+      '-host-ip',
+      '127.0.0.1',
+      '-host-port',
+      String(hostPort),
+      '-container-ip',
+      containerIP,
+      '-container-port',
+      String(containerPort),
+    ],
     { stdio: ['ignore', 'pipe', 'pipe', 'pipe'] },
   );
   s.trackPid(proc.pid);
@@ -780,7 +926,10 @@ export async function dockerProxyStandalone(s: Scratch, bin: string, nsPath: str
   await new Promise<void>((resolve, reject) => {
     let sig = '';
     let err = '';
-    const t = setTimeout(() => reject(new Error(`docker-proxy did not signal readiness within 10 s: ${sig}${err}`)), 10_000);
+    const t = setTimeout(
+      () => reject(new Error(`docker-proxy did not signal readiness within 10 s: ${sig}${err}`)),
+      10_000,
+    );
     (proc.stdio[3] as NodeJS.ReadableStream).on('data', (d) => {
       sig += d;
       if (sig.startsWith('0')) {

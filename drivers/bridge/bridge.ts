@@ -7,7 +7,16 @@ import type { Logger } from '../../src/log';
 import { runSteps } from '../../src/steps';
 import type { PortPublisher } from '../../src/portmap/publisher';
 import type { PortBinding } from '../../src/portmap/spec';
-import type { Capabilities, Driver, EndpointInfo, EndpointSpec, ExternalConnectivityOptions, JoinInfo, NetworkSpec, SandboxRef } from '../driver';
+import type {
+  Capabilities,
+  Driver,
+  EndpointInfo,
+  EndpointSpec,
+  ExternalConnectivityOptions,
+  JoinInfo,
+  NetworkSpec,
+  SandboxRef,
+} from '../driver';
 import { BridgeFirewall, rulesFor } from './firewall';
 import { BridgeConfig, macFromIPv4, parseBridgeConfig, randomMac } from './options';
 import { ALIAS_PREFIX, BridgeState, bridgeSetupSteps, endpointAlias, networkAlias } from './setup';
@@ -95,7 +104,11 @@ export class BridgeDriver implements Driver {
 
   private state(op: string, networkId: string): BridgeState {
     const st = this.networks.get(networkId);
-    if (!st) throw new CnmdError('NOT_FOUND', `${op}: bridge network ${networkId} not found`, { op, object: networkId });
+    if (!st)
+      throw new CnmdError('NOT_FOUND', `${op}: bridge network ${networkId} not found`, {
+        op,
+        object: networkId,
+      });
     return st;
   }
 
@@ -103,7 +116,11 @@ export class BridgeDriver implements Driver {
     for (const other of this.networks.values()) {
       if (other.config.networkId === c.networkId) continue;
       if (other.config.bridgeName === c.bridgeName) {
-        throw new CnmdError('CONFLICT', `network create: bridge name ${c.bridgeName} is already used by network ${other.config.networkId.slice(0, 12)}`, { op: 'network create', object: c.bridgeName });
+        throw new CnmdError(
+          'CONFLICT',
+          `network create: bridge name ${c.bridgeName} is already used by network ${other.config.networkId.slice(0, 12)}`,
+          { op: 'network create', object: c.bridgeName },
+        );
       }
     }
   }
@@ -113,7 +130,9 @@ export class BridgeDriver implements Driver {
     this.checkConflicts(config);
     await this.ensureBase();
     const st: BridgeState = { config, index: 0, created: false };
-    await runSteps(bridgeSetupSteps(this.host, this.fw, st), (step, e) => this.log.error({ err: e, network: spec.id, step }, 'bridge rollback step failed'));
+    await runSteps(bridgeSetupSteps(this.host, this.fw, st), (step, e) =>
+      this.log.error({ err: e, network: spec.id, step }, 'bridge rollback step failed'),
+    );
     this.networks.set(spec.id, st);
     this.log.debug({ network: spec.id, bridge: config.bridgeName, index: st.index }, 'bridge ready');
   }
@@ -152,7 +171,8 @@ export class BridgeDriver implements Driver {
     const op = 'endpoint join';
     const st = this.state(op, networkId);
     const ep = this.endpoints.get(endpointId);
-    if (!ep) throw new CnmdError('NOT_FOUND', `${op}: endpoint ${endpointId} not found`, { op, object: endpointId });
+    if (!ep)
+      throw new CnmdError('NOT_FOUND', `${op}: endpoint ${endpointId} not found`, { op, object: endpointId });
     const c = st.config;
     const info: JoinInfo = {
       gateway: c.internal ? undefined : c.gatewayV4?.replace(/\/\d+$/, ''),
@@ -168,7 +188,9 @@ export class BridgeDriver implements Driver {
       return info;
     }
     // One message: host side enslaved and up, container side born in the sandbox with its final name and MAC.
-    await this.addVeth(st, ep, { name: sb.ifname, netns: sb.key }, (veth) => this.configurePeer(handle, sb.ifname, veth.parentIndex, ep, c));
+    await this.addVeth(st, ep, { name: sb.ifname, netns: sb.key }, (veth) =>
+      this.configurePeer(handle, sb.ifname, veth.parentIndex, ep, c),
+    );
     return info;
   }
 
@@ -181,7 +203,13 @@ export class BridgeDriver implements Driver {
    * the creation (one I/O thread, in order), so no request waits for the
    * answer to another. A failure removes the pair.
    */
-  private async addVethAhead(st: BridgeState, ep: EndpointState, handle: Handle, ifname: string, index: number): Promise<void> {
+  private async addVethAhead(
+    st: BridgeState,
+    ep: EndpointState,
+    handle: Handle,
+    ifname: string,
+    index: number,
+  ): Promise<void> {
     const c = st.config;
     const made = handle.linkAdd({
       kind: 'veth',
@@ -199,11 +227,17 @@ export class BridgeDriver implements Driver {
     const rest = [
       ep.address && !c.inhibitIPv4 ? handle.addrAdd(index, ep.address) : Promise.resolve(),
       this.host.linkSet(ep.hostVeth, HOST_SIDE_NO_LINK_LOCAL),
-      this.host.linkSet(ep.hostVeth, { master: st.index, up: true, alias: endpointAlias(c.networkId, ep.id) }),
+      this.host.linkSet(ep.hostVeth, {
+        master: st.index,
+        up: true,
+        alias: endpointAlias(c.networkId, ep.id),
+      }),
       this.host.linkSet(ep.hostVeth, { bridgePort: { hairpin: true } }),
     ];
     // The creation's error first: the others fail because of it.
-    const failed = (await Promise.allSettled([made, ...rest])).find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    const failed = (await Promise.allSettled([made, ...rest])).find(
+      (r): r is PromiseRejectedResult => r.status === 'rejected',
+    );
     if (failed) {
       await this.host.linkDel(ep.hostVeth).catch(() => undefined);
       throw failed.reason;
@@ -215,9 +249,21 @@ export class BridgeDriver implements Driver {
    * asked (in the sandbox, or left in the daemon's netns for the engine); the host
    * side's finishing and the peer's configuration run together, and a failure removes the pair.
    */
-  private async addVeth(st: BridgeState, ep: EndpointState, peer: { name: string; netns?: string }, configurePeer: (veth: { parentIndex?: number }) => Promise<unknown>): Promise<void> {
+  private async addVeth(
+    st: BridgeState,
+    ep: EndpointState,
+    peer: { name: string; netns?: string },
+    configurePeer: (veth: { parentIndex?: number }) => Promise<unknown>,
+  ): Promise<void> {
     const c = st.config;
-    const veth = (await this.host.linkAdd({ kind: 'veth', name: ep.hostVeth, mtu: c.mtu, master: st.index, queues: VETH_QUEUES, peer: { ...peer, mtu: c.mtu, mac: ep.mac, queues: VETH_QUEUES } }))!;
+    const veth = (await this.host.linkAdd({
+      kind: 'veth',
+      name: ep.hostVeth,
+      mtu: c.mtu,
+      master: st.index,
+      queues: VETH_QUEUES,
+      peer: { ...peer, mtu: c.mtu, mac: ep.mac, queues: VETH_QUEUES },
+    }))!;
     try {
       // Each socket's requests pipelined: the sandbox side does not wait for the host side's ACKs.
       await Promise.all([this.finishHostSide(veth.index, c.networkId, ep.id), configurePeer(veth)]);
@@ -236,7 +282,11 @@ export class BridgeDriver implements Driver {
   private async finishHostSide(index: number, networkId: string, endpointId: string): Promise<void> {
     await Promise.all([
       this.host.linkSet(index, HOST_SIDE_NO_LINK_LOCAL),
-      this.host.linkSet(index, { up: true, alias: endpointAlias(networkId, endpointId), bridgePort: { hairpin: true } }),
+      this.host.linkSet(index, {
+        up: true,
+        alias: endpointAlias(networkId, endpointId),
+        bridgePort: { hairpin: true },
+      }),
     ]);
   }
 
@@ -245,7 +295,13 @@ export class BridgeDriver implements Driver {
    * handles them in order). The host side's echo names the peer's ifindex
    * (IFLA_LINK), which spares a look-up by name.
    */
-  private async configurePeer(handle: Handle, ifname: string, peerIndex: number | undefined, ep: EndpointState, c: BridgeConfig): Promise<void> {
+  private async configurePeer(
+    handle: Handle,
+    ifname: string,
+    peerIndex: number | undefined,
+    ep: EndpointState,
+    c: BridgeConfig,
+  ): Promise<void> {
     const index = peerIndex ?? (await handle.linkIndex(ifname));
     await Promise.all([
       // cnmd's sandboxes make interfaces without IPv6 link-local (netns SANDBOX_SYSCTLS);
@@ -266,7 +322,11 @@ export class BridgeDriver implements Driver {
     return peerName;
   }
 
-  async leave(_networkId: string, endpointId: string, opts: { sandboxDestroyed?: boolean } = {}): Promise<void> {
+  async leave(
+    _networkId: string,
+    endpointId: string,
+    opts: { sandboxDestroyed?: boolean } = {},
+  ): Promise<void> {
     const ep = this.endpoints.get(endpointId);
     const name = ep?.hostVeth ?? hostVethName(endpointId);
     // A dead sandbox's veth goes in the background, apart from the requests
@@ -282,7 +342,11 @@ export class BridgeDriver implements Driver {
   private publishRequest(networkId: string, endpointId: string, bindings: PortBinding[]) {
     const st = this.state('port publish', networkId);
     const ep = this.endpoints.get(endpointId);
-    if (!ep) throw new CnmdError('NOT_FOUND', `port publish: endpoint ${endpointId} not found`, { op: 'port publish', object: endpointId });
+    if (!ep)
+      throw new CnmdError('NOT_FOUND', `port publish: endpoint ${endpointId} not found`, {
+        op: 'port publish',
+        object: endpointId,
+      });
     return {
       owner: endpointId,
       bridge: st.config.bridgeName,
@@ -293,12 +357,24 @@ export class BridgeDriver implements Driver {
     };
   }
 
-  async programExternalConnectivity(networkId: string, endpointId: string, options: ExternalConnectivityOptions): Promise<PortBinding[] | void> {
+  async programExternalConnectivity(
+    networkId: string,
+    endpointId: string,
+    options: ExternalConnectivityOptions,
+  ): Promise<PortBinding[] | void> {
     const bindings = options.portBindings ?? [];
     if (bindings.length === 0) return [];
-    if (!this.ports) throw new CnmdError('INVALID_ARGUMENT', 'port publish: port publishing is not enabled in this daemon', { op: 'port publish', object: endpointId });
+    if (!this.ports)
+      throw new CnmdError('INVALID_ARGUMENT', 'port publish: port publishing is not enabled in this daemon', {
+        op: 'port publish',
+        object: endpointId,
+      });
     if (this.state('port publish', networkId).config.internal) {
-      throw new CnmdError('INVALID_ARGUMENT', 'port publish: an internal network has no external connectivity to publish ports on', { op: 'port publish', object: networkId });
+      throw new CnmdError(
+        'INVALID_ARGUMENT',
+        'port publish: an internal network has no external connectivity to publish ports on',
+        { op: 'port publish', object: networkId },
+      );
     }
     return this.ports.publish(this.publishRequest(networkId, endpointId, bindings));
   }
@@ -312,7 +388,8 @@ export class BridgeDriver implements Driver {
     await this.ensureBase();
     await this.fw.removeNetwork(rulesFor(config));
     const link = await this.host.linkGet(config.bridgeName).catch(() => undefined);
-    if (link && ownBridge(link, spec.id, config.bridgeName)) await this.host.linkDel(link.index).catch(() => undefined);
+    if (link && ownBridge(link, spec.id, config.bridgeName))
+      await this.host.linkDel(link.index).catch(() => undefined);
     this.networks.delete(spec.id);
   }
 
@@ -336,8 +413,10 @@ export class BridgeDriver implements Driver {
       const st = this.networks.get(e.networkId);
       if (!st) continue;
       // A bridge recreated above lost its ports: put surviving veths back.
-      const veth = byAlias.get(endpointAlias(e.networkId, e.endpointId)) ?? links.get(hostVethName(e.endpointId));
-      if (veth && veth.masterIndex !== st.index) await this.host.linkSet(veth.index, { master: st.index, up: true });
+      const veth =
+        byAlias.get(endpointAlias(e.networkId, e.endpointId)) ?? links.get(hostVethName(e.endpointId));
+      if (veth && veth.masterIndex !== st.index)
+        await this.host.linkSet(veth.index, { master: st.index, up: true });
       this.endpoints.set(e.endpointId, {
         networkId: e.networkId,
         id: e.endpointId,
@@ -346,7 +425,8 @@ export class BridgeDriver implements Driver {
         mac: e.mac ?? (e.address ? macFromIPv4(e.address) : randomMac()),
         hostVeth: veth?.name ?? hostVethName(e.endpointId),
       });
-      if (e.ports?.length && this.ports) await this.ports.restore(this.publishRequest(e.networkId, e.endpointId, e.ports));
+      if (e.ports?.length && this.ports)
+        await this.ports.restore(this.publishRequest(e.networkId, e.endpointId, e.ports));
     }
   }
 
@@ -356,7 +436,12 @@ export class BridgeDriver implements Driver {
     for (const l of await this.host.linkList()) {
       if (!l.alias?.startsWith(ALIAS_PREFIX)) continue;
       const parts = l.alias.slice(ALIAS_PREFIX.length).split(':');
-      const known = parts[0] === 'net' ? this.networks.has(parts[1]) : parts[0] === 'ep' ? this.endpoints.has(parts[2]) : true;
+      const known =
+        parts[0] === 'net'
+          ? this.networks.has(parts[1])
+          : parts[0] === 'ep'
+            ? this.endpoints.has(parts[2])
+            : true;
       if (known) continue;
       await this.host.linkDel(l.index).catch(() => undefined);
       removed.push(l.name);

@@ -17,7 +17,16 @@ export interface BridgeFirewall {
   removeNetwork(n: BridgeNetworkRules): Promise<void>;
 }
 
-export function rulesFor(c: { bridgeName: string; subnetV4?: string; subnetV6?: string; enableICC: boolean; enableIPMasquerade: boolean; internal: boolean; hostIPv4?: string; enableIPv6: boolean }): BridgeNetworkRules {
+export function rulesFor(c: {
+  bridgeName: string;
+  subnetV4?: string;
+  subnetV6?: string;
+  enableICC: boolean;
+  enableIPMasquerade: boolean;
+  internal: boolean;
+  hostIPv4?: string;
+  enableIPv6: boolean;
+}): BridgeNetworkRules {
   return {
     bridge: c.bridgeName,
     subnetV4: c.subnetV4,

@@ -47,7 +47,9 @@ export function parseBool(op: string, key: string, v: string | undefined, dflt: 
 }
 
 function isIPv4(s: string): boolean {
-  return /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(s) && s.split('.').every((p) => Number(p) <= 255);
+  return (
+    /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(s) && s.split('.').every((p) => Number(p) <= 255)
+  );
 }
 
 export function parseBridgeConfig(spec: NetworkSpec): BridgeConfig {
@@ -57,13 +59,25 @@ export function parseBridgeConfig(spec: NetworkSpec): BridgeConfig {
   validateIfName(op, bridgeName);
   const mtuText = o[OPT.mtu];
   const mtu = mtuText === undefined || mtuText === '' ? 1500 : Number(mtuText);
-  if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw invalidArgument(op, OPT.mtu, `option ${OPT.mtu}: "${mtuText}" is not an MTU between 68 and 65535`);
+  if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535)
+    throw invalidArgument(op, OPT.mtu, `option ${OPT.mtu}: "${mtuText}" is not an MTU between 68 and 65535`);
   const hostBindingIPv4 = o[OPT.hostBinding] || '0.0.0.0';
-  if (!isIPv4(hostBindingIPv4)) throw invalidArgument(op, OPT.hostBinding, `option ${OPT.hostBinding}: "${hostBindingIPv4}" is not an IPv4 address`);
+  if (!isIPv4(hostBindingIPv4))
+    throw invalidArgument(
+      op,
+      OPT.hostBinding,
+      `option ${OPT.hostBinding}: "${hostBindingIPv4}" is not an IPv4 address`,
+    );
   const hostIPv4 = o[OPT.hostIPv4] || undefined;
-  if (hostIPv4 !== undefined && !isIPv4(hostIPv4)) throw invalidArgument(op, OPT.hostIPv4, `option ${OPT.hostIPv4}: "${hostIPv4}" is not an IPv4 address`);
+  if (hostIPv4 !== undefined && !isIPv4(hostIPv4))
+    throw invalidArgument(op, OPT.hostIPv4, `option ${OPT.hostIPv4}: "${hostIPv4}" is not an IPv4 address`);
   const prefix = o[OPT.ifacePrefix];
-  if (prefix !== undefined && !/^[a-z][a-z0-9]{0,10}$/.test(prefix)) throw invalidArgument(op, OPT.ifacePrefix, `option ${OPT.ifacePrefix}: "${prefix}" must be 1-11 lowercase letters and digits`);
+  if (prefix !== undefined && !/^[a-z][a-z0-9]{0,10}$/.test(prefix))
+    throw invalidArgument(
+      op,
+      OPT.ifacePrefix,
+      `option ${OPT.ifacePrefix}: "${prefix}" must be 1-11 lowercase letters and digits`,
+    );
   const v4 = spec.ipv4[0];
   const v6 = spec.ipv6[0];
   return {
@@ -87,7 +101,10 @@ export function parseBridgeConfig(spec: NetworkSpec): BridgeConfig {
 
 /** Docker's container MAC: 02:42 followed by the four bytes of the IPv4 address. */
 export function macFromIPv4(cidr: string): string {
-  const ip = cidr.replace(/\/\d+$/, '').split('.').map(Number);
+  const ip = cidr
+    .replace(/\/\d+$/, '')
+    .split('.')
+    .map(Number);
   return ['02', '42', ...ip.map((b) => b.toString(16).padStart(2, '0'))].join(':');
 }
 

@@ -11,7 +11,8 @@ import { BridgeConfig, randomMac } from './options';
 /** Marks kernel objects cnmd made, so `ip -d link` says who owns them and restarts know what to sweep. */
 export const ALIAS_PREFIX = 'cnmd:';
 export const networkAlias = (networkId: string) => `${ALIAS_PREFIX}net:${networkId}`;
-export const endpointAlias = (networkId: string, endpointId: string) => `${ALIAS_PREFIX}ep:${networkId}:${endpointId}`;
+export const endpointAlias = (networkId: string, endpointId: string) =>
+  `${ALIAS_PREFIX}ep:${networkId}:${endpointId}`;
 
 export interface BridgeState {
   config: BridgeConfig;
@@ -51,12 +52,25 @@ export function setupDevice(host: Handle, st: BridgeState): Step {
         if (e instanceof CnmdError && e.code === 'NOT_FOUND') return undefined;
         throw e;
       });
-      if (!existing) throw new CnmdError('CONFLICT', `network create: device ${c.bridgeName} appeared and went while the bridge was made; try again`, { op: 'network create', object: c.bridgeName });
+      if (!existing)
+        throw new CnmdError(
+          'CONFLICT',
+          `network create: device ${c.bridgeName} appeared and went while the bridge was made; try again`,
+          { op: 'network create', object: c.bridgeName },
+        );
       if (existing.kind !== 'bridge') {
-        throw new CnmdError('CONFLICT', `network create: device ${c.bridgeName} exists and is a ${existing.kind ?? 'non-bridge'} device, not a bridge`, { op: 'network create', object: c.bridgeName });
+        throw new CnmdError(
+          'CONFLICT',
+          `network create: device ${c.bridgeName} exists and is a ${existing.kind ?? 'non-bridge'} device, not a bridge`,
+          { op: 'network create', object: c.bridgeName },
+        );
       }
       if (existing.alias?.startsWith(ALIAS_PREFIX) && existing.alias !== networkAlias(c.networkId)) {
-        throw new CnmdError('CONFLICT', `network create: bridge ${c.bridgeName} is already used by another cnmd network`, { op: 'network create', object: c.bridgeName });
+        throw new CnmdError(
+          'CONFLICT',
+          `network create: bridge ${c.bridgeName} is already used by another cnmd network`,
+          { op: 'network create', object: c.bridgeName },
+        );
       }
       st.index = existing.index;
       st.created = false;
@@ -78,7 +92,8 @@ export function setupIPv4(host: Handle, st: BridgeState): Step {
       if (!have.some((a) => a.cidr === c.gatewayV4)) await host.addrAdd(st.index, c.gatewayV4);
     },
     async undo() {
-      if (!c.inhibitIPv4 && c.gatewayV4 && !st.created) await host.addrDel(st.index, c.gatewayV4).catch(() => undefined);
+      if (!c.inhibitIPv4 && c.gatewayV4 && !st.created)
+        await host.addrDel(st.index, c.gatewayV4).catch(() => undefined);
     },
   };
 }
@@ -92,10 +107,12 @@ export function setupIPv6(host: Handle, st: BridgeState): Step {
       writeSysctl(['net', 'ipv6', 'conf', c.bridgeName, 'disable_ipv6'], '0');
       writeSysctl(['net', 'ipv6', 'conf', 'all', 'forwarding'], '1');
       const have = st.created ? [] : await host.addrList({ link: st.index, family: 6 });
-      if (!have.some((a) => a.cidr === c.gatewayV6)) await host.addrAdd(st.index, c.gatewayV6, { nodad: true });
+      if (!have.some((a) => a.cidr === c.gatewayV6))
+        await host.addrAdd(st.index, c.gatewayV6, { nodad: true });
     },
     async undo() {
-      if (c.enableIPv6 && c.gatewayV6 && !st.created) await host.addrDel(st.index, c.gatewayV6).catch(() => undefined);
+      if (c.enableIPv6 && c.gatewayV6 && !st.created)
+        await host.addrDel(st.index, c.gatewayV6).catch(() => undefined);
     },
   };
 }
@@ -129,13 +146,24 @@ export function setupVerify(host: Handle, st: BridgeState): Step {
     name: 'setup verify',
     async do() {
       const wantV4 = !c.inhibitIPv4 && !!c.gatewayV4;
-      const [link, addrs] = await Promise.all([host.linkGet(st.index), wantV4 ? host.addrList({ link: st.index, family: 4 }) : []]);
+      const [link, addrs] = await Promise.all([
+        host.linkGet(st.index),
+        wantV4 ? host.addrList({ link: st.index, family: 4 }) : [],
+      ]);
       if (link.name !== c.bridgeName || link.kind !== 'bridge') {
-        throw new CnmdError('INTERNAL', `network create: device ${st.index} is ${link.name} (${link.kind}), expected bridge ${c.bridgeName}`, { op: 'network create', object: c.bridgeName });
+        throw new CnmdError(
+          'INTERNAL',
+          `network create: device ${st.index} is ${link.name} (${link.kind}), expected bridge ${c.bridgeName}`,
+          { op: 'network create', object: c.bridgeName },
+        );
       }
       if (wantV4) {
         if (!addrs.some((a) => a.cidr === c.gatewayV4)) {
-          throw new CnmdError('INTERNAL', `network create: bridge ${c.bridgeName} does not hold its gateway ${c.gatewayV4}`, { op: 'network create', object: c.bridgeName });
+          throw new CnmdError(
+            'INTERNAL',
+            `network create: bridge ${c.bridgeName} does not hold its gateway ${c.gatewayV4}`,
+            { op: 'network create', object: c.bridgeName },
+          );
         }
       }
     },
@@ -149,7 +177,10 @@ export function setupVerify(host: Handle, st: BridgeState): Step {
  */
 export function bridgeSetupSteps(host: Handle, fw: BridgeFirewall, st: BridgeState): Step[] {
   return [
-    concurrently('setup device and rules', [[setupDevice(host, st), setupIPv4(host, st), setupIPv6(host, st), setupForwarding()], [setupFirewall(fw, st)]]),
+    concurrently('setup device and rules', [
+      [setupDevice(host, st), setupIPv4(host, st), setupIPv6(host, st), setupForwarding()],
+      [setupFirewall(fw, st)],
+    ]),
     setupUp(host, st),
     setupVerify(host, st),
   ];

@@ -28,7 +28,14 @@ export function hostNsPath(host: Handle): string {
  * configures it. Leaves nothing behind on failure: the link is back in the
  * daemon's netns under `srcName`.
  */
-export async function moveIntoSandbox(host: Handle, sandbox: Handle, sandboxKey: string, srcName: string, ifname: string, cfg: InterfaceConfig): Promise<void> {
+export async function moveIntoSandbox(
+  host: Handle,
+  sandbox: Handle,
+  sandboxKey: string,
+  srcName: string,
+  ifname: string,
+  cfg: InterfaceConfig,
+): Promise<void> {
   const link = await host.linkGet(srcName);
   let renamed = false;
   try {
@@ -51,7 +58,12 @@ export async function moveIntoSandbox(host: Handle, sandbox: Handle, sandboxKey:
  * Takes `ifname` out of the sandbox back into the daemon's netns as `srcName`.
  * A link already gone (the plugin deleted its veth peer) is not an error.
  */
-export async function moveBack(sandbox: Handle, hostPath: string, ifname: string, srcName: string): Promise<void> {
+export async function moveBack(
+  sandbox: Handle,
+  hostPath: string,
+  ifname: string,
+  srcName: string,
+): Promise<void> {
   let index: number;
   try {
     index = await sandbox.linkIndex(ifname);
@@ -65,7 +77,12 @@ export async function moveBack(sandbox: Handle, hostPath: string, ifname: string
 }
 
 /** Renames a link in the daemon's netns; a missing link is not an error when `tolerateMissing`. */
-export async function renameInHost(host: Handle, from: string, to: string, tolerateMissing = false): Promise<void> {
+export async function renameInHost(
+  host: Handle,
+  from: string,
+  to: string,
+  tolerateMissing = false,
+): Promise<void> {
   if (from === to) return;
   try {
     const index = await host.linkIndex(from);

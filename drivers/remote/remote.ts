@@ -8,9 +8,26 @@ import type { Logger } from '../../src/log';
 import type { PortBinding } from '../../src/portmap/spec';
 import { PluginClient, PluginClientOptions, isPluginStatus } from '../../src/remote/client';
 import { SearchDirs, discoverPlugin } from '../../src/remote/discovery';
-import type { Capabilities, Driver, EndpointInfo, EndpointSpec, ExternalConnectivityOptions, JoinInfo, NetworkSpec, SandboxRef } from '../driver';
+import type {
+  Capabilities,
+  Driver,
+  EndpointInfo,
+  EndpointSpec,
+  ExternalConnectivityOptions,
+  JoinInfo,
+  NetworkSpec,
+  SandboxRef,
+} from '../driver';
 import { hostNsPath, moveBack, moveIntoSandbox, renameInHost } from './plumb';
-import { ReplyError, createEndpointRequest, createNetworkRequest, parseCapabilities, parseEndpointReply, parseJoinReply, portOptions } from './wire';
+import {
+  ReplyError,
+  createEndpointRequest,
+  createNetworkRequest,
+  parseCapabilities,
+  parseEndpointReply,
+  parseJoinReply,
+  portOptions,
+} from './wire';
 
 export interface RemoteDriverDeps {
   client: PluginClient;
@@ -60,7 +77,10 @@ export class RemoteDriver implements Driver {
   }
 
   /** Finds the plugin (see discovery.ts), activates it and reads its capabilities. */
-  static async load(name: string, opts: { dirs: SearchDirs; host: Handle; log?: Logger; client?: PluginClientOptions }): Promise<RemoteDriver> {
+  static async load(
+    name: string,
+    opts: { dirs: SearchDirs; host: Handle; log?: Logger; client?: PluginClientOptions },
+  ): Promise<RemoteDriver> {
     const location = await discoverPlugin(name, opts.dirs);
     const client = new PluginClient(location, { ...opts.client, log: opts.client?.log ?? opts.log });
     const driver = new RemoteDriver({ client, host: opts.host, log: opts.log });
@@ -112,7 +132,12 @@ export class RemoteDriver implements Driver {
 
   private replyError(method: string, e: unknown, rollback?: string): unknown {
     if (!(e instanceof ReplyError)) return e;
-    return this.client.error('MALFORMED_REPLY', method, `bad reply: ${e.message}; fix the plugin${rollback ? `; ${rollback}` : ''}`, { field: e.field });
+    return this.client.error(
+      'MALFORMED_REPLY',
+      method,
+      `bad reply: ${e.message}; fix the plugin${rollback ? `; ${rollback}` : ''}`,
+      { field: e.field },
+    );
   }
 
   /** Runs the plugin call that undoes a half-done step; describes the outcome for the error message. */
@@ -142,7 +167,8 @@ export class RemoteDriver implements Driver {
       await this.call('DeleteNetwork', { NetworkID: spec.id });
     } catch (e) {
       // The plugin answered (it does not know the network): nothing to clean. Unreachable or stuck: the caller logs it.
-      if (!(e instanceof CnmdError && e.code === 'PLUGIN_ERROR' && typeof e.details.status === 'number')) throw e;
+      if (!(e instanceof CnmdError && e.code === 'PLUGIN_ERROR' && typeof e.details.status === 'number'))
+        throw e;
     }
     for (const [id, ep] of this.endpoints) if (ep.networkId === spec.id) this.endpoints.delete(id);
   }
@@ -154,7 +180,10 @@ export class RemoteDriver implements Driver {
     try {
       fill = parseEndpointReply(spec, reply);
     } catch (e) {
-      const rb = await this.rollback(`delete:${spec.endpointId}`, 'DeleteEndpoint', { NetworkID: spec.networkId, EndpointID: spec.endpointId });
+      const rb = await this.rollback(`delete:${spec.endpointId}`, 'DeleteEndpoint', {
+        NetworkID: spec.networkId,
+        EndpointID: spec.endpointId,
+      });
       throw this.replyError(`${PROTOCOL}.${method}`, e, rb);
     }
     this.endpoints.set(spec.endpointId, {
@@ -172,14 +201,28 @@ export class RemoteDriver implements Driver {
     await this.call('DeleteEndpoint', { NetworkID: networkId, EndpointID: endpointId });
   }
 
-  async join(networkId: string, endpointId: string, sb: SandboxRef, options: Record<string, unknown>): Promise<JoinInfo> {
+  async join(
+    networkId: string,
+    endpointId: string,
+    sb: SandboxRef,
+    options: Record<string, unknown>,
+  ): Promise<JoinInfo> {
     const method = `${PROTOCOL}.Join`;
     const ep = this.endpoints.get(endpointId);
     if (!ep) {
-      throw this.client.error('NOT_FOUND', method, `endpoint ${endpointId} is not known to cnmd's remote driver (not created through it, or lost); recreate the endpoint`);
+      throw this.client.error(
+        'NOT_FOUND',
+        method,
+        `endpoint ${endpointId} is not known to cnmd's remote driver (not created through it, or lost); recreate the endpoint`,
+      );
     }
     this.undone.delete(`leave:${endpointId}`);
-    const reply = await this.call('Join', { NetworkID: networkId, EndpointID: endpointId, SandboxKey: sb.key, Options: options ?? {} });
+    const reply = await this.call('Join', {
+      NetworkID: networkId,
+      EndpointID: endpointId,
+      SandboxKey: sb.key,
+      Options: options ?? {},
+    });
     let iface = '';
     try {
       const { srcName, info } = parseJoinReply(reply);
@@ -195,13 +238,22 @@ export class RemoteDriver implements Driver {
       ep.joined = { srcName, ifname: sb.ifname };
       return { ...info, srcName: sb.ifname };
     } catch (e) {
-      const rb = await this.rollback(`leave:${endpointId}`, 'Leave', { NetworkID: networkId, EndpointID: endpointId });
+      const rb = await this.rollback(`leave:${endpointId}`, 'Leave', {
+        NetworkID: networkId,
+        EndpointID: endpointId,
+      });
       if (e instanceof ReplyError) throw this.replyError(method, e, rb);
       throw this.interfaceError(method, iface, sb, e, rb);
     }
   }
 
-  private interfaceError(method: string, srcName: string, sb: SandboxRef, e: unknown, rollback: string): unknown {
+  private interfaceError(
+    method: string,
+    srcName: string,
+    sb: SandboxRef,
+    e: unknown,
+    rollback: string,
+  ): unknown {
     if (!(e instanceof CnmdError)) return e;
     if (e.code === 'NOT_FOUND' && e.op === 'link get') {
       return this.client.error(
@@ -211,17 +263,28 @@ export class RemoteDriver implements Driver {
         { cause: e },
       );
     }
-    const hint = e.code === 'ALREADY_EXISTS' ? ` (the sandbox or cnmd's netns already has a link named ${sb.ifname}: remove it)` : '';
-    return new CnmdError(e.code, `${this.client.label}: ${method}: putting the plugin's interface "${srcName}" into sandbox ${sb.id} as ${sb.ifname} failed: ${e.message}${hint}; ${rollback}`, {
-      ...e.details,
-      op: method,
-      object: this.name,
-      plugin: this.name,
-      cause: e,
-    });
+    const hint =
+      e.code === 'ALREADY_EXISTS'
+        ? ` (the sandbox or cnmd's netns already has a link named ${sb.ifname}: remove it)`
+        : '';
+    return new CnmdError(
+      e.code,
+      `${this.client.label}: ${method}: putting the plugin's interface "${srcName}" into sandbox ${sb.id} as ${sb.ifname} failed: ${e.message}${hint}; ${rollback}`,
+      {
+        ...e.details,
+        op: method,
+        object: this.name,
+        plugin: this.name,
+        cause: e,
+      },
+    );
   }
 
-  async leave(networkId: string, endpointId: string, opts: { sandboxDestroyed?: boolean } = {}): Promise<void> {
+  async leave(
+    networkId: string,
+    endpointId: string,
+    opts: { sandboxDestroyed?: boolean } = {},
+  ): Promise<void> {
     const ep = this.endpoints.get(endpointId);
     const joined = ep?.joined;
     if (ep) ep.joined = undefined;
@@ -233,18 +296,30 @@ export class RemoteDriver implements Driver {
 
   private async giveBack(j: Joined): Promise<void> {
     try {
-      if (j.sandboxKey) await Handle.inNetns(j.sandboxKey, (h) => moveBack(h, hostNsPath(this.host), j.ifname, j.srcName));
+      if (j.sandboxKey)
+        await Handle.inNetns(j.sandboxKey, (h) => moveBack(h, hostNsPath(this.host), j.ifname, j.srcName));
       else await renameInHost(this.host, j.ifname, j.srcName, true);
     } catch (e) {
       // The plugin's Leave must still run: it owns the interface and frees it either way.
-      this.log?.warn({ err: e, plugin: this.name, ifname: j.ifname, srcName: j.srcName }, 'could not move the interface back to the plugin');
+      this.log?.warn(
+        { err: e, plugin: this.name, ifname: j.ifname, srcName: j.srcName },
+        'could not move the interface back to the plugin',
+      );
     }
   }
 
-  async programExternalConnectivity(networkId: string, endpointId: string, options: ExternalConnectivityOptions): Promise<PortBinding[] | void> {
+  async programExternalConnectivity(
+    networkId: string,
+    endpointId: string,
+    options: ExternalConnectivityOptions,
+  ): Promise<PortBinding[] | void> {
     const bindings = options.portBindings;
     try {
-      await this.call('ProgramExternalConnectivity', { NetworkID: networkId, EndpointID: endpointId, Options: portOptions(bindings ?? []) });
+      await this.call('ProgramExternalConnectivity', {
+        NetworkID: networkId,
+        EndpointID: endpointId,
+        Options: portOptions(bindings ?? []),
+      });
     } catch (e) {
       // Optional in the protocol (libnetwork): a plugin without it publishes nothing.
       if (isPluginStatus(e, 404)) return bindings ? [] : undefined;
@@ -272,7 +347,12 @@ export class RemoteDriver implements Driver {
     this.endpoints.clear();
     this.undone.clear();
     for (const e of endpoints) {
-      this.endpoints.set(e.endpointId, { networkId: e.networkId, address: e.address, addressIPv6: e.addressIPv6, mac: e.mac });
+      this.endpoints.set(e.endpointId, {
+        networkId: e.networkId,
+        address: e.address,
+        addressIPv6: e.addressIPv6,
+        mac: e.mac,
+      });
     }
   }
 }

@@ -16,7 +16,10 @@ const DEFAULT_ADDRESS_SPACE = 'LocalDefault';
 
 /** A reply that breaks the protocol: `field` says where, `message` what is wrong. */
 export class ReplyError extends Error {
-  constructor(readonly field: string, message: string) {
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
     super(`${field}: ${message}`);
   }
 }
@@ -45,14 +48,19 @@ export function createEndpointRequest(spec: EndpointSpec): Record<string, unknow
   return {
     NetworkID: spec.networkId,
     EndpointID: spec.endpointId,
-    Interface: { Address: spec.address ?? '', AddressIPv6: spec.addressIPv6 ?? '', MacAddress: spec.mac ?? '' },
+    Interface: {
+      Address: spec.address ?? '',
+      AddressIPv6: spec.addressIPv6 ?? '',
+      MacAddress: spec.mac ?? '',
+    },
     Options: spec.options ?? {},
   };
 }
 
 export function parseCapabilities(reply: Record<string, unknown>): Capabilities {
   const scope = reply.Scope;
-  if (scope !== 'local' && scope !== 'global') throw new ReplyError('Scope', `expected "local" or "global", got ${JSON.stringify(scope)}`);
+  if (scope !== 'local' && scope !== 'global')
+    throw new ReplyError('Scope', `expected "local" or "global", got ${JSON.stringify(scope)}`);
   const cs = reply.ConnectivityScope;
   if (cs !== undefined && cs !== null && cs !== '' && cs !== 'local' && cs !== 'global') {
     throw new ReplyError('ConnectivityScope', `expected "local", "global" or "", got ${JSON.stringify(cs)}`);
@@ -75,13 +83,18 @@ export interface EndpointFill {
 export function parseEndpointReply(spec: EndpointSpec, reply: Record<string, unknown>): EndpointFill {
   const iface = reply.Interface;
   if (iface === undefined || iface === null) return {};
-  if (typeof iface !== 'object' || Array.isArray(iface)) throw new ReplyError('Interface', `expected an object or null, got ${JSON.stringify(iface)}`);
+  if (typeof iface !== 'object' || Array.isArray(iface))
+    throw new ReplyError('Interface', `expected an object or null, got ${JSON.stringify(iface)}`);
   const i = iface as Record<string, unknown>;
   const out: EndpointFill = {};
-  const take = (field: 'Address' | 'AddressIPv6' | 'MacAddress', sent: string | undefined): string | undefined => {
+  const take = (
+    field: 'Address' | 'AddressIPv6' | 'MacAddress',
+    sent: string | undefined,
+  ): string | undefined => {
     const v = i[field];
     if (v === undefined || v === null || v === '') return undefined;
-    if (typeof v !== 'string') throw new ReplyError(`Interface.${field}`, `expected a string, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'string')
+      throw new ReplyError(`Interface.${field}`, `expected a string, got ${JSON.stringify(v)}`);
     if (sent) {
       throw new ReplyError(
         `Interface.${field}`,
@@ -92,18 +105,30 @@ export function parseEndpointReply(spec: EndpointSpec, reply: Record<string, unk
   };
   const a = take('Address', spec.address);
   if (a !== undefined) {
-    if (cidrFamily(a) !== 4) throw new ReplyError('Interface.Address', `${JSON.stringify(a)} is not an IPv4 address with a prefix (10.1.0.2/24)`);
+    if (cidrFamily(a) !== 4)
+      throw new ReplyError(
+        'Interface.Address',
+        `${JSON.stringify(a)} is not an IPv4 address with a prefix (10.1.0.2/24)`,
+      );
     out.address = a;
   }
   const a6 = take('AddressIPv6', spec.addressIPv6);
   if (a6 !== undefined) {
-    if (cidrFamily(a6) !== 6) throw new ReplyError('Interface.AddressIPv6', `${JSON.stringify(a6)} is not an IPv6 address with a prefix (fd00::2/64)`);
+    if (cidrFamily(a6) !== 6)
+      throw new ReplyError(
+        'Interface.AddressIPv6',
+        `${JSON.stringify(a6)} is not an IPv6 address with a prefix (fd00::2/64)`,
+      );
     out.addressIPv6 = a6;
   }
   const m = take('MacAddress', spec.mac);
   if (m !== undefined) {
     const mac = normalizeMac(m);
-    if (!mac) throw new ReplyError('Interface.MacAddress', `${JSON.stringify(m)} is not a MAC address (02:42:0a:01:00:02)`);
+    if (!mac)
+      throw new ReplyError(
+        'Interface.MacAddress',
+        `${JSON.stringify(m)} is not a MAC address (02:42:0a:01:00:02)`,
+      );
     out.mac = mac;
   }
   return out;
@@ -117,14 +142,24 @@ export interface JoinReply {
 
 function parseRoute(r: unknown, i: number): StaticRoute {
   const field = `StaticRoutes[${i}]`;
-  if (typeof r !== 'object' || r === null) throw new ReplyError(field, `expected an object, got ${JSON.stringify(r)}`);
+  if (typeof r !== 'object' || r === null)
+    throw new ReplyError(field, `expected an object, got ${JSON.stringify(r)}`);
   const o = r as Record<string, unknown>;
-  if (cidrFamily(o.Destination) === 0) throw new ReplyError(`${field}.Destination`, `${JSON.stringify(o.Destination)} is not a CIDR`);
+  if (cidrFamily(o.Destination) === 0)
+    throw new ReplyError(`${field}.Destination`, `${JSON.stringify(o.Destination)} is not a CIDR`);
   const destination = o.Destination as string;
   const type = o.RouteType ?? 0;
-  if (type !== 0 && type !== 1) throw new ReplyError(`${field}.RouteType`, `expected 0 (next hop) or 1 (connected), got ${JSON.stringify(o.RouteType)}`);
+  if (type !== 0 && type !== 1)
+    throw new ReplyError(
+      `${field}.RouteType`,
+      `expected 0 (next hop) or 1 (connected), got ${JSON.stringify(o.RouteType)}`,
+    );
   if (type === 1) return { destination, routeType: 1 };
-  if (ipFamily(o.NextHop) === 0) throw new ReplyError(`${field}.NextHop`, `a next-hop route (RouteType 0) needs a NextHop IP, got ${JSON.stringify(o.NextHop)}`);
+  if (ipFamily(o.NextHop) === 0)
+    throw new ReplyError(
+      `${field}.NextHop`,
+      `a next-hop route (RouteType 0) needs a NextHop IP, got ${JSON.stringify(o.NextHop)}`,
+    );
   return { destination, routeType: 0, nextHop: o.NextHop as string };
 }
 
@@ -132,11 +167,15 @@ export function parseJoinReply(reply: Record<string, unknown>): JoinReply {
   let srcName: string | undefined;
   const n = reply.InterfaceName;
   if (n !== undefined && n !== null) {
-    if (typeof n !== 'object' || Array.isArray(n)) throw new ReplyError('InterfaceName', `expected an object, got ${JSON.stringify(n)}`);
+    if (typeof n !== 'object' || Array.isArray(n))
+      throw new ReplyError('InterfaceName', `expected an object, got ${JSON.stringify(n)}`);
     const s = (n as Record<string, unknown>).SrcName;
     if (s !== undefined && s !== null && s !== '') {
       if (typeof s !== 'string' || !/^[^\s/]{1,15}$/.test(s) || s === '.' || s === '..') {
-        throw new ReplyError('InterfaceName.SrcName', `${JSON.stringify(s)} is not a Linux interface name (1-15 characters, no "/" or spaces)`);
+        throw new ReplyError(
+          'InterfaceName.SrcName',
+          `${JSON.stringify(s)} is not a Linux interface name (1-15 characters, no "/" or spaces)`,
+        );
       }
       srcName = s;
     }
@@ -144,13 +183,16 @@ export function parseJoinReply(reply: Record<string, unknown>): JoinReply {
   const gw = (field: 'Gateway' | 'GatewayIPv6', family: 4 | 6): string | undefined => {
     const v = reply[field];
     if (v === undefined || v === null || v === '') return undefined;
-    if (ipFamily(v) !== family) throw new ReplyError(field, `${JSON.stringify(v)} is not a plain IPv${family} address (no prefix)`);
+    if (ipFamily(v) !== family)
+      throw new ReplyError(field, `${JSON.stringify(v)} is not a plain IPv${family} address (no prefix)`);
     return v as string;
   };
   const routes = reply.StaticRoutes;
-  if (routes !== undefined && routes !== null && !Array.isArray(routes)) throw new ReplyError('StaticRoutes', `expected a list, got ${JSON.stringify(routes)}`);
+  if (routes !== undefined && routes !== null && !Array.isArray(routes))
+    throw new ReplyError('StaticRoutes', `expected a list, got ${JSON.stringify(routes)}`);
   const dgs = reply.DisableGatewayService;
-  if (dgs !== undefined && dgs !== null && typeof dgs !== 'boolean') throw new ReplyError('DisableGatewayService', `expected a boolean, got ${JSON.stringify(dgs)}`);
+  if (dgs !== undefined && dgs !== null && typeof dgs !== 'boolean')
+    throw new ReplyError('DisableGatewayService', `expected a boolean, got ${JSON.stringify(dgs)}`);
   return {
     srcName,
     info: {

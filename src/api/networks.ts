@@ -51,7 +51,14 @@ const ConnectSchema = z
     Container: z.string({ required_error: 'Container is required' }).min(1, 'Container is required'),
     EndpointConfig: z
       .object({
-        IPAMConfig: z.object({ IPv4Address: str.optional(), IPv6Address: str.optional(), LinkLocalIPs: z.array(str).nullish() }).passthrough().nullish(),
+        IPAMConfig: z
+          .object({
+            IPv4Address: str.optional(),
+            IPv6Address: str.optional(),
+            LinkLocalIPs: z.array(str).nullish(),
+          })
+          .passthrough()
+          .nullish(),
         Aliases: z.array(str).nullish(),
       })
       .passthrough()
@@ -59,14 +66,21 @@ const ConnectSchema = z
   })
   .passthrough();
 
-const DisconnectSchema = z.object({ Container: z.string({ required_error: 'Container is required' }).min(1, 'Container is required'), Force: z.boolean().optional() }).passthrough();
+const DisconnectSchema = z
+  .object({
+    Container: z.string({ required_error: 'Container is required' }).min(1, 'Container is required'),
+    Force: z.boolean().optional(),
+  })
+  .passthrough();
 
 /** Validates a body with a zod schema; a failure names the field and what is wrong. */
 export async function parseBody<T>(req: Request, schema: z.ZodType<T>, op: string): Promise<T> {
   const body = await req.body();
   const r = schema.safeParse(body ?? {});
   if (!r.success) {
-    const msg = r.error.issues.map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; ');
+    const msg = r.error.issues
+      .map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message))
+      .join('; ');
     throw invalidArgument(op, undefined, `invalid request body: ${msg}`);
   }
   return r.data;
@@ -83,10 +97,17 @@ export function parseFilters(req: Request, allowed: string[]): Map<string, strin
   } catch {
     throw invalidArgument('filters', raw, 'filters is not valid JSON');
   }
-  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw invalidArgument('filters', raw, 'filters must be a JSON object such as {"name":{"web":true}}');
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed))
+    throw invalidArgument('filters', raw, 'filters must be a JSON object such as {"name":{"web":true}}');
   for (const [k, v] of Object.entries(parsed as Record<string, unknown>)) {
-    if (!allowed.includes(k)) throw invalidArgument('filters', k, `invalid filter '${k}' (supported: ${allowed.join(', ')})`);
-    if (!v || typeof v !== 'object') throw invalidArgument('filters', k, `filter '${k}' must map to {"value": true} or ["value"], not ${JSON.stringify(v)}`);
+    if (!allowed.includes(k))
+      throw invalidArgument('filters', k, `invalid filter '${k}' (supported: ${allowed.join(', ')})`);
+    if (!v || typeof v !== 'object')
+      throw invalidArgument(
+        'filters',
+        k,
+        `filter '${k}' must map to {"value": true} or ["value"], not ${JSON.stringify(v)}`,
+      );
     // As Go's filters.Args.Get: every key of the set counts, whatever its boolean.
     const values = Array.isArray(v) ? v.map(String) : Object.keys(v);
     out.set(k, values);
@@ -96,10 +117,18 @@ export function parseFilters(req: Request, allowed: string[]): Map<string, strin
 
 /** Docker's validateEndpointSettings: a static IPv4Address must be an IPv4 address and an IPv6Address an IPv6 one, checked before IPAM. */
 export function checkStaticAddresses(op: string, ipv4: string | undefined, ipv6: string | undefined): void {
-  for (const [ip, family] of [[ipv4, 4], [ipv6, 6]] as const) {
+  for (const [ip, family] of [
+    [ipv4, 4],
+    [ipv6, 6],
+  ] as const) {
     if (!ip) continue;
     const a = ipToBig(ip);
-    if (!a || a.family !== family || a.value === 0n) throw invalidArgument(op, ip, `invalid IPv${family} address: ${ip} (want a plain address such as ${family === 4 ? '10.1.0.5' : 'fd00::5'}, no prefix length)`);
+    if (!a || a.family !== family || a.value === 0n)
+      throw invalidArgument(
+        op,
+        ip,
+        `invalid IPv${family} address: ${ip} (want a plain address such as ${family === 4 ? '10.1.0.5' : 'fd00::5'}, no prefix length)`,
+      );
   }
 }
 
@@ -126,18 +155,29 @@ function matchLabels(labels: Record<string, string>, filters: string[]): boolean
   return filters.every((f) => matchLabel(labels, f));
 }
 
-export function filterNetworks(c: Controller, list: NetworkRecord[], f: Map<string, string[]>): NetworkRecord[] {
+export function filterNetworks(
+  c: Controller,
+  list: NetworkRecord[],
+  f: Map<string, string[]>,
+): NetworkRecord[] {
   const used = new Set(c.endpoints().map((e) => e.networkId));
   const dangling = f.get('dangling') ?? [];
-  if (dangling.length > 1) throw invalidArgument('filters', 'dangling', 'got more than one value for filter key "dangling"');
+  if (dangling.length > 1)
+    throw invalidArgument('filters', 'dangling', 'got more than one value for filter key "dangling"');
   if (dangling.length && !['true', '1', 'false', '0'].includes(dangling[0])) {
-    throw invalidArgument('filters', dangling[0], `invalid value for filter 'dangling', must be "true" (or "1"), or "false" (or "0")`);
+    throw invalidArgument(
+      'filters',
+      dangling[0],
+      `invalid value for filter 'dangling', must be "true" (or "1"), or "false" (or "0")`,
+    );
   }
   for (const v of f.get('type') ?? []) {
-    if (v !== 'custom' && v !== 'builtin') throw invalidArgument('filters', v, `invalid filter: 'type'='${v}' (use custom or builtin)`);
+    if (v !== 'custom' && v !== 'builtin')
+      throw invalidArgument('filters', v, `invalid filter: 'type'='${v}' (use custom or builtin)`);
   }
   return list.filter((n) => {
-    const any = (k: string, pred: (v: string) => boolean) => !f.has(k) || f.get(k)!.length === 0 || f.get(k)!.some(pred);
+    const any = (k: string, pred: (v: string) => boolean) =>
+      !f.has(k) || f.get(k)!.length === 0 || f.get(k)!.some(pred);
     return (
       any('name', (v) => matchPattern(v, n.name)) &&
       any('id', (v) => matchPattern(v, n.id)) &&
@@ -146,7 +186,7 @@ export function filterNetworks(c: Controller, list: NetworkRecord[], f: Map<stri
       matchLabels(n.labels, f.get('label') ?? []) &&
       any('type', (v) => (v === 'builtin' ? n.isDefault : !n.isDefault)) &&
       // dangling=true: custom networks nobody uses; dangling=false: the others (in use, or pre-defined).
-      any('dangling', (v) => ((v === 'true' || v === '1') === (!used.has(n.id) && !n.isDefault)))
+      any('dangling', (v) => (v === 'true' || v === '1') === (!used.has(n.id) && !n.isDefault))
     );
   });
 }
@@ -165,8 +205,14 @@ export function mountNetworkRoutes(router: Router, c: Controller): void {
     .add('GET', '/networks/{id}', (req) => ({ body: networkView(c, c.network(req.params.id)) }))
     .add('POST', '/networks/create', async (req) => {
       const b = await parseBody(req, NetworkCreateSchema, 'network create');
-      if (b.ConfigOnly || b.ConfigFrom) throw invalidArgument('network create', b.Name, 'config-only networks are not supported');
-      if (b.Scope && b.Scope !== 'local') throw invalidArgument('network create', b.Name, `scope "${b.Scope}" is not supported by the local drivers (use local)`);
+      if (b.ConfigOnly || b.ConfigFrom)
+        throw invalidArgument('network create', b.Name, 'config-only networks are not supported');
+      if (b.Scope && b.Scope !== 'local')
+        throw invalidArgument(
+          'network create',
+          b.Name,
+          `scope "${b.Scope}" is not supported by the local drivers (use local)`,
+        );
       const n = await c.createNetwork({
         name: b.Name,
         driver: b.Driver,
@@ -178,7 +224,12 @@ export function mountNetworkRoutes(router: Router, c: Controller): void {
         ipam: {
           driver: b.IPAM?.Driver,
           options: b.IPAM?.Options ?? {},
-          config: (b.IPAM?.Config ?? []).map((cfg) => ({ subnet: cfg.Subnet || undefined, ipRange: cfg.IPRange || undefined, gateway: cfg.Gateway || undefined, auxAddresses: flattenAux(cfg) })),
+          config: (b.IPAM?.Config ?? []).map((cfg) => ({
+            subnet: cfg.Subnet || undefined,
+            ipRange: cfg.IPRange || undefined,
+            gateway: cfg.Gateway || undefined,
+            auxAddresses: flattenAux(cfg),
+          })),
         },
       });
       return { status: 201, body: { Id: n.id, Warning: '' } };
@@ -189,7 +240,11 @@ export function mountNetworkRoutes(router: Router, c: Controller): void {
     })
     .add('POST', '/networks/{id}/connect', async (req) => {
       const b = await parseBody(req, ConnectSchema, 'network connect');
-      checkStaticAddresses('network connect', b.EndpointConfig?.IPAMConfig?.IPv4Address, b.EndpointConfig?.IPAMConfig?.IPv6Address);
+      checkStaticAddresses(
+        'network connect',
+        b.EndpointConfig?.IPAMConfig?.IPv4Address,
+        b.EndpointConfig?.IPAMConfig?.IPv6Address,
+      );
       await c.connect(req.params.id, b.Container, {
         aliases: b.EndpointConfig?.Aliases ?? [],
         ipv4: b.EndpointConfig?.IPAMConfig?.IPv4Address || undefined,
@@ -209,10 +264,14 @@ export function mountNetworkRoutes(router: Router, c: Controller): void {
     })
     .add('POST', '/networks/prune', async (req) => {
       const f = parseFilters(req, ['label', 'label!', 'until']);
-      if (f.has('until')) throw invalidArgument('network prune', 'until', "the 'until' filter is not supported yet");
+      if (f.has('until'))
+        throw invalidArgument('network prune', 'until', "the 'until' filter is not supported yet");
       // Docker's prune matchLabels: every label filter holds, and not every label! filter holds.
       const keep = f.get('label!') ?? [];
-      const deleted = await c.pruneNetworks((n) => matchLabels(n.labels, f.get('label') ?? []) && !(keep.length > 0 && matchLabels(n.labels, keep)));
+      const deleted = await c.pruneNetworks(
+        (n) =>
+          matchLabels(n.labels, f.get('label') ?? []) && !(keep.length > 0 && matchLabels(n.labels, keep)),
+      );
       return { body: { NetworksDeleted: deleted } };
     });
 }

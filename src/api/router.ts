@@ -62,10 +62,18 @@ function compareVersions(a: string, b: string): number {
 export function checkApiVersion(v: string | undefined): void {
   if (v === undefined) return;
   if (compareVersions(v, MIN_API_VERSION) < 0) {
-    throw new CnmdError('INVALID_ARGUMENT', `client version ${v} is too old. Minimum supported API version is ${MIN_API_VERSION}, please upgrade your client to a newer version`, { op: 'api', object: v });
+    throw new CnmdError(
+      'INVALID_ARGUMENT',
+      `client version ${v} is too old. Minimum supported API version is ${MIN_API_VERSION}, please upgrade your client to a newer version`,
+      { op: 'api', object: v },
+    );
   }
   if (compareVersions(v, API_VERSION) > 0) {
-    throw new CnmdError('INVALID_ARGUMENT', `client version ${v} is too new. Maximum supported API version is ${API_VERSION}`, { op: 'api', object: v });
+    throw new CnmdError(
+      'INVALID_ARGUMENT',
+      `client version ${v} is too new. Maximum supported API version is ${API_VERSION}`,
+      { op: 'api', object: v },
+    );
   }
 }
 
@@ -75,16 +83,22 @@ export class Router {
   add(method: string, pattern: string, handler: Handler): this {
     const keys: string[] = [];
     const re = new RegExp(
-      '^' + pattern.replace(/\{(\w+)\}/g, (_, k: string) => {
-        keys.push(k);
-        return '([^/]+)';
-      }) + '/?$',
+      '^' +
+        pattern.replace(/\{(\w+)\}/g, (_, k: string) => {
+          keys.push(k);
+          return '([^/]+)';
+        }) +
+        '/?$',
     );
     this.routes.push({ method, re, keys, handler });
     return this;
   }
 
-  async handle(req: IncomingMessage, res: ServerResponse, onError: (e: unknown, r: Request) => void): Promise<void> {
+  async handle(
+    req: IncomingMessage,
+    res: ServerResponse,
+    onError: (e: unknown, r: Request) => void,
+  ): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://cnmd');
     let p = url.pathname;
     let apiVersion: string | undefined;
@@ -148,7 +162,11 @@ function decodePathParam(key: string, v: string): string {
   try {
     return decodeURIComponent(v);
   } catch {
-    throw new CnmdError('INVALID_ARGUMENT', `path parameter ${key} "${v}" is not valid percent-encoding (escape '%' as %25)`, { op: 'api', object: v });
+    throw new CnmdError(
+      'INVALID_ARGUMENT',
+      `path parameter ${key} "${v}" is not valid percent-encoding (escape '%' as %25)`,
+      { op: 'api', object: v },
+    );
   }
 }
 
@@ -168,7 +186,7 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   const length = Number(req.headers['content-length']);
   if (length > 0 && length <= MAX_BODY && req.readableLength === length && !req.readableFlowing) {
     const chunks: Buffer[] = [];
-    for (let c: Buffer | null; (c = req.read() as Buffer | null) !== null; ) chunks.push(c);
+    for (let c: Buffer | null; (c = req.read() as Buffer | null) !== null;) chunks.push(c);
     return parseJsonBody(Buffer.concat(chunks));
   }
   return new Promise((resolve, reject) => {
@@ -179,7 +197,9 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
       // Past the limit the rest is read and dropped, so the client gets the 400 rather than a reset.
       if (size > MAX_BODY) {
         chunks.length = 0;
-        reject(new CnmdError('INVALID_ARGUMENT', `request body is larger than ${MAX_BODY} bytes`, { op: 'api' }));
+        reject(
+          new CnmdError('INVALID_ARGUMENT', `request body is larger than ${MAX_BODY} bytes`, { op: 'api' }),
+        );
         return;
       }
       chunks.push(c);
@@ -202,6 +222,8 @@ function parseJsonBody(raw: Buffer): unknown {
   try {
     return JSON.parse(text);
   } catch (e) {
-    throw new CnmdError('INVALID_ARGUMENT', `request body is not valid JSON: ${(e as Error).message}`, { op: 'api' });
+    throw new CnmdError('INVALID_ARGUMENT', `request body is not valid JSON: ${(e as Error).message}`, {
+      op: 'api',
+    });
   }
 }

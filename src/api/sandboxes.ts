@@ -23,7 +23,13 @@ export const SandboxCreateSchema = z
         }),
       )
       .nullish(),
-    DNS: z.object({ Servers: z.array(str).nullish(), Search: z.array(str).nullish(), Options: z.array(str).nullish() }).nullish(),
+    DNS: z
+      .object({
+        Servers: z.array(str).nullish(),
+        Search: z.array(str).nullish(),
+        Options: z.array(str).nullish(),
+      })
+      .nullish(),
     Labels: z.record(str, str).nullish(),
     /** Port specs in docker run -p syntax: "8080:80", "127.0.0.1::53/udp", "8000-8099:80-179". */
     Ports: z.array(str).nullish(),
@@ -36,8 +42,15 @@ export function mountSandboxRoutes(router: Router, c: Controller, files: Sandbox
       const f = parseFilters(req, ['name', 'id', 'network']);
       const list = c.sandboxes().filter((sb) => {
         const any = (k: string, pred: (v: string) => boolean) => !f.has(k) || f.get(k)!.some(pred);
-        const nets = c.endpoints().filter((e) => e.sandboxId === sb.id).map((e) => c.networks().find((n) => n.id === e.networkId));
-        return any('name', (v) => matchPattern(v, sb.name)) && any('id', (v) => sb.id.startsWith(v)) && any('network', (v) => nets.some((n) => n && (n.name === v || n.id.startsWith(v))));
+        const nets = c
+          .endpoints()
+          .filter((e) => e.sandboxId === sb.id)
+          .map((e) => c.networks().find((n) => n.id === e.networkId));
+        return (
+          any('name', (v) => matchPattern(v, sb.name)) &&
+          any('id', (v) => sb.id.startsWith(v)) &&
+          any('network', (v) => nets.some((n) => n && (n.name === v || n.id.startsWith(v))))
+        );
       });
       return { body: list.map((sb) => sandboxView(c, sb, files.dir(sb.id))) };
     })
@@ -51,7 +64,12 @@ export function mountSandboxRoutes(router: Router, c: Controller, files: Sandbox
       const sb = await c.createSandbox({
         name: b.Name,
         hostname: b.Hostname,
-        networks: (b.Networks ?? []).map((n) => ({ network: n.Network, aliases: n.Aliases ?? [], ipv4: n.IPv4Address || undefined, ipv6: n.IPv6Address || undefined })),
+        networks: (b.Networks ?? []).map((n) => ({
+          network: n.Network,
+          aliases: n.Aliases ?? [],
+          ipv4: n.IPv4Address || undefined,
+          ipv6: n.IPv6Address || undefined,
+        })),
         dns: { servers: b.DNS?.Servers ?? [], search: b.DNS?.Search ?? [], options: b.DNS?.Options ?? [] },
         labels: b.Labels ?? {},
         ports: parsePortSpecs(b.Ports ?? []),

@@ -28,7 +28,13 @@ function pingHeaders(): Record<string, string> {
 export function versionInfo(): Record<string, unknown> {
   return {
     Platform: { Name: 'cnmd' },
-    Components: [{ Name: 'cnmd', Version: VERSION, Details: { ApiVersion: API_VERSION, MinAPIVersion: MIN_API_VERSION } }],
+    Components: [
+      {
+        Name: 'cnmd',
+        Version: VERSION,
+        Details: { ApiVersion: API_VERSION, MinAPIVersion: MIN_API_VERSION },
+      },
+    ],
     Version: VERSION,
     ApiVersion: API_VERSION,
     MinAPIVersion: MIN_API_VERSION,
@@ -53,7 +59,17 @@ export async function startApiServer(addr: ListenAddress, router: Router, log: L
     const started = process.hrtime.bigint();
     void router
       .handle(req, res, (e, r) => log.warn({ err: e, method: r.method, path: r.path }, 'api request failed'))
-      .finally(() => log.debug({ method: req.method, url: req.url, status: res.statusCode, ms: Number(process.hrtime.bigint() - started) / 1e6 }, 'api'));
+      .finally(() =>
+        log.debug(
+          {
+            method: req.method,
+            url: req.url,
+            status: res.statusCode,
+            ms: Number(process.hrtime.bigint() - started) / 1e6,
+          },
+          'api',
+        ),
+      );
   });
   server.keepAliveTimeout = 30_000;
   if (addr.kind === 'unix') {

@@ -12,7 +12,13 @@ export function networkView(c: Controller, n: NetworkRecord): Record<string, unk
   for (const e of c.endpoints(n.id)) {
     if (e.owner === 'engine') {
       // The engine's containers: cnmd knows the endpoint and the engine's sandbox, not the container.
-      containers[`ep-${e.id}`] = { Name: e.sandboxKey ? e.sandboxKey.split('/').pop() : '', EndpointID: e.id, MacAddress: e.mac ?? '', IPv4Address: e.ipv4 ?? '', IPv6Address: e.ipv6 ?? '' };
+      containers[`ep-${e.id}`] = {
+        Name: e.sandboxKey ? e.sandboxKey.split('/').pop() : '',
+        EndpointID: e.id,
+        MacAddress: e.mac ?? '',
+        IPv4Address: e.ipv4 ?? '',
+        IPv6Address: e.ipv6 ?? '',
+      };
       continue;
     }
     const sb = c.sandboxes().find((s) => s.id === e.sandboxId);
@@ -39,7 +45,11 @@ export function networkView(c: Controller, n: NetworkRecord): Record<string, unk
     Scope: n.scope,
     Driver: n.driver,
     EnableIPv6: n.enableIPv6,
-    IPAM: { Driver: n.ipamDriver, Options: Object.keys(n.ipamOptions).length ? n.ipamOptions : null, Config: config },
+    IPAM: {
+      Driver: n.ipamDriver,
+      Options: Object.keys(n.ipamOptions).length ? n.ipamOptions : null,
+      Config: config,
+    },
     Internal: n.internal,
     Attachable: n.attachable,
     Ingress: n.ingress,
@@ -66,14 +76,21 @@ export function endpointSettings(e: EndpointRecord, n: NetworkRecord | undefined
     GlobalIPv6Address: plain(e.ipv6),
     GlobalIPv6PrefixLen: e.ipv6 ? Number(e.ipv6.split('/')[1]) : 0,
     IPv6Gateway: plain(gw6),
-    IPAMConfig: e.staticIPv4 || e.staticIPv6 ? { IPv4Address: e.staticIPv4 ?? '', IPv6Address: e.staticIPv6 ?? '' } : null,
+    IPAMConfig:
+      e.staticIPv4 || e.staticIPv6
+        ? { IPv4Address: e.staticIPv4 ?? '', IPv6Address: e.staticIPv6 ?? '' }
+        : null,
   };
 }
 
 /** Docker's NetworkSettings.Ports: {"80/tcp": [{HostIp, HostPort}], "53/udp": null} (one key per container port). */
-export function portsView(asked: PortBinding[], published: PortBinding[]): Record<string, { HostIp: string; HostPort: string }[] | null> {
+export function portsView(
+  asked: PortBinding[],
+  published: PortBinding[],
+): Record<string, { HostIp: string; HostPort: string }[] | null> {
   const out: Record<string, { HostIp: string; HostPort: string }[] | null> = {};
-  for (const b of asked) for (let i = 0; i < portCount(b); i++) out[`${b.containerPort + i}/${b.proto}`] ??= null;
+  for (const b of asked)
+    for (let i = 0; i < portCount(b); i++) out[`${b.containerPort + i}/${b.proto}`] ??= null;
   for (const b of published) {
     for (let i = 0; i < portCount(b); i++) {
       const key = `${b.containerPort + i}/${b.proto}`;
@@ -106,7 +123,10 @@ export function sandboxView(c: Controller, sb: SandboxRecord, filesDir: string):
     DNS: { Servers: sb.dns.servers, Search: sb.dns.search, Options: sb.dns.options },
     Labels: sb.labels,
     Networks: networks,
-    Ports: portsView(sb.ports ?? [], eps.flatMap((e) => e.ports ?? [])),
+    Ports: portsView(
+      sb.ports ?? [],
+      eps.flatMap((e) => e.ports ?? []),
+    ),
     PortBindings: (sb.ports ?? []).map(formatPortSpec),
   };
 }

@@ -2,7 +2,12 @@
 import * as http from 'node:http';
 import { ENV, parseHost } from '../config';
 
-export function apiRequest(host: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+export function apiRequest(
+  host: string,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; body: any }> {
   const addr = parseHost(host);
   return new Promise((resolve, reject) => {
     const data = body === undefined ? undefined : JSON.stringify(body);
@@ -11,7 +16,10 @@ export function apiRequest(host: string, method: string, path: string, body?: un
         method,
         path,
         ...(addr.kind === 'unix' ? { socketPath: addr.path } : { host: addr.host, port: addr.port }),
-        headers: { 'Content-Type': 'application/json', ...(data ? { 'Content-Length': Buffer.byteLength(data) } : {}) },
+        headers: {
+          'Content-Type': 'application/json',
+          ...(data ? { 'Content-Length': Buffer.byteLength(data) } : {}),
+        },
       },
       (res) => {
         const chunks: Buffer[] = [];
@@ -37,4 +45,3 @@ export function apiRequest(host: string, method: string, path: string, body?: un
     req.end();
   });
 }
-

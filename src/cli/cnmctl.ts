@@ -18,7 +18,8 @@ function host(): string {
 async function call(method: string, path: string, body?: unknown): Promise<any> {
   const r = await apiRequest(host(), method, path, body);
   if (r.status >= 400) {
-    const msg = typeof r.body === 'object' && r.body?.message ? r.body.message : String(r.body ?? `HTTP ${r.status}`);
+    const msg =
+      typeof r.body === 'object' && r.body?.message ? r.body.message : String(r.body ?? `HTTP ${r.status}`);
     throw new Error(`Error response from daemon: ${msg}`);
   }
   return r.body;
@@ -62,7 +63,14 @@ async function eachRef<T>(refs: string[], fn: (ref: string) => Promise<T>): Prom
 /** The docker CLI's tabwriter (minwidth 10, padding 3): every column but the last is max(widest + 3, 10) wide. */
 function table(rows: string[][]): string {
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(Math.max(widths[i] + 3, 10)))).join('').trimEnd()).join('\n');
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => (i === r.length - 1 ? c : c.padEnd(Math.max(widths[i] + 3, 10))))
+        .join('')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 /** fvbommel/sortorder.NaturalLess, the docker CLI's order for names: runs of digits compare as numbers, the rest bytewise. */
@@ -108,7 +116,17 @@ function goTime(iso: string): string {
 }
 
 /** The docker CLI's `network ls --format` fields and their `table` headers. */
-const NETWORK_HEADERS: Record<string, string> = { ID: 'NETWORK ID', Name: 'NAME', Driver: 'DRIVER', Scope: 'SCOPE', IPv4: 'IPV4', IPv6: 'IPV6', Internal: 'INTERNAL', Labels: 'LABELS', CreatedAt: 'CREATED AT' };
+const NETWORK_HEADERS: Record<string, string> = {
+  ID: 'NETWORK ID',
+  Name: 'NAME',
+  Driver: 'DRIVER',
+  Scope: 'SCOPE',
+  IPv4: 'IPV4',
+  IPv6: 'IPV6',
+  Internal: 'INTERNAL',
+  Labels: 'LABELS',
+  CreatedAt: 'CREATED AT',
+};
 
 function networkFields(n: any, id: string): Record<string, string> {
   return {
@@ -120,25 +138,58 @@ function networkFields(n: any, id: string): Record<string, string> {
     IPv4: String(!!n.EnableIPv4),
     IPv6: String(!!n.EnableIPv6),
     Internal: String(!!n.Internal),
-    Labels: Object.entries((n.Labels ?? {}) as Record<string, string>).map(([k, v]) => `${k}=${v}`).join(','),
+    Labels: Object.entries((n.Labels ?? {}) as Record<string, string>)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(','),
     CreatedAt: goTime(n.Created),
   };
 }
 
 /** --format as the docker CLI reads it: `json` (one object a line), `table TEMPLATE` (with headers, aligned at \t), or a template. */
-function formatRows(format: string, items: Record<string, unknown>[], headers: Record<string, string>): string[] {
+function formatRows(
+  format: string,
+  items: Record<string, unknown>[],
+  headers: Record<string, string>,
+): string[] {
   if (format === 'json') {
-    return items.map((x) => JSON.stringify(Object.fromEntries(Object.keys(headers).sort().map((k) => [k, x[k]]))));
+    return items.map((x) =>
+      JSON.stringify(
+        Object.fromEntries(
+          Object.keys(headers)
+            .sort()
+            .map((k) => [k, x[k]]),
+        ),
+      ),
+    );
   }
   const m = /^table\s*(.*)$/s.exec(format);
   if (!m) return items.map((x) => renderTemplate(format, x));
-  const tpl = m[1] || Object.keys(headers).slice(0, 4).map((k) => `{{.${k}}}`).join('\t');
-  return table([renderTemplate(tpl, headers), ...items.map((x) => renderTemplate(tpl, x))].map((line) => line.split('\t'))).split('\n');
+  const tpl =
+    m[1] ||
+    Object.keys(headers)
+      .slice(0, 4)
+      .map((k) => `{{.${k}}}`)
+      .join('\t');
+  return table(
+    [renderTemplate(tpl, headers), ...items.map((x) => renderTemplate(tpl, x))].map((line) =>
+      line.split('\t'),
+    ),
+  ).split('\n');
 }
 
 /** Docker's matching of --gateway/--ip-range/--aux-address to the --subnet that contains them. */
-export function ipamConfig(o: { subnet: string[]; gateway: string[]; ipRange: string[]; auxAddress: string[] }): Record<string, unknown>[] {
-  const configs = o.subnet.map((s) => ({ Subnet: s, IPRange: '', Gateway: '', AuxiliaryAddresses: {} as Record<string, string> }));
+export function ipamConfig(o: {
+  subnet: string[];
+  gateway: string[];
+  ipRange: string[];
+  auxAddress: string[];
+}): Record<string, unknown>[] {
+  const configs = o.subnet.map((s) => ({
+    Subnet: s,
+    IPRange: '',
+    Gateway: '',
+    AuxiliaryAddresses: {} as Record<string, string>,
+  }));
   const owner = (ip: string, what: string) => {
     const a = ipToBig(ip.replace(/\/\d+$/, ''));
     const matches = configs.filter((c) => {
@@ -155,15 +206,23 @@ export function ipamConfig(o: { subnet: string[]; gateway: string[]; ipRange: st
   }
   for (const r of o.ipRange) {
     const c = owner(r.replace(/\/\d+$/, ''), 'range');
-    if (c.IPRange) throw new Error(`cannot configure multiple ranges (${r}, ${c.IPRange}) on the same subnet (${c.Subnet})`);
+    if (c.IPRange)
+      throw new Error(
+        `cannot configure multiple ranges (${r}, ${c.IPRange}) on the same subnet (${c.Subnet})`,
+      );
     c.IPRange = r;
   }
-  for (const [name, ip] of Object.entries(keyValues(o.auxAddress, 'aux-address'))) owner(ip, 'auxiliary address').AuxiliaryAddresses[name] = ip;
-  if (!o.subnet.length && (o.gateway.length || o.ipRange.length || o.auxAddress.length)) throw new Error('--gateway, --ip-range and --aux-address need --subnet');
+  for (const [name, ip] of Object.entries(keyValues(o.auxAddress, 'aux-address')))
+    owner(ip, 'auxiliary address').AuxiliaryAddresses[name] = ip;
+  if (!o.subnet.length && (o.gateway.length || o.ipRange.length || o.auxAddress.length))
+    throw new Error('--gateway, --ip-range and --aux-address need --subnet');
   return configs;
 }
 
-const program = new Command('cnmctl').description('Command line client for cnmd').version(VERSION, '-v, --version').option('-H, --host <addr>', `daemon socket [env ${ENV.host}]`, process.env[ENV.host] || DEFAULTS.host);
+const program = new Command('cnmctl')
+  .description('Command line client for cnmd')
+  .version(VERSION, '-v, --version')
+  .option('-H, --host <addr>', `daemon socket [env ${ENV.host}]`, process.env[ENV.host] || DEFAULTS.host);
 
 program
   .command('version')
@@ -171,7 +230,9 @@ program
   .action(async () => {
     console.log(`Client:\n Version:     ${VERSION}\n Node:        ${process.version}`);
     const v = await call('GET', '/version');
-    console.log(`\nServer:\n Version:     ${v.Version}\n API version: ${v.ApiVersion} (minimum ${v.MinAPIVersion})\n Kernel:      ${v.KernelVersion}`);
+    console.log(
+      `\nServer:\n Version:     ${v.Version}\n API version: ${v.ApiVersion} (minimum ${v.MinAPIVersion})\n Kernel:      ${v.KernelVersion}`,
+    );
   });
 
 const network = program.command('network').description('Manage networks');
@@ -184,7 +245,12 @@ network
   .option('--subnet <cidr>', 'subnet in CIDR format (repeatable)', collect, [])
   .option('--ip-range <cidr>', 'allocate container IPs from a sub-range (repeatable)', collect, [])
   .option('--gateway <ip>', 'gateway for the master subnet (repeatable)', collect, [])
-  .option('--aux-address <name=ip>', 'auxiliary addresses used by the network driver (repeatable)', collect, [])
+  .option(
+    '--aux-address <name=ip>',
+    'auxiliary addresses used by the network driver (repeatable)',
+    collect,
+    [],
+  )
   .option('--ipv6', 'enable IPv6 networking', false)
   .option('--internal', 'restrict external access to the network', false)
   .option('--attachable', 'enable manual container attachment', false)
@@ -220,9 +286,19 @@ network
     list.sort((a, b) => naturalCompare(a.Name, b.Name));
     const id = (x: any) => (o.trunc === false ? x.Id : x.Id.slice(0, 12));
     // As the docker CLI: an explicit --format wins over -q.
-    if (o.format) return formatRows(o.format, list.map((n) => ({ ...n, ...networkFields(n, id(n)) })), NETWORK_HEADERS).forEach((l) => console.log(l));
+    if (o.format)
+      return formatRows(
+        o.format,
+        list.map((n) => ({ ...n, ...networkFields(n, id(n)) })),
+        NETWORK_HEADERS,
+      ).forEach((l) => console.log(l));
     if (o.quiet) return list.forEach((n) => console.log(id(n)));
-    console.log(table([['NETWORK ID', 'NAME', 'DRIVER', 'SCOPE'], ...list.map((n) => [id(n), n.Name, n.Driver, n.Scope])]));
+    console.log(
+      table([
+        ['NETWORK ID', 'NAME', 'DRIVER', 'SCOPE'],
+        ...list.map((n) => [id(n), n.Name, n.Driver, n.Scope]),
+      ]),
+    );
   });
 
 network
@@ -300,7 +376,12 @@ sandbox
   .option('--dns-search <domain>', 'DNS search domain (repeatable)', collect, [])
   .option('--dns-option <option>', 'DNS option (repeatable)', collect, [])
   .option('--label <key=value>', 'metadata (repeatable)', collect, [])
-  .option('-p, --publish <spec>', 'publish ports: [IP:][HOSTPORT:]PORT[/PROTO], ranges as 8000-8099:80-179 (repeatable)', collect, [])
+  .option(
+    '-p, --publish <spec>',
+    'publish ports: [IP:][HOSTPORT:]PORT[/PROTO], ranges as 8000-8099:80-179 (repeatable)',
+    collect,
+    [],
+  )
   .action(async (o) => {
     const r = await call('POST', '/sandboxes', {
       Ports: o.publish,
@@ -330,8 +411,17 @@ sandbox
     const list: any[] = await call('GET', `/sandboxes${q ? `?${q}` : ''}`);
     const id = (x: any) => (o.trunc === false ? x.Id : x.Id.slice(0, 12));
     if (o.quiet) return list.forEach((s) => console.log(id(s)));
-    const addrs = (s: any) => Object.values(s.Networks).map((e: any) => e.IPAddress).filter(Boolean).join(',');
-    console.log(table([['SANDBOX ID', 'NAME', 'NETWORKS', 'IPV4'], ...list.map((s) => [id(s), s.Name, Object.keys(s.Networks).join(',') || '-', addrs(s) || '-'])]));
+    const addrs = (s: any) =>
+      Object.values(s.Networks)
+        .map((e: any) => e.IPAddress)
+        .filter(Boolean)
+        .join(',');
+    console.log(
+      table([
+        ['SANDBOX ID', 'NAME', 'NETWORKS', 'IPV4'],
+        ...list.map((s) => [id(s), s.Name, Object.keys(s.Networks).join(',') || '-', addrs(s) || '-']),
+      ]),
+    );
   });
 
 sandbox
@@ -367,7 +457,9 @@ program
     const ports = (sb.Ports ?? {}) as Record<string, { HostIp: string; HostPort: string }[] | null>;
     const want = port ? (port.includes('/') ? port : `${port}/tcp`) : undefined;
     if (want && !(want in ports)) throw new Error(`Error: No public port '${want}' published for ${sb.Name}`);
-    const keys = Object.keys(ports).filter((k) => !want || k === want).sort((a, b) => parseInt(a) - parseInt(b));
+    const keys = Object.keys(ports)
+      .filter((k) => !want || k === want)
+      .sort((a, b) => parseInt(a) - parseInt(b));
     for (const k of keys) {
       for (const m of ports[k] ?? []) {
         const addr = m.HostIp.includes(':') ? `[${m.HostIp}]:${m.HostPort}` : `${m.HostIp}:${m.HostPort}`;
@@ -389,7 +481,23 @@ sandbox
       `mount --bind "$1" /etc/resolv.conf; mount --bind "$2" /etc/hosts; mount --bind "$3" /etc/hostname; hostname "$4"; shift 4; exec "$@"`;
     const r = spawnSync(
       'nsenter',
-      [`--net=${sb.SandboxKey}`, 'unshare', '--mount', '--uts', '--propagation', 'private', 'sh', '-c', script, 'sh', sb.ResolvConfPath, sb.HostsPath, sb.HostnamePath, sb.Hostname, ...cmd],
+      [
+        `--net=${sb.SandboxKey}`,
+        'unshare',
+        '--mount',
+        '--uts',
+        '--propagation',
+        'private',
+        'sh',
+        '-c',
+        script,
+        'sh',
+        sb.ResolvConfPath,
+        sb.HostsPath,
+        sb.HostnamePath,
+        sb.Hostname,
+        ...cmd,
+      ],
       { stdio: 'inherit' },
     );
     if (r.error) throw new Error(`exec: ${r.error.message}`);

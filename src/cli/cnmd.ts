@@ -6,15 +6,38 @@ import { Daemon } from '../daemon';
 import { VERSION } from '../version';
 
 const program = new Command('cnmd')
-  .description('Container networking daemon: networks, endpoints and sandboxes (the Container Network Model) with bridge, host and null drivers, IPAM, embedded DNS, port publishing, and Docker network/IPAM plugin sockets.')
+  .description(
+    'Container networking daemon: networks, endpoints and sandboxes (the Container Network Model) with bridge, host and null drivers, IPAM, embedded DNS, port publishing, and Docker network/IPAM plugin sockets.',
+  )
   .version(VERSION, '-v, --version')
-  .option('--data-root <dir>', `persistent state: the SQLite store [env ${ENV.dataRoot}] (default ${DEFAULTS.dataRoot})`)
-  .option('--exec-root <dir>', `runtime state: netns/<id> files, per-sandbox resolv.conf and hosts [env ${ENV.execRoot}] (default ${DEFAULTS.execRoot})`)
-  .option('-H, --host <addr>', `API listen address, unix:///path.sock or tcp://HOST:PORT [env ${ENV.host}] (default ${DEFAULTS.host})`)
-  .option('--plugin-dir <dir>', `where Docker plugin sockets are served [env ${ENV.pluginDir}] (default ${DEFAULTS.pluginDir})`)
-  .option('--log-level <level>', `trace|debug|info|warn|error [env ${ENV.logLevel}] (default ${DEFAULTS.logLevel})`)
-  .option('--resolv-conf <file>', `the host's resolver configuration: upstreams of the embedded DNS [env ${ENV.resolvConf}] (default ${DEFAULTS.resolvConf})`)
-  .option('--userland-proxy <bool>', `loopback access to published ports: true = the in-daemon proxy, false = route_localnet NAT [env ${ENV.userlandProxy}] (default ${DEFAULTS.userlandProxy})`)
+  .option(
+    '--data-root <dir>',
+    `persistent state: the SQLite store [env ${ENV.dataRoot}] (default ${DEFAULTS.dataRoot})`,
+  )
+  .option(
+    '--exec-root <dir>',
+    `runtime state: netns/<id> files, per-sandbox resolv.conf and hosts [env ${ENV.execRoot}] (default ${DEFAULTS.execRoot})`,
+  )
+  .option(
+    '-H, --host <addr>',
+    `API listen address, unix:///path.sock or tcp://HOST:PORT [env ${ENV.host}] (default ${DEFAULTS.host})`,
+  )
+  .option(
+    '--plugin-dir <dir>',
+    `where Docker plugin sockets are served [env ${ENV.pluginDir}] (default ${DEFAULTS.pluginDir})`,
+  )
+  .option(
+    '--log-level <level>',
+    `trace|debug|info|warn|error [env ${ENV.logLevel}] (default ${DEFAULTS.logLevel})`,
+  )
+  .option(
+    '--resolv-conf <file>',
+    `the host's resolver configuration: upstreams of the embedded DNS [env ${ENV.resolvConf}] (default ${DEFAULTS.resolvConf})`,
+  )
+  .option(
+    '--userland-proxy <bool>',
+    `loopback access to published ports: true = the in-daemon proxy, false = route_localnet NAT [env ${ENV.userlandProxy}] (default ${DEFAULTS.userlandProxy})`,
+  )
   .option(
     '--netns-pool-size <n>',
     `network namespaces kept ready for new sandboxes, refilled when the daemon is idle (about 0.1 MB of kernel memory each; 0: none) [env ${ENV.netnsPoolSize}] (default ${DEFAULTS.netnsPoolSize})`,
@@ -34,7 +57,16 @@ Example:
 
 async function main(): Promise<void> {
   program.parse();
-  const o = program.opts<{ dataRoot?: string; execRoot?: string; host?: string; pluginDir?: string; logLevel?: string; userlandProxy?: string; resolvConf?: string; netnsPoolSize?: string }>();
+  const o = program.opts<{
+    dataRoot?: string;
+    execRoot?: string;
+    host?: string;
+    pluginDir?: string;
+    logLevel?: string;
+    userlandProxy?: string;
+    resolvConf?: string;
+    netnsPoolSize?: string;
+  }>();
   let config;
   try {
     config = resolveConfig(o);

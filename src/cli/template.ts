@@ -12,7 +12,12 @@ export function renderTemplate(tpl: string, data: unknown): string {
   };
   const show = (v: unknown): string => {
     if (v === undefined || v === null) return '<no value>';
-    if (typeof v === 'object') return Array.isArray(v) ? `[${v.map(show).join(' ')}]` : `map[${Object.entries(v as object).map(([k, x]) => `${k}:${show(x)}`).join(' ')}]`;
+    if (typeof v === 'object')
+      return Array.isArray(v)
+        ? `[${v.map(show).join(' ')}]`
+        : `map[${Object.entries(v as object)
+            .map(([k, x]) => `${k}:${show(x)}`)
+            .join(' ')}]`;
     return String(v);
   };
   return tpl
@@ -20,15 +25,17 @@ export function renderTemplate(tpl: string, data: unknown): string {
     .replace(/\\n/g, '\n')
     .replace(/\{\{\s*(.*?)\s*\}\}/g, (_m, expr: string) => {
       const words = expr.match(/"[^"]*"|\S+/g) ?? [];
-      const [fn = "", ...args] = words;
+      const [fn = '', ...args] = words;
       if (fn === 'json') return JSON.stringify(get(args[0] ?? '.'));
-      if (fn === 'upper') return show(get(args[0] ?? ".")).toUpperCase();
-      if (fn === 'lower') return show(get(args[0] ?? ".")).toLowerCase();
+      if (fn === 'upper') return show(get(args[0] ?? '.')).toUpperCase();
+      if (fn === 'lower') return show(get(args[0] ?? '.')).toLowerCase();
       if (fn === 'index') {
-        const m = get(args[0] ?? ".") as Record<string, unknown> | undefined;
-        return show(m?.[JSON.parse(args[1] ?? "\"\"")]);
+        const m = get(args[0] ?? '.') as Record<string, unknown> | undefined;
+        return show(m?.[JSON.parse(args[1] ?? '""')]);
       }
       if (fn.startsWith('.')) return show(get(fn));
-      throw new Error(`template: function "${fn}" is not supported (supported: .Field, json, index, upper, lower)`);
+      throw new Error(
+        `template: function "${fn}" is not supported (supported: .Field, json, index, upper, lower)`,
+      );
     });
 }

@@ -6,7 +6,14 @@
 // flight.
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import type { Capabilities, Driver, EndpointSpec, IpamData, JoinInfo, NetworkSpec } from '../../drivers/driver';
+import type {
+  Capabilities,
+  Driver,
+  EndpointSpec,
+  IpamData,
+  JoinInfo,
+  NetworkSpec,
+} from '../../drivers/driver';
 import { CnmdError, invalidArgument } from '../errors';
 import type { Ipam } from '../ipam/ipam';
 import { parseCidr, ipToBig, contains } from '../ipam/ip';
@@ -22,7 +29,15 @@ import { RESOLVER_IP } from '../dns/resolver';
 import { runSteps, Step } from '../steps';
 import { EngineObjects } from './engine';
 import { KeyedMutex } from './mutex';
-import { DnsConfig, EndpointRecord, IpamConfig, KIND, NetworkRecord, PoolAllocation, SandboxRecord } from './records';
+import {
+  DnsConfig,
+  EndpointRecord,
+  IpamConfig,
+  KIND,
+  NetworkRecord,
+  PoolAllocation,
+  SandboxRecord,
+} from './records';
 import { SandboxFiles, hostsFile, parseResolvConf, resolvConf } from './sandbox-files';
 
 const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
@@ -95,7 +110,9 @@ interface PendingEndpoint {
 
 /** Waits for every promise, then throws the first failure: nothing is left running behind an error. */
 async function settleAll(ps: Promise<unknown>[]): Promise<void> {
-  const failed = (await Promise.allSettled(ps)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  const failed = (await Promise.allSettled(ps)).find(
+    (r): r is PromiseRejectedResult => r.status === 'rejected',
+  );
   if (failed) throw failed.reason;
 }
 
@@ -159,7 +176,14 @@ export class Controller implements RecordSource {
     this.plugins = d.plugins;
     this.hostResolvConf = d.hostResolvConf ?? '/etc/resolv.conf';
     this.dns = new EmbeddedDns({ records: this, log: d.log, forwarder: { timeoutMs: d.dnsTimeoutMs } });
-    this.engine = new EngineObjects({ store: d.store, drivers: d.drivers, ipams: d.ipams, locks: this.locks, log: d.log, changed: () => this.dnsView.clear() });
+    this.engine = new EngineObjects({
+      store: d.store,
+      drivers: d.drivers,
+      ipams: d.ipams,
+      locks: this.locks,
+      log: d.log,
+      changed: () => this.dnsView.clear(),
+    });
   }
 
   // ---- embedded DNS ----
@@ -196,7 +220,13 @@ export class Controller implements RecordSource {
           .filter((e) => e.networkId === netId && sandboxes.has(e.sandboxId))
           .map((e) => {
             const sb = sandboxes.get(e.sandboxId)!;
-            return { sandboxId: sb.id, names: [...new Set([sb.name, sb.hostname])], aliases: e.aliases, ipv4: plainIp(e.ipv4), ipv6: plainIp(e.ipv6) };
+            return {
+              sandboxId: sb.id,
+              names: [...new Set([sb.name, sb.hostname])],
+              aliases: e.aliases,
+              ipv4: plainIp(e.ipv4),
+              ipv6: plainIp(e.ipv6),
+            };
           }),
       });
     }
@@ -247,7 +277,10 @@ export class Controller implements RecordSource {
 
   /** cnmd's own networks and, after them, the engine's (made through the plugin). */
   networks(): NetworkRecord[] {
-    return [...this.store.list<NetworkRecord>(KIND.network).filter((n) => n.state !== 'creating'), ...this.engine.networks()];
+    return [
+      ...this.store.list<NetworkRecord>(KIND.network).filter((n) => n.state !== 'creating'),
+      ...this.engine.networks(),
+    ];
   }
 
   sandboxes(): SandboxRecord[] {
@@ -255,14 +288,21 @@ export class Controller implements RecordSource {
   }
 
   endpoints(networkId?: string): EndpointRecord[] {
-    const all = [...this.store.list<EndpointRecord>(KIND.endpoint).filter((e) => e.state !== 'creating'), ...this.engine.endpoints()];
+    const all = [
+      ...this.store.list<EndpointRecord>(KIND.endpoint).filter((e) => e.state !== 'creating'),
+      ...this.engine.endpoints(),
+    ];
     return networkId ? all.filter((e) => e.networkId === networkId) : all;
   }
 
   /** cnmd's own API may look at the engine's networks but not change them: the engine would not know. */
   private refuseEngineNetwork(n: NetworkRecord, op: string, what: string): void {
     if (n.owner !== 'engine') return;
-    throw new CnmdError('FORBIDDEN', `network ${n.name} was created by the Docker engine through cnmd's plugin: ${what}`, { op, object: n.name });
+    throw new CnmdError(
+      'FORBIDDEN',
+      `network ${n.name} was created by the Docker engine through cnmd's plugin: ${what}`,
+      { op, object: n.name },
+    );
   }
 
   /** Ids of cnmd's own networks by name, as the last full look-up saw them: a hint, checked on use. */
@@ -295,7 +335,11 @@ export class Controller implements RecordSource {
     if (byName.length === 1) return byName[0];
     const byPrefix = ref.length > 0 ? all.filter((n) => n.id.startsWith(ref)) : [];
     if (byPrefix.length === 1) return byPrefix[0];
-    if (byPrefix.length > 1) throw new CnmdError('CONFLICT', `network ${ref} is ambiguous (${byPrefix.length} matches)`, { op, object: ref });
+    if (byPrefix.length > 1)
+      throw new CnmdError('CONFLICT', `network ${ref} is ambiguous (${byPrefix.length} matches)`, {
+        op,
+        object: ref,
+      });
     throw new CnmdError('NOT_FOUND', `network ${ref} not found`, { op, object: ref });
   }
 
@@ -310,18 +354,29 @@ export class Controller implements RecordSource {
   sandbox(ref: string): SandboxRecord {
     const op = 'sandbox inspect';
     // Exact id, then name: direct look-ups; a prefix needs the list.
-    const direct = this.store.get<SandboxRecord>(KIND.sandbox, ref) ?? this.store.get<SandboxRecord>(KIND.sandbox, this.namesInUse().get(ref) ?? '');
+    const direct =
+      this.store.get<SandboxRecord>(KIND.sandbox, ref) ??
+      this.store.get<SandboxRecord>(KIND.sandbox, this.namesInUse().get(ref) ?? '');
     if (direct && direct.state !== 'creating') return direct;
     const all = this.sandboxes();
     const byPrefix = ref.length > 0 ? all.filter((s) => s.id.startsWith(ref)) : [];
     if (byPrefix.length === 1) return byPrefix[0];
-    if (byPrefix.length > 1) throw new CnmdError('CONFLICT', `sandbox ${ref} is ambiguous (${byPrefix.length} matches)`, { op, object: ref });
+    if (byPrefix.length > 1)
+      throw new CnmdError('CONFLICT', `sandbox ${ref} is ambiguous (${byPrefix.length} matches)`, {
+        op,
+        object: ref,
+      });
     throw new CnmdError('NOT_FOUND', `No such sandbox: ${ref}`, { op, object: ref });
   }
 
   private driver(name: string, op: string): Driver {
     const d = this.drivers.get(name);
-    if (!d) throw new CnmdError('NOT_FOUND', `plugin "${name}" not found: cnmd has the drivers ${[...this.drivers.keys()].join(', ')}`, { op, object: name });
+    if (!d)
+      throw new CnmdError(
+        'NOT_FOUND',
+        `plugin "${name}" not found: cnmd has the drivers ${[...this.drivers.keys()].join(', ')}`,
+        { op, object: name },
+      );
     return d;
   }
 
@@ -344,7 +399,12 @@ export class Controller implements RecordSource {
 
   private ipam(name: string, op: string): Ipam {
     const i = this.ipams.get(name);
-    if (!i) throw new CnmdError('NOT_FOUND', `IPAM driver "${name}" not found: cnmd has ${[...this.ipams.keys()].join(', ')}`, { op, object: name });
+    if (!i)
+      throw new CnmdError(
+        'NOT_FOUND',
+        `IPAM driver "${name}" not found: cnmd has ${[...this.ipams.keys()].join(', ')}`,
+        { op, object: name },
+      );
     return i;
   }
 
@@ -356,9 +416,20 @@ export class Controller implements RecordSource {
         .map((p) => ({
           pool: p.pool,
           gateway: p.gateway,
-          auxAddresses: Object.fromEntries(Object.entries(p.auxAddresses).map(([k, ip]) => [k, `${ip}/${p.pool.split('/')[1]}`])),
+          auxAddresses: Object.fromEntries(
+            Object.entries(p.auxAddresses).map(([k, ip]) => [k, `${ip}/${p.pool.split('/')[1]}`]),
+          ),
         }));
-    return { id: n.id, name: n.name, options: n.options, ipv4: data(false), ipv6: data(true), enableIPv6: n.enableIPv6, internal: n.internal, isDefault: n.isDefault };
+    return {
+      id: n.id,
+      name: n.name,
+      options: n.options,
+      ipv4: data(false),
+      ipv6: data(true),
+      enableIPv6: n.enableIPv6,
+      internal: n.internal,
+      isDefault: n.isDefault,
+    };
   }
 
   // ---- networks ----
@@ -366,87 +437,125 @@ export class Controller implements RecordSource {
   async createNetwork(req: NetworkCreateRequest): Promise<NetworkRecord> {
     const op = 'network create';
     if (typeof req.name !== 'string' || !NAME_RE.test(req.name)) {
-      throw invalidArgument(op, String(req.name), `network name "${req.name}" is invalid: use letters, digits, '_', '.', '-', starting with a letter or digit`);
+      throw invalidArgument(
+        op,
+        String(req.name),
+        `network name "${req.name}" is invalid: use letters, digits, '_', '.', '-', starting with a letter or digit`,
+      );
     }
     const driverName = req.driver || 'bridge';
     const driver = await this.loadDriver(driverName, op);
     const caps = driver.capabilities();
     const id = req.id ?? newId();
-    return this.locks.lock([`net-name:${req.name}`, `net:${id}`, caps.singleton ? `driver:${driverName}` : `net:${id}`], async () => {
-      if (this.store.list<NetworkRecord>(KIND.network).some((n) => n.name === req.name)) {
-        throw new CnmdError('ALREADY_EXISTS', `network with name ${req.name} already exists`, { op, object: req.name });
-      }
-      if (caps.singleton && this.store.list<NetworkRecord>(KIND.network).some((n) => n.driver === driverName)) {
-        throw new CnmdError('FORBIDDEN', `only one instance of "${driverName}" network is allowed`, { op, object: req.name });
-      }
-      const ipamDriver = req.ipam?.driver || 'default';
-      const ipam = await this.loadIpam(ipamDriver, op);
-      const config = req.ipam?.config ?? [];
-      const rec: NetworkRecord = {
-        id,
-        name: req.name,
-        driver: driverName,
-        scope: caps.scope,
-        created: new Date().toISOString(),
-        enableIPv6: !!req.enableIPv6,
-        internal: !!req.internal,
-        attachable: !!req.attachable,
-        ingress: false,
-        labels: req.labels ?? {},
-        options: req.options ?? {},
-        ipamDriver,
-        ipamOptions: req.ipam?.options ?? {},
-        ipamConfig: config,
-        pools: [],
-        isDefault: !!req.isDefault,
-        state: 'creating',
-      };
-      if (config.some((c) => c.subnet?.includes(':')) && !rec.enableIPv6) {
-        throw invalidArgument(op, req.name, 'an IPv6 subnet was given without --ipv6 (EnableIPv6)');
-      }
-      this.store.put(KIND.network, id, rec);
-      const needsIpam = !caps.usesHostNetns && driverName !== 'null';
-      const steps: Step[] = [];
-      if (needsIpam) {
-        const v4 = config.filter((c) => !c.subnet || !c.subnet.includes(':'));
-        const v6 = config.filter((c) => c.subnet?.includes(':'));
-        const wanted: { cfg: IpamConfig; v6: boolean }[] = [
-          ...(v4.length ? v4 : [{}]).map((cfg) => ({ cfg, v6: false })),
-          ...(rec.enableIPv6 ? (v6.length ? v6 : [{}]) : []).map((cfg) => ({ cfg, v6: true })),
-        ];
+    return this.locks.lock(
+      [`net-name:${req.name}`, `net:${id}`, caps.singleton ? `driver:${driverName}` : `net:${id}`],
+      async () => {
+        if (this.store.list<NetworkRecord>(KIND.network).some((n) => n.name === req.name)) {
+          throw new CnmdError('ALREADY_EXISTS', `network with name ${req.name} already exists`, {
+            op,
+            object: req.name,
+          });
+        }
+        if (
+          caps.singleton &&
+          this.store.list<NetworkRecord>(KIND.network).some((n) => n.driver === driverName)
+        ) {
+          throw new CnmdError('FORBIDDEN', `only one instance of "${driverName}" network is allowed`, {
+            op,
+            object: req.name,
+          });
+        }
+        const ipamDriver = req.ipam?.driver || 'default';
+        const ipam = await this.loadIpam(ipamDriver, op);
+        const config = req.ipam?.config ?? [];
+        const rec: NetworkRecord = {
+          id,
+          name: req.name,
+          driver: driverName,
+          scope: caps.scope,
+          created: new Date().toISOString(),
+          enableIPv6: !!req.enableIPv6,
+          internal: !!req.internal,
+          attachable: !!req.attachable,
+          ingress: false,
+          labels: req.labels ?? {},
+          options: req.options ?? {},
+          ipamDriver,
+          ipamOptions: req.ipam?.options ?? {},
+          ipamConfig: config,
+          pools: [],
+          isDefault: !!req.isDefault,
+          state: 'creating',
+        };
+        if (config.some((c) => c.subnet?.includes(':')) && !rec.enableIPv6) {
+          throw invalidArgument(op, req.name, 'an IPv6 subnet was given without --ipv6 (EnableIPv6)');
+        }
+        this.store.put(KIND.network, id, rec);
+        const needsIpam = !caps.usesHostNetns && driverName !== 'null';
+        const steps: Step[] = [];
+        if (needsIpam) {
+          const v4 = config.filter((c) => !c.subnet || !c.subnet.includes(':'));
+          const v6 = config.filter((c) => c.subnet?.includes(':'));
+          const wanted: { cfg: IpamConfig; v6: boolean }[] = [
+            ...(v4.length ? v4 : [{}]).map((cfg) => ({ cfg, v6: false })),
+            ...(rec.enableIPv6 ? (v6.length ? v6 : [{}]) : []).map((cfg) => ({ cfg, v6: true })),
+          ];
+          steps.push({
+            name: 'ipam',
+            do: async () => {
+              for (const w of wanted) rec.pools.push(await this.allocatePool(ipam, rec, w.cfg, w.v6));
+            },
+            undo: async () => {
+              for (const p of rec.pools.reverse()) await this.releasePool(ipam, p);
+              rec.pools = [];
+            },
+          });
+        }
         steps.push({
-          name: 'ipam',
-          do: async () => {
-            for (const w of wanted) rec.pools.push(await this.allocatePool(ipam, rec, w.cfg, w.v6));
-          },
-          undo: async () => {
-            for (const p of rec.pools.reverse()) await this.releasePool(ipam, p);
-            rec.pools = [];
-          },
+          name: 'driver',
+          do: () => driver.createNetwork(this.networkSpec(rec)),
+          undo: () => driver.deleteNetwork(id),
         });
-      }
-      steps.push({
-        name: 'driver',
-        do: () => driver.createNetwork(this.networkSpec(rec)),
-        undo: () => driver.deleteNetwork(id),
-      });
-      try {
-        await runSteps(steps, (step, e) => this.log.error({ err: e, network: id, step }, 'rollback step failed'));
-      } catch (e) {
-        this.store.delete(KIND.network, id);
-        throw e;
-      }
-      rec.state = 'ready';
-      this.store.put(KIND.network, id, rec);
-      this.log.info({ network: id, name: rec.name, driver: driverName, pools: rec.pools.map((p) => p.pool) }, 'network created');
-      return rec;
-    });
+        try {
+          await runSteps(steps, (step, e) =>
+            this.log.error({ err: e, network: id, step }, 'rollback step failed'),
+          );
+        } catch (e) {
+          this.store.delete(KIND.network, id);
+          throw e;
+        }
+        rec.state = 'ready';
+        this.store.put(KIND.network, id, rec);
+        this.log.info(
+          { network: id, name: rec.name, driver: driverName, pools: rec.pools.map((p) => p.pool) },
+          'network created',
+        );
+        return rec;
+      },
+    );
   }
 
-  private async allocatePool(ipam: Ipam, rec: NetworkRecord, cfg: IpamConfig, v6: boolean): Promise<PoolAllocation> {
+  private async allocatePool(
+    ipam: Ipam,
+    rec: NetworkRecord,
+    cfg: IpamConfig,
+    v6: boolean,
+  ): Promise<PoolAllocation> {
     const op = 'network create';
-    const pool = await ipam.requestPool({ pool: cfg.subnet, subPool: cfg.ipRange, v6, options: rec.ipamOptions });
-    const alloc: PoolAllocation = { poolId: pool.poolId, pool: pool.pool, gatewayAllocated: false, ipRange: cfg.ipRange, auxAddresses: {}, v6 };
+    const pool = await ipam.requestPool({
+      pool: cfg.subnet,
+      subPool: cfg.ipRange,
+      v6,
+      options: rec.ipamOptions,
+    });
+    const alloc: PoolAllocation = {
+      poolId: pool.poolId,
+      pool: pool.pool,
+      gatewayAllocated: false,
+      ipRange: cfg.ipRange,
+      auxAddresses: {},
+      v6,
+    };
     // Persist each allocation as it happens, so a crash between here and "ready" is undone at restart.
     rec.pools.push(alloc);
     this.store.put(KIND.network, rec.id, rec);
@@ -456,14 +565,20 @@ export class Controller implements RecordSource {
       if (cfg.gateway !== undefined && cfg.gateway !== '') {
         const g = ipToBig(cfg.gateway);
         const c = parseCidr(pool.pool)!;
-        if (!g || !contains(c, g.family, g.value)) throw invalidArgument(op, cfg.gateway, `gateway ${cfg.gateway} is not inside subnet ${pool.pool}`);
+        if (!g || !contains(c, g.family, g.value))
+          throw invalidArgument(op, cfg.gateway, `gateway ${cfg.gateway} is not inside subnet ${pool.pool}`);
         const isBroadcast = c.family === 4 && c.size > 2n && g.value === c.base + c.size - 1n;
         if ((g.value === c.base && c.size > 2n) || isBroadcast) {
-          throw invalidArgument(op, cfg.gateway, `gateway ${cfg.gateway} is the ${isBroadcast ? 'broadcast' : 'network'} address of ${pool.pool}; pick a host address`);
+          throw invalidArgument(
+            op,
+            cfg.gateway,
+            `gateway ${cfg.gateway} is the ${isBroadcast ? 'broadcast' : 'network'} address of ${pool.pool}; pick a host address`,
+          );
         }
       }
       for (const [name, ip] of Object.entries(cfg.auxAddresses ?? {})) {
-        if (cfg.gateway && ip === cfg.gateway) throw invalidArgument(op, ip, `auxiliary address ${name}=${ip} is the gateway`);
+        if (cfg.gateway && ip === cfg.gateway)
+          throw invalidArgument(op, ip, `auxiliary address ${name}=${ip} is the gateway`);
       }
       if (rec.driver !== 'null') {
         alloc.gateway = await ipam.requestAddress(pool.poolId, cfg.gateway || undefined, { gateway: true });
@@ -482,8 +597,10 @@ export class Controller implements RecordSource {
   }
 
   private async releasePool(ipam: Ipam, p: PoolAllocation): Promise<void> {
-    for (const ip of Object.values(p.auxAddresses)) await ipam.releaseAddress(p.poolId, ip).catch(() => undefined);
-    if (p.gatewayAllocated && p.gateway) await ipam.releaseAddress(p.poolId, p.gateway).catch(() => undefined);
+    for (const ip of Object.values(p.auxAddresses))
+      await ipam.releaseAddress(p.poolId, ip).catch(() => undefined);
+    if (p.gatewayAllocated && p.gateway)
+      await ipam.releaseAddress(p.poolId, p.gateway).catch(() => undefined);
     await ipam.releasePool(p.poolId);
   }
 
@@ -494,10 +611,18 @@ export class Controller implements RecordSource {
     await this.locks.lock([`net:${n0.id}`, `net-name:${n0.name}`], async () => {
       const n = this.store.get<NetworkRecord>(KIND.network, n0.id);
       if (!n) throw new CnmdError('NOT_FOUND', `network ${ref} not found`, { op, object: ref });
-      if (n.isDefault) throw new CnmdError('FORBIDDEN', `${n.name} is a pre-defined network and cannot be removed`, { op, object: n.name });
+      if (n.isDefault)
+        throw new CnmdError('FORBIDDEN', `${n.name} is a pre-defined network and cannot be removed`, {
+          op,
+          object: n.name,
+        });
       const eps = this.store.list<EndpointRecord>(KIND.endpoint).filter((e) => e.networkId === n.id);
       if (eps.length) {
-        throw new CnmdError('CONFLICT', `error while removing network: network ${n.name} id ${n.id} has active endpoints`, { op, object: n.name });
+        throw new CnmdError(
+          'CONFLICT',
+          `error while removing network: network ${n.name} id ${n.id} has active endpoints`,
+          { op, object: n.name },
+        );
       }
       n.state = 'deleting';
       this.store.put(KIND.network, n.id, n);
@@ -510,7 +635,11 @@ export class Controller implements RecordSource {
     const driver = this.drivers.get(n.driver);
     if (driver) await driver.deleteNetwork(n.id);
     const ipam = this.ipams.get(n.ipamDriver);
-    if (ipam) for (const p of n.pools) await this.releasePool(ipam, p).catch((e) => this.log.warn({ err: e, pool: p.poolId }, 'pool release failed'));
+    if (ipam)
+      for (const p of n.pools)
+        await this.releasePool(ipam, p).catch((e) =>
+          this.log.warn({ err: e, pool: p.poolId }, 'pool release failed'),
+        );
     this.store.delete(KIND.network, n.id);
   }
 
@@ -536,18 +665,40 @@ export class Controller implements RecordSource {
     const op = 'sandbox create';
     const id = newId();
     const name = req.name ?? id.slice(0, 12);
-    if (!NAME_RE.test(name)) throw invalidArgument(op, name, `sandbox name "${name}" is invalid: use letters, digits, '_', '.', '-', starting with a letter or digit`);
+    if (!NAME_RE.test(name))
+      throw invalidArgument(
+        op,
+        name,
+        `sandbox name "${name}" is invalid: use letters, digits, '_', '.', '-', starting with a letter or digit`,
+      );
     const hostname = req.hostname ?? id.slice(0, 12);
-    if (!/^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,62})$/.test(hostname)) throw invalidArgument(op, hostname, `hostname "${hostname}" is not a valid host name (letters, digits, '.', '-', up to 63)`);
+    if (!/^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,62})$/.test(hostname))
+      throw invalidArgument(
+        op,
+        hostname,
+        `hostname "${hostname}" is not a valid host name (letters, digits, '.', '-', up to 63)`,
+      );
     const nets = (req.networks ?? []).map((c) => ({ ...c, rec: this.network(c.network) }));
-    for (const c of nets) this.refuseEngineNetwork(c.rec, op, 'connect containers to it with docker run --network');
+    for (const c of nets)
+      this.refuseEngineNetwork(c.rec, op, 'connect containers to it with docker run --network');
     const hostNet = nets.find((c) => this.drivers.get(c.rec.driver)?.capabilities().usesHostNetns);
-    if (hostNet && nets.length > 1) throw new CnmdError('FORBIDDEN', `a sandbox on the host network cannot join other networks`, { op, object: name });
+    if (hostNet && nets.length > 1)
+      throw new CnmdError('FORBIDDEN', `a sandbox on the host network cannot join other networks`, {
+        op,
+        object: name,
+      });
     return this.locks.lock([`sb-name:${name}`, `sb:${id}`], async () => {
       if (this.namesInUse().has(name)) {
-        throw new CnmdError('ALREADY_EXISTS', `sandbox name "${name}" is already in use`, { op, object: name });
+        throw new CnmdError('ALREADY_EXISTS', `sandbox name "${name}" is already in use`, {
+          op,
+          object: name,
+        });
       }
-      const dns: DnsConfig = { servers: req.dns?.servers ?? [], search: req.dns?.search ?? [], options: req.dns?.options ?? [] };
+      const dns: DnsConfig = {
+        servers: req.dns?.servers ?? [],
+        search: req.dns?.search ?? [],
+        options: req.dns?.options ?? [],
+      };
       const sb: SandboxRecord = {
         id,
         name,
@@ -564,8 +715,9 @@ export class Controller implements RecordSource {
       this.namesInUse().set(name, id);
       const eps: PendingEndpoint[] = [];
       try {
-        await runSteps([this.endpointsStep(sb, nets, eps), this.netnsStep(sb), this.wiringStep(sb, eps)], (step, e) =>
-          this.log.error({ err: e, sandbox: id, step }, 'rollback step failed'),
+        await runSteps(
+          [this.endpointsStep(sb, nets, eps), this.netnsStep(sb), this.wiringStep(sb, eps)],
+          (step, e) => this.log.error({ err: e, sandbox: id, step }, 'rollback step failed'),
         );
       } catch (e) {
         this.store.delete(KIND.sandbox, id);
@@ -591,7 +743,11 @@ export class Controller implements RecordSource {
    * The sandbox's endpoints, with their addresses, and the 'creating' records
    * that let a restart undo them: one commit, before any kernel work.
    */
-  private endpointsStep(sb: SandboxRecord, nets: ({ rec: NetworkRecord } & ConnectOptions)[], eps: PendingEndpoint[]): Step {
+  private endpointsStep(
+    sb: SandboxRecord,
+    nets: ({ rec: NetworkRecord } & ConnectOptions)[],
+    eps: PendingEndpoint[],
+  ): Step {
     return {
       name: 'endpoints',
       do: async () => {
@@ -661,7 +817,8 @@ export class Controller implements RecordSource {
       undo: async () => {
         this.dns.stop(sb.id);
         this.files.remove(sb.id);
-        for (const p of [...eps].reverse()) if (p.stage === 'wired') await this.disconnectEndpoint(p.ep.id, sb).catch(() => undefined);
+        for (const p of [...eps].reverse())
+          if (p.stage === 'wired') await this.disconnectEndpoint(p.ep.id, sb).catch(() => undefined);
       },
     };
   }
@@ -735,11 +892,18 @@ export class Controller implements RecordSource {
     // The embedded DNS: 127.0.0.11, the search domains kept, ndots:0 unless the user set ndots.
     const options = sb.dns.options.length ? sb.dns.options : host.options;
     const withNdots = options.some((o) => o.startsWith('ndots:')) ? options : [...options, 'ndots:0'];
-    return resolvConf({ nameservers: [], search: host.search, options: [] }, { servers: [RESOLVER_IP], search: sb.dns.search, options: withNdots });
+    return resolvConf(
+      { nameservers: [], search: host.search, options: [] },
+      { servers: [RESOLVER_IP], search: sb.dns.search, options: withNdots },
+    );
   }
 
   private filesOf(sb: SandboxRecord) {
-    return { hostname: sb.hostname, hosts: hostsFile(this.hostsEntries(sb)), resolvConf: this.sandboxResolvConf(sb) };
+    return {
+      hostname: sb.hostname,
+      hosts: hostsFile(this.hostsEntries(sb)),
+      resolvConf: this.sandboxResolvConf(sb),
+    };
   }
 
   private writeFiles(sb: SandboxRecord): void {
@@ -757,15 +921,21 @@ export class Controller implements RecordSource {
 
   async deleteSandbox(ref: string): Promise<void> {
     const sb0 = this.sandbox(ref);
-    const netIds = sb0.endpoints.map((e) => this.store.get<EndpointRecord>(KIND.endpoint, e)?.networkId).filter((x): x is string => !!x);
-    await this.locks.lock([`sb:${sb0.id}`, `sb-name:${sb0.name}`, ...netIds.map((n) => `net:${n}`)], async () => {
-      const sb = this.store.get<SandboxRecord>(KIND.sandbox, sb0.id);
-      if (!sb) throw new CnmdError('NOT_FOUND', `No such sandbox: ${ref}`, { op: 'sandbox rm', object: ref });
-      sb.state = 'deleting';
-      this.store.put(KIND.sandbox, sb.id, sb);
-      await this.finishSandboxDelete(sb);
-      this.log.info({ sandbox: sb.id, name: sb.name }, 'sandbox removed');
-    });
+    const netIds = sb0.endpoints
+      .map((e) => this.store.get<EndpointRecord>(KIND.endpoint, e)?.networkId)
+      .filter((x): x is string => !!x);
+    await this.locks.lock(
+      [`sb:${sb0.id}`, `sb-name:${sb0.name}`, ...netIds.map((n) => `net:${n}`)],
+      async () => {
+        const sb = this.store.get<SandboxRecord>(KIND.sandbox, sb0.id);
+        if (!sb)
+          throw new CnmdError('NOT_FOUND', `No such sandbox: ${ref}`, { op: 'sandbox rm', object: ref });
+        sb.state = 'deleting';
+        this.store.put(KIND.sandbox, sb.id, sb);
+        await this.finishSandboxDelete(sb);
+        this.log.info({ sandbox: sb.id, name: sb.name }, 'sandbox removed');
+      },
+    );
   }
 
   private async finishSandboxDelete(sb: SandboxRecord): Promise<void> {
@@ -782,7 +952,9 @@ export class Controller implements RecordSource {
       });
     }
     for (const epId of [...sb.endpoints].reverse()) {
-      await this.disconnectEndpoint(epId, sb, !sb.hostNetns).catch((e) => this.log.warn({ err: e, endpoint: epId }, 'endpoint teardown failed'));
+      await this.disconnectEndpoint(epId, sb, !sb.hostNetns).catch((e) =>
+        this.log.warn({ err: e, endpoint: epId }, 'endpoint teardown failed'),
+      );
     }
     this.files.remove(sb.id);
     this.store.delete(KIND.sandbox, sb.id);
@@ -817,7 +989,11 @@ export class Controller implements RecordSource {
   }
 
   /** Joins an existing sandbox to a network (the sandbox's lock is held). */
-  private async connectLocked(networkId: string, sb: SandboxRecord, opts: ConnectOptions): Promise<EndpointRecord> {
+  private async connectLocked(
+    networkId: string,
+    sb: SandboxRecord,
+    opts: ConnectOptions,
+  ): Promise<EndpointRecord> {
     const p = await this.prepareEndpoint(networkId, sb, opts);
     const ep = p.ep;
     try {
@@ -837,7 +1013,9 @@ export class Controller implements RecordSource {
     });
     if (this.files.exists(sb.id)) {
       const hadDns = this.dns.has(sb.id);
-      await this.ensureDns(sb).catch((e) => this.log.warn({ err: e, sandbox: sb.id }, 'embedded DNS start failed'));
+      await this.ensureDns(sb).catch((e) =>
+        this.log.warn({ err: e, sandbox: sb.id }, 'embedded DNS start failed'),
+      );
       if (!hadDns && this.dns.has(sb.id)) this.writeFiles(sb);
       else this.files.writeHosts(sb.id, hostsFile(this.hostsEntries(sb)));
     }
@@ -846,11 +1024,18 @@ export class Controller implements RecordSource {
   }
 
   private logJoined({ ep, n }: PendingEndpoint, sb: SandboxRecord): void {
-    this.log.info({ endpoint: ep.id, network: n.name, sandbox: sb.name, ipv4: ep.ipv4, ipv6: ep.ipv6, ifname: ep.ifname }, 'endpoint joined');
+    this.log.info(
+      { endpoint: ep.id, network: n.name, sandbox: sb.name, ipv4: ep.ipv4, ipv6: ep.ipv6, ifname: ep.ifname },
+      'endpoint joined',
+    );
   }
 
   /** A new endpoint of sb on the network, with its addresses, not yet in the kernel (the caller persists it before wiring it). */
-  private async prepareEndpoint(networkId: string, sb: SandboxRecord, opts: ConnectOptions): Promise<PendingEndpoint> {
+  private async prepareEndpoint(
+    networkId: string,
+    sb: SandboxRecord,
+    opts: ConnectOptions,
+  ): Promise<PendingEndpoint> {
     const p = this.newEndpoint(networkId, sb, opts);
     try {
       await this.allocate(p);
@@ -865,14 +1050,23 @@ export class Controller implements RecordSource {
   private newEndpoint(networkId: string, sb: SandboxRecord, opts: ConnectOptions): PendingEndpoint {
     const op = 'network connect';
     const n = this.store.get<NetworkRecord>(KIND.network, networkId);
-    if (!n || n.state !== 'ready') throw new CnmdError('NOT_FOUND', `network ${networkId} not found`, { op, object: networkId });
+    if (!n || n.state !== 'ready')
+      throw new CnmdError('NOT_FOUND', `network ${networkId} not found`, { op, object: networkId });
     const driver = this.driver(n.driver, op);
     const caps = driver.capabilities();
     if (sb.endpoints.some((id) => this.endpointRecord(id)?.networkId === n.id)) {
-      throw new CnmdError('ALREADY_EXISTS', `endpoint with name ${sb.name} already exists in network ${n.name}`, { op, object: sb.name });
+      throw new CnmdError(
+        'ALREADY_EXISTS',
+        `endpoint with name ${sb.name} already exists in network ${n.name}`,
+        { op, object: sb.name },
+      );
     }
     if (!!caps.usesHostNetns !== sb.hostNetns) {
-      throw new CnmdError('FORBIDDEN', `sandbox ${sb.name} cannot be connected to network ${n.name}: ${sb.hostNetns ? 'it uses the host network' : 'the host network needs a sandbox created on it'}`, { op, object: sb.name });
+      throw new CnmdError(
+        'FORBIDDEN',
+        `sandbox ${sb.name} cannot be connected to network ${n.name}: ${sb.hostNetns ? 'it uses the host network' : 'the host network needs a sandbox created on it'}`,
+        { op, object: sb.name },
+      );
     }
     const ep: EndpointRecord = {
       id: newId(),
@@ -886,9 +1080,14 @@ export class Controller implements RecordSource {
       state: 'creating',
     };
     if (ep.staticIPv4 && !n.ipamConfig.some((c) => c.subnet && !c.subnet.includes(':'))) {
-      throw invalidArgument(op, ep.staticIPv4, 'user specified IP address is supported only when connecting to networks with user configured subnets');
+      throw invalidArgument(
+        op,
+        ep.staticIPv4,
+        'user specified IP address is supported only when connecting to networks with user configured subnets',
+      );
     }
-    if (ep.staticIPv6 && !n.enableIPv6) throw invalidArgument(op, ep.staticIPv6, `network ${n.name} has no IPv6`);
+    if (ep.staticIPv6 && !n.enableIPv6)
+      throw invalidArgument(op, ep.staticIPv6, `network ${n.name} has no IPv6`);
     const p: PendingEndpoint = { ep, n, driver, caps, ipam: this.ipams.get(n.ipamDriver), stage: 'prepared' };
     this.joining.set(ep.id, p);
     sb.endpoints.push(ep.id);
@@ -919,7 +1118,11 @@ export class Controller implements RecordSource {
    * The endpoint's kernel side: the driver's endpoint and join, the default
    * route, published ports. A failure undoes it and releases the endpoint.
    */
-  private async wireEndpoint(p: PendingEndpoint, sb: SandboxRecord, handle: Handle | undefined): Promise<void> {
+  private async wireEndpoint(
+    p: PendingEndpoint,
+    sb: SandboxRecord,
+    handle: Handle | undefined,
+  ): Promise<void> {
     const { ep, n, driver, caps } = p;
     p.stage = 'wiring';
     const steps: Step[] = [
@@ -945,12 +1148,21 @@ export class Controller implements RecordSource {
           const freeIndex = f?.freeIndex;
           if (f) f.freeIndex = undefined;
           try {
-            info = await driver.join(n.id, ep.id, { id: sb.id, key: sb.key, handle, ifname: ep.ifname, freeIndex }, {});
+            info = await driver.join(
+              n.id,
+              ep.id,
+              { id: sb.id, key: sb.key, handle, ifname: ep.ifname, freeIndex },
+              {},
+            );
           } finally {
             await routed();
           }
           for (const r of info.staticRoutes) {
-            await handle.routeAdd(r.routeType === 1 ? { dst: r.destination, dev: ep.ifname } : { dst: r.destination, gateway: r.nextHop });
+            await handle.routeAdd(
+              r.routeType === 1
+                ? { dst: r.destination, dev: ep.ifname }
+                : { dst: r.destination, gateway: r.nextHop },
+            );
           }
         },
         undo: () => driver.leave(n.id, ep.id),
@@ -967,7 +1179,9 @@ export class Controller implements RecordSource {
       },
     ];
     try {
-      await runSteps(steps, (step, e) => this.log.error({ err: e, endpoint: ep.id, step }, 'rollback step failed'));
+      await runSteps(steps, (step, e) =>
+        this.log.error({ err: e, endpoint: ep.id, step }, 'rollback step failed'),
+      );
     } catch (e) {
       await this.releaseEndpoint(p, sb);
       await this.updateGateway(sb, handle).catch(() => undefined);
@@ -977,7 +1191,15 @@ export class Controller implements RecordSource {
   }
 
   private endpointSpec(ep: EndpointRecord): EndpointSpec {
-    return { networkId: ep.networkId, endpointId: ep.id, address: ep.ipv4, addressIPv6: ep.ipv6, mac: ep.mac, options: {}, ports: ep.ports };
+    return {
+      networkId: ep.networkId,
+      endpointId: ep.id,
+      address: ep.ipv4,
+      addressIPv6: ep.ipv6,
+      mac: ep.mac,
+      options: {},
+      ports: ep.ports,
+    };
   }
 
   /**
@@ -1007,7 +1229,13 @@ export class Controller implements RecordSource {
     }
   }
 
-  private async allocateAddress(ipam: Ipam, n: NetworkRecord, v6: boolean, wanted: string | undefined, ep: EndpointRecord): Promise<string | undefined> {
+  private async allocateAddress(
+    ipam: Ipam,
+    n: NetworkRecord,
+    v6: boolean,
+    wanted: string | undefined,
+    ep: EndpointRecord,
+  ): Promise<string | undefined> {
     const pools = n.pools.filter((p) => p.v6 === v6);
     if (pools.length === 0) return undefined;
     const pick = wanted
@@ -1018,12 +1246,18 @@ export class Controller implements RecordSource {
         })
       : undefined;
     if (wanted && !pick) {
-      throw invalidArgument('network connect', wanted, `address ${wanted} is not in any subnet of network ${n.name} (${pools.map((p) => p.pool).join(', ')})`);
+      throw invalidArgument(
+        'network connect',
+        wanted,
+        `address ${wanted} is not in any subnet of network ${n.name} (${pools.map((p) => p.pool).join(', ')})`,
+      );
     }
     let lastErr: unknown;
     for (const p of pick ? [pick] : pools) {
       try {
-        const ip = await ipam.requestAddress(p.poolId, wanted, { serial: n.ipamOptions['com.docker.network.ipam.serial'] === 'true' });
+        const ip = await ipam.requestAddress(p.poolId, wanted, {
+          serial: n.ipamOptions['com.docker.network.ipam.serial'] === 'true',
+        });
         if (v6) ep.poolV6 = p.poolId;
         else ep.poolV4 = p.poolId;
         return ip;
@@ -1052,7 +1286,12 @@ export class Controller implements RecordSource {
         const via = this.gatewayOf(sb, family);
         if (!via || via.dev !== ep.ifname || known[family] === via.gw) return;
         const route = handle.routeReplace({ gateway: via.gw, dev: index, family });
-        sent.push(route.then(() => void (known[family] = via.gw), () => undefined));
+        sent.push(
+          route.then(
+            () => void (known[family] = via.gw),
+            () => undefined,
+          ),
+        );
       };
     }
     return async () => {
@@ -1113,7 +1352,11 @@ export class Controller implements RecordSource {
     await this.locks.lock([`net:${n.id}`, `sb:${sb0.id}`], async () => {
       const sb = this.store.get<SandboxRecord>(KIND.sandbox, sb0.id)!;
       const epId = sb.endpoints.find((id) => this.endpointRecord(id)?.networkId === n.id);
-      if (!epId) throw new CnmdError('NOT_FOUND', `sandbox ${sb.name} is not connected to network ${n.name}`, { op, object: sb.name });
+      if (!epId)
+        throw new CnmdError('NOT_FOUND', `sandbox ${sb.name} is not connected to network ${n.name}`, {
+          op,
+          object: sb.name,
+        });
       await this.disconnectEndpoint(epId, sb);
       this.store.put(KIND.sandbox, sb.id, sb);
       if (this.files.exists(sb.id)) this.files.writeHosts(sb.id, hostsFile(this.hostsEntries(sb)));
@@ -1137,8 +1380,14 @@ export class Controller implements RecordSource {
     }
     const ipam = n && this.ipams.get(n.ipamDriver);
     if (ipam) {
-      if (ep.ipv4 && ep.poolV4) await ipam.releaseAddress(ep.poolV4, ep.ipv4).catch((e) => this.log.warn({ err: e }, 'address release failed'));
-      if (ep.ipv6 && ep.poolV6) await ipam.releaseAddress(ep.poolV6, ep.ipv6).catch((e) => this.log.warn({ err: e }, 'address release failed'));
+      if (ep.ipv4 && ep.poolV4)
+        await ipam
+          .releaseAddress(ep.poolV4, ep.ipv4)
+          .catch((e) => this.log.warn({ err: e }, 'address release failed'));
+      if (ep.ipv6 && ep.poolV6)
+        await ipam
+          .releaseAddress(ep.poolV6, ep.ipv6)
+          .catch((e) => this.log.warn({ err: e }, 'address release failed'));
     }
     sb.endpoints = sb.endpoints.filter((id) => id !== epId);
     this.dnsView.clear();
@@ -1146,8 +1395,14 @@ export class Controller implements RecordSource {
       this.store.delete(KIND.endpoint, ep.id);
       this.store.put(KIND.sandbox, sb.id, sb);
     });
-    if (ep.ports?.length && !sandboxDestroyed && sb.state !== 'deleting') await this.movePorts(sb).catch((e) => this.log.warn({ err: e, sandbox: sb.id }, 'moving published ports failed'));
-    if (!sb.hostNetns && !sandboxDestroyed && sb.state !== 'deleting') await this.updateGateway(sb, this.handleFor(sb)).catch((e) => this.log.warn({ err: e }, 'gateway update failed'));
+    if (ep.ports?.length && !sandboxDestroyed && sb.state !== 'deleting')
+      await this.movePorts(sb).catch((e) =>
+        this.log.warn({ err: e, sandbox: sb.id }, 'moving published ports failed'),
+      );
+    if (!sb.hostNetns && !sandboxDestroyed && sb.state !== 'deleting')
+      await this.updateGateway(sb, this.handleFor(sb)).catch((e) =>
+        this.log.warn({ err: e }, 'gateway update failed'),
+      );
   }
 
   // ---- start-up ----
@@ -1162,18 +1417,30 @@ export class Controller implements RecordSource {
     const store = this.store;
     // 0. Remote plugins the stored networks use: loaded before anything asks their drivers.
     for (const n of store.list<NetworkRecord>(KIND.network)) {
-      await this.loadDriver(n.driver, 'daemon start').catch((e) => this.log.error({ err: e, network: n.id, driver: n.driver }, 'network driver not available'));
-      await this.loadIpam(n.ipamDriver, 'daemon start').catch((e) => this.log.error({ err: e, network: n.id, ipam: n.ipamDriver }, 'IPAM driver not available'));
+      await this.loadDriver(n.driver, 'daemon start').catch((e) =>
+        this.log.error({ err: e, network: n.id, driver: n.driver }, 'network driver not available'),
+      );
+      await this.loadIpam(n.ipamDriver, 'daemon start').catch((e) =>
+        this.log.error({ err: e, network: n.id, ipam: n.ipamDriver }, 'IPAM driver not available'),
+      );
     }
     // 1. Undo or finish what was in flight.
     for (const sb of store.list<SandboxRecord>(KIND.sandbox).filter((x) => x.state !== 'ready')) {
-      this.log.warn({ sandbox: sb.id, state: sb.state }, 'recovering interrupted sandbox operation: removing it');
+      this.log.warn(
+        { sandbox: sb.id, state: sb.state },
+        'recovering interrupted sandbox operation: removing it',
+      );
       sb.state = 'deleting';
-      await this.finishSandboxDelete(sb).catch((e) => this.log.error({ err: e, sandbox: sb.id }, 'sandbox recovery failed'));
+      await this.finishSandboxDelete(sb).catch((e) =>
+        this.log.error({ err: e, sandbox: sb.id }, 'sandbox recovery failed'),
+      );
     }
     const netsById = new Map(store.list<NetworkRecord>(KIND.network).map((n) => [n.id, n]));
     for (const ep of store.list<EndpointRecord>(KIND.endpoint).filter((e) => e.state !== 'ready')) {
-      this.log.warn({ endpoint: ep.id, state: ep.state }, 'recovering interrupted endpoint operation: removing it');
+      this.log.warn(
+        { endpoint: ep.id, state: ep.state },
+        'recovering interrupted endpoint operation: removing it',
+      );
       const sb = store.get<SandboxRecord>(KIND.sandbox, ep.sandboxId);
       if (sb) {
         sb.endpoints = sb.endpoints.filter((id) => id !== ep.id);
@@ -1182,9 +1449,15 @@ export class Controller implements RecordSource {
       store.delete(KIND.endpoint, ep.id); // its addresses are freed by the IPAM sweep below
     }
     for (const n of [...netsById.values()].filter((x) => x.state !== 'ready')) {
-      this.log.warn({ network: n.id, state: n.state }, 'recovering interrupted network operation: removing it');
+      this.log.warn(
+        { network: n.id, state: n.state },
+        'recovering interrupted network operation: removing it',
+      );
       const driver = this.drivers.get(n.driver);
-      if (driver?.cleanupNetwork) await driver.cleanupNetwork(this.networkSpec(n)).catch((e) => this.log.error({ err: e, network: n.id }, 'network cleanup failed'));
+      if (driver?.cleanupNetwork)
+        await driver
+          .cleanupNetwork(this.networkSpec(n))
+          .catch((e) => this.log.error({ err: e, network: n.id }, 'network cleanup failed'));
       store.delete(KIND.network, n.id);
       netsById.delete(n.id);
     }
@@ -1192,7 +1465,8 @@ export class Controller implements RecordSource {
     // Endpoints whose network or sandbox is gone are orphans.
     for (const ep of store.list<EndpointRecord>(KIND.endpoint)) {
       const sb = store.get<SandboxRecord>(KIND.sandbox, ep.sandboxId);
-      if (!netsById.has(ep.networkId) || !sb || !sb.endpoints.includes(ep.id)) store.delete(KIND.endpoint, ep.id);
+      if (!netsById.has(ep.networkId) || !sb || !sb.endpoints.includes(ep.id))
+        store.delete(KIND.endpoint, ep.id);
     }
     // 2. IPAM: free what no record references.
     await this.sweepIpam();
@@ -1209,11 +1483,17 @@ export class Controller implements RecordSource {
       const engineIds = new Set(engineMine.map((n) => n.id));
       await driver.restore(
         [...mine.map((n) => this.networkSpec(n)), ...engineMine.map((n) => EngineObjects.spec(n))],
-        [...eps.filter((e) => ids.has(e.networkId)).map((e) => this.endpointSpec(e)), ...engineEps.filter((e) => engineIds.has(e.networkId)).map((e) => EngineObjects.endpointSpec(e))],
+        [
+          ...eps.filter((e) => ids.has(e.networkId)).map((e) => this.endpointSpec(e)),
+          ...engineEps.filter((e) => engineIds.has(e.networkId)).map((e) => EngineObjects.endpointSpec(e)),
+        ],
       );
     }
     // 4. Sandboxes: a namespace lost (reboot: /run is tmpfs) is made again and its endpoints rejoined.
-    for (const sb of this.sandboxes()) await this.restoreSandbox(sb).catch((e) => this.log.error({ err: e, sandbox: sb.id }, 'sandbox restore failed'));
+    for (const sb of this.sandboxes())
+      await this.restoreSandbox(sb).catch((e) =>
+        this.log.error({ err: e, sandbox: sb.id }, 'sandbox restore failed'),
+      );
     // 5. Leaks: namespaces and files of sandboxes nobody knows.
     const known = new Set(this.sandboxes().map((s) => s.id));
     for (const id of this.netns.list()) {
@@ -1284,9 +1564,17 @@ export class Controller implements RecordSource {
       const n = ep && this.store.get<NetworkRecord>(KIND.network, ep.networkId);
       const driver = n && this.drivers.get(n.driver);
       if (!ep || !n || !driver) continue;
-      const present = !fresh && (await h.linkGet(ep.ifname).then(() => true, () => false));
+      const present =
+        !fresh &&
+        (await h.linkGet(ep.ifname).then(
+          () => true,
+          () => false,
+        ));
       if (present) continue;
-      this.log.warn({ sandbox: sb.id, endpoint: ep.id, ifname: ep.ifname }, 'endpoint interface missing: rejoining');
+      this.log.warn(
+        { sandbox: sb.id, endpoint: ep.id, ifname: ep.ifname },
+        'endpoint interface missing: rejoining',
+      );
       await driver.leave(n.id, ep.id).catch(() => undefined);
       await driver.join(n.id, ep.id, { id: sb.id, key: sb.key, handle: h, ifname: ep.ifname }, {});
     }
@@ -1297,7 +1585,15 @@ export class Controller implements RecordSource {
   async ensureDefaultNetworks(): Promise<void> {
     const have = new Set(this.networks().map((n) => n.name));
     const defaults: NetworkCreateRequest[] = [
-      { name: 'bridge', driver: 'bridge', isDefault: true, options: { 'com.docker.network.bridge.default_bridge': 'true', 'com.docker.network.bridge.name': 'cnm0' } },
+      {
+        name: 'bridge',
+        driver: 'bridge',
+        isDefault: true,
+        options: {
+          'com.docker.network.bridge.default_bridge': 'true',
+          'com.docker.network.bridge.name': 'cnm0',
+        },
+      },
       { name: 'host', driver: 'host', isDefault: true },
       { name: 'none', driver: 'null', isDefault: true },
     ];

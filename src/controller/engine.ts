@@ -77,15 +77,29 @@ export class EngineObjects {
 
   private driver(name: string, op: string): Driver {
     const d = this.d.drivers.get(name);
-    if (!d) throw new CnmdError('NOT_FOUND', `${op}: cnmd has no "${name}" driver (it has ${[...this.d.drivers.keys()].join(', ')})`, { op, object: name });
+    if (!d)
+      throw new CnmdError(
+        'NOT_FOUND',
+        `${op}: cnmd has no "${name}" driver (it has ${[...this.d.drivers.keys()].join(', ')})`,
+        { op, object: name },
+      );
     return d;
   }
 
   private network(op: string, id: unknown): NetworkRecord {
-    if (typeof id !== 'string' || id === '') throw invalidArgument(op, String(id), 'NetworkID is missing: give the id of a network created through this plugin');
+    if (typeof id !== 'string' || id === '')
+      throw invalidArgument(
+        op,
+        String(id),
+        'NetworkID is missing: give the id of a network created through this plugin',
+      );
     const n = this.d.store.get<NetworkRecord>(KIND.engineNetwork, id);
     if (!n || n.state !== 'ready') {
-      throw new CnmdError('NOT_FOUND', `${op}: network ${id} not found: it was not created through this plugin (or was removed); create it with docker network create -d cnmd-bridge`, { op, object: id });
+      throw new CnmdError(
+        'NOT_FOUND',
+        `${op}: network ${id} not found: it was not created through this plugin (or was removed); create it with docker network create -d cnmd-bridge`,
+        { op, object: id },
+      );
     }
     return n;
   }
@@ -94,7 +108,10 @@ export class EngineObjects {
     if (typeof id !== 'string' || id === '') throw invalidArgument(op, String(id), 'EndpointID is missing');
     const e = this.d.store.get<EndpointRecord>(KIND.engineEndpoint, id);
     if (!e || e.state !== 'ready' || e.networkId !== networkId) {
-      throw new CnmdError('NOT_FOUND', `${op}: endpoint ${id} not found in network ${networkId}`, { op, object: id });
+      throw new CnmdError('NOT_FOUND', `${op}: endpoint ${id} not found in network ${networkId}`, {
+        op,
+        object: id,
+      });
     }
     return e;
   }
@@ -104,24 +121,56 @@ export class EngineObjects {
     const data = (v6: boolean): IpamData[] =>
       n.pools
         .filter((p) => p.v6 === v6)
-        .map((p) => ({ pool: p.pool, gateway: p.gateway, auxAddresses: Object.fromEntries(Object.entries(p.auxAddresses).map(([k, ip]) => [k, `${ip}/${p.pool.split('/')[1]}`])) }));
-    return { id: n.id, name: n.name, options: n.options, ipv4: data(false), ipv6: data(true), enableIPv6: n.enableIPv6, internal: n.internal };
+        .map((p) => ({
+          pool: p.pool,
+          gateway: p.gateway,
+          auxAddresses: Object.fromEntries(
+            Object.entries(p.auxAddresses).map(([k, ip]) => [k, `${ip}/${p.pool.split('/')[1]}`]),
+          ),
+        }));
+    return {
+      id: n.id,
+      name: n.name,
+      options: n.options,
+      ipv4: data(false),
+      ipv6: data(true),
+      enableIPv6: n.enableIPv6,
+      internal: n.internal,
+    };
   }
 
   static endpointSpec(e: EndpointRecord): EndpointSpec {
-    return { networkId: e.networkId, endpointId: e.id, address: e.ipv4, addressIPv6: e.ipv6, mac: e.mac, options: {}, ports: e.ports };
+    return {
+      networkId: e.networkId,
+      endpointId: e.id,
+      address: e.ipv4,
+      addressIPv6: e.ipv6,
+      mac: e.mac,
+      options: {},
+      ports: e.ports,
+    };
   }
 
   private pools(op: string, data: IpamData[], v6: boolean): PoolAllocation[] {
     return data.map((d) => {
       const c = typeof d.pool === 'string' ? parseCidr(d.pool) : undefined;
-      if (!c || (c.family === 6) !== v6) throw invalidArgument(op, String(d.pool), `IPv${v6 ? 6 : 4}Data Pool ${JSON.stringify(d.pool)} is not an IPv${v6 ? 6 : 4} CIDR`);
+      if (!c || (c.family === 6) !== v6)
+        throw invalidArgument(
+          op,
+          String(d.pool),
+          `IPv${v6 ? 6 : 4}Data Pool ${JSON.stringify(d.pool)} is not an IPv${v6 ? 6 : 4} CIDR`,
+        );
       if (d.gateway !== undefined && d.gateway !== '') {
         const g = ipToBig(plain(d.gateway)!);
-        if (!g || !contains(c, g.family, g.value)) throw invalidArgument(op, d.gateway, `Gateway ${d.gateway} is not inside pool ${d.pool}`);
+        if (!g || !contains(c, g.family, g.value))
+          throw invalidArgument(op, d.gateway, `Gateway ${d.gateway} is not inside pool ${d.pool}`);
       }
       const prefix = d.pool.split('/')[1];
-      const gateway = d.gateway ? (d.gateway.includes('/') ? d.gateway : `${d.gateway}/${prefix}`) : undefined;
+      const gateway = d.gateway
+        ? d.gateway.includes('/')
+          ? d.gateway
+          : `${d.gateway}/${prefix}`
+        : undefined;
       const aux: Record<string, string> = {};
       for (const [k, v] of Object.entries(d.auxAddresses ?? {})) aux[k] = plain(v)!;
       return { poolId: '', pool: d.pool, gateway, gatewayAllocated: false, auxAddresses: aux, v6 };
@@ -132,11 +181,15 @@ export class EngineObjects {
 
   async createNetwork(driverName: string, req: EngineNetworkRequest): Promise<NetworkRecord> {
     const op = 'plugin create network';
-    if (typeof req.id !== 'string' || !ID_RE.test(req.id)) throw invalidArgument(op, String(req.id), 'NetworkID is missing or not an id (letters, digits, _ . -)');
+    if (typeof req.id !== 'string' || !ID_RE.test(req.id))
+      throw invalidArgument(op, String(req.id), 'NetworkID is missing or not an id (letters, digits, _ . -)');
     const driver = this.driver(driverName, op);
     return this.d.locks.lock([`enet:${req.id}`], async () => {
       if (this.d.store.get<NetworkRecord>(KIND.engineNetwork, req.id)) {
-        throw new CnmdError('ALREADY_EXISTS', `${op}: network ${req.id} already exists`, { op, object: req.id });
+        throw new CnmdError('ALREADY_EXISTS', `${op}: network ${req.id} already exists`, {
+          op,
+          object: req.id,
+        });
       }
       const rec: NetworkRecord = {
         id: req.id,
@@ -158,7 +211,12 @@ export class EngineObjects {
         owner: 'engine',
         state: 'creating',
       };
-      if (!rec.pools.some((p) => !p.v6)) throw invalidArgument(op, req.id, 'IPv4Data is empty: the network needs an IPv4 pool (the engine sends one from its IPAM driver)');
+      if (!rec.pools.some((p) => !p.v6))
+        throw invalidArgument(
+          op,
+          req.id,
+          'IPv4Data is empty: the network needs an IPv4 pool (the engine sends one from its IPAM driver)',
+        );
       this.d.store.put(KIND.engineNetwork, rec.id, rec);
       try {
         await driver.createNetwork(EngineObjects.spec(rec));
@@ -168,7 +226,10 @@ export class EngineObjects {
       }
       rec.state = 'ready';
       this.d.store.put(KIND.engineNetwork, rec.id, rec);
-      this.d.log.info({ network: rec.id, driver: driverName, pools: rec.pools.map((p) => p.pool), owner: 'engine' }, 'network created');
+      this.d.log.info(
+        { network: rec.id, driver: driverName, pools: rec.pools.map((p) => p.pool), owner: 'engine' },
+        'network created',
+      );
       return rec;
     });
   }
@@ -179,7 +240,12 @@ export class EngineObjects {
     await this.d.locks.lock([`enet:${n0.id}`], async () => {
       const n = this.network(op, n0.id);
       const eps = this.d.store.list<EndpointRecord>(KIND.engineEndpoint).filter((e) => e.networkId === n.id);
-      if (eps.length) throw new CnmdError('CONFLICT', `${op}: network ${n.id} still has ${eps.length} endpoint(s); delete them first`, { op, object: n.id });
+      if (eps.length)
+        throw new CnmdError(
+          'CONFLICT',
+          `${op}: network ${n.id} still has ${eps.length} endpoint(s); delete them first`,
+          { op, object: n.id },
+        );
       n.state = 'deleting';
       this.d.store.put(KIND.engineNetwork, n.id, n);
       await this.d.drivers.get(n.driver)?.deleteNetwork(n.id);
@@ -193,24 +259,46 @@ export class EngineObjects {
   private checkAddress(op: string, n: NetworkRecord, cidr: string | undefined, v6: boolean): void {
     if (cidr === undefined || cidr === '') return;
     const a = ipToBig(plain(cidr)!);
-    if (!a || !/\/\d+$/.test(cidr) || (a.family === 6) !== v6) throw invalidArgument(op, cidr, `Interface.${v6 ? 'AddressIPv6' : 'Address'} ${JSON.stringify(cidr)} is not an IPv${v6 ? 6 : 4} address with a prefix (like 10.1.0.2/24)`);
+    if (!a || !/\/\d+$/.test(cidr) || (a.family === 6) !== v6)
+      throw invalidArgument(
+        op,
+        cidr,
+        `Interface.${v6 ? 'AddressIPv6' : 'Address'} ${JSON.stringify(cidr)} is not an IPv${v6 ? 6 : 4} address with a prefix (like 10.1.0.2/24)`,
+      );
     if (!n.pools.some((p) => p.v6 === v6 && contains(parseCidr(p.pool)!, a.family, a.value))) {
-      throw invalidArgument(op, cidr, `address ${cidr} is not in any pool of network ${n.id} (${n.pools.map((p) => p.pool).join(', ')})`);
+      throw invalidArgument(
+        op,
+        cidr,
+        `address ${cidr} is not in any pool of network ${n.id} (${n.pools.map((p) => p.pool).join(', ')})`,
+      );
     }
   }
 
   /** Returns the MAC the driver chose when the engine gave none (the reply may only fill empty fields). */
-  async createEndpoint(networkId: unknown, endpointId: unknown, iface: EngineInterface): Promise<{ mac?: string }> {
+  async createEndpoint(
+    networkId: unknown,
+    endpointId: unknown,
+    iface: EngineInterface,
+  ): Promise<{ mac?: string }> {
     const op = 'plugin create endpoint';
     const n = this.network(op, networkId);
-    if (typeof endpointId !== 'string' || !ID_RE.test(endpointId)) throw invalidArgument(op, String(endpointId), 'EndpointID is missing or not an id');
+    if (typeof endpointId !== 'string' || !ID_RE.test(endpointId))
+      throw invalidArgument(op, String(endpointId), 'EndpointID is missing or not an id');
     this.checkAddress(op, n, iface.address, false);
     this.checkAddress(op, n, iface.addressIPv6, true);
-    if (iface.mac && !MAC_RE.test(iface.mac)) throw invalidArgument(op, iface.mac, `Interface.MacAddress ${JSON.stringify(iface.mac)} is not a MAC address (like 02:42:0a:01:00:02)`);
+    if (iface.mac && !MAC_RE.test(iface.mac))
+      throw invalidArgument(
+        op,
+        iface.mac,
+        `Interface.MacAddress ${JSON.stringify(iface.mac)} is not a MAC address (like 02:42:0a:01:00:02)`,
+      );
     const driver = this.driver(n.driver, op);
     return this.d.locks.lock([`enet:${n.id}`, `eep:${endpointId}`], async () => {
       if (this.d.store.get<EndpointRecord>(KIND.engineEndpoint, endpointId)) {
-        throw new CnmdError('ALREADY_EXISTS', `${op}: endpoint ${endpointId} already exists`, { op, object: endpointId });
+        throw new CnmdError('ALREADY_EXISTS', `${op}: endpoint ${endpointId} already exists`, {
+          op,
+          object: endpointId,
+        });
       }
       const ep: EndpointRecord = {
         id: endpointId,
@@ -257,16 +345,38 @@ export class EngineObjects {
     });
   }
 
-  async join(networkId: unknown, endpointId: unknown, sandboxKey: unknown): Promise<JoinInfo & { srcName: string }> {
+  async join(
+    networkId: unknown,
+    endpointId: unknown,
+    sandboxKey: unknown,
+  ): Promise<JoinInfo & { srcName: string }> {
     const op = 'plugin join';
-    if (typeof sandboxKey !== 'string' || !sandboxKey.startsWith('/')) throw invalidArgument(op, String(sandboxKey), 'SandboxKey is missing: give the path of the sandbox network namespace');
+    if (typeof sandboxKey !== 'string' || !sandboxKey.startsWith('/'))
+      throw invalidArgument(
+        op,
+        String(sandboxKey),
+        'SandboxKey is missing: give the path of the sandbox network namespace',
+      );
     return this.withEndpoint(op, networkId, endpointId, async (n, ep) => {
-      if (ep.sandboxKey) throw new CnmdError('CONFLICT', `${op}: endpoint ${ep.id} is already joined to sandbox ${ep.sandboxKey}; leave it first`, { op, object: ep.id });
+      if (ep.sandboxKey)
+        throw new CnmdError(
+          'CONFLICT',
+          `${op}: endpoint ${ep.id} is already joined to sandbox ${ep.sandboxKey}; leave it first`,
+          { op, object: ep.id },
+        );
       const driver = this.driver(n.driver, op);
-      const info = await driver.join(n.id, ep.id, { id: '', key: sandboxKey, ifname: engineSrcName(ep.id) }, {});
+      const info = await driver.join(
+        n.id,
+        ep.id,
+        { id: '', key: sandboxKey, ifname: engineSrcName(ep.id) },
+        {},
+      );
       if (!info.srcName) {
         await driver.leave(n.id, ep.id).catch(() => undefined);
-        throw new CnmdError('INTERNAL', `${op}: driver ${n.driver} cannot hand an interface to the engine`, { op, object: ep.id });
+        throw new CnmdError('INTERNAL', `${op}: driver ${n.driver} cannot hand an interface to the engine`, {
+          op,
+          object: ep.id,
+        });
       }
       ep.sandboxKey = sandboxKey;
       this.d.store.put(KIND.engineEndpoint, ep.id, ep);
@@ -283,7 +393,11 @@ export class EngineObjects {
     });
   }
 
-  async programExternalConnectivity(networkId: unknown, endpointId: unknown, bindings: PortBinding[]): Promise<void> {
+  async programExternalConnectivity(
+    networkId: unknown,
+    endpointId: unknown,
+    bindings: PortBinding[],
+  ): Promise<void> {
     const op = 'plugin program external connectivity';
     await this.withEndpoint(op, networkId, endpointId, async (n, ep) => {
       const driver = this.driver(n.driver, op);
@@ -310,7 +424,12 @@ export class EngineObjects {
    * The endpoint's network and record for an operation: looked up at once (a
    * clear error without waiting), then read again under the endpoint's locks.
    */
-  private async withEndpoint<T>(op: string, networkId: unknown, endpointId: unknown, fn: (n: NetworkRecord, ep: EndpointRecord) => Promise<T>): Promise<T> {
+  private async withEndpoint<T>(
+    op: string,
+    networkId: unknown,
+    endpointId: unknown,
+    fn: (n: NetworkRecord, ep: EndpointRecord) => Promise<T>,
+  ): Promise<T> {
     const n = this.network(op, networkId);
     const id = this.endpoint(op, n.id, endpointId).id;
     return this.d.locks.lock([`enet:${n.id}`, `eep:${id}`], () => fn(n, this.endpoint(op, n.id, id)));
@@ -326,14 +445,21 @@ export class EngineObjects {
 
   private ipam(): Ipam {
     const i = this.d.ipams.get('default');
-    if (!i) throw new CnmdError('INTERNAL', 'cnmd-ipam: the default IPAM is not loaded', { op: 'plugin ipam' });
+    if (!i)
+      throw new CnmdError('INTERNAL', 'cnmd-ipam: the default IPAM is not loaded', { op: 'plugin ipam' });
     return i;
   }
 
   private lease(op: string, poolId: unknown): IpamLeaseRecord {
-    if (typeof poolId !== 'string' || poolId === '') throw invalidArgument(op, String(poolId), 'PoolID is missing: give the PoolID RequestPool returned');
+    if (typeof poolId !== 'string' || poolId === '')
+      throw invalidArgument(op, String(poolId), 'PoolID is missing: give the PoolID RequestPool returned');
     const l = this.d.store.get<IpamLeaseRecord>(KIND.ipamLease, poolId);
-    if (!l) throw new CnmdError('NOT_FOUND', `${op}: pool ${poolId} is not held through cnmd-ipam (released, or never requested)`, { op, object: poolId });
+    if (!l)
+      throw new CnmdError(
+        'NOT_FOUND',
+        `${op}: pool ${poolId} is not held through cnmd-ipam (released, or never requested)`,
+        { op, object: poolId },
+      );
     return l;
   }
 
@@ -341,9 +467,24 @@ export class EngineObjects {
     return this.d.store.list<IpamLeaseRecord>(KIND.ipamLease);
   }
 
-  async requestPool(req: { pool?: string; subPool?: string; v6?: boolean; options?: Record<string, string> }): Promise<{ poolId: string; pool: string }> {
-    const info = await this.ipam().requestPool({ pool: req.pool || undefined, subPool: req.subPool || undefined, v6: !!req.v6, options: req.options ?? {} });
-    this.d.store.put<IpamLeaseRecord>(KIND.ipamLease, info.poolId, { poolId: info.poolId, pool: info.pool, v6: !!req.v6, addresses: [] });
+  async requestPool(req: {
+    pool?: string;
+    subPool?: string;
+    v6?: boolean;
+    options?: Record<string, string>;
+  }): Promise<{ poolId: string; pool: string }> {
+    const info = await this.ipam().requestPool({
+      pool: req.pool || undefined,
+      subPool: req.subPool || undefined,
+      v6: !!req.v6,
+      options: req.options ?? {},
+    });
+    this.d.store.put<IpamLeaseRecord>(KIND.ipamLease, info.poolId, {
+      poolId: info.poolId,
+      pool: info.pool,
+      v6: !!req.v6,
+      addresses: [],
+    });
     this.d.log.info({ pool: info.pool, poolId: info.poolId, owner: 'engine' }, 'ipam pool leased');
     return { poolId: info.poolId, pool: info.pool };
   }
@@ -353,13 +494,20 @@ export class EngineObjects {
     const l0 = this.lease(op, poolId);
     await this.d.locks.lock([`lease:${l0.poolId}`], async () => {
       const l = this.lease(op, l0.poolId);
-      for (const ip of l.addresses) await this.ipam().releaseAddress(l.poolId, ip).catch(() => undefined);
+      for (const ip of l.addresses)
+        await this.ipam()
+          .releaseAddress(l.poolId, ip)
+          .catch(() => undefined);
       await this.ipam().releasePool(l.poolId);
       this.d.store.delete(KIND.ipamLease, l.poolId);
     });
   }
 
-  async requestAddress(poolId: unknown, address: string | undefined, opts: { gateway?: boolean; serial?: boolean }): Promise<string> {
+  async requestAddress(
+    poolId: unknown,
+    address: string | undefined,
+    opts: { gateway?: boolean; serial?: boolean },
+  ): Promise<string> {
     const op = 'plugin request address';
     const l0 = this.lease(op, poolId);
     return this.d.locks.lock([`lease:${l0.poolId}`], async () => {
@@ -374,11 +522,16 @@ export class EngineObjects {
   async releaseAddress(poolId: unknown, address: unknown): Promise<void> {
     const op = 'plugin release address';
     const l0 = this.lease(op, poolId);
-    if (typeof address !== 'string' || !ipToBig(plain(address)!)) throw invalidArgument(op, String(address), 'Address is missing or not an IP address');
+    if (typeof address !== 'string' || !ipToBig(plain(address)!))
+      throw invalidArgument(op, String(address), 'Address is missing or not an IP address');
     await this.d.locks.lock([`lease:${l0.poolId}`], async () => {
       const l = this.lease(op, l0.poolId);
       const ip = plain(address)!;
-      if (!l.addresses.includes(ip)) throw new CnmdError('NOT_FOUND', `${op}: address ${ip} is not allocated in pool ${l.pool}`, { op, object: ip });
+      if (!l.addresses.includes(ip))
+        throw new CnmdError('NOT_FOUND', `${op}: address ${ip} is not allocated in pool ${l.pool}`, {
+          op,
+          object: ip,
+        });
       await this.ipam().releaseAddress(l.poolId, ip);
       l.addresses = l.addresses.filter((a) => a !== ip);
       this.d.store.put(KIND.ipamLease, l.poolId, l);
@@ -392,18 +545,28 @@ export class EngineObjects {
     const store = this.d.store;
     for (const ep of store.list<EndpointRecord>(KIND.engineEndpoint).filter((e) => e.state !== 'ready')) {
       // The engine saw the call fail (the connection dropped): it holds nothing for it; the veth, if any, is swept by alias.
-      this.d.log.warn({ endpoint: ep.id, state: ep.state, owner: 'engine' }, 'recovering interrupted engine endpoint operation: removing it');
+      this.d.log.warn(
+        { endpoint: ep.id, state: ep.state, owner: 'engine' },
+        'recovering interrupted engine endpoint operation: removing it',
+      );
       store.delete(KIND.engineEndpoint, ep.id);
     }
     const nets = new Set(store.list<NetworkRecord>(KIND.engineNetwork).map((n) => n.id));
     for (const n of store.list<NetworkRecord>(KIND.engineNetwork).filter((x) => x.state !== 'ready')) {
-      this.d.log.warn({ network: n.id, state: n.state, owner: 'engine' }, 'recovering interrupted engine network operation: removing it');
+      this.d.log.warn(
+        { network: n.id, state: n.state, owner: 'engine' },
+        'recovering interrupted engine network operation: removing it',
+      );
       const driver = this.d.drivers.get(n.driver);
-      if (driver?.cleanupNetwork) await driver.cleanupNetwork(EngineObjects.spec(n)).catch((e) => this.d.log.error({ err: e, network: n.id }, 'network cleanup failed'));
+      if (driver?.cleanupNetwork)
+        await driver
+          .cleanupNetwork(EngineObjects.spec(n))
+          .catch((e) => this.d.log.error({ err: e, network: n.id }, 'network cleanup failed'));
       store.delete(KIND.engineNetwork, n.id);
       nets.delete(n.id);
     }
-    for (const ep of store.list<EndpointRecord>(KIND.engineEndpoint)) if (!nets.has(ep.networkId)) store.delete(KIND.engineEndpoint, ep.id);
+    for (const ep of store.list<EndpointRecord>(KIND.engineEndpoint))
+      if (!nets.has(ep.networkId)) store.delete(KIND.engineEndpoint, ep.id);
   }
 
   /** IPAM references the engine holds, for the start-up sweep. */

@@ -114,7 +114,8 @@ export class SandboxFiles {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') return this.write(id, files);
       fs.mkdirSync(d, { recursive: true, mode: 0o755 });
     }
-    for (const [name, content] of contents(files)) fs.writeFileSync(path.join(d, name), content, { mode: 0o644, flag: 'wx' });
+    for (const [name, content] of contents(files))
+      fs.writeFileSync(path.join(d, name), content, { mode: 0o644, flag: 'wx' });
   }
 
   writeHosts(id: string, hosts: string): void {

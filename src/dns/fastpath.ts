@@ -37,7 +37,8 @@ const PTR_TO_QUESTION = 0xc00c;
 
 /** Bytes a label may hold on the fast path: letters, digits, '-' and '_' (others go the general way). */
 const NAME_BYTE = new Uint8Array(256);
-for (const c of 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_') NAME_BYTE[c.charCodeAt(0)] = 1;
+for (const c of 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_')
+  NAME_BYTE[c.charCodeAt(0)] = 1;
 
 export interface Question {
   /** Offset just past QTYPE and QCLASS. */
@@ -77,7 +78,8 @@ function nameEnd(msg: Buffer, off: number): number {
 export function parseQuery(msg: Buffer): Question | undefined {
   if (msg.length < HEADER + 6) return undefined;
   if ((msg[2] & 0xfa) !== 0) return undefined;
-  if (msg[4] !== 0 || msg[5] !== 1 || (msg[6] | msg[7] | msg[8] | msg[9] | msg[10]) !== 0 || msg[11] > 1) return undefined;
+  if (msg[4] !== 0 || msg[5] !== 1 || (msg[6] | msg[7] | msg[8] | msg[9] | msg[10]) !== 0 || msg[11] > 1)
+    return undefined;
   const ne = nameEnd(msg, HEADER);
   if (ne < 0 || ne + 4 > msg.length) return undefined;
   const qtype = (msg[ne] << 8) | msg[ne + 1];
@@ -115,7 +117,8 @@ function parseOpt(msg: Buffer, off: number): { udpSize: number; dnssecOk: boolea
 /** "\x04beta\x05front\x00..." -> "beta.front". */
 function dotted(key: string): string {
   const labels: string[] = [];
-  for (let i = 0; key.charCodeAt(i) !== 0; i += key.charCodeAt(i) + 1) labels.push(key.slice(i + 1, i + 1 + key.charCodeAt(i)));
+  for (let i = 0; key.charCodeAt(i) !== 0; i += key.charCodeAt(i) + 1)
+    labels.push(key.slice(i + 1, i + 1 + key.charCodeAt(i)));
   return labels.join('.');
 }
 

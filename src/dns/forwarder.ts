@@ -147,7 +147,8 @@ export class Forwarder {
       });
       c.on('data', (d) => {
         buf = Buffer.concat([buf, d]);
-        if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) finish(buf.subarray(2, 2 + buf.readUInt16BE(0)));
+        if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0))
+          finish(buf.subarray(2, 2 + buf.readUInt16BE(0)));
       });
       c.on('error', (e) => finish(undefined, e));
       c.on('close', () => finish(undefined));

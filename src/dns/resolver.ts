@@ -11,7 +11,16 @@ import * as dgram from 'node:dgram';
 import * as dns from 'node:dns';
 import * as net from 'node:net';
 import * as packet from 'dns-packet';
-import { native, AF_INET, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET, SO_REUSEADDR, SocketSpec } from '../../native';
+import {
+  native,
+  AF_INET,
+  SOCK_DGRAM,
+  SOCK_NONBLOCK,
+  SOCK_STREAM,
+  SOL_SOCKET,
+  SO_REUSEADDR,
+  SocketSpec,
+} from '../../native';
 import { CnmdError } from '../errors';
 import type { Logger } from '../log';
 import { EDNS_UDP_SIZE, FastPath, TTL, UDP_MAX } from './fastpath';
@@ -46,7 +55,12 @@ function formErr(msg: Buffer): Buffer | undefined {
 }
 
 function servfail(q: packet.Packet): Buffer {
-  return packet.encode({ id: q.id, type: 'response', flags: packet.RECURSION_DESIRED | packet.RECURSION_AVAILABLE | RCODE.SERVFAIL, questions: q.questions });
+  return packet.encode({
+    id: q.id,
+    type: 'response',
+    flags: packet.RECURSION_DESIRED | packet.RECURSION_AVAILABLE | RCODE.SERVFAIL,
+    questions: q.questions,
+  });
 }
 
 function queryOpt(q: packet.Packet): packet.OptAnswer | undefined {
@@ -63,7 +77,18 @@ function replyOpt(q: packet.Packet): packet.Answer[] {
   const opt = queryOpt(q);
   if (!opt) return [];
   const flags = (opt.flags ?? 0) & 0x8000;
-  return [{ type: 'OPT', name: '.', udpPayloadSize: EDNS_UDP_SIZE, extendedRcode: 0, ednsVersion: 0, flags, flag_do: flags !== 0, options: [] }];
+  return [
+    {
+      type: 'OPT',
+      name: '.',
+      udpPayloadSize: EDNS_UDP_SIZE,
+      extendedRcode: 0,
+      ednsVersion: 0,
+      flags,
+      flag_do: flags !== 0,
+      options: [],
+    },
+  ];
 }
 
 /**
@@ -140,7 +165,11 @@ export class SandboxResolver {
       }
     } catch (e) {
       for (const fd of fds) native.close(fd);
-      throw new CnmdError('KERNEL_ERROR', `dns: cannot open ${RESOLVER_IP}:53 in ${nsPath}: ${(e as Error).message}`, { op: 'dns start', object: ctx.sandboxId, cause: e });
+      throw new CnmdError(
+        'KERNEL_ERROR',
+        `dns: cannot open ${RESOLVER_IP}:53 in ${nsPath}: ${(e as Error).message}`,
+        { op: 'dns start', object: ctx.sandboxId, cause: e },
+      );
     }
     const r = SandboxResolver.adopt(ctx, fds);
     await r.serve();
@@ -273,7 +302,10 @@ export class SandboxResolver {
     const base = {
       id: q.id,
       type: 'response' as const,
-      flags: packet.AUTHORITATIVE_ANSWER | packet.RECURSION_AVAILABLE | ((q.flags ?? 0) & packet.RECURSION_DESIRED),
+      flags:
+        packet.AUTHORITATIVE_ANSWER |
+        packet.RECURSION_AVAILABLE |
+        ((q.flags ?? 0) & packet.RECURSION_DESIRED),
       questions: [question],
     };
     if (question.class !== 'IN') return undefined;
@@ -284,7 +316,12 @@ export class SandboxResolver {
         const found = lookup(this.ctx.records, this.ctx.sandboxId, name, question.type === 'A' ? 4 : 6);
         if (!found.exists) return undefined;
         // AAAA of an IPv4-only name: an empty answer, not a forward (as Docker).
-        return { ...base, answers: found.addresses.map((data) => ({ name, type: question.type, class: 'IN', ttl: TTL, data }) as packet.Answer) };
+        return {
+          ...base,
+          answers: found.addresses.map(
+            (data) => ({ name, type: question.type, class: 'IN', ttl: TTL, data }) as packet.Answer,
+          ),
+        };
       }
       case 'PTR': {
         const ip = ptrToIp(name);

@@ -23,12 +23,21 @@ export class EmbeddedDns {
   }
 
   /** Starts the sandbox's resolver unless it runs already; `armed`: its sockets, ready (armResolverSockets), now owned here. */
-  async ensure(sandboxId: string, nsPath: string, upstreams: () => string[], armed?: number[]): Promise<void> {
+  async ensure(
+    sandboxId: string,
+    nsPath: string,
+    upstreams: () => string[],
+    armed?: number[],
+  ): Promise<void> {
     if (this.running.has(sandboxId)) {
       if (armed) closeFds(armed);
       return;
     }
-    const r = await SandboxResolver.start(nsPath, { sandboxId, records: this.records, forwarder: this.forwarder, upstreams, log: this.log }, armed);
+    const r = await SandboxResolver.start(
+      nsPath,
+      { sandboxId, records: this.records, forwarder: this.forwarder, upstreams, log: this.log },
+      armed,
+    );
     this.running.set(sandboxId, r);
   }
 
@@ -41,7 +50,13 @@ export class EmbeddedDns {
       closeFds(armed);
       return;
     }
-    this.running.set(sandboxId, SandboxResolver.adopt({ sandboxId, records: this.records, forwarder: this.forwarder, upstreams, log: this.log }, armed));
+    this.running.set(
+      sandboxId,
+      SandboxResolver.adopt(
+        { sandboxId, records: this.records, forwarder: this.forwarder, upstreams, log: this.log },
+        armed,
+      ),
+    );
   }
 
   /** Serves an adopted resolver; a failure is logged (the sandbox is answered already) and leaves it stopped. */

@@ -7,7 +7,14 @@ import { IptablesBackend } from './iptables';
 import { BridgeNetworkSpec, LayoutOptions, baseRules, networkRules, removeNetworkRules } from './layout';
 
 function spec(n: BridgeNetworkRules): BridgeNetworkSpec {
-  return { bridge: n.bridge, subnets: { v4: n.subnetV4, v6: n.subnetV6 }, icc: n.icc, masquerade: n.masquerade, internal: n.internal, hostIPv4: n.hostIPv4 };
+  return {
+    bridge: n.bridge,
+    subnets: { v4: n.subnetV4, v6: n.subnetV6 },
+    icc: n.icc,
+    masquerade: n.masquerade,
+    internal: n.internal,
+    hostIPv4: n.hostIPv4,
+  };
 }
 
 export class IptablesBridgeFirewall implements BridgeFirewall {
@@ -15,7 +22,10 @@ export class IptablesBridgeFirewall implements BridgeFirewall {
   private readonly layout: LayoutOptions;
 
   /** `backend` is shared with port publishing: one model of the tables per daemon. */
-  constructor(log: Logger, opts: { netns?: string | null; backend?: FirewallBackend; userlandProxy?: boolean } = {}) {
+  constructor(
+    log: Logger,
+    opts: { netns?: string | null; backend?: FirewallBackend; userlandProxy?: boolean } = {},
+  ) {
     this.backend = opts.backend ?? new IptablesBackend({ netns: opts.netns ?? null, log });
     // Hairpin by NAT in both modes: the proxy (if any) only serves loopback.
     this.layout = { userlandProxy: opts.userlandProxy ?? true, hairpinNat: true };

@@ -111,7 +111,7 @@ function formatV6(b: number[]): string {
   for (let i = 0; i < 16; i += 2) w.push((b[i] << 8) | b[i + 1]);
   let best = -1;
   let bestLen = 0;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (w[i] !== 0) {
       i++;
       continue;
@@ -167,7 +167,10 @@ function maskToPrefix(mask: number[]): number | undefined {
  * `addr[/prefix|/mask]` as iptables-save prints it: network address with host bits
  * cleared and an explicit prefix. Undefined for anything else (host names, lists).
  */
-export function canonicalAddress(value: string, family: Family): { text: string; prefix: number } | undefined {
+export function canonicalAddress(
+  value: string,
+  family: Family,
+): { text: string; prefix: number } | undefined {
   const [addr, mask, extra] = value.split('/');
   if (extra !== undefined || addr === undefined) return undefined;
   const bytes = family === 'ipv4' ? parseV4(addr) : parseV6(addr);
@@ -224,16 +227,25 @@ const PROTO_NAMES: Record<string, string> = {
   '132': 'sctp',
   '136': 'udplite',
   icmpv6: 'ipv6-icmp',
-  'icmp6': 'ipv6-icmp',
+  icmp6: 'ipv6-icmp',
 };
 
 /** Implicit match module per protocol, and the options that load it. */
 const PROTO_MATCH: Record<string, { module: string; options: string[] }> = {
-  tcp: { module: 'tcp', options: ['--sport', '--source-port', '--dport', '--destination-port', '--tcp-flags', '--tcp-option'] },
+  tcp: {
+    module: 'tcp',
+    options: ['--sport', '--source-port', '--dport', '--destination-port', '--tcp-flags', '--tcp-option'],
+  },
   udp: { module: 'udp', options: ['--sport', '--source-port', '--dport', '--destination-port'] },
   udplite: { module: 'udplite', options: ['--sport', '--source-port', '--dport', '--destination-port'] },
-  sctp: { module: 'sctp', options: ['--sport', '--source-port', '--dport', '--destination-port', '--chunk-types'] },
-  dccp: { module: 'dccp', options: ['--sport', '--source-port', '--dport', '--destination-port', '--dccp-types', '--dccp-option'] },
+  sctp: {
+    module: 'sctp',
+    options: ['--sport', '--source-port', '--dport', '--destination-port', '--chunk-types'],
+  },
+  dccp: {
+    module: 'dccp',
+    options: ['--sport', '--source-port', '--dport', '--destination-port', '--dccp-types', '--dccp-option'],
+  },
   icmp: { module: 'icmp', options: ['--icmp-type'] },
   'ipv6-icmp': { module: 'icmp6', options: ['--icmpv6-type'] },
 };
@@ -298,7 +310,12 @@ export function canonicalRule(rule: string, family: Family): string {
     const b = base[key];
     if (!b || b.value === undefined) continue;
     const a = canonicalAddress(b.value, family);
-    if (!a) throw invalidArgument(op, rule, `-${key} ${b.value}: one ${family === 'ipv4' ? 'IPv4' : 'IPv6'} address or network per rule`);
+    if (!a)
+      throw invalidArgument(
+        op,
+        rule,
+        `-${key} ${b.value}: one ${family === 'ipv4' ? 'IPv4' : 'IPv6'} address or network per rule`,
+      );
     if (a.prefix === 0 && !b.neg) delete base[key];
     else b.value = a.text;
   }
@@ -341,6 +358,8 @@ export function canonicalRule(rule: string, family: Family): string {
 /** The chain a rule jumps or goes to (`-j X` / `-g X`), if any. */
 export function ruleTarget(rule: string): string | undefined {
   const toks = rule.split(/\s+/);
-  for (let k = 0; k < toks.length - 1; k++) if (toks[k] === '-j' || toks[k] === '-g' || toks[k] === '--jump' || toks[k] === '--goto') return toks[k + 1];
+  for (let k = 0; k < toks.length - 1; k++)
+    if (toks[k] === '-j' || toks[k] === '-g' || toks[k] === '--jump' || toks[k] === '--goto')
+      return toks[k + 1];
   return undefined;
 }

@@ -34,7 +34,8 @@ export function defaultExec(timeoutMs = 60_000): Exec {
 }
 
 const SIGNAL_NAMES = new Map<number, NodeJS.Signals>();
-for (const [k, v] of Object.entries(os.constants.signals)) if (!SIGNAL_NAMES.has(v)) SIGNAL_NAMES.set(v, k as NodeJS.Signals);
+for (const [k, v] of Object.entries(os.constants.signals))
+  if (!SIGNAL_NAMES.has(v)) SIGNAL_NAMES.set(v, k as NodeJS.Signals);
 
 /** A process started with native.spawnPiped (see there for why not child_process). */
 interface Started {
@@ -52,7 +53,15 @@ interface Started {
 }
 
 function start(file: string, args: string[]): Started {
-  const p: Started = { ready: Promise.resolve(), pipes: [], stdout: '', stderr: '', closed: Promise.resolve(), code: null, signal: null };
+  const p: Started = {
+    ready: Promise.resolve(),
+    pipes: [],
+    stdout: '',
+    stderr: '',
+    closed: Promise.resolve(),
+    code: null,
+    signal: null,
+  };
   let spawned!: () => void;
   const running = new Promise<void>((resolve) => (spawned = resolve));
   p.ready = native.spawnPiped(file, [file, ...args]).then(([pid, inFd, outFd, errFd]) => {
@@ -150,7 +159,11 @@ export class SpareProcesses {
   /** Ends every spare (EOF on its stdin: it exits having done nothing, and is reaped). */
   close(): void {
     this.closed = true;
-    for (const p of this.spares.values()) void p.ready.then(() => p.stdin!.end(), () => undefined);
+    for (const p of this.spares.values())
+      void p.ready.then(
+        () => p.stdin!.end(),
+        () => undefined,
+      );
     this.spares.clear();
   }
 
@@ -200,7 +213,10 @@ export class SpareProcesses {
       p.gone = true;
       if (this.spares.get(key) !== p) return;
       this.spares.delete(key);
-      this.log?.warn({ command: line[0], code: p.code, signal: p.signal, stderr: p.stderr.slice(0, 200) }, 'spare firewall process exited while waiting');
+      this.log?.warn(
+        { command: line[0], code: p.code, signal: p.signal, stderr: p.stderr.slice(0, 200) },
+        'spare firewall process exited while waiting',
+      );
     });
   }
 }

@@ -2,5 +2,12 @@
 export * from './firewall';
 export { canonicalRule, canonicalAddress } from './canonical';
 export { IptablesBackend, defaultExec, SpareProcesses, parseSave, parseRestoreError } from './iptables';
-export type { Exec, ExecResult, IptablesBackendOptions, IptablesCommands, IptablesStats, RestoreFailure } from './iptables';
+export type {
+  Exec,
+  ExecResult,
+  IptablesBackendOptions,
+  IptablesCommands,
+  IptablesStats,
+  RestoreFailure,
+} from './iptables';
 export * from './layout';

@@ -125,7 +125,9 @@ export function parseSave(text: string): Map<Table, TableState> {
     }
   }
   // Built-in chains are always there even when a table was never used.
-  for (const [name, t] of out) for (const c of BUILTIN_CHAINS[name]) if (!t.has(c)) t.set(c, { builtin: true, policy: 'ACCEPT', rules: [] });
+  for (const [name, t] of out)
+    for (const c of BUILTIN_CHAINS[name])
+      if (!t.has(c)) t.set(c, { builtin: true, policy: 'ACCEPT', rules: [] });
   return out;
 }
 
@@ -156,7 +158,13 @@ const OP = 'firewall apply';
 function refusal(code: ErrorCode, family: Family, table: Table, op: RuleOp, message: string): CnmdError {
   const rule = 'rule' in op ? ` ${op.rule}` : '';
   const object = `${family} -t ${table} ${op.chain}${rule}`;
-  return new CnmdError(code, `${OP}: ${message} (${object})`, { op: OP, object, family, table, chain: op.chain });
+  return new CnmdError(code, `${OP}: ${message} (${object})`, {
+    op: OP,
+    object,
+    family,
+    table,
+    chain: op.chain,
+  });
 }
 
 function positionOk(p: unknown): p is number {
@@ -165,7 +173,14 @@ function positionOk(p: unknown): p is number {
 
 /** Decides every operation against `state` (which is not modified) and writes the restore input. */
 function planFamily(family: Family, ops: TableOps, state: Map<Table, TableState>): FamilyPlan {
-  const plan: FamilyPlan = { family, lines: [], origins: [], next: new Map(), touched: new Map(), changes: 0 };
+  const plan: FamilyPlan = {
+    family,
+    lines: [],
+    origins: [],
+    next: new Map(),
+    touched: new Map(),
+    changes: 0,
+  };
   for (const table of TABLES) {
     const list = ops[table];
     if (!list || list.length === 0) continue;
@@ -179,7 +194,8 @@ function planFamily(family: Family, ops: TableOps, state: Map<Table, TableState>
     };
     const chainOf = (op: RuleOp, mustExist: boolean): ChainState | undefined => {
       const c = t.get(op.chain);
-      if (!c && mustExist) throw refusal('NOT_FOUND', family, table, op, `chain ${op.chain} does not exist in table ${table}`);
+      if (!c && mustExist)
+        throw refusal('NOT_FOUND', family, table, op, `chain ${op.chain} does not exist in table ${table}`);
       return c;
     };
     for (const op of list) {
@@ -188,7 +204,8 @@ function planFamily(family: Family, ops: TableOps, state: Map<Table, TableState>
       switch (op.kind) {
         case 'ensureChain':
           if (!t.has(op.chain)) {
-            if (isBuiltinChain(table, op.chain)) throw refusal('INVALID_ARGUMENT', family, table, op, 'not a chain of this table');
+            if (isBuiltinChain(table, op.chain))
+              throw refusal('INVALID_ARGUMENT', family, table, op, 'not a chain of this table');
             t.set(op.chain, { builtin: false, rules: [] });
             emit(op.chain, `:${op.chain} - [0:0]`);
           }
@@ -202,13 +219,28 @@ function planFamily(family: Family, ops: TableOps, state: Map<Table, TableState>
           break;
         }
         case 'deleteChain': {
-          if (isBuiltinChain(table, op.chain)) throw refusal('INVALID_ARGUMENT', family, table, op, `built-in chain ${op.chain} cannot be deleted`);
+          if (isBuiltinChain(table, op.chain))
+            throw refusal(
+              'INVALID_ARGUMENT',
+              family,
+              table,
+              op,
+              `built-in chain ${op.chain} cannot be deleted`,
+            );
           const c = chainOf(op, !op.ifExists);
           if (!c) break;
-          if (c.rules.length > 0) throw refusal('CONFLICT', family, table, op, `chain ${op.chain} is not empty (flush it first)`);
+          if (c.rules.length > 0)
+            throw refusal('CONFLICT', family, table, op, `chain ${op.chain} is not empty (flush it first)`);
           for (const [name, other] of t) {
             const ref = other.rules.find((r) => ruleTarget(r.key) === op.chain);
-            if (ref) throw refusal('CONFLICT', family, table, op, `chain ${op.chain} is still referenced by "-A ${name} ${ref.text}"`);
+            if (ref)
+              throw refusal(
+                'CONFLICT',
+                family,
+                table,
+                op,
+                `chain ${op.chain} is still referenced by "-A ${name} ${ref.text}"`,
+              );
           }
           t.delete(op.chain);
           emit(op.chain, `-X ${op.chain}`);
@@ -225,14 +257,19 @@ function planFamily(family: Family, ops: TableOps, state: Map<Table, TableState>
           try {
             key = canonicalRule(text, family);
           } catch (e) {
-            if (e instanceof CnmdError) throw refusal('INVALID_ARGUMENT', family, table, op, e.message.replace(/^firewall rule: /, ''));
+            if (e instanceof CnmdError)
+              throw refusal('INVALID_ARGUMENT', family, table, op, e.message.replace(/^firewall rule: /, ''));
             throw e;
           }
           const target = ruleTarget(key);
           if (op.kind === 'deleteIfPresent') {
             const c = chainOf(op, false);
             if (!c) break;
-            for (let i = c.rules.findIndex((r) => r.key === key); i >= 0; i = c.rules.findIndex((r) => r.key === key)) {
+            for (
+              let i = c.rules.findIndex((r) => r.key === key);
+              i >= 0;
+              i = c.rules.findIndex((r) => r.key === key)
+            ) {
               c.rules.splice(i, 1);
               emit(op.chain, `-D ${op.chain} ${text}`, text);
             }
@@ -240,7 +277,13 @@ function planFamily(family: Family, ops: TableOps, state: Map<Table, TableState>
           }
           const c = chainOf(op, true)!;
           if (op.kind !== 'delete' && target && !t.has(target) && looksLikeChain(target)) {
-            throw refusal('NOT_FOUND', family, table, op, `jump target chain ${target} does not exist in table ${table}`);
+            throw refusal(
+              'NOT_FOUND',
+              family,
+              table,
+              op,
+              `jump target chain ${target} does not exist in table ${table}`,
+            );
           }
           const entry: RuleEntry = { key, text };
           if (op.kind === 'append') {
@@ -248,7 +291,13 @@ function planFamily(family: Family, ops: TableOps, state: Map<Table, TableState>
             emit(op.chain, `-A ${op.chain} ${text}`, text);
           } else if (op.kind === 'insert') {
             if (!positionOk(op.position) || op.position > c.rules.length + 1) {
-              throw refusal('INVALID_ARGUMENT', family, table, op, `position ${op.position} is outside 1..${c.rules.length + 1}`);
+              throw refusal(
+                'INVALID_ARGUMENT',
+                family,
+                table,
+                op,
+                `position ${op.position} is outside 1..${c.rules.length + 1}`,
+              );
             }
             c.rules.splice(op.position - 1, 0, entry);
             emit(op.chain, `-I ${op.chain} ${op.position} ${text}`, text);
@@ -260,10 +309,16 @@ function planFamily(family: Family, ops: TableOps, state: Map<Table, TableState>
           } else {
             // ensureRule
             if (op.position !== undefined && !positionOk(op.position)) {
-              throw refusal('INVALID_ARGUMENT', family, table, op, `position ${op.position} is not a positive integer`);
+              throw refusal(
+                'INVALID_ARGUMENT',
+                family,
+                table,
+                op,
+                `position ${op.position} is not a positive integer`,
+              );
             }
             const copies = c.rules.filter((r) => r.key === key).length;
-            const pos = op.pinned ? op.position ?? 1 : op.position;
+            const pos = op.pinned ? (op.position ?? 1) : op.position;
             if (op.pinned) {
               const at = c.rules.findIndex((r) => r.key === key);
               if (copies === 1 && at === Math.min(pos!, c.rules.length) - 1) break;
@@ -287,7 +342,9 @@ function planFamily(family: Family, ops: TableOps, state: Map<Table, TableState>
         }
         default: {
           const never: never = op;
-          throw new CnmdError('INVALID_ARGUMENT', `${OP}: unknown operation ${JSON.stringify(never)}`, { op: OP });
+          throw new CnmdError('INVALID_ARGUMENT', `${OP}: unknown operation ${JSON.stringify(never)}`, {
+            op: OP,
+          });
         }
       }
     }
@@ -311,7 +368,45 @@ function planFamily(family: Family, ops: TableOps, state: Map<Table, TableState>
  * (CNMD-USER, my-chain) can only be a chain, and is refused before anything runs.
  * Other unknown names are left to iptables (which refuses them: "Couldn't load target").
  */
-const VERDICTS = new Set(['ACCEPT', 'DROP', 'RETURN', 'QUEUE', 'NFQUEUE', 'REJECT', 'LOG', 'NFLOG', 'MARK', 'CONNMARK', 'MASQUERADE', 'SNAT', 'DNAT', 'REDIRECT', 'NOTRACK', 'CT', 'TPROXY', 'TCPMSS', 'CHECKSUM', 'TRACE', 'TEE', 'CLASSIFY', 'DSCP', 'TOS', 'TTL', 'HL', 'SET', 'AUDIT', 'NETMAP', 'CLUSTERIP', 'SECMARK', 'CONNSECMARK', 'IDLETIMER', 'LED', 'RATEEST', 'SYNPROXY', 'HMARK']);
+const VERDICTS = new Set([
+  'ACCEPT',
+  'DROP',
+  'RETURN',
+  'QUEUE',
+  'NFQUEUE',
+  'REJECT',
+  'LOG',
+  'NFLOG',
+  'MARK',
+  'CONNMARK',
+  'MASQUERADE',
+  'SNAT',
+  'DNAT',
+  'REDIRECT',
+  'NOTRACK',
+  'CT',
+  'TPROXY',
+  'TCPMSS',
+  'CHECKSUM',
+  'TRACE',
+  'TEE',
+  'CLASSIFY',
+  'DSCP',
+  'TOS',
+  'TTL',
+  'HL',
+  'SET',
+  'AUDIT',
+  'NETMAP',
+  'CLUSTERIP',
+  'SECMARK',
+  'CONNSECMARK',
+  'IDLETIMER',
+  'LED',
+  'RATEEST',
+  'SYNPROXY',
+  'HMARK',
+]);
 function looksLikeChain(target: string): boolean {
   return !VERDICTS.has(target) && /[^A-Z0-9_]/.test(target);
 }
@@ -357,7 +452,8 @@ export function parseRestoreError(stderr: string): RestoreFailure {
     .filter((l) => l !== '' && !/^Error occurred at line/.test(l) && !/^Try `ip6?tables-restore -h'/.test(l));
   const message = parts.join('; ').replace(/^line \d+:\s*/, '') || 'failed';
   let errno: string | undefined;
-  for (const [text, name] of Object.entries(ERRNO_TEXT)) if (stderr.includes(`(${text})`) || stderr.includes(`:${text}`)) errno = name;
+  for (const [text, name] of Object.entries(ERRNO_TEXT))
+    if (stderr.includes(`(${text})`) || stderr.includes(`:${text}`)) errno = name;
   return { line, message, errno };
 }
 
@@ -413,7 +509,8 @@ export class IptablesBackend implements FirewallBackend {
 
   constructor(opts: IptablesBackendOptions = {}) {
     this.netns = opts.netns ?? null;
-    if (!opts.exec && opts.spareProcesses) this.spares = new SpareProcesses({ timeoutMs: opts.timeoutMs, log: opts.log });
+    if (!opts.exec && opts.spareProcesses)
+      this.spares = new SpareProcesses({ timeoutMs: opts.timeoutMs, log: opts.log });
     this.exec = opts.exec ?? this.spares?.exec ?? defaultExec(opts.timeoutMs);
     this.log = opts.log;
     this.verify = opts.verify ?? false;
@@ -447,10 +544,14 @@ export class IptablesBackend implements FirewallBackend {
       const t = (await this.read(family, [table])).get(table)!;
       const c = t.get(chain);
       if (!c) {
-        throw new CnmdError('NOT_FOUND', `firewall chain rules: chain ${chain} does not exist in ${family} table ${table}`, {
-          op: 'firewall chain rules',
-          object: `${family} -t ${table} ${chain}`,
-        });
+        throw new CnmdError(
+          'NOT_FOUND',
+          `firewall chain rules: chain ${chain} does not exist in ${family} table ${table}`,
+          {
+            op: 'firewall chain rules',
+            object: `${family} -t ${table} ${chain}`,
+          },
+        );
       }
       return c.rules.map((r) => r.text);
     });
@@ -483,12 +584,16 @@ export class IptablesBackend implements FirewallBackend {
       return await this.exec(file, argv, input);
     } catch (e) {
       const errno = (e as NodeJS.ErrnoException).code;
-      throw new CnmdError(errno === 'ENOENT' ? 'KERNEL_FEATURE_MISSING' : 'KERNEL_ERROR', `${op}: cannot run ${file}: ${(e as Error).message}`, {
-        op,
-        object: cmd,
-        errno,
-        cause: e,
-      });
+      throw new CnmdError(
+        errno === 'ENOENT' ? 'KERNEL_FEATURE_MISSING' : 'KERNEL_ERROR',
+        `${op}: cannot run ${file}: ${(e as Error).message}`,
+        {
+          op,
+          object: cmd,
+          errno,
+          cause: e,
+        },
+      );
     }
   }
 
@@ -499,13 +604,17 @@ export class IptablesBackend implements FirewallBackend {
     const r = await this.run(op, cmd, table ? ['-t', table] : []);
     if (r.code !== 0) {
       const msg = r.stderr.trim() || `exit ${r.code ?? r.signal}`;
-      throw new CnmdError(/No such file|cannot open/.test(msg) ? 'NOT_FOUND' : 'KERNEL_ERROR', `${op}: ${cmd} failed: ${msg}`, {
-        op,
-        object: this.netns ?? 'current netns',
-        family,
-        table,
-        stderr: r.stderr,
-      });
+      throw new CnmdError(
+        /No such file|cannot open/.test(msg) ? 'NOT_FOUND' : 'KERNEL_ERROR',
+        `${op}: ${cmd} failed: ${msg}`,
+        {
+          op,
+          object: this.netns ?? 'current netns',
+          family,
+          table,
+          stderr: r.stderr,
+        },
+      );
     }
     return r.stdout;
   }
@@ -558,7 +667,10 @@ export class IptablesBackend implements FirewallBackend {
       const r = await this.restore(plan.family, plan.lines);
       if (r.code === 0) {
         applied.push(plan);
-        this.log?.debug({ family: plan.family, lines: plan.changes, ms: Date.now() - started, netns: this.netns }, 'firewall batch applied');
+        this.log?.debug(
+          { family: plan.family, lines: plan.changes, ms: Date.now() - started, netns: this.netns },
+          'firewall batch applied',
+        );
         continue;
       }
       applied.push(plan);
@@ -586,27 +698,42 @@ export class IptablesBackend implements FirewallBackend {
       }
     }
     if (diffs.length) {
-      throw new CnmdError('INTERNAL', `${OP}: state after apply differs from the prediction (${plan.family}): ${diffs.join('; ')}`, {
-        op: OP,
-        object: plan.family,
-        diffs,
-      });
+      throw new CnmdError(
+        'INTERNAL',
+        `${OP}: state after apply differs from the prediction (${plan.family}): ${diffs.join('; ')}`,
+        {
+          op: OP,
+          object: plan.family,
+          diffs,
+        },
+      );
     }
   }
 
-  private restoreError(plan: FamilyPlan, r: ExecResult, failure: RestoreFailure, rollback: string): CnmdError {
+  private restoreError(
+    plan: FamilyPlan,
+    r: ExecResult,
+    failure: RestoreFailure,
+    rollback: string,
+  ): CnmdError {
     const origin = failure.line !== undefined ? plan.origins[failure.line - 1] : undefined;
     const lineText = failure.line !== undefined ? plan.lines[failure.line - 1] : undefined;
-    let object = origin ? `-t ${origin.table} ${origin.line}` : lineText ?? plan.family;
+    let object = origin ? `-t ${origin.table} ${origin.line}` : (lineText ?? plan.family);
     if (!origin && lineText === 'COMMIT') {
       // iptables-legacy-restore names the COMMIT line of the table whose commit the kernel refused.
-      const header = plan.lines.slice(0, failure.line! - 1).reverse().find((l) => l.startsWith('*'));
+      const header = plan.lines
+        .slice(0, failure.line! - 1)
+        .reverse()
+        .find((l) => l.startsWith('*'));
       object = `-t ${header?.slice(1) ?? '?'} COMMIT (the table's commit was refused; the rule is not named)`;
     }
     const code: ErrorCode = r.code === 2 ? 'INVALID_ARGUMENT' : 'KERNEL_ERROR';
     const where = failure.line !== undefined ? `, line ${failure.line}` : '';
     const message = `${OP}: ${this.commands[plan.family].restore} rejected "${object}" (${plan.family}${where}): ${failure.message}; ${rollback}`;
-    this.log?.warn({ family: plan.family, line: failure.line, rule: object, stderr: r.stderr, rollback }, 'firewall batch failed');
+    this.log?.warn(
+      { family: plan.family, line: failure.line, rule: object, stderr: r.stderr, rollback },
+      'firewall batch failed',
+    );
     return new CnmdError(code, message, {
       op: OP,
       object,
@@ -626,7 +753,10 @@ export class IptablesBackend implements FirewallBackend {
    * Puts every chain the failed batch touched back to its state before the batch, in each
    * family that ran a restore (tables committed before the failing line stay committed).
    */
-  private async rollback(applied: FamilyPlan[], before: Map<Family, Map<Table, TableState>>): Promise<string> {
+  private async rollback(
+    applied: FamilyPlan[],
+    before: Map<Family, Map<Table, TableState>>,
+  ): Promise<string> {
     const done: string[] = [];
     try {
       for (const plan of applied) {
@@ -642,12 +772,18 @@ export class IptablesBackend implements FirewallBackend {
     } catch (e) {
       return `rollback FAILED: ${(e as Error).message}`;
     }
-    return done.length ? `tables committed before the failure were rolled back (${done.join(', ')})` : 'nothing was changed';
+    return done.length
+      ? `tables committed before the failure were rolled back (${done.join(', ')})`
+      : 'nothing was changed';
   }
 }
 
 /** Restore input that turns the touched chains of `actual` back into `before`. */
-function rollbackLines(touched: Map<Table, Set<string>>, before: Map<Table, TableState>, actual: Map<Table, TableState>): string[] {
+function rollbackLines(
+  touched: Map<Table, Set<string>>,
+  before: Map<Table, TableState>,
+  actual: Map<Table, TableState>,
+): string[] {
   const out: string[] = [];
   for (const [table, chains] of touched) {
     const pre = before.get(table) ?? emptyTable(table);

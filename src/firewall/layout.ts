@@ -116,7 +116,14 @@ export function baseRuleList(opts: LayoutOptions = {}): LayoutRule[] {
     const loopback = family === 'ipv4' ? '127.0.0.0/8' : '::1/128';
     out.push(
       { family, table: 'nat', chain: 'PREROUTING', rule: `-m addrtype --dst-type LOCAL -j ${c.nat}` },
-      { family, table: 'nat', chain: 'OUTPUT', rule: proxy ? `-m addrtype --dst-type LOCAL ! -d ${loopback} -j ${c.nat}` : `-m addrtype --dst-type LOCAL -j ${c.nat}` },
+      {
+        family,
+        table: 'nat',
+        chain: 'OUTPUT',
+        rule: proxy
+          ? `-m addrtype --dst-type LOCAL ! -d ${loopback} -j ${c.nat}`
+          : `-m addrtype --dst-type LOCAL -j ${c.nat}`,
+      },
       { family, table: 'filter', chain: c.user, rule: '-j RETURN' },
       { family, table: 'filter', chain: c.isolation1, rule: '-j RETURN' },
       { family, table: 'filter', chain: c.isolation2, rule: '-j RETURN' },
@@ -134,7 +141,8 @@ export function baseRules(opts: LayoutOptions = {}): RuleBatch {
   for (const family of families(opts.ipv6)) {
     for (const { table, chain } of baseChains(opts)) b.in(table, family).ensureChain(chain);
   }
-  for (const r of baseRuleList(opts)) b.in(r.table, r.family).ensureRule(r.chain, r.rule, { position: r.position, pinned: r.pinned });
+  for (const r of baseRuleList(opts))
+    b.in(r.table, r.family).ensureRule(r.chain, r.rule, { position: r.position, pinned: r.pinned });
   return b.build();
 }
 
@@ -156,17 +164,25 @@ export function networkRuleList(net: BridgeNetworkSpec, opts: LayoutOptions = {}
   const c = chainNames(opts.prefix);
   const proxy = opts.userlandProxy ?? true;
   const br = net.bridge;
-  if (typeof br !== 'string' || !/^[^\s/:!"]{1,15}$/.test(br)) throw invalidArgument(op, String(br), `invalid bridge name ${JSON.stringify(br)}`);
+  if (typeof br !== 'string' || !/^[^\s/:!"]{1,15}$/.test(br))
+    throw invalidArgument(op, String(br), `invalid bridge name ${JSON.stringify(br)}`);
   const hostIPv4 = net.hostIPv4 !== undefined ? canonicalAddress(net.hostIPv4, 'ipv4') : undefined;
-  if (net.hostIPv4 !== undefined && (!hostIPv4 || hostIPv4.prefix !== 32)) throw invalidArgument(op, net.hostIPv4, 'host_ipv4 must be one IPv4 address');
+  if (net.hostIPv4 !== undefined && (!hostIPv4 || hostIPv4.prefix !== 32))
+    throw invalidArgument(op, net.hostIPv4, 'host_ipv4 must be one IPv4 address');
   const out: LayoutRule[] = [];
   for (const family of ['ipv4', 'ipv6'] as const) {
     const given = family === 'ipv4' ? net.subnets.v4 : net.subnets.v6;
     if (given === undefined) continue;
     const parsed = canonicalAddress(given, family);
-    if (!parsed) throw invalidArgument(op, given, `invalid ${family === 'ipv4' ? 'IPv4' : 'IPv6'} subnet ${JSON.stringify(given)}`);
+    if (!parsed)
+      throw invalidArgument(
+        op,
+        given,
+        `invalid ${family === 'ipv4' ? 'IPv4' : 'IPv6'} subnet ${JSON.stringify(given)}`,
+      );
     const subnet = parsed.text;
-    const add = (table: Table, chain: string, rule: string, position?: number) => out.push({ family, table, chain, rule, position });
+    const add = (table: Table, chain: string, rule: string, position?: number) =>
+      out.push({ family, table, chain, rule, position });
     const icc = `-i ${br} -o ${br} -j ${net.icc ? 'ACCEPT' : 'DROP'}`;
     if (net.internal) {
       add('filter', c.isolation1, `-i ${br} ! -d ${subnet} -j DROP`, 1);
@@ -175,7 +191,10 @@ export function networkRuleList(net: BridgeNetworkSpec, opts: LayoutOptions = {}
       continue;
     }
     if (net.masquerade) {
-      const snat = family === 'ipv4' && hostIPv4 ? `SNAT --to-source ${hostIPv4.text.replace(/\/32$/, '')}` : 'MASQUERADE';
+      const snat =
+        family === 'ipv4' && hostIPv4
+          ? `SNAT --to-source ${hostIPv4.text.replace(/\/32$/, '')}`
+          : 'MASQUERADE';
       add('nat', 'POSTROUTING', `-s ${subnet} ! -o ${br} -j ${snat}`, 1);
       if (proxy && !opts.hairpinNat) add('nat', c.nat, `-i ${br} -j RETURN`, 1);
     }
@@ -193,14 +212,16 @@ export function networkRuleList(net: BridgeNetworkSpec, opts: LayoutOptions = {}
 /** Ensures one bridge network's rules (base rules must be in place). Idempotent. */
 export function networkRules(net: BridgeNetworkSpec, opts: LayoutOptions = {}): RuleBatch {
   const b = new BatchBuilder();
-  for (const r of networkRuleList(net, opts)) b.in(r.table, r.family).ensureRule(r.chain, r.rule, { position: r.position });
+  for (const r of networkRuleList(net, opts))
+    b.in(r.table, r.family).ensureRule(r.chain, r.rule, { position: r.position });
   return b.build();
 }
 
 /** Removes exactly the rules networkRules(net, opts) adds, if present. Idempotent. */
 export function removeNetworkRules(net: BridgeNetworkSpec, opts: LayoutOptions = {}): RuleBatch {
   const b = new BatchBuilder();
-  for (const r of networkRuleList(net, opts).reverse()) b.in(r.table, r.family).deleteIfPresent(r.chain, r.rule);
+  for (const r of networkRuleList(net, opts).reverse())
+    b.in(r.table, r.family).deleteIfPresent(r.chain, r.rule);
   return b.build();
 }
 

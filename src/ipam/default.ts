@@ -3,7 +3,15 @@
 // bitmap per pool, persisted in the store with every change.
 import { CnmdError, invalidArgument } from '../errors';
 import type { Store } from '../store/store';
-import { AddressOptions, GLOBAL_SPACE, Ipam, LOCAL_SPACE, PoolInfo, PoolRequest, SERIAL_OPTION } from './ipam';
+import {
+  AddressOptions,
+  GLOBAL_SPACE,
+  Ipam,
+  LOCAL_SPACE,
+  PoolInfo,
+  PoolRequest,
+  SERIAL_OPTION,
+} from './ipam';
 import { Cidr, bigToIp, contains, formatCidr, ipToBig, overlaps, parseCidr, within } from './ip';
 import { predefinedSubnets } from './pools';
 import { Sequence, SequenceJSON } from './sequence';
@@ -64,18 +72,36 @@ export class DefaultIpam implements Ipam {
     let pool: Cidr;
     if (req.pool) {
       const p = parseCidr(req.pool);
-      if (!p) throw invalidArgument(op, req.pool, `subnet "${req.pool}" is not a CIDR (want e.g. 10.1.0.0/24${v6 ? ' or fd00:1::/64' : ''})`);
+      if (!p)
+        throw invalidArgument(
+          op,
+          req.pool,
+          `subnet "${req.pool}" is not a CIDR (want e.g. 10.1.0.0/24${v6 ? ' or fd00:1::/64' : ''})`,
+        );
       if (!parseCidr(req.pool, true)) {
         // Docker refuses a subnet with host bits set; say which network was meant.
-        throw invalidArgument(op, req.pool, `subnet "${req.pool}" has host bits set; did you mean ${formatCidr(p)}?`);
+        throw invalidArgument(
+          op,
+          req.pool,
+          `subnet "${req.pool}" has host bits set; did you mean ${formatCidr(p)}?`,
+        );
       }
-      if ((p.family === 6) !== v6) throw invalidArgument(op, req.pool, `subnet ${req.pool} is IPv${p.family} but an IPv${v6 ? 6 : 4} pool was requested`);
+      if ((p.family === 6) !== v6)
+        throw invalidArgument(
+          op,
+          req.pool,
+          `subnet ${req.pool} is IPv${p.family} but an IPv${v6 ? 6 : 4} pool was requested`,
+        );
       const clash = this.pools(space).find((o) => overlaps(parseCidr(o.pool)!, p));
       if (clash) {
-        throw new CnmdError('CONFLICT', `${op}: subnet ${formatCidr(p)} overlaps with ${clash.pool}, already used by another network in this address space`, {
-          op,
-          object: formatCidr(p),
-        });
+        throw new CnmdError(
+          'CONFLICT',
+          `${op}: subnet ${formatCidr(p)} overlaps with ${clash.pool}, already used by another network in this address space`,
+          {
+            op,
+            object: formatCidr(p),
+          },
+        );
       }
       pool = p;
     } else {
@@ -86,19 +112,34 @@ export class DefaultIpam implements Ipam {
     if (req.subPool) {
       const r = parseCidr(req.subPool);
       if (!r) throw invalidArgument(op, req.subPool, `ip-range "${req.subPool}" is not a CIDR`);
-      if (!within(r, pool)) throw invalidArgument(op, req.subPool, `ip-range ${req.subPool} is not inside subnet ${formatCidr(pool)}`);
+      if (!within(r, pool))
+        throw invalidArgument(
+          op,
+          req.subPool,
+          `ip-range ${req.subPool} is not inside subnet ${formatCidr(pool)}`,
+        );
       range = r;
     }
     const id = `${space}/${formatCidr(pool)}${range ? `/${formatCidr(range)}` : ''}`;
     const seq = emptySequence(pool);
-    const rec: PoolRecord = { id, addressSpace: space, pool: formatCidr(pool), range: range && formatCidr(range), v6, serial, seq: seq.toJSON() };
+    const rec: PoolRecord = {
+      id,
+      addressSpace: space,
+      pool: formatCidr(pool),
+      range: range && formatCidr(range),
+      v6,
+      serial,
+      seq: seq.toJSON(),
+    };
     this.store.put(KIND, id, rec);
     return { poolId: id, pool: rec.pool, data: {} };
   }
 
   private async pickPredefined(space: string, v6: boolean): Promise<Cidr> {
     const taken = this.pools(space).map((p) => parseCidr(p.pool)!);
-    const host = (await this.hostNetworks()).map((s) => parseCidr(s)).filter((c): c is Cidr => !!c && c.prefixLen > 0);
+    const host = (await this.hostNetworks())
+      .map((s) => parseCidr(s))
+      .filter((c): c is Cidr => !!c && c.prefixLen > 0);
     for (const c of predefinedSubnets(space === GLOBAL_SPACE ? 'global' : 'local', v6)) {
       if (taken.some((t) => overlaps(t, c)) || host.some((h) => overlaps(h, c))) continue;
       return c;
@@ -112,7 +153,8 @@ export class DefaultIpam implements Ipam {
 
   private load(op: string, poolId: string): PoolRecord {
     const rec = this.store.get<PoolRecord>(KIND, poolId);
-    if (!rec) throw new CnmdError('NOT_FOUND', `${op}: pool ${poolId} does not exist`, { op, object: poolId });
+    if (!rec)
+      throw new CnmdError('NOT_FOUND', `${op}: pool ${poolId} does not exist`, { op, object: poolId });
     return rec;
   }
 
@@ -130,14 +172,19 @@ export class DefaultIpam implements Ipam {
     if (ip) {
       const a = ipToBig(ip);
       if (!a) throw invalidArgument(op, ip, `"${ip}" is not an IP address`);
-      if (!contains(pool, a.family, a.value)) throw invalidArgument(op, ip, `address ${ip} is outside subnet ${rec.pool}`);
+      if (!contains(pool, a.family, a.value))
+        throw invalidArgument(op, ip, `address ${ip} is outside subnet ${rec.pool}`);
       offset = a.value - pool.base;
       if (!seq.set(offset)) {
         const reserved = offset === 0n || (pool.family === 4 && offset === pool.size - 1n);
-        throw new CnmdError('CONFLICT', `${op}: address ${ip} is ${reserved ? 'reserved (network or broadcast address)' : 'already in use'} in ${rec.pool}`, {
-          op,
-          object: ip,
-        });
+        throw new CnmdError(
+          'CONFLICT',
+          `${op}: address ${ip} is ${reserved ? 'reserved (network or broadcast address)' : 'already in use'} in ${rec.pool}`,
+          {
+            op,
+            object: ip,
+          },
+        );
       }
     } else {
       const range = rec.range ? parseCidr(rec.range)! : pool;
@@ -152,7 +199,11 @@ export class DefaultIpam implements Ipam {
         found = seq.firstClear(from, to);
       }
       if (found === undefined) {
-        throw new CnmdError('EXHAUSTED', `${op}: no available IPv${pool.family} addresses in ${rec.range ?? rec.pool}`, { op, object: poolId });
+        throw new CnmdError(
+          'EXHAUSTED',
+          `${op}: no available IPv${pool.family} addresses in ${rec.range ?? rec.pool}`,
+          { op, object: poolId },
+        );
       }
       seq.set(found);
       offset = found;
@@ -200,14 +251,25 @@ export class DefaultIpam implements Ipam {
     const rec = this.load(op, poolId);
     const pool = parseCidr(rec.pool)!;
     const a = ipToBig(ip.replace(/\/\d+$/, ''));
-    if (!a || !contains(pool, a.family, a.value)) throw invalidArgument(op, ip, `address ${ip} is not in ${rec.pool}`);
+    if (!a || !contains(pool, a.family, a.value))
+      throw invalidArgument(op, ip, `address ${ip} is not in ${rec.pool}`);
     const offset = a.value - pool.base;
-    if ((offset === 0n && pool.size > 2n) || (pool.family === 4 && pool.size > 2n && offset === pool.size - 1n)) {
-      throw invalidArgument(op, ip, `address ${ip} is the network or broadcast address of ${rec.pool}, which is never allocated`);
+    if (
+      (offset === 0n && pool.size > 2n) ||
+      (pool.family === 4 && pool.size > 2n && offset === pool.size - 1n)
+    ) {
+      throw invalidArgument(
+        op,
+        ip,
+        `address ${ip} is the network or broadcast address of ${rec.pool}, which is never allocated`,
+      );
     }
     const seq = Sequence.fromJSON(rec.seq);
     if (!seq.unset(offset)) {
-      throw new CnmdError('NOT_FOUND', `${op}: address ${ip} is not allocated in ${rec.pool}`, { op, object: ip });
+      throw new CnmdError('NOT_FOUND', `${op}: address ${ip} is not allocated in ${rec.pool}`, {
+        op,
+        object: ip,
+      });
     }
     rec.seq = seq.toJSON();
     this.store.put(KIND, poolId, rec);

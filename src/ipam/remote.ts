@@ -25,7 +25,10 @@ export class RemoteIpam implements Ipam {
   }
 
   /** Finds the plugin (see discovery.ts) and activates it. */
-  static async load(name: string, opts: { dirs: SearchDirs; log?: Logger; client?: PluginClientOptions }): Promise<RemoteIpam> {
+  static async load(
+    name: string,
+    opts: { dirs: SearchDirs; log?: Logger; client?: PluginClientOptions },
+  ): Promise<RemoteIpam> {
     const location = await discoverPlugin(name, opts.dirs);
     const client = new PluginClient(location, { ...opts.client, log: opts.client?.log ?? opts.log });
     const ipam = new RemoteIpam({ client, log: opts.log });
@@ -59,7 +62,11 @@ export class RemoteIpam implements Ipam {
   }
 
   private bad(method: string, message: string): CnmdError {
-    return this.client.error('MALFORMED_REPLY', `${PROTOCOL}.${method}`, `bad reply: ${message}; fix the plugin`);
+    return this.client.error(
+      'MALFORMED_REPLY',
+      `${PROTOCOL}.${method}`,
+      `bad reply: ${message}; fix the plugin`,
+    );
   }
 
   async defaultAddressSpaces(): Promise<{ local: string; global: string }> {
@@ -67,8 +74,16 @@ export class RemoteIpam implements Ipam {
     const r = await this.call('GetDefaultAddressSpaces');
     const local = r.LocalDefaultAddressSpace;
     const global = r.GlobalDefaultAddressSpace;
-    if (typeof local !== 'string' || local === '') throw this.bad('GetDefaultAddressSpaces', `LocalDefaultAddressSpace is ${JSON.stringify(local)}, expected a name`);
-    if (global !== undefined && global !== null && typeof global !== 'string') throw this.bad('GetDefaultAddressSpaces', `GlobalDefaultAddressSpace is ${JSON.stringify(global)}, expected a name`);
+    if (typeof local !== 'string' || local === '')
+      throw this.bad(
+        'GetDefaultAddressSpaces',
+        `LocalDefaultAddressSpace is ${JSON.stringify(local)}, expected a name`,
+      );
+    if (global !== undefined && global !== null && typeof global !== 'string')
+      throw this.bad(
+        'GetDefaultAddressSpaces',
+        `GlobalDefaultAddressSpace is ${JSON.stringify(global)}, expected a name`,
+      );
     this.spaces = { local, global: (global as string | undefined | null) || '' };
     return this.spaces;
   }
@@ -78,13 +93,22 @@ export class RemoteIpam implements Ipam {
     // The engine always names a space; a caller that does not means the plugin's local default.
     const addressSpace = req.addressSpace ?? (await this.defaultAddressSpaces()).local;
     const v6 = !!req.v6;
-    const r = await this.call(method, { AddressSpace: addressSpace, Pool: req.pool ?? '', SubPool: req.subPool ?? '', Options: req.options ?? {}, V6: v6 });
+    const r = await this.call(method, {
+      AddressSpace: addressSpace,
+      Pool: req.pool ?? '',
+      SubPool: req.subPool ?? '',
+      Options: req.options ?? {},
+      V6: v6,
+    });
     const poolId = r.PoolID;
-    if (typeof poolId !== 'string' || poolId === '') throw this.bad(method, `PoolID is ${JSON.stringify(poolId)}, expected a non-empty string`);
+    if (typeof poolId !== 'string' || poolId === '')
+      throw this.bad(method, `PoolID is ${JSON.stringify(poolId)}, expected a non-empty string`);
     const problem = poolProblem(r, v6);
     if (problem) {
       // The plugin allocated something cnmd cannot use: give it back before failing.
-      await this.call('ReleasePool', { PoolID: poolId }).catch((e) => this.log?.warn({ err: e, plugin: this.name, poolId }, 'releasing a refused pool failed'));
+      await this.call('ReleasePool', { PoolID: poolId }).catch((e) =>
+        this.log?.warn({ err: e, plugin: this.name, poolId }, 'releasing a refused pool failed'),
+      );
       throw this.bad(method, `${problem} (pool ${poolId} was released)`);
     }
     const info: PoolInfo = { poolId, pool: r.Pool as string };
@@ -105,11 +129,15 @@ export class RemoteIpam implements Ipam {
     if (opts.serial) options[SERIAL_OPTION] = 'true';
     const r = await this.call(method, { PoolID: poolId, Address: wanted, Options: options });
     const addr = r.Address;
-    if (addr === undefined || addr === null || addr === '') throw this.bad(method, `no Address in the reply for pool ${poolId}`);
-    if (cidrFamily(addr) === 0) throw this.bad(method, `Address ${JSON.stringify(addr)} is not an address with a prefix (10.1.0.2/24)`);
+    if (addr === undefined || addr === null || addr === '')
+      throw this.bad(method, `no Address in the reply for pool ${poolId}`);
+    if (cidrFamily(addr) === 0)
+      throw this.bad(method, `Address ${JSON.stringify(addr)} is not an address with a prefix (10.1.0.2/24)`);
     const got = addr as string;
     if (wanted && ipFamily(wanted) !== 0 && !sameIp(stripPrefix(got), wanted)) {
-      await this.call('ReleaseAddress', { PoolID: poolId, Address: stripPrefix(got) }).catch((e) => this.log?.warn({ err: e, plugin: this.name, poolId }, 'releasing a refused address failed'));
+      await this.call('ReleaseAddress', { PoolID: poolId, Address: stripPrefix(got) }).catch((e) =>
+        this.log?.warn({ err: e, plugin: this.name, poolId }, 'releasing a refused address failed'),
+      );
       throw this.bad(method, `asked for ${wanted}, the plugin gave ${got} (released)`);
     }
     return got;
@@ -123,9 +151,14 @@ export class RemoteIpam implements Ipam {
 function poolProblem(r: Record<string, unknown>, v6: boolean): string | undefined {
   const fam = cidrFamily(r.Pool);
   if (fam === 0) return `Pool is ${JSON.stringify(r.Pool)}, expected a CIDR`;
-  if (fam !== (v6 ? 6 : 4)) return `Pool ${r.Pool} is IPv${fam}, but an IPv${v6 ? 6 : 4} pool was requested (V6: ${v6})`;
+  if (fam !== (v6 ? 6 : 4))
+    return `Pool ${r.Pool} is IPv${fam}, but an IPv${v6 ? 6 : 4} pool was requested (V6: ${v6})`;
   const d = r.Data;
-  if (d !== undefined && d !== null && (typeof d !== 'object' || Array.isArray(d) || Object.values(d).some((v) => typeof v !== 'string'))) {
+  if (
+    d !== undefined &&
+    d !== null &&
+    (typeof d !== 'object' || Array.isArray(d) || Object.values(d).some((v) => typeof v !== 'string'))
+  ) {
     return `Data is ${JSON.stringify(d)}, expected an object of strings`;
   }
   return undefined;

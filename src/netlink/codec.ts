@@ -47,7 +47,10 @@ export function align4(n: number): number {
 }
 
 export function malformed(what: string, detail: string): CnmdError {
-  return new CnmdError('MALFORMED_REPLY', `malformed netlink ${what}: ${detail}`, { op: 'netlink decode', object: what });
+  return new CnmdError('MALFORMED_REPLY', `malformed netlink ${what}: ${detail}`, {
+    op: 'netlink decode',
+    object: what,
+  });
 }
 
 /**
@@ -179,7 +182,13 @@ export interface NlMessage {
   payload: Buffer;
 }
 
-export function encodeMessage(type: number, flags: number, seq: number, payload: Uint8Array, pid = 0): Buffer {
+export function encodeMessage(
+  type: number,
+  flags: number,
+  seq: number,
+  payload: Uint8Array,
+  pid = 0,
+): Buffer {
   const len = NLMSG_HDRLEN + payload.length;
   const out = Buffer.alloc(align4(len));
   out.writeUInt32LE(len, 0);
@@ -307,7 +316,8 @@ export interface NlError {
 
 export function decodeError(msg: NlMessage): NlError {
   const p = msg.payload;
-  if (p.length < 4 + NLMSG_HDRLEN) throw malformed('error', `payload of ${p.length} bytes is shorter than errno + header`);
+  if (p.length < 4 + NLMSG_HDRLEN)
+    throw malformed('error', `payload of ${p.length} bytes is shorter than errno + header`);
   const errno = 0 - p.readInt32LE(0);
   const reqLen = p.readUInt32LE(4);
   const out: NlError = {
@@ -381,7 +391,8 @@ function ipv6ToBytes(ip: string): Buffer | undefined {
   if (dbl !== s.lastIndexOf('::')) return undefined;
   const head = dbl === -1 ? s.split(':') : s.slice(0, dbl) === '' ? [] : s.slice(0, dbl).split(':');
   const rest = dbl === -1 ? [] : s.slice(dbl + 2) === '' ? [] : s.slice(dbl + 2).split(':');
-  const groups = dbl === -1 ? head : [...head, ...new Array(8 - head.length - rest.length).fill('0'), ...rest];
+  const groups =
+    dbl === -1 ? head : [...head, ...new Array(8 - head.length - rest.length).fill('0'), ...rest];
   if (groups.length !== 8 || (dbl !== -1 && head.length + rest.length > 7)) return undefined;
   const out = Buffer.alloc(16);
   for (let i = 0; i < 8; i++) {
@@ -397,11 +408,12 @@ export function bytesToIp(b: Buffer): string {
   if (b.length !== 16) throw malformed('address', `${b.length}-byte address`);
   const groups: number[] = [];
   for (let i = 0; i < 16; i += 2) groups.push(b.readUInt16BE(i));
-  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
+  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff)
+    return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
   // RFC 5952: compress the longest run (>= 2) of zero groups, the first if tied.
   let bestStart = -1;
   let bestLen = 0;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (groups[i] !== 0) {
       i++;
       continue;

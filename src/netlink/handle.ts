@@ -8,8 +8,27 @@ import { NLM_F_APPEND, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE } fro
 import { NetlinkError, NetlinkSocket, fromNativeError } from './socket';
 import * as C from './rtnl/constants';
 import { Addr, AddrOptions, decodeAddr, encodeAddr, encodeAddrDump } from './rtnl/addr';
-import { Link, LinkChanges, LinkKind, LinkSpec, decodeLink, encodeLinkAdd, encodeLinkDump, encodeLinkRef, encodeLinkSet } from './rtnl/link';
-import { FdbSpec, Neigh, NeighSpec, decodeNeigh, encodeFdb, encodeNeigh, encodeNeighDump, encodeProxyNeighDump } from './rtnl/neigh';
+import {
+  Link,
+  LinkChanges,
+  LinkKind,
+  LinkSpec,
+  decodeLink,
+  encodeLinkAdd,
+  encodeLinkDump,
+  encodeLinkRef,
+  encodeLinkSet,
+} from './rtnl/link';
+import {
+  FdbSpec,
+  Neigh,
+  NeighSpec,
+  decodeNeigh,
+  encodeFdb,
+  encodeNeigh,
+  encodeNeighDump,
+  encodeProxyNeighDump,
+} from './rtnl/neigh';
 import { Route, RouteSpec, decodeRoute, encodeRoute, encodeRouteDump } from './rtnl/route';
 import * as X from './xfrm/xfrm';
 
@@ -19,21 +38,24 @@ export type LinkRef = number | string;
 type Resolved<T> = Omit<T, 'masterIndex' | 'netnsFd' | 'parentIndex' | 'linkIndex'>;
 
 /** Where link creation takes names and paths instead of indexes and fds. */
-export type LinkAddSpec = (
+export type LinkAddSpec =
   // The peer's netns by path, or as the netns of a handle (its fd kept open: no path look-up per link).
-  | (Resolved<Extract<LinkSpec, { kind: 'veth' }>> & { peer: Resolved<Extract<LinkSpec, { kind: 'veth' }>['peer']> & { netns?: string | Handle } })
-  | Resolved<Extract<LinkSpec, { kind: 'bridge' }>>
-  | (Resolved<Extract<LinkSpec, { kind: 'vxlan' }>> & { dev?: LinkRef })
-  | (Resolved<Extract<LinkSpec, { kind: 'macvlan' }>> & { parent: LinkRef })
-  | (Resolved<Extract<LinkSpec, { kind: 'ipvlan' }>> & { parent: LinkRef })
-  | (Resolved<Extract<LinkSpec, { kind: 'vlan' }>> & { parent: LinkRef })
-  | Resolved<Extract<LinkSpec, { kind: 'dummy' }>>
-) & {
-  master?: LinkRef;
-  netns?: string;
-  /** false: the kernel is not asked for a copy of the new link, and linkAdd resolves null (spares building and decoding it). */
-  echo?: boolean;
-};
+  (
+    | (Resolved<Extract<LinkSpec, { kind: 'veth' }>> & {
+        peer: Resolved<Extract<LinkSpec, { kind: 'veth' }>['peer']> & { netns?: string | Handle };
+      })
+    | Resolved<Extract<LinkSpec, { kind: 'bridge' }>>
+    | (Resolved<Extract<LinkSpec, { kind: 'vxlan' }>> & { dev?: LinkRef })
+    | (Resolved<Extract<LinkSpec, { kind: 'macvlan' }>> & { parent: LinkRef })
+    | (Resolved<Extract<LinkSpec, { kind: 'ipvlan' }>> & { parent: LinkRef })
+    | (Resolved<Extract<LinkSpec, { kind: 'vlan' }>> & { parent: LinkRef })
+    | Resolved<Extract<LinkSpec, { kind: 'dummy' }>>
+  ) & {
+    master?: LinkRef;
+    netns?: string;
+    /** false: the kernel is not asked for a copy of the new link, and linkAdd resolves null (spares building and decoding it). */
+    echo?: boolean;
+  };
 
 export interface LinkSetChanges extends Omit<LinkChanges, 'masterIndex' | 'netnsFd'> {
   /** Bridge to enslave to; null = nomaster. */
@@ -60,7 +82,11 @@ export const LINK_KIND_KCONFIG: Record<LinkKind, string> = {
 /** A numeric link reference must be an ifindex: an integer in 1..2^31-1 (never truncated, never 0). */
 function checkIndex(op: string, ref: LinkRef): void {
   if (typeof ref === 'number' && !(Number.isInteger(ref) && ref >= 1 && ref <= 0x7fffffff)) {
-    throw invalidArgument(op, String(ref), `link index ${ref} is not valid (an integer from 1 to 2147483647)`);
+    throw invalidArgument(
+      op,
+      String(ref),
+      `link index ${ref} is not valid (an integer from 1 to 2147483647)`,
+    );
   }
 }
 
@@ -73,7 +99,13 @@ const EOPNOTSUPP = 95;
 const EPROTONOSUPPORT = 93;
 const ENOSYS = 38;
 
-function kernelFeatureMissing(op: string, object: string, feature: string, kconfig: string, e: NetlinkError): CnmdError {
+function kernelFeatureMissing(
+  op: string,
+  object: string,
+  feature: string,
+  kconfig: string,
+  e: NetlinkError,
+): CnmdError {
   return new CnmdError(
     'KERNEL_FEATURE_MISSING',
     `${op} ${object}: this kernel lacks ${feature} (${kconfig}); load its module or run a kernel built with it` +
@@ -153,7 +185,8 @@ export class Handle {
 
   private xfrm(): NetlinkSocket {
     if (!this.xfrmSock || this.xfrmSock.isClosed) {
-      if (this.route.isClosed) throw new CnmdError('CLOSED', 'xfrm: netlink handle is closed', { op: 'xfrm' });
+      if (this.route.isClosed)
+        throw new CnmdError('CLOSED', 'xfrm: netlink handle is closed', { op: 'xfrm' });
       // In the route socket's own netns: the path may have been removed or reused since.
       this.xfrmSock = this.route.sibling(NETLINK_XFRM);
     }
@@ -161,7 +194,12 @@ export class Handle {
   }
 
   /** Opens the netns at path for IFLA_NET_NS_FD, runs fn, closes the fd (a handle's: its own, left open). */
-  private async withNetnsFd<T>(op: string, object: string, path: string | Handle | undefined, fn: (fd: number | undefined) => Promise<T>): Promise<T> {
+  private async withNetnsFd<T>(
+    op: string,
+    object: string,
+    path: string | Handle | undefined,
+    fn: (fd: number | undefined) => Promise<T>,
+  ): Promise<T> {
     if (path === undefined) return fn(undefined);
     if (path instanceof Handle) return fn(path.ownNetnsFd());
     let fd: number;
@@ -169,7 +207,11 @@ export class Handle {
       fd = native.openPath(path);
     } catch (e) {
       if ((e as { code?: string }).code === 'ENOENT') {
-        throw new CnmdError('NOT_FOUND', `${op} ${object}: network namespace ${path} does not exist`, { op, object, errno: 'ENOENT' });
+        throw new CnmdError('NOT_FOUND', `${op} ${object}: network namespace ${path} does not exist`, {
+          op,
+          object,
+          errno: 'ENOENT',
+        });
       }
       throw fromNativeError(op, object, e);
     }
@@ -190,46 +232,87 @@ export class Handle {
     const op = 'link add';
     const name = spec.name;
     // Bad input fails here, before any look-up is sent (placeholders stand for the indexes).
-    if (byName(spec.master, 'parent' in spec ? spec.parent : undefined, spec.kind === 'vxlan' ? spec.dev : undefined)) {
-      encodeLinkAdd({ ...spec, masterIndex: spec.master === undefined ? undefined : 1, parentIndex: 'parent' in spec ? 1 : undefined, linkIndex: undefined } as unknown as LinkSpec);
+    if (
+      byName(
+        spec.master,
+        'parent' in spec ? spec.parent : undefined,
+        spec.kind === 'vxlan' ? spec.dev : undefined,
+      )
+    ) {
+      encodeLinkAdd({
+        ...spec,
+        masterIndex: spec.master === undefined ? undefined : 1,
+        parentIndex: 'parent' in spec ? 1 : undefined,
+        linkIndex: undefined,
+      } as unknown as LinkSpec);
     }
     const masterIndex = spec.master === undefined ? undefined : await this.linkIndex(spec.master);
-    const parentIndex = 'parent' in spec && spec.parent !== undefined ? await this.linkIndex(spec.parent) : undefined;
-    const linkIndex = spec.kind === 'vxlan' && spec.dev !== undefined ? await this.linkIndex(spec.dev) : undefined;
+    const parentIndex =
+      'parent' in spec && spec.parent !== undefined ? await this.linkIndex(spec.parent) : undefined;
+    const linkIndex =
+      spec.kind === 'vxlan' && spec.dev !== undefined ? await this.linkIndex(spec.dev) : undefined;
     const peerNs = spec.kind === 'veth' ? spec.peer.netns : undefined;
     return this.withNetnsFd(op, name, spec.netns, (netnsFd) =>
       this.withNetnsFd(op, name, peerNs, async (peerFd) => {
         const full = { ...spec, masterIndex, netnsFd, parentIndex, linkIndex } as unknown as LinkSpec;
         // The kernel refuses IFF_UP on a veth peer at creation (ENOTCONN, 6.x): set it afterwards.
         const peerUpLater = spec.kind === 'veth' && !!spec.peer.up;
-        if (full.kind === 'veth' && spec.kind === 'veth') full.peer = { ...spec.peer, netnsFd: peerFd, up: peerUpLater ? false : spec.peer.up };
+        if (full.kind === 'veth' && spec.kind === 'veth')
+          full.peer = { ...spec.peer, netnsFd: peerFd, up: peerUpLater ? false : spec.peer.up };
         const payload = encodeLinkAdd(full);
         let replies;
         try {
-          replies = await this.route.request(C.RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL | (spec.echo === false ? 0 : NLM_F_ECHO), payload, { op, object: name });
+          replies = await this.route.request(
+            C.RTM_NEWLINK,
+            NLM_F_CREATE | NLM_F_EXCL | (spec.echo === false ? 0 : NLM_F_ECHO),
+            payload,
+            { op, object: name },
+          );
         } catch (e) {
           if (e instanceof NetlinkError && e.errnoNumber === EOPNOTSUPP) {
             if (/unknown device type/i.test(e.kernelMessage ?? '')) {
-              throw kernelFeatureMissing(op, name, `the "${spec.kind}" link type`, LINK_KIND_KCONFIG[spec.kind], e);
+              throw kernelFeatureMissing(
+                op,
+                name,
+                `the "${spec.kind}" link type`,
+                LINK_KIND_KCONFIG[spec.kind],
+                e,
+              );
             }
             // The type exists; one of its options does not (e.g. bridge vlan_filtering without CONFIG_BRIDGE_VLAN_FILTERING).
-            const given = Object.entries(spec).filter(([k, v]) => v !== undefined && !['kind', 'name', 'peer', 'netns', 'master', 'parent', 'dev', 'up'].includes(k)).map(([k]) => k);
+            const given = Object.entries(spec)
+              .filter(
+                ([k, v]) =>
+                  v !== undefined &&
+                  !['kind', 'name', 'peer', 'netns', 'master', 'parent', 'dev', 'up'].includes(k),
+              )
+              .map(([k]) => k);
             throw new CnmdError(
               'KERNEL_FEATURE_MISSING',
               `${op} ${name}: this kernel does not support an option given for the ${spec.kind} link (EOPNOTSUPP${e.kernelMessage ? `: ${e.kernelMessage}` : ''}); options given: ${given.join(', ') || 'none'}` +
-                (spec.kind === 'bridge' && spec.vlanFiltering ? '; vlan filtering needs CONFIG_BRIDGE_VLAN_FILTERING' : ''),
+                (spec.kind === 'bridge' && spec.vlanFiltering
+                  ? '; vlan filtering needs CONFIG_BRIDGE_VLAN_FILTERING'
+                  : ''),
               { op, object: name, errno: e.errno, cause: e },
             );
           }
           if (e instanceof NetlinkError && e.code === 'ALREADY_EXISTS') {
-            throw new CnmdError('ALREADY_EXISTS', `${op} ${name}: a link with this name already exists (EEXIST)`, { op, object: name, errno: 'EEXIST', cause: e });
+            throw new CnmdError(
+              'ALREADY_EXISTS',
+              `${op} ${name}: a link with this name already exists (EEXIST)`,
+              { op, object: name, errno: 'EEXIST', cause: e },
+            );
           }
           throw e;
         }
         // The kernel ignores IFLA_IFALIAS when it creates a link; set it right after
         // (through a short-lived handle when the link was born in another netns).
         if (spec.alias !== undefined) {
-          if (spec.netns === undefined) await this.route.request(C.RTM_NEWLINK, 0, encodeLinkSet(0, name, { alias: spec.alias }), { op, object: name });
+          if (spec.netns === undefined)
+            await this.route.request(C.RTM_NEWLINK, 0, encodeLinkSet(0, name, { alias: spec.alias }), {
+              op,
+              object: name,
+            });
           else await Handle.inNetns(spec.netns, (h) => h.linkSet(name, { alias: spec.alias }));
         }
         if (peerUpLater && spec.kind === 'veth') {
@@ -256,13 +339,24 @@ export class Handle {
     const [index, name] = typeof ref === 'number' ? [ref, undefined] : [0, ref];
     const object = String(ref);
     try {
-      const replies = await this.route.request(C.RTM_GETLINK, 0, encodeLinkRef(index, name), { op: 'link get', object });
+      const replies = await this.route.request(C.RTM_GETLINK, 0, encodeLinkRef(index, name), {
+        op: 'link get',
+        object,
+      });
       const m = replies.find((r) => r.type === C.RTM_NEWLINK);
-      if (!m) throw new CnmdError('MALFORMED_REPLY', `link get ${object}: the kernel sent no link`, { op: 'link get', object });
+      if (!m)
+        throw new CnmdError('MALFORMED_REPLY', `link get ${object}: the kernel sent no link`, {
+          op: 'link get',
+          object,
+        });
       return decodeLink(m.payload);
     } catch (e) {
       if (e instanceof NetlinkError && e.code === 'NOT_FOUND') {
-        throw new CnmdError('NOT_FOUND', `link get ${object}: no such link${this.nsPath ? ` in ${this.nsPath}` : ''}`, { op: 'link get', object, errno: e.errno, cause: e });
+        throw new CnmdError(
+          'NOT_FOUND',
+          `link get ${object}: no such link${this.nsPath ? ` in ${this.nsPath}` : ''}`,
+          { op: 'link get', object, errno: e.errno, cause: e },
+        );
       }
       throw e;
     }
@@ -284,7 +378,10 @@ export class Handle {
   }
 
   async linkList(): Promise<Link[]> {
-    const replies = await this.route.request(C.RTM_GETLINK, 0, encodeLinkDump(), { op: 'link list', dump: true });
+    const replies = await this.route.request(C.RTM_GETLINK, 0, encodeLinkDump(), {
+      op: 'link list',
+      dump: true,
+    });
     return replies.filter((m) => m.type === C.RTM_NEWLINK).map((m) => decodeLink(m.payload));
   }
 
@@ -297,10 +394,18 @@ export class Handle {
     checkIndex('link del', ref);
     const [index, name] = typeof ref === 'number' ? [ref, undefined] : [0, ref];
     try {
-      await (opts.apart ? this.apart() : this.route).request(C.RTM_DELLINK, 0, encodeLinkRef(index, name), { op: 'link del', object: String(ref) });
+      await (opts.apart ? this.apart() : this.route).request(C.RTM_DELLINK, 0, encodeLinkRef(index, name), {
+        op: 'link del',
+        object: String(ref),
+      });
     } catch (e) {
       if (e instanceof NetlinkError && e.code === 'NOT_FOUND') {
-        throw new CnmdError('NOT_FOUND', `link del ${ref}: no such link`, { op: 'link del', object: String(ref), errno: e.errno, cause: e });
+        throw new CnmdError('NOT_FOUND', `link del ${ref}: no such link`, {
+          op: 'link del',
+          object: String(ref),
+          errno: e.errno,
+          cause: e,
+        });
       }
       throw e;
     }
@@ -311,9 +416,17 @@ export class Handle {
     checkIndex(op, ref);
     const object = String(ref);
     const { master: _m0, netns: _n0, ...plain } = ch;
-    if (byName(ch.master ?? undefined) || (ch.name !== undefined && typeof ref === 'string')) encodeLinkSet(1, undefined, plain); // bad input fails before any look-up
+    if (byName(ch.master ?? undefined) || (ch.name !== undefined && typeof ref === 'string'))
+      encodeLinkSet(1, undefined, plain); // bad input fails before any look-up
     // No look-up and no await for an index: requests by index or name go out in call order.
-    const masterIndex = ch.master === undefined ? undefined : ch.master === null ? 0 : typeof ch.master === 'number' ? this.checked(op, ch.master) : await this.linkIndex(ch.master);
+    const masterIndex =
+      ch.master === undefined
+        ? undefined
+        : ch.master === null
+          ? 0
+          : typeof ch.master === 'number'
+            ? this.checked(op, ch.master)
+            : await this.linkIndex(ch.master);
     // Renames need the index; everything else can name the link directly.
     const index = typeof ref === 'number' ? ref : ch.name !== undefined ? await this.linkIndex(ref) : 0;
     const name = typeof ref === 'string' ? ref : undefined;
@@ -324,7 +437,12 @@ export class Handle {
         await this.route.request(C.RTM_NEWLINK, 0, payload, { op, object });
       } catch (e) {
         if (e instanceof NetlinkError && e.code === 'NOT_FOUND') {
-          throw new CnmdError('NOT_FOUND', `${op} ${object}: no such link`, { op, object, errno: e.errno, cause: e });
+          throw new CnmdError('NOT_FOUND', `${op} ${object}: no such link`, {
+            op,
+            object,
+            errno: e.errno,
+            cause: e,
+          });
         }
         throw e;
       }
@@ -336,7 +454,12 @@ export class Handle {
   async addrAdd(link: LinkRef, cidr: string, opts?: AddrOptions): Promise<void> {
     if (byName(link)) encodeAddr('addr add', 1, cidr, opts); // bad input fails before the link is looked up
     const index = typeof link === 'number' ? this.checked('addr add', link) : await this.linkIndex(link);
-    const sent = this.route.request(C.RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, encodeAddr('addr add', index, cidr, opts), { op: 'addr add', object: `${cidr} dev ${link}` });
+    const sent = this.route.request(
+      C.RTM_NEWADDR,
+      NLM_F_CREATE | NLM_F_EXCL,
+      encodeAddr('addr add', index, cidr, opts),
+      { op: 'addr add', object: `${cidr} dev ${link}` },
+    );
     this.onAddressSent?.(index, cidr.includes(':') ? 6 : 4);
     await sent;
   }
@@ -344,12 +467,18 @@ export class Handle {
   async addrDel(link: LinkRef, cidr: string): Promise<void> {
     encodeAddr('addr del', 1, cidr);
     const index = await this.linkIndex(link);
-    await this.route.request(C.RTM_DELADDR, 0, encodeAddr('addr del', index, cidr), { op: 'addr del', object: `${cidr} dev ${link}` });
+    await this.route.request(C.RTM_DELADDR, 0, encodeAddr('addr del', index, cidr), {
+      op: 'addr del',
+      object: `${cidr} dev ${link}`,
+    });
   }
 
   async addrList(filter: { link?: LinkRef; family?: 4 | 6 } = {}): Promise<Addr[]> {
     const index = filter.link === undefined ? 0 : await this.linkIndex(filter.link);
-    const replies = await this.route.request(C.RTM_GETADDR, 0, encodeAddrDump(filter.family ?? 0, index), { op: 'addr list', dump: true });
+    const replies = await this.route.request(C.RTM_GETADDR, 0, encodeAddrDump(filter.family ?? 0, index), {
+      op: 'addr list',
+      dump: true,
+    });
     return replies
       .filter((m) => m.type === C.RTM_NEWADDR)
       .map((m) => decodeAddr(m.payload))
@@ -361,19 +490,38 @@ export class Handle {
   private async routeOp(op: 'route add' | 'route replace' | 'route del', spec: RouteAddSpec): Promise<void> {
     const { dev, ...rest } = spec;
     if (byName(dev)) encodeRoute(op, { ...rest, oifIndex: 1 }); // bad input fails before the link is looked up
-    const oifIndex = typeof dev === 'string' ? await this.linkIndex(dev) : dev === undefined ? undefined : this.checked(op, dev);
+    const oifIndex =
+      typeof dev === 'string'
+        ? await this.linkIndex(dev)
+        : dev === undefined
+          ? undefined
+          : this.checked(op, dev);
     const payload = encodeRoute(op, { ...rest, oifIndex });
     const type = op === 'route del' ? C.RTM_DELROUTE : C.RTM_NEWROUTE;
-    const flags = op === 'route add' ? NLM_F_CREATE | NLM_F_EXCL : op === 'route replace' ? NLM_F_CREATE | NLM_F_REPLACE : 0;
+    const flags =
+      op === 'route add'
+        ? NLM_F_CREATE | NLM_F_EXCL
+        : op === 'route replace'
+          ? NLM_F_CREATE | NLM_F_REPLACE
+          : 0;
     const object = `${spec.dst ?? 'default'}${spec.gateway ? ` via ${spec.gateway}` : ''}${dev !== undefined ? ` dev ${dev}` : ''}`;
     try {
       await this.route.request(type, flags, payload, { op, object });
     } catch (e) {
       if (e instanceof NetlinkError && op === 'route del' && e.errno === 'ESRCH') {
-        throw new CnmdError('NOT_FOUND', `${op} ${object}: no such route`, { op, object, errno: e.errno, cause: e });
+        throw new CnmdError('NOT_FOUND', `${op} ${object}: no such route`, {
+          op,
+          object,
+          errno: e.errno,
+          cause: e,
+        });
       }
       if (e instanceof NetlinkError && e.errno === 'ENETUNREACH') {
-        throw new CnmdError('INVALID_ARGUMENT', `${op} ${object}: gateway is not reachable on any connected network (ENETUNREACH)`, { op, object, errno: e.errno, cause: e });
+        throw new CnmdError(
+          'INVALID_ARGUMENT',
+          `${op} ${object}: gateway is not reachable on any connected network (ENETUNREACH)`,
+          { op, object, errno: e.errno, cause: e },
+        );
       }
       throw e;
     }
@@ -393,7 +541,10 @@ export class Handle {
   async routeList(filter: { family?: 4 | 6; table?: number; dev?: LinkRef } = {}): Promise<Route[]> {
     const table = filter.table ?? C.RT_TABLE_MAIN;
     const oif = filter.dev === undefined ? undefined : await this.linkIndex(filter.dev);
-    const replies = await this.route.request(C.RTM_GETROUTE, 0, encodeRouteDump(filter.family ?? 0), { op: 'route list', dump: true });
+    const replies = await this.route.request(C.RTM_GETROUTE, 0, encodeRouteDump(filter.family ?? 0), {
+      op: 'route list',
+      dump: true,
+    });
     return replies
       .filter((m) => m.type === C.RTM_NEWROUTE)
       .map((m) => decodeRoute(m.payload))
@@ -406,13 +557,21 @@ export class Handle {
     const { dev, ...rest } = spec;
     encodeNeigh('neigh add', { ...rest, index: 1 });
     const index = await this.linkIndex(dev);
-    await this.route.request(C.RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, encodeNeigh('neigh add', { ...rest, index }), { op: 'neigh add', object: `${spec.ip} dev ${dev}` });
+    await this.route.request(
+      C.RTM_NEWNEIGH,
+      NLM_F_CREATE | NLM_F_REPLACE,
+      encodeNeigh('neigh add', { ...rest, index }),
+      { op: 'neigh add', object: `${spec.ip} dev ${dev}` },
+    );
   }
 
   async neighDel(spec: Omit<NeighAddSpec, 'mac' | 'state'>): Promise<void> {
     const { dev, ...rest } = spec;
     const index = await this.linkIndex(dev);
-    await this.route.request(C.RTM_DELNEIGH, 0, encodeNeigh('neigh del', { ...rest, index }), { op: 'neigh del', object: `${spec.ip} dev ${dev}` });
+    await this.route.request(C.RTM_DELNEIGH, 0, encodeNeigh('neigh del', { ...rest, index }), {
+      op: 'neigh del',
+      object: `${spec.ip} dev ${dev}`,
+    });
   }
 
   async neighList(filter: { dev?: LinkRef; family?: 4 | 6; proxy?: boolean } = {}): Promise<Neigh[]> {
@@ -423,7 +582,12 @@ export class Handle {
     return replies
       .filter((m) => m.type === C.RTM_NEWNEIGH)
       .map((m) => decodeNeigh(m.payload))
-      .filter((n) => n.family !== C.AF_BRIDGE && (index === 0 || n.index === index) && (filter.proxy === undefined || n.proxy === filter.proxy));
+      .filter(
+        (n) =>
+          n.family !== C.AF_BRIDGE &&
+          (index === 0 || n.index === index) &&
+          (filter.proxy === undefined || n.proxy === filter.proxy),
+      );
   }
 
   private async fdbOp(op: 'fdb add' | 'fdb append' | 'fdb del', spec: FdbAddSpec): Promise<void> {
@@ -432,8 +596,12 @@ export class Handle {
     const index = await this.linkIndex(dev);
     const type = op === 'fdb del' ? C.RTM_DELNEIGH : C.RTM_NEWNEIGH;
     // Several remote VTEPs under one MAC (the all-zeros flood entry) need APPEND.
-    const flags = op === 'fdb add' ? NLM_F_CREATE | NLM_F_EXCL : op === 'fdb append' ? NLM_F_CREATE | NLM_F_APPEND : 0;
-    await this.route.request(type, flags, encodeFdb(op, { ...rest, index }), { op, object: `${spec.mac} dev ${dev}${spec.dst ? ` dst ${spec.dst}` : ''}` });
+    const flags =
+      op === 'fdb add' ? NLM_F_CREATE | NLM_F_EXCL : op === 'fdb append' ? NLM_F_CREATE | NLM_F_APPEND : 0;
+    await this.route.request(type, flags, encodeFdb(op, { ...rest, index }), {
+      op,
+      object: `${spec.mac} dev ${dev}${spec.dst ? ` dst ${spec.dst}` : ''}`,
+    });
   }
 
   fdbAdd(spec: FdbAddSpec): Promise<void> {
@@ -448,7 +616,10 @@ export class Handle {
 
   async fdbList(filter: { dev?: LinkRef } = {}): Promise<Neigh[]> {
     const index = filter.dev === undefined ? 0 : await this.linkIndex(filter.dev);
-    const replies = await this.route.request(C.RTM_GETNEIGH, 0, encodeNeighDump(C.AF_BRIDGE, index), { op: 'fdb list', dump: true });
+    const replies = await this.route.request(C.RTM_GETNEIGH, 0, encodeNeighDump(C.AF_BRIDGE, index), {
+      op: 'fdb list',
+      dump: true,
+    });
     return replies
       .filter((m) => m.type === C.RTM_NEWNEIGH)
       .map((m) => decodeNeigh(m.payload))
@@ -457,7 +628,12 @@ export class Handle {
 
   // ---- XFRM ----
 
-  private async xfrmStateWrite(type: number, flags: number, op: string, spec: X.XfrmStateSpec): Promise<void> {
+  private async xfrmStateWrite(
+    type: number,
+    flags: number,
+    op: string,
+    spec: X.XfrmStateSpec,
+  ): Promise<void> {
     const object = `${spec.src}->${spec.dst} spi 0x${(spec.spi >>> 0).toString(16)}`;
     try {
       await this.xfrm().request(type, flags, X.encodeStateAdd(spec), { op, object });
@@ -465,11 +641,21 @@ export class Handle {
       if (e instanceof NetlinkError && e.errnoNumber === EPROTONOSUPPORT) {
         const proto = (spec.proto ?? 'esp').toUpperCase();
         const v6 = spec.dst.includes(':');
-        throw kernelFeatureMissing(op, object, `IPsec ${proto}${v6 ? ' over IPv6' : ''}`, `CONFIG_INET${v6 ? '6' : ''}_${proto === 'AH' ? 'AH' : 'ESP'}`, e);
+        throw kernelFeatureMissing(
+          op,
+          object,
+          `IPsec ${proto}${v6 ? ' over IPv6' : ''}`,
+          `CONFIG_INET${v6 ? '6' : ''}_${proto === 'AH' ? 'AH' : 'ESP'}`,
+          e,
+        );
       }
       if (e instanceof NetlinkError && e.errnoNumber === ENOSYS) {
         const alg = spec.aead?.name ?? spec.crypt?.name ?? spec.auth?.name ?? 'the algorithm';
-        const kconfig = /gcm/.test(alg) ? 'CONFIG_CRYPTO_GCM' : /authenc|cbc/.test(alg) ? 'CONFIG_CRYPTO_AUTHENC' : 'CONFIG_CRYPTO_*';
+        const kconfig = /gcm/.test(alg)
+          ? 'CONFIG_CRYPTO_GCM'
+          : /authenc|cbc/.test(alg)
+            ? 'CONFIG_CRYPTO_AUTHENC'
+            : 'CONFIG_CRYPTO_*';
         throw kernelFeatureMissing(op, object, `the crypto algorithm ${alg}`, kconfig, e);
       }
       throw e;
@@ -484,19 +670,32 @@ export class Handle {
   }
 
   async xfrmStateDel(id: X.XfrmStateId): Promise<void> {
-    await this.xfrm().request(X.XFRM_MSG_DELSA, 0, X.encodeStateId('xfrm state del', id), { op: 'xfrm state del', object: `${id.dst} spi 0x${(id.spi >>> 0).toString(16)}` });
+    await this.xfrm().request(X.XFRM_MSG_DELSA, 0, X.encodeStateId('xfrm state del', id), {
+      op: 'xfrm state del',
+      object: `${id.dst} spi 0x${(id.spi >>> 0).toString(16)}`,
+    });
   }
 
   async xfrmStateGet(id: X.XfrmStateId): Promise<X.XfrmState> {
     const object = `${id.dst} spi 0x${(id.spi >>> 0).toString(16)}`;
-    const replies = await this.xfrm().request(X.XFRM_MSG_GETSA, 0, X.encodeStateId('xfrm state get', id), { op: 'xfrm state get', object });
+    const replies = await this.xfrm().request(X.XFRM_MSG_GETSA, 0, X.encodeStateId('xfrm state get', id), {
+      op: 'xfrm state get',
+      object,
+    });
     const m = replies.find((r) => r.type === X.XFRM_MSG_NEWSA);
-    if (!m) throw new CnmdError('MALFORMED_REPLY', `xfrm state get ${object}: the kernel sent no state`, { op: 'xfrm state get', object });
+    if (!m)
+      throw new CnmdError('MALFORMED_REPLY', `xfrm state get ${object}: the kernel sent no state`, {
+        op: 'xfrm state get',
+        object,
+      });
     return X.decodeState(m.payload);
   }
 
   async xfrmStateList(): Promise<X.XfrmState[]> {
-    const replies = await this.xfrm().request(X.XFRM_MSG_GETSA, 0, Buffer.alloc(0), { op: 'xfrm state list', dump: true });
+    const replies = await this.xfrm().request(X.XFRM_MSG_GETSA, 0, Buffer.alloc(0), {
+      op: 'xfrm state list',
+      dump: true,
+    });
     return replies.filter((m) => m.type === X.XFRM_MSG_NEWSA).map((m) => X.decodeState(m.payload));
   }
 
@@ -505,26 +704,47 @@ export class Handle {
   }
 
   async xfrmPolicyAdd(spec: X.XfrmPolicySpec): Promise<void> {
-    await this.xfrm().request(X.XFRM_MSG_NEWPOLICY, NLM_F_CREATE | NLM_F_EXCL, X.encodePolicyAdd(spec), { op: 'xfrm policy add', object: `${spec.selector.src}->${spec.selector.dst} dir ${spec.dir}` });
+    await this.xfrm().request(X.XFRM_MSG_NEWPOLICY, NLM_F_CREATE | NLM_F_EXCL, X.encodePolicyAdd(spec), {
+      op: 'xfrm policy add',
+      object: `${spec.selector.src}->${spec.selector.dst} dir ${spec.dir}`,
+    });
   }
   async xfrmPolicyUpdate(spec: X.XfrmPolicySpec): Promise<void> {
-    await this.xfrm().request(X.XFRM_MSG_UPDPOLICY, 0, X.encodePolicyAdd(spec), { op: 'xfrm policy update', object: `${spec.selector.src}->${spec.selector.dst} dir ${spec.dir}` });
+    await this.xfrm().request(X.XFRM_MSG_UPDPOLICY, 0, X.encodePolicyAdd(spec), {
+      op: 'xfrm policy update',
+      object: `${spec.selector.src}->${spec.selector.dst} dir ${spec.dir}`,
+    });
   }
 
   async xfrmPolicyDel(id: X.XfrmPolicyId): Promise<void> {
-    await this.xfrm().request(X.XFRM_MSG_DELPOLICY, 0, X.encodePolicyId('xfrm policy del', id), { op: 'xfrm policy del', object: `${id.selector.src}->${id.selector.dst} dir ${id.dir}` });
+    await this.xfrm().request(X.XFRM_MSG_DELPOLICY, 0, X.encodePolicyId('xfrm policy del', id), {
+      op: 'xfrm policy del',
+      object: `${id.selector.src}->${id.selector.dst} dir ${id.dir}`,
+    });
   }
 
   async xfrmPolicyGet(id: X.XfrmPolicyId): Promise<X.XfrmPolicy> {
     const object = `${id.selector.src}->${id.selector.dst} dir ${id.dir}`;
-    const replies = await this.xfrm().request(X.XFRM_MSG_GETPOLICY, 0, X.encodePolicyId('xfrm policy get', id), { op: 'xfrm policy get', object });
+    const replies = await this.xfrm().request(
+      X.XFRM_MSG_GETPOLICY,
+      0,
+      X.encodePolicyId('xfrm policy get', id),
+      { op: 'xfrm policy get', object },
+    );
     const m = replies.find((r) => r.type === X.XFRM_MSG_NEWPOLICY);
-    if (!m) throw new CnmdError('MALFORMED_REPLY', `xfrm policy get ${object}: the kernel sent no policy`, { op: 'xfrm policy get', object });
+    if (!m)
+      throw new CnmdError('MALFORMED_REPLY', `xfrm policy get ${object}: the kernel sent no policy`, {
+        op: 'xfrm policy get',
+        object,
+      });
     return X.decodePolicy(m.payload);
   }
 
   async xfrmPolicyList(): Promise<X.XfrmPolicy[]> {
-    const replies = await this.xfrm().request(X.XFRM_MSG_GETPOLICY, 0, Buffer.alloc(0), { op: 'xfrm policy list', dump: true });
+    const replies = await this.xfrm().request(X.XFRM_MSG_GETPOLICY, 0, Buffer.alloc(0), {
+      op: 'xfrm policy list',
+      dump: true,
+    });
     return replies.filter((m) => m.type === X.XFRM_MSG_NEWPOLICY).map((m) => X.decodePolicy(m.payload));
   }
 

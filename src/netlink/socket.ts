@@ -80,7 +80,11 @@ export class NetlinkError extends CnmdError {
   constructor(op: string, object: string | undefined, err: NlError, code?: ErrorCode) {
     const name = errnoName(err.errno);
     const reason = err.message ? `${err.message} (${name})` : `${describeErrno(err.errno)} (${name})`;
-    super(code ?? codeForErrno(name), `${op}${object ? ` ${object}` : ''}: ${reason}`, { op, object, errno: name });
+    super(code ?? codeForErrno(name), `${op}${object ? ` ${object}` : ''}: ${reason}`, {
+      op,
+      object,
+      errno: name,
+    });
     this.name = 'NetlinkError';
     this.errnoNumber = err.errno;
     this.kernelMessage = err.message;
@@ -88,7 +92,9 @@ export class NetlinkError extends CnmdError {
   }
 }
 
-const errnoMessages: Map<number, [string, string]> = (require('node:util') as { getSystemErrorMap(): Map<number, [string, string]> }).getSystemErrorMap();
+const errnoMessages: Map<number, [string, string]> = (
+  require('node:util') as { getSystemErrorMap(): Map<number, [string, string]> }
+).getSystemErrorMap();
 
 function describeErrno(errno: number): string {
   // libuv's map is keyed by negative errno.
@@ -100,7 +106,11 @@ export function fromNativeError(op: string, object: string | undefined, e: unkno
   if (ne && typeof ne.code === 'string' && typeof ne.errno === 'number') {
     // NetlinkError names the errno itself: drop native's own "(EINVAL)".
     const message = ne.message.replace(` (${ne.code})`, '');
-    return new NetlinkError(op, object, { errno: ne.errno, request: { len: 0, type: 0, flags: 0, seq: 0, pid: 0 }, message });
+    return new NetlinkError(op, object, {
+      errno: ne.errno,
+      request: { len: 0, type: 0, flags: 0, seq: 0, pid: 0 },
+      message,
+    });
   }
   return new CnmdError('INTERNAL', `${op}: ${String(e)}`, { op, object, cause: e });
 }
@@ -158,10 +168,18 @@ export class NetlinkSocket {
     } catch (e) {
       const ne = e as NativeError;
       if (ne.code === 'ENOENT') {
-        throw new CnmdError('NOT_FOUND', `netlink open: network namespace ${nsPath} does not exist`, { op: 'netlink open', object: nsPath ?? undefined, errno: 'ENOENT' });
+        throw new CnmdError('NOT_FOUND', `netlink open: network namespace ${nsPath} does not exist`, {
+          op: 'netlink open',
+          object: nsPath ?? undefined,
+          errno: 'ENOENT',
+        });
       }
       if (ne.code === 'EINVAL' && ne.syscall === 'setns') {
-        throw new CnmdError('INVALID_ARGUMENT', `netlink open: ${nsPath} is not a network namespace`, { op: 'netlink open', object: nsPath ?? undefined, errno: 'EINVAL' });
+        throw new CnmdError('INVALID_ARGUMENT', `netlink open: ${nsPath} is not a network namespace`, {
+          op: 'netlink open',
+          object: nsPath ?? undefined,
+          errno: 'EINVAL',
+        });
       }
       throw fromNativeError('netlink open', nsPath ?? undefined, e);
     }
@@ -219,7 +237,8 @@ export class NetlinkSocket {
 
   /** A new fd for the netns this socket lives in (the caller closes it). */
   netnsFd(): number {
-    if (this.closed) throw new CnmdError('CLOSED', 'netlink netns: handle is closed', { op: 'netlink netns' });
+    if (this.closed)
+      throw new CnmdError('CLOSED', 'netlink netns: handle is closed', { op: 'netlink netns' });
     return native.socketNetns(this.fd);
   }
 
@@ -244,7 +263,9 @@ export class NetlinkSocket {
    */
   request(type: number, flags: number, payload: Uint8Array, opts: RequestOptions): Promise<NlMessage[]> {
     if (this.closed) {
-      return Promise.reject(new CnmdError('CLOSED', `${opts.op}: netlink handle is closed`, { op: opts.op, object: opts.object }));
+      return Promise.reject(
+        new CnmdError('CLOSED', `${opts.op}: netlink handle is closed`, { op: opts.op, object: opts.object }),
+      );
     }
     return new Promise((resolve, reject) => {
       const p: Pending = {
@@ -281,14 +302,26 @@ export class NetlinkSocket {
     const timeout = p.opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     if (!p.timer) {
       p.timer = setTimeout(() => {
-        this.finish(p, new CnmdError('TIMEOUT', `${p.opts.op}${p.opts.object ? ` ${p.opts.object}` : ''}: no answer from the kernel in ${timeout} ms`, { op: p.opts.op, object: p.opts.object }));
+        this.finish(
+          p,
+          new CnmdError(
+            'TIMEOUT',
+            `${p.opts.op}${p.opts.object ? ` ${p.opts.object}` : ''}: no answer from the kernel in ${timeout} ms`,
+            { op: p.opts.op, object: p.opts.object },
+          ),
+        );
       }, timeout);
       p.timer.unref();
     }
     try {
       // Deleting a link waits for an RCU grace period in the kernel (~20 ms): the native
       // slow pool runs it, so requests on other sockets never queue behind it.
-      native.nlSend(this.fd, encodeMessage(p.type, p.flags, p.seq, p.payload, 0), p.seq, this.protocol === NETLINK_ROUTE && p.type === RTM_DELLINK);
+      native.nlSend(
+        this.fd,
+        encodeMessage(p.type, p.flags, p.seq, p.payload, 0),
+        p.seq,
+        this.protocol === NETLINK_ROUTE && p.type === RTM_DELLINK,
+      );
     } catch (e) {
       this.finish(p, fromNativeError(p.opts.op, p.opts.object, e));
     }
@@ -317,7 +350,11 @@ export class NetlinkSocket {
     }
   }
 
-  private onNative(err: NativeError | undefined, datagrams: Buffer[] | undefined, token: number | undefined): void {
+  private onNative(
+    err: NativeError | undefined,
+    datagrams: Buffer[] | undefined,
+    token: number | undefined,
+  ): void {
     if (err) {
       if (token !== undefined) {
         const p = this.inFlight.get(token);
@@ -326,7 +363,8 @@ export class NetlinkSocket {
       }
       // A receive error (ENOBUFS: the kernel dropped replies) leaves every
       // in-flight request without a reliable answer.
-      for (const p of [...this.inFlight.values()]) this.finish(p, fromNativeError(p.opts.op, p.opts.object, err));
+      for (const p of [...this.inFlight.values()])
+        this.finish(p, fromNativeError(p.opts.op, p.opts.object, err));
       return;
     }
     for (const dg of datagrams ?? []) {
@@ -354,7 +392,13 @@ export class NetlinkSocket {
         case NLMSG_NOOP:
           return;
         case NLMSG_OVERRUN:
-          this.finish(p, new CnmdError('KERNEL_ERROR', `${p.opts.op}: netlink overrun`, { op: p.opts.op, object: p.opts.object }));
+          this.finish(
+            p,
+            new CnmdError('KERNEL_ERROR', `${p.opts.op}: netlink overrun`, {
+              op: p.opts.op,
+              object: p.opts.object,
+            }),
+          );
           return;
         case NLMSG_ERROR: {
           const e = decodeError(m);
@@ -366,7 +410,14 @@ export class NetlinkSocket {
           const e = decodeDone(m);
           if (e) this.finish(p, new NetlinkError(p.opts.op, p.opts.object, e));
           else if (p.interrupted && p.retries < DUMP_INTR_RETRIES) this.retry(p);
-          else if (p.interrupted) this.finish(p, new CnmdError('KERNEL_ERROR', `${p.opts.op}: dump kept changing under us`, { op: p.opts.op, object: p.opts.object }));
+          else if (p.interrupted)
+            this.finish(
+              p,
+              new CnmdError('KERNEL_ERROR', `${p.opts.op}: dump kept changing under us`, {
+                op: p.opts.op,
+                object: p.opts.object,
+              }),
+            );
           else this.finish(p, p.replies);
           return;
         }
@@ -388,7 +439,11 @@ export class NetlinkSocket {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    const err = (p: Pending) => new CnmdError('CLOSED', `${p.opts.op}: netlink handle closed`, { op: p.opts.op, object: p.opts.object });
+    const err = (p: Pending) =>
+      new CnmdError('CLOSED', `${p.opts.op}: netlink handle closed`, {
+        op: p.opts.op,
+        object: p.opts.object,
+      });
     for (const p of [...this.inFlight.values(), ...this.queue, ...this.dumpWaiters]) {
       if (p.timer) clearTimeout(p.timer);
       p.reject(err(p));

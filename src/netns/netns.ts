@@ -50,7 +50,11 @@ export function sandboxSysctls(): [string, string][] {
 
 function deleteError(id: string, p: string, e: unknown): CnmdError {
   if ((e as { code?: string }).code === 'ENOENT') {
-    return new CnmdError('NOT_FOUND', `netns delete ${id}: ${p} does not exist`, { op: 'netns delete', object: id, errno: 'ENOENT' });
+    return new CnmdError('NOT_FOUND', `netns delete ${id}: ${p} does not exist`, {
+      op: 'netns delete',
+      object: id,
+      errno: 'ENOENT',
+    });
   }
   return fromNativeError('netns delete', id, e);
 }
@@ -67,7 +71,11 @@ export class NetnsManager {
 
   pathOf(id: string): string {
     if (typeof id !== 'string' || !ID.test(id)) {
-      throw invalidArgument('netns', String(id), `netns id "${id}" must be 1-128 characters of [A-Za-z0-9_.-], starting with a letter or digit`);
+      throw invalidArgument(
+        'netns',
+        String(id),
+        `netns id "${id}" must be 1-128 characters of [A-Za-z0-9_.-], starting with a letter or digit`,
+      );
     }
     return path.join(this.dir, id);
   }
@@ -81,7 +89,11 @@ export class NetnsManager {
       fs.mkdirSync(this.dir, { recursive: true, mode: 0o755 });
       this.dirMade = true;
     } catch (e) {
-      throw new CnmdError('INVALID_ARGUMENT', `${op} ${id}: cannot use ${this.dir} for namespaces: ${(e as Error).message}`, { op, object: id, errno: (e as NodeJS.ErrnoException).code, cause: e });
+      throw new CnmdError(
+        'INVALID_ARGUMENT',
+        `${op} ${id}: cannot use ${this.dir} for namespaces: ${(e as Error).message}`,
+        { op, object: id, errno: (e as NodeJS.ErrnoException).code, cause: e },
+      );
     }
   }
 
@@ -94,7 +106,11 @@ export class NetnsManager {
       fds = await native.netnsCreate(p, [NetlinkSocket.spec(NETLINK_ROUTE), ...sockets], this.sysctls);
     } catch (e) {
       if ((e as { code?: string }).code === 'EEXIST') {
-        throw new CnmdError('ALREADY_EXISTS', `netns create ${id}: ${p} already exists`, { op: 'netns create', object: id, errno: 'EEXIST' });
+        throw new CnmdError('ALREADY_EXISTS', `netns create ${id}: ${p} already exists`, {
+          op: 'netns create',
+          object: id,
+          errno: 'EEXIST',
+        });
       }
       throw fromNativeError('netns create', id, e);
     }
@@ -162,7 +178,11 @@ export class NetnsManager {
       const code = (e as { code?: string }).code;
       if (code === 'ENOENT' && !last && !fs.existsSync(this.dir)) return false;
       if (code === 'EEXIST') {
-        throw new CnmdError('ALREADY_EXISTS', `${op} ${id}: ${p} already exists`, { op, object: id, errno: 'EEXIST' });
+        throw new CnmdError('ALREADY_EXISTS', `${op} ${id}: ${p} already exists`, {
+          op,
+          object: id,
+          errno: 'EEXIST',
+        });
       }
       throw fromNativeError(op, id, e);
     }
@@ -197,7 +217,11 @@ export class NetnsManager {
       names = fs.readdirSync(this.dir);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw new CnmdError('INVALID_ARGUMENT', `netns list: cannot read ${this.dir}: ${(e as Error).message}`, { op: 'netns list', object: this.dir, errno: (e as NodeJS.ErrnoException).code, cause: e });
+      throw new CnmdError(
+        'INVALID_ARGUMENT',
+        `netns list: cannot read ${this.dir}: ${(e as Error).message}`,
+        { op: 'netns list', object: this.dir, errno: (e as NodeJS.ErrnoException).code, cause: e },
+      );
     }
     return names.filter((n) => ID.test(n) && native.isNetns(path.join(this.dir, n))).sort();
   }

@@ -156,7 +156,11 @@ export class NetnsPool {
     void (async () => {
       try {
         // A take stops the filling (lastTake moves): the next idle period resumes it.
-        for (let made = 0; made < max && !this.closed && this.lastTake === startedIdle && this.ready.length < this.size; made++) {
+        for (
+          let made = 0;
+          made < max && !this.closed && this.lastTake === startedIdle && this.ready.length < this.size;
+          made++
+        ) {
           const created = await this.pool.create(randomBytes(8).toString('hex'), this.sockets?.specs);
           if (this.closed) {
             created.handle.close();
@@ -167,10 +171,14 @@ export class NetnsPool {
           this.arm(created);
           await this.noteFreeIndex(created);
           this.ready.push(created);
-          if (this.ready.length === this.size) this.log.debug({ ready: this.ready.length }, 'netns pool full');
+          if (this.ready.length === this.size)
+            this.log.debug({ ready: this.ready.length }, 'netns pool full');
         }
       } catch (e) {
-        this.log.warn({ err: e }, 'netns pool refill failed; sandboxes will create their namespaces directly');
+        this.log.warn(
+          { err: e },
+          'netns pool refill failed; sandboxes will create their namespaces directly',
+        );
       } finally {
         this.filling = false;
       }
@@ -183,7 +191,10 @@ export class NetnsPool {
       const links = await created.handle.linkList();
       created.freeIndex = Math.max(0, ...links.map((l) => l.index)) + 1;
     } catch (e) {
-      this.log.debug({ err: e, netns: created.path }, 'netns pool: could not list its devices; its taker takes the kernel\'s index');
+      this.log.debug(
+        { err: e, netns: created.path },
+        "netns pool: could not list its devices; its taker takes the kernel's index",
+      );
     }
   }
 
@@ -192,7 +203,10 @@ export class NetnsPool {
     try {
       this.sockets.arm(created.sockets);
     } catch (e) {
-      this.log.warn({ err: e, netns: created.path }, 'netns pool: could not ready its sockets; a sandbox taking it opens its own');
+      this.log.warn(
+        { err: e, netns: created.path },
+        'netns pool: could not ready its sockets; a sandbox taking it opens its own',
+      );
       closeFds(created.sockets);
     }
   }

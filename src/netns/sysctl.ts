@@ -11,7 +11,12 @@ export function writeSysctl(segments: string[], value: string): void {
     if (fs.readFileSync(p, 'utf8').trim() === value) return;
     fs.writeFileSync(p, value);
   } catch (e) {
-    throw new CnmdError('KERNEL_ERROR', `sysctl ${segments.join('.')}=${value}: ${(e as Error).message}`, { op: 'sysctl', object: segments.join('.'), errno: (e as NodeJS.ErrnoException).code, cause: e });
+    throw new CnmdError('KERNEL_ERROR', `sysctl ${segments.join('.')}=${value}: ${(e as Error).message}`, {
+      op: 'sysctl',
+      object: segments.join('.'),
+      errno: (e as NodeJS.ErrnoException).code,
+      cause: e,
+    });
   }
 }
 

@@ -15,12 +15,31 @@ export function ipamDriverPlugin(name: string, ctrl: Controller): PluginDef {
     name,
     implements: 'IpamDriver',
     methods: {
-      GetCapabilities: method(z.unknown(), () => ({ RequiresMACAddress: false, RequiresRequestReplay: false })),
-      GetDefaultAddressSpaces: method(z.unknown(), () => ({ LocalDefaultAddressSpace: LOCAL_SPACE, GlobalDefaultAddressSpace: GLOBAL_SPACE })),
+      GetCapabilities: method(z.unknown(), () => ({
+        RequiresMACAddress: false,
+        RequiresRequestReplay: false,
+      })),
+      GetDefaultAddressSpaces: method(z.unknown(), () => ({
+        LocalDefaultAddressSpace: LOCAL_SPACE,
+        GlobalDefaultAddressSpace: GLOBAL_SPACE,
+      })),
       RequestPool: method(
-        z.object({ AddressSpace: z.string().optional(), Pool: z.string().optional(), SubPool: z.string().optional(), Options: opts, V6: z.boolean().optional() }).passthrough(),
+        z
+          .object({
+            AddressSpace: z.string().optional(),
+            Pool: z.string().optional(),
+            SubPool: z.string().optional(),
+            Options: opts,
+            V6: z.boolean().optional(),
+          })
+          .passthrough(),
         async (r) => {
-          const p = await engine.requestPool({ pool: r.Pool, subPool: r.SubPool, v6: r.V6, options: r.Options ?? {} });
+          const p = await engine.requestPool({
+            pool: r.Pool,
+            subPool: r.SubPool,
+            v6: r.V6,
+            options: r.Options ?? {},
+          });
           return { PoolID: p.poolId, Pool: p.pool, Data: {} };
         },
       ),
@@ -28,15 +47,24 @@ export function ipamDriverPlugin(name: string, ctrl: Controller): PluginDef {
         await engine.releasePool(r.PoolID);
         return {};
       }),
-      RequestAddress: method(z.object({ PoolID: poolId, Address: z.string().optional(), Options: opts }).passthrough(), async (r) => {
-        const o = r.Options ?? {};
-        const address = await engine.requestAddress(r.PoolID, r.Address || undefined, { gateway: o.RequestAddressType === GATEWAY_OPTION, serial: o[SERIAL_OPTION] === 'true' });
-        return { Address: address, Data: {} };
-      }),
-      ReleaseAddress: method(z.object({ PoolID: poolId, Address: z.string().min(1, 'must be an IP address') }).passthrough(), async (r) => {
-        await engine.releaseAddress(r.PoolID, r.Address);
-        return {};
-      }),
+      RequestAddress: method(
+        z.object({ PoolID: poolId, Address: z.string().optional(), Options: opts }).passthrough(),
+        async (r) => {
+          const o = r.Options ?? {};
+          const address = await engine.requestAddress(r.PoolID, r.Address || undefined, {
+            gateway: o.RequestAddressType === GATEWAY_OPTION,
+            serial: o[SERIAL_OPTION] === 'true',
+          });
+          return { Address: address, Data: {} };
+        },
+      ),
+      ReleaseAddress: method(
+        z.object({ PoolID: poolId, Address: z.string().min(1, 'must be an IP address') }).passthrough(),
+        async (r) => {
+          await engine.releaseAddress(r.PoolID, r.Address);
+          return {};
+        },
+      ),
     },
   };
 }

@@ -55,12 +55,27 @@ function flag(v: unknown): boolean {
 function generic(o: Record<string, unknown> | null | undefined): Record<string, string> {
   const g = o?.[OPTION.generic];
   if (g === undefined || g === null) return {};
-  if (typeof g !== 'object' || Array.isArray(g)) throw new CnmdError('INVALID_ARGUMENT', `Options["${OPTION.generic}"] must be an object of option names to values`, { op: 'plugin create network' });
-  return Object.fromEntries(Object.entries(g as Record<string, unknown>).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]));
+  if (typeof g !== 'object' || Array.isArray(g))
+    throw new CnmdError(
+      'INVALID_ARGUMENT',
+      `Options["${OPTION.generic}"] must be an object of option names to values`,
+      { op: 'plugin create network' },
+    );
+  return Object.fromEntries(
+    Object.entries(g as Record<string, unknown>).map(([k, v]) => [
+      k,
+      typeof v === 'string' ? v : JSON.stringify(v),
+    ]),
+  );
 }
 
 function ipamData(list: z.infer<typeof IpamDataSchema>[] | null | undefined): IpamData[] {
-  return (list ?? []).map((d) => ({ addressSpace: d.AddressSpace, pool: d.Pool, gateway: d.Gateway || undefined, auxAddresses: d.AuxAddresses ?? {} }));
+  return (list ?? []).map((d) => ({
+    addressSpace: d.AddressSpace,
+    pool: d.Pool,
+    gateway: d.Gateway || undefined,
+    auxAddresses: d.AuxAddresses ?? {},
+  }));
 }
 
 /**
@@ -71,26 +86,52 @@ function ipamData(list: z.infer<typeof IpamDataSchema>[] | null | undefined): Ip
 export function bindingsFromEngine(raw: unknown): PortBinding[] {
   if (raw === undefined || raw === null) return [];
   const list = z.array(DockerPortBinding).safeParse(raw);
-  if (!list.success) throw new CnmdError('INVALID_ARGUMENT', `Options["${OPTION.portmap}"] must be a list of {Proto, Port, HostIP, HostPort, HostPortEnd}: ${list.error.issues[0]?.message}`, { op: 'plugin program external connectivity' });
+  if (!list.success)
+    throw new CnmdError(
+      'INVALID_ARGUMENT',
+      `Options["${OPTION.portmap}"] must be a list of {Proto, Port, HostIP, HostPort, HostPortEnd}: ${list.error.issues[0]?.message}`,
+      { op: 'plugin program external connectivity' },
+    );
   const seen = new Map<string, PortBinding>();
   for (const b of list.data) {
     const proto = PROTO_NUMBERS[b.Proto];
-    if (!proto) throw new CnmdError('INVALID_ARGUMENT', `port binding Proto ${b.Proto} is not 6 (tcp), 17 (udp) or 132 (sctp)`, { op: 'plugin program external connectivity' });
+    if (!proto)
+      throw new CnmdError(
+        'INVALID_ARGUMENT',
+        `port binding Proto ${b.Proto} is not 6 (tcp), 17 (udp) or 132 (sctp)`,
+        { op: 'plugin program external connectivity' },
+      );
     const hostIP = !b.HostIP || b.HostIP === '0.0.0.0' || b.HostIP === '::' ? '' : b.HostIP;
     const hostPort = b.HostPort ?? 0;
-    const pb = normalizeBinding({ proto, hostIP, hostPort, hostPortEnd: b.HostPortEnd && b.HostPortEnd > hostPort ? b.HostPortEnd : undefined, containerPort: b.Port });
+    const pb = normalizeBinding({
+      proto,
+      hostIP,
+      hostPort,
+      hostPortEnd: b.HostPortEnd && b.HostPortEnd > hostPort ? b.HostPortEnd : undefined,
+      containerPort: b.Port,
+    });
     seen.set(JSON.stringify(pb), pb);
   }
   return [...seen.values()];
 }
 
 /** cnmd's published bindings in the engine's shape, one entry per port and address family. */
-export function bindingsToEngine(list: PortBinding[], containerIP: string | undefined): Record<string, unknown>[] {
+export function bindingsToEngine(
+  list: PortBinding[],
+  containerIP: string | undefined,
+): Record<string, unknown>[] {
   const out: Record<string, unknown>[] = [];
   for (const b of list) {
     const n = (b.hostPortEnd ?? b.hostPort) - b.hostPort + 1;
     for (let i = 0; i < n; i++) {
-      out.push({ Proto: PROTO_OF[b.proto], IP: containerIP ?? '', Port: b.containerPort + (b.containerPortEnd ? i : 0), HostIP: b.hostIP || '0.0.0.0', HostPort: b.hostPort + i, HostPortEnd: b.hostPort + i });
+      out.push({
+        Proto: PROTO_OF[b.proto],
+        IP: containerIP ?? '',
+        Port: b.containerPort + (b.containerPortEnd ? i : 0),
+        HostIP: b.hostIP || '0.0.0.0',
+        HostPort: b.hostPort + i,
+        HostPortEnd: b.hostPort + i,
+      });
     }
   }
   return out;
@@ -104,7 +145,14 @@ export function networkDriverPlugin(name: string, driver: string, ctrl: Controll
     methods: {
       GetCapabilities: method(z.unknown(), () => ({ Scope: 'local', ConnectivityScope: 'local' })),
       CreateNetwork: method(
-        z.object({ NetworkID: id, Options: opts, IPv4Data: z.array(IpamDataSchema).nullish(), IPv6Data: z.array(IpamDataSchema).nullish() }).passthrough(),
+        z
+          .object({
+            NetworkID: id,
+            Options: opts,
+            IPv4Data: z.array(IpamDataSchema).nullish(),
+            IPv6Data: z.array(IpamDataSchema).nullish(),
+          })
+          .passthrough(),
         async (r) => {
           await engine.createNetwork(driver, {
             id: r.NetworkID,
@@ -123,17 +171,32 @@ export function networkDriverPlugin(name: string, driver: string, ctrl: Controll
       }),
       // Swarm's global-scope allocation: cnmd's drivers are local-scope, as the engine learns from GetCapabilities.
       AllocateNetwork: method(NetworkOnly, () => {
-        throw new CnmdError('INVALID_ARGUMENT', `${name} is a local-scope driver: AllocateNetwork is only for swarm's global-scope networks`, { op: 'plugin allocate network' });
+        throw new CnmdError(
+          'INVALID_ARGUMENT',
+          `${name} is a local-scope driver: AllocateNetwork is only for swarm's global-scope networks`,
+          { op: 'plugin allocate network' },
+        );
       }),
       FreeNetwork: method(NetworkOnly, () => ({})),
       CreateEndpoint: method(
         EndpointRef.extend({
-          Interface: z.object({ Address: z.string().optional(), AddressIPv6: z.string().optional(), MacAddress: z.string().optional() }).passthrough().nullish(),
+          Interface: z
+            .object({
+              Address: z.string().optional(),
+              AddressIPv6: z.string().optional(),
+              MacAddress: z.string().optional(),
+            })
+            .passthrough()
+            .nullish(),
           Options: opts,
         }),
         async (r) => {
           const i = r.Interface ?? {};
-          const got = await engine.createEndpoint(r.NetworkID, r.EndpointID, { address: i.Address || undefined, addressIPv6: i.AddressIPv6 || undefined, mac: i.MacAddress || undefined });
+          const got = await engine.createEndpoint(r.NetworkID, r.EndpointID, {
+            address: i.Address || undefined,
+            addressIPv6: i.AddressIPv6 || undefined,
+            mac: i.MacAddress || undefined,
+          });
           // Only fields the engine left empty may be filled; anything else is a driver error to the engine.
           return { Interface: got.mac ? { Address: '', AddressIPv6: '', MacAddress: got.mac } : null };
         },
@@ -149,22 +212,36 @@ export function networkDriverPlugin(name: string, driver: string, ctrl: Controll
         if (e.ports?.length) value[OPTION.portmap] = bindingsToEngine(e.ports, e.ipv4?.replace(/\/\d+$/, ''));
         return { Value: value };
       }),
-      Join: method(EndpointRef.extend({ SandboxKey: z.string().min(1, 'must be the sandbox netns path'), Options: opts }), async (r) => {
-        const info = await engine.join(r.NetworkID, r.EndpointID, r.SandboxKey);
-        return {
-          InterfaceName: { SrcName: info.srcName, DstPrefix: 'eth' },
-          Gateway: info.gateway ?? '',
-          GatewayIPv6: info.gatewayIPv6 ?? '',
-          StaticRoutes: info.staticRoutes.map((s) => ({ Destination: s.destination, RouteType: s.routeType, NextHop: s.nextHop ?? '' })),
-          DisableGatewayService: !!info.disableGatewayService,
-        };
-      }),
+      Join: method(
+        EndpointRef.extend({
+          SandboxKey: z.string().min(1, 'must be the sandbox netns path'),
+          Options: opts,
+        }),
+        async (r) => {
+          const info = await engine.join(r.NetworkID, r.EndpointID, r.SandboxKey);
+          return {
+            InterfaceName: { SrcName: info.srcName, DstPrefix: 'eth' },
+            Gateway: info.gateway ?? '',
+            GatewayIPv6: info.gatewayIPv6 ?? '',
+            StaticRoutes: info.staticRoutes.map((s) => ({
+              Destination: s.destination,
+              RouteType: s.routeType,
+              NextHop: s.nextHop ?? '',
+            })),
+            DisableGatewayService: !!info.disableGatewayService,
+          };
+        },
+      ),
       Leave: method(EndpointRef, async (r) => {
         await engine.leave(r.NetworkID, r.EndpointID);
         return {};
       }),
       ProgramExternalConnectivity: method(EndpointRef.extend({ Options: opts }), async (r) => {
-        await engine.programExternalConnectivity(r.NetworkID, r.EndpointID, bindingsFromEngine(r.Options?.[OPTION.portmap]));
+        await engine.programExternalConnectivity(
+          r.NetworkID,
+          r.EndpointID,
+          bindingsFromEngine(r.Options?.[OPTION.portmap]),
+        );
         return {};
       }),
       RevokeExternalConnectivity: method(EndpointRef, async (r) => {

@@ -36,7 +36,10 @@ export function errorField(iface: Interface): 'Err' | 'Error' {
 }
 
 /** Builds a method definition with its request type inferred from the schema. */
-export function method<S extends z.ZodTypeAny>(schema: S, run: (req: z.infer<S>) => Promise<Record<string, unknown>> | Record<string, unknown>): MethodDef {
+export function method<S extends z.ZodTypeAny>(
+  schema: S,
+  run: (req: z.infer<S>) => Promise<Record<string, unknown>> | Record<string, unknown>,
+): MethodDef {
   return { schema, run };
 }
 
@@ -56,7 +59,10 @@ async function readBody(req: IncomingMessage): Promise<string> {
   let size = 0;
   for await (const c of req) {
     size += (c as Buffer).length;
-    if (size > MAX_BODY) throw new CnmdError('INVALID_ARGUMENT', `request body is larger than ${MAX_BODY} bytes`, { op: 'plugin request' });
+    if (size > MAX_BODY)
+      throw new CnmdError('INVALID_ARGUMENT', `request body is larger than ${MAX_BODY} bytes`, {
+        op: 'plugin request',
+      });
     chunks.push(c as Buffer);
   }
   return Buffer.concat(chunks).toString('utf8');
@@ -66,13 +72,21 @@ function describeZod(e: z.ZodError): string {
   return e.issues
     .map((i) => {
       const where = i.path.length ? i.path.join('.') : 'body';
-      return i.code === 'invalid_type' && i.received === 'undefined' ? `${where} is missing` : `${where}: ${i.message}`;
+      return i.code === 'invalid_type' && i.received === 'undefined'
+        ? `${where} is missing`
+        : `${where}: ${i.message}`;
     })
     .join('; ');
 }
 
 /** Handles one HTTP request for a plugin; never throws. */
-export async function handle(def: PluginDef, req: IncomingMessage, res: ServerResponse, log: Logger, ready: Promise<void>): Promise<void> {
+export async function handle(
+  def: PluginDef,
+  req: IncomingMessage,
+  res: ServerResponse,
+  log: Logger,
+  ready: Promise<void>,
+): Promise<void> {
   const url = (req.url ?? '').split('?')[0];
   const started = process.hrtime.bigint();
   const name = url.replace(/^\//, '');
@@ -80,7 +94,14 @@ export async function handle(def: PluginDef, req: IncomingMessage, res: ServerRe
   try {
     if (req.method !== 'POST') {
       status = 405;
-      return send(res, status, failure(def.implements, `${def.name}: use POST /${name || 'Plugin.Activate'} (the Docker plugin protocol)`));
+      return send(
+        res,
+        status,
+        failure(
+          def.implements,
+          `${def.name}: use POST /${name || 'Plugin.Activate'} (the Docker plugin protocol)`,
+        ),
+      );
     }
     const text = await readBody(req);
     if (name === 'Plugin.Activate') return send(res, status, { Implements: [def.implements] });
@@ -88,7 +109,10 @@ export async function handle(def: PluginDef, req: IncomingMessage, res: ServerRe
     const entry = iface === def.implements ? def.methods[m] : undefined;
     if (!entry) {
       status = 404;
-      const hint = iface === def.implements ? `it has ${Object.keys(def.methods).join(', ')}` : `it implements ${def.implements} only`;
+      const hint =
+        iface === def.implements
+          ? `it has ${Object.keys(def.methods).join(', ')}`
+          : `it implements ${def.implements} only`;
       return send(res, status, failure(def.implements, `${def.name} does not implement ${name}: ${hint}`));
     }
     let json: unknown = {};
@@ -97,7 +121,11 @@ export async function handle(def: PluginDef, req: IncomingMessage, res: ServerRe
         json = JSON.parse(text);
       } catch (e) {
         status = 400;
-        return send(res, status, failure(def.implements, `${name}: the request body is not JSON (${(e as Error).message})`));
+        return send(
+          res,
+          status,
+          failure(def.implements, `${name}: the request body is not JSON (${(e as Error).message})`),
+        );
       }
     }
     const parsed = entry.schema.safeParse(json ?? {});
@@ -116,8 +144,12 @@ export async function handle(def: PluginDef, req: IncomingMessage, res: ServerRe
     }
   } catch (e) {
     status = 400;
-    if (!res.headersSent) send(res, status, failure(def.implements, e instanceof Error ? e.message : String(e)));
+    if (!res.headersSent)
+      send(res, status, failure(def.implements, e instanceof Error ? e.message : String(e)));
   } finally {
-    log.debug({ plugin: def.name, method: name, status, ms: Number(process.hrtime.bigint() - started) / 1e6 }, 'plugin');
+    log.debug(
+      { plugin: def.name, method: name, status, ms: Number(process.hrtime.bigint() - started) / 1e6 },
+      'plugin',
+    );
   }
 }

@@ -47,7 +47,12 @@ async function listen(def: PluginDef, sock: string, log: Logger, ready: Promise<
 }
 
 /** `ready` resolves when the daemon's state is recovered: calls that touch state wait for it. */
-export async function startPluginServers(dir: string, defs: PluginDef[], log: Logger, ready: Promise<void>): Promise<PluginServers> {
+export async function startPluginServers(
+  dir: string,
+  defs: PluginDef[],
+  log: Logger,
+  ready: Promise<void>,
+): Promise<PluginServers> {
   fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
   const servers: { server: http.Server; sock: string }[] = [];
   try {

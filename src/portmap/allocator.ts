@@ -30,7 +30,17 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { CnmdError } from '../errors';
-import { bindingAddresses, canonicalIP, formatPortSpec, isAllocated, joinHostPort, normalizeBinding, portCount, type PortBinding, type Proto } from './spec';
+import {
+  bindingAddresses,
+  canonicalIP,
+  formatPortSpec,
+  isAllocated,
+  joinHostPort,
+  normalizeBinding,
+  portCount,
+  type PortBinding,
+  type Proto,
+} from './spec';
 
 const OP = 'port allocate';
 
@@ -67,7 +77,11 @@ function decodeHexAddr(hex: string, endianness: 'LE' | 'BE'): string | undefined
  * Listening sockets in one /proc/net/{tcp,tcp6,udp,udp6} text: TCP in state LISTEN (0A),
  * UDP unconnected (07; connected UDP sockets only get their own replies).
  */
-export function parseProcNet(text: string, file: ProcNetFile, endianness: 'LE' | 'BE' = os.endianness()): HostListener[] {
+export function parseProcNet(
+  text: string,
+  file: ProcNetFile,
+  endianness: 'LE' | 'BE' = os.endianness(),
+): HostListener[] {
   const proto: Proto = file.startsWith('tcp') ? 'tcp' : 'udp';
   const wantState = proto === 'tcp' ? '0A' : '07';
   const out: HostListener[] = [];
@@ -96,7 +110,10 @@ export function parseSctpEps(text: string): HostListener[] {
     if (f.length < 8 || f[0] === 'ENDPT') continue;
     const port = Number(f[5]);
     if (!(Number.isInteger(port) && port >= 1 && port <= 65535)) continue;
-    const addrs = f.slice(8).map((a) => canonicalIP(a)).filter((a): a is NonNullable<typeof a> => !!a);
+    const addrs = f
+      .slice(8)
+      .map((a) => canonicalIP(a))
+      .filter((a): a is NonNullable<typeof a> => !!a);
     // No address listed: take it as bound everywhere.
     if (addrs.length === 0) addrs.push({ ip: '::', family: 'ipv6' });
     for (const a of addrs) out.push({ proto: 'sctp', family: a.family, ip: a.ip, port });
@@ -133,7 +150,12 @@ async function readOptional(file: string): Promise<string | undefined> {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return undefined; // no IPv6, no sctp module
-    throw new CnmdError('KERNEL_ERROR', `${OP}: cannot read ${file}: ${(e as Error).message}`, { op: OP, object: file, errno: code, cause: e });
+    throw new CnmdError('KERNEL_ERROR', `${OP}: cannot read ${file}: ${(e as Error).message}`, {
+      op: OP,
+      object: file,
+      errno: code,
+      cause: e,
+    });
   }
 }
 
@@ -141,11 +163,15 @@ async function readOptional(file: string): Promise<string | undefined> {
  * The host's listening sockets for the given protocols, from `procNetDir` (default
  * /proc/self/net: the reader's own netns; `/proc/<pid>/net` for the netns of pid).
  */
-export async function readHostListeners(procNetDir = '/proc/self/net', protos: Iterable<Proto> = ['tcp', 'udp', 'sctp']): Promise<HostListener[]> {
+export async function readHostListeners(
+  procNetDir = '/proc/self/net',
+  protos: Iterable<Proto> = ['tcp', 'udp', 'sctp'],
+): Promise<HostListener[]> {
   const want = new Set(protos);
   const files: { file: string; parse: (t: string) => HostListener[] }[] = [];
   for (const f of ['tcp', 'tcp6', 'udp', 'udp6'] as const) {
-    if (want.has(f.startsWith('tcp') ? 'tcp' : 'udp')) files.push({ file: path.join(procNetDir, f), parse: (t) => parseProcNet(t, f) });
+    if (want.has(f.startsWith('tcp') ? 'tcp' : 'udp'))
+      files.push({ file: path.join(procNetDir, f), parse: (t) => parseProcNet(t, f) });
   }
   if (want.has('sctp')) files.push({ file: path.join(procNetDir, 'sctp', 'eps'), parse: parseSctpEps });
   const texts = await Promise.all(files.map((f) => readOptional(f.file)));
@@ -222,7 +248,8 @@ class IntervalList {
 
   /** Reservations overlapping [start, end]. */
   *within(start: number, end: number): Generator<Reservation> {
-    for (let i = this.lowerBound(start); i < this.items.length && this.items[i].start <= end; i++) yield this.items[i];
+    for (let i = this.lowerBound(start); i < this.items.length && this.items[i].start <= end; i++)
+      yield this.items[i];
   }
 
   insert(r: Reservation): void {
@@ -335,13 +362,17 @@ export class PortAllocator {
    * Rejects with CONFLICT (a port in use), EXHAUSTED (no free ephemeral block),
    * INVALID_ARGUMENT (a bad binding).
    */
-  async reserve(owner: string, bindings: readonly PortBinding[], opts: ReserveOptions = {}): Promise<PortBinding[]> {
+  async reserve(
+    owner: string,
+    bindings: readonly PortBinding[],
+    opts: ReserveOptions = {},
+  ): Promise<PortBinding[]> {
     const list = bindings.map((b) => normalizeBinding(b));
     for (const b of list) bindingAddresses(b.hostIP, opts.hostBindingIPv4); // validates host_binding_ipv4 early
     const protos = new Set(list.map((b) => b.proto));
-    const listeners = (this.checkHostListeners && list.length ? await readHostListeners(this.procNetDir, protos) : []).filter(
-      (l) => !this.own.has(`${l.proto} ${l.ip} ${l.port}`),
-    );
+    const listeners = (
+      this.checkHostListeners && list.length ? await readHostListeners(this.procNetDir, protos) : []
+    ).filter((l) => !this.own.has(`${l.proto} ${l.ip} ${l.port}`));
     const eph = list.some((b) => b.hostPort === 0) ? await this.ephemeralRange() : undefined;
     return this.place(owner, list, listeners, eph, opts);
   }
@@ -354,7 +385,12 @@ export class PortAllocator {
   restore(owner: string, bindings: readonly PortBinding[], opts: ReserveOptions = {}): PortBinding[] {
     const list = bindings.map((b) => normalizeBinding(b));
     for (const b of list) {
-      if (!isAllocated(b)) throw new CnmdError('INVALID_ARGUMENT', `${OP}: restore needs allocated bindings, got ${formatPortSpec(b)}`, { op: OP, object: owner });
+      if (!isAllocated(b))
+        throw new CnmdError(
+          'INVALID_ARGUMENT',
+          `${OP}: restore needs allocated bindings, got ${formatPortSpec(b)}`,
+          { op: OP, object: owner },
+        );
     }
     return this.place(owner, list, [], undefined, opts);
   }
@@ -397,7 +433,10 @@ export class PortAllocator {
 
   /** The owner that publishes `port` on exactly this address ('' matches a binding on every address), if any. */
   ownerOf(proto: Proto, hostIP: string, port: number, opts: ReserveOptions = {}): string | undefined {
-    const addrs = bindingAddresses(hostIP === '' ? '' : (canonicalIP(hostIP)?.ip ?? hostIP), opts.hostBindingIPv4);
+    const addrs = bindingAddresses(
+      hostIP === '' ? '' : (canonicalIP(hostIP)?.ip ?? hostIP),
+      opts.hostBindingIPv4,
+    );
     for (const addr of [addrs.ipv4, addrs.ipv6]) {
       if (addr === undefined) continue;
       const r = this.listOf(proto, addr, false)?.overlapping(port, port);
@@ -447,7 +486,14 @@ export class PortAllocator {
   }
 
   /** Throws CONFLICT if [start, end] is taken on any target. */
-  private check(b: PortBinding, targets: Target[], start: number, end: number, listeners: HostListener[], spec: string): void {
+  private check(
+    b: PortBinding,
+    targets: Target[],
+    start: number,
+    end: number,
+    listeners: HostListener[],
+    spec: string,
+  ): void {
     for (const t of targets) {
       for (const list of this.conflictingLists(b.proto, t)) {
         const r = list.overlapping(start, end);
@@ -461,7 +507,8 @@ export class PortAllocator {
         );
       }
       for (const l of listeners) {
-        if (l.proto !== b.proto || l.port < start || l.port > end || !listenerOverlaps(l, t.addr, t.family)) continue;
+        if (l.proto !== b.proto || l.port < start || l.port > end || !listenerOverlaps(l, t.addr, t.family))
+          continue;
         throw new CnmdError(
           'CONFLICT',
           `port ${l.port}/${b.proto} is already in use by a process on the host (${joinHostPort(l.ip, l.port)}); cannot publish ${spec}`,
@@ -472,12 +519,23 @@ export class PortAllocator {
   }
 
   /** Busy intervals within [lo, hi] for `b` on every target, sorted and merged. */
-  private busy(b: PortBinding, targets: Target[], lo: number, hi: number, listeners: HostListener[], extra: PortRange[]): PortRange[] {
-    const raw: PortRange[] = extra.filter((r) => r.end >= lo && r.start <= hi).map((r) => ({ start: r.start, end: r.end }));
+  private busy(
+    b: PortBinding,
+    targets: Target[],
+    lo: number,
+    hi: number,
+    listeners: HostListener[],
+    extra: PortRange[],
+  ): PortRange[] {
+    const raw: PortRange[] = extra
+      .filter((r) => r.end >= lo && r.start <= hi)
+      .map((r) => ({ start: r.start, end: r.end }));
     for (const t of targets) {
-      for (const list of this.conflictingLists(b.proto, t)) for (const r of list.within(lo, hi)) raw.push({ start: r.start, end: r.end });
+      for (const list of this.conflictingLists(b.proto, t))
+        for (const r of list.within(lo, hi)) raw.push({ start: r.start, end: r.end });
       for (const l of listeners) {
-        if (l.proto === b.proto && l.port >= lo && l.port <= hi && listenerOverlaps(l, t.addr, t.family)) raw.push({ start: l.port, end: l.port });
+        if (l.proto === b.proto && l.port >= lo && l.port <= hi && listenerOverlaps(l, t.addr, t.family))
+          raw.push({ start: l.port, end: l.port });
       }
     }
     raw.sort((x, y) => x.start - y.start);
@@ -491,7 +549,13 @@ export class PortAllocator {
   }
 
   /** First start s >= from with [s, s+n-1] inside [lo, hi] and free; undefined if none. */
-  private static firstFit(busy: PortRange[], lo: number, hi: number, n: number, from: number): number | undefined {
+  private static firstFit(
+    busy: PortRange[],
+    lo: number,
+    hi: number,
+    n: number,
+    from: number,
+  ): number | undefined {
     let gapStart = lo;
     for (const r of [...busy, { start: hi + 1, end: hi + 1 }]) {
       const gapEnd = Math.min(r.start - 1, hi);
@@ -526,7 +590,9 @@ export class PortAllocator {
           const { range, reserved } = eph!;
           const busy = this.busy(b, targets, range.start, range.end, listeners, reserved);
           const from = Math.min(Math.max(cursors[b.proto], range.start), range.end);
-          const s = PortAllocator.firstFit(busy, range.start, range.end, n, from) ?? PortAllocator.firstFit(busy, range.start, range.end, n, range.start);
+          const s =
+            PortAllocator.firstFit(busy, range.start, range.end, n, from) ??
+            PortAllocator.firstFit(busy, range.start, range.end, n, range.start);
           if (s === undefined) {
             throw new CnmdError(
               'EXHAUSTED',
@@ -542,18 +608,34 @@ export class PortAllocator {
           const busy = this.busy(b, targets, b.hostPort, hi, listeners, []);
           const s = PortAllocator.firstFit(busy, b.hostPort, hi, 1, b.hostPort);
           if (s === undefined) {
-            throw new CnmdError('CONFLICT', `every host port of ${b.hostPort}-${hi}/${b.proto} is already in use; cannot publish ${spec}`, { op: OP, object: spec });
+            throw new CnmdError(
+              'CONFLICT',
+              `every host port of ${b.hostPort}-${hi}/${b.proto} is already in use; cannot publish ${spec}`,
+              { op: OP, object: spec },
+            );
           }
           start = s;
         }
-        const allocated: PortBinding = { proto: b.proto, hostIP: b.hostIP, hostPort: start, containerPort: b.containerPort };
+        const allocated: PortBinding = {
+          proto: b.proto,
+          hostIP: b.hostIP,
+          hostPort: start,
+          containerPort: b.containerPort,
+        };
         if (n > 1) {
           allocated.hostPortEnd = start + n - 1;
           allocated.containerPortEnd = b.containerPortEnd;
         }
         const owned: Owned = { binding: allocated, reservations: [] };
         for (const t of targets) {
-          const r: Reservation = { start, end: start + n - 1, owner, addr: t.addr, family: t.family, binding: allocated };
+          const r: Reservation = {
+            start,
+            end: start + n - 1,
+            owner,
+            addr: t.addr,
+            family: t.family,
+            binding: allocated,
+          };
           this.listOf(b.proto, t.addr, true).insert(r);
           owned.reservations.push(r);
         }
@@ -561,7 +643,8 @@ export class PortAllocator {
         out.push({ ...allocated });
       }
     } catch (e) {
-      for (const o of added) for (const r of o.reservations) this.listOf(o.binding.proto, r.addr, false)?.remove(r);
+      for (const o of added)
+        for (const r of o.reservations) this.listOf(o.binding.proto, r.addr, false)?.remove(r);
       this.prune();
       throw e;
     }

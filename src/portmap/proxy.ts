@@ -125,17 +125,23 @@ export class UserlandProxy {
         if (m.proto !== 'udp') continue; // SCTP: no loopback proxy, as Docker's proxy does not relay it either
         for (let p = m.hostPort; p <= (m.hostPortEnd ?? m.hostPort); p++) {
           for (const host of ['127.0.0.1', '::1']) {
-            const s = await this.udpRelay(host, p, m.containerIP, m.containerPort + (p - m.hostPort)).catch((e) => {
-              if (host === '::1' && (e as NodeJS.ErrnoException).code === 'EADDRNOTAVAIL') return undefined;
-              throw e;
-            });
+            const s = await this.udpRelay(host, p, m.containerIP, m.containerPort + (p - m.hostPort)).catch(
+              (e) => {
+                if (host === '::1' && (e as NodeJS.ErrnoException).code === 'EADDRNOTAVAIL') return undefined;
+                throw e;
+              },
+            );
             if (s) opened.push(s);
           }
         }
       }
     } catch (e) {
       for (const s of opened) s.close();
-      throw new CnmdError('CONFLICT', `port publish: the userland proxy cannot bind a loopback UDP port: ${(e as Error).message}`, { op: 'port publish', object: owner, cause: e });
+      throw new CnmdError(
+        'CONFLICT',
+        `port publish: the userland proxy cannot bind a loopback UDP port: ${(e as Error).message}`,
+        { op: 'port publish', object: owner, cause: e },
+      );
     }
     for (const m of mappings) if (m.proto === 'tcp') this.tcp.push({ owner, m });
     if (opened.length) this.udp.set(owner, [...(this.udp.get(owner) ?? []), ...opened]);
@@ -148,7 +154,12 @@ export class UserlandProxy {
   }
 
   /** One loopback UDP socket relaying to the container: a client gets its own upstream socket, dropped when idle. */
-  private udpRelay(host: string, port: number, containerIP: string, containerPort: number): Promise<dgram.Socket> {
+  private udpRelay(
+    host: string,
+    port: number,
+    containerIP: string,
+    containerPort: number,
+  ): Promise<dgram.Socket> {
     const sock = dgram.createSocket({ type: host.includes(':') ? 'udp6' : 'udp4' });
     const flows = new Map<string, { up: dgram.Socket; timer: NodeJS.Timeout }>();
     sock.on('message', (msg, rinfo) => {

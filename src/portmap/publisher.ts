@@ -65,7 +65,10 @@ export class PortPublisher {
       ['ipv4', '127.0.0.0/8'],
       ['ipv6', '::1/128'],
     ] as const) {
-      b.in('nat', family).ensureChain(PROXY_CHAIN).flushChain(PROXY_CHAIN).ensureRule('OUTPUT', `-d ${lo} -j ${PROXY_CHAIN}`, { position: 1 });
+      b.in('nat', family)
+        .ensureChain(PROXY_CHAIN)
+        .flushChain(PROXY_CHAIN)
+        .ensureRule('OUTPUT', `-d ${lo} -j ${PROXY_CHAIN}`, { position: 1 });
     }
     await this.backend.apply(b.build());
   }
@@ -78,11 +81,16 @@ export class PortPublisher {
       if (x.proto !== 'tcp') continue;
       const dport = x.hostPortEnd ? `${x.hostPort}:${x.hostPortEnd}` : String(x.hostPort);
       const targets: ['ipv4' | 'ipv6', string, number | undefined][] = [];
-      if (x.hostIP === '' || x.hostIP === '0.0.0.0' || x.hostIP === '127.0.0.1') targets.push(['ipv4', '127.0.0.1/32', this.redirect[4]]);
-      if ((x.hostIP === '' && req.containerIPv6) || x.hostIP === '::' || x.hostIP === '::1') targets.push(['ipv6', '::1/128', this.redirect[6]]);
+      if (x.hostIP === '' || x.hostIP === '0.0.0.0' || x.hostIP === '127.0.0.1')
+        targets.push(['ipv4', '127.0.0.1/32', this.redirect[4]]);
+      if ((x.hostIP === '' && req.containerIPv6) || x.hostIP === '::' || x.hostIP === '::1')
+        targets.push(['ipv6', '::1/128', this.redirect[6]]);
       for (const [family, dst, port] of targets) {
         if (port === undefined) continue;
-        b.in('nat', family).ensureRule(PROXY_CHAIN, `-d ${dst} -p tcp -m tcp --dport ${dport} -j REDIRECT --to-ports ${port}`);
+        b.in('nat', family).ensureRule(
+          PROXY_CHAIN,
+          `-d ${dst} -p tcp -m tcp --dport ${dport} -j REDIRECT --to-ports ${port}`,
+        );
       }
     }
     return b.build();
@@ -104,29 +112,56 @@ export class PortPublisher {
     const ip = req.containerIPv4 ?? req.containerIPv6;
     if (!ip) return [];
     return allocated
-      .filter((x) => x.hostIP === '' || x.hostIP === '0.0.0.0' || x.hostIP === '::' || x.hostIP === '127.0.0.1' || x.hostIP === '::1')
-      .map((x) => ({ proto: x.proto, hostPort: x.hostPort, hostPortEnd: x.hostPortEnd, containerIP: ip, containerPort: x.containerPort }));
+      .filter(
+        (x) =>
+          x.hostIP === '' ||
+          x.hostIP === '0.0.0.0' ||
+          x.hostIP === '::' ||
+          x.hostIP === '127.0.0.1' ||
+          x.hostIP === '::1',
+      )
+      .map((x) => ({
+        proto: x.proto,
+        hostPort: x.hostPort,
+        hostPortEnd: x.hostPortEnd,
+        containerIP: ip,
+        containerPort: x.containerPort,
+      }));
   }
 
   /** Reserves, programs and proxies req's bindings; resolves with them as allocated (exact host ports). */
   async publish(req: PublishRequest): Promise<PortBinding[]> {
     if (req.bindings.length === 0) return [];
     if (!req.containerIPv4 && !req.containerIPv6) {
-      throw new CnmdError('INVALID_ARGUMENT', `port publish: endpoint ${req.owner.slice(0, 12)} has no address to publish to`, { op: 'port publish', object: req.owner });
+      throw new CnmdError(
+        'INVALID_ARGUMENT',
+        `port publish: endpoint ${req.owner.slice(0, 12)} has no address to publish to`,
+        { op: 'port publish', object: req.owner },
+      );
     }
-    const allocated = await this.allocator.reserve(req.owner, req.bindings, { hostBindingIPv4: req.hostBindingIPv4 });
+    const allocated = await this.allocator.reserve(req.owner, req.bindings, {
+      hostBindingIPv4: req.hostBindingIPv4,
+    });
     return this.program(req, allocated);
   }
 
   /** After a restart: the same bindings, host ports included, recorded and reprogrammed. */
   async restore(req: PublishRequest): Promise<PortBinding[]> {
     if (req.bindings.length === 0) return [];
-    const allocated = this.allocator.restore(req.owner, req.bindings, { hostBindingIPv4: req.hostBindingIPv4 });
+    const allocated = this.allocator.restore(req.owner, req.bindings, {
+      hostBindingIPv4: req.hostBindingIPv4,
+    });
     return this.program(req, allocated);
   }
 
   private async program(req: PublishRequest, allocated: PortBinding[]): Promise<PortBinding[]> {
-    const spec = { bridge: req.bridge, containerIPv4: req.containerIPv4, containerIPv6: req.containerIPv6, bindings: allocated, hostBindingIPv4: req.hostBindingIPv4 };
+    const spec = {
+      bridge: req.bridge,
+      containerIPv4: req.containerIPv4,
+      containerIPv6: req.containerIPv6,
+      bindings: allocated,
+      hostBindingIPv4: req.hostBindingIPv4,
+    };
     // Hairpin by NAT in both modes (DNAT also for traffic from the bridge, and
     // hairpin-mode ports): the proxy only carries loopback connections.
     const opts = { userlandProxy: false };
@@ -153,8 +188,19 @@ export class PortPublisher {
     const p = this.published.get(owner);
     if (!p) return;
     this.proxy?.remove(owner);
-    const spec = { bridge: p.req.bridge, containerIPv4: p.req.containerIPv4, containerIPv6: p.req.containerIPv6, bindings: p.allocated, hostBindingIPv4: p.req.hostBindingIPv4 };
-    await this.backend.apply(mergeBatches(removePortRules(spec, { userlandProxy: false }), this.inverse(this.redirectRules(p.req, p.allocated))));
+    const spec = {
+      bridge: p.req.bridge,
+      containerIPv4: p.req.containerIPv4,
+      containerIPv6: p.req.containerIPv6,
+      bindings: p.allocated,
+      hostBindingIPv4: p.req.hostBindingIPv4,
+    };
+    await this.backend.apply(
+      mergeBatches(
+        removePortRules(spec, { userlandProxy: false }),
+        this.inverse(this.redirectRules(p.req, p.allocated)),
+      ),
+    );
     this.allocator.release(owner);
     this.published.delete(owner);
   }

@@ -45,7 +45,15 @@ import { CnmdError } from '../errors';
 import { defaultExec, type Exec } from '../firewall/iptables';
 import { BatchBuilder, type Family, type RuleBatch } from '../firewall/firewall';
 import { chainNames, type LayoutRule } from '../firewall/layout';
-import { bindingAddresses, canonicalIP, formatPortSpec, isAllocated, normalizeBinding, portCount, type PortBinding } from './spec';
+import {
+  bindingAddresses,
+  canonicalIP,
+  formatPortSpec,
+  isAllocated,
+  normalizeBinding,
+  portCount,
+  type PortBinding,
+} from './spec';
 
 const OP = 'port rules';
 
@@ -94,7 +102,11 @@ export function portRuleList(spec: PortRulesSpec, opts: PortRulesOptions = {}): 
   const shifted = opts.shiftedRangeDnat ?? true;
   const filterMode = opts.directAccessFilter ?? 'auto';
   const br = spec.bridge;
-  if (!validBridge(br)) throw new CnmdError('INVALID_ARGUMENT', `${OP}: invalid bridge name ${JSON.stringify(br)}`, { op: OP, object: String(br) });
+  if (!validBridge(br))
+    throw new CnmdError('INVALID_ARGUMENT', `${OP}: invalid bridge name ${JSON.stringify(br)}`, {
+      op: OP,
+      object: String(br),
+    });
   const cip: Partial<Record<Family, string>> = {};
   for (const [family, given] of [
     ['ipv4', spec.containerIPv4],
@@ -103,7 +115,11 @@ export function portRuleList(spec: PortRulesSpec, opts: PortRulesOptions = {}): 
     if (given === undefined || given === '') continue;
     const ip = canonicalIP(given);
     if (!ip || ip.family !== family) {
-      throw new CnmdError('INVALID_ARGUMENT', `${OP}: container ${family === 'ipv4' ? 'IPv4' : 'IPv6'} address ${JSON.stringify(given)} is not one address of that family`, { op: OP, object: given });
+      throw new CnmdError(
+        'INVALID_ARGUMENT',
+        `${OP}: container ${family === 'ipv4' ? 'IPv4' : 'IPv6'} address ${JSON.stringify(given)} is not one address of that family`,
+        { op: OP, object: given },
+      );
     }
     cip[family] = ip.ip;
   }
@@ -122,7 +138,11 @@ export function portRuleList(spec: PortRulesSpec, opts: PortRulesOptions = {}): 
     const b = normalizeBinding(given);
     const text = formatPortSpec(b);
     if (!isAllocated(b)) {
-      throw new CnmdError('INVALID_ARGUMENT', `${OP}: binding ${text} has no exact host port yet; reserve it with the PortAllocator first`, { op: OP, object: text });
+      throw new CnmdError(
+        'INVALID_ARGUMENT',
+        `${OP}: binding ${text} has no exact host port yet; reserve it with the PortAllocator first`,
+        { op: OP, object: text },
+      );
     }
     const addrs = bindingAddresses(b.hostIP, spec.hostBindingIPv4);
     let families = 0;
@@ -132,7 +152,11 @@ export function portRuleList(spec: PortRulesSpec, opts: PortRulesOptions = {}): 
       const ctr = cip[family];
       if (ctr === undefined) {
         if (b.hostIP === '') continue; // every address: this family is left to the proxy
-        throw new CnmdError('INVALID_ARGUMENT', `${OP}: binding ${text} is on an ${family === 'ipv4' ? 'IPv4' : 'IPv6'} host address but the sandbox has no ${family === 'ipv4' ? 'IPv4' : 'IPv6'} address`, { op: OP, object: text });
+        throw new CnmdError(
+          'INVALID_ARGUMENT',
+          `${OP}: binding ${text} is on an ${family === 'ipv4' ? 'IPv4' : 'IPv6'} host address but the sandbox has no ${family === 'ipv4' ? 'IPv4' : 'IPv6'} address`,
+          { op: OP, object: text },
+        );
       }
       families++;
       const bits = family === 'ipv4' ? 32 : 128;
@@ -144,26 +168,54 @@ export function portRuleList(spec: PortRulesSpec, opts: PortRulesOptions = {}): 
       if (!isWildcard(addr)) named[family] = true;
       const notBridge = proxy ? `! -i ${br} ` : '';
       const toAddr = family === 'ipv6' ? `[${ctr}]` : ctr;
-      const dnat = (hp: string, to: string) => add(family, 'nat', c.nat, `${dst}${notBridge}-p ${p} -m ${p} --dport ${hp} -j DNAT --to-destination ${to}`);
+      const dnat = (hp: string, to: string) =>
+        add(
+          family,
+          'nat',
+          c.nat,
+          `${dst}${notBridge}-p ${p} -m ${p} --dport ${hp} -j DNAT --to-destination ${to}`,
+        );
       const hpR = ports(b.hostPort, hpEnd, ':');
       const cpR = ports(b.containerPort, cpEnd, ':');
       if (n === 1) dnat(hpR, `${toAddr}:${b.containerPort}`);
       else if (b.hostPort === b.containerPort) dnat(hpR, ctr);
       else if (shifted) dnat(hpR, `${toAddr}:${b.containerPort}-${cpEnd}/${b.hostPort}`);
       else for (let i = 0; i < n; i++) dnat(String(b.hostPort + i), `${toAddr}:${b.containerPort + i}`);
-      add(family, 'filter', c.filter, `-d ${ctr}/${bits} ! -i ${br} -o ${br} -p ${p} -m ${p} --dport ${cpR} -j ACCEPT`);
-      add(family, 'nat', 'POSTROUTING', `-s ${ctr}/${bits} -d ${ctr}/${bits} -p ${p} -m ${p} --dport ${cpR} -j MASQUERADE`);
-      if (p === 'sctp') add(family, 'mangle', 'POSTROUTING', `-s ${ctr}/${bits} -p sctp -m sctp --sport ${cpR} -j CHECKSUM --checksum-fill`);
-      if (family === 'ipv4' && addr.startsWith('127.')) add(family, 'raw', 'PREROUTING', `-d ${addr}/32 ! -i lo -p ${p} -m ${p} --dport ${hpR} -j DROP`);
+      add(
+        family,
+        'filter',
+        c.filter,
+        `-d ${ctr}/${bits} ! -i ${br} -o ${br} -p ${p} -m ${p} --dport ${cpR} -j ACCEPT`,
+      );
+      add(
+        family,
+        'nat',
+        'POSTROUTING',
+        `-s ${ctr}/${bits} -d ${ctr}/${bits} -p ${p} -m ${p} --dport ${cpR} -j MASQUERADE`,
+      );
+      if (p === 'sctp')
+        add(
+          family,
+          'mangle',
+          'POSTROUTING',
+          `-s ${ctr}/${bits} -p sctp -m sctp --sport ${cpR} -j CHECKSUM --checksum-fill`,
+        );
+      if (family === 'ipv4' && addr.startsWith('127.'))
+        add(family, 'raw', 'PREROUTING', `-d ${addr}/32 ! -i lo -p ${p} -m ${p} --dport ${hpR} -j DROP`);
     }
     if (families === 0) {
-      throw new CnmdError('INVALID_ARGUMENT', `${OP}: binding ${text}: the sandbox has no address on ${br} to forward to`, { op: OP, object: text });
+      throw new CnmdError(
+        'INVALID_ARGUMENT',
+        `${OP}: binding ${text}: the sandbox has no address on ${br} to forward to`,
+        { op: OP, object: text },
+      );
     }
   }
   for (const family of ['ipv4', 'ipv6'] as const) {
     const ctr = cip[family];
     if (ctr === undefined || filterMode === 'never') continue;
-    if (filterMode === 'always' || named[family]) add(family, 'raw', 'PREROUTING', `-d ${ctr}/${family === 'ipv4' ? 32 : 128} ! -i ${br} -j DROP`);
+    if (filterMode === 'always' || named[family])
+      add(family, 'raw', 'PREROUTING', `-d ${ctr}/${family === 'ipv4' ? 32 : 128} ! -i ${br} -j DROP`);
   }
   return out;
 }
@@ -178,7 +230,8 @@ export function portRules(spec: PortRulesSpec, opts: PortRulesOptions = {}): Rul
 /** Removes exactly the rules portRules(spec, opts) adds, if present. Idempotent. */
 export function removePortRules(spec: PortRulesSpec, opts: PortRulesOptions = {}): RuleBatch {
   const b = new BatchBuilder();
-  for (const r of portRuleList(spec, opts).reverse()) b.in(r.table, r.family).deleteIfPresent(r.chain, r.rule);
+  for (const r of portRuleList(spec, opts).reverse())
+    b.in(r.table, r.family).deleteIfPresent(r.chain, r.rule);
   return b.build();
 }
 
@@ -189,7 +242,11 @@ export function removePortRules(spec: PortRulesSpec, opts: PortRulesOptions = {}
  * /proc/sys/net shows the netns of the process that opens the file.
  */
 export function routeLocalnetSysctl(bridge: string, procRoot = '/proc'): { path: string; value: '1' } {
-  if (!validBridge(bridge)) throw new CnmdError('INVALID_ARGUMENT', `${OP}: invalid bridge name ${JSON.stringify(bridge)}`, { op: OP, object: String(bridge) });
+  if (!validBridge(bridge))
+    throw new CnmdError('INVALID_ARGUMENT', `${OP}: invalid bridge name ${JSON.stringify(bridge)}`, {
+      op: OP,
+      object: String(bridge),
+    });
   return { path: path.join(procRoot, 'sys', 'net', 'ipv4', 'conf', bridge, 'route_localnet'), value: '1' };
 }
 

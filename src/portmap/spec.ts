@@ -51,7 +51,10 @@ export interface PortBinding {
 const OP = 'port spec';
 
 function specError(spec: string, message: string): CnmdError {
-  return new CnmdError('INVALID_ARGUMENT', `invalid port spec ${JSON.stringify(spec)}: ${message}`, { op: OP, object: spec });
+  return new CnmdError('INVALID_ARGUMENT', `invalid port spec ${JSON.stringify(spec)}: ${message}`, {
+    op: OP,
+    object: spec,
+  });
 }
 
 /** One IP address in canonical text (IPv4 dotted, IPv6 as inet_ntop writes it); v4-mapped IPv6 becomes IPv4. */
@@ -77,8 +80,10 @@ export function hostFamily(hostIP: string): 'ipv4' | 'ipv6' | undefined {
 function parseRange(spec: string, what: 'host' | 'container', text: string): [number, number] {
   const m = /^(\d+)(?:-(\d+))?$/.exec(text);
   if (!m) {
-    let hint = text === '' ? 'is empty' : `${JSON.stringify(text)} is not a port number or a range like 8000-8099`;
-    if (what === 'host' && canonicalIP(text.replace(/^\[(.*)\]$/, '$1'))) hint += `; to publish on the address ${text} with an ephemeral port write ${text}::CONTAINER_PORT`;
+    let hint =
+      text === '' ? 'is empty' : `${JSON.stringify(text)} is not a port number or a range like 8000-8099`;
+    if (what === 'host' && canonicalIP(text.replace(/^\[(.*)\]$/, '$1')))
+      hint += `; to publish on the address ${text} with an ephemeral port write ${text}::CONTAINER_PORT`;
     throw specError(spec, `${what} port ${hint}`);
   }
   const start = Number(m[1]);
@@ -108,10 +113,12 @@ export function parsePortSpec(s: string): PortBinding[] {
   if (slash >= 0) {
     const p = spec.slice(slash + 1).toLowerCase();
     rest = spec.slice(0, slash);
-    if (p.includes(':')) throw specError(s, 'the protocol goes after the container port (HOST_PORT:CONTAINER_PORT/PROTO)');
+    if (p.includes(':'))
+      throw specError(s, 'the protocol goes after the container port (HOST_PORT:CONTAINER_PORT/PROTO)');
     if (p.includes('/')) throw specError(s, 'more than one "/"; expected PORT/PROTO');
     if (p !== '') {
-      if (!(PROTOS as readonly string[]).includes(p)) throw specError(s, `protocol ${JSON.stringify(spec.slice(slash + 1))} is not one of tcp, udp, sctp`);
+      if (!(PROTOS as readonly string[]).includes(p))
+        throw specError(s, `protocol ${JSON.stringify(spec.slice(slash + 1))} is not one of tcp, udp, sctp`);
       proto = p as Proto;
     }
   }
@@ -121,17 +128,27 @@ export function parsePortSpec(s: string): PortBinding[] {
   const cpText = parts[parts.length - 1];
   const hpText = parts.length >= 2 ? parts[parts.length - 2] : '';
   let ipText = parts.length >= 3 ? parts.slice(0, parts.length - 2).join(':') : '';
-  if (cpText === '') throw specError(s, 'no container port; expected [IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]');
+  if (cpText === '')
+    throw specError(s, 'no container port; expected [IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]');
 
   let hostIP = '';
   if (parts.length >= 3) {
     if (ipText.startsWith('[')) {
-      if (!ipText.endsWith(']')) throw specError(s, `host address ${ipText} has an unclosed "["; write it like [::1]:8080:80`);
+      if (!ipText.endsWith(']'))
+        throw specError(s, `host address ${ipText} has an unclosed "["; write it like [::1]:8080:80`);
       ipText = ipText.slice(1, -1);
     }
-    if (ipText === '') throw specError(s, 'empty host address; leave it out to publish on every address (HOST_PORT:CONTAINER_PORT)');
+    if (ipText === '')
+      throw specError(
+        s,
+        'empty host address; leave it out to publish on every address (HOST_PORT:CONTAINER_PORT)',
+      );
     const ip = canonicalIP(ipText);
-    if (!ip) throw specError(s, `host address ${JSON.stringify(ipText)} is not an IPv4 or IPv6 address (IPv6 goes in brackets: [::1]:8080:80)`);
+    if (!ip)
+      throw specError(
+        s,
+        `host address ${JSON.stringify(ipText)} is not an IPv4 or IPv6 address (IPv6 goes in brackets: [::1]:8080:80)`,
+      );
     hostIP = ip.ip;
   }
 
@@ -143,8 +160,15 @@ export function parsePortSpec(s: string): PortBinding[] {
   const cpLen = cpEnd - cp;
   const hpLen = hpEnd - hp;
   if (hpText !== '' && hpLen !== cpLen && cpLen !== 0) {
-    if (hpLen === 0) throw specError(s, `host port ${hpText} is one port but container ports ${cpText} are ${cpLen + 1}; give a host range of the same length (e.g. ${hp}-${hp + cpLen}:${cpText}) or no host port`);
-    throw specError(s, `host range ${hpText} has ${hpLen + 1} ports but container range ${cpText} has ${cpLen + 1}; the ranges must be the same length`);
+    if (hpLen === 0)
+      throw specError(
+        s,
+        `host port ${hpText} is one port but container ports ${cpText} are ${cpLen + 1}; give a host range of the same length (e.g. ${hp}-${hp + cpLen}:${cpText}) or no host port`,
+      );
+    throw specError(
+      s,
+      `host range ${hpText} has ${hpLen + 1} ports but container range ${cpText} has ${cpLen + 1}; the ranges must be the same length`,
+    );
   }
   const b: PortBinding = { proto, hostIP, hostPort: hp, containerPort: cp };
   if (hpEnd > hp) b.hostPortEnd = hpEnd;
@@ -170,10 +194,12 @@ function isPort(n: unknown, allowZero = false): n is number {
 export function normalizeBinding(b: unknown): PortBinding {
   const o = (b ?? {}) as Record<string, unknown>;
   const shown = JSON.stringify(b);
-  const fail = (m: string) => new CnmdError('INVALID_ARGUMENT', `invalid port binding ${shown}: ${m}`, { op: OP, object: shown });
+  const fail = (m: string) =>
+    new CnmdError('INVALID_ARGUMENT', `invalid port binding ${shown}: ${m}`, { op: OP, object: shown });
   if (typeof b !== 'object' || b === null) throw fail('not an object');
   const proto = o.proto === undefined ? 'tcp' : typeof o.proto === 'string' ? o.proto.toLowerCase() : o.proto;
-  if (!(PROTOS as readonly unknown[]).includes(proto)) throw fail(`proto ${JSON.stringify(o.proto)} is not one of tcp, udp, sctp`);
+  if (!(PROTOS as readonly unknown[]).includes(proto))
+    throw fail(`proto ${JSON.stringify(o.proto)} is not one of tcp, udp, sctp`);
   let hostIP = '';
   if (o.hostIP !== undefined && o.hostIP !== '') {
     const ip = typeof o.hostIP === 'string' ? canonicalIP(o.hostIP.replace(/^\[(.*)\]$/, '$1')) : undefined;
@@ -181,16 +207,23 @@ export function normalizeBinding(b: unknown): PortBinding {
     hostIP = ip.ip;
   }
   const hp = o.hostPort ?? 0;
-  if (!isPort(hp, true)) throw fail(`hostPort ${JSON.stringify(o.hostPort)} is outside 1-65535 (0: ephemeral)`);
-  if (!isPort(o.containerPort)) throw fail(`containerPort ${JSON.stringify(o.containerPort)} is outside 1-65535`);
+  if (!isPort(hp, true))
+    throw fail(`hostPort ${JSON.stringify(o.hostPort)} is outside 1-65535 (0: ephemeral)`);
+  if (!isPort(o.containerPort))
+    throw fail(`containerPort ${JSON.stringify(o.containerPort)} is outside 1-65535`);
   const hpEnd = o.hostPortEnd ?? hp;
   const cpEnd = o.containerPortEnd ?? o.containerPort;
-  if (!isPort(hpEnd, true) || (hpEnd as number) < hp) throw fail(`hostPortEnd ${JSON.stringify(o.hostPortEnd)} must be a port >= hostPort`);
-  if (!isPort(cpEnd) || cpEnd < o.containerPort) throw fail(`containerPortEnd ${JSON.stringify(o.containerPortEnd)} must be a port >= containerPort`);
+  if (!isPort(hpEnd, true) || (hpEnd as number) < hp)
+    throw fail(`hostPortEnd ${JSON.stringify(o.hostPortEnd)} must be a port >= hostPort`);
+  if (!isPort(cpEnd) || cpEnd < o.containerPort)
+    throw fail(`containerPortEnd ${JSON.stringify(o.containerPortEnd)} must be a port >= containerPort`);
   if (hp === 0 && hpEnd !== 0) throw fail('a host range cannot start at 0');
   const hpLen = (hpEnd as number) - hp;
   const cpLen = cpEnd - o.containerPort;
-  if (hp !== 0 && cpLen !== 0 && hpLen !== cpLen) throw fail(`host range has ${hpLen + 1} ports but container range has ${cpLen + 1}; they must be the same length`);
+  if (hp !== 0 && cpLen !== 0 && hpLen !== cpLen)
+    throw fail(
+      `host range has ${hpLen + 1} ports but container range has ${cpLen + 1}; they must be the same length`,
+    );
   const out: PortBinding = { proto: proto as Proto, hostIP, hostPort: hp, containerPort: o.containerPort };
   if ((hpEnd as number) > hp) out.hostPortEnd = hpEnd as number;
   if (cpEnd > o.containerPort) out.containerPortEnd = cpEnd;
@@ -208,7 +241,9 @@ export function portCount(b: PortBinding): number {
  */
 export function isAllocated(b: PortBinding): boolean {
   if (b.hostPort === 0) return false;
-  return (b.hostPortEnd ?? b.hostPort) - b.hostPort === (b.containerPortEnd ?? b.containerPort) - b.containerPort;
+  return (
+    (b.hostPortEnd ?? b.hostPort) - b.hostPort === (b.containerPortEnd ?? b.containerPort) - b.containerPort
+  );
 }
 
 function range(a: number, b?: number): string {
@@ -243,7 +278,11 @@ export function defaultBindingIPv4(hostBindingIPv4?: string): string {
   if (hostBindingIPv4 === undefined || hostBindingIPv4 === '') return '0.0.0.0';
   const ip = canonicalIP(hostBindingIPv4);
   if (!ip || ip.family !== 'ipv4') {
-    throw new CnmdError('INVALID_ARGUMENT', `host_binding_ipv4 ${JSON.stringify(hostBindingIPv4)} is not an IPv4 address`, { op: OP, object: hostBindingIPv4 });
+    throw new CnmdError(
+      'INVALID_ARGUMENT',
+      `host_binding_ipv4 ${JSON.stringify(hostBindingIPv4)} is not an IPv4 address`,
+      { op: OP, object: hostBindingIPv4 },
+    );
   }
   return ip.ip;
 }

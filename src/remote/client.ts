@@ -95,7 +95,14 @@ export class PluginClient {
 
   /** An error about `method` of this plugin: the message starts with the plugin and its address. */
   error(code: ErrorCode, method: string, message: string, extra: Record<string, unknown> = {}): CnmdError {
-    return new CnmdError(code, `${this.label}: ${method}: ${message}`, { op: method, object: this.name, plugin: this.name, method, addr: formatAddr(this.addr), ...extra });
+    return new CnmdError(code, `${this.label}: ${method}: ${message}`, {
+      op: method,
+      object: this.name,
+      plugin: this.name,
+      method,
+      addr: formatAddr(this.addr),
+      ...extra,
+    });
   }
 
   /**
@@ -118,7 +125,11 @@ export class PluginClient {
     const reply = await this.call(method);
     const impl = reply.Implements;
     if (!Array.isArray(impl) || !impl.every((x) => typeof x === 'string')) {
-      throw this.error('MALFORMED_REPLY', method, `the reply has no "Implements" list of strings (got ${truncate(JSON.stringify(reply))}); the plugin must answer {"Implements": ["NetworkDriver"]} or similar`);
+      throw this.error(
+        'MALFORMED_REPLY',
+        method,
+        `the reply has no "Implements" list of strings (got ${truncate(JSON.stringify(reply))}); the plugin must answer {"Implements": ["NetworkDriver"]} or similar`,
+      );
     }
     return impl as string[];
   }
@@ -127,9 +138,14 @@ export class PluginClient {
   async require(what: string): Promise<void> {
     const impl = await this.activate();
     if (!impl.includes(what)) {
-      throw this.error('PLUGIN_ERROR', 'Plugin.Activate', `the plugin implements ${impl.length ? impl.join(', ') : 'nothing'}, not ${what}; use a plugin that implements ${what}, or use this one where ${impl.join('/') || 'it'} is expected`, {
-        implements: impl,
-      });
+      throw this.error(
+        'PLUGIN_ERROR',
+        'Plugin.Activate',
+        `the plugin implements ${impl.length ? impl.join(', ') : 'nothing'}, not ${what}; use a plugin that implements ${what}, or use this one where ${impl.join('/') || 'it'} is expected`,
+        {
+          implements: impl,
+        },
+      );
     }
   }
 
@@ -147,8 +163,18 @@ export class PluginClient {
     if (field !== undefined) {
       const v = reply[field];
       if (v !== undefined && v !== null && v !== '') {
-        if (typeof v !== 'string') throw this.error('MALFORMED_REPLY', method, `"${field}" in the reply is not a string (${truncate(JSON.stringify(v))}); fix the plugin`);
-        throw this.error('PLUGIN_ERROR', method, `the plugin refused: ${v} (the plugin's own message; fix what it names, or see the plugin's logs)`, { pluginMessage: v, status: 200 });
+        if (typeof v !== 'string')
+          throw this.error(
+            'MALFORMED_REPLY',
+            method,
+            `"${field}" in the reply is not a string (${truncate(JSON.stringify(v))}); fix the plugin`,
+          );
+        throw this.error(
+          'PLUGIN_ERROR',
+          method,
+          `the plugin refused: ${v} (the plugin's own message; fix what it names, or see the plugin's logs)`,
+          { pluginMessage: v, status: 200 },
+        );
       }
     }
     return reply;
@@ -159,7 +185,12 @@ export class PluginClient {
     try {
       const o = JSON.parse(raw.body) as Record<string, unknown>;
       // pkg/plugins reads Err; IPAM plugins often send their own Error field.
-      const m = typeof o?.Err === 'string' && o.Err ? o.Err : typeof o?.Error === 'string' && o.Error ? o.Error : undefined;
+      const m =
+        typeof o?.Err === 'string' && o.Err
+          ? o.Err
+          : typeof o?.Error === 'string' && o.Error
+            ? o.Error
+            : undefined;
       if (m !== undefined) message = m;
     } catch {
       // Not JSON: the raw body is the message, as the engine reports it.
@@ -177,11 +208,19 @@ export class PluginClient {
     try {
       v = JSON.parse(body);
     } catch (e) {
-      throw this.error('MALFORMED_REPLY', method, `the reply is not valid JSON (${(e as Error).message}; body: ${JSON.stringify(truncate(body))}); the plugin is broken or is not a Docker plugin: fix the plugin or point cnmd at the right socket`);
+      throw this.error(
+        'MALFORMED_REPLY',
+        method,
+        `the reply is not valid JSON (${(e as Error).message}; body: ${JSON.stringify(truncate(body))}); the plugin is broken or is not a Docker plugin: fix the plugin or point cnmd at the right socket`,
+      );
     }
     if (v === null) return {};
     if (typeof v !== 'object' || Array.isArray(v)) {
-      throw this.error('MALFORMED_REPLY', method, `the reply is JSON but not an object (${truncate(body)}); the plugin is broken: fix the plugin`);
+      throw this.error(
+        'MALFORMED_REPLY',
+        method,
+        `the reply is JSON but not an object (${truncate(body)}); the plugin is broken: fix the plugin`,
+      );
     }
     return v as Record<string, unknown>;
   }
@@ -197,7 +236,12 @@ export class PluginClient {
         return await this.attempt(method, payload, timeoutMs);
       } catch (e) {
         if (e instanceof TimeoutSignal) {
-          throw this.error('TIMEOUT', method, `no reply within ${timeoutMs / 1000} s; check that the plugin is running and not stuck (its logs), or raise cnmd's plugin timeout`, { timeoutMs });
+          throw this.error(
+            'TIMEOUT',
+            method,
+            `no reply within ${timeoutMs / 1000} s; check that the plugin is running and not stuck (its logs), or raise cnmd's plugin timeout`,
+            { timeoutMs },
+          );
         }
         if (!(e instanceof AttemptError)) throw e;
         // A kept-alive socket the plugin closed meanwhile: the request never reached it.
@@ -208,7 +252,10 @@ export class PluginClient {
         const retryable = e.errno !== undefined && RETRYABLE.has(e.errno);
         const elapsed = Date.now() - start;
         if (retryable && elapsed + backoff < this.retryMs) {
-          this.log?.warn({ plugin: this.name, method, errno: e.errno, retryInMs: backoff }, 'plugin not reachable, retrying');
+          this.log?.warn(
+            { plugin: this.name, method, errno: e.errno, retryInMs: backoff },
+            'plugin not reachable, retrying',
+          );
           await new Promise((r) => setTimeout(r, backoff));
           backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
           continue;
@@ -245,7 +292,10 @@ export class PluginClient {
 
   private attempt(method: string, payload: string, timeoutMs: number): Promise<RawReply> {
     return new Promise<RawReply>((resolve, reject) => {
-      const headers: http.OutgoingHttpHeaders = { Accept: PLUGIN_ACCEPT, 'Content-Length': Buffer.byteLength(payload) };
+      const headers: http.OutgoingHttpHeaders = {
+        Accept: PLUGIN_ACCEPT,
+        'Content-Length': Buffer.byteLength(payload),
+      };
       const target: http.RequestOptions =
         this.addr.kind === 'unix'
           ? { socketPath: this.addr.path, headers: { ...headers, Host: LOCAL_HOST } }
@@ -263,22 +313,40 @@ export class PluginClient {
         finish(() => reject(new TimeoutSignal()));
         req.destroy();
       }, timeoutMs);
-      req.on('error', (err: NodeJS.ErrnoException) => finish(() => reject(new AttemptError(err.code, req.reusedSocket, err))));
+      req.on('error', (err: NodeJS.ErrnoException) =>
+        finish(() => reject(new AttemptError(err.code, req.reusedSocket, err))),
+      );
       req.on('response', (res) => {
         const chunks: Buffer[] = [];
         let size = 0;
         res.on('data', (c: Buffer) => {
           size += c.length;
           if (size > MAX_REPLY) {
-            finish(() => reject(this.error('MALFORMED_REPLY', method, `the reply is larger than ${MAX_REPLY >> 20} MiB; the plugin is broken: fix the plugin`)));
+            finish(() =>
+              reject(
+                this.error(
+                  'MALFORMED_REPLY',
+                  method,
+                  `the reply is larger than ${MAX_REPLY >> 20} MiB; the plugin is broken: fix the plugin`,
+                ),
+              ),
+            );
             req.destroy();
             return;
           }
           chunks.push(c);
         });
-        res.on('end', () => finish(() => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') })));
-        res.on('error', (err: NodeJS.ErrnoException) => finish(() => reject(new AttemptError(err.code, false, err))));
-        res.on('aborted', () => finish(() => reject(new AttemptError('ECONNRESET', false, new Error('reply aborted')))));
+        res.on('end', () =>
+          finish(() =>
+            resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }),
+          ),
+        );
+        res.on('error', (err: NodeJS.ErrnoException) =>
+          finish(() => reject(new AttemptError(err.code, false, err))),
+        );
+        res.on('aborted', () =>
+          finish(() => reject(new AttemptError('ECONNRESET', false, new Error('reply aborted')))),
+        );
       });
       req.end(payload);
     });

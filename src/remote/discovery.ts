@@ -29,7 +29,9 @@ export const DOCKER_SPEC_DIRS: readonly string[] = ['/etc/docker/plugins', '/usr
 const OP = 'plugin discovery';
 
 export function formatAddr(a: PluginAddr): string {
-  return a.kind === 'unix' ? `unix://${a.path}` : `tcp://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
+  return a.kind === 'unix'
+    ? `unix://${a.path}`
+    : `tcp://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
 }
 
 /**
@@ -37,15 +39,27 @@ export function formatAddr(a: PluginAddr): string {
  * climb out of them or hide in a subdirectory is refused.
  */
 export function validatePluginName(name: string): void {
-  const fix = 'a plugin name is its socket or spec file name without the extension: letters, digits, ".", "_", "-", starting with a letter or digit';
-  if (typeof name !== 'string' || name === '') throw new CnmdError('INVALID_ARGUMENT', `${OP}: empty plugin name; ${fix}`, { op: OP, object: String(name) });
+  const fix =
+    'a plugin name is its socket or spec file name without the extension: letters, digits, ".", "_", "-", starting with a letter or digit';
+  if (typeof name !== 'string' || name === '')
+    throw new CnmdError('INVALID_ARGUMENT', `${OP}: empty plugin name; ${fix}`, {
+      op: OP,
+      object: String(name),
+    });
   if (name.length > 255 || !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name) || name.includes('..')) {
-    throw new CnmdError('INVALID_ARGUMENT', `${OP}: invalid plugin name ${JSON.stringify(name)}; ${fix}`, { op: OP, object: name });
+    throw new CnmdError('INVALID_ARGUMENT', `${OP}: invalid plugin name ${JSON.stringify(name)}; ${fix}`, {
+      op: OP,
+      object: name,
+    });
   }
 }
 
 function specError(name: string, file: string, message: string): CnmdError {
-  return new CnmdError('INVALID_ARGUMENT', `${OP}: plugin "${name}": ${file}: ${message}`, { op: OP, object: name, file });
+  return new CnmdError('INVALID_ARGUMENT', `${OP}: plugin "${name}": ${file}: ${message}`, {
+    op: OP,
+    object: name,
+    file,
+  });
 }
 
 /** Parses a plugin address as the .spec file or .json "Addr" holds it. */
@@ -53,15 +67,26 @@ export function parsePluginAddr(name: string, file: string, text: string): Plugi
   const addr = text.trim();
   const expect = 'write one address: unix:///absolute/path.sock or tcp://host:port';
   if (addr === '') throw specError(name, file, `the file is empty; ${expect}`);
-  if (/\s/.test(addr)) throw specError(name, file, `${JSON.stringify(addr)} is more than one address; ${expect}`);
+  if (/\s/.test(addr))
+    throw specError(name, file, `${JSON.stringify(addr)} is more than one address; ${expect}`);
   const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(addr)?.[1]?.toLowerCase();
-  if (!scheme) throw specError(name, file, `${JSON.stringify(addr)} has no scheme (unknown protocol); ${expect}`);
+  if (!scheme)
+    throw specError(name, file, `${JSON.stringify(addr)} has no scheme (unknown protocol); ${expect}`);
   if (scheme === 'https') {
-    throw specError(name, file, `${addr} needs TLS, which cnmd does not speak to plugins; serve the plugin on a unix socket or a plain tcp:// address`);
+    throw specError(
+      name,
+      file,
+      `${addr} needs TLS, which cnmd does not speak to plugins; serve the plugin on a unix socket or a plain tcp:// address`,
+    );
   }
   if (scheme === 'unix') {
     const p = addr.slice('unix://'.length);
-    if (!p.startsWith('/')) throw specError(name, file, `${JSON.stringify(addr)}: the socket path must be absolute (unix:///run/x.sock has three slashes); ${expect}`);
+    if (!p.startsWith('/'))
+      throw specError(
+        name,
+        file,
+        `${JSON.stringify(addr)}: the socket path must be absolute (unix:///run/x.sock has three slashes); ${expect}`,
+      );
     return { kind: 'unix', path: path.normalize(p) };
   }
   if (scheme === 'tcp' || scheme === 'http') {
@@ -74,10 +99,18 @@ export function parsePluginAddr(name: string, file: string, text: string): Plugi
     const host = u.hostname.replace(/^\[(.*)\]$/, '$1');
     const port = Number(u.port);
     if (host === '' || !u.port || !Number.isInteger(port) || port < 1 || port > 65535) {
-      throw specError(name, file, `${JSON.stringify(addr)} needs a host and a port from 1 to 65535; ${expect}`);
+      throw specError(
+        name,
+        file,
+        `${JSON.stringify(addr)} needs a host and a port from 1 to 65535; ${expect}`,
+      );
     }
     if ((u.pathname !== '' && u.pathname !== '/') || u.search || u.username) {
-      throw specError(name, file, `${JSON.stringify(addr)} has a path, query or user, which a plugin address cannot have; ${expect}`);
+      throw specError(
+        name,
+        file,
+        `${JSON.stringify(addr)} has a path, query or user, which a plugin address cannot have; ${expect}`,
+      );
     }
     return { kind: 'tcp', host, port };
   }
@@ -89,15 +122,33 @@ function parseJsonSpec(name: string, file: string, text: string): PluginAddr {
   try {
     doc = JSON.parse(text);
   } catch (e) {
-    throw specError(name, file, `not valid JSON (${(e as Error).message}); write {"Name": "${name}", "Addr": "unix:///path.sock"}`);
+    throw specError(
+      name,
+      file,
+      `not valid JSON (${(e as Error).message}); write {"Name": "${name}", "Addr": "unix:///path.sock"}`,
+    );
   }
-  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw specError(name, file, `must hold a JSON object like {"Name": "${name}", "Addr": "unix:///path.sock"}`);
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc))
+    throw specError(
+      name,
+      file,
+      `must hold a JSON object like {"Name": "${name}", "Addr": "unix:///path.sock"}`,
+    );
   const o = doc as Record<string, unknown>;
   // Docker turns TLS on for any TLSConfig, even an empty one.
   if (o.TLSConfig !== undefined && o.TLSConfig !== null) {
-    throw specError(name, file, 'has a TLSConfig, but cnmd does not speak TLS to plugins; remove TLSConfig and serve the plugin on a unix socket or a plain tcp:// address');
+    throw specError(
+      name,
+      file,
+      'has a TLSConfig, but cnmd does not speak TLS to plugins; remove TLSConfig and serve the plugin on a unix socket or a plain tcp:// address',
+    );
   }
-  if (typeof o.Addr !== 'string') throw specError(name, file, `"Addr" is missing or not a string; write {"Name": "${name}", "Addr": "unix:///path.sock"}`);
+  if (typeof o.Addr !== 'string')
+    throw specError(
+      name,
+      file,
+      `"Addr" is missing or not a string; write {"Name": "${name}", "Addr": "unix:///path.sock"}`,
+    );
   return parsePluginAddr(name, file, o.Addr);
 }
 
@@ -115,7 +166,11 @@ async function readIfExists(p: string): Promise<string | undefined> {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
-    throw new CnmdError('INVALID_ARGUMENT', `${OP}: cannot read ${p} (${code}); fix its permissions or remove it`, { op: OP, object: p, errno: code, cause: e });
+    throw new CnmdError(
+      'INVALID_ARGUMENT',
+      `${OP}: cannot read ${p} (${code}); fix its permissions or remove it`,
+      { op: OP, object: p, errno: code, cause: e },
+    );
   }
 }
 

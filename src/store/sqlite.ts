@@ -47,7 +47,9 @@ export class SqliteStore implements Store {
     ) WITHOUT ROWID`);
     this.stmts = {
       get: this.db.prepare('SELECT value FROM objects WHERE kind = ? AND id = ?'),
-      put: this.db.prepare('INSERT INTO objects (kind, id, value) VALUES (?, ?, ?) ON CONFLICT (kind, id) DO UPDATE SET value = excluded.value'),
+      put: this.db.prepare(
+        'INSERT INTO objects (kind, id, value) VALUES (?, ?, ?) ON CONFLICT (kind, id) DO UPDATE SET value = excluded.value',
+      ),
       del: this.db.prepare('DELETE FROM objects WHERE kind = ? AND id = ?'),
       list: this.db.prepare('SELECT value FROM objects WHERE kind = ? ORDER BY id'),
       begin: this.db.prepare('BEGIN IMMEDIATE'),

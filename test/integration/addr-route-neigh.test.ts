@@ -38,7 +38,12 @@ test('IPv4 addresses: default and explicit broadcast, none, /31, /32, label; lis
     { local: '10.7.7.1', prefixlen: 16, broadcast: '10.7.255.255', label: 'br0:web' },
   ];
   const ip4 = ipAddrs(a, 'br0').filter((x) => x.family === 'inet');
-  const pick = (x: any) => ({ local: x.local, prefixlen: x.prefixlen, broadcast: x.broadcast, label: x.label });
+  const pick = (x: any) => ({
+    local: x.local,
+    prefixlen: x.prefixlen,
+    broadcast: x.broadcast,
+    label: x.label,
+  });
   const byLocal = (p: { local: string }, q: { local: string }) => p.local.localeCompare(q.local);
   assert.deepEqual(ip4.map(pick).sort(byLocal), [...want].sort(byLocal));
   for (const x of ip4) {
@@ -48,7 +53,9 @@ test('IPv4 addresses: default and explicit broadcast, none, /31, /32, label; lis
   // Our list of br0's IPv4 addresses is exactly ip's, field by field.
   const ours = await a.handle.addrList({ link: 'br0', family: 4 });
   assert.deepEqual(
-    ours.map((x) => ({ local: x.address, prefixlen: x.prefixLen, broadcast: x.broadcast, label: x.label })).sort(byLocal),
+    ours
+      .map((x) => ({ local: x.address, prefixlen: x.prefixLen, broadcast: x.broadcast, label: x.label }))
+      .sort(byLocal),
     [...want].sort(byLocal),
   );
   for (const x of ours) {
@@ -60,16 +67,32 @@ test('IPv4 addresses: default and explicit broadcast, none, /31, /32, label; lis
   }
   // The list of every link includes loopback's, as ip's does.
   const all = await a.handle.addrList({ family: 4 });
-  assert.deepEqual(all.map((x) => x.cidr).sort(), a.ipj('-4', 'addr').flatMap((x: any) => x.addr_info.map((y: any) => `${y.local}/${y.prefixlen}`)).sort());
+  assert.deepEqual(
+    all.map((x) => x.cidr).sort(),
+    a
+      .ipj('-4', 'addr')
+      .flatMap((x: any) => x.addr_info.map((y: any) => `${y.local}/${y.prefixlen}`))
+      .sort(),
+  );
   // Duplicates, deletes, missing ones.
   await assert.rejects(a.handle.addrAdd('br0', '10.7.1.1/31'), { code: 'ALREADY_EXISTS', errno: 'EEXIST' });
   await a.handle.addrDel('br0', '10.7.0.1/24');
   await a.handle.addrDel(idx, '10.7.7.1/16');
-  const left = ipAddrs(a, 'br0').filter((x) => x.family === 'inet').map((x) => x.local).sort();
+  const left = ipAddrs(a, 'br0')
+    .filter((x) => x.family === 'inet')
+    .map((x) => x.local)
+    .sort();
   assert.deepEqual(left, ['10.7.1.1', '10.7.5.1', '10.7.6.1', '10.7.8.1']);
   await assert.rejects(a.handle.addrDel('br0', '10.7.0.1/24'), { code: 'NOT_FOUND', errno: 'EADDRNOTAVAIL' });
-  await assert.rejects(a.handle.addrDel('br0', '10.7.5.1/16'), { code: 'NOT_FOUND', errno: 'EADDRNOTAVAIL' }, 'the prefix is part of the address');
-  await assert.rejects(a.handle.addrAdd('br0', '10.7.9.1/24', { broadcast: 'fd00::1' }), { code: 'INVALID_ARGUMENT', message: /broadcast "fd00::1" is not an IPv4 address/ });
+  await assert.rejects(
+    a.handle.addrDel('br0', '10.7.5.1/16'),
+    { code: 'NOT_FOUND', errno: 'EADDRNOTAVAIL' },
+    'the prefix is part of the address',
+  );
+  await assert.rejects(a.handle.addrAdd('br0', '10.7.9.1/24', { broadcast: 'fd00::1' }), {
+    code: 'INVALID_ARGUMENT',
+    message: /broadcast "fd00::1" is not an IPv4 address/,
+  });
 });
 
 test('IPv6 addresses: nodad and not, list and delete agree with ip', async (t) => {
@@ -97,9 +120,15 @@ test('IPv6 addresses: nodad and not, list and delete agree with ip', async (t) =
     assert.equal(x.broadcast, undefined);
   }
   assert.ok((await a.handle.addrList({ link: 'br0', family: 6 })).every((x) => x.family === 6));
-  await assert.rejects(a.handle.addrAdd('br0', 'fd07::1/64', { nodad: true }), { code: 'ALREADY_EXISTS', errno: 'EEXIST' });
+  await assert.rejects(a.handle.addrAdd('br0', 'fd07::1/64', { nodad: true }), {
+    code: 'ALREADY_EXISTS',
+    errno: 'EEXIST',
+  });
   await a.handle.addrDel('br0', 'fd07::1/64');
-  assert.equal(ipAddrs(a, 'br0').some((x) => x.local === 'fd07::1'), false);
+  assert.equal(
+    ipAddrs(a, 'br0').some((x) => x.local === 'fd07::1'),
+    false,
+  );
   await assert.rejects(a.handle.addrDel('br0', 'fd07::1/64'), { code: 'NOT_FOUND', errno: 'EADDRNOTAVAIL' });
 });
 
@@ -112,9 +141,15 @@ test('300 addresses added at once on one link (beyond the request window) are al
   await Promise.all(cidrs.map((c) => a.handle.addrAdd(idx, c)));
   const ip4 = ipAddrs(a, 'br0').map((x) => `${x.local}/${x.prefixlen}`);
   assert.deepEqual(ip4.sort(), [...cidrs].sort());
-  assert.deepEqual((await a.handle.addrList({ link: idx, family: 4 })).map((x) => x.cidr).sort(), [...cidrs].sort());
+  assert.deepEqual(
+    (await a.handle.addrList({ link: idx, family: 4 })).map((x) => x.cidr).sort(),
+    [...cidrs].sort(),
+  );
   await Promise.all(cidrs.map((c) => a.handle.addrDel(idx, c)));
-  assert.deepEqual(ipAddrs(a, 'br0').filter((x) => x.family === 'inet'), []);
+  assert.deepEqual(
+    ipAddrs(a, 'br0').filter((x) => x.family === 'inet'),
+    [],
+  );
 });
 
 /** ip's routes (v4 and v6, every table) as comparable strings: "dst table type gateway dev metric". */
@@ -124,16 +159,26 @@ function ipRoutes(ns: Ns): string[] {
   const devIndex = new Map(ns.ipj('link').map((x: any) => [x.ifname, x.ifindex]));
   for (const fam of ['-4', '-6']) {
     for (const r of ns.ipj(fam, 'route', 'show', 'table', 'all')) {
-      const dst = r.dst === 'default' ? 'default' : r.dst.includes('/') ? r.dst : `${r.dst}/${fam === '-4' ? 32 : 128}`;
-      const table = r.table === undefined ? 254 : tables[r.table] ?? Number(r.table);
-      out.push([dst, table, r.type ?? 'unicast', r.gateway ?? '-', r.dev ? devIndex.get(r.dev) : '-', r.metric ?? 0].join(' '));
+      const dst =
+        r.dst === 'default' ? 'default' : r.dst.includes('/') ? r.dst : `${r.dst}/${fam === '-4' ? 32 : 128}`;
+      const table = r.table === undefined ? 254 : (tables[r.table] ?? Number(r.table));
+      out.push(
+        [
+          dst,
+          table,
+          r.type ?? 'unicast',
+          r.gateway ?? '-',
+          r.dev ? devIndex.get(r.dev) : '-',
+          r.metric ?? 0,
+        ].join(' '),
+      );
     }
   }
   return out.sort();
 }
 const TYPE_NAMES: Record<number, string> = { 3: 'broadcast', 4: 'anycast', 5: 'multicast' };
 function ourRoute(r: Route): string {
-  const type = typeof r.type === 'number' ? TYPE_NAMES[r.type] ?? String(r.type) : r.type;
+  const type = typeof r.type === 'number' ? (TYPE_NAMES[r.type] ?? String(r.type)) : r.type;
   return [r.dst, r.table, type, r.gateway ?? '-', r.oifIndex ?? '-', r.priority ?? 0].join(' ');
 }
 
@@ -164,12 +209,42 @@ test('routes: default via gateway, connected with dev/scope link, tables 100 and
   };
   assert.deepEqual(find('default'), { dst: 'default', gateway: '10.8.0.254', dev: 'br0', flags: [] });
   assert.deepEqual(find('10.9.0.0/16'), { dst: '10.9.0.0/16', dev: 'br0', scope: 'link', flags: [] });
-  assert.deepEqual(find('10.10.0.0/16', '100'), { dst: '10.10.0.0/16', gateway: '10.8.0.253', dev: 'br0', table: '100', flags: [] });
-  assert.deepEqual(find('10.11.0.0/16', '1000'), { dst: '10.11.0.0/16', dev: 'br0', table: '1000', scope: 'link', metric: 7, flags: [] });
-  assert.deepEqual(find('default', '1000'), { dst: 'default', gateway: '10.8.0.252', dev: 'br0', table: '1000', flags: [] });
-  assert.deepEqual(find('10.12.0.0/16'), { dst: '10.12.0.0/16', dev: 'br0', scope: 'link', prefsrc: '10.8.0.1', flags: [] });
+  assert.deepEqual(find('10.10.0.0/16', '100'), {
+    dst: '10.10.0.0/16',
+    gateway: '10.8.0.253',
+    dev: 'br0',
+    table: '100',
+    flags: [],
+  });
+  assert.deepEqual(find('10.11.0.0/16', '1000'), {
+    dst: '10.11.0.0/16',
+    dev: 'br0',
+    table: '1000',
+    scope: 'link',
+    metric: 7,
+    flags: [],
+  });
+  assert.deepEqual(find('default', '1000'), {
+    dst: 'default',
+    gateway: '10.8.0.252',
+    dev: 'br0',
+    table: '1000',
+    flags: [],
+  });
+  assert.deepEqual(find('10.12.0.0/16'), {
+    dst: '10.12.0.0/16',
+    dev: 'br0',
+    scope: 'link',
+    prefsrc: '10.8.0.1',
+    flags: [],
+  });
   assert.deepEqual(find('10.13.0.0/16'), { type: 'blackhole', dst: '10.13.0.0/16', flags: [] });
-  assert.deepEqual(find('10.14.0.0/16', '100'), { type: 'unreachable', dst: '10.14.0.0/16', table: '100', flags: [] });
+  assert.deepEqual(find('10.14.0.0/16', '100'), {
+    type: 'unreachable',
+    dst: '10.14.0.0/16',
+    table: '100',
+    flags: [],
+  });
   assert.deepEqual(find('10.15.0.1'), { dst: '10.15.0.1', dev: 'br0', scope: 'link', flags: [] });
   const v6 = a.ipj('-6', 'route', 'show', 'table', 'all');
   const d6 = v6.filter((x: any) => x.dst === 'default');
@@ -185,13 +260,10 @@ test('routes: default via gateway, connected with dev/scope link, tables 100 and
   assert.deepEqual((await a.handle.routeList({ table: 0 })).map(ourRoute).sort(), ipRoutes(a));
   // Per table, and the decoded fields of a few.
   const t1000 = await a.handle.routeList({ table: 1000 });
-  assert.deepEqual(
-    t1000.map((r) => [r.dst, r.gateway, r.oifIndex, r.scope, r.priority]).sort(),
-    [
-      ['10.11.0.0/16', undefined, br, 'link', 7],
-      ['default', '10.8.0.252', br, 'universe', undefined],
-    ],
-  );
+  assert.deepEqual(t1000.map((r) => [r.dst, r.gateway, r.oifIndex, r.scope, r.priority]).sort(), [
+    ['10.11.0.0/16', undefined, br, 'link', 7],
+    ['default', '10.8.0.252', br, 'universe', undefined],
+  ]);
   const t100v4 = await a.handle.routeList({ table: 100, family: 4 });
   assert.deepEqual(t100v4.map((r) => [r.dst, r.type, r.gateway]).sort(), [
     ['10.10.0.0/16', 'unicast', '10.8.0.253'],
@@ -201,10 +273,17 @@ test('routes: default via gateway, connected with dev/scope link, tables 100 and
   const src = main4.find((r) => r.dst === '10.12.0.0/16');
   assert.equal(src?.src, '10.8.0.1');
   assert.equal(src?.protocol, 3, 'boot, as ip route add');
-  assert.equal(main4.find((r) => r.dst === '10.8.0.0/24')?.protocol, 2, 'the connected route is the kernel\'s');
+  assert.equal(
+    main4.find((r) => r.dst === '10.8.0.0/24')?.protocol,
+    2,
+    "the connected route is the kernel's",
+  );
   const def6 = (await a.handle.routeList({ family: 6 })).find((r) => r.dst === 'default');
   assert.deepEqual([def6?.gateway, def6?.oifIndex, def6?.priority, def6?.family], ['fd08::fe', br, 1024, 6]);
-  assert.deepEqual((await a.handle.routeList({ dev: 'br0', family: 4 })).every((r) => r.oifIndex === br), true);
+  assert.deepEqual(
+    (await a.handle.routeList({ dev: 'br0', family: 4 })).every((r) => r.oifIndex === br),
+    true,
+  );
 });
 
 test('routes: replace, duplicate, delete (per table), missing, unreachable gateway', async (t) => {
@@ -215,17 +294,30 @@ test('routes: replace, duplicate, delete (per table), missing, unreachable gatew
   await a.handle.addrAdd('br0', 'fd08::1/64', { nodad: true });
   await a.handle.routeAdd({ gateway: '10.8.0.254' });
   await a.handle.routeReplace({ gateway: '10.8.0.250' });
-  assert.deepEqual(a.ipj('route', 'show', 'default'), [{ dst: 'default', gateway: '10.8.0.250', dev: 'br0', flags: [] }]);
+  assert.deepEqual(a.ipj('route', 'show', 'default'), [
+    { dst: 'default', gateway: '10.8.0.250', dev: 'br0', flags: [] },
+  ]);
   // replace of a route that is not there makes it
   await a.handle.routeReplace({ dst: '10.20.0.0/16', gateway: '10.8.0.250', table: 1000 });
   await a.handle.routeReplace({ dst: '10.20.0.0/16', gateway: '10.8.0.251', table: 1000 });
-  assert.deepEqual(a.ipj('route', 'show', 'table', '1000'), [{ dst: '10.20.0.0/16', gateway: '10.8.0.251', dev: 'br0', flags: [] }]);
+  assert.deepEqual(a.ipj('route', 'show', 'table', '1000'), [
+    { dst: '10.20.0.0/16', gateway: '10.8.0.251', dev: 'br0', flags: [] },
+  ]);
   await a.handle.routeReplace({ family: 6, gateway: 'fd08::fe', dev: 'br0' });
   await a.handle.routeReplace({ family: 6, gateway: 'fd08::fd', dev: 'br0' });
-  assert.deepEqual(a.ipj('-6', 'route', 'show', 'default').map((r: any) => r.gateway), ['fd08::fd']);
+  assert.deepEqual(
+    a.ipj('-6', 'route', 'show', 'default').map((r: any) => r.gateway),
+    ['fd08::fd'],
+  );
 
-  await assert.rejects(a.handle.routeAdd({ gateway: '10.8.0.251' }), { code: 'ALREADY_EXISTS', errno: 'EEXIST' });
-  await assert.rejects(a.handle.routeAdd({ dst: '10.20.0.0/16', gateway: '10.8.0.9', table: 1000 }), { code: 'ALREADY_EXISTS', errno: 'EEXIST' });
+  await assert.rejects(a.handle.routeAdd({ gateway: '10.8.0.251' }), {
+    code: 'ALREADY_EXISTS',
+    errno: 'EEXIST',
+  });
+  await assert.rejects(a.handle.routeAdd({ dst: '10.20.0.0/16', gateway: '10.8.0.9', table: 1000 }), {
+    code: 'ALREADY_EXISTS',
+    errno: 'EEXIST',
+  });
   // A route in table 1000 is not in main.
   await assert.rejects(a.handle.routeDel({ dst: '10.20.0.0/16' }), { code: 'NOT_FOUND', errno: 'ESRCH' });
   await a.handle.routeDel({ dst: '10.20.0.0/16', table: 1000 });
@@ -235,12 +327,25 @@ test('routes: replace, duplicate, delete (per table), missing, unreachable gatew
   await a.handle.routeDel({ dst: 'default', gateway: '10.8.0.250' });
   assert.deepEqual(a.ipj('route', 'show', 'default'), []);
   await assert.rejects(a.handle.routeDel({}), { code: 'NOT_FOUND', errno: 'ESRCH' });
-  await assert.rejects(a.handle.routeAdd({ gateway: '172.31.0.1' }), { code: 'INVALID_ARGUMENT', errno: 'ENETUNREACH', message: /not reachable/ });
-  await assert.rejects(a.handle.routeAdd({ dst: '10.30.0.0/16' }), { code: 'INVALID_ARGUMENT', message: /needs a gateway or an output device/ });
-  await assert.rejects(a.handle.routeAdd({ dst: '10.30.0.0/16', dev: 'br0', table: 0 }), { code: 'INVALID_ARGUMENT', message: /table 0/ });
+  await assert.rejects(a.handle.routeAdd({ gateway: '172.31.0.1' }), {
+    code: 'INVALID_ARGUMENT',
+    errno: 'ENETUNREACH',
+    message: /not reachable/,
+  });
+  await assert.rejects(a.handle.routeAdd({ dst: '10.30.0.0/16' }), {
+    code: 'INVALID_ARGUMENT',
+    message: /needs a gateway or an output device/,
+  });
+  await assert.rejects(a.handle.routeAdd({ dst: '10.30.0.0/16', dev: 'br0', table: 0 }), {
+    code: 'INVALID_ARGUMENT',
+    message: /table 0/,
+  });
   await assert.rejects(a.handle.routeAdd({ dst: '10.30.0.0/16', dev: 'nope0' }), { code: 'NOT_FOUND' });
   // Only the kernel's own routes are left.
-  assert.deepEqual(a.ipj('route').map((r: any) => r.dst), ['10.8.0.0/24']);
+  assert.deepEqual(
+    a.ipj('route').map((r: any) => r.dst),
+    ['10.8.0.0/24'],
+  );
 });
 
 test('neighbours: permanent IPv4/IPv6, replace, reachable; proxy entries; list and delete agree with ip', async (t) => {
@@ -282,13 +387,19 @@ test('neighbours: permanent IPv4/IPv6, replace, reachable; proxy entries; list a
     assert.equal(m.proxy, false);
     assert.equal(m.permanent, x.state.includes('PERMANENT'));
   }
-  assert.deepEqual((await a.handle.neighList({ dev: 'br0', family: 6 })).filter((x) => x.permanent).map((x) => x.ip), ['fd12::9']);
+  assert.deepEqual(
+    (await a.handle.neighList({ dev: 'br0', family: 6 })).filter((x) => x.permanent).map((x) => x.ip),
+    ['fd12::9'],
+  );
   const ourProxies = await a.handle.neighList({ proxy: true });
   assert.deepEqual(ourProxies.map((x) => [x.ip, x.index, x.proxy]).sort(), [
     ['10.12.0.77', br, true],
     ['fd12::77', br, true],
   ]);
-  assert.deepEqual((await a.handle.neighList({ proxy: true, family: 6 })).map((x) => x.ip), ['fd12::77']);
+  assert.deepEqual(
+    (await a.handle.neighList({ proxy: true, family: 6 })).map((x) => x.ip),
+    ['fd12::77'],
+  );
 
   await a.handle.neighDel({ dev: 'br0', ip: '10.12.0.9' });
   await a.handle.neighDel({ dev: 'br0', ip: 'fd12::9' });
@@ -296,30 +407,55 @@ test('neighbours: permanent IPv4/IPv6, replace, reachable; proxy entries; list a
   const after = a.ipj('neigh', 'show', 'dev', 'br0').map((x: any) => x.dst);
   assert.equal(after.includes('10.12.0.9'), false);
   assert.equal(after.includes('fd12::9'), false);
-  assert.deepEqual(a.ipj('neigh', 'show', 'proxy').map((x: any) => x.dst), ['fd12::77']);
+  assert.deepEqual(
+    a.ipj('neigh', 'show', 'proxy').map((x: any) => x.dst),
+    ['fd12::77'],
+  );
   await a.handle.neighDel({ dev: 'br0', ip: 'fd12::77', proxy: true });
   assert.deepEqual(a.ipj('neigh', 'show', 'proxy'), []);
   assert.deepEqual(await a.handle.neighList({ proxy: true }), []);
 
-  await assert.rejects(a.handle.neighDel({ dev: 'br0', ip: '10.12.0.9' }), { code: 'NOT_FOUND', errno: 'ENOENT' });
-  await assert.rejects(a.handle.neighDel({ dev: 'br0', ip: '10.12.0.77', proxy: true }), { code: 'NOT_FOUND', errno: 'ENOENT' });
-  await assert.rejects(a.handle.neighAdd({ dev: 'br0', ip: '10.12.0.5' }), { code: 'INVALID_ARGUMENT', message: /needs a MAC address/ });
-  await assert.rejects(a.handle.neighAdd({ dev: 'br0', ip: '10.12.0.5', mac: '02:00:00:00:00:01', state: 'bogus' as never }), { code: 'INVALID_ARGUMENT', message: /state "bogus"/ });
-  await assert.rejects(a.handle.neighAdd({ dev: 'nope0', ip: '10.12.0.5', mac: '02:00:00:00:00:01' }), { code: 'NOT_FOUND' });
+  await assert.rejects(a.handle.neighDel({ dev: 'br0', ip: '10.12.0.9' }), {
+    code: 'NOT_FOUND',
+    errno: 'ENOENT',
+  });
+  await assert.rejects(a.handle.neighDel({ dev: 'br0', ip: '10.12.0.77', proxy: true }), {
+    code: 'NOT_FOUND',
+    errno: 'ENOENT',
+  });
+  await assert.rejects(a.handle.neighAdd({ dev: 'br0', ip: '10.12.0.5' }), {
+    code: 'INVALID_ARGUMENT',
+    message: /needs a MAC address/,
+  });
+  await assert.rejects(
+    a.handle.neighAdd({ dev: 'br0', ip: '10.12.0.5', mac: '02:00:00:00:00:01', state: 'bogus' as never }),
+    { code: 'INVALID_ARGUMENT', message: /state "bogus"/ },
+  );
+  await assert.rejects(a.handle.neighAdd({ dev: 'nope0', ip: '10.12.0.5', mac: '02:00:00:00:00:01' }), {
+    code: 'NOT_FOUND',
+  });
 });
 
 /** `bridge -j fdb show dev X` as sorted comparable strings. */
 function bridgeFdb(ns: Ns, dev: string): any[] {
   return JSON.parse(ns.run('bridge', ['-j', 'fdb', 'show', 'dev', dev]) || '[]');
 }
-const fdbKey = (x: { mac?: string; dst?: string; vni?: number; port?: number }) => `${x.mac} ${x.dst ?? '-'} ${x.vni ?? '-'} ${x.port ?? '-'}`;
+const fdbKey = (x: { mac?: string; dst?: string; vni?: number; port?: number }) =>
+  `${x.mac} ${x.dst ?? '-'} ${x.vni ?? '-'} ${x.port ?? '-'}`;
 
 test('bridge FDB on a vxlan device: add with dst (and vni, port), append a flood list, delete one VTEP, delete an entry', async (t) => {
   const l = await lab(t);
   const a = await l.ns('a');
   await a.handle.linkAdd({ kind: 'bridge', name: 'under0', up: true });
   await a.handle.addrAdd('under0', '192.0.2.1/24');
-  await a.handle.linkAdd({ kind: 'vxlan', name: 'vx0', vni: 42, learning: false, local: '192.0.2.1', dev: 'under0' });
+  await a.handle.linkAdd({
+    kind: 'vxlan',
+    name: 'vx0',
+    vni: 42,
+    learning: false,
+    local: '192.0.2.1',
+    dev: 'under0',
+  });
   const vx = ipIndex(a, 'vx0');
   await a.handle.fdbAdd({ dev: 'vx0', mac: '02:42:0a:00:00:02', dst: '192.0.2.2' });
   await a.handle.fdbAdd({ dev: vx, mac: '02:42:0a:00:00:03', dst: '192.0.2.5', vni: 43, port: 4790 });
@@ -328,12 +464,42 @@ test('bridge FDB on a vxlan device: add with dst (and vni, port), append a flood
 
   const fdb = bridgeFdb(a, 'vx0');
   assert.deepEqual(
-    fdb.map((x) => ({ mac: x.mac, dst: x.dst, vni: x.vni, port: x.port, flags: x.flags, state: x.state })).sort((p, q) => fdbKey(p).localeCompare(fdbKey(q))),
+    fdb
+      .map((x) => ({ mac: x.mac, dst: x.dst, vni: x.vni, port: x.port, flags: x.flags, state: x.state }))
+      .sort((p, q) => fdbKey(p).localeCompare(fdbKey(q))),
     [
-      { mac: '00:00:00:00:00:00', dst: '192.0.2.3', vni: undefined, port: undefined, flags: ['self'], state: 'permanent' },
-      { mac: '00:00:00:00:00:00', dst: '192.0.2.4', vni: undefined, port: undefined, flags: ['self'], state: 'permanent' },
-      { mac: '02:42:0a:00:00:02', dst: '192.0.2.2', vni: undefined, port: undefined, flags: ['self'], state: 'permanent' },
-      { mac: '02:42:0a:00:00:03', dst: '192.0.2.5', vni: 43, port: 4790, flags: ['self'], state: 'permanent' },
+      {
+        mac: '00:00:00:00:00:00',
+        dst: '192.0.2.3',
+        vni: undefined,
+        port: undefined,
+        flags: ['self'],
+        state: 'permanent',
+      },
+      {
+        mac: '00:00:00:00:00:00',
+        dst: '192.0.2.4',
+        vni: undefined,
+        port: undefined,
+        flags: ['self'],
+        state: 'permanent',
+      },
+      {
+        mac: '02:42:0a:00:00:02',
+        dst: '192.0.2.2',
+        vni: undefined,
+        port: undefined,
+        flags: ['self'],
+        state: 'permanent',
+      },
+      {
+        mac: '02:42:0a:00:00:03',
+        dst: '192.0.2.5',
+        vni: 43,
+        port: 4790,
+        flags: ['self'],
+        state: 'permanent',
+      },
     ],
   );
   // Our dump is bridge's, entry for entry.
@@ -344,17 +510,42 @@ test('bridge FDB on a vxlan device: add with dst (and vni, port), append a flood
     assert.equal(x.permanent, true);
   }
 
-  await assert.rejects(a.handle.fdbAdd({ dev: 'vx0', mac: '02:42:0a:00:00:02', dst: '192.0.2.2' }), { code: 'ALREADY_EXISTS', errno: 'EEXIST' });
+  await assert.rejects(a.handle.fdbAdd({ dev: 'vx0', mac: '02:42:0a:00:00:02', dst: '192.0.2.2' }), {
+    code: 'ALREADY_EXISTS',
+    errno: 'EEXIST',
+  });
   // One VTEP of the flood list goes; the other stays.
   await a.handle.fdbDel({ dev: 'vx0', mac: '00:00:00:00:00:00', dst: '192.0.2.3' });
-  assert.deepEqual(bridgeFdb(a, 'vx0').filter((x) => x.mac === '00:00:00:00:00:00').map((x) => x.dst), ['192.0.2.4']);
+  assert.deepEqual(
+    bridgeFdb(a, 'vx0')
+      .filter((x) => x.mac === '00:00:00:00:00:00')
+      .map((x) => x.dst),
+    ['192.0.2.4'],
+  );
   await a.handle.fdbDel({ dev: 'vx0', mac: '02:42:0a:00:00:02', dst: '192.0.2.2' });
-  assert.equal(bridgeFdb(a, 'vx0').some((x) => x.mac === '02:42:0a:00:00:02'), false);
-  await assert.rejects(a.handle.fdbDel({ dev: 'vx0', mac: '02:42:0a:00:00:77', dst: '192.0.2.3' }), { code: 'NOT_FOUND', errno: 'ENOENT' });
-  assert.deepEqual((await a.handle.fdbList({ dev: 'vx0' })).map(fdbKey).sort(), ['00:00:00:00:00:00 192.0.2.4 - -', '02:42:0a:00:00:03 192.0.2.5 43 4790']);
-  await assert.rejects(a.handle.fdbAdd({ dev: 'vx0', mac: '02:42:0a:00:00:09', dst: 'not-an-ip' }), { code: 'INVALID_ARGUMENT', message: /destination "not-an-ip"/ });
-  await assert.rejects(a.handle.fdbAdd({ dev: 'vx0', mac: '02:42:0a:00:00', dst: '192.0.2.9' }), { code: 'INVALID_ARGUMENT', message: /not a MAC address/ });
-  await assert.rejects(a.handle.fdbAdd({ dev: 'nope0', mac: '02:42:0a:00:00:09', dst: '192.0.2.9' }), { code: 'NOT_FOUND' });
+  assert.equal(
+    bridgeFdb(a, 'vx0').some((x) => x.mac === '02:42:0a:00:00:02'),
+    false,
+  );
+  await assert.rejects(a.handle.fdbDel({ dev: 'vx0', mac: '02:42:0a:00:00:77', dst: '192.0.2.3' }), {
+    code: 'NOT_FOUND',
+    errno: 'ENOENT',
+  });
+  assert.deepEqual((await a.handle.fdbList({ dev: 'vx0' })).map(fdbKey).sort(), [
+    '00:00:00:00:00:00 192.0.2.4 - -',
+    '02:42:0a:00:00:03 192.0.2.5 43 4790',
+  ]);
+  await assert.rejects(a.handle.fdbAdd({ dev: 'vx0', mac: '02:42:0a:00:00:09', dst: 'not-an-ip' }), {
+    code: 'INVALID_ARGUMENT',
+    message: /destination "not-an-ip"/,
+  });
+  await assert.rejects(a.handle.fdbAdd({ dev: 'vx0', mac: '02:42:0a:00:00', dst: '192.0.2.9' }), {
+    code: 'INVALID_ARGUMENT',
+    message: /not a MAC address/,
+  });
+  await assert.rejects(a.handle.fdbAdd({ dev: 'nope0', mac: '02:42:0a:00:00:09', dst: '192.0.2.9' }), {
+    code: 'NOT_FOUND',
+  });
 });
 
 test('bridge FDB entries on a bridge port (master): permanent and static, listed and deleted', async (t) => {
@@ -379,7 +570,10 @@ test('bridge FDB entries on a bridge port (master): permanent and static, listed
   assert.deepEqual(ours.map((x) => x.mac).sort(), fdb.map((x) => x.mac).sort());
   await a.handle.fdbDel({ dev: 'p0', mac: '02:42:0a:00:00:08', master: true });
   await a.handle.fdbDel({ dev: 'p0', mac: '02:42:0a:00:00:09', master: true });
-  assert.equal(bridgeFdb(a, 'p0').some((x) => x.mac === '02:42:0a:00:00:08' || x.mac === '02:42:0a:00:00:09'), false);
+  assert.equal(
+    bridgeFdb(a, 'p0').some((x) => x.mac === '02:42:0a:00:00:08' || x.mac === '02:42:0a:00:00:09'),
+    false,
+  );
 });
 
 // The kernel answers a recv that races a dump finishing in one go (an IPv6

@@ -19,7 +19,13 @@ interface RawReply {
 }
 
 /** One HTTP request with a body sent byte for byte (malformed JSON included). */
-function raw(d: RunningDaemon, method: string, path: string, body?: string | object, headers: Record<string, string> = {}): Promise<RawReply> {
+function raw(
+  d: RunningDaemon,
+  method: string,
+  path: string,
+  body?: string | object,
+  headers: Record<string, string> = {},
+): Promise<RawReply> {
   const data = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
   return new Promise((resolve, reject) => {
     const req = http.request(
@@ -27,7 +33,12 @@ function raw(d: RunningDaemon, method: string, path: string, body?: string | obj
         socketPath: d.sock,
         method,
         path,
-        headers: { ...(data !== undefined ? { 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(data)) } : {}), ...headers },
+        headers: {
+          ...(data !== undefined
+            ? { 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(data)) }
+            : {}),
+          ...headers,
+        },
       },
       (res) => {
         const chunks: Buffer[] = [];
@@ -85,11 +96,18 @@ function dir(p: string): string[] {
 /** Everything a refused request must leave as it was. */
 async function snapshot(d: RunningDaemon): Promise<Record<string, unknown>> {
   const nets = ((await ok(d, 'GET', '/networks')) as any[])
-    .map((n) => `${n.Name} ${n.Id} ${n.Driver} ${JSON.stringify(n.IPAM.Config)} ${Object.keys(n.Containers).sort().join(',')}`)
+    .map(
+      (n) =>
+        `${n.Name} ${n.Id} ${n.Driver} ${JSON.stringify(n.IPAM.Config)} ${Object.keys(n.Containers).sort().join(',')}`,
+    )
     .sort();
   const sbs = (await ok(d, 'GET', '/sandboxes')) as any[];
   const sandboxes = sbs.map((s) => `${s.Name} ${s.Id} ${JSON.stringify(s.Networks)}`).sort();
-  const sandboxLinks = Object.fromEntries(sbs.filter((s) => !s.HostNetwork).map((s) => [s.Name, linkNames(runIn(s.SandboxKey, 'ip', ['-o', 'link']))]));
+  const sandboxLinks = Object.fromEntries(
+    sbs
+      .filter((s) => !s.HostNetwork)
+      .map((s) => [s.Name, linkNames(runIn(s.SandboxKey, 'ip', ['-o', 'link']))]),
+  );
   return {
     nets,
     sandboxes,
@@ -102,7 +120,15 @@ async function snapshot(d: RunningDaemon): Promise<Record<string, unknown>> {
 }
 
 /** Sends a bad request, checks Docker's status and {"message"} body, then that nothing changed. */
-async function refused(d: RunningDaemon, before: Record<string, unknown>, method: string, path: string, body: string | object | undefined, status: number, message: RegExp): Promise<void> {
+async function refused(
+  d: RunningDaemon,
+  before: Record<string, unknown>,
+  method: string,
+  path: string,
+  body: string | object | undefined,
+  status: number,
+  message: RegExp,
+): Promise<void> {
   const what = `${method} ${path} ${typeof body === 'string' ? body : JSON.stringify(body)}`;
   const r = await raw(d, method, path, body);
   assert.equal(r.status, status, `${what} -> ${r.status} ${r.text}`);
@@ -117,7 +143,8 @@ test('network create: bad input gets Docker statuses and messages, and creates n
   const d = await startDaemon(t, l);
   await ok(d, 'POST', '/networks/create', { Name: 'taken', IPAM: { Config: [{ Subnet: '10.50.0.0/24' }] } });
   const before = await snapshot(d);
-  const create = (body: string | object, status: number, message: RegExp) => refused(d, before, 'POST', '/networks/create', body, status, message);
+  const create = (body: string | object, status: number, message: RegExp) =>
+    refused(d, before, 'POST', '/networks/create', body, status, message);
   const net = '10.52.0.0/24'; // every refusal below that gets as far as IPAM asks for this subnet
   // Malformed or mistyped bodies.
   await create('{"Name":', 400, /request body is not valid JSON/);
@@ -128,10 +155,18 @@ test('network create: bad input gets Docker statuses and messages, and creates n
   await create({ Name: 5 }, 400, /Name: Expected string, received number/);
   await create({ Name: 'x', Internal: 'yes' }, 400, /Internal: Expected boolean, received string/);
   await create({ Name: 'x', EnableIPv6: 'true' }, 400, /EnableIPv6: Expected boolean/);
-  await create({ Name: 'x', Options: { 'com.docker.network.driver.mtu': 1400 } }, 400, /Options\.com\.docker\.network\.driver\.mtu: Expected string, received number/);
+  await create(
+    { Name: 'x', Options: { 'com.docker.network.driver.mtu': 1400 } },
+    400,
+    /Options\.com\.docker\.network\.driver\.mtu: Expected string, received number/,
+  );
   await create({ Name: 'x', Labels: ['a=b'] }, 400, /Labels: Expected object, received array/);
   await create({ Name: 'x', IPAM: { Config: { Subnet: net } } }, 400, /IPAM\.Config: Expected array/);
-  await create({ Name: 'x', IPAM: { Config: [{ Subnet: 24 }] } }, 400, /IPAM\.Config\.0\.Subnet: Expected string/);
+  await create(
+    { Name: 'x', IPAM: { Config: [{ Subnet: 24 }] } },
+    400,
+    /IPAM\.Config\.0\.Subnet: Expected string/,
+  );
   await create({ Name: 'bad name' }, 400, /network name "bad name" is invalid/);
   await create({ Name: '-x' }, 400, /network name "-x" is invalid/);
   await create({ Name: 'x', Scope: 'swarm' }, 400, /scope "swarm" is not supported/);
@@ -145,38 +180,95 @@ test('network create: bad input gets Docker statuses and messages, and creates n
   await create({ Name: 'x', IPAM: { Config: [{ Subnet: '10.50.0.128/25' }] } }, 409, /overlaps/);
   await create({ Name: 'x', IPAM: { Config: [{ Subnet: net }, { Subnet: net }] } }, 409, /overlaps/);
   // Bad IPAM config is 400.
-  await create({ Name: 'x', IPAM: { Config: [{ Subnet: '10.52.0.1/24' }] } }, 400, /has host bits set; did you mean 10\.52\.0\.0\/24/);
+  await create(
+    { Name: 'x', IPAM: { Config: [{ Subnet: '10.52.0.1/24' }] } },
+    400,
+    /has host bits set; did you mean 10\.52\.0\.0\/24/,
+  );
   await create({ Name: 'x', IPAM: { Config: [{ Subnet: 'banana' }] } }, 400, /banana/);
-  await create({ Name: 'x', IPAM: { Config: [{ Subnet: net, Gateway: '10.53.0.1' }] } }, 400, /gateway 10\.53\.0\.1 is not inside subnet 10\.52\.0\.0\/24/);
-  await create({ Name: 'x', IPAM: { Config: [{ Subnet: net, IPRange: '10.53.0.0/25' }] } }, 400, /10\.53\.0\.0\/25/);
-  await create({ Name: 'x', IPAM: { Config: [{ Subnet: net, AuxiliaryAddresses: { a: '10.53.0.9' } }] } }, 400, /10\.53\.0\.9/);
+  await create(
+    { Name: 'x', IPAM: { Config: [{ Subnet: net, Gateway: '10.53.0.1' }] } },
+    400,
+    /gateway 10\.53\.0\.1 is not inside subnet 10\.52\.0\.0\/24/,
+  );
+  await create(
+    { Name: 'x', IPAM: { Config: [{ Subnet: net, IPRange: '10.53.0.0/25' }] } },
+    400,
+    /10\.53\.0\.0\/25/,
+  );
+  await create(
+    { Name: 'x', IPAM: { Config: [{ Subnet: net, AuxiliaryAddresses: { a: '10.53.0.9' } }] } },
+    400,
+    /10\.53\.0\.9/,
+  );
   // (its own name: see the next test for what this refusal does to the name)
-  await create({ Name: 'v6', IPAM: { Config: [{ Subnet: 'fd52::/64' }] } }, 400, /IPv6 subnet was given without --ipv6 \(EnableIPv6\)/);
+  await create(
+    { Name: 'v6', IPAM: { Config: [{ Subnet: 'fd52::/64' }] } },
+    400,
+    /IPv6 subnet was given without --ipv6 \(EnableIPv6\)/,
+  );
   // Bad bridge options are 400 (refused by the driver after IPAM allocated: that must be undone too).
   const opt = (o: Record<string, string>) => ({ Name: 'x', Options: o, IPAM: { Config: [{ Subnet: net }] } });
-  await create(opt({ 'com.docker.network.bridge.enable_icc': 'maybe' }), 400, /enable_icc: "maybe" is not a boolean/);
-  await create(opt({ 'com.docker.network.bridge.enable_ip_masquerade': 'yes' }), 400, /enable_ip_masquerade: "yes" is not a boolean/);
-  await create(opt({ 'com.docker.network.bridge.inhibit_ipv4': '2' }), 400, /inhibit_ipv4: "2" is not a boolean/);
-  await create(opt({ 'com.docker.network.driver.mtu': '10' }), 400, /mtu: "10" is not an MTU between 68 and 65535/);
+  await create(
+    opt({ 'com.docker.network.bridge.enable_icc': 'maybe' }),
+    400,
+    /enable_icc: "maybe" is not a boolean/,
+  );
+  await create(
+    opt({ 'com.docker.network.bridge.enable_ip_masquerade': 'yes' }),
+    400,
+    /enable_ip_masquerade: "yes" is not a boolean/,
+  );
+  await create(
+    opt({ 'com.docker.network.bridge.inhibit_ipv4': '2' }),
+    400,
+    /inhibit_ipv4: "2" is not a boolean/,
+  );
+  await create(
+    opt({ 'com.docker.network.driver.mtu': '10' }),
+    400,
+    /mtu: "10" is not an MTU between 68 and 65535/,
+  );
   await create(opt({ 'com.docker.network.driver.mtu': 'big' }), 400, /mtu: "big" is not an MTU/);
-  await create(opt({ 'com.docker.network.bridge.name': 'br-0123456789ab' + 'c' }), 400, /is 16 bytes; Linux allows at most 15/);
-  await create(opt({ 'com.docker.network.bridge.host_binding_ipv4': '300.1.1.1' }), 400, /not an IPv4 address/);
+  await create(
+    opt({ 'com.docker.network.bridge.name': 'br-0123456789ab' + 'c' }),
+    400,
+    /is 16 bytes; Linux allows at most 15/,
+  );
+  await create(
+    opt({ 'com.docker.network.bridge.host_binding_ipv4': '300.1.1.1' }),
+    400,
+    /not an IPv4 address/,
+  );
   // The pre-defined drivers allow one network each (403).
   await create({ Name: 'host2', Driver: 'host' }, 403, /only one instance of "host" network is allowed/);
   await create({ Name: 'none2', Driver: 'null' }, 403, /only one instance of "null" network is allowed/);
   // IPAM gave everything back: the subnet and the name are free.
-  const made = await ok(d, 'POST', '/networks/create', { Name: 'x', IPAM: { Config: [{ Subnet: net, IPRange: '10.52.0.0/25', AuxiliaryAddresses: { a: '10.52.0.9' } }] } });
+  const made = await ok(d, 'POST', '/networks/create', {
+    Name: 'x',
+    IPAM: { Config: [{ Subnet: net, IPRange: '10.52.0.0/25', AuxiliaryAddresses: { a: '10.52.0.9' } }] },
+  });
   assert.match(made.Id, /^[0-9a-f]{64}$/);
   const [br] = d.host.ipj('addr', 'show', `br-${made.Id.slice(0, 12)}`);
-  assert.ok(br.addr_info.some((a: any) => a.local === '10.52.0.1' && a.prefixlen === 24), 'gateway .1 was not left allocated');
+  assert.ok(
+    br.addr_info.some((a: any) => a.local === '10.52.0.1' && a.prefixlen === 24),
+    'gateway .1 was not left allocated',
+  );
 });
 
 test('network create: an IPv6 subnet refused for lack of EnableIPv6 does not keep the name', async (t) => {
   const l = await lab(t);
   const d = await startDaemon(t, l);
-  const r1 = await d.request('POST', '/networks/create', { Name: 'v6', IPAM: { Config: [{ Subnet: 'fd52::/64' }] } });
+  const r1 = await d.request('POST', '/networks/create', {
+    Name: 'v6',
+    IPAM: { Config: [{ Subnet: 'fd52::/64' }] },
+  });
   assert.equal(r1.status, 400);
-  const r2 = await d.request('POST', '/networks/create', { Name: 'v6', EnableIPv6: true, IPAM: { Config: [{ Subnet: 'fd52::/64' }] } });
+  const r2 = await d.request('POST', '/networks/create', {
+    Name: 'v6',
+    EnableIPv6: true,
+    IPAM: { Config: [{ Subnet: 'fd52::/64' }] },
+  });
   assert.equal(r2.status, 201, `the name of a refused create stays reserved: ${JSON.stringify(r2.body)}`);
 });
 
@@ -194,42 +286,243 @@ test('inspect, delete, connect and disconnect: bad input gets Docker statuses an
   // Unknown network or sandbox: 404.
   await refused(d, before, 'GET', '/networks/nope', undefined, 404, /^network nope not found$/);
   await refused(d, before, 'DELETE', '/networks/nope', undefined, 404, /^network nope not found$/);
-  await refused(d, before, 'POST', '/networks/nope/connect', { Container: 'b' }, 404, /^network nope not found$/);
-  await refused(d, before, 'POST', '/networks/web/connect', { Container: 'nope' }, 404, /^No such sandbox: nope$/);
-  await refused(d, before, 'POST', '/networks/nope/disconnect', { Container: 'a' }, 404, /^network nope not found$/);
-  await refused(d, before, 'POST', '/networks/web/disconnect', { Container: 'nope' }, 404, /^No such sandbox: nope$/);
-  await refused(d, before, 'POST', '/networks/web/disconnect', { Container: 'b' }, 404, /sandbox b is not connected to network web/);
+  await refused(
+    d,
+    before,
+    'POST',
+    '/networks/nope/connect',
+    { Container: 'b' },
+    404,
+    /^network nope not found$/,
+  );
+  await refused(
+    d,
+    before,
+    'POST',
+    '/networks/web/connect',
+    { Container: 'nope' },
+    404,
+    /^No such sandbox: nope$/,
+  );
+  await refused(
+    d,
+    before,
+    'POST',
+    '/networks/nope/disconnect',
+    { Container: 'a' },
+    404,
+    /^network nope not found$/,
+  );
+  await refused(
+    d,
+    before,
+    'POST',
+    '/networks/web/disconnect',
+    { Container: 'nope' },
+    404,
+    /^No such sandbox: nope$/,
+  );
+  await refused(
+    d,
+    before,
+    'POST',
+    '/networks/web/disconnect',
+    { Container: 'b' },
+    404,
+    /sandbox b is not connected to network web/,
+  );
   await refused(d, before, 'GET', '/sandboxes/nope', undefined, 404, /^No such sandbox: nope$/);
   await refused(d, before, 'DELETE', '/sandboxes/nope', undefined, 404, /^No such sandbox: nope$/);
   // Pre-defined networks: 403, by name and by id.
-  for (const name of ['bridge', 'host', 'none']) await refused(d, before, 'DELETE', `/networks/${name}`, undefined, 403, new RegExp(`^${name} is a pre-defined network and cannot be removed$`));
-  await refused(d, before, 'DELETE', `/networks/${bridge.Id}`, undefined, 403, /^bridge is a pre-defined network and cannot be removed$/);
+  for (const name of ['bridge', 'host', 'none'])
+    await refused(
+      d,
+      before,
+      'DELETE',
+      `/networks/${name}`,
+      undefined,
+      403,
+      new RegExp(`^${name} is a pre-defined network and cannot be removed$`),
+    );
+  await refused(
+    d,
+    before,
+    'DELETE',
+    `/networks/${bridge.Id}`,
+    undefined,
+    403,
+    /^bridge is a pre-defined network and cannot be removed$/,
+  );
   // A network with endpoints: 409, and its bridge stays.
-  await refused(d, before, 'DELETE', '/networks/web', undefined, 409, new RegExp(`error while removing network: network web id ${web.Id} has active endpoints`));
+  await refused(
+    d,
+    before,
+    'DELETE',
+    '/networks/web',
+    undefined,
+    409,
+    new RegExp(`error while removing network: network web id ${web.Id} has active endpoints`),
+  );
   assert.equal(d.host.ipj('link', 'show', `br-${web.Id.slice(0, 12)}`).length, 1);
   // Bad connect bodies: 400.
-  await refused(d, before, 'POST', '/networks/web/connect', '{"Container":', 400, /request body is not valid JSON/);
+  await refused(
+    d,
+    before,
+    'POST',
+    '/networks/web/connect',
+    '{"Container":',
+    400,
+    /request body is not valid JSON/,
+  );
   await refused(d, before, 'POST', '/networks/web/connect', {}, 400, /Container: Container is required/);
-  await refused(d, before, 'POST', '/networks/web/connect', { Container: 7 }, 400, /Container: Expected string, received number/);
-  await refused(d, before, 'POST', '/networks/web/connect', { Container: 'b', EndpointConfig: { Aliases: 'db' } }, 400, /EndpointConfig\.Aliases: Expected array/);
-  await refused(d, before, 'POST', '/networks/web/disconnect', { Container: 'a', Force: 'yes' }, 400, /Force: Expected boolean/);
+  await refused(
+    d,
+    before,
+    'POST',
+    '/networks/web/connect',
+    { Container: 7 },
+    400,
+    /Container: Expected string, received number/,
+  );
+  await refused(
+    d,
+    before,
+    'POST',
+    '/networks/web/connect',
+    { Container: 'b', EndpointConfig: { Aliases: 'db' } },
+    400,
+    /EndpointConfig\.Aliases: Expected array/,
+  );
+  await refused(
+    d,
+    before,
+    'POST',
+    '/networks/web/disconnect',
+    { Container: 'a', Force: 'yes' },
+    400,
+    /Force: Expected boolean/,
+  );
   // Connect twice: 409.
-  await refused(d, before, 'POST', '/networks/web/connect', { Container: 'a' }, 409, /^endpoint with name a already exists in network web$/);
+  await refused(
+    d,
+    before,
+    'POST',
+    '/networks/web/connect',
+    { Container: 'a' },
+    409,
+    /^endpoint with name a already exists in network web$/,
+  );
   // Static addresses: outside the subnet, on a network without a user subnet: 400; taken: 409.
   const ip = (addr: string) => ({ Container: 'b', EndpointConfig: { IPAMConfig: { IPv4Address: addr } } });
-  await refused(d, before, 'POST', '/networks/web/connect', ip('10.99.0.5'), 400, /address 10\.99\.0\.5 is not in any subnet of network web \(10\.54\.0\.0\/24\)/);
-  await refused(d, before, 'POST', '/networks/web/connect', ip('banana'), 400, /invalid IPv4 address: banana/);
-  await refused(d, before, 'POST', '/networks/web/connect', ip('10.54.0.5/24'), 400, /invalid IPv4 address: 10\.54\.0\.5\/24/);
-  await refused(d, before, 'POST', '/networks/web/connect', ip('fd54::5'), 400, /invalid IPv4 address: fd54::5/);
-  await refused(d, before, 'POST', '/networks/web/connect', { Container: 'b', EndpointConfig: { IPAMConfig: { IPv6Address: '10.54.0.5' } } }, 400, /invalid IPv6 address: 10\.54\.0\.5/);
-  await refused(d, before, 'POST', '/networks/web/connect', { Container: 'b', EndpointConfig: { IPAMConfig: { IPv6Address: 'fd54::5' } } }, 400, /network web has no IPv6/);
-  await refused(d, before, 'POST', '/networks/auto/connect', ip('172.18.0.5'), 400, /user specified IP address is supported only when connecting to networks with user configured subnets/);
-  await refused(d, before, 'POST', '/networks/bridge/connect', ip('172.17.0.5'), 400, /user specified IP address is supported only when connecting to networks with user configured subnets/);
-  await refused(d, before, 'POST', '/networks/web/connect', ip('10.54.0.10'), 409, /address 10\.54\.0\.10 is already in use/);
-  await refused(d, before, 'POST', '/networks/web/connect', ip('10.54.0.1'), 409, /address 10\.54\.0\.1 is already in use/);
+  await refused(
+    d,
+    before,
+    'POST',
+    '/networks/web/connect',
+    ip('10.99.0.5'),
+    400,
+    /address 10\.99\.0\.5 is not in any subnet of network web \(10\.54\.0\.0\/24\)/,
+  );
+  await refused(
+    d,
+    before,
+    'POST',
+    '/networks/web/connect',
+    ip('banana'),
+    400,
+    /invalid IPv4 address: banana/,
+  );
+  await refused(
+    d,
+    before,
+    'POST',
+    '/networks/web/connect',
+    ip('10.54.0.5/24'),
+    400,
+    /invalid IPv4 address: 10\.54\.0\.5\/24/,
+  );
+  await refused(
+    d,
+    before,
+    'POST',
+    '/networks/web/connect',
+    ip('fd54::5'),
+    400,
+    /invalid IPv4 address: fd54::5/,
+  );
+  await refused(
+    d,
+    before,
+    'POST',
+    '/networks/web/connect',
+    { Container: 'b', EndpointConfig: { IPAMConfig: { IPv6Address: '10.54.0.5' } } },
+    400,
+    /invalid IPv6 address: 10\.54\.0\.5/,
+  );
+  await refused(
+    d,
+    before,
+    'POST',
+    '/networks/web/connect',
+    { Container: 'b', EndpointConfig: { IPAMConfig: { IPv6Address: 'fd54::5' } } },
+    400,
+    /network web has no IPv6/,
+  );
+  await refused(
+    d,
+    before,
+    'POST',
+    '/networks/auto/connect',
+    ip('172.18.0.5'),
+    400,
+    /user specified IP address is supported only when connecting to networks with user configured subnets/,
+  );
+  await refused(
+    d,
+    before,
+    'POST',
+    '/networks/bridge/connect',
+    ip('172.17.0.5'),
+    400,
+    /user specified IP address is supported only when connecting to networks with user configured subnets/,
+  );
+  await refused(
+    d,
+    before,
+    'POST',
+    '/networks/web/connect',
+    ip('10.54.0.10'),
+    409,
+    /address 10\.54\.0\.10 is already in use/,
+  );
+  await refused(
+    d,
+    before,
+    'POST',
+    '/networks/web/connect',
+    ip('10.54.0.1'),
+    409,
+    /address 10\.54\.0\.1 is already in use/,
+  );
   // Host network and netns sandboxes do not mix: 403.
-  await refused(d, before, 'POST', '/networks/host/connect', { Container: 'b' }, 403, /the host network needs a sandbox created on it/);
-  await refused(d, before, 'POST', '/networks/web/connect', { Container: 'h' }, 403, /it uses the host network/);
+  await refused(
+    d,
+    before,
+    'POST',
+    '/networks/host/connect',
+    { Container: 'b' },
+    403,
+    /the host network needs a sandbox created on it/,
+  );
+  await refused(
+    d,
+    before,
+    'POST',
+    '/networks/web/connect',
+    { Container: 'h' },
+    403,
+    /it uses the host network/,
+  );
   // Force-disconnecting a sandbox that is gone is not an error (Docker's --force).
   const forced = await raw(d, 'POST', '/networks/web/disconnect', { Container: 'gone', Force: true });
   assert.equal(forced.status, 200, forced.text);
@@ -246,7 +539,8 @@ test('sandbox create: bad input gets Docker statuses and leaves no namespace, fi
   await ok(d, 'POST', '/networks/create', { Name: 'other', IPAM: { Config: [{ Subnet: '10.56.0.0/24' }] } });
   await ok(d, 'POST', '/sandboxes', { Name: 'a', Networks: [{ Network: 'web' }] });
   const before = await snapshot(d);
-  const create = (body: string | object, status: number, message: RegExp) => refused(d, before, 'POST', '/sandboxes', body, status, message);
+  const create = (body: string | object, status: number, message: RegExp) =>
+    refused(d, before, 'POST', '/sandboxes', body, status, message);
   await create('{', 400, /request body is not valid JSON/);
   await create({ Name: 'b', Bogus: 1 }, 400, /Unrecognized key\(s\) in object: 'Bogus'/);
   await create({ Name: 3 }, 400, /Name: Expected string, received number/);
@@ -254,15 +548,39 @@ test('sandbox create: bad input gets Docker statuses and leaves no namespace, fi
   await create({ Name: 'b', Networks: 'web' }, 400, /Networks: Expected array/);
   await create({ Name: 'b', Labels: { a: 1 } }, 400, /Labels\.a: Expected string/);
   await create({ Name: 'bad name' }, 400, /sandbox name "bad name" is invalid/);
-  await create({ Name: 'b', Hostname: 'under_score' }, 400, /hostname "under_score" is not a valid host name/);
+  await create(
+    { Name: 'b', Hostname: 'under_score' },
+    400,
+    /hostname "under_score" is not a valid host name/,
+  );
   await create({ Name: 'b', Networks: [{ Network: 'nope' }] }, 404, /^network nope not found$/);
   await create({ Name: 'a' }, 409, /sandbox name "a" is already in use/);
-  await create({ Name: 'b', Networks: [{ Network: 'web', IPv4Address: '10.99.0.1' }] }, 400, /not in any subnet of network web/);
-  await create({ Name: 'b', Networks: [{ Network: 'web', IPv4Address: 'web1' }] }, 400, /invalid IPv4 address: web1/);
+  await create(
+    { Name: 'b', Networks: [{ Network: 'web', IPv4Address: '10.99.0.1' }] },
+    400,
+    /not in any subnet of network web/,
+  );
+  await create(
+    { Name: 'b', Networks: [{ Network: 'web', IPv4Address: 'web1' }] },
+    400,
+    /invalid IPv4 address: web1/,
+  );
   // Fails on the second network, after the first was joined: the first is undone too.
-  await create({ Name: 'b', Networks: [{ Network: 'web' }, { Network: 'other', IPv4Address: '10.99.0.1' }] }, 400, /not in any subnet of network other/);
-  await create({ Name: 'b', Networks: [{ Network: 'web' }, { Network: 'web' }] }, 409, /endpoint with name b already exists in network web/);
-  await create({ Name: 'b', Networks: [{ Network: 'host' }, { Network: 'web' }] }, 403, /a sandbox on the host network cannot join other networks/);
+  await create(
+    { Name: 'b', Networks: [{ Network: 'web' }, { Network: 'other', IPv4Address: '10.99.0.1' }] },
+    400,
+    /not in any subnet of network other/,
+  );
+  await create(
+    { Name: 'b', Networks: [{ Network: 'web' }, { Network: 'web' }] },
+    409,
+    /endpoint with name b already exists in network web/,
+  );
+  await create(
+    { Name: 'b', Networks: [{ Network: 'host' }, { Network: 'web' }] },
+    403,
+    /a sandbox on the host network cannot join other networks/,
+  );
   // Nothing leaked in IPAM: the next sandbox gets .3 (a has .2).
   await ok(d, 'POST', '/sandboxes', { Name: 'b', Networks: [{ Network: 'web' }, { Network: 'other' }] });
   const b = await ok(d, 'GET', '/sandboxes/b');
@@ -273,22 +591,69 @@ test('sandbox create: bad input gets Docker statuses and leaves no namespace, fi
 test('filters: bad JSON, unknown keys and bad values are 400; name/id are patterns, labels all must match', async (t) => {
   const l = await lab(t);
   const d = await startDaemon(t, l);
-  const web = await ok(d, 'POST', '/networks/create', { Name: 'web', Labels: { tier: 'front', team: 'net' } });
+  const web = await ok(d, 'POST', '/networks/create', {
+    Name: 'web',
+    Labels: { tier: 'front', team: 'net' },
+  });
   await ok(d, 'POST', '/networks/create', { Name: 'web.old', Labels: { tier: 'front' } });
   await ok(d, 'POST', '/networks/create', { Name: 'webxold', Labels: { tier: 'back' } });
   await ok(d, 'POST', '/sandboxes', { Name: 'a', Networks: [{ Network: 'webxold' }] });
   const before = await snapshot(d);
-  const q = (f: unknown) => `/networks?filters=${encodeURIComponent(typeof f === 'string' ? f : JSON.stringify(f))}`;
+  const q = (f: unknown) =>
+    `/networks?filters=${encodeURIComponent(typeof f === 'string' ? f : JSON.stringify(f))}`;
   await refused(d, before, 'GET', q('{'), undefined, 400, /filters is not valid JSON/);
   await refused(d, before, 'GET', q('[]'), undefined, 400, /filters must be a JSON object/);
   await refused(d, before, 'GET', q({ name: 'web' }), undefined, 400, /filter 'name' must map to/);
   await refused(d, before, 'GET', q({ nme: { web: true } }), undefined, 400, /invalid filter 'nme'/);
-  await refused(d, before, 'GET', q({ type: { weird: true } }), undefined, 400, /invalid filter: 'type'='weird'/);
-  await refused(d, before, 'GET', q({ dangling: { maybe: true } }), undefined, 400, /invalid value for filter 'dangling'/);
-  await refused(d, before, 'GET', q({ dangling: { true: true, false: true } }), undefined, 400, /more than one value for filter key "dangling"/);
-  await refused(d, before, 'POST', `/networks/prune?filters=${encodeURIComponent('{"driver":{"bridge":true}}')}`, undefined, 400, /invalid filter 'driver'/);
-  await refused(d, before, 'GET', `/sandboxes?filters=${encodeURIComponent('{"driver":{"bridge":true}}')}`, undefined, 400, /invalid filter 'driver'/);
-  const sbNames = async (f: unknown) => ((await ok(d, 'GET', `/sandboxes?filters=${encodeURIComponent(JSON.stringify(f))}`)) as any[]).map((s) => s.Name);
+  await refused(
+    d,
+    before,
+    'GET',
+    q({ type: { weird: true } }),
+    undefined,
+    400,
+    /invalid filter: 'type'='weird'/,
+  );
+  await refused(
+    d,
+    before,
+    'GET',
+    q({ dangling: { maybe: true } }),
+    undefined,
+    400,
+    /invalid value for filter 'dangling'/,
+  );
+  await refused(
+    d,
+    before,
+    'GET',
+    q({ dangling: { true: true, false: true } }),
+    undefined,
+    400,
+    /more than one value for filter key "dangling"/,
+  );
+  await refused(
+    d,
+    before,
+    'POST',
+    `/networks/prune?filters=${encodeURIComponent('{"driver":{"bridge":true}}')}`,
+    undefined,
+    400,
+    /invalid filter 'driver'/,
+  );
+  await refused(
+    d,
+    before,
+    'GET',
+    `/sandboxes?filters=${encodeURIComponent('{"driver":{"bridge":true}}')}`,
+    undefined,
+    400,
+    /invalid filter 'driver'/,
+  );
+  const sbNames = async (f: unknown) =>
+    ((await ok(d, 'GET', `/sandboxes?filters=${encodeURIComponent(JSON.stringify(f))}`)) as any[]).map(
+      (s) => s.Name,
+    );
   assert.deepEqual(await sbNames({ name: { '^a$': true } }), ['a']);
   assert.deepEqual(await sbNames({ network: { webxold: true } }), ['a']);
   assert.deepEqual(await sbNames({ network: { web: true } }), []);
@@ -300,7 +665,11 @@ test('filters: bad JSON, unknown keys and bad values are 400; name/id are patter
   assert.deepEqual(await names({ name: { '^web\\.old$': true } }), ['web.old']);
   assert.deepEqual(await names({ name: { '^b': true, '^n': true } }), ['bridge', 'none']);
   assert.deepEqual(await names({ name: ['^host$'] }), ['host'], 'the legacy array form');
-  assert.deepEqual(await names({ name: { '^host$': false } }), ['host'], "a set's keys count whatever their boolean (Go's Args.Get)");
+  assert.deepEqual(
+    await names({ name: { '^host$': false } }),
+    ['host'],
+    "a set's keys count whatever their boolean (Go's Args.Get)",
+  );
   assert.deepEqual(await names({ name: { '(': true } }), [], 'an invalid pattern matches nothing');
   assert.deepEqual(await names({ id: { [web.Id.slice(0, 10)]: true } }), ['web']);
   assert.deepEqual(await names({ id: { [`^${web.Id.slice(0, 6)}`]: true } }), ['web']);
@@ -311,7 +680,11 @@ test('filters: bad JSON, unknown keys and bad values are 400; name/id are patter
   assert.deepEqual(await names({ label: { toString: true } }), []);
   assert.deepEqual(await names({ driver: { null: true, host: true } }), ['host', 'none']);
   assert.deepEqual(await names({ type: { builtin: true } }), ['bridge', 'host', 'none']);
-  assert.deepEqual(await names({ type: { custom: true }, name: { web: true } }), ['web', 'web.old', 'webxold']);
+  assert.deepEqual(await names({ type: { custom: true }, name: { web: true } }), [
+    'web',
+    'web.old',
+    'webxold',
+  ]);
   assert.deepEqual(await names({ dangling: { true: true } }), ['web', 'web.old']);
   assert.deepEqual(await names({ dangling: { false: true } }), ['bridge', 'host', 'none', 'webxold']);
   assert.deepEqual(await names({ scope: { local: true }, name: { '^none$': true } }), ['none']);
@@ -331,10 +704,15 @@ test('routing: /vX.Y prefixes within the supported range, HEAD, 404 and 405', as
   // Docker's version middleware wording, 400.
   const tooNew = await raw(d, 'GET', '/v1.99/networks');
   assert.equal(tooNew.status, 400);
-  assert.deepEqual(tooNew.json, { message: 'client version 1.99 is too new. Maximum supported API version is 1.41' });
+  assert.deepEqual(tooNew.json, {
+    message: 'client version 1.99 is too new. Maximum supported API version is 1.41',
+  });
   const tooOld = await raw(d, 'GET', '/v1.12/networks');
   assert.equal(tooOld.status, 400);
-  assert.deepEqual(tooOld.json, { message: 'client version 1.12 is too old. Minimum supported API version is 1.24, please upgrade your client to a newer version' });
+  assert.deepEqual(tooOld.json, {
+    message:
+      'client version 1.12 is too old. Minimum supported API version is 1.24, please upgrade your client to a newer version',
+  });
   // HEAD answers as GET without a body.
   const ping = await raw(d, 'HEAD', '/_ping');
   assert.equal(ping.status, 200);
@@ -397,18 +775,27 @@ function pieces(d: RunningDaemon, parts: string[], pauseMs = 30): Promise<{ stat
 test('request bodies: whole with the headers, in pieces, chunked, or too large', async (t) => {
   const l = await lab(t);
   const d = await startDaemon(t, l);
-  const post = (body: string, extra = '') => `POST /networks/create HTTP/1.1\r\nHost: cnmd\r\nContent-Type: application/json\r\n${extra}`;
+  const post = (body: string, extra = '') =>
+    `POST /networks/create HTTP/1.1\r\nHost: cnmd\r\nContent-Type: application/json\r\n${extra}`;
   const whole = JSON.stringify({ Name: 'whole' });
   let r = await pieces(d, [post(whole, `Content-Length: ${whole.length}\r\n\r\n`) + whole]);
   assert.equal(r.status, 201, JSON.stringify(r.json));
   // The body after the headers, and split in the middle: read whole all the same.
   const split = JSON.stringify({ Name: 'split', Labels: { a: 'b' } });
-  r = await pieces(d, [post(split, `Content-Length: ${split.length}\r\n\r\n`), split.slice(0, 9), split.slice(9)]);
+  r = await pieces(d, [
+    post(split, `Content-Length: ${split.length}\r\n\r\n`),
+    split.slice(0, 9),
+    split.slice(9),
+  ]);
   assert.equal(r.status, 201, JSON.stringify(r.json));
   // Chunked (no Content-Length).
   const chunked = JSON.stringify({ Name: 'chunked' });
   const hex = (x: string) => Buffer.byteLength(x).toString(16);
-  r = await pieces(d, [post(chunked, 'Transfer-Encoding: chunked\r\n\r\n'), `${hex(chunked.slice(0, 5))}\r\n${chunked.slice(0, 5)}\r\n`, `${hex(chunked.slice(5))}\r\n${chunked.slice(5)}\r\n0\r\n\r\n`]);
+  r = await pieces(d, [
+    post(chunked, 'Transfer-Encoding: chunked\r\n\r\n'),
+    `${hex(chunked.slice(0, 5))}\r\n${chunked.slice(0, 5)}\r\n`,
+    `${hex(chunked.slice(5))}\r\n${chunked.slice(5)}\r\n0\r\n\r\n`,
+  ]);
   assert.equal(r.status, 201, JSON.stringify(r.json));
   // Bad JSON split in pieces is still a 400 that says so.
   r = await pieces(d, [post('', 'Content-Length: 9\r\n\r\n'), '{"Name":', ' ']);
@@ -421,17 +808,30 @@ test('request bodies: whole with the headers, in pieces, chunked, or too large',
   assert.match(r.json.message, /request body is larger than 4194304 bytes/);
   const names = ((await ok(d, 'GET', '/networks')) as { Name: string }[]).map((n) => n.Name).sort();
   assert.deepEqual(names, ['bridge', 'chunked', 'host', 'none', 'split', 'whole']);
-  for (const [name, labels] of [['split', { a: 'b' }], ['whole', {}]] as const) assert.deepEqual((await ok(d, 'GET', `/networks/${name}`)).Labels, labels);
+  for (const [name, labels] of [
+    ['split', { a: 'b' }],
+    ['whole', {}],
+  ] as const)
+    assert.deepEqual((await ok(d, 'GET', `/networks/${name}`)).Labels, labels);
 });
 
 test('concurrency: 20 sandboxes connect to one network at once and get 20 distinct addresses', async (t) => {
   const l = await lab(t);
   const d = await startDaemon(t, l);
-  const net = await ok(d, 'POST', '/networks/create', { Name: 'busy', IPAM: { Config: [{ Subnet: '10.57.0.0/24' }] } });
+  const net = await ok(d, 'POST', '/networks/create', {
+    Name: 'busy',
+    IPAM: { Config: [{ Subnet: '10.57.0.0/24' }] },
+  });
   const names = Array.from({ length: 20 }, (_, i) => `s${i}`);
   await Promise.all(names.map((n) => ok(d, 'POST', '/sandboxes', { Name: n })));
-  const replies = await Promise.all(names.map((n) => d.request('POST', '/networks/busy/connect', { Container: n })));
-  assert.deepEqual(replies.map((r) => r.status), names.map(() => 200), JSON.stringify(replies.filter((r) => r.status !== 200)));
+  const replies = await Promise.all(
+    names.map((n) => d.request('POST', '/networks/busy/connect', { Container: n })),
+  );
+  assert.deepEqual(
+    replies.map((r) => r.status),
+    names.map(() => 200),
+    JSON.stringify(replies.filter((r) => r.status !== 200)),
+  );
   const inspect = await ok(d, 'GET', '/networks/busy');
   const addrs = (Object.values(inspect.Containers) as any[]).map((c) => c.IPv4Address);
   assert.equal(addrs.length, 20);
@@ -443,13 +843,23 @@ test('concurrency: 20 sandboxes connect to one network at once and get 20 distin
   for (const n of names) {
     const sb = await ok(d, 'GET', `/sandboxes/${n}`);
     const [eth0] = JSON.parse(runIn(sb.SandboxKey, 'ip', ['-j', 'addr', 'show', 'eth0']));
-    assert.ok(eth0.addr_info.some((x: any) => `${x.local}/${x.prefixlen}` === `${sb.Networks.busy.IPAddress}/24`), n);
+    assert.ok(
+      eth0.addr_info.some((x: any) => `${x.local}/${x.prefixlen}` === `${sb.Networks.busy.IPAddress}/24`),
+      n,
+    );
   }
   assert.equal(d.host.ipj('link', 'show', 'master', `br-${net.Id.slice(0, 12)}`).length, 20);
   // And they all leave at once as well.
-  const gone = await Promise.all(names.map((n) => d.request('POST', '/networks/busy/disconnect', { Container: n })));
-  assert.deepEqual(gone.map((r) => r.status), names.map(() => 200));
-  await eventually(() => assert.deepEqual(d.host.ipj('link', 'show', 'master', `br-${net.Id.slice(0, 12)}`), []));
+  const gone = await Promise.all(
+    names.map((n) => d.request('POST', '/networks/busy/disconnect', { Container: n })),
+  );
+  assert.deepEqual(
+    gone.map((r) => r.status),
+    names.map(() => 200),
+  );
+  await eventually(() =>
+    assert.deepEqual(d.host.ipj('link', 'show', 'master', `br-${net.Id.slice(0, 12)}`), []),
+  );
   assert.deepEqual((await ok(d, 'GET', '/networks/busy')).Containers, {});
 });
 
@@ -457,23 +867,43 @@ test('concurrency: racing creates of one name give one 201 and 409s; of one subn
   const l = await lab(t);
   const d = await startDaemon(t, l);
   const linksBefore = linkNames(d.host.run('ip', ['-o', 'link']));
-  const same = await Promise.all(Array.from({ length: 10 }, () => d.request('POST', '/networks/create', { Name: 'same' })));
+  const same = await Promise.all(
+    Array.from({ length: 10 }, () => d.request('POST', '/networks/create', { Name: 'same' })),
+  );
   assert.deepEqual(same.map((r) => r.status).sort(), [201, ...Array(9).fill(409)]);
-  for (const r of same.filter((x) => x.status === 409)) assert.deepEqual(r.body, { message: 'network with name same already exists' });
+  for (const r of same.filter((x) => x.status === 409))
+    assert.deepEqual(r.body, { message: 'network with name same already exists' });
   const nets = (await ok(d, 'GET', '/networks')) as any[];
   assert.equal(nets.filter((n) => n.Name === 'same').length, 1);
   const winner = same.find((r) => r.status === 201)!.body.Id;
   assert.equal(nets.find((n) => n.Name === 'same').Id, winner);
-  assert.deepEqual(linkNames(d.host.run('ip', ['-o', 'link'])), [...linksBefore, `br-${winner.slice(0, 12)}`].sort(), 'exactly one new bridge');
+  assert.deepEqual(
+    linkNames(d.host.run('ip', ['-o', 'link'])),
+    [...linksBefore, `br-${winner.slice(0, 12)}`].sort(),
+    'exactly one new bridge',
+  );
   // The losers took no pool: the next automatic network gets the next one.
   assert.equal(nets.find((n) => n.Name === 'same').IPAM.Config[0].Subnet, '172.18.0.0/16');
   const next = await ok(d, 'POST', '/networks/create', { Name: 'next' });
   assert.equal((await ok(d, 'GET', `/networks/${next.Id}`)).IPAM.Config[0].Subnet, '172.19.0.0/16');
   // Different names, one subnet.
-  const sub = await Promise.all(Array.from({ length: 8 }, (_, i) => d.request('POST', '/networks/create', { Name: `sub${i}`, IPAM: { Config: [{ Subnet: '10.58.0.0/24' }] } })));
-  assert.deepEqual(sub.map((r) => r.status).sort(), [201, ...Array(7).fill(409)], JSON.stringify(sub.map((r) => r.body)));
+  const sub = await Promise.all(
+    Array.from({ length: 8 }, (_, i) =>
+      d.request('POST', '/networks/create', {
+        Name: `sub${i}`,
+        IPAM: { Config: [{ Subnet: '10.58.0.0/24' }] },
+      }),
+    ),
+  );
+  assert.deepEqual(
+    sub.map((r) => r.status).sort(),
+    [201, ...Array(7).fill(409)],
+    JSON.stringify(sub.map((r) => r.body)),
+  );
   for (const r of sub.filter((x) => x.status === 409)) assert.match(r.body.message, /overlaps/);
   const after = (await ok(d, 'GET', '/networks')) as any[];
   assert.equal(after.filter((n) => n.Name.startsWith('sub')).length, 1);
-  await eventually(() => assert.equal(linkNames(d.host.run('ip', ['-o', 'link'])).filter((x) => x.startsWith('br-')).length, 3));
+  await eventually(() =>
+    assert.equal(linkNames(d.host.run('ip', ['-o', 'link'])).filter((x) => x.startsWith('br-')).length, 3),
+  );
 });

@@ -13,8 +13,17 @@ async function ok(d: RunningDaemon, method: string, p: string, body?: unknown): 
   return r.body;
 }
 
-async function sandbox(d: RunningDaemon, name: string, networks: string[], extra: Record<string, unknown> = {}) {
-  await ok(d, 'POST', '/sandboxes', { Name: name, Networks: networks.map((n) => ({ Network: n })), ...extra });
+async function sandbox(
+  d: RunningDaemon,
+  name: string,
+  networks: string[],
+  extra: Record<string, unknown> = {},
+) {
+  await ok(d, 'POST', '/sandboxes', {
+    Name: name,
+    Networks: networks.map((n) => ({ Network: n })),
+    ...extra,
+  });
   return ok(d, 'GET', `/sandboxes/${name}`);
 }
 
@@ -25,7 +34,10 @@ function ipOf(sb: any, net: string): string {
 test('two sandboxes on one bridge exchange TCP and UDP; inspect shows both', async (t) => {
   const l = await lab(t);
   const d = await startDaemon(t, l);
-  const net = await ok(d, 'POST', '/networks/create', { Name: 'web', IPAM: { Config: [{ Subnet: '10.31.0.0/24' }] } });
+  const net = await ok(d, 'POST', '/networks/create', {
+    Name: 'web',
+    IPAM: { Config: [{ Subnet: '10.31.0.0/24' }] },
+  });
   const a = await sandbox(d, 'a', ['web']);
   const b = await sandbox(d, 'b', ['web']);
   assert.equal(ipOf(a, 'web'), '10.31.0.2');
@@ -36,14 +48,29 @@ test('two sandboxes on one bridge exchange TCP and UDP; inspect shows both', asy
   const bridge = `br-${net.Id.slice(0, 12)}`;
   const [br] = d.host.ipj('-d', 'link', 'show', bridge);
   assert.equal(br.linkinfo.info_kind, 'bridge');
-  assert.ok(d.host.ipj('addr', 'show', bridge)[0].addr_info.some((x: any) => x.local === '10.31.0.1' && x.prefixlen === 24));
+  assert.ok(
+    d.host
+      .ipj('addr', 'show', bridge)[0]
+      .addr_info.some((x: any) => x.local === '10.31.0.1' && x.prefixlen === 24),
+  );
   const ports = d.host.ipj('link', 'show', 'master', bridge).map((x: any) => x.ifname);
   assert.equal(ports.length, 2);
   assert.ok(ports.every((p: string) => /^veth[0-9a-f]{11}$/.test(p)));
-  const eth0 = JSON.parse(l.netns && require('node:child_process').execFileSync('nsenter', [`--net=${a.SandboxKey}`, 'ip', '-j', 'addr', 'show', 'eth0'], { encoding: 'utf8' }))[0];
+  const eth0 = JSON.parse(
+    l.netns &&
+      require('node:child_process').execFileSync(
+        'nsenter',
+        [`--net=${a.SandboxKey}`, 'ip', '-j', 'addr', 'show', 'eth0'],
+        { encoding: 'utf8' },
+      ),
+  )[0];
   assert.equal(eth0.address, '02:42:0a:1f:00:02');
   assert.ok(eth0.addr_info.some((x: any) => x.local === '10.31.0.2' && x.prefixlen === 24));
-  const routes = JSON.parse(require('node:child_process').execFileSync('nsenter', [`--net=${a.SandboxKey}`, 'ip', '-j', 'route'], { encoding: 'utf8' }));
+  const routes = JSON.parse(
+    require('node:child_process').execFileSync('nsenter', [`--net=${a.SandboxKey}`, 'ip', '-j', 'route'], {
+      encoding: 'utf8',
+    }),
+  );
   assert.ok(routes.some((r: any) => r.dst === 'default' && r.gateway === '10.31.0.1' && r.dev === 'eth0'));
   // Packets.
   await serve(t, b.SandboxKey, 'tcp', 7000);
@@ -54,17 +81,17 @@ test('two sandboxes on one bridge exchange TCP and UDP; inspect shows both', asy
   const inspect = await ok(d, 'GET', '/networks/web');
   const containers = Object.values(inspect.Containers) as any[];
   assert.deepEqual(containers.map((c) => c.Name).sort(), ['a', 'b']);
-  assert.deepEqual(
-    containers.map((c) => c.IPv4Address).sort(),
-    ['10.31.0.2/24', '10.31.0.3/24'],
-  );
+  assert.deepEqual(containers.map((c) => c.IPv4Address).sort(), ['10.31.0.2/24', '10.31.0.3/24']);
   assert.deepEqual(inspect.IPAM.Config, [{ Subnet: '10.31.0.0/24', Gateway: '10.31.0.1' }]);
   // Teardown removes the veths, then the bridge.
   await ok(d, 'DELETE', '/sandboxes/a');
   await ok(d, 'DELETE', '/sandboxes/b');
   await eventually(() => assert.deepEqual(d.host.ipj('link', 'show', 'master', bridge), []));
   await ok(d, 'DELETE', '/networks/web');
-  assert.deepEqual(d.host.ipj('link', 'show', 'type', 'bridge').filter((x: any) => x.ifname === bridge), []);
+  assert.deepEqual(
+    d.host.ipj('link', 'show', 'type', 'bridge').filter((x: any) => x.ifname === bridge),
+    [],
+  );
 });
 
 test('sandboxes on two bridge networks cannot reach each other; icc=false blocks traffic inside a network', async (t) => {
@@ -72,7 +99,11 @@ test('sandboxes on two bridge networks cannot reach each other; icc=false blocks
   const d = await startDaemon(t, l);
   await ok(d, 'POST', '/networks/create', { Name: 'n1', IPAM: { Config: [{ Subnet: '10.32.1.0/24' }] } });
   await ok(d, 'POST', '/networks/create', { Name: 'n2', IPAM: { Config: [{ Subnet: '10.32.2.0/24' }] } });
-  await ok(d, 'POST', '/networks/create', { Name: 'quiet', Options: { 'com.docker.network.bridge.enable_icc': 'false' }, IPAM: { Config: [{ Subnet: '10.32.3.0/24' }] } });
+  await ok(d, 'POST', '/networks/create', {
+    Name: 'quiet',
+    Options: { 'com.docker.network.bridge.enable_icc': 'false' },
+    IPAM: { Config: [{ Subnet: '10.32.3.0/24' }] },
+  });
   const a = await sandbox(d, 'a', ['n1']);
   const b = await sandbox(d, 'b', ['n2']);
   const q1 = await sandbox(d, 'q1', ['quiet']);
@@ -83,7 +114,10 @@ test('sandboxes on two bridge networks cannot reach each other; icc=false blocks
   assert.equal(reach(a.SandboxKey, 'tcp', ipOf(b, 'n2'), 7000, 800), false, 'n1 -> n2 is isolated');
   assert.equal(reach(q1.SandboxKey, 'tcp', ipOf(q2, 'quiet'), 7000, 800), false, 'icc=false blocks q1 -> q2');
   const filter = d.host.run('iptables-save', ['-t', 'filter']);
-  assert.match(filter, /-A CNMD-ISOLATION-STAGE-1 -i br-[0-9a-f]{12} ! -o br-[0-9a-f]{12} -j CNMD-ISOLATION-STAGE-2/);
+  assert.match(
+    filter,
+    /-A CNMD-ISOLATION-STAGE-1 -i br-[0-9a-f]{12} ! -o br-[0-9a-f]{12} -j CNMD-ISOLATION-STAGE-2/,
+  );
   assert.match(filter, /-i br-[0-9a-f]{12} -o br-[0-9a-f]{12} -j DROP/);
 });
 
@@ -92,18 +126,31 @@ test('masquerade lets a sandbox reach an outside netns; an internal network has 
   const d = await startDaemon(t, l);
   const outside = await l.ns('outside');
   // The "uplink": host 192.0.2.1 <-> outside 192.0.2.2.
-  await d.host.handle.linkAdd({ kind: 'veth', name: 'uplink', up: true, peer: { name: 'wan', netns: outside.path } });
+  await d.host.handle.linkAdd({
+    kind: 'veth',
+    name: 'uplink',
+    up: true,
+    peer: { name: 'wan', netns: outside.path },
+  });
   await outside.handle.linkSet('wan', { up: true });
   await d.host.handle.addrAdd('uplink', '192.0.2.1/24');
   await outside.handle.addrAdd('wan', '192.0.2.2/24');
   await serve(t, outside.path, 'tcp', 8080);
   await ok(d, 'POST', '/networks/create', { Name: 'pub', IPAM: { Config: [{ Subnet: '10.33.0.0/24' }] } });
-  await ok(d, 'POST', '/networks/create', { Name: 'priv', Internal: true, IPAM: { Config: [{ Subnet: '10.34.0.0/24' }] } });
+  await ok(d, 'POST', '/networks/create', {
+    Name: 'priv',
+    Internal: true,
+    IPAM: { Config: [{ Subnet: '10.34.0.0/24' }] },
+  });
   const p = await sandbox(d, 'p', ['pub']);
   const i = await sandbox(d, 'i', ['priv']);
   assert.ok(reach(p.SandboxKey, 'tcp', '192.0.2.2', 8080), 'masqueraded sandbox reaches outside');
   assert.equal(reach(i.SandboxKey, 'tcp', '192.0.2.2', 8080, 800), false, 'internal network has no egress');
-  const routes = JSON.parse(require('node:child_process').execFileSync('nsenter', [`--net=${i.SandboxKey}`, 'ip', '-j', 'route'], { encoding: 'utf8' }));
+  const routes = JSON.parse(
+    require('node:child_process').execFileSync('nsenter', [`--net=${i.SandboxKey}`, 'ip', '-j', 'route'], {
+      encoding: 'utf8',
+    }),
+  );
   assert.ok(!routes.some((r: any) => r.dst === 'default'), 'no default route on an internal network');
   const nat = d.host.run('iptables-save', ['-t', 'nat']);
   assert.match(nat, /-s 10\.33\.0\.0\/24 ! -o br-[0-9a-f]{12} -j MASQUERADE/);
@@ -128,11 +175,26 @@ test('IPv6 dual stack and MTU', async (t) => {
   assert.ok(ping(a.SandboxKey, 'fd35::1'), 'ping6 a -> gateway');
   await serve(t, b.SandboxKey, 'tcp', 7000);
   assert.ok(reach(a.SandboxKey, 'tcp', 'fd35::3', 7000), 'TCP over IPv6');
-  const [eth0] = JSON.parse(require('node:child_process').execFileSync('nsenter', [`--net=${a.SandboxKey}`, 'ip', '-j', 'link', 'show', 'eth0'], { encoding: 'utf8' }));
+  const [eth0] = JSON.parse(
+    require('node:child_process').execFileSync(
+      'nsenter',
+      [`--net=${a.SandboxKey}`, 'ip', '-j', 'link', 'show', 'eth0'],
+      { encoding: 'utf8' },
+    ),
+  );
   assert.equal(eth0.mtu, 1400);
   // An endpoint with IPv6 has its link-local address too (sandboxes make interfaces without one).
-  const [addrs] = JSON.parse(require('node:child_process').execFileSync('nsenter', [`--net=${a.SandboxKey}`, 'ip', '-j', '-6', 'addr', 'show', 'eth0'], { encoding: 'utf8' }));
-  assert.ok(addrs.addr_info.some((x: any) => x.scope === 'link' && /^fe80::/.test(x.local)), JSON.stringify(addrs.addr_info));
+  const [addrs] = JSON.parse(
+    require('node:child_process').execFileSync(
+      'nsenter',
+      [`--net=${a.SandboxKey}`, 'ip', '-j', '-6', 'addr', 'show', 'eth0'],
+      { encoding: 'utf8' },
+    ),
+  );
+  assert.ok(
+    addrs.addr_info.some((x: any) => x.scope === 'link' && /^fe80::/.test(x.local)),
+    JSON.stringify(addrs.addr_info),
+  );
   assert.ok(addrs.addr_info.some((x: any) => x.local === 'fd35::2' && x.prefixlen === 64));
   const net = await ok(d, 'GET', '/networks/dual');
   const [br] = d.host.ipj('link', 'show', `br-${net.Id.slice(0, 12)}`);
@@ -143,8 +205,17 @@ test('IPv6 dual stack and MTU', async (t) => {
   assert.equal(port.inet6_addr_gen_mode, 'none');
   assert.ok(port.flags.includes('UP'));
   assert.equal(port.master, `br-${net.Id.slice(0, 12)}`);
-  assert.deepEqual(d.host.ipj('addr', 'show', veth).flatMap((x: any) => x.addr_info), []);
-  const routes6 = JSON.parse(require('node:child_process').execFileSync('nsenter', [`--net=${a.SandboxKey}`, 'ip', '-j', '-6', 'route'], { encoding: 'utf8' }));
+  assert.deepEqual(
+    d.host.ipj('addr', 'show', veth).flatMap((x: any) => x.addr_info),
+    [],
+  );
+  const routes6 = JSON.parse(
+    require('node:child_process').execFileSync(
+      'nsenter',
+      [`--net=${a.SandboxKey}`, 'ip', '-j', '-6', 'route'],
+      { encoding: 'utf8' },
+    ),
+  );
   assert.ok(routes6.some((r: any) => r.dst === 'default' && r.gateway === 'fd35::1'));
 });
 
@@ -153,14 +224,28 @@ test('a failed connect leaves kernel, firewall, store and IPAM as they were', as
   const d = await startDaemon(t, l);
   await ok(d, 'POST', '/networks/create', { Name: 'tiny', IPAM: { Config: [{ Subnet: '10.36.0.0/30' }] } });
   await sandbox(d, 'one', ['tiny']); // takes the only free address, .2
-  const linksBefore = d.host.ipj('link').map((x: any) => x.ifname).sort();
+  const linksBefore = d.host
+    .ipj('link')
+    .map((x: any) => x.ifname)
+    .sort();
   const natBefore = d.host.run('iptables-save', ['-t', 'nat']).replace(/^#.*$/gm, '');
   const r = await d.request('POST', '/sandboxes', { Name: 'two', Networks: [{ Network: 'tiny' }] });
   assert.equal(r.status, 409);
   assert.match(r.body.message, /no available IPv4 addresses in 10\.36\.0\.0\/30/);
-  await eventually(() => assert.deepEqual(d.host.ipj('link').map((x: any) => x.ifname).sort(), linksBefore));
+  await eventually(() =>
+    assert.deepEqual(
+      d.host
+        .ipj('link')
+        .map((x: any) => x.ifname)
+        .sort(),
+      linksBefore,
+    ),
+  );
   assert.equal(d.host.run('iptables-save', ['-t', 'nat']).replace(/^#.*$/gm, ''), natBefore);
-  assert.deepEqual((await ok(d, 'GET', '/sandboxes')).map((s: any) => s.Name), ['one']);
+  assert.deepEqual(
+    (await ok(d, 'GET', '/sandboxes')).map((s: any) => s.Name),
+    ['one'],
+  );
   // The netns of the failed sandbox is gone too.
   const fs = require('node:fs');
   assert.equal(fs.readdirSync(`${d.execRoot}/netns`).length, 1);

@@ -9,7 +9,11 @@ import { native } from '../../native';
 import { lab } from '../lib/fixture';
 import { CNMCTL, CNMD, RunningDaemon, restartDaemon, startDaemon } from '../lib/daemon';
 
-function raw(sock: string, method: string, path: string): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+function raw(
+  sock: string,
+  method: string,
+  path: string,
+): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
   return new Promise((resolve, reject) => {
     const req = http.request({ socketPath: sock, method, path }, (res) => {
       let body = '';
@@ -58,10 +62,14 @@ test('cnmd answers /_ping and /version on its socket, with and without a version
 test('the docker CLI negotiates its API version with cnmd, and cnmctl version reports both sides', async (t) => {
   const l = await lab(t);
   const d = await startDaemon(t, l);
-  const out = execFileSync('docker', ['version', '--format', '{{.Server.APIVersion}} {{.Client.APIVersion}}'], {
-    env: { ...process.env, DOCKER_HOST: d.hostUri },
-    encoding: 'utf8',
-  });
+  const out = execFileSync(
+    'docker',
+    ['version', '--format', '{{.Server.APIVersion}} {{.Client.APIVersion}}'],
+    {
+      env: { ...process.env, DOCKER_HOST: d.hostUri },
+      encoding: 'utf8',
+    },
+  );
   assert.equal(out.trim(), '1.41 1.41');
   const ctl = execFileSync(process.execPath, [CNMCTL, '-H', d.hostUri, 'version'], { encoding: 'utf8' });
   assert.match(ctl, /Server:\n Version: +\d+\.\d+\.\d+/);
@@ -74,8 +82,14 @@ test('SIGTERM stops cnmd cleanly: exit 0, socket removed, structured logs', asyn
   const code = await d.stop();
   assert.equal(code, 0);
   assert.equal(fs.existsSync(d.sock), false);
-  const lines = d.logs().trim().split('\n').map((s) => JSON.parse(s));
-  assert.ok(lines.some((x) => x.msg === 'cnmd started' && x.dataRoot === d.dataRoot && x.execRoot === d.execRoot));
+  const lines = d
+    .logs()
+    .trim()
+    .split('\n')
+    .map((s) => JSON.parse(s));
+  assert.ok(
+    lines.some((x) => x.msg === 'cnmd started' && x.dataRoot === d.dataRoot && x.execRoot === d.execRoot),
+  );
   assert.ok(lines.some((x) => x.msg === 'cnmd stopped'));
   assert.ok(fs.statSync(d.dataRoot).isDirectory());
   assert.ok(fs.statSync(d.execRoot).isDirectory());
@@ -83,7 +97,19 @@ test('SIGTERM stops cnmd cleanly: exit 0, socket removed, structured logs', asyn
 
 test('cnmd --help documents every flag; a bad -H is refused with a message', () => {
   const help = execFileSync(process.execPath, [CNMD, '--help'], { encoding: 'utf8' });
-  for (const flag of ['--data-root', '--exec-root', '--host', '--plugin-dir', '--log-level', '--resolv-conf', '--userland-proxy', '--netns-pool-size', 'CNMD_DATA_ROOT', 'CNMD_HOST', 'CNMD_NETNS_POOL_SIZE']) {
+  for (const flag of [
+    '--data-root',
+    '--exec-root',
+    '--host',
+    '--plugin-dir',
+    '--log-level',
+    '--resolv-conf',
+    '--userland-proxy',
+    '--netns-pool-size',
+    'CNMD_DATA_ROOT',
+    'CNMD_HOST',
+    'CNMD_NETNS_POOL_SIZE',
+  ]) {
     assert.ok(help.includes(flag), `--help mentions ${flag}`);
   }
   const bad = spawnSync(process.execPath, [CNMD, '-H', 'http://nope'], { encoding: 'utf8' });
@@ -95,17 +121,40 @@ test('cnmd --help documents every flag; a bad -H is refused with a message', () 
 });
 
 test('cnmctl says how to reach the daemon when the socket is missing', () => {
-  const r = spawnSync(process.execPath, [CNMCTL, '-H', 'unix:///nonexistent/cnmd.sock', 'version'], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [CNMCTL, '-H', 'unix:///nonexistent/cnmd.sock', 'version'], {
+    encoding: 'utf8',
+  });
   assert.equal(r.status, 1);
   assert.match(r.stderr, /cannot reach cnmd at unix:\/\/\/nonexistent\/cnmd\.sock: is the daemon running\?/);
 });
 
 /** Runs a second cnmd in d's host netns with the given roots and sockets; resolves with its exit status and stderr. */
-function second(d: RunningDaemon, roots: { dataRoot: string; execRoot: string; sock: string; pluginDir: string }): Promise<{ status: number | null; stderr: string }> {
+function second(
+  d: RunningDaemon,
+  roots: { dataRoot: string; execRoot: string; sock: string; pluginDir: string },
+): Promise<{ status: number | null; stderr: string }> {
   return new Promise((resolve) => {
-    const p = spawn('nsenter', [`--net=${d.host.path}`, process.execPath, CNMD, '--data-root', roots.dataRoot, '--exec-root', roots.execRoot, '-H', `unix://${roots.sock}`, '--plugin-dir', roots.pluginDir, '--netns-pool-size', '0'], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+    const p = spawn(
+      'nsenter',
+      [
+        `--net=${d.host.path}`,
+        process.execPath,
+        CNMD,
+        '--data-root',
+        roots.dataRoot,
+        '--exec-root',
+        roots.execRoot,
+        '-H',
+        `unix://${roots.sock}`,
+        '--plugin-dir',
+        roots.pluginDir,
+        '--netns-pool-size',
+        '0',
+      ],
+      {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
     let stderr = '';
     p.stderr!.on('data', (c) => (stderr += c));
     // A second daemon that started would never exit by itself: the test fails on the timeout, and it is ended.
@@ -123,7 +172,8 @@ function locked(file: string): boolean {
     native.close(native.lockFile(file));
     return false;
   } catch (e) {
-    if ((e as { code?: string }).code === 'EWOULDBLOCK' || (e as { code?: string }).code === 'EAGAIN') return true;
+    if ((e as { code?: string }).code === 'EWOULDBLOCK' || (e as { code?: string }).code === 'EAGAIN')
+      return true;
     throw e;
   }
 }
@@ -132,41 +182,80 @@ test('one cnmd per root and socket: a second one on the same roots, socket or pl
   const l = await lab(t);
   const d = await startDaemon(t, l);
   const pid = d.proc.pid!;
-  assert.equal(fs.readFileSync(path.join(d.execRoot, 'cnmd.pid'), 'utf8'), `${pid}\n`, 'the exec root names the daemon');
-  assert.ok(locked(path.join(d.dataRoot, 'cnmd.lock')) && locked(path.join(d.execRoot, 'cnmd.pid')), 'both roots are locked while it runs');
+  assert.equal(
+    fs.readFileSync(path.join(d.execRoot, 'cnmd.pid'), 'utf8'),
+    `${pid}\n`,
+    'the exec root names the daemon',
+  );
+  assert.ok(
+    locked(path.join(d.dataRoot, 'cnmd.lock')) && locked(path.join(d.execRoot, 'cnmd.pid')),
+    'both roots are locked while it runs',
+  );
   const sockIno = fs.statSync(d.sock).ino;
   const own = { dataRoot: d.dataRoot, execRoot: d.execRoot, sock: d.sock, pluginDir: d.pluginDir };
   const elsewhere = (tag: string) => {
     const base = fs.mkdtempSync(path.join(l.root, `other-${tag}-`));
-    return { dataRoot: path.join(base, 'data'), execRoot: path.join(base, 'exec'), sock: path.join(base, 'cnmd.sock'), pluginDir: path.join(base, 'plugins') };
+    return {
+      dataRoot: path.join(base, 'data'),
+      execRoot: path.join(base, 'exec'),
+      sock: path.join(base, 'cnmd.sock'),
+      pluginDir: path.join(base, 'plugins'),
+    };
   };
   const stillServing = async (what: string) => {
     assert.equal((await d.request('GET', '/_ping')).status, 200, `${what}: the first daemon still answers`);
     assert.equal(fs.statSync(d.sock).ino, sockIno, `${what}: its socket was not taken`);
-    assert.deepEqual(fs.readdirSync(d.pluginDir).sort(), ['cnmd-bridge.sock', 'cnmd-ipam.sock'], `${what}: its plugin sockets are in place`);
+    assert.deepEqual(
+      fs.readdirSync(d.pluginDir).sort(),
+      ['cnmd-bridge.sock', 'cnmd-ipam.sock'],
+      `${what}: its plugin sockets are in place`,
+    );
   };
 
   const sameRoots = await second(d, own);
   assert.equal(sameRoots.status, 1);
-  assert.match(sameRoots.stderr, new RegExp(`^cnmd: daemon start: another cnmd \\(pid ${pid}\\) is running with --data-root ${d.dataRoot}: stop it first, or give this one its own --data-root, --exec-root and --host$`, 'm'));
+  assert.match(
+    sameRoots.stderr,
+    new RegExp(
+      `^cnmd: daemon start: another cnmd \\(pid ${pid}\\) is running with --data-root ${d.dataRoot}: stop it first, or give this one its own --data-root, --exec-root and --host$`,
+      'm',
+    ),
+  );
   await stillServing('same roots');
 
   const sameExecRoot = await second(d, { ...elsewhere('exec'), execRoot: d.execRoot });
   assert.equal(sameExecRoot.status, 1);
-  assert.match(sameExecRoot.stderr, new RegExp(`another cnmd \\(pid ${pid}\\) is running with --exec-root ${d.execRoot}:`));
+  assert.match(
+    sameExecRoot.stderr,
+    new RegExp(`another cnmd \\(pid ${pid}\\) is running with --exec-root ${d.execRoot}:`),
+  );
   await stillServing('same exec root');
 
   const otherSock = elsewhere('sock');
   const sameSock = await second(d, { ...otherSock, sock: d.sock });
   assert.equal(sameSock.status, 1);
-  assert.match(sameSock.stderr, new RegExp(`^cnmd: listen: another process \\(another cnmd\\?\\) is listening on ${d.sock}; stop it first, or choose another --host$`, 'm'));
+  assert.match(
+    sameSock.stderr,
+    new RegExp(
+      `^cnmd: listen: another process \\(another cnmd\\?\\) is listening on ${d.sock}; stop it first, or choose another --host$`,
+      'm',
+    ),
+  );
   await stillServing('same socket');
-  assert.ok(!locked(path.join(otherSock.dataRoot, 'cnmd.lock')) && !locked(path.join(otherSock.execRoot, 'cnmd.pid')), 'the refused daemon released its own roots');
+  assert.ok(
+    !locked(path.join(otherSock.dataRoot, 'cnmd.lock')) && !locked(path.join(otherSock.execRoot, 'cnmd.pid')),
+    'the refused daemon released its own roots',
+  );
 
   const otherPlugins = elsewhere('plugins');
   const samePlugins = await second(d, { ...otherPlugins, pluginDir: d.pluginDir });
   assert.equal(samePlugins.status, 1);
-  assert.match(samePlugins.stderr, new RegExp(`another process \\(another cnmd\\?\\) is listening on ${d.pluginDir}/cnmd-\\w+\\.sock; stop it first, or choose another --plugin-dir`));
+  assert.match(
+    samePlugins.stderr,
+    new RegExp(
+      `another process \\(another cnmd\\?\\) is listening on ${d.pluginDir}/cnmd-\\w+\\.sock; stop it first, or choose another --plugin-dir`,
+    ),
+  );
   assert.equal(fs.existsSync(otherPlugins.sock), false, 'it never listened on its own API socket');
   await stillServing('same plugin dir');
 
@@ -175,7 +264,10 @@ test('one cnmd per root and socket: a second one on the same roots, socket or pl
   fs.writeFileSync(notSock.sock, 'precious\n');
   const onFile = await second(d, notSock);
   assert.equal(onFile.status, 1);
-  assert.match(onFile.stderr, new RegExp(`listen: ${notSock.sock} exists and is not a socket; remove it or choose another --host`));
+  assert.match(
+    onFile.stderr,
+    new RegExp(`listen: ${notSock.sock} exists and is not a socket; remove it or choose another --host`),
+  );
   assert.equal(fs.readFileSync(notSock.sock, 'utf8'), 'precious\n');
 
   // Stopped (or killed: the kernel drops a dead process's flock), its roots take a new daemon.

@@ -11,7 +11,11 @@ test('first start makes bridge (cnm0), host and none; they cannot be removed or 
   const l = await lab(t);
   const d = await startDaemon(t, l);
   const nets = (await d.request('GET', '/networks')).body as any[];
-  assert.deepEqual(nets.map((n) => [n.Name, n.Driver]).sort(), [['bridge', 'bridge'], ['host', 'host'], ['none', 'null']]);
+  assert.deepEqual(nets.map((n) => [n.Name, n.Driver]).sort(), [
+    ['bridge', 'bridge'],
+    ['host', 'host'],
+    ['none', 'null'],
+  ]);
   const bridge = nets.find((n) => n.Name === 'bridge');
   assert.equal(bridge.IPAM.Config[0].Subnet, '172.17.0.0/16', 'first free predefined pool');
   assert.equal(bridge.IPAM.Config[0].Gateway, '172.17.0.1');
@@ -33,7 +37,11 @@ test('first start makes bridge (cnm0), host and none; they cannot be removed or 
 test('a sandbox on the default bridge reaches its gateway; on none it has only loopback; on host it shares the daemon netns', async (t) => {
   const l = await lab(t);
   const d = await startDaemon(t, l);
-  for (const [name, net] of [['b', 'bridge'], ['n', 'none'], ['h', 'host']]) {
+  for (const [name, net] of [
+    ['b', 'bridge'],
+    ['n', 'none'],
+    ['h', 'host'],
+  ]) {
     const r = await d.request('POST', '/sandboxes', { Name: name, Networks: [{ Network: net }] });
     assert.equal(r.status, 201, JSON.stringify(r.body));
   }

@@ -15,7 +15,11 @@ function dig(nsPath: string, ...args: string[]): string {
 }
 
 function short(nsPath: string, ...args: string[]): string[] {
-  return dig(nsPath, '+short', ...args).trim().split('\n').filter(Boolean).sort();
+  return dig(nsPath, '+short', ...args)
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .sort();
 }
 
 async function ok(d: RunningDaemon, method: string, p: string, body?: unknown): Promise<any> {
@@ -24,7 +28,12 @@ async function ok(d: RunningDaemon, method: string, p: string, body?: unknown): 
   return r.body;
 }
 
-async function sb(d: RunningDaemon, name: string, networks: { Network: string; Aliases?: string[] }[], extra: Record<string, unknown> = {}) {
+async function sb(
+  d: RunningDaemon,
+  name: string,
+  networks: { Network: string; Aliases?: string[] }[],
+  extra: Record<string, unknown> = {},
+) {
   await ok(d, 'POST', '/sandboxes', { Name: name, Networks: networks, ...extra });
   return ok(d, 'GET', `/sandboxes/${name}`);
 }
@@ -34,12 +43,20 @@ async function setup(t: TestContext, upstreams: string[] = ['192.0.2.53']) {
   const l = await lab(t);
   const host = await l.ns('host');
   const outside = await l.ns('outside');
-  await host.handle.linkAdd({ kind: 'veth', name: 'uplink', up: true, peer: { name: 'wan', netns: outside.path } });
+  await host.handle.linkAdd({
+    kind: 'veth',
+    name: 'uplink',
+    up: true,
+    peer: { name: 'wan', netns: outside.path },
+  });
   await outside.handle.linkSet('wan', { up: true });
   await host.handle.addrAdd('uplink', '192.0.2.1/24');
   for (const u of upstreams) await outside.handle.addrAdd('wan', `${u}/24`).catch(() => undefined);
   const resolv = path.join(l.root, 'resolv.conf');
-  fs.writeFileSync(resolv, `${upstreams.map((u) => `nameserver ${u}`).join('\n')}\nsearch corp.example\noptions timeout:2\n`);
+  fs.writeFileSync(
+    resolv,
+    `${upstreams.map((u) => `nameserver ${u}`).join('\n')}\nsearch corp.example\noptions timeout:2\n`,
+  );
   const d = await startDaemon(t, l, { hostNs: host, args: ['--resolv-conf', resolv] });
   return { l, d, outside };
 }
@@ -47,7 +64,11 @@ async function setup(t: TestContext, upstreams: string[] = ['192.0.2.53']) {
 test('names, hostnames, aliases and name.network resolve on shared networks only; AAAA of an IPv4-only name is empty; PTR; TTL 600', async (t) => {
   const { d, outside } = await setup(t);
   await dnsUpstream(t, outside.path, '192.0.2.53');
-  await ok(d, 'POST', '/networks/create', { Name: 'front', EnableIPv6: true, IPAM: { Config: [{ Subnet: '10.61.0.0/24' }, { Subnet: 'fd61::/64' }] } });
+  await ok(d, 'POST', '/networks/create', {
+    Name: 'front',
+    EnableIPv6: true,
+    IPAM: { Config: [{ Subnet: '10.61.0.0/24' }, { Subnet: 'fd61::/64' }] },
+  });
   await ok(d, 'POST', '/networks/create', { Name: 'back', IPAM: { Config: [{ Subnet: '10.62.0.0/24' }] } });
   const a = await sb(d, 'alpha', [{ Network: 'front' }], { Hostname: 'alpha-host' });
   const b = await sb(d, 'beta', [{ Network: 'front', Aliases: ['api', 'web'] }]);
@@ -62,7 +83,11 @@ test('names, hostnames, aliases and name.network resolve on shared networks only
   assert.deepEqual(short(a.SandboxKey, 'api'), [bIP], 'alias');
   assert.deepEqual(short(a.SandboxKey, 'beta.front'), [bIP], 'name.network');
   assert.deepEqual(short(b.SandboxKey, 'alpha-host'), [a.Networks.front.IPAddress], 'hostname');
-  assert.deepEqual(short(a.SandboxKey, 'AAAA', 'beta'), [b.Networks.front.GlobalIPv6Address], 'AAAA of a dual-stack endpoint');
+  assert.deepEqual(
+    short(a.SandboxKey, 'AAAA', 'beta'),
+    [b.Networks.front.GlobalIPv6Address],
+    'AAAA of a dual-stack endpoint',
+  );
   // gamma is on another network: not visible (forwarded, the upstream says NXDOMAIN).
   assert.match(dig(c.SandboxKey, 'beta'), /status: NXDOMAIN/);
   assert.match(dig(a.SandboxKey, 'gamma'), /status: NXDOMAIN/);
@@ -81,15 +106,26 @@ test('names, hostnames, aliases and name.network resolve on shared networks only
   assert.match(aaaa, /ANSWER: 0/);
   assert.deepEqual(short(e.SandboxKey, 'epsilon'), [f.Networks.v4only.IPAddress]);
   // glibc through the sandbox's resolv.conf (cnmctl sandbox exec mounts it at /etc/resolv.conf).
-  const getent = execFileSync(process.execPath, [CNMCTL, '-H', d.hostUri, 'sandbox', 'exec', 'alpha', '--', 'getent', 'hosts', 'api'], { encoding: 'utf8' });
+  const getent = execFileSync(
+    process.execPath,
+    [CNMCTL, '-H', d.hostUri, 'sandbox', 'exec', 'alpha', '--', 'getent', 'hosts', 'api'],
+    { encoding: 'utf8' },
+  );
   // glibc asks AAAA first for `getent hosts`: beta has both families on front.
-  assert.match(getent, new RegExp(`^(${bIP.replace(/\./g, '\\.')}|${b.Networks.front.GlobalIPv6Address})\\s+api`, 'm'));
+  assert.match(
+    getent,
+    new RegExp(`^(${bIP.replace(/\./g, '\\.')}|${b.Networks.front.GlobalIPv6Address})\\s+api`, 'm'),
+  );
 });
 
 test('fast path with real clients: EDNS0 OPT echoed (DO kept, none without EDNS0), names in any case, RD echoed, PTR of IPv6 addresses, TCP', async (t) => {
   const { d, outside } = await setup(t);
   await dnsUpstream(t, outside.path, '192.0.2.53');
-  await ok(d, 'POST', '/networks/create', { Name: 'Fast', EnableIPv6: true, IPAM: { Config: [{ Subnet: '10.68.0.0/24' }, { Subnet: 'fd68::/64' }] } });
+  await ok(d, 'POST', '/networks/create', {
+    Name: 'Fast',
+    EnableIPv6: true,
+    IPAM: { Config: [{ Subnet: '10.68.0.0/24' }, { Subnet: 'fd68::/64' }] },
+  });
   const a = await sb(d, 'alpha', [{ Network: 'Fast' }]);
   const b = await sb(d, 'beta', [{ Network: 'Fast', Aliases: ['Svc'] }]);
   const bIP = b.Networks.Fast.IPAddress;
@@ -145,7 +181,9 @@ test('forwarding: upstreams from the host, failover on REFUSED/timeout, NXDOMAIN
   // REFUSED from the first, silence from the second (4 s), an answer from the third.
   assert.deepEqual(short(a.SandboxKey, '+time=8', 'example.test'), ['203.0.113.7']);
   assert.match(dig(a.SandboxKey, '+time=8', 'missing.test'), /status: NXDOMAIN/);
-  const own = await sb(d, 'own', [{ Network: 'app' }], { DNS: { Servers: ['192.0.2.53'], Search: ['x.test'], Options: ['attempts:2'] } });
+  const own = await sb(d, 'own', [{ Network: 'app' }], {
+    DNS: { Servers: ['192.0.2.53'], Search: ['x.test'], Options: ['attempts:2'] },
+  });
   assert.deepEqual(short(own.SandboxKey, 'example.test'), ['203.0.113.7']);
   const ownResolv = fs.readFileSync(own.ResolvConfPath, 'utf8');
   assert.match(ownResolv, /^nameserver 127\.0\.0\.11$/m);
@@ -155,8 +193,16 @@ test('forwarding: upstreams from the host, failover on REFUSED/timeout, NXDOMAIN
   const defResolv = fs.readFileSync(def.ResolvConfPath, 'utf8');
   assert.doesNotMatch(defResolv, /127\.0\.0\.11/);
   assert.match(defResolv, /^nameserver 192\.0\.2\.60$/m);
-  const r = spawnSync('nsenter', [`--net=${def.SandboxKey}`, 'dig', '@127.0.0.11', '+time=1', '+tries=1', 'a'], { encoding: 'utf8' });
-  assert.match(r.stdout, /connection refused|timed out|no servers could be reached/i, 'nothing listens at 127.0.0.11 on the default bridge');
+  const r = spawnSync(
+    'nsenter',
+    [`--net=${def.SandboxKey}`, 'dig', '@127.0.0.11', '+time=1', '+tries=1', 'a'],
+    { encoding: 'utf8' },
+  );
+  assert.match(
+    r.stdout,
+    /connection refused|timed out|no servers could be reached/i,
+    'nothing listens at 127.0.0.11 on the default bridge',
+  );
 });
 
 test('robustness: malformed, truncated, zero-length and oversized packets and a flood do not stop the resolver; it never listens on a host interface; it can be turned off per network', async (t) => {
@@ -175,13 +221,21 @@ test('robustness: malformed, truncated, zero-length and oversized packets and a 
   // The junk (some 9000-byte packets) may still fill the socket's receive queue when the
   // query goes out, and the kernel drops what does not fit: the query is retried, as any
   // stub resolver does (resolv.conf attempts). A dead or stuck resolver fails all three.
-  assert.deepEqual(short(a.SandboxKey, '+tries=3', 'two'), [b.Networks.net.IPAddress], 'the flooding sandbox is still answered after the junk');
+  assert.deepEqual(
+    short(a.SandboxKey, '+tries=3', 'two'),
+    [b.Networks.net.IPAddress],
+    'the flooding sandbox is still answered after the junk',
+  );
   assert.deepEqual(short(b.SandboxKey, 'one'), [a.Networks.net.IPAddress], 'another sandbox is unaffected');
   // Nothing of the resolver listens in the daemon's own netns.
   const listening = d.host.run('ss', ['-Hlnu']) + d.host.run('ss', ['-Hlnt']);
   assert.doesNotMatch(listening, /:53\s/);
   // Turned off for a network: plain resolv.conf, nothing at 127.0.0.11.
-  await ok(d, 'POST', '/networks/create', { Name: 'nodns', Options: { 'cnmd.network.embedded_dns': 'false' }, IPAM: { Config: [{ Subnet: '10.67.0.0/24' }] } });
+  await ok(d, 'POST', '/networks/create', {
+    Name: 'nodns',
+    Options: { 'cnmd.network.embedded_dns': 'false' },
+    IPAM: { Config: [{ Subnet: '10.67.0.0/24' }] },
+  });
   const c = await sb(d, 'three', [{ Network: 'nodns' }]);
   assert.doesNotMatch(fs.readFileSync(c.ResolvConfPath, 'utf8'), /127\.0\.0\.11/);
 });

@@ -43,7 +43,10 @@ async function sendsDuring(fn: () => Promise<unknown>): Promise<number[]> {
 }
 
 function ipNames(ns: Ns): string[] {
-  return ns.ipj('link').map((x: any) => x.ifname).sort();
+  return ns
+    .ipj('link')
+    .map((x: any) => x.ifname)
+    .sort();
 }
 
 test('duplicate link names are ALREADY_EXISTS with errno EEXIST, and nothing else is made', async (t) => {
@@ -104,7 +107,10 @@ test('a missing device is NOT_FOUND with the errno, for every call that names on
     });
   }
   assert.deepEqual(ipNames(a), ['br0', 'lo']);
-  assert.deepEqual(a.ipj('addr', 'show', 'dev', 'br0')[0].addr_info.filter((x: any) => x.family === 'inet'), []);
+  assert.deepEqual(
+    a.ipj('addr', 'show', 'dev', 'br0')[0].addr_info.filter((x: any) => x.family === 'inet'),
+    [],
+  );
 });
 
 test('invalid names, addresses, MACs and MTUs are INVALID_ARGUMENT and nothing is sent', async (t) => {
@@ -115,19 +121,28 @@ test('invalid names, addresses, MACs and MTUs are INVALID_ARGUMENT and nothing i
   const before = a.run('ip', ['-d', 'addr']);
   const bad: [() => Promise<unknown>, RegExp][] = [
     // names: at most 15 bytes (bytes, not characters), not empty, no '/', ':', whitespace, not . or ..
-    [() => a.handle.linkAdd({ kind: 'bridge', name: 'a-very-long-name' }), /is 16 bytes; Linux allows at most 15/],
+    [
+      () => a.handle.linkAdd({ kind: 'bridge', name: 'a-very-long-name' }),
+      /is 16 bytes; Linux allows at most 15/,
+    ],
     [() => a.handle.linkAdd({ kind: 'bridge', name: 'αβγδεζηθ' }), /is 16 bytes; Linux allows at most 15/],
     [() => a.handle.linkAdd({ kind: 'bridge', name: '' }), /empty/],
     [() => a.handle.linkAdd({ kind: 'bridge', name: 'bad/name' }), /may not/],
     [() => a.handle.linkAdd({ kind: 'bridge', name: 'bad:name' }), /may not/],
     [() => a.handle.linkAdd({ kind: 'bridge', name: 'bad name' }), /may not/],
     [() => a.handle.linkAdd({ kind: 'bridge', name: '..' }), /may not/],
-    [() => a.handle.linkAdd({ kind: 'veth', name: 'v0', peer: { name: 'x'.repeat(16) } }), /Linux allows at most 15/],
+    [
+      () => a.handle.linkAdd({ kind: 'veth', name: 'v0', peer: { name: 'x'.repeat(16) } }),
+      /Linux allows at most 15/,
+    ],
     [() => a.handle.linkGet('x'.repeat(16)), /Linux allows at most 15/],
     [() => a.handle.linkDel('x'.repeat(40)), /Linux allows at most 15/],
     [() => a.handle.linkSet(br, { name: 'renamed-too-long' }), /Linux allows at most 15/],
     [() => a.handle.linkSet(br, { name: 'a/b' }), /may not/],
-    [() => a.handle.linkAdd({ kind: 'wireguard' as never, name: 'wg0' }), /link kind "wireguard" is not one of/],
+    [
+      () => a.handle.linkAdd({ kind: 'wireguard' as never, name: 'wg0' }),
+      /link kind "wireguard" is not one of/,
+    ],
     // addresses
     [() => a.handle.addrAdd(br, '10.0.0.300/24'), /not an address with prefix/],
     [() => a.handle.addrAdd(br, '10.0.0.1/33'), /not an address with prefix/],
@@ -140,7 +155,10 @@ test('invalid names, addresses, MACs and MTUs are INVALID_ARGUMENT and nothing i
     [() => a.handle.addrAdd(0, '10.0.0.1/24'), /link index 0 is not valid/],
     [() => a.handle.routeAdd({ dst: '10.0.0.0/40', dev: br }), /not a CIDR/],
     [() => a.handle.routeAdd({ dst: '10.0.0.0/8', gateway: 'fd00::1' }), /IPv6 but the destination is IPv4/],
-    [() => a.handle.routeAdd({ dst: '10.0.0.0/8', gateway: '10.0.0.256' }), /gateway "10.0.0.256" is not an IP address/],
+    [
+      () => a.handle.routeAdd({ dst: '10.0.0.0/8', gateway: '10.0.0.256' }),
+      /gateway "10.0.0.256" is not an IP address/,
+    ],
     [() => a.handle.neighAdd({ dev: br, ip: '10.0.0.500', mac: '02:00:00:00:00:01' }), /not an IP address/],
     // MACs
     [() => a.handle.linkSet('br0', { mac: '02:00:00:00:00' }), /not a MAC address/],
@@ -148,7 +166,10 @@ test('invalid names, addresses, MACs and MTUs are INVALID_ARGUMENT and nothing i
     [() => a.handle.linkSet('br0', { mac: 'zz:00:00:00:00:01' }), /not a MAC address/],
     [() => a.handle.linkSet('br0', { mac: '02:00:00:00:00:01:02' }), /not a MAC address/],
     [() => a.handle.linkAdd({ kind: 'bridge', name: 'br1', mac: '2:0:0:0:0:1' }), /not a MAC address/],
-    [() => a.handle.linkAdd({ kind: 'veth', name: 'v0', peer: { name: 'v1', mac: 'nope' } }), /not a MAC address/],
+    [
+      () => a.handle.linkAdd({ kind: 'veth', name: 'v0', peer: { name: 'v1', mac: 'nope' } }),
+      /not a MAC address/,
+    ],
     [() => a.handle.neighAdd({ dev: br, ip: '10.0.0.5', mac: 'zz:00:00:00:00:00' }), /not a MAC address/],
     [() => a.handle.fdbAdd({ dev: br, mac: '02:00:00:00:00', master: true }), /not a MAC address/],
     // MTUs
@@ -159,7 +180,10 @@ test('invalid names, addresses, MACs and MTUs are INVALID_ARGUMENT and nothing i
     [() => a.handle.linkSet('br0', { mtu: Number.NaN }), /MTU NaN is outside/],
     [() => a.handle.linkSet('br0', { mtu: -1 }), /MTU -1 is outside/],
     [() => a.handle.linkAdd({ kind: 'bridge', name: 'br1', mtu: 67 }), /MTU 67 is outside/],
-    [() => a.handle.linkAdd({ kind: 'veth', name: 'v0', peer: { name: 'v1', mtu: 70000 } }), /MTU 70000 is outside/],
+    [
+      () => a.handle.linkAdd({ kind: 'veth', name: 'v0', peer: { name: 'v1', mtu: 70000 } }),
+      /MTU 70000 is outside/,
+    ],
   ];
   for (const [call, msg] of bad) {
     const sent = await sendsDuring(() =>
@@ -186,8 +210,14 @@ test('invalid input is refused before a device name is even looked up', async (t
     [() => a.handle.routeAdd({ dst: '10.0.0.0/40', dev: 'br0' }), /not a CIDR/],
     [() => a.handle.neighAdd({ dev: 'br0', ip: '10.0.0.5', mac: 'zz:00:00:00:00:00' }), /not a MAC address/],
     [() => a.handle.fdbAdd({ dev: 'vx0', mac: '02:00:00:00:00', dst: '192.0.2.1' }), /not a MAC address/],
-    [() => a.handle.linkAdd({ kind: 'macvlan', name: 'x'.repeat(16), parent: 'br0' }), /Linux allows at most 15/],
-    [() => a.handle.linkAdd({ kind: 'veth', name: 'v0', master: 'br0', peer: { name: 'v1', mtu: 10 } }), /MTU 10 is outside/],
+    [
+      () => a.handle.linkAdd({ kind: 'macvlan', name: 'x'.repeat(16), parent: 'br0' }),
+      /Linux allows at most 15/,
+    ],
+    [
+      () => a.handle.linkAdd({ kind: 'veth', name: 'v0', master: 'br0', peer: { name: 'v1', mtu: 10 } }),
+      /MTU 10 is outside/,
+    ],
     [() => a.handle.linkSet('br0', { name: 'a/b' }), /may not/],
   ];
   for (const [call, msg] of bad) {
@@ -241,7 +271,9 @@ test('a MAC no link can take (multicast, all zeros) is INVALID_ARGUMENT, never "
       assert.match(e.message, new RegExp(mac));
       return true;
     });
-    await assert.rejects(a.handle.linkAdd({ kind: 'bridge', name: 'br1', mac }), { code: 'INVALID_ARGUMENT' });
+    await assert.rejects(a.handle.linkAdd({ kind: 'bridge', name: 'br1', mac }), {
+      code: 'INVALID_ARGUMENT',
+    });
   }
   assert.equal(a.ipj('link', 'show', 'dev', 'br0')[0].address, '02:00:00:00:00:01');
   assert.deepEqual(ipNames(a), ['br0', 'lo']);
@@ -256,26 +288,47 @@ test('netns paths that do not exist or are not network namespaces: typed, no fd 
   fs.mkdirSync(dir);
   const fds = fdCount();
   for (let i = 0; i < 200; i++) {
-    assert.throws(() => Handle.at('/nonexistent/netns'), (e: any) => {
-      assert.ok(e instanceof CnmdError);
-      assert.equal(e.code, 'NOT_FOUND');
-      assert.equal(e.errno, 'ENOENT');
-      assert.match(e.message, /\/nonexistent\/netns does not exist/);
-      return true;
+    assert.throws(
+      () => Handle.at('/nonexistent/netns'),
+      (e: any) => {
+        assert.ok(e instanceof CnmdError);
+        assert.equal(e.code, 'NOT_FOUND');
+        assert.equal(e.errno, 'ENOENT');
+        assert.match(e.message, /\/nonexistent\/netns does not exist/);
+        return true;
+      },
+    );
+    assert.throws(() => Handle.at(file), {
+      code: 'INVALID_ARGUMENT',
+      errno: 'EINVAL',
+      message: /is not a network namespace/,
     });
-    assert.throws(() => Handle.at(file), { code: 'INVALID_ARGUMENT', errno: 'EINVAL', message: /is not a network namespace/ });
     assert.throws(() => Handle.at(dir), { code: 'INVALID_ARGUMENT', message: /is not a network namespace/ });
     // A namespace file of another kind is not a network namespace either.
-    assert.throws(() => Handle.at('/proc/self/ns/uts'), { code: 'INVALID_ARGUMENT', message: /is not a network namespace/ });
+    assert.throws(() => Handle.at('/proc/self/ns/uts'), {
+      code: 'INVALID_ARGUMENT',
+      message: /is not a network namespace/,
+    });
   }
   assert.throws(() => l.netns.handle('missing'), { code: 'NOT_FOUND' });
   assert.equal(fdCount(), fds, 'failed opens leak no fd');
   // Paths handed to link calls.
-  await assert.rejects(a.handle.linkAdd({ kind: 'veth', name: 'v0', peer: { name: 'v1', netns: '/nonexistent/netns/y' } }), { code: 'NOT_FOUND', errno: 'ENOENT' });
-  await assert.rejects(a.handle.linkAdd({ kind: 'veth', name: 'v0', netns: '/nonexistent/netns/y', peer: { name: 'v1' } }), { code: 'NOT_FOUND', errno: 'ENOENT' });
-  await assert.rejects(a.handle.linkAdd({ kind: 'veth', name: 'v0', peer: { name: 'v1', netns: file } }), { code: 'INVALID_ARGUMENT' });
+  await assert.rejects(
+    a.handle.linkAdd({ kind: 'veth', name: 'v0', peer: { name: 'v1', netns: '/nonexistent/netns/y' } }),
+    { code: 'NOT_FOUND', errno: 'ENOENT' },
+  );
+  await assert.rejects(
+    a.handle.linkAdd({ kind: 'veth', name: 'v0', netns: '/nonexistent/netns/y', peer: { name: 'v1' } }),
+    { code: 'NOT_FOUND', errno: 'ENOENT' },
+  );
+  await assert.rejects(a.handle.linkAdd({ kind: 'veth', name: 'v0', peer: { name: 'v1', netns: file } }), {
+    code: 'INVALID_ARGUMENT',
+  });
   await a.handle.linkAdd({ kind: 'veth', name: 'v2', peer: { name: 'v3' } });
-  await assert.rejects(a.handle.linkSet('v2', { netns: '/nonexistent/netns/z' }), { code: 'NOT_FOUND', errno: 'ENOENT' });
+  await assert.rejects(a.handle.linkSet('v2', { netns: '/nonexistent/netns/z' }), {
+    code: 'NOT_FOUND',
+    errno: 'ENOENT',
+  });
   await assert.rejects(a.handle.linkSet('v2', { netns: file }), { code: 'INVALID_ARGUMENT' });
   assert.deepEqual(ipNames(a), ['lo', 'v2', 'v3'], 'nothing half-made, nothing moved');
   assert.equal(fdCount(), fds, 'the netns fds opened for the link calls are closed');
@@ -297,9 +350,14 @@ test('a netns deleted under an open handle: the handle goes on in the still-aliv
   l.netns.delete('c');
   assert.equal(fs.existsSync(a.path), false);
   assert.equal(l.netns.exists('a'), false);
-  for (const r of await within(10_000, Promise.all(inflight), 'in-flight requests')) assert.equal(r.name, 'lo');
+  for (const r of await within(10_000, Promise.all(inflight), 'in-flight requests'))
+    assert.equal(r.name, 'lo');
   // The namespace lives while the handle holds it: a veth from it into b proves it.
-  await within(5000, h.linkAdd({ kind: 'veth', name: 'x0', mtu: 1300, peer: { name: 'x1', mtu: 1400, netns: b.path } }), 'link add');
+  await within(
+    5000,
+    h.linkAdd({ kind: 'veth', name: 'x0', mtu: 1300, peer: { name: 'x1', mtu: 1400, netns: b.path } }),
+    'link add',
+  );
   const x1 = b.ipj('-d', 'link', 'show', 'dev', 'x1')[0];
   assert.equal(x1.mtu, 1400);
   assert.equal(typeof x1.link_netnsid, 'number', 'its peer lives in another (the orphaned) namespace');
@@ -307,8 +365,15 @@ test('a netns deleted under an open handle: the handle goes on in the still-aliv
   assert.equal(x0.index, x1.link_index);
   assert.equal(x0.mtu, 1300);
   await within(5000, h.addrAdd('x0', '10.50.0.1/24'), 'addr add');
-  assert.deepEqual((await h.addrList({ link: 'x0' })).map((x) => x.cidr), ['10.50.0.1/24']);
-  await within(5000, h.xfrmPolicyAdd({ selector: { src: '10.0.0.1/32', dst: '10.0.0.2/32' }, dir: 'out' }), 'xfrm policy add');
+  assert.deepEqual(
+    (await h.addrList({ link: 'x0' })).map((x) => x.cidr),
+    ['10.50.0.1/24'],
+  );
+  await within(
+    5000,
+    h.xfrmPolicyAdd({ selector: { src: '10.0.0.1/32', dst: '10.0.0.2/32' }, dir: 'out' }),
+    'xfrm policy add',
+  );
   assert.equal((await h.xfrmPolicyList()).length, 1);
   // A handle that opens its XFRM socket only now: it works, or it fails typed.
   try {
@@ -317,13 +382,21 @@ test('a netns deleted under an open handle: the handle goes on in the still-aliv
     assert.ok(e instanceof CnmdError, String(e));
     assert.equal((e as CnmdError).code, 'NOT_FOUND');
   }
-  assert.deepEqual((await within(5000, late.linkList(), 'late link list')).map((x) => x.name), ['lo']);
+  assert.deepEqual(
+    (await within(5000, late.linkList(), 'late link list')).map((x) => x.name),
+    ['lo'],
+  );
   // New handles at the old path: typed.
   assert.throws(() => Handle.at(a.path), { code: 'NOT_FOUND' });
   assert.throws(() => l.netns.delete('a'), { code: 'NOT_FOUND' });
   // Tear down in the orphaned namespace through the handle; b's end goes with it.
   await h.linkDel('x0');
-  await eventually(() => assert.equal(b.ipj('link').some((x: any) => x.ifname === 'x1'), false));
+  await eventually(() =>
+    assert.equal(
+      b.ipj('link').some((x: any) => x.ifname === 'x1'),
+      false,
+    ),
+  );
 });
 
 test('a handle whose netns path is deleted and reused by a new namespace never acts on the new one', async (t) => {
@@ -342,7 +415,11 @@ test('a handle whose netns path is deleted and reused by a new namespace never a
   }
   // The new namespace at the path saw nothing of the old handle: no link, no policy.
   assert.deepEqual(ipNames(a), ['lo']);
-  assert.equal(a.run('ip', ['xfrm', 'policy', 'list']).trim(), '', 'an XFRM policy meant for the old namespace landed in the new one');
+  assert.equal(
+    a.run('ip', ['xfrm', 'policy', 'list']).trim(),
+    '',
+    'an XFRM policy meant for the old namespace landed in the new one',
+  );
   assert.deepEqual(await again.handle.xfrmPolicyList(), []);
   // And the old handle still sees its own namespace's links.
   assert.deepEqual((await h.linkList()).map((x) => x.name).sort(), ['lo', 'old0', 'old1']);
@@ -352,21 +429,38 @@ test('concurrent dumps on one handle all succeed: the kernel runs one dump per s
   const l = await lab(t);
   const a = await l.ns('a');
   // Small dumps, all at once.
-  const small = await within(10_000, Promise.all(Array.from({ length: 20 }, () => a.handle.linkList().then((x) => x.length, (e) => `${e.code}:${e.errno}`))), 'small dumps');
+  const small = await within(
+    10_000,
+    Promise.all(
+      Array.from({ length: 20 }, () =>
+        a.handle.linkList().then(
+          (x) => x.length,
+          (e) => `${e.code}:${e.errno}`,
+        ),
+      ),
+    ),
+    'small dumps',
+  );
   assert.deepEqual(small, Array(20).fill(1));
   // Multi-part dumps of several kinds at once, mixed with plain requests.
-  await Promise.all(Array.from({ length: 100 }, (_, i) => a.handle.linkAdd({ kind: 'veth', name: `d${i}`, peer: { name: `d${i}p` } })));
+  await Promise.all(
+    Array.from({ length: 100 }, (_, i) =>
+      a.handle.linkAdd({ kind: 'veth', name: `d${i}`, peer: { name: `d${i}p` } }),
+    ),
+  );
   const links = a.ipj('link').length;
   const results = await within(
     20_000,
-    Promise.all([
-      ...Array.from({ length: 5 }, () => a.handle.linkList().then((x) => x.length)),
-      ...Array.from({ length: 3 }, () => a.handle.addrList().then(() => 'addr')),
-      ...Array.from({ length: 3 }, () => a.handle.routeList({ table: 0 }).then(() => 'route')),
-      ...Array.from({ length: 3 }, () => a.handle.neighList().then(() => 'neigh')),
-      ...Array.from({ length: 3 }, () => a.handle.fdbList().then(() => 'fdb')),
-      ...Array.from({ length: 10 }, (_, i) => a.handle.linkGet(`d${i}`).then((x) => x.name)),
-    ].map((p) => p.catch((e) => `${e.code}:${e.errno}`))),
+    Promise.all(
+      [
+        ...Array.from({ length: 5 }, () => a.handle.linkList().then((x) => x.length)),
+        ...Array.from({ length: 3 }, () => a.handle.addrList().then(() => 'addr')),
+        ...Array.from({ length: 3 }, () => a.handle.routeList({ table: 0 }).then(() => 'route')),
+        ...Array.from({ length: 3 }, () => a.handle.neighList().then(() => 'neigh')),
+        ...Array.from({ length: 3 }, () => a.handle.fdbList().then(() => 'fdb')),
+        ...Array.from({ length: 10 }, (_, i) => a.handle.linkGet(`d${i}`).then((x) => x.name)),
+      ].map((p) => p.catch((e) => `${e.code}:${e.errno}`)),
+    ),
     'concurrent dumps',
   );
   assert.deepEqual(results, [
@@ -379,35 +473,42 @@ test('concurrent dumps on one handle all succeed: the kernel runs one dump per s
   ]);
 });
 
-test('a request the kernel never answers fails typed TIMEOUT (no hang), and the handle goes on working', { timeout: 30_000 }, async (t) => {
-  const l = await lab(t);
-  const a = await l.ns('a');
-  const orig = native.nlSend;
-  let dropped = 0;
-  // Lose the next request on its way to the kernel.
-  native.nlSend = (fd: number, data: Buffer, token: number, slow?: boolean) => {
-    if (dropped === 0) {
-      dropped++;
-      return;
-    }
-    return orig.call(native, fd, data, token, slow);
-  };
-  const started = Date.now();
-  const lost = a.handle.linkGet('lo');
-  native.nlSend = orig;
-  // Others on the same handle are not held up by it.
-  assert.equal((await within(2000, a.handle.linkGet(1), 'a second request')).name, 'lo');
-  await assert.rejects(within(20_000, lost, 'the lost request'), (e: any) => {
-    assert.ok(e instanceof CnmdError, String(e));
-    assert.equal(e.code, 'TIMEOUT');
-    assert.equal(e.op, 'link get');
-    assert.match(e.message, /no answer from the kernel/);
-    return true;
-  });
-  assert.ok(Date.now() - started >= 5000, 'not before its deadline');
-  assert.equal(dropped, 1);
-  assert.deepEqual((await a.handle.linkList()).map((x) => x.name), ['lo']);
-});
+test(
+  'a request the kernel never answers fails typed TIMEOUT (no hang), and the handle goes on working',
+  { timeout: 30_000 },
+  async (t) => {
+    const l = await lab(t);
+    const a = await l.ns('a');
+    const orig = native.nlSend;
+    let dropped = 0;
+    // Lose the next request on its way to the kernel.
+    native.nlSend = (fd: number, data: Buffer, token: number, slow?: boolean) => {
+      if (dropped === 0) {
+        dropped++;
+        return;
+      }
+      return orig.call(native, fd, data, token, slow);
+    };
+    const started = Date.now();
+    const lost = a.handle.linkGet('lo');
+    native.nlSend = orig;
+    // Others on the same handle are not held up by it.
+    assert.equal((await within(2000, a.handle.linkGet(1), 'a second request')).name, 'lo');
+    await assert.rejects(within(20_000, lost, 'the lost request'), (e: any) => {
+      assert.ok(e instanceof CnmdError, String(e));
+      assert.equal(e.code, 'TIMEOUT');
+      assert.equal(e.op, 'link get');
+      assert.match(e.message, /no answer from the kernel/);
+      return true;
+    });
+    assert.ok(Date.now() - started >= 5000, 'not before its deadline');
+    assert.equal(dropped, 1);
+    assert.deepEqual(
+      (await a.handle.linkList()).map((x) => x.name),
+      ['lo'],
+    );
+  },
+);
 
 test('requests on a closed handle are CLOSED; requests in flight at close are CLOSED too, not left hanging', async (t) => {
   const l = await lab(t);
@@ -415,7 +516,12 @@ test('requests on a closed handle are CLOSED; requests in flight at close are CL
   const h = Handle.at(a.path);
   await h.xfrmPolicyList();
   // In flight: queued behind the window and on the wire.
-  const inflight = Array.from({ length: 300 }, () => h.linkList().then(() => 'ok', (e) => (e as CnmdError).code));
+  const inflight = Array.from({ length: 300 }, () =>
+    h.linkList().then(
+      () => 'ok',
+      (e) => (e as CnmdError).code,
+    ),
+  );
   h.close();
   assert.equal(h.closed, true);
   const codes = await within(5000, Promise.all(inflight), 'in-flight at close');
@@ -434,7 +540,10 @@ test('requests on a closed handle are CLOSED; requests in flight at close are CL
     ['fdb list', () => h.fdbList()],
     ['xfrm policy list', () => h.xfrmPolicyList()],
     ['xfrm state list', () => h.xfrmStateList()],
-    ['xfrm policy add', () => h.xfrmPolicyAdd({ selector: { src: '10.0.0.1/32', dst: '10.0.0.2/32' }, dir: 'out' })],
+    [
+      'xfrm policy add',
+      () => h.xfrmPolicyAdd({ selector: { src: '10.0.0.1/32', dst: '10.0.0.2/32' }, dir: 'out' }),
+    ],
   ];
   for (const [op, call] of calls) {
     await assert.rejects(within(2000, call(), op), (e: any) => {

@@ -11,12 +11,16 @@ const root = path.resolve(__dirname, '..', '..', '..');
 test('examples/walkthrough.sh: two networks, three sandboxes, the expected reachability, nothing left', async (t) => {
   const l = await lab(t);
   const d = await startDaemon(t, l);
-  const r = spawnSync('nsenter', [`--net=${d.host.path}`, 'bash', path.join(root, 'examples', 'walkthrough.sh')], {
-    cwd: root,
-    env: { ...process.env, CNMD_HOST: d.hostUri },
-    encoding: 'utf8',
-    timeout: 120_000,
-  });
+  const r = spawnSync(
+    'nsenter',
+    [`--net=${d.host.path}`, 'bash', path.join(root, 'examples', 'walkthrough.sh')],
+    {
+      cwd: root,
+      env: { ...process.env, CNMD_HOST: d.hostUri },
+      encoding: 'utf8',
+      timeout: 120_000,
+    },
+  );
   assert.equal(r.status, 0, `walkthrough failed:\n${r.stdout}\n${r.stderr}`);
   assert.match(r.stdout, /tour-alice -> 10\.90\.1\.3: reachable/);
   assert.match(r.stdout, /tour-bob -> 10\.90\.2\.3: reachable/);

@@ -6,19 +6,32 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { CnmdError } from '../../src/errors';
-import { BatchBuilder, IptablesBackend, baseRules, networkRules, type BridgeNetworkSpec } from '../../src/firewall';
+import {
+  BatchBuilder,
+  IptablesBackend,
+  baseRules,
+  networkRules,
+  type BridgeNetworkSpec,
+} from '../../src/firewall';
 import { eventually, lab, type Ns } from '../lib/fixture';
 import { childPids } from '../lib/procs';
 import { guardHostFirewall } from '../lib/host-firewall';
 
 guardHostFirewall();
 
-const net: BridgeNetworkSpec = { bridge: 'br-spare0000000', subnets: { v4: '10.64.0.0/24', v6: 'fd00:64::/64' }, icc: true, masquerade: true, internal: false };
+const net: BridgeNetworkSpec = {
+  bridge: 'br-spare0000000',
+  subnets: { v4: '10.64.0.0/24', v6: 'fd00:64::/64' },
+  icc: true,
+  masquerade: true,
+  internal: false,
+};
 
 /** iptables-restore processes started by this test process (its children: nsenter execs the restore). */
 const restoresWaiting = () => childPids(/tables-restore/);
 /** Waits for the count rather than a fixed time: a spare starts later on a loaded machine. */
-const spares = (n: number, what: string) => eventually(() => assert.equal(restoresWaiting().length, n, what), 5000);
+const spares = (n: number, what: string) =>
+  eventually(() => assert.equal(restoresWaiting().length, n, what), 5000);
 
 function rules(ns: Ns, table: string, family: 'ipv4' | 'ipv6' = 'ipv4'): string[] {
   return ns
@@ -32,13 +45,23 @@ test('spare processes: batches after the first are fed to a waiting iptables-res
   const fw = new IptablesBackend({ netns: ns.path, spareProcesses: true, verify: true });
   t.after(() => fw.close());
   await fw.apply(baseRules({ ipv6: true }));
-  assert.deepEqual(fw.spareStats, { spare: 0, cold: 2 }, 'the first batch of each family: a process of its own');
+  assert.deepEqual(
+    fw.spareStats,
+    { spare: 0, cold: 2 },
+    'the first batch of each family: a process of its own',
+  );
   await spares(2, 'one spare per family waits');
   await fw.apply(networkRules(net));
   assert.deepEqual(fw.spareStats, { spare: 2, cold: 2 });
   // Independent observer: the network's rules are there in both families.
-  assert.ok(rules(ns, 'nat').includes('-A POSTROUTING -s 10.64.0.0/24 ! -o br-spare0000000 -j MASQUERADE'), rules(ns, 'nat').join('\n'));
-  assert.ok(rules(ns, 'nat', 'ipv6').includes('-A POSTROUTING -s fd00:64::/64 ! -o br-spare0000000 -j MASQUERADE'), rules(ns, 'nat', 'ipv6').join('\n'));
+  assert.ok(
+    rules(ns, 'nat').includes('-A POSTROUTING -s 10.64.0.0/24 ! -o br-spare0000000 -j MASQUERADE'),
+    rules(ns, 'nat').join('\n'),
+  );
+  assert.ok(
+    rules(ns, 'nat', 'ipv6').includes('-A POSTROUTING -s fd00:64::/64 ! -o br-spare0000000 -j MASQUERADE'),
+    rules(ns, 'nat', 'ipv6').join('\n'),
+  );
   fw.close();
   await spares(0, 'close() ends the spares, and they are reaped');
 });
@@ -52,13 +75,19 @@ test('spare processes: a spare sees what another writer changed while it waited'
   await fw.apply(first.build());
   await spares(1, 'the spare is up, has read nothing yet');
   // Someone else adds a chain and a rule meanwhile.
-  execFileSync('nsenter', [`--net=${ns.path}`, 'iptables-restore', '--noflush'], { input: '*filter\n:OTHER - [0:0]\n-A FORWARD -j OTHER\nCOMMIT\n' });
+  execFileSync('nsenter', [`--net=${ns.path}`, 'iptables-restore', '--noflush'], {
+    input: '*filter\n:OTHER - [0:0]\n-A FORWARD -j OTHER\nCOMMIT\n',
+  });
   fw.invalidate();
   const second = new BatchBuilder();
   second.in('filter').append('OTHER', '-s 10.65.0.0/16 -j ACCEPT').insert('FORWARD', 1, '-j CNMD-T1');
   await fw.apply(second.build());
   assert.equal(fw.spareStats!.spare, 1);
-  assert.deepEqual(rules(ns, 'filter'), ['-A FORWARD -j CNMD-T1', '-A FORWARD -j OTHER', '-A OTHER -s 10.65.0.0/16 -j ACCEPT']);
+  assert.deepEqual(rules(ns, 'filter'), [
+    '-A FORWARD -j CNMD-T1',
+    '-A FORWARD -j OTHER',
+    '-A OTHER -s 10.65.0.0/16 -j ACCEPT',
+  ]);
 });
 
 test('spare processes: a batch the kernel refuses fails and is rolled back as before; the next one still runs', async (t) => {
@@ -74,7 +103,10 @@ test('spare processes: a batch the kernel refuses fails and is rolled back as be
   const bad = new BatchBuilder();
   bad.in('nat').append('CNMD-T2', '-s 10.66.0.0/16 -j ACCEPT');
   bad.in('filter').append('FORWARD', '-j MASQUERADE');
-  await assert.rejects(fw.apply(bad.build()), (e: unknown) => e instanceof CnmdError && /MASQUERADE/.test(e.message));
+  await assert.rejects(
+    fw.apply(bad.build()),
+    (e: unknown) => e instanceof CnmdError && /MASQUERADE/.test(e.message),
+  );
   assert.equal(fw.spareStats!.spare >= 1, true, 'the failing batch went to a spare');
   assert.deepEqual(rules(ns, 'nat'), before);
   assert.deepEqual(rules(ns, 'filter'), []);

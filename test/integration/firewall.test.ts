@@ -64,9 +64,27 @@ async function host(t: TestContext): Promise<Ns> {
   return l.ns('host');
 }
 
-const netA: BridgeNetworkSpec = { bridge: 'br-aaaaaaaaaaaa', subnets: { v4: '10.61.0.0/24', v6: 'fd00:61::/64' }, icc: true, masquerade: true, internal: false };
-const netB: BridgeNetworkSpec = { bridge: 'br-bbbbbbbbbbbb', subnets: { v4: '10.62.0.0/24' }, icc: false, masquerade: true, internal: false };
-const netI: BridgeNetworkSpec = { bridge: 'br-iiiiiiiiiiii', subnets: { v4: '10.63.0.0/24' }, icc: true, masquerade: true, internal: true };
+const netA: BridgeNetworkSpec = {
+  bridge: 'br-aaaaaaaaaaaa',
+  subnets: { v4: '10.61.0.0/24', v6: 'fd00:61::/64' },
+  icc: true,
+  masquerade: true,
+  internal: false,
+};
+const netB: BridgeNetworkSpec = {
+  bridge: 'br-bbbbbbbbbbbb',
+  subnets: { v4: '10.62.0.0/24' },
+  icc: false,
+  masquerade: true,
+  internal: false,
+};
+const netI: BridgeNetworkSpec = {
+  bridge: 'br-iiiiiiiiiiii',
+  subnets: { v4: '10.63.0.0/24' },
+  icc: true,
+  masquerade: true,
+  internal: true,
+};
 
 test('base layout applied twice is idempotent; a fresh backend finds every rule as iptables-save prints it', async (t) => {
   const ns = await host(t);
@@ -84,9 +102,16 @@ test('base layout applied twice is idempotent; a fresh backend finds every rule 
   // Every layout rule is there under the text canonicalRule predicts.
   for (const r of baseRuleList({ ipv6: true })) {
     const save = r.family === 'ipv4' ? v4 : v6;
-    assert.ok(ruleLines(save).includes(`${r.table} -A ${r.chain} ${canonicalRule(r.rule, r.family)}`), `${r.family} ${r.table} ${r.chain} ${r.rule}`);
+    assert.ok(
+      ruleLines(save).includes(`${r.table} -A ${r.chain} ${canonicalRule(r.rule, r.family)}`),
+      `${r.family} ${r.table} ${r.chain} ${r.rule}`,
+    );
   }
-  assert.deepEqual(await fw.chainRules('filter', 'FORWARD'), ['-j CNMD-USER', '-j CNMD-ISOLATION-STAGE-1', '-j CNMD-FORWARD']);
+  assert.deepEqual(await fw.chainRules('filter', 'FORWARD'), [
+    '-j CNMD-USER',
+    '-j CNMD-ISOLATION-STAGE-1',
+    '-j CNMD-FORWARD',
+  ]);
   // A new backend (empty cache, e.g. after a daemon restart) reads the tables and writes nothing.
   const fresh = new IptablesBackend({ verify: true, netns: ns.path, exec: c.exec });
   await fresh.apply(baseRules({ ipv6: true }));
@@ -128,8 +153,15 @@ test('two networks added, one removed: exactly its rules go, and removal is idem
     assert.equal(ruleLines(both[key]).length, ruleLines(onlyB[key]).length + expected.length);
   }
   // FORWARD holds only the jumps; the newest network's accepts come first in CNMD-FORWARD.
-  assert.deepEqual(await fw.chainRules('filter', 'FORWARD'), ['-j CNMD-USER', '-j CNMD-ISOLATION-STAGE-1', '-j CNMD-FORWARD']);
-  assert.deepEqual((await fw.chainRules('filter', 'CNMD-FORWARD'))[0], `-o ${netA.bridge} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`);
+  assert.deepEqual(await fw.chainRules('filter', 'FORWARD'), [
+    '-j CNMD-USER',
+    '-j CNMD-ISOLATION-STAGE-1',
+    '-j CNMD-FORWARD',
+  ]);
+  assert.deepEqual(
+    (await fw.chainRules('filter', 'CNMD-FORWARD'))[0],
+    `-o ${netA.bridge} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
+  );
   assert.deepEqual((await fw.chainRules('filter', 'CNMD-ISOLATION-STAGE-1')).slice(-1), ['-j RETURN']);
   // Remove A with a fresh backend (state read from the kernel, not from the cache that added it).
   const other = new IptablesBackend({ verify: true, netns: ns.path });
@@ -140,7 +172,9 @@ test('two networks added, one removed: exactly its rules go, and removal is idem
   await other.apply(removeNetworkRules(netA));
   assert.equal(other.stats.restores, restores, 'nothing left to remove: no process');
   // Everything off: base removal takes the remaining network rules' chains too, only FORWARD etc. remain.
-  await other.apply(mergeBatches(removeNetworkRules(netB), removeNetworkRules(netI), removeBaseRules({ ipv6: true })));
+  await other.apply(
+    mergeBatches(removeNetworkRules(netB), removeNetworkRules(netI), removeBaseRules({ ipv6: true })),
+  );
   assert.deepEqual(ruleLines(saved(ns, 'ipv4')), []);
   assert.deepEqual(ruleLines(saved(ns, 'ipv6')), []);
   assert.doesNotMatch(saved(ns, 'ipv4'), /CNMD/);
@@ -160,8 +194,13 @@ test('a rule iptables rejects gives a typed error and leaves the tables exactly 
   // 1. Kernel refusal (MASQUERADE is a nat target) in filter, after nat changes that
   //    iptables-restore commits first: they are rolled back.
   const k = new BatchBuilder();
-  k.in('nat').ensureChain('CNMD-EXTRA').append('CNMD-EXTRA', '-j RETURN').ensureRule('POSTROUTING', '-s 10.99.0.0/24 -j MASQUERADE', { position: 1 });
-  k.in('filter').deleteIfPresent('CNMD-FORWARD', `-o ${netB.bridge} -j CNMD`).append('CNMD', '-o br-x -j MASQUERADE');
+  k.in('nat')
+    .ensureChain('CNMD-EXTRA')
+    .append('CNMD-EXTRA', '-j RETURN')
+    .ensureRule('POSTROUTING', '-s 10.99.0.0/24 -j MASQUERADE', { position: 1 });
+  k.in('filter')
+    .deleteIfPresent('CNMD-FORWARD', `-o ${netB.bridge} -j CNMD`)
+    .append('CNMD', '-o br-x -j MASQUERADE');
   await assert.rejects(fw.apply(k.build()), (e: unknown) => {
     assert.ok(e instanceof CnmdError);
     assert.equal(e.code, 'KERNEL_ERROR');
@@ -191,8 +230,13 @@ test('a rule iptables rejects gives a typed error and leaves the tables exactly 
   // 3. IPv4 applies cleanly, IPv6 fails: the IPv4 commit is undone too.
   const f = new BatchBuilder();
   f.in('filter', 'ipv4').ensureRule('CNMD-USER', '-s 192.0.2.0/24 -j DROP', { position: 1 });
-  f.in('filter', 'ipv6').ensureRule('CNMD-USER', '-s 2001:db8::/32 -j DROP', { position: 1 }).append('CNMD-USER', '-j SNAT --to-source 2001:db8::1');
-  await assert.rejects(fw.apply(f.build()), (e: unknown) => e instanceof CnmdError && e.details.family === 'ipv6' && /ipv4/.test(e.message));
+  f.in('filter', 'ipv6')
+    .ensureRule('CNMD-USER', '-s 2001:db8::/32 -j DROP', { position: 1 })
+    .append('CNMD-USER', '-j SNAT --to-source 2001:db8::1');
+  await assert.rejects(
+    fw.apply(f.build()),
+    (e: unknown) => e instanceof CnmdError && e.details.family === 'ipv6' && /ipv4/.test(e.message),
+  );
   unchanged('cross-family');
 
   // 4. A refusal decided before running anything (delete of an absent rule).
@@ -203,7 +247,9 @@ test('a rule iptables rejects gives a typed error and leaves the tables exactly 
 
   // After failures the backend still works (its cache was dropped and is re-read).
   await fw.apply(networkRules(netA));
-  assert.ok(ruleLines(saved(ns)).includes(`nat -A POSTROUTING -s 10.61.0.0/24 ! -o ${netA.bridge} -j MASQUERADE`));
+  assert.ok(
+    ruleLines(saved(ns)).includes(`nat -A POSTROUTING -s 10.61.0.0/24 ! -o ${netA.bridge} -j MASQUERADE`),
+  );
 });
 
 test('a 1000-rule batch applies in one iptables-restore process', async (t) => {
@@ -212,7 +258,8 @@ test('a 1000-rule batch applies in one iptables-restore process', async (t) => {
   const fw = new IptablesBackend({ netns: ns.path, exec: c.exec });
   const b = new BatchBuilder();
   const f = b.in('filter').ensureChain('CNMD-BULK');
-  for (let i = 0; i < 1000; i++) f.ensureRule('CNMD-BULK', `-s 10.${(i >> 8) & 255}.${i & 255}.0/24 -p tcp --dport ${1000 + i} -j ACCEPT`);
+  for (let i = 0; i < 1000; i++)
+    f.ensureRule('CNMD-BULK', `-s 10.${(i >> 8) & 255}.${i & 255}.0/24 -p tcp --dport ${1000 + i} -j ACCEPT`);
   const started = process.hrtime.bigint();
   await fw.apply(b.build());
   const ms = Number(process.hrtime.bigint() - started) / 1e6;
@@ -231,7 +278,8 @@ test('a 1000-rule batch applies in one iptables-restore process', async (t) => {
   // For scale, what one process per rule costs (100 rules, `iptables -A` each; printed, not asserted).
   ns.run('iptables', ['-N', 'PER-RULE']);
   const perRule = process.hrtime.bigint();
-  for (let i = 0; i < 100; i++) ns.run('iptables', ['-A', 'PER-RULE', '-s', `10.0.${i}.0/24`, '-j', 'ACCEPT']);
+  for (let i = 0; i < 100; i++)
+    ns.run('iptables', ['-A', 'PER-RULE', '-s', `10.0.${i}.0/24`, '-j', 'ACCEPT']);
   const msPerRule = Number(process.hrtime.bigint() - perRule) / 1e6;
   t.diagnostic(
     `1000 rules: ${ms.toFixed(1)} ms with 1 iptables-restore (+1 iptables-save); no-op re-apply with a cold cache: ${msAgain.toFixed(1)} ms; ` +
@@ -251,7 +299,9 @@ test('IPv6 rules land in ip6tables-save, not in iptables-save', async (t) => {
   assert.ok(!v4.some((l) => l.includes('fd00:61::')));
   assert.ok(v4.includes(`nat -A POSTROUTING -s 10.61.0.0/24 ! -o ${netA.bridge} -j MASQUERADE`));
   assert.equal(v6.length, v4.length, 'the same layout in both families');
-  assert.deepEqual(await fw.chainRules('nat', 'POSTROUTING', 'ipv6'), [`-s fd00:61::/64 ! -o ${netA.bridge} -j MASQUERADE`]);
+  assert.deepEqual(await fw.chainRules('nat', 'POSTROUTING', 'ipv6'), [
+    `-s fd00:61::/64 ! -o ${netA.bridge} -j MASQUERADE`,
+  ]);
 });
 
 test('masquerade lets a namespace behind a bridge reach an outside namespace', async (t) => {
@@ -278,10 +328,19 @@ test('masquerade lets a namespace behind a bridge reach an outside namespace', a
   out.run('ip', ['link', 'set', 'eth0', 'up']);
   await serve(t, out.path, 'tcp', 7100);
   assert.ok(ping(hostNs.path, '192.0.2.2', 3), 'host reaches out directly');
-  assert.ok(!reach(ctr.path, 'tcp', '192.0.2.2', 7100, 1000), 'without masquerade the reply has no route back');
+  assert.ok(
+    !reach(ctr.path, 'tcp', '192.0.2.2', 7100, 1000),
+    'without masquerade the reply has no route back',
+  );
 
   const fw = new IptablesBackend({ verify: true, netns: hostNs.path });
-  const net: BridgeNetworkSpec = { bridge: br, subnets: { v4: '10.64.0.0/24' }, icc: true, masquerade: true, internal: false };
+  const net: BridgeNetworkSpec = {
+    bridge: br,
+    subnets: { v4: '10.64.0.0/24' },
+    icc: true,
+    masquerade: true,
+    internal: false,
+  };
   await fw.apply(mergeBatches(baseRules(), networkRules(net)));
   assert.ok(reach(ctr.path, 'tcp', '192.0.2.2', 7100), 'TCP through MASQUERADE');
   assert.ok(ping(ctr.path, '192.0.2.2', 2), 'ICMP through MASQUERADE');
@@ -301,11 +360,21 @@ test('the same guarantees with iptables-legacy (commands overridden)', async (t)
   const ns = await host(t);
   const legacy = { restore: 'iptables-legacy-restore', save: 'iptables-legacy-save' };
   const fw = new IptablesBackend({ verify: true, netns: ns.path, commands: { ipv4: legacy } });
-  const save = () => ns.run('iptables-legacy-save', []).split('\n').filter((l) => !l.startsWith('#')).join('\n');
+  const save = () =>
+    ns
+      .run('iptables-legacy-save', [])
+      .split('\n')
+      .filter((l) => !l.startsWith('#'))
+      .join('\n');
   await fw.apply(mergeBatches(baseRules(), networkRules(netB)));
   const before = save();
-  assert.match(before, /-A FORWARD -j CNMD-USER\n-A FORWARD -j CNMD-ISOLATION-STAGE-1\n-A FORWARD -j CNMD-FORWARD\n/);
-  await new IptablesBackend({ netns: ns.path, commands: { ipv4: legacy } }).apply(mergeBatches(baseRules(), networkRules(netB)));
+  assert.match(
+    before,
+    /-A FORWARD -j CNMD-USER\n-A FORWARD -j CNMD-ISOLATION-STAGE-1\n-A FORWARD -j CNMD-FORWARD\n/,
+  );
+  await new IptablesBackend({ netns: ns.path, commands: { ipv4: legacy } }).apply(
+    mergeBatches(baseRules(), networkRules(netB)),
+  );
   assert.equal(save(), before);
   const k = new BatchBuilder();
   k.in('nat').ensureRule('POSTROUTING', '-s 10.99.0.0/24 -j MASQUERADE', { position: 1 });

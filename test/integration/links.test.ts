@@ -36,7 +36,10 @@ function ipLink(ns: Ns, name: string): any {
 }
 /** Link names in ns as ip lists them, sorted. */
 function ipNames(ns: Ns): string[] {
-  return ns.ipj('link').map((x: any) => x.ifname).sort();
+  return ns
+    .ipj('link')
+    .map((x: any) => x.ifname)
+    .sort();
 }
 /** ip's nsid list inside ns (the peers it has ids for). */
 function nsids(ns: Ns): number[] {
@@ -77,8 +80,16 @@ test('veth pair with the peer created directly in another netns: names, peer ifi
   // Each end names the other by its ifindex in the other namespace, through an nsid.
   assert.equal(va.link_index, vb.ifindex);
   assert.equal(vb.link_index, va.ifindex);
-  assert.deepEqual(nsids(a), [va.link_netnsid], 'a knows exactly one peer namespace: b, by the nsid va names');
-  assert.deepEqual(nsids(b), [vb.link_netnsid], 'b knows exactly one peer namespace: a, by the nsid vb names');
+  assert.deepEqual(
+    nsids(a),
+    [va.link_netnsid],
+    'a knows exactly one peer namespace: b, by the nsid va names',
+  );
+  assert.deepEqual(
+    nsids(b),
+    [vb.link_netnsid],
+    'b knows exactly one peer namespace: a, by the nsid vb names',
+  );
   assert.equal(va.link, undefined, 'ip cannot name a peer in another netns');
   // Each side exists only where it belongs.
   assert.deepEqual(ipNames(a), ['lo', 'va']);
@@ -109,7 +120,12 @@ test('veth pair in one netns, and a pair made from a third netns with both ends 
   const b = await l.ns('b');
   const c = await l.ns('c');
   // Both ends in a: ip names the peer, no nsid involved.
-  await a.handle.linkAdd({ kind: 'veth', name: 'v0', mtu: 9000, peer: { name: 'v1', mtu: 9000, mac: '02:00:00:00:00:11' } });
+  await a.handle.linkAdd({
+    kind: 'veth',
+    name: 'v0',
+    mtu: 9000,
+    peer: { name: 'v1', mtu: 9000, mac: '02:00:00:00:00:11' },
+  });
   const v0 = ipLink(a, 'v0');
   const v1 = ipLink(a, 'v1');
   assert.equal(v0.link, 'v1');
@@ -121,7 +137,13 @@ test('veth pair in one netns, and a pair made from a third netns with both ends 
   assert.equal((await a.handle.linkGet('v0')).parentIndex, v1.ifindex);
   assert.equal((await a.handle.linkGet('v1')).parentIndex, v0.ifindex);
   // From a's handle: the link in b, its peer in c. The kernel echoes nothing to a.
-  const r = await a.handle.linkAdd({ kind: 'veth', name: 'vb0', netns: b.path, mtu: 1450, peer: { name: 'vc0', netns: c.path, mtu: 1450 } });
+  const r = await a.handle.linkAdd({
+    kind: 'veth',
+    name: 'vb0',
+    netns: b.path,
+    mtu: 1450,
+    peer: { name: 'vc0', netns: c.path, mtu: 1450 },
+  });
   assert.equal(r, null);
   assert.deepEqual(ipNames(a), ['lo', 'v0', 'v1'], 'nothing of the b/c pair in a');
   const vb0 = ipLink(b, 'vb0');
@@ -162,7 +184,12 @@ test('bridge with STP, forward delay, ageing, multicast snooping, MTU; vlan_filt
   assert.equal(br.address, '02:00:00:00:b0:01');
   assert.ok(br.flags.includes('UP'));
   // Our decoding of the echo and of a get agree with ip.
-  const expect = { stpState: d.stp_state, forwardDelay: d.forward_delay, ageingTime: d.ageing_time, vlanFiltering: d.vlan_filtering === 1 };
+  const expect = {
+    stpState: d.stp_state,
+    forwardDelay: d.forward_delay,
+    ageingTime: d.ageing_time,
+    vlanFiltering: d.vlan_filtering === 1,
+  };
   assert.deepEqual(link?.bridge, expect);
   const got = await a.handle.linkGet('br0');
   assert.deepEqual(got.bridge, expect);
@@ -177,19 +204,27 @@ test('bridge with STP, forward delay, ageing, multicast snooping, MTU; vlan_filt
   assert.equal(d1.stp_state, 0);
   assert.equal(d1.forward_delay, 1500);
   assert.equal(d1.ageing_time, 30000);
-  assert.deepEqual((await a.handle.linkGet('br1')).bridge, { stpState: 0, forwardDelay: 1500, ageingTime: 30000, vlanFiltering: d1.vlan_filtering === 1 });
+  assert.deepEqual((await a.handle.linkGet('br1')).bridge, {
+    stpState: 0,
+    forwardDelay: 1500,
+    ageingTime: 30000,
+    vlanFiltering: d1.vlan_filtering === 1,
+  });
 
   if (!vlanFiltering) {
     // This kernel lacks CONFIG_BRIDGE_VLAN_FILTERING: turning it on is refused, typed, naming the option; nothing is left.
-    await assert.rejects(a.handle.linkAdd({ kind: 'bridge', name: 'brv', stpState: 1, vlanFiltering: true }), (e: any) => {
-      assert.ok(e instanceof CnmdError);
-      assert.equal(e.code, 'KERNEL_FEATURE_MISSING');
-      assert.equal(e.errno, 'EOPNOTSUPP');
-      assert.equal(e.object, 'brv');
-      assert.match(e.message, /CONFIG_BRIDGE_VLAN_FILTERING/);
-      assert.match(e.message, /vlanFiltering/);
-      return true;
-    });
+    await assert.rejects(
+      a.handle.linkAdd({ kind: 'bridge', name: 'brv', stpState: 1, vlanFiltering: true }),
+      (e: any) => {
+        assert.ok(e instanceof CnmdError);
+        assert.equal(e.code, 'KERNEL_FEATURE_MISSING');
+        assert.equal(e.errno, 'EOPNOTSUPP');
+        assert.equal(e.object, 'brv');
+        assert.match(e.message, /CONFIG_BRIDGE_VLAN_FILTERING/);
+        assert.match(e.message, /vlanFiltering/);
+        return true;
+      },
+    );
     assert.deepEqual(ipNames(a), ['br0', 'br1', 'lo']);
   }
 });
@@ -279,7 +314,15 @@ test('vxlan on a multicast group, on IPv6, with GBP; bad vxlan input refused and
   await a.handle.linkAdd({ kind: 'bridge', name: 'under0', up: true });
   await a.handle.addrAdd('under0', '192.0.2.10/24');
   await a.handle.addrAdd('under0', 'fd00:2::10/64', { nodad: true });
-  await a.handle.linkAdd({ kind: 'vxlan', name: 'vxm', vni: 100, group: '239.1.1.1', dev: 'under0', ttl: 5, port: 8472 });
+  await a.handle.linkAdd({
+    kind: 'vxlan',
+    name: 'vxm',
+    vni: 100,
+    group: '239.1.1.1',
+    dev: 'under0',
+    ttl: 5,
+    port: 8472,
+  });
   const m = ipLink(a, 'vxm').linkinfo.info_data;
   assert.equal(m.id, 100);
   assert.equal(m.group, '239.1.1.1');
@@ -290,7 +333,17 @@ test('vxlan on a multicast group, on IPv6, with GBP; bad vxlan input refused and
   assert.equal(m.learning, true, 'learning stays on unless turned off');
   assert.equal((await a.handle.linkGet('vxm')).vxlan?.group, '239.1.1.1');
 
-  await a.handle.linkAdd({ kind: 'vxlan', name: 'vx6', vni: 101, local: 'fd00:2::10', group: 'fd00:2::20', dev: 'under0', udp6ZeroCsumTx: true, udp6ZeroCsumRx: true, learning: false });
+  await a.handle.linkAdd({
+    kind: 'vxlan',
+    name: 'vx6',
+    vni: 101,
+    local: 'fd00:2::10',
+    group: 'fd00:2::20',
+    dev: 'under0',
+    udp6ZeroCsumTx: true,
+    udp6ZeroCsumRx: true,
+    learning: false,
+  });
   const v6 = ipLink(a, 'vx6');
   assert.equal(v6.linkinfo.info_data.local6, 'fd00:2::10');
   assert.equal(v6.linkinfo.info_data.remote6, 'fd00:2::20');
@@ -312,12 +365,20 @@ test('vxlan on a multicast group, on IPv6, with GBP; bad vxlan input refused and
     [{ kind: 'vxlan', name: 'vxbad', vni: -1 }, /VXLAN id -1 is outside/],
     [{ kind: 'vxlan', name: 'vxbad', vni: 5, port: 0 }, /VXLAN port 0 is outside/],
     [{ kind: 'vxlan', name: 'vxbad', vni: 5, port: 65536 }, /VXLAN port 65536 is outside/],
-    [{ kind: 'vxlan', name: 'vxbad', vni: 5, group: '239.1.1.300' }, /VXLAN group\/remote "239.1.1.300" is not an IP address/],
-    [{ kind: 'vxlan', name: 'vxbad', vni: 5, local: 'fd00::zz' }, /VXLAN local address "fd00::zz" is not an IP address/],
+    [
+      { kind: 'vxlan', name: 'vxbad', vni: 5, group: '239.1.1.300' },
+      /VXLAN group\/remote "239.1.1.300" is not an IP address/,
+    ],
+    [
+      { kind: 'vxlan', name: 'vxbad', vni: 5, local: 'fd00::zz' },
+      /VXLAN local address "fd00::zz" is not an IP address/,
+    ],
   ] as const) {
     await assert.rejects(a.handle.linkAdd(spec as any), { code: 'INVALID_ARGUMENT', message: msg });
   }
-  await assert.rejects(a.handle.linkAdd({ kind: 'vxlan', name: 'vxbad', vni: 5, dev: 'nope0' }), { code: 'NOT_FOUND' });
+  await assert.rejects(a.handle.linkAdd({ kind: 'vxlan', name: 'vxbad', vni: 5, dev: 'nope0' }), {
+    code: 'NOT_FOUND',
+  });
   assert.deepEqual(ipNames(a), before);
 });
 
@@ -330,7 +391,15 @@ test('macvlan in each mode (bridge, private, vepa, passthru) on a veth parent', 
   // bridge, private and vepa can share a parent: make all three, then read each back.
   const shared = ['bridge', 'private', 'vepa'] as const;
   for (const [i, mode] of shared.entries()) {
-    const link = await a.handle.linkAdd({ kind: 'macvlan', name: `mv-${mode}`, parent: 'parent0', mode, mac: `02:00:00:00:c0:0${i}`, mtu: 1400, up: true });
+    const link = await a.handle.linkAdd({
+      kind: 'macvlan',
+      name: `mv-${mode}`,
+      parent: 'parent0',
+      mode,
+      mac: `02:00:00:00:c0:0${i}`,
+      mtu: 1400,
+      up: true,
+    });
     assert.equal(link?.kind, 'macvlan');
     assert.equal(link?.macvlan?.mode, mode);
     assert.equal(link?.parentIndex, parent.ifindex);
@@ -348,7 +417,10 @@ test('macvlan in each mode (bridge, private, vepa, passthru) on a veth parent', 
     assert.equal(got.parentIndex, parent.ifindex);
   }
   // passthru takes the whole parent: the kernel refuses it while others are there.
-  await assert.rejects(a.handle.linkAdd({ kind: 'macvlan', name: 'mv-pt', parent: 'parent0', mode: 'passthru' }), (e: any) => e instanceof CnmdError);
+  await assert.rejects(
+    a.handle.linkAdd({ kind: 'macvlan', name: 'mv-pt', parent: 'parent0', mode: 'passthru' }),
+    (e: any) => e instanceof CnmdError,
+  );
   for (const mode of shared) await a.handle.linkDel(`mv-${mode}`);
   const pt = await a.handle.linkAdd({ kind: 'macvlan', name: 'mv-pt', parent: 'parent0', mode: 'passthru' });
   assert.equal(pt?.macvlan?.mode, 'passthru');
@@ -357,8 +429,13 @@ test('macvlan in each mode (bridge, private, vepa, passthru) on a veth parent', 
   assert.equal(ptIp.link, 'parent0');
   assert.equal((await a.handle.linkGet('mv-pt')).parentIndex, parent.ifindex);
   // Bad modes and parents.
-  await assert.rejects(a.handle.linkAdd({ kind: 'macvlan', name: 'mv-x', parent: 'parent0', mode: 'bogus' as never }), { code: 'INVALID_ARGUMENT', message: /macvlan mode "bogus" is not one of/ });
-  await assert.rejects(a.handle.linkAdd({ kind: 'macvlan', name: 'mv-y', parent: 'nope0' }), { code: 'NOT_FOUND' });
+  await assert.rejects(
+    a.handle.linkAdd({ kind: 'macvlan', name: 'mv-x', parent: 'parent0', mode: 'bogus' as never }),
+    { code: 'INVALID_ARGUMENT', message: /macvlan mode "bogus" is not one of/ },
+  );
+  await assert.rejects(a.handle.linkAdd({ kind: 'macvlan', name: 'mv-y', parent: 'nope0' }), {
+    code: 'NOT_FOUND',
+  });
   assert.deepEqual(ipNames(a), ['lo', 'mv-pt', 'parent0']);
 });
 
@@ -412,7 +489,8 @@ test('link set: up/down, master/nomaster, mtu, mac, alias, txqlen, name; each re
   assert.equal((await a.handle.linkGet('v0p')).addrGenMode, 'none');
   await a.handle.linkSet('v0p', { up: true });
   await a.handle.linkSet('v0', { up: true });
-  const ll = () => a.ipj('-6', 'addr', 'show', 'dev', 'v0p')[0]?.addr_info.filter((x: any) => x.scope === 'link') ?? [];
+  const ll = () =>
+    a.ipj('-6', 'addr', 'show', 'dev', 'v0p')[0]?.addr_info.filter((x: any) => x.scope === 'link') ?? [];
   assert.deepEqual(ll(), [], 'no link-local with mode none');
   await a.handle.linkSet('v0p', { up: false });
   await a.handle.linkSet('v0p', { addrGenMode: 'eui64' });
@@ -421,7 +499,9 @@ test('link set: up/down, master/nomaster, mtu, mac, alias, txqlen, name; each re
   await eventually(() => assert.equal(ll().length, 1, 'a link-local address once up with eui64'));
   await a.handle.linkSet('v0p', { up: false });
   await a.handle.linkSet('v0', { up: false });
-  await assert.rejects(a.handle.linkSet('v0p', { addrGenMode: 'bogus' as 'none' }), { code: 'INVALID_ARGUMENT' });
+  await assert.rejects(a.handle.linkSet('v0p', { addrGenMode: 'bogus' as 'none' }), {
+    code: 'INVALID_ARGUMENT',
+  });
 
   // Bridge-port options as slave data, with other changes in the same request.
   await a.handle.linkSet('v0', { master: 'br0' });
@@ -435,10 +515,20 @@ test('link set: up/down, master/nomaster, mtu, mac, alias, txqlen, name; each re
   assert.equal(port.linkinfo.info_slave_data.hairpin, false);
   assert.equal(port.linkinfo.info_slave_data.learning, true);
   await a.handle.linkSet('v0', { master: null });
-  await assert.rejects(a.handle.linkSet('v0', { bridgePort: { hairpin: true } }), (e: CnmdError) => e instanceof CnmdError, 'no bridge to take port options');
+  await assert.rejects(
+    a.handle.linkSet('v0', { bridgePort: { hairpin: true } }),
+    (e: CnmdError) => e instanceof CnmdError,
+    'no bridge to take port options',
+  );
 
   // Several changes in one request.
-  await a.handle.linkSet('v0', { up: true, master: 'br0', mtu: 1280, mac: '02:11:22:33:44:55', alias: 'all at once' });
+  await a.handle.linkSet('v0', {
+    up: true,
+    master: 'br0',
+    mtu: 1280,
+    mac: '02:11:22:33:44:55',
+    alias: 'all at once',
+  });
   v0 = ipLink(a, 'v0');
   assert.ok(v0.flags.includes('UP'));
   assert.equal(v0.master, 'br0');
@@ -458,7 +548,10 @@ test('link set: up/down, master/nomaster, mtu, mac, alias, txqlen, name; each re
   // Rename (down), by name and by index; the index stays.
   await a.handle.linkSet('v0', { up: false });
   await a.handle.linkSet('v0', { name: 'renamed0' });
-  assert.equal(a.ipj('link').some((x: any) => x.ifname === 'v0'), false);
+  assert.equal(
+    a.ipj('link').some((x: any) => x.ifname === 'v0'),
+    false,
+  );
   assert.equal(ipLink(a, 'renamed0').ifindex, idx);
   await a.handle.linkSet(idx, { name: 'renamed1', mtu: 1500 });
   const r1 = ipLink(a, 'renamed1');
@@ -469,14 +562,23 @@ test('link set: up/down, master/nomaster, mtu, mac, alias, txqlen, name; each re
   assert.equal(got.name, 'renamed1');
   assert.deepEqual(ipNames(a), ['br0', 'lo', 'renamed1', 'v0p']);
   // Renaming onto an existing name is refused.
-  await assert.rejects(a.handle.linkSet('renamed1', { name: 'v0p' }), { code: 'ALREADY_EXISTS', errno: 'EEXIST' });
+  await assert.rejects(a.handle.linkSet('renamed1', { name: 'v0p' }), {
+    code: 'ALREADY_EXISTS',
+    errno: 'EEXIST',
+  });
 });
 
 test('link set netns: move a link to another netns and back, by name and by index, with changes', async (t) => {
   const l = await lab(t);
   const a = await l.ns('a');
   const b = await l.ns('b');
-  await a.handle.linkAdd({ kind: 'veth', name: 'v0', mac: '02:00:00:00:0e:01', mtu: 1400, peer: { name: 'v0p' } });
+  await a.handle.linkAdd({
+    kind: 'veth',
+    name: 'v0',
+    mac: '02:00:00:00:0e:01',
+    mtu: 1400,
+    peer: { name: 'v0p' },
+  });
   await a.handle.linkSet('v0', { netns: b.path, up: true, mtu: 1280 });
   assert.deepEqual(ipNames(a), ['lo', 'v0p']);
   const moved = ipLink(b, 'v0');
@@ -495,7 +597,10 @@ test('link set netns: move a link to another netns and back, by name and by inde
   assert.equal(home.link, 'v0p');
   // A bridge cannot leave its netns: the kernel says so, typed.
   await a.handle.linkAdd({ kind: 'bridge', name: 'br0' });
-  await assert.rejects(a.handle.linkSet('br0', { netns: b.path }), { code: 'INVALID_ARGUMENT', errno: 'EINVAL' });
+  await assert.rejects(a.handle.linkSet('br0', { netns: b.path }), {
+    code: 'INVALID_ARGUMENT',
+    errno: 'EINVAL',
+  });
   await assert.rejects(a.handle.linkSet('home0', { netns: '/nonexistent/netns/x' }), { code: 'NOT_FOUND' });
   assert.deepEqual(ipNames(a), ['br0', 'home0', 'lo', 'v0p']);
 });
@@ -526,7 +631,16 @@ test('link add without the echo: resolves null, the link is made as asked (read 
   const l = await lab(t);
   const a = await l.ns('a');
   const b = await l.ns('b');
-  const r = await a.handle.linkAdd({ kind: 'veth', name: 'eth0', index: 42, mtu: 1400, mac: '02:42:0a:00:00:07', up: true, peer: { name: 'vq0', netns: b.handle }, echo: false });
+  const r = await a.handle.linkAdd({
+    kind: 'veth',
+    name: 'eth0',
+    index: 42,
+    mtu: 1400,
+    mac: '02:42:0a:00:00:07',
+    up: true,
+    peer: { name: 'vq0', netns: b.handle },
+    echo: false,
+  });
   assert.equal(r, null);
   const inA = ipLink(a, 'eth0');
   assert.equal(inA.ifindex, 42);
@@ -534,8 +648,14 @@ test('link add without the echo: resolves null, the link is made as asked (read 
   assert.equal(inA.address, '02:42:0a:00:00:07');
   assert.ok(inA.flags.includes('UP'));
   assert.equal(ipLink(b, 'vq0').link_index, 42, 'the peer in b names its other end');
-  await assert.rejects(a.handle.linkAdd({ kind: 'veth', name: 'eth0', peer: { name: 'vq1' }, echo: false }), (e: unknown) => e instanceof CnmdError && e.code === 'ALREADY_EXISTS');
-  assert.ok(!a.ipj<{ ifname: string }[]>('link').some((x) => x.ifname === 'vq1'), 'nothing made by the refused add');
+  await assert.rejects(
+    a.handle.linkAdd({ kind: 'veth', name: 'eth0', peer: { name: 'vq1' }, echo: false }),
+    (e: unknown) => e instanceof CnmdError && e.code === 'ALREADY_EXISTS',
+  );
+  assert.ok(
+    !a.ipj<{ ifname: string }[]>('link').some((x) => x.ifname === 'vq1'),
+    'nothing made by the refused add',
+  );
 });
 
 test("veth peer placed in another handle's netns (its fd kept open): there, up when asked, and a closed handle refuses", async (t) => {
@@ -543,9 +663,17 @@ test("veth peer placed in another handle's netns (its fd kept open): there, up w
   const a = await l.ns('a');
   const b = await l.ns('b');
   // b's handle opened its netns fd once; each pair made from a puts its peer there.
-  for (const i of [0, 1]) await a.handle.linkAdd({ kind: 'veth', name: `h${i}`, peer: { name: `p${i}`, netns: b.handle, up: i === 1 } });
+  for (const i of [0, 1])
+    await a.handle.linkAdd({
+      kind: 'veth',
+      name: `h${i}`,
+      peer: { name: `p${i}`, netns: b.handle, up: i === 1 },
+    });
   assert.deepEqual(
-    b.ipj<{ ifname: string }[]>('link', 'show', 'type', 'veth').map((x) => x.ifname).sort(),
+    b
+      .ipj<{ ifname: string }[]>('link', 'show', 'type', 'veth')
+      .map((x) => x.ifname)
+      .sort(),
     ['p0', 'p1'],
   );
   assert.ok(ipLink(b, 'p1').flags.includes('UP'));
@@ -555,7 +683,10 @@ test("veth peer placed in another handle's netns (its fd kept open): there, up w
   const h = Handle.at(c.path);
   h.ownNetnsFd();
   h.close();
-  await assert.rejects(a.handle.linkAdd({ kind: 'veth', name: 'h2', peer: { name: 'p2', netns: h } }), (e: unknown) => e instanceof CnmdError && e.code === 'CLOSED');
+  await assert.rejects(
+    a.handle.linkAdd({ kind: 'veth', name: 'h2', peer: { name: 'p2', netns: h } }),
+    (e: unknown) => e instanceof CnmdError && e.code === 'CLOSED',
+  );
   assert.ok(!a.ipj<{ ifname: string }[]>('link').some((x) => x.ifname === 'h2'), 'nothing made');
 });
 
@@ -582,12 +713,20 @@ test('get by name and by index, list (a multi-part dump of 300 links), delete by
   assert.equal(lo.mtu, 65536);
 
   // 150 veth pairs made at once (more than the request window), then one dump of them all.
-  await Promise.all(Array.from({ length: 150 }, (_, i) => a.handle.linkAdd({ kind: 'veth', name: `d${i}`, peer: { name: `d${i}p` } })));
+  await Promise.all(
+    Array.from({ length: 150 }, (_, i) =>
+      a.handle.linkAdd({ kind: 'veth', name: `d${i}`, peer: { name: `d${i}p` } }),
+    ),
+  );
   const ours = await a.handle.linkList();
   const theirs = a.ipj('link');
   assert.equal(ours.length, 302);
-  const key = (x: { index: number; name: string; mtu: number; mac?: string }) => `${x.index} ${x.name} ${x.mtu} ${x.mac}`;
-  assert.deepEqual(ours.map(key).sort(), theirs.map((x: any) => key({ index: x.ifindex, name: x.ifname, mtu: x.mtu, mac: x.address })).sort());
+  const key = (x: { index: number; name: string; mtu: number; mac?: string }) =>
+    `${x.index} ${x.name} ${x.mtu} ${x.mac}`;
+  assert.deepEqual(
+    ours.map(key).sort(),
+    theirs.map((x: any) => key({ index: x.ifindex, name: x.ifname, mtu: x.mtu, mac: x.address })).sort(),
+  );
   // Each veth's peer index agrees with ip's.
   const ipByName = new Map(theirs.map((x: any) => [x.ifname, x]));
   for (const x of ours.filter((y) => y.kind === 'veth')) {
@@ -597,14 +736,23 @@ test('get by name and by index, list (a multi-part dump of 300 links), delete by
 
   // Delete: a veth by name takes its peer; by index; a bridge.
   await a.handle.linkDel('d0');
-  assert.equal(a.ipj('link').some((x: any) => x.ifname === 'd0' || x.ifname === 'd0p'), false);
+  assert.equal(
+    a.ipj('link').some((x: any) => x.ifname === 'd0' || x.ifname === 'd0p'),
+    false,
+  );
   const d1p = ipLink(a, 'd1p').ifindex;
   await a.handle.linkDel(d1p);
-  assert.equal(a.ipj('link').some((x: any) => x.ifname === 'd1' || x.ifname === 'd1p'), false);
+  assert.equal(
+    a.ipj('link').some((x: any) => x.ifname === 'd1' || x.ifname === 'd1p'),
+    false,
+  );
   await Promise.all(Array.from({ length: 148 }, (_, i) => a.handle.linkDel(`d${i + 2}`)));
   await a.handle.linkDel('br0');
   assert.deepEqual(ipNames(a), ['lo']);
-  assert.deepEqual((await a.handle.linkList()).map((x) => x.name), ['lo']);
+  assert.deepEqual(
+    (await a.handle.linkList()).map((x) => x.name),
+    ['lo'],
+  );
   await assert.rejects(a.handle.linkDel('br0'), { code: 'NOT_FOUND' });
   await assert.rejects(a.handle.linkGet('br0'), { code: 'NOT_FOUND' });
   await assert.rejects(a.handle.linkGet(br.ifindex), { code: 'NOT_FOUND' });
@@ -616,15 +764,32 @@ test('ipvlan (l2, l3), 802.1Q/802.1ad vlan and dummy: a typed KERNEL_FEATURE_MIS
   const b = await l.ns('b');
   await a.handle.linkAdd({ kind: 'veth', name: 'eth0', up: true, peer: { name: 'eth0p', netns: b.path } });
   const cases = [
-    { spec: { kind: 'ipvlan' as const, name: 'ipv0', parent: 'eth0', mode: 'l2' as const }, kconfig: 'CONFIG_IPVLAN', check: (x: any) => assert.equal(x.linkinfo.info_data.mode, 'l2') },
-    { spec: { kind: 'ipvlan' as const, name: 'ipv1', parent: 'eth0', mode: 'l3' as const }, kconfig: 'CONFIG_IPVLAN', check: (x: any) => assert.equal(x.linkinfo.info_data.mode, 'l3') },
-    { spec: { kind: 'vlan' as const, name: 'eth0.10', parent: 'eth0', id: 10 }, kconfig: 'CONFIG_VLAN_8021Q', check: (x: any) => assert.equal(x.linkinfo.info_data.id, 10) },
+    {
+      spec: { kind: 'ipvlan' as const, name: 'ipv0', parent: 'eth0', mode: 'l2' as const },
+      kconfig: 'CONFIG_IPVLAN',
+      check: (x: any) => assert.equal(x.linkinfo.info_data.mode, 'l2'),
+    },
+    {
+      spec: { kind: 'ipvlan' as const, name: 'ipv1', parent: 'eth0', mode: 'l3' as const },
+      kconfig: 'CONFIG_IPVLAN',
+      check: (x: any) => assert.equal(x.linkinfo.info_data.mode, 'l3'),
+    },
+    {
+      spec: { kind: 'vlan' as const, name: 'eth0.10', parent: 'eth0', id: 10 },
+      kconfig: 'CONFIG_VLAN_8021Q',
+      check: (x: any) => assert.equal(x.linkinfo.info_data.id, 10),
+    },
     {
       spec: { kind: 'vlan' as const, name: 'eth0.20', parent: 'eth0', id: 20, protocol: '802.1ad' as const },
       kconfig: 'CONFIG_VLAN_8021Q',
-      check: (x: any) => assert.deepEqual([x.linkinfo.info_data.id, x.linkinfo.info_data.protocol], [20, '802.1ad']),
+      check: (x: any) =>
+        assert.deepEqual([x.linkinfo.info_data.id, x.linkinfo.info_data.protocol], [20, '802.1ad']),
     },
-    { spec: { kind: 'dummy' as const, name: 'dm0' }, kconfig: 'CONFIG_DUMMY', check: (x: any) => assert.equal(x.linkinfo.info_kind, 'dummy') },
+    {
+      spec: { kind: 'dummy' as const, name: 'dm0' },
+      kconfig: 'CONFIG_DUMMY',
+      check: (x: any) => assert.equal(x.linkinfo.info_kind, 'dummy'),
+    },
   ];
   for (const c of cases) {
     const before = a.ipj('link').map((x: any) => `${x.ifindex}:${x.ifname}`);
@@ -649,11 +814,23 @@ test('ipvlan (l2, l3), 802.1Q/802.1ad vlan and dummy: a typed KERNEL_FEATURE_MIS
       assert.match(e.message, /Unknown device type/);
       return true;
     });
-    assert.deepEqual(a.ipj('link').map((x: any) => `${x.ifindex}:${x.ifname}`), before, `nothing made for ${c.spec.name}`);
+    assert.deepEqual(
+      a.ipj('link').map((x: any) => `${x.ifindex}:${x.ifname}`),
+      before,
+      `nothing made for ${c.spec.name}`,
+    );
   }
   // Bad input for these kinds is caught before the kernel's answer matters.
-  await assert.rejects(a.handle.linkAdd({ kind: 'vlan', name: 'eth0.5000', parent: 'eth0', id: 5000 }), { code: 'INVALID_ARGUMENT', message: /VLAN id 5000 is outside 0..4094/ });
-  await assert.rejects(a.handle.linkAdd({ kind: 'ipvlan', name: 'ipv9', parent: 'eth0', mode: 'l9' as never }), { code: 'INVALID_ARGUMENT', message: /ipvlan mode "l9"/ });
-  await assert.rejects(a.handle.linkAdd({ kind: 'ipvlan', name: 'ipv9', parent: 'nope0', mode: 'l2' }), { code: 'NOT_FOUND' });
+  await assert.rejects(a.handle.linkAdd({ kind: 'vlan', name: 'eth0.5000', parent: 'eth0', id: 5000 }), {
+    code: 'INVALID_ARGUMENT',
+    message: /VLAN id 5000 is outside 0..4094/,
+  });
+  await assert.rejects(
+    a.handle.linkAdd({ kind: 'ipvlan', name: 'ipv9', parent: 'eth0', mode: 'l9' as never }),
+    { code: 'INVALID_ARGUMENT', message: /ipvlan mode "l9"/ },
+  );
+  await assert.rejects(a.handle.linkAdd({ kind: 'ipvlan', name: 'ipv9', parent: 'nope0', mode: 'l2' }), {
+    code: 'NOT_FOUND',
+  });
   assert.deepEqual(ipNames(a), ['eth0', 'lo']);
 });

@@ -21,12 +21,24 @@ test('a request on one socket made right after one on another is handled after i
   for (let i = 0; i < 3; i++) {
     // A request on the sandbox's socket: its answer comes while the I/O thread still lags behind it.
     await sb.handle.linkSet('lo', { up: true });
-    const made = sb.handle.linkAdd({ kind: 'veth', name: `eth${i}`, peer: { name: `hv${i}`, netns: host.path } });
+    const made = sb.handle.linkAdd({
+      kind: 'veth',
+      name: `eth${i}`,
+      peer: { name: `hv${i}`, netns: host.path },
+    });
     const named = host.handle.linkSet(`hv${i}`, { up: true, alias: `peer of eth${i}` });
     const [a, b] = await Promise.allSettled([made, named]);
     assert.equal(a.status, 'fulfilled', `link add: ${a.status === 'rejected' ? a.reason : ''}`);
-    assert.equal(b.status, 'fulfilled', `link set by name right after: ${b.status === 'rejected' ? b.reason : ''}`);
-    const [link] = host.ipj<{ ifname: string; flags: string[]; ifalias?: string }[]>('link', 'show', `hv${i}`);
+    assert.equal(
+      b.status,
+      'fulfilled',
+      `link set by name right after: ${b.status === 'rejected' ? b.reason : ''}`,
+    );
+    const [link] = host.ipj<{ ifname: string; flags: string[]; ifalias?: string }[]>(
+      'link',
+      'show',
+      `hv${i}`,
+    );
     assert.equal(link.ifalias, `peer of eth${i}`);
     assert.ok(link.flags.includes('UP'));
   }
@@ -38,7 +50,10 @@ test('a send the kernel refuses (EMSGSIZE) fails that request only, through the 
   const sock = NetlinkSocket.open(NETLINK_ROUTE, ns.path);
   t.after(() => sock.close());
   // Larger than the socket's send buffer (8 MiB at most): sendto fails before the kernel parses anything.
-  await assert.rejects(sock.request(RTM_NEWLINK, 0, new Uint8Array(12 << 20), { op: 'oversized' }), (e: unknown) => /EMSGSIZE/.test(String((e as { errno?: string }).errno ?? e)));
+  await assert.rejects(
+    sock.request(RTM_NEWLINK, 0, new Uint8Array(12 << 20), { op: 'oversized' }),
+    (e: unknown) => /EMSGSIZE/.test(String((e as { errno?: string }).errno ?? e)),
+  );
   const replies = await sock.request(RTM_GETLINK, 0, encodeLinkDump(), { op: 'link list', dump: true });
   const names = replies.map((m) => decodeLink(m.payload).name);
   assert.ok(names.includes('lo'), `the same socket answers afterwards: ${names.join(' ')}`);

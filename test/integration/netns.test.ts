@@ -14,7 +14,10 @@ import type { CreatedNetns } from '../../src/netns/netns';
 /** The mount at exactly p, per findmnt (undefined if none). */
 function findmnt(p: string): { target: string; source: string; fstype: string } | undefined {
   try {
-    const out = execFileSync('findmnt', ['-J', '-n', '--mountpoint', p], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const out = execFileSync('findmnt', ['-J', '-n', '--mountpoint', p], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     return JSON.parse(out).filesystems[0];
   } catch {
     return undefined; // findmnt exits 1 when nothing is mounted there
@@ -40,12 +43,21 @@ async function assertLiveNetns(c: CreatedNetns): Promise<number> {
   assert.ok(m, `${c.path} is a mount point`);
   assert.equal(m.fstype, 'nsfs');
   assert.equal(m.source, `nsfs[net:[${st.ino}]]`, 'a network namespace, the one the file shows');
-  assert.deepEqual(mountinfo(c.path).map((x) => x[0]), ['nsfs']);
+  assert.deepEqual(
+    mountinfo(c.path).map((x) => x[0]),
+    ['nsfs'],
+  );
   const [lo] = ipj(c.path, 'link', 'show', 'lo');
   assert.ok(lo.flags.includes('UP'), 'loopback is up');
   assert.ok(lo.flags.includes('LOWER_UP'));
-  assert.deepEqual(ipj(c.path, 'link').map((x: any) => x.ifname), ['lo'], 'nothing but loopback');
-  const lo4 = ipj(c.path, '-4', 'addr', 'show', 'lo')[0].addr_info.map((x: any) => `${x.local}/${x.prefixlen}`);
+  assert.deepEqual(
+    ipj(c.path, 'link').map((x: any) => x.ifname),
+    ['lo'],
+    'nothing but loopback',
+  );
+  const lo4 = ipj(c.path, '-4', 'addr', 'show', 'lo')[0].addr_info.map(
+    (x: any) => `${x.local}/${x.prefixlen}`,
+  );
   assert.deepEqual(lo4, ['127.0.0.1/8'], 'the kernel gave loopback its address when it came up');
   const viaHandle = await c.handle.linkGet('lo');
   assert.equal(viaHandle.up, true);
@@ -64,15 +76,23 @@ test('create: an nsfs mount under <exec-root>/netns with loopback up, its own na
   assert.equal(c.path, path.join(l.root, 'netns', 'one'));
   assert.equal(m.pathOf('one'), c.path);
   const ino = await assertLiveNetns(c);
-  assert.notEqual(ino, fs.statSync('/proc/self/ns/net').ino, 'not this process\'s namespace');
+  assert.notEqual(ino, fs.statSync('/proc/self/ns/net').ino, "not this process's namespace");
   const d = await m.create('two.b_c-3');
   t.after(() => d.handle.close());
   const ino2 = await assertLiveNetns(d);
   assert.notEqual(ino2, ino, 'each create makes a namespace of its own');
   // A link made in one is not in the other.
   await c.handle.linkAdd({ kind: 'bridge', name: 'br-one' });
-  assert.deepEqual(ipj(d.path, 'link').map((x: any) => x.ifname), ['lo']);
-  assert.deepEqual(ipj(c.path, 'link').map((x: any) => x.ifname).sort(), ['br-one', 'lo']);
+  assert.deepEqual(
+    ipj(d.path, 'link').map((x: any) => x.ifname),
+    ['lo'],
+  );
+  assert.deepEqual(
+    ipj(c.path, 'link')
+      .map((x: any) => x.ifname)
+      .sort(),
+    ['br-one', 'lo'],
+  );
   // list, exists
   fs.writeFileSync(path.join(m.dir, 'plain'), ''); // not a netns: left out
   fs.mkdirSync(path.join(m.dir, 'subdir'));
@@ -107,21 +127,28 @@ test('delete removes the mount and the file; the namespace lives on for handles 
   // The handle made with it still reaches the namespace.
   assert.deepEqual((await c.handle.linkList()).map((x) => x.name).sort(), ['br0', 'lo']);
   // A second delete, or of one never made: NOT_FOUND with ENOENT.
-  assert.throws(() => m.delete('gone'), (e: any) => {
-    assert.ok(e instanceof CnmdError);
-    assert.equal(e.code, 'NOT_FOUND');
-    assert.equal(e.errno, 'ENOENT');
-    assert.equal(e.op, 'netns delete');
-    assert.equal(e.object, 'gone');
-    return true;
-  });
+  assert.throws(
+    () => m.delete('gone'),
+    (e: any) => {
+      assert.ok(e instanceof CnmdError);
+      assert.equal(e.code, 'NOT_FOUND');
+      assert.equal(e.errno, 'ENOENT');
+      assert.equal(e.op, 'netns delete');
+      assert.equal(e.object, 'gone');
+      return true;
+    },
+  );
   assert.throws(() => m.delete('never'), { code: 'NOT_FOUND', errno: 'ENOENT' });
   assert.throws(() => m.handle('gone'), { code: 'NOT_FOUND' });
   // The id can be used again, for a new namespace.
   const again = await m.create('gone');
   t.after(() => again.handle.close());
   await assertLiveNetns(again);
-  assert.deepEqual((await c.handle.linkList()).map((x) => x.name).sort(), ['br0', 'lo'], 'the old handle is still in the old namespace');
+  assert.deepEqual(
+    (await c.handle.linkList()).map((x) => x.name).sort(),
+    ['br0', 'lo'],
+    'the old handle is still in the old namespace',
+  );
 });
 
 test('a second create of the same id is ALREADY_EXISTS and leaves the first intact', async (t) => {
@@ -144,13 +171,14 @@ test('a second create of the same id is ALREADY_EXISTS and leaves the first inta
   const won = race.filter((r) => r.status === 'fulfilled') as PromiseFulfilledResult<CreatedNetns>[];
   assert.equal(won.length, 1);
   t.after(() => won[0].value.handle.close());
-  for (const r of race) if (r.status === 'rejected') assert.equal((r.reason as CnmdError).code, 'ALREADY_EXISTS');
+  for (const r of race)
+    if (r.status === 'rejected') assert.equal((r.reason as CnmdError).code, 'ALREADY_EXISTS');
   await assertLiveNetns(won[0].value);
   assert.equal(fs.statSync(c.path).ino, ino, 'the first is the same namespace');
   assert.equal(mountinfo(c.path).length, 1, 'not mounted twice');
   await assertLiveNetns(c);
   assert.deepEqual(m.list(), ['dup', 'race']);
-  assert.equal(fdCount(), fds + 1, 'only the winner\'s handle is open');
+  assert.equal(fdCount(), fds + 1, "only the winner's handle is open");
 });
 
 test('invalid ids are INVALID_ARGUMENT for every call, and nothing is made anywhere', async (t) => {
@@ -160,7 +188,22 @@ test('invalid ids are INVALID_ARGUMENT for every call, and nothing is made anywh
   const dirBefore = fs.readdirSync(m.dir).sort();
   const rootBefore = fs.readdirSync(l.root).sort();
   const mountsBefore = mountsUnder(l.root).length;
-  for (const id of ['../x', '', 'a/b', '.', '..', '.hidden', '-dash', ' ', 'a b', 'x'.repeat(129), 'a\0b', 'ü', undefined as unknown as string, 7 as unknown as string]) {
+  for (const id of [
+    '../x',
+    '',
+    'a/b',
+    '.',
+    '..',
+    '.hidden',
+    '-dash',
+    ' ',
+    'a b',
+    'x'.repeat(129),
+    'a\0b',
+    'ü',
+    undefined as unknown as string,
+    7 as unknown as string,
+  ]) {
     const check = (e: any) => {
       assert.ok(e instanceof CnmdError, `${JSON.stringify(id)}: ${e}`);
       assert.equal(e.code, 'INVALID_ARGUMENT');
@@ -196,7 +239,12 @@ test('50 namespaces created concurrently all work, each its own, and all delete 
   await Promise.all(many.map((n, i) => n.handle.linkAdd({ kind: 'bridge', name: `br${i}`, up: true })));
   await Promise.all(many.map((n, i) => n.handle.addrAdd(`br${i}`, `10.${i}.0.1/24`)));
   for (const [i, n] of many.entries()) {
-    assert.deepEqual(ipj(n.path, 'link').map((x: any) => x.ifname).sort(), [`br${i}`, 'lo']);
+    assert.deepEqual(
+      ipj(n.path, 'link')
+        .map((x: any) => x.ifname)
+        .sort(),
+      [`br${i}`, 'lo'],
+    );
     assert.equal(ipj(n.path, '-4', 'addr', 'show', `br${i}`)[0].addr_info[0].local, `10.${i}.0.1`);
   }
   // Delete them all at once.
@@ -223,14 +271,27 @@ test('adopt: a namespace takes a new id, the old path goes, an open handle stays
   assert.equal(fs.statSync(p).ino, ino, 'the same namespace under its new name');
   assert.equal(findmnt(p)?.source, `nsfs[net:[${ino}]]`);
   assert.deepEqual(m.list(), ['sandbox-1']);
-  assert.deepEqual(ipj(p, 'link').map((x: any) => x.ifname).sort(), ['br0', 'lo']);
+  assert.deepEqual(
+    ipj(p, 'link')
+      .map((x: any) => x.ifname)
+      .sort(),
+    ['br0', 'lo'],
+  );
   await pooled.handle.linkAdd({ kind: 'bridge', name: 'br1' });
-  assert.deepEqual(ipj(p, 'link').map((x: any) => x.ifname).sort(), ['br0', 'br1', 'lo']);
+  assert.deepEqual(
+    ipj(p, 'link')
+      .map((x: any) => x.ifname)
+      .sort(),
+    ['br0', 'br1', 'lo'],
+  );
   // Adopting onto a taken id, or from a missing path: typed.
   const other = await m.create('other');
   t.after(() => other.handle.close());
   assert.throws(() => m.adopt('other', p), { code: 'ALREADY_EXISTS' });
-  assert.throws(() => m.adopt('fresh', path.join(m.dir, 'missing')), (e: any) => e instanceof CnmdError && e.code === 'NOT_FOUND');
+  assert.throws(
+    () => m.adopt('fresh', path.join(m.dir, 'missing')),
+    (e: any) => e instanceof CnmdError && e.code === 'NOT_FOUND',
+  );
   assert.equal(fs.existsSync(path.join(m.dir, 'fresh')), false, 'no file left for a failed adopt');
   assert.deepEqual(m.list(), ['other', 'sandbox-1']);
 });
@@ -251,7 +312,10 @@ test('adopt into a netns dir someone removed: the dir is made again, and the ado
   assert.equal(fs.statSync(m.dir).isDirectory(), true);
   assert.equal(findmnt(p)?.fstype, 'nsfs');
   assert.deepEqual(m.list(), ['sandbox-b']);
-  assert.deepEqual(ipj(p, 'link').map((x: any) => x.ifname), ['lo']);
+  assert.deepEqual(
+    ipj(p, 'link').map((x: any) => x.ifname),
+    ['lo'],
+  );
 });
 
 test('a handle that came with an adopted namespace reaches XFRM in that namespace', async (t) => {
@@ -261,7 +325,11 @@ test('a handle that came with an adopted namespace reaches XFRM in that namespac
   t.after(() => pooled.handle.close());
   const p = m.adopt('sandbox-2', pooled.path);
   // NetnsPool hands this handle to the sandbox: every part of it must keep working.
-  await pooled.handle.xfrmPolicyAdd({ selector: { src: '10.0.0.1/32', dst: '10.0.0.2/32' }, dir: 'out', priority: 9 });
+  await pooled.handle.xfrmPolicyAdd({
+    selector: { src: '10.0.0.1/32', dst: '10.0.0.2/32' },
+    dir: 'out',
+    priority: 9,
+  });
   assert.match(runIn(p, 'ip', ['xfrm', 'policy', 'list']), /dir out priority 9/);
 });
 
@@ -276,5 +344,8 @@ test('an exec-root whose netns dir is not a directory fails typed', async (t) =>
     assert.ok(e instanceof CnmdError, `a CnmdError, not ${e?.constructor?.name}: ${e}`);
     return true;
   });
-  assert.throws(() => m.list(), (e: any) => e instanceof CnmdError);
+  assert.throws(
+    () => m.list(),
+    (e: any) => e instanceof CnmdError,
+  );
 });

@@ -22,19 +22,30 @@ interface Reply {
 function call(sock: string, method: string, body?: unknown, raw?: string): Promise<Reply> {
   const data = raw ?? (body === undefined ? '' : JSON.stringify(body));
   return new Promise((resolve, reject) => {
-    const req = http.request({ socketPath: sock, path: `/${method}`, method: 'POST', headers: { Accept: 'application/vnd.docker.plugins.v1.2+json', 'Content-Length': Buffer.byteLength(data) } }, (res) => {
-      let text = '';
-      res.on('data', (c) => (text += c));
-      res.on('end', () => {
-        let parsed: any;
-        try {
-          parsed = JSON.parse(text);
-        } catch {
-          parsed = undefined;
-        }
-        resolve({ status: res.statusCode ?? 0, body: parsed, text });
-      });
-    });
+    const req = http.request(
+      {
+        socketPath: sock,
+        path: `/${method}`,
+        method: 'POST',
+        headers: {
+          Accept: 'application/vnd.docker.plugins.v1.2+json',
+          'Content-Length': Buffer.byteLength(data),
+        },
+      },
+      (res) => {
+        let text = '';
+        res.on('data', (c) => (text += c));
+        res.on('end', () => {
+          let parsed: any;
+          try {
+            parsed = JSON.parse(text);
+          } catch {
+            parsed = undefined;
+          }
+          resolve({ status: res.statusCode ?? 0, body: parsed, text });
+        });
+      },
+    );
     req.on('error', reject);
     req.end(data);
   });
@@ -72,14 +83,29 @@ async function engineSide(host: Ns, box: Ns, srcName: string, ifname: string, ci
 }
 
 /** IPAM pool + gateway + network, as `docker network create -d cnmd-bridge --ipam-driver cnmd-ipam --subnet` does. */
-async function createNetwork(bridgeSock: string, ipamSock: string, subnet: string, generic: Record<string, string> = {}) {
+async function createNetwork(
+  bridgeSock: string,
+  ipamSock: string,
+  subnet: string,
+  generic: Record<string, string> = {},
+) {
   const caps = await ok(ipamSock, 'IpamDriver.GetCapabilities');
   assert.equal(caps.RequiresMACAddress, false);
   const spaces = await ok(ipamSock, 'IpamDriver.GetDefaultAddressSpaces');
   assert.equal(spaces.LocalDefaultAddressSpace, 'LocalDefault');
-  const pool = await ok(ipamSock, 'IpamDriver.RequestPool', { AddressSpace: 'LocalDefault', Pool: subnet, SubPool: '', Options: {}, V6: false });
+  const pool = await ok(ipamSock, 'IpamDriver.RequestPool', {
+    AddressSpace: 'LocalDefault',
+    Pool: subnet,
+    SubPool: '',
+    Options: {},
+    V6: false,
+  });
   assert.equal(pool.Pool, subnet);
-  const gw = await ok(ipamSock, 'IpamDriver.RequestAddress', { PoolID: pool.PoolID, Address: '', Options: { RequestAddressType: 'com.docker.network.gateway' } });
+  const gw = await ok(ipamSock, 'IpamDriver.RequestAddress', {
+    PoolID: pool.PoolID,
+    Address: '',
+    Options: { RequestAddressType: 'com.docker.network.gateway' },
+  });
   assert.equal(gw.Address, subnet.replace(/0\/(\d+)$/, '1/$1'));
   await ok(bridgeSock, 'NetworkDriver.GetCapabilities');
   await ok(bridgeSock, 'NetworkDriver.CreateNetwork', {
@@ -93,7 +119,12 @@ async function createNetwork(bridgeSock: string, ipamSock: string, subnet: strin
 
 async function endpoint(ipamSock: string, bridgeSock: string, poolId: string, n: number) {
   const a = await ok(ipamSock, 'IpamDriver.RequestAddress', { PoolID: poolId, Address: '', Options: {} });
-  const created = await ok(bridgeSock, 'NetworkDriver.CreateEndpoint', { NetworkID: NET_ID, EndpointID: epId(n), Interface: { Address: a.Address, AddressIPv6: '', MacAddress: '' }, Options: {} });
+  const created = await ok(bridgeSock, 'NetworkDriver.CreateEndpoint', {
+    NetworkID: NET_ID,
+    EndpointID: epId(n),
+    Interface: { Address: a.Address, AddressIPv6: '', MacAddress: '' },
+    Options: {},
+  });
   return { address: a.Address as string, mac: created.Interface?.MacAddress as string };
 }
 
@@ -101,47 +132,94 @@ test('plugin sockets: Activate on each; the engine call order makes a bridge, ve
   const { l, d, bridgeSock, ipamSock } = await setup(t);
   assert.deepEqual((await ok(bridgeSock, 'Plugin.Activate')).Implements, ['NetworkDriver']);
   assert.deepEqual((await ok(ipamSock, 'Plugin.Activate')).Implements, ['IpamDriver']);
-  assert.deepEqual(await ok(bridgeSock, 'NetworkDriver.GetCapabilities'), { Scope: 'local', ConnectivityScope: 'local' });
+  assert.deepEqual(await ok(bridgeSock, 'NetworkDriver.GetCapabilities'), {
+    Scope: 'local',
+    ConnectivityScope: 'local',
+  });
 
-  const { poolId, gateway } = await createNetwork(bridgeSock, ipamSock, '10.77.0.0/24', { 'com.docker.network.bridge.name': 'brplug0' });
+  const { poolId, gateway } = await createNetwork(bridgeSock, ipamSock, '10.77.0.0/24', {
+    'com.docker.network.bridge.name': 'brplug0',
+  });
   const br = d.host.ipj('-d', 'link', 'show', 'brplug0')[0];
   assert.equal(br.linkinfo.info_kind, 'bridge', '-o com.docker.network.bridge.name reached the driver');
-  assert.ok(d.host.ipj('addr', 'show', 'brplug0')[0].addr_info.some((a: any) => a.local === '10.77.0.1' && a.prefixlen === 24));
+  assert.ok(
+    d.host
+      .ipj('addr', 'show', 'brplug0')[0]
+      .addr_info.some((a: any) => a.local === '10.77.0.1' && a.prefixlen === 24),
+  );
 
   const boxes: Ns[] = [];
   const eps: { address: string; mac: string }[] = [];
   for (const n of [1, 2]) {
     const ep = await endpoint(ipamSock, bridgeSock, poolId, n);
-    assert.match(ep.mac, /^02:42:0a:4d:00:0[23]$/, 'the MAC the driver filled (the engine gave none), derived from the IPv4 address');
-    const join = await ok(bridgeSock, 'NetworkDriver.Join', { NetworkID: NET_ID, EndpointID: epId(n), SandboxKey: `/var/run/docker/netns/box${n}`, Options: {} });
+    assert.match(
+      ep.mac,
+      /^02:42:0a:4d:00:0[23]$/,
+      'the MAC the driver filled (the engine gave none), derived from the IPv4 address',
+    );
+    const join = await ok(bridgeSock, 'NetworkDriver.Join', {
+      NetworkID: NET_ID,
+      EndpointID: epId(n),
+      SandboxKey: `/var/run/docker/netns/box${n}`,
+      Options: {},
+    });
     assert.equal(join.Gateway, gateway, 'Join returns the gateway: the engine adds no docker_gwbridge');
     assert.equal(join.InterfaceName.DstPrefix, 'eth');
     const src = d.host.ipj('-d', 'link', 'show', join.InterfaceName.SrcName)[0];
-    assert.equal(src.linkinfo.info_kind, 'veth', 'SrcName is a veth left in the daemon netns for the engine to move');
+    assert.equal(
+      src.linkinfo.info_kind,
+      'veth',
+      'SrcName is a veth left in the daemon netns for the engine to move',
+    );
     assert.equal(src.address, ep.mac);
-    const hostSide = d.host.ipj('link', 'show', 'master', 'brplug0').find((x: any) => x.ifname.startsWith('veth'));
+    const hostSide = d.host
+      .ipj('link', 'show', 'master', 'brplug0')
+      .find((x: any) => x.ifname.startsWith('veth'));
     assert.ok(hostSide, 'its peer is a port of the bridge');
     const box = await l.ns(`box${n}`);
     await engineSide(d.host, box, join.InterfaceName.SrcName, 'eth0', ep.address, gateway);
     boxes.push(box);
     eps.push(ep);
   }
-  assert.ok(ping(boxes[0].path, eps[1].address.split('/')[0]), 'container 1 reaches container 2 over the plugin-made bridge');
+  assert.ok(
+    ping(boxes[0].path, eps[1].address.split('/')[0]),
+    'container 1 reaches container 2 over the plugin-made bridge',
+  );
 
   // Published ports through the port-publishing code: the engine's -p 8080:80.
   const outside = await l.ns('outside');
-  await d.host.handle.linkAdd({ kind: 'veth', name: 'uplink', up: true, peer: { name: 'wan', netns: outside.path } });
+  await d.host.handle.linkAdd({
+    kind: 'veth',
+    name: 'uplink',
+    up: true,
+    peer: { name: 'wan', netns: outside.path },
+  });
   await outside.handle.linkSet('wan', { up: true });
   await d.host.handle.addrAdd('uplink', `${HOST_IP}/24`);
   await outside.handle.addrAdd('wan', `${OUTSIDE_IP}/24`);
-  const portmap = [{ Proto: 6, IP: eps[0].address.split('/')[0], Port: 80, HostIP: '', HostPort: 8080, HostPortEnd: 8080 }];
-  await ok(bridgeSock, 'NetworkDriver.ProgramExternalConnectivity', { NetworkID: NET_ID, EndpointID: epId(1), Options: { 'com.docker.network.portmap': portmap, 'com.docker.network.endpoint.exposedports': [{ Proto: 6, Port: 80 }] } });
+  const portmap = [
+    { Proto: 6, IP: eps[0].address.split('/')[0], Port: 80, HostIP: '', HostPort: 8080, HostPortEnd: 8080 },
+  ];
+  await ok(bridgeSock, 'NetworkDriver.ProgramExternalConnectivity', {
+    NetworkID: NET_ID,
+    EndpointID: epId(1),
+    Options: {
+      'com.docker.network.portmap': portmap,
+      'com.docker.network.endpoint.exposedports': [{ Proto: 6, Port: 80 }],
+    },
+  });
   await serve(t, boxes[0].path, 'tcp', 80);
   const rt = roundTrip(outside.path, 'tcp', HOST_IP, 8080);
   assert.ok(rt.ok, 'outside -> host:8080 -> container:80');
   assert.equal(rt.seenFrom, OUTSIDE_IP);
-  assert.ok(roundTrip(d.host.path, 'tcp', '127.0.0.1', 8080).ok, 'from the host itself (loopback, through the proxy)');
-  const info = await ok(bridgeSock, 'NetworkDriver.EndpointOperInfo', { NetworkID: NET_ID, EndpointID: epId(1) });
+  assert.ok(
+    roundTrip(d.host.path, 'tcp', '127.0.0.1', 8080).ok,
+    'from the host itself (loopback, through the proxy)',
+  );
+  const info = await ok(bridgeSock, 'NetworkDriver.EndpointOperInfo', {
+    NetworkID: NET_ID,
+    EndpointID: epId(1),
+  });
   assert.equal(info.Value['com.docker.network.endpoint.macaddress'], eps[0].mac);
   assert.equal(info.Value['com.docker.network.portmap'][0].HostPort, 8080);
 
@@ -155,18 +233,28 @@ test('plugin sockets: Activate on each; the engine call order makes a bridge, ve
   assert.equal(Object.keys(inspect.Containers).length, 2);
 
   // Teardown in the engine's order.
-  await ok(bridgeSock, 'NetworkDriver.RevokeExternalConnectivity', { NetworkID: NET_ID, EndpointID: epId(1) });
+  await ok(bridgeSock, 'NetworkDriver.RevokeExternalConnectivity', {
+    NetworkID: NET_ID,
+    EndpointID: epId(1),
+  });
   assert.doesNotMatch(d.host.run('iptables-save', ['-t', 'nat']), /--dport 8080/);
   for (const n of [1, 2]) {
     await ok(bridgeSock, 'NetworkDriver.Leave', { NetworkID: NET_ID, EndpointID: epId(n) });
     await ok(bridgeSock, 'NetworkDriver.DeleteEndpoint', { NetworkID: NET_ID, EndpointID: epId(n) });
-    await ok(ipamSock, 'IpamDriver.ReleaseAddress', { PoolID: poolId, Address: eps[n - 1].address.split('/')[0] });
+    await ok(ipamSock, 'IpamDriver.ReleaseAddress', {
+      PoolID: poolId,
+      Address: eps[n - 1].address.split('/')[0],
+    });
   }
   await eventually(() => assert.deepEqual(d.host.ipj('link', 'show', 'master', 'brplug0'), []));
   await ok(bridgeSock, 'NetworkDriver.DeleteNetwork', { NetworkID: NET_ID });
   await ok(ipamSock, 'IpamDriver.ReleaseAddress', { PoolID: poolId, Address: gateway });
   await ok(ipamSock, 'IpamDriver.ReleasePool', { PoolID: poolId });
-  assert.equal(d.host.ipj('link', 'show').filter((x: any) => x.ifname === 'brplug0').length, 0, 'bridge removed');
+  assert.equal(
+    d.host.ipj('link', 'show').filter((x: any) => x.ifname === 'brplug0').length,
+    0,
+    'bridge removed',
+  );
   assert.doesNotMatch(d.host.run('iptables-save', []), /brplug0/);
   // The pool is free again: a second RequestPool for it succeeds.
   const again = await ok(ipamSock, 'IpamDriver.RequestPool', { Pool: '10.77.0.0/24', V6: false });
@@ -180,7 +268,12 @@ test('plugin objects survive a cnmd SIGKILL: restored, connectivity kept, pools 
   const eps: { address: string }[] = [];
   for (const n of [1, 2]) {
     const ep = await endpoint(ipamSock, bridgeSock, poolId, n);
-    const join = await ok(bridgeSock, 'NetworkDriver.Join', { NetworkID: NET_ID, EndpointID: epId(n), SandboxKey: `/run/box${n}`, Options: {} });
+    const join = await ok(bridgeSock, 'NetworkDriver.Join', {
+      NetworkID: NET_ID,
+      EndpointID: epId(n),
+      SandboxKey: `/run/box${n}`,
+      Options: {},
+    });
     const box = await l.ns(`kbox${n}`);
     await engineSide(d.host, box, join.InterfaceName.SrcName, 'eth0', ep.address, gateway);
     boxes.push(box);
@@ -189,38 +282,80 @@ test('plugin objects survive a cnmd SIGKILL: restored, connectivity kept, pools 
   await ok(bridgeSock, 'NetworkDriver.ProgramExternalConnectivity', {
     NetworkID: NET_ID,
     EndpointID: epId(1),
-    Options: { 'com.docker.network.portmap': [{ Proto: 6, IP: eps[0].address.split('/')[0], Port: 80, HostIP: '', HostPort: 8081, HostPortEnd: 8081 }] },
+    Options: {
+      'com.docker.network.portmap': [
+        {
+          Proto: 6,
+          IP: eps[0].address.split('/')[0],
+          Port: 80,
+          HostIP: '',
+          HostPort: 8081,
+          HostPortEnd: 8081,
+        },
+      ],
+    },
   });
   await serve(t, boxes[0].path, 'tcp', 80);
   await d.kill();
   const d2 = await restartDaemon(t, l, d);
-  assert.ok(ping(boxes[1].path, eps[0].address.split('/')[0]), 'containers still reach each other after the restart');
-  assert.ok(roundTrip(d2.host.path, 'tcp', '127.0.0.1', 8081).ok, 'the published port works after the restart');
-  const ls = execFileSync(process.execPath, [CNMCTL, '-H', d2.hostUri, 'network', 'ls', '--format', '{{.ID}}'], { encoding: 'utf8' });
+  assert.ok(
+    ping(boxes[1].path, eps[0].address.split('/')[0]),
+    'containers still reach each other after the restart',
+  );
+  assert.ok(
+    roundTrip(d2.host.path, 'tcp', '127.0.0.1', 8081).ok,
+    'the published port works after the restart',
+  );
+  const ls = execFileSync(
+    process.execPath,
+    [CNMCTL, '-H', d2.hostUri, 'network', 'ls', '--format', '{{.ID}}'],
+    { encoding: 'utf8' },
+  );
   assert.match(ls, new RegExp(NET_ID.slice(0, 12)));
   // The engine's pool was not swept: cnmd's own IPAM will not hand it out.
   const taken = await call(ipamSock, 'IpamDriver.RequestPool', { Pool: '10.78.0.0/24', V6: false });
   assert.equal(taken.status, 200);
   assert.match(taken.body.Error, /10\.78\.0\.0\/24/);
-  const own = await d2.request('POST', '/networks/create', { Name: 'mine', IPAM: { Config: [{ Subnet: '10.78.0.0/24' }] } });
+  const own = await d2.request('POST', '/networks/create', {
+    Name: 'mine',
+    IPAM: { Config: [{ Subnet: '10.78.0.0/24' }] },
+  });
   assert.equal(own.status, 409, JSON.stringify(own.body));
   // And the engine can finish its work on the restored objects.
-  await ok(bridgeSock, 'NetworkDriver.RevokeExternalConnectivity', { NetworkID: NET_ID, EndpointID: epId(1) });
+  await ok(bridgeSock, 'NetworkDriver.RevokeExternalConnectivity', {
+    NetworkID: NET_ID,
+    EndpointID: epId(1),
+  });
   for (const n of [1, 2]) {
     await ok(bridgeSock, 'NetworkDriver.Leave', { NetworkID: NET_ID, EndpointID: epId(n) });
     await ok(bridgeSock, 'NetworkDriver.DeleteEndpoint', { NetworkID: NET_ID, EndpointID: epId(n) });
   }
   await ok(bridgeSock, 'NetworkDriver.DeleteNetwork', { NetworkID: NET_ID });
   await ok(ipamSock, 'IpamDriver.ReleasePool', { PoolID: poolId });
-  await eventually(() => assert.equal(d2.host.ipj('link', 'show').filter((x: any) => x.ifname.startsWith('veth') || x.ifname.startsWith('cnmd')).length, 0));
+  await eventually(() =>
+    assert.equal(
+      d2.host
+        .ipj('link', 'show')
+        .filter((x: any) => x.ifname.startsWith('veth') || x.ifname.startsWith('cnmd')).length,
+      0,
+    ),
+  );
 });
 
 test('plugin bad input: the protocol error field says what to fix, and cnmd keeps serving', async (t) => {
   const { d, bridgeSock, ipamSock } = await setup(t);
-  const unknownNet = await call(bridgeSock, 'NetworkDriver.CreateEndpoint', { NetworkID: 'f'.repeat(64), EndpointID: epId(1), Interface: { Address: '10.1.0.2/24' } });
+  const unknownNet = await call(bridgeSock, 'NetworkDriver.CreateEndpoint', {
+    NetworkID: 'f'.repeat(64),
+    EndpointID: epId(1),
+    Interface: { Address: '10.1.0.2/24' },
+  });
   assert.equal(unknownNet.status, 200);
   assert.match(unknownNet.body.Err, /network f{64} not found/);
-  const unknownEp = await call(bridgeSock, 'NetworkDriver.Join', { NetworkID: 'f'.repeat(64), EndpointID: 'x', SandboxKey: '/x' });
+  const unknownEp = await call(bridgeSock, 'NetworkDriver.Join', {
+    NetworkID: 'f'.repeat(64),
+    EndpointID: 'x',
+    SandboxKey: '/x',
+  });
   assert.match(unknownEp.body.Err, /not found/);
   const badJson = await call(bridgeSock, 'NetworkDriver.CreateNetwork', undefined, '{"NetworkID": ');
   assert.equal(badJson.status, 400);
@@ -228,13 +363,19 @@ test('plugin bad input: the protocol error field says what to fix, and cnmd keep
   const missing = await call(bridgeSock, 'NetworkDriver.CreateNetwork', { IPv4Data: [] });
   assert.equal(missing.status, 400);
   assert.match(missing.body.Err, /NetworkID is missing/);
-  const badPool = await call(bridgeSock, 'NetworkDriver.CreateNetwork', { NetworkID: NET_ID, IPv4Data: [{ Pool: 'banana' }] });
+  const badPool = await call(bridgeSock, 'NetworkDriver.CreateNetwork', {
+    NetworkID: NET_ID,
+    IPv4Data: [{ Pool: 'banana' }],
+  });
   assert.match(badPool.body.Err, /Pool "banana" is not an IPv4 CIDR/);
   const noV4 = await call(bridgeSock, 'NetworkDriver.CreateNetwork', { NetworkID: NET_ID, IPv4Data: [] });
   assert.match(noV4.body.Err, /IPv4Data is empty/);
   const wrongIface = await call(ipamSock, 'NetworkDriver.CreateNetwork', { NetworkID: NET_ID });
   assert.equal(wrongIface.status, 404);
-  assert.match(wrongIface.body.Err, /cnmd-ipam does not implement NetworkDriver\.CreateNetwork: it implements IpamDriver only/);
+  assert.match(
+    wrongIface.body.Err,
+    /cnmd-ipam does not implement NetworkDriver\.CreateNetwork: it implements IpamDriver only/,
+  );
   const unknownMethod = await call(bridgeSock, 'NetworkDriver.Frobnicate', {});
   assert.equal(unknownMethod.status, 404);
   const pool = await ok(ipamSock, 'IpamDriver.RequestPool', { Pool: '10.79.0.0/24' });
@@ -242,19 +383,29 @@ test('plugin bad input: the protocol error field says what to fix, and cnmd keep
   assert.equal(taken.status, 200);
   assert.ok(taken.body.Error, 'IPAM errors come in the Error field');
   assert.match(taken.body.Error, /10\.79\.0\.0\/24/);
-  const outside = await call(ipamSock, 'IpamDriver.RequestAddress', { PoolID: pool.PoolID, Address: '10.80.0.5' });
+  const outside = await call(ipamSock, 'IpamDriver.RequestAddress', {
+    PoolID: pool.PoolID,
+    Address: '10.80.0.5',
+  });
   assert.match(outside.body.Error, /outside/);
   const noPool = await call(ipamSock, 'IpamDriver.RequestAddress', { PoolID: 'nope' });
   assert.match(noPool.body.Error, /not held through cnmd-ipam/);
   const ipamBadJson = await call(ipamSock, 'IpamDriver.RequestPool', undefined, '[[[');
   assert.equal(ipamBadJson.status, 400);
   assert.ok(ipamBadJson.body.Err && ipamBadJson.body.Error);
-  const badPorts = await call(bridgeSock, 'NetworkDriver.ProgramExternalConnectivity', { NetworkID: NET_ID, EndpointID: epId(1), Options: { 'com.docker.network.portmap': [{ Proto: 99, Port: 80 }] } });
+  const badPorts = await call(bridgeSock, 'NetworkDriver.ProgramExternalConnectivity', {
+    NetworkID: NET_ID,
+    EndpointID: epId(1),
+    Options: { 'com.docker.network.portmap': [{ Proto: 99, Port: 80 }] },
+  });
   assert.ok(badPorts.body.Err);
   // Nothing half-made: no network record, no bridge, and the daemon still answers both sockets.
   assert.equal((await d.request('GET', `/networks/${NET_ID}`)).status, 404);
   await createNetwork(bridgeSock, ipamSock, '10.81.0.0/24');
   assert.equal((await d.request('GET', `/networks/${NET_ID}`)).status, 200);
-  const dup = await call(bridgeSock, 'NetworkDriver.CreateNetwork', { NetworkID: NET_ID, IPv4Data: [{ Pool: '10.82.0.0/24', Gateway: '10.82.0.1/24' }] });
+  const dup = await call(bridgeSock, 'NetworkDriver.CreateNetwork', {
+    NetworkID: NET_ID,
+    IPv4Data: [{ Pool: '10.82.0.0/24', Gateway: '10.82.0.1/24' }],
+  });
   assert.match(dup.body.Err, /already exists/);
 });

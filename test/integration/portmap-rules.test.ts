@@ -9,7 +9,16 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { CnmdError } from '../../src/errors';
-import { IptablesBackend, baseRules, defaultExec, mergeBatches, networkRules, type BridgeNetworkSpec, type Exec, type Family } from '../../src/firewall';
+import {
+  IptablesBackend,
+  baseRules,
+  defaultExec,
+  mergeBatches,
+  networkRules,
+  type BridgeNetworkSpec,
+  type Exec,
+  type Family,
+} from '../../src/firewall';
 import {
   PortAllocator,
   parsePortSpecs,
@@ -44,7 +53,9 @@ function saved(ns: Ns, family: Family = 'ipv4'): string {
   for (const l of lines) {
     block.push(l);
     if (l !== 'COMMIT') continue;
-    const empty = block.every((x) => x.startsWith('*') || x === 'COMMIT' || /^:[A-Z]+ ACCEPT \[0:0\]$/.test(x));
+    const empty = block.every(
+      (x) => x.startsWith('*') || x === 'COMMIT' || /^:[A-Z]+ ACCEPT \[0:0\]$/.test(x),
+    );
     if (!empty) out.push(...block);
     block = [];
   }
@@ -87,7 +98,13 @@ function counting(): { exec: Exec; calls: string[] } {
 }
 
 const BR = 'br-portmap0001';
-const NET: BridgeNetworkSpec = { bridge: BR, subnets: { v4: '10.88.0.0/24', v6: 'fd00:88::/64' }, icc: true, masquerade: true, internal: false };
+const NET: BridgeNetworkSpec = {
+  bridge: BR,
+  subnets: { v4: '10.88.0.0/24', v6: 'fd00:88::/64' },
+  icc: true,
+  masquerade: true,
+  internal: false,
+};
 
 // ---- rule text -------------------------------------------------------------------------------
 
@@ -125,15 +142,27 @@ test('a 1000-port range and single ports: iptables-save shows exactly the genera
     for (const family of ['ipv4', 'ipv6'] as const) {
       const want = list.filter((r) => r.family === family).map((r) => `${r.table} -A ${r.chain} ${r.rule}`);
       const got = added(ruleLines(before[family]), ruleLines(saved(host, family)));
-      assert.deepEqual(got.slice().sort(), want.slice().sort(), `${family} ${JSON.stringify(opts)}: exactly the generated rules`);
+      assert.deepEqual(
+        got.slice().sort(),
+        want.slice().sort(),
+        `${family} ${JSON.stringify(opts)}: exactly the generated rules`,
+      );
     }
     if (opts.shiftedRangeDnat === false) {
-      const dnat = ruleLines(saved(host, 'ipv4')).filter((x) => x.includes('--dport 3') && x.includes('DNAT'));
+      const dnat = ruleLines(saved(host, 'ipv4')).filter(
+        (x) => x.includes('--dport 3') && x.includes('DNAT'),
+      );
       assert.equal(dnat.length, 1000, 'one DNAT per port of the shifted range');
-      assert.ok(dnat.includes('nat -A CNMD ! -i br-portmap0001 -p udp -m udp --dport 30999 -j DNAT --to-destination 10.88.0.2:20999'));
+      assert.ok(
+        dnat.includes(
+          'nat -A CNMD ! -i br-portmap0001 -p udp -m udp --dport 30999 -j DNAT --to-destination 10.88.0.2:20999',
+        ),
+      );
     } else {
       assert.ok(
-        ruleLines(saved(host, 'ipv4')).includes(`nat -A CNMD ${opts.userlandProxy === false ? '' : '! -i br-portmap0001 '}-p tcp -m tcp --dport 20000:20999 -j DNAT --to-destination 10.88.0.2`),
+        ruleLines(saved(host, 'ipv4')).includes(
+          `nat -A CNMD ${opts.userlandProxy === false ? '' : '! -i br-portmap0001 '}-p tcp -m tcp --dport 20000:20999 -j DNAT --to-destination 10.88.0.2`,
+        ),
         'the identical range is one rule',
       );
     }
@@ -155,13 +184,21 @@ test('a 1000-port range and single ports: iptables-save shows exactly the genera
   }
 });
 
-test('removing one sandbox\'s rules leaves another sandbox\'s rules alone', async (t) => {
+test("removing one sandbox's rules leaves another sandbox's rules alone", async (t) => {
   const l = await lab(t);
   const host = await l.ns('host');
   const fw = new IptablesBackend({ verify: true, netns: host.path });
   await fw.apply(mergeBatches(baseRules(), networkRules({ ...NET, subnets: { v4: NET.subnets.v4 } })));
-  const a: PortRulesSpec = { bridge: BR, containerIPv4: '10.88.0.2', bindings: parsePortSpecs(['8080:80', '9:9/sctp', '127.0.0.1:8081:81']) };
-  const b: PortRulesSpec = { bridge: BR, containerIPv4: '10.88.0.3', bindings: parsePortSpecs(['9080:80', '10:9/sctp', '127.0.0.1:9081:81']) };
+  const a: PortRulesSpec = {
+    bridge: BR,
+    containerIPv4: '10.88.0.2',
+    bindings: parsePortSpecs(['8080:80', '9:9/sctp', '127.0.0.1:8081:81']),
+  };
+  const b: PortRulesSpec = {
+    bridge: BR,
+    containerIPv4: '10.88.0.3',
+    bindings: parsePortSpecs(['9080:80', '10:9/sctp', '127.0.0.1:9081:81']),
+  };
   await fw.apply(portRules(a));
   const onlyA = ruleLines(saved(host));
   await fw.apply(portRules(b));
@@ -238,13 +275,26 @@ interface Target {
 }
 
 function ask(ns: Ns, targets: Target[], ms = 2000): string[] {
-  const r = spawnSync('nsenter', [`--net=${ns.path}`, process.execPath, '-e', CLIENT, JSON.stringify(targets), String(ms)], { encoding: 'utf8', timeout: 120_000, maxBuffer: 64 << 20 });
+  const r = spawnSync(
+    'nsenter',
+    [`--net=${ns.path}`, process.execPath, '-e', CLIENT, JSON.stringify(targets), String(ms)],
+    { encoding: 'utf8', timeout: 120_000, maxBuffer: 64 << 20 },
+  );
   if (r.status !== 0) throw new Error(`client failed: ${r.stderr}`);
   return JSON.parse(r.stdout) as string[];
 }
 
-async function startServer(t: TestContext, ns: Ns, tcp: [number, number][], udp: [number, number][]): Promise<void> {
-  const proc = spawn('nsenter', [`--net=${ns.path}`, process.execPath, '-e', SERVER, JSON.stringify([tcp, udp])], { stdio: ['ignore', 'pipe', 'pipe'] });
+async function startServer(
+  t: TestContext,
+  ns: Ns,
+  tcp: [number, number][],
+  udp: [number, number][],
+): Promise<void> {
+  const proc = spawn(
+    'nsenter',
+    [`--net=${ns.path}`, process.execPath, '-e', SERVER, JSON.stringify([tcp, udp])],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   t.after(() => {
     if (proc.exitCode === null) proc.kill('SIGKILL');
   });
@@ -275,7 +325,8 @@ async function topology(t: TestContext, opts: { userlandProxy?: boolean } = {}):
   const ctr = await l.ns('ctr');
   const out = await l.ns('out');
   // No duplicate address detection: IPv6 addresses (link-local ones too) usable at once.
-  for (const ns of [host, ctr, out]) ns.run('sysctl', ['-qw', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0']);
+  for (const ns of [host, ctr, out])
+    ns.run('sysctl', ['-qw', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.accept_dad=0']);
   host.run('ip', ['link', 'add', BR, 'type', 'bridge']);
   host.run('ip', ['addr', 'add', '10.88.0.1/24', 'dev', BR]);
   host.run('ip', ['addr', 'add', 'fd00:88::1/64', 'dev', BR, 'nodad']);
@@ -284,7 +335,8 @@ async function topology(t: TestContext, opts: { userlandProxy?: boolean } = {}):
   host.run('ip', ['link', 'set', 'vethctr', 'master', BR, 'up']);
   // Docker sets hairpin mode on the bridge port without the userland proxy: with
   // br_netfilter (on here) a DNATed hairpin packet is bridged back out its ingress port.
-  if (opts.userlandProxy === false) host.run('ip', ['link', 'set', 'vethctr', 'type', 'bridge_slave', 'hairpin', 'on']);
+  if (opts.userlandProxy === false)
+    host.run('ip', ['link', 'set', 'vethctr', 'type', 'bridge_slave', 'hairpin', 'on']);
   await host.handle.linkAdd({ kind: 'veth', name: 'uplink', peer: { name: 'eth0', netns: out.path } });
   host.run('ip', ['addr', 'add', '192.0.2.1/24', 'dev', 'uplink']);
   host.run('ip', ['addr', 'add', '2001:db8::1/64', 'dev', 'uplink', 'nodad']);
@@ -303,9 +355,23 @@ async function topology(t: TestContext, opts: { userlandProxy?: boolean } = {}):
   const fw = new IptablesBackend({ verify: true, netns: host.path });
   host.run('iptables', ['-P', 'FORWARD', 'DROP']);
   host.run('ip6tables', ['-P', 'FORWARD', 'DROP']);
-  await fw.apply(mergeBatches(baseRules({ ipv6: true, userlandProxy: opts.userlandProxy }), networkRules(NET, { userlandProxy: opts.userlandProxy })));
+  await fw.apply(
+    mergeBatches(
+      baseRules({ ipv6: true, userlandProxy: opts.userlandProxy }),
+      networkRules(NET, { userlandProxy: opts.userlandProxy }),
+    ),
+  );
   // Neighbours resolved both ways before any assertion (IPv6 included).
-  await eventually(() => assert.ok(ping(out.path, '192.0.2.1') && ping(out.path, '2001:db8::1') && ping(ctr.path, '10.88.0.1') && ping(ctr.path, 'fd00:88::1')), 10_000);
+  await eventually(
+    () =>
+      assert.ok(
+        ping(out.path, '192.0.2.1') &&
+          ping(out.path, '2001:db8::1') &&
+          ping(ctr.path, '10.88.0.1') &&
+          ping(ctr.path, 'fd00:88::1'),
+      ),
+    10_000,
+  );
   return { host, ctr, out, fw };
 }
 
@@ -314,7 +380,15 @@ const udp = (host: string, port: number): Target => ({ proto: 'udp', host, port 
 
 test('real packets: an outside client reaches the container through the host address and published ports, its address preserved', async (t) => {
   const { host, ctr, out, fw } = await topology(t);
-  await startServer(t, ctr, [[80, 81], [20000, 20999]], [[53, 53]]);
+  await startServer(
+    t,
+    ctr,
+    [
+      [80, 81],
+      [20000, 20999],
+    ],
+    [[53, 53]],
+  );
   const before = { ipv4: saved(host, 'ipv4'), ipv6: saved(host, 'ipv6') };
   assert.deepEqual(ask(out, [tcp('192.0.2.1', 8080)], 1000), ['error ECONNREFUSED'], 'nothing published yet');
 
@@ -322,17 +396,26 @@ test('real packets: an outside client reaches the container through the host add
     bridge: BR,
     containerIPv4: '10.88.0.2',
     containerIPv6: 'fd00:88::2',
-    bindings: parsePortSpecs(['8080:80', '127.0.0.1:8081:81', '20000-20999:20000-20999', '30000-30999:20000-20999', '5353:53/udp']),
+    bindings: parsePortSpecs([
+      '8080:80',
+      '127.0.0.1:8081:81',
+      '20000-20999:20000-20999',
+      '30000-30999:20000-20999',
+      '5353:53/udp',
+    ]),
   };
   await fw.apply(portRules(spec));
 
   // Single ports, both families, TCP and UDP: the server sees the outside client's own address.
-  assert.deepEqual(ask(out, [tcp('192.0.2.1', 8080), tcp('2001:db8::1', 8080), udp('192.0.2.1', 5353), udp('2001:db8::1', 5353)]), [
-    '192.0.2.2 80',
-    '2001:db8::2 80',
-    '192.0.2.2 53',
-    '2001:db8::2 53',
-  ]);
+  assert.deepEqual(
+    ask(out, [
+      tcp('192.0.2.1', 8080),
+      tcp('2001:db8::1', 8080),
+      udp('192.0.2.1', 5353),
+      udp('2001:db8::1', 5353),
+    ]),
+    ['192.0.2.2 80', '2001:db8::2 80', '192.0.2.2 53', '2001:db8::2 53'],
+  );
   // Every port of the identical range and of the shifted range (30000+i -> 20000+i).
   const targets: Target[] = [];
   // The shifted range is asked from a second client address: one client address and
@@ -340,12 +423,20 @@ test('real packets: an outside client reaches the container through the host add
   // port 20000+i, and the kernel resolves that clash by moving the shifted one to
   // another port of its range (docs/design-notes.md, "Shifted port ranges").
   out.run('ip', ['addr', 'add', '192.0.2.3/24', 'dev', 'eth0']);
-  for (let i = 0; i < 1000; i++) targets.push(tcp('192.0.2.1', 20000 + i), { ...tcp('192.0.2.1', 30000 + i), from: '192.0.2.3' });
+  for (let i = 0; i < 1000; i++)
+    targets.push(tcp('192.0.2.1', 20000 + i), { ...tcp('192.0.2.1', 30000 + i), from: '192.0.2.3' });
   const answers = ask(out, targets);
-  const wrong = answers.map((a, k) => [targets[k].port, a] as const).filter(([port, a]) => a !== `${port >= 30000 ? '192.0.2.3' : '192.0.2.2'} ${20000 + ((port - 20000) % 10000)}`);
+  const wrong = answers
+    .map((a, k) => [targets[k].port, a] as const)
+    .filter(
+      ([port, a]) => a !== `${port >= 30000 ? '192.0.2.3' : '192.0.2.2'} ${20000 + ((port - 20000) % 10000)}`,
+    );
   assert.deepEqual(wrong, [], 'every port of both ranges answers from the right container port');
   // A few IPv6 ports of the shifted range too.
-  assert.deepEqual(ask(out, [tcp('2001:db8::1', 30000), tcp('2001:db8::1', 30999)]), ['2001:db8::2 20000', '2001:db8::2 20999']);
+  assert.deepEqual(ask(out, [tcp('2001:db8::1', 30000), tcp('2001:db8::1', 30999)]), [
+    '2001:db8::2 20000',
+    '2001:db8::2 20999',
+  ]);
   // 127.0.0.1:8081 is not published on the host's other addresses.
   assert.notEqual(ask(out, [tcp('192.0.2.1', 8081)], 1000)[0], '192.0.2.2 81');
 
@@ -353,7 +444,10 @@ test('real packets: an outside client reaches the container through the host add
   await fw.apply(removePortRules(spec));
   assert.equal(saved(host, 'ipv4'), before.ipv4);
   assert.equal(saved(host, 'ipv6'), before.ipv6);
-  assert.deepEqual(ask(out, [tcp('192.0.2.1', 8080), tcp('192.0.2.1', 30000)], 1000), ['error ECONNREFUSED', 'error ECONNREFUSED']);
+  assert.deepEqual(ask(out, [tcp('192.0.2.1', 8080), tcp('192.0.2.1', 30000)], 1000), [
+    'error ECONNREFUSED',
+    'error ECONNREFUSED',
+  ]);
 });
 
 test('moby/moby#45610: a port published on 127.0.0.1 is not reachable by routing to the container address', async (t) => {
@@ -361,26 +455,45 @@ test('moby/moby#45610: a port published on 127.0.0.1 is not reachable by routing
   await startServer(t, ctr, [[80, 81]], []);
   // A LAN neighbour that routes the container subnet through the host.
   out.run('ip', ['route', 'add', '10.88.0.0/24', 'via', '192.0.2.1']);
-  const spec: PortRulesSpec = { bridge: BR, containerIPv4: '10.88.0.2', bindings: parsePortSpecs(['127.0.0.1:8081:81', '8080:80']) };
+  const spec: PortRulesSpec = {
+    bridge: BR,
+    containerIPv4: '10.88.0.2',
+    bindings: parsePortSpecs(['127.0.0.1:8081:81', '8080:80']),
+  };
 
   // Without the raw-table rule the forward ACCEPT for 10.88.0.2:81 lets it through: the hole.
   await fw.apply(portRules(spec, { directAccessFilter: 'never' }));
-  assert.deepEqual(ask(out, [tcp('10.88.0.2', 81)]), ['192.0.2.2 81'], 'the hole exists without the protection');
+  assert.deepEqual(
+    ask(out, [tcp('10.88.0.2', 81)]),
+    ['192.0.2.2 81'],
+    'the hole exists without the protection',
+  );
   // With it (the default when a binding names a host address): dropped; the host address still works.
   await fw.apply(mergeBatches(removePortRules(spec, { directAccessFilter: 'never' }), portRules(spec)));
-  assert.deepEqual(ask(out, [tcp('10.88.0.2', 81), tcp('10.88.0.2', 80), tcp('192.0.2.1', 8080)], 1000), ['timeout', 'timeout', '192.0.2.2 80']);
+  assert.deepEqual(ask(out, [tcp('10.88.0.2', 81), tcp('10.88.0.2', 80), tcp('192.0.2.1', 8080)], 1000), [
+    'timeout',
+    'timeout',
+    '192.0.2.2 80',
+  ]);
 });
 
-test('proxy-less mode: the host\'s 127.0.0.1 and the container itself (hairpin) reach the published port by NAT', async (t) => {
+test("proxy-less mode: the host's 127.0.0.1 and the container itself (hairpin) reach the published port by NAT", async (t) => {
   const { host, ctr, out, fw } = await topology(t, { userlandProxy: false });
   await startServer(t, ctr, [[80, 80]], []);
   const sysctl = routeLocalnetSysctl(BR);
   host.run('sh', ['-c', `echo ${sysctl.value} > ${sysctl.path}`]);
-  const spec: PortRulesSpec = { bridge: BR, containerIPv4: '10.88.0.2', bindings: parsePortSpecs(['8080:80']) };
+  const spec: PortRulesSpec = {
+    bridge: BR,
+    containerIPv4: '10.88.0.2',
+    bindings: parsePortSpecs(['8080:80']),
+  };
   await fw.apply(portRules(spec, { userlandProxy: false }));
   assert.deepEqual(ask(out, [tcp('192.0.2.1', 8080)]), ['192.0.2.2 80'], 'outside: source preserved');
   // From the host's loopback (nat OUTPUT, route_localnet, MASQUERADE --src-type LOCAL).
-  assert.deepEqual(ask(host, [tcp('127.0.0.1', 8080), tcp('192.0.2.1', 8080)]), ['10.88.0.1 80', '10.88.0.1 80']);
+  assert.deepEqual(ask(host, [tcp('127.0.0.1', 8080), tcp('192.0.2.1', 8080)]), [
+    '10.88.0.1 80',
+    '10.88.0.1 80',
+  ]);
   // The container through the host's address: the hairpin MASQUERADE makes the answer come back.
   assert.deepEqual(ask(ctr, [tcp('192.0.2.1', 8080)]), ['10.88.0.1 80']);
 });
@@ -398,9 +511,15 @@ test('the allocator sees listeners of the netns whose /proc/<pid>/net it reads',
   const a = new PortAllocator({ procNetDir });
   await assert.rejects(
     a.reserve('c', parsePortSpecs(['7777:80'])),
-    (e: unknown) => e instanceof CnmdError && e.code === 'CONFLICT' && e.message.startsWith('port 7777/tcp is already in use by a process on the host ([::]:7777)'),
+    (e: unknown) =>
+      e instanceof CnmdError &&
+      e.code === 'CONFLICT' &&
+      e.message.startsWith('port 7777/tcp is already in use by a process on the host ([::]:7777)'),
   );
-  await assert.rejects(a.reserve('c', parsePortSpecs(['10.0.0.1:7778:80/udp'])), /port 7778\/udp is already in use by a process on the host \(\[::\]:7778\)/);
+  await assert.rejects(
+    a.reserve('c', parsePortSpecs(['10.0.0.1:7778:80/udp'])),
+    /port 7778\/udp is already in use by a process on the host \(\[::\]:7778\)/,
+  );
   // Free in that netns: 7777/udp, 7778/tcp.
   assert.deepEqual(
     (await a.reserve('c', parsePortSpecs(['7777:80/udp', '7778:80']))).map((b) => b.hostPort),

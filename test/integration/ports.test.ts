@@ -16,23 +16,38 @@ async function setup(t: TestContext, args: string[] = []) {
   const l: Lab = await lab(t);
   const d = await startDaemon(t, l, { args });
   const outside = await l.ns('outside');
-  await d.host.handle.linkAdd({ kind: 'veth', name: 'uplink', up: true, peer: { name: 'wan', netns: outside.path } });
+  await d.host.handle.linkAdd({
+    kind: 'veth',
+    name: 'uplink',
+    up: true,
+    peer: { name: 'wan', netns: outside.path },
+  });
   await outside.handle.linkSet('wan', { up: true });
   await d.host.handle.addrAdd('uplink', `${HOST_IP}/24`);
   await outside.handle.addrAdd('wan', `${OUTSIDE_IP}/24`);
-  const r = await d.request('POST', '/networks/create', { Name: 'web', IPAM: { Config: [{ Subnet: '10.51.0.0/24' }] } });
+  const r = await d.request('POST', '/networks/create', {
+    Name: 'web',
+    IPAM: { Config: [{ Subnet: '10.51.0.0/24' }] },
+  });
   assert.equal(r.status, 201);
   return { l, d, outside };
 }
 
 async function sandbox(d: RunningDaemon, name: string, ports: string[]) {
-  const r = await d.request('POST', '/sandboxes', { Name: name, Networks: [{ Network: 'web' }], Ports: ports });
+  const r = await d.request('POST', '/sandboxes', {
+    Name: name,
+    Networks: [{ Network: 'web' }],
+    Ports: ports,
+  });
   assert.equal(r.status, 201, JSON.stringify(r.body));
   return (await d.request('GET', `/sandboxes/${name}`)).body;
 }
 
 function nat(d: RunningDaemon): string {
-  return d.host.run('iptables-save', ['-t', 'nat']).replace(/^#.*$/gm, '').replace(/\[\d+:\d+\]/g, '');
+  return d.host
+    .run('iptables-save', ['-t', 'nat'])
+    .replace(/^#.*$/gm, '')
+    .replace(/\[\d+:\d+\]/g, '');
 }
 
 test('TCP and UDP from outside through the host address, source preserved; loopback through the proxy; docker-port output', async (t) => {
@@ -50,16 +65,32 @@ test('TCP and UDP from outside through the host address, source preserved; loopb
   assert.ok(reach(d.host.path, 'tcp', '127.0.0.1', 8080), 'host loopback -> proxy -> sandbox:80');
   assert.ok(reach(d.host.path, 'udp', '127.0.0.1', 5353), 'host loopback UDP -> proxy -> sandbox:54');
   assert.ok(reach(d.host.path, 'tcp', '127.0.0.1', 9090), '127.0.0.1-published port from the host itself');
-  assert.equal(reach(outside.path, 'tcp', HOST_IP, 9090, 800), false, 'a 127.0.0.1-published port is not reachable from outside');
+  assert.equal(
+    reach(outside.path, 'tcp', HOST_IP, 9090, 800),
+    false,
+    'a 127.0.0.1-published port is not reachable from outside',
+  );
   // Even aiming at the container address directly from outside (routed through the host) is dropped.
   await outside.handle.routeAdd({ dst: '10.51.0.0/24', gateway: HOST_IP });
-  assert.equal(reach(outside.path, 'tcp', web.Networks.web.IPAddress, 90, 800), false, 'direct access to the container port is dropped (moby#45610)');
-  assert.deepEqual(web.Ports['80/tcp'], [{ HostIp: '0.0.0.0', HostPort: '8080' }, { HostIp: '::', HostPort: '8080' }]);
+  assert.equal(
+    reach(outside.path, 'tcp', web.Networks.web.IPAddress, 90, 800),
+    false,
+    'direct access to the container port is dropped (moby#45610)',
+  );
+  assert.deepEqual(web.Ports['80/tcp'], [
+    { HostIp: '0.0.0.0', HostPort: '8080' },
+    { HostIp: '::', HostPort: '8080' },
+  ]);
   const out = execFileSync(process.execPath, [CNMCTL, '-H', d.hostUri, 'port', 'web1'], { encoding: 'utf8' });
   assert.match(out, /^54\/udp -> 0\.0\.0\.0:5353$/m);
   assert.match(out, /^80\/tcp -> 0\.0\.0\.0:8080$/m);
   assert.match(out, /^90\/tcp -> 127\.0\.0\.1:9090$/m);
-  assert.equal(execFileSync(process.execPath, [CNMCTL, '-H', d.hostUri, 'port', 'web1', '80'], { encoding: 'utf8' }).split('\n')[0], '0.0.0.0:8080');
+  assert.equal(
+    execFileSync(process.execPath, [CNMCTL, '-H', d.hostUri, 'port', 'web1', '80'], {
+      encoding: 'utf8',
+    }).split('\n')[0],
+    '0.0.0.0:8080',
+  );
   // Removing the sandbox removes exactly its rules.
   const before = await (async () => {
     const x = await sandbox(d, 'other', ['7070:70']);
@@ -79,10 +110,23 @@ test('a 1000-port range: one rule per kind, every port answers, removal leaves n
   const natBefore = nat(d);
   const sb = await sandbox(d, 'ranger', ['20000-20999:20000-20999']);
   await serve(t, sb.SandboxKey, 'tcp', 20000, 20999);
-  const rules = nat(d).split('\n').filter((l) => l.includes('20000:20999'));
-  assert.ok(rules.length >= 1 && rules.length <= 4, `a handful of range rules, not 1000: ${rules.join('\n')}`);
-  assert.deepEqual(unreachablePorts(outside.path, HOST_IP, 20000, 20999), [], 'every port of the range answers from outside');
-  assert.deepEqual(unreachablePorts(d.host.path, '127.0.0.1', 20000, 20999), [], 'and through the loopback proxy');
+  const rules = nat(d)
+    .split('\n')
+    .filter((l) => l.includes('20000:20999'));
+  assert.ok(
+    rules.length >= 1 && rules.length <= 4,
+    `a handful of range rules, not 1000: ${rules.join('\n')}`,
+  );
+  assert.deepEqual(
+    unreachablePorts(outside.path, HOST_IP, 20000, 20999),
+    [],
+    'every port of the range answers from outside',
+  );
+  assert.deepEqual(
+    unreachablePorts(d.host.path, '127.0.0.1', 20000, 20999),
+    [],
+    'and through the loopback proxy',
+  );
   await d.request('DELETE', '/sandboxes/ranger');
   assert.equal(nat(d), natBefore, 'nat table as before');
 });
@@ -92,18 +136,33 @@ test('conflicts: a host port published twice, or one a host process listens on, 
   await sandbox(d, 'first', ['8080:80']);
   const natBefore = nat(d);
   const linksBefore = d.host.ipj('link').length;
-  const r = await d.request('POST', '/sandboxes', { Name: 'second', Networks: [{ Network: 'web' }], Ports: ['8081:81', '8080:80'] });
+  const r = await d.request('POST', '/sandboxes', {
+    Name: 'second',
+    Networks: [{ Network: 'web' }],
+    Ports: ['8081:81', '8080:80'],
+  });
   assert.equal(r.status, 409, JSON.stringify(r.body));
   assert.match(r.body.message, /8080/);
   // A process in the host netns holds 6000.
   await serve(t, d.host.path, 'tcp', 6000);
-  const r2 = await d.request('POST', '/sandboxes', { Name: 'third', Networks: [{ Network: 'web' }], Ports: ['6000:80'] });
+  const r2 = await d.request('POST', '/sandboxes', {
+    Name: 'third',
+    Networks: [{ Network: 'web' }],
+    Ports: ['6000:80'],
+  });
   assert.equal(r2.status, 409, JSON.stringify(r2.body));
   assert.match(r2.body.message, /6000/);
   assert.equal(nat(d), natBefore, 'no rule left by the refused sandboxes');
   await eventually(() => assert.equal(d.host.ipj('link').length, linksBefore));
-  assert.deepEqual((await d.request('GET', '/sandboxes')).body.map((s: any) => s.Name), ['first']);
-  const bad = await d.request('POST', '/sandboxes', { Name: 'bad', Networks: [{ Network: 'web' }], Ports: ['70000:80'] });
+  assert.deepEqual(
+    (await d.request('GET', '/sandboxes')).body.map((s: any) => s.Name),
+    ['first'],
+  );
+  const bad = await d.request('POST', '/sandboxes', {
+    Name: 'bad',
+    Networks: [{ Network: 'web' }],
+    Ports: ['70000:80'],
+  });
   assert.equal(bad.status, 400);
   assert.match(bad.body.message, /70000/);
 });
@@ -112,20 +171,32 @@ test('ephemeral host ports come from ip_local_port_range; published ports surviv
   const { l, d, outside } = await setup(t);
   const sb = await sandbox(d, 'eph', ['80']);
   const hostPort = Number(sb.Ports['80/tcp'][0].HostPort);
-  const [lo, hi] = d.host.run('cat', ['/proc/sys/net/ipv4/ip_local_port_range']).trim().split(/\s+/).map(Number);
+  const [lo, hi] = d.host
+    .run('cat', ['/proc/sys/net/ipv4/ip_local_port_range'])
+    .trim()
+    .split(/\s+/)
+    .map(Number);
   assert.ok(hostPort >= lo && hostPort <= hi, `${hostPort} in ${lo}-${hi}`);
   await serve(t, sb.SandboxKey, 'tcp', 80);
   assert.ok(reach(outside.path, 'tcp', HOST_IP, hostPort));
   const natBefore = nat(d);
   assert.equal(await d.stop(), 0);
   const d2 = await restartDaemon(t, l, d);
-  assert.equal(nat(d2).replace(/--to-ports \d+/g, ''), natBefore.replace(/--to-ports \d+/g, ''), 'same rules after restart (the proxy port may change)');
+  assert.equal(
+    nat(d2).replace(/--to-ports \d+/g, ''),
+    natBefore.replace(/--to-ports \d+/g, ''),
+    'same rules after restart (the proxy port may change)',
+  );
   assert.ok(reach(outside.path, 'tcp', HOST_IP, hostPort), 'still published after the restart');
   assert.ok(reach(d2.host.path, 'tcp', '127.0.0.1', hostPort), 'and through the new proxy');
   const again = (await d2.request('GET', '/sandboxes/eph')).body;
   assert.equal(again.Ports['80/tcp'][0].HostPort, String(hostPort));
   // The port stays reserved: another sandbox cannot take it.
-  const r = await d2.request('POST', '/sandboxes', { Name: 'thief', Networks: [{ Network: 'web' }], Ports: [`${hostPort}:80`] });
+  const r = await d2.request('POST', '/sandboxes', {
+    Name: 'thief',
+    Networks: [{ Network: 'web' }],
+    Ports: [`${hostPort}:80`],
+  });
   assert.equal(r.status, 409);
 });
 
@@ -156,7 +227,11 @@ test('host_binding_ipv4, IPv6 host addresses and a shifted range', async (t) => 
     IPAM: { Config: [{ Subnet: '10.52.0.0/24' }, { Subnet: 'fd52::/64' }] },
   });
   assert.equal(r.status, 201, JSON.stringify(r.body));
-  r = await d.request('POST', '/sandboxes', { Name: 'b1', Networks: [{ Network: 'bound' }], Ports: ['8080:80', '[2001:db8::1]:8443:443', '9000-9009:7000-7009'] });
+  r = await d.request('POST', '/sandboxes', {
+    Name: 'b1',
+    Networks: [{ Network: 'bound' }],
+    Ports: ['8080:80', '[2001:db8::1]:8443:443', '9000-9009:7000-7009'],
+  });
   assert.equal(r.status, 201, JSON.stringify(r.body));
   const sb = (await d.request('GET', '/sandboxes/b1')).body;
   await serve(t, sb.SandboxKey, 'tcp', 80);
@@ -171,18 +246,33 @@ test('host_binding_ipv4, IPv6 host addresses and a shifted range', async (t) => 
     return r;
   }, 15_000);
   assert.equal(v6.seenFrom, '2001:db8::2');
-  assert.deepEqual(unreachablePorts(outside.path, '192.0.2.50', 9000, 9009), [], 'shifted range 9000-9009 -> 7000-7009');
+  assert.deepEqual(
+    unreachablePorts(outside.path, '192.0.2.50', 9000, 9009),
+    [],
+    'shifted range 9000-9009 -> 7000-7009',
+  );
 });
 
 test("a range covering the proxy's own listening port is not refused as in use", async (t) => {
   const { d, outside } = await setup(t);
-  const line = d.host.run('ss', ['-Htln']).split('\n').find((l) => /\s127\.0\.0\.1:\d+\s/.test(l));
+  const line = d.host
+    .run('ss', ['-Htln'])
+    .split('\n')
+    .find((l) => /\s127\.0\.0\.1:\d+\s/.test(l));
   assert.ok(line, 'the proxy listens on loopback');
   const proxyPort = Number(/127\.0\.0\.1:(\d+)/.exec(line!)![1]);
   const first = Math.max(1024, proxyPort - 2);
-  const r = await d.request('POST', '/sandboxes', { Name: 'around', Networks: [{ Network: 'web' }], Ports: [`${first}-${first + 4}:${first}-${first + 4}`] });
+  const r = await d.request('POST', '/sandboxes', {
+    Name: 'around',
+    Networks: [{ Network: 'web' }],
+    Ports: [`${first}-${first + 4}:${first}-${first + 4}`],
+  });
   assert.equal(r.status, 201, JSON.stringify(r.body));
   const sb = (await d.request('GET', '/sandboxes/around')).body;
   await serve(t, sb.SandboxKey, 'tcp', first, first + 4);
-  assert.deepEqual(unreachablePorts(outside.path, HOST_IP, first, first + 4), [], 'every port, the proxy port included, from outside');
+  assert.deepEqual(
+    unreachablePorts(outside.path, HOST_IP, first, first + 4),
+    [],
+    'every port, the proxy port included, from outside',
+  );
 });

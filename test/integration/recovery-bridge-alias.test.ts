@@ -21,20 +21,33 @@ function markCreating(d: RunningDaemon, net: any, id: string, options: Record<st
   const db = new Database(path.join(d.dataRoot, 'cnmd.db'));
   try {
     const rec = { ...net, id, name: `${net.name}-${id.slice(0, 4)}`, options, pools: [], state: 'creating' };
-    db.prepare('INSERT INTO objects (kind, id, value) VALUES (?, ?, ?)').run('network', id, JSON.stringify(rec));
+    db.prepare('INSERT INTO objects (kind, id, value) VALUES (?, ?, ?)').run(
+      'network',
+      id,
+      JSON.stringify(rec),
+    );
   } finally {
     db.close();
   }
 }
 
-test('restart after a kill between a bridge and its alias: the unaliased bridge of cnmd\'s naming goes, a borrowed one stays', async (t) => {
+test("restart after a kill between a bridge and its alias: the unaliased bridge of cnmd's naming goes, a borrowed one stays", async (t) => {
   const l = await lab(t);
   let d = await startDaemon(t, l);
-  const web = await ok(d, 'POST', '/networks/create', { Name: 'web', IPAM: { Config: [{ Subnet: '10.71.0.0/24' }] } });
+  const web = await ok(d, 'POST', '/networks/create', {
+    Name: 'web',
+    IPAM: { Config: [{ Subnet: '10.71.0.0/24' }] },
+  });
   const stored = (await ok(d, 'GET', `/networks/${web.Id}`)) as any;
   assert.equal(await d.stop(), 0);
   const db = new Database(path.join(d.dataRoot, 'cnmd.db'));
-  const rec = JSON.parse((db.prepare('SELECT value FROM objects WHERE kind = ? AND id = ?').get('network', stored.Id) as { value: string }).value);
+  const rec = JSON.parse(
+    (
+      db.prepare('SELECT value FROM objects WHERE kind = ? AND id = ?').get('network', stored.Id) as {
+        value: string;
+      }
+    ).value,
+  );
   db.close();
   const killedId = 'ab'.repeat(32);
   const borrowedId = 'cd'.repeat(32);
@@ -44,8 +57,11 @@ test('restart after a kill between a bridge and its alias: the unaliased bridge 
   d.host.run('ip', ['link', 'add', 'userbr0', 'type', 'bridge']);
   d = await restartDaemon(t, l, d);
   const names = d.host.ipj('link', 'show', 'type', 'bridge').map((x: any) => x.ifname);
-  assert.ok(!names.includes(`br-${killedId.slice(0, 12)}`), `the half-made bridge is gone: ${names.join(' ')}`);
-  assert.ok(names.includes('userbr0'), 'the user\'s bridge stays');
+  assert.ok(
+    !names.includes(`br-${killedId.slice(0, 12)}`),
+    `the half-made bridge is gone: ${names.join(' ')}`,
+  );
+  assert.ok(names.includes('userbr0'), "the user's bridge stays");
   assert.ok(names.includes(`br-${web.Id.slice(0, 12)}`), 'the ready network keeps its bridge');
   const left = (await ok(d, 'GET', '/networks')).map((n: any) => n.Name).sort();
   assert.deepEqual(left, ['bridge', 'host', 'none', 'web'], 'the interrupted creates are undone');

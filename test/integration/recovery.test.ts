@@ -17,7 +17,12 @@ async function ok(d: RunningDaemon, method: string, p: string, body?: unknown): 
 
 function rules(d: RunningDaemon): string {
   return ['iptables-save', 'ip6tables-save']
-    .map((cmd) => d.host.run(cmd, []).replace(/^[#:].*$/gm, '').replace(/\[\d+:\d+\]/g, ''))
+    .map((cmd) =>
+      d.host
+        .run(cmd, [])
+        .replace(/^[#:].*$/gm, '')
+        .replace(/\[\d+:\d+\]/g, ''),
+    )
     .join('\n')
     .split('\n')
     .filter((l) => l.trim())
@@ -27,11 +32,22 @@ function rules(d: RunningDaemon): string {
 
 /** What the kernel and the exec-root hold that cnmd made, as a comparable summary. */
 function kernelState(d: RunningDaemon) {
-  const links = d.host.ipj('-d', 'link').filter((x: any) => /^(veth[0-9a-f]{11}|br-[0-9a-f]{12}|cnm0)$/.test(x.ifname));
+  const links = d.host
+    .ipj('-d', 'link')
+    .filter((x: any) => /^(veth[0-9a-f]{11}|br-[0-9a-f]{12}|cnm0)$/.test(x.ifname));
   return {
-    bridges: links.filter((x: any) => x.linkinfo?.info_kind === 'bridge').map((x: any) => x.ifname).sort(),
-    veths: links.filter((x: any) => x.linkinfo?.info_kind === 'veth').map((x: any) => x.ifname).sort(),
-    netns: fs.readdirSync(`${d.execRoot}/netns`).filter((f) => f !== 'default').sort(),
+    bridges: links
+      .filter((x: any) => x.linkinfo?.info_kind === 'bridge')
+      .map((x: any) => x.ifname)
+      .sort(),
+    veths: links
+      .filter((x: any) => x.linkinfo?.info_kind === 'veth')
+      .map((x: any) => x.ifname)
+      .sort(),
+    netns: fs
+      .readdirSync(`${d.execRoot}/netns`)
+      .filter((f) => f !== 'default')
+      .sort(),
   };
 }
 
@@ -46,9 +62,17 @@ async function consistent(d: RunningDaemon) {
   const k = kernelState(d);
   const endpoints = sandboxes.flatMap((s) => Object.values(s.Networks) as any[]).filter((e) => e.IPAddress);
   assert.deepEqual(k.netns, sandboxes.map((s) => s.Id).sort(), 'one netns per sandbox, no more');
-  assert.deepEqual(k.veths, endpoints.map((e) => `veth${e.EndpointID.slice(0, 11)}`).sort(), 'one veth per endpoint, no more');
+  assert.deepEqual(
+    k.veths,
+    endpoints.map((e) => `veth${e.EndpointID.slice(0, 11)}`).sort(),
+    'one veth per endpoint, no more',
+  );
   const bridgeNets = networks.filter((n) => n.Driver === 'bridge');
-  assert.equal(k.bridges.length, bridgeNets.length, `one bridge per bridge network: ${JSON.stringify(d.host.ipj('-d', 'link', 'show', 'type', 'bridge').map((x: any) => [x.ifname, x.ifalias]))} vs ${JSON.stringify(bridgeNets.map((n) => n.Id.slice(0, 12)))}`);
+  assert.equal(
+    k.bridges.length,
+    bridgeNets.length,
+    `one bridge per bridge network: ${JSON.stringify(d.host.ipj('-d', 'link', 'show', 'type', 'bridge').map((x: any) => [x.ifname, x.ifalias]))} vs ${JSON.stringify(bridgeNets.map((n) => n.Id.slice(0, 12)))}`,
+  );
   const ips = endpoints.map((e) => e.IPAddress);
   assert.equal(new Set(ips).size, ips.length, `no address twice: ${ips.join(' ')}`);
   for (const n of bridgeNets) {
@@ -77,7 +101,11 @@ test('clean restart keeps networks, sandboxes, rules and connectivity, and adds 
   const dig = runIn(a.SandboxKey, 'dig', ['@127.0.0.11', '+short', '+time=2', '+tries=1', 'b']).trim();
   assert.equal(dig, b.Networks.web.IPAddress);
   const c = await ok(d, 'POST', '/sandboxes', { Name: 'c', Networks: [{ Network: 'web' }] });
-  assert.equal((await ok(d, 'GET', `/sandboxes/${c.Id}`)).Networks.web.IPAddress, '10.41.0.4', 'allocation continues after the restart');
+  assert.equal(
+    (await ok(d, 'GET', `/sandboxes/${c.Id}`)).Networks.web.IPAddress,
+    '10.41.0.4',
+    'allocation continues after the restart',
+  );
   await assertConsistent(d);
   // The defaults were made once, not again.
   const names = (await ok(d, 'GET', '/networks')).map((n: any) => n.Name).sort();
@@ -97,7 +125,10 @@ test('SIGKILL at random instants of a busy workload: restart leaves no leak and 
       for (let i = 0; ; i++) {
         const name = `r${round}-${i}`;
         await d.request('POST', '/sandboxes', { Name: name, Networks: [{ Network: 'busy' }] });
-        await d.request('POST', '/networks/create', { Name: `n${round}-${i}`, IPAM: { Config: [{ Subnet: `10.43.${(round * 16 + i) % 256}.0/24` }] } });
+        await d.request('POST', '/networks/create', {
+          Name: `n${round}-${i}`,
+          IPAM: { Config: [{ Subnet: `10.43.${(round * 16 + i) % 256}.0/24` }] },
+        });
         if (i % 2 === 0) await d.request('DELETE', `/sandboxes/${name}`);
         await d.request('DELETE', `/networks/n${round}-${i}`);
       }
@@ -114,7 +145,10 @@ test('SIGKILL at random instants of a busy workload: restart leaves no leak and 
   const other = sandboxes.find((s) => s.Name !== 'keeper' && s.Networks.busy);
   if (other) {
     await serve(t, other.SandboxKey, 'tcp', 7000);
-    assert.ok(reach(keeper.SandboxKey, 'tcp', other.Networks.busy.IPAddress, 7000), 'survivors talk after the kills');
+    assert.ok(
+      reach(keeper.SandboxKey, 'tcp', other.Networks.busy.IPAddress, 7000),
+      'survivors talk after the kills',
+    );
   }
   // Every leftover can be removed, and removing everything leaves nothing behind.
   for (const s of sandboxes) await ok(d, 'DELETE', `/sandboxes/${s.Id}`);
@@ -125,13 +159,20 @@ test('SIGKILL at random instants of a busy workload: restart leaves no leak and 
     assert.deepEqual(k.netns, []);
     assert.deepEqual(k.bridges, ['cnm0']);
   });
-  assert.doesNotMatch(d.host.run('iptables-save', []), /br-[0-9a-f]{12}/, 'no rule of a removed network remains');
+  assert.doesNotMatch(
+    d.host.run('iptables-save', []),
+    /br-[0-9a-f]{12}/,
+    'no rule of a removed network remains',
+  );
 });
 
 test('kernel state lost while cnmd was down (a bridge and a sandbox netns deleted) is rebuilt at start', async (t) => {
   const l = await lab(t);
   let d = await startDaemon(t, l);
-  const net = await ok(d, 'POST', '/networks/create', { Name: 'web', IPAM: { Config: [{ Subnet: '10.44.0.0/24' }] } });
+  const net = await ok(d, 'POST', '/networks/create', {
+    Name: 'web',
+    IPAM: { Config: [{ Subnet: '10.44.0.0/24' }] },
+  });
   await ok(d, 'POST', '/sandboxes', { Name: 'a', Networks: [{ Network: 'web' }] });
   await ok(d, 'POST', '/sandboxes', { Name: 'b', Networks: [{ Network: 'web' }] });
   const a0 = await ok(d, 'GET', '/sandboxes/a');
@@ -145,7 +186,11 @@ test('kernel state lost while cnmd was down (a bridge and a sandbox netns delete
   const a = await ok(d, 'GET', '/sandboxes/a');
   const b = await ok(d, 'GET', '/sandboxes/b');
   assert.equal(a.Networks.web.IPAddress, a0.Networks.web.IPAddress, 'a keeps its address');
-  assert.equal(d.host.ipj('link', 'show', 'master', bridge).length, 2, 'both veths are ports of the rebuilt bridge');
+  assert.equal(
+    d.host.ipj('link', 'show', 'master', bridge).length,
+    2,
+    'both veths are ports of the rebuilt bridge',
+  );
   await serve(t, b.SandboxKey, 'tcp', 7000);
   assert.ok(reach(a.SandboxKey, 'tcp', b.Networks.web.IPAddress, 7000), 'a talks to b again');
 });
@@ -153,7 +198,10 @@ test('kernel state lost while cnmd was down (a bridge and a sandbox netns delete
 test('a veth named as an older cnmd named it (veth<7 hex>) is found by its alias at start: put back on its rebuilt bridge, removed with its sandbox', async (t) => {
   const l = await lab(t);
   let d = await startDaemon(t, l);
-  const net = await ok(d, 'POST', '/networks/create', { Name: 'web', IPAM: { Config: [{ Subnet: '10.45.0.0/24' }] } });
+  const net = await ok(d, 'POST', '/networks/create', {
+    Name: 'web',
+    IPAM: { Config: [{ Subnet: '10.45.0.0/24' }] },
+  });
   await ok(d, 'POST', '/sandboxes', { Name: 'a', Networks: [{ Network: 'web' }] });
   const a0 = await ok(d, 'GET', '/sandboxes/a');
   const epId: string = a0.Networks.web.EndpointID;
@@ -167,10 +215,18 @@ test('a veth named as an older cnmd named it (veth<7 hex>) is found by its alias
   const bridge = `br-${net.Id.slice(0, 12)}`;
   d.host.run('ip', ['link', 'del', bridge]);
   d = await restartDaemon(t, l, d);
-  await eventually(() => assert.deepEqual(d.host.ipj('link', 'show', 'master', bridge).map((x: any) => x.ifname), [older]));
+  await eventually(() =>
+    assert.deepEqual(
+      d.host.ipj('link', 'show', 'master', bridge).map((x: any) => x.ifname),
+      [older],
+    ),
+  );
   assert.equal(d.host.ipj('link', 'show', 'type', 'veth').length, 1, 'no second veth made for the endpoint');
   const a = await ok(d, 'GET', '/sandboxes/a');
-  assert.ok(ping(a.SandboxKey, a.Networks.web.Gateway), 'the sandbox reaches its gateway through the old veth');
+  assert.ok(
+    ping(a.SandboxKey, a.Networks.web.Gateway),
+    'the sandbox reaches its gateway through the old veth',
+  );
   const r = await d.request('DELETE', `/sandboxes/${a.Id}`);
   assert.equal(r.status, 204);
   await eventually(() => assert.equal(d.host.ipj('link', 'show', 'type', 'veth').length, 0));

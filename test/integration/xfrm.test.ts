@@ -43,7 +43,15 @@ interface TextPolicy {
   index: number;
   priority: number;
   mark?: string;
-  tmpls: { src: string; dst: string; proto: string; spi: number; reqid: number; mode: string; level: string }[];
+  tmpls: {
+    src: string;
+    dst: string;
+    proto: string;
+    spi: number;
+    reqid: number;
+    mode: string;
+    level: string;
+  }[];
 }
 
 /** Splits ip's xfrm output into blocks, one per object (each starts with "src " at column 0). */
@@ -65,7 +73,11 @@ function parsePolicies(text: string): TextPolicy[] {
     const dir = /\n\s+dir (\S+) action (\S+) index (\d+) priority (\d+)/.exec(b);
     assert.ok(dir, `a dir line in:\n${b}`);
     const mark = /\n\s+mark (0x[0-9a-f]+\/0x[0-9a-f]+)/.exec(b);
-    const tmpls = [...b.matchAll(/tmpl src (\S+) dst (\S+)\n\s+proto (\S+) spi 0x([0-9a-f]+)\(\d+\) reqid (\d+)\(0x[0-9a-f]+\) mode (\S+)\n\s+level (\S+)/g)].map((m) => ({
+    const tmpls = [
+      ...b.matchAll(
+        /tmpl src (\S+) dst (\S+)\n\s+proto (\S+) spi 0x([0-9a-f]+)\(\d+\) reqid (\d+)\(0x[0-9a-f]+\) mode (\S+)\n\s+level (\S+)/g,
+      ),
+    ].map((m) => ({
       src: m[1],
       dst: m[2],
       proto: m[3],
@@ -100,11 +112,13 @@ const XPROTO: Record<number, string> = { 50: 'esp', 51: 'ah' };
 const hex = (n: number) => `0x${n.toString(16)}`;
 
 /** Our decoded policy in the shape parsed from ip (minus the template level, which we do not decode). */
-function asText(p: XfrmPolicy): Omit<TextPolicy, 'tmpls'> & { tmpls: Omit<TextPolicy['tmpls'][number], 'level'>[] } {
+function asText(
+  p: XfrmPolicy,
+): Omit<TextPolicy, 'tmpls'> & { tmpls: Omit<TextPolicy['tmpls'][number], 'level'>[] } {
   return {
     src: p.selector.src,
     dst: p.selector.dst,
-    proto: p.selector.proto ? PROTO_NAMES[p.selector.proto] ?? String(p.selector.proto) : undefined,
+    proto: p.selector.proto ? (PROTO_NAMES[p.selector.proto] ?? String(p.selector.proto)) : undefined,
     sport: p.selector.sport || undefined,
     dport: p.selector.dport || undefined,
     dir: String(p.dir),
@@ -112,7 +126,14 @@ function asText(p: XfrmPolicy): Omit<TextPolicy, 'tmpls'> & { tmpls: Omit<TextPo
     index: p.index,
     priority: p.priority,
     mark: p.mark ? `${hex(p.mark.value)}/${hex(p.mark.mask ?? 0xffffffff)}` : undefined,
-    tmpls: p.templates.map((t) => ({ src: t.src, dst: t.dst, proto: XPROTO[t.proto] ?? String(t.proto), spi: t.spi, reqid: t.reqid, mode: t.mode === 1 ? 'tunnel' : t.mode === 0 ? 'transport' : String(t.mode) })),
+    tmpls: p.templates.map((t) => ({
+      src: t.src,
+      dst: t.dst,
+      proto: XPROTO[t.proto] ?? String(t.proto),
+      spi: t.spi,
+      reqid: t.reqid,
+      mode: t.mode === 1 ? 'tunnel' : t.mode === 0 ? 'transport' : String(t.mode),
+    })),
   };
 }
 const withoutLevel = (p: TextPolicy) => ({ ...p, tmpls: p.tmpls.map(({ level: _l, ...rest }) => rest) });
@@ -124,11 +145,38 @@ const MARK_IN = { value: 0x5, mask: 0xff };
 test('policies in every direction with marks, reqid templates and priorities: add, list, get agree with ip xfrm policy', async (t) => {
   const l = await lab(t);
   const a = await l.ns('a');
-  await a.handle.xfrmPolicyAdd({ selector: SEL, dir: 'out', priority: 100, mark: MARK_OUT, templates: [{ src: '10.0.0.1', dst: '10.0.0.2', proto: 'esp', mode: 'transport', reqid: 7 }] });
-  await a.handle.xfrmPolicyAdd({ selector: SEL, dir: 'in', priority: 200, mark: MARK_IN, templates: [{ src: '10.0.0.2', dst: '10.0.0.1', proto: 'esp', mode: 'tunnel', reqid: 8, optional: true }] });
-  await a.handle.xfrmPolicyAdd({ selector: SEL, dir: 'fwd', priority: 300, templates: [{ src: '10.0.0.2', dst: '10.0.0.1', proto: 'esp', mode: 'tunnel', reqid: 9 }] });
-  await a.handle.xfrmPolicyAdd({ selector: { src: 'fd00::/64', dst: 'fd01::/64' }, dir: 'fwd', priority: 3, templates: [{ src: 'fd00::1', dst: 'fd01::1', proto: 'ah', mode: 'tunnel', reqid: 10, spi: 0x1234 }] });
-  await a.handle.xfrmPolicyAdd({ selector: { src: '10.1.0.0/16', dst: '10.2.0.0/16', proto: 'tcp', sport: 53 }, dir: 'in', action: 'block', priority: 5 });
+  await a.handle.xfrmPolicyAdd({
+    selector: SEL,
+    dir: 'out',
+    priority: 100,
+    mark: MARK_OUT,
+    templates: [{ src: '10.0.0.1', dst: '10.0.0.2', proto: 'esp', mode: 'transport', reqid: 7 }],
+  });
+  await a.handle.xfrmPolicyAdd({
+    selector: SEL,
+    dir: 'in',
+    priority: 200,
+    mark: MARK_IN,
+    templates: [{ src: '10.0.0.2', dst: '10.0.0.1', proto: 'esp', mode: 'tunnel', reqid: 8, optional: true }],
+  });
+  await a.handle.xfrmPolicyAdd({
+    selector: SEL,
+    dir: 'fwd',
+    priority: 300,
+    templates: [{ src: '10.0.0.2', dst: '10.0.0.1', proto: 'esp', mode: 'tunnel', reqid: 9 }],
+  });
+  await a.handle.xfrmPolicyAdd({
+    selector: { src: 'fd00::/64', dst: 'fd01::/64' },
+    dir: 'fwd',
+    priority: 3,
+    templates: [{ src: 'fd00::1', dst: 'fd01::1', proto: 'ah', mode: 'tunnel', reqid: 10, spi: 0x1234 }],
+  });
+  await a.handle.xfrmPolicyAdd({
+    selector: { src: '10.1.0.0/16', dst: '10.2.0.0/16', proto: 'tcp', sport: 53 },
+    dir: 'in',
+    action: 'block',
+    priority: 5,
+  });
 
   const ip = ipPolicies(a);
   assert.equal(ip.length, 5);
@@ -148,7 +196,17 @@ test('policies in every direction with marks, reqid templates and priorities: ad
     action: 'allow',
     priority: 100,
     mark: '0xd0c4e3/0xffffffff',
-    tmpls: [{ src: '10.0.0.1', dst: '10.0.0.2', proto: 'esp', spi: 0, reqid: 7, mode: 'transport', level: 'required' }],
+    tmpls: [
+      {
+        src: '10.0.0.1',
+        dst: '10.0.0.2',
+        proto: 'esp',
+        spi: 0,
+        reqid: 7,
+        mode: 'transport',
+        level: 'required',
+      },
+    ],
   });
   assert.deepEqual(find('in', '10.0.0.1/32'), {
     src: '10.0.0.1/32',
@@ -160,7 +218,9 @@ test('policies in every direction with marks, reqid templates and priorities: ad
     action: 'allow',
     priority: 200,
     mark: '0x5/0xff',
-    tmpls: [{ src: '10.0.0.2', dst: '10.0.0.1', proto: 'esp', spi: 0, reqid: 8, mode: 'tunnel', level: 'use' }],
+    tmpls: [
+      { src: '10.0.0.2', dst: '10.0.0.1', proto: 'esp', spi: 0, reqid: 8, mode: 'tunnel', level: 'use' },
+    ],
   });
   assert.deepEqual(find('fwd', '10.0.0.1/32'), {
     src: '10.0.0.1/32',
@@ -172,7 +232,9 @@ test('policies in every direction with marks, reqid templates and priorities: ad
     action: 'allow',
     priority: 300,
     mark: undefined,
-    tmpls: [{ src: '10.0.0.2', dst: '10.0.0.1', proto: 'esp', spi: 0, reqid: 9, mode: 'tunnel', level: 'required' }],
+    tmpls: [
+      { src: '10.0.0.2', dst: '10.0.0.1', proto: 'esp', spi: 0, reqid: 9, mode: 'tunnel', level: 'required' },
+    ],
   });
   assert.deepEqual(find('fwd', 'fd00::/64'), {
     src: 'fd00::/64',
@@ -184,7 +246,17 @@ test('policies in every direction with marks, reqid templates and priorities: ad
     action: 'allow',
     priority: 3,
     mark: undefined,
-    tmpls: [{ src: 'fd00::1', dst: 'fd01::1', proto: 'ah', spi: 0x1234, reqid: 10, mode: 'tunnel', level: 'required' }],
+    tmpls: [
+      {
+        src: 'fd00::1',
+        dst: 'fd01::1',
+        proto: 'ah',
+        spi: 0x1234,
+        reqid: 10,
+        mode: 'tunnel',
+        level: 'required',
+      },
+    ],
   });
   assert.deepEqual(find('in', '10.1.0.0/16'), {
     src: '10.1.0.0/16',
@@ -218,23 +290,44 @@ test('policies in every direction with marks, reqid templates and priorities: ad
   const v6 = await a.handle.xfrmPolicyGet({ selector: { src: 'fd00::/64', dst: 'fd01::/64' }, dir: 'fwd' });
   assert.equal(v6.selector.family, 6);
   // The mark is part of a policy's identity.
-  await assert.rejects(a.handle.xfrmPolicyGet({ selector: SEL, dir: 'in' }), { code: 'NOT_FOUND', errno: 'ENOENT' });
-  await assert.rejects(a.handle.xfrmPolicyGet({ selector: SEL, dir: 'in', mark: MARK_OUT }), { code: 'NOT_FOUND', errno: 'ENOENT' });
+  await assert.rejects(a.handle.xfrmPolicyGet({ selector: SEL, dir: 'in' }), {
+    code: 'NOT_FOUND',
+    errno: 'ENOENT',
+  });
+  await assert.rejects(a.handle.xfrmPolicyGet({ selector: SEL, dir: 'in', mark: MARK_OUT }), {
+    code: 'NOT_FOUND',
+    errno: 'ENOENT',
+  });
 });
 
 test('policies: duplicate, update, delete each direction, missing, flush; bad input refused and nothing added', async (t) => {
   const l = await lab(t);
   const a = await l.ns('a');
   for (const dir of ['out', 'in', 'fwd'] as const) {
-    await a.handle.xfrmPolicyAdd({ selector: SEL, dir, priority: 10, mark: MARK_OUT, templates: [{ src: '10.0.0.1', dst: '10.0.0.2', proto: 'esp', reqid: 7 }] });
+    await a.handle.xfrmPolicyAdd({
+      selector: SEL,
+      dir,
+      priority: 10,
+      mark: MARK_OUT,
+      templates: [{ src: '10.0.0.1', dst: '10.0.0.2', proto: 'esp', reqid: 7 }],
+    });
   }
-  await assert.rejects(a.handle.xfrmPolicyAdd({ selector: SEL, dir: 'out', priority: 99, mark: MARK_OUT }), { code: 'ALREADY_EXISTS', errno: 'EEXIST' });
+  await assert.rejects(a.handle.xfrmPolicyAdd({ selector: SEL, dir: 'out', priority: 99, mark: MARK_OUT }), {
+    code: 'ALREADY_EXISTS',
+    errno: 'EEXIST',
+  });
   // The same selector under another mark is another policy.
   await a.handle.xfrmPolicyAdd({ selector: SEL, dir: 'out', priority: 11, mark: MARK_IN });
   assert.equal(ipPolicies(a).length, 4);
   // Update changes it in place; update of a new one adds it.
   const before = ipPolicies(a).find((p) => p.dir === 'out' && p.mark === '0xd0c4e3/0xffffffff')!;
-  await a.handle.xfrmPolicyUpdate({ selector: SEL, dir: 'out', priority: 50, mark: MARK_OUT, templates: [{ src: '10.0.0.1', dst: '10.0.0.2', proto: 'esp', reqid: 70 }] });
+  await a.handle.xfrmPolicyUpdate({
+    selector: SEL,
+    dir: 'out',
+    priority: 50,
+    mark: MARK_OUT,
+    templates: [{ src: '10.0.0.1', dst: '10.0.0.2', proto: 'esp', reqid: 70 }],
+  });
   const after = ipPolicies(a).find((p) => p.dir === 'out' && p.mark === '0xd0c4e3/0xffffffff')!;
   assert.equal(after.index, before.index, 'updated in place');
   assert.equal(after.priority, 50);
@@ -244,16 +337,25 @@ test('policies: duplicate, update, delete each direction, missing, flush; bad in
   // Delete each direction: only that one goes.
   for (const dir of ['fwd', 'in', 'out'] as const) {
     await a.handle.xfrmPolicyDel({ selector: SEL, dir, mark: MARK_OUT });
-    assert.equal(ipPolicies(a).some((p) => p.dir === dir && p.mark === '0xd0c4e3/0xffffffff'), false, dir);
+    assert.equal(
+      ipPolicies(a).some((p) => p.dir === dir && p.mark === '0xd0c4e3/0xffffffff'),
+      false,
+      dir,
+    );
   }
   assert.deepEqual(
-    ipPolicies(a).map((p) => [p.src, p.dir, p.mark ?? '-']).sort(),
+    ipPolicies(a)
+      .map((p) => [p.src, p.dir, p.mark ?? '-'])
+      .sort(),
     [
       ['10.0.0.1/32', 'out', '0x5/0xff'],
       ['10.3.0.0/16', 'out', '-'],
     ],
   );
-  await assert.rejects(a.handle.xfrmPolicyDel({ selector: SEL, dir: 'out', mark: MARK_OUT }), { code: 'NOT_FOUND', errno: 'ENOENT' });
+  await assert.rejects(a.handle.xfrmPolicyDel({ selector: SEL, dir: 'out', mark: MARK_OUT }), {
+    code: 'NOT_FOUND',
+    errno: 'ENOENT',
+  });
   assert.equal((await a.handle.xfrmPolicyList()).length, 2);
   await a.handle.xfrmPolicyFlush();
   assert.equal(a.run('ip', ['xfrm', 'policy', 'list']).trim(), '');
@@ -261,12 +363,48 @@ test('policies: duplicate, update, delete each direction, missing, flush; bad in
   await a.handle.xfrmPolicyFlush(); // flushing nothing is fine
 
   for (const [call, msg] of [
-    [() => a.handle.xfrmPolicyAdd({ selector: { src: '10.0.0.1/33', dst: '10.0.0.2/32' }, dir: 'out' }), /selector src "10.0.0.1\/33"/],
-    [() => a.handle.xfrmPolicyAdd({ selector: { src: '10.0.0.1/32', dst: '10.0.0.2/32' }, dir: 'sideways' as never }), /direction "sideways"/],
-    [() => a.handle.xfrmPolicyAdd({ selector: { src: '10.0.0.1/32', dst: '10.0.0.2/32', proto: 'gre' as never }, dir: 'out' }), /protocol "gre"/],
-    [() => a.handle.xfrmPolicyAdd({ selector: { src: '10.0.0.1/32', dst: '10.0.0.2/32' }, dir: 'out', templates: [{ dst: '10.0.0.2', mode: 'beet' as never }] }), /template mode "beet"/],
-    [() => a.handle.xfrmPolicyAdd({ selector: { src: '10.0.0.1/32', dst: '10.0.0.2/32' }, dir: 'out', templates: [{ dst: '10.0.0.300' }] }), /template destination "10.0.0.300"/],
-    [() => a.handle.xfrmPolicyGet({ selector: { src: 'x', dst: '10.0.0.2/32' }, dir: 'out' }), /selector src "x"/],
+    [
+      () => a.handle.xfrmPolicyAdd({ selector: { src: '10.0.0.1/33', dst: '10.0.0.2/32' }, dir: 'out' }),
+      /selector src "10.0.0.1\/33"/,
+    ],
+    [
+      () =>
+        a.handle.xfrmPolicyAdd({
+          selector: { src: '10.0.0.1/32', dst: '10.0.0.2/32' },
+          dir: 'sideways' as never,
+        }),
+      /direction "sideways"/,
+    ],
+    [
+      () =>
+        a.handle.xfrmPolicyAdd({
+          selector: { src: '10.0.0.1/32', dst: '10.0.0.2/32', proto: 'gre' as never },
+          dir: 'out',
+        }),
+      /protocol "gre"/,
+    ],
+    [
+      () =>
+        a.handle.xfrmPolicyAdd({
+          selector: { src: '10.0.0.1/32', dst: '10.0.0.2/32' },
+          dir: 'out',
+          templates: [{ dst: '10.0.0.2', mode: 'beet' as never }],
+        }),
+      /template mode "beet"/,
+    ],
+    [
+      () =>
+        a.handle.xfrmPolicyAdd({
+          selector: { src: '10.0.0.1/32', dst: '10.0.0.2/32' },
+          dir: 'out',
+          templates: [{ dst: '10.0.0.300' }],
+        }),
+      /template destination "10.0.0.300"/,
+    ],
+    [
+      () => a.handle.xfrmPolicyGet({ selector: { src: 'x', dst: '10.0.0.2/32' }, dir: 'out' }),
+      /selector src "x"/,
+    ],
   ] as const) {
     await assert.rejects(call(), (e: any) => {
       assert.ok(e instanceof CnmdError);
@@ -297,7 +435,8 @@ interface TextState {
 function parseStates(text: string): TextState[] {
   return blocks(text).map((b) => {
     const head = /^src (\S+) dst (\S+)/.exec(b);
-    const id = /\n\s+proto (\S+) spi 0x([0-9a-f]+)(?:\(\d+\))? reqid (\d+)(?:\(0x[0-9a-f]+\))? mode (\S+)/.exec(b);
+    const id =
+      /\n\s+proto (\S+) spi 0x([0-9a-f]+)(?:\(\d+\))? reqid (\d+)(?:\(0x[0-9a-f]+\))? mode (\S+)/.exec(b);
     const rw = /replay-window (\d+)/.exec(b);
     assert.ok(head && id && rw, `a state block:\n${b}`);
     const mark = /\n\s+mark (0x[0-9a-f]+\/0x[0-9a-f]+)/.exec(b);
@@ -319,7 +458,8 @@ function parseStates(text: string): TextState[] {
     };
   });
 }
-const ipStates = (ns: Ns) => parseStates(ns.run('ip', ['-s', 'xfrm', 'state', 'list'])).sort((p, q) => p.spi - q.spi);
+const ipStates = (ns: Ns) =>
+  parseStates(ns.run('ip', ['-s', 'xfrm', 'state', 'list'])).sort((p, q) => p.spi - q.spi);
 
 interface StateCase {
   name: string;
@@ -338,21 +478,54 @@ const CASES: StateCase[] = [
   {
     name: 'AH transport with hmac(sha256), IPv4',
     needs: ['CONFIG_INET_AH', 'CONFIG_CRYPTO_HMAC', 'CONFIG_CRYPTO_SHA256'],
-    spec: (spi) => ({ src: '10.0.0.1', dst: '10.0.0.2', proto: 'ah', spi, reqid: 7, mode: 'transport', mark: MARK_OUT, auth: { name: 'hmac(sha256)', key: '0x' + AUTH_KEY, truncBits: 128 } }),
+    spec: (spi) => ({
+      src: '10.0.0.1',
+      dst: '10.0.0.2',
+      proto: 'ah',
+      spi,
+      reqid: 7,
+      mode: 'transport',
+      mark: MARK_OUT,
+      auth: { name: 'hmac(sha256)', key: '0x' + AUTH_KEY, truncBits: 128 },
+    }),
     ipAlgs: (s) => s.authTrunc,
     want: { name: 'hmac(sha256)', key: AUTH_KEY, bits: 128 },
   },
   {
     name: 'AH tunnel with hmac(sha256), IPv6',
     needs: ['CONFIG_INET6_AH', 'CONFIG_CRYPTO_HMAC', 'CONFIG_CRYPTO_SHA256'],
-    spec: (spi) => ({ src: 'fd00::1', dst: 'fd00::2', proto: 'ah', spi, reqid: 8, mode: 'tunnel', auth: { name: 'hmac(sha256)', key: '0x' + AUTH_KEY, truncBits: 128 } }),
+    spec: (spi) => ({
+      src: 'fd00::1',
+      dst: 'fd00::2',
+      proto: 'ah',
+      spi,
+      reqid: 8,
+      mode: 'tunnel',
+      auth: { name: 'hmac(sha256)', key: '0x' + AUTH_KEY, truncBits: 128 },
+    }),
     ipAlgs: (s) => s.authTrunc,
     want: { name: 'hmac(sha256)', key: AUTH_KEY, bits: 128 },
   },
   {
     name: 'ESP transport with cbc(aes) + hmac(sha256), IPv4',
-    needs: ['CONFIG_INET_ESP', 'CONFIG_CRYPTO_AUTHENC', 'CONFIG_CRYPTO_CBC', 'CONFIG_CRYPTO_AES', 'CONFIG_CRYPTO_HMAC', 'CONFIG_CRYPTO_SHA256'],
-    spec: (spi) => ({ src: '10.0.0.1', dst: '10.0.0.2', proto: 'esp', spi, reqid: 9, mark: MARK_IN, crypt: { name: 'cbc(aes)', key: '0x' + ENC_KEY }, auth: { name: 'hmac(sha256)', key: '0x' + AUTH_KEY, truncBits: 128 } }),
+    needs: [
+      'CONFIG_INET_ESP',
+      'CONFIG_CRYPTO_AUTHENC',
+      'CONFIG_CRYPTO_CBC',
+      'CONFIG_CRYPTO_AES',
+      'CONFIG_CRYPTO_HMAC',
+      'CONFIG_CRYPTO_SHA256',
+    ],
+    spec: (spi) => ({
+      src: '10.0.0.1',
+      dst: '10.0.0.2',
+      proto: 'esp',
+      spi,
+      reqid: 9,
+      mark: MARK_IN,
+      crypt: { name: 'cbc(aes)', key: '0x' + ENC_KEY },
+      auth: { name: 'hmac(sha256)', key: '0x' + AUTH_KEY, truncBits: 128 },
+    }),
     ipAlgs: (s) => [s.enc, s.authTrunc],
     want: [
       { name: 'cbc(aes)', key: ENC_KEY },
@@ -362,14 +535,29 @@ const CASES: StateCase[] = [
   {
     name: 'ESP transport with rfc4106(gcm(aes)), IPv4',
     needs: ['CONFIG_INET_ESP', 'CONFIG_CRYPTO_GCM', 'CONFIG_CRYPTO_AES'],
-    spec: (spi) => ({ src: '10.0.0.1', dst: '10.0.0.2', proto: 'esp', spi, reqid: 10, aead: { name: 'rfc4106(gcm(aes))', key: '0x' + GCM_KEY, icvBits: 128 } }),
+    spec: (spi) => ({
+      src: '10.0.0.1',
+      dst: '10.0.0.2',
+      proto: 'esp',
+      spi,
+      reqid: 10,
+      aead: { name: 'rfc4106(gcm(aes))', key: '0x' + GCM_KEY, icvBits: 128 },
+    }),
     ipAlgs: (s) => s.aead,
     want: { name: 'rfc4106(gcm(aes))', key: GCM_KEY, icvBits: 128 },
   },
   {
     name: 'ESP tunnel with rfc4106(gcm(aes)), IPv6',
     needs: ['CONFIG_INET6_ESP', 'CONFIG_CRYPTO_GCM', 'CONFIG_CRYPTO_AES'],
-    spec: (spi) => ({ src: 'fd00::1', dst: 'fd00::2', proto: 'esp', spi, reqid: 11, mode: 'tunnel', aead: { name: 'rfc4106(gcm(aes))', key: '0x' + GCM_KEY, icvBits: 64 } }),
+    spec: (spi) => ({
+      src: 'fd00::1',
+      dst: 'fd00::2',
+      proto: 'esp',
+      spi,
+      reqid: 11,
+      mode: 'tunnel',
+      aead: { name: 'rfc4106(gcm(aes))', key: '0x' + GCM_KEY, icvBits: 64 },
+    }),
     ipAlgs: (s) => s.aead,
     want: { name: 'rfc4106(gcm(aes))', key: GCM_KEY, icvBits: 64 },
   },
@@ -397,8 +585,14 @@ for (const c of CASES) {
       const kconfig = e.details.kconfig as string;
       assert.match(e.message, new RegExp(`\\(${kconfig}\\)`));
       if (CONFIG !== '') {
-        assert.ok(missing.length > 0, `the kernel config has every option (${c.needs.join(', ')}) yet the state was refused: ${e.message}`);
-        assert.ok(missing.includes(kconfig), `the error names ${kconfig}; this kernel lacks ${missing.join(', ')}`);
+        assert.ok(
+          missing.length > 0,
+          `the kernel config has every option (${c.needs.join(', ')}) yet the state was refused: ${e.message}`,
+        );
+        assert.ok(
+          missing.includes(kconfig),
+          `the error names ${kconfig}; this kernel lacks ${missing.join(', ')}`,
+        );
       }
       if (spec.aead) assert.match(e.message, /CONFIG_INET6?_ESP|CONFIG_CRYPTO_GCM/);
       assert.equal(a.run('ip', ['xfrm', 'state', 'list']).trim(), '');
@@ -414,7 +608,16 @@ for (const c of CASES) {
     assert.equal(ip.length, 2);
     const s = ip[0];
     assert.deepEqual(
-      { src: s.src, dst: s.dst, proto: s.proto, spi: s.spi, reqid: s.reqid, mode: s.mode, replayWindow: s.replayWindow, mark: s.mark },
+      {
+        src: s.src,
+        dst: s.dst,
+        proto: s.proto,
+        spi: s.spi,
+        reqid: s.reqid,
+        mode: s.mode,
+        replayWindow: s.replayWindow,
+        mark: s.mark,
+      },
       {
         src: spec.src,
         dst: spec.dst,
@@ -429,21 +632,39 @@ for (const c of CASES) {
     assert.deepEqual(c.ipAlgs(s), c.want);
     // get and list agree.
     const got = await a.handle.xfrmStateGet({ dst: spec.dst, spi: 0x1000, proto, mark: spec.mark });
-    assert.deepEqual([got.src, got.dst, got.proto, got.spi, got.reqid, got.mode, got.replayWindow], [spec.src, spec.dst, proto, 0x1000, spec.reqid, spec.mode ?? 'transport', 32]);
+    assert.deepEqual(
+      [got.src, got.dst, got.proto, got.spi, got.reqid, got.mode, got.replayWindow],
+      [spec.src, spec.dst, proto, 0x1000, spec.reqid, spec.mode ?? 'transport', 32],
+    );
     if (spec.mark) assert.deepEqual(got.mark, spec.mark);
-    if (spec.aead) assert.deepEqual(got.aead, { name: spec.aead.name, keyBits: GCM_KEY.length * 4, icvBits: spec.aead.icvBits });
-    if (spec.auth) assert.deepEqual(got.auth, { name: spec.auth.name, keyBits: AUTH_KEY.length * 4, truncBits: 128 });
+    if (spec.aead)
+      assert.deepEqual(got.aead, {
+        name: spec.aead.name,
+        keyBits: GCM_KEY.length * 4,
+        icvBits: spec.aead.icvBits,
+      });
+    if (spec.auth)
+      assert.deepEqual(got.auth, { name: spec.auth.name, keyBits: AUTH_KEY.length * 4, truncBits: 128 });
     if (spec.crypt) assert.deepEqual(got.crypt, { name: spec.crypt.name, keyBits: ENC_KEY.length * 4 });
     assert.equal(got.stats.packets, 0n);
     const list = await a.handle.xfrmStateList();
     assert.deepEqual(list.map((x) => x.spi).sort(), [0x1000, 0x1001]);
     // duplicate, missing, delete
     await assert.rejects(a.handle.xfrmStateAdd(spec), { code: 'ALREADY_EXISTS', errno: 'EEXIST' });
-    await assert.rejects(a.handle.xfrmStateGet({ dst: spec.dst, spi: 0x2000, proto, mark: spec.mark }), { code: 'NOT_FOUND', errno: 'ESRCH' });
+    await assert.rejects(a.handle.xfrmStateGet({ dst: spec.dst, spi: 0x2000, proto, mark: spec.mark }), {
+      code: 'NOT_FOUND',
+      errno: 'ESRCH',
+    });
     await a.handle.xfrmStateDel({ dst: spec.dst, spi: 0x1000, proto, mark: spec.mark });
     ip = ipStates(a);
-    assert.deepEqual(ip.map((x) => x.spi), [0x1001]);
-    await assert.rejects(a.handle.xfrmStateDel({ dst: spec.dst, spi: 0x1000, proto, mark: spec.mark }), { code: 'NOT_FOUND', errno: 'ESRCH' });
+    assert.deepEqual(
+      ip.map((x) => x.spi),
+      [0x1001],
+    );
+    await assert.rejects(a.handle.xfrmStateDel({ dst: spec.dst, spi: 0x1000, proto, mark: spec.mark }), {
+      code: 'NOT_FOUND',
+      errno: 'ESRCH',
+    });
     // flush of the other protocol leaves it; flush of its own removes it.
     await a.handle.xfrmStateFlush(proto === 'esp' ? 'ah' : 'esp');
     assert.equal(ipStates(a).length, 1);
@@ -465,9 +686,18 @@ test('XFRM state input is checked before anything reaches the kernel', async (t)
     [{ src: '10.0.0.1', dst: 'fd00::2', spi: 1, aead }, /different families/],
     [{ src: '10.0.0.1', dst: '10.0.0.300', spi: 1, aead }, /destination "10.0.0.300" is not an IP address/],
     [{ src: '10.0.0.1', dst: '10.0.0.2', spi: 1 }, /needs an aead, or auth and\/or crypt/],
-    [{ src: '10.0.0.1', dst: '10.0.0.2', spi: 1, aead: { ...aead, key: 'xyz' } }, /key of rfc4106\(gcm\(aes\)\) is not hex/],
-    [{ src: '10.0.0.1', dst: '10.0.0.2', spi: 1, aead: { ...aead, name: 'x'.repeat(64) } }, /longer than 63 bytes/],
-    [{ src: '10.0.0.1', dst: '10.0.0.2', spi: 1, proto: 'gre' as never, aead }, /protocol "gre" is not esp or ah/],
+    [
+      { src: '10.0.0.1', dst: '10.0.0.2', spi: 1, aead: { ...aead, key: 'xyz' } },
+      /key of rfc4106\(gcm\(aes\)\) is not hex/,
+    ],
+    [
+      { src: '10.0.0.1', dst: '10.0.0.2', spi: 1, aead: { ...aead, name: 'x'.repeat(64) } },
+      /longer than 63 bytes/,
+    ],
+    [
+      { src: '10.0.0.1', dst: '10.0.0.2', spi: 1, proto: 'gre' as never, aead },
+      /protocol "gre" is not esp or ah/,
+    ],
     [{ src: '10.0.0.1', dst: '10.0.0.2', spi: 1, mode: 'beet' as never, aead }, /mode "beet"/],
   ] as const) {
     await assert.rejects(a.handle.xfrmStateAdd(spec as XfrmStateSpec), (e: any) => {

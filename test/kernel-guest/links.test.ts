@@ -8,7 +8,13 @@ import { lab } from '../lib/fixture';
 test('dummy link: created, read back as kind dummy, removed', async (t) => {
   const l = await lab(t);
   const a = await l.ns('a');
-  const link = await a.handle.linkAdd({ kind: 'dummy', name: 'dm0', mtu: 1400, mac: '02:00:00:00:00:0a', up: true });
+  const link = await a.handle.linkAdd({
+    kind: 'dummy',
+    name: 'dm0',
+    mtu: 1400,
+    mac: '02:00:00:00:00:0a',
+    up: true,
+  });
   assert.equal(link?.kind, 'dummy');
   const [ip] = a.ipj('-d', 'link', 'show', 'dm0');
   assert.equal(ip.linkinfo.info_kind, 'dummy');
@@ -36,7 +42,9 @@ test('vlan links: 802.1Q and 802.1ad on a parent, ids and protocols as ip report
   assert.equal(v20.linkinfo.info_data.protocol, '802.1ad');
   const got = await a.handle.linkGet('dm0.20');
   assert.deepEqual(got.vlan, { id: 20, protocol: '802.1ad' });
-  await assert.rejects(a.handle.linkAdd({ kind: 'vlan', name: 'dm0.5000', parent: 'dm0', id: 5000 }), { code: 'INVALID_ARGUMENT' });
+  await assert.rejects(a.handle.linkAdd({ kind: 'vlan', name: 'dm0.5000', parent: 'dm0', id: 5000 }), {
+    code: 'INVALID_ARGUMENT',
+  });
 });
 
 test('vlan traffic: two namespaces ping over 802.1Q subinterfaces of a veth pair', async (t) => {

@@ -10,13 +10,52 @@ const KEY_AB = '0x' + '11'.repeat(16) + 'a1a2a3a4'; // 16-byte AES key + 4-byte 
 const KEY_BA = '0x' + '22'.repeat(16) + 'b1b2b3b4';
 const MARK = { value: 0xd0c4e3, mask: 0xffffffff };
 
-async function esp(me: Ns, local: string, peer: string, spiOut: number, spiIn: number, keyOut: string, keyIn: string, mark?: typeof MARK) {
+async function esp(
+  me: Ns,
+  local: string,
+  peer: string,
+  spiOut: number,
+  spiIn: number,
+  keyOut: string,
+  keyIn: string,
+  mark?: typeof MARK,
+) {
   const aead = (key: string) => ({ name: 'rfc4106(gcm(aes))', key, icvBits: 64 });
-  await me.handle.xfrmStateAdd({ src: local, dst: peer, spi: spiOut, proto: 'esp', mode: 'transport', reqid: 7, aead: aead(keyOut), mark });
-  await me.handle.xfrmStateAdd({ src: peer, dst: local, spi: spiIn, proto: 'esp', mode: 'transport', reqid: 7, aead: aead(keyIn), mark });
-  const tmpl = (src: string, dst: string) => [{ src, dst, proto: 'esp' as const, mode: 'transport' as const, reqid: 7 }];
-  await me.handle.xfrmPolicyAdd({ selector: { src: `${local}/32`, dst: `${peer}/32` }, dir: 'out', templates: tmpl(local, peer), mark });
-  await me.handle.xfrmPolicyAdd({ selector: { src: `${peer}/32`, dst: `${local}/32` }, dir: 'in', templates: tmpl(peer, local), mark });
+  await me.handle.xfrmStateAdd({
+    src: local,
+    dst: peer,
+    spi: spiOut,
+    proto: 'esp',
+    mode: 'transport',
+    reqid: 7,
+    aead: aead(keyOut),
+    mark,
+  });
+  await me.handle.xfrmStateAdd({
+    src: peer,
+    dst: local,
+    spi: spiIn,
+    proto: 'esp',
+    mode: 'transport',
+    reqid: 7,
+    aead: aead(keyIn),
+    mark,
+  });
+  const tmpl = (src: string, dst: string) => [
+    { src, dst, proto: 'esp' as const, mode: 'transport' as const, reqid: 7 },
+  ];
+  await me.handle.xfrmPolicyAdd({
+    selector: { src: `${local}/32`, dst: `${peer}/32` },
+    dir: 'out',
+    templates: tmpl(local, peer),
+    mark,
+  });
+  await me.handle.xfrmPolicyAdd({
+    selector: { src: `${peer}/32`, dst: `${local}/32` },
+    dir: 'in',
+    templates: tmpl(peer, local),
+    mark,
+  });
 }
 
 async function pair(t: Parameters<typeof lab>[0]) {
@@ -59,7 +98,14 @@ test('ESP transport with rfc4106(gcm(aes)) carries a ping; the SAs count the pac
 
   // A wrong key on one side: the ping fails and the peer counts integrity failures.
   await b.handle.xfrmStateDel({ dst: '10.44.0.2', spi: 0x1001, proto: 'esp' });
-  await b.handle.xfrmStateAdd({ src: '10.44.0.1', dst: '10.44.0.2', spi: 0x1001, proto: 'esp', reqid: 7, aead: { name: 'rfc4106(gcm(aes))', key: '0x' + '33'.repeat(20), icvBits: 64 } });
+  await b.handle.xfrmStateAdd({
+    src: '10.44.0.1',
+    dst: '10.44.0.2',
+    spi: 0x1001,
+    proto: 'esp',
+    reqid: 7,
+    aead: { name: 'rfc4106(gcm(aes))', key: '0x' + '33'.repeat(20), icvBits: 64 },
+  });
   const bad = a.run('sh', ['-c', 'ping -c 2 -W 1 10.44.0.2 || true']);
   assert.match(bad, /2 packets transmitted, 0 received/);
   const broken = await b.handle.xfrmStateGet({ dst: '10.44.0.2', spi: 0x1001, proto: 'esp' });
@@ -73,14 +119,20 @@ test('marked SAs and policies (the overlay mark 0xD0C4E3): list, get, delete and
   assert.equal(states.length, 2);
   for (const s of states) assert.deepEqual(s.mark, MARK);
   // Without the mark the SA is not found: marks are part of the identity.
-  await assert.rejects(a.handle.xfrmStateGet({ dst: '10.44.0.2', spi: 0x3003, proto: 'esp' }), { code: 'NOT_FOUND' });
+  await assert.rejects(a.handle.xfrmStateGet({ dst: '10.44.0.2', spi: 0x3003, proto: 'esp' }), {
+    code: 'NOT_FOUND',
+  });
   const s = await a.handle.xfrmStateGet({ dst: '10.44.0.2', spi: 0x3003, proto: 'esp', mark: MARK });
   assert.equal(s.spi, 0x3003);
   const pols = await a.handle.xfrmPolicyList();
   assert.equal(pols.length, 2);
   assert.ok(pols.every((p) => p.mark?.value === MARK.value && p.templates[0].reqid === 7));
   assert.match(a.run('ip', ['xfrm', 'policy', 'list']), /mark 0xd0c4e3\/0xffffffff/);
-  await a.handle.xfrmPolicyDel({ selector: { src: '10.44.0.1/32', dst: '10.44.0.2/32' }, dir: 'out', mark: MARK });
+  await a.handle.xfrmPolicyDel({
+    selector: { src: '10.44.0.1/32', dst: '10.44.0.2/32' },
+    dir: 'out',
+    mark: MARK,
+  });
   assert.equal((await a.handle.xfrmPolicyList()).length, 1);
   await a.handle.xfrmStateDel({ dst: '10.44.0.2', spi: 0x3003, proto: 'esp', mark: MARK });
   assert.equal((await a.handle.xfrmStateList()).length, 1);

@@ -9,7 +9,7 @@ import { runGuestSuite } from '../lib/kernel-guest-suite';
 
 const dir = path.resolve(__dirname, '..', 'kernel-guest');
 
-test('kernel lane: link kinds and IPsec in Debian\'s kernel', { timeout: 900_000 }, async (t) => {
+test("kernel lane: link kinds and IPsec in Debian's kernel", { timeout: 900_000 }, async (t) => {
   const files = fs
     .readdirSync(dir)
     .filter((f) => f.endsWith('.test.js'))

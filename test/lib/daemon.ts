@@ -28,7 +28,11 @@ export interface RunningDaemon {
   kill(): Promise<void>;
 }
 
-export async function startDaemon(t: TestContext, l: Lab, opts: { hostNs?: Ns; args?: string[]; name?: string; base?: string } = {}): Promise<RunningDaemon> {
+export async function startDaemon(
+  t: TestContext,
+  l: Lab,
+  opts: { hostNs?: Ns; args?: string[]; name?: string; base?: string } = {},
+): Promise<RunningDaemon> {
   const host = opts.hostNs ?? (await l.ns(opts.name ?? 'host'));
   const base = opts.base ?? fs.mkdtempSync(path.join(l.root, 'daemon-'));
   const dataRoot = path.join(base, 'data');
@@ -36,7 +40,20 @@ export async function startDaemon(t: TestContext, l: Lab, opts: { hostNs?: Ns; a
   const pluginDir = path.join(base, 'plugins');
   const sock = path.join(base, 'cnmd.sock');
   const hostUri = `unix://${sock}`;
-  const args = [`--net=${host.path}`, process.execPath, CNMD, '--data-root', dataRoot, '--exec-root', execRoot, '-H', hostUri, '--plugin-dir', pluginDir, ...(opts.args ?? [])];
+  const args = [
+    `--net=${host.path}`,
+    process.execPath,
+    CNMD,
+    '--data-root',
+    dataRoot,
+    '--exec-root',
+    execRoot,
+    '-H',
+    hostUri,
+    '--plugin-dir',
+    pluginDir,
+    ...(opts.args ?? []),
+  ];
   let out = '';
   const proc = spawn('nsenter', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   proc.stdout!.on('data', (d) => (out += d));
@@ -68,7 +85,8 @@ export async function startDaemon(t: TestContext, l: Lab, opts: { hostNs?: Ns; a
   void t;
   const deadline = Date.now() + 15_000;
   for (;;) {
-    if (proc.exitCode !== null) throw new Error(`cnmd exited with ${proc.exitCode} before answering:\n${out}`);
+    if (proc.exitCode !== null)
+      throw new Error(`cnmd exited with ${proc.exitCode} before answering:\n${out}`);
     try {
       const r = await d.request('GET', '/_ping');
       if (r.status === 200) break;

@@ -24,9 +24,16 @@ u.bind(53, addr, () => {
   net.createServer((c) => c.on('data', (d) => { if (mode === 'mute') return; const a = answer(d.subarray(2)); const l = Buffer.alloc(2); l.writeUInt16BE(a.length); c.write(Buffer.concat([l, a])); })).listen(53, addr, () => console.log('ready'));
 });`;
 
-export async function dnsUpstream(t: TestContext, nsPath: string, addr: string, mode: 'answer' | 'refuse' | 'mute' = 'answer'): Promise<void> {
+export async function dnsUpstream(
+  t: TestContext,
+  nsPath: string,
+  addr: string,
+  mode: 'answer' | 'refuse' | 'mute' = 'answer',
+): Promise<void> {
   const dnsPacket = require.resolve('dns-packet', { paths: [path.resolve(__dirname, '..', '..', '..')] });
-  const p = spawn('nsenter', [`--net=${nsPath}`, process.execPath, '-e', SERVER, mode, addr, dnsPacket], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const p = spawn('nsenter', [`--net=${nsPath}`, process.execPath, '-e', SERVER, mode, addr, dnsPacket], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   t.after(() => {
     if (p.exitCode === null) p.kill('SIGKILL');
   });

@@ -37,9 +37,36 @@ export const ENGINE_PLUGIN_DIR = '/run/docker/plugins';
 
 /** Applets linked in the busybox image (the test lane's needs and the bench's). */
 export const BUSYBOX_APPLETS = [
-  'sh', 'sleep', 'ip', 'nc', 'ping', 'cat', 'wget', 'nslookup', 'httpd', 'hostname',
-  'ls', 'true', 'false', 'echo', 'grep', 'sed', 'head', 'tr', 'ps', 'kill', 'env',
-  'timeout', 'route', 'ifconfig', 'netstat', 'mkdir', 'touch', 'wc', 'date', 'id',
+  'sh',
+  'sleep',
+  'ip',
+  'nc',
+  'ping',
+  'cat',
+  'wget',
+  'nslookup',
+  'httpd',
+  'hostname',
+  'ls',
+  'true',
+  'false',
+  'echo',
+  'grep',
+  'sed',
+  'head',
+  'tr',
+  'ps',
+  'kill',
+  'env',
+  'timeout',
+  'route',
+  'ifconfig',
+  'netstat',
+  'mkdir',
+  'touch',
+  'wc',
+  'date',
+  'id',
 ];
 
 export function hasCommand(cmd: string): boolean {
@@ -163,7 +190,14 @@ export function dockerdPaths(spec: Pick<DockerdSpec, 'disk' | 'run'>): DockerdPa
 /** The environment for the docker CLI: no inherited DOCKER_HOST/context/TLS, a private config dir. */
 export function dockerCliEnv(cliConfig: string): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, DOCKER_CONFIG: cliConfig, DOCKER_CLI_HINTS: 'false' };
-  for (const k of ['DOCKER_HOST', 'DOCKER_CONTEXT', 'DOCKER_TLS_VERIFY', 'DOCKER_CERT_PATH', 'DOCKER_API_VERSION']) delete env[k];
+  for (const k of [
+    'DOCKER_HOST',
+    'DOCKER_CONTEXT',
+    'DOCKER_TLS_VERIFY',
+    'DOCKER_CERT_PATH',
+    'DOCKER_API_VERSION',
+  ])
+    delete env[k];
   return env;
 }
 
@@ -197,19 +231,30 @@ export class DockerdProcess {
     const p = this.paths;
     // The longest socket path dockerd makes under our roots; sun_path holds 107 bytes.
     const longest = path.join(p.execRoot, 'containerd', 'containerd.sock.ttrpc');
-    if (Buffer.byteLength(longest) > 107) throw new Error(`dockerd's runtime directory ${spec.run} is too deep: ${longest} exceeds a unix socket path's 107 bytes`);
-    for (const d of [spec.disk, spec.run, p.etcDocker, p.cliConfig, p.pluginStage]) fs.mkdirSync(d, { recursive: true });
+    if (Buffer.byteLength(longest) > 107)
+      throw new Error(
+        `dockerd's runtime directory ${spec.run} is too deep: ${longest} exceeds a unix socket path's 107 bytes`,
+      );
+    for (const d of [spec.disk, spec.run, p.etcDocker, p.cliConfig, p.pluginStage])
+      fs.mkdirSync(d, { recursive: true });
     if (spec.pluginDir) fs.mkdirSync(spec.pluginDir, { recursive: true });
     fs.writeFileSync(p.configFile, JSON.stringify(spec.config ?? {}, null, 2) + '\n');
     const cgroupParent = spec.cgroupParent.startsWith('/') ? spec.cgroupParent : `/${spec.cgroupParent}`;
     const dockerdArgs = [
-      '--data-root', p.dataRoot,
-      '--exec-root', p.execRoot,
-      '-H', p.host,
-      '--pidfile', p.pidfile,
-      '--config-file', p.configFile,
-      '--cgroup-parent', cgroupParent,
-      '--log-level', spec.logLevel ?? 'info',
+      '--data-root',
+      p.dataRoot,
+      '--exec-root',
+      p.execRoot,
+      '-H',
+      p.host,
+      '--pidfile',
+      p.pidfile,
+      '--config-file',
+      p.configFile,
+      '--cgroup-parent',
+      cgroupParent,
+      '--log-level',
+      spec.logLevel ?? 'info',
       ...(spec.args ?? []),
     ];
     const logFd = fs.openSync(p.log, 'a');
@@ -221,7 +266,24 @@ export class DockerdProcess {
       // supervises) die with it rather than run on unowned.
       this.proc = spawn(
         'nsenter',
-        [`--net=${spec.hostNs}`, 'setpriv', '--pdeathsig', 'KILL', 'unshare', '--mount', '--propagation', 'private', 'sh', '-c', SCRIPT, 'sh', p.etcDocker, spec.pluginDir ?? '', p.pluginStage, ...dockerdArgs],
+        [
+          `--net=${spec.hostNs}`,
+          'setpriv',
+          '--pdeathsig',
+          'KILL',
+          'unshare',
+          '--mount',
+          '--propagation',
+          'private',
+          'sh',
+          '-c',
+          SCRIPT,
+          'sh',
+          p.etcDocker,
+          spec.pluginDir ?? '',
+          p.pluginStage,
+          ...dockerdArgs,
+        ],
         { stdio: ['ignore', logFd, logFd] },
       );
     } finally {
@@ -253,7 +315,11 @@ export class DockerdProcess {
 
   /** The last n log lines, joined with sep. */
   tail(n = 20, sep = '\n'): string {
-    return this.log(64 << 10).trim().split('\n').slice(-n).join(sep);
+    return this.log(64 << 10)
+      .trim()
+      .split('\n')
+      .slice(-n)
+      .join(sep);
   }
 
   /** Inode of the engine's mount namespace (known once waitReady returned). */
@@ -269,17 +335,25 @@ export class DockerdProcess {
   async waitReady(timeoutMs = 60_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      if (!this.running()) throw new Error(`dockerd exited (${this.exitStatus()}) before answering on ${this.paths.sock}; its log ends:\n${this.tail(25)}`);
+      if (!this.running())
+        throw new Error(
+          `dockerd exited (${this.exitStatus()}) before answering on ${this.paths.sock}; its log ends:\n${this.tail(25)}`,
+        );
       if (await ping(this.paths.sock)) break;
       if (Date.now() > deadline) {
         await this.stop(5000);
-        throw new Error(`dockerd did not answer on ${this.paths.sock} within ${timeoutMs / 1000} s; its log ends:\n${this.tail(25)}`);
+        throw new Error(
+          `dockerd did not answer on ${this.paths.sock} within ${timeoutMs / 1000} s; its log ends:\n${this.tail(25)}`,
+        );
       }
       await new Promise((r) => setTimeout(r, 100));
     }
     const link = fs.readlinkSync(`/proc/${this.pid}/ns/mnt`);
     const own = fs.readlinkSync('/proc/self/ns/mnt');
-    if (link === own) throw new Error(`dockerd (pid ${this.pid}) runs in the machine's mount namespace: unshare did not take effect`);
+    if (link === own)
+      throw new Error(
+        `dockerd (pid ${this.pid}) runs in the machine's mount namespace: unshare did not take effect`,
+      );
     const fd = fs.openSync(`/proc/${this.pid}/ns/mnt`, 'r');
     this.mnt = { ino: fs.fstatSync(fd).ino, fd };
   }
@@ -354,10 +428,19 @@ export interface DockerResult {
 }
 
 /** Runs the docker CLI against host, without blocking the event loop (a plugin served by this process keeps answering). */
-export function dockerAsync(cli: string, host: string, cliConfig: string, args: string[], o: { timeoutMs?: number; input?: string } = {}): Promise<DockerResult> {
+export function dockerAsync(
+  cli: string,
+  host: string,
+  cliConfig: string,
+  args: string[],
+  o: { timeoutMs?: number; input?: string } = {},
+): Promise<DockerResult> {
   return new Promise((resolve) => {
     const t0 = performance.now();
-    const child = spawn(cli, ['-H', host, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env: dockerCliEnv(cliConfig) });
+    const child = spawn(cli, ['-H', host, ...args], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: dockerCliEnv(cliConfig),
+    });
     let stdout = '';
     let stderr = '';
     child.stdout!.on('data', (d) => (stdout += d));
@@ -372,7 +455,13 @@ export function dockerAsync(cli: string, host: string, cliConfig: string, args: 
     }, o.timeoutMs ?? 120_000);
     child.once('error', (e) => {
       clearTimeout(timer);
-      resolve({ status: null, signal: null, stdout, stderr: `${stderr}${e.message}`, ms: performance.now() - t0 });
+      resolve({
+        status: null,
+        signal: null,
+        stdout,
+        stderr: `${stderr}${e.message}`,
+        ms: performance.now() - t0,
+      });
     });
     child.once('close', (status, signal) => {
       clearTimeout(timer);
@@ -393,8 +482,11 @@ export function writeBusyboxTar(dir: string, applets: string[] = BUSYBOX_APPLETS
   fs.chmodSync(path.join(rootfs, 'bin', 'busybox'), 0o755);
   for (const a of new Set(applets)) fs.symlinkSync('busybox', path.join(rootfs, 'bin', a));
   const tar = path.join(dir, 'rootfs.tar');
-  const r = spawnSync('tar', ['--numeric-owner', '--owner=0', '--group=0', '-C', rootfs, '-cf', tar, '.'], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`tar of the busybox rootfs failed: ${(r.stderr || String(r.error)).trim()}`);
+  const r = spawnSync('tar', ['--numeric-owner', '--owner=0', '--group=0', '-C', rootfs, '-cf', tar, '.'], {
+    encoding: 'utf8',
+  });
+  if (r.status !== 0)
+    throw new Error(`tar of the busybox rootfs failed: ${(r.stderr || String(r.error)).trim()}`);
   return tar;
 }
 
@@ -439,7 +531,8 @@ export function cgroupPids(cgroup: string): number[] {
   const out = new Set<number>();
   for (const d of cgroupDirs(cgroup)) {
     try {
-      for (const l of fs.readFileSync(path.join(d, 'cgroup.procs'), 'utf8').split('\n')) if (l) out.add(Number(l));
+      for (const l of fs.readFileSync(path.join(d, 'cgroup.procs'), 'utf8').split('\n'))
+        if (l) out.add(Number(l));
     } catch {
       /* removed meanwhile */
     }
@@ -474,7 +567,9 @@ export function pidAlive(pid: number): boolean {
 
 /** The engine's live processes: in one of its mount namespaces (dockerd, containerd, shims, docker-proxy) or in its cgroup parent (containers). */
 export function enginePids(mntNs: number[], cgroupParent: string): number[] {
-  return [...new Set([...pidsInMountNs(mntNs), ...cgroupPids(cgroupParent)])].filter((p) => p !== process.pid && pidAlive(p));
+  return [...new Set([...pidsInMountNs(mntNs), ...cgroupPids(cgroupParent)])].filter(
+    (p) => p !== process.pid && pidAlive(p),
+  );
 }
 
 function sleepSync(ms: number): void {
@@ -490,7 +585,8 @@ export function reapEngine(mntNs: number[], cgroupParent: string, timeoutMs = 10
   const notes: string[] = [];
   const deadline = Date.now() + timeoutMs;
   let left = enginePids(mntNs, cgroupParent);
-  if (left.length) notes.push(`killed leftover engine processes ${left.map((p) => `${p}(${commOf(p)})`).join(' ')}`);
+  if (left.length)
+    notes.push(`killed leftover engine processes ${left.map((p) => `${p}(${commOf(p)})`).join(' ')}`);
   while (left.length && Date.now() < deadline) {
     for (const p of left) {
       try {
@@ -514,7 +610,8 @@ export function reapEngine(mntNs: number[], cgroupParent: string, timeoutMs = 10
           sleepSync(25);
           continue;
         }
-        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') notes.push(`cgroup ${d}: ${(e as Error).message}`);
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
+          notes.push(`cgroup ${d}: ${(e as Error).message}`);
         break;
       }
     }

@@ -156,7 +156,9 @@ export function engineLeftovers(fp: EngineFootprint): string[] {
 export async function startEngine(t: TestContext, l: Lab, opts: EngineOptions): Promise<Engine> {
   const missing = missingEngineTools();
   if (missing.length) {
-    throw new Error(`engine lane: missing ${missing.join(', ')}. Install them with "node scripts/host-packages.js engine" (as root), or run the lane with "node scripts/test.js engine".`);
+    throw new Error(
+      `engine lane: missing ${missing.join(', ')}. Install them with "node scripts/host-packages.js engine" (as root), or run the lane with "node scripts/test.js engine".`,
+    );
   }
   if (process.getuid?.() !== 0) throw new Error('engine lane: needs root (namespaces, mounts, cgroups)');
   const tag = (opts.tag ?? 'engine').replace(/[^a-zA-Z0-9_.-]/g, '-').slice(0, 16);
@@ -208,9 +210,11 @@ export async function startEngine(t: TestContext, l: Lab, opts: EngineOptions): 
     if (!d) return [];
     note();
     await d.stop(graceMs);
-    for (let i = 0; i < 100 && enginePids(mntNs, cgroupParent).length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 100 && enginePids(mntNs, cgroupParent).length > 0; i++)
+      await new Promise((r) => setTimeout(r, 50));
     const notes = d.reap();
-    for (const n of notes) fs.appendFileSync(logFile, `[engine lib] after dockerd ${d.pid} exited (${d.exitStatus()}): ${n}\n`);
+    for (const n of notes)
+      fs.appendFileSync(logFile, `[engine lib] after dockerd ${d.pid} exited (${d.exitStatus()}): ${n}\n`);
     d = undefined;
     return notes;
   };
@@ -252,14 +256,22 @@ export async function startEngine(t: TestContext, l: Lab, opts: EngineOptions): 
 
   // A failed CLI call rarely has its reason in dockerd's info chatter (grpc, cgroup notes): warnings and errors only.
   const tail = () => {
-    const lines = allLogs().trim().split('\n').filter((x) => !/level=(debug|info)/.test(x));
+    const lines = allLogs()
+      .trim()
+      .split('\n')
+      .filter((x) => !/level=(debug|info)/.test(x));
     return lines.slice(-10).join('\n') || '(nothing above level info)';
   };
   const docker = async (args: string[], o: DockerOpts = {}): Promise<DockerResult> => {
     if (!d) throw new Error(`engine ${tag}: dockerd is not running (docker ${args.join(' ')})`);
-    const r = await dockerAsync(cli, d.paths.host, d.paths.cliConfig, args, { timeoutMs: o.timeoutMs, input: o.input });
+    const r = await dockerAsync(cli, d.paths.host, d.paths.cliConfig, args, {
+      timeoutMs: o.timeoutMs,
+      input: o.input,
+    });
     if (r.status !== 0 && !o.allowFail) {
-      throw new Error(`docker ${args.join(' ')}: exit ${r.status ?? r.signal}: ${(r.stderr || r.stdout).trim().slice(-1500)}\n--- dockerd log ends:\n${tail()}`);
+      throw new Error(
+        `docker ${args.join(' ')}: exit ${r.status ?? r.signal}: ${(r.stderr || r.stdout).trim().slice(-1500)}\n--- dockerd log ends:\n${tail()}`,
+      );
     }
     return r;
   };
@@ -292,7 +304,9 @@ export async function startEngine(t: TestContext, l: Lab, opts: EngineOptions): 
     async runDetached(name, o = {}) {
       // pid 1 ignores SIGTERM without a handler: the trap makes `docker stop` and a dockerd shutdown immediate.
       const cmd = o.cmd ?? ['sh', '-c', "trap 'exit 0' TERM; sleep 3600 & wait"];
-      const r = await docker(['run', '-d', '--name', name, ...netArgs(o), image, ...cmd], { timeoutMs: o.timeoutMs });
+      const r = await docker(['run', '-d', '--name', name, ...netArgs(o), image, ...cmd], {
+        timeoutMs: o.timeoutMs,
+      });
       note();
       return r.stdout.trim();
     },
@@ -307,20 +321,31 @@ export async function startEngine(t: TestContext, l: Lab, opts: EngineOptions): 
     async ip(container, network) {
       const j = await e.inspect(container);
       const ip = j?.NetworkSettings?.Networks?.[network]?.IPAddress;
-      if (!ip) throw new Error(`container ${container} has no address on network ${network}: ${JSON.stringify(j?.NetworkSettings?.Networks ?? {})}`);
+      if (!ip)
+        throw new Error(
+          `container ${container} has no address on network ${network}: ${JSON.stringify(j?.NetworkSettings?.Networks ?? {})}`,
+        );
       return ip as string;
     },
     async containerPid(container) {
       const j = await e.inspect(container);
       const pid = Number(j?.State?.Pid);
-      if (!(pid > 0)) throw new Error(`container ${container} is not running (State ${JSON.stringify(j?.State ?? {})})`);
+      if (!(pid > 0))
+        throw new Error(`container ${container} is not running (State ${JSON.stringify(j?.State ?? {})})`);
       seenPids.add(pid);
       return pid;
     },
     nsexec(cmd, args) {
       if (!d) throw new Error(`engine ${tag}: dockerd is not running`);
-      const r = spawnSync('nsenter', [`--mount=/proc/${d.pid}/ns/mnt`, `--net=${opts.hostNs.path}`, cmd, ...args], { encoding: 'utf8' });
-      if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} in the engine's namespaces: exit ${r.status ?? r.signal}: ${(r.stderr || String(r.error)).trim()}`);
+      const r = spawnSync(
+        'nsenter',
+        [`--mount=/proc/${d.pid}/ns/mnt`, `--net=${opts.hostNs.path}`, cmd, ...args],
+        { encoding: 'utf8' },
+      );
+      if (r.status !== 0)
+        throw new Error(
+          `${cmd} ${args.join(' ')} in the engine's namespaces: exit ${r.status ?? r.signal}: ${(r.stderr || String(r.error)).trim()}`,
+        );
       return r.stdout;
     },
     async restart() {

@@ -38,7 +38,10 @@ export function mountsUnder(dir: string): string[] {
 }
 
 export function runIn(nsPath: string, cmd: string, args: string[]): string {
-  return execFileSync('nsenter', [`--net=${nsPath}`, cmd, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  return execFileSync('nsenter', [`--net=${nsPath}`, cmd, ...args], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
 }
 
 /** A private exec-root with namespaces that are all removed when the test ends. */

@@ -32,6 +32,7 @@ export function guardHostFirewall(): void {
       // Every table the snapshot lists, restored whole (not --noflush): what the file added goes.
       execFileSync(r, [], { input: was + '\n' });
     }
-    if (changed.length) throw new Error(`this file changed the machine's own firewall (${changed.join(', ')}); restored`);
+    if (changed.length)
+      throw new Error(`this file changed the machine's own firewall (${changed.join(', ')}); restored`);
   });
 }

@@ -64,7 +64,12 @@ export function parseTopLevelTap(text: string): GuestResult[] {
       directive = { kind: d[2].toUpperCase() as 'SKIP' | 'TODO', reason: tapUnescape(d[3].trim()) };
       rest = rest.slice(0, d.index + d[1].length);
     }
-    results.push({ ok: !m[1], name: tapUnescape(rest.trim()) || '(unnamed)', directive, block: block.join('\n') });
+    results.push({
+      ok: !m[1],
+      name: tapUnescape(rest.trim()) || '(unnamed)',
+      directive,
+      block: block.join('\n'),
+    });
   }
   return results;
 }
@@ -81,12 +86,18 @@ function describe(r: GuestResult): string {
  * top-level guest result. The parent fails when the VM exits non-zero, times
  * out, or returns no results.
  */
-export async function runGuestSuite(t: TestContext, files: string[], opts: GuestSuiteOptions = {}): Promise<VmResult> {
+export async function runGuestSuite(
+  t: TestContext,
+  files: string[],
+  opts: GuestSuiteOptions = {},
+): Promise<VmResult> {
   if (files.length === 0) throw new Error('runGuestSuite: no test files given');
   const abs = files.map((f) => path.resolve(f));
   const hidden = abs.filter(shadowedInGuest);
   if (hidden.length) {
-    throw new Error(`runGuestSuite: ${hidden.join(', ')} would not be visible in the guest (fresh tmpfs there on ${SHADOWED.join(' ')}); compile the tests to a path outside them`);
+    throw new Error(
+      `runGuestSuite: ${hidden.join(', ')} would not be visible in the guest (fresh tmpfs there on ${SHADOWED.join(' ')}); compile the tests to a path outside them`,
+    );
   }
   const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
   const command = [
@@ -122,11 +133,16 @@ export async function runGuestSuite(t: TestContext, files: string[], opts: Guest
   }
 
   const where = `(${r.durationMs} ms, exit code ${r.exitCode}${r.timedOut ? ', TIMED OUT' : ''})\nconsole tail:\n${tail(r.console, 80)}`;
-  if (r.timedOut) throw new Error(`kernel-lane VM timed out after ${opts.timeoutMs ?? DEFAULT_SUITE_TIMEOUT_MS} ms with ${results.length} results ${where}`);
+  if (r.timedOut)
+    throw new Error(
+      `kernel-lane VM timed out after ${opts.timeoutMs ?? DEFAULT_SUITE_TIMEOUT_MS} ms with ${results.length} results ${where}`,
+    );
   if (results.length === 0) throw new Error(`kernel-lane VM returned no test results ${where}`);
   if (r.exitCode !== 0) {
     const failed = results.filter((x) => !x.ok && x.directive?.kind !== 'TODO').map((x) => x.name);
-    throw new Error(`guest node --test exited with ${r.exitCode}; failed: ${failed.join(', ') || '(none reported)'} ${where}`);
+    throw new Error(
+      `guest node --test exited with ${r.exitCode}; failed: ${failed.join(', ') || '(none reported)'} ${where}`,
+    );
   }
   return r;
 }

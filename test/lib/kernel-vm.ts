@@ -132,7 +132,11 @@ function isStaticElf(file: string): boolean {
   return true;
 }
 
-const modName = (file: string) => path.basename(file).replace(/\.ko(\.(xz|zst|gz))?$/, '').replace(/-/g, '_');
+const modName = (file: string) =>
+  path
+    .basename(file)
+    .replace(/\.ko(\.(xz|zst|gz))?$/, '')
+    .replace(/-/g, '_');
 
 /** Resolves BOOT_MODULES through modules.dep; every dependency is placed before its users. */
 function resolveBootModules(modulesDir: string): { name: string; file: string }[] {
@@ -145,7 +149,13 @@ function resolveBootModules(modulesDir: string): { name: string; file: string }[
   }
   let builtin = new Set<string>();
   try {
-    builtin = new Set(fs.readFileSync(path.join(modulesDir, 'modules.builtin'), 'utf8').split('\n').filter(Boolean).map(modName));
+    builtin = new Set(
+      fs
+        .readFileSync(path.join(modulesDir, 'modules.builtin'), 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map(modName),
+    );
   } catch {
     /* no modules.builtin: nothing is built in as far as we know */
   }
@@ -184,10 +194,16 @@ function lane(): Lane {
   const candidates = (fs.existsSync('/boot') ? fs.readdirSync('/boot') : [])
     .filter((f) => f.startsWith('vmlinuz-'))
     .map((f) => f.slice('vmlinuz-'.length))
-    .filter((v) => fs.existsSync(path.join('/lib/modules', v, 'kernel')) && fs.existsSync(path.join('/lib/modules', v, 'modules.dep')))
+    .filter(
+      (v) =>
+        fs.existsSync(path.join('/lib/modules', v, 'kernel')) &&
+        fs.existsSync(path.join('/lib/modules', v, 'modules.dep')),
+    )
     .sort(compareVersions);
   if (candidates.length === 0) {
-    problems.push(`no /boot/vmlinuz-<ver> with a matching /lib/modules/<ver>/kernel (Debian package linux-image-amd64)`);
+    problems.push(
+      `no /boot/vmlinuz-<ver> with a matching /lib/modules/<ver>/kernel (Debian package linux-image-amd64)`,
+    );
   } else {
     kernel = candidates[candidates.length - 1];
     vmlinuz = path.join('/boot', `vmlinuz-${kernel}`);
@@ -222,7 +238,9 @@ function lane(): Lane {
   if (!busybox) problems.push('no statically linked busybox at /bin/busybox (Debian package busybox-static)');
 
   if (problems.length) {
-    throw new Error(`kernel lane cannot run:\n  - ${problems.join('\n  - ')}\ninstall the missing Debian packages: ${INSTALL_HINT}`);
+    throw new Error(
+      `kernel lane cannot run:\n  - ${problems.join('\n  - ')}\ninstall the missing Debian packages: ${INSTALL_HINT}`,
+    );
   }
   laneCache = { kernel, vmlinuz, modulesDir, busybox, qemu: qemu!, bootModules };
   return laneCache;
@@ -255,7 +273,13 @@ export function cpioNewc(entries: CpioEntry[]): Buffer {
     const header =
       '070701' +
       [ino++, mode, 0, 0, nlink, 0, data.length, 0, 0, rmaj, rmin, nameBuf.length, 0].map(hex).join('');
-    parts.push(Buffer.from(header, 'ascii'), nameBuf, Buffer.alloc(pad4(110 + nameBuf.length)), data, Buffer.alloc(pad4(data.length)));
+    parts.push(
+      Buffer.from(header, 'ascii'),
+      nameBuf,
+      Buffer.alloc(pad4(110 + nameBuf.length)),
+      data,
+      Buffer.alloc(pad4(data.length)),
+    );
   };
   for (const e of entries) {
     const name = e.name.replace(/^\/+/, '');
@@ -342,7 +366,9 @@ function readModule(file: string): Buffer {
   const tryDecompress = (cmd: string, pkg: string): Buffer => {
     const r = spawnSync(cmd, ['-dc', file], { maxBuffer: 256 << 20 });
     if (r.error || r.status !== 0) {
-      throw new Error(`cannot decompress ${file} with ${cmd} (Debian package ${pkg}): ${r.error?.message ?? r.stderr.toString()}`);
+      throw new Error(
+        `cannot decompress ${file} with ${cmd} (Debian package ${pkg}): ${r.error?.message ?? r.stderr.toString()}`,
+      );
     }
     return r.stdout;
   };
@@ -364,7 +390,9 @@ function cacheDir(): string {
       /* next */
     }
   }
-  throw new Error('no writable cache directory for the kernel lane initramfs (tried os.tmpdir() and /var/tmp)');
+  throw new Error(
+    'no writable cache directory for the kernel lane initramfs (tried os.tmpdir() and /var/tmp)',
+  );
 }
 
 /** Path of the cached base initramfs (gzip'd newc, zero-padded to 4 bytes), built if missing. */
@@ -396,7 +424,8 @@ function baseInitramfs(l: Lane): string {
     { type: 'file', name: 'init', data: Buffer.from(init), mode: 0o755 },
     { type: 'file', name: 'sbin/cnmd-modprobe', data: Buffer.from(MODPROBE_WRAPPER), mode: 0o755 },
   ];
-  for (const m of l.bootModules) entries.push({ type: 'file', name: `modules/${m.name}.ko`, data: readModule(m.file) });
+  for (const m of l.bootModules)
+    entries.push({ type: 'file', name: `modules/${m.name}.ko`, data: readModule(m.file) });
   const gz = zlib.gzipSync(cpioNewc(entries), { level: 6 });
   // The kernel only looks for the next archive at a 4-byte aligned offset.
   const padded = Buffer.concat([gz, Buffer.alloc(pad4(gz.length))]);
@@ -413,17 +442,26 @@ const shq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
 function jobArchive(command: string, opts: VmOptions, nonce: string): Buffer {
   const modules = opts.modules ?? DEFAULT_MODULES;
-  for (const m of modules) if (!/^[A-Za-z0-9_-]+$/.test(m)) throw new Error(`bad module name ${JSON.stringify(m)}`);
+  for (const m of modules)
+    if (!/^[A-Za-z0-9_-]+$/.test(m)) throw new Error(`bad module name ${JSON.stringify(m)}`);
   // /tmp stays the host's (read-only, so a checkout or build under /tmp is visible);
   // what the guest writes goes to TMPDIR on its own tmpfs.
-  const env: Record<string, string> = { PATH: GUEST_PATH, HOME: '/root', LANG: 'C.UTF-8', TMPDIR: '/run/tmp', ...(opts.env ?? {}) };
+  const env: Record<string, string> = {
+    PATH: GUEST_PATH,
+    HOME: '/root',
+    LANG: 'C.UTF-8',
+    TMPDIR: '/run/tmp',
+    ...(opts.env ?? {}),
+  };
   const lines = ['#!/bin/sh', '# per-run wrapper (cnmd kernel lane)'];
   for (const [k, v] of Object.entries(env)) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`bad environment variable name ${JSON.stringify(k)}`);
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k))
+      throw new Error(`bad environment variable name ${JSON.stringify(k)}`);
     lines.push(`export ${k}=${shq(v)}`);
   }
   lines.push('mkdir -p "$TMPDIR"');
-  if (opts.cwd) lines.push(`cd ${shq(opts.cwd)} || { echo "cnmd-vm: cannot cd to "${shq(opts.cwd)} >&2; exit 125; }`);
+  if (opts.cwd)
+    lines.push(`cd ${shq(opts.cwd)} || { echo "cnmd-vm: cannot cd to "${shq(opts.cwd)} >&2; exit 125; }`);
   lines.push('exec /bin/sh /run/cnmd-vm/command.sh');
   const conf = `JOB_NONCE=${nonce}\nJOB_MODULES=${shq(modules.join(' '))}\n`;
   return cpioNewc([
@@ -451,18 +489,26 @@ export async function runInKernelVm(command: string, opts: VmOptions = {}): Prom
   fs.writeFileSync(initrd, Buffer.concat([fs.readFileSync(base), jobArchive(command, opts, nonce)]));
 
   const args = [
-    '-accel', 'tcg',
-    '-m', '2048',
-    '-smp', '2',
+    '-accel',
+    'tcg',
+    '-m',
+    '2048',
+    '-smp',
+    '2',
     '-nographic',
     '-nodefaults',
     '-no-user-config',
-    '-serial', 'stdio',
+    '-serial',
+    'stdio',
     '-no-reboot',
-    '-kernel', l.vmlinuz,
-    '-initrd', initrd,
-    '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
-    '-append', 'console=ttyS0 quiet panic=-1',
+    '-kernel',
+    l.vmlinuz,
+    '-initrd',
+    initrd,
+    '-virtfs',
+    'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
+    '-append',
+    'console=ttyS0 quiet panic=-1',
   ];
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const exitRe = new RegExp(`@@CNMD-VM-EXIT ${nonce} (\\d+)@@`);
@@ -518,7 +564,14 @@ export async function runInKernelVm(command: string, opts: VmOptions = {}): Prom
     .split('\n')
     .filter((line) => !KERNEL_LINE.test(line))
     .join('\n');
-  return { exitCode, output, timedOut, commandOutput, console: consoleText, durationMs: Date.now() - started };
+  return {
+    exitCode,
+    output,
+    timedOut,
+    commandOutput,
+    console: consoleText,
+    durationMs: Date.now() - started,
+  };
 }
 
 /** The last `lines` lines of a text (for failure messages). */

@@ -43,8 +43,18 @@ export interface Server {
   stop(): void;
 }
 
-export async function serve(t: TestContext, nsPath: string, proto: 'tcp' | 'udp', port: number, lastPort = port): Promise<Server> {
-  const proc = spawn('nsenter', [`--net=${nsPath}`, process.execPath, '-e', SERVER, proto, String(port), String(lastPort)], { stdio: ['ignore', 'pipe', 'pipe'] });
+export async function serve(
+  t: TestContext,
+  nsPath: string,
+  proto: 'tcp' | 'udp',
+  port: number,
+  lastPort = port,
+): Promise<Server> {
+  const proc = spawn(
+    'nsenter',
+    [`--net=${nsPath}`, process.execPath, '-e', SERVER, proto, String(port), String(lastPort)],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   const stop = () => {
     if (proc.exitCode === null) proc.kill('SIGKILL');
   };
@@ -59,8 +69,18 @@ export async function serve(t: TestContext, nsPath: string, proto: 'tcp' | 'udp'
 }
 
 /** An echo round trip to ip:port from inside nsPath: did it work, and which source address did the server see. */
-export function roundTrip(nsPath: string, proto: 'tcp' | 'udp', ip: string, port: number, ms = 1500): { ok: boolean; seenFrom?: string } {
-  const r = spawnSync('nsenter', [`--net=${nsPath}`, process.execPath, '-e', CLIENT, proto, ip, String(port), String(ms)], { encoding: 'utf8', timeout: ms + 5000 });
+export function roundTrip(
+  nsPath: string,
+  proto: 'tcp' | 'udp',
+  ip: string,
+  port: number,
+  ms = 1500,
+): { ok: boolean; seenFrom?: string } {
+  const r = spawnSync(
+    'nsenter',
+    [`--net=${nsPath}`, process.execPath, '-e', CLIENT, proto, ip, String(port), String(ms)],
+    { encoding: 'utf8', timeout: ms + 5000 },
+  );
   const [status, detail] = r.stdout.trim().split(' ');
   return status === 'OK' ? { ok: true, seenFrom: detail } : { ok: false };
 }
@@ -71,7 +91,22 @@ export function reach(nsPath: string, proto: 'tcp' | 'udp', ip: string, port: nu
 }
 
 export function ping(nsPath: string, ip: string, count = 1): boolean {
-  const r = spawnSync('nsenter', [`--net=${nsPath}`, 'ping', ip.includes(':') ? '-6' : '-4', '-c', String(count), '-W', '1', '-i', '0.2', ip], { encoding: 'utf8' });
+  const r = spawnSync(
+    'nsenter',
+    [
+      `--net=${nsPath}`,
+      'ping',
+      ip.includes(':') ? '-6' : '-4',
+      '-c',
+      String(count),
+      '-W',
+      '1',
+      '-i',
+      '0.2',
+      ip,
+    ],
+    { encoding: 'utf8' },
+  );
   return r.status === 0;
 }
 
@@ -92,8 +127,18 @@ const one = (port) => new Promise((resolve) => {
 })();`;
 
 /** TCP ports first..last at ip from inside nsPath, from one process; resolves with the ports that did not answer. */
-export function unreachablePorts(nsPath: string, ip: string, first: number, last: number, ms = 2000): number[] {
-  const r = spawnSync('nsenter', [`--net=${nsPath}`, process.execPath, '-e', MULTI, ip, String(first), String(last), String(ms)], { encoding: 'utf8', timeout: 120_000 });
+export function unreachablePorts(
+  nsPath: string,
+  ip: string,
+  first: number,
+  last: number,
+  ms = 2000,
+): number[] {
+  const r = spawnSync(
+    'nsenter',
+    [`--net=${nsPath}`, process.execPath, '-e', MULTI, ip, String(first), String(last), String(ms)],
+    { encoding: 'utf8', timeout: 120_000 },
+  );
   if (r.status !== 0) throw new Error(`port sweep failed: ${r.stderr}`);
   return JSON.parse(r.stdout.trim());
 }

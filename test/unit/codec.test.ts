@@ -44,7 +44,10 @@ import { decodePolicy, decodeState } from '../../src/netlink/xfrm/xfrm';
 
 /** Hex with spaces/newlines/comments-free separators allowed: hex('0800 0100', '2a00 0000'). */
 function hex(...parts: string[]): Buffer {
-  const s = parts.join('').replace(/[\s_|]/g, '').toLowerCase();
+  const s = parts
+    .join('')
+    .replace(/[\s_|]/g, '')
+    .toLowerCase();
   assert.match(s, /^([0-9a-f]{2})*$/, `test bug: bad hex ${s}`);
   return Buffer.from(s, 'hex');
 }
@@ -62,14 +65,23 @@ function assertMalformed(fn: () => unknown, what: string): void {
     thrown = e;
   }
   assert.ok(thrown !== undefined, `${what}: did not throw`);
-  assert.ok(thrown instanceof CnmdError, `${what}: threw ${(thrown as Error)?.constructor?.name}: ${(thrown as Error)?.message}, not a CnmdError`);
+  assert.ok(
+    thrown instanceof CnmdError,
+    `${what}: threw ${(thrown as Error)?.constructor?.name}: ${(thrown as Error)?.message}, not a CnmdError`,
+  );
   assert.equal((thrown as CnmdError).code, 'MALFORMED_REPLY', `${what}: code ${(thrown as CnmdError).code}`);
 }
 
 // ---------------------------------------------------------------- headers
 
 test('encodeMessage: 16-byte nlmsghdr, little-endian fields, payload copied', () => {
-  const m = encodeMessage(16, NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE, 0x6b03f366, hex('01020304'), 0x1234);
+  const m = encodeMessage(
+    16,
+    NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE,
+    0x6b03f366,
+    hex('01020304'),
+    0x1234,
+  );
   assert.equal(
     toHex(m),
     toHex(
@@ -144,7 +156,10 @@ test('encodeMessage -> decodeMessages round trip', () => {
   const b = encodeMessage(3, 2, 99, hex('00000000'));
   const ms = decodeMessages(Buffer.concat([a, b]));
   assert.equal(ms.length, 2);
-  assert.deepEqual([ms[0].type, ms[0].flags, ms[0].seq, ms[0].pid, toHex(ms[0].payload)], [20, 5, 99, 3, '0102030405060708']);
+  assert.deepEqual(
+    [ms[0].type, ms[0].flags, ms[0].seq, ms[0].pid, toHex(ms[0].payload)],
+    [20, 5, 99, 3, '0102030405060708'],
+  );
   assert.deepEqual([ms[1].type, ms[1].seq], [3, 99]);
 });
 
@@ -169,7 +184,10 @@ test('AttrWriter.u32, s32, u32be', () => {
 });
 
 test('AttrWriter.u64: little-endian 8 bytes', () => {
-  assert.equal(toHex(new AttrWriter().u64(9, 0x0102030405060708n).toBuffer()), '0c00' + '0900' + '0807060504030201');
+  assert.equal(
+    toHex(new AttrWriter().u64(9, 0x0102030405060708n).toBuffer()),
+    '0c00' + '0900' + '0807060504030201',
+  );
   assert.equal(toHex(new AttrWriter().u64(9, 0xffffffffffffffffn).toBuffer()), '0c000900ffffffffffffffff');
 });
 
@@ -186,7 +204,10 @@ test('AttrWriter.str: NUL-terminated, length counts the NUL, padded to 4', () =>
 
 test('AttrWriter.bytes: raw payload, odd lengths padded (MAC = 6 bytes -> len 10, 2 pad)', () => {
   // IFLA_ADDRESS 02:00:00:00:00:0a as iproute2 sends it: 0a000100 02000000000a 0000
-  assert.equal(toHex(new AttrWriter().bytes(1, hex('02000000000a')).toBuffer()), '0a00' + '0100' + '02000000000a' + '0000');
+  assert.equal(
+    toHex(new AttrWriter().bytes(1, hex('02000000000a')).toBuffer()),
+    '0a00' + '0100' + '02000000000a' + '0000',
+  );
   assert.equal(toHex(new AttrWriter().bytes(1, hex('aabbcc')).toBuffer()), '0700' + '0100' + 'aabbcc' + '00');
   assert.equal(toHex(new AttrWriter().bytes(1, Buffer.alloc(0)).toBuffer()), '0400' + '0100');
 });
@@ -298,7 +319,10 @@ test('AttrWriter: padding bytes are zero even when the buffer held garbage', () 
     for (let i = 0; i < 50; i++) w.u8(1, 0xff).str(2, 'x').bytes(3, hex('ffffff'));
     const b = w.toBuffer();
     for (let off = 0; off < b.length; off += 24) {
-      assert.equal(toHex(b.subarray(off, off + 24)), '05000100ff000000' + '06000200780000' + '00' + '07000300ffffff00');
+      assert.equal(
+        toHex(b.subarray(off, off + 24)),
+        '05000100ff000000' + '06000200780000' + '00' + '07000300ffffff00',
+      );
     }
   }
 });
@@ -354,7 +378,9 @@ test('Attrs.parse: the type is masked of NLA_F_NESTED and NLA_F_NET_BYTEORDER', 
 
 test('Attrs.parse: repeated types keep every occurrence in order; get() is the first', () => {
   // Two XFRMA_TMPL-like repeats and three of type 1.
-  const a = Attrs.parse(hex('0800 0100 01000000', '0800 0200 aa000000', '0800 0100 02000000', '0500 0100 03000000'));
+  const a = Attrs.parse(
+    hex('0800 0100 01000000', '0800 0200 aa000000', '0800 0100 02000000', '0500 0100 03000000'),
+  );
   assert.equal(a.all(1).length, 3);
   assert.deepEqual(a.all(1).map(toHex), ['01000000', '02000000', '03']);
   assert.equal(a.u32(1), 1);
@@ -434,7 +460,13 @@ test('decodeError: NLM_F_ACK_TLVS + NLM_F_CAPPED with NLMSGERR_ATTR_MSG and NLMS
 test('decodeError: NLM_F_ACK_TLVS without NLM_F_CAPPED: TLVs follow the echoed request (aligned)', () => {
   // A 0x25-byte request (odd): echoed in full, then 3 pad bytes, then the TLVs.
   const req = '25000000' + '1000' + '0506' + '2a000000' + '00000000' + 'ee'.repeat(0x25 - 16) + '000000';
-  const payload = hex(nlmsgerr(95, req), '0900 0100 6e6f706500 000000', '0800 0200 10000000', '0800 0500 03000000', '0c00 0300 0102030405060708');
+  const payload = hex(
+    nlmsgerr(95, req),
+    '0900 0100 6e6f706500 000000',
+    '0800 0200 10000000',
+    '0800 0500 03000000',
+    '0c00 0300 0102030405060708',
+  );
   const e = decodeError(msg(NLMSG_ERROR, NLM_F_ACK_TLVS, payload));
   assert.equal(e.errno, 95);
   assert.equal(e.message, 'nope');
@@ -462,7 +494,13 @@ test('decodeDone: a failed dump carries -errno, and with extack a message', () =
   assert.equal(plain.request.seq, 9);
   assert.equal(plain.request.pid, 77);
   assert.equal(plain.message, undefined);
-  const withMsg = decodeDone(msg(NLMSG_DONE, NLM_F_MULTI | NLM_F_ACK_TLVS, hex('eaffffff', '0f00 0100', toHex(Buffer.from('bad filter\0')), '00', '0800 0200 0c000000')))!;
+  const withMsg = decodeDone(
+    msg(
+      NLMSG_DONE,
+      NLM_F_MULTI | NLM_F_ACK_TLVS,
+      hex('eaffffff', '0f00 0100', toHex(Buffer.from('bad filter\0')), '00', '0800 0200 0c000000'),
+    ),
+  )!;
   assert.equal(withMsg.errno, 22);
   assert.equal(withMsg.message, 'bad filter');
   assert.equal(withMsg.offset, 12);
@@ -474,20 +512,38 @@ test('malformed datagrams: truncated header, length beyond the buffer, length < 
   const good = '14000000 1000 0200 07000000 00000000 01020304';
   assertMalformed(() => decodeMessages(hex('14000000 1000 0200 0700')), 'truncated header (10 bytes)');
   assertMalformed(() => decodeMessages(hex('14')), 'one byte');
-  assertMalformed(() => decodeMessages(hex('20000000 1000 0200 07000000 00000000 01020304')), 'nlmsg_len 32 in a 20-byte datagram');
-  assertMalformed(() => decodeMessages(hex('ffffffff 1000 0200 07000000 00000000 01020304')), 'nlmsg_len 0xffffffff');
-  assertMalformed(() => decodeMessages(hex('0f000000 1000 0200 07000000 00000000 01020304')), 'nlmsg_len 15 (< header)');
-  assertMalformed(() => decodeMessages(hex('00000000 1000 0200 07000000 00000000')), 'nlmsg_len 0 (would loop forever)');
+  assertMalformed(
+    () => decodeMessages(hex('20000000 1000 0200 07000000 00000000 01020304')),
+    'nlmsg_len 32 in a 20-byte datagram',
+  );
+  assertMalformed(
+    () => decodeMessages(hex('ffffffff 1000 0200 07000000 00000000 01020304')),
+    'nlmsg_len 0xffffffff',
+  );
+  assertMalformed(
+    () => decodeMessages(hex('0f000000 1000 0200 07000000 00000000 01020304')),
+    'nlmsg_len 15 (< header)',
+  );
+  assertMalformed(
+    () => decodeMessages(hex('00000000 1000 0200 07000000 00000000')),
+    'nlmsg_len 0 (would loop forever)',
+  );
   assertMalformed(() => decodeMessages(hex(good, 'aabbcc')), '3 trailing bytes');
   assertMalformed(() => decodeMessages(hex(good, '14000000 0300 0200 0700')), 'a second, truncated header');
-  assertMalformed(() => decodeMessages(hex(good, '18000000 0300 0200 07000000 00000000 00000000')), 'a second message overrunning the datagram');
+  assertMalformed(
+    () => decodeMessages(hex(good, '18000000 0300 0200 07000000 00000000 00000000')),
+    'a second message overrunning the datagram',
+  );
 });
 
 test('malformed attributes: length < 4, overrunning the buffer, overrunning inside a nest', () => {
   assertMalformed(() => Attrs.parse(hex('0300 0100 00000000')), 'nla_len 3');
   assertMalformed(() => Attrs.parse(hex('0000 0100 00000000')), 'nla_len 0 (would loop forever)');
   assertMalformed(() => Attrs.parse(hex('0c00 0100 01020304')), 'nla_len 12 in 8 bytes');
-  assertMalformed(() => Attrs.parse(hex('0800 0100 01020304', '0800 0200 0102')), 'second attribute overruns');
+  assertMalformed(
+    () => Attrs.parse(hex('0800 0100 01020304', '0800 0200 0102')),
+    'second attribute overruns',
+  );
   const outer = Attrs.parse(hex('0c00 1280', '0900 0100 01020304')); // nest holds 8 bytes, child claims 9
   assertMalformed(() => outer.nested(18), 'child overruns its nest');
 });
@@ -513,13 +569,34 @@ test('malformed attribute values: too short for the typed getter', () => {
 
 test('malformed error payloads: truncated nlmsgerr, extack beyond the payload, bad TLVs', () => {
   assertMalformed(() => decodeError(msg(NLMSG_ERROR, 0, hex('eaffffff'))), 'errno only');
-  assertMalformed(() => decodeError(msg(NLMSG_ERROR, 0, hex('eaffffff 38000000 1000 0506 2a000000'))), '19 bytes');
+  assertMalformed(
+    () => decodeError(msg(NLMSG_ERROR, 0, hex('eaffffff 38000000 1000 0506 2a000000'))),
+    '19 bytes',
+  );
   assertMalformed(() => decodeError(msg(NLMSG_ERROR, 0, Buffer.alloc(0))), 'empty');
   // ACK_TLVS, not capped: the echoed request claims 0x38 bytes but only the header is there.
-  assertMalformed(() => decodeError(msg(NLMSG_ERROR, NLM_F_ACK_TLVS, hex(nlmsgerr(22, REQ_HDR)))), 'echoed request missing');
-  assertMalformed(() => decodeError(msg(NLMSG_ERROR, NLM_F_CAPPED | NLM_F_ACK_TLVS, hex(nlmsgerr(22, REQ_HDR), '2000 0100 6162'))), 'MSG attr overruns');
-  assertMalformed(() => decodeError(msg(NLMSG_ERROR, NLM_F_CAPPED | NLM_F_ACK_TLVS, hex(nlmsgerr(22, REQ_HDR), '0600 0200 0100 0000'))), 'OFFS of 2 bytes');
-  assertMalformed(() => decodeDone(msg(NLMSG_DONE, NLM_F_ACK_TLVS, hex('eaffffff', '0200 0100'))), 'DONE with a 2-byte TLV');
+  assertMalformed(
+    () => decodeError(msg(NLMSG_ERROR, NLM_F_ACK_TLVS, hex(nlmsgerr(22, REQ_HDR)))),
+    'echoed request missing',
+  );
+  assertMalformed(
+    () =>
+      decodeError(
+        msg(NLMSG_ERROR, NLM_F_CAPPED | NLM_F_ACK_TLVS, hex(nlmsgerr(22, REQ_HDR), '2000 0100 6162')),
+      ),
+    'MSG attr overruns',
+  );
+  assertMalformed(
+    () =>
+      decodeError(
+        msg(NLMSG_ERROR, NLM_F_CAPPED | NLM_F_ACK_TLVS, hex(nlmsgerr(22, REQ_HDR), '0600 0200 0100 0000')),
+      ),
+    'OFFS of 2 bytes',
+  );
+  assertMalformed(
+    () => decodeDone(msg(NLMSG_DONE, NLM_F_ACK_TLVS, hex('eaffffff', '0200 0100'))),
+    'DONE with a 2-byte TLV',
+  );
 });
 
 test('malformed fixed structs: too short for ifinfomsg/ifaddrmsg/rtmsg/ndmsg/xfrm_usersa_info/xfrm_userpolicy_info', () => {
@@ -527,18 +604,32 @@ test('malformed fixed structs: too short for ifinfomsg/ifaddrmsg/rtmsg/ndmsg/xfr
   for (const n of [0, 4, 7]) assertMalformed(() => decodeAddr(Buffer.alloc(n)), `ifaddrmsg of ${n}`);
   for (const n of [0, 8, 11]) assertMalformed(() => decodeRoute(Buffer.alloc(n)), `rtmsg of ${n}`);
   for (const n of [0, 8, 11]) assertMalformed(() => decodeNeigh(Buffer.alloc(n)), `ndmsg of ${n}`);
-  for (const n of [0, 56, 223]) assertMalformed(() => decodeState(Buffer.alloc(n)), `xfrm_usersa_info of ${n}`);
-  for (const n of [0, 64, 167]) assertMalformed(() => decodePolicy(Buffer.alloc(n)), `xfrm_userpolicy_info of ${n}`);
+  for (const n of [0, 56, 223])
+    assertMalformed(() => decodeState(Buffer.alloc(n)), `xfrm_usersa_info of ${n}`);
+  for (const n of [0, 64, 167])
+    assertMalformed(() => decodePolicy(Buffer.alloc(n)), `xfrm_userpolicy_info of ${n}`);
 });
 
 test('malformed objects: missing name/address, bad attribute lengths inside decoders', () => {
   const ifi = '00000000 03000000 00000000 00000000';
   assertMalformed(() => decodeLink(hex(ifi)), 'link without IFLA_IFNAME');
-  assertMalformed(() => decodeLink(hex(ifi, '0700 0300 763000 00', '0600 0400 dc05 0000')), 'IFLA_MTU of 2 bytes');
-  assertMalformed(() => decodeLink(hex(ifi, '0700 0300 763000 00', '1400 1200 0a00 0100 76786c616e000000')), 'IFLA_LINKINFO overruns');
-  assertMalformed(() => decodeLink(hex(ifi, '0700 0300 763000 00', '0900 0300 7630')), 'attribute overruns the message');
   assertMalformed(
-    () => decodeLink(hex(ifi, '0700 0300 763000 00', '1800 1280', '0a00 0100 76786c616e00 0000', '0800 0280 0500 0f00')),
+    () => decodeLink(hex(ifi, '0700 0300 763000 00', '0600 0400 dc05 0000')),
+    'IFLA_MTU of 2 bytes',
+  );
+  assertMalformed(
+    () => decodeLink(hex(ifi, '0700 0300 763000 00', '1400 1200 0a00 0100 76786c616e000000')),
+    'IFLA_LINKINFO overruns',
+  );
+  assertMalformed(
+    () => decodeLink(hex(ifi, '0700 0300 763000 00', '0900 0300 7630')),
+    'attribute overruns the message',
+  );
+  assertMalformed(
+    () =>
+      decodeLink(
+        hex(ifi, '0700 0300 763000 00', '1800 1280', '0a00 0100 76786c616e00 0000', '0800 0280 0500 0f00'),
+      ),
     'vxlan IFLA_VXLAN_PORT of 1 byte',
   );
   const ifa = '02180000 03000000';
@@ -551,11 +642,20 @@ test('malformed objects: missing name/address, bad attribute lengths inside deco
   assertMalformed(() => decodeNeigh(hex(nd, '0700 0100 0a0102 00')), 'NDA_DST of 3 bytes');
   assertMalformed(() => decodeNeigh(hex(nd, '0500 0700 2a000000')), 'NDA_VNI of 1 byte');
   const pol = Buffer.alloc(168);
-  assertMalformed(() => decodePolicy(Buffer.concat([pol, hex('4300 0500', '00'.repeat(63), '00')])), 'XFRMA_TMPL of 63 bytes');
+  assertMalformed(
+    () => decodePolicy(Buffer.concat([pol, hex('4300 0500', '00'.repeat(63), '00')])),
+    'XFRMA_TMPL of 63 bytes',
+  );
   const sa = Buffer.alloc(224);
   sa.writeUInt16LE(2, 212);
-  assertMalformed(() => decodeState(Buffer.concat([sa, hex('4600 1200', '00'.repeat(66), '0000')])), 'XFRMA_ALG_AEAD of 66 bytes');
-  assertMalformed(() => decodeState(Buffer.concat([sa, hex('4000 0200', '00'.repeat(60))])), 'XFRMA_ALG_CRYPT of 60 bytes');
+  assertMalformed(
+    () => decodeState(Buffer.concat([sa, hex('4600 1200', '00'.repeat(66), '0000')])),
+    'XFRMA_ALG_AEAD of 66 bytes',
+  );
+  assertMalformed(
+    () => decodeState(Buffer.concat([sa, hex('4000 0200', '00'.repeat(60))])),
+    'XFRMA_ALG_CRYPT of 60 bytes',
+  );
 });
 
 test('decoders never throw anything but MALFORMED_REPLY on random garbage', () => {
@@ -591,7 +691,10 @@ test('decoders never throw anything but MALFORMED_REPLY on random garbage', () =
       try {
         fn(b);
       } catch (e) {
-        assert.ok(e instanceof CnmdError && e.code === 'MALFORMED_REPLY', `${name}(${toHex(b)}) threw ${(e as Error).name}: ${(e as Error).message}`);
+        assert.ok(
+          e instanceof CnmdError && e.code === 'MALFORMED_REPLY',
+          `${name}(${toHex(b)}) threw ${(e as Error).name}: ${(e as Error).message}`,
+        );
       }
     }
   }
@@ -663,7 +766,12 @@ const ipVectors: [string, string | null, string?][] = [
 test('ipToBytes agrees with inet_pton on every vector (valid and invalid)', () => {
   for (const [text, bytes] of ipVectors) {
     const b = ipToBytes(text);
-    if (bytes === null) assert.equal(b, undefined, `ipToBytes(${JSON.stringify(text)}) should be rejected, got ${b && toHex(b)}`);
+    if (bytes === null)
+      assert.equal(
+        b,
+        undefined,
+        `ipToBytes(${JSON.stringify(text)}) should be rejected, got ${b && toHex(b)}`,
+      );
     else assert.equal(b && toHex(b), bytes, `ipToBytes(${JSON.stringify(text)})`);
   }
 });
@@ -691,18 +799,43 @@ test('bytesToIp: RFC 5952 details: lowercase, no leading zeros, single zero grou
 });
 
 test('bytesToIp: lengths other than 4 and 16 are MALFORMED_REPLY', () => {
-  for (const n of [0, 1, 3, 5, 6, 15, 17]) assertMalformed(() => bytesToIp(Buffer.alloc(n)), `${n}-byte address`);
+  for (const n of [0, 1, 3, 5, 6, 15, 17])
+    assertMalformed(() => bytesToIp(Buffer.alloc(n)), `${n}-byte address`);
 });
 
 test('parsePrefix: v4/v6 with and without a length, bounds, junk', () => {
   assert.deepEqual(parsePrefix('10.0.0.2/24'), { ip: hex('0a000002'), prefixLen: 24, family: 4 });
   assert.deepEqual(parsePrefix('10.0.0.2'), { ip: hex('0a000002'), prefixLen: 32, family: 4 });
   assert.deepEqual(parsePrefix('0.0.0.0/0'), { ip: hex('00000000'), prefixLen: 0, family: 4 });
-  assert.deepEqual(parsePrefix('fd00::1/64'), { ip: hex('fd000000000000000000000000000001'), prefixLen: 64, family: 6 });
+  assert.deepEqual(parsePrefix('fd00::1/64'), {
+    ip: hex('fd000000000000000000000000000001'),
+    prefixLen: 64,
+    family: 6,
+  });
   assert.deepEqual(parsePrefix('::/0'), { ip: Buffer.alloc(16), prefixLen: 0, family: 6 });
-  assert.deepEqual(parsePrefix('fd00::1'), { ip: hex('fd000000000000000000000000000001'), prefixLen: 128, family: 6 });
-  assert.deepEqual(parsePrefix('fd00::/128'), { ip: hex('fd000000000000000000000000000000'), prefixLen: 128, family: 6 });
-  for (const bad of ['10.0.0.0/33', 'fd00::/129', '10.0.0.0/', '10.0.0.0/-1', '10.0.0.0/2x', '10.0.0.0/1/2', '/24', '', '1.2.3/24', 'fe80::1%eth0/64', '10.0.0.0/ 8']) {
+  assert.deepEqual(parsePrefix('fd00::1'), {
+    ip: hex('fd000000000000000000000000000001'),
+    prefixLen: 128,
+    family: 6,
+  });
+  assert.deepEqual(parsePrefix('fd00::/128'), {
+    ip: hex('fd000000000000000000000000000000'),
+    prefixLen: 128,
+    family: 6,
+  });
+  for (const bad of [
+    '10.0.0.0/33',
+    'fd00::/129',
+    '10.0.0.0/',
+    '10.0.0.0/-1',
+    '10.0.0.0/2x',
+    '10.0.0.0/1/2',
+    '/24',
+    '',
+    '1.2.3/24',
+    'fe80::1%eth0/64',
+    '10.0.0.0/ 8',
+  ]) {
     assert.equal(parsePrefix(bad), undefined, `parsePrefix(${JSON.stringify(bad)})`);
   }
   assert.equal(parsePrefix(undefined as unknown as string), undefined);
@@ -714,7 +847,17 @@ test('macToBytes / bytesToMac', () => {
   assert.equal(toHex(macToBytes('AA:bb:CC:dd:EE:ff')!), 'aabbccddeeff');
   assert.equal(bytesToMac(hex('02000000000a')), '02:00:00:00:00:0a');
   assert.equal(bytesToMac(hex('AABBCCDDEEFF')), 'aa:bb:cc:dd:ee:ff');
-  for (const bad of ['', '02:00:00:00:00', '02:00:00:00:00:0a:0b', '02-00-00-00-00-0a', '0200.0000.000a', '2:0:0:0:0:a', 'gg:00:00:00:00:0a', ' 02:00:00:00:00:0a', '02:00:00:00:00:0a\n']) {
+  for (const bad of [
+    '',
+    '02:00:00:00:00',
+    '02:00:00:00:00:0a:0b',
+    '02-00-00-00-00-0a',
+    '0200.0000.000a',
+    '2:0:0:0:0:a',
+    'gg:00:00:00:00:0a',
+    ' 02:00:00:00:00:0a',
+    '02:00:00:00:00:0a\n',
+  ]) {
     assert.equal(macToBytes(bad), undefined, `macToBytes(${JSON.stringify(bad)})`);
   }
 });

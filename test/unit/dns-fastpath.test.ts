@@ -34,7 +34,14 @@ function networks(): DnsNetwork[] {
         ep('sb-r3', ['rep3'], { aliases: ['pool'], ipv4: '10.61.0.13' }),
       ],
     },
-    { id: 'n2', name: 'back', endpoints: [ep(ME, ['client'], { ipv4: '10.62.0.2' }), ep('sb-gamma', ['gamma'], { ipv4: '10.62.0.5' })] },
+    {
+      id: 'n2',
+      name: 'back',
+      endpoints: [
+        ep(ME, ['client'], { ipv4: '10.62.0.2' }),
+        ep('sb-gamma', ['gamma'], { ipv4: '10.62.0.5' }),
+      ],
+    },
   ];
 }
 
@@ -54,14 +61,29 @@ class Source implements RecordSource {
   }
 }
 
-type Q = { name: string; type?: string; id?: number; rd?: boolean; edns?: { size?: number; do?: boolean; cookie?: boolean } };
+type Q = {
+  name: string;
+  type?: string;
+  id?: number;
+  rd?: boolean;
+  edns?: { size?: number; do?: boolean; cookie?: boolean };
+};
 
 function query(q: Q): Buffer {
   const additionals: packet.Answer[] = [];
   if (q.edns) {
     const flags = q.edns.do ? 0x8000 : 0;
     const options = q.edns.cookie ? [{ code: 10, data: Buffer.from('0123456789abcdef', 'hex') }] : [];
-    additionals.push({ type: 'OPT', name: '.', udpPayloadSize: q.edns.size ?? 4096, extendedRcode: 0, ednsVersion: 0, flags, flag_do: !!q.edns.do, options } as packet.Answer);
+    additionals.push({
+      type: 'OPT',
+      name: '.',
+      udpPayloadSize: q.edns.size ?? 4096,
+      extendedRcode: 0,
+      ednsVersion: 0,
+      flags,
+      flag_do: !!q.edns.do,
+      options,
+    } as packet.Answer);
   }
   return packet.encode({
     type: 'query',
@@ -89,7 +111,9 @@ function rrs(p: packet.Packet): Rr[] {
 }
 
 function datas(p: packet.Packet): string[] {
-  return rrs(p).map((a) => String(a.data)).sort();
+  return rrs(p)
+    .map((a) => String(a.data))
+    .sort();
 }
 
 // ---- what the fast path takes ----
@@ -142,30 +166,94 @@ test('parseQuery leaves everything unusual to the general path', () => {
     ['type TXT', query({ name: 'beta', type: 'TXT' })],
     ['type ANY', query({ name: 'beta', type: 'ANY' })],
     ['the root name', query({ name: '.' })],
-    ['a dot inside a label', Buffer.concat([Buffer.from('123401000001000000000000', 'hex'), Buffer.from('\x03a.b\x00', 'latin1'), Buffer.from('00010001', 'hex')])],
+    [
+      'a dot inside a label',
+      Buffer.concat([
+        Buffer.from('123401000001000000000000', 'hex'),
+        Buffer.from('\x03a.b\x00', 'latin1'),
+        Buffer.from('00010001', 'hex'),
+      ]),
+    ],
     ['a space in a label', query({ name: 'be ta' })],
     ['a non-ASCII label', query({ name: 'bëta' })],
-    ['a compression pointer in the question', Buffer.concat([Buffer.from('123401000001000000000000', 'hex'), Buffer.from([0xc0, 0x0c, 0, 1, 0, 1])])],
-    ['a label of 64', Buffer.concat([Buffer.from('123401000001000000000000', 'hex'), Buffer.from([64]), Buffer.alloc(64, 0x61), Buffer.from([0, 0, 1, 0, 1])])],
-    ['a name of 256 bytes', Buffer.concat([Buffer.from('123401000001000000000000', 'hex'), ...Array.from({ length: 4 }, () => Buffer.concat([Buffer.from([63]), Buffer.alloc(63, 0x61)])), Buffer.from([2, 0x61, 0x61, 0, 0, 1, 0, 1])])],
-    ['OPT version 1', (() => { const b = optQuery(); b[b.length - 5] = 1; return b; })()],
-    ['OPT RDLENGTH past the end', (() => { const b = optQuery(); b.writeUInt16BE(4, b.length - 2); return b; })()],
-    ['OPT with a name', (() => { const b = optQuery(); b[b.length - 11] = 1; return b; })()],
-    ['an additional that is not OPT', (() => { const b = optQuery(); b.writeUInt16BE(250, b.length - 10); return b; })()],
+    [
+      'a compression pointer in the question',
+      Buffer.concat([Buffer.from('123401000001000000000000', 'hex'), Buffer.from([0xc0, 0x0c, 0, 1, 0, 1])]),
+    ],
+    [
+      'a label of 64',
+      Buffer.concat([
+        Buffer.from('123401000001000000000000', 'hex'),
+        Buffer.from([64]),
+        Buffer.alloc(64, 0x61),
+        Buffer.from([0, 0, 1, 0, 1]),
+      ]),
+    ],
+    [
+      'a name of 256 bytes',
+      Buffer.concat([
+        Buffer.from('123401000001000000000000', 'hex'),
+        ...Array.from({ length: 4 }, () => Buffer.concat([Buffer.from([63]), Buffer.alloc(63, 0x61)])),
+        Buffer.from([2, 0x61, 0x61, 0, 0, 1, 0, 1]),
+      ]),
+    ],
+    [
+      'OPT version 1',
+      (() => {
+        const b = optQuery();
+        b[b.length - 5] = 1;
+        return b;
+      })(),
+    ],
+    [
+      'OPT RDLENGTH past the end',
+      (() => {
+        const b = optQuery();
+        b.writeUInt16BE(4, b.length - 2);
+        return b;
+      })(),
+    ],
+    [
+      'OPT with a name',
+      (() => {
+        const b = optQuery();
+        b[b.length - 11] = 1;
+        return b;
+      })(),
+    ],
+    [
+      'an additional that is not OPT',
+      (() => {
+        const b = optQuery();
+        b.writeUInt16BE(250, b.length - 10);
+        return b;
+      })(),
+    ],
   ];
   for (const [what, msg] of cases) assert.equal(parseQuery(msg), undefined, what);
   // A name of exactly 255 bytes on the wire is still a name.
-  const longest = Buffer.concat([Buffer.from('123401000001000000000000', 'hex'), ...Array.from({ length: 3 }, () => Buffer.concat([Buffer.from([63]), Buffer.alloc(63, 0x61)])), Buffer.from([61]), Buffer.alloc(61, 0x61), Buffer.from([0, 0, 1, 0, 1])]);
+  const longest = Buffer.concat([
+    Buffer.from('123401000001000000000000', 'hex'),
+    ...Array.from({ length: 3 }, () => Buffer.concat([Buffer.from([63]), Buffer.alloc(63, 0x61)])),
+    Buffer.from([61]),
+    Buffer.alloc(61, 0x61),
+    Buffer.from([0, 0, 1, 0, 1]),
+  ]);
   assert.ok(parseQuery(longest));
   // Every prefix of good queries: never an exception, never a wrong parse.
   for (const good of [query({ name: 'beta.front' }), query({ name: 'beta', edns: { cookie: true } })]) {
-    for (let n = 0; n < good.length; n++) assert.equal(parseQuery(good.subarray(0, n)), undefined, `prefix of ${n}`);
+    for (let n = 0; n < good.length; n++)
+      assert.equal(parseQuery(good.subarray(0, n)), undefined, `prefix of ${n}`);
   }
 });
 
 test('random and mutated packets never throw', () => {
   const f = fast();
-  const seeds = [query({ name: 'beta' }), query({ name: 'api', type: 'AAAA', edns: { cookie: true } }), query({ name: '3.0.61.10.in-addr.arpa', type: 'PTR' })];
+  const seeds = [
+    query({ name: 'beta' }),
+    query({ name: 'api', type: 'AAAA', edns: { cookie: true } }),
+    query({ name: '3.0.61.10.in-addr.arpa', type: 'PTR' }),
+  ];
   for (let i = 0; i < 20000; i++) {
     let msg: Buffer;
     if (i % 4 === 0) msg = crypto.randomBytes(i % 80);
@@ -199,7 +287,10 @@ test('A: authoritative answer, RD echoed, RA, TTL 600, owner compressed to the q
   assert.equal(out.readUInt16BE(msg.length), 0xc00c);
   assert.equal(out.length, msg.length + 12 + 4);
   // Without RD asked: none in the reply.
-  assert.equal(decode(fast().answer(query({ name: 'beta', rd: false }), false)!).flags, packet.AUTHORITATIVE_ANSWER | packet.RECURSION_AVAILABLE);
+  assert.equal(
+    decode(fast().answer(query({ name: 'beta', rd: false }), false)!).flags,
+    packet.AUTHORITATIVE_ANSWER | packet.RECURSION_AVAILABLE,
+  );
 });
 
 test('AAAA, aliases, host names, name.network, several addresses in random order', () => {
@@ -212,7 +303,12 @@ test('AAAA, aliases, host names, name.network, several addresses in random order
   assert.deepEqual(datas(ask('GAMMA.Back')), ['10.62.0.5']);
   assert.deepEqual(datas(ask('pool')), ['10.61.0.11', '10.61.0.12', '10.61.0.13']);
   const orders = new Set<string>();
-  for (let i = 0; i < 50; i++) orders.add(rrs(ask('pool')).map((a) => String(a.data)).join(','));
+  for (let i = 0; i < 50; i++)
+    orders.add(
+      rrs(ask('pool'))
+        .map((a) => String(a.data))
+        .join(','),
+    );
   assert.ok(orders.size > 1, 'round robin: the order changes between replies');
 });
 
@@ -231,19 +327,29 @@ test('PTR: name.network. for IPv4 and IPv6 endpoint addresses', () => {
   const nib = '3' + '.0'.repeat(27) + '.1.6.d.f.ip6.arpa';
   const v6 = decode(f.answer(query({ name: nib, type: 'PTR' }), false)!);
   assert.deepEqual(datas(v6), ['beta.front']);
-  assert.equal(f.answer(query({ name: '9.9.61.10.in-addr.arpa', type: 'PTR' }), false), undefined, 'an unknown address: forwarded by the general path');
+  assert.equal(
+    f.answer(query({ name: '9.9.61.10.in-addr.arpa', type: 'PTR' }), false),
+    undefined,
+    'an unknown address: forwarded by the general path',
+  );
 });
 
 test('names the networks do not know, or hidden on other networks, are left to the general path (forwarded)', () => {
   const f = fast();
   assert.equal(f.answer(query({ name: 'example.com' }), false), undefined);
   assert.equal(f.answer(query({ name: 'gamma.front' }), false), undefined);
-  assert.equal(new FastPath(new Source(), 'sb-other').answer(query({ name: 'beta' }), false), undefined, 'a sandbox on no network sees nothing');
+  assert.equal(
+    new FastPath(new Source(), 'sb-other').answer(query({ name: 'beta' }), false),
+    undefined,
+    'a sandbox on no network sees nothing',
+  );
 });
 
 test('EDNS0: our OPT back (payload size, DO copied), none without one in the query', () => {
   const f = fast();
-  const withDo = decode(f.answer(query({ name: 'beta', edns: { size: 1232, do: true, cookie: true } }), false)!);
+  const withDo = decode(
+    f.answer(query({ name: 'beta', edns: { size: 1232, do: true, cookie: true } }), false)!,
+  );
   assert.equal(withDo.additionals!.length, 1);
   const opt = withDo.additionals![0] as packet.OptAnswer;
   assert.equal(opt.type, 'OPT');
@@ -257,12 +363,31 @@ test('EDNS0: our OPT back (payload size, DO copied), none without one in the que
 });
 
 test('an answer over the UDP limit is left to the general path (truncation); TCP and a larger EDNS0 size take it', () => {
-  const many: DnsNetwork[] = [{ id: 'n', name: 'big', endpoints: [ep(ME, ['client'], { ipv4: '10.9.0.1' }), ...Array.from({ length: 40 }, (_, i) => ep(`r${i}`, [`r${i}`], { aliases: ['pool'], ipv4: `10.9.1.${i}`, ipv6: `fd09::${i}` }))] }];
+  const many: DnsNetwork[] = [
+    {
+      id: 'n',
+      name: 'big',
+      endpoints: [
+        ep(ME, ['client'], { ipv4: '10.9.0.1' }),
+        ...Array.from({ length: 40 }, (_, i) =>
+          ep(`r${i}`, [`r${i}`], { aliases: ['pool'], ipv4: `10.9.1.${i}`, ipv6: `fd09::${i}` }),
+        ),
+      ],
+    },
+  ];
   const f = fast(new Source(many));
   assert.equal(f.answer(query({ name: 'pool', type: 'AAAA' }), false), undefined, '40 x 28 bytes > 512');
   assert.equal(f.answer(query({ name: 'pool', type: 'AAAA', edns: { size: 512 } }), false), undefined);
-  assert.equal(datas(decode(f.answer(query({ name: 'pool', type: 'AAAA' }), true)!)).length, 40, 'TCP: whole');
-  assert.equal(datas(decode(f.answer(query({ name: 'pool', type: 'AAAA', edns: { size: 4096 } }), false)!)).length, 40, 'within the EDNS0 size');
+  assert.equal(
+    datas(decode(f.answer(query({ name: 'pool', type: 'AAAA' }), true)!)).length,
+    40,
+    'TCP: whole',
+  );
+  assert.equal(
+    datas(decode(f.answer(query({ name: 'pool', type: 'AAAA', edns: { size: 4096 } }), false)!)).length,
+    40,
+    'within the EDNS0 size',
+  );
   assert.equal(f.answer(query({ name: 'pool' }), false), undefined, '22 + 40 x 16 bytes > 512');
   // Compressed, an A record is 16 bytes: 30 fit in 512 (uncompressed, 20 bytes each, they would not).
   const thirty = fast(new Source([{ ...many[0], endpoints: many[0].endpoints.slice(0, 31) }]));
@@ -337,13 +462,18 @@ test('cache: a flood of distinct names keeps at most CACHE_MAX entries and answe
 
 function resolvers(src: RecordSource) {
   const ctx = { sandboxId: ME, records: src, forwarder: new Forwarder({ log }), upstreams: () => [], log };
-  return { fastFirst: SandboxResolver.detached(ctx), general: SandboxResolver.detached(ctx, { fastPath: false }) };
+  return {
+    fastFirst: SandboxResolver.detached(ctx),
+    general: SandboxResolver.detached(ctx, { fastPath: false }),
+  };
 }
 
 /** A decoded reply with the answers in a fixed order (both paths shuffle). */
 function canonical(b: Buffer): unknown {
   const p = decode(b);
-  const answers = rrs(p).map((a) => ({ ...a })).sort((x, y) => String(x.data).localeCompare(String(y.data)));
+  const answers = rrs(p)
+    .map((a) => ({ ...a }))
+    .sort((x, y) => String(x.data).localeCompare(String(y.data)));
   return { ...p, answers };
 }
 
@@ -351,14 +481,34 @@ test('every query the fast path answers gets the same answer from the general pa
   const src = new Source();
   const { fastFirst, general } = resolvers(src);
   const f = fast(src);
-  const names = ['beta', 'BETA', 'Api', 'web', 'beta-host', 'client', 'pool', 'gamma', 'beta.front', 'gamma.back', 'rep2.FRONT'];
+  const names = [
+    'beta',
+    'BETA',
+    'Api',
+    'web',
+    'beta-host',
+    'client',
+    'pool',
+    'gamma',
+    'beta.front',
+    'gamma.back',
+    'rep2.FRONT',
+  ];
   const qs: Q[] = [];
   for (const name of names) {
     for (const type of ['A', 'AAAA']) {
-      qs.push({ name, type }, { name, type, rd: false }, { name, type, edns: {} }, { name, type, edns: { do: true, cookie: true, size: 1232 } });
+      qs.push(
+        { name, type },
+        { name, type, rd: false },
+        { name, type, edns: {} },
+        { name, type, edns: { do: true, cookie: true, size: 1232 } },
+      );
     }
   }
-  qs.push({ name: '3.0.61.10.in-addr.arpa', type: 'PTR' }, { name: '5.0.62.10.IN-ADDR.ARPA', type: 'PTR', edns: { do: true } });
+  qs.push(
+    { name: '3.0.61.10.in-addr.arpa', type: 'PTR' },
+    { name: '5.0.62.10.IN-ADDR.ARPA', type: 'PTR', edns: { do: true } },
+  );
   let answered = 0;
   for (const q of qs) {
     for (const tcp of [false, true]) {
@@ -372,11 +522,22 @@ test('every query the fast path answers gets the same answer from the general pa
       assert.deepEqual(canonical((await fastFirst.answer(msg, tcp))!), canonical(viaGeneral));
     }
   }
-  assert.equal(answered, qs.length * 2, 'all of these are the fast path\'s');
+  assert.equal(answered, qs.length * 2, "all of these are the fast path's");
 });
 
 test('what the fast path leaves, the resolver still answers the general way (FORMERR, SERVFAIL without upstreams, MX, truncation)', async () => {
-  const many: DnsNetwork[] = [{ id: 'n', name: 'big', endpoints: [ep(ME, ['client'], { ipv4: '10.9.0.1' }), ...Array.from({ length: 40 }, (_, i) => ep(`r${i}`, [`r${i}`], { aliases: ['pool'], ipv6: `fd09::${i}` }))] }];
+  const many: DnsNetwork[] = [
+    {
+      id: 'n',
+      name: 'big',
+      endpoints: [
+        ep(ME, ['client'], { ipv4: '10.9.0.1' }),
+        ...Array.from({ length: 40 }, (_, i) =>
+          ep(`r${i}`, [`r${i}`], { aliases: ['pool'], ipv6: `fd09::${i}` }),
+        ),
+      ],
+    },
+  ];
   const { fastFirst } = resolvers(new Source(many));
   const two = Buffer.from(query({ name: 'client' }));
   two.writeUInt16BE(2, 4);
@@ -389,7 +550,9 @@ test('what the fast path leaves, the resolver still answers the general way (FOR
   assert.equal(trunc.flag_tc, true);
   assert.ok(trunc.answers!.length > 0 && trunc.answers!.length < 40);
   // The general path echoes OPT too, and truncates within the client's size.
-  const edns = decode((await fastFirst.answer(query({ name: 'pool', type: 'AAAA', edns: { size: 600, do: true } }), false))!);
+  const edns = decode(
+    (await fastFirst.answer(query({ name: 'pool', type: 'AAAA', edns: { size: 600, do: true } }), false))!,
+  );
   assert.equal(edns.flag_tc, true);
   assert.equal((edns.additionals![0] as packet.OptAnswer).flag_do, true);
   assert.equal(await fastFirst.answer(Buffer.alloc(0), false), undefined);

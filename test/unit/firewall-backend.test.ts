@@ -26,14 +26,23 @@ test('canonicalRule: as iptables-save prints it', () => {
     ['-p tcp --dport 80 -d 1.2.3.4 -j ACCEPT', '-d 1.2.3.4/32 -p tcp -m tcp --dport 80 -j ACCEPT'],
     ['-p 6 -j ACCEPT', '-p tcp -j ACCEPT'],
     ['-p all -j ACCEPT', '-j ACCEPT'],
-    ['-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT', '-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT'],
-    ['-m conntrack --ctstate DNAT,INVALID,UNTRACKED,SNAT,NEW -j ACCEPT', '-m conntrack --ctstate INVALID,NEW,UNTRACKED,SNAT,DNAT -j ACCEPT'],
+    [
+      '-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT',
+      '-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
+    ],
+    [
+      '-m conntrack --ctstate DNAT,INVALID,UNTRACKED,SNAT,NEW -j ACCEPT',
+      '-m conntrack --ctstate INVALID,NEW,UNTRACKED,SNAT,DNAT -j ACCEPT',
+    ],
     ['-m state --state ESTABLISHED,NEW -j ACCEPT', '-m state --state NEW,ESTABLISHED -j ACCEPT'],
     ['-s 10.1.2.3 -j ACCEPT', '-s 10.1.2.3/32 -j ACCEPT'],
     ['-s 10.0.0.0/255.255.255.0 -j ACCEPT', '-s 10.0.0.0/24 -j ACCEPT'],
     ['-d 0.0.0.0/0 -j ACCEPT', '-j ACCEPT'],
     ['! -s 10.0.0.0/8 -p tcp ! -i eth0 -j ACCEPT', '! -s 10.0.0.0/8 ! -i eth0 -p tcp -j ACCEPT'],
-    ['-p tcp -m conntrack --ctstate NEW --dport 22 -j ACCEPT', '-p tcp -m conntrack --ctstate NEW -m tcp --dport 22 -j ACCEPT'],
+    [
+      '-p tcp -m conntrack --ctstate NEW --dport 22 -j ACCEPT',
+      '-p tcp -m conntrack --ctstate NEW -m tcp --dport 22 -j ACCEPT',
+    ],
     ['-s 10.0.0.0/8 -f -i eth0 -p udp -j DROP', '-s 10.0.0.0/8 -i eth0 -p udp -f -j DROP'],
     ['-p sctp --dport 80 -j ACCEPT', '-p sctp -m sctp --dport 80 -j ACCEPT'],
     ['-p icmp --icmp-type 8 -j ACCEPT', '-p icmp -m icmp --icmp-type 8 -j ACCEPT'],
@@ -41,10 +50,19 @@ test('canonicalRule: as iptables-save prints it', () => {
     ['-p TCP -j ACCEPT', '-p tcp -j ACCEPT'],
     ['-m comment --comment "two words" -j ACCEPT', '-m comment --comment "two words" -j ACCEPT'],
     ['-m comment --comment "hello" -j ACCEPT', '-m comment --comment hello -j ACCEPT'],
-    ['-p tcp -d 1.2.3.4 --dport 8080 -j DNAT --to-destination 172.17.0.2:80', '-d 1.2.3.4/32 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80'],
-    ['-m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j CNMD', '! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j CNMD'],
+    [
+      '-p tcp -d 1.2.3.4 --dport 8080 -j DNAT --to-destination 172.17.0.2:80',
+      '-d 1.2.3.4/32 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80',
+    ],
+    [
+      '-m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j CNMD',
+      '! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j CNMD',
+    ],
     ['-s 10.1.0.0/24 ! -o br-abc -j MASQUERADE', '-s 10.1.0.0/24 ! -o br-abc -j MASQUERADE'],
-    ['-o br0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT', '-o br0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT'],
+    [
+      '-o br0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
+      '-o br0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
+    ],
     ['-i br0 ! -o br0 -j CNMD-ISOLATION-STAGE-2', '-i br0 ! -o br0 -j CNMD-ISOLATION-STAGE-2'],
   ];
   for (const [given, saved] of v4) {
@@ -69,7 +87,11 @@ test('canonicalRule: as iptables-save prints it', () => {
   }
   // Lists and names would become several rules: refused.
   for (const r of ['-s 10.0.0.1,10.0.0.2 -j DROP', '-d example.com -j DROP', '-s 10.0.0.0/33 -j DROP']) {
-    assert.throws(() => canonicalRule(r, 'ipv4'), (e: unknown) => e instanceof CnmdError && e.code === 'INVALID_ARGUMENT', r);
+    assert.throws(
+      () => canonicalRule(r, 'ipv4'),
+      (e: unknown) => e instanceof CnmdError && e.code === 'INVALID_ARGUMENT',
+      r,
+    );
   }
   assert.equal(canonicalAddress('10.1.0.7/255.255.0.0', 'ipv4')?.text, '10.1.0.0/16');
   assert.equal(canonicalAddress('10.1.0.7/255.0.255.0', 'ipv4'), undefined);
@@ -109,12 +131,24 @@ test('parseRestoreError: the three shapes of iptables-restore failures', () => {
     "iptables-restore v1.8.9 (nf_tables): Chain 'NOSUCHCHAIN' does not exist\nError occurred at line: 7\nTry `iptables-restore -h' or 'iptables-restore --help' for more information.\n",
   );
   assert.deepEqual(parse, { line: 7, message: "Chain 'NOSUCHCHAIN' does not exist", errno: undefined });
-  const kernel = parseRestoreError('iptables-restore v1.8.9 (nf_tables): \nline 7: RULE_APPEND failed (Invalid argument): rule in chain FOO\n');
-  assert.deepEqual(kernel, { line: 7, message: 'RULE_APPEND failed (Invalid argument): rule in chain FOO', errno: 'EINVAL' });
-  const busy = parseRestoreError('iptables-restore v1.8.9 (nf_tables): \nline 2: CHAIN_DEL failed (Device or resource busy): chain FOO\n');
+  const kernel = parseRestoreError(
+    'iptables-restore v1.8.9 (nf_tables): \nline 7: RULE_APPEND failed (Invalid argument): rule in chain FOO\n',
+  );
+  assert.deepEqual(kernel, {
+    line: 7,
+    message: 'RULE_APPEND failed (Invalid argument): rule in chain FOO',
+    errno: 'EINVAL',
+  });
+  const busy = parseRestoreError(
+    'iptables-restore v1.8.9 (nf_tables): \nline 2: CHAIN_DEL failed (Device or resource busy): chain FOO\n',
+  );
   assert.equal(busy.errno, 'EBUSY');
   const other = parseRestoreError('iptables-restore: line 3 failed: Index of insertion too big.\n');
-  assert.deepEqual(other, { line: 3, message: 'line 3 failed: Index of insertion too big.', errno: undefined });
+  assert.deepEqual(other, {
+    line: 3,
+    message: 'line 3 failed: Index of insertion too big.',
+    errno: undefined,
+  });
 });
 
 const EMPTY_SAVE = `*filter
@@ -137,7 +171,13 @@ function fake(saveText: string, restoreResult: Partial<ExecResult> | (() => Part
     calls.push({ file, args, input });
     const cmd = file === 'nsenter' ? args[1] : file;
     if (cmd.endsWith('-save')) return { code: 0, signal: null, stdout: saveText, stderr: '' };
-    return { code: 0, signal: null, stdout: '', stderr: '', ...(typeof restoreResult === 'function' ? restoreResult() : restoreResult) };
+    return {
+      code: 0,
+      signal: null,
+      stdout: '',
+      stderr: '',
+      ...(typeof restoreResult === 'function' ? restoreResult() : restoreResult),
+    };
   };
   return { exec, calls };
 }
@@ -176,14 +216,27 @@ COMMIT
 `);
   const fw = new IptablesBackend({ exec: f.exec });
   const b = new BatchBuilder();
-  b.in('filter').ensureChain('CNMD-USER').ensureRule('CNMD-USER', '-j RETURN').ensureRule('CNMD-USER', '-s 192.0.2.0/24 -j DROP', { position: 1 });
-  b.in('filter').ensureChain('NEW').ensureRule('FORWARD', '-j NEW', { position: 1, pinned: true }).ensureRule('NEW', '-d 192.0.2.1 -j DROP');
+  b.in('filter')
+    .ensureChain('CNMD-USER')
+    .ensureRule('CNMD-USER', '-j RETURN')
+    .ensureRule('CNMD-USER', '-s 192.0.2.0/24 -j DROP', { position: 1 });
+  b.in('filter')
+    .ensureChain('NEW')
+    .ensureRule('FORWARD', '-j NEW', { position: 1, pinned: true })
+    .ensureRule('NEW', '-d 192.0.2.1 -j DROP');
   await fw.apply(b.build());
   const restore = f.calls.find((c) => c.file === 'iptables-restore')!;
-  assert.equal(restore.input, '*filter\n:NEW - [0:0]\n-A FORWARD -j NEW\n-A NEW -d 192.0.2.1 -j DROP\nCOMMIT\n');
+  assert.equal(
+    restore.input,
+    '*filter\n:NEW - [0:0]\n-A FORWARD -j NEW\n-A NEW -d 192.0.2.1 -j DROP\nCOMMIT\n',
+  );
   // The cache knows the rule under its canonical form: ensuring it again (in either spelling) adds nothing.
   const again = new BatchBuilder();
-  again.in('filter').ensureRule('NEW', '-d 192.0.2.1/32 -j DROP').ensureRule('NEW', '-j DROP -d 192.0.2.1').deleteIfPresent('NEW', '-d 198.51.100.1 -j DROP');
+  again
+    .in('filter')
+    .ensureRule('NEW', '-d 192.0.2.1/32 -j DROP')
+    .ensureRule('NEW', '-j DROP -d 192.0.2.1')
+    .deleteIfPresent('NEW', '-d 198.51.100.1 -j DROP');
   const before = f.calls.length;
   await fw.apply(again.build());
   assert.equal(f.calls.length, before);
@@ -208,12 +261,20 @@ test('apply: refusals happen before any process runs, with typed errors', async 
   for (const [build, code] of cases) {
     const b = new BatchBuilder();
     build(b);
-    await assert.rejects(fw.apply(b.build()), (e: unknown) => e instanceof CnmdError && e.code === code && e.op === 'firewall apply', code);
+    await assert.rejects(
+      fw.apply(b.build()),
+      (e: unknown) => e instanceof CnmdError && e.code === code && e.op === 'firewall apply',
+      code,
+    );
   }
   assert.equal(fw.stats.restores, 0);
   // Removal of what is not there is fine and runs nothing.
   const b = new BatchBuilder();
-  b.in('filter').deleteIfPresent('FORWARD', '-j ACCEPT').deleteIfPresent('GONE', '-j ACCEPT').flushChain('GONE', true).deleteChain('GONE', true);
+  b.in('filter')
+    .deleteIfPresent('FORWARD', '-j ACCEPT')
+    .deleteIfPresent('GONE', '-j ACCEPT')
+    .flushChain('GONE', true)
+    .deleteChain('GONE', true);
   await fw.apply(b.build());
   assert.equal(fw.stats.restores, 0);
 });
@@ -222,7 +283,11 @@ test('apply: a rejected restore becomes a CnmdError naming the rule, and the cac
   let failures = 1;
   const f = fake(EMPTY_SAVE, () =>
     failures-- > 0
-      ? { code: 4, stderr: 'iptables-restore v1.8.9 (nf_tables): \nline 3: RULE_APPEND failed (Invalid argument): rule in chain FORWARD\n' }
+      ? {
+          code: 4,
+          stderr:
+            'iptables-restore v1.8.9 (nf_tables): \nline 3: RULE_APPEND failed (Invalid argument): rule in chain FORWARD\n',
+        }
       : {},
   );
   const fw = new IptablesBackend({ exec: f.exec });

@@ -26,12 +26,23 @@ const children = () => childPids();
 /** Every child of this process gone and reaped (the next step counts only its own). */
 const noChildren = (what: string) => eventually(() => assert.deepEqual(children(), [], what), 5000);
 /** The kernel and the thread pool take longer when the machine is loaded: wait for the count, not a fixed time. */
-const childCount = (n: number, what: string) => eventually(() => assert.equal(children().length, n, what), 5000);
+const childCount = (n: number, what: string) =>
+  eventually(() => assert.equal(children().length, n, what), 5000);
 
 test('defaultExec: input on stdin, stdout, stderr, exit code; the child is reaped', async () => {
   const exec = defaultExec(5000);
-  assert.deepEqual(await exec('cat', [], 'line one\nline two\n'), { code: 0, signal: null, stdout: 'line one\nline two\n', stderr: '' });
-  assert.deepEqual(await exec('sh', ['-c', 'read x; echo "got $x"; echo oops >&2; exit 3'], 'it\n'), { code: 3, signal: null, stdout: 'got it\n', stderr: 'oops\n' });
+  assert.deepEqual(await exec('cat', [], 'line one\nline two\n'), {
+    code: 0,
+    signal: null,
+    stdout: 'line one\nline two\n',
+    stderr: '',
+  });
+  assert.deepEqual(await exec('sh', ['-c', 'read x; echo "got $x"; echo oops >&2; exit 3'], 'it\n'), {
+    code: 3,
+    signal: null,
+    stdout: 'got it\n',
+    stderr: 'oops\n',
+  });
   // No input: stdin is closed at once (EOF), as iptables-save expects.
   assert.equal((await exec('sh', ['-c', 'cat; echo done'])).stdout, 'done\n');
   assert.deepEqual(children(), []);
@@ -46,7 +57,9 @@ test('native.spawnPiped resolves the pid of a child of this process and three ne
     // By pid, not by command line: the parent resumes once the child's exec has
     // released the old memory, a moment before the kernel sets its cmdline.
     assert.deepEqual(children(), [pid]);
-    await eventually(() => assert.match(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8'), /^sleep\0/, 'the child runs sleep'));
+    await eventually(() =>
+      assert.match(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8'), /^sleep\0/, 'the child runs sleep'),
+    );
     assert.equal(new Set([inFd, outFd, errFd]).size, 3);
     for (const fd of [inFd, outFd, errFd]) assert.ok(fd > 2, `fd ${fd}`);
   } finally {
@@ -58,7 +71,10 @@ test('native.spawnPiped resolves the pid of a child of this process and three ne
     for (const fd of [inFd, outFd, errFd]) if (fd > 2) native.close(fd);
   }
   assert.deepEqual(status, [-1, 9]);
-  await assert.rejects(native.spawnPiped('cnmd-no-such-program', ['cnmd-no-such-program']), (e: NodeJS.ErrnoException) => e.code === 'ENOENT');
+  await assert.rejects(
+    native.spawnPiped('cnmd-no-such-program', ['cnmd-no-such-program']),
+    (e: NodeJS.ErrnoException) => e.code === 'ENOENT',
+  );
   assert.deepEqual(children(), []);
 });
 
@@ -68,11 +84,18 @@ test('defaultExec: a child that ignores SIGPIPE in node is back to defaults (sig
   assert.match(r.stdout, /SigBlk:\s+0+\n/);
   const ignored = BigInt('0x' + /SigIgn:\s+([0-9a-f]+)/.exec(r.stdout)![1]);
   const SIGPIPE = 13n;
-  assert.equal((ignored >> (SIGPIPE - 1n)) & 1n, 0n, `SIGPIPE ignored in the child: SigIgn ${ignored.toString(16)}`);
+  assert.equal(
+    (ignored >> (SIGPIPE - 1n)) & 1n,
+    0n,
+    `SIGPIPE ignored in the child: SigIgn ${ignored.toString(16)}`,
+  );
 });
 
 test('defaultExec: a missing program rejects with ENOENT naming it; a hung one is killed at the timeout', async () => {
-  await assert.rejects(defaultExec(5000)('cnmd-no-such-program', [], ''), (e: NodeJS.ErrnoException) => e.code === 'ENOENT' && /cnmd-no-such-program/.test(e.message));
+  await assert.rejects(
+    defaultExec(5000)('cnmd-no-such-program', [], ''),
+    (e: NodeJS.ErrnoException) => e.code === 'ENOENT' && /cnmd-no-such-program/.test(e.message),
+  );
   const t0 = performance.now();
   const r = await defaultExec(300)('sh', ['-c', 'cat >/dev/null; exec sleep 30'], 'x');
   assert.equal(r.signal, 'SIGKILL');
@@ -100,7 +123,10 @@ test('SpareProcesses: the second call with a command line is served by a process
     const second = await sp.exec(...cmd, 'two');
     const [startedAt, echoed] = second.stdout.split('\n');
     assert.equal(echoed, 'two');
-    assert.ok(Number(startedAt) < calledAt, `the process started at ${startedAt}, before the call at ${calledAt}`);
+    assert.ok(
+      Number(startedAt) < calledAt,
+      `the process started at ${startedAt}, before the call at ${calledAt}`,
+    );
     assert.deepEqual(sp.stats, { spare: 1, cold: 1 });
     // Another command line runs in a process of its own (and gets a spare of its own).
     assert.equal((await sp.exec('cat', [], 'three')).stdout, 'three');
@@ -136,7 +162,7 @@ test('SpareProcesses: a spare that died while waiting is not used; the call runs
   }
 });
 
-test('SpareProcesses: the timeout counts from the call, not from the spare\'s start; close() ends the spares', async () => {
+test("SpareProcesses: the timeout counts from the call, not from the spare's start; close() ends the spares", async () => {
   const sp = new SpareProcesses({ timeoutMs: 400 });
   const cmd: [string, string[]] = ['sh', ['-c', 'read x; sleep 0.1; echo "$x"']];
   // (sleep runs as a child of sh: it exits before sh does)

@@ -32,7 +32,10 @@ function opsOf(batch: RuleBatch): string[] {
     for (const table of TABLES) {
       for (const op of (batch[family]?.[table] ?? []) as RuleOp[]) {
         const extra = 'rule' in op ? ` ${op.rule}` : '';
-        const pos = op.kind === 'ensureRule' && op.position !== undefined ? `@${op.position}${op.pinned ? '!' : ''}` : '';
+        const pos =
+          op.kind === 'ensureRule' && op.position !== undefined
+            ? `@${op.position}${op.pinned ? '!' : ''}`
+            : '';
         out.push(`${family} ${table} ${op.kind}${pos} ${op.chain}${extra}`);
       }
     }
@@ -40,7 +43,13 @@ function opsOf(batch: RuleBatch): string[] {
   return out;
 }
 
-const web: BridgeNetworkSpec = { bridge: 'br-0123456789ab', subnets: { v4: '10.1.0.0/24' }, icc: true, masquerade: true, internal: false };
+const web: BridgeNetworkSpec = {
+  bridge: 'br-0123456789ab',
+  subnets: { v4: '10.1.0.0/24' },
+  icc: true,
+  masquerade: true,
+  internal: false,
+};
 
 test('chain names carry the CNMD prefix (or another one)', () => {
   assert.deepEqual(chainNames(), {
@@ -150,18 +159,32 @@ test('bridge network variants: icc=false, no masquerade, host_ipv4, hairpin, sub
   assert.ok(!noMasq.some((l) => l.includes('-t nat')), 'no nat rules without masquerade');
 
   const snat = render(networkRuleList({ ...web, hostIPv4: '192.0.2.10' }));
-  assert.equal(snat[0], `ipv4 -t nat -A POSTROUTING -s 10.1.0.0/24 ! -o ${br} -j SNAT --to-source 192.0.2.10`);
+  assert.equal(
+    snat[0],
+    `ipv4 -t nat -A POSTROUTING -s 10.1.0.0/24 ! -o ${br} -j SNAT --to-source 192.0.2.10`,
+  );
 
   const hairpin = render(networkRuleList(web, { userlandProxy: false }));
-  assert.ok(hairpin.includes(`ipv4 -t nat -A POSTROUTING -m addrtype --src-type LOCAL -o ${br} -j MASQUERADE`));
+  assert.ok(
+    hairpin.includes(`ipv4 -t nat -A POSTROUTING -m addrtype --src-type LOCAL -o ${br} -j MASQUERADE`),
+  );
   assert.ok(!hairpin.includes(`ipv4 -t nat -A CNMD -i ${br} -j RETURN`));
 
   // The subnet is written as its network address, as Docker's maskedAddr.
-  assert.equal(render(networkRuleList({ ...web, subnets: { v4: '10.1.0.1/24' } }))[0], `ipv4 -t nat -A POSTROUTING -s 10.1.0.0/24 ! -o ${br} -j MASQUERADE`);
+  assert.equal(
+    render(networkRuleList({ ...web, subnets: { v4: '10.1.0.1/24' } }))[0],
+    `ipv4 -t nat -A POSTROUTING -s 10.1.0.0/24 ! -o ${br} -j MASQUERADE`,
+  );
 });
 
 test('internal network: STAGE-1 drops and ICC only, no masquerade', () => {
-  const net: BridgeNetworkSpec = { bridge: 'br-int', subnets: { v4: '10.9.0.0/24', v6: 'fd00:9::/64' }, icc: true, masquerade: true, internal: true };
+  const net: BridgeNetworkSpec = {
+    bridge: 'br-int',
+    subnets: { v4: '10.9.0.0/24', v6: 'fd00:9::/64' },
+    icc: true,
+    masquerade: true,
+    internal: true,
+  };
   assert.deepEqual(render(networkRuleList(net)), [
     'ipv4 -t filter -A CNMD-ISOLATION-STAGE-1 -i br-int ! -d 10.9.0.0/24 -j DROP',
     'ipv4 -t filter -A CNMD-ISOLATION-STAGE-1 -o br-int ! -s 10.9.0.0/24 -j DROP',
@@ -189,11 +212,17 @@ test('dual stack: IPv6 equivalents in ip6tables', () => {
   const snat = render(networkRuleList({ ...net, hostIPv4: '192.0.2.10' }));
   assert.ok(snat.includes(`ipv6 -t nat -A POSTROUTING -s fd00:1::/64 ! -o ${web.bridge} -j MASQUERADE`));
   // An IPv6-only spec has no IPv4 rules.
-  assert.ok(render(networkRuleList({ ...web, subnets: { v6: 'fd00:1::/64' } })).every((l) => l.startsWith('ipv6')));
+  assert.ok(
+    render(networkRuleList({ ...web, subnets: { v6: 'fd00:1::/64' } })).every((l) => l.startsWith('ipv6')),
+  );
 });
 
 test('removal is the exact inverse: the same rules, deleted if present, in reverse order', () => {
-  for (const net of [web, { ...web, icc: false, internal: true }, { ...web, subnets: { v4: '10.1.0.0/24', v6: 'fd00:1::/64' } }]) {
+  for (const net of [
+    web,
+    { ...web, icc: false, internal: true },
+    { ...web, subnets: { v4: '10.1.0.0/24', v6: 'fd00:1::/64' } },
+  ]) {
     const add = opsOf(networkRules(net)).map((l) => l.replace(/ ensureRule(@\d+!?)? /, ' X '));
     const del = opsOf(removeNetworkRules(net)).map((l) => l.replace(' deleteIfPresent ', ' X '));
     assert.ok(opsOf(removeNetworkRules(net)).every((l) => l.includes(' deleteIfPresent ')));
@@ -263,7 +292,10 @@ test('restore input for the base layout on empty tables: one block per table, ch
     `-i ${web.bridge} ! -o ${web.bridge} -j ACCEPT`,
     `-i ${web.bridge} -o ${web.bridge} -j ACCEPT`,
   ]);
-  const iso1 = net.next.get('filter')!.get('CNMD-ISOLATION-STAGE-1')!.rules.map((r) => r.text);
+  const iso1 = net.next
+    .get('filter')!
+    .get('CNMD-ISOLATION-STAGE-1')!
+    .rules.map((r) => r.text);
   assert.deepEqual(iso1, [`-i ${web.bridge} ! -o ${web.bridge} -j CNMD-ISOLATION-STAGE-2`, '-j RETURN']);
   // Removing it leaves the base layout exactly.
   const rm = _internal.planFamily('ipv4', removeNetworkRules(web).ipv4!, net.next);

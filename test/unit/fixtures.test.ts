@@ -8,7 +8,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { NLM_F_MULTI, NLMSG_DONE, NLMSG_ERROR, NlMessage, decodeDone, decodeError, decodeMessages } from '../../src/netlink/codec';
+import {
+  NLM_F_MULTI,
+  NLMSG_DONE,
+  NLMSG_ERROR,
+  NlMessage,
+  decodeDone,
+  decodeError,
+  decodeMessages,
+} from '../../src/netlink/codec';
 import { Link, decodeLink } from '../../src/netlink/rtnl/link';
 import { Addr, decodeAddr } from '../../src/netlink/rtnl/addr';
 import { Route, decodeRoute } from '../../src/netlink/rtnl/route';
@@ -25,7 +33,10 @@ interface Exchange {
 /* eslint-disable @typescript-eslint/no-explicit-any */
 interface Fixture {
   kernel: string;
-  dumps: Record<'link' | 'addr' | 'route4' | 'route6' | 'neigh4' | 'neigh6' | 'neighProxy' | 'fdb' | 'xfrmPolicy', Exchange>;
+  dumps: Record<
+    'link' | 'addr' | 'route4' | 'route6' | 'neigh4' | 'neigh6' | 'neighProxy' | 'fdb' | 'xfrmPolicy',
+    Exchange
+  >;
   iproute2: {
     link: any[];
     addr: any[];
@@ -37,7 +48,11 @@ interface Fixture {
     fdb: any[];
     xfrmPolicy: string;
   };
-  errors: { ack: Exchange; mtuTooSmall: Exchange & { iproute2: string }; nameTooLong: Exchange & { attributeOffset: number } };
+  errors: {
+    ack: Exchange;
+    mtuTooSmall: Exchange & { iproute2: string };
+    nameTooLong: Exchange & { attributeOffset: number };
+  };
 }
 
 const fx: Fixture = JSON.parse(fs.readFileSync(FIXTURE, 'utf8'));
@@ -76,7 +91,17 @@ const ifindex = (name: string): number => {
 
 test('fixture: captured on a real kernel, every dump present', () => {
   assert.match(fx.kernel, /^\d+\.\d+/);
-  for (const k of ['link', 'addr', 'route4', 'route6', 'neigh4', 'neigh6', 'neighProxy', 'fdb', 'xfrmPolicy'] as const) {
+  for (const k of [
+    'link',
+    'addr',
+    'route4',
+    'route6',
+    'neigh4',
+    'neigh6',
+    'neighProxy',
+    'fdb',
+    'xfrmPolicy',
+  ] as const) {
     assert.ok(fx.dumps[k].datagrams.length > 0, k);
   }
   // the link dump spans several datagrams: a real multipart answer
@@ -91,13 +116,29 @@ test('links: the same set of ifindexes and names as `ip -j -d link`', () => {
     fx.iproute2.link.map((l) => [l.ifindex, l.ifname]).sort((a, b) => a[0] - b[0]),
   );
   // what capture.ts built
-  assert.deepEqual(
-    links.map((l) => l.name).sort(),
-    ['br0', 'lo', 'mv0', 'mv1', 'u0', 'u1', 'vA0', 'vx0', 'vx6'],
-  );
+  assert.deepEqual(links.map((l) => l.name).sort(), [
+    'br0',
+    'lo',
+    'mv0',
+    'mv1',
+    'u0',
+    'u1',
+    'vA0',
+    'vx0',
+    'vx6',
+  ]);
 });
 
-const IFF: Record<string, number> = { UP: 0x1, BROADCAST: 0x2, LOOPBACK: 0x8, POINTOPOINT: 0x10, NOARP: 0x80, PROMISC: 0x100, MULTICAST: 0x1000, LOWER_UP: 0x10000 };
+const IFF: Record<string, number> = {
+  UP: 0x1,
+  BROADCAST: 0x2,
+  LOOPBACK: 0x8,
+  POINTOPOINT: 0x10,
+  NOARP: 0x80,
+  PROMISC: 0x100,
+  MULTICAST: 0x1000,
+  LOWER_UP: 0x10000,
+};
 
 for (const ip of fx.iproute2.link) {
   test(`link ${ip.ifname}: fields as iproute2 reports them`, () => {
@@ -186,7 +227,12 @@ test('links: the specific values capture.ts configured', () => {
   assert.equal(by('vA0').alias, 'port to cap-b');
   assert.equal(by('vA0').linkNetnsId, 0);
   assert.equal(by('vA0').slaveKind, 'bridge');
-  assert.deepEqual(by('br0').bridge, { stpState: 0, forwardDelay: 400, ageingTime: 30000, vlanFiltering: false });
+  assert.deepEqual(by('br0').bridge, {
+    stpState: 0,
+    forwardDelay: 400,
+    ageingTime: 30000,
+    vlanFiltering: false,
+  });
   assert.equal(by('u0').parentIndex, by('u1').index);
   assert.equal(by('lo').kind, undefined);
 });
@@ -199,11 +245,15 @@ const IFA_F_NODAD = 0x02;
 const IFA_F_PERMANENT = 0x80;
 
 test('addresses: every address `ip -j addr` lists, field by field, and no others', () => {
-  const expected = fx.iproute2.addr.flatMap((l) => l.addr_info.map((a: any) => ({ ifindex: l.ifindex, ...a })));
+  const expected = fx.iproute2.addr.flatMap((l) =>
+    l.addr_info.map((a: any) => ({ ifindex: l.ifindex, ...a })),
+  );
   assert.equal(addrs.length, expected.length);
   assert.ok(expected.length >= 8);
   for (const e of expected) {
-    const a = addrs.find((x) => x.index === e.ifindex && x.address === e.local && x.prefixLen === e.prefixlen);
+    const a = addrs.find(
+      (x) => x.index === e.ifindex && x.address === e.local && x.prefixLen === e.prefixlen,
+    );
     assert.ok(a, `no decoded address ${e.local}/${e.prefixlen} on ${e.ifindex}`);
     assert.equal(a.family, e.family === 'inet6' ? 6 : 4);
     assert.equal(a.cidr, `${e.local}/${e.prefixlen}`);
@@ -232,28 +282,59 @@ const routes6: Route[] = dumpMessages('route6', RTM_NEWROUTE).map((m) => decodeR
 const TABLES: Record<string, number> = { main: 254, local: 255, default: 253 };
 const PROTOS: Record<string, number> = { redirect: 1, kernel: 2, boot: 3, static: 4, ra: 9 };
 // rtnetlink.h RTN_*: our decoder names some, others stay numbers.
-const RTN: Record<string, number> = { unicast: 1, local: 2, broadcast: 3, anycast: 4, multicast: 5, blackhole: 6, unreachable: 7, prohibit: 8 };
+const RTN: Record<string, number> = {
+  unicast: 1,
+  local: 2,
+  broadcast: 3,
+  anycast: 4,
+  multicast: 5,
+  blackhole: 6,
+  unreachable: 7,
+  prohibit: 8,
+};
 const NAMED_TYPES = ['unicast', 'local', 'blackhole', 'unreachable', 'prohibit'];
-const ROUTE_SCOPES: Record<string, string | number> = { global: 'universe', universe: 'universe', link: 'link', host: 'host', site: 200, nowhere: 255 };
+const ROUTE_SCOPES: Record<string, string | number> = {
+  global: 'universe',
+  universe: 'universe',
+  link: 'link',
+  host: 'host',
+  site: 200,
+  nowhere: 255,
+};
 
 function checkRoutes(decoded: Route[], ip: any[], family: 4 | 6): void {
   // iproute2's "table all" leaves out nothing the kernel dumped for this family
-  assert.equal(decoded.length, ip.length, `IPv${family}: ${decoded.length} decoded vs ${ip.length} from iproute2`);
+  assert.equal(
+    decoded.length,
+    ip.length,
+    `IPv${family}: ${decoded.length} decoded vs ${ip.length} from iproute2`,
+  );
   const hostLen = family === 4 ? 32 : 128;
   for (const e of ip) {
     const dst = e.dst === 'default' ? 'default' : e.dst.includes('/') ? e.dst : `${e.dst}/${hostLen}`;
-    const table = e.table === undefined ? 254 : TABLES[e.table] ?? Number(e.table);
+    const table = e.table === undefined ? 254 : (TABLES[e.table] ?? Number(e.table));
     const type = e.type ?? 'unicast';
     const oif = e.dev === undefined ? undefined : ifindex(e.dev);
-    const matches = decoded.filter((r) => r.dst === dst && r.table === table && r.oifIndex === oif && (r.type === type || r.type === RTN[type]));
-    assert.equal(matches.length, 1, `IPv${family} route ${type} ${dst} table ${table} dev ${e.dev}: ${matches.length} matches`);
+    const matches = decoded.filter(
+      (r) =>
+        r.dst === dst && r.table === table && r.oifIndex === oif && (r.type === type || r.type === RTN[type]),
+    );
+    assert.equal(
+      matches.length,
+      1,
+      `IPv${family} route ${type} ${dst} table ${table} dev ${e.dev}: ${matches.length} matches`,
+    );
     const r = matches[0];
     assert.equal(r.family, family);
     assert.equal(r.type, NAMED_TYPES.includes(type) ? type : RTN[type], `type of ${dst}`);
     assert.equal(r.gateway, e.gateway, `gateway of ${dst}`);
     assert.equal(r.src, e.prefsrc, `prefsrc of ${dst}`);
     assert.equal(r.priority, e.metric, `metric of ${dst}`);
-    assert.equal(r.protocol, e.protocol === undefined ? PROTOS.boot : PROTOS[e.protocol] ?? Number(e.protocol), `protocol of ${dst}`);
+    assert.equal(
+      r.protocol,
+      e.protocol === undefined ? PROTOS.boot : (PROTOS[e.protocol] ?? Number(e.protocol)),
+      `protocol of ${dst}`,
+    );
     // iproute2 prints no scope for universe (and never for IPv6)
     assert.equal(r.scope, e.scope === undefined ? 'universe' : ROUTE_SCOPES[e.scope], `scope of ${dst}`);
   }
@@ -270,9 +351,33 @@ test('IPv6 routes (all tables) as `ip -j -6 route show table all`', () => {
 test('routes: the specific ones capture.ts added', () => {
   const u0 = ifindex('u0');
   const find = (rs: Route[], dst: string, table = 254) => rs.find((r) => r.dst === dst && r.table === table);
-  assert.deepEqual(find(routes4, 'default', 100), { family: 4, dst: 'default', gateway: '192.0.2.254', oifIndex: u0, table: 100, protocol: 3, scope: 'universe', type: 'unicast' });
-  assert.deepEqual(find(routes4, '10.30.0.0/16', 1000), { family: 4, dst: '10.30.0.0/16', oifIndex: u0, table: 1000, protocol: 3, scope: 'link', type: 'unicast' });
-  assert.deepEqual(find(routes4, '10.66.0.0/16'), { family: 4, dst: '10.66.0.0/16', table: 254, protocol: 3, scope: 'universe', type: 'blackhole' });
+  assert.deepEqual(find(routes4, 'default', 100), {
+    family: 4,
+    dst: 'default',
+    gateway: '192.0.2.254',
+    oifIndex: u0,
+    table: 100,
+    protocol: 3,
+    scope: 'universe',
+    type: 'unicast',
+  });
+  assert.deepEqual(find(routes4, '10.30.0.0/16', 1000), {
+    family: 4,
+    dst: '10.30.0.0/16',
+    oifIndex: u0,
+    table: 1000,
+    protocol: 3,
+    scope: 'link',
+    type: 'unicast',
+  });
+  assert.deepEqual(find(routes4, '10.66.0.0/16'), {
+    family: 4,
+    dst: '10.66.0.0/16',
+    table: 254,
+    protocol: 3,
+    scope: 'universe',
+    type: 'blackhole',
+  });
   assert.deepEqual(find(routes4, '10.40.0.0/16'), {
     family: 4,
     dst: '10.40.0.0/16',
@@ -285,13 +390,32 @@ test('routes: the specific ones capture.ts added', () => {
     scope: 'universe',
     type: 'unicast',
   });
-  assert.deepEqual(find(routes6, 'fd30::/64', 1000), { family: 6, dst: 'fd30::/64', gateway: 'fd00::254', oifIndex: u0, priority: 7, table: 1000, protocol: 3, scope: 'universe', type: 'unicast' });
+  assert.deepEqual(find(routes6, 'fd30::/64', 1000), {
+    family: 6,
+    dst: 'fd30::/64',
+    gateway: 'fd00::254',
+    oifIndex: u0,
+    priority: 7,
+    table: 1000,
+    protocol: 3,
+    scope: 'universe',
+    type: 'unicast',
+  });
   assert.equal(find(routes6, 'fd20::/64')!.gateway, 'fd00::254');
 });
 
 // ---------------------------------------------------------------- neighbours
 
-const NUD: Record<string, number> = { INCOMPLETE: 0x01, REACHABLE: 0x02, STALE: 0x04, DELAY: 0x08, PROBE: 0x10, FAILED: 0x20, NOARP: 0x40, PERMANENT: 0x80 };
+const NUD: Record<string, number> = {
+  INCOMPLETE: 0x01,
+  REACHABLE: 0x02,
+  STALE: 0x04,
+  DELAY: 0x08,
+  PROBE: 0x10,
+  FAILED: 0x20,
+  NOARP: 0x40,
+  PERMANENT: 0x80,
+};
 const neighs4: Neigh[] = dumpMessages('neigh4', RTM_NEWNEIGH).map((m) => decodeNeigh(m.payload));
 const neighs6: Neigh[] = dumpMessages('neigh6', RTM_NEWNEIGH).map((m) => decodeNeigh(m.payload));
 const proxies: Neigh[] = dumpMessages('neighProxy', RTM_NEWNEIGH).map((m) => decodeNeigh(m.payload));
@@ -355,7 +479,9 @@ test('FDB entries as `bridge -j fdb show`: mac, device, dst, vni, port, self/mas
   assert.equal(fdb.length, fx.iproute2.fdb.length);
   const used = new Set<Neigh>();
   for (const e of fx.iproute2.fdb) {
-    const n = fdb.find((x) => !used.has(x) && x.mac === e.mac && x.index === ifindex(e.ifname) && x.dst === e.dst);
+    const n = fdb.find(
+      (x) => !used.has(x) && x.mac === e.mac && x.index === ifindex(e.ifname) && x.dst === e.dst,
+    );
     assert.ok(n, `no decoded fdb entry ${e.mac} dev ${e.ifname} dst ${e.dst}`);
     used.add(n);
     assert.equal(n.family, 7);
@@ -370,7 +496,10 @@ test('FDB entries as `bridge -j fdb show`: mac, device, dst, vni, port, self/mas
   const uni = fdb.find((x) => x.index === vx0 && x.mac === '02:00:00:00:00:42')!;
   assert.deepEqual([uni.dst, uni.vni, uni.port, uni.permanent], ['192.0.2.4', 4343, 4790, true]);
   assert.deepEqual(
-    fdb.filter((x) => x.index === vx0 && x.mac === '00:00:00:00:00:00').map((x) => x.dst).sort(),
+    fdb
+      .filter((x) => x.index === vx0 && x.mac === '00:00:00:00:00:00')
+      .map((x) => x.dst)
+      .sort(),
     ['192.0.2.2', '192.0.2.3'],
   );
   const stat = fdb.find((x) => x.mac === '02:00:00:00:00:43')!;
@@ -431,7 +560,9 @@ function parseIpXfrmPolicies(text: string): IpPolicy[] {
   return out;
 }
 
-const policies: XfrmPolicy[] = dumpMessages('xfrmPolicy', XFRM_MSG_NEWPOLICY).map((m) => decodePolicy(m.payload));
+const policies: XfrmPolicy[] = dumpMessages('xfrmPolicy', XFRM_MSG_NEWPOLICY).map((m) =>
+  decodePolicy(m.payload),
+);
 const IPPROTO: Record<string, number> = { tcp: 6, udp: 17, esp: 50, ah: 51 };
 
 test('XFRM policies as `ip xfrm policy show`: selector, dir, action, priority, mark, templates', () => {
@@ -450,11 +581,24 @@ test('XFRM policies as `ip xfrm policy show`: selector, dir, action, priority, m
     assert.deepEqual(p.mark, e.mark);
     assert.deepEqual(
       p.templates.map((t) => ({ src: t.src, dst: t.dst, proto: t.proto, reqid: t.reqid, mode: t.mode })),
-      e.tmpl.map((t) => ({ src: t.src, dst: t.dst, proto: IPPROTO[t.proto], reqid: t.reqid, mode: t.mode === 'tunnel' ? 1 : 0 })),
+      e.tmpl.map((t) => ({
+        src: t.src,
+        dst: t.dst,
+        proto: IPPROTO[t.proto],
+        reqid: t.reqid,
+        mode: t.mode === 'tunnel' ? 1 : 0,
+      })),
     );
   }
   const out = policies.find((p) => p.dir === 'out')!;
-  assert.deepEqual(out.selector, { src: '10.0.1.0/24', dst: '10.0.2.0/24', proto: 17, sport: 0, dport: 4789, family: 4 });
+  assert.deepEqual(out.selector, {
+    src: '10.0.1.0/24',
+    dst: '10.0.2.0/24',
+    proto: 17,
+    sport: 0,
+    dport: 4789,
+    family: 4,
+  });
   assert.deepEqual(out.mark, { value: 0x20, mask: 0xffffffff });
   assert.equal(out.templates[0].reqid, 7);
   assert.equal(policies.find((p) => p.dir === 'fwd')!.action, 'block');
@@ -470,7 +614,13 @@ test('a real ACK (NETLINK_CAP_ACK): NLMSG_ERROR with error 0, NLM_F_CAPPED, the 
   assert.equal(msgs[0].flags & 0x100, 0x100);
   const e = decodeError(msgs[0]);
   assert.ok(e.errno === 0);
-  assert.deepEqual(e.request, { len: req.readUInt32LE(0), type: req.readUInt16LE(4), flags: req.readUInt16LE(6), seq: req.readUInt32LE(8), pid: 0 });
+  assert.deepEqual(e.request, {
+    len: req.readUInt32LE(0),
+    type: req.readUInt16LE(4),
+    flags: req.readUInt16LE(6),
+    seq: req.readUInt32LE(8),
+    pid: 0,
+  });
   assert.equal(e.message, undefined);
 });
 

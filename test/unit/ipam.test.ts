@@ -28,7 +28,10 @@ test('sequence: set, unset, lowest clear, runs merge and split', () => {
   assert.equal(s.set(4n), true); // joins [0,5) and [5,6)
   assert.deepEqual(s.toJSON().runs, [['0', '6']]);
   assert.equal(s.unset(2n), true);
-  assert.deepEqual(s.toJSON().runs, [['0', '2'], ['3', '6']]);
+  assert.deepEqual(s.toJSON().runs, [
+    ['0', '2'],
+    ['3', '6'],
+  ]);
   assert.equal(s.firstClear(0n, 16n), 2n);
   assert.equal(s.firstClear(3n, 6n), undefined);
   assert.equal(s.count(), 5n);
@@ -62,15 +65,27 @@ test('gateway, dynamic, static and aux addresses; reserved network and broadcast
   assert.equal(await ipam.requestAddress(p.poolId), '10.1.0.3/29');
   assert.equal(await ipam.requestAddress(p.poolId), '10.1.0.4/29');
   assert.equal(await ipam.requestAddress(p.poolId), '10.1.0.6/29');
-  await assert.rejects(ipam.requestAddress(p.poolId), { code: 'EXHAUSTED', message: /no available IPv4 addresses in 10\.1\.0\.0\/29/ });
-  await assert.rejects(ipam.requestAddress(p.poolId, '10.1.0.5'), { code: 'CONFLICT', message: /10\.1\.0\.5 is already in use/ });
+  await assert.rejects(ipam.requestAddress(p.poolId), {
+    code: 'EXHAUSTED',
+    message: /no available IPv4 addresses in 10\.1\.0\.0\/29/,
+  });
+  await assert.rejects(ipam.requestAddress(p.poolId, '10.1.0.5'), {
+    code: 'CONFLICT',
+    message: /10\.1\.0\.5 is already in use/,
+  });
   await assert.rejects(ipam.requestAddress(p.poolId, '10.1.0.7'), { code: 'CONFLICT', message: /reserved/ });
   await assert.rejects(ipam.requestAddress(p.poolId, '10.1.0.0'), { code: 'CONFLICT', message: /reserved/ });
-  await assert.rejects(ipam.requestAddress(p.poolId, '10.2.0.1'), { code: 'INVALID_ARGUMENT', message: /outside subnet 10\.1\.0\.0\/29/ });
+  await assert.rejects(ipam.requestAddress(p.poolId, '10.2.0.1'), {
+    code: 'INVALID_ARGUMENT',
+    message: /outside subnet 10\.1\.0\.0\/29/,
+  });
   await assert.rejects(ipam.requestAddress(p.poolId, 'nope'), { code: 'INVALID_ARGUMENT' });
   await ipam.releaseAddress(p.poolId, '10.1.0.3');
   assert.equal(await ipam.requestAddress(p.poolId), '10.1.0.3/29', 'lowest free is reused');
-  await assert.rejects(ipam.releaseAddress(p.poolId, '10.1.0.0/29'), { code: 'INVALID_ARGUMENT', message: /never allocated/ });
+  await assert.rejects(ipam.releaseAddress(p.poolId, '10.1.0.0/29'), {
+    code: 'INVALID_ARGUMENT',
+    message: /never allocated/,
+  });
   await ipam.releaseAddress(p.poolId, '10.1.0.2');
   await assert.rejects(ipam.releaseAddress(p.poolId, '10.1.0.2'), { code: 'NOT_FOUND' });
 });
@@ -84,17 +99,35 @@ test('--ip-range limits dynamic addresses; static ones may be anywhere in the su
   assert.equal(await ipam.requestAddress(p.poolId), '10.5.7.2/16');
   assert.equal(await ipam.requestAddress(p.poolId), '10.5.7.3/16');
   await assert.rejects(ipam.requestAddress(p.poolId), { code: 'EXHAUSTED', message: /10\.5\.7\.0\/30/ });
-  await assert.rejects(ipam.requestPool({ pool: '10.6.0.0/16', subPool: '10.7.0.0/24' }), { code: 'INVALID_ARGUMENT', message: /not inside subnet/ });
-  await assert.rejects(ipam.requestPool({ subPool: '10.7.0.0/24' }), { code: 'INVALID_ARGUMENT', message: /needs --subnet/ });
+  await assert.rejects(ipam.requestPool({ pool: '10.6.0.0/16', subPool: '10.7.0.0/24' }), {
+    code: 'INVALID_ARGUMENT',
+    message: /not inside subnet/,
+  });
+  await assert.rejects(ipam.requestPool({ subPool: '10.7.0.0/24' }), {
+    code: 'INVALID_ARGUMENT',
+    message: /needs --subnet/,
+  });
 });
 
 test('overlapping subnets, host bits and bad input are refused with what to fix', async (t) => {
   const { ipam } = fresh(t);
   await ipam.requestPool({ pool: '10.9.0.0/16' });
-  await assert.rejects(ipam.requestPool({ pool: '10.9.3.0/24' }), { code: 'CONFLICT', message: /overlaps with 10\.9\.0\.0\/16/ });
-  await assert.rejects(ipam.requestPool({ pool: '10.10.0.1/16' }), { code: 'INVALID_ARGUMENT', message: /host bits set; did you mean 10\.10\.0\.0\/16/ });
-  await assert.rejects(ipam.requestPool({ pool: '10.10.0.0/33' }), { code: 'INVALID_ARGUMENT', message: /not a CIDR/ });
-  await assert.rejects(ipam.requestPool({ pool: 'fd00::/64' }), { code: 'INVALID_ARGUMENT', message: /IPv6 but an IPv4 pool/ });
+  await assert.rejects(ipam.requestPool({ pool: '10.9.3.0/24' }), {
+    code: 'CONFLICT',
+    message: /overlaps with 10\.9\.0\.0\/16/,
+  });
+  await assert.rejects(ipam.requestPool({ pool: '10.10.0.1/16' }), {
+    code: 'INVALID_ARGUMENT',
+    message: /host bits set; did you mean 10\.10\.0\.0\/16/,
+  });
+  await assert.rejects(ipam.requestPool({ pool: '10.10.0.0/33' }), {
+    code: 'INVALID_ARGUMENT',
+    message: /not a CIDR/,
+  });
+  await assert.rejects(ipam.requestPool({ pool: 'fd00::/64' }), {
+    code: 'INVALID_ARGUMENT',
+    message: /IPv6 but an IPv4 pool/,
+  });
   await assert.rejects(ipam.requestPool({ addressSpace: 'Elsewhere' }), { code: 'INVALID_ARGUMENT' });
   await assert.rejects(ipam.releasePool('LocalDefault/1.2.3.0/24'), { code: 'NOT_FOUND' });
 });

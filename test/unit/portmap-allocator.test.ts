@@ -28,21 +28,33 @@ const texts = (bs: PortBinding[]) => bs.map((b) => formatPortSpec(b));
 function hex4(ip: string, endianness = os.endianness()): string {
   const b = ip.split('.').map(Number);
   const bytes = endianness === 'LE' ? b.reverse() : b;
-  return bytes.map((x) => x.toString(16).padStart(2, '0')).join('').toUpperCase();
+  return bytes
+    .map((x) => x.toString(16).padStart(2, '0'))
+    .join('')
+    .toUpperCase();
 }
 
 /** IPv6 in /proc/net hex: four 32-bit words, each in host byte order. */
 function hex6(groups: number[], endianness = os.endianness()): string {
   let out = '';
   for (let w = 0; w < 4; w++) {
-    const bytes = [groups[2 * w] >> 8, groups[2 * w] & 0xff, groups[2 * w + 1] >> 8, groups[2 * w + 1] & 0xff];
-    out += (endianness === 'LE' ? bytes.reverse() : bytes).map((x) => x.toString(16).padStart(2, '0')).join('');
+    const bytes = [
+      groups[2 * w] >> 8,
+      groups[2 * w] & 0xff,
+      groups[2 * w + 1] >> 8,
+      groups[2 * w + 1] & 0xff,
+    ];
+    out += (endianness === 'LE' ? bytes.reverse() : bytes)
+      .map((x) => x.toString(16).padStart(2, '0'))
+      .join('');
   }
   return out.toUpperCase();
 }
 
-const TCP_HEADER = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode';
-const UDP_HEADER = '   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops';
+const TCP_HEADER =
+  '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode';
+const UDP_HEADER =
+  '   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops';
 
 function line(i: number, local: string, port: number, st: string, remote = '00000000:0000'): string {
   const p = port.toString(16).toUpperCase().padStart(4, '0');
@@ -98,7 +110,9 @@ test('parseProcNet: TCP LISTEN sockets only, both byte orders, IPv6 and v4-mappe
     { proto: 'tcp', family: 'ipv4', ip: '0.0.0.0', port: 2024 },
     { proto: 'tcp', family: 'ipv4', ip: '127.0.0.1', port: 8080 },
   ]);
-  assert.deepEqual(parseProcNet(line(0, '7F000001', 80, '0A'), 'tcp', 'BE'), [{ proto: 'tcp', family: 'ipv4', ip: '127.0.0.1', port: 80 }]);
+  assert.deepEqual(parseProcNet(line(0, '7F000001', 80, '0A'), 'tcp', 'BE'), [
+    { proto: 'tcp', family: 'ipv4', ip: '127.0.0.1', port: 80 },
+  ]);
   const v6 = [
     TCP_HEADER,
     line(0, '00000000000000000000000000000000', 443, '0A'),
@@ -112,12 +126,23 @@ test('parseProcNet: TCP LISTEN sockets only, both byte orders, IPv6 and v4-mappe
     { proto: 'tcp', family: 'ipv6', ip: 'fd00::12', port: 445 },
     { proto: 'tcp', family: 'ipv4', ip: '10.0.0.1', port: 446 },
   ]);
-  assert.deepEqual(parseProcNet(line(0, hex6([0xfd00, 0, 0, 0, 0, 0, 0, 0x12], 'BE'), 445, '0A'), 'tcp6', 'BE')[0].ip, 'fd00::12');
+  assert.deepEqual(
+    parseProcNet(line(0, hex6([0xfd00, 0, 0, 0, 0, 0, 0, 0x12], 'BE'), 445, '0A'), 'tcp6', 'BE')[0].ip,
+    'fd00::12',
+  );
 });
 
 test('parseProcNet: UDP unconnected sockets only; garbage lines are skipped', () => {
-  const text = [UDP_HEADER, line(0, '00000000', 53, '07'), line(1, '0100007F', 5353, '01', '0101A8C0:0035'), 'garbage', '  9: zz:zz 0 07'].join('\n');
-  assert.deepEqual(parseProcNet(text, 'udp', 'LE'), [{ proto: 'udp', family: 'ipv4', ip: '0.0.0.0', port: 53 }]);
+  const text = [
+    UDP_HEADER,
+    line(0, '00000000', 53, '07'),
+    line(1, '0100007F', 5353, '01', '0101A8C0:0035'),
+    'garbage',
+    '  9: zz:zz 0 07',
+  ].join('\n');
+  assert.deepEqual(parseProcNet(text, 'udp', 'LE'), [
+    { proto: 'udp', family: 'ipv4', ip: '0.0.0.0', port: 53 },
+  ]);
 });
 
 test('parseSctpEps: every bound address of an endpoint', () => {
@@ -157,7 +182,9 @@ test('readHostListeners reads tcp, tcp6, udp, udp6 of a proc tree; missing files
     { proto: 'tcp', family: 'ipv4', ip: '0.0.0.0', port: 8080 },
     { proto: 'udp', family: 'ipv6', ip: '::1', port: 5353 },
   ]);
-  assert.deepEqual(await readHostListeners(path.join(tree.root, 'net'), ['udp']), [{ proto: 'udp', family: 'ipv6', ip: '::1', port: 5353 }]);
+  assert.deepEqual(await readHostListeners(path.join(tree.root, 'net'), ['udp']), [
+    { proto: 'udp', family: 'ipv6', ip: '::1', port: 5353 },
+  ]);
   // This process's own netns view works too (whatever it holds).
   assert.ok(Array.isArray(await readHostListeners()));
 });
@@ -171,12 +198,24 @@ function allocator(t: TestContext, files: Record<string, string> = {}): { a: Por
 
 test('exact ports are reserved and returned unchanged; the same port twice conflicts', async (t) => {
   const { a } = allocator(t);
-  assert.deepEqual(texts(await a.reserve('ctr1', P('8080:80', '8080:80/udp', '127.0.0.1:9090:90'))), ['8080:80/tcp', '8080:80/udp', '127.0.0.1:9090:90/tcp']);
-  const e = await rejects(a.reserve('ctr2', P('8080:81')), 'CONFLICT', /port 8080\/tcp is already published \(0\.0\.0\.0:8080\/tcp by ctr1\); cannot publish 8080:81\/tcp/);
+  assert.deepEqual(texts(await a.reserve('ctr1', P('8080:80', '8080:80/udp', '127.0.0.1:9090:90'))), [
+    '8080:80/tcp',
+    '8080:80/udp',
+    '127.0.0.1:9090:90/tcp',
+  ]);
+  const e = await rejects(
+    a.reserve('ctr2', P('8080:81')),
+    'CONFLICT',
+    /port 8080\/tcp is already published \(0\.0\.0\.0:8080\/tcp by ctr1\); cannot publish 8080:81\/tcp/,
+  );
   assert.equal(e.details.owner, 'ctr1');
   // The same owner cannot publish it twice either, nor twice in one call.
   await rejects(a.reserve('ctr1', P('8080:80')), 'CONFLICT', /already published/);
-  await rejects(a.reserve('ctr3', P('7070:70', '7070:71')), 'CONFLICT', /port 7070\/tcp is already published \(0\.0\.0\.0:7070\/tcp by ctr3\)/);
+  await rejects(
+    a.reserve('ctr3', P('7070:70', '7070:71')),
+    'CONFLICT',
+    /port 7070\/tcp is already published \(0\.0\.0\.0:7070\/tcp by ctr3\)/,
+  );
   // Another protocol is another port.
   assert.deepEqual(texts(await a.reserve('ctr2', P('9090:90/udp'))), ['9090:90/udp']);
 });
@@ -208,13 +247,21 @@ test('host_binding_ipv4: a binding on every address occupies that IPv4 address a
   assert.equal(a.ownerOf('tcp', '192.168.1.5', 8080), 'n1');
   assert.equal(a.ownerOf('tcp', '', 8080, { hostBindingIPv4: '192.168.1.5' }), 'n1');
   assert.equal(a.ownerOf('tcp', '10.0.0.1', 8080), 'n2');
-  await rejects(a.reserve('n4', P('9:9'), { hostBindingIPv4: 'fd00::1' }), 'INVALID_ARGUMENT', /host_binding_ipv4/);
+  await rejects(
+    a.reserve('n4', P('9:9'), { hostBindingIPv4: 'fd00::1' }),
+    'INVALID_ARGUMENT',
+    /host_binding_ipv4/,
+  );
 });
 
 test('overlapping ranges conflict; adjacent ones do not', async (t) => {
   const { a } = allocator(t);
   await a.reserve('r1', P('8000-8099:80-179'));
-  await rejects(a.reserve('r2', P('8099-8100:80-81')), 'CONFLICT', /port 8099\/tcp is already published \(0\.0\.0\.0:8000-8099\/tcp by r1\)/);
+  await rejects(
+    a.reserve('r2', P('8099-8100:80-81')),
+    'CONFLICT',
+    /port 8099\/tcp is already published \(0\.0\.0\.0:8000-8099\/tcp by r1\)/,
+  );
   await rejects(a.reserve('r2', P('7000-8000:7000-8000')), 'CONFLICT', /port 8000\/tcp/);
   await rejects(a.reserve('r2', P('8050:80')), 'CONFLICT', /port 8050\/tcp/);
   await rejects(a.reserve('r2', P('7000-9000:7000-9000')), 'CONFLICT', /port 8000\/tcp/);
@@ -258,7 +305,10 @@ test('release frees the ports (all, or only the given bindings); releasing nothi
 
 test('restore records allocated bindings without reading /proc, and still refuses conflicts', async (t) => {
   const { a } = allocator(t, { 'net/tcp': [TCP_HEADER, line(0, hex4('0.0.0.0'), 8080, '0A')].join('\n') });
-  assert.deepEqual(texts(a.restore('c', P('8080:80', '20000-20999:20000-20999'))), ['8080:80/tcp', '20000-20999:20000-20999/tcp']);
+  assert.deepEqual(texts(a.restore('c', P('8080:80', '20000-20999:20000-20999'))), [
+    '8080:80/tcp',
+    '20000-20999:20000-20999/tcp',
+  ]);
   assert.throws(() => a.restore('d', P('20500:80')), /port 20500\/tcp is already published/);
   assert.throws(() => a.restore('d', P('80')), /restore needs allocated bindings/);
   await rejects(a.reserve('d', P('8080:80')), 'CONFLICT', /by c/);
@@ -281,8 +331,16 @@ test('ephemeral ports come from ip_local_port_range, round robin, skipping reser
   assert.deepEqual(texts(await a.reserve('c4', P('80', '81'))), ['40008:80/tcp', '40009:81/tcp']);
   assert.deepEqual(texts(await a.reserve('c5', P('80'))), ['40000:80/tcp']);
   // Full: EXHAUSTED, naming the sysctl.
-  await rejects(a.reserve('c6', P('80')), 'EXHAUSTED', /no free ephemeral port for 80\/tcp in 40000-40009\/tcp \(net\.ipv4\.ip_local_port_range\)/);
-  await rejects(a.reserve('c6', P('100-102/udp', '200-210/udp')), 'EXHAUSTED', /no 11 consecutive free ephemeral ports for 200-210\/udp/);
+  await rejects(
+    a.reserve('c6', P('80')),
+    'EXHAUSTED',
+    /no free ephemeral port for 80\/tcp in 40000-40009\/tcp \(net\.ipv4\.ip_local_port_range\)/,
+  );
+  await rejects(
+    a.reserve('c6', P('100-102/udp', '200-210/udp')),
+    'EXHAUSTED',
+    /no 11 consecutive free ephemeral ports for 200-210\/udp/,
+  );
   assert.deepEqual(a.owned('c6'), [], 'the first binding of the failed call was rolled back');
 });
 
@@ -297,7 +355,7 @@ test('ephemeral ports on one address may reuse a port taken on another address',
   await rejects(b.reserve('w', P('80')), 'EXHAUSTED', /50000-50001/);
 });
 
-test('ip_local_port_range unreadable: Docker\'s fallback range', async (t) => {
+test("ip_local_port_range unreadable: Docker's fallback range", async (t) => {
   const { a, tree } = allocator(t);
   fs.rmSync(path.join(tree.root, 'sys/net/ipv4/ip_local_port_range'));
   const got = await a.reserve('c', P('80'));
@@ -309,7 +367,11 @@ test('a host range for one container port takes the lowest free port of the rang
   await a.reserve('x', P('8000:80'));
   assert.deepEqual(texts(await a.reserve('y', P('8000-8003:80'))), ['8002:80/tcp']);
   assert.deepEqual(texts(await a.reserve('y', P('8000-8003:80'))), ['8003:80/tcp']);
-  await rejects(a.reserve('z', P('8000-8003:80')), 'CONFLICT', /every host port of 8000-8003\/tcp is already in use; cannot publish 8000-8003:80\/tcp/);
+  await rejects(
+    a.reserve('z', P('8000-8003:80')),
+    'CONFLICT',
+    /every host port of 8000-8003\/tcp is already in use; cannot publish 8000-8003:80\/tcp/,
+  );
   // On ::1: 8000 is taken by x's binding on every address, 8001 only by an IPv4 listener.
   assert.deepEqual(texts(await a.reserve('z', P('[::1]:8000-8003:80'))), ['[::1]:8001:80/tcp']);
 });
@@ -318,11 +380,24 @@ test('a host range for one container port takes the lowest free port of the rang
 
 test('ports host processes listen on are refused with a clear CONFLICT', async (t) => {
   const { a } = allocator(t, {
-    'net/tcp': [TCP_HEADER, line(0, hex4('0.0.0.0'), 8080, '0A'), line(1, hex4('127.0.0.1'), 6379, '0A'), line(2, hex4('10.0.0.1'), 9999, '01')].join('\n'),
-    'net/tcp6': [TCP_HEADER, line(0, hex6([0, 0, 0, 0, 0, 0, 0, 0]), 443, '0A'), line(1, hex6([0, 0, 0, 0, 0, 0, 0, 1]), 7000, '0A')].join('\n'),
+    'net/tcp': [
+      TCP_HEADER,
+      line(0, hex4('0.0.0.0'), 8080, '0A'),
+      line(1, hex4('127.0.0.1'), 6379, '0A'),
+      line(2, hex4('10.0.0.1'), 9999, '01'),
+    ].join('\n'),
+    'net/tcp6': [
+      TCP_HEADER,
+      line(0, hex6([0, 0, 0, 0, 0, 0, 0, 0]), 443, '0A'),
+      line(1, hex6([0, 0, 0, 0, 0, 0, 0, 1]), 7000, '0A'),
+    ].join('\n'),
     'net/udp': [UDP_HEADER, line(0, hex4('0.0.0.0'), 53, '07')].join('\n'),
   });
-  const e = await rejects(a.reserve('c', P('8080:80')), 'CONFLICT', /^port 8080\/tcp is already in use by a process on the host \(0\.0\.0\.0:8080\); cannot publish 8080:80\/tcp$/);
+  const e = await rejects(
+    a.reserve('c', P('8080:80')),
+    'CONFLICT',
+    /^port 8080\/tcp is already in use by a process on the host \(0\.0\.0\.0:8080\); cannot publish 8080:80\/tcp$/,
+  );
   assert.equal(e.details.listener, '0.0.0.0:8080');
   // 127.0.0.1:6379: conflicts with '' and 0.0.0.0 and 127.0.0.1, not with another address.
   await rejects(a.reserve('c', P('6379:6379')), 'CONFLICT', /\(127\.0\.0\.1:6379\)/);
@@ -334,14 +409,21 @@ test('ports host processes listen on are refused with a clear CONFLICT', async (
   await a.reserve('ok2', P('127.0.0.1:7000:7000'));
   await rejects(a.reserve('c', P('[::]:7000:7000')), 'CONFLICT', /\(\[::1\]:7000\)/);
   // Only the protocol of the socket: 53/udp is busy, 53/tcp is free.
-  await rejects(a.reserve('c', P('53:53/udp')), 'CONFLICT', /port 53\/udp is already in use by a process on the host \(0\.0\.0\.0:53\)/);
+  await rejects(
+    a.reserve('c', P('53:53/udp')),
+    'CONFLICT',
+    /port 53\/udp is already in use by a process on the host \(0\.0\.0\.0:53\)/,
+  );
   await a.reserve('ok3', P('53:53'));
   // A connected socket's port (9999 ESTABLISHED) is not a listener.
   await a.reserve('ok4', P('10.0.0.1:9999:80'));
   // A range that covers a listener is refused, naming the port.
   await rejects(a.reserve('c', P('8000-8099:8000-8099')), 'CONFLICT', /port 8080\/tcp is already in use/);
   // Ephemeral allocation steps around listeners.
-  const { a: b } = allocator(t, { 'sys/net/ipv4/ip_local_port_range': '40000 40002', 'net/tcp': [TCP_HEADER, line(0, hex4('0.0.0.0'), 40000, '0A')].join('\n') });
+  const { a: b } = allocator(t, {
+    'sys/net/ipv4/ip_local_port_range': '40000 40002',
+    'net/tcp': [TCP_HEADER, line(0, hex4('0.0.0.0'), 40000, '0A')].join('\n'),
+  });
   assert.deepEqual(texts(await b.reserve('c', P('80'))), ['40001:80/tcp']);
   // checkHostListeners: false ignores them.
   const tree = procTree(t, { 'net/tcp': [TCP_HEADER, line(0, hex4('0.0.0.0'), 8080, '0A')].join('\n') });
@@ -354,7 +436,11 @@ test('procNetDir: the listeners of another netns view (e.g. /proc/<pid>/net)', a
   const { a: plain, tree } = allocator(t);
   await plain.reserve('c', P('5000:5000/udp'));
   const a = new PortAllocator({ procRoot: tree.root, procNetDir: path.join(other.root, 'net') });
-  await rejects(a.reserve('c', P('5000:5000/udp')), 'CONFLICT', /in use by a process on the host \(0\.0\.0\.0:5000\)/);
+  await rejects(
+    a.reserve('c', P('5000:5000/udp')),
+    'CONFLICT',
+    /in use by a process on the host \(0\.0\.0\.0:5000\)/,
+  );
 });
 
 // ---- scale ----------------------------------------------------------------------------------------
@@ -369,7 +455,11 @@ test('a 10,000-port range is one interval per address, whatever its size', async
   for (const p of [20000, 20001, 25000, 29999]) assert.equal(a.ownerOf('tcp', '', p), 'big');
   assert.equal(a.ownerOf('tcp', '', 19999), undefined);
   assert.equal(a.ownerOf('tcp', '', 30000), undefined);
-  await rejects(a.reserve('x', P('[::1]:29999:80')), 'CONFLICT', /port 29999\/tcp is already published \(\[::\]:20000-29999\/tcp by big\)/);
+  await rejects(
+    a.reserve('x', P('[::1]:29999:80')),
+    'CONFLICT',
+    /port 29999\/tcp is already published \(\[::\]:20000-29999\/tcp by big\)/,
+  );
   // 1000 single-port sandboxes and the whole 1-65535 range on another address.
   for (let i = 0; i < 1000; i++) await a.reserve(`s${i}`, P(`10.9.0.1:${1000 + i}:80`));
   assert.equal(a.stats().intervals, 3 + 1000);

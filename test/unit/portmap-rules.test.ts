@@ -5,7 +5,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CnmdError } from '../../src/errors';
-import { baseRules, canonicalRule, networkRules, TABLES, mergeBatches, type LayoutRule, type RuleBatch, type RuleOp } from '../../src/firewall';
+import {
+  baseRules,
+  canonicalRule,
+  networkRules,
+  TABLES,
+  mergeBatches,
+  type LayoutRule,
+  type RuleBatch,
+  type RuleOp,
+} from '../../src/firewall';
 import { _internal } from '../../src/firewall/iptables';
 import {
   parsePortSpecs,
@@ -21,7 +30,12 @@ import {
 const BR = 'br-0123456789ab';
 
 function rules(specs: string[], extra: Partial<PortRulesSpec> = {}, opts: PortRulesOptions = {}): string[] {
-  const spec: PortRulesSpec = { bridge: BR, containerIPv4: '10.1.0.2', bindings: parsePortSpecs(specs), ...extra };
+  const spec: PortRulesSpec = {
+    bridge: BR,
+    containerIPv4: '10.1.0.2',
+    bindings: parsePortSpecs(specs),
+    ...extra,
+  };
   return render(portRuleList(spec, opts));
 }
 
@@ -33,7 +47,8 @@ function opsOf(batch: RuleBatch): string[] {
   const out: string[] = [];
   for (const family of ['ipv4', 'ipv6'] as const) {
     for (const table of TABLES) {
-      for (const op of (batch[family]?.[table] ?? []) as RuleOp[]) out.push(`${family} ${table} ${op.kind} ${op.chain} ${'rule' in op ? op.rule : ''}`);
+      for (const op of (batch[family]?.[table] ?? []) as RuleOp[])
+        out.push(`${family} ${table} ${op.kind} ${op.chain} ${'rule' in op ? op.rule : ''}`);
     }
   }
   return out;
@@ -53,7 +68,10 @@ test('one port: DNAT, forward ACCEPT, hairpin MASQUERADE — as the reference wr
 });
 
 test('without the userland proxy the DNAT has no `! -i br` (hairpin by NAT), as Docker', () => {
-  assert.deepEqual(rules(['8080:80'], {}, { userlandProxy: false })[0], 'ipv4 -t nat -A CNMD -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.1.0.2:80');
+  assert.deepEqual(
+    rules(['8080:80'], {}, { userlandProxy: false })[0],
+    'ipv4 -t nat -A CNMD -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.1.0.2:80',
+  );
 });
 
 test('SCTP adds the CHECKSUM fill, per container address', () => {
@@ -84,7 +102,10 @@ test('a host address: -d on the DNAT; the raw-table protections (127.0.0.1, dire
     `ipv4 -t raw -A PREROUTING -d 10.1.0.2/32 ! -i ${BR} -j DROP`,
   ]);
   // directAccessFilter: 'auto' only with a named host address; 'always'; 'never'.
-  const raw = (specs: string[], mode?: PortRulesOptions['directAccessFilter']) => rules(specs, {}, { directAccessFilter: mode }).filter((r) => r.includes(`-d 10.1.0.2/32 ! -i ${BR} -j DROP`));
+  const raw = (specs: string[], mode?: PortRulesOptions['directAccessFilter']) =>
+    rules(specs, {}, { directAccessFilter: mode }).filter((r) =>
+      r.includes(`-d 10.1.0.2/32 ! -i ${BR} -j DROP`),
+    );
   assert.equal(raw(['8080:80']).length, 0);
   assert.equal(raw(['0.0.0.0:8080:80']).length, 0);
   assert.equal(raw(['8080:80'], 'always').length, 1);
@@ -94,11 +115,23 @@ test('a host address: -d on the DNAT; the raw-table protections (127.0.0.1, dire
 
 test('host_binding_ipv4 is the IPv4 address of bindings on every address', () => {
   const r = rules(['8080:80', '10.0.0.1:9090:90'], { hostBindingIPv4: '192.168.1.5' });
-  assert.equal(r[0], `ipv4 -t nat -A CNMD -d 192.168.1.5/32 ! -i ${BR} -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.1.0.2:80`);
-  assert.equal(r[3], `ipv4 -t nat -A CNMD -d 10.0.0.1/32 ! -i ${BR} -p tcp -m tcp --dport 9090 -j DNAT --to-destination 10.1.0.2:90`);
+  assert.equal(
+    r[0],
+    `ipv4 -t nat -A CNMD -d 192.168.1.5/32 ! -i ${BR} -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.1.0.2:80`,
+  );
+  assert.equal(
+    r[3],
+    `ipv4 -t nat -A CNMD -d 10.0.0.1/32 ! -i ${BR} -p tcp -m tcp --dport 9090 -j DNAT --to-destination 10.1.0.2:90`,
+  );
   // 0.0.0.0 explicitly is every IPv4 address: no -d.
-  assert.equal(rules(['0.0.0.0:8080:80'], { hostBindingIPv4: '192.168.1.5' })[0], `ipv4 -t nat -A CNMD ! -i ${BR} -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.1.0.2:80`);
-  assert.throws(() => rules(['8080:80'], { hostBindingIPv4: 'x' }), /host_binding_ipv4 "x" is not an IPv4 address/);
+  assert.equal(
+    rules(['0.0.0.0:8080:80'], { hostBindingIPv4: '192.168.1.5' })[0],
+    `ipv4 -t nat -A CNMD ! -i ${BR} -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.1.0.2:80`,
+  );
+  assert.throws(
+    () => rules(['8080:80'], { hostBindingIPv4: 'x' }),
+    /host_binding_ipv4 "x" is not an IPv4 address/,
+  );
 });
 
 test('a range is one rule of each kind: identical ranges keep the port, shifted ranges map with /base', () => {
@@ -120,8 +153,14 @@ test('without shifted-range DNAT: one DNAT per port, the other kinds stay one ra
   const r = rules(['8000-8099:80-179'], {}, { shiftedRangeDnat: false });
   const dnat = r.filter((x) => x.includes('DNAT'));
   assert.equal(dnat.length, 100);
-  assert.equal(dnat[0], `ipv4 -t nat -A CNMD ! -i ${BR} -p tcp -m tcp --dport 8000 -j DNAT --to-destination 10.1.0.2:80`);
-  assert.equal(dnat[99], `ipv4 -t nat -A CNMD ! -i ${BR} -p tcp -m tcp --dport 8099 -j DNAT --to-destination 10.1.0.2:179`);
+  assert.equal(
+    dnat[0],
+    `ipv4 -t nat -A CNMD ! -i ${BR} -p tcp -m tcp --dport 8000 -j DNAT --to-destination 10.1.0.2:80`,
+  );
+  assert.equal(
+    dnat[99],
+    `ipv4 -t nat -A CNMD ! -i ${BR} -p tcp -m tcp --dport 8099 -j DNAT --to-destination 10.1.0.2:179`,
+  );
   assert.equal(r.length, 102);
   // Identical ranges need no shift: one rule either way.
   assert.equal(rules(['20000-20999:20000-20999'], {}, { shiftedRangeDnat: false }).length, 3);
@@ -148,7 +187,9 @@ test('IPv6: ip6tables rules with /128 and [CIP]:CP; every-address bindings only 
     `ipv6 -t raw -A PREROUTING -d fd00::2/128 ! -i ${BR} -j DROP`,
   ]);
   // An IPv6-only sandbox: '' gives IPv6 rules only.
-  const v6only = render(portRuleList({ bridge: BR, containerIPv6: 'fd00::2', bindings: parsePortSpecs(['8080:80']) }));
+  const v6only = render(
+    portRuleList({ bridge: BR, containerIPv6: 'fd00::2', bindings: parsePortSpecs(['8080:80']) }),
+  );
   assert.ok(v6only.every((r) => r.startsWith('ipv6 ')) && v6only.length === 3);
 });
 
@@ -164,17 +205,32 @@ test('every rule is already in iptables-save form (so ensure/delete find it agai
     bridge: BR,
     containerIPv4: '10.1.0.2',
     containerIPv6: 'fd00::2',
-    bindings: parsePortSpecs(['8080:80', '127.0.0.1:9090:90/udp', '8000-8099:80-179/sctp', '[::1]:7000-7001:7000-7001', '192.168.1.5::53', '20000-20999:20000-20999']).map((b) =>
-      b.hostPort === 0 ? { ...b, hostPort: 40000 } : b,
-    ),
+    bindings: parsePortSpecs([
+      '8080:80',
+      '127.0.0.1:9090:90/udp',
+      '8000-8099:80-179/sctp',
+      '[::1]:7000-7001:7000-7001',
+      '192.168.1.5::53',
+      '20000-20999:20000-20999',
+    ]).map((b) => (b.hostPort === 0 ? { ...b, hostPort: 40000 } : b)),
   };
-  for (const opts of [{}, { userlandProxy: false }, { shiftedRangeDnat: false }, { directAccessFilter: 'always' as const }]) {
+  for (const opts of [
+    {},
+    { userlandProxy: false },
+    { shiftedRangeDnat: false },
+    { directAccessFilter: 'always' as const },
+  ]) {
     for (const r of portRuleList(spec, opts)) assert.equal(canonicalRule(r.rule, r.family), r.rule, r.rule);
   }
 });
 
 test('portRules ensures, removePortRules deletes the same rules in reverse order', () => {
-  const spec: PortRulesSpec = { bridge: BR, containerIPv4: '10.1.0.2', containerIPv6: 'fd00::2', bindings: parsePortSpecs(['127.0.0.1:8080:80', '9:9/sctp', '[fd00::1]:53:53/udp']) };
+  const spec: PortRulesSpec = {
+    bridge: BR,
+    containerIPv4: '10.1.0.2',
+    containerIPv6: 'fd00::2',
+    bindings: parsePortSpecs(['127.0.0.1:8080:80', '9:9/sctp', '[fd00::1]:53:53/udp']),
+  };
   const list = portRuleList(spec);
   const add = opsOf(portRules(spec));
   const rm = opsOf(removePortRules(spec));
@@ -184,8 +240,12 @@ test('portRules ensures, removePortRules deletes the same rules in reverse order
   // Per family and table, the removal is the addition reversed.
   for (const family of ['ipv4', 'ipv6']) {
     for (const table of TABLES) {
-      const a = add.filter((o) => o.startsWith(`${family} ${table} `)).map((o) => o.replace(' ensureRule ', ' '));
-      const r = rm.filter((o) => o.startsWith(`${family} ${table} `)).map((o) => o.replace(' deleteIfPresent ', ' '));
+      const a = add
+        .filter((o) => o.startsWith(`${family} ${table} `))
+        .map((o) => o.replace(' ensureRule ', ' '));
+      const r = rm
+        .filter((o) => o.startsWith(`${family} ${table} `))
+        .map((o) => o.replace(' deleteIfPresent ', ' '));
       assert.deepEqual(r, a.slice().reverse(), `${family} ${table}`);
     }
   }
@@ -194,7 +254,11 @@ test('portRules ensures, removePortRules deletes the same rules in reverse order
 test('the backend plans a 1000-port range as a handful of lines in one restore, and removes exactly them', () => {
   const net = { bridge: BR, subnets: { v4: '10.1.0.0/24' }, icc: true, masquerade: true, internal: false };
   const base = _internal.planFamily('ipv4', mergeBatches(baseRules(), networkRules(net)).ipv4!, new Map());
-  const spec: PortRulesSpec = { bridge: BR, containerIPv4: '10.1.0.2', bindings: parsePortSpecs(['20000-20999:20000-20999', '31000-31999:21000-21999/udp', '8080:80']) };
+  const spec: PortRulesSpec = {
+    bridge: BR,
+    containerIPv4: '10.1.0.2',
+    bindings: parsePortSpecs(['20000-20999:20000-20999', '31000-31999:21000-21999/udp', '8080:80']),
+  };
   const plan = _internal.planFamily('ipv4', portRules(spec).ipv4!, base.next);
   assert.deepEqual(plan.lines, [
     '*nat',
@@ -226,19 +290,36 @@ test('the backend plans a 1000-port range as a handful of lines in one restore, 
 
 test('refusals: unallocated bindings, a family the sandbox lacks, bad names and addresses', () => {
   const bad: [Partial<PortRulesSpec> & { specs?: string[] }, RegExp][] = [
-    [{ specs: ['80'] }, /binding 80\/tcp has no exact host port yet; reserve it with the PortAllocator first/],
+    [
+      { specs: ['80'] },
+      /binding 80\/tcp has no exact host port yet; reserve it with the PortAllocator first/,
+    ],
     [{ specs: ['8000-8010:80'] }, /no exact host port yet/],
-    [{ specs: ['[::1]:8080:80'] }, /binding \[::1\]:8080:80\/tcp is on an IPv6 host address but the sandbox has no IPv6 address/],
-    [{ specs: ['8080:80'], containerIPv4: undefined }, /the sandbox has no address on br-0123456789ab to forward to/],
+    [
+      { specs: ['[::1]:8080:80'] },
+      /binding \[::1\]:8080:80\/tcp is on an IPv6 host address but the sandbox has no IPv6 address/,
+    ],
+    [
+      { specs: ['8080:80'], containerIPv4: undefined },
+      /the sandbox has no address on br-0123456789ab to forward to/,
+    ],
     [{ specs: ['8080:80'], bridge: 'bad name' }, /invalid bridge name/],
     [{ specs: ['8080:80'], bridge: 'much-too-long-bridge-name' }, /invalid bridge name/],
-    [{ specs: ['8080:80'], containerIPv4: 'fd00::2' }, /container IPv4 address "fd00::2" is not one address of that family/],
+    [
+      { specs: ['8080:80'], containerIPv4: 'fd00::2' },
+      /container IPv4 address "fd00::2" is not one address of that family/,
+    ],
     [{ specs: ['8080:80'], containerIPv4: '10.1.0.2/24' }, /container IPv4 address/],
     [{ specs: ['8080:80'], containerIPv6: '10.1.0.3' }, /container IPv6 address/],
   ];
   for (const [over, re] of bad) {
     const { specs = [], ...rest } = over;
-    const spec: PortRulesSpec = { bridge: BR, containerIPv4: '10.1.0.2', bindings: parsePortSpecs(specs), ...rest };
+    const spec: PortRulesSpec = {
+      bridge: BR,
+      containerIPv4: '10.1.0.2',
+      bindings: parsePortSpecs(specs),
+      ...rest,
+    };
     assert.throws(
       () => portRuleList(spec),
       (e: unknown) => e instanceof CnmdError && e.code === 'INVALID_ARGUMENT' && re.test(e.message),
@@ -247,8 +328,11 @@ test('refusals: unallocated bindings, a family the sandbox lacks, bad names and 
   }
 });
 
-test('routeLocalnetSysctl names the bridge\'s route_localnet', () => {
-  assert.deepEqual(routeLocalnetSysctl(BR), { path: `/proc/sys/net/ipv4/conf/${BR}/route_localnet`, value: '1' });
+test("routeLocalnetSysctl names the bridge's route_localnet", () => {
+  assert.deepEqual(routeLocalnetSysctl(BR), {
+    path: `/proc/sys/net/ipv4/conf/${BR}/route_localnet`,
+    value: '1',
+  });
   assert.throws(() => routeLocalnetSysctl('../x'), /invalid bridge name/);
 });
 
@@ -264,7 +348,10 @@ test('probeShiftedRangeDnat runs one process in a throwaway netns and reads its 
   assert.equal(calls.length, 1);
   assert.deepEqual(calls[0].slice(0, 3), ['unshare', '--net', 'iptables']);
   assert.ok(calls[0].join(' ').includes('--to-destination 192.0.2.1:30000-30001/20000'));
-  assert.equal(await probeShiftedRangeDnat({ exec: async () => ({ code: 2, signal: null, stdout: '', stderr: 'Bad' }) }), false);
+  assert.equal(
+    await probeShiftedRangeDnat({ exec: async () => ({ code: 2, signal: null, stdout: '', stderr: 'Bad' }) }),
+    false,
+  );
   assert.equal(
     await probeShiftedRangeDnat({
       exec: async () => {

@@ -64,13 +64,39 @@ const accepted: [string, PortBinding][] = [
   // v4-mapped IPv6 is IPv4 (Go's To4()).
   ['[::ffff:10.0.0.1]:80:80', { proto: 'tcp', hostIP: '10.0.0.1', hostPort: 80, containerPort: 80 }],
   // Ranges.
-  ['8000-8099:80-179', { proto: 'tcp', hostIP: '', hostPort: 8000, hostPortEnd: 8099, containerPort: 80, containerPortEnd: 179 }],
-  ['20000-20999:20000-20999/udp', { proto: 'udp', hostIP: '', hostPort: 20000, hostPortEnd: 20999, containerPort: 20000, containerPortEnd: 20999 }],
-  ['10.0.0.1:8000-8001:80-81', { proto: 'tcp', hostIP: '10.0.0.1', hostPort: 8000, hostPortEnd: 8001, containerPort: 80, containerPortEnd: 81 }],
+  [
+    '8000-8099:80-179',
+    { proto: 'tcp', hostIP: '', hostPort: 8000, hostPortEnd: 8099, containerPort: 80, containerPortEnd: 179 },
+  ],
+  [
+    '20000-20999:20000-20999/udp',
+    {
+      proto: 'udp',
+      hostIP: '',
+      hostPort: 20000,
+      hostPortEnd: 20999,
+      containerPort: 20000,
+      containerPortEnd: 20999,
+    },
+  ],
+  [
+    '10.0.0.1:8000-8001:80-81',
+    {
+      proto: 'tcp',
+      hostIP: '10.0.0.1',
+      hostPort: 8000,
+      hostPortEnd: 8001,
+      containerPort: 80,
+      containerPortEnd: 81,
+    },
+  ],
   ['8000-8010:80', { proto: 'tcp', hostIP: '', hostPort: 8000, hostPortEnd: 8010, containerPort: 80 }],
   ['80-90', { proto: 'tcp', hostIP: '', hostPort: 0, containerPort: 80, containerPortEnd: 90 }],
   ['[::1]::80-90/udp', { proto: 'udp', hostIP: '::1', hostPort: 0, containerPort: 80, containerPortEnd: 90 }],
-  ['1-65535:1-65535', { proto: 'tcp', hostIP: '', hostPort: 1, hostPortEnd: 65535, containerPort: 1, containerPortEnd: 65535 }],
+  [
+    '1-65535:1-65535',
+    { proto: 'tcp', hostIP: '', hostPort: 1, hostPortEnd: 65535, containerPort: 1, containerPortEnd: 65535 },
+  ],
   // A one-port "range" is a port.
   ['8080-8080:80-80', { proto: 'tcp', hostIP: '', hostPort: 8080, containerPort: 80 }],
   ['8080-8080:80', { proto: 'tcp', hostIP: '', hostPort: 8080, containerPort: 80 }],
@@ -109,7 +135,10 @@ const refused: [string, RegExp][] = [
   ['0', /container port 0 is outside 1-65535/],
   ['0-10:80', /host port 0 is outside 1-65535/],
   ['8000-65536:80', /host port 65536 is outside 1-65535/],
-  ['8000-8099:80-180', /host range 8000-8099 has 100 ports but container range 80-180 has 101; the ranges must be the same length/],
+  [
+    '8000-8099:80-180',
+    /host range 8000-8099 has 100 ports but container range 80-180 has 101; the ranges must be the same length/,
+  ],
   ['8080:80-90', /host port 8080 is one port but container ports 80-90 are 11.*8080-8090:80-90/],
   ['8099-8000:80', /host port range 8099-8000 is reversed/],
   ['80-70', /container port range 80-70 is reversed \(write 70-80\)/],
@@ -146,22 +175,47 @@ test('parsePortSpecs: in order; the first bad spec throws', () => {
 });
 
 test('normalizeBinding validates API objects with the same rules', () => {
-  assert.deepEqual(normalizeBinding({ containerPort: 80 }), { proto: 'tcp', hostIP: '', hostPort: 0, containerPort: 80 });
-  assert.deepEqual(normalizeBinding({ proto: 'UDP', hostIP: '[FD00::1]', hostPort: 8000, hostPortEnd: 8001, containerPort: 80, containerPortEnd: 81 }), {
-    proto: 'udp',
-    hostIP: 'fd00::1',
-    hostPort: 8000,
-    hostPortEnd: 8001,
-    containerPort: 80,
-    containerPortEnd: 81,
-  });
-  // Ends equal to starts are dropped.
-  assert.deepEqual(normalizeBinding({ proto: 'tcp', hostIP: '', hostPort: 8080, hostPortEnd: 8080, containerPort: 80, containerPortEnd: 80 }), {
+  assert.deepEqual(normalizeBinding({ containerPort: 80 }), {
     proto: 'tcp',
     hostIP: '',
-    hostPort: 8080,
+    hostPort: 0,
     containerPort: 80,
   });
+  assert.deepEqual(
+    normalizeBinding({
+      proto: 'UDP',
+      hostIP: '[FD00::1]',
+      hostPort: 8000,
+      hostPortEnd: 8001,
+      containerPort: 80,
+      containerPortEnd: 81,
+    }),
+    {
+      proto: 'udp',
+      hostIP: 'fd00::1',
+      hostPort: 8000,
+      hostPortEnd: 8001,
+      containerPort: 80,
+      containerPortEnd: 81,
+    },
+  );
+  // Ends equal to starts are dropped.
+  assert.deepEqual(
+    normalizeBinding({
+      proto: 'tcp',
+      hostIP: '',
+      hostPort: 8080,
+      hostPortEnd: 8080,
+      containerPort: 80,
+      containerPortEnd: 80,
+    }),
+    {
+      proto: 'tcp',
+      hostIP: '',
+      hostPort: 8080,
+      containerPort: 80,
+    },
+  );
   const bad: [unknown, RegExp][] = [
     [null, /not an object/],
     [{ containerPort: 0 }, /containerPort 0 is outside/],
@@ -171,7 +225,10 @@ test('normalizeBinding validates API objects with the same rules', () => {
     [{ containerPort: 80, proto: 'icmp' }, /proto "icmp"/],
     [{ containerPort: 80, hostIP: 'nope' }, /hostIP "nope"/],
     [{ containerPort: 80, hostPort: 10, hostPortEnd: 5 }, /hostPortEnd 5 must be a port >= hostPort/],
-    [{ containerPort: 80, containerPortEnd: 90, hostPort: 10, hostPortEnd: 12 }, /host range has 3 ports but container range has 11/],
+    [
+      { containerPort: 80, containerPortEnd: 90, hostPort: 10, hostPortEnd: 12 },
+      /host range has 3 ports but container range has 11/,
+    ],
     [{ containerPort: 80, hostPortEnd: 12 }, /cannot start at 0/],
   ];
   for (const [b, re] of bad) {
@@ -207,13 +264,23 @@ test('canonicalIP and bindingAddresses', () => {
 test('formatBinding prints what `docker port` prints', () => {
   assert.deepEqual(formatBinding(one('8080:80')), ['80/tcp -> 0.0.0.0:8080', '80/tcp -> [::]:8080']);
   assert.deepEqual(formatBinding(one('8080:80'), { ipv6: false }), ['80/tcp -> 0.0.0.0:8080']);
-  assert.deepEqual(formatBinding(one('8080:80'), { hostBindingIPv4: '192.168.1.5' }), ['80/tcp -> 192.168.1.5:8080', '80/tcp -> [::]:8080']);
+  assert.deepEqual(formatBinding(one('8080:80'), { hostBindingIPv4: '192.168.1.5' }), [
+    '80/tcp -> 192.168.1.5:8080',
+    '80/tcp -> [::]:8080',
+  ]);
   assert.deepEqual(formatBinding(one('127.0.0.1:8080:80/udp')), ['80/udp -> 127.0.0.1:8080']);
   assert.deepEqual(formatBinding(one('[::1]:8080:80')), ['80/tcp -> [::1]:8080']);
   assert.deepEqual(formatBinding(one('[::]:8080:80/sctp')), ['80/sctp -> [::]:8080']);
   assert.deepEqual(formatBinding(one('0.0.0.0:8080:80')), ['80/tcp -> 0.0.0.0:8080']);
   // A range: one line per port and address, as docker port does; or compact.
-  assert.deepEqual(formatBinding(one('10.0.0.1:8000-8002:80-82')), ['80/tcp -> 10.0.0.1:8000', '81/tcp -> 10.0.0.1:8001', '82/tcp -> 10.0.0.1:8002']);
+  assert.deepEqual(formatBinding(one('10.0.0.1:8000-8002:80-82')), [
+    '80/tcp -> 10.0.0.1:8000',
+    '81/tcp -> 10.0.0.1:8001',
+    '82/tcp -> 10.0.0.1:8002',
+  ]);
   assert.equal(formatBinding(one('8000-8099:80-179')).length, 200);
-  assert.deepEqual(formatBinding(one('8000-8099:80-179'), { compact: true }), ['80-179/tcp -> 0.0.0.0:8000-8099', '80-179/tcp -> [::]:8000-8099']);
+  assert.deepEqual(formatBinding(one('8000-8099:80-179'), { compact: true }), [
+    '80-179/tcp -> 0.0.0.0:8000-8099',
+    '80-179/tcp -> [::]:8000-8099',
+  ]);
 });

@@ -26,7 +26,11 @@ function tempDir(t: T): string {
 }
 
 /** `reply` gets the method name ("NetworkDriver.Join") and writes the answer itself, or never. */
-async function brokenPlugin(t: T, reply: (method: string, body: string, res: http.ServerResponse) => void, sock?: string) {
+async function brokenPlugin(
+  t: T,
+  reply: (method: string, body: string, res: http.ServerResponse) => void,
+  sock?: string,
+) {
   const file = sock ?? path.join(tempDir(t), 'broken.sock');
   const seen: Seen[] = [];
   let connections = 0;
@@ -54,7 +58,10 @@ function json(res: http.ServerResponse, status: number, body: unknown): void {
 }
 
 function client(t: T, sock: string, opts: { timeoutMs?: number; retryMs?: number } = {}): PluginClient {
-  const c = new PluginClient({ name: 'broken', addr: { kind: 'unix', path: sock } }, { timeoutMs: 2000, retryMs: 300, ...opts });
+  const c = new PluginClient(
+    { name: 'broken', addr: { kind: 'unix', path: sock } },
+    { timeoutMs: 2000, retryMs: 300, ...opts },
+  );
   t.after(() => c.close());
   return c;
 }
@@ -72,7 +79,9 @@ function check(e: unknown, code: string, method: string, ...fragments: RegExp[])
 }
 
 test('a call is POST /<Method> with the plugin Accept header and a JSON body; no body without arguments', async (t) => {
-  const p = await brokenPlugin(t, (m, _b, res) => json(res, 200, m === 'Plugin.Activate' ? { Implements: ['NetworkDriver', 'IpamDriver'] } : { Ok: 1 }));
+  const p = await brokenPlugin(t, (m, _b, res) =>
+    json(res, 200, m === 'Plugin.Activate' ? { Implements: ['NetworkDriver', 'IpamDriver'] } : { Ok: 1 }),
+  );
   const c = client(t, p.sock);
   assert.deepEqual(await c.call('NetworkDriver.CreateNetwork', { NetworkID: 'n1', Options: {} }), { Ok: 1 });
   assert.deepEqual(await c.activate(), ['NetworkDriver', 'IpamDriver']);
@@ -90,22 +99,30 @@ test('a call is POST /<Method> with the plugin Accept header and a JSON body; no
 
 test('activation: Implements must be a list; a plugin without the wanted protocol is refused', async (t) => {
   const bad = await brokenPlugin(t, (_m, _b, res) => json(res, 200, { Implements: 'NetworkDriver' }));
-  await assert.rejects(client(t, bad.sock).activate(), (e) => check(e, 'MALFORMED_REPLY', 'Plugin.Activate', /Implements/, /must answer/));
+  await assert.rejects(client(t, bad.sock).activate(), (e) =>
+    check(e, 'MALFORMED_REPLY', 'Plugin.Activate', /Implements/, /must answer/),
+  );
   const ipamOnly = await brokenPlugin(t, (_m, _b, res) => json(res, 200, { Implements: ['IpamDriver'] }));
-  await assert.rejects(client(t, ipamOnly.sock).require('NetworkDriver'), (e) => check(e, 'PLUGIN_ERROR', 'Plugin.Activate', /implements IpamDriver, not NetworkDriver/));
+  await assert.rejects(client(t, ipamOnly.sock).require('NetworkDriver'), (e) =>
+    check(e, 'PLUGIN_ERROR', 'Plugin.Activate', /implements IpamDriver, not NetworkDriver/),
+  );
 });
 
 test('(a) a plugin that never answers: TIMEOUT after the deadline, not retried', async (t) => {
   const p = await brokenPlugin(t, () => undefined);
   const c = client(t, p.sock, { timeoutMs: 200, retryMs: 5000 });
   const start = Date.now();
-  await assert.rejects(c.call('NetworkDriver.Join', { NetworkID: 'n' }), (e) => check(e, 'TIMEOUT', 'NetworkDriver.Join', /no reply within 0\.2 s/, /check that the plugin is running/));
+  await assert.rejects(c.call('NetworkDriver.Join', { NetworkID: 'n' }), (e) =>
+    check(e, 'TIMEOUT', 'NetworkDriver.Join', /no reply within 0\.2 s/, /check that the plugin is running/),
+  );
   const elapsed = Date.now() - start;
   assert.ok(elapsed >= 190 && elapsed < 1500, `took ${elapsed} ms`);
   assert.equal(p.seen.length, 1, 'a request that may have been applied is not sent again');
   // A per-call deadline overrides the client's.
   const s2 = Date.now();
-  await assert.rejects(c.call('NetworkDriver.Leave', {}, { timeoutMs: 50 }), (e) => check(e, 'TIMEOUT', 'NetworkDriver.Leave'));
+  await assert.rejects(c.call('NetworkDriver.Leave', {}, { timeoutMs: 50 }), (e) =>
+    check(e, 'TIMEOUT', 'NetworkDriver.Leave'),
+  );
   assert.ok(Date.now() - s2 < 1000);
 });
 
@@ -114,14 +131,29 @@ test('(a) a plugin that sends headers then stalls the body is timed out too', as
     res.writeHead(200, { 'Content-Length': '100' });
     res.write('{"Err"');
   });
-  await assert.rejects(client(t, p.sock, { timeoutMs: 200 }).call('NetworkDriver.CreateEndpoint', {}), (e) => check(e, 'TIMEOUT', 'NetworkDriver.CreateEndpoint'));
+  await assert.rejects(client(t, p.sock, { timeoutMs: 200 }).call('NetworkDriver.CreateEndpoint', {}), (e) =>
+    check(e, 'TIMEOUT', 'NetworkDriver.CreateEndpoint'),
+  );
 });
 
 test('(b) 200 with a body that is not JSON: MALFORMED_REPLY with the body quoted', async (t) => {
-  const p = await brokenPlugin(t, (m, _b, res) => json(res, 200, m.endsWith('Array') ? '[1,2]' : '<html>oops</html>'));
+  const p = await brokenPlugin(t, (m, _b, res) =>
+    json(res, 200, m.endsWith('Array') ? '[1,2]' : '<html>oops</html>'),
+  );
   const c = client(t, p.sock);
-  await assert.rejects(c.call('NetworkDriver.CreateNetwork', {}), (e) => check(e, 'MALFORMED_REPLY', 'NetworkDriver.CreateNetwork', /not valid JSON/, /<html>oops/, /fix the plugin/));
-  await assert.rejects(c.call('NetworkDriver.Array', {}), (e) => check(e, 'MALFORMED_REPLY', 'NetworkDriver.Array', /not an object/));
+  await assert.rejects(c.call('NetworkDriver.CreateNetwork', {}), (e) =>
+    check(
+      e,
+      'MALFORMED_REPLY',
+      'NetworkDriver.CreateNetwork',
+      /not valid JSON/,
+      /<html>oops/,
+      /fix the plugin/,
+    ),
+  );
+  await assert.rejects(c.call('NetworkDriver.Array', {}), (e) =>
+    check(e, 'MALFORMED_REPLY', 'NetworkDriver.Array', /not an object/),
+  );
 });
 
 test('200 with an empty body or null is an empty reply', async (t) => {
@@ -132,35 +164,65 @@ test('200 with an empty body or null is an empty reply', async (t) => {
 });
 
 test('(c) 500 with {"Err"}: PLUGIN_ERROR carrying the status and the plugin message; raw body otherwise', async (t) => {
-  const p = await brokenPlugin(t, (m, _b, res) => (m === 'Raw' ? json(res, 503, 'service melted') : json(res, 500, { Err: 'subnet 10.1.0.0/24 overlaps' })));
+  const p = await brokenPlugin(t, (m, _b, res) =>
+    m === 'Raw' ? json(res, 503, 'service melted') : json(res, 500, { Err: 'subnet 10.1.0.0/24 overlaps' }),
+  );
   const c = client(t, p.sock);
   await assert.rejects(c.call('NetworkDriver.CreateNetwork', {}), (e) => {
-    check(e, 'PLUGIN_ERROR', 'NetworkDriver.CreateNetwork', /HTTP 500/, /subnet 10\.1\.0\.0\/24 overlaps/, /plugin's own message/);
+    check(
+      e,
+      'PLUGIN_ERROR',
+      'NetworkDriver.CreateNetwork',
+      /HTTP 500/,
+      /subnet 10\.1\.0\.0\/24 overlaps/,
+      /plugin's own message/,
+    );
     assert.equal((e as CnmdError).details.status, 500);
     assert.equal((e as CnmdError).details.pluginMessage, 'subnet 10.1.0.0/24 overlaps');
     return true;
   });
-  await assert.rejects(c.call('Raw', {}), (e) => check(e, 'PLUGIN_ERROR', 'Raw', /HTTP 503/, /service melted/));
+  await assert.rejects(c.call('Raw', {}), (e) =>
+    check(e, 'PLUGIN_ERROR', 'Raw', /HTTP 503/, /service melted/),
+  );
 });
 
 test('(d) 200 with a non-empty error field: "Err" for NetworkDriver, "Error" for IpamDriver', async (t) => {
   const p = await brokenPlugin(t, (m, _b, res) =>
-    json(res, 200, m.startsWith('IpamDriver') ? { Error: 'pool exhausted', Address: '' } : m.endsWith('Ok') ? { Err: '' } : { Err: 'no such network n1' }),
+    json(
+      res,
+      200,
+      m.startsWith('IpamDriver')
+        ? { Error: 'pool exhausted', Address: '' }
+        : m.endsWith('Ok')
+          ? { Err: '' }
+          : { Err: 'no such network n1' },
+    ),
   );
   const c = client(t, p.sock);
-  await assert.rejects(c.call('NetworkDriver.DeleteNetwork', { NetworkID: 'n1' }, { errorField: 'Err' }), (e) =>
-    check(e, 'PLUGIN_ERROR', 'NetworkDriver.DeleteNetwork', /refused: no such network n1/),
+  await assert.rejects(
+    c.call('NetworkDriver.DeleteNetwork', { NetworkID: 'n1' }, { errorField: 'Err' }),
+    (e) => check(e, 'PLUGIN_ERROR', 'NetworkDriver.DeleteNetwork', /refused: no such network n1/),
   );
-  await assert.rejects(c.call('IpamDriver.RequestAddress', {}, { errorField: 'Error' }), (e) => check(e, 'PLUGIN_ERROR', 'IpamDriver.RequestAddress', /refused: pool exhausted/));
+  await assert.rejects(c.call('IpamDriver.RequestAddress', {}, { errorField: 'Error' }), (e) =>
+    check(e, 'PLUGIN_ERROR', 'IpamDriver.RequestAddress', /refused: pool exhausted/),
+  );
   // The other protocol's field is data, not an error; an empty Err is success.
-  assert.deepEqual(await c.call('IpamDriver.RequestAddress', {}, { errorField: 'Err' }), { Error: 'pool exhausted', Address: '' });
+  assert.deepEqual(await c.call('IpamDriver.RequestAddress', {}, { errorField: 'Err' }), {
+    Error: 'pool exhausted',
+    Address: '',
+  });
   assert.deepEqual(await c.call('NetworkDriver.Ok', {}, { errorField: 'Err' }), { Err: '' });
 });
 
 test('(e) 404: a PLUGIN_ERROR the caller can recognise (optional methods)', async (t) => {
   const p = await brokenPlugin(t, (_m, _b, res) => json(res, 404, '404 page not found\n'));
   await assert.rejects(client(t, p.sock).call('NetworkDriver.ProgramExternalConnectivity', {}), (e) => {
-    check(e, 'PLUGIN_ERROR', 'NetworkDriver.ProgramExternalConnectivity', /does not implement NetworkDriver\.ProgramExternalConnectivity \(HTTP 404\)/);
+    check(
+      e,
+      'PLUGIN_ERROR',
+      'NetworkDriver.ProgramExternalConnectivity',
+      /does not implement NetworkDriver\.ProgramExternalConnectivity \(HTTP 404\)/,
+    );
     assert.ok(isPluginStatus(e, 404));
     assert.ok(!isPluginStatus(e, 500));
     return true;
@@ -186,7 +248,14 @@ test('(f) a plugin that never comes: bounded, and the error says what is missing
   const c = client(t, path.join(dir, 'never.sock'), { retryMs: 400 });
   const start = Date.now();
   await assert.rejects(c.call('NetworkDriver.GetCapabilities'), (e) => {
-    check(e, 'PLUGIN_ERROR', 'NetworkDriver.GetCapabilities', /never\.sock does not exist/, /attempts over/, /start the plugin/);
+    check(
+      e,
+      'PLUGIN_ERROR',
+      'NetworkDriver.GetCapabilities',
+      /never\.sock does not exist/,
+      /attempts over/,
+      /start the plugin/,
+    );
     assert.equal((e as CnmdError).errno, 'ENOENT');
     return true;
   });
@@ -208,7 +277,9 @@ test('(f) a plugin that never comes: bounded, and the error says what is missing
 
 test('a plugin that closes the connection mid-reply: an error naming a crash, not retried', async (t) => {
   const p = await brokenPlugin(t, (_m, _b, res) => res.socket?.destroy());
-  await assert.rejects(client(t, p.sock).call('NetworkDriver.Join', {}), (e) => check(e, 'PLUGIN_ERROR', 'NetworkDriver.Join', /closed the connection|cannot talk/));
+  await assert.rejects(client(t, p.sock).call('NetworkDriver.Join', {}), (e) =>
+    check(e, 'PLUGIN_ERROR', 'NetworkDriver.Join', /closed the connection|cannot talk/),
+  );
   assert.equal(p.seen.length, 1);
 });
 

@@ -44,7 +44,10 @@ test('a socket in the plugin dir is found, flat before nested', async (t) => {
     source: path.join(d.socketDir, 'nested', 'nested.sock'),
   });
   await listen(t, path.join(d.socketDir, 'nested.sock'));
-  assert.deepEqual((await discoverPlugin('nested', d.search)).addr, { kind: 'unix', path: path.join(d.socketDir, 'nested.sock') });
+  assert.deepEqual((await discoverPlugin('nested', d.search)).addr, {
+    kind: 'unix',
+    path: path.join(d.socketDir, 'nested.sock'),
+  });
 });
 
 test('a regular file named .sock is not a socket: the spec files are tried next', async (t) => {
@@ -60,25 +63,50 @@ test('.spec with tcp, in the second spec dir and nested', async (t) => {
   const d = dirs(t);
   fs.mkdirSync(path.join(d.lib, 'tcpplug'));
   fs.writeFileSync(path.join(d.lib, 'tcpplug', 'tcpplug.spec'), '  tcp://192.0.2.10:8080  \n');
-  assert.deepEqual((await discoverPlugin('tcpplug', d.search)).addr, { kind: 'tcp', host: '192.0.2.10', port: 8080 });
+  assert.deepEqual((await discoverPlugin('tcpplug', d.search)).addr, {
+    kind: 'tcp',
+    host: '192.0.2.10',
+    port: 8080,
+  });
   fs.writeFileSync(path.join(d.etc, 'v6.spec'), 'tcp://[2001:db8::1]:9000');
-  assert.deepEqual((await discoverPlugin('v6', d.search)).addr, { kind: 'tcp', host: '2001:db8::1', port: 9000 });
+  assert.deepEqual((await discoverPlugin('v6', d.search)).addr, {
+    kind: 'tcp',
+    host: '2001:db8::1',
+    port: 9000,
+  });
 });
 
 test('.json with Addr; .spec wins over .json in the same dir, an earlier dir over a later one', async (t) => {
   const d = dirs(t);
   fs.writeFileSync(path.join(d.lib, 'j.json'), JSON.stringify({ Name: 'j', Addr: 'unix:///run/j.sock' }));
   assert.deepEqual((await discoverPlugin('j', d.search)).addr, { kind: 'unix', path: '/run/j.sock' });
-  fs.writeFileSync(path.join(d.etc, 'j.json'), JSON.stringify({ Name: 'j', Addr: 'tcp://127.0.0.1:1234', TLSConfig: null }));
-  assert.deepEqual((await discoverPlugin('j', d.search)).addr, { kind: 'tcp', host: '127.0.0.1', port: 1234 });
+  fs.writeFileSync(
+    path.join(d.etc, 'j.json'),
+    JSON.stringify({ Name: 'j', Addr: 'tcp://127.0.0.1:1234', TLSConfig: null }),
+  );
+  assert.deepEqual((await discoverPlugin('j', d.search)).addr, {
+    kind: 'tcp',
+    host: '127.0.0.1',
+    port: 1234,
+  });
   fs.writeFileSync(path.join(d.etc, 'j.spec'), 'unix:///run/j-spec.sock');
   assert.deepEqual((await discoverPlugin('j', d.search)).addr, { kind: 'unix', path: '/run/j-spec.sock' });
 });
 
 test('TLS is refused with a message saying what to do', async (t) => {
   const d = dirs(t);
-  fs.writeFileSync(path.join(d.etc, 'tls.json'), JSON.stringify({ Name: 'tls', Addr: 'tcp://10.0.0.1:443', TLSConfig: { CAFile: '/ca.pem' } }));
-  await rejectsWith(discoverPlugin('tls', d.search), 'INVALID_ARGUMENT', /tls\.json/, /TLSConfig/, /does not speak TLS/, /unix socket or a plain tcp/);
+  fs.writeFileSync(
+    path.join(d.etc, 'tls.json'),
+    JSON.stringify({ Name: 'tls', Addr: 'tcp://10.0.0.1:443', TLSConfig: { CAFile: '/ca.pem' } }),
+  );
+  await rejectsWith(
+    discoverPlugin('tls', d.search),
+    'INVALID_ARGUMENT',
+    /tls\.json/,
+    /TLSConfig/,
+    /does not speak TLS/,
+    /unix socket or a plain tcp/,
+  );
   fs.writeFileSync(path.join(d.etc, 'tls2.spec'), 'https://10.0.0.1:443');
   await rejectsWith(discoverPlugin('tls2', d.search), 'INVALID_ARGUMENT', /tls2\.spec/, /needs TLS/);
 });
@@ -98,7 +126,12 @@ test('missing plugin: NOT_FOUND listing every path looked at', async (t) => {
 test('bad names are refused before any file is touched', async (t) => {
   const d = dirs(t);
   for (const bad of ['', '../etc/passwd', 'a/b', '.hidden', 'a..b', 'sp ace', 'x'.repeat(256), 'nul\0']) {
-    assert.throws(() => validatePluginName(bad), (e: unknown) => e instanceof CnmdError && e.code === 'INVALID_ARGUMENT' && /plugin name/.test(e.message), bad);
+    assert.throws(
+      () => validatePluginName(bad),
+      (e: unknown) =>
+        e instanceof CnmdError && e.code === 'INVALID_ARGUMENT' && /plugin name/.test(e.message),
+      bad,
+    );
     await rejectsWith(discoverPlugin(bad, d.search), 'INVALID_ARGUMENT');
   }
   for (const good of ['cnmd-bridge', 'weave', 'my_plugin.v2', 'A1']) validatePluginName(good);
@@ -122,11 +155,24 @@ test('bad spec content: each message names the file and the expected form', asyn
   for (const [file, content, re] of cases) {
     fs.writeFileSync(path.join(d.etc, file), content);
     const name = file.replace(/\.(spec|json)$/, '');
-    await rejectsWith(discoverPlugin(name, d.search), 'INVALID_ARGUMENT', new RegExp(`plugin "${name}"`), new RegExp(file.replace('.', '\\.')), re);
+    await rejectsWith(
+      discoverPlugin(name, d.search),
+      'INVALID_ARGUMENT',
+      new RegExp(`plugin "${name}"`),
+      new RegExp(file.replace('.', '\\.')),
+      re,
+    );
   }
 });
 
 test('parsePluginAddr: http:// is plain tcp, as the engine dials it', () => {
-  assert.deepEqual(parsePluginAddr('p', 'f', 'http://localhost:8000'), { kind: 'tcp', host: 'localhost', port: 8000 });
-  assert.deepEqual(parsePluginAddr('p', 'f', 'unix:///run/docker/plugins/../p.sock'), { kind: 'unix', path: '/run/docker/p.sock' });
+  assert.deepEqual(parsePluginAddr('p', 'f', 'http://localhost:8000'), {
+    kind: 'tcp',
+    host: 'localhost',
+    port: 8000,
+  });
+  assert.deepEqual(parsePluginAddr('p', 'f', 'unix:///run/docker/plugins/../p.sock'), {
+    kind: 'unix',
+    path: '/run/docker/p.sock',
+  });
 });

@@ -27,13 +27,22 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CnmdError } from '../../src/errors';
 import { NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, encodeMessage } from '../../src/netlink/codec';
-import { encodeLinkAdd, encodeLinkDump, encodeLinkRef, encodeLinkSet, LinkSpec } from '../../src/netlink/rtnl/link';
+import {
+  encodeLinkAdd,
+  encodeLinkDump,
+  encodeLinkRef,
+  encodeLinkSet,
+  LinkSpec,
+} from '../../src/netlink/rtnl/link';
 import { encodeAddr } from '../../src/netlink/rtnl/addr';
 import { encodeRoute } from '../../src/netlink/rtnl/route';
 import { encodeFdb, encodeNeigh } from '../../src/netlink/rtnl/neigh';
 
 function hex(...parts: string[]): Buffer {
-  const s = parts.join('').replace(/[\s_|]/g, '').toLowerCase();
+  const s = parts
+    .join('')
+    .replace(/[\s_|]/g, '')
+    .toLowerCase();
   assert.match(s, /^([0-9a-f]{2})*$/, `test bug: bad hex ${s}`);
   return Buffer.from(s, 'hex');
 }
@@ -51,7 +60,13 @@ function ip2(h: string): Ip2 {
   const full = hex(h);
   const len = full.readUInt32LE(0);
   assert.equal(len, full.length, 'test bug: capture length');
-  return { type: full.readUInt16LE(4), flags: full.readUInt16LE(6), seq: full.readUInt32LE(8), full, payload: full.subarray(16) };
+  return {
+    type: full.readUInt16LE(4),
+    flags: full.readUInt16LE(6),
+    seq: full.readUInt32LE(8),
+    full,
+    payload: full.subarray(16),
+  };
 }
 
 /** How to walk a payload: fixed header size, which attribute types nest (and how), which are strings. */
@@ -181,12 +196,24 @@ test('link add veth: queues sets IFLA_NUM_TX_QUEUES and IFLA_NUM_RX_QUEUES on ea
   assertBytes(ours, expected);
   sameAttrs(ours, IP2_VETH_QUEUES.payload, vethShape);
   invalid(() => encodeLinkAdd({ kind: 'veth', name: 'a', queues: 0, peer: { name: 'b' } }), 'zero queues');
-  invalid(() => encodeLinkAdd({ kind: 'veth', name: 'a', peer: { name: 'b', queues: 1.5 } }), 'fractional queues');
-  invalid(() => encodeLinkAdd({ kind: 'veth', name: 'a', queues: 4097, peer: { name: 'b' } }), 'more than the kernel allows');
+  invalid(
+    () => encodeLinkAdd({ kind: 'veth', name: 'a', peer: { name: 'b', queues: 1.5 } }),
+    'fractional queues',
+  );
+  invalid(
+    () => encodeLinkAdd({ kind: 'veth', name: 'a', queues: 4097, peer: { name: 'b' } }),
+    'more than the kernel allows',
+  );
 });
 
 test('link add veth: up sets IFF_UP in flags and change of both ifinfomsgs; a requested index lands in ifi_index', () => {
-  const ours = encodeLinkAdd({ kind: 'veth', name: 'a', up: true, index: 40, peer: { name: 'b', up: true, index: 41 } });
+  const ours = encodeLinkAdd({
+    kind: 'veth',
+    name: 'a',
+    up: true,
+    index: 40,
+    peer: { name: 'b', up: true, index: 41 },
+  });
   assertBytes(
     ours,
     hex(
@@ -236,7 +263,10 @@ test('link add bridge: stp, forward delay, ageing, vlan filtering, mcast snoopin
 });
 
 test('link add bridge: no options, no IFLA_INFO_DATA content', () => {
-  assertBytes(encodeLinkAdd({ kind: 'bridge', name: 'br0' }), hex(IFI0, '0800 0300 62723000', '1400 1280', '0b00 0100 62726964676500 00', '0400 0280'));
+  assertBytes(
+    encodeLinkAdd({ kind: 'bridge', name: 'br0' }),
+    hex(IFI0, '0800 0300 62723000', '1400 1280', '0b00 0100 62726964676500 00', '0400 0280'),
+  );
 });
 
 // ip link add name vx0 type vxlan id 42 remote 192.0.2.2 local 192.0.2.1 dev v0 ttl 64 nolearning proxy l2miss l3miss ageing 300 dstport 4789 udpcsum
@@ -291,7 +321,16 @@ const IP2_VXLAN6 = ip2(
 );
 
 test('link add vxlan (IPv6): IFLA_VXLAN_GROUP6 and IFLA_VXLAN_LOCAL6', () => {
-  const ours = encodeLinkAdd({ kind: 'vxlan', name: 'vx6', vni: 7, group: 'ff05::100', local: 'fd00::1', linkIndex: 3, learning: true, port: 4789 });
+  const ours = encodeLinkAdd({
+    kind: 'vxlan',
+    name: 'vx6',
+    vni: 7,
+    group: 'ff05::100',
+    local: 'fd00::1',
+    linkIndex: 3,
+    learning: true,
+    port: 4789,
+  });
   const expected = hex(
     IFI0,
     '0800 0300 76783600',
@@ -312,7 +351,15 @@ test('link add vxlan (IPv6): IFLA_VXLAN_GROUP6 and IFLA_VXLAN_LOCAL6', () => {
 test('link add vxlan: the default port is 4789 (IANA), not the kernel legacy 8472; vni bounds', () => {
   assertBytes(
     encodeLinkAdd({ kind: 'vxlan', name: 'vx1', vni: 0xffffff }),
-    hex(IFI0, '0800 0300 76783100', '2400 1280', '0a00 0100 76786c616e00 0000', '1400 0280', '0800 0100 ffffff00', '0600 0f00 12b5 0000'),
+    hex(
+      IFI0,
+      '0800 0300 76783100',
+      '2400 1280',
+      '0a00 0100 76786c616e00 0000',
+      '1400 0280',
+      '0800 0100 ffffff00',
+      '0600 0f00 12b5 0000',
+    ),
   );
   invalid(() => encodeLinkAdd({ kind: 'vxlan', name: 'vx1', vni: 0x1000000 }), 'vni 2^24');
   invalid(() => encodeLinkAdd({ kind: 'vxlan', name: 'vx1', vni: -1 }), 'vni -1');
@@ -322,7 +369,9 @@ test('link add vxlan: the default port is 4789 (IANA), not the kernel legacy 847
 
 // ip link add link v0 name mv0 type macvlan mode MODE
 const IP2_MACVLAN = (mode: string) =>
-  ip2(`4c0000001000050673f3036b00000000000000000000000000000000000000000800050003000000080003006d7630001c0012000b0001006d6163766c616e000c00020008000100${mode}000000`);
+  ip2(
+    `4c0000001000050673f3036b00000000000000000000000000000000000000000800050003000000080003006d7630001c0012000b0001006d6163766c616e000c00020008000100${mode}000000`,
+  );
 
 for (const [mode, n] of [
   ['private', '01'],
@@ -349,7 +398,10 @@ for (const [mode, n] of [
 
 test('link add macvlan: the default mode is bridge; an unknown mode is refused', () => {
   assert.equal(toHex(encodeLinkAdd({ kind: 'macvlan', name: 'mv0', parentIndex: 3 })).slice(-8), '04000000');
-  invalid(() => encodeLinkAdd({ kind: 'macvlan', name: 'mv0', parentIndex: 3, mode: 'nope' as 'bridge' }), 'mode nope');
+  invalid(
+    () => encodeLinkAdd({ kind: 'macvlan', name: 'mv0', parentIndex: 3, mode: 'nope' as 'bridge' }),
+    'mode nope',
+  );
 });
 
 // ip link add link v0 name ipv0 type ipvlan mode MODE FLAG, verbatim (the kernel here
@@ -392,9 +444,18 @@ for (const [mode, flag, m, f] of [
 }
 
 test('link add ipvlan: defaults l2 bridge; unknown mode/flag refused', () => {
-  assert.equal(toHex(encodeLinkAdd({ kind: 'ipvlan', name: 'ipv0', parentIndex: 3 }).subarray(-16)), '0600010000000000' + '0600020000000000');
-  invalid(() => encodeLinkAdd({ kind: 'ipvlan', name: 'ipv0', parentIndex: 3, mode: 'l4' as 'l2' }), 'mode l4');
-  invalid(() => encodeLinkAdd({ kind: 'ipvlan', name: 'ipv0', parentIndex: 3, flag: 'x' as 'vepa' }), 'flag x');
+  assert.equal(
+    toHex(encodeLinkAdd({ kind: 'ipvlan', name: 'ipv0', parentIndex: 3 }).subarray(-16)),
+    '0600010000000000' + '0600020000000000',
+  );
+  invalid(
+    () => encodeLinkAdd({ kind: 'ipvlan', name: 'ipv0', parentIndex: 3, mode: 'l4' as 'l2' }),
+    'mode l4',
+  );
+  invalid(
+    () => encodeLinkAdd({ kind: 'ipvlan', name: 'ipv0', parentIndex: 3, flag: 'x' as 'vepa' }),
+    'flag x',
+  );
 });
 
 // ip link add link v0 name v0.100 type vlan id 100 protocol 802.1Q   (the kernel here lacks 8021q)
@@ -424,17 +485,39 @@ test('link add vlan: id and protocol 802.1Q', () => {
 
 test('link add vlan: id and protocol 802.1ad; no protocol = kernel default; id bounds', () => {
   const ours = encodeLinkAdd({ kind: 'vlan', name: 'v0.200', parentIndex: 3, id: 200, protocol: '802.1ad' });
-  assertBytes(ours, hex(IFI0, '0b00 0300 76302e32303000 00', '0800 0500 03000000', '2400 1280', '0900 0100 766c616e00 000000', '1400 0280', '0600 0100 c800 0000', '0600 0500 88a8 0000'));
+  assertBytes(
+    ours,
+    hex(
+      IFI0,
+      '0b00 0300 76302e32303000 00',
+      '0800 0500 03000000',
+      '2400 1280',
+      '0900 0100 766c616e00 000000',
+      '1400 0280',
+      '0600 0100 c800 0000',
+      '0600 0500 88a8 0000',
+    ),
+  );
   sameAttrs(ours, IP2_VLAN_AD.payload, linkShape());
   assertBytes(
     encodeLinkAdd({ kind: 'vlan', name: 'v0.5', parentIndex: 3, id: 5 }),
-    hex(IFI0, '0900 0300 76302e3500 000000', '0800 0500 03000000', '1c00 1280', '0900 0100 766c616e00 000000', '0c00 0280', '0600 0100 0500 0000'),
+    hex(
+      IFI0,
+      '0900 0300 76302e3500 000000',
+      '0800 0500 03000000',
+      '1c00 1280',
+      '0900 0100 766c616e00 000000',
+      '0c00 0280',
+      '0600 0100 0500 0000',
+    ),
   );
   invalid(() => encodeLinkAdd({ kind: 'vlan', name: 'v0.x', parentIndex: 3, id: 4095 }), 'id 4095');
 });
 
 // ip link add d0 type dummy (the kernel here lacks dummy; iproute2 still sent this)
-const IP2_DUMMY = ip2('380000001000050674f3036b00000000000000000000000000000000000000000700030064300000100012000900010064756d6d79000000');
+const IP2_DUMMY = ip2(
+  '380000001000050674f3036b00000000000000000000000000000000000000000700030064300000100012000900010064756d6d79000000',
+);
 
 test('link add dummy: kind only, no IFLA_INFO_DATA', () => {
   const ours = encodeLinkAdd({ kind: 'dummy', name: 'd0' });
@@ -443,7 +526,16 @@ test('link add dummy: kind only, no IFLA_INFO_DATA', () => {
 });
 
 test('link add: common attributes in order (name, mtu, mac, txqlen, master, netns fd, alias)', () => {
-  const ours = encodeLinkAdd({ kind: 'dummy', name: 'd1', mtu: 9000, mac: 'aa:bb:cc:dd:ee:ff', txqlen: 500, masterIndex: 4, netnsFd: 9, alias: 'x' });
+  const ours = encodeLinkAdd({
+    kind: 'dummy',
+    name: 'd1',
+    mtu: 9000,
+    mac: 'aa:bb:cc:dd:ee:ff',
+    txqlen: 500,
+    masterIndex: 4,
+    netnsFd: 9,
+    alias: 'x',
+  });
   assertBytes(
     ours,
     hex(
@@ -517,7 +609,9 @@ const IP2_SET = {
   // ip link set dev mv0 address 02:00:00:00:00:99
   mac: ip2('2c000000100005007ef3036b00000000000000001100000000000000000000000a0001000200000000990000'),
   // ip link set dev mv0 alias hello-world  (iproute2 sends the alias without its NUL)
-  alias: ip2('30000000100005007df3036b00000000000000001100000000000000000000000f00140068656c6c6f2d776f726c6400'),
+  alias: ip2(
+    '30000000100005007df3036b00000000000000001100000000000000000000000f00140068656c6c6f2d776f726c6400',
+  ),
   // ip link set dev mv0 name v9
   rename: ip2('28000000100005007df3036b00000000000000001100000000000000000000000700030076390000'),
 };
@@ -532,7 +626,10 @@ test('link set up / down: IFF_UP in ifi_flags, IFF_UP in ifi_change (byte-identi
   assertBytes(down, hex('00 00 0000 0e000000 00000000 01000000'));
   assertBytes(down, IP2_SET.down.payload);
   // no `up` at all: change 0, the flags are left alone
-  assertBytes(encodeLinkSet(14, undefined, { mtu: 1500 }), hex('00 00 0000 0e000000 00000000 00000000', '0800 0400 dc050000'));
+  assertBytes(
+    encodeLinkSet(14, undefined, { mtu: 1500 }),
+    hex('00 00 0000 0e000000 00000000 00000000', '0800 0400 dc050000'),
+  );
 });
 
 test('link set master / nomaster (IFLA_MASTER 0) / netns fd: byte-identical to iproute2', () => {
@@ -565,9 +662,20 @@ test('link set mtu / mac / rename: byte-identical to iproute2; alias differs onl
 
 test('link set by name (index 0 + IFLA_IFNAME), several changes at once', () => {
   // iproute2 6.1 resolves the index itself; this is from the struct layout.
-  assertBytes(encodeLinkSet(0, 'mv0', { up: true }), hex('00 00 0000 00000000 01000000 01000000', '0800 0300 6d763000'));
   assertBytes(
-    encodeLinkSet(0, 'eth1', { up: false, mtu: 1400, mac: '02:00:00:00:00:01', txqlen: 100, masterIndex: 0, netnsFd: 12, alias: 'web' }),
+    encodeLinkSet(0, 'mv0', { up: true }),
+    hex('00 00 0000 00000000 01000000 01000000', '0800 0300 6d763000'),
+  );
+  assertBytes(
+    encodeLinkSet(0, 'eth1', {
+      up: false,
+      mtu: 1400,
+      mac: '02:00:00:00:00:01',
+      txqlen: 100,
+      masterIndex: 0,
+      netnsFd: 12,
+      alias: 'web',
+    }),
     hex(
       '00 00 0000 00000000 00000000 01000000',
       '0900 0300 6574683100 000000', // IFLA_IFNAME "eth1"
@@ -589,7 +697,9 @@ test('link set by name (index 0 + IFLA_IFNAME), several changes at once', () => 
 // ip link del dev vD (ifindex 16)
 const IP2_DEL = ip2('200000001100050078f3036b0000000000000000100000000000000000000000');
 // ip link show dev v0: iproute2 asks with family AF_PACKET (17) and IFLA_EXT_MASK RTEXT_FILTER_VF
-const IP2_SHOW = ip2('300000001200010078f3036b0000000011000000000000000000000000000000070003007630000008001d0001000000');
+const IP2_SHOW = ip2(
+  '300000001200010078f3036b0000000011000000000000000000000000000000070003007630000008001d0001000000',
+);
 // ip link show: the dump request, AF_PACKET + IFLA_EXT_MASK
 const IP2_DUMP = ip2('28000000120001037df3036b000000001100000000000000000000000000000008001d0001000000');
 
@@ -623,21 +733,31 @@ test('link dump: a bare ifinfomsg; iproute2 adds AF_PACKET + IFLA_EXT_MASK (only
 
 const IP2_ADDR = {
   // ip addr add 10.1.2.3/24 brd + dev v0
-  v4_24: ip2('300000001400050688f3036b000000000218000003000000080002000a010203080001000a010203080004000a0102ff'),
+  v4_24: ip2(
+    '300000001400050688f3036b000000000218000003000000080002000a010203080001000a010203080004000a0102ff',
+  ),
   // ip addr add 172.16.5.4/20 brd + dev v0
-  v4_20: ip2('300000001400050688f3036b00000000021400000300000008000200ac10050408000100ac10050408000400ac100fff'),
+  v4_20: ip2(
+    '300000001400050688f3036b00000000021400000300000008000200ac10050408000100ac10050408000400ac100fff',
+  ),
   // ip addr add 10.9.9.0/31 brd + dev v0   (no broadcast on /31: RFC 3021)
   v4_31: ip2('280000001400050688f3036b00000000021f000003000000080002000a090900080001000a090900'),
   // ip addr add 10.9.9.9/32 brd + dev v0
   v4_32: ip2('280000001400050688f3036b000000000220000003000000080002000a090909080001000a090909'),
   // ip addr add fd00::2/64 dev v0 nodad
-  v6: ip2('400000001400050688f3036b000000000a4002000300000014000200fd00000000000000000000000000000214000100fd000000000000000000000000000002'),
+  v6: ip2(
+    '400000001400050688f3036b000000000a4002000300000014000200fd00000000000000000000000000000214000100fd000000000000000000000000000002',
+  ),
   // ip addr del 10.9.9.9/32 dev v0
   del4: ip2('280000001500050088f3036b000000000220000003000000080002000a090909080001000a090909'),
   // ip addr del fd00::2/64 dev v0
-  del6: ip2('400000001500050088f3036b000000000a4000000300000014000200fd00000000000000000000000000000214000100fd000000000000000000000000000002'),
+  del6: ip2(
+    '400000001500050088f3036b000000000a4000000300000014000200fd00000000000000000000000000000214000100fd000000000000000000000000000002',
+  ),
   // ip addr add 10.1.3.3/24 brd + dev v0 label v0:web
-  label: ip2('3c00000014000506d0f4036b000000000218000003000000080002000a0103030b00030076303a7765620000080001000a010303080004000a0103ff'),
+  label: ip2(
+    '3c00000014000506d0f4036b000000000218000003000000080002000a0103030b00030076303a7765620000080001000a010303080004000a0103ff',
+  ),
 };
 
 test('addr add IPv4 /24 with computed broadcast: byte-identical to `ip addr add ... brd +`, header too', () => {
@@ -655,7 +775,10 @@ test('addr add IPv4 /24 with computed broadcast: byte-identical to `ip addr add 
 
 test('addr add IPv4 /20: broadcast of a non-octet prefix', () => {
   const ours = encodeAddr('addr add', 3, '172.16.5.4/20');
-  assertBytes(ours, hex('02 14 00 00 03000000', '0800 0200 ac100504', '0800 0100 ac100504', '0800 0400 ac100fff'));
+  assertBytes(
+    ours,
+    hex('02 14 00 00 03000000', '0800 0200 ac100504', '0800 0100 ac100504', '0800 0400 ac100fff'),
+  );
   assertBytes(ours, IP2_ADDR.v4_20.payload);
 });
 
@@ -669,12 +792,33 @@ test('addr add IPv4 /31 and /32: no broadcast', () => {
 });
 
 test('addr add IPv4: /0 and /1 broadcasts, explicit broadcast, broadcast: false, label', () => {
-  assertBytes(encodeAddr('addr add', 1, '10.0.0.1/0'), hex('02 00 00 00 01000000', '0800 0200 0a000001', '0800 0100 0a000001', '0800 0400 ffffffff'));
-  assertBytes(encodeAddr('addr add', 1, '10.0.0.1/1'), hex('02 01 00 00 01000000', '0800 0200 0a000001', '0800 0100 0a000001', '0800 0400 7fffffff'));
-  assertBytes(encodeAddr('addr add', 1, '10.0.0.1/8', { broadcast: '10.0.0.255' }), hex('02 08 00 00 01000000', '0800 0200 0a000001', '0800 0100 0a000001', '0800 0400 0a0000ff'));
-  assertBytes(encodeAddr('addr add', 1, '10.0.0.1/8', { broadcast: false }), hex('02 08 00 00 01000000', '0800 0200 0a000001', '0800 0100 0a000001'));
+  assertBytes(
+    encodeAddr('addr add', 1, '10.0.0.1/0'),
+    hex('02 00 00 00 01000000', '0800 0200 0a000001', '0800 0100 0a000001', '0800 0400 ffffffff'),
+  );
+  assertBytes(
+    encodeAddr('addr add', 1, '10.0.0.1/1'),
+    hex('02 01 00 00 01000000', '0800 0200 0a000001', '0800 0100 0a000001', '0800 0400 7fffffff'),
+  );
+  assertBytes(
+    encodeAddr('addr add', 1, '10.0.0.1/8', { broadcast: '10.0.0.255' }),
+    hex('02 08 00 00 01000000', '0800 0200 0a000001', '0800 0100 0a000001', '0800 0400 0a0000ff'),
+  );
+  assertBytes(
+    encodeAddr('addr add', 1, '10.0.0.1/8', { broadcast: false }),
+    hex('02 08 00 00 01000000', '0800 0200 0a000001', '0800 0100 0a000001'),
+  );
   const label = encodeAddr('addr add', 3, '10.1.3.3/24', { label: 'v0:web' });
-  assertBytes(label, hex('02 18 00 00 03000000', '0800 0200 0a010303', '0800 0100 0a010303', '0800 0400 0a0103ff', '0b00 0300 76303a77656200 00'));
+  assertBytes(
+    label,
+    hex(
+      '02 18 00 00 03000000',
+      '0800 0200 0a010303',
+      '0800 0100 0a010303',
+      '0800 0400 0a0103ff',
+      '0b00 0300 76303a77656200 00',
+    ),
+  );
   sameAttrs(label, IP2_ADDR.label.payload, addrShape);
   invalid(() => encodeAddr('addr add', 1, '10.0.0.1/8', { broadcast: 'fd00::1' }), 'v6 broadcast');
 });
@@ -691,13 +835,23 @@ test('addr add IPv6 nodad: IFA_F_NODAD in ifa_flags and IFA_FLAGS', () => {
   // iproute2 puts flags that fit in 8 bits only in ifa_flags; the kernel takes
   // IFA_FLAGS when present, else ifa_flags: the same request.
   assertBytes(ours.subarray(0, IP2_ADDR.v6.payload.length), IP2_ADDR.v6.payload);
-  assertBytes(encodeAddr('addr add', 3, 'fd00::2/64'), hex('0a 40 00 00 03000000', '1400 0200 fd000000000000000000000000000002', '1400 0100 fd000000000000000000000000000002'));
+  assertBytes(
+    encodeAddr('addr add', 3, 'fd00::2/64'),
+    hex(
+      '0a 40 00 00 03000000',
+      '1400 0200 fd000000000000000000000000000002',
+      '1400 0100 fd000000000000000000000000000002',
+    ),
+  );
 });
 
 test('addr del: IPv4 without broadcast, IPv6: byte-identical to `ip addr del`', () => {
   const d4 = encodeAddr('addr del', 3, '10.9.9.9/32');
   assertBytes(d4, IP2_ADDR.del4.payload);
-  assertBytes(encodeAddr('addr del', 3, '10.1.2.3/24'), hex('02 18 00 00 03000000', '0800 0200 0a010203', '0800 0100 0a010203'));
+  assertBytes(
+    encodeAddr('addr del', 3, '10.1.2.3/24'),
+    hex('02 18 00 00 03000000', '0800 0200 0a010203', '0800 0100 0a010203'),
+  );
   assertBytes(encodeAddr('addr del', 3, 'fd00::2/64'), IP2_ADDR.del6.payload);
 });
 
@@ -720,15 +874,25 @@ const IP2_ROUTE = {
   // ip route replace 10.9.0.0/16 dev v0
   replace: ip2('2c000000180005058cf3036b0000000002100000fe03fd0100000000080001000a0900000800040003000000'),
   // ip route add table 100 10.8.0.0/16 via 10.1.2.1 dev v0
-  t100: ip2('34000000180005068cf3036b00000000021000006403000100000000080001000a080000080005000a0102010800040003000000'),
+  t100: ip2(
+    '34000000180005068cf3036b00000000021000006403000100000000080001000a080000080005000a0102010800040003000000',
+  ),
   // ip route add table 1000 10.7.0.0/16 via 10.1.2.1 dev v0
-  t1000: ip2('3c000000180005068df3036b0000000002100000000300010000000008000f00e8030000080001000a070000080005000a0102010800040003000000'),
+  t1000: ip2(
+    '3c000000180005068df3036b0000000002100000000300010000000008000f00e8030000080001000a070000080005000a0102010800040003000000',
+  ),
   // ip -6 route add fd01::/64 via fd00::1 dev v0
-  v6: ip2('4c000000180005068df3036b000000000a400000fe0300010000000014000100fd01000000000000000000000000000014000500fd0000000000000000000000000000010800040003000000'),
+  v6: ip2(
+    '4c000000180005068df3036b000000000a400000fe0300010000000014000100fd01000000000000000000000000000014000500fd0000000000000000000000000000010800040003000000',
+  ),
   // ip -6 route add fd02::/64 dev v0
-  v6dev: ip2('38000000180005068df3036b000000000a400000fe0300010000000014000100fd0200000000000000000000000000000800040003000000'),
+  v6dev: ip2(
+    '38000000180005068df3036b000000000a400000fe0300010000000014000100fd0200000000000000000000000000000800040003000000',
+  ),
   // ip -6 route add table 1000 fd03::/64 via fd00::1 dev v0
-  v6t1000: ip2('5400000018000506cff4036b000000000a400000000300010000000008000f00e803000014000100fd03000000000000000000000000000014000500fd0000000000000000000000000000010800040003000000'),
+  v6t1000: ip2(
+    '5400000018000506cff4036b000000000a400000000300010000000008000f00e803000014000100fd03000000000000000000000000000014000500fd0000000000000000000000000000010800040003000000',
+  ),
   // ip -6 route add fd04::/64 via fd00::1 dev v0 src fd00::2 metric 50
   v6srcMetric: ip2(
     '6800000018000506d0f4036b000000000a400000fe0300010000000014000100fd04000000000000000000000000000014000500fd00000000000000000000000000000114000700fd00000000000000000000000000000208000600320000000800040003000000',
@@ -736,7 +900,9 @@ const IP2_ROUTE = {
   // ip route add blackhole 10.66.0.0/16
   blackhole: ip2('24000000180005068df3036b0000000002100000fe03000600000000080001000a420000'),
   // ip route add 10.5.0.0/16 via 10.1.2.1 src 10.1.2.3 metric 50
-  srcMetric: ip2('3c000000180005068df3036b0000000002100000fe03000100000000080001000a050000080005000a010201080007000a0102030800060032000000'),
+  srcMetric: ip2(
+    '3c000000180005068df3036b0000000002100000fe03000100000000080001000a050000080005000a010201080007000a0102030800060032000000',
+  ),
   // ip route del 10.9.0.0/16 dev v0
   del: ip2('2c000000190005008df3036b0000000002100000fe00ff0000000000080001000a0900000800040003000000'),
   // ip route del table 1000 10.7.0.0/16
@@ -778,10 +944,27 @@ test('route add connected (dev, scope link) and route replace: same payload', ()
 
 test('route add per table: table 100 in rtm_table; table 1000 via RTA_TABLE with rtm_table RT_TABLE_UNSPEC', () => {
   const t100 = encodeRoute('route add', { dst: '10.8.0.0/16', gateway: '10.1.2.1', oifIndex: 3, table: 100 });
-  assertBytes(t100, hex('02 10 00 00 64 03 00 01 00000000', '0800 0100 0a080000', '0800 0500 0a010201', '0800 0400 03000000'));
+  assertBytes(
+    t100,
+    hex('02 10 00 00 64 03 00 01 00000000', '0800 0100 0a080000', '0800 0500 0a010201', '0800 0400 03000000'),
+  );
   assertBytes(t100, IP2_ROUTE.t100.payload);
-  const t1000 = encodeRoute('route add', { dst: '10.7.0.0/16', gateway: '10.1.2.1', oifIndex: 3, table: 1000 });
-  assertBytes(t1000, hex('02 10 00 00 00 03 00 01 00000000', '0800 0f00 e8030000', '0800 0100 0a070000', '0800 0500 0a010201', '0800 0400 03000000'));
+  const t1000 = encodeRoute('route add', {
+    dst: '10.7.0.0/16',
+    gateway: '10.1.2.1',
+    oifIndex: 3,
+    table: 1000,
+  });
+  assertBytes(
+    t1000,
+    hex(
+      '02 10 00 00 00 03 00 01 00000000',
+      '0800 0f00 e8030000',
+      '0800 0100 0a070000',
+      '0800 0500 0a010201',
+      '0800 0400 03000000',
+    ),
+  );
   assertBytes(t1000, IP2_ROUTE.t1000.payload);
   // 255 (local) still fits rtm_table; 256 does not
   assert.equal(encodeRoute('route add', { dst: '10.7.0.0/16', oifIndex: 3, table: 255 })[4], 255);
@@ -806,7 +989,14 @@ test('route add IPv6 via gateway dev: byte-identical to `ip -6 route add`', () =
 
 test('route add IPv6 connected: scope differs from iproute2 only where IPv6 ignores it', () => {
   const ours = encodeRoute('route add', { dst: 'fd02::/64', oifIndex: 3 });
-  assertBytes(ours, hex('0a 40 00 00 fe 03 fd 01 00000000', '1400 0100 fd020000000000000000000000000000', '0800 0400 03000000'));
+  assertBytes(
+    ours,
+    hex(
+      '0a 40 00 00 fe 03 fd 01 00000000',
+      '1400 0100 fd020000000000000000000000000000',
+      '0800 0400 03000000',
+    ),
+  );
   // iproute2 sends RT_SCOPE_UNIVERSE for every IPv6 route; the kernel's
   // rtm_to_fib6_config() never reads rtm_scope, so both requests are the same route.
   const theirs = Buffer.from(IP2_ROUTE.v6dev.payload);
@@ -838,7 +1028,13 @@ test('route add IPv6 in table 1000 via gateway dev (the writer must grow past it
 test('route add IPv6 with src and metric', () => {
   let ours: Buffer;
   try {
-    ours = encodeRoute('route add', { dst: 'fd04::/64', gateway: 'fd00::1', oifIndex: 3, src: 'fd00::2', priority: 50 });
+    ours = encodeRoute('route add', {
+      dst: 'fd04::/64',
+      gateway: 'fd00::1',
+      oifIndex: 3,
+      src: 'fd00::2',
+      priority: 50,
+    });
   } catch (e) {
     assert.fail(`encodeRoute threw ${(e as Error).name}: ${(e as Error).message}`);
   }
@@ -857,8 +1053,22 @@ test('route add IPv6 with src and metric', () => {
 });
 
 test('route add IPv4 with src and metric: byte-identical to iproute2', () => {
-  const ours = encodeRoute('route add', { dst: '10.5.0.0/16', gateway: '10.1.2.1', src: '10.1.2.3', priority: 50 });
-  assertBytes(ours, hex('02 10 00 00 fe 03 00 01 00000000', '0800 0100 0a050000', '0800 0500 0a010201', '0800 0700 0a010203', '0800 0600 32000000'));
+  const ours = encodeRoute('route add', {
+    dst: '10.5.0.0/16',
+    gateway: '10.1.2.1',
+    src: '10.1.2.3',
+    priority: 50,
+  });
+  assertBytes(
+    ours,
+    hex(
+      '02 10 00 00 fe 03 00 01 00000000',
+      '0800 0100 0a050000',
+      '0800 0500 0a010201',
+      '0800 0700 0a010203',
+      '0800 0600 32000000',
+    ),
+  );
   assertBytes(ours, IP2_ROUTE.srcMetric.payload);
 });
 
@@ -887,8 +1097,14 @@ test('route: bad input is INVALID_ARGUMENT', () => {
   invalid(() => encodeRoute('route add', { dst: '10.0.0/8', oifIndex: 1 }), 'bad dst');
   invalid(() => encodeRoute('route add', { gateway: '10.0.0.300' }), 'bad gateway');
   invalid(() => encodeRoute('route add', { dst: '10.0.0.0/8', oifIndex: 1, table: 0 }), 'table 0');
-  invalid(() => encodeRoute('route add', { dst: '10.0.0.0/8', oifIndex: 1, scope: 'site' as 'link' }), 'scope site');
-  invalid(() => encodeRoute('route add', { dst: '10.0.0.0/8', oifIndex: 1, type: 'nat' as 'local' }), 'type nat');
+  invalid(
+    () => encodeRoute('route add', { dst: '10.0.0.0/8', oifIndex: 1, scope: 'site' as 'link' }),
+    'scope site',
+  );
+  invalid(
+    () => encodeRoute('route add', { dst: '10.0.0.0/8', oifIndex: 1, type: 'nat' as 'local' }),
+    'type nat',
+  );
   invalid(() => encodeRoute('route add', { dst: '10.0.0.0/8', oifIndex: 1, src: 'x' }), 'bad src');
 });
 
@@ -898,7 +1114,9 @@ const IP2_NEIGH = {
   // ip neigh add 10.1.2.9 lladdr 02:00:00:00:00:09 dev v0 nud permanent
   v4: ip2('300000001c0005069cf3036b00000000020000000300000080000000080001000a0102090a0002000200000000090000'),
   // ip neigh add fd00::9 lladdr 02:00:00:00:00:19 dev v0 nud permanent
-  v6: ip2('3c0000001c0005069cf3036b000000000a000000030000008000000014000100fd0000000000000000000000000000090a0002000200000000190000'),
+  v6: ip2(
+    '3c0000001c0005069cf3036b000000000a000000030000008000000014000100fd0000000000000000000000000000090a0002000200000000190000',
+  ),
   // ip neigh add proxy 10.1.2.10 dev v0
   proxy: ip2('240000001c0005069cf3036b00000000020000000300000080000800080001000a01020a'),
   // ip neigh del 10.1.2.9 dev v0
@@ -917,8 +1135,20 @@ test('neigh add permanent with lladdr (IPv4 and IPv6): byte-identical to iproute
   );
   assertBytes(v4, IP2_NEIGH.v4.payload);
   assertBytes(encodeMessage(28, NEWLINK_CREATE, IP2_NEIGH.v4.seq, v4), IP2_NEIGH.v4.full);
-  const v6 = encodeNeigh('neigh add', { index: 3, ip: 'fd00::9', mac: '02:00:00:00:00:19', state: 'permanent' });
-  assertBytes(v6, hex('0a 00 0000 03000000 8000 00 00', '1400 0100 fd000000000000000000000000000009', '0a00 0200 020000000019 0000'));
+  const v6 = encodeNeigh('neigh add', {
+    index: 3,
+    ip: 'fd00::9',
+    mac: '02:00:00:00:00:19',
+    state: 'permanent',
+  });
+  assertBytes(
+    v6,
+    hex(
+      '0a 00 0000 03000000 8000 00 00',
+      '1400 0100 fd000000000000000000000000000009',
+      '0a00 0200 020000000019 0000',
+    ),
+  );
   assertBytes(v6, IP2_NEIGH.v6.payload);
 });
 
@@ -929,9 +1159,39 @@ test('neigh add proxy without lladdr: NTF_PROXY', () => {
 });
 
 test('neigh states and del', () => {
-  assert.equal(toHex(encodeNeigh('neigh add', { index: 3, ip: '10.1.2.9', mac: '02:00:00:00:00:09', state: 'noarp' }).subarray(8, 10)), '4000');
-  assert.equal(toHex(encodeNeigh('neigh add', { index: 3, ip: '10.1.2.9', mac: '02:00:00:00:00:09', state: 'reachable' }).subarray(8, 10)), '0200');
-  assert.equal(toHex(encodeNeigh('neigh add', { index: 3, ip: '10.1.2.9', mac: '02:00:00:00:00:09', state: 'stale' }).subarray(8, 10)), '0400');
+  assert.equal(
+    toHex(
+      encodeNeigh('neigh add', {
+        index: 3,
+        ip: '10.1.2.9',
+        mac: '02:00:00:00:00:09',
+        state: 'noarp',
+      }).subarray(8, 10),
+    ),
+    '4000',
+  );
+  assert.equal(
+    toHex(
+      encodeNeigh('neigh add', {
+        index: 3,
+        ip: '10.1.2.9',
+        mac: '02:00:00:00:00:09',
+        state: 'reachable',
+      }).subarray(8, 10),
+    ),
+    '0200',
+  );
+  assert.equal(
+    toHex(
+      encodeNeigh('neigh add', {
+        index: 3,
+        ip: '10.1.2.9',
+        mac: '02:00:00:00:00:09',
+        state: 'stale',
+      }).subarray(8, 10),
+    ),
+    '0400',
+  );
   const del = encodeNeigh('neigh del', { index: 3, ip: '10.1.2.9' });
   assertBytes(del, hex('02 00 0000 03000000 8000 00 00', '0800 0100 0a010209'));
   assertBytes(del, IP2_NEIGH.del.payload);
@@ -939,20 +1199,39 @@ test('neigh states and del', () => {
   invalid(() => encodeNeigh('neigh add', { index: 3, ip: '10.1.2', mac: '02:00:00:00:00:09' }), 'bad ip');
   invalid(() => encodeNeigh('neigh add', { index: 0, ip: '10.1.2.9', mac: '02:00:00:00:00:09' }), 'index 0');
   invalid(() => encodeNeigh('neigh add', { index: 3, ip: '10.1.2.9', mac: '02:00:00:00:09' }), 'bad mac');
-  invalid(() => encodeNeigh('neigh add', { index: 3, ip: '10.1.2.9', mac: '02:00:00:00:00:09', state: 'failed' as 'stale' }), 'bad state');
+  invalid(
+    () =>
+      encodeNeigh('neigh add', {
+        index: 3,
+        ip: '10.1.2.9',
+        mac: '02:00:00:00:00:09',
+        state: 'failed' as 'stale',
+      }),
+    'bad state',
+  );
 });
 
 const IP2_FDB = {
   // bridge fdb add 02:00:00:00:00:0c dev vx0 dst 192.0.2.3 vni 42 port 4789 self permanent
-  add: ip2('400000001c0005069cf3036b000000000700000007000000c00002000a00020002000000000c000008000100c00002030600060012b50000080007002a000000'),
+  add: ip2(
+    '400000001c0005069cf3036b000000000700000007000000c00002000a00020002000000000c000008000100c00002030600060012b50000080007002a000000',
+  ),
   // bridge fdb append 00:00:00:00:00:00 dev vx0 dst 192.0.2.4 self permanent
-  append: ip2('300000001c00050c9cf3036b000000000700000007000000c00002000a000200000000000000000008000100c0000204'),
+  append: ip2(
+    '300000001c00050c9cf3036b000000000700000007000000c00002000a000200000000000000000008000100c0000204',
+  ),
   // bridge fdb del 02:00:00:00:00:0c dev vx0 dst 192.0.2.3 self
-  del: ip2('300000001d0005009df3036b000000000700000007000000c00002000a00020002000000000c000008000100c0000203'),
+  del: ip2(
+    '300000001d0005009df3036b000000000700000007000000c00002000a00020002000000000c000008000100c0000203',
+  ),
   // bridge fdb add 02:00:00:00:00:0d dev v0 master static vlan 5
-  master: ip2('300000001c0005069df3036b000000000700000003000000420004000a00020002000000000d00000600050005000000'),
+  master: ip2(
+    '300000001c0005069df3036b000000000700000003000000420004000a00020002000000000d00000600050005000000',
+  ),
   // bridge fdb add 02:00:00:00:00:0e dev vx6 dst fd00::5 vni 77 port 4790 self permanent
-  v6: ip2('4c0000001c000506d1f4036b000000000700000008000000c00002000a00020002000000000e000014000100fd0000000000000000000000000000050600060012b60000080007004d000000'),
+  v6: ip2(
+    '4c0000001c000506d1f4036b000000000700000008000000c00002000a00020002000000000e000014000100fd0000000000000000000000000000050600060012b60000080007004d000000',
+  ),
 };
 
 // iproute2's bridge tool starts every request from NUD_NOARP, so "permanent"
@@ -967,7 +1246,13 @@ function withState(ip2payload: Buffer, state: number): Buffer {
 }
 
 test('fdb add with dst, vni, port on a vxlan device (self, permanent)', () => {
-  const ours = encodeFdb('fdb add', { index: 7, mac: '02:00:00:00:00:0c', dst: '192.0.2.3', vni: 42, port: 4789 });
+  const ours = encodeFdb('fdb add', {
+    index: 7,
+    mac: '02:00:00:00:00:0c',
+    dst: '192.0.2.3',
+    vni: 42,
+    port: 4789,
+  });
   assertBytes(
     ours,
     hex(
@@ -984,26 +1269,51 @@ test('fdb add with dst, vni, port on a vxlan device (self, permanent)', () => {
 
 test('fdb append (all-zero MAC: flood to this VTEP) and fdb del', () => {
   const app = encodeFdb('fdb append', { index: 7, mac: '00:00:00:00:00:00', dst: '192.0.2.4' });
-  assertBytes(app, hex('07 00 0000 07000000 8000 02 00', '0a00 0200 000000000000 0000', '0800 0100 c0000204'));
+  assertBytes(
+    app,
+    hex('07 00 0000 07000000 8000 02 00', '0a00 0200 000000000000 0000', '0800 0100 c0000204'),
+  );
   assertBytes(app, withState(IP2_FDB.append.payload, 0x80));
   assert.equal(IP2_FDB.append.flags, 0x0c05); // REQUEST|ACK|CREATE|APPEND
   const del = encodeFdb('fdb del', { index: 7, mac: '02:00:00:00:00:0c', dst: '192.0.2.3' });
-  assertBytes(del, hex('07 00 0000 07000000 8000 02 00', '0a00 0200 02000000000c 0000', '0800 0100 c0000203'));
+  assertBytes(
+    del,
+    hex('07 00 0000 07000000 8000 02 00', '0a00 0200 02000000000c 0000', '0800 0100 c0000203'),
+  );
   assertBytes(del, withState(IP2_FDB.del.payload, 0x80));
 });
 
 test('fdb add on a bridge port: master, static (noarp), vlan', () => {
-  const ours = encodeFdb('fdb add', { index: 3, mac: '02:00:00:00:00:0d', master: true, state: 'noarp', vlan: 5 });
-  assertBytes(ours, hex('07 00 0000 03000000 4000 04 00', '0a00 0200 02000000000d 0000', '0600 0500 0500 0000'));
+  const ours = encodeFdb('fdb add', {
+    index: 3,
+    mac: '02:00:00:00:00:0d',
+    master: true,
+    state: 'noarp',
+    vlan: 5,
+  });
+  assertBytes(
+    ours,
+    hex('07 00 0000 03000000 4000 04 00', '0a00 0200 02000000000d 0000', '0600 0500 0500 0000'),
+  );
   assertBytes(ours, withState(IP2_FDB.master.payload, 0x40));
   // self and master together
-  assert.equal(encodeFdb('fdb add', { index: 3, mac: '02:00:00:00:00:0d', master: true, self: true })[10], 0x06);
+  assert.equal(
+    encodeFdb('fdb add', { index: 3, mac: '02:00:00:00:00:0d', master: true, self: true })[10],
+    0x06,
+  );
 });
 
 test('fdb add with an IPv6 VTEP, vlan, port and vni (the writer must grow past its initial 64 bytes)', () => {
   let ours: Buffer;
   try {
-    ours = encodeFdb('fdb add', { index: 8, mac: '02:00:00:00:00:0e', dst: 'fd00::5', vlan: 9, port: 4790, vni: 77 });
+    ours = encodeFdb('fdb add', {
+      index: 8,
+      mac: '02:00:00:00:00:0e',
+      dst: 'fd00::5',
+      vlan: 9,
+      port: 4790,
+      vni: 77,
+    });
   } catch (e) {
     assert.fail(`encodeFdb threw ${(e as Error).name}: ${(e as Error).message}`);
   }
@@ -1019,7 +1329,13 @@ test('fdb add with an IPv6 VTEP, vlan, port and vni (the writer must grow past i
     ),
   );
   // iproute2 (without the vlan) for the rest:
-  const noVlan = encodeFdb('fdb add', { index: 8, mac: '02:00:00:00:00:0e', dst: 'fd00::5', port: 4790, vni: 77 });
+  const noVlan = encodeFdb('fdb add', {
+    index: 8,
+    mac: '02:00:00:00:00:0e',
+    dst: 'fd00::5',
+    port: 4790,
+    vni: 77,
+  });
   assertBytes(noVlan, withState(IP2_FDB.v6.payload, 0x80));
 });
 
@@ -1027,7 +1343,10 @@ test('fdb: bad input is INVALID_ARGUMENT', () => {
   invalid(() => encodeFdb('fdb add', { index: 7, mac: '02:00:00:00:00' }), 'bad mac');
   invalid(() => encodeFdb('fdb add', { index: 0, mac: '02:00:00:00:00:0c' }), 'index 0');
   invalid(() => encodeFdb('fdb add', { index: 7, mac: '02:00:00:00:00:0c', dst: '192.0.2' }), 'bad dst');
-  invalid(() => encodeFdb('fdb add', { index: 7, mac: '02:00:00:00:00:0c', state: 'stale' as 'noarp' }), 'bad state');
+  invalid(
+    () => encodeFdb('fdb add', { index: 7, mac: '02:00:00:00:00:0c', state: 'stale' as 'noarp' }),
+    'bad state',
+  );
 });
 
 test('shape helper sanity: a swapped attribute order is the same multiset, a changed byte is not', () => {

@@ -26,7 +26,10 @@ function recorder() {
 
 test('concurrently: lanes run at the same time, each in order; the step is done when every lane is', async () => {
   const { log, step } = recorder();
-  await runSteps([concurrently('both', [[step('a1', { ms: 40 }), step('a2', { ms: 40 })], [step('b1', { ms: 60 })]]), step('after')]);
+  await runSteps([
+    concurrently('both', [[step('a1', { ms: 40 }), step('a2', { ms: 40 })], [step('b1', { ms: 60 })]]),
+    step('after'),
+  ]);
   // Overlap shown by order, not by time (a loaded machine's timers run late).
   assert.deepEqual(log.indexOf('+b1') < log.indexOf('=a1'), true, 'b1 started before a1 finished');
   assert.ok(log.indexOf('=a1') < log.indexOf('+a2'), 'a lane keeps its order');
@@ -37,7 +40,14 @@ test('concurrently: lanes run at the same time, each in order; the step is done 
 test('concurrently: a failing lane waits for the others, then every finished step and the partial one are undone in reverse', async () => {
   const { log, step } = recorder();
   await assert.rejects(
-    runSteps([step('before'), concurrently('both', [[step('a1'), step('a2', { ms: 10, fail: true }), step('a3')], [step('b1', { ms: 50 }), step('b2')]]), step('after')]),
+    runSteps([
+      step('before'),
+      concurrently('both', [
+        [step('a1'), step('a2', { ms: 10, fail: true }), step('a3')],
+        [step('b1', { ms: 50 }), step('b2')],
+      ]),
+      step('after'),
+    ]),
     (e: Error & { failedStep?: string }) => e.message === 'a2 failed' && e.failedStep === 'a2',
   );
   assert.ok(!log.includes('+a3'), 'nothing after the failed step in its lane');
@@ -51,9 +61,18 @@ test('concurrently: undone as a whole when a later step fails; an undo error is 
   const { log, step } = recorder();
   const undoErrors: string[] = [];
   await assert.rejects(
-    runSteps([concurrently('both', [[step('a1', { undoFails: true })], [step('b1')]]), step('after', { fail: true })], (name) => undoErrors.push(name)),
+    runSteps(
+      [
+        concurrently('both', [[step('a1', { undoFails: true })], [step('b1')]]),
+        step('after', { fail: true }),
+      ],
+      (name) => undoErrors.push(name),
+    ),
     /after failed/,
   );
-  assert.deepEqual(log.filter((x) => x.startsWith('-')), ['-after', '-a1', '-b1']);
+  assert.deepEqual(
+    log.filter((x) => x.startsWith('-')),
+    ['-after', '-a1', '-b1'],
+  );
   assert.deepEqual(undoErrors, ['both']);
 });

@@ -26,7 +26,14 @@ test('commits leave the WAL alone (no checkpoint at 1000 pages inside a commit);
   for (let i = 0; i < 400; i++) store.tx(() => store.put('blob', `k${i}`, { i, value }));
   assert.equal(fs.statSync(dbFile).size, before, 'the database file is untouched while commits keep coming');
   assert.ok(fs.statSync(`${dbFile}-wal`).size > 4 * 1024 * 1024, 'everything is in the WAL');
-  await eventually(() => assert.ok(fs.statSync(dbFile).size > 4 * 1024 * 1024, 'checkpointed into the database file after the pause'), 5000);
+  await eventually(
+    () =>
+      assert.ok(
+        fs.statSync(dbFile).size > 4 * 1024 * 1024,
+        'checkpointed into the database file after the pause',
+      ),
+    5000,
+  );
   assert.equal(store.list<{ i: number }>('blob').length, 400);
   assert.equal(store.get<{ i: number; value: string }>('blob', 'k399')?.i, 399);
 });
@@ -37,6 +44,9 @@ test('a put or delete outside a transaction counts as a commit too', async (t) =
   for (let i = 0; i < 20; i++) store.put('blob', `k${i}`, { value });
   assert.equal(store.delete('blob', 'k0'), true);
   assert.equal(fs.statSync(dbFile).size, before);
-  await eventually(() => assert.ok(fs.statSync(dbFile).size > 1024 * 1024, 'checkpointed after the pause'), 5000);
+  await eventually(
+    () => assert.ok(fs.statSync(dbFile).size > 1024 * 1024, 'checkpointed after the pause'),
+    5000,
+  );
   assert.equal(store.get('blob', 'k0'), undefined);
 });

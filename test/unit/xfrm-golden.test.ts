@@ -52,7 +52,10 @@ import {
 } from '../../src/netlink/xfrm/xfrm';
 
 function hex(...parts: string[]): Buffer {
-  const s = parts.join('').replace(/[\s_|]/g, '').toLowerCase();
+  const s = parts
+    .join('')
+    .replace(/[\s_|]/g, '')
+    .toLowerCase();
   assert.match(s, /^([0-9a-f]{2})*$/, `test bug: bad hex ${s}`);
   return Buffer.from(s, 'hex');
 }
@@ -86,7 +89,13 @@ function attr(type: number, payload: Buffer): Buffer {
 function ip2(h: string) {
   const full = hex(h);
   assert.equal(full.readUInt32LE(0), full.length, 'test bug: capture length');
-  return { type: full.readUInt16LE(4), flags: full.readUInt16LE(6), seq: full.readUInt32LE(8), full, payload: full.subarray(16) };
+  return {
+    type: full.readUInt16LE(4),
+    flags: full.readUInt16LE(6),
+    seq: full.readUInt32LE(8),
+    full,
+    payload: full.subarray(16),
+  };
 }
 
 function assertBytes(actual: Buffer, expected: Buffer): void {
@@ -105,7 +114,18 @@ const K16 = '404142434445464748494a4b4c4d4e4f';
 
 test('XFRM message numbers match <linux/xfrm.h>', () => {
   assert.deepEqual(
-    [XFRM_MSG_NEWSA, XFRM_MSG_DELSA, XFRM_MSG_GETSA, XFRM_MSG_NEWPOLICY, XFRM_MSG_DELPOLICY, XFRM_MSG_GETPOLICY, XFRM_MSG_UPDPOLICY, XFRM_MSG_UPDSA, XFRM_MSG_FLUSHSA, XFRM_MSG_FLUSHPOLICY],
+    [
+      XFRM_MSG_NEWSA,
+      XFRM_MSG_DELSA,
+      XFRM_MSG_GETSA,
+      XFRM_MSG_NEWPOLICY,
+      XFRM_MSG_DELPOLICY,
+      XFRM_MSG_GETPOLICY,
+      XFRM_MSG_UPDPOLICY,
+      XFRM_MSG_UPDSA,
+      XFRM_MSG_FLUSHSA,
+      XFRM_MSG_FLUSHPOLICY,
+    ],
     [16, 17, 18, 19, 20, 21, 25, 26, 28, 29],
   );
 });
@@ -149,7 +169,10 @@ test('state add: AEAD rfc4106(gcm(aes)) 20-byte key, icv 64, mark, reqid', () =>
     [214, '00'], // mode transport
     [215, '20'], // replay_window 32
   ]);
-  const aead = attr(18, Buffer.concat([hex(name64('rfc4106(gcm(aes))')), hex('a0000000'), hex('40000000'), hex(K20)])); // key 160 bits, icv 64
+  const aead = attr(
+    18,
+    Buffer.concat([hex(name64('rfc4106(gcm(aes))')), hex('a0000000'), hex('40000000'), hex(K20)]),
+  ); // key 160 bits, icv 64
   const mark = attr(21, hex('10000000 ff000000'));
   const expected = Buffer.concat([info, aead, mark]);
   assert.equal(aead.length, 96);
@@ -192,7 +215,10 @@ test('state add: auth hmac(sha256) (XFRMA_ALG_AUTH_TRUNC, 128) + crypt cbc(aes),
     [214, '01'], // mode tunnel
     [215, '20'],
   ]);
-  const auth = attr(20, Buffer.concat([hex(name64('hmac(sha256)')), hex('00010000'), hex('80000000'), hex(K32)])); // 256-bit key, trunc 128
+  const auth = attr(
+    20,
+    Buffer.concat([hex(name64('hmac(sha256)')), hex('00010000'), hex('80000000'), hex(K32)]),
+  ); // 256-bit key, trunc 128
   const crypt = attr(2, Buffer.concat([hex(name64('cbc(aes)')), hex('80000000'), hex(K16)])); // 128-bit key
   assert.equal(auth.length, 108);
   assert.equal(crypt.length, 88);
@@ -201,7 +227,14 @@ test('state add: auth hmac(sha256) (XFRMA_ALG_AUTH_TRUNC, 128) + crypt cbc(aes),
 });
 
 test('state add over IPv6', () => {
-  const ours = encodeStateAdd({ ...AUTHENC_SPEC, src: 'fd00::1', dst: 'fd00::2', spi: 0x102, reqid: 9, mode: 'transport' });
+  const ours = encodeStateAdd({
+    ...AUTHENC_SPEC,
+    src: 'fd00::1',
+    dst: 'fd00::2',
+    spi: 0x102,
+    reqid: 9,
+    mode: 'transport',
+  });
   const info = struct(224, [
     [40, '0a00'],
     [56, 'fd000000000000000000000000000002'],
@@ -245,7 +278,10 @@ test('state add: explicit selector, ah, replay window, default auth truncation 9
     [212, '0200'],
     [215, '40'],
   ]);
-  const auth = attr(20, Buffer.concat([hex(name64('hmac(sha1)')), hex('10000000'), hex('60000000'), hex('aabb')]));
+  const auth = attr(
+    20,
+    Buffer.concat([hex(name64('hmac(sha1)')), hex('10000000'), hex('60000000'), hex('aabb')]),
+  );
   const mark = attr(21, hex('ffffffff ffffffff'));
   assertBytes(ours, Buffer.concat([info, auth, mark]));
 });
@@ -255,20 +291,35 @@ test('state add: bad input is INVALID_ARGUMENT', () => {
   invalid(() => encodeStateAdd({ ...AEAD_SPEC, spi: 2 ** 32 }), 'spi 2^32');
   invalid(() => encodeStateAdd({ ...AEAD_SPEC, src: 'fd00::1' }), 'mixed families');
   invalid(() => encodeStateAdd({ src: '10.0.0.1', dst: '10.0.0.2', spi: 1 }), 'no algorithm');
-  invalid(() => encodeStateAdd({ ...AEAD_SPEC, aead: { name: 'x', key: 'xyz', icvBits: 64 } }), 'bad hex key');
-  invalid(() => encodeStateAdd({ ...AEAD_SPEC, aead: { name: 'x'.repeat(64), key: K20, icvBits: 64 } }), 'name 64 bytes');
+  invalid(
+    () => encodeStateAdd({ ...AEAD_SPEC, aead: { name: 'x', key: 'xyz', icvBits: 64 } }),
+    'bad hex key',
+  );
+  invalid(
+    () => encodeStateAdd({ ...AEAD_SPEC, aead: { name: 'x'.repeat(64), key: K20, icvBits: 64 } }),
+    'name 64 bytes',
+  );
   invalid(() => encodeStateAdd({ ...AEAD_SPEC, mode: 'beet' as 'tunnel' }), 'mode beet');
   invalid(() => encodeStateAdd({ ...AEAD_SPEC, proto: 'comp' as 'esp' }), 'proto comp');
   invalid(() => encodeStateAdd({ ...AEAD_SPEC, dst: 'nope' }), 'bad dst');
 });
 
 // ip xfrm state delete src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x101 mark 0x10 mask 0xff
-const IP2_SA_DEL = ip2('4800000011000500a7f3036b00000000c0000202000000000000000000000000000001010200320014000d00c00002010000000000000000000000000c00150010000000ff000000');
+const IP2_SA_DEL = ip2(
+  '4800000011000500a7f3036b00000000c0000202000000000000000000000000000001010200320014000d00c00002010000000000000000000000000c00150010000000ff000000',
+);
 // ip xfrm state get dst 192.0.2.2 proto esp spi 0x101 (iproute2 always sends an XFRMA_SRCADDR, zero here)
-const IP2_SA_GET = ip2('3c00000012000100a7f3036b00000000c0000202000000000000000000000000000001010200320014000d0000000000000000000000000000000000');
+const IP2_SA_GET = ip2(
+  '3c00000012000100a7f3036b00000000c0000202000000000000000000000000000001010200320014000d0000000000000000000000000000000000',
+);
 
 test('state id with src and mark (delete): byte-identical to `ip xfrm state delete`, header too', () => {
-  const ours = encodeStateId('xfrm state delete', { src: '192.0.2.1', dst: '192.0.2.2', spi: 0x101, mark: { value: 0x10, mask: 0xff } });
+  const ours = encodeStateId('xfrm state delete', {
+    src: '192.0.2.1',
+    dst: '192.0.2.2',
+    spi: 0x101,
+    mark: { value: 0x10, mask: 0xff },
+  });
   const id = struct(24, [
     [0, 'c0000202'], // daddr
     [16, '00000101'], // spi
@@ -284,12 +335,28 @@ test('state id with src and mark (delete): byte-identical to `ip xfrm state dele
 
 test('state id without src and mark (get): xfrm_usersa_id alone', () => {
   const ours = encodeStateId('xfrm state get', { dst: '192.0.2.2', spi: 0x101 });
-  assertBytes(ours, struct(24, [[0, 'c0000202'], [16, '00000101'], [20, '0200'], [22, '32']]));
+  assertBytes(
+    ours,
+    struct(24, [
+      [0, 'c0000202'],
+      [16, '00000101'],
+      [20, '0200'],
+      [22, '32'],
+    ]),
+  );
   // iproute2 adds a zero XFRMA_SRCADDR; for ESP/AH/COMP the kernel looks the SA up
   // by (daddr, spi, proto) and never reads it (xfrm_user_state_lookup).
   assertBytes(ours, IP2_SA_GET.payload.subarray(0, 24));
   assert.equal(toHex(IP2_SA_GET.payload.subarray(24)), '14000d00' + '00'.repeat(16));
-  assertBytes(encodeStateId('x', { dst: 'fd00::2', spi: 1, proto: 'ah' }), struct(24, [[0, 'fd000000000000000000000000000002'], [16, '00000001'], [20, '0a00'], [22, '33']]));
+  assertBytes(
+    encodeStateId('x', { dst: 'fd00::2', spi: 1, proto: 'ah' }),
+    struct(24, [
+      [0, 'fd000000000000000000000000000002'],
+      [16, '00000001'],
+      [20, '0a00'],
+      [22, '33'],
+    ]),
+  );
   invalid(() => encodeStateId('x', { dst: '192.0.2.2', spi: 0 }), 'spi 0');
   invalid(() => encodeStateId('x', { dst: '192.0.2.2', spi: 1, src: 'bad' }), 'bad src');
 });
@@ -306,7 +373,12 @@ test('state flush: xfrm_usersa_flush (1 byte proto), padded to 4', () => {
   assertBytes(encodeStateFlush('ah'), hex('33000000'));
   // iproute2 sends the single byte (nlmsg_len 17); we pad the payload to 4
   // (nlmsg_len 20). The kernel reads only p->proto.
-  const esp = encodeMessage(XFRM_MSG_FLUSHSA, IP2_FLUSH_ESP.flags, IP2_FLUSH_ESP.seq, encodeStateFlush('esp'));
+  const esp = encodeMessage(
+    XFRM_MSG_FLUSHSA,
+    IP2_FLUSH_ESP.flags,
+    IP2_FLUSH_ESP.seq,
+    encodeStateFlush('esp'),
+  );
   assertBytes(esp.subarray(4, 17), IP2_FLUSH_ESP.full.subarray(4, 17));
   // Plain `ip xfrm state flush` sends proto 0 (any protocol at all); we send
   // IPSEC_PROTO_ANY (255), which xfrm_id_proto_match() takes as ESP|AH|COMP:
@@ -376,7 +448,14 @@ test('policy add dir in with a port selector and a transport template, no mark',
     [44, '11'], // udp
     [56, INF4],
   ]);
-  const tmpl = struct(64, [[0, 'c0000201'], [20, '32'], [24, '0200'], [28, 'c0000202'], [44, '07000000'], [52, 'ffffffff ffffffff ffffffff']]);
+  const tmpl = struct(64, [
+    [0, 'c0000201'],
+    [20, '32'],
+    [24, '0200'],
+    [28, 'c0000202'],
+    [44, '07000000'],
+    [52, 'ffffffff ffffffff ffffffff'],
+  ]);
   assertBytes(ours, Buffer.concat([info, attr(5, tmpl)]));
   assertBytes(ours, IP2_POL_ADD_IN.payload);
 });
@@ -403,34 +482,95 @@ test('policy add: several templates in one XFRMA_TMPL, IPv6, block, fwd, index, 
     [160, '02'], // fwd
     [161, '01'], // block
   ]);
-  const t1 = struct(64, [[0, 'fd000000000000000000000000000002'], [16, '00001234'], [20, '32'], [24, '0a00'], [28, 'fd000000000000000000000000000001'], [44, '01000000'], [48, '01'], [52, 'ff'.repeat(12)]]);
-  const t2 = struct(64, [[0, 'fd000000000000000000000000000003'], [20, '33'], [24, '0a00'], [50, '01'], [52, 'ff'.repeat(12)]]);
+  const t1 = struct(64, [
+    [0, 'fd000000000000000000000000000002'],
+    [16, '00001234'],
+    [20, '32'],
+    [24, '0a00'],
+    [28, 'fd000000000000000000000000000001'],
+    [44, '01000000'],
+    [48, '01'],
+    [52, 'ff'.repeat(12)],
+  ]);
+  const t2 = struct(64, [
+    [0, 'fd000000000000000000000000000003'],
+    [20, '33'],
+    [24, '0a00'],
+    [50, '01'],
+    [52, 'ff'.repeat(12)],
+  ]);
   assertBytes(ours, Buffer.concat([info, attr(5, Buffer.concat([t1, t2]))]));
 });
 
 test('policy add: bad input is INVALID_ARGUMENT', () => {
   invalid(() => encodePolicyAdd({ ...POL_OUT, dir: 'up' as 'in' }), 'dir up');
-  invalid(() => encodePolicyAdd({ ...POL_OUT, selector: { src: '10.0.1.0/33', dst: '10.0.2.0/24' } }), 'bad selector');
-  invalid(() => encodePolicyAdd({ ...POL_OUT, selector: { src: '10.0.1.0/24', dst: '10.0.2.0/24', proto: 'gre' as 'tcp' } }), 'proto gre');
-  invalid(() => encodePolicyAdd({ ...POL_OUT, templates: [{ dst: '1.2.3.4', mode: 'beet' as 'tunnel' }] }), 'template mode');
+  invalid(
+    () => encodePolicyAdd({ ...POL_OUT, selector: { src: '10.0.1.0/33', dst: '10.0.2.0/24' } }),
+    'bad selector',
+  );
+  invalid(
+    () =>
+      encodePolicyAdd({
+        ...POL_OUT,
+        selector: { src: '10.0.1.0/24', dst: '10.0.2.0/24', proto: 'gre' as 'tcp' },
+      }),
+    'proto gre',
+  );
+  invalid(
+    () => encodePolicyAdd({ ...POL_OUT, templates: [{ dst: '1.2.3.4', mode: 'beet' as 'tunnel' }] }),
+    'template mode',
+  );
   invalid(() => encodePolicyAdd({ ...POL_OUT, templates: [{ dst: 'x' }] }), 'template dst');
 });
 
 // ip xfrm policy delete src 10.0.1.0/24 dst 10.0.2.0/24 dir out mark 0x20 mask 0xffffffff
-const IP2_POL_DEL = ip2('5c00000014000500a8f3036b000000000a0002000000000000000000000000000a00010000000000000000000000000000000000000000000200181800000000000000000000000000000000010000000c00150020000000ffffffff');
+const IP2_POL_DEL = ip2(
+  '5c00000014000500a8f3036b000000000a0002000000000000000000000000000a00010000000000000000000000000000000000000000000200181800000000000000000000000000000000010000000c00150020000000ffffffff',
+);
 // ip xfrm policy get src 10.0.1.0/24 dst 10.0.2.0/24 proto udp dport 4789 dir in
-const IP2_POL_GET = ip2('5000000015000100a8f3036b000000000a0002000000000000000000000000000a00010000000000000000000000000012b5ffff00000000020018181100000000000000000000000000000000000000');
+const IP2_POL_GET = ip2(
+  '5000000015000100a8f3036b000000000a0002000000000000000000000000000a00010000000000000000000000000012b5ffff00000000020018181100000000000000000000000000000000000000',
+);
 
 test('policy id (delete with mark, get with ports): byte-identical to iproute2', () => {
-  const del = encodePolicyId('xfrm policy delete', { selector: { src: '10.0.1.0/24', dst: '10.0.2.0/24' }, dir: 'out', mark: { value: 0x20, mask: 0xffffffff } });
-  const id = struct(64, [[0, '0a000200'], [16, '0a000100'], [40, '0200'], [42, '18'], [43, '18'], [60, '01']]);
+  const del = encodePolicyId('xfrm policy delete', {
+    selector: { src: '10.0.1.0/24', dst: '10.0.2.0/24' },
+    dir: 'out',
+    mark: { value: 0x20, mask: 0xffffffff },
+  });
+  const id = struct(64, [
+    [0, '0a000200'],
+    [16, '0a000100'],
+    [40, '0200'],
+    [42, '18'],
+    [43, '18'],
+    [60, '01'],
+  ]);
   assertBytes(del, Buffer.concat([id, attr(21, hex('20000000 ffffffff'))]));
   assertBytes(del, IP2_POL_DEL.payload);
   assertBytes(encodeMessage(XFRM_MSG_DELPOLICY, IP2_POL_DEL.flags, IP2_POL_DEL.seq, del), IP2_POL_DEL.full);
-  const get = encodePolicyId('xfrm policy get', { selector: { src: '10.0.1.0/24', dst: '10.0.2.0/24', proto: 'udp', dport: 4789 }, dir: 'in' });
-  assertBytes(get, struct(64, [[0, '0a000200'], [16, '0a000100'], [32, '12b5ffff'], [40, '0200'], [42, '18'], [43, '18'], [44, '11']]));
+  const get = encodePolicyId('xfrm policy get', {
+    selector: { src: '10.0.1.0/24', dst: '10.0.2.0/24', proto: 'udp', dport: 4789 },
+    dir: 'in',
+  });
+  assertBytes(
+    get,
+    struct(64, [
+      [0, '0a000200'],
+      [16, '0a000100'],
+      [32, '12b5ffff'],
+      [40, '0200'],
+      [42, '18'],
+      [43, '18'],
+      [44, '11'],
+    ]),
+  );
   assertBytes(get, IP2_POL_GET.payload);
-  invalid(() => encodePolicyId('x', { selector: { src: '10.0.1.0/24', dst: '10.0.2.0/24' }, dir: 'sideways' as 'in' }), 'bad dir');
+  invalid(
+    () =>
+      encodePolicyId('x', { selector: { src: '10.0.1.0/24', dst: '10.0.2.0/24' }, dir: 'sideways' as 'in' }),
+    'bad dir',
+  );
 });
 
 // ---------------------------------------------------------------- decoding
@@ -455,7 +595,12 @@ test('decodeState round trip: AEAD + mark', () => {
 
 test('decodeState round trip: auth-trunc + crypt, tunnel, IPv6, selector', () => {
   const s = decodeState(
-    encodeStateAdd({ ...AUTHENC_SPEC, src: 'fd00::1', dst: 'fd00::2', selector: { src: 'fd01::/64', dst: 'fd02::5', proto: 'tcp', sport: 1, dport: 443 } }),
+    encodeStateAdd({
+      ...AUTHENC_SPEC,
+      src: 'fd00::1',
+      dst: 'fd00::2',
+      selector: { src: 'fd01::/64', dst: 'fd02::5', proto: 'tcp', sport: 1, dport: 443 },
+    }),
   );
   assert.equal(s.src, 'fd00::1');
   assert.equal(s.dst, 'fd00::2');
@@ -533,7 +678,14 @@ test('decodePolicy round trip: IPv6, fwd, block, two templates, ports', () => {
       ],
     }),
   );
-  assert.deepEqual(p.selector, { src: 'fd01::/64', dst: 'fd02::/64', proto: 17, sport: 4789, dport: 4790, family: 6 });
+  assert.deepEqual(p.selector, {
+    src: 'fd01::/64',
+    dst: 'fd02::/64',
+    proto: 17,
+    sport: 4789,
+    dport: 4790,
+    family: 6,
+  });
   assert.equal(p.dir, 'fwd');
   assert.equal(p.action, 'block');
   assert.equal(p.priority, 7);
@@ -547,9 +699,18 @@ test('decodePolicy round trip: IPv6, fwd, block, two templates, ports', () => {
 
 test('decodePolicy of the captured iproute2 requests', () => {
   const p = decodePolicy(IP2_POL_ADD_IN.payload);
-  assert.deepEqual(p.selector, { src: '10.0.1.0/24', dst: '10.0.2.0/24', proto: 17, sport: 0, dport: 4789, family: 4 });
+  assert.deepEqual(p.selector, {
+    src: '10.0.1.0/24',
+    dst: '10.0.2.0/24',
+    proto: 17,
+    sport: 0,
+    dport: 4789,
+    family: 4,
+  });
   assert.equal(p.dir, 'in');
-  assert.deepEqual(p.templates, [{ src: '192.0.2.2', dst: '192.0.2.1', proto: 50, spi: 0, mode: 0, reqid: 7 }]);
+  assert.deepEqual(p.templates, [
+    { src: '192.0.2.2', dst: '192.0.2.1', proto: 50, spi: 0, mode: 0, reqid: 7 },
+  ]);
   const q = decodePolicy(IP2_POL_ADD.payload);
   assert.equal(q.dir, 'out');
   assert.equal(q.priority, 100);

@@ -44,10 +44,21 @@ function broadcastOf(ip: Buffer, prefixLen: number): Buffer {
 }
 
 /** Payload for RTM_NEWADDR (add) or RTM_DELADDR (del) of `cidr` on link `index`. */
-export function encodeAddr(op: 'addr add' | 'addr del', index: number, cidr: string, opts: AddrOptions = {}): Buffer {
+export function encodeAddr(
+  op: 'addr add' | 'addr del',
+  index: number,
+  cidr: string,
+  opts: AddrOptions = {},
+): Buffer {
   const p = parsePrefix(cidr);
-  if (!p) throw invalidArgument(op, cidr, `"${cidr}" is not an address with prefix (want e.g. 10.0.0.2/24 or fd00::2/64)`);
-  if (!Number.isInteger(index) || index <= 0) throw invalidArgument(op, cidr, `link index ${index} is not valid`);
+  if (!p)
+    throw invalidArgument(
+      op,
+      cidr,
+      `"${cidr}" is not an address with prefix (want e.g. 10.0.0.2/24 or fd00::2/64)`,
+    );
+  if (!Number.isInteger(index) || index <= 0)
+    throw invalidArgument(op, cidr, `link index ${index} is not valid`);
   const family = p.family === 4 ? C.AF_INET : C.AF_INET6;
   const flags = opts.nodad ? C.IFA_F_NODAD : 0;
   const w = new AttrWriter(64);
@@ -57,7 +68,8 @@ export function encodeAddr(op: 'addr add' | 'addr del', index: number, cidr: str
   if (p.family === 4 && op === 'addr add' && opts.broadcast !== false && p.prefixLen < 31) {
     if (typeof opts.broadcast === 'string') {
       const b = parsePrefix(opts.broadcast);
-      if (!b || b.family !== 4) throw invalidArgument(op, cidr, `broadcast "${opts.broadcast}" is not an IPv4 address`);
+      if (!b || b.family !== 4)
+        throw invalidArgument(op, cidr, `broadcast "${opts.broadcast}" is not an IPv4 address`);
       w.bytes(C.IFA_BROADCAST, b.ip);
     } else {
       w.bytes(C.IFA_BROADCAST, broadcastOf(p.ip, p.prefixLen));

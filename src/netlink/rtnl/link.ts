@@ -145,26 +145,42 @@ const OPERSTATES = ['UNKNOWN', 'NOTPRESENT', 'DOWN', 'LOWERLAYERDOWN', 'TESTING'
 
 /** dev_valid_name(): 1..15 bytes, not "." or "..", no '/', ':' or whitespace. */
 export function validateIfName(op: string, name: string): void {
-  if (typeof name !== 'string' || name.length === 0) throw invalidArgument(op, name, 'interface name is empty');
+  if (typeof name !== 'string' || name.length === 0)
+    throw invalidArgument(op, name, 'interface name is empty');
   const bytes = Buffer.byteLength(name, 'utf8');
   if (bytes >= C.IFNAMSIZ) {
-    throw invalidArgument(op, name, `interface name "${name}" is ${bytes} bytes; Linux allows at most ${C.IFNAMSIZ - 1}`);
+    throw invalidArgument(
+      op,
+      name,
+      `interface name "${name}" is ${bytes} bytes; Linux allows at most ${C.IFNAMSIZ - 1}`,
+    );
   }
   if (name === '.' || name === '..' || /[/:\s]/.test(name)) {
-    throw invalidArgument(op, name, `interface name "${name}" may not be "." or ".." nor contain '/', ':' or whitespace`);
+    throw invalidArgument(
+      op,
+      name,
+      `interface name "${name}" may not be "." or ".." nor contain '/', ':' or whitespace`,
+    );
   }
 }
 
 function validateMac(op: string, object: string, mac: string): Buffer {
   const b = macToBytes(mac);
   if (!b) throw invalidArgument(op, object, `"${mac}" is not a MAC address (want xx:xx:xx:xx:xx:xx)`);
-  if (b[0] & 1) throw invalidArgument(op, object, `"${mac}" is a multicast address; a link needs a unicast MAC (first byte even)`);
-  if (b.every((x) => x === 0)) throw invalidArgument(op, object, `"${mac}" (all zeros) is not a usable MAC address`);
+  if (b[0] & 1)
+    throw invalidArgument(
+      op,
+      object,
+      `"${mac}" is a multicast address; a link needs a unicast MAC (first byte even)`,
+    );
+  if (b.every((x) => x === 0))
+    throw invalidArgument(op, object, `"${mac}" (all zeros) is not a usable MAC address`);
   return b;
 }
 
 function validateMtu(op: string, object: string, mtu: number): void {
-  if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw invalidArgument(op, object, `MTU ${mtu} is outside 68..65535`);
+  if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535)
+    throw invalidArgument(op, object, `MTU ${mtu} is outside 68..65535`);
 }
 
 export function ifinfomsg(family: number, index: number, flags = 0, change = 0): Buffer {
@@ -186,7 +202,8 @@ function writeCommon(op: string, w: AttrWriter, a: Omit<LinkAttrs, 'up' | 'index
   if (a.mac !== undefined) w.bytes(C.IFLA_ADDRESS, validateMac(op, a.name, a.mac));
   if (a.txqlen !== undefined) w.u32(C.IFLA_TXQLEN, a.txqlen);
   if (a.queues !== undefined) {
-    if (!Number.isInteger(a.queues) || a.queues < 1 || a.queues > 4096) throw invalidArgument(op, a.name, `queue count ${a.queues} is outside 1..4096`);
+    if (!Number.isInteger(a.queues) || a.queues < 1 || a.queues > 4096)
+      throw invalidArgument(op, a.name, `queue count ${a.queues} is outside 1..4096`);
     w.u32(C.IFLA_NUM_TX_QUEUES, a.queues);
     w.u32(C.IFLA_NUM_RX_QUEUES, a.queues);
   }
@@ -205,7 +222,16 @@ function writeInfoData(op: string, w: AttrWriter, spec: LinkSpec): void {
   switch (spec.kind) {
     case 'veth':
       validateIfName(op, spec.peer.name);
-      w.nestedWithHeader(C.VETH_INFO_PEER, ifinfomsg(C.AF_UNSPEC, spec.peer.index ?? 0, spec.peer.up ? C.IFF_UP : 0, spec.peer.up ? C.IFF_UP : 0), (p) => writeCommon(op, p, spec.peer));
+      w.nestedWithHeader(
+        C.VETH_INFO_PEER,
+        ifinfomsg(
+          C.AF_UNSPEC,
+          spec.peer.index ?? 0,
+          spec.peer.up ? C.IFF_UP : 0,
+          spec.peer.up ? C.IFF_UP : 0,
+        ),
+        (p) => writeCommon(op, p, spec.peer),
+      );
       return;
     case 'bridge':
       if (spec.forwardDelay !== undefined) w.u32(C.IFLA_BR_FORWARD_DELAY, spec.forwardDelay);
@@ -239,7 +265,8 @@ function writeInfoData(op: string, w: AttrWriter, spec: LinkSpec): void {
       if (spec.ageing !== undefined) w.u32(C.IFLA_VXLAN_AGEING, spec.ageing);
       if (spec.limit !== undefined) w.u32(C.IFLA_VXLAN_LIMIT, spec.limit);
       const port = spec.port ?? 4789;
-      if (!Number.isInteger(port) || port < 1 || port > 65535) throw invalidArgument(op, spec.name, `VXLAN port ${port} is outside 1..65535`);
+      if (!Number.isInteger(port) || port < 1 || port > 65535)
+        throw invalidArgument(op, spec.name, `VXLAN port ${port} is outside 1..65535`);
       w.u16be(C.IFLA_VXLAN_PORT, port);
       if (spec.portRange) {
         const r = Buffer.alloc(4);
@@ -248,30 +275,49 @@ function writeInfoData(op: string, w: AttrWriter, spec: LinkSpec): void {
         w.bytes(C.IFLA_VXLAN_PORT_RANGE, r);
       }
       if (spec.udpCsum !== undefined) w.u8(C.IFLA_VXLAN_UDP_CSUM, spec.udpCsum ? 1 : 0);
-      if (spec.udp6ZeroCsumTx !== undefined) w.u8(C.IFLA_VXLAN_UDP_ZERO_CSUM6_TX, spec.udp6ZeroCsumTx ? 1 : 0);
-      if (spec.udp6ZeroCsumRx !== undefined) w.u8(C.IFLA_VXLAN_UDP_ZERO_CSUM6_RX, spec.udp6ZeroCsumRx ? 1 : 0);
+      if (spec.udp6ZeroCsumTx !== undefined)
+        w.u8(C.IFLA_VXLAN_UDP_ZERO_CSUM6_TX, spec.udp6ZeroCsumTx ? 1 : 0);
+      if (spec.udp6ZeroCsumRx !== undefined)
+        w.u8(C.IFLA_VXLAN_UDP_ZERO_CSUM6_RX, spec.udp6ZeroCsumRx ? 1 : 0);
       if (spec.gbp) w.flag(C.IFLA_VXLAN_GBP);
       return;
     }
     case 'macvlan': {
       const mode = C.MACVLAN_MODES[spec.mode ?? 'bridge'];
-      if (mode === undefined) throw invalidArgument(op, spec.name, `macvlan mode "${spec.mode}" is not one of ${Object.keys(C.MACVLAN_MODES).join(', ')}`);
+      if (mode === undefined)
+        throw invalidArgument(
+          op,
+          spec.name,
+          `macvlan mode "${spec.mode}" is not one of ${Object.keys(C.MACVLAN_MODES).join(', ')}`,
+        );
       w.u32(C.IFLA_MACVLAN_MODE, mode);
       return;
     }
     case 'ipvlan': {
       const mode = C.IPVLAN_MODES[spec.mode ?? 'l2'];
-      if (mode === undefined) throw invalidArgument(op, spec.name, `ipvlan mode "${spec.mode}" is not one of ${Object.keys(C.IPVLAN_MODES).join(', ')}`);
+      if (mode === undefined)
+        throw invalidArgument(
+          op,
+          spec.name,
+          `ipvlan mode "${spec.mode}" is not one of ${Object.keys(C.IPVLAN_MODES).join(', ')}`,
+        );
       const flag = C.IPVLAN_FLAGS[spec.flag ?? 'bridge'];
-      if (flag === undefined) throw invalidArgument(op, spec.name, `ipvlan flag "${spec.flag}" is not one of ${Object.keys(C.IPVLAN_FLAGS).join(', ')}`);
+      if (flag === undefined)
+        throw invalidArgument(
+          op,
+          spec.name,
+          `ipvlan flag "${spec.flag}" is not one of ${Object.keys(C.IPVLAN_FLAGS).join(', ')}`,
+        );
       w.u16(C.IFLA_IPVLAN_MODE, mode);
       w.u16(C.IFLA_IPVLAN_FLAGS, flag);
       return;
     }
     case 'vlan': {
-      if (!Number.isInteger(spec.id) || spec.id < 0 || spec.id > 4094) throw invalidArgument(op, spec.name, `VLAN id ${spec.id} is outside 0..4094`);
+      if (!Number.isInteger(spec.id) || spec.id < 0 || spec.id > 4094)
+        throw invalidArgument(op, spec.name, `VLAN id ${spec.id} is outside 0..4094`);
       w.u16(C.IFLA_VLAN_ID, spec.id);
-      if (spec.protocol) w.u16be(C.IFLA_VLAN_PROTOCOL, spec.protocol === '802.1ad' ? C.ETH_P_8021AD : C.ETH_P_8021Q);
+      if (spec.protocol)
+        w.u16be(C.IFLA_VLAN_PROTOCOL, spec.protocol === '802.1ad' ? C.ETH_P_8021AD : C.ETH_P_8021Q);
       return;
     }
     case 'dummy':
@@ -287,7 +333,12 @@ function hasInfoData(spec: LinkSpec): boolean {
 export function encodeLinkAdd(spec: LinkSpec): Buffer {
   const op = 'link add';
   const kinds: LinkKind[] = ['veth', 'bridge', 'vxlan', 'macvlan', 'ipvlan', 'vlan', 'dummy'];
-  if (!kinds.includes(spec.kind)) throw invalidArgument(op, spec.name, `link kind "${(spec as { kind: string }).kind}" is not one of ${kinds.join(', ')}`);
+  if (!kinds.includes(spec.kind))
+    throw invalidArgument(
+      op,
+      spec.name,
+      `link kind "${(spec as { kind: string }).kind}" is not one of ${kinds.join(', ')}`,
+    );
   const w = new AttrWriter();
   w.raw(ifinfomsg(C.AF_UNSPEC, spec.index ?? 0, spec.up ? C.IFF_UP : 0, spec.up ? C.IFF_UP : 0));
   writeCommon(op, w, spec);
@@ -337,7 +388,12 @@ export function encodeLinkSet(index: number, name: string | undefined, ch: LinkC
   }
   if (ch.addrGenMode !== undefined) {
     const mode = C.ADDR_GEN_MODES[ch.addrGenMode];
-    if (mode === undefined) throw invalidArgument(op, object, `IPv6 address generation mode "${ch.addrGenMode}" is not one of ${Object.keys(C.ADDR_GEN_MODES).join(', ')}`);
+    if (mode === undefined)
+      throw invalidArgument(
+        op,
+        object,
+        `IPv6 address generation mode "${ch.addrGenMode}" is not one of ${Object.keys(C.ADDR_GEN_MODES).join(', ')}`,
+      );
     w.nested(C.IFLA_AF_SPEC, (af) => af.nested(C.AF_INET6, (i6) => i6.u8(C.IFLA_INET6_ADDR_GEN_MODE, mode)));
   }
   return w.toBuffer();
@@ -392,7 +448,8 @@ export function decodeLink(payload: Buffer): Link {
   const nsidForParent = a.s32(C.IFLA_LINK_NETNSID);
   const parent = a.u32(C.IFLA_LINK);
   // A veth whose peer lives in another netns may have the same ifindex there.
-  if (parent !== undefined && (parent !== link.index || nsidForParent !== undefined)) link.parentIndex = parent;
+  if (parent !== undefined && (parent !== link.index || nsidForParent !== undefined))
+    link.parentIndex = parent;
   const alias = a.str(C.IFLA_IFALIAS);
   if (alias) link.alias = alias;
   link.txqlen = a.u32(C.IFLA_TXQLEN);
@@ -400,7 +457,10 @@ export function decodeLink(payload: Buffer): Link {
   if (nsid !== undefined) link.linkNetnsId = nsid;
   const i6 = a.get(C.IFLA_AF_SPEC) ? a.nested(C.IFLA_AF_SPEC)?.nested(C.AF_INET6) : undefined;
   const gen = i6?.u8(C.IFLA_INET6_ADDR_GEN_MODE);
-  if (gen !== undefined) link.addrGenMode = (Object.keys(C.ADDR_GEN_MODES) as AddrGenMode[]).find((k) => C.ADDR_GEN_MODES[k] === gen);
+  if (gen !== undefined)
+    link.addrGenMode = (Object.keys(C.ADDR_GEN_MODES) as AddrGenMode[]).find(
+      (k) => C.ADDR_GEN_MODES[k] === gen,
+    );
   const info = a.nested(C.IFLA_LINKINFO);
   if (info) {
     link.kind = info.str(C.IFLA_INFO_KIND);
@@ -436,11 +496,17 @@ function decodeInfoData(link: Link, d: Attrs): void {
       link.macvlan = { mode: keyOf(C.MACVLAN_MODES, d.u32(C.IFLA_MACVLAN_MODE)) };
       return;
     case 'ipvlan':
-      link.ipvlan = { mode: keyOf(C.IPVLAN_MODES, d.u16(C.IFLA_IPVLAN_MODE)), flag: keyOf(C.IPVLAN_FLAGS, d.u16(C.IFLA_IPVLAN_FLAGS) ?? 0) };
+      link.ipvlan = {
+        mode: keyOf(C.IPVLAN_MODES, d.u16(C.IFLA_IPVLAN_MODE)),
+        flag: keyOf(C.IPVLAN_FLAGS, d.u16(C.IFLA_IPVLAN_FLAGS) ?? 0),
+      };
       return;
     case 'vlan': {
       const proto = d.u16be(C.IFLA_VLAN_PROTOCOL);
-      link.vlan = { id: d.u16(C.IFLA_VLAN_ID) ?? 0, protocol: proto === C.ETH_P_8021AD ? '802.1ad' : '802.1Q' };
+      link.vlan = {
+        id: d.u16(C.IFLA_VLAN_ID) ?? 0,
+        protocol: proto === C.ETH_P_8021AD ? '802.1ad' : '802.1Q',
+      };
       return;
     }
     case 'bridge':
@@ -459,4 +525,3 @@ export interface BridgePortChanges {
   hairpin?: boolean;
   learning?: boolean;
 }
-

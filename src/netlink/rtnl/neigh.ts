@@ -65,9 +65,15 @@ function ndmsg(family: number, index: number, state: number, flags: number): Buf
 export function encodeNeigh(op: 'neigh add' | 'neigh del', spec: NeighSpec): Buffer {
   const ip = ipToBytes(spec.ip);
   if (!ip) throw invalidArgument(op, spec.ip, `"${spec.ip}" is not an IP address`);
-  if (!Number.isInteger(spec.index) || spec.index <= 0) throw invalidArgument(op, spec.ip, `link index ${spec.index} is not valid`);
+  if (!Number.isInteger(spec.index) || spec.index <= 0)
+    throw invalidArgument(op, spec.ip, `link index ${spec.index} is not valid`);
   const state = spec.state === undefined ? C.NUD_PERMANENT : STATES[spec.state];
-  if (state === undefined) throw invalidArgument(op, spec.ip, `state "${spec.state}" is not one of ${Object.keys(STATES).join(', ')}`);
+  if (state === undefined)
+    throw invalidArgument(
+      op,
+      spec.ip,
+      `state "${spec.state}" is not one of ${Object.keys(STATES).join(', ')}`,
+    );
   const w = new AttrWriter(48);
   w.raw(ndmsg(ip.length === 4 ? C.AF_INET : C.AF_INET6, spec.index, state, spec.proxy ? C.NTF_PROXY : 0));
   w.bytes(C.NDA_DST, ip);
@@ -84,9 +90,13 @@ export function encodeNeigh(op: 'neigh add' | 'neigh del', spec: NeighSpec): Buf
 export function encodeFdb(op: 'fdb add' | 'fdb append' | 'fdb del', spec: FdbSpec): Buffer {
   const mac = macToBytes(spec.mac);
   if (!mac) throw invalidArgument(op, spec.mac, `"${spec.mac}" is not a MAC address`);
-  if (!Number.isInteger(spec.index) || spec.index <= 0) throw invalidArgument(op, spec.mac, `link index ${spec.index} is not valid`);
-  const state = { permanent: C.NUD_PERMANENT, noarp: C.NUD_NOARP, reachable: C.NUD_REACHABLE }[spec.state ?? 'permanent'];
-  if (state === undefined) throw invalidArgument(op, spec.mac, `state "${spec.state}" is not one of permanent, noarp, reachable`);
+  if (!Number.isInteger(spec.index) || spec.index <= 0)
+    throw invalidArgument(op, spec.mac, `link index ${spec.index} is not valid`);
+  const state = { permanent: C.NUD_PERMANENT, noarp: C.NUD_NOARP, reachable: C.NUD_REACHABLE }[
+    spec.state ?? 'permanent'
+  ];
+  if (state === undefined)
+    throw invalidArgument(op, spec.mac, `state "${spec.state}" is not one of permanent, noarp, reachable`);
   let flags = 0;
   if (spec.self ?? !spec.master) flags |= C.NTF_SELF;
   if (spec.master) flags |= C.NTF_MASTER;

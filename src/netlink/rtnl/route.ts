@@ -38,7 +38,11 @@ export interface Route {
   priority?: number;
 }
 
-const SCOPES: Record<RouteScope, number> = { universe: C.RT_SCOPE_UNIVERSE, link: C.RT_SCOPE_LINK, host: C.RT_SCOPE_HOST };
+const SCOPES: Record<RouteScope, number> = {
+  universe: C.RT_SCOPE_UNIVERSE,
+  link: C.RT_SCOPE_LINK,
+  host: C.RT_SCOPE_HOST,
+};
 const TYPES: Record<RouteType, number> = {
   unicast: C.RTN_UNICAST,
   local: C.RTN_LOCAL,
@@ -48,7 +52,14 @@ const TYPES: Record<RouteType, number> = {
 };
 const RT_SCOPE_NOWHERE = 255;
 
-function rtmsg(family: number, dstLen: number, table: number, protocol: number, scope: number, type: number): Buffer {
+function rtmsg(
+  family: number,
+  dstLen: number,
+  table: number,
+  protocol: number,
+  scope: number,
+  type: number,
+): Buffer {
   const b = Buffer.alloc(12);
   b.writeUInt8(family, 0);
   b.writeUInt8(dstLen, 1);
@@ -67,7 +78,12 @@ export function encodeRoute(op: RouteOp, spec: RouteSpec): Buffer {
   let family: 4 | 6 | undefined = spec.family;
   if (spec.dst !== undefined && spec.dst !== 'default') {
     const p = parsePrefix(spec.dst);
-    if (!p) throw invalidArgument(op, object, `destination "${spec.dst}" is not a CIDR (want e.g. 10.1.0.0/16) or "default"`);
+    if (!p)
+      throw invalidArgument(
+        op,
+        object,
+        `destination "${spec.dst}" is not a CIDR (want e.g. 10.1.0.0/16) or "default"`,
+      );
     dst = p;
     family = p.family;
   }
@@ -76,7 +92,12 @@ export function encodeRoute(op: RouteOp, spec: RouteSpec): Buffer {
     gw = ipToBytes(spec.gateway);
     if (!gw) throw invalidArgument(op, object, `gateway "${spec.gateway}" is not an IP address`);
     const gf = gw.length === 4 ? 4 : 6;
-    if (family !== undefined && family !== gf) throw invalidArgument(op, object, `gateway ${spec.gateway} is IPv${gf} but the destination is IPv${family}`);
+    if (family !== undefined && family !== gf)
+      throw invalidArgument(
+        op,
+        object,
+        `gateway ${spec.gateway} is IPv${gf} but the destination is IPv${family}`,
+      );
     family = gf;
   }
   family ??= 4;
@@ -84,10 +105,16 @@ export function encodeRoute(op: RouteOp, spec: RouteSpec): Buffer {
     throw invalidArgument(op, object, 'a unicast route needs a gateway or an output device');
   }
   const table = spec.table ?? C.RT_TABLE_MAIN;
-  if (!Number.isInteger(table) || table < 1 || table > 0xffffffff) throw invalidArgument(op, object, `table ${table} is not valid`);
+  if (!Number.isInteger(table) || table < 1 || table > 0xffffffff)
+    throw invalidArgument(op, object, `table ${table} is not valid`);
   let scope: number;
   if (spec.scope !== undefined) {
-    if (!(spec.scope in SCOPES)) throw invalidArgument(op, object, `scope "${spec.scope}" is not one of ${Object.keys(SCOPES).join(', ')}`);
+    if (!(spec.scope in SCOPES))
+      throw invalidArgument(
+        op,
+        object,
+        `scope "${spec.scope}" is not one of ${Object.keys(SCOPES).join(', ')}`,
+      );
     scope = SCOPES[spec.scope];
   } else if (op === 'route del') scope = RT_SCOPE_NOWHERE;
   else if (spec.type === 'local') scope = C.RT_SCOPE_HOST;
@@ -95,7 +122,12 @@ export function encodeRoute(op: RouteOp, spec: RouteSpec): Buffer {
   else scope = gw ? C.RT_SCOPE_UNIVERSE : C.RT_SCOPE_LINK;
   let type = 0;
   if (spec.type !== undefined) {
-    if (!(spec.type in TYPES)) throw invalidArgument(op, object, `route type "${spec.type}" is not one of ${Object.keys(TYPES).join(', ')}`);
+    if (!(spec.type in TYPES))
+      throw invalidArgument(
+        op,
+        object,
+        `route type "${spec.type}" is not one of ${Object.keys(TYPES).join(', ')}`,
+      );
     type = TYPES[spec.type];
   } else if (op !== 'route del') type = C.RTN_UNICAST;
   const protocol = spec.protocol ?? (op === 'route del' ? 0 : C.RTPROT_BOOT);
@@ -132,7 +164,11 @@ export function decodeRoute(payload: Buffer): Route {
   const src = a.get(C.RTA_PREFSRC);
   const r: Route = {
     family,
-    dst: dst ? `${bytesToIp(dst)}/${dstLen}` : dstLen === 0 ? 'default' : `${family === 4 ? '0.0.0.0' : '::'}/${dstLen}`,
+    dst: dst
+      ? `${bytesToIp(dst)}/${dstLen}`
+      : dstLen === 0
+        ? 'default'
+        : `${family === 4 ? '0.0.0.0' : '::'}/${dstLen}`,
     table: a.u32(C.RTA_TABLE) ?? payload.readUInt8(4),
     protocol: payload.readUInt8(5),
     scope: named(SCOPES, payload.readUInt8(6)),

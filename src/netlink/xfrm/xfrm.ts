@@ -161,7 +161,8 @@ function protoNumber(op: string, p: XfrmSelector['proto']): number {
   if (p === undefined) return 0;
   if (typeof p === 'number') return p;
   const n = IPPROTOS[p];
-  if (n === undefined) throw invalidArgument(op, String(p), `protocol "${p}" is not one of ${Object.keys(IPPROTOS).join(', ')}`);
+  if (n === undefined)
+    throw invalidArgument(op, String(p), `protocol "${p}" is not one of ${Object.keys(IPPROTOS).join(', ')}`);
   return n;
 }
 
@@ -227,7 +228,8 @@ function readMark(a: Attrs): XfrmMark | undefined {
 
 function algoName(op: string, name: string): Buffer {
   const b = Buffer.alloc(64);
-  if (Buffer.byteLength(name) >= 64) throw invalidArgument(op, name, 'algorithm name is longer than 63 bytes');
+  if (Buffer.byteLength(name) >= 64)
+    throw invalidArgument(op, name, 'algorithm name is longer than 63 bytes');
   b.write(name, 'utf8');
   return b;
 }
@@ -239,7 +241,8 @@ function protoOf(op: string, p: XfrmProto | undefined): number {
 }
 
 function checkSpi(op: string, spi: number): void {
-  if (!Number.isInteger(spi) || spi < 1 || spi > 0xffffffff) throw invalidArgument(op, String(spi), `SPI ${spi} is outside 1..0xffffffff`);
+  if (!Number.isInteger(spi) || spi < 1 || spi > 0xffffffff)
+    throw invalidArgument(op, String(spi), `SPI ${spi} is outside 1..0xffffffff`);
 }
 
 /** XFRM_MSG_NEWSA / UPDSA payload: xfrm_usersa_info + algorithm and mark attributes. */
@@ -248,10 +251,13 @@ export function encodeStateAdd(spec: XfrmStateSpec): Buffer {
   checkSpi(op, spec.spi);
   const src = addr16(op, 'source', spec.src);
   const dst = addr16(op, 'destination', spec.dst);
-  if (src.family !== dst.family) throw invalidArgument(op, spec.dst, 'source and destination are of different families');
-  if (!spec.aead && !spec.auth && !spec.crypt) throw invalidArgument(op, spec.dst, 'a state needs an aead, or auth and/or crypt algorithm');
+  if (src.family !== dst.family)
+    throw invalidArgument(op, spec.dst, 'source and destination are of different families');
+  if (!spec.aead && !spec.auth && !spec.crypt)
+    throw invalidArgument(op, spec.dst, 'a state needs an aead, or auth and/or crypt algorithm');
   const mode = MODES[spec.mode ?? 'transport'];
-  if (mode === undefined) throw invalidArgument(op, spec.dst, `mode "${spec.mode}" is not transport or tunnel`);
+  if (mode === undefined)
+    throw invalidArgument(op, spec.dst, `mode "${spec.mode}" is not transport or tunnel`);
   const info = Buffer.alloc(224);
   writeSelector(op, info, 0, spec.selector ?? {}, src.family);
   // xfrm_id at 56: daddr, spi (be32), proto
@@ -319,7 +325,8 @@ function readAlg(v: Buffer | undefined, withExtra: boolean) {
 }
 
 export function decodeState(payload: Buffer): XfrmState {
-  if (payload.length < 224) throw malformed('xfrm state', `xfrm_usersa_info needs 224 bytes, got ${payload.length}`);
+  if (payload.length < 224)
+    throw malformed('xfrm state', `xfrm_usersa_info needs 224 bytes, got ${payload.length}`);
   const family = payload.readUInt16LE(212) === AF_INET6 ? 6 : 4;
   const len = family === 4 ? 4 : 16;
   const a = Attrs.parse(payload.subarray(224), 'xfrm state');
@@ -362,7 +369,8 @@ export function decodeState(payload: Buffer): XfrmState {
 export function encodePolicyAdd(spec: XfrmPolicySpec): Buffer {
   const op = 'xfrm policy add';
   const dir = DIRS[spec.dir];
-  if (dir === undefined) throw invalidArgument(op, String(spec.dir), `direction "${spec.dir}" is not in, out or fwd`);
+  if (dir === undefined)
+    throw invalidArgument(op, String(spec.dir), `direction "${spec.dir}" is not in, out or fwd`);
   const info = Buffer.alloc(168);
   const family = writeSelector(op, info, 0, spec.selector, 4);
   writeLifetimeInfinite(info, 56);
@@ -381,11 +389,15 @@ export function encodePolicyAdd(spec: XfrmPolicySpec): Buffer {
       t.writeUInt32BE((tm.spi ?? 0) >>> 0, off + 16);
       t.writeUInt8(protoOf(op, tm.proto), off + 20);
       const tf = tm.src ?? tm.dst;
-      t.writeUInt16LE(tf && addr16(op, 'template address', tf).family === 6 ? AF_INET6 : family === 6 ? AF_INET6 : AF_INET, off + 24);
+      t.writeUInt16LE(
+        tf && addr16(op, 'template address', tf).family === 6 ? AF_INET6 : family === 6 ? AF_INET6 : AF_INET,
+        off + 24,
+      );
       if (tm.src !== undefined) addr16(op, 'template source', tm.src).bytes.copy(t, off + 28);
       t.writeUInt32LE(tm.reqid ?? 0, off + 44);
       const mode = MODES[tm.mode ?? 'transport'];
-      if (mode === undefined) throw invalidArgument(op, String(tm.mode), `template mode "${tm.mode}" is not transport or tunnel`);
+      if (mode === undefined)
+        throw invalidArgument(op, String(tm.mode), `template mode "${tm.mode}" is not transport or tunnel`);
       t.writeUInt8(mode, off + 48);
       t.writeUInt8(tm.optional ? 1 : 0, off + 50);
       // Any algorithm: the SA decides.
@@ -402,7 +414,8 @@ export function encodePolicyAdd(spec: XfrmPolicySpec): Buffer {
 /** XFRM_MSG_DELPOLICY / GETPOLICY payload: xfrm_userpolicy_id (+ mark). */
 export function encodePolicyId(op: string, id: XfrmPolicyId): Buffer {
   const dir = DIRS[id.dir];
-  if (dir === undefined) throw invalidArgument(op, String(id.dir), `direction "${id.dir}" is not in, out or fwd`);
+  if (dir === undefined)
+    throw invalidArgument(op, String(id.dir), `direction "${id.dir}" is not in, out or fwd`);
   const b = Buffer.alloc(64);
   writeSelector(op, b, 0, id.selector, 4);
   b.writeUInt8(dir, 60);
@@ -413,7 +426,8 @@ export function encodePolicyId(op: string, id: XfrmPolicyId): Buffer {
 }
 
 export function decodePolicy(payload: Buffer): XfrmPolicy {
-  if (payload.length < 168) throw malformed('xfrm policy', `xfrm_userpolicy_info needs 168 bytes, got ${payload.length}`);
+  if (payload.length < 168)
+    throw malformed('xfrm policy', `xfrm_userpolicy_info needs 168 bytes, got ${payload.length}`);
   const a = Attrs.parse(payload.subarray(168), 'xfrm policy');
   const dirN = payload.readUInt8(160);
   const p: XfrmPolicy = {
