@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The Debian packages each test lane needs, and their installation when
 // missing (as root, through apt-get). A lane installs its tools rather than
-// skipping: `node scripts/host-packages.js [build|unit|integration|kernel|all]`.
+// skipping: `node scripts/host-packages.js [build|unit|integration|chaos|kernel|engine|all]`.
 'use strict';
 const fs = require('node:fs');
 const { execFileSync, spawnSync } = require('node:child_process');
@@ -40,6 +40,15 @@ const LANES = {
     [hasCommand('ss'), 'iproute2'],
     // The stock docker CLI, pointed at cnmd's socket (docker-cli.test.ts); Debian's docker.io ships it.
     [hasCommand('docker'), 'docker.io'],
+  ],
+  // Fuzzing, storms and SIGKILLs against a daemon in its own netns (test/chaos): the integration tools, and openssl for TLS certs.
+  chaos: [
+    [hasCommand('ip'), 'iproute2'],
+    [hasCommand('iptables-restore'), 'iptables'],
+    [hasCommand('nsenter'), 'util-linux'],
+    [hasCommand('dig'), 'dnsutils'],
+    [hasCommand('curl'), 'curl'],
+    [hasCommand('openssl'), 'openssl'],
   ],
   // Debian's Docker engine, run by the engine lane in its own netns with cnmd's plugins.
   engine: [

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Runs one test lane (unit | integration | kernel | engine) or all of them with
+// Runs one test lane (unit | integration | chaos | kernel | engine) or all of them with
 // node's built-in runner, on the compiled files under dist/test/<lane>/.
 // A lane with no test files fails: a lane must never pass by running nothing.
 'use strict';
@@ -7,7 +7,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 
-const LANES = ['unit', 'integration', 'kernel', 'engine'];
+const LANES = ['unit', 'integration', 'chaos', 'kernel', 'engine'];
 const root = path.resolve(__dirname, '..');
 const wanted = process.argv[2] || 'all';
 const lanes = wanted === 'all' ? LANES : [wanted];
