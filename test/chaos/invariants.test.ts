@@ -3,7 +3,6 @@
 // would make every chaos test that relies on it meaningless.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { lab } from '../lib/fixture';
 import { RunningDaemon, startDaemon } from '../lib/daemon';
@@ -24,31 +23,25 @@ test('invariant checker: holds on a healthy daemon, names every planted leak', a
   await ok(d, 'POST', '/sandboxes', { Name: 'b', Networks: [{ Network: 'web' }, { Network: 'back' }] });
   await assertInvariants(d);
 
-  const run = (cmd: string, ...args: string[]) => d.host.run(cmd, args);
-  run('ip', 'link', 'add', 'plantbr', 'type', 'bridge');
-  run('ip', 'link', 'set', 'plantbr', 'alias', 'cnmd:net:' + 'f'.repeat(64));
-  run('ip', 'link', 'add', 'br0', 'type', 'bridge');
-  run(
-    'iptables',
-    '-t',
-    'nat',
-    '-A',
-    'CNMD',
-    '-p',
-    'tcp',
-    '--dport',
-    '40000',
-    '-j',
-    'DNAT',
-    '--to-destination',
-    '10.61.0.99:80',
-  );
-  run('iptables', '-A', 'CNMD-FORWARD', '-o', 'br-gone', '-j', 'ACCEPT');
+  const sh = (line: string) => d.host.run('sh', ['-c', line]);
   const stub = path.join(d.execRoot, 'pool', 'netns', 'stub0');
-  fs.mkdirSync(path.dirname(stub), { recursive: true });
-  fs.writeFileSync(stub, '');
-  fs.writeFileSync(path.join(d.execRoot, 'netns', 'deadbeef'), '');
-
+  const strayNs = path.join(d.execRoot, 'netns', 'deadbeef');
+  // Each plant with its removal.
+  const plants: [string, string][] = [
+    [
+      `ip link add plantbr type bridge && ip link set plantbr alias cnmd:net:${'f'.repeat(64)}`,
+      'ip link del plantbr',
+    ],
+    ['ip link add br0 type bridge', 'ip link del br0'],
+    [
+      'iptables -t nat -A CNMD -p tcp --dport 40000 -j DNAT --to-destination 10.61.0.99:80',
+      'iptables -t nat -D CNMD -p tcp --dport 40000 -j DNAT --to-destination 10.61.0.99:80',
+    ],
+    ['iptables -A CNMD-FORWARD -o br-gone -j ACCEPT', 'iptables -D CNMD-FORWARD -o br-gone -j ACCEPT'],
+    [`mkdir -p ${path.dirname(stub)} && : > ${stub}`, `rm ${stub}`],
+    [`: > ${strayNs}`, `rm ${strayNs}`],
+  ];
+  for (const [plant] of plants) sh(plant);
   const v = violations(readStore(d.dataRoot), readKernel(d)).join('\n');
   for (const want of [
     /plantbr \(cnmd:net:f+\) belongs to no record/,
@@ -59,27 +52,7 @@ test('invariant checker: holds on a healthy daemon, names every planted leak', a
     /deadbeef belong to no sandbox/,
   ])
     assert.match(v, want);
-
-  run('ip', 'link', 'del', 'plantbr');
-  run('ip', 'link', 'del', 'br0');
-  run(
-    'iptables',
-    '-t',
-    'nat',
-    '-D',
-    'CNMD',
-    '-p',
-    'tcp',
-    '--dport',
-    '40000',
-    '-j',
-    'DNAT',
-    '--to-destination',
-    '10.61.0.99:80',
-  );
-  run('iptables', '-D', 'CNMD-FORWARD', '-o', 'br-gone', '-j', 'ACCEPT');
-  fs.rmSync(stub);
-  fs.rmSync(path.join(d.execRoot, 'netns', 'deadbeef'));
+  for (const [, remove] of plants) sh(remove);
   await assertInvariants(d);
 
   // Store-side checks, on a copy of the real views with a planted inconsistency each.
