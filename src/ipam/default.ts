@@ -69,6 +69,10 @@ export class DefaultIpam implements Ipam {
     }
     const v6 = !!req.v6;
     const serial = req.options?.[SERIAL_OPTION] === 'true';
+    // The host's routes are read first: from the read of the pools taken to
+    // the new pool's record there is no await, so concurrent requests (compose
+    // creates its networks in parallel) each see the others' pools.
+    const host = req.pool ? [] : await this.hostRoutes();
     let pool: Cidr;
     if (req.pool) {
       const p = parseCidr(req.pool);
@@ -106,7 +110,7 @@ export class DefaultIpam implements Ipam {
       pool = p;
     } else {
       if (req.subPool) throw invalidArgument(op, req.subPool, '--ip-range needs --subnet');
-      pool = await this.pickPredefined(space, v6);
+      pool = this.pickPredefined(space, v6, host);
     }
     let range: Cidr | undefined;
     if (req.subPool) {
@@ -131,15 +135,21 @@ export class DefaultIpam implements Ipam {
       serial,
       seq: seq.toJSON(),
     };
-    this.store.put(KIND, id, rec);
+    // Never over another pool's record (its bitmap would be lost): the overlap checks above make this unreachable.
+    if (!this.store.add(KIND, id, rec))
+      throw new CnmdError('CONFLICT', `${op}: pool ${id} is already allocated`, { op, object: id });
     return { poolId: id, pool: rec.pool, data: {} };
   }
 
-  private async pickPredefined(space: string, v6: boolean): Promise<Cidr> {
-    const taken = this.pools(space).map((p) => parseCidr(p.pool)!);
-    const host = (await this.hostNetworks())
+  private async hostRoutes(): Promise<Cidr[]> {
+    return (await this.hostNetworks())
       .map((s) => parseCidr(s))
       .filter((c): c is Cidr => !!c && c.prefixLen > 0);
+  }
+
+  /** Synchronous on purpose: the caller records the choice before anything else runs. */
+  private pickPredefined(space: string, v6: boolean, host: Cidr[]): Cidr {
+    const taken = this.pools(space).map((p) => parseCidr(p.pool)!);
     for (const c of predefinedSubnets(space === GLOBAL_SPACE ? 'global' : 'local', v6)) {
       if (taken.some((t) => overlaps(t, c)) || host.some((h) => overlaps(h, c))) continue;
       return c;

@@ -17,6 +17,7 @@ export class SqliteStore implements Store {
   private stmts: {
     get: Database.Statement;
     put: Database.Statement;
+    add: Database.Statement;
     del: Database.Statement;
     list: Database.Statement;
     begin: Database.Statement;
@@ -50,6 +51,9 @@ export class SqliteStore implements Store {
       put: this.db.prepare(
         'INSERT INTO objects (kind, id, value) VALUES (?, ?, ?) ON CONFLICT (kind, id) DO UPDATE SET value = excluded.value',
       ),
+      add: this.db.prepare(
+        'INSERT INTO objects (kind, id, value) VALUES (?, ?, ?) ON CONFLICT (kind, id) DO NOTHING',
+      ),
       del: this.db.prepare('DELETE FROM objects WHERE kind = ? AND id = ?'),
       list: this.db.prepare('SELECT value FROM objects WHERE kind = ? ORDER BY id'),
       begin: this.db.prepare('BEGIN IMMEDIATE'),
@@ -66,6 +70,12 @@ export class SqliteStore implements Store {
   put<T>(kind: string, id: string, value: T): void {
     this.stmts.put.run(kind, id, JSON.stringify(value));
     if (!this.db.inTransaction) this.committed();
+  }
+
+  add<T>(kind: string, id: string, value: T): boolean {
+    const added = this.stmts.add.run(kind, id, JSON.stringify(value)).changes > 0;
+    if (added && !this.db.inTransaction) this.committed();
+    return added;
   }
 
   delete(kind: string, id: string): boolean {

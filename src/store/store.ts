@@ -5,6 +5,8 @@
 export interface Store {
   get<T>(kind: string, id: string): T | undefined;
   put<T>(kind: string, id: string, value: T): void;
+  /** Writes a new record; false (and nothing written) when one with that id exists already. */
+  add<T>(kind: string, id: string, value: T): boolean;
   /** False when there was nothing to delete. */
   delete(kind: string, id: string): boolean;
   list<T>(kind: string): T[];

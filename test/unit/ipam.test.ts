@@ -170,3 +170,33 @@ test('a store transaction that throws rolls the IPAM back', async (t) => {
   );
   assert.deepEqual(store.get('ipam-pool', p.poolId), before);
 });
+
+test('concurrent pool requests without a subnet get distinct pools while the host routes are read', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cnmd-ipam-'));
+  const store = new SqliteStore(dir);
+  t.after(() => {
+    store.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  // The route dump answers later, as netlink does: every request is in flight at once.
+  const ipam = new DefaultIpam(store, {
+    hostNetworks: () => new Promise((resolve) => setTimeout(() => resolve(['172.18.0.0/16']), 5)),
+  });
+  const global = await Promise.all(
+    Array.from({ length: 50 }, () => ipam.requestPool({ addressSpace: 'GlobalDefault' })),
+  );
+  assert.equal(new Set(global.map((p) => p.pool)).size, 50, 'GlobalDefault: 50 distinct pools');
+  // The local space has Docker's 31 predefined pools, one of them routed on the host: 30 go, the rest
+  // are refused as exhausted, and none is handed out twice.
+  const local = await Promise.allSettled(Array.from({ length: 40 }, () => ipam.requestPool({})));
+  const pools = local.flatMap((r) => (r.status === 'fulfilled' ? [r.value.pool] : []));
+  assert.equal(pools.length, 30, `30 local pools: ${pools.join(' ')}`);
+  assert.equal(new Set(pools).size, 30, `distinct pools: ${pools.join(' ')}`);
+  assert.ok(!pools.includes('172.18.0.0/16'), 'the host route is still skipped');
+  for (const r of local)
+    if (r.status === 'rejected') assert.equal((r.reason as { code: string }).code, 'EXHAUSTED');
+  assert.equal(store.list('ipam-pool').length, 80, 'one record per pool, none overwritten');
+  // Each pool's bitmap is its own: an address taken in one is free in the others.
+  const all = [...global, ...local.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []))];
+  for (const p of all) assert.match(await ipam.requestAddress(p.poolId), /\.1\/\d+$/);
+});

@@ -50,3 +50,20 @@ test('a put or delete outside a transaction counts as a commit too', async (t) =
   );
   assert.equal(store.get('blob', 'k0'), undefined);
 });
+
+test('add writes a new record and refuses to overwrite an existing one', (t) => {
+  const { store } = freshStore(t);
+  assert.equal(store.add('k', 'a', { v: 1 }), true);
+  assert.equal(store.add('k', 'a', { v: 2 }), false);
+  assert.deepEqual(store.get('k', 'a'), { v: 1 }, 'the first record is kept');
+  // Inside a transaction too, and a rollback takes the add back.
+  assert.throws(() =>
+    store.tx(() => {
+      assert.equal(store.add('k', 'b', { v: 3 }), true);
+      assert.equal(store.add('k', 'a', { v: 4 }), false);
+      throw new Error('roll back');
+    }),
+  );
+  assert.equal(store.get('k', 'b'), undefined);
+  assert.deepEqual(store.get('k', 'a'), { v: 1 });
+});
