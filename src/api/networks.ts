@@ -5,6 +5,7 @@ import type { Controller } from '../controller/controller';
 import type { NetworkRecord } from '../controller/records';
 import { CnmdError, invalidArgument } from '../errors';
 import { ipToBig } from '../ipam/ip';
+import { compilePattern } from './pattern';
 import type { Request, Router } from './router';
 import { networkView } from './views';
 
@@ -140,14 +141,10 @@ function matchLabel(labels: Record<string, string>, f: string): boolean {
   return eq === -1 || labels[key] === f.slice(eq + 1);
 }
 
-/** Docker's filters.Args.Match: an exact match, else the value as a regular expression (invalid ones match nothing). */
-export function matchPattern(pattern: string, source: string): boolean {
-  if (pattern === source) return true;
-  try {
-    return new RegExp(pattern).test(source);
-  } catch {
-    return false;
-  }
+/** One matcher per value of a `name`/`id` filter key (OR), compiled once for the request. */
+export function patternFilter(f: Map<string, string[]>, key: string): (field: string) => boolean {
+  const ms = (f.get(key) ?? []).map((v) => compilePattern(key, v));
+  return (field) => ms.length === 0 || ms.some((m) => m(field));
 }
 
 /** Docker's filters.Args.MatchKVList: every label filter must hold (AND), unlike the other keys (OR). */
@@ -175,12 +172,14 @@ export function filterNetworks(
     if (v !== 'custom' && v !== 'builtin')
       throw invalidArgument('filters', v, `invalid filter: 'type'='${v}' (use custom or builtin)`);
   }
+  const byName = patternFilter(f, 'name');
+  const byId = patternFilter(f, 'id');
   return list.filter((n) => {
     const any = (k: string, pred: (v: string) => boolean) =>
       !f.has(k) || f.get(k)!.length === 0 || f.get(k)!.some(pred);
     return (
-      any('name', (v) => matchPattern(v, n.name)) &&
-      any('id', (v) => matchPattern(v, n.id)) &&
+      byName(n.name) &&
+      byId(n.id) &&
       any('driver', (v) => n.driver === v) &&
       any('scope', (v) => n.scope === v) &&
       matchLabels(n.labels, f.get('label') ?? []) &&

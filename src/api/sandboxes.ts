@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { Controller } from '../controller/controller';
 import type { SandboxFiles } from '../controller/sandbox-files';
 import { parsePortSpecs } from '../portmap/spec';
-import { checkStaticAddresses, matchPattern, parseBody, parseFilters } from './networks';
+import { checkStaticAddresses, parseBody, parseFilters, patternFilter } from './networks';
 import type { Router } from './router';
 import { sandboxView } from './views';
 
@@ -40,14 +40,15 @@ export function mountSandboxRoutes(router: Router, c: Controller, files: Sandbox
   router
     .add('GET', '/sandboxes', (req) => {
       const f = parseFilters(req, ['name', 'id', 'network']);
+      const byName = patternFilter(f, 'name');
+      // Read once per request: a list of n sandboxes must not read every endpoint n times.
+      const endpoints = f.has('network') ? c.endpoints() : [];
+      const networks = new Map(f.has('network') ? c.networks().map((n) => [n.id, n]) : []);
       const list = c.sandboxes().filter((sb) => {
         const any = (k: string, pred: (v: string) => boolean) => !f.has(k) || f.get(k)!.some(pred);
-        const nets = c
-          .endpoints()
-          .filter((e) => e.sandboxId === sb.id)
-          .map((e) => c.networks().find((n) => n.id === e.networkId));
+        const nets = endpoints.filter((e) => e.sandboxId === sb.id).map((e) => networks.get(e.networkId));
         return (
-          any('name', (v) => matchPattern(v, sb.name)) &&
+          byName(sb.name) &&
           any('id', (v) => sb.id.startsWith(v)) &&
           any('network', (v) => nets.some((n) => n && (n.name === v || n.id.startsWith(v))))
         );

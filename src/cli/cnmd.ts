@@ -46,6 +46,7 @@ const program = new Command('cnmd')
     'after',
     `
 Signals: SIGTERM/SIGINT stop the daemon cleanly; networks stay in place for the next start.
+A stop that takes over 10 s, or a second signal, exits at once (the next start recovers).
 One daemon per root: <data-root>/cnmd.lock and <exec-root>/cnmd.pid (its pid) are locked while
 it runs; a second daemon on a root or socket in use is refused before it changes anything.
 Logs are JSON lines on stderr.
@@ -54,6 +55,9 @@ Example:
   cnmd --data-root /var/lib/cnmd --exec-root /run/cnmd -H unix:///run/cnmd/cnmd.sock
   curl --unix-socket /run/cnmd/cnmd.sock http://cnmd/_ping`,
   );
+
+/** How long a clean stop may take after SIGTERM/SIGINT before the daemon exits anyway. */
+const STOP_DEADLINE_MS = 10_000;
 
 async function main(): Promise<void> {
   program.parse();
@@ -77,9 +81,19 @@ async function main(): Promise<void> {
   const daemon = new Daemon(config);
   let stopping = false;
   const stop = (signal: string) => {
-    if (stopping) return;
+    if (stopping) {
+      // A second signal: the operator wants it gone now (state is recovered at the next start).
+      daemon.log.warn({ signal }, 'second signal while stopping: exiting now');
+      process.exit(1);
+    }
     stopping = true;
     daemon.log.info({ signal }, 'stopping');
+    // A stop that hangs (a stuck plugin or kernel call) must not keep the daemon alive: recovery
+    // at the next start finishes or undoes whatever was in flight.
+    setTimeout(() => {
+      daemon.log.error({ signal, ms: STOP_DEADLINE_MS }, 'stop did not finish in time: exiting');
+      process.exit(1);
+    }, STOP_DEADLINE_MS).unref();
     daemon.stop().then(
       () => process.exit(0),
       (e) => {

@@ -1,0 +1,52 @@
+// curl as an independent client, asynchronous so several can be in flight while
+// the test watches something else; every call is bounded by --max-time.
+import { execFile } from 'node:child_process';
+
+export interface CurlReply {
+  /** 0 when curl got no answer (rc says why: 28 timeout, 7 refused, 56 reset). */
+  status: number;
+  rc: number;
+  body: any;
+  text: string;
+  ms: number;
+}
+
+export function curl(args: string[], maxTime = 10): Promise<CurlReply> {
+  const started = Date.now();
+  return new Promise((resolve) => {
+    execFile(
+      'curl',
+      ['-sS', '--max-time', String(maxTime), '-o', '-', '-w', '\n%{http_code}', ...args],
+      { encoding: 'utf8', maxBuffer: 64 << 20 },
+      (err, stdout) => {
+        const cut = stdout.lastIndexOf('\n');
+        const text = stdout.slice(0, Math.max(cut, 0));
+        let body: any;
+        try {
+          body = JSON.parse(text);
+        } catch {
+          body = undefined;
+        }
+        const rc = err ? Number((err as NodeJS.ErrnoException & { code?: unknown }).code) || 1 : 0;
+        resolve({ status: Number(stdout.slice(cut + 1)) || 0, rc, body, text, ms: Date.now() - started });
+      },
+    );
+  });
+}
+
+/** A request on a unix socket: `GET /networks`, with an optional JSON body and query parameters. */
+export function unixRequest(
+  sock: string,
+  method: string,
+  path: string,
+  opts: { body?: unknown; raw?: string; query?: Record<string, string>; maxTime?: number } = {},
+): Promise<CurlReply> {
+  const args = ['--unix-socket', sock, '-X', method];
+  if (opts.query) {
+    args.push('-G');
+    for (const [k, v] of Object.entries(opts.query)) args.push('--data-urlencode', `${k}=${v}`);
+  }
+  const data = opts.raw ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body));
+  if (data !== undefined) args.push('-H', 'Content-Type: application/json', '--data-binary', data);
+  return curl([...args, `http://cnmd${path}`], opts.maxTime);
+}
