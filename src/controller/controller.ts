@@ -1496,7 +1496,7 @@ export class Controller implements RecordSource {
       );
     // 5. Leaks: namespaces and files of sandboxes nobody knows.
     const known = new Set(this.sandboxes().map((s) => s.id));
-    for (const id of this.netns.list()) {
+    for (const id of this.netns.entries()) {
       if (id === 'default' || known.has(id)) continue;
       this.log.warn({ netns: id }, 'removing leaked network namespace');
       try {

@@ -212,6 +212,15 @@ export class NetnsManager {
 
   /** Ids of the namespaces under dir (files that are not netns mounts are left out). */
   list(): string[] {
+    return this.entries().filter((n) => native.isNetns(path.join(this.dir, n)));
+  }
+
+  /**
+   * Ids of every file under dir, namespaces and stubs: a create killed between
+   * the file and its bind mount leaves an empty file that no netns is behind
+   * (delete() removes it like a namespace).
+   */
+  entries(): string[] {
     let names: string[];
     try {
       names = fs.readdirSync(this.dir);
@@ -223,7 +232,7 @@ export class NetnsManager {
         { op: 'netns list', object: this.dir, errno: (e as NodeJS.ErrnoException).code, cause: e },
       );
     }
-    return names.filter((n) => ID.test(n) && native.isNetns(path.join(this.dir, n))).sort();
+    return names.filter((n) => ID.test(n)).sort();
   }
 
   /** A new handle inside netns `id`; the caller closes it. */

@@ -20,6 +20,7 @@
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { SocketSpec } from '../../native';
+import { CnmdError } from '../errors';
 import type { Logger } from '../log';
 import { CreatedNetns, NetnsManager, closeFds } from './netns';
 
@@ -73,13 +74,14 @@ export class NetnsPool {
     return this.ready.length;
   }
 
-  /** Removes pooled namespaces a previous run left, then fills the pool in the background. */
+  /** Removes pooled namespaces (and stub files) a previous run left, then fills the pool in the background. */
   start(): void {
-    for (const id of this.pool.list()) {
+    for (const id of this.pool.entries()) {
       try {
         this.pool.delete(id);
-      } catch {
-        /* gone already */
+      } catch (e) {
+        if (!(e instanceof CnmdError && e.code === 'NOT_FOUND'))
+          this.log.warn({ err: e, netns: id }, 'netns pool: could not remove a leftover');
       }
     }
     // Full already, with nothing to hold: said once, as a filled pool says it.
