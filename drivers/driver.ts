@@ -1,19 +1,45 @@
 // The Driver seam (libnetwork's driverapi.Driver): built-in drivers and
-// remote plugins implement it; the controller calls it in libnetwork's order:
-// createNetwork -> createEndpoint -> join -> programExternalConnectivity, and
-// the reverse on teardown.
+// remote plugins implement it, and the controller reaches drivers only
+// through it (no casts, no driver names). A new driver implements Driver,
+// declares what it needs in Capabilities, and is registered by name in
+// src/daemon.ts's driver map. The controller calls it in libnetwork's order:
+//   createNetwork -> createEndpoint -> join -> programExternalConnectivity
+// and the reverse on teardown (revokeExternalConnectivity -> leave ->
+// deleteEndpoint -> deleteNetwork). Calls for one network never overlap with
+// its createNetwork/deleteNetwork (the controller's `net:` lock); calls for
+// different networks and sandboxes may run concurrently.
+//
+// Errors: throw CnmdError (src/errors.ts) with a code; NOT_FOUND from a
+// delete/leave means "already gone" and the controller treats it as done. A
+// failed create must leave nothing behind (use src/steps.ts runSteps).
 import type { Handle } from '../src/netlink/handle';
 import type { PortBinding } from '../src/portmap/spec';
 
+/** What a driver is and needs; read by the controller on every decision that differs between drivers. */
 export interface Capabilities {
-  /** local: one host; global: state shared across hosts through the cluster store. */
+  /**
+   * local: the network exists on this host only (bridge, macvlan, ipvlan);
+   * global: one network across hosts, its state shared through the cluster
+   * store (overlay). Shown as the network's Scope.
+   */
   scope: 'local' | 'global';
+  /** Where endpoints can reach each other (libnetwork's ConnectivityScope); defaults to scope. */
   connectivityScope?: 'local' | 'global';
-  /** Only one network of this driver may exist and it cannot be removed (host, null). */
+  /** At most one network of this driver exists, and it cannot be removed (host, null). */
   singleton?: boolean;
-  /** The sandbox shares the daemon's own netns (host). */
+  /** The sandbox shares the daemon's own netns: no netns, no interface of its own (host). */
   usesHostNetns?: boolean;
-  /** The driver publishes ports (programExternalConnectivity with portBindings). */
+  /**
+   * Default true. false: the network takes no IPAM pools and its endpoints get
+   * no addresses or gateway (host, null); the driver's join gets no addresses.
+   */
+  needsIpam?: boolean;
+  /**
+   * Default true. false: the network never has the embedded DNS (127.0.0.11),
+   * whatever its options say (host, null: there is no interface to serve it on).
+   */
+  embeddedDns?: boolean;
+  /** The driver publishes ports: programExternalConnectivity honours portBindings (bridge). */
   portMapping?: boolean;
 }
 
@@ -104,13 +130,32 @@ export interface JoinInfo {
 }
 
 export interface Driver {
+  /** The name networks give as their driver (`-d name`), and the key it is registered under. */
   readonly name: string;
+  /** Cheap and synchronous: the controller calls it whenever it decides something. */
   capabilities(): Capabilities;
+  /**
+   * Makes the network's kernel objects (bridge, parent link, VXLAN...). The
+   * spec holds the pools and gateways IPAM chose (none when needsIpam is
+   * false). Parse and check every option first; a failure leaves nothing.
+   */
   createNetwork(spec: NetworkSpec): Promise<void>;
+  /** Removes what createNetwork made. An unknown network is not an error (resolve). */
   deleteNetwork(networkId: string): Promise<void>;
+  /**
+   * Reserves an endpoint (no kernel work needed yet): the addresses are
+   * chosen; the driver may choose the MAC. Returns what it decided.
+   */
   createEndpoint(spec: EndpointSpec): Promise<EndpointInfo>;
+  /** Forgets the endpoint; an unknown one is not an error. */
   deleteEndpoint(networkId: string, endpointId: string): Promise<void>;
-  /** Puts the endpoint's interface into the sandbox, configured (name, MAC, addresses, up). */
+  /**
+   * Puts the endpoint's interface into the sandbox, configured: named
+   * sandbox.ifname, its MAC, its addresses, up. Routes are the controller's
+   * (it installs the default route through JoinInfo's gateway and the
+   * staticRoutes). Without sandbox.handle, leave the interface in the
+   * daemon's netns for the caller to move (JoinInfo.srcName).
+   */
   join(
     networkId: string,
     endpointId: string,
@@ -121,22 +166,38 @@ export interface Driver {
    * Takes the endpoint's interface out of the sandbox. With sandboxDestroyed the
    * sandbox's netns file is already gone: nothing will use the interface again,
    * so a driver may finish the removal in the background instead of making the
-   * caller wait (a veth delete waits for an RCU grace period, ~25 ms). Processes
+   * caller wait (a veth delete waits for an RCU grace period). Processes
    * still inside the namespace keep it alive, so the removal must still happen.
+   * An interface already gone is not an error.
    */
   leave(networkId: string, endpointId: string, opts?: { sandboxDestroyed?: boolean }): Promise<void>;
-  /** Publishes the endpoint's ports; resolves with them as allocated (exact host ports). */
+  /**
+   * Publishes the endpoint's ports (only asked of portMapping drivers, with
+   * portBindings); resolves with them as allocated (exact host ports). Others
+   * resolve with nothing.
+   */
   programExternalConnectivity(
     networkId: string,
     endpointId: string,
     options: ExternalConnectivityOptions,
   ): Promise<PortBinding[] | void>;
+  /** Undoes programExternalConnectivity; nothing published is not an error. */
   revokeExternalConnectivity(networkId: string, endpointId: string): Promise<void>;
-  /** Called once at daemon start with every network and endpoint the store holds: recreate what is missing, report what the driver owns. */
+  /**
+   * Called once at daemon start with every network and endpoint of this
+   * driver the store holds: rebuild in-memory state, recreate what the kernel
+   * lost (after a reboot), reconnect what survived.
+   */
   restore?(networks: NetworkSpec[], endpoints: EndpointSpec[]): Promise<void>;
   /**
    * Removes whatever the driver may have made for a network whose creation or
    * deletion was interrupted (a daemon killed mid-way). Idempotent.
    */
   cleanupNetwork?(spec: NetworkSpec): Promise<void>;
+  /**
+   * Called at daemon start after restore(): removes kernel objects the driver
+   * made that belong to no network or endpoint it now knows (mark them, e.g.
+   * with a link alias, to recognise them). Returns the names removed (logged).
+   */
+  sweepLeaks?(): Promise<string[]>;
 }

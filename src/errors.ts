@@ -49,3 +49,111 @@ export class CnmdError extends Error {
 export function invalidArgument(op: string, object: string | undefined, message: string): CnmdError {
   return new CnmdError('INVALID_ARGUMENT', `${op}: ${message}`, { op, object });
 }
+
+/** A failure's `op object: reason` message (see docs/errors.md). */
+export function opMessage(op: string, object: string | undefined, reason: string): string {
+  return object === undefined || object === '' ? `${op}: ${reason}` : `${op} ${object}: ${reason}`;
+}
+
+/** A CnmdError whose message reads `op object: reason`. */
+export function failure(
+  code: ErrorCode,
+  details: ErrorDetails & { object?: string },
+  reason: string,
+): CnmdError {
+  return new CnmdError(code, opMessage(details.op, details.object, reason), details);
+}
+
+/** True when e is a CnmdError with one of these codes. */
+export function hasCode(e: unknown, ...codes: ErrorCode[]): e is CnmdError {
+  return e instanceof CnmdError && codes.includes(e.code);
+}
+
+export function isNotFound(e: unknown): e is CnmdError {
+  return hasCode(e, 'NOT_FOUND');
+}
+
+/**
+ * For deletes and teardowns: what is already gone is done. Resolves with
+ * undefined on NOT_FOUND; every other failure (EPERM, a timeout, a bug) rejects.
+ */
+export async function ignoreNotFound<T>(work: Promise<T>): Promise<T | undefined> {
+  try {
+    return await work;
+  } catch (e) {
+    if (isNotFound(e)) return undefined;
+    throw e;
+  }
+}
+
+/** The reason of any thrown value, for messages. */
+export function reasonOf(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** Anything that takes structured warnings (a pino Logger). */
+export interface WarnSink {
+  warn(fields: Record<string, unknown>, msg: string): void;
+}
+
+/**
+ * A teardown's failures (netavark's NetavarkErrorList): every step runs even
+ * when an earlier one failed, NOT_FOUND counts as done, and whatever else
+ * failed is logged at once and reported together by error()/throwIfFailed().
+ */
+export class TeardownErrors {
+  readonly failures: { step: string; error: unknown }[] = [];
+
+  constructor(
+    readonly op: string,
+    readonly object: string | undefined,
+    private readonly log?: WarnSink,
+  ) {}
+
+  /** Runs one step of the teardown; its failure is kept, not thrown. */
+  async step(name: string, fn: () => unknown): Promise<void> {
+    try {
+      await fn();
+    } catch (e) {
+      this.add(name, e);
+    }
+  }
+
+  /** Records a step's failure (NOT_FOUND: the thing is gone, which is what the teardown wanted). */
+  add(step: string, e: unknown): void {
+    if (isNotFound(e)) return;
+    if (e instanceof CnmdError && e.details.teardown instanceof TeardownErrors) {
+      // A nested teardown's failures were logged by it: flatten them into this list.
+      for (const f of e.details.teardown.failures) this.failures.push(f);
+      return;
+    }
+    this.failures.push({ step, error: e });
+    this.log?.warn({ err: e, op: this.op, object: this.object, step }, 'teardown step failed');
+  }
+
+  get failed(): boolean {
+    return this.failures.length > 0;
+  }
+
+  /** One error naming every failed step, or undefined; its code is the first failure's. */
+  error(): CnmdError | undefined {
+    if (!this.failed) return undefined;
+    const first = this.failures[0].error;
+    const reasons = this.failures.map((f) => `${f.step}: ${reasonOf(f.error)}`).join('; ');
+    return failure(
+      first instanceof CnmdError ? first.code : 'INTERNAL',
+      {
+        op: this.op,
+        object: this.object,
+        cause: this.failures.length === 1 ? first : new AggregateError(this.failures.map((f) => f.error)),
+        teardown: this,
+      },
+      reasons,
+    );
+  }
+
+  throwIfFailed(): void {
+    const e = this.error();
+    if (e) throw e;
+  }
+}

@@ -1,6 +1,7 @@
 // Ordered steps with rollback: run each step; when one fails, undo the
 // finished ones in reverse and rethrow. A failed operation leaves nothing
 // half-done (libnetwork bridge's setup steps, with their undo beside them).
+import { CnmdError } from './errors';
 
 export interface Step {
   name: string;
@@ -9,9 +10,29 @@ export interface Step {
   undo?(): Promise<void> | void;
 }
 
-export interface StepFailure {
-  step: string;
-  undoErrors: { step: string; error: unknown }[];
+/**
+ * A step's failure: the original error (in `cause`) with the name of the step
+ * that threw it. It keeps the original's code, message and details, so callers
+ * and API answers see the same error; nested steps keep the innermost name.
+ */
+export class StepError extends CnmdError {
+  readonly step: string;
+
+  constructor(step: string, e: unknown) {
+    const base = e instanceof CnmdError ? e : undefined;
+    super(
+      base?.code ?? 'INTERNAL',
+      e instanceof Error ? e.message : String(e),
+      base ? { ...base.details, cause: e } : { op: step, cause: e },
+    );
+    this.name = 'StepError';
+    this.step = step;
+  }
+
+  /** e as the failure of `step`, unless an inner step already named itself. */
+  static wrap(step: string, e: unknown): StepError {
+    return e instanceof StepError ? e : new StepError(step, e);
+  }
 }
 
 export async function runSteps(
@@ -33,8 +54,7 @@ export async function runSteps(
           onUndoError?.(u.name, ue);
         }
       }
-      if (e && typeof e === 'object') (e as { failedStep?: string }).failedStep ??= s.name;
-      throw e;
+      throw StepError.wrap(s.name, e);
     }
   }
 }
@@ -58,8 +78,7 @@ export function concurrently(name: string, lanes: Step[][]): Step {
             try {
               await s.do();
             } catch (e) {
-              if (e && typeof e === 'object') (e as { failedStep?: string }).failedStep ??= s.name;
-              throw e;
+              throw StepError.wrap(s.name, e);
             }
           }
         }),

@@ -5,6 +5,6 @@ import { NoKernelDriver } from '../nokernel';
 export class HostDriver extends NoKernelDriver {
   readonly name = 'host';
   capabilities(): Capabilities {
-    return { scope: 'local', singleton: true, usesHostNetns: true };
+    return { scope: 'local', singleton: true, usesHostNetns: true, needsIpam: false, embeddedDns: false };
   }
 }

@@ -12,6 +12,7 @@ import { contains, ipToBig, parseCidr } from '../ipam/ip';
 import type { Logger } from '../log';
 import type { PortBinding } from '../portmap/spec';
 import type { Store } from '../store/store';
+import { LOCK } from './locks';
 import type { KeyedMutex } from './mutex';
 import { EndpointRecord, IpamLeaseRecord, KIND, NetworkRecord, PoolAllocation } from './records';
 
@@ -184,7 +185,7 @@ export class EngineObjects {
     if (typeof req.id !== 'string' || !ID_RE.test(req.id))
       throw invalidArgument(op, String(req.id), 'NetworkID is missing or not an id (letters, digits, _ . -)');
     const driver = this.driver(driverName, op);
-    return this.d.locks.lock([`enet:${req.id}`], async () => {
+    return this.d.locks.lock([LOCK.engineNet(req.id)], async () => {
       if (this.d.store.get<NetworkRecord>(KIND.engineNetwork, req.id)) {
         throw new CnmdError('ALREADY_EXISTS', `${op}: network ${req.id} already exists`, {
           op,
@@ -237,7 +238,7 @@ export class EngineObjects {
   async deleteNetwork(id: unknown): Promise<void> {
     const op = 'plugin delete network';
     const n0 = this.network(op, id);
-    await this.d.locks.lock([`enet:${n0.id}`], async () => {
+    await this.d.locks.lock([LOCK.engineNet(n0.id)], async () => {
       const n = this.network(op, n0.id);
       const eps = this.d.store.list<EndpointRecord>(KIND.engineEndpoint).filter((e) => e.networkId === n.id);
       if (eps.length)
@@ -293,7 +294,7 @@ export class EngineObjects {
         `Interface.MacAddress ${JSON.stringify(iface.mac)} is not a MAC address (like 02:42:0a:01:00:02)`,
       );
     const driver = this.driver(n.driver, op);
-    return this.d.locks.lock([`enet:${n.id}`, `eep:${endpointId}`], async () => {
+    return this.d.locks.lock([LOCK.engineNet(n.id), LOCK.engineEp(endpointId)], async () => {
       if (this.d.store.get<EndpointRecord>(KIND.engineEndpoint, endpointId)) {
         throw new CnmdError('ALREADY_EXISTS', `${op}: endpoint ${endpointId} already exists`, {
           op,
@@ -432,7 +433,9 @@ export class EngineObjects {
   ): Promise<T> {
     const n = this.network(op, networkId);
     const id = this.endpoint(op, n.id, endpointId).id;
-    return this.d.locks.lock([`enet:${n.id}`, `eep:${id}`], () => fn(n, this.endpoint(op, n.id, id)));
+    return this.d.locks.lock([LOCK.engineNet(n.id), LOCK.engineEp(id)], () =>
+      fn(n, this.endpoint(op, n.id, id)),
+    );
   }
 
   endpointInfo(networkId: unknown, endpointId: unknown): EndpointRecord {
@@ -492,7 +495,7 @@ export class EngineObjects {
   async releasePool(poolId: unknown): Promise<void> {
     const op = 'plugin release pool';
     const l0 = this.lease(op, poolId);
-    await this.d.locks.lock([`lease:${l0.poolId}`], async () => {
+    await this.d.locks.lock([LOCK.lease(l0.poolId)], async () => {
       const l = this.lease(op, l0.poolId);
       for (const ip of l.addresses)
         await this.ipam()
@@ -510,7 +513,7 @@ export class EngineObjects {
   ): Promise<string> {
     const op = 'plugin request address';
     const l0 = this.lease(op, poolId);
-    return this.d.locks.lock([`lease:${l0.poolId}`], async () => {
+    return this.d.locks.lock([LOCK.lease(l0.poolId)], async () => {
       const l = this.lease(op, l0.poolId);
       const cidr = await this.ipam().requestAddress(l.poolId, address || undefined, opts);
       l.addresses.push(plain(cidr)!);
@@ -524,7 +527,7 @@ export class EngineObjects {
     const l0 = this.lease(op, poolId);
     if (typeof address !== 'string' || !ipToBig(plain(address)!))
       throw invalidArgument(op, String(address), 'Address is missing or not an IP address');
-    await this.d.locks.lock([`lease:${l0.poolId}`], async () => {
+    await this.d.locks.lock([LOCK.lease(l0.poolId)], async () => {
       const l = this.lease(op, l0.poolId);
       const ip = plain(address)!;
       if (!l.addresses.includes(ip))

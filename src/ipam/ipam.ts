@@ -1,5 +1,8 @@
 // The IPAM seam (libnetwork's ipamapi.Ipam): the default allocator and remote
-// IPAM plugins both implement it.
+// IPAM plugins both implement it. Failures are CnmdErrors: NOT_FOUND when a
+// release names a pool or address not held (teardowns treat it as done),
+// EXHAUSTED when a pool has no address left (the controller then tries the
+// network's next pool).
 
 export const LOCAL_SPACE = 'LocalDefault';
 export const GLOBAL_SPACE = 'GlobalDefault';
@@ -36,6 +39,13 @@ export interface Ipam {
   /** Returns the address as a CIDR with the pool's prefix ("10.1.0.2/24"). */
   requestAddress(poolId: string, ip?: string, opts?: AddressOptions): Promise<string>;
   releaseAddress(poolId: string, ip: string): Promise<void>;
+  /**
+   * Called at daemon start: frees every pool and address the allocator holds
+   * that `referenced` does not name (pool id -> plain IPs in use; a pool
+   * listed with no IPs is kept, its addresses freed). Returns what it freed,
+   * for the log. An IPAM that keeps no state of its own (remote) omits it.
+   */
+  sweep?(referenced: Map<string, Set<string>>): string[];
 }
 
 export const GATEWAY_OPTION = 'com.docker.network.gateway';

@@ -2,7 +2,7 @@
 // a step fails (the rollback every multi-step operation relies on).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { concurrently, runSteps, Step } from '../../src/steps';
+import { concurrently, runSteps, Step, StepError } from '../../src/steps';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -48,7 +48,11 @@ test('concurrently: a failing lane waits for the others, then every finished ste
       ]),
       step('after'),
     ]),
-    (e: Error & { failedStep?: string }) => e.message === 'a2 failed' && e.failedStep === 'a2',
+    (e: unknown) =>
+      e instanceof StepError &&
+      e.message === 'a2 failed' &&
+      e.step === 'a2' &&
+      (e.cause as Error).message === 'a2 failed',
   );
   assert.ok(!log.includes('+a3'), 'nothing after the failed step in its lane');
   assert.ok(!log.includes('+after'));

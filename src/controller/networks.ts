@@ -1,0 +1,329 @@
+// Networks: create (IPAM pools and gateways, then the driver), delete, prune,
+// and the daemon's default networks. Whether a network takes IPAM pools is
+// the driver's Capabilities.needsIpam.
+import type { IpamData, NetworkSpec } from '../../drivers/driver';
+import { DEFAULT_BRIDGE_DEVICE, OPT } from '../../drivers/bridge/options';
+import { CnmdError, TeardownErrors, hasCode, invalidArgument } from '../errors';
+import type { Ipam } from '../ipam/ipam';
+import { contains, ipToBig, parseCidr } from '../ipam/ip';
+import type { Logger } from '../log';
+import type { Store } from '../store/store';
+import { runSteps, Step } from '../steps';
+import { LOCK } from './locks';
+import type { Lookup } from './lookup';
+import type { KeyedMutex } from './mutex';
+import { EndpointRecord, IpamConfig, KIND, NetworkRecord, PoolAllocation } from './records';
+import { NAME_RE, newId } from './util';
+
+export interface NetworkCreateRequest {
+  name: string;
+  driver?: string;
+  options?: Record<string, string>;
+  ipam?: { driver?: string; config?: IpamConfig[]; options?: Record<string, string> };
+  enableIPv6?: boolean;
+  internal?: boolean;
+  attachable?: boolean;
+  labels?: Record<string, string>;
+  /** Only for the daemon's own default networks and for plugin-created ones. */
+  id?: string;
+  isDefault?: boolean;
+}
+
+/** The driver of a network created without one (Docker's default). */
+export const DEFAULT_DRIVER = 'bridge';
+export const DEFAULT_IPAM = 'default';
+
+/** The daemon's default networks (Docker's bridge, host, none), made on first start when their driver exists. */
+export const DEFAULT_NETWORKS: NetworkCreateRequest[] = [
+  {
+    name: 'bridge',
+    driver: DEFAULT_DRIVER,
+    isDefault: true,
+    options: { [OPT.defaultBridge]: 'true', [OPT.name]: DEFAULT_BRIDGE_DEVICE },
+  },
+  { name: 'host', driver: 'host', isDefault: true },
+  { name: 'none', driver: 'null', isDefault: true },
+];
+
+export interface NetworksDeps {
+  store: Store;
+  lookup: Lookup;
+  locks: KeyedMutex;
+  log: Logger;
+}
+
+/** The spec a driver sees for a network record. */
+export function networkSpec(n: NetworkRecord): NetworkSpec {
+  const data = (v6: boolean): IpamData[] =>
+    n.pools
+      .filter((p) => p.v6 === v6)
+      .map((p) => ({
+        pool: p.pool,
+        gateway: p.gateway,
+        auxAddresses: Object.fromEntries(
+          Object.entries(p.auxAddresses).map(([k, ip]) => [k, `${ip}/${p.pool.split('/')[1]}`]),
+        ),
+      }));
+  return {
+    id: n.id,
+    name: n.name,
+    options: n.options,
+    ipv4: data(false),
+    ipv6: data(true),
+    enableIPv6: n.enableIPv6,
+    internal: n.internal,
+    isDefault: n.isDefault,
+  };
+}
+
+export class Networks {
+  private readonly d: NetworksDeps;
+
+  constructor(d: NetworksDeps) {
+    this.d = d;
+  }
+
+  async create(req: NetworkCreateRequest): Promise<NetworkRecord> {
+    const op = 'network create';
+    const { store, lookup, log } = this.d;
+    if (typeof req.name !== 'string' || !NAME_RE.test(req.name)) {
+      throw invalidArgument(
+        op,
+        String(req.name),
+        `network name "${req.name}" is invalid: use letters, digits, '_', '.', '-', starting with a letter or digit`,
+      );
+    }
+    const driverName = req.driver || DEFAULT_DRIVER;
+    const driver = await lookup.loadDriver(driverName, op);
+    const caps = driver.capabilities();
+    const id = req.id ?? newId();
+    const keys = [LOCK.netName(req.name), LOCK.net(id), ...(caps.singleton ? [LOCK.driver(driverName)] : [])];
+    return this.d.locks.lock(keys, async () => {
+      const existing = store.list<NetworkRecord>(KIND.network);
+      if (existing.some((n) => n.name === req.name)) {
+        throw new CnmdError('ALREADY_EXISTS', `network with name ${req.name} already exists`, {
+          op,
+          object: req.name,
+        });
+      }
+      if (caps.singleton && existing.some((n) => n.driver === driverName)) {
+        throw new CnmdError('FORBIDDEN', `only one instance of "${driverName}" network is allowed`, {
+          op,
+          object: req.name,
+        });
+      }
+      const ipamDriver = req.ipam?.driver || DEFAULT_IPAM;
+      const ipam = await lookup.loadIpam(ipamDriver, op);
+      const config = req.ipam?.config ?? [];
+      const rec: NetworkRecord = {
+        id,
+        name: req.name,
+        driver: driverName,
+        scope: caps.scope,
+        created: new Date().toISOString(),
+        enableIPv6: !!req.enableIPv6,
+        internal: !!req.internal,
+        attachable: !!req.attachable,
+        ingress: false,
+        labels: req.labels ?? {},
+        options: req.options ?? {},
+        ipamDriver,
+        ipamOptions: req.ipam?.options ?? {},
+        ipamConfig: config,
+        pools: [],
+        isDefault: !!req.isDefault,
+        state: 'creating',
+      };
+      if (config.some((c) => c.subnet?.includes(':')) && !rec.enableIPv6) {
+        throw invalidArgument(op, req.name, 'an IPv6 subnet was given without --ipv6 (EnableIPv6)');
+      }
+      store.put(KIND.network, id, rec);
+      const steps: Step[] = [];
+      if (caps.needsIpam !== false) steps.push(this.ipamStep(ipam, rec, config));
+      steps.push({
+        name: 'driver',
+        do: () => driver.createNetwork(networkSpec(rec)),
+        undo: () => driver.deleteNetwork(id),
+      });
+      try {
+        await runSteps(steps, (step, e) => log.error({ err: e, network: id, step }, 'rollback step failed'));
+      } catch (e) {
+        store.delete(KIND.network, id);
+        throw e;
+      }
+      rec.state = 'ready';
+      store.put(KIND.network, id, rec);
+      log.info(
+        { network: id, name: rec.name, driver: driverName, pools: rec.pools.map((p) => p.pool) },
+        'network created',
+      );
+      return rec;
+    });
+  }
+
+  /** The network's pools: the configured subnets (or one free pool per family), each with its gateway. */
+  private ipamStep(ipam: Ipam, rec: NetworkRecord, config: IpamConfig[]): Step {
+    const v4 = config.filter((c) => !c.subnet || !c.subnet.includes(':'));
+    const v6 = config.filter((c) => c.subnet?.includes(':'));
+    const wanted: { cfg: IpamConfig; v6: boolean }[] = [
+      ...(v4.length ? v4 : [{}]).map((cfg) => ({ cfg, v6: false })),
+      ...(rec.enableIPv6 ? (v6.length ? v6 : [{}]) : []).map((cfg) => ({ cfg, v6: true })),
+    ];
+    return {
+      name: 'ipam',
+      do: async () => {
+        for (const w of wanted) rec.pools.push(await this.allocatePool(ipam, rec, w.cfg, w.v6));
+      },
+      undo: async () => {
+        for (const p of rec.pools.reverse()) await this.releasePool(ipam, p);
+        rec.pools = [];
+      },
+    };
+  }
+
+  private async allocatePool(
+    ipam: Ipam,
+    rec: NetworkRecord,
+    cfg: IpamConfig,
+    v6: boolean,
+  ): Promise<PoolAllocation> {
+    const op = 'network create';
+    const pool = await ipam.requestPool({
+      pool: cfg.subnet,
+      subPool: cfg.ipRange,
+      v6,
+      options: rec.ipamOptions,
+    });
+    const alloc: PoolAllocation = {
+      poolId: pool.poolId,
+      pool: pool.pool,
+      gatewayAllocated: false,
+      ipRange: cfg.ipRange,
+      auxAddresses: {},
+      v6,
+    };
+    // Persist each allocation as it happens, so a crash between here and "ready" is undone at restart.
+    rec.pools.push(alloc);
+    this.d.store.put(KIND.network, rec.id, rec);
+    rec.pools.pop();
+    try {
+      if (cfg.gateway !== undefined && cfg.gateway !== '') checkGateway(op, cfg.gateway, pool.pool);
+      for (const [name, ip] of Object.entries(cfg.auxAddresses ?? {})) {
+        if (cfg.gateway && ip === cfg.gateway)
+          throw invalidArgument(op, ip, `auxiliary address ${name}=${ip} is the gateway`);
+      }
+      alloc.gateway = await ipam.requestAddress(pool.poolId, cfg.gateway || undefined, { gateway: true });
+      alloc.gatewayAllocated = true;
+      for (const [name, ip] of Object.entries(cfg.auxAddresses ?? {})) {
+        await ipam.requestAddress(pool.poolId, ip);
+        alloc.auxAddresses[name] = ip;
+      }
+      return alloc;
+    } catch (e) {
+      // A rollback: its failures are logged, the allocation's error is the answer.
+      await this.releasePool(ipam, alloc).catch((re) =>
+        this.d.log.error({ err: re, pool: alloc.poolId }, 'pool rollback failed'),
+      );
+      throw e;
+    }
+  }
+
+  /** Gives a pool back with the addresses the network held in it; every release is tried, failures reported together. */
+  private async releasePool(ipam: Ipam, p: PoolAllocation): Promise<void> {
+    const errs = new TeardownErrors('pool release', p.pool, this.d.log);
+    for (const [name, ip] of Object.entries(p.auxAddresses))
+      await errs.step(`release auxiliary address ${name}`, () => ipam.releaseAddress(p.poolId, ip));
+    if (p.gatewayAllocated && p.gateway)
+      await errs.step('release gateway', () => ipam.releaseAddress(p.poolId, p.gateway!));
+    await errs.step('release pool', () => ipam.releasePool(p.poolId));
+    errs.throwIfFailed();
+  }
+
+  async delete(ref: string): Promise<void> {
+    const op = 'network rm';
+    const { store, lookup, log } = this.d;
+    const n0 = lookup.network(ref);
+    lookup.refuseEngineNetwork(n0, op, 'remove it with docker network rm');
+    await this.d.locks.lock([LOCK.net(n0.id), LOCK.netName(n0.name)], async () => {
+      const n = store.get<NetworkRecord>(KIND.network, n0.id);
+      if (!n) throw new CnmdError('NOT_FOUND', `network ${ref} not found`, { op, object: ref });
+      if (n.isDefault)
+        throw new CnmdError('FORBIDDEN', `${n.name} is a pre-defined network and cannot be removed`, {
+          op,
+          object: n.name,
+        });
+      const eps = store.list<EndpointRecord>(KIND.endpoint).filter((e) => e.networkId === n.id);
+      if (eps.length) {
+        throw new CnmdError(
+          'CONFLICT',
+          `error while removing network: network ${n.name} id ${n.id} has active endpoints`,
+          { op, object: n.name },
+        );
+      }
+      n.state = 'deleting';
+      store.put(KIND.network, n.id, n);
+      await this.finishDelete(n);
+      log.info({ network: n.id, name: n.name }, 'network removed');
+    });
+  }
+
+  /**
+   * The driver's network, then the pools. A driver failure keeps the record
+   * ('deleting': a restart's cleanupNetwork finishes it); pool releases are
+   * logged and do not keep the network.
+   */
+  private async finishDelete(n: NetworkRecord): Promise<void> {
+    const driver = this.d.lookup.driverOf(n);
+    if (driver) await driver.deleteNetwork(n.id);
+    const ipam = this.d.lookup.ipams.get(n.ipamDriver);
+    if (ipam)
+      for (const p of n.pools)
+        await this.releasePool(ipam, p).catch((e) =>
+          this.d.log.warn({ err: e, pool: p.poolId }, 'pool release failed'),
+        );
+    this.d.store.delete(KIND.network, n.id);
+  }
+
+  /** Removes every network no sandbox uses (not the defaults, not the engine's). */
+  async prune(match: (n: NetworkRecord) => boolean = () => true): Promise<string[]> {
+    const { lookup } = this.d;
+    const used = new Set(lookup.endpoints().map((e) => e.networkId));
+    const removed: string[] = [];
+    for (const n of lookup.networks()) {
+      if (n.isDefault || n.owner === 'engine' || used.has(n.id) || !match(n)) continue;
+      try {
+        await this.delete(n.id);
+        removed.push(n.name);
+      } catch (e) {
+        // Gone meanwhile, or joined meanwhile: not this prune's to remove.
+        if (!hasCode(e, 'CONFLICT', 'NOT_FOUND')) throw e;
+      }
+    }
+    return removed;
+  }
+
+  /** The daemon's default networks, made on first start (those whose driver this daemon has). */
+  async ensureDefaults(): Promise<void> {
+    const have = new Set(this.d.lookup.networks().map((n) => n.name));
+    for (const d of DEFAULT_NETWORKS) {
+      if (have.has(d.name) || !this.d.lookup.drivers.has(d.driver!)) continue;
+      await this.create(d);
+    }
+  }
+}
+
+/** A gateway the user asked for must be a host address inside the pool's subnet. */
+function checkGateway(op: string, gateway: string, subnet: string): void {
+  const g = ipToBig(gateway);
+  const c = parseCidr(subnet)!;
+  if (!g || !contains(c, g.family, g.value))
+    throw invalidArgument(op, gateway, `gateway ${gateway} is not inside subnet ${subnet}`);
+  const isBroadcast = c.family === 4 && c.size > 2n && g.value === c.base + c.size - 1n;
+  if ((g.value === c.base && c.size > 2n) || isBroadcast) {
+    throw invalidArgument(
+      op,
+      gateway,
+      `gateway ${gateway} is the ${isBroadcast ? 'broadcast' : 'network'} address of ${subnet}; pick a host address`,
+    );
+  }
+}
