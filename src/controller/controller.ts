@@ -19,6 +19,7 @@ import type { Logger } from '../log';
 import type { NetnsManager } from '../netns/netns';
 import type { NetnsPool } from '../netns/pool';
 import type { Store } from '../store/store';
+import type { Core } from './core';
 import { DnsView } from './dns-view';
 import { ConnectOptions, Endpoints } from './endpoints';
 import { EngineObjects } from './engine';
@@ -89,51 +90,30 @@ export class Controller implements RecordSource {
       log,
       changed: () => this.view.changed(),
     });
-    const lookup = (this.lookup = new Lookup({
+    this.lookup = new Lookup({
       store,
       engine: this.engine,
       drivers: d.drivers,
       ipams: d.ipams,
       plugins: d.plugins,
-    }));
-    const live = this.live;
-    const view = (this.view = new DnsView({
-      store,
-      lookup,
-      live,
-      dns: this.dns,
-      log,
-      hostResolvConf: d.hostResolvConf ?? '/etc/resolv.conf',
-    }));
-    const routes = new DefaultRoutes(lookup, live);
-    const endpoints = (this.eps = new Endpoints({ store, lookup, live, view, routes, files, locks, log }));
-    this.nets = new Networks({ store, lookup, locks, log });
-    const sandboxes = (this.sbs = new Sandboxes({
+    });
+    const core: Core = {
       store,
       netns: d.netns,
       pool: d.pool,
       files,
-      lookup,
-      live,
-      view,
-      endpoints,
+      lookup: this.lookup,
+      live: this.live,
       locks,
       log,
-    }));
-    this.recovery = new Recovery({
-      store,
-      netns: d.netns,
-      pool: d.pool,
-      files,
-      lookup,
-      live,
-      view,
-      routes,
-      endpoints,
-      sandboxes,
-      engine: this.engine,
-      log,
-    });
+    };
+    const hostResolvConf = d.hostResolvConf ?? '/etc/resolv.conf';
+    const view = (this.view = new DnsView({ ...core, dns: this.dns, hostResolvConf }));
+    const routes = new DefaultRoutes(this.lookup, this.live);
+    const endpoints = (this.eps = new Endpoints({ ...core, view, routes }));
+    this.nets = new Networks(core);
+    const sandboxes = (this.sbs = new Sandboxes({ ...core, view, endpoints }));
+    this.recovery = new Recovery({ ...core, view, routes, endpoints, sandboxes, engine: this.engine });
   }
 
   /** RecordSource: the networks (with embedded DNS) a sandbox is on, with every endpoint on them. */

@@ -5,11 +5,8 @@ import * as fs from 'node:fs';
 import type { DnsNetwork, RecordSource } from '../dns/records';
 import { RESOLVER_IP } from '../dns/resolver';
 import type { EmbeddedDns } from '../dns/service';
-import type { Logger } from '../log';
 import { closeFds } from '../netns/netns';
-import type { Store } from '../store/store';
-import type { LiveSandboxes } from './live';
-import type { Lookup } from './lookup';
+import type { Core } from './core';
 import { EndpointRecord, KIND, NetworkRecord, SandboxRecord } from './records';
 import { hostsFile, parseResolvConf, resolvConf } from './sandbox-files';
 import { plainIp } from './util';
@@ -21,12 +18,8 @@ export const EMBEDDED_DNS_OPTION = 'cnmd.network.embedded_dns';
 const RESOLVED_STUB = '127.0.0.53';
 const RESOLVED_UPSTREAMS = '/run/systemd/resolve/resolv.conf';
 
-export interface DnsViewDeps {
-  store: Store;
-  lookup: Lookup;
-  live: LiveSandboxes;
+export interface DnsViewDeps extends Core {
   dns: EmbeddedDns;
-  log: Logger;
   /** The host's resolv.conf, read when a sandbox is made. */
   hostResolvConf: string;
 }

@@ -3,22 +3,18 @@
 // endpoint and join, the default route, published ports), and disconnected
 // in reverse. Published ports live on one endpoint per sandbox and move when
 // it leaves.
-import type { Capabilities, Driver, EndpointSpec, JoinInfo } from '../../drivers/driver';
+import type { Capabilities, Driver, JoinInfo } from '../../drivers/driver';
 import { CnmdError, TeardownErrors, hasCode, ignoreNotFound, invalidArgument } from '../errors';
 import { SERIAL_OPTION, type Ipam } from '../ipam/ipam';
 import { contains, ipToBig, parseCidr } from '../ipam/ip';
-import type { Logger } from '../log';
 import type { Handle } from '../netlink/handle';
-import type { Store } from '../store/store';
 import { runSteps, Step } from '../steps';
+import type { Core } from './core';
 import type { DnsView } from './dns-view';
 import type { DefaultRoutes } from './gateway';
-import type { LiveSandboxes } from './live';
 import { LOCK } from './locks';
-import type { Lookup } from './lookup';
-import type { KeyedMutex } from './mutex';
 import { EndpointRecord, KIND, NetworkRecord, SandboxRecord } from './records';
-import type { SandboxFiles } from './sandbox-files';
+import { endpointSpec } from './specs';
 import { afterReply, newId } from './util';
 
 export interface ConnectOptions {
@@ -38,28 +34,9 @@ export interface PendingEndpoint {
   stage: 'prepared' | 'wiring' | 'wired' | 'released';
 }
 
-export interface EndpointsDeps {
-  store: Store;
-  lookup: Lookup;
-  live: LiveSandboxes;
+export interface EndpointsDeps extends Core {
   view: DnsView;
   routes: DefaultRoutes;
-  files: SandboxFiles;
-  locks: KeyedMutex;
-  log: Logger;
-}
-
-/** The spec a driver sees for an endpoint record. */
-export function endpointSpec(ep: EndpointRecord): EndpointSpec {
-  return {
-    networkId: ep.networkId,
-    endpointId: ep.id,
-    address: ep.ipv4,
-    addressIPv6: ep.ipv6,
-    mac: ep.mac,
-    options: {},
-    ports: ep.ports,
-  };
 }
 
 export class Endpoints {

@@ -5,7 +5,7 @@
 // refused to cnmd's own API for removal. They live under their own store
 // kinds: a network id can be both cnmd's (through drivers/remote) and the
 // engine's view of the same id on the plugin side.
-import type { Driver, IpamData, JoinInfo, NetworkSpec, EndpointSpec } from '../../drivers/driver';
+import type { Driver, IpamData, JoinInfo } from '../../drivers/driver';
 import { CnmdError, invalidArgument } from '../errors';
 import type { Ipam } from '../ipam/ipam';
 import { contains, ipToBig, parseCidr } from '../ipam/ip';
@@ -13,6 +13,7 @@ import type { Logger } from '../log';
 import type { PortBinding } from '../portmap/spec';
 import type { Store } from '../store/store';
 import { LOCK } from './locks';
+import { endpointSpec, networkSpec } from './specs';
 import type { KeyedMutex } from './mutex';
 import { EndpointRecord, IpamLeaseRecord, KIND, NetworkRecord, PoolAllocation } from './records';
 
@@ -117,41 +118,6 @@ export class EngineObjects {
     return e;
   }
 
-  /** The spec a driver sees for an engine network (same shape as cnmd's own). */
-  static spec(n: NetworkRecord): NetworkSpec {
-    const data = (v6: boolean): IpamData[] =>
-      n.pools
-        .filter((p) => p.v6 === v6)
-        .map((p) => ({
-          pool: p.pool,
-          gateway: p.gateway,
-          auxAddresses: Object.fromEntries(
-            Object.entries(p.auxAddresses).map(([k, ip]) => [k, `${ip}/${p.pool.split('/')[1]}`]),
-          ),
-        }));
-    return {
-      id: n.id,
-      name: n.name,
-      options: n.options,
-      ipv4: data(false),
-      ipv6: data(true),
-      enableIPv6: n.enableIPv6,
-      internal: n.internal,
-    };
-  }
-
-  static endpointSpec(e: EndpointRecord): EndpointSpec {
-    return {
-      networkId: e.networkId,
-      endpointId: e.id,
-      address: e.ipv4,
-      addressIPv6: e.ipv6,
-      mac: e.mac,
-      options: {},
-      ports: e.ports,
-    };
-  }
-
   private pools(op: string, data: IpamData[], v6: boolean): PoolAllocation[] {
     return data.map((d) => {
       const c = typeof d.pool === 'string' ? parseCidr(d.pool) : undefined;
@@ -220,7 +186,7 @@ export class EngineObjects {
         );
       this.d.store.put(KIND.engineNetwork, rec.id, rec);
       try {
-        await driver.createNetwork(EngineObjects.spec(rec));
+        await driver.createNetwork(networkSpec(rec));
       } catch (e) {
         this.d.store.delete(KIND.engineNetwork, rec.id);
         throw e;
@@ -316,7 +282,7 @@ export class EngineObjects {
       };
       this.d.store.put(KIND.engineEndpoint, ep.id, ep);
       try {
-        const info = await driver.createEndpoint(EngineObjects.endpointSpec(ep));
+        const info = await driver.createEndpoint(endpointSpec(ep));
         ep.mac ??= info.mac;
       } catch (e) {
         this.d.store.delete(KIND.engineEndpoint, ep.id);
@@ -563,7 +529,7 @@ export class EngineObjects {
       const driver = this.d.drivers.get(n.driver);
       if (driver?.cleanupNetwork)
         await driver
-          .cleanupNetwork(EngineObjects.spec(n))
+          .cleanupNetwork(networkSpec(n))
           .catch((e) => this.d.log.error({ err: e, network: n.id }, 'network cleanup failed'));
       store.delete(KIND.engineNetwork, n.id);
       nets.delete(n.id);

@@ -1,18 +1,15 @@
 // Networks: create (IPAM pools and gateways, then the driver), delete, prune,
 // and the daemon's default networks. Whether a network takes IPAM pools is
 // the driver's Capabilities.needsIpam.
-import type { IpamData, NetworkSpec } from '../../drivers/driver';
 import { DEFAULT_BRIDGE_DEVICE, OPT } from '../../drivers/bridge/options';
 import { CnmdError, TeardownErrors, hasCode, invalidArgument } from '../errors';
 import type { Ipam } from '../ipam/ipam';
 import { contains, ipToBig, parseCidr } from '../ipam/ip';
-import type { Logger } from '../log';
-import type { Store } from '../store/store';
 import { runSteps, Step } from '../steps';
 import { LOCK } from './locks';
-import type { Lookup } from './lookup';
-import type { KeyedMutex } from './mutex';
+import type { Core } from './core';
 import { EndpointRecord, IpamConfig, KIND, NetworkRecord, PoolAllocation } from './records';
+import { networkSpec } from './specs';
 import { NAME_RE, newId } from './util';
 
 export interface NetworkCreateRequest {
@@ -45,41 +42,10 @@ export const DEFAULT_NETWORKS: NetworkCreateRequest[] = [
   { name: 'none', driver: 'null', isDefault: true },
 ];
 
-export interface NetworksDeps {
-  store: Store;
-  lookup: Lookup;
-  locks: KeyedMutex;
-  log: Logger;
-}
-
-/** The spec a driver sees for a network record. */
-export function networkSpec(n: NetworkRecord): NetworkSpec {
-  const data = (v6: boolean): IpamData[] =>
-    n.pools
-      .filter((p) => p.v6 === v6)
-      .map((p) => ({
-        pool: p.pool,
-        gateway: p.gateway,
-        auxAddresses: Object.fromEntries(
-          Object.entries(p.auxAddresses).map(([k, ip]) => [k, `${ip}/${p.pool.split('/')[1]}`]),
-        ),
-      }));
-  return {
-    id: n.id,
-    name: n.name,
-    options: n.options,
-    ipv4: data(false),
-    ipv6: data(true),
-    enableIPv6: n.enableIPv6,
-    internal: n.internal,
-    isDefault: n.isDefault,
-  };
-}
-
 export class Networks {
-  private readonly d: NetworksDeps;
+  private readonly d: Core;
 
-  constructor(d: NetworksDeps) {
+  constructor(d: Core) {
     this.d = d;
   }
 

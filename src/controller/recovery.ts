@@ -2,36 +2,23 @@
 // or a SIGKILL at any instant. Operations in flight are finished or undone,
 // drivers recreate what the kernel lost, and whatever cnmd made that no record
 // claims is removed (namespaces, sandbox files, links, IPAM allocations).
-import type { Logger } from '../log';
 import { ignoreNotFound } from '../errors';
-import type { NetnsManager } from '../netns/netns';
-import type { NetnsPool } from '../netns/pool';
-import type { Store } from '../store/store';
 import type { DnsView } from './dns-view';
-import { type Endpoints, endpointSpec } from './endpoints';
-import { EngineObjects } from './engine';
+import type { Core } from './core';
+import type { Endpoints } from './endpoints';
+import type { EngineObjects } from './engine';
 import type { DefaultRoutes } from './gateway';
-import type { LiveSandboxes } from './live';
-import type { Lookup } from './lookup';
-import { networkSpec } from './networks';
 import { EndpointRecord, KIND, NetworkRecord, SandboxRecord } from './records';
-import type { SandboxFiles } from './sandbox-files';
 import type { Sandboxes } from './sandboxes';
+import { endpointSpec, networkSpec } from './specs';
 import { plainIp } from './util';
 
-export interface RecoveryDeps {
-  store: Store;
-  netns: NetnsManager;
-  pool?: NetnsPool;
-  files: SandboxFiles;
-  lookup: Lookup;
-  live: LiveSandboxes;
+export interface RecoveryDeps extends Core {
   view: DnsView;
   routes: DefaultRoutes;
   endpoints: Endpoints;
   sandboxes: Sandboxes;
   engine: EngineObjects;
-  log: Logger;
 }
 
 export class Recovery {
@@ -149,13 +136,10 @@ export class Recovery {
       const ids = new Set(mine.map((n) => n.id));
       const engineMine = engineNets.filter((n) => n.driver === name);
       const engineIds = new Set(engineMine.map((n) => n.id));
-      await driver.restore(
-        [...mine.map(networkSpec), ...engineMine.map((n) => EngineObjects.spec(n))],
-        [
-          ...eps.filter((e) => ids.has(e.networkId)).map(endpointSpec),
-          ...engineEps.filter((e) => engineIds.has(e.networkId)).map((e) => EngineObjects.endpointSpec(e)),
-        ],
-      );
+      await driver.restore([...mine, ...engineMine].map(networkSpec), [
+        ...eps.filter((e) => ids.has(e.networkId)).map(endpointSpec),
+        ...engineEps.filter((e) => engineIds.has(e.networkId)).map(endpointSpec),
+      ]);
     }
   }
 

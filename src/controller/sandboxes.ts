@@ -3,20 +3,13 @@
 // addressed and recorded; the netns; the wiring, beside the files and DNS),
 // deleted namespace first.
 import { CnmdError, TeardownErrors, invalidArgument } from '../errors';
-import type { Logger } from '../log';
-import type { NetnsManager } from '../netns/netns';
-import type { NetnsPool } from '../netns/pool';
 import type { PortBinding } from '../portmap/spec';
-import type { Store } from '../store/store';
 import { runSteps, Step } from '../steps';
+import type { Core } from './core';
 import type { DnsView } from './dns-view';
 import type { ConnectOptions, Endpoints, PendingEndpoint } from './endpoints';
-import type { LiveSandboxes } from './live';
 import { LOCK } from './locks';
-import type { Lookup } from './lookup';
-import type { KeyedMutex } from './mutex';
 import { DnsConfig, EndpointRecord, KIND, NetworkRecord, SandboxRecord } from './records';
-import type { SandboxFiles } from './sandbox-files';
 import { NAME_RE, afterReply, newId, settleAll, yieldToEventLoop } from './util';
 
 export interface SandboxCreateRequest {
@@ -31,18 +24,9 @@ export interface SandboxCreateRequest {
 
 const HOSTNAME_RE = /^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,62})$/;
 
-export interface SandboxesDeps {
-  store: Store;
-  netns: NetnsManager;
-  /** Ready-made namespaces for new sandboxes (optional). */
-  pool?: NetnsPool;
-  files: SandboxFiles;
-  lookup: Lookup;
-  live: LiveSandboxes;
+export interface SandboxesDeps extends Core {
   view: DnsView;
   endpoints: Endpoints;
-  locks: KeyedMutex;
-  log: Logger;
 }
 
 export class Sandboxes {
