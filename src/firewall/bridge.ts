@@ -2,9 +2,16 @@
 // the iptables backend, one iptables-restore per family per change.
 import type { BridgeFirewall, BridgeNetworkRules } from '../../drivers/bridge/firewall';
 import type { Logger } from '../log';
-import type { FirewallBackend } from './firewall';
+import { mergeBatches, type FirewallBackend } from './firewall';
 import { IptablesBackend } from './iptables';
-import { BridgeNetworkSpec, LayoutOptions, baseRules, networkRules, removeNetworkRules } from './layout';
+import {
+  BridgeNetworkSpec,
+  LayoutOptions,
+  baseRules,
+  legacyNetworkRules,
+  networkRules,
+  removeNetworkRules,
+} from './layout';
 
 function spec(n: BridgeNetworkRules): BridgeNetworkSpec {
   return {
@@ -36,10 +43,14 @@ export class IptablesBridgeFirewall implements BridgeFirewall {
   }
 
   addNetwork(n: BridgeNetworkRules): Promise<void> {
-    return this.backend.apply(networkRules(spec(n), this.layout));
+    return this.backend.apply(
+      mergeBatches(legacyNetworkRules(spec(n), this.layout), networkRules(spec(n), this.layout)),
+    );
   }
 
   removeNetwork(n: BridgeNetworkRules): Promise<void> {
-    return this.backend.apply(removeNetworkRules(spec(n), this.layout));
+    return this.backend.apply(
+      mergeBatches(removeNetworkRules(spec(n), this.layout), legacyNetworkRules(spec(n), this.layout)),
+    );
   }
 }

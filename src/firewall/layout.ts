@@ -14,10 +14,16 @@
 //                       -i <br> ! -o <br> -j ACCEPT
 //                       -i <br> -o <br> -j ACCEPT|DROP                           ICC
 //           CNMD-USER   -j RETURN
-//           CNMD-ISOLATION-STAGE-1  -i <br> ! -o <br> -j CNMD-ISOLATION-STAGE-2  per network (inserted first), then -j RETURN
+//           CNMD-ISOLATION-STAGE-1  -i <br> ! -o <br> -m conntrack ! --ctstate DNAT -j CNMD-ISOLATION-STAGE-2
+//                                                                            per network (inserted first), then -j RETURN
 //           CNMD-ISOLATION-STAGE-2  -o <br> -j DROP                              per network (inserted first), then -j RETURN
 //   internal networks: STAGE-1 `-i <br> ! -d <subnet> -j DROP`, `-o <br> ! -s <subnet> -j DROP`,
 //           the ICC rule, and nothing else (no masquerade, no FORWARD accepts, no STAGE-2).
+// Isolation skips connections DNATed to a published port (`! --ctstate DNAT`): a sandbox on
+// network B reaches a port published by a sandbox on A through the host's or B's gateway
+// address, as on Docker's bridge (moby 28 isolates with `DOCKER ! -i br -o br -j DROP` after the
+// published ports' ACCEPTs, with the same effect); CNMD's per-port ACCEPT then lets it in.
+// Anything else between two bridges is still dropped. 20.10 dropped it with the proxy off.
 // Per-network accepts live in cnmd's own CNMD-FORWARD chain, not in FORWARD as in 20.10
 // (moby 28 made the same move, DOCKER-FORWARD): FORWARD is shared with other writers
 // (dockerd inserts its own jumps at the top when it starts), so positions in it are
@@ -203,7 +209,7 @@ export function networkRuleList(net: BridgeNetworkSpec, opts: LayoutOptions = {}
     add('filter', c.forward, `-o ${br} -j ${c.filter}`, 2);
     add('filter', c.forward, `-i ${br} ! -o ${br} -j ACCEPT`, 3);
     add('filter', c.forward, icc, 4);
-    add('filter', c.isolation1, `-i ${br} ! -o ${br} -j ${c.isolation2}`, 1);
+    add('filter', c.isolation1, `-i ${br} ! -o ${br} -m conntrack ! --ctstate DNAT -j ${c.isolation2}`, 1);
     add('filter', c.isolation2, `-o ${br} -j DROP`, 1);
   }
   return out;
@@ -222,6 +228,21 @@ export function removeNetworkRules(net: BridgeNetworkSpec, opts: LayoutOptions =
   const b = new BatchBuilder();
   for (const r of networkRuleList(net, opts).reverse())
     b.in(r.table, r.family).deleteIfPresent(r.chain, r.rule);
+  return b.build();
+}
+
+/**
+ * Deletes, if present, the rules earlier versions of this layout wrote for `net` and the
+ * current one no longer does (the isolation jump without `! --ctstate DNAT`): applied with
+ * networkRules at a start, so an upgraded daemon leaves no stale rule behind.
+ */
+export function legacyNetworkRules(net: BridgeNetworkSpec, opts: LayoutOptions = {}): RuleBatch {
+  const c = chainNames(opts.prefix);
+  const b = new BatchBuilder();
+  for (const r of networkRuleList(net, opts)) {
+    if (r.chain === c.isolation1 && r.rule.includes(' ! --ctstate DNAT '))
+      b.in(r.table, r.family).deleteIfPresent(r.chain, r.rule.replace(' -m conntrack ! --ctstate DNAT', ''));
+  }
   return b.build();
 }
 

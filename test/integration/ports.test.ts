@@ -276,3 +276,34 @@ test("a range covering the proxy's own listening port is not refused as in use",
     'every port, the proxy port included, from outside',
   );
 });
+
+for (const proxy of ['true', 'false']) {
+  test(`across networks (userland-proxy=${proxy}): a port published on one network is reachable from another through the host's and that network's gateway address, as on Docker's bridge; direct access stays isolated`, async (t) => {
+    const { d, outside } = await setup(t, ['--userland-proxy', proxy]);
+    const r = await d.request('POST', '/networks/create', {
+      Name: 'other',
+      IPAM: { Config: [{ Subnet: '10.53.0.0/24', Gateway: '10.53.0.1' }] },
+    });
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    const srv = await sandbox(d, 'srv', ['8080:80']);
+    const sibling = await sandbox(d, 'sibling', []);
+    const cr = await d.request('POST', '/sandboxes', { Name: 'far', Networks: [{ Network: 'other' }] });
+    assert.equal(cr.status, 201, JSON.stringify(cr.body));
+    const far = (await d.request('GET', '/sandboxes/far')).body;
+    await serve(t, srv.SandboxKey, 'tcp', 80);
+    await serve(t, srv.SandboxKey, 'tcp', 81); // not published
+    assert.ok(reach(far.SandboxKey, 'tcp', HOST_IP, 8080), 'other network -> host address:8080');
+    assert.ok(reach(far.SandboxKey, 'tcp', '10.53.0.1', 8080), 'other network -> its own gateway:8080');
+    assert.ok(reach(sibling.SandboxKey, 'tcp', HOST_IP, 8080), 'same network -> host address:8080');
+    assert.ok(reach(d.host.path, 'tcp', HOST_IP, 8080), 'host -> its own address:8080');
+    assert.ok(reach(d.host.path, 'tcp', '127.0.0.1', 8080), 'host loopback');
+    assert.ok(reach(outside.path, 'tcp', HOST_IP, 8080), 'outside -> host address:8080');
+    const srvIP = srv.Networks.web.IPAddress;
+    assert.equal(
+      reach(far.SandboxKey, 'tcp', srvIP, 80, 800),
+      false,
+      'the other network still cannot reach the container address directly',
+    );
+    assert.equal(reach(far.SandboxKey, 'tcp', HOST_IP, 8081, 800), false, 'nor a port that is not published');
+  });
+}

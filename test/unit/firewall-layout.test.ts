@@ -139,7 +139,7 @@ test('bridge network: masquerade, skip-DNAT, FORWARD accepts, ICC, two-stage iso
     `ipv4 -t filter -A CNMD-FORWARD -o ${br} -j CNMD`,
     `ipv4 -t filter -A CNMD-FORWARD -i ${br} ! -o ${br} -j ACCEPT`,
     `ipv4 -t filter -A CNMD-FORWARD -i ${br} -o ${br} -j ACCEPT`,
-    `ipv4 -t filter -A CNMD-ISOLATION-STAGE-1 -i ${br} ! -o ${br} -j CNMD-ISOLATION-STAGE-2`,
+    `ipv4 -t filter -A CNMD-ISOLATION-STAGE-1 -i ${br} ! -o ${br} -m conntrack ! --ctstate DNAT -j CNMD-ISOLATION-STAGE-2`,
     `ipv4 -t filter -A CNMD-ISOLATION-STAGE-2 -o ${br} -j DROP`,
   ]);
   // Positions: every rule goes first in its chain (Docker's -I), a network's CNMD-FORWARD block in its order.
@@ -205,7 +205,7 @@ test('dual stack: IPv6 equivalents in ip6tables', () => {
     `ipv6 -t filter -A CNMD-FORWARD -o ${web.bridge} -j CNMD`,
     `ipv6 -t filter -A CNMD-FORWARD -i ${web.bridge} ! -o ${web.bridge} -j ACCEPT`,
     `ipv6 -t filter -A CNMD-FORWARD -i ${web.bridge} -o ${web.bridge} -j ACCEPT`,
-    `ipv6 -t filter -A CNMD-ISOLATION-STAGE-1 -i ${web.bridge} ! -o ${web.bridge} -j CNMD-ISOLATION-STAGE-2`,
+    `ipv6 -t filter -A CNMD-ISOLATION-STAGE-1 -i ${web.bridge} ! -o ${web.bridge} -m conntrack ! --ctstate DNAT -j CNMD-ISOLATION-STAGE-2`,
     `ipv6 -t filter -A CNMD-ISOLATION-STAGE-2 -o ${web.bridge} -j DROP`,
   ]);
   // host_ipv4 applies to IPv4 only.
@@ -296,7 +296,10 @@ test('restore input for the base layout on empty tables: one block per table, ch
     .get('filter')!
     .get('CNMD-ISOLATION-STAGE-1')!
     .rules.map((r) => r.text);
-  assert.deepEqual(iso1, [`-i ${web.bridge} ! -o ${web.bridge} -j CNMD-ISOLATION-STAGE-2`, '-j RETURN']);
+  assert.deepEqual(iso1, [
+    `-i ${web.bridge} ! -o ${web.bridge} -m conntrack ! --ctstate DNAT -j CNMD-ISOLATION-STAGE-2`,
+    '-j RETURN',
+  ]);
   // Removing it leaves the base layout exactly.
   const rm = _internal.planFamily('ipv4', removeNetworkRules(web).ipv4!, net.next);
   for (const table of ['nat', 'filter'] as const) {
