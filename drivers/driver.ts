@@ -41,6 +41,8 @@ export interface Capabilities {
   embeddedDns?: boolean;
   /** The driver publishes ports: programExternalConnectivity honours portBindings (bridge). */
   portMapping?: boolean;
+  /** Join adds no interface to the sandbox (null): there is none to look for at a restart. */
+  noInterface?: boolean;
 }
 
 export interface IpamData {

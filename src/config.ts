@@ -39,6 +39,9 @@ export const ENV: Record<keyof Config, string> = {
   netnsPoolSize: 'CNMD_NETNS_POOL_SIZE',
 };
 
+/** pino's levels, as --log-level takes them. */
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+
 export function resolveConfig(
   flags: Partial<Record<keyof Config, string | boolean>>,
   env: NodeJS.ProcessEnv = process.env,
@@ -48,6 +51,8 @@ export function resolveConfig(
     const v = flags[key] ?? env[ENV[key]];
     if (v !== undefined && v !== '') out[key] = String(v);
   }
+  if (!LOG_LEVELS.includes(out.logLevel))
+    throw new Error(`--log-level "${out.logLevel}" is not one of ${LOG_LEVELS.join(', ')}`);
   const proxy = flags.userlandProxy ?? env[ENV.userlandProxy];
   if (proxy !== undefined && proxy !== '') {
     if (!['true', 'false', true, false].includes(proxy))

@@ -16,7 +16,7 @@ import { mountSandboxRoutes } from './api/sandboxes';
 import { Config, parseHost } from './config';
 import { Controller } from './controller/controller';
 import { SandboxFiles } from './controller/sandbox-files';
-import { DefaultIpam } from './ipam/default';
+import { DefaultIpam, type PoolDescription } from './ipam/default';
 import { IptablesBridgeFirewall } from './firewall/bridge';
 import type { FirewallBackend } from './firewall/firewall';
 import { IptablesBackend } from './firewall/iptables';
@@ -88,6 +88,7 @@ export class Daemon {
         (await host.routeList({ table: 0 }))
           .filter((r) => r.dst !== 'default' && r.type === 'unicast')
           .map((r) => r.dst),
+      describePool: (poolId, ip) => this.describePool(poolId, ip),
     });
     // One model of the iptables tables for the whole daemon: networks and published ports share it.
     const backend = (this.backend = new IptablesBackend({ log: this.log, spareProcesses: true }));
@@ -97,6 +98,7 @@ export class Daemon {
       userlandProxy: c.userlandProxy,
       log: this.log,
     }));
+    ports.allocator.describeOwner = (endpointId) => this.describeEndpoint(endpointId);
     await ports.start();
     const drivers = new Map<string, Driver>([
       ['bridge', new BridgeDriver({ host, firewall, ports, log: this.log })],
@@ -158,14 +160,39 @@ export class Daemon {
     );
   }
 
+  /** How messages name an endpoint: by its sandbox (cnmd's own) or as the engine's. */
+  private describeEndpoint(endpointId: string): string | undefined {
+    const c = this.controller;
+    const ep = c?.endpoints().find((e) => e.id === endpointId);
+    if (!c || !ep) return undefined;
+    if (ep.owner === 'engine') return `a Docker engine container (endpoint ${ep.id.slice(0, 12)})`;
+    const sb = c.sandboxes().find((s) => s.id === ep.sandboxId);
+    return sb ? `sandbox "${sb.name}"` : undefined;
+  }
+
+  /** For IPAM's messages: the network holding a pool, its gateway, and what holds an address. */
+  private describePool(poolId: string, ip?: string): PoolDescription | undefined {
+    const c = this.controller;
+    const n = c?.networks().find((x) => x.pools.some((p) => p.poolId === poolId));
+    if (!c || !n) return undefined;
+    const gw = n.pools.find((p) => p.poolId === poolId)?.gateway;
+    const plain = (cidr?: string) => cidr?.replace(/\/\d+$/, '');
+    const ep =
+      ip === undefined
+        ? undefined
+        : c.endpoints(n.id).find((e) => plain(e.ipv4) === ip || plain(e.ipv6) === ip);
+    const holder = ep && this.describeEndpoint(ep.id);
+    return { network: n.name, gateway: plain(gw), holder };
+  }
+
   async stop(): Promise<void> {
     await this.teardown();
     this.log.info('cnmd stopped');
   }
 
   private async teardown(): Promise<void> {
-    await this.plugins?.close();
-    await this.api?.close();
+    // Both stop accepting at once and let their requests in flight finish (bounded, http-drain.ts).
+    await Promise.all([this.plugins?.close(), this.api?.close()]);
     this.controller?.close();
     this.ports?.close();
     this.backend?.close();

@@ -5,6 +5,6 @@ import { NoKernelDriver } from '../nokernel';
 export class NullDriver extends NoKernelDriver {
   readonly name = 'null';
   capabilities(): Capabilities {
-    return { scope: 'local', singleton: true, needsIpam: false, embeddedDns: false };
+    return { scope: 'local', singleton: true, needsIpam: false, embeddedDns: false, noInterface: true };
   }
 }

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import type { Controller } from '../controller/controller';
 import type { NetworkRecord } from '../controller/records';
 import { CnmdError, invalidArgument } from '../errors';
-import { ipToBig } from '../ipam/ip';
+import { ipToBig, overlaps, parseCidr } from '../ipam/ip';
 import { compilePattern } from './pattern';
 import type { Request, Router } from './router';
 import { networkView } from './views';
@@ -133,6 +133,19 @@ export function checkStaticAddresses(op: string, ipv4: string | undefined, ipv6:
   }
 }
 
+/** Two subnets of one create request that overlap are refused before IPAM, naming both as this request's. */
+function checkRequestSubnets(name: string, subnets: string[]): void {
+  const given = subnets.map((s) => ({ s, c: parseCidr(s) })).filter((x) => x.c);
+  for (let i = 0; i < given.length; i++)
+    for (let j = i + 1; j < given.length; j++)
+      if (overlaps(given[i].c!, given[j].c!))
+        throw invalidArgument(
+          'network create',
+          name,
+          `subnets ${given[i].s} and ${given[j].s} of this request overlap; give each subnet once, without overlap`,
+        );
+}
+
 function matchLabel(labels: Record<string, string>, f: string): boolean {
   const eq = f.indexOf('=');
   const key = eq === -1 ? f : f.slice(0, eq);
@@ -212,6 +225,10 @@ export function mountNetworkRoutes(router: Router, c: Controller): void {
           b.Name,
           `scope "${b.Scope}" is not supported by the local drivers (use local)`,
         );
+      checkRequestSubnets(
+        b.Name,
+        (b.IPAM?.Config ?? []).map((cfg) => cfg.Subnet ?? ''),
+      );
       const n = await c.createNetwork({
         name: b.Name,
         driver: b.Driver,

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { ListenAddress } from '../config';
 import type { Logger } from '../log';
 import { API_VERSION, MIN_API_VERSION, VERSION } from '../version';
+import { drainable } from '../http-drain';
 import { claimSocketPath } from '../unix-socket';
 import { Router } from './router';
 
@@ -72,6 +73,7 @@ export async function startApiServer(addr: ListenAddress, router: Router, log: L
       );
   });
   server.keepAliveTimeout = 30_000;
+  const drain = drainable(server);
   if (addr.kind === 'unix') {
     fs.mkdirSync(path.dirname(addr.path), { recursive: true, mode: 0o755 });
     await claimSocketPath(addr.path, '--host');
@@ -89,11 +91,10 @@ export async function startApiServer(addr: ListenAddress, router: Router, log: L
   log.info({ listen: addr }, 'api listening');
   return {
     router,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-        if (addr.kind === 'unix') fs.rmSync(addr.path, { force: true });
-      }),
+    close: () => {
+      // The socket file goes first: a client started after the stop gets ENOENT, not a hang.
+      if (addr.kind === 'unix') fs.rmSync(addr.path, { force: true });
+      return drain.close();
+    },
   };
 }

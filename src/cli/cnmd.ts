@@ -107,8 +107,7 @@ async function main(): Promise<void> {
   try {
     await daemon.start();
   } catch (e) {
-    daemon.log.fatal({ err: e }, 'start failed');
-    // The log is for machines; the reason also goes out as a plain line for whoever started it.
+    // One plain line for whoever started it (the message says what to fix); no stack.
     console.error(`cnmd: ${(e as Error).message}`);
     process.exit(1);
   }

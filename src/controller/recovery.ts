@@ -164,7 +164,7 @@ export class Recovery {
       const ep = store.get<EndpointRecord>(KIND.endpoint, epId);
       const n = ep && store.get<NetworkRecord>(KIND.network, ep.networkId);
       const driver = n && lookup.driverOf(n);
-      if (!ep || !n || !driver) continue;
+      if (!ep || !n || !driver || driver.capabilities().noInterface) continue;
       if (!remade && (await ignoreNotFound(h.linkGet(ep.ifname)))) continue;
       log.warn(
         { sandbox: sb.id, endpoint: ep.id, ifname: ep.ifname },

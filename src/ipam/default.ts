@@ -41,16 +41,29 @@ function emptySequence(pool: Cidr): Sequence {
 export interface DefaultIpamOptions {
   /** Networks routed on the host (CIDRs): predefined pools that overlap them are skipped. */
   hostNetworks?: () => Promise<string[]>;
+  /**
+   * For messages: the network a pool belongs to, its gateway (plain IP) and, given an
+   * address, what holds it (`sandbox "db"`); the daemon answers from its records.
+   */
+  describePool?: (poolId: string, ip?: string) => PoolDescription | undefined;
+}
+
+export interface PoolDescription {
+  network: string;
+  gateway?: string;
+  holder?: string;
 }
 
 export class DefaultIpam implements Ipam {
   readonly name = 'default';
   private readonly store: Store;
   private readonly hostNetworks: () => Promise<string[]>;
+  private readonly describePool: (poolId: string, ip?: string) => PoolDescription | undefined;
 
   constructor(store: Store, opts: DefaultIpamOptions = {}) {
     this.store = store;
     this.hostNetworks = opts.hostNetworks ?? (async () => []);
+    this.describePool = opts.describePool ?? (() => undefined);
   }
 
   async defaultAddressSpaces(): Promise<{ local: string; global: string }> {
@@ -98,9 +111,10 @@ export class DefaultIpam implements Ipam {
         );
       const clash = this.pools(space).find((o) => overlaps(parseCidr(o.pool)!, p));
       if (clash) {
+        const holder = this.describePool(clash.id)?.network;
         throw new CnmdError(
           'CONFLICT',
-          `${op}: subnet ${formatCidr(p)} overlaps with ${clash.pool}, already used by another network in this address space`,
+          `${op}: subnet ${formatCidr(p)} overlaps with ${clash.pool}, ${holder ? `the subnet of network "${holder}"` : 'already used by another network in this address space'}; choose a subnet that does not overlap it`,
           {
             op,
             object: formatCidr(p),
@@ -187,9 +201,16 @@ export class DefaultIpam implements Ipam {
       offset = a.value - pool.base;
       if (!seq.set(offset)) {
         const reserved = offset === 0n || (pool.family === 4 && offset === pool.size - 1n);
+        const owner = this.describePool(poolId, ip);
+        const net = owner ? `network "${owner.network}" (${rec.pool})` : rec.pool;
+        const isGateway = owner?.gateway !== undefined && ipToBig(owner.gateway)?.value === a.value;
         throw new CnmdError(
           'CONFLICT',
-          `${op}: address ${ip} is ${reserved ? 'reserved (network or broadcast address)' : 'already in use'} in ${rec.pool}`,
+          reserved
+            ? `${op}: address ${ip} is reserved (network or broadcast address) in ${net}`
+            : isGateway
+              ? `${op}: address ${ip} is the gateway of ${net}; choose another address`
+              : `${op}: address ${ip} is already in use in ${net}${owner?.holder ? ` by ${owner.holder}` : ''}`,
           {
             op,
             object: ip,

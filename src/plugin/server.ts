@@ -6,6 +6,7 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import type { Controller } from '../controller/controller';
 import type { Logger } from '../log';
+import { Drainable, drainable } from '../http-drain';
 import { claimSocketPath } from '../unix-socket';
 import { ipamDriverPlugin } from './ipam-driver';
 import { networkDriverPlugin } from './network-driver';
@@ -34,16 +35,22 @@ export function pluginDefs(ctrl: Controller, hasDriver: (name: string) => boolea
   return defs;
 }
 
-async function listen(def: PluginDef, sock: string, log: Logger, ready: Promise<void>): Promise<http.Server> {
+async function listen(
+  def: PluginDef,
+  sock: string,
+  log: Logger,
+  ready: Promise<void>,
+): Promise<{ server: http.Server; drain: Drainable }> {
   const server = http.createServer((req, res) => void handle(def, req, res, log, ready));
   server.keepAliveTimeout = 60_000;
+  const drain = drainable(server);
   await claimSocketPath(sock, '--plugin-dir');
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(sock, () => resolve());
   });
   fs.chmodSync(sock, 0o660);
-  return server;
+  return { server, drain };
 }
 
 /** `ready` resolves when the daemon's state is recovered: calls that touch state wait for it. */
@@ -54,11 +61,11 @@ export async function startPluginServers(
   ready: Promise<void>,
 ): Promise<PluginServers> {
   fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
-  const servers: { server: http.Server; sock: string }[] = [];
+  const servers: { server: http.Server; drain: Drainable; sock: string }[] = [];
   try {
     for (const def of defs) {
       const sock = path.join(dir, `${def.name}.sock`);
-      servers.push({ server: await listen(def, sock, log, ready), sock });
+      servers.push({ ...(await listen(def, sock, log, ready)), sock });
     }
   } catch (e) {
     for (const s of servers) s.server.close();
@@ -69,14 +76,10 @@ export async function startPluginServers(
     sockets: servers.map((s) => s.sock),
     close: async () => {
       await Promise.all(
-        servers.map(
-          (s) =>
-            new Promise<void>((resolve) => {
-              s.server.close(() => resolve());
-              s.server.closeAllConnections();
-              fs.rmSync(s.sock, { force: true });
-            }),
-        ),
+        servers.map((s) => {
+          fs.rmSync(s.sock, { force: true });
+          return s.drain.close();
+        }),
       );
     },
   };

@@ -325,6 +325,11 @@ export class PortAllocator {
   private readonly byOwner = new Map<string, Owned[]>();
   /** The daemon's own listeners (the proxy's), which never block a publish. */
   private readonly own = new Set<string>();
+  /**
+   * How a message names an owner (an endpoint id): the daemon answers with the sandbox
+   * (`sandbox "web"`); unset or undefined: the id's 12-hex prefix.
+   */
+  describeOwner?: (owner: string) => string | undefined;
   /** Where the next ephemeral search starts, per protocol (round robin, like Docker: a port just freed is not reused at once). */
   private readonly cursor: Record<Proto, number> = { tcp: 0, udp: 0, sctp: 0 };
 
@@ -487,6 +492,7 @@ export class PortAllocator {
 
   /** Throws CONFLICT if [start, end] is taken on any target. */
   private check(
+    owner: string,
     b: PortBinding,
     targets: Target[],
     start: number,
@@ -500,9 +506,13 @@ export class PortAllocator {
         if (!r) continue;
         const at = Math.max(start, r.start);
         const theirs = joinHostPort(r.addr, rangeText(r.start, r.end));
+        const by =
+          r.owner === owner
+            ? 'by another binding of the same request'
+            : `by ${this.describeOwner?.(r.owner) ?? `endpoint ${r.owner.slice(0, 12)}`}`;
         throw new CnmdError(
           'CONFLICT',
-          `${portsText(at, at, b.proto)} is already published (${theirs}/${b.proto} by ${r.owner}); cannot publish ${spec}`,
+          `${portsText(at, at, b.proto)} is already published (${theirs}/${b.proto} ${by}); cannot publish ${spec}`,
           { op: OP, object: spec, owner: r.owner },
         );
       }
@@ -585,7 +595,7 @@ export class PortAllocator {
         let start: number;
         if (isAllocated(b)) {
           start = b.hostPort;
-          this.check(b, targets, start, start + n - 1, listeners, spec);
+          this.check(owner, b, targets, start, start + n - 1, listeners, spec);
         } else if (b.hostPort === 0) {
           const { range, reserved } = eph!;
           const busy = this.busy(b, targets, range.start, range.end, listeners, reserved);

@@ -3,6 +3,7 @@
 // backend), and loopback access through the in-daemon proxy (proxy.ts), or
 // through route_localnet when the proxy is off. All or nothing: a failure
 // leaves no reservation, rule or proxy entry behind.
+import * as dgram from 'node:dgram';
 import { CnmdError } from '../errors';
 import { BatchBuilder, mergeBatches, type FirewallBackend, type RuleBatch } from '../firewall/firewall';
 import type { Logger } from '../log';
@@ -10,7 +11,7 @@ import { writeSysctl } from '../netns/sysctl';
 import { PortAllocator } from './allocator';
 import { UserlandProxy } from './proxy';
 import { portRules, removePortRules } from './rules';
-import type { PortBinding } from './spec';
+import { formatPortSpec, type PortBinding } from './spec';
 
 export const PROXY_CHAIN = 'CNMD-PROXY';
 
@@ -139,6 +140,7 @@ export class PortPublisher {
         { op: 'port publish', object: req.owner },
       );
     }
+    for (const b of req.bindings) await assertHostAddress(b);
     const allocated = await this.allocator.reserve(req.owner, req.bindings, {
       hostBindingIPv4: req.hostBindingIPv4,
     });
@@ -207,5 +209,32 @@ export class PortPublisher {
 
   close(): void {
     this.proxy?.close();
+  }
+}
+
+/**
+ * A binding on one host address needs an address the host (the daemon's netns) has, as
+ * Docker's bind does: a UDP socket bound to it on port 0 says so in one syscall, with the
+ * kernel's own rules (the whole of 127.0.0.0/8 is local, a tentative IPv6 address is not).
+ */
+async function assertHostAddress(b: PortBinding): Promise<void> {
+  const ip = b.hostIP;
+  if (ip === '' || ip === '0.0.0.0' || ip === '::') return;
+  const sock = dgram.createSocket({ type: ip.includes(':') ? 'udp6' : 'udp4' });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      sock.once('error', reject);
+      sock.bind({ address: ip, port: 0, exclusive: true }, () => resolve());
+    });
+  } catch (e) {
+    const why = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+    const spec = formatPortSpec(b);
+    throw new CnmdError(
+      'INVALID_ARGUMENT',
+      `port publish ${spec}: host address ${ip} is not an address of this host (bind: ${why}); publish on one of the host's addresses, or on every address`,
+      { op: 'port publish', object: ip },
+    );
+  } finally {
+    sock.close();
   }
 }

@@ -206,7 +206,7 @@ test('exact ports are reserved and returned unchanged; the same port twice confl
   const e = await rejects(
     a.reserve('ctr2', P('8080:81')),
     'CONFLICT',
-    /port 8080\/tcp is already published \(0\.0\.0\.0:8080\/tcp by ctr1\); cannot publish 8080:81\/tcp/,
+    /port 8080\/tcp is already published \(0\.0\.0\.0:8080\/tcp by endpoint ctr1\); cannot publish 8080:81\/tcp/,
   );
   assert.equal(e.details.owner, 'ctr1');
   // The same owner cannot publish it twice either, nor twice in one call.
@@ -214,7 +214,14 @@ test('exact ports are reserved and returned unchanged; the same port twice confl
   await rejects(
     a.reserve('ctr3', P('7070:70', '7070:71')),
     'CONFLICT',
-    /port 7070\/tcp is already published \(0\.0\.0\.0:7070\/tcp by ctr3\)/,
+    /port 7070\/tcp is already published \(0\.0\.0\.0:7070\/tcp by another binding of the same request\)/,
+  );
+  // With the daemon's naming, the message names the sandbox, not the endpoint id.
+  a.describeOwner = (owner) => (owner === 'ctr1' ? 'sandbox "web1"' : undefined);
+  await rejects(
+    a.reserve('ctr4', P('8080:82')),
+    'CONFLICT',
+    /port 8080\/tcp is already published \(0\.0\.0\.0:8080\/tcp by sandbox "web1"\); cannot publish 8080:82\/tcp/,
   );
   // Another protocol is another port.
   assert.deepEqual(texts(await a.reserve('ctr2', P('9090:90/udp'))), ['9090:90/udp']);
@@ -224,26 +231,30 @@ test('bind semantics: wildcard vs specific addresses, per family', async (t) => 
   const { a } = allocator(t);
   await a.reserve('spec', P('127.0.0.1:8080:80'));
   // 0.0.0.0 and '' cover 127.0.0.1; another specific address does not.
-  await rejects(a.reserve('x', P('0.0.0.0:8080:80')), 'CONFLICT', /127\.0\.0\.1:8080\/tcp by spec/);
+  await rejects(a.reserve('x', P('0.0.0.0:8080:80')), 'CONFLICT', /127\.0\.0\.1:8080\/tcp by endpoint spec/);
   await rejects(a.reserve('x', P('8080:80')), 'CONFLICT', /127\.0\.0\.1:8080/);
   await a.reserve('other', P('127.0.0.2:8080:80', '192.168.1.5:8080:80'));
   // IPv6 is another family: [::]:8080 and [::1]:8080 are free.
   await a.reserve('v6', P('[::]:8080:80'));
-  await rejects(a.reserve('x', P('[::1]:8080:80')), 'CONFLICT', /\[::\]:8080\/tcp by v6/);
+  await rejects(a.reserve('x', P('[::1]:8080:80')), 'CONFLICT', /\[::\]:8080\/tcp by endpoint v6/);
 
   const { a: b } = allocator(t);
   await b.reserve('all', P('9000:90'));
-  await rejects(b.reserve('x', P('10.0.0.1:9000:90')), 'CONFLICT', /0\.0\.0\.0:9000\/tcp by all/);
-  await rejects(b.reserve('x', P('[fd00::1]:9000:90')), 'CONFLICT', /\[::\]:9000\/tcp by all/);
-  await rejects(b.reserve('x', P('[::]:9000:90')), 'CONFLICT', /by all/);
+  await rejects(b.reserve('x', P('10.0.0.1:9000:90')), 'CONFLICT', /0\.0\.0\.0:9000\/tcp by endpoint all/);
+  await rejects(b.reserve('x', P('[fd00::1]:9000:90')), 'CONFLICT', /\[::\]:9000\/tcp by endpoint all/);
+  await rejects(b.reserve('x', P('[::]:9000:90')), 'CONFLICT', /by endpoint all/);
 });
 
 test('host_binding_ipv4: a binding on every address occupies that IPv4 address and ::', async (t) => {
   const { a } = allocator(t);
   await a.reserve('n1', P('8080:80'), { hostBindingIPv4: '192.168.1.5' });
   await a.reserve('n2', P('10.0.0.1:8080:80')); // another IPv4 address: free
-  await rejects(a.reserve('n3', P('192.168.1.5:8080:80')), 'CONFLICT', /192\.168\.1\.5:8080\/tcp by n1/);
-  await rejects(a.reserve('n3', P('[::1]:8080:80')), 'CONFLICT', /\[::\]:8080\/tcp by n1/);
+  await rejects(
+    a.reserve('n3', P('192.168.1.5:8080:80')),
+    'CONFLICT',
+    /192\.168\.1\.5:8080\/tcp by endpoint n1/,
+  );
+  await rejects(a.reserve('n3', P('[::1]:8080:80')), 'CONFLICT', /\[::\]:8080\/tcp by endpoint n1/);
   assert.equal(a.ownerOf('tcp', '192.168.1.5', 8080), 'n1');
   assert.equal(a.ownerOf('tcp', '', 8080, { hostBindingIPv4: '192.168.1.5' }), 'n1');
   assert.equal(a.ownerOf('tcp', '10.0.0.1', 8080), 'n2');
@@ -260,7 +271,7 @@ test('overlapping ranges conflict; adjacent ones do not', async (t) => {
   await rejects(
     a.reserve('r2', P('8099-8100:80-81')),
     'CONFLICT',
-    /port 8099\/tcp is already published \(0\.0\.0\.0:8000-8099\/tcp by r1\)/,
+    /port 8099\/tcp is already published \(0\.0\.0\.0:8000-8099\/tcp by endpoint r1\)/,
   );
   await rejects(a.reserve('r2', P('7000-8000:7000-8000')), 'CONFLICT', /port 8000\/tcp/);
   await rejects(a.reserve('r2', P('8050:80')), 'CONFLICT', /port 8050\/tcp/);
@@ -292,7 +303,7 @@ test('release frees the ports (all, or only the given bindings); releasing nothi
   assert.deepEqual(texts(a.release('c', [got[0]])), ['8080:80/tcp']);
   assert.deepEqual(texts(a.owned('c')), ['9000-9099:9000-9099/udp']);
   await a.reserve('d', P('8080:80'));
-  await rejects(a.reserve('d', P('9050:9050/udp')), 'CONFLICT', /by c/);
+  await rejects(a.reserve('d', P('9050:9050/udp')), 'CONFLICT', /by endpoint c\)/);
   assert.deepEqual(texts(a.release('c')), ['9000-9099:9000-9099/udp']);
   assert.deepEqual(a.release('c'), []);
   assert.deepEqual(a.release('nobody'), []);
@@ -311,7 +322,7 @@ test('restore records allocated bindings without reading /proc, and still refuse
   ]);
   assert.throws(() => a.restore('d', P('20500:80')), /port 20500\/tcp is already published/);
   assert.throws(() => a.restore('d', P('80')), /restore needs allocated bindings/);
-  await rejects(a.reserve('d', P('8080:80')), 'CONFLICT', /by c/);
+  await rejects(a.reserve('d', P('8080:80')), 'CONFLICT', /by endpoint c\)/);
 });
 
 // ---- ephemeral ports ------------------------------------------------------------------------------
@@ -458,7 +469,7 @@ test('a 10,000-port range is one interval per address, whatever its size', async
   await rejects(
     a.reserve('x', P('[::1]:29999:80')),
     'CONFLICT',
-    /port 29999\/tcp is already published \(\[::\]:20000-29999\/tcp by big\)/,
+    /port 29999\/tcp is already published \(\[::\]:20000-29999\/tcp by endpoint big\)/,
   );
   // 1000 single-port sandboxes and the whole 1-65535 range on another address.
   for (let i = 0; i < 1000; i++) await a.reserve(`s${i}`, P(`10.9.0.1:${1000 + i}:80`));
