@@ -44,6 +44,8 @@ export function networkView(c: Controller, n: NetworkRecord): Record<string, unk
     Created: n.created,
     Scope: n.scope,
     Driver: n.driver,
+    // API 1.48's field, answered at every version as dockerd 28 does (every network has IPv4 here).
+    EnableIPv4: true,
     EnableIPv6: n.enableIPv6,
     IPAM: {
       Driver: n.ipamDriver,

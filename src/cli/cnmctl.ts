@@ -134,7 +134,7 @@ function networkFields(n: any, id: string): Record<string, string> {
     Name: n.Name,
     Driver: n.Driver,
     Scope: n.Scope,
-    // EnableIPv4 is API 1.47+; at cnmd's 1.41 it is absent and the docker CLI prints false, so does cnmctl.
+    // EnableIPv4 is API 1.47's; cnmd answers it at every version (views.ts), as the docker CLI 28 reads it.
     IPv4: String(!!n.EnableIPv4),
     IPv6: String(!!n.EnableIPv6),
     Internal: String(!!n.Internal),
@@ -142,6 +142,49 @@ function networkFields(n: any, id: string): Record<string, string> {
       .map(([k, v]) => `${k}=${v}`)
       .join(','),
     CreatedAt: goTime(n.Created),
+  };
+}
+
+/** `sandbox ls --format` fields and their `table` headers (the first four are the default table). */
+const SANDBOX_HEADERS: Record<string, string> = {
+  ID: 'SANDBOX ID',
+  Name: 'NAME',
+  Networks: 'NETWORKS',
+  IPv4: 'IPV4',
+  IPv6: 'IPV6',
+  Hostname: 'HOSTNAME',
+  Ports: 'PORTS',
+  Labels: 'LABELS',
+  CreatedAt: 'CREATED AT',
+};
+
+function sandboxFields(s: any, id: string): Record<string, string> {
+  const eps = Object.values((s.Networks ?? {}) as Record<string, any>);
+  const ports = Object.entries(
+    (s.Ports ?? {}) as Record<string, { HostIp: string; HostPort: string }[] | null>,
+  )
+    .flatMap(([k, list]) =>
+      (list ?? []).map((m) => `${m.HostIp.includes(':') ? `[${m.HostIp}]` : m.HostIp}:${m.HostPort}->${k}`),
+    )
+    .join(', ');
+  return {
+    ID: id,
+    Name: s.Name,
+    Networks: Object.keys(s.Networks ?? {}).join(','),
+    IPv4: eps
+      .map((e) => e.IPAddress)
+      .filter(Boolean)
+      .join(','),
+    IPv6: eps
+      .map((e) => e.GlobalIPv6Address)
+      .filter(Boolean)
+      .join(','),
+    Hostname: s.Hostname ?? '',
+    Ports: ports,
+    Labels: Object.entries((s.Labels ?? {}) as Record<string, string>)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(','),
+    CreatedAt: goTime(s.Created),
   };
 }
 
@@ -279,7 +322,10 @@ network
   .option('-f, --filter <filter>', 'filter output (e.g. driver=bridge, name=web, type=custom)', collect, [])
   .option('-q, --quiet', 'only display network IDs', false)
   .option('--no-trunc', 'do not truncate the output')
-  .option('--format <template>', 'format output using a Go template subset')
+  .option(
+    '--format <template>',
+    `json, table [TEMPLATE] or a template; fields: ${Object.keys(NETWORK_HEADERS).join(', ')}`,
+  )
   .action(async (o) => {
     const q = filtersParam(o.filter);
     const list: any[] = await call('GET', `/networks${q ? `?${q}` : ''}`);
@@ -289,7 +335,7 @@ network
     if (o.format)
       return formatRows(
         o.format,
-        list.map((n) => ({ ...n, ...networkFields(n, id(n)) })),
+        list.map((n) => networkFields(n, id(n))),
         NETWORK_HEADERS,
       ).forEach((l) => console.log(l));
     if (o.quiet) return list.forEach((n) => console.log(id(n)));
@@ -368,7 +414,12 @@ sandbox
   .description('Create a sandbox and join it to networks')
   .option('--name <name>', 'sandbox name')
   .option('--hostname <name>', 'host name')
-  .option('--network <network>', 'network to join (repeatable; in join order: eth0, eth1, ...)', collect, [])
+  .option(
+    '--network <network>',
+    'network to join (repeatable; in join order: eth0, eth1, ...); default: the default network "bridge"; "none": loopback only',
+    collect,
+    [],
+  )
   .option('--alias <name>', 'network-scoped alias on the first network (repeatable)', collect, [])
   .option('--ip <address>', 'IPv4 address on the first network')
   .option('--ip6 <address>', 'IPv6 address on the first network')
@@ -387,7 +438,8 @@ sandbox
       Ports: o.publish,
       Name: o.name,
       Hostname: o.hostname,
-      Networks: (o.network as string[]).map((n, i) => ({
+      // As docker run: no --network means the default network bridge.
+      Networks: ((o.network as string[]).length ? (o.network as string[]) : ['bridge']).map((n, i) => ({
         Network: n,
         Aliases: i === 0 ? o.alias : [],
         IPv4Address: i === 0 ? o.ip : undefined,
@@ -406,16 +458,22 @@ sandbox
   .option('-f, --filter <filter>', 'filter output (name=, id=, network=)', collect, [])
   .option('-q, --quiet', 'only display sandbox IDs', false)
   .option('--no-trunc', 'do not truncate the output')
+  .option(
+    '--format <template>',
+    `json, table [TEMPLATE] or a template; fields: ${Object.keys(SANDBOX_HEADERS).join(', ')}`,
+  )
   .action(async (o) => {
     const q = filtersParam(o.filter);
     const list: any[] = await call('GET', `/sandboxes${q ? `?${q}` : ''}`);
     const id = (x: any) => (o.trunc === false ? x.Id : x.Id.slice(0, 12));
+    if (o.format)
+      return formatRows(
+        o.format,
+        list.map((s) => sandboxFields(s, id(s))),
+        SANDBOX_HEADERS,
+      ).forEach((l) => console.log(l));
     if (o.quiet) return list.forEach((s) => console.log(id(s)));
-    const addrs = (s: any) =>
-      Object.values(s.Networks)
-        .map((e: any) => e.IPAddress)
-        .filter(Boolean)
-        .join(',');
+    const addrs = (s: any) => sandboxFields(s, '').IPv4;
     console.log(
       table([
         ['SANDBOX ID', 'NAME', 'NETWORKS', 'IPV4'],

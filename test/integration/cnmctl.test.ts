@@ -275,7 +275,10 @@ test('cnmctl sandbox create/ls/inspect/rm and network connect/disconnect/prune',
     'role=db',
   ).trim();
   assert.match(aId, /^[0-9a-f]{64}$/);
-  const bId = cnmctlOk(d, 'sandbox', 'create', '--name', 'b').trim();
+  // A sandbox on no network at all (the API's; cnmctl's default is bridge): lo only.
+  const bRes = await d.request('POST', '/sandboxes', { Name: 'b' });
+  assert.equal(bRes.status, 201, JSON.stringify(bRes.body));
+  const bId: string = bRes.body.Id;
   // ls: a table with networks and addresses.
   const ls = cnmctlOk(d, 'sandbox', 'ls');
   assert.match(lines(ls)[0], /^SANDBOX ID +NAME +NETWORKS +IPV4$/);
@@ -286,6 +289,38 @@ test('cnmctl sandbox create/ls/inspect/rm and network connect/disconnect/prune',
       [bId.slice(0, 12), 'b', '-', '-'],
     ].sort(),
   );
+  // As docker run: no --network joins the default network bridge.
+  cnmctlOk(d, 'sandbox', 'create', '--name', 'c');
+  const [c] = JSON.parse(cnmctlOk(d, 'sandbox', 'inspect', 'c'));
+  assert.deepEqual(Object.keys(c.Networks), ['bridge']);
+  assert.match(c.Networks.bridge.IPAddress, /^\d+\.\d+\.\d+\.\d+$/);
+  assert.match(cnmctlOk(d, 'sandbox', 'create', '--help'), /default: the default network "bridge"/);
+  // --format: a template, json (one object a line) and table.
+  assert.deepEqual(
+    lines(cnmctlOk(d, 'sandbox', 'ls', '--format', '{{.Name}} {{.Networks}} {{.IPv4}}')).sort(),
+    ['a web 10.64.0.10', 'b  ', `c bridge ${c.Networks.bridge.IPAddress}`],
+  );
+  const json = lines(cnmctlOk(d, 'sandbox', 'ls', '--format', 'json')).map((x) => JSON.parse(x));
+  assert.deepEqual(
+    json.find((x) => x.Name === 'a'),
+    {
+      CreatedAt: json.find((x) => x.Name === 'a').CreatedAt,
+      Hostname: 'alpha',
+      ID: aId.slice(0, 12),
+      IPv4: '10.64.0.10',
+      IPv6: '',
+      Labels: 'role=db',
+      Name: 'a',
+      Networks: 'web',
+      Ports: '',
+    },
+  );
+  assert.match(
+    lines(cnmctlOk(d, 'sandbox', 'ls', '--format', 'table {{.Name}}\t{{.Hostname}}'))[0],
+    /^NAME +HOSTNAME$/,
+  );
+  cnmctlFails(d, /template.*Nmae/, 'sandbox', 'ls', '--format', '{{.Nmae}}');
+  cnmctlOk(d, 'sandbox', 'rm', 'c');
   assert.deepEqual(
     lines(cnmctlOk(d, 'sandbox', 'ls', '-q')).sort(),
     [aId.slice(0, 12), bId.slice(0, 12)].sort(),
@@ -584,6 +619,18 @@ test(
     same('network', 'ls', '--format', 'table {{.ID}}\t{{.Name}}\t{{.CreatedAt}}');
     same('network', 'ls', '--format', '{{.CreatedAt}}');
     same('network', 'ls', '--format', 'json');
+    // The docker CLI reads IPv4 from EnableIPv4, which cnmd answers for every network (as dockerd 28).
+    for (const line of lines(docker(d, 'network', 'ls', '--format', 'json').out))
+      assert.equal(JSON.parse(line).IPv4, 'true', line);
+    same('network', 'ls', '--format', '{{.Name}} {{.IPv4}}');
+    // A field that does not exist is a template error and a non-zero exit, not `<no value>`.
+    const typo = docker(d, 'network', 'ls', '--format', '{{.Nmae}}');
+    assert.notEqual(typo.code, 0, typo.out);
+    assert.match(typo.err, /template.*Nmae/);
+    const typoC = cnmctl(d, 'network', 'ls', '--format', '{{.Nmae}}');
+    assert.equal(typoC.code, typo.code, typoC.err);
+    assert.equal(typoC.out, '');
+    assert.match(typoC.err, /template.*can't evaluate field Nmae|template.*Nmae/);
     same('network', 'ls', '-q', '--format', '{{.Name}}');
     same('network', 'ls', '--filter', 'driver=bridge');
     same('network', 'ls', '--filter', 'type=custom', '--filter', 'name=^n');
