@@ -139,10 +139,10 @@ function checkRequestSubnets(name: string, subnets: string[]): void {
   for (let i = 0; i < given.length; i++)
     for (let j = i + 1; j < given.length; j++)
       if (overlaps(given[i].c!, given[j].c!))
-        throw invalidArgument(
-          'network create',
-          name,
-          `subnets ${given[i].s} and ${given[j].s} of this request overlap; give each subnet once, without overlap`,
+        throw new CnmdError(
+          'CONFLICT',
+          `network create ${name}: subnet ${given[j].s} overlaps with ${given[i].s}, another subnet of this request; give each subnet once, without overlap`,
+          { op: 'network create', object: name },
         );
 }
 

@@ -502,7 +502,7 @@ test('inspect, delete, connect and disconnect: bad input gets Docker statuses an
     '/networks/web/connect',
     ip('10.54.0.1'),
     409,
-    /address 10\.54\.0\.1 is already in use/,
+    /address 10\.54\.0\.1 is the gateway of network "web"/,
   );
   // Host network and netns sandboxes do not mix: 403.
   await refused(

@@ -78,8 +78,11 @@ test('messages name the sandbox holding a port, the network holding a subnet or 
     Name: 'self',
     IPAM: { Config: [{ Subnet: '10.72.0.0/24' }, { Subnet: '10.72.0.0/25' }] },
   });
-  assert.equal(r.status, 400);
-  assert.match(r.body.message, /subnets 10\.72\.0\.0\/24 and 10\.72\.0\.0\/25 of this request overlap/);
+  assert.equal(r.status, 409);
+  assert.match(
+    r.body.message,
+    /subnet 10\.72\.0\.0\/25 overlaps with 10\.72\.0\.0\/24, another subnet of this request/,
+  );
   r = await d.request('POST', '/sandboxes', {
     Name: 'gw',
     Networks: [{ Network: 'web', IPv4Address: '10.71.0.1' }],
