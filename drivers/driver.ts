@@ -129,6 +129,12 @@ export interface JoinInfo {
   disableGatewayService?: boolean;
   /** Set when the interface was left in the daemon's netns for the caller to move (see SandboxRef.handle). */
   srcName?: string;
+  /**
+   * The sandbox interface that reaches `gateway` when it is not the endpoint's
+   * own (overlay: the sandbox's interface on cnmd_gwbridge); the sandbox's
+   * default route then goes there rather than through the network's subnet gateway.
+   */
+  gatewayInterface?: string;
 }
 
 export interface Driver {

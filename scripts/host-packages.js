@@ -38,6 +38,8 @@ const LANES = {
     [hasCommand('curl'), 'curl'],
     [hasCommand('strace'), 'strace'],
     [hasCommand('ss'), 'iproute2'],
+    // The overlay tests watch the underlay for VXLAN packets (overlay.test.ts).
+    [hasCommand('tcpdump'), 'tcpdump'],
     // The stock docker CLI, pointed at cnmd's socket (docker-cli.test.ts); Debian's docker.io ships it.
     [hasCommand('docker'), 'docker.io'],
   ],

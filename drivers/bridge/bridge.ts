@@ -18,29 +18,11 @@ import type {
   SandboxRef,
 } from '../driver';
 import { BridgeFirewall, rulesFor } from './firewall';
-import { BridgeConfig, macFromIPv4, parseBridgeConfig, randomMac } from './options';
+import { BridgeConfig, parseBridgeConfig } from './options';
+import { endpointOf, hostVethName, VethEndpoint as EndpointState, vethEndpoint } from '../veth-endpoint';
+
+export { hostVethName } from '../veth-endpoint';
 import { ALIAS_PREFIX, BridgeState, bridgeSetupSteps, endpointAlias, networkAlias } from './setup';
-
-interface EndpointState {
-  networkId: string;
-  id: string;
-  address?: string;
-  addressIPv6?: string;
-  mac: string;
-  hostVeth: string;
-}
-
-/**
- * 11 hex of the endpoint id (15 characters, the kernel's limit): Docker's are 7
- * (11 characters), so the two never collide, and 44 bits make a clash between
- * cnmd's own endpoints negligible (with 7, the birthday bound is one clash in
- * ~500 fills of 1000 endpoints).
- * A clash is worse than a failed attach: the join names the host side in the
- * same burst that makes it, and would set another device's bridge and alias.
- */
-export function hostVethName(endpointId: string): string {
-  return `veth${endpointId.slice(0, 11)}`;
-}
 
 /**
  * Queues per veth end, each way. A veth uses one each way unless raised with
@@ -151,16 +133,9 @@ export class BridgeDriver implements Driver {
 
   async createEndpoint(spec: EndpointSpec): Promise<EndpointInfo> {
     this.state('endpoint create', spec.networkId);
-    const mac = spec.mac ?? (spec.address ? macFromIPv4(spec.address) : randomMac());
-    this.endpoints.set(spec.endpointId, {
-      networkId: spec.networkId,
-      id: spec.endpointId,
-      address: spec.address,
-      addressIPv6: spec.addressIPv6,
-      mac,
-      hostVeth: hostVethName(spec.endpointId),
-    });
-    return { mac };
+    const ep = vethEndpoint(spec);
+    this.endpoints.set(spec.endpointId, ep);
+    return { mac: ep.mac };
   }
 
   async deleteEndpoint(_networkId: string, endpointId: string): Promise<void> {
@@ -170,9 +145,7 @@ export class BridgeDriver implements Driver {
   async join(networkId: string, endpointId: string, sb: SandboxRef): Promise<JoinInfo> {
     const op = 'endpoint join';
     const st = this.state(op, networkId);
-    const ep = this.endpoints.get(endpointId);
-    if (!ep)
-      throw new CnmdError('NOT_FOUND', `${op}: endpoint ${endpointId} not found`, { op, object: endpointId });
+    const ep = endpointOf(this.endpoints, op, endpointId);
     const c = st.config;
     const info: JoinInfo = {
       gateway: c.internal ? undefined : c.gatewayV4?.replace(/\/\d+$/, ''),
@@ -417,14 +390,7 @@ export class BridgeDriver implements Driver {
         byAlias.get(endpointAlias(e.networkId, e.endpointId)) ?? links.get(hostVethName(e.endpointId));
       if (veth && veth.masterIndex !== st.index)
         await this.host.linkSet(veth.index, { master: st.index, up: true });
-      this.endpoints.set(e.endpointId, {
-        networkId: e.networkId,
-        id: e.endpointId,
-        address: e.address,
-        addressIPv6: e.addressIPv6,
-        mac: e.mac ?? (e.address ? macFromIPv4(e.address) : randomMac()),
-        hostVeth: veth?.name ?? hostVethName(e.endpointId),
-      });
+      this.endpoints.set(e.endpointId, vethEndpoint(e, veth?.name));
       if (e.ports?.length && this.ports)
         await this.ports.restore(this.publishRequest(e.networkId, e.endpointId, e.ports));
     }

@@ -590,14 +590,23 @@ export class Handle {
       );
   }
 
-  private async fdbOp(op: 'fdb add' | 'fdb append' | 'fdb del', spec: FdbAddSpec): Promise<void> {
+  private async fdbOp(
+    op: 'fdb add' | 'fdb append' | 'fdb replace' | 'fdb del',
+    spec: FdbAddSpec,
+  ): Promise<void> {
     const { dev, ...rest } = spec;
     encodeFdb(op, { ...rest, index: 1 });
     const index = await this.linkIndex(dev);
     const type = op === 'fdb del' ? C.RTM_DELNEIGH : C.RTM_NEWNEIGH;
     // Several remote VTEPs under one MAC (the all-zeros flood entry) need APPEND.
     const flags =
-      op === 'fdb add' ? NLM_F_CREATE | NLM_F_EXCL : op === 'fdb append' ? NLM_F_CREATE | NLM_F_APPEND : 0;
+      op === 'fdb add'
+        ? NLM_F_CREATE | NLM_F_EXCL
+        : op === 'fdb append'
+          ? NLM_F_CREATE | NLM_F_APPEND
+          : op === 'fdb replace'
+            ? NLM_F_CREATE | NLM_F_REPLACE
+            : 0;
     await this.route.request(type, flags, encodeFdb(op, { ...rest, index }), {
       op,
       object: `${spec.mac} dev ${dev}${spec.dst ? ` dst ${spec.dst}` : ''}`,
@@ -609,6 +618,10 @@ export class Handle {
   }
   fdbAppend(spec: FdbAddSpec): Promise<void> {
     return this.fdbOp('fdb append', spec);
+  }
+  /** Adds the entry or changes an existing one's (first) destination (`bridge fdb replace`). */
+  fdbReplace(spec: FdbAddSpec): Promise<void> {
+    return this.fdbOp('fdb replace', spec);
   }
   fdbDel(spec: FdbAddSpec): Promise<void> {
     return this.fdbOp('fdb del', spec);

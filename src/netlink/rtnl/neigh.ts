@@ -87,7 +87,7 @@ export function encodeNeigh(op: 'neigh add' | 'neigh del', spec: NeighSpec): Buf
   return w.toBuffer();
 }
 
-export function encodeFdb(op: 'fdb add' | 'fdb append' | 'fdb del', spec: FdbSpec): Buffer {
+export function encodeFdb(op: 'fdb add' | 'fdb append' | 'fdb replace' | 'fdb del', spec: FdbSpec): Buffer {
   const mac = macToBytes(spec.mac);
   if (!mac) throw invalidArgument(op, spec.mac, `"${spec.mac}" is not a MAC address`);
   if (!Number.isInteger(spec.index) || spec.index <= 0)

@@ -1,0 +1,465 @@
+// The overlay driver's data plane: per network and host, a netns holding a
+// bridge and a vxlan device; endpoints are veths from the sandbox into that
+// bridge; remote endpoints are static neighbour + FDB entries that setPeers
+// keeps equal to what the control plane (src/cluster/) says. See README.md here.
+import * as path from 'node:path';
+import { CnmdError, invalidArgument } from '../../src/errors';
+import type { Handle } from '../../src/netlink/handle';
+import type { Logger } from '../../src/log';
+import { NetnsManager, sandboxSysctls } from '../../src/netns/netns';
+import type { PortPublisher } from '../../src/portmap/publisher';
+import type { PortBinding } from '../../src/portmap/spec';
+import { runSteps } from '../../src/steps';
+import { VETH_QUEUES } from '../bridge/bridge';
+import { endpointOf, hostVethName, VethEndpoint, vethEndpoint } from '../veth-endpoint';
+import type { BridgeFirewall } from '../bridge/firewall';
+import type {
+  Capabilities,
+  Driver,
+  EndpointInfo,
+  EndpointSpec,
+  ExternalConnectivityOptions,
+  JoinInfo,
+  NetworkSpec,
+  SandboxRef,
+} from '../driver';
+import { GatewayBridge, GWBRIDGE, GW_IFNAME } from './gwbridge';
+import {
+  DEFAULT_VXLAN_PORT,
+  OV_ALIAS_PREFIX,
+  OverlayConfig,
+  overlayMtu,
+  ovEndpointAlias,
+  parseOverlayConfig,
+  parseOvEndpointAlias,
+} from './options';
+import { desiredEntries, OverlayPeer, reconcilePeers, ReconcileResult } from './peers';
+import { OverlayNetworkState, overlaySetupSteps } from './setup';
+
+export type { OverlayPeer } from './peers';
+
+export interface OverlayDriverConfig {
+  /** A handle in the daemon's (host) netns: the underlay. */
+  host: Handle;
+  /** The local VTEP: the daemon's cluster advertise address. undefined: no cluster store, overlay networks are refused. */
+  vtep: () => string | undefined;
+  /** UDP port of VXLAN (--vxlan-port), default 4789. */
+  vxlanPort?: number;
+  /** Network namespaces of overlay networks go under <execRoot>/overlay/netns. */
+  execRoot: string;
+  /** Egress and published ports through cnmd_gwbridge; absent: overlay sandboxes reach only their networks. */
+  gateway?: { firewall: BridgeFirewall; ports?: PortPublisher; subnet?: string };
+  log: Logger;
+}
+
+const notFound = (e: unknown): undefined => {
+  if (e instanceof CnmdError && e.code === 'NOT_FOUND') return undefined;
+  throw e;
+};
+
+export class OverlayDriver implements Driver {
+  readonly name = 'overlay';
+  private readonly host: Handle;
+  private readonly vtep: () => string | undefined;
+  private readonly port: number;
+  private readonly log: Logger;
+  /** Overlay networks' namespaces, apart from sandboxes' (the controller sweeps those it does not know). */
+  readonly netns: NetnsManager;
+  private readonly gw?: GatewayBridge;
+  private readonly ports?: PortPublisher;
+  private readonly networks = new Map<string, OverlayNetworkState>();
+  private readonly endpoints = new Map<string, VethEndpoint>();
+  /** The last peer set per network (kept for a network not made here yet). */
+  private readonly wanted = new Map<string, ReturnType<typeof desiredEntries>>();
+  /** One reconcile at a time per network. */
+  private readonly reconciling = new Map<string, Promise<unknown>>();
+  /** Networks the store holds that could not be set up at restore (kept from the sweep). */
+  private readonly deferred = new Set<string>();
+
+  constructor(cfg: OverlayDriverConfig) {
+    this.host = cfg.host;
+    this.vtep = cfg.vtep;
+    this.port = cfg.vxlanPort ?? DEFAULT_VXLAN_PORT;
+    if (!Number.isInteger(this.port) || this.port < 1 || this.port > 65535)
+      throw invalidArgument(
+        'overlay driver',
+        String(cfg.vxlanPort),
+        `VXLAN port ${cfg.vxlanPort} is outside 1..65535`,
+      );
+    this.log = cfg.log;
+    this.netns = new NetnsManager(path.join(cfg.execRoot, 'overlay'), { sysctls: sandboxSysctls() });
+    if (cfg.gateway) {
+      this.gw = new GatewayBridge({
+        host: cfg.host,
+        firewall: cfg.gateway.firewall,
+        subnet: cfg.gateway.subnet,
+      });
+      this.ports = cfg.gateway.ports;
+    }
+  }
+
+  capabilities(): Capabilities {
+    return { scope: 'global', connectivityScope: 'global', portMapping: !!this.ports };
+  }
+
+  private state(op: string, networkId: string): OverlayNetworkState {
+    const st = this.networks.get(networkId);
+    if (!st)
+      throw new CnmdError('NOT_FOUND', `${op}: overlay network ${networkId} not found`, {
+        op,
+        object: networkId,
+      });
+    return st;
+  }
+
+  private localVtep(op: string, object: string): string {
+    const vtep = this.vtep();
+    if (!vtep)
+      throw new CnmdError(
+        'FORBIDDEN',
+        `${op} ${object}: overlay networks need a cluster store; start cnmd with --cluster-store (and --cluster-advertise)`,
+        { op, object },
+      );
+    return vtep;
+  }
+
+  /** The MTU of the host interface holding the VTEP address: the underlay's. */
+  private async underlayMtu(op: string, vtep: string): Promise<number> {
+    const addr = (await this.host.addrList()).find((a) => a.cidr.replace(/\/\d+$/, '') === vtep);
+    if (!addr)
+      throw invalidArgument(
+        op,
+        vtep,
+        `VTEP address ${vtep} (--cluster-advertise) is not an address of this host`,
+      );
+    return (await this.host.linkGet(addr.index)).mtu;
+  }
+
+  private async newState(op: string, config: OverlayConfig): Promise<OverlayNetworkState> {
+    const vtep = this.localVtep(op, config.networkId);
+    const mtu = overlayMtu(config.underlayMtu ?? (await this.underlayMtu(op, vtep)), vtep);
+    return { config, nsPath: '', bridgeIndex: 0, vxlanIndex: 0, mtu, vtep, port: this.port };
+  }
+
+  async createNetwork(spec: NetworkSpec): Promise<void> {
+    const op = 'network create';
+    const config = parseOverlayConfig(spec);
+    if (this.networks.has(spec.id)) return;
+    for (const other of this.networks.values())
+      if (other.config.vni === config.vni)
+        throw new CnmdError(
+          'CONFLICT',
+          `${op}: VNI ${config.vni} is already used by overlay network ${other.config.networkId.slice(0, 12)}`,
+          { op, object: String(config.vni) },
+        );
+    const st = await this.newState(op, config);
+    await runSteps(overlaySetupSteps(this.host, this.netns, st), (step, e) =>
+      this.log.error({ err: e, network: spec.id, step }, 'overlay rollback step failed'),
+    );
+    this.networks.set(spec.id, st);
+    this.log.debug(
+      { network: spec.id, vni: config.vni, mtu: st.mtu, vtep: st.vtep },
+      'overlay network ready',
+    );
+    if (this.wanted.has(spec.id)) await this.reconcile(spec.id);
+  }
+
+  async deleteNetwork(networkId: string): Promise<void> {
+    const st = this.networks.get(networkId);
+    this.wanted.delete(networkId);
+    if (!st) return;
+    await this.reconciling.get(networkId)?.catch(() => undefined);
+    this.networks.delete(networkId);
+    await this.teardown(st.config, st.ns);
+  }
+
+  /** The network's vxlan device (wherever it is) and its netns. */
+  private async teardown(c: OverlayConfig, ns?: Handle): Promise<void> {
+    if (ns && !ns.closed) {
+      // Explicitly: the netns may outlive its path while a process is still inside.
+      await ns.linkDel(c.vxlanName).catch(notFound);
+      ns.close();
+    }
+    const stray = await this.host.linkGet(c.vxlanName).catch(notFound);
+    if (stray?.alias?.startsWith(OV_ALIAS_PREFIX)) await this.host.linkDel(stray.index).catch(notFound);
+    await this.netns.remove(c.netnsId).catch(notFound);
+  }
+
+  async createEndpoint(spec: EndpointSpec): Promise<EndpointInfo> {
+    this.state('endpoint create', spec.networkId);
+    const ep = vethEndpoint(spec);
+    this.endpoints.set(spec.endpointId, ep);
+    return { mac: ep.mac };
+  }
+
+  async deleteEndpoint(_networkId: string, endpointId: string): Promise<void> {
+    this.endpoints.delete(endpointId);
+  }
+
+  async join(networkId: string, endpointId: string, sb: SandboxRef): Promise<JoinInfo> {
+    const op = 'endpoint join';
+    const st = this.state(op, networkId);
+    const ep = endpointOf(this.endpoints, op, endpointId);
+    const ns = st.ns!;
+    // Host side born in the network's netns on its bridge; the container side in the sandbox (or the daemon's netns for the engine).
+    await ns.linkAdd({
+      kind: 'veth',
+      name: ep.hostVeth,
+      mtu: st.mtu,
+      master: st.bridgeIndex,
+      queues: VETH_QUEUES,
+      alias: ovEndpointAlias(networkId, endpointId, sb.id),
+      peer: { name: sb.ifname, netns: sb.handle ?? this.host, mac: ep.mac, mtu: st.mtu, queues: VETH_QUEUES },
+      echo: false,
+    });
+    const info: JoinInfo = { staticRoutes: [], disableGatewayService: true };
+    try {
+      await ns.linkSet(ep.hostVeth, { up: true });
+      if (!sb.handle) return { ...info, srcName: sb.ifname };
+      const h = sb.handle;
+      const index = await h.linkIndex(sb.ifname);
+      await Promise.all([
+        ep.addressIPv6 ? h.linkSet(index, { addrGenMode: 'eui64' }) : undefined,
+        h.linkSet(index, { up: true }),
+        ep.address ? h.addrAdd(index, ep.address) : undefined,
+        ep.addressIPv6 ? h.addrAdd(index, ep.addressIPv6, { nodad: true }) : undefined,
+      ]);
+      if (this.gw && !st.config.internal) {
+        const gateway = await this.gw.attach(endpointId, { ...sb, handle: h });
+        return { ...info, gateway, gatewayInterface: GW_IFNAME, disableGatewayService: false };
+      }
+      return info;
+    } catch (e) {
+      await ns.linkDel(ep.hostVeth).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  async leave(
+    networkId: string,
+    endpointId: string,
+    opts: { sandboxDestroyed?: boolean } = {},
+  ): Promise<void> {
+    const st = this.networks.get(networkId);
+    const name = this.endpoints.get(endpointId)?.hostVeth ?? hostVethName(endpointId);
+    const apart = !!opts.sandboxDestroyed;
+    await Promise.all([
+      st?.ns && !st.ns.closed ? st.ns.linkDel(name, { apart }).catch(notFound) : undefined,
+      this.gw?.detach(endpointId, { apart }),
+    ]);
+  }
+
+  async programExternalConnectivity(
+    networkId: string,
+    endpointId: string,
+    options: ExternalConnectivityOptions,
+  ): Promise<PortBinding[] | void> {
+    const op = 'port publish';
+    const bindings = options.portBindings ?? [];
+    if (bindings.length === 0) return [];
+    const st = this.state(op, networkId);
+    const sandboxId = this.gw?.sandboxOf(endpointId);
+    const cidr = sandboxId === undefined ? undefined : this.gw!.addressOf(sandboxId);
+    if (!this.ports || st.config.internal || !cidr)
+      throw new CnmdError(
+        'INVALID_ARGUMENT',
+        `${op}: overlay network ${networkId.slice(0, 12)} has no way out to publish ports on`,
+        {
+          op,
+          object: endpointId,
+        },
+      );
+    return this.ports.publish({
+      owner: endpointId,
+      bridge: GWBRIDGE,
+      containerIPv4: cidr.replace(/\/\d+$/, ''),
+      bindings,
+    });
+  }
+
+  async revokeExternalConnectivity(_networkId: string, endpointId: string): Promise<void> {
+    await this.ports?.unpublish(endpointId);
+  }
+
+  /**
+   * Desired state from the control plane: the network's remote endpoints.
+   * The vxlan device's neighbour and FDB entries become exactly these (entries
+   * of peers on this host's VTEP are left out: they are on the bridge).
+   * Idempotent and cheap when nothing changed (two dumps in the netns).
+   */
+  async setPeers(networkId: string, peers: OverlayPeer[]): Promise<void> {
+    const want = desiredEntries(peers, this.vtep(), (what, kept, dropped) =>
+      this.log.warn(
+        { network: networkId, entry: what, kept: kept.endpointId, dropped: dropped.endpointId },
+        'overlay peers: two endpoints claim one address or MAC; keeping one',
+      ),
+    );
+    this.wanted.set(networkId, want);
+    if (this.networks.has(networkId)) await this.reconcile(networkId);
+  }
+
+  /** Reconciles the network's entries with the last peer set; resolves with what changed. */
+  async reconcile(networkId: string): Promise<ReconcileResult | undefined> {
+    const prev = this.reconciling.get(networkId) ?? Promise.resolve();
+    const run = prev
+      .catch(() => undefined)
+      .then(async () => {
+        const st = this.networks.get(networkId);
+        const want = this.wanted.get(networkId);
+        if (!st?.ns || st.ns.closed || !want) return undefined;
+        const r = await reconcilePeers(st.ns, st.vxlanIndex, want);
+        if (r.neighAdded + r.neighRemoved + r.fdbAdded + r.fdbRemoved > 0)
+          this.log.debug({ network: networkId, ...r }, 'overlay peers reconciled');
+        return r;
+      });
+    this.reconciling.set(networkId, run);
+    try {
+      return await run;
+    } finally {
+      if (this.reconciling.get(networkId) === run) this.reconciling.delete(networkId);
+    }
+  }
+
+  async cleanupNetwork(spec: NetworkSpec): Promise<void> {
+    const st = this.networks.get(spec.id);
+    this.networks.delete(spec.id);
+    this.wanted.delete(spec.id);
+    let c: OverlayConfig;
+    try {
+      c = parseOverlayConfig(spec);
+    } catch {
+      // A record too broken to name its objects: its netns is swept as unknown.
+      return;
+    }
+    await this.teardown(c, st?.ns);
+  }
+
+  /**
+   * After a restart: adopts each network's netns, bridge and vxlan device when
+   * they are intact (their static entries kept traffic flowing meanwhile), and
+   * makes them again when not; endpoints' veths are found by their alias.
+   */
+  async restore(networks: NetworkSpec[], endpoints: EndpointSpec[]): Promise<void> {
+    for (const spec of networks) {
+      try {
+        await this.restoreNetwork(spec);
+      } catch (e) {
+        // Kept from the sweep: the kernel state stays as it is until the network can be set up.
+        this.deferred.add(spec.id);
+        this.log.error({ err: e, network: spec.id }, 'overlay network restore failed');
+      }
+    }
+    const byId = new Map(endpoints.map((e) => [e.endpointId, e]));
+    const gwUsers = new Map<string, string[]>();
+    for (const st of this.networks.values()) {
+      for (const l of await st.ns!.linkList()) {
+        const a = parseOvEndpointAlias(l.alias);
+        if (!a) continue;
+        const e = byId.get(a.endpointId);
+        if (!e || a.networkId !== st.config.networkId) {
+          await st.ns!.linkDel(l.index).catch(notFound);
+          continue;
+        }
+        if (l.masterIndex !== st.bridgeIndex)
+          await st.ns!.linkSet(l.index, { master: st.bridgeIndex, up: true });
+        if (!st.config.internal)
+          gwUsers.set(a.sandboxId, [...(gwUsers.get(a.sandboxId) ?? []), e.endpointId]);
+      }
+    }
+    for (const e of endpoints) {
+      if (!this.networks.has(e.networkId)) continue;
+      this.endpoints.set(e.endpointId, vethEndpoint(e));
+    }
+    if (this.gw) {
+      const removed = await this.gw.restore(gwUsers);
+      if (removed.length) this.log.warn({ links: removed }, 'removed gateway bridge ports of gone sandboxes');
+      for (const e of endpoints) {
+        const sandboxId = this.gw.sandboxOf(e.endpointId);
+        if (sandboxId && e.ports?.length && this.ports)
+          await this.ports.restore({
+            owner: e.endpointId,
+            bridge: GWBRIDGE,
+            containerIPv4: this.gw.addressOf(sandboxId)!.replace(/\/\d+$/, ''),
+            bindings: e.ports,
+          });
+      }
+    }
+  }
+
+  private async restoreNetwork(spec: NetworkSpec): Promise<void> {
+    const config = parseOverlayConfig(spec);
+    const st = await this.newState('network restore', config);
+    if (this.netns.exists(config.netnsId)) {
+      const ns = this.netns.handle(config.netnsId);
+      const [br, vx] = await Promise.all([
+        ns.linkGet(config.bridgeName).catch(notFound),
+        ns.linkGet(config.vxlanName).catch(notFound),
+      ]);
+      const intact =
+        br?.kind === 'bridge' &&
+        vx?.kind === 'vxlan' &&
+        vx.vxlan?.vni === config.vni &&
+        vx.vxlan.port === this.port &&
+        vx.vxlan.local === st.vtep &&
+        vx.masterIndex === br.index;
+      if (intact) {
+        Object.assign(st, {
+          ns,
+          nsPath: this.netns.pathOf(config.netnsId),
+          bridgeIndex: br.index,
+          vxlanIndex: vx.index,
+        });
+        if (!br.up || !vx.up)
+          await Promise.all([ns.linkSet(br.index, { up: true }), ns.linkSet(vx.index, { up: true })]);
+        this.networks.set(spec.id, st);
+        return;
+      }
+      // Made anew (the advertise address or port changed, or a part is missing): endpoints are joined again.
+      this.log.warn(
+        { network: spec.id },
+        'overlay network kernel state incomplete or changed: making it again',
+      );
+      await this.teardown(config, ns);
+    }
+    await runSteps(overlaySetupSteps(this.host, this.netns, st));
+    this.networks.set(spec.id, st);
+  }
+
+  /** Namespaces of unknown overlay networks, and vxlan devices left in the host netns by an interrupted create. */
+  async sweepLeaks(): Promise<string[]> {
+    const removed: string[] = [];
+    const known = new Set([...this.networks.values()].map((s) => s.config.netnsId));
+    for (const id of this.deferred) known.add(`ov-${id}`);
+    for (const id of this.netns.list()) {
+      if (known.has(id)) continue;
+      await this.netns.remove(id).catch(notFound);
+      removed.push(`netns ${id}`);
+    }
+    for (const l of await this.host.linkList()) {
+      if (l.kind !== 'vxlan' || !l.alias?.startsWith(`${OV_ALIAS_PREFIX}net:`)) continue;
+      // A vxlan device is in the host netns only between its creation and its move.
+      await this.host.linkDel(l.index).catch(notFound);
+      removed.push(l.name);
+    }
+    return removed;
+  }
+
+  /** For inspect and tests: a network's netns path, device names and MTU. */
+  describe(
+    networkId: string,
+  ): { netns: string; bridge: string; vxlan: string; mtu: number; vni: number } | undefined {
+    const st = this.networks.get(networkId);
+    if (!st) return undefined;
+    const c = st.config;
+    return { netns: st.nsPath, bridge: c.bridgeName, vxlan: c.vxlanName, mtu: st.mtu, vni: c.vni };
+  }
+
+  /** The gateway bridge's subnet, once made. */
+  gatewaySubnet(): string | undefined {
+    return this.gw?.subnetText();
+  }
+
+  close(): void {
+    for (const st of this.networks.values()) st.ns?.close();
+  }
+}

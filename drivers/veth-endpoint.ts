@@ -1,0 +1,50 @@
+// An endpoint that is one veth pair (bridge, overlay): what the driver keeps
+// of it between createEndpoint and join, and Docker's MAC rule.
+import { CnmdError } from '../src/errors';
+import { macFromIPv4, randomMac } from './bridge/options';
+import type { EndpointSpec } from './driver';
+
+export interface VethEndpoint {
+  networkId: string;
+  id: string;
+  address?: string;
+  addressIPv6?: string;
+  mac: string;
+  /** The veth's end outside the sandbox. */
+  hostVeth: string;
+}
+
+/**
+ * 11 hex of the endpoint id (15 characters, the kernel's limit): Docker's are 7
+ * (11 characters), so the two never collide, and 44 bits make a clash between
+ * cnmd's own endpoints negligible (with 7, the birthday bound is one clash in
+ * ~500 fills of 1000 endpoints).
+ * A clash is worse than a failed attach: the join names the host side in the
+ * same burst that makes it, and would set another device's bridge and alias.
+ */
+export function hostVethName(endpointId: string): string {
+  return `veth${endpointId.slice(0, 11)}`;
+}
+
+/** The endpoint as given, its MAC Docker's (02:42 + IPv4) unless given, else random. */
+export function vethEndpoint(spec: EndpointSpec, hostVeth = hostVethName(spec.endpointId)): VethEndpoint {
+  return {
+    networkId: spec.networkId,
+    id: spec.endpointId,
+    address: spec.address,
+    addressIPv6: spec.addressIPv6,
+    mac: spec.mac ?? (spec.address ? macFromIPv4(spec.address) : randomMac()),
+    hostVeth,
+  };
+}
+
+export function endpointOf(
+  endpoints: Map<string, VethEndpoint>,
+  op: string,
+  endpointId: string,
+): VethEndpoint {
+  const ep = endpoints.get(endpointId);
+  if (!ep)
+    throw new CnmdError('NOT_FOUND', `${op}: endpoint ${endpointId} not found`, { op, object: endpointId });
+  return ep;
+}
