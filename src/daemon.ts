@@ -6,6 +6,7 @@ import type { BridgeFirewall } from '../drivers/bridge/firewall';
 import type { Driver } from '../drivers/driver';
 import { HostDriver } from '../drivers/host/host';
 import { NullDriver } from '../drivers/null/null';
+import { OverlayDriver } from '../drivers/overlay/overlay';
 import { RemoteDriver } from '../drivers/remote/remote';
 import { RemoteIpam } from './ipam/remote';
 import { DOCKER_SPEC_DIRS } from './remote/discovery';
@@ -38,6 +39,11 @@ import { claimSocketPath } from './unix-socket';
 export interface DaemonParts {
   /** The firewall the bridge driver programs; the default is iptables in the daemon's netns. */
   bridgeFirewall?: (log: Logger, backend: FirewallBackend, userlandProxy: boolean) => BridgeFirewall;
+  /**
+   * The overlay driver's local VTEP (the cluster advertise address) and VXLAN port. Without a
+   * VTEP there is no cluster store: overlay networks are refused, naming --cluster-store.
+   */
+  overlay?: { vtep: () => string | undefined; vxlanPort?: number };
 }
 
 export class Daemon {
@@ -50,6 +56,7 @@ export class Daemon {
   private ports?: PortPublisher;
   private backend?: IptablesBackend;
   private lock?: InstanceLock;
+  private overlay?: OverlayDriver;
   controller?: Controller;
   private readonly parts: DaemonParts;
 
@@ -104,6 +111,17 @@ export class Daemon {
       ['bridge', new BridgeDriver({ host, firewall, ports, log: this.log })],
       ['host', new HostDriver()],
       ['null', new NullDriver()],
+      [
+        'overlay',
+        (this.overlay = new OverlayDriver({
+          host,
+          vtep: this.parts.overlay?.vtep ?? (() => undefined),
+          vxlanPort: this.parts.overlay?.vxlanPort,
+          execRoot: c.execRoot,
+          gateway: { firewall, ports },
+          log: this.log,
+        })),
+      ],
     ]);
     const ipams = new Map<string, Ipam>([['default', ipam]]);
     const pool = new NetnsPool(netns, c.execRoot, {
@@ -194,6 +212,7 @@ export class Daemon {
     // Both stop accepting at once and let their requests in flight finish (bounded, http-drain.ts).
     await Promise.all([this.plugins?.close(), this.api?.close()]);
     this.controller?.close();
+    this.overlay?.close();
     this.ports?.close();
     this.backend?.close();
     this.host?.close();

@@ -878,13 +878,13 @@ export async function iperfServer(s: Scratch, nsPath: string, port = 5201): Prom
   };
 }
 
-/** One TCP stream for seconds s from inside nsPath to ip:port; Gbit/s as the receiver counted it. */
-export function iperfClient(nsPath: string, ip: string, port: number, seconds: number): number {
+/** `streams` TCP streams (default one) for seconds s from inside nsPath to ip:port; Gbit/s as the receiver counted it. */
+export function iperfClient(nsPath: string, ip: string, port: number, seconds: number, streams = 1): number {
   const r = inNs(
     nsPath,
     `iperf3 -c ${ip}:${port}`,
     'iperf3',
-    ['-c', ip, '-p', String(port), '-t', String(seconds), '-J'],
+    ['-c', ip, '-p', String(port), '-t', String(seconds), '-P', String(streams), '-J'],
     { timeoutMs: (seconds + 30) * 1000 },
   );
   const j = JSON.parse(r.stdout) as { end?: { sum_received?: { bits_per_second?: number } }; error?: string };

@@ -143,6 +143,7 @@ export class OverlayDriver implements Driver {
 
   async createNetwork(spec: NetworkSpec): Promise<void> {
     const op = 'network create';
+    this.localVtep(op, spec.name);
     const config = parseOverlayConfig(spec);
     if (this.networks.has(spec.id)) return;
     for (const other of this.networks.values())

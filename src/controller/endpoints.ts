@@ -293,6 +293,8 @@ export class Endpoints {
           } finally {
             await routed();
           }
+          if (info.gateway && info.gatewayInterface)
+            ep.gatewayVia = { gw: info.gateway, dev: info.gatewayInterface };
           for (const r of info.staticRoutes) {
             await handle.routeAdd(
               r.routeType === 1

@@ -1,5 +1,6 @@
 // A sandbox's default routes: one per family, through the first endpoint (in
-// join order) whose network offers a gateway. cnmd remembers what it last
+// join order) whose network offers a gateway (the pool's, or the one its
+// driver's join named on another interface: JoinInfo.gatewayInterface). cnmd remembers what it last
 // installed (LiveSandbox.gateways) so a join or leave changes the kernel only
 // when the choice changes.
 import { ignoreNotFound } from '../errors';
@@ -83,7 +84,13 @@ export class DefaultRoutes {
       if (this.lookup.joining.get(id)?.stage === 'prepared') continue;
       const e = this.lookup.endpointRecord(id);
       const n = e && this.lookup.networkOf(e);
-      if (!e || !n || n.internal || !(v6 ? e.ipv6 : e.ipv4)) continue;
+      if (!e || !n || n.internal) continue;
+      // The driver's own way out (overlay: cnmd_gwbridge), IPv4 only.
+      if (e.gatewayVia) {
+        if (!v6) return e.gatewayVia;
+        continue;
+      }
+      if (!(v6 ? e.ipv6 : e.ipv4)) continue;
       const pool = n.pools.find((p) => p.poolId === (v6 ? e.poolV6 : e.poolV4));
       if (!pool?.gateway) continue;
       return { gw: plainIp(pool.gateway)!, dev: e.ifname };

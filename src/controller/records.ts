@@ -71,6 +71,11 @@ export interface EndpointRecord {
   staticIPv6?: string;
   /** The sandbox's published ports, as allocated, when this endpoint holds them. */
   ports?: PortBinding[];
+  /**
+   * The IPv4 default route the driver's join asked for through another interface of the
+   * sandbox (JoinInfo.gateway + gatewayInterface: overlay's cnmd_gwbridge), instead of the pool's gateway.
+   */
+  gatewayVia?: { gw: string; dev: string };
   /** Made by the Docker engine through cnmd's plugin: no cnmd sandbox (sandboxId is ''). */
   owner?: 'engine';
   /** Engine endpoints: the engine's sandbox (netns path) it joined, if joined. */

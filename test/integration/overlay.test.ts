@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { eventually, lab, Lab, runIn } from '../lib/fixture';
 import { ping, roundTrip, serve } from '../lib/probe';
+import { startDaemon } from '../lib/daemon';
 import { IptablesBackend } from '../../src/firewall/iptables';
 import { IptablesBridgeFirewall } from '../../src/firewall/bridge';
 import { underlay, UnderlayHost, UNDERLAY_BRIDGE } from '../lib/underlay';
@@ -554,4 +555,15 @@ test('egress through cnmd_gwbridge: a second interface in the sandbox, masquerad
   await driver.leave(net.id, a.endpointId);
   assert.equal(ipj(h1, 'link', 'show', 'master', 'cnmd_gwbridge').length, 0);
   assert.equal(JSON.parse(runIn(ns.path, 'ip', ['-j', 'link', 'show', 'type', 'veth'])).length, 1);
+});
+
+test('the daemon knows the overlay driver, and without a cluster store refuses an overlay network naming --cluster-store', async (t) => {
+  const l = await lab(t);
+  const d = await startDaemon(t, l);
+  const r = await d.request('POST', '/networks/create', { Name: 'web', Driver: 'overlay' });
+  assert.equal(r.status, 403, JSON.stringify(r.body));
+  assert.match(r.body.message, /overlay networks need a cluster store; start cnmd with --cluster-store/);
+  const list = await d.request('GET', '/networks');
+  assert.ok(!list.body.some((n: any) => n.Name === 'web'));
+  assert.equal(d.host.ipj('-d', 'link', 'show', 'type', 'vxlan').length, 0);
 });

@@ -1,0 +1,245 @@
+// Bench case "overlay": the overlay driver's data plane on one machine, hosts
+// being netns on one underlay bridge (test/lib/underlay.ts), a driver
+// instance per host in this process (no cluster store: the bench plays the
+// control plane and calls setPeers). Sections, each its own function adding
+// figures (BENCH_OVERLAY_PARTS=attach,throughput picks some; a later section,
+// e.g. convergence through etcd or Docker swarm as the peer, is one more
+// entry in SECTIONS):
+//
+//  attach      the overlay's added cost over a bridge attach on the same host:
+//              createEndpoint + join (veth into the network, eth0 up with its
+//              address; the overlay's non-internal join also gives the sandbox
+//              its cnmd_gwbridge interface) + leave, for BENCH_OVERLAY_ATTACHES
+//              sandboxes (pre-made netns, as the daemon's pool hands them out),
+//              overlay and bridge alternating attach by attach, both drivers
+//              sharing one host netns and one iptables firewall. Driver level:
+//              the API and controller work in front of it is the same for both.
+//  throughput  iperf3 (Debian's), 1 and 4 TCP streams for BENCH_OVERLAY_IPERF_SECONDS,
+//              sandbox on host 1 -> sandbox on host 2 over VXLAN (overlay MTU
+//              1450), vs host 1 -> host 2 over the underlay directly (MTU 1500),
+//              alternating, BENCH_OVERLAY_IPERF_ROUNDS rounds, medians. Goal: ratio >= 0.7.
+//
+// Host hygiene as the other cases: one Scratch root (tmpfs), every netns under
+// it, removed pass or fail (and on SIGINT/SIGTERM).
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { BridgeDriver } from '../../drivers/bridge/bridge';
+import type { Driver, NetworkSpec } from '../../drivers/driver';
+import { OverlayDriver, OverlayPeer } from '../../drivers/overlay/overlay';
+import { OPT } from '../../drivers/overlay/options';
+import { IptablesBridgeFirewall } from '../../src/firewall/bridge';
+import { IptablesBackend } from '../../src/firewall/iptables';
+import { createLogger } from '../../src/log';
+import { CreatedNetns, NetnsManager } from '../../src/netns/netns';
+import { underlay, UnderlayHost } from '../../test/lib/underlay';
+import {
+  checkPing,
+  cleanupOnSignals,
+  commandExists,
+  ensureDebPackages,
+  intEnv,
+  median,
+  percentile,
+  Scratch,
+} from '../lib/host';
+import { iperfClient, iperfServer } from '../lib/peers-ports';
+
+export const name = 'overlay';
+export const unit = 'ms, Gbit/s';
+
+const ATTACHES = intEnv('BENCH_OVERLAY_ATTACHES', 200, 10, 5000);
+const IPERF_SECONDS = intEnv('BENCH_OVERLAY_IPERF_SECONDS', 5, 1, 120);
+const IPERF_ROUNDS = intEnv('BENCH_OVERLAY_IPERF_ROUNDS', 3, 1, 20);
+
+const log = createLogger('silent');
+const id = () => randomBytes(32).toString('hex');
+const f2 = (x: number) => x.toFixed(2);
+
+/** What every section gets: the scratch root, a netns maker under it, the hosts on one underlay. */
+export interface OverlayLab {
+  s: Scratch;
+  netns: NetnsManager;
+  hosts: UnderlayHost[];
+  /** A driver per host (VTEP = the host's underlay address). */
+  drivers: OverlayDriver[];
+  made: CreatedNetns[];
+}
+
+export function overlaySpec(vni: number, subnet: string, internal: boolean): NetworkSpec {
+  return {
+    id: id(),
+    name: `ov${vni}`,
+    options: { [OPT.vni]: String(vni) },
+    ipv4: [{ pool: subnet, gateway: subnet.replace(/\.0\/(\d+)$/, '.1/$1') }],
+    ipv6: [],
+    enableIPv6: false,
+    internal,
+  };
+}
+
+/** A sandbox netns attached to the network through the driver; resolves with its peer record. */
+async function attach(
+  driver: Driver,
+  sb: CreatedNetns,
+  networkId: string,
+  address: string,
+  vtep: string,
+): Promise<OverlayPeer & { gateway?: string }> {
+  const endpointId = id();
+  const { mac } = await driver.createEndpoint({ networkId, endpointId, address, options: {} });
+  const info = await driver.join(
+    networkId,
+    endpointId,
+    { id: sb.id, key: sb.path, handle: sb.handle, ifname: 'eth0' },
+    {},
+  );
+  return { endpointId, address, mac: mac!, vtep, gateway: info.gateway };
+}
+
+async function sectionAttach(lab: OverlayLab): Promise<Record<string, number>> {
+  const [h1] = lab.hosts;
+  const backend = new IptablesBackend({ netns: h1.path, log });
+  lab.s.onCleanup(() => backend.close());
+  const firewall = new IptablesBridgeFirewall(log, { backend, userlandProxy: false });
+  const bridge = new BridgeDriver({ host: h1.handle, firewall, log });
+  // A driver of its own with the gateway bridge, as the daemon makes it.
+  const overlay = new OverlayDriver({
+    host: h1.handle,
+    vtep: () => h1.ip,
+    execRoot: path.join(lab.s.run, 'attach'),
+    gateway: { firewall },
+    log,
+  });
+  lab.s.onCleanup(() => overlay.close());
+  const ov = overlaySpec(4097, '10.90.0.0/16', false);
+  const br: NetworkSpec = { ...overlaySpec(0, '10.91.0.0/16', false), options: {} };
+  await overlay.createNetwork(ov);
+  await bridge.createNetwork(br);
+  const times: Record<'overlay' | 'bridge', number[]> = { overlay: [], bridge: [] };
+  const leaves: Record<'overlay' | 'bridge', number[]> = { overlay: [], bridge: [] };
+  const sandboxes = await Promise.all(
+    Array.from({ length: ATTACHES * 2 }, (_, i) => lab.netns.create(`a${i}`)),
+  );
+  lab.made.push(...sandboxes);
+  for (let i = 0; i < ATTACHES; i++) {
+    // Alternating, first one then the other: drift in the machine's speed hits both alike.
+    const order = i % 2 === 0 ? (['overlay', 'bridge'] as const) : (['bridge', 'overlay'] as const);
+    for (const which of order) {
+      const d: Driver = which === 'overlay' ? overlay : bridge;
+      const net = which === 'overlay' ? ov : br;
+      const sb = sandboxes[i * 2 + (which === 'overlay' ? 0 : 1)];
+      const ip = `10.${which === 'overlay' ? 90 : 91}.${1 + (i >> 8)}.${i & 255}/16`;
+      const t0 = performance.now();
+      const peer = await attach(d, sb, net.id, ip, h1.ip);
+      times[which].push(performance.now() - t0);
+      // The first of each works: its gateway answers (the overlay's on cnmd_gwbridge, the bridge's on the bridge).
+      if (i === 0) checkPing(`attach ${which}`, sb.path, peer.gateway ?? '10.91.0.1');
+      const t1 = performance.now();
+      await d.leave(net.id, peer.endpointId);
+      await d.deleteEndpoint(net.id, peer.endpointId);
+      leaves[which].push(performance.now() - t1);
+    }
+  }
+  const o = median(times.overlay);
+  const b = median(times.bridge);
+  console.log(
+    `  attach: overlay ${f2(o)} ms (p90 ${f2(percentile(times.overlay, 90))}), bridge ${f2(b)} ms (p90 ${f2(percentile(times.bridge, 90))}), added ${f2(o - b)} ms`,
+  );
+  await overlay.deleteNetwork(ov.id);
+  await bridge.deleteNetwork(br.id);
+  return {
+    attaches: ATTACHES,
+    overlay_attach_median_ms: o,
+    overlay_attach_p90_ms: percentile(times.overlay, 90),
+    bridge_attach_median_ms: b,
+    bridge_attach_p90_ms: percentile(times.bridge, 90),
+    overlay_leave_median_ms: median(leaves.overlay),
+    bridge_leave_median_ms: median(leaves.bridge),
+    overlay_added_attach_ms: o - b,
+    ratio_overlay_vs_bridge_attach: o / b,
+  };
+}
+
+async function sectionThroughput(lab: OverlayLab): Promise<Record<string, number>> {
+  if (!commandExists('iperf3')) throw new Error('bench overlay: iperf3 is not installed');
+  const [h1, h2] = lab.hosts;
+  const [d1, d2] = lab.drivers;
+  const net = overlaySpec(4098, '10.92.0.0/24', true);
+  await d1.createNetwork(net);
+  await d2.createNetwork(net);
+  const [sb1, sb2] = await Promise.all([lab.netns.create('t1'), lab.netns.create('t2')]);
+  lab.made.push(sb1, sb2);
+  const p1 = await attach(d1, sb1, net.id, '10.92.0.2/24', h1.ip);
+  const p2 = await attach(d2, sb2, net.id, '10.92.0.3/24', h2.ip);
+  await d1.setPeers(net.id, [p1, p2]);
+  await d2.setPeers(net.id, [p1, p2]);
+  checkPing('overlay', sb1.path, '10.92.0.3');
+  checkPing('underlay', h1.path, h2.ip);
+  const servers = [await iperfServer(lab.s, sb2.path), await iperfServer(lab.s, h2.path)];
+  const figures: Record<string, number> = { iperf_seconds: IPERF_SECONDS, iperf_rounds: IPERF_ROUNDS };
+  try {
+    for (const streams of [1, 4]) {
+      const ov: number[] = [];
+      const ul: number[] = [];
+      for (let r = 0; r < IPERF_ROUNDS; r++) {
+        ov.push(iperfClient(sb1.path, '10.92.0.3', 5201, IPERF_SECONDS, streams));
+        ul.push(iperfClient(h1.path, h2.ip, 5201, IPERF_SECONDS, streams));
+      }
+      const [o, u] = [median(ov), median(ul)];
+      console.log(
+        `  throughput ${streams} stream(s): overlay ${ov.map(f2).join(' / ')} Gbit/s, underlay ${ul.map(f2).join(' / ')} Gbit/s, ratio ${f2(o / u)}`,
+      );
+      figures[`overlay_gbps_${streams}_streams`] = o;
+      figures[`underlay_gbps_${streams}_streams`] = u;
+      figures[`ratio_overlay_vs_underlay_gbps_${streams}_streams`] = o / u;
+    }
+  } finally {
+    for (const srv of servers) await srv.stop();
+  }
+  return figures;
+}
+
+/** Sections in run order; each adds its figures (names unique across sections). */
+export const SECTIONS: Record<string, (lab: OverlayLab) => Promise<Record<string, number>>> = {
+  attach: sectionAttach,
+  throughput: sectionThroughput,
+};
+
+export async function run(): Promise<Record<string, number>> {
+  if (process.getuid?.() !== 0) throw new Error('bench overlay: needs root (network namespaces)');
+  const parts = (process.env.BENCH_OVERLAY_PARTS ?? Object.keys(SECTIONS).join(','))
+    .split(',')
+    .filter(Boolean);
+  for (const p of parts)
+    if (!SECTIONS[p])
+      throw new Error(`BENCH_OVERLAY_PARTS: unknown part "${p}" (${Object.keys(SECTIONS).join(', ')})`);
+  const installErr = ensureDebPackages(['iperf3']);
+  if (installErr) console.log(`  overlay: ${installErr}`);
+  const t0 = performance.now();
+  const s = new Scratch('cnmd-bench-overlay-');
+  const offSignals = cleanupOnSignals(() => s.cleanup());
+  const lab: OverlayLab = { s, netns: new NetnsManager(s.run), hosts: [], drivers: [], made: [] };
+  s.onCleanup(() => {
+    for (const d of lab.drivers) d.close();
+    for (const n of lab.made) n.handle.close();
+  });
+  try {
+    const { hosts } = await underlay(async (n) => {
+      const made = await lab.netns.create(n);
+      lab.made.push(made);
+      return made;
+    }, 2);
+    lab.hosts = hosts;
+    lab.drivers = hosts.map(
+      (h) => new OverlayDriver({ host: h.handle, vtep: () => h.ip, execRoot: path.join(s.run, h.name), log }),
+    );
+    const figures: Record<string, number> = {};
+    for (const p of parts) Object.assign(figures, await SECTIONS[p](lab));
+    figures.case_seconds = (performance.now() - t0) / 1000;
+    return figures;
+  } finally {
+    offSignals();
+    const notes = s.cleanup();
+    if (notes.length) console.log(`  overlay cleanup: ${notes.join('; ')}`);
+  }
+}
