@@ -4,6 +4,7 @@
 import { CnmdError } from '../../src/errors';
 import type { Handle } from '../../src/netlink/handle';
 import type { Logger } from '../../src/log';
+import { writeSysctl } from '../../src/netns/sysctl';
 import { runSteps } from '../../src/steps';
 import type { PortPublisher } from '../../src/portmap/publisher';
 import type { PortBinding } from '../../src/portmap/spec';
@@ -376,6 +377,9 @@ export class BridgeDriver implements Driver {
       // The bridge is ours if it carries our alias (a restart loses the in-memory flag).
       const link = await this.host.linkGet(st.index);
       st.created = link.alias === networkAlias(spec.id);
+      // With the proxy, loopback never needs routing to the bridge: undo what a run without it set.
+      if (st.created && this.ports?.userlandProxy)
+        writeSysctl(['net', 'ipv4', 'conf', config.bridgeName, 'route_localnet'], '0');
       this.networks.set(spec.id, st);
     }
     const list = await this.host.linkList();
@@ -396,8 +400,18 @@ export class BridgeDriver implements Driver {
     }
   }
 
-  /** Links in the host netns that carry a cnmd alias but belong to no known network or endpoint. */
+  /**
+   * Links in the host netns that carry a cnmd alias but belong to no known
+   * network or endpoint, and port rules that no restored binding has.
+   */
   async sweepLeaks(): Promise<string[]> {
+    const rules = await this.ports?.sweep(
+      [...this.networks.values()].map(({ config: c }) => ({
+        bridge: c.bridgeName,
+        subnets: [c.subnetV4, c.subnetV6].filter((x): x is string => !!x),
+      })),
+    );
+    if (rules?.length) this.log.warn({ rules }, 'removed port rules of no live binding');
     const removed: string[] = [];
     for (const l of await this.host.linkList()) {
       if (!l.alias?.startsWith(ALIAS_PREFIX)) continue;

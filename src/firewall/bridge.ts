@@ -7,10 +7,13 @@ import { IptablesBackend } from './iptables';
 import {
   BridgeNetworkSpec,
   LayoutOptions,
+  baseRuleList,
   baseRules,
   legacyNetworkRules,
+  networkRuleList,
   networkRules,
   removeNetworkRules,
+  removeOtherModeRules,
 } from './layout';
 
 function spec(n: BridgeNetworkRules): BridgeNetworkSpec {
@@ -38,19 +41,33 @@ export class IptablesBridgeFirewall implements BridgeFirewall {
     this.layout = { userlandProxy: opts.userlandProxy ?? true, hairpinNat: true };
   }
 
+  /** The base layout, without the other proxy mode's OUTPUT jump (a restart may have switched modes). */
   setupBase(): Promise<void> {
-    return this.backend.apply(baseRules({ ...this.layout, ipv6: true }));
+    const layout = { ...this.layout, ipv6: true };
+    return this.backend.apply(mergeBatches(removeOtherModeRules(baseRuleList, layout), baseRules(layout)));
   }
 
+  /** A network's rules, without the other proxy mode's (its MASQUERADE of local sources). */
   addNetwork(n: BridgeNetworkRules): Promise<void> {
+    const s = spec(n);
     return this.backend.apply(
-      mergeBatches(legacyNetworkRules(spec(n), this.layout), networkRules(spec(n), this.layout)),
+      mergeBatches(
+        legacyNetworkRules(s, this.layout),
+        removeOtherModeRules((o) => networkRuleList(s, o), this.layout),
+        networkRules(s, this.layout),
+      ),
     );
   }
 
+  /** Both modes' rules: a network made before a switch of --userland-proxy may still have the other's. */
   removeNetwork(n: BridgeNetworkRules): Promise<void> {
+    const s = spec(n);
     return this.backend.apply(
-      mergeBatches(removeNetworkRules(spec(n), this.layout), legacyNetworkRules(spec(n), this.layout)),
+      mergeBatches(
+        removeNetworkRules(s, this.layout),
+        legacyNetworkRules(s, this.layout),
+        removeOtherModeRules((o) => networkRuleList(s, o), this.layout),
+      ),
     );
   }
 }

@@ -246,6 +246,24 @@ export function legacyNetworkRules(net: BridgeNetworkSpec, opts: LayoutOptions =
   return b.build();
 }
 
+/**
+ * Removes the rules only the other userland-proxy mode has (`rules(opts)` with
+ * the mode flipped, minus `rules(opts)`): a daemon restarted with
+ * --userland-proxy switched must not keep the previous mode's jumps and
+ * MASQUERADEs. Idempotent.
+ */
+export function removeOtherModeRules(
+  rules: (o: LayoutOptions) => LayoutRule[],
+  opts: LayoutOptions = {},
+): RuleBatch {
+  const key = (r: LayoutRule) => `${r.family} ${r.table} ${r.chain} ${r.rule}`;
+  const mine = new Set(rules(opts).map(key));
+  const b = new BatchBuilder();
+  for (const r of rules({ ...opts, userlandProxy: !(opts.userlandProxy ?? true) }).reverse())
+    if (!mine.has(key(r))) b.in(r.table, r.family).deleteIfPresent(r.chain, r.rule);
+  return b.build();
+}
+
 function families(ipv6?: boolean): Family[] {
   return ipv6 ? ['ipv4', 'ipv6'] : ['ipv4'];
 }

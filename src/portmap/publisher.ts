@@ -5,12 +5,22 @@
 // leaves no reservation, rule or proxy entry behind.
 import * as dgram from 'node:dgram';
 import { CnmdError } from '../errors';
-import { BatchBuilder, mergeBatches, type FirewallBackend, type RuleBatch } from '../firewall/firewall';
+import { canonicalRule } from '../firewall/canonical';
+import {
+  BatchBuilder,
+  mergeBatches,
+  type Family,
+  type FirewallBackend,
+  type RuleBatch,
+  type Table,
+} from '../firewall/firewall';
+import { CHAINS } from '../firewall/layout';
+import { contains, ipToBig, parseCidr } from '../ipam/ip';
 import type { Logger } from '../log';
 import { writeSysctl } from '../netns/sysctl';
 import { PortAllocator } from './allocator';
 import { UserlandProxy } from './proxy';
-import { portRules, removePortRules } from './rules';
+import { portRuleList, portRules, removePortRules, type PortRulesSpec } from './rules';
 import { formatPortSpec, type PortBinding } from './spec';
 
 export const PROXY_CHAIN = 'CNMD-PROXY';
@@ -55,21 +65,33 @@ export class PortPublisher {
     if (this.userlandProxy) this.proxy = new UserlandProxy(o.log);
   }
 
-  /** Starts the proxy listeners and the loopback REDIRECT chain (the proxy's ports change each start). */
+  /**
+   * Starts the proxy listeners and the loopback REDIRECT chain (the proxy's
+   * ports change each start). Without the proxy, that chain and its jumps go:
+   * the previous run may have had it.
+   */
   async start(): Promise<void> {
-    if (!this.proxy) return;
-    this.redirect = await this.proxy.start();
-    if (this.redirect[4] !== undefined) this.allocator.ownListener('tcp', '127.0.0.1', this.redirect[4]);
-    if (this.redirect[6] !== undefined) this.allocator.ownListener('tcp', '::1', this.redirect[6]);
+    if (this.proxy) {
+      this.redirect = await this.proxy.start();
+      if (this.redirect[4] !== undefined) this.allocator.ownListener('tcp', '127.0.0.1', this.redirect[4]);
+      if (this.redirect[6] !== undefined) this.allocator.ownListener('tcp', '::1', this.redirect[6]);
+    }
     const b = new BatchBuilder();
     for (const [family, lo] of [
       ['ipv4', '127.0.0.0/8'],
       ['ipv6', '::1/128'],
     ] as const) {
-      b.in('nat', family)
-        .ensureChain(PROXY_CHAIN)
-        .flushChain(PROXY_CHAIN)
-        .ensureRule('OUTPUT', `-d ${lo} -j ${PROXY_CHAIN}`, { position: 1 });
+      const jump = `-d ${lo} -j ${PROXY_CHAIN}`;
+      if (this.proxy)
+        b.in('nat', family)
+          .ensureChain(PROXY_CHAIN)
+          .flushChain(PROXY_CHAIN)
+          .ensureRule('OUTPUT', jump, { position: 1 });
+      else
+        b.in('nat', family)
+          .deleteIfPresent('OUTPUT', jump)
+          .flushChain(PROXY_CHAIN, true)
+          .deleteChain(PROXY_CHAIN, true);
     }
     await this.backend.apply(b.build());
   }
@@ -156,14 +178,18 @@ export class PortPublisher {
     return this.program(req, allocated);
   }
 
-  private async program(req: PublishRequest, allocated: PortBinding[]): Promise<PortBinding[]> {
-    const spec = {
+  private specOf(req: PublishRequest, allocated: PortBinding[]): PortRulesSpec {
+    return {
       bridge: req.bridge,
       containerIPv4: req.containerIPv4,
       containerIPv6: req.containerIPv6,
       bindings: allocated,
       hostBindingIPv4: req.hostBindingIPv4,
     };
+  }
+
+  private async program(req: PublishRequest, allocated: PortBinding[]): Promise<PortBinding[]> {
+    const spec = this.specOf(req, allocated);
     // Hairpin by NAT in both modes (DNAT also for traffic from the bridge, and
     // hairpin-mode ports): the proxy only carries loopback connections.
     const opts = { userlandProxy: false };
@@ -190,13 +216,7 @@ export class PortPublisher {
     const p = this.published.get(owner);
     if (!p) return;
     this.proxy?.remove(owner);
-    const spec = {
-      bridge: p.req.bridge,
-      containerIPv4: p.req.containerIPv4,
-      containerIPv6: p.req.containerIPv6,
-      bindings: p.allocated,
-      hostBindingIPv4: p.req.hostBindingIPv4,
-    };
+    const spec = this.specOf(p.req, p.allocated);
     await this.backend.apply(
       mergeBatches(
         removePortRules(spec, { userlandProxy: false }),
@@ -205,6 +225,82 @@ export class PortPublisher {
     );
     this.allocator.release(owner);
     this.published.delete(owner);
+  }
+
+  /**
+   * Removes the port rules no published binding has: those of endpoints a
+   * crash took out of the store after their rules were made (a sandbox killed
+   * mid-delete, or mid-create between its rules and its record). Run at start,
+   * once every live binding is restored. Only rules of cnmd's shape are
+   * looked at: everything in its own chains, and in the shared chains the
+   * hairpin, checksum and raw rules that name an address of `networks` (its
+   * bridges and their subnets) or a host port a removed DNAT had. Returns the
+   * rules removed.
+   */
+  async sweep(networks: { bridge: string; subnets: string[] }[]): Promise<string[]> {
+    const opts = { userlandProxy: false };
+    const wanted = new Set<string>();
+    const want = (family: Family, table: string, chain: string, rule: string) =>
+      wanted.add(`${family} ${table} ${chain} ${canonicalRule(rule, family)}`);
+    for (const { req, allocated } of this.published.values()) {
+      for (const r of portRuleList(this.specOf(req, allocated), opts))
+        want(r.family, r.table, r.chain, r.rule);
+      const redirects = this.redirectRules(req, allocated);
+      for (const family of ['ipv4', 'ipv6'] as const)
+        for (const op of redirects[family]?.nat ?? [])
+          if (op.kind === 'ensureRule') want(family, 'nat', op.chain, op.rule);
+    }
+    const bridges = new Set(networks.map((n) => n.bridge));
+    const subnets = networks.flatMap((n) => n.subnets.map((c) => parseCidr(c)).filter((c) => !!c));
+    const ours = (ip: string) => {
+      const a = ipToBig(ip);
+      return !!a && subnets.some((c) => contains(c, a.family, a.value));
+    };
+    const removed: string[] = [];
+    const b = new BatchBuilder();
+    for (const family of ['ipv4', 'ipv6'] as const) {
+      const rules = async (table: Table, chain: string) =>
+        this.backend.chainRules(table, chain, family).catch((e) => {
+          if (e instanceof CnmdError && e.code === 'NOT_FOUND') return [] as string[];
+          throw e;
+        });
+      const stale = (table: Table, chain: string, rule: string) => {
+        if (wanted.has(`${family} ${table} ${chain} ${rule}`)) return false;
+        b.in(table, family).deleteIfPresent(chain, rule);
+        removed.push(`${family} -t ${table} -A ${chain} ${rule}`);
+        return true;
+      };
+      // Host ports of removed DNATs: the raw table's loopback DROP for them goes too.
+      const deadPorts = new Set<string>();
+      for (const r of await rules('nat', CHAINS.nat)) {
+        if (!/ -j DNAT /.test(r) || !stale('nat', CHAINS.nat, r)) continue;
+        const m = /^(?:-d (\S+) )?.*-p (\S+) .*--dport (\S+) /.exec(r);
+        if (m) deadPorts.add(`${m[1] ?? ''} ${m[2]} ${m[3]}`);
+      }
+      for (const r of await rules('filter', CHAINS.filter))
+        if (/ -j ACCEPT$/.test(r)) stale('filter', CHAINS.filter, r);
+      for (const r of await rules('nat', PROXY_CHAIN))
+        if (/ -j REDIRECT /.test(r)) stale('nat', PROXY_CHAIN, r);
+      for (const r of await rules('nat', 'POSTROUTING')) {
+        const m = /^-s (\S+)\/(?:32|128) -d \1\/(?:32|128) -p \S+ -m \S+ --dport \S+ -j MASQUERADE$/.exec(r);
+        if (m && ours(m[1])) stale('nat', 'POSTROUTING', r);
+      }
+      for (const r of await rules('mangle', 'POSTROUTING')) {
+        const m = /^-s (\S+)\/(?:32|128) -p sctp -m sctp --sport \S+ -j CHECKSUM --checksum-fill$/.exec(r);
+        if (m && ours(m[1])) stale('mangle', 'POSTROUTING', r);
+      }
+      for (const r of await rules('raw', 'PREROUTING')) {
+        const direct = /^-d (\S+)\/(?:32|128) ! -i (\S+) -j DROP$/.exec(r);
+        const loop = /^-d (\S+) ! -i lo -p (\S+) -m \S+ --dport (\S+) -j DROP$/.exec(r);
+        if (
+          (direct && bridges.has(direct[2]) && ours(direct[1])) ||
+          (loop && deadPorts.has(`${loop[1]} ${loop[2]} ${loop[3]}`))
+        )
+          stale('raw', 'PREROUTING', r);
+      }
+    }
+    if (removed.length) await this.backend.apply(b.build());
+    return removed;
   }
 
   close(): void {
