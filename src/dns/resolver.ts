@@ -18,7 +18,9 @@ import {
   SOCK_NONBLOCK,
   SOCK_STREAM,
   SOL_SOCKET,
+  SO_RCVBUF,
   SO_REUSEADDR,
+  SO_SNDBUF,
   SocketSpec,
 } from '../../native';
 import { CnmdError } from '../errors';
@@ -30,6 +32,17 @@ import { lookup, ptrToIp, RecordSource, reverse } from './records';
 export { TTL };
 export const RESOLVER_IP = '127.0.0.11';
 const MAX_TCP_CONNECTIONS = 64;
+/** A TCP connection with no traffic either way for this long is closed (a paused one included). */
+const TCP_IDLE_MS = 10_000;
+/** Per TCP connection: answers being made, and bytes waiting to be sent, before reading pauses. */
+const TCP_MAX_INFLIGHT = 16;
+const TCP_HIGH_WATER = 16 << 10;
+/** Bytes queued for a client past which it is dropped (answers finished after the pause). */
+const TCP_MAX_QUEUED = 1 << 20;
+/** A connection paused because its client does not read its answers is closed after this long. */
+const TCP_STALL_MS = 5_000;
+/** SO_SNDBUF/SO_RCVBUF of the resolver's TCP sockets (the kernel doubles it): one largest answer and more. */
+const TCP_KERNEL_BUFFER = 128 << 10;
 /** Forwarded queries one sandbox may have in flight: a flood from one cannot starve the others. */
 const MAX_FORWARDS_PER_SANDBOX = 128;
 
@@ -120,6 +133,10 @@ export function armResolverSockets(fds: number[]): void {
     native.setsockoptInt(fd, SOL_SOCKET, SO_REUSEADDR, 1);
     native.bindInet(fd, RESOLVER_IP, 53);
   }
+  // Accepted connections inherit these: fixed kernel buffers instead of autotuned megabytes, so a
+  // client that never reads stalls after a few answers and onTcp's backpressure takes over.
+  native.setsockoptInt(fds[1], SOL_SOCKET, SO_SNDBUF, TCP_KERNEL_BUFFER);
+  native.setsockoptInt(fds[1], SOL_SOCKET, SO_RCVBUF, TCP_KERNEL_BUFFER);
   native.listenFd(fds[1], TCP_BACKLOG);
 }
 
@@ -245,29 +262,65 @@ export class SandboxResolver {
     }
   }
 
+  /**
+   * DNS over TCP with backpressure: a client may pipeline queries, but reading stops while
+   * TCP_MAX_INFLIGHT answers are being made or TCP_HIGH_WATER bytes wait to be sent, and
+   * resumes on drain. A client that sends and never reads therefore costs at most about
+   * one read chunk, the queued answers and TCP_MAX_QUEUED, and is closed once it has been
+   * stalled for TCP_STALL_MS. Without this, one sandbox grew the daemon to gigabytes.
+   */
   private onTcp(c: net.Socket): void {
     this.conns.add(c);
-    c.setTimeout(10_000, () => c.destroy());
-    let buf = Buffer.alloc(0);
-    c.on('data', (d) => {
-      buf = Buffer.concat([buf, d]);
-      while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+    c.setTimeout(TCP_IDLE_MS, () => c.destroy());
+    let buf: Buffer = Buffer.alloc(0);
+    let inflight = 0;
+    let stall: NodeJS.Timeout | undefined;
+    const busy = () => inflight >= TCP_MAX_INFLIGHT || c.writableLength >= TCP_HIGH_WATER;
+    const pump = (): void => {
+      while (!busy() && buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
         const msg = buf.subarray(2, 2 + buf.readUInt16BE(0));
         buf = buf.subarray(2 + msg.length);
+        inflight++;
         void this.answer(msg, true).then(
           (reply) => {
-            if (!reply || c.destroyed) return;
-            const len = Buffer.alloc(2);
-            len.writeUInt16BE(reply.length);
-            c.write(Buffer.concat([len, reply]));
+            inflight--;
+            if (c.destroyed) return;
+            if (reply) {
+              const len = Buffer.alloc(2);
+              len.writeUInt16BE(reply.length);
+              // Answers finished in one tick go out as one writev, not one write request each.
+              if (!c.writableCorked) {
+                c.cork();
+                process.nextTick(() => c.uncork());
+              }
+              c.write(len);
+              c.write(reply);
+              if (c.writableLength > TCP_MAX_QUEUED) return void c.destroy();
+            }
+            pump();
           },
           () => c.destroy(),
         );
       }
-      if (buf.length > 2 + 65535) c.destroy();
+      if (busy()) {
+        c.pause();
+        stall ??= setTimeout(() => c.destroy(), TCP_STALL_MS);
+      } else {
+        if (c.isPaused()) c.resume();
+        clearTimeout(stall);
+        stall = undefined;
+      }
+    };
+    c.on('data', (d: Buffer) => {
+      buf = buf.length ? Buffer.concat([buf, d]) : d;
+      pump();
     });
+    c.on('drain', pump);
     c.on('error', () => c.destroy());
-    c.on('close', () => this.conns.delete(c));
+    c.on('close', () => {
+      clearTimeout(stall);
+      this.conns.delete(c);
+    });
   }
 
   /** The reply to one query (undefined: drop it). */
