@@ -31,7 +31,7 @@ export interface RunningDaemon {
 export async function startDaemon(
   t: TestContext,
   l: Lab,
-  opts: { hostNs?: Ns; args?: string[]; name?: string; base?: string } = {},
+  opts: { hostNs?: Ns; args?: string[]; name?: string; base?: string; entry?: string } = {},
 ): Promise<RunningDaemon> {
   const host = opts.hostNs ?? (await l.ns(opts.name ?? 'host'));
   const base = opts.base ?? fs.mkdtempSync(path.join(l.root, 'daemon-'));
@@ -43,7 +43,7 @@ export async function startDaemon(
   const args = [
     `--net=${host.path}`,
     process.execPath,
-    CNMD,
+    opts.entry ?? CNMD,
     '--data-root',
     dataRoot,
     '--exec-root',

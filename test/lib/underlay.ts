@@ -8,24 +8,24 @@ export interface NsRef {
   handle: Handle;
 }
 
-export interface UnderlayHost extends NsRef {
+export type UnderlayHost<T extends NsRef = NsRef> = T & {
   name: string;
   /** The host's underlay (VTEP) address. */
   ip: string;
-}
+};
 
 export const UNDERLAY_BRIDGE = 'ulbr';
 
-export async function underlay(
-  make: (id: string) => Promise<NsRef>,
+export async function underlay<T extends NsRef>(
+  make: (id: string) => Promise<T>,
   count: number,
   opts: { v6?: boolean; mtu?: number; prefix?: string } = {},
-): Promise<{ sw: NsRef; hosts: UnderlayHost[] }> {
+): Promise<{ sw: T; hosts: UnderlayHost<T>[] }> {
   const prefix = opts.prefix ?? 'h';
   const sw = await make(`${prefix}sw`);
   await sw.handle.linkAdd({ kind: 'bridge', name: UNDERLAY_BRIDGE, mtu: opts.mtu });
   await sw.handle.linkSet(UNDERLAY_BRIDGE, { up: true });
-  const hosts: UnderlayHost[] = [];
+  const hosts: UnderlayHost<T>[] = [];
   for (let i = 1; i <= count; i++) {
     const name = `${prefix}${i}`;
     const h = await make(name);
