@@ -157,3 +157,17 @@ export class TeardownErrors {
     if (e) throw e;
   }
 }
+
+/**
+ * One clean-up step whose failure must not replace the caller's own error (a
+ * rollback inside a failed operation, a background removal): NOT_FOUND is
+ * done, anything else is logged.
+ */
+export async function bestEffort(
+  log: WarnSink | undefined,
+  op: string,
+  object: string | undefined,
+  work: () => unknown,
+): Promise<void> {
+  await new TeardownErrors(op, object, log).step(op, work);
+}

@@ -1,7 +1,7 @@
 // Ordered steps with rollback: run each step; when one fails, undo the
 // finished ones in reverse and rethrow. A failed operation leaves nothing
 // half-done (libnetwork bridge's setup steps, with their undo beside them).
-import { CnmdError } from './errors';
+import { CnmdError, TeardownErrors } from './errors';
 
 export interface Step {
   name: string;
@@ -35,9 +35,15 @@ export class StepError extends CnmdError {
   }
 }
 
+/**
+ * Runs steps in order; on a failure undoes the finished ones (and the failed
+ * one's partial work) in reverse, then throws the failure as a StepError.
+ * An undo that fails is reported to onUndoError (the caller logs it) and the
+ * rest are still undone: the step's own error stays the answer.
+ */
 export async function runSteps(
   steps: Step[],
-  onUndoError?: (step: string, e: unknown) => void,
+  onUndoError: (step: string, e: unknown) => void,
 ): Promise<void> {
   const done: Step[] = [];
   for (const s of steps) {
@@ -51,7 +57,7 @@ export async function runSteps(
         try {
           await u.undo();
         } catch (ue) {
-          onUndoError?.(u.name, ue);
+          onUndoError(u.name, ue);
         }
       }
       throw StepError.wrap(s.name, e);
@@ -64,7 +70,7 @@ export async function runSteps(
  * steps (independent work: netlink requests while an iptables-restore process
  * runs). It fails once every lane has settled, with the first lane's error;
  * its undo undoes each lane's finished steps (and a failed one's partial work)
- * in reverse, carrying on past undo errors and rethrowing the first.
+ * in reverse, carrying on past undo errors and throwing them together.
  */
 export function concurrently(name: string, lanes: Step[][]): Step {
   const finished: Step[][] = lanes.map(() => []);
@@ -87,19 +93,11 @@ export function concurrently(name: string, lanes: Step[][]): Step {
       if (failed) throw failed.reason;
     },
     async undo() {
-      let first: unknown;
-      let failed = false;
+      const errs = new TeardownErrors('undo', name);
       for (const lane of finished) {
-        for (const s of lane.splice(0).reverse()) {
-          if (!s.undo) continue;
-          try {
-            await s.undo();
-          } catch (e) {
-            if (!failed) [first, failed] = [e, true];
-          }
-        }
+        for (const s of lane.splice(0).reverse()) if (s.undo) await errs.step(s.name, () => s.undo!());
       }
-      if (failed) throw first;
+      errs.throwIfFailed();
     },
   };
 }

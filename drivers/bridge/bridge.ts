@@ -1,7 +1,7 @@
 // The bridge driver: one Linux bridge per network, one veth per endpoint with
 // the container side created directly inside the sandbox's netns, cnmd's
 // iptables layout through firewall/.
-import { CnmdError } from '../../src/errors';
+import { CnmdError, TeardownErrors, bestEffort, ignoreNotFound } from '../../src/errors';
 import type { Handle } from '../../src/netlink/handle';
 import type { Logger } from '../../src/log';
 import { writeSysctl } from '../../src/netns/sysctl';
@@ -120,15 +120,14 @@ export class BridgeDriver implements Driver {
     this.log.debug({ network: spec.id, bridge: config.bridgeName, index: st.index }, 'bridge ready');
   }
 
+  /** The rules, then the bridge (if cnmd made it): both tried; the network is forgotten once both are gone. */
   async deleteNetwork(networkId: string): Promise<void> {
     const st = this.networks.get(networkId);
     if (!st) return;
-    await this.fw.removeNetwork(rulesFor(st.config));
-    if (st.created) {
-      await this.host.linkDel(st.config.bridgeName).catch((e) => {
-        if (!(e instanceof CnmdError && e.code === 'NOT_FOUND')) throw e;
-      });
-    }
+    const errs = new TeardownErrors('network rm', st.config.bridgeName, this.log);
+    await errs.step('remove rules', () => this.fw.removeNetwork(rulesFor(st.config)));
+    if (st.created) await errs.step('delete bridge', () => this.host.linkDel(st.config.bridgeName));
+    errs.throwIfFailed();
     this.networks.delete(networkId);
   }
 
@@ -213,7 +212,7 @@ export class BridgeDriver implements Driver {
       (r): r is PromiseRejectedResult => r.status === 'rejected',
     );
     if (failed) {
-      await this.host.linkDel(ep.hostVeth).catch(() => undefined);
+      await this.removeVethAfterFailure(ep.hostVeth);
       throw failed.reason;
     }
   }
@@ -242,9 +241,14 @@ export class BridgeDriver implements Driver {
       // Each socket's requests pipelined: the sandbox side does not wait for the host side's ACKs.
       await Promise.all([this.finishHostSide(veth.index, c.networkId, ep.id), configurePeer(veth)]);
     } catch (e) {
-      await this.host.linkDel(ep.hostVeth).catch(() => undefined);
+      await this.removeVethAfterFailure(ep.hostVeth);
       throw e;
     }
+  }
+
+  /** A join's rollback: the pair goes (gone already is fine; anything else is logged, the join's error is the answer). */
+  private removeVethAfterFailure(hostVeth: string): Promise<void> {
+    return bestEffort(this.log, 'endpoint join rollback', hostVeth, () => this.host.linkDel(hostVeth));
   }
 
   /**
@@ -306,9 +310,9 @@ export class BridgeDriver implements Driver {
     // A dead sandbox's veth goes in the background, apart from the requests
     // that follow (the next attach's veth must not wait ~20 ms behind it); a
     // daemon killed before it completes sweeps the veth at start (its alias).
-    const removal = this.host.linkDel(name, { apart: !!opts.sandboxDestroyed }).catch((e) => {
-      if (!(e instanceof CnmdError && e.code === 'NOT_FOUND')) throw e;
-    });
+    const removal = ignoreNotFound(this.host.linkDel(name, { apart: !!opts.sandboxDestroyed })).then(
+      () => undefined,
+    );
     if (!opts.sandboxDestroyed) return removal;
     removal.catch((e) => this.log.warn({ err: e, veth: name }, 'background veth removal failed'));
   }
@@ -360,11 +364,14 @@ export class BridgeDriver implements Driver {
   async cleanupNetwork(spec: NetworkSpec): Promise<void> {
     const config = parseBridgeConfig(spec);
     await this.ensureBase();
-    await this.fw.removeNetwork(rulesFor(config));
-    const link = await this.host.linkGet(config.bridgeName).catch(() => undefined);
-    if (link && ownBridge(link, spec.id, config.bridgeName))
-      await this.host.linkDel(link.index).catch(() => undefined);
+    const errs = new TeardownErrors('network cleanup', config.bridgeName, this.log);
+    await errs.step('remove rules', () => this.fw.removeNetwork(rulesFor(config)));
+    await errs.step('delete bridge', async () => {
+      const link = await ignoreNotFound(this.host.linkGet(config.bridgeName));
+      if (link && ownBridge(link, spec.id, config.bridgeName)) await this.host.linkDel(link.index);
+    });
     this.networks.delete(spec.id);
+    errs.throwIfFailed();
   }
 
   /** Rebuilds in-memory state from the store and recreates what the kernel lost. */
@@ -373,7 +380,9 @@ export class BridgeDriver implements Driver {
       const config = parseBridgeConfig(spec);
       const st: BridgeState = { config, index: 0, created: false };
       await this.ensureBase();
-      await runSteps(bridgeSetupSteps(this.host, this.fw, st));
+      await runSteps(bridgeSetupSteps(this.host, this.fw, st), (step, e) =>
+        this.log.error({ err: e, network: spec.id, step }, 'bridge rollback step failed'),
+      );
       // The bridge is ours if it carries our alias (a restart loses the in-memory flag).
       const link = await this.host.linkGet(st.index);
       st.created = link.alias === networkAlias(spec.id);
@@ -401,8 +410,10 @@ export class BridgeDriver implements Driver {
   }
 
   /**
-   * Links in the host netns that carry a cnmd alias but belong to no known
-   * network or endpoint, and port rules that no restored binding has.
+   * Removes links in the host netns that carry a cnmd alias but belong to no
+   * known network or endpoint, and port rules that no restored binding has.
+   * A link that cannot be removed is logged and left for the next start (the
+   * daemon starts anyway).
    */
   async sweepLeaks(): Promise<string[]> {
     const rules = await this.ports?.sweep(
@@ -413,6 +424,7 @@ export class BridgeDriver implements Driver {
     );
     if (rules?.length) this.log.warn({ rules }, 'removed port rules of no live binding');
     const removed: string[] = [];
+    const errs = new TeardownErrors('leak sweep', undefined, this.log);
     for (const l of await this.host.linkList()) {
       if (!l.alias?.startsWith(ALIAS_PREFIX)) continue;
       const parts = l.alias.slice(ALIAS_PREFIX.length).split(':');
@@ -423,8 +435,10 @@ export class BridgeDriver implements Driver {
             ? this.endpoints.has(parts[2])
             : true;
       if (known) continue;
-      await this.host.linkDel(l.index).catch(() => undefined);
-      removed.push(l.name);
+      await errs.step(`delete ${l.name}`, async () => {
+        await this.host.linkDel(l.index);
+        removed.push(l.name);
+      });
     }
     return removed;
   }

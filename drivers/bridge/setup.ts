@@ -1,7 +1,7 @@
 // The bridge network's setup, as an ordered list of small named steps, each
 // with its undo (libnetwork bridge: setup_device, setup_ipv4, setup_ipv6,
 // setup_ip_forwarding, setup_ip_tables, setup_verify).
-import { CnmdError } from '../../src/errors';
+import { failure, hasCode, ignoreNotFound } from '../../src/errors';
 import type { Handle } from '../../src/netlink/handle';
 import { writeSysctl } from '../../src/netns/sysctl';
 import { concurrently, Step } from '../../src/steps';
@@ -13,6 +13,8 @@ export const ALIAS_PREFIX = 'cnmd:';
 export const networkAlias = (networkId: string) => `${ALIAS_PREFIX}net:${networkId}`;
 export const endpointAlias = (networkId: string, endpointId: string) =>
   `${ALIAS_PREFIX}ep:${networkId}:${endpointId}`;
+
+const OP = 'network create';
 
 export interface BridgeState {
   config: BridgeConfig;
@@ -40,7 +42,7 @@ export function setupDevice(host: Handle, st: BridgeState): Step {
           nfCallIptables: !c.enableICC ? true : undefined,
         })
         .catch((e) => {
-          if (e instanceof CnmdError && e.code === 'ALREADY_EXISTS') return undefined;
+          if (hasCode(e, 'ALREADY_EXISTS')) return undefined;
           throw e;
         });
       if (link) {
@@ -48,35 +50,21 @@ export function setupDevice(host: Handle, st: BridgeState): Step {
         st.created = true;
         return;
       }
-      const existing = await host.linkGet(c.bridgeName).catch((e) => {
-        if (e instanceof CnmdError && e.code === 'NOT_FOUND') return undefined;
-        throw e;
-      });
+      const existing = await ignoreNotFound(host.linkGet(c.bridgeName));
+      const where = { op: OP, object: c.bridgeName };
       if (!existing)
-        throw new CnmdError(
-          'CONFLICT',
-          `network create: device ${c.bridgeName} appeared and went while the bridge was made; try again`,
-          { op: 'network create', object: c.bridgeName },
-        );
+        throw failure('CONFLICT', where, 'the device appeared and went while the bridge was made; try again');
       if (existing.kind !== 'bridge') {
-        throw new CnmdError(
-          'CONFLICT',
-          `network create: device ${c.bridgeName} exists and is a ${existing.kind ?? 'non-bridge'} device, not a bridge`,
-          { op: 'network create', object: c.bridgeName },
-        );
+        const kind = existing.kind ?? 'non-bridge';
+        throw failure('CONFLICT', where, `the device exists and is a ${kind} device, not a bridge`);
       }
-      if (existing.alias?.startsWith(ALIAS_PREFIX) && existing.alias !== networkAlias(c.networkId)) {
-        throw new CnmdError(
-          'CONFLICT',
-          `network create: bridge ${c.bridgeName} is already used by another cnmd network`,
-          { op: 'network create', object: c.bridgeName },
-        );
-      }
+      if (existing.alias?.startsWith(ALIAS_PREFIX) && existing.alias !== networkAlias(c.networkId))
+        throw failure('CONFLICT', where, 'the bridge is already used by another cnmd network');
       st.index = existing.index;
       st.created = false;
     },
     async undo() {
-      if (st.created) await host.linkDel(c.bridgeName).catch(() => undefined);
+      if (st.created) await ignoreNotFound(host.linkDel(c.bridgeName));
     },
   };
 }
@@ -93,7 +81,7 @@ export function setupIPv4(host: Handle, st: BridgeState): Step {
     },
     async undo() {
       if (!c.inhibitIPv4 && c.gatewayV4 && !st.created)
-        await host.addrDel(st.index, c.gatewayV4).catch(() => undefined);
+        await ignoreNotFound(host.addrDel(st.index, c.gatewayV4));
     },
   };
 }
@@ -112,7 +100,7 @@ export function setupIPv6(host: Handle, st: BridgeState): Step {
     },
     async undo() {
       if (c.enableIPv6 && c.gatewayV6 && !st.created)
-        await host.addrDel(st.index, c.gatewayV6).catch(() => undefined);
+        await ignoreNotFound(host.addrDel(st.index, c.gatewayV6));
     },
   };
 }
@@ -150,22 +138,15 @@ export function setupVerify(host: Handle, st: BridgeState): Step {
         host.linkGet(st.index),
         wantV4 ? host.addrList({ link: st.index, family: 4 }) : [],
       ]);
-      if (link.name !== c.bridgeName || link.kind !== 'bridge') {
-        throw new CnmdError(
+      const where = { op: OP, object: c.bridgeName };
+      if (link.name !== c.bridgeName || link.kind !== 'bridge')
+        throw failure(
           'INTERNAL',
-          `network create: device ${st.index} is ${link.name} (${link.kind}), expected bridge ${c.bridgeName}`,
-          { op: 'network create', object: c.bridgeName },
+          where,
+          `device ${st.index} is ${link.name} (${link.kind}), not this bridge`,
         );
-      }
-      if (wantV4) {
-        if (!addrs.some((a) => a.cidr === c.gatewayV4)) {
-          throw new CnmdError(
-            'INTERNAL',
-            `network create: bridge ${c.bridgeName} does not hold its gateway ${c.gatewayV4}`,
-            { op: 'network create', object: c.bridgeName },
-          );
-        }
-      }
+      if (wantV4 && !addrs.some((a) => a.cidr === c.gatewayV4))
+        throw failure('INTERNAL', where, `the bridge does not hold its gateway ${c.gatewayV4}`);
     },
   };
 }

@@ -4,7 +4,7 @@
 // endpoint's MAC and addresses and brings it up. On the way out it goes back to
 // the daemon's netns under the plugin's name, where the plugin's Leave or
 // DeleteEndpoint expects to find it.
-import { CnmdError } from '../../src/errors';
+import { type WarnSink, bestEffort, isNotFound } from '../../src/errors';
 import { Handle } from '../../src/netlink/handle';
 
 export interface InterfaceConfig {
@@ -12,10 +12,6 @@ export interface InterfaceConfig {
   /** CIDRs */
   address?: string;
   addressIPv6?: string;
-}
-
-function isNotFound(e: unknown): boolean {
-  return e instanceof CnmdError && e.code === 'NOT_FOUND';
 }
 
 /** The path the kernel needs to move a link back into the daemon's own netns. */
@@ -26,7 +22,7 @@ export function hostNsPath(host: Handle): string {
 /**
  * Moves `srcName` from the daemon's netns into the sandbox as `ifname` and
  * configures it. Leaves nothing behind on failure: the link is back in the
- * daemon's netns under `srcName`.
+ * daemon's netns under `srcName` (a failure of that is logged to `log`).
  */
 export async function moveIntoSandbox(
   host: Handle,
@@ -35,6 +31,7 @@ export async function moveIntoSandbox(
   srcName: string,
   ifname: string,
   cfg: InterfaceConfig,
+  log?: WarnSink,
 ): Promise<void> {
   const link = await host.linkGet(srcName);
   let renamed = false;
@@ -49,7 +46,10 @@ export async function moveIntoSandbox(
     if (cfg.addressIPv6) await sandbox.addrAdd(index, cfg.addressIPv6, { nodad: true });
     await sandbox.linkSet(index, { up: true });
   } catch (e) {
-    await moveBack(sandbox, hostNsPath(host), renamed ? ifname : srcName, srcName).catch(() => undefined);
+    // The move's own error is the answer; a failed move back is logged.
+    await bestEffort(log, 'interface move back', srcName, () =>
+      moveBack(sandbox, hostNsPath(host), renamed ? ifname : srcName, srcName),
+    );
     throw e;
   }
 }

@@ -229,7 +229,7 @@ export class RemoteDriver implements Driver {
       if (srcName === undefined) return info;
       iface = srcName;
       if (sb.handle) {
-        await moveIntoSandbox(this.host, sb.handle, sb.key, srcName, sb.ifname, ep);
+        await moveIntoSandbox(this.host, sb.handle, sb.key, srcName, sb.ifname, ep, this.log);
         ep.joined = { srcName, ifname: sb.ifname, sandboxKey: sb.key };
         return info;
       }

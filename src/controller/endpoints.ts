@@ -4,7 +4,7 @@
 // in reverse. Published ports live on one endpoint per sandbox and move when
 // it leaves.
 import type { Capabilities, Driver, JoinInfo } from '../../drivers/driver';
-import { CnmdError, TeardownErrors, hasCode, ignoreNotFound, invalidArgument } from '../errors';
+import { CnmdError, TeardownErrors, bestEffort, hasCode, invalidArgument } from '../errors';
 import { SERIAL_OPTION, type Ipam } from '../ipam/ipam';
 import { contains, ipToBig, parseCidr } from '../ipam/ip';
 import type { Handle } from '../netlink/handle';
@@ -323,9 +323,7 @@ export class Endpoints {
     } catch (e) {
       await this.release(p, sb);
       // The route may have moved to this endpoint: back to what the others offer (logged, the join's error wins).
-      await new TeardownErrors('endpoint join rollback', ep.id, log).step('gateway', () =>
-        routes.update(sb, handle),
-      );
+      await bestEffort(log, 'gateway update', sb.name, () => routes.update(sb, handle));
       throw e;
     }
     p.stage = 'wired';
@@ -435,9 +433,7 @@ export class Endpoints {
     handle: Handle,
   ): Promise<void> {
     // Whatever the driver still holds for the lost interface: gone is fine, anything else is logged.
-    await new TeardownErrors('endpoint rejoin', ep.id, this.d.log).step('leave', () =>
-      ignoreNotFound(driver.leave(n.id, ep.id)),
-    );
+    await bestEffort(this.d.log, 'endpoint leave', ep.id, () => driver.leave(n.id, ep.id));
     await driver.join(n.id, ep.id, { id: sb.id, key: sb.key, handle, ifname: ep.ifname }, {});
   }
 }

@@ -6,7 +6,7 @@
 // kinds: a network id can be both cnmd's (through drivers/remote) and the
 // engine's view of the same id on the plugin side.
 import type { Driver, IpamData, JoinInfo } from '../../drivers/driver';
-import { CnmdError, invalidArgument } from '../errors';
+import { CnmdError, TeardownErrors, bestEffort, invalidArgument } from '../errors';
 import type { Ipam } from '../ipam/ipam';
 import { contains, ipToBig, parseCidr } from '../ipam/ip';
 import type { Logger } from '../log';
@@ -339,7 +339,7 @@ export class EngineObjects {
         {},
       );
       if (!info.srcName) {
-        await driver.leave(n.id, ep.id).catch(() => undefined);
+        await bestEffort(this.d.log, 'plugin join rollback', ep.id, () => driver.leave(n.id, ep.id));
         throw new CnmdError('INTERNAL', `${op}: driver ${n.driver} cannot hand an interface to the engine`, {
           op,
           object: ep.id,
@@ -463,12 +463,13 @@ export class EngineObjects {
     const l0 = this.lease(op, poolId);
     await this.d.locks.lock([LOCK.lease(l0.poolId)], async () => {
       const l = this.lease(op, l0.poolId);
+      // Every address is tried (failures logged, reported together); a pool still held keeps its lease for a retry.
+      const errs = new TeardownErrors(op, l.poolId, this.d.log);
       for (const ip of l.addresses)
-        await this.ipam()
-          .releaseAddress(l.poolId, ip)
-          .catch(() => undefined);
+        await errs.step(`release address ${ip}`, () => this.ipam().releaseAddress(l.poolId, ip));
       await this.ipam().releasePool(l.poolId);
       this.d.store.delete(KIND.ipamLease, l.poolId);
+      errs.throwIfFailed();
     });
   }
 

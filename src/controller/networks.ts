@@ -2,7 +2,7 @@
 // and the daemon's default networks. Whether a network takes IPAM pools is
 // the driver's Capabilities.needsIpam.
 import { DEFAULT_BRIDGE_DEVICE, OPT } from '../../drivers/bridge/options';
-import { CnmdError, TeardownErrors, hasCode, invalidArgument } from '../errors';
+import { CnmdError, TeardownErrors, bestEffort, hasCode, invalidArgument } from '../errors';
 import type { Ipam } from '../ipam/ipam';
 import { contains, ipToBig, parseCidr } from '../ipam/ip';
 import { runSteps, Step } from '../steps';
@@ -187,9 +187,7 @@ export class Networks {
       return alloc;
     } catch (e) {
       // A rollback: its failures are logged, the allocation's error is the answer.
-      await this.releasePool(ipam, alloc).catch((re) =>
-        this.d.log.error({ err: re, pool: alloc.poolId }, 'pool rollback failed'),
-      );
+      await bestEffort(this.d.log, 'pool release', alloc.pool, () => this.releasePool(ipam, alloc));
       throw e;
     }
   }

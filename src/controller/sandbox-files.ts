@@ -136,8 +136,10 @@ export class SandboxFiles {
   list(): string[] {
     try {
       return fs.readdirSync(this.root);
-    } catch {
-      return [];
+    } catch (e) {
+      // No directory yet: no sandbox has files. Anything else (EACCES) is the caller's to see.
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw e;
     }
   }
 }

@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { concurrently, runSteps, Step, StepError } from '../../src/steps';
 
+const noUndoError = (step: string, e: unknown) => assert.fail(`undo of ${step} failed: ${String(e)}`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function recorder() {
@@ -26,10 +27,13 @@ function recorder() {
 
 test('concurrently: lanes run at the same time, each in order; the step is done when every lane is', async () => {
   const { log, step } = recorder();
-  await runSteps([
-    concurrently('both', [[step('a1', { ms: 40 }), step('a2', { ms: 40 })], [step('b1', { ms: 60 })]]),
-    step('after'),
-  ]);
+  await runSteps(
+    [
+      concurrently('both', [[step('a1', { ms: 40 }), step('a2', { ms: 40 })], [step('b1', { ms: 60 })]]),
+      step('after'),
+    ],
+    noUndoError,
+  );
   // Overlap shown by order, not by time (a loaded machine's timers run late).
   assert.deepEqual(log.indexOf('+b1') < log.indexOf('=a1'), true, 'b1 started before a1 finished');
   assert.ok(log.indexOf('=a1') < log.indexOf('+a2'), 'a lane keeps its order');
@@ -40,14 +44,17 @@ test('concurrently: lanes run at the same time, each in order; the step is done 
 test('concurrently: a failing lane waits for the others, then every finished step and the partial one are undone in reverse', async () => {
   const { log, step } = recorder();
   await assert.rejects(
-    runSteps([
-      step('before'),
-      concurrently('both', [
-        [step('a1'), step('a2', { ms: 10, fail: true }), step('a3')],
-        [step('b1', { ms: 50 }), step('b2')],
-      ]),
-      step('after'),
-    ]),
+    runSteps(
+      [
+        step('before'),
+        concurrently('both', [
+          [step('a1'), step('a2', { ms: 10, fail: true }), step('a3')],
+          [step('b1', { ms: 50 }), step('b2')],
+        ]),
+        step('after'),
+      ],
+      noUndoError,
+    ),
     (e: unknown) =>
       e instanceof StepError &&
       e.message === 'a2 failed' &&
