@@ -422,7 +422,9 @@ export class OverlayDriver implements Driver {
       );
       await this.teardown(config, ns);
     }
-    await runSteps(overlaySetupSteps(this.host, this.netns, st));
+    await runSteps(overlaySetupSteps(this.host, this.netns, st), (step, e) =>
+      this.log.error({ err: e, network: spec.id, step }, 'overlay rollback step failed'),
+    );
     this.networks.set(spec.id, st);
   }
 
