@@ -96,6 +96,7 @@ export class Daemon {
           .filter((r) => r.dst !== 'default' && r.type === 'unicast')
           .map((r) => r.dst),
       describePool: (poolId, ip) => this.describePool(poolId, ip),
+      reserved: () => this.controller?.engine.foreignPools() ?? [],
     });
     // One model of the iptables tables for the whole daemon: networks and published ports share it.
     const backend = (this.backend = new IptablesBackend({ log: this.log, spareProcesses: true }));

@@ -8,7 +8,7 @@
 import type { Driver, IpamData, JoinInfo } from '../../drivers/driver';
 import { CnmdError, TeardownErrors, bestEffort, invalidArgument } from '../errors';
 import type { Ipam } from '../ipam/ipam';
-import { contains, ipToBig, parseCidr } from '../ipam/ip';
+import { contains, ipToBig, overlaps, parseCidr } from '../ipam/ip';
 import type { Logger } from '../log';
 import type { PortBinding } from '../portmap/spec';
 import type { Store } from '../store/store';
@@ -184,6 +184,8 @@ export class EngineObjects {
           req.id,
           'IPv4Data is empty: the network needs an IPv4 pool (the engine sends one from its IPAM driver)',
         );
+      this.refuseOverlap(op, rec);
+      // No await since the check: a cnmd network made meanwhile sees this record (foreignPools).
       this.d.store.put(KIND.engineNetwork, rec.id, rec);
       try {
         await driver.createNetwork(networkSpec(rec));
@@ -199,6 +201,46 @@ export class EngineObjects {
       );
       return rec;
     });
+  }
+
+  /**
+   * A pool the engine's own IPAM chose (not leased through cnmd-ipam) that
+   * overlaps one of cnmd's networks would put one subnet on two bridges, and
+   * routes to both: refused. Synchronous, so the check and the record that
+   * makes the pool visible to cnmd's own creates are one step.
+   */
+  private refuseOverlap(op: string, rec: NetworkRecord): void {
+    const leased = new Set(this.leases().map((l) => l.pool));
+    const own = this.d.store
+      .list<NetworkRecord>(KIND.network)
+      .flatMap((n) => n.pools.map((p) => ({ pool: p.pool, by: `network ${n.name}` })));
+    // The IPAM's pools too: a cnmd network being made has its pool before its record names it.
+    const allocated = (this.d.ipams.get('default')?.pools?.() ?? [])
+      .filter((p) => !leased.has(p.pool))
+      .map((p) => ({ pool: p.pool, by: `IPAM pool ${p.id}` }));
+    for (const p of rec.pools) {
+      if (leased.has(p.pool)) continue;
+      const c = parseCidr(p.pool)!;
+      const clash = [...own, ...allocated].find((o) => {
+        const oc = parseCidr(o.pool);
+        return !!oc && overlaps(oc, c);
+      });
+      if (clash)
+        throw new CnmdError(
+          'CONFLICT',
+          `${op}: pool ${p.pool} overlaps ${clash.pool} of cnmd's ${clash.by}; choose another subnet`,
+          { op, object: p.pool },
+        );
+    }
+  }
+
+  /** Pools of engine networks that cnmd's IPAM did not hand out: taken for cnmd's own networks too. */
+  foreignPools(): string[] {
+    const leased = new Set(this.leases().map((l) => l.pool));
+    return this.d.store
+      .list<NetworkRecord>(KIND.engineNetwork)
+      .flatMap((n) => n.pools.map((p) => p.pool))
+      .filter((p) => !leased.has(p));
   }
 
   async deleteNetwork(id: unknown): Promise<void> {
@@ -241,6 +283,27 @@ export class EngineObjects {
     }
   }
 
+  /** An address (or the gateway's) or a MAC another endpoint of the network has: refused (under the network's lock). */
+  private refuseInUse(op: string, n: NetworkRecord, iface: EngineInterface): void {
+    const others = this.d.store.list<EndpointRecord>(KIND.engineEndpoint).filter((e) => e.networkId === n.id);
+    const conflict = (what: string, value: string, holder: string) =>
+      new CnmdError('CONFLICT', `${op}: ${what} ${value} is already in use by ${holder} in network ${n.id}`, {
+        op,
+        object: value,
+      });
+    for (const cidr of [iface.address, iface.addressIPv6]) {
+      const ip = plain(cidr);
+      if (!ip) continue;
+      const gw = n.pools.find((p) => plain(p.gateway) === ip);
+      if (gw) throw conflict('address', ip, 'the gateway');
+      const e = others.find((o) => plain(o.ipv4) === ip || plain(o.ipv6) === ip);
+      if (e) throw conflict('address', ip, `endpoint ${e.id}`);
+    }
+    const mac = iface.mac?.toLowerCase();
+    const e = mac && others.find((o) => o.mac?.toLowerCase() === mac);
+    if (e) throw conflict('MAC address', iface.mac!, `endpoint ${e.id}`);
+  }
+
   /** Returns the MAC the driver chose when the engine gave none (the reply may only fill empty fields). */
   async createEndpoint(
     networkId: unknown,
@@ -267,6 +330,7 @@ export class EngineObjects {
           object: endpointId,
         });
       }
+      this.refuseInUse(op, n, iface);
       const ep: EndpointRecord = {
         id: endpointId,
         name: endpointId.slice(0, 12),

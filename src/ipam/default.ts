@@ -46,6 +46,8 @@ export interface DefaultIpamOptions {
    * address, what holds it (`sandbox "db"`); the daemon answers from its records.
    */
   describePool?: (poolId: string, ip?: string) => PoolDescription | undefined;
+  /** Subnets held outside this IPAM (the engine's networks from its own IPAM): refused and skipped like its pools. */
+  reserved?: () => string[];
 }
 
 export interface PoolDescription {
@@ -59,19 +61,25 @@ export class DefaultIpam implements Ipam {
   private readonly store: Store;
   private readonly hostNetworks: () => Promise<string[]>;
   private readonly describePool: (poolId: string, ip?: string) => PoolDescription | undefined;
+  private readonly reserved: () => string[];
 
   constructor(store: Store, opts: DefaultIpamOptions = {}) {
     this.store = store;
     this.hostNetworks = opts.hostNetworks ?? (async () => []);
     this.describePool = opts.describePool ?? (() => undefined);
+    this.reserved = opts.reserved ?? (() => []);
   }
 
   async defaultAddressSpaces(): Promise<{ local: string; global: string }> {
     return { local: LOCAL_SPACE, global: GLOBAL_SPACE };
   }
 
-  private pools(space: string): PoolRecord[] {
+  private records(space: string): PoolRecord[] {
     return this.store.list<PoolRecord>(KIND).filter((p) => p.addressSpace === space);
+  }
+
+  pools(): { id: string; pool: string }[] {
+    return this.store.list<PoolRecord>(KIND).map((p) => ({ id: p.id, pool: p.pool }));
   }
 
   async requestPool(req: PoolRequest): Promise<PoolInfo> {
@@ -109,7 +117,14 @@ export class DefaultIpam implements Ipam {
           req.pool,
           `subnet ${req.pool} is IPv${p.family} but an IPv${v6 ? 6 : 4} pool was requested`,
         );
-      const clash = this.pools(space).find((o) => overlaps(parseCidr(o.pool)!, p));
+      const foreign = this.reserved().find((o) => overlaps(parseCidr(o)!, p));
+      if (foreign)
+        throw new CnmdError(
+          'CONFLICT',
+          `${op}: subnet ${formatCidr(p)} overlaps with ${foreign}, the subnet of a Docker engine network; choose a subnet that does not overlap it`,
+          { op, object: formatCidr(p) },
+        );
+      const clash = this.records(space).find((o) => overlaps(parseCidr(o.pool)!, p));
       if (clash) {
         const holder = this.describePool(clash.id)?.network;
         throw new CnmdError(
@@ -163,7 +178,7 @@ export class DefaultIpam implements Ipam {
 
   /** Synchronous on purpose: the caller records the choice before anything else runs. */
   private pickPredefined(space: string, v6: boolean, host: Cidr[]): Cidr {
-    const taken = this.pools(space).map((p) => parseCidr(p.pool)!);
+    const taken = [...this.records(space).map((p) => p.pool), ...this.reserved()].map((p) => parseCidr(p)!);
     for (const c of predefinedSubnets(space === GLOBAL_SPACE ? 'global' : 'local', v6)) {
       if (taken.some((t) => overlaps(t, c)) || host.some((h) => overlaps(h, c))) continue;
       return c;

@@ -46,6 +46,8 @@ export interface Ipam {
    * for the log. An IPAM that keeps no state of its own (remote) omits it.
    */
   sweep?(referenced: Map<string, Set<string>>): string[];
+  /** The pools this allocator holds now (an IPAM that keeps no state of its own omits it). */
+  pools?(): { id: string; pool: string }[];
 }
 
 export const GATEWAY_OPTION = 'com.docker.network.gateway';

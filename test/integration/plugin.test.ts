@@ -12,6 +12,7 @@ import type { TestContext } from 'node:test';
 import { eventually, lab, Lab, Ns } from '../lib/fixture';
 import { CNMCTL, restartDaemon, startDaemon } from '../lib/daemon';
 import { ping, roundTrip, serve } from '../lib/probe';
+import { readStore } from '../lib/invariants';
 
 interface Reply {
   status: number;
@@ -408,4 +409,78 @@ test('plugin bad input: the protocol error field says what to fix, and cnmd keep
     IPv4Data: [{ Pool: '10.82.0.0/24', Gateway: '10.82.0.1/24' }],
   });
   assert.match(dup.body.Err, /already exists/);
+});
+
+test("plugin pools against cnmd's networks: RequestPool and the engine IPAM's CreateNetwork refuse an overlap, both ways", async (t) => {
+  const { d, bridgeSock, ipamSock } = await setup(t);
+  const pn = await d.request('POST', '/networks/create', {
+    Name: 'pn',
+    IPAM: { Config: [{ Subnet: '10.66.0.0/24' }] },
+  });
+  assert.equal(pn.status, 201);
+  // cnmd-ipam: the same subnet, and one inside it.
+  for (const Pool of ['10.66.0.0/24', '10.66.0.128/25']) {
+    const r = await call(ipamSock, 'IpamDriver.RequestPool', { AddressSpace: 'LocalDefault', Pool });
+    assert.match(r.body.Error, /overlaps with 10\.66\.0\.0\/24/, Pool);
+  }
+  // The engine's own IPAM chose it: CreateNetwork names the overlap, and makes no bridge.
+  const bridgesBefore = d.host.ipj('link', 'show', 'type', 'bridge').length;
+  const clash = await call(bridgeSock, 'NetworkDriver.CreateNetwork', {
+    NetworkID: NET_ID,
+    Options: {},
+    IPv4Data: [{ AddressSpace: 'LocalDefault', Pool: '10.66.0.0/24', Gateway: '10.66.0.1/24' }],
+    IPv6Data: [],
+  });
+  assert.match(clash.body.Err, /pool 10\.66\.0\.0\/24 overlaps 10\.66\.0\.0\/24 of cnmd's network pn/);
+  assert.equal(d.host.ipj('link', 'show', 'type', 'bridge').length, bridgesBefore, 'no bridge made');
+  const holders = d.host
+    .ipj('addr', 'show', 'type', 'bridge')
+    .filter((l: any) => l.addr_info.some((a: any) => a.local === '10.66.0.1'));
+  assert.equal(holders.length, 1, 'one bridge holds 10.66.0.1');
+  assert.equal((await d.request('GET', `/networks/${NET_ID}`)).status, 404);
+  // A pool the engine's IPAM chose elsewhere is taken for cnmd's own networks from then on.
+  await ok(bridgeSock, 'NetworkDriver.CreateNetwork', {
+    NetworkID: NET_ID,
+    Options: {},
+    IPv4Data: [{ AddressSpace: 'LocalDefault', Pool: '10.67.0.0/24', Gateway: '10.67.0.1/24' }],
+    IPv6Data: [],
+  });
+  const mine = await d.request('POST', '/networks/create', {
+    Name: 'mine',
+    IPAM: { Config: [{ Subnet: '10.67.0.0/16' }] },
+  });
+  assert.equal(mine.status, 409);
+  assert.match(mine.body.message, /overlaps with 10\.67\.0\.0\/24, the subnet of a Docker engine network/);
+  const viaIpam = await call(ipamSock, 'IpamDriver.RequestPool', { Pool: '10.67.0.0/24' });
+  assert.match(viaIpam.body.Error, /overlaps with 10\.67\.0\.0\/24/);
+});
+
+test('plugin CreateEndpoint: an address (or the gateway) or a MAC another endpoint holds is refused', async (t) => {
+  const { d, bridgeSock, ipamSock } = await setup(t);
+  await createNetwork(bridgeSock, ipamSock, '10.70.0.0/24');
+  const create = (n: number, Address: string, MacAddress = '') =>
+    call(bridgeSock, 'NetworkDriver.CreateEndpoint', {
+      NetworkID: NET_ID,
+      EndpointID: epId(n),
+      Interface: { Address, AddressIPv6: '', MacAddress },
+      Options: {},
+    });
+  const first = await create(1, '10.70.0.5/24', '02:42:0a:46:00:55');
+  assert.ok(!first.body.Err, first.text);
+  const sameIp = await create(2, '10.70.0.5/24');
+  assert.match(sameIp.body.Err, /address 10\.70\.0\.5 is already in use by endpoint e1/);
+  const gateway = await create(2, '10.70.0.1/24');
+  assert.match(gateway.body.Err, /address 10\.70\.0\.1 is already in use by the gateway/);
+  const sameMac = await create(2, '10.70.0.6/24', '02:42:0A:46:00:55');
+  assert.match(sameMac.body.Err, /MAC address 02:42:0A:46:00:55 is already in use by endpoint e1/);
+  // Refused ones left nothing: one endpoint, one veth.
+  assert.deepEqual(
+    readStore(d.dataRoot).engineEndpoints.map((e) => e.id),
+    [epId(1)],
+  );
+  assert.equal(d.host.ipj('link', 'show', 'type', 'veth').length, 0, 'no veth before a join');
+  // Once the holder is gone, the address is free again.
+  await ok(bridgeSock, 'NetworkDriver.DeleteEndpoint', { NetworkID: NET_ID, EndpointID: epId(1) });
+  const again = await create(2, '10.70.0.5/24', '02:42:0a:46:00:55');
+  assert.ok(!again.body.Err, again.text);
 });
