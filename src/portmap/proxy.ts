@@ -1,6 +1,7 @@
 // The userland proxy: one per daemon, for every published port. It carries
 // what iptables DNAT cannot: connections to the host's loopback (127.0.0.1,
-// ::1), which the nat OUTPUT jump skips in proxy mode, as Docker's does.
+// ::1), which the nat OUTPUT jump skips in proxy mode, as Docker's does, and IPv6
+// clients of sandboxes without IPv6 (ip6tables cannot DNAT to IPv4), as docker-proxy on [::].
 //
 // TCP: one listener per family on an ephemeral loopback port; nat OUTPUT
 // REDIRECTs published ports there, and SO_ORIGINAL_DST (native.originalDst)
@@ -21,6 +22,8 @@ export interface ProxyMapping {
   hostPortEnd?: number;
   containerIP: string;
   containerPort: number;
+  /** Serve IPv6 clients on every host address, not only ::1 (a sandbox without IPv6: no ip6tables DNAT). */
+  anyIPv6?: boolean;
 }
 
 interface Entry {
@@ -43,9 +46,12 @@ export class UserlandProxy {
 
   /** Starts the TCP listeners; returns their ports (REDIRECT targets) per family. */
   async start(): Promise<{ 4?: number; 6?: number }> {
+    // IPv6 on every address: REDIRECT from PREROUTING hands over external IPv6 clients at
+    // the address they arrived on (only for ports of sandboxes without IPv6; a connection
+    // straight to this port finds no mapping and is closed).
     for (const [family, host] of [
       [4, '127.0.0.1'],
-      [6, '::1'],
+      [6, '::'],
     ] as const) {
       // pauseOnConnect: node reads nothing, so the connection can be handed to the native relay whole.
       const server = net.createServer({ pauseOnConnect: true }, (c) => this.onConnection(c, family));
@@ -53,7 +59,7 @@ export class UserlandProxy {
       try {
         await new Promise<void>((resolve, reject) => {
           server.once('error', reject);
-          server.listen({ host, port: 0 }, () => resolve());
+          server.listen({ host, port: 0, ipv6Only: family === 6 }, () => resolve());
         });
       } catch (e) {
         // No ::1 (IPv6 disabled): IPv6 loopback access is simply not offered.
@@ -124,10 +130,11 @@ export class UserlandProxy {
         if (m.proto === 'tcp') continue;
         if (m.proto !== 'udp') continue; // SCTP: no loopback proxy, as Docker's proxy does not relay it either
         for (let p = m.hostPort; p <= (m.hostPortEnd ?? m.hostPort); p++) {
-          for (const host of ['127.0.0.1', '::1']) {
+          for (const host of ['127.0.0.1', m.anyIPv6 ? '::' : '::1']) {
             const s = await this.udpRelay(host, p, m.containerIP, m.containerPort + (p - m.hostPort)).catch(
               (e) => {
-                if (host === '::1' && (e as NodeJS.ErrnoException).code === 'EADDRNOTAVAIL') return undefined;
+                if (host !== '127.0.0.1' && (e as NodeJS.ErrnoException).code === 'EADDRNOTAVAIL')
+                  return undefined;
                 throw e;
               },
             );
@@ -160,7 +167,7 @@ export class UserlandProxy {
     containerIP: string,
     containerPort: number,
   ): Promise<dgram.Socket> {
-    const sock = dgram.createSocket({ type: host.includes(':') ? 'udp6' : 'udp4' });
+    const sock = dgram.createSocket({ type: host.includes(':') ? 'udp6' : 'udp4', ipv6Only: host === '::' });
     const flows = new Map<string, { up: dgram.Socket; timer: NodeJS.Timeout }>();
     sock.on('message', (msg, rinfo) => {
       const key = `${rinfo.address}:${rinfo.port}`;

@@ -21,7 +21,7 @@ import { writeSysctl } from '../netns/sysctl';
 import { PortAllocator } from './allocator';
 import { UserlandProxy } from './proxy';
 import { portRuleList, portRules, removePortRules, type PortRulesSpec } from './rules';
-import { formatPortSpec, type PortBinding } from './spec';
+import { defaultBindingIPv4, formatPortSpec, type PortBinding } from './spec';
 
 export const PROXY_CHAIN = 'CNMD-PROXY';
 
@@ -74,7 +74,7 @@ export class PortPublisher {
     if (this.proxy) {
       this.redirect = await this.proxy.start();
       if (this.redirect[4] !== undefined) this.allocator.ownListener('tcp', '127.0.0.1', this.redirect[4]);
-      if (this.redirect[6] !== undefined) this.allocator.ownListener('tcp', '::1', this.redirect[6]);
+      if (this.redirect[6] !== undefined) this.allocator.ownListener('tcp', '::', this.redirect[6]);
     }
     const b = new BatchBuilder();
     for (const [family, lo] of [
@@ -82,16 +82,20 @@ export class PortPublisher {
       ['ipv6', '::1/128'],
     ] as const) {
       const jump = `-d ${lo} -j ${PROXY_CHAIN}`;
-      if (this.proxy)
+      // IPv6 clients from outside reach sandboxes without IPv6 through the proxy too, as
+      // docker-proxy on [::]: their connections to such ports are REDIRECTed to its IPv6 listener.
+      const external = `-m addrtype --dst-type LOCAL -j ${PROXY_CHAIN}`;
+      if (this.proxy) {
         b.in('nat', family)
           .ensureChain(PROXY_CHAIN)
           .flushChain(PROXY_CHAIN)
           .ensureRule('OUTPUT', jump, { position: 1 });
-      else
-        b.in('nat', family)
-          .deleteIfPresent('OUTPUT', jump)
-          .flushChain(PROXY_CHAIN, true)
-          .deleteChain(PROXY_CHAIN, true);
+        if (family === 'ipv6') b.in('nat', family).ensureRule('PREROUTING', external, { position: 1 });
+      } else {
+        b.in('nat', family).deleteIfPresent('OUTPUT', jump);
+        if (family === 'ipv6') b.in('nat', family).deleteIfPresent('PREROUTING', external);
+        b.in('nat', family).flushChain(PROXY_CHAIN, true).deleteChain(PROXY_CHAIN, true);
+      }
     }
     await this.backend.apply(b.build());
   }
@@ -108,11 +112,13 @@ export class PortPublisher {
         targets.push(['ipv4', '127.0.0.1/32', this.redirect[4]]);
       if ((x.hostIP === '' && req.containerIPv6) || x.hostIP === '::' || x.hostIP === '::1')
         targets.push(['ipv6', '::1/128', this.redirect[6]]);
+      // Every IPv6 address, for a sandbox without IPv6 (ip6tables cannot DNAT to IPv4): the proxy.
+      if (x.hostIP === '' && !req.containerIPv6) targets.push(['ipv6', '', this.redirect[6]]);
       for (const [family, dst, port] of targets) {
         if (port === undefined) continue;
         b.in('nat', family).ensureRule(
           PROXY_CHAIN,
-          `-d ${dst} -p tcp -m tcp --dport ${dport} -j REDIRECT --to-ports ${port}`,
+          `${dst ? `-d ${dst} ` : ''}-p tcp -m tcp --dport ${dport} -j REDIRECT --to-ports ${port}`,
         );
       }
     }
@@ -149,6 +155,7 @@ export class PortPublisher {
         hostPortEnd: x.hostPortEnd,
         containerIP: ip,
         containerPort: x.containerPort,
+        anyIPv6: x.hostIP === '' && !req.containerIPv6,
       }));
   }
 
@@ -163,10 +170,21 @@ export class PortPublisher {
       );
     }
     for (const b of req.bindings) await assertHostAddress(b);
-    const allocated = await this.allocator.reserve(req.owner, req.bindings, {
+    const allocated = await this.allocator.reserve(req.owner, this.servable(req), {
       hostBindingIPv4: req.hostBindingIPv4,
     });
     return this.program(req, allocated);
+  }
+
+  /**
+   * The bindings as they will be served. Without the proxy, a binding on every address of a
+   * sandbox with no IPv6 address is IPv4 only (ip6tables cannot DNAT to IPv4), so its [::]
+   * half is neither reserved nor claimed, as Docker does; with the proxy, the proxy serves it.
+   */
+  private servable(req: PublishRequest): PortBinding[] {
+    if (this.userlandProxy || req.containerIPv6) return [...req.bindings];
+    const v4 = defaultBindingIPv4(req.hostBindingIPv4);
+    return req.bindings.map((b) => (b.hostIP === '' ? { ...b, hostIP: v4 } : b));
   }
 
   /** After a restart: the same bindings, host ports included, recorded and reprogrammed. */

@@ -307,3 +307,66 @@ for (const proxy of ['true', 'false']) {
     assert.equal(reach(far.SandboxKey, 'tcp', HOST_IP, 8081, 800), false, 'nor a port that is not published');
   });
 }
+
+test('IPv6 clients (userland-proxy=true): [::1] and an external IPv6 client reach an IPv4-only sandbox through the proxy and a dual-stack one through ip6tables NAT', async (t) => {
+  const { d, outside } = await setup(t);
+  await d.host.handle.addrAdd('uplink', '2001:db8::1/64', { nodad: true });
+  await outside.handle.addrAdd('wan', '2001:db8::2/64', { nodad: true });
+  const r = await d.request('POST', '/networks/create', {
+    Name: 'dual',
+    EnableIPv6: true,
+    IPAM: { Config: [{ Subnet: '10.54.0.0/24' }, { Subnet: 'fd54::/64' }] },
+  });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  const v4only = await sandbox(d, 'v4only', ['8080:80', '5353:54/udp']);
+  const dr = await d.request('POST', '/sandboxes', {
+    Name: 'dual1',
+    Networks: [{ Network: 'dual' }],
+    Ports: ['8081:80'],
+  });
+  assert.equal(dr.status, 201, JSON.stringify(dr.body));
+  const dual = (await d.request('GET', '/sandboxes/dual1')).body;
+  await serve(t, v4only.SandboxKey, 'tcp', 80);
+  await serve(t, v4only.SandboxKey, 'udp', 54);
+  await serve(t, dual.SandboxKey, 'tcp', 80);
+  assert.deepEqual(v4only.Ports['80/tcp'], [
+    { HostIp: '0.0.0.0', HostPort: '8080' },
+    { HostIp: '::', HostPort: '8080' },
+  ]);
+  assert.ok(reach(d.host.path, 'tcp', '::1', 8080), 'host [::1]:8080 -> proxy -> IPv4-only sandbox');
+  assert.ok(reach(d.host.path, 'udp', '::1', 5353), 'host [::1]:5353/udp -> proxy -> IPv4-only sandbox');
+  await eventually(
+    () =>
+      assert.ok(
+        reach(outside.path, 'tcp', '2001:db8::1', 8080, 3000),
+        'external IPv6 client -> IPv4-only sandbox',
+      ),
+    15_000,
+  );
+  assert.ok(reach(outside.path, 'udp', '2001:db8::1', 5353), 'external IPv6 UDP -> IPv4-only sandbox');
+  assert.ok(reach(d.host.path, 'tcp', '::1', 8081), 'host [::1]:8081 -> dual-stack sandbox');
+  const v6 = roundTrip(outside.path, 'tcp', '2001:db8::1', 8081);
+  assert.ok(v6.ok, 'external IPv6 client -> dual-stack sandbox by ip6tables DNAT');
+  assert.equal(v6.seenFrom, '2001:db8::2', 'the IPv6 client keeps its address (NAT, not the proxy)');
+  await d.request('DELETE', '/sandboxes/v4only');
+  assert.equal(reach(d.host.path, 'tcp', '::1', 8080, 800), false, 'unpublished with the sandbox');
+  assert.doesNotMatch(
+    d.host.run('ip6tables-save', ['-t', 'nat']),
+    /--dport 8080 /,
+    'its IPv6 redirect removed',
+  );
+});
+
+test('IPv6 without the proxy: a binding on every address of an IPv4-only sandbox is IPv4 only, as Docker: [::] is not claimed', async (t) => {
+  const { d, outside } = await setup(t, ['--userland-proxy', 'false']);
+  await d.host.handle.addrAdd('uplink', '2001:db8::1/64', { nodad: true });
+  await outside.handle.addrAdd('wan', '2001:db8::2/64', { nodad: true });
+  const sb = await sandbox(d, 'v4only', ['8080:80']);
+  await serve(t, sb.SandboxKey, 'tcp', 80);
+  assert.deepEqual(sb.Ports['80/tcp'], [{ HostIp: '0.0.0.0', HostPort: '8080' }]);
+  assert.ok(reach(outside.path, 'tcp', HOST_IP, 8080));
+  const out = execFileSync(process.execPath, [CNMCTL, '-H', d.hostUri, 'port', 'v4only'], {
+    encoding: 'utf8',
+  });
+  assert.equal(out, '80/tcp -> 0.0.0.0:8080\n');
+});
