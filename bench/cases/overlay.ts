@@ -11,16 +11,21 @@
 //              address; the overlay's non-internal join also gives the sandbox
 //              its cnmd_gwbridge interface) + leave, for BENCH_OVERLAY_ATTACHES
 //              sandboxes (pre-made netns, as the daemon's pool hands them out),
-//              overlay and bridge alternating attach by attach, both drivers
+//              overlay, overlay --internal (no cnmd_gwbridge interface: the
+//              VXLAN network's own part) and bridge in rotating order, the drivers
 //              sharing one host netns and one iptables firewall. Driver level:
 //              the API and controller work in front of it is the same for both.
 //  throughput  iperf3 (Debian's), 1 and 4 TCP streams for BENCH_OVERLAY_IPERF_SECONDS,
 //              sandbox on host 1 -> sandbox on host 2 over VXLAN (overlay MTU
 //              1450), vs host 1 -> host 2 over the underlay directly (MTU 1500),
 //              alternating, BENCH_OVERLAY_IPERF_ROUNDS rounds, medians. Goal: ratio >= 0.7.
+//  reconcile   setPeers with BENCH_OVERLAY_PEERS (1000) remote endpoints: first
+//              programming, the same set again (the periodic reconcile's cost
+//              when nothing changed), one peer moved.
 //
 // Host hygiene as the other cases: one Scratch root (tmpfs), every netns under
 // it, removed pass or fail (and on SIGINT/SIGTERM).
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { BridgeDriver } from '../../drivers/bridge/bridge';
@@ -30,6 +35,7 @@ import { OPT } from '../../drivers/overlay/options';
 import { IptablesBridgeFirewall } from '../../src/firewall/bridge';
 import { IptablesBackend } from '../../src/firewall/iptables';
 import { createLogger } from '../../src/log';
+import { Handle } from '../../src/netlink/handle';
 import { CreatedNetns, NetnsManager } from '../../src/netns/netns';
 import { underlay, UnderlayHost } from '../../test/lib/underlay';
 import {
@@ -50,6 +56,7 @@ export const unit = 'ms, Gbit/s';
 const ATTACHES = intEnv('BENCH_OVERLAY_ATTACHES', 200, 10, 5000);
 const IPERF_SECONDS = intEnv('BENCH_OVERLAY_IPERF_SECONDS', 5, 1, 120);
 const IPERF_ROUNDS = intEnv('BENCH_OVERLAY_IPERF_ROUNDS', 3, 1, 20);
+const PEERS = intEnv('BENCH_OVERLAY_PEERS', 1000, 1, 60000);
 
 const log = createLogger('silent');
 const id = () => randomBytes(32).toString('hex');
@@ -112,45 +119,52 @@ async function sectionAttach(lab: OverlayLab): Promise<Record<string, number>> {
   });
   lab.s.onCleanup(() => overlay.close());
   const ov = overlaySpec(4097, '10.90.0.0/16', false);
+  const ovi = overlaySpec(4096, '10.89.0.0/16', true);
   const br: NetworkSpec = { ...overlaySpec(0, '10.91.0.0/16', false), options: {} };
   await overlay.createNetwork(ov);
+  await overlay.createNetwork(ovi);
   await bridge.createNetwork(br);
-  const times: Record<'overlay' | 'bridge', number[]> = { overlay: [], bridge: [] };
-  const leaves: Record<'overlay' | 'bridge', number[]> = { overlay: [], bridge: [] };
+  type Kind = 'overlay' | 'overlay_internal' | 'bridge';
+  const kinds: { kind: Kind; d: Driver; net: NetworkSpec; octet: number }[] = [
+    { kind: 'overlay', d: overlay, net: ov, octet: 90 },
+    { kind: 'overlay_internal', d: overlay, net: ovi, octet: 89 },
+    { kind: 'bridge', d: bridge, net: br, octet: 91 },
+  ];
+  const times: Record<Kind, number[]> = { overlay: [], overlay_internal: [], bridge: [] };
+  const leaves: Record<Kind, number[]> = { overlay: [], overlay_internal: [], bridge: [] };
   const sandboxes = await Promise.all(
-    Array.from({ length: ATTACHES * 2 }, (_, i) => lab.netns.create(`a${i}`)),
+    Array.from({ length: ATTACHES * kinds.length }, (_, i) => lab.netns.create(`a${i}`)),
   );
   lab.made.push(...sandboxes);
   for (let i = 0; i < ATTACHES; i++) {
-    // Alternating, first one then the other: drift in the machine's speed hits both alike.
-    const order = i % 2 === 0 ? (['overlay', 'bridge'] as const) : (['bridge', 'overlay'] as const);
-    for (const which of order) {
-      const d: Driver = which === 'overlay' ? overlay : bridge;
-      const net = which === 'overlay' ? ov : br;
-      const sb = sandboxes[i * 2 + (which === 'overlay' ? 0 : 1)];
-      const ip = `10.${which === 'overlay' ? 90 : 91}.${1 + (i >> 8)}.${i & 255}/16`;
+    // Rotating the order: drift in the machine's speed hits each alike.
+    for (let j = 0; j < kinds.length; j++) {
+      const k = kinds[(i + j) % kinds.length];
+      const sb = sandboxes[i * kinds.length + j];
+      const ip = `10.${k.octet}.${1 + (i >> 8)}.${i & 255}/16`;
       const t0 = performance.now();
-      const peer = await attach(d, sb, net.id, ip, h1.ip);
-      times[which].push(performance.now() - t0);
+      const peer = await attach(k.d, sb, k.net.id, ip, h1.ip);
+      times[k.kind].push(performance.now() - t0);
       // The first of each works: its gateway answers (the overlay's on cnmd_gwbridge, the bridge's on the bridge).
-      if (i === 0) checkPing(`attach ${which}`, sb.path, peer.gateway ?? '10.91.0.1');
+      if (i === 0 && k.kind !== 'overlay_internal')
+        checkPing(`attach ${k.kind}`, sb.path, peer.gateway ?? '10.91.0.1');
       const t1 = performance.now();
-      await d.leave(net.id, peer.endpointId);
-      await d.deleteEndpoint(net.id, peer.endpointId);
-      leaves[which].push(performance.now() - t1);
+      await k.d.leave(k.net.id, peer.endpointId);
+      await k.d.deleteEndpoint(k.net.id, peer.endpointId);
+      leaves[k.kind].push(performance.now() - t1);
     }
   }
-  const o = median(times.overlay);
-  const b = median(times.bridge);
+  const [o, oi, b] = [median(times.overlay), median(times.overlay_internal), median(times.bridge)];
   console.log(
-    `  attach: overlay ${f2(o)} ms (p90 ${f2(percentile(times.overlay, 90))}), bridge ${f2(b)} ms (p90 ${f2(percentile(times.bridge, 90))}), added ${f2(o - b)} ms`,
+    `  attach: overlay ${f2(o)} ms (p90 ${f2(percentile(times.overlay, 90))}), overlay --internal (no cnmd_gwbridge interface) ${f2(oi)} ms, bridge ${f2(b)} ms (p90 ${f2(percentile(times.bridge, 90))}), added ${f2(o - b)} ms`,
   );
-  await overlay.deleteNetwork(ov.id);
+  for (const n of [ov, ovi]) await overlay.deleteNetwork(n.id);
   await bridge.deleteNetwork(br.id);
   return {
     attaches: ATTACHES,
     overlay_attach_median_ms: o,
     overlay_attach_p90_ms: percentile(times.overlay, 90),
+    overlay_internal_attach_median_ms: oi,
     bridge_attach_median_ms: b,
     bridge_attach_p90_ms: percentile(times.bridge, 90),
     overlay_leave_median_ms: median(leaves.overlay),
@@ -199,13 +213,63 @@ async function sectionThroughput(lab: OverlayLab): Promise<Record<string, number
   return figures;
 }
 
+/**
+ * The cost of setPeers, which the control plane calls on every change and as
+ * its periodic reconcile: BENCH_OVERLAY_PEERS remote endpoints (spread over 20
+ * remote VTEPs) programmed at once, then the same set again (nothing to do:
+ * two dumps), then one peer moved to another host.
+ */
+async function sectionReconcile(lab: OverlayLab): Promise<Record<string, number>> {
+  const [d1] = lab.drivers;
+  const net = overlaySpec(4099, '10.93.0.0/16', true);
+  await d1.createNetwork(net);
+  const peers: OverlayPeer[] = Array.from({ length: PEERS }, (_, i) => {
+    const ip = `10.93.${(i + 2) >> 8}.${(i + 2) & 255}`;
+    const mac = `02:42:0a:5d:${((i + 2) >> 8).toString(16).padStart(2, '0')}:${((i + 2) & 255).toString(16).padStart(2, '0')}`;
+    return { endpointId: id(), address: `${ip}/16`, mac, vtep: `192.168.77.${100 + (i % 20)}` };
+  });
+  let t0 = performance.now();
+  await d1.setPeers(net.id, peers);
+  const first = performance.now() - t0;
+  const same: number[] = [];
+  for (let i = 0; i < 20; i++) {
+    t0 = performance.now();
+    await d1.setPeers(net.id, peers);
+    same.push(performance.now() - t0);
+  }
+  const left = await d1.reconcile(net.id);
+  if (left && left.neighAdded + left.neighRemoved + left.fdbAdded + left.fdbRemoved !== 0)
+    throw new Error(`reconcile: an unchanged set still changed the kernel: ${JSON.stringify(left)}`);
+  const moved = peers.map((p, i) => (i === 0 ? { ...p, vtep: '192.168.77.99' } : p));
+  t0 = performance.now();
+  await d1.setPeers(net.id, moved);
+  const one = performance.now() - t0;
+  const fdb = await Handle.inNetns(d1.describe(net.id)!.netns, (h) =>
+    h.fdbList({ dev: d1.describe(net.id)!.vxlan }),
+  );
+  if (fdb.filter((f) => f.dst).length !== PEERS)
+    throw new Error(`reconcile: ${fdb.length} FDB entries for ${PEERS} peers`);
+  console.log(
+    `  reconcile ${PEERS} peers: first ${f2(first)} ms, unchanged ${f2(median(same))} ms (median of 20), one moved ${f2(one)} ms`,
+  );
+  await d1.deleteNetwork(net.id);
+  return {
+    reconcile_peers: PEERS,
+    reconcile_first_ms: first,
+    reconcile_unchanged_median_ms: median(same),
+    reconcile_one_changed_ms: one,
+  };
+}
+
 /** Sections in run order; each adds its figures (names unique across sections). */
 export const SECTIONS: Record<string, (lab: OverlayLab) => Promise<Record<string, number>>> = {
   attach: sectionAttach,
   throughput: sectionThroughput,
+  reconcile: sectionReconcile,
 };
 
 export async function run(): Promise<Record<string, number>> {
+  const loadStart = os.loadavg()[0];
   if (process.getuid?.() !== 0) throw new Error('bench overlay: needs root (network namespaces)');
   const parts = (process.env.BENCH_OVERLAY_PARTS ?? Object.keys(SECTIONS).join(','))
     .split(',')
@@ -233,8 +297,10 @@ export async function run(): Promise<Record<string, number>> {
     lab.drivers = hosts.map(
       (h) => new OverlayDriver({ host: h.handle, vtep: () => h.ip, execRoot: path.join(s.run, h.name), log }),
     );
-    const figures: Record<string, number> = {};
+    // This machine is shared: the load says how much to trust absolute figures.
+    const figures: Record<string, number> = { load_avg_1m_start: loadStart };
     for (const p of parts) Object.assign(figures, await SECTIONS[p](lab));
+    figures.load_avg_1m_end = os.loadavg()[0];
     figures.case_seconds = (performance.now() - t0) / 1000;
     return figures;
   } finally {

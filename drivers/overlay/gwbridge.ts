@@ -25,6 +25,8 @@ interface Attached {
   cidr: string;
   /** Overlay endpoints of the sandbox that use it. */
   users: Set<string>;
+  /** Settles once the interface is made (a second join of the sandbox waits for the first's). */
+  made: Promise<void>;
 }
 
 export class GatewayBridge {
@@ -170,9 +172,30 @@ export class GatewayBridge {
     const had = this.bySandbox.get(sb.id);
     if (had) {
       had.users.add(endpointId);
+      try {
+        await had.made;
+      } catch (e) {
+        had.users.delete(endpointId);
+        throw e;
+      }
       return this.gateway!;
     }
     const cidr = this.allocate();
+    const made = this.make(sb, cidr, mtu);
+    // Recorded before any await: a concurrent join of the same sandbox shares this interface.
+    const a: Attached = { sandboxId: sb.id, cidr, users: new Set([endpointId]), made };
+    this.bySandbox.set(sb.id, a);
+    try {
+      await made;
+    } catch (e) {
+      if (this.bySandbox.get(sb.id) === a) this.bySandbox.delete(sb.id);
+      this.used.delete(cidr.replace(/\/\d+$/, ''));
+      throw e;
+    }
+    return this.gateway!;
+  }
+
+  private async make(sb: SandboxRef & { handle: Handle }, cidr: string, mtu?: number): Promise<void> {
     const veth = gwVethName(sb.id);
     try {
       await this.host.linkAdd({
@@ -185,17 +208,17 @@ export class GatewayBridge {
         peer: { name: GW_IFNAME, netns: sb.handle, queues: 1, mtu },
         echo: false,
       });
+      // Sent back to back on each socket (the kernel takes them in order): no link-local before up.
       await Promise.all([
-        this.host.linkSet(veth, { addrGenMode: 'none' }).then(() => this.host.linkSet(veth, { up: true })),
-        sb.handle.linkSet(GW_IFNAME, { up: true }).then(() => sb.handle.addrAdd(GW_IFNAME, cidr)),
+        this.host.linkSet(veth, { addrGenMode: 'none' }),
+        this.host.linkSet(veth, { up: true }),
+        sb.handle.linkSet(GW_IFNAME, { up: true }),
+        sb.handle.addrAdd(GW_IFNAME, cidr),
       ]);
     } catch (e) {
-      this.used.delete(cidr.replace(/\/\d+$/, ''));
       await this.host.linkDel(veth).catch(() => undefined);
       throw e;
     }
-    this.bySandbox.set(sb.id, { sandboxId: sb.id, cidr, users: new Set([endpointId]) });
-    return this.gateway!;
   }
 
   /** The endpoint no longer uses the bridge; the sandbox's interface goes with its last user. */
@@ -234,7 +257,7 @@ export class GatewayBridge {
       }
       if (l.masterIndex !== this.index) await this.host.linkSet(l.index, { master: this.index, up: true });
       this.used.add(cidr.replace(/\/\d+$/, ''));
-      this.bySandbox.set(sandboxId, { sandboxId, cidr, users: new Set(eps) });
+      this.bySandbox.set(sandboxId, { sandboxId, cidr, users: new Set(eps), made: Promise.resolve() });
     }
     return removed;
   }

@@ -2,8 +2,6 @@
 // from the underlay, the kernel objects' names. Bad values are refused with
 // what to fix.
 import { invalidArgument } from '../../src/errors';
-import { parseCidr } from '../../src/ipam/ip';
-import { ipToBytes } from '../../src/netlink/codec';
 import type { NetworkSpec } from '../driver';
 
 export const OPT = {
@@ -101,11 +99,4 @@ export function parseOverlayConfig(spec: NetworkSpec): OverlayConfig {
 /** The overlay's MTU: the underlay's minus the VXLAN encapsulation for the underlay's family. */
 export function overlayMtu(underlayMtu: number, vtep: string): number {
   return underlayMtu - (vtep.includes(':') ? VXLAN_OVERHEAD_V6 : VXLAN_OVERHEAD_V4);
-}
-
-/** A plain IP from "10.0.0.2" or "10.0.0.2/24"; undefined when it is not one. */
-export function plainAddress(s: string | undefined): string | undefined {
-  if (typeof s !== 'string') return undefined;
-  const ip = s.includes('/') ? (parseCidr(s) ? s.replace(/\/\d+$/, '') : undefined) : s;
-  return ip !== undefined && ipToBytes(ip) ? ip : undefined;
 }

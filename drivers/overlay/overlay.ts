@@ -202,38 +202,52 @@ export class OverlayDriver implements Driver {
     const st = this.state(op, networkId);
     const ep = endpointOf(this.endpoints, op, endpointId);
     const ns = st.ns!;
-    // Host side born in the network's netns on its bridge; the container side in the sandbox (or the daemon's netns for the engine).
+    const h = sb.handle;
+    // A fresh sandbox's free ifindex: the container side is made with it, and needs no look-up.
+    const peerIndex = h ? sb.freeIndex : undefined;
+    // Host side born up in the network's netns on its bridge (no link-local: the netns's default);
+    // the container side in the sandbox (or the daemon's netns for the engine).
     await ns.linkAdd({
       kind: 'veth',
       name: ep.hostVeth,
       mtu: st.mtu,
       master: st.bridgeIndex,
+      up: true,
       queues: VETH_QUEUES,
       alias: ovEndpointAlias(networkId, endpointId, sb.id),
-      peer: { name: sb.ifname, netns: sb.handle ?? this.host, mac: ep.mac, mtu: st.mtu, queues: VETH_QUEUES },
+      peer: {
+        name: sb.ifname,
+        netns: h ?? this.host,
+        mac: ep.mac,
+        mtu: st.mtu,
+        queues: VETH_QUEUES,
+        index: peerIndex,
+      },
       echo: false,
     });
     const info: JoinInfo = { staticRoutes: [], disableGatewayService: true };
-    try {
-      await ns.linkSet(ep.hostVeth, { up: true });
-      if (!sb.handle) return { ...info, srcName: sb.ifname };
-      const h = sb.handle;
-      const index = await h.linkIndex(sb.ifname);
-      await Promise.all([
-        ep.addressIPv6 ? h.linkSet(index, { addrGenMode: 'eui64' }) : undefined,
-        h.linkSet(index, { up: true }),
-        ep.address ? h.addrAdd(index, ep.address) : undefined,
-        ep.addressIPv6 ? h.addrAdd(index, ep.addressIPv6, { nodad: true }) : undefined,
-      ]);
-      if (this.gw && !st.config.internal) {
-        const gateway = await this.gw.attach(endpointId, { ...sb, handle: h });
-        return { ...info, gateway, gatewayInterface: GW_IFNAME, disableGatewayService: false };
-      }
-      return info;
-    } catch (e) {
+    if (!h) return { ...info, srcName: sb.ifname };
+    const wantGw = !!this.gw && !st.config.internal;
+    // The gateway bridge's interface is made alongside the container side's configuration.
+    const [configured, gw] = await Promise.allSettled([
+      (async () => {
+        const index = peerIndex ?? (await h.linkIndex(sb.ifname));
+        await Promise.all([
+          ep.addressIPv6 ? h.linkSet(index, { addrGenMode: 'eui64' }) : undefined,
+          h.linkSet(index, { up: true }),
+          ep.address ? h.addrAdd(index, ep.address) : undefined,
+          ep.addressIPv6 ? h.addrAdd(index, ep.addressIPv6, { nodad: true }) : undefined,
+        ]);
+      })(),
+      wantGw ? this.gw!.attach(endpointId, { ...sb, handle: h }) : Promise.resolve(undefined),
+    ]);
+    if (configured.status === 'rejected' || gw.status === 'rejected') {
       await ns.linkDel(ep.hostVeth).catch(() => undefined);
-      throw e;
+      if (gw.status === 'fulfilled' && wantGw) await this.gw!.detach(endpointId).catch(() => undefined);
+      throw configured.status === 'rejected' ? configured.reason : (gw as PromiseRejectedResult).reason;
     }
+    if (!wantGw) return info;
+    return { ...info, gateway: gw.value, gatewayInterface: GW_IFNAME, disableGatewayService: false };
   }
 
   async leave(

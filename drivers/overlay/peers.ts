@@ -4,9 +4,8 @@
 // device has learning off, so every entry on it is one this driver put.
 import { CnmdError, invalidArgument } from '../../src/errors';
 import type { Handle } from '../../src/netlink/handle';
-import { bytesToIp, bytesToMac, ipToBytes, macToBytes } from '../../src/netlink/codec';
+import { bytesToIp, ipToBytes } from '../../src/netlink/codec';
 import { NTF_SELF } from '../../src/netlink/rtnl/constants';
-import { plainAddress } from './options';
 
 /** One remote endpoint of an overlay network (the contract with the control plane, src/cluster/). */
 export interface OverlayPeer {
@@ -27,7 +26,20 @@ export interface ReconcileResult {
   fdbRemoved: number;
 }
 
-const normIp = (ip: string) => bytesToIp(ipToBytes(ip)!);
+const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
+
+/** The canonical text of an IP given plain or as a CIDR (the kernel's spelling, for comparisons), or undefined. */
+function canonicalIp(s: unknown, allowPrefix: boolean): string | undefined {
+  if (typeof s !== 'string') return undefined;
+  const slash = s.indexOf('/');
+  const b = ipToBytes(slash < 0 ? s : s.slice(0, slash));
+  if (!b) return undefined;
+  if (slash >= 0) {
+    const p = s.slice(slash + 1);
+    if (!allowPrefix || !/^\d{1,3}$/.test(p) || Number(p) > b.length * 8) return undefined;
+  }
+  return bytesToIp(b);
+}
 
 /** The desired entries, checked: a bad peer refuses the whole set (nothing is changed). */
 export function desiredEntries(
@@ -36,42 +48,44 @@ export function desiredEntries(
   onDuplicate: (what: string, kept: OverlayPeer, dropped: OverlayPeer) => void,
 ): { neigh: Map<string, string>; fdb: Map<string, string> } {
   const op = 'overlay peers';
+  if (!Array.isArray(peers)) throw invalidArgument(op, undefined, 'peers must be a list');
   const neigh = new Map<string, string>(); // ip -> mac
   const fdb = new Map<string, string>(); // mac -> vtep
   const owner = new Map<string, OverlayPeer>();
-  const local = localVtep === undefined ? undefined : normIp(localVtep);
+  const local = canonicalIp(localVtep, false);
+  // A few hosts carry many endpoints: each VTEP's text is checked once.
+  const vteps = new Map<string, string | undefined>();
   // In a fixed order, so which of two clashing records wins does not depend on the caller's order.
   const sorted = [...peers].sort((a, b) =>
     a.endpointId < b.endpointId ? -1 : a.endpointId > b.endpointId ? 1 : 0,
   );
   for (const p of sorted) {
     const id = typeof p?.endpointId === 'string' ? p.endpointId : '?';
-    const mac = typeof p?.mac === 'string' ? macToBytes(p.mac) : undefined;
-    if (!mac || (mac[0] & 1) === 1 || mac.every((b) => b === 0))
+    const mac = typeof p?.mac === 'string' && MAC.test(p.mac) ? p.mac.toLowerCase() : undefined;
+    if (!mac || (parseInt(mac.slice(0, 2), 16) & 1) === 1 || mac === '00:00:00:00:00:00')
       throw invalidArgument(op, id, `peer ${id}: "${p?.mac}" is not a unicast MAC address`);
-    const vtep = plainAddress(p.vtep);
-    if (!vtep || p.vtep.includes('/'))
-      throw invalidArgument(op, id, `peer ${id}: VTEP "${p.vtep}" is not an IP address`);
-    const v4 = plainAddress(p.address);
+    let vtep = vteps.get(p.vtep);
+    if (vtep === undefined) vteps.set(p.vtep, (vtep = canonicalIp(p.vtep, false)));
+    if (!vtep) throw invalidArgument(op, id, `peer ${id}: VTEP "${p.vtep}" is not an IP address`);
+    const v4 = canonicalIp(p.address, true);
     if (!v4) throw invalidArgument(op, id, `peer ${id}: address "${p.address}" is not an IP address`);
-    const v6 = p.address6 === undefined || p.address6 === '' ? undefined : plainAddress(p.address6);
+    const v6 = p.address6 === undefined || p.address6 === '' ? undefined : canonicalIp(p.address6, true);
     if (p.address6 && !v6)
       throw invalidArgument(op, id, `peer ${id}: address6 "${p.address6}" is not an IP address`);
     // An endpoint on this host is on the bridge itself.
-    if (local !== undefined && normIp(vtep) === local) continue;
-    const m = bytesToMac(mac);
-    const ips = [normIp(v4), ...(v6 ? [normIp(v6)] : [])];
-    const taken = ips.find((ip) => neigh.has(ip)) ?? (fdb.has(m) ? m : undefined);
+    if (vtep === local) continue;
+    const ips = v6 ? [v4, v6] : [v4];
+    const taken = ips.find((ip) => neigh.has(ip)) ?? (fdb.has(mac) ? mac : undefined);
     if (taken !== undefined) {
       onDuplicate(taken, owner.get(taken)!, p);
       continue;
     }
     for (const ip of ips) {
-      neigh.set(ip, m);
+      neigh.set(ip, mac);
       owner.set(ip, p);
     }
-    fdb.set(m, normIp(vtep));
-    owner.set(m, p);
+    fdb.set(mac, vtep);
+    owner.set(mac, p);
   }
   return { neigh, fdb };
 }

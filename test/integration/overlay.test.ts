@@ -630,3 +630,45 @@ test('through the daemon: an overlay sandbox routes out via cnmd_gwbridge (masqu
   assert.equal(ipj(h1, '-d', 'link', 'show', 'type', 'vxlan').length, 0);
   assert.doesNotMatch(runIn(h1.path, 'iptables-save', ['-t', 'nat']), /DNAT.*:7000/);
 });
+
+test('dual stack: IPv6 endpoints reach each other across hosts through their static neighbour entries', async (t) => {
+  const l = await lab(t);
+  const {
+    hosts: [h1, h2],
+  } = await hosts(t, l, 2);
+  const net = spec(9001, '10.77.0.0/24', {
+    enableIPv6: true,
+    ipv6: [{ pool: 'fd00:9001::/64', gateway: 'fd00:9001::1/64' }],
+  });
+  for (const h of [h1, h2]) await h.driver.createNetwork(net);
+  const join = async (h: Host, v4: string, v6: string) => {
+    const ns = await l.ns(`six${v4.split('.')[3].split('/')[0]}`);
+    const endpointId = id();
+    const { mac } = await h.driver.createEndpoint({
+      networkId: net.id,
+      endpointId,
+      address: v4,
+      addressIPv6: v6,
+      options: {},
+    });
+    await h.driver.join(net.id, endpointId, { id: ns.id, key: ns.path, handle: ns.handle, ifname: 'eth0' });
+    return { path: ns.path, peer: { endpointId, address: v4, address6: v6, mac: mac!, vtep: h.ip } };
+  };
+  const a = await join(h1, '10.77.0.2/24', 'fd00:9001::2/64');
+  const b = await join(h2, '10.77.0.3/24', 'fd00:9001::3/64');
+  for (const h of [h1, h2]) await h.driver.setPeers(net.id, [a.peer, b.peer]);
+  const neigh = inNetns(h1, net.id, 'ip', [
+    '-j',
+    '-6',
+    'neigh',
+    'show',
+    'dev',
+    h1.driver.describe(net.id)!.vxlan,
+  ]);
+  assert.deepEqual(
+    neigh.map((n: any) => [n.dst, n.lladdr]),
+    [['fd00:9001::3', b.peer.mac]],
+  );
+  assert.ok(ping(a.path, 'fd00:9001::3'), 'IPv6 across hosts');
+  assert.ok(ping(b.path, '10.77.0.2'), 'IPv4 the other way');
+});
