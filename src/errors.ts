@@ -171,3 +171,11 @@ export async function bestEffort(
 ): Promise<void> {
   await new TeardownErrors(op, object, log).step(op, work);
 }
+
+/**
+ * Resolves once p settles, whatever its outcome: for queueing behind work
+ * whose failure its own awaiter already handles (not a way to drop errors).
+ */
+export async function settled(p: Promise<unknown> | undefined): Promise<void> {
+  await Promise.allSettled([p]);
+}

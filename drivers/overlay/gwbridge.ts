@@ -3,7 +3,7 @@
 // overlay network's own bridge lives in a netns of its own with no route out,
 // so a sandbox on one or more non-internal overlay networks gets a second
 // interface here, carries its default route, and is masqueraded out.
-import { CnmdError } from '../../src/errors';
+import { CnmdError, type WarnSink, bestEffort } from '../../src/errors';
 import { bigToIp, Cidr, formatCidr, overlaps, parseCidr } from '../../src/ipam/ip';
 import { predefinedSubnets } from '../../src/ipam/pools';
 import type { Handle } from '../../src/netlink/handle';
@@ -39,7 +39,10 @@ export class GatewayBridge {
   private readonly used = new Set<string>();
   private ready?: Promise<void>;
 
-  constructor(deps: { host: Handle; firewall: BridgeFirewall; subnet?: string }) {
+  private readonly log?: WarnSink;
+
+  constructor(deps: { host: Handle; firewall: BridgeFirewall; subnet?: string; log?: WarnSink }) {
+    this.log = deps.log;
     this.host = deps.host;
     this.fw = deps.firewall;
     this.wanted = deps.subnet;
@@ -106,7 +109,9 @@ export class GatewayBridge {
       await this.fw.addNetwork(this.rules());
       await this.host.linkSet(this.index, { up: true });
     } catch (e) {
-      if (made) await this.host.linkDel(GWBRIDGE).catch(() => undefined);
+      // The setup's error is the answer; a failed removal of what it made is logged.
+      if (made)
+        await bestEffort(this.log, 'gateway bridge rollback', GWBRIDGE, () => this.host.linkDel(GWBRIDGE));
       throw e;
     }
     this.used.add(gw.replace(/\/\d+$/, ''));
@@ -216,7 +221,7 @@ export class GatewayBridge {
         sb.handle.addrAdd(GW_IFNAME, cidr),
       ]);
     } catch (e) {
-      await this.host.linkDel(veth).catch(() => undefined);
+      await bestEffort(this.log, 'gateway attach rollback', veth, () => this.host.linkDel(veth));
       throw e;
     }
   }

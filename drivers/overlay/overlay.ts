@@ -3,7 +3,7 @@
 // bridge; remote endpoints are static neighbour + FDB entries that setPeers
 // keeps equal to what the control plane (src/cluster/) says. See README.md here.
 import * as path from 'node:path';
-import { CnmdError, invalidArgument } from '../../src/errors';
+import { CnmdError, bestEffort, invalidArgument, settled } from '../../src/errors';
 import type { Handle } from '../../src/netlink/handle';
 import type { Logger } from '../../src/log';
 import { NetnsManager, sandboxSysctls } from '../../src/netns/netns';
@@ -91,6 +91,7 @@ export class OverlayDriver implements Driver {
     if (cfg.gateway) {
       this.gw = new GatewayBridge({
         host: cfg.host,
+        log: cfg.log,
         firewall: cfg.gateway.firewall,
         subnet: cfg.gateway.subnet,
       });
@@ -169,7 +170,8 @@ export class OverlayDriver implements Driver {
     const st = this.networks.get(networkId);
     this.wanted.delete(networkId);
     if (!st) return;
-    await this.reconciling.get(networkId)?.catch(() => undefined);
+    // Behind a reconcile in flight (its caller sees its outcome).
+    await settled(this.reconciling.get(networkId));
     this.networks.delete(networkId);
     await this.teardown(st.config, st.ns);
   }
@@ -242,8 +244,10 @@ export class OverlayDriver implements Driver {
       wantGw ? this.gw!.attach(endpointId, { ...sb, handle: h }) : Promise.resolve(undefined),
     ]);
     if (configured.status === 'rejected' || gw.status === 'rejected') {
-      await ns.linkDel(ep.hostVeth).catch(() => undefined);
-      if (gw.status === 'fulfilled' && wantGw) await this.gw!.detach(endpointId).catch(() => undefined);
+      // The join's error is the answer; a failed removal of what it made is logged.
+      await bestEffort(this.log, 'endpoint join rollback', ep.hostVeth, () => ns.linkDel(ep.hostVeth));
+      if (gw.status === 'fulfilled' && wantGw)
+        await bestEffort(this.log, 'gateway detach', endpointId, () => this.gw!.detach(endpointId));
       throw configured.status === 'rejected' ? configured.reason : (gw as PromiseRejectedResult).reason;
     }
     if (!wantGw) return info;
@@ -316,17 +320,16 @@ export class OverlayDriver implements Driver {
   /** Reconciles the network's entries with the last peer set; resolves with what changed. */
   async reconcile(networkId: string): Promise<ReconcileResult | undefined> {
     const prev = this.reconciling.get(networkId) ?? Promise.resolve();
-    const run = prev
-      .catch(() => undefined)
-      .then(async () => {
-        const st = this.networks.get(networkId);
-        const want = this.wanted.get(networkId);
-        if (!st?.ns || st.ns.closed || !want) return undefined;
-        const r = await reconcilePeers(st.ns, st.vxlanIndex, want);
-        if (r.neighAdded + r.neighRemoved + r.fdbAdded + r.fdbRemoved > 0)
-          this.log.debug({ network: networkId, ...r }, 'overlay peers reconciled');
-        return r;
-      });
+    // Queued behind the previous run, whatever its outcome (its caller sees that).
+    const run = settled(prev).then(async () => {
+      const st = this.networks.get(networkId);
+      const want = this.wanted.get(networkId);
+      if (!st?.ns || st.ns.closed || !want) return undefined;
+      const r = await reconcilePeers(st.ns, st.vxlanIndex, want);
+      if (r.neighAdded + r.neighRemoved + r.fdbAdded + r.fdbRemoved > 0)
+        this.log.debug({ network: networkId, ...r }, 'overlay peers reconciled');
+      return r;
+    });
     this.reconciling.set(networkId, run);
     try {
       return await run;
@@ -342,8 +345,12 @@ export class OverlayDriver implements Driver {
     let c: OverlayConfig;
     try {
       c = parseOverlayConfig(spec);
-    } catch {
+    } catch (e) {
       // A record too broken to name its objects: its netns is swept as unknown.
+      this.log.warn(
+        { err: e, network: spec.id },
+        'overlay cleanup: options unreadable, leaving it to the sweep',
+      );
       return;
     }
     await this.teardown(c, st?.ns);
