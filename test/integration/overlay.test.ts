@@ -11,6 +11,7 @@ import { spawn } from 'node:child_process';
 import { eventually, lab, Lab, runIn } from '../lib/fixture';
 import { ping, roundTrip, serve } from '../lib/probe';
 import { startDaemon } from '../lib/daemon';
+import { assertInvariants } from '../lib/invariants';
 import { IptablesBackend } from '../../src/firewall/iptables';
 import { IptablesBridgeFirewall } from '../../src/firewall/bridge';
 import { underlay, UnderlayHost, UNDERLAY_BRIDGE } from '../lib/underlay';
@@ -620,6 +621,8 @@ test('through the daemon: an overlay sandbox routes out via cnmd_gwbridge (masqu
   const ovNetns = () => new NetnsManager(path.join(d2.execRoot, 'overlay')).list();
   assert.deepEqual(ovNetns(), [`ov-${net.Id}`]);
   assert.equal(ipj(h1, 'link', 'show', 'master', 'cnmd_gwbridge').length, 1);
+  // Store, kernel and iptables agree (the host's underlay eth0 is not cnmd's).
+  await assertInvariants(d2, { foreignLinks: (n) => n === 'eth0' });
   assert.ok(roundTrip(sw.path, 'tcp', h1.ip, 8080).ok, 'published port after the restart');
   assert.ok(roundTrip(key, 'tcp', '192.168.77.254', 7100).ok);
   // Removal: nothing of the overlay is left on the host.
@@ -628,6 +631,7 @@ test('through the daemon: an overlay sandbox routes out via cnmd_gwbridge (masqu
   await eventually(() => assert.equal(ipj(h1, 'link', 'show', 'master', 'cnmd_gwbridge').length, 0));
   assert.deepEqual(ovNetns(), []);
   assert.equal(ipj(h1, '-d', 'link', 'show', 'type', 'vxlan').length, 0);
+  await assertInvariants(d2, { foreignLinks: (n) => n === 'eth0' });
   assert.doesNotMatch(runIn(h1.path, 'iptables-save', ['-t', 'nat']), /DNAT.*:7000/);
 });
 

@@ -222,15 +222,25 @@ export function violations(s: StoreView, k: KernelView, opts: InvariantOptions =
   for (const [alias, ls] of byAlias) {
     if (ls.length > 1) out.push(`kernel: ${ls.map((l) => l.ifname).join(', ')} share alias ${alias}`);
     const [, kind, netId, epId] = alias.split(':');
+    // The overlay driver's (drivers/overlay/README.md): cnmd_gwbridge itself, kept once made; its
+    // ports by sandbox (cnmd:ovgw:<sandbox>:<cidr>); a vxlan device between its creation and its move.
     const owner =
-      kind === 'net' ? nets.get(netId) : (eps.get(epId) ?? s.engineEndpoints.find((e) => e.id === epId));
+      kind === 'ovgwbridge'
+        ? true
+        : kind === 'ovgw'
+          ? s.sandboxes.find((x) => x.id === netId)
+          : kind === 'net' || kind === 'ovnet'
+            ? nets.get(netId)
+            : (eps.get(epId) ?? s.engineEndpoints.find((e) => e.id === epId));
     if (!owner) out.push(`kernel: ${ls[0].ifname} (${alias}) belongs to no record (leaked)`);
   }
   for (const a of wantAliases)
     if (a.startsWith('cnmd:net:') && !byAlias.has(a)) out.push(`kernel: no bridge carries ${a}`);
   const bridgeOf = new Map<string, string>(); // ifname -> network id
-  for (const l of k.links)
+  for (const l of k.links) {
     if (l.alias?.startsWith('cnmd:net:')) bridgeOf.set(l.ifname, l.alias.split(':')[2]);
+    if (l.alias === 'cnmd:ovgwbridge') bridgeOf.set(l.ifname, 'overlay gateway bridge');
+  }
   for (const l of k.links) {
     if (l.ifname === 'lo' || l.alias?.startsWith('cnmd:') || opts.foreignLinks?.(l.ifname)) continue;
     out.push(`kernel: link ${l.ifname} (${l.kind ?? 'no kind'}) is not cnmd's and not expected (leaked?)`);
@@ -261,6 +271,12 @@ export function violations(s: StoreView, k: KernelView, opts: InvariantOptions =
       .flatMap((e) => [plain(e.ipv4), plain(e.ipv6)])
       .filter(Boolean) as string[],
   );
+  // An overlay sandbox's ports are DNATed to its address on cnmd_gwbridge (its port's alias names it).
+  const publishing = new Set(s.endpoints.filter((e) => (e.ports ?? []).length > 0).map((e) => e.sandboxId));
+  for (const l of k.links) {
+    const gw = /^cnmd:ovgw:([^:]+):(.+)\/\d+$/.exec(l.alias ?? '');
+    if (gw && publishing.has(gw[1])) liveAddrs.add(gw[2]);
+  }
   for (const save of k.rules) {
     let table = '';
     const seen = new Set<string>();
