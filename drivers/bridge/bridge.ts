@@ -425,7 +425,24 @@ export class BridgeDriver implements Driver {
     if (rules?.length) this.log.warn({ rules }, 'removed port rules of no live binding');
     const removed: string[] = [];
     const errs = new TeardownErrors('leak sweep', undefined, this.log);
+    const bridges = new Set([...this.networks.values()].map((st) => st.index));
+    const vethsKnown = new Set([...this.endpoints.values()].map((e) => e.hostVeth));
     for (const l of await this.host.linkList()) {
+      // A daemon killed between a veth and its alias (the kernel takes it in a second message) leaves
+      // one with cnmd's name and no alias: on one of its bridges or on none, for no endpoint it knows.
+      const unaliased =
+        l.alias === undefined &&
+        l.kind === 'veth' &&
+        /^veth[0-9a-f]{11}$/.test(l.name) &&
+        !vethsKnown.has(l.name) &&
+        (l.masterIndex === undefined || bridges.has(l.masterIndex));
+      if (unaliased) {
+        await errs.step(`delete ${l.name}`, async () => {
+          await this.host.linkDel(l.index);
+          removed.push(l.name);
+        });
+        continue;
+      }
       if (!l.alias?.startsWith(ALIAS_PREFIX)) continue;
       const parts = l.alias.slice(ALIAS_PREFIX.length).split(':');
       const known =

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
-import { lab } from '../lib/fixture';
+import { lab, runIn } from '../lib/fixture';
 import { RunningDaemon, restartDaemon, startDaemon } from '../lib/daemon';
 
 async function ok(d: RunningDaemon, method: string, p: string, body?: unknown): Promise<any> {
@@ -65,4 +65,41 @@ test("restart after a kill between a bridge and its alias: the unaliased bridge 
   assert.ok(names.includes(`br-${web.Id.slice(0, 12)}`), 'the ready network keeps its bridge');
   const left = (await ok(d, 'GET', '/networks')).map((n: any) => n.Name).sort();
   assert.deepEqual(left, ['bridge', 'host', 'none', 'web'], 'the interrupted creates are undone');
+});
+
+test("restart after a kill between an endpoint's veth and its alias: the unaliased veth (and its peer in a live sandbox) goes, a user's veth stays", async (t) => {
+  const l = await lab(t);
+  let d = await startDaemon(t, l);
+  const web = await ok(d, 'POST', '/networks/create', {
+    Name: 'web',
+    IPAM: { Config: [{ Subnet: '10.72.0.0/24' }] },
+  });
+  const sb = await ok(d, 'POST', '/sandboxes', { Name: 'live', Networks: [{ Network: 'web' }] });
+  const info = await ok(d, 'GET', `/sandboxes/${sb.Id}`);
+  const keep = info.Networks.web;
+  await d.kill();
+  // What a connect killed after its veth was made, before the alias, leaves: cnmd's veth name on the
+  // network's bridge, its peer inside the (surviving) sandbox; its 'creating' record is gone at restart.
+  const br = `br-${web.Id.slice(0, 12)}`;
+  d.host.run('ip', [
+    'link',
+    'add',
+    'veth0123456789a',
+    'type',
+    'veth',
+    'peer',
+    'name',
+    'eth1',
+    'netns',
+    info.SandboxKey,
+  ]);
+  d.host.run('ip', ['link', 'set', 'veth0123456789a', 'master', br]);
+  d.host.run('ip', ['link', 'add', 'vethuser', 'type', 'veth', 'peer', 'name', 'vethuser1']);
+  d = await restartDaemon(t, l, d);
+  const veths = d.host.ipj('link', 'show', 'type', 'veth').map((x: any) => x.ifname);
+  assert.ok(!veths.includes('veth0123456789a'), `the half-made veth is gone: ${veths.join(' ')}`);
+  assert.ok(veths.includes('vethuser'), "the user's veth stays");
+  const inside = JSON.parse(runIn(info.SandboxKey, 'ip', ['-j', 'link'])).map((x: any) => x.ifname);
+  assert.ok(!inside.includes('eth1'), `its peer left the sandbox: ${inside.join(' ')}`);
+  assert.ok(veths.includes(`veth${keep.EndpointID.slice(0, 11)}`), "the live endpoint's veth stays");
 });
