@@ -10,7 +10,7 @@ import { OverlayDriver } from '../drivers/overlay/overlay';
 import { RemoteDriver } from '../drivers/remote/remote';
 import { RemoteIpam } from './ipam/remote';
 import { DOCKER_SPEC_DIRS } from './remote/discovery';
-import { CnmdError } from './errors';
+import { CnmdError, bestEffort } from './errors';
 import { ApiServer, baseRouter, startApiServer } from './api/server';
 import { mountNetworkRoutes } from './api/networks';
 import { mountSandboxRoutes } from './api/sandboxes';
@@ -71,7 +71,7 @@ export class Daemon {
       await this.startParts();
     } catch (e) {
       // What did start is undone (sockets closed, locks released): the roots are free for a next attempt.
-      await this.teardown().catch(() => undefined);
+      await bestEffort(this.log, 'daemon start rollback', undefined, () => this.teardown());
       throw e;
     }
   }

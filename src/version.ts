@@ -12,8 +12,9 @@ function readPackageVersion(): string {
   ]) {
     try {
       return JSON.parse(fs.readFileSync(p, 'utf8')).version as string;
-    } catch {
-      /* try the next */
+    } catch (e) {
+      // Not at this path (built tree vs source tree): try the next.
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }
   }
   return '0.0.0';

@@ -37,7 +37,7 @@
 // writers' rules in those chains are seen at the next read (after invalidate(), a
 // failure, save() or chainRules()).
 import { defaultExec, SpareProcesses, type Exec, type ExecResult } from './exec';
-import { CnmdError, type ErrorCode } from '../errors';
+import { CnmdError, type ErrorCode, settled } from '../errors';
 import type { Logger } from '../log';
 import { canonicalRule, ruleTarget, tokenize } from './canonical';
 import {
@@ -569,7 +569,8 @@ export class IptablesBackend implements FirewallBackend {
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
     const p = this.tail.then(fn, fn);
-    this.tail = p.catch(() => undefined);
+    // The next call waits for this one whatever its outcome; this one's caller sees its error.
+    this.tail = settled(p);
     return p;
   }
 

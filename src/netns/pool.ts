@@ -20,7 +20,7 @@
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { SocketSpec } from '../../native';
-import { CnmdError } from '../errors';
+import { CnmdError, isNotFound } from '../errors';
 import type { Logger } from '../log';
 import { CreatedNetns, NetnsManager, closeFds } from './netns';
 
@@ -225,8 +225,9 @@ export class NetnsPool {
     for (const id of this.spent.splice(0)) {
       try {
         this.pool.delete(id);
-      } catch {
-        /* gone already */
+      } catch (e) {
+        // Gone already is done; anything else leaves it for the next start's sweep.
+        if (!isNotFound(e)) this.log.warn({ err: e, netns: id }, 'netns pool: removal at close failed');
       }
     }
   }

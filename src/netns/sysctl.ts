@@ -19,11 +19,3 @@ export function writeSysctl(segments: string[], value: string): void {
     });
   }
 }
-
-export function readSysctl(segments: string[]): string | undefined {
-  try {
-    return fs.readFileSync(path.join('/proc/sys', ...segments), 'utf8').trim();
-  } catch {
-    return undefined;
-  }
-}

@@ -351,10 +351,10 @@ export class PortAllocator {
   /** The ephemeral range and the ports excluded from it (ip_local_reserved_ports). */
   async ephemeralRange(): Promise<{ range: PortRange; reserved: PortRange[] }> {
     const sys = path.join(this.procRoot, 'sys', 'net', 'ipv4');
-    const reservedText = await readOptional(path.join(sys, 'ip_local_reserved_ports')).catch(() => undefined);
+    const reservedText = await readOptional(path.join(sys, 'ip_local_reserved_ports'));
     const reserved = reservedText ? parseReservedPorts(reservedText) : [];
     if (this.fixedRange) return { range: this.fixedRange, reserved };
-    const text = await readOptional(path.join(sys, 'ip_local_port_range')).catch(() => undefined);
+    const text = await readOptional(path.join(sys, 'ip_local_port_range'));
     return { range: (text && parsePortRangeSysctl(text)) || DEFAULT_EPHEMERAL_RANGE, reserved };
   }
 

@@ -155,8 +155,11 @@ function parseJsonSpec(name: string, file: string, text: string): PluginAddr {
 async function isSocket(p: string): Promise<boolean> {
   try {
     return (await fs.stat(p)).isSocket();
-  } catch {
-    return false;
+  } catch (e) {
+    // Nothing there is "not a socket"; EACCES and the like are the caller's to see.
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return false;
+    throw e;
   }
 }
 
