@@ -1,0 +1,88 @@
+// Docker parity with the real engine (issue 19): a port published by a container on
+// one network is reachable from a container on another network through the host's
+// address and through the client network's own gateway. Checked side by side on
+// Docker's own bridge driver and on cnmd-bridge networks of the same engine.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { eventually, lab } from '../lib/fixture';
+import { startDaemon } from '../lib/daemon';
+import { startEngine, type Engine } from '../lib/engine';
+
+const HOST_IP = '192.0.2.1';
+const HTTPD = ['sh', '-c', "trap 'exit 0' TERM; httpd -f -p 80 -h /etc & wait"];
+
+/** GET url from inside a container (busybox wget wrapped in timeout: its -T crashes); the body or undefined. */
+async function get(e: Engine, container: string, url: string): Promise<string | undefined> {
+  const r = await e.exec(container, ['timeout', '4', 'wget', '-q', '-O', '-', url], { allowFail: true });
+  return r.status === 0 ? r.stdout.trim() : undefined;
+}
+
+test(
+  'a published port is reachable from another network through the host address and that network gateway, on Docker bridge and on cnmd-bridge alike',
+  { timeout: 600_000 },
+  async (t) => {
+    const l = await lab(t);
+    const d = await startDaemon(t, l);
+    const e = await startEngine(t, l, { hostNs: d.host, pluginDir: d.pluginDir, tag: 'parity' });
+    // The host's own address (on lo: a local address like any other for the containers' traffic).
+    await d.host.handle.addrAdd('lo', `${HOST_IP}/32`);
+    const cases = [
+      { driver: 'bridge', pub: 'dpub', cli: 'dcli', subnets: ['10.96.0', '10.97.0'], port: 18096 },
+      {
+        driver: 'cnmd-bridge',
+        pub: 'cpub',
+        cli: 'ccli',
+        subnets: ['10.94.0', '10.95.0'],
+        port: 18095,
+        ipam: ['--ipam-driver', 'cnmd-ipam'],
+      },
+    ];
+    for (const c of cases) {
+      for (const [name, sub] of [
+        [c.pub, c.subnets[0]],
+        [c.cli, c.subnets[1]],
+      ])
+        await e.docker([
+          'network',
+          'create',
+          '-d',
+          c.driver,
+          ...(c.ipam ?? []),
+          '--subnet',
+          `${sub}.0/24`,
+          '--gateway',
+          `${sub}.1`,
+          name,
+        ]);
+      const webId = await e.runDetached(`${c.pub}-web`, {
+        network: c.pub,
+        args: ['-p', `${c.port}:80`],
+        cmd: HTTPD,
+      });
+      await e.runDetached(`${c.cli}-client`, { network: c.cli });
+      const me = webId.slice(0, 12);
+      const gw = `${c.subnets[1]}.1`;
+      await eventually(
+        async () =>
+          assert.equal(
+            await get(e, `${c.cli}-client`, `http://${HOST_IP}:${c.port}/hostname`),
+            me,
+            `${c.driver}: other network -> host address:${c.port}`,
+          ),
+        15_000,
+      );
+      assert.equal(
+        await get(e, `${c.cli}-client`, `http://${gw}:${c.port}/hostname`),
+        me,
+        `${c.driver}: other network -> its own gateway ${gw}:${c.port}`,
+      );
+      const webIp = await e.ip(`${c.pub}-web`, c.pub);
+      assert.equal(
+        await get(e, `${c.cli}-client`, `http://${webIp}:80/hostname`),
+        undefined,
+        `${c.driver}: the container address itself stays isolated from the other network`,
+      );
+      t.diagnostic(`${c.driver}: published port reached across networks by host address and gateway`);
+    }
+  },
+);
