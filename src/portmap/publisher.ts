@@ -97,6 +97,23 @@ export class PortPublisher {
         b.in('nat', family).flushChain(PROXY_CHAIN, true).deleteChain(PROXY_CHAIN, true);
       }
     }
+    // The proxy's IPv6 listener is on [::] (REDIRECT from PREROUTING lands on the address a
+    // client arrived on): only connections REDIRECTed to it (conntrack DNAT) may reach it, so
+    // it is no open port of its own. The filter chain is cnmd's; its rule names this run's port.
+    if (this.proxy && this.redirect[6] !== undefined)
+      b.in('filter', 'ipv6')
+        .ensureChain(PROXY_CHAIN)
+        .flushChain(PROXY_CHAIN)
+        .ensureRule(
+          PROXY_CHAIN,
+          `-p tcp -m tcp --dport ${this.redirect[6]} -m conntrack ! --ctstate DNAT -j DROP`,
+        )
+        .ensureRule('INPUT', `-j ${PROXY_CHAIN}`, { position: 1 });
+    else
+      b.in('filter', 'ipv6')
+        .deleteIfPresent('INPUT', `-j ${PROXY_CHAIN}`)
+        .flushChain(PROXY_CHAIN, true)
+        .deleteChain(PROXY_CHAIN, true);
     await this.backend.apply(b.build());
   }
 

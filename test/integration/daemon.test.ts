@@ -56,7 +56,19 @@ test('cnmd answers /_ping and /version on its socket, with and without a version
   // No API on TCP: the only TCP listeners are the port proxy's, on loopback.
   const listening = d.host.run('ss', ['-Htln']).trim().split('\n').filter(Boolean);
   assert.ok(listening.length <= 2, listening.join('\n'));
-  for (const l of listening) assert.match(l, /\s(127\.0\.0\.1|\[::1\]):\d+\s/);
+  // The IPv6 one is on [::] (it serves external IPv6 clients REDIRECTed to it) behind an
+  // ip6tables rule that drops every connection to it that was not REDIRECTed.
+  const guard = d.host.run('ip6tables-save', ['-t', 'filter']);
+  for (const l of listening) {
+    const m = /\s(127\.0\.0\.1|\[::1\]|\[::\]):(\d+)\s/.exec(l);
+    assert.ok(m, l);
+    if (m[1] === '[::]')
+      assert.match(
+        guard,
+        new RegExp(`-A CNMD-PROXY -p tcp -m tcp --dport ${m[2]} -m conntrack ! --ctstate DNAT -j DROP`),
+      );
+  }
+  assert.match(guard, /-A INPUT -j CNMD-PROXY/);
 });
 
 test('the docker CLI negotiates its API version with cnmd, and cnmctl version reports both sides', async (t) => {

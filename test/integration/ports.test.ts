@@ -348,6 +348,14 @@ test('IPv6 clients (userland-proxy=true): [::1] and an external IPv6 client reac
   const v6 = roundTrip(outside.path, 'tcp', '2001:db8::1', 8081);
   assert.ok(v6.ok, 'external IPv6 client -> dual-stack sandbox by ip6tables DNAT');
   assert.equal(v6.seenFrom, '2001:db8::2', 'the IPv6 client keeps its address (NAT, not the proxy)');
+  // The proxy's own IPv6 listener takes only REDIRECTed connections: straight to its port, dropped.
+  const proxyPort = /\[::\]:(\d+)\s/.exec(d.host.run('ss', ['-Htln']))?.[1];
+  assert.ok(proxyPort, 'the proxy listens on [::]');
+  assert.equal(
+    reach(outside.path, 'tcp', '2001:db8::1', Number(proxyPort), 800),
+    false,
+    'no open port of its own',
+  );
   await d.request('DELETE', '/sandboxes/v4only');
   assert.equal(reach(d.host.path, 'tcp', '::1', 8080, 800), false, 'unpublished with the sandbox');
   assert.doesNotMatch(

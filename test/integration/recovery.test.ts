@@ -21,7 +21,10 @@ function rules(d: RunningDaemon): string {
       d.host
         .run(cmd, [])
         .replace(/^[#:].*$/gm, '')
-        .replace(/\[\d+:\d+\]/g, ''),
+        .replace(/\[\d+:\d+\]/g, '')
+        // The proxy's own listening port changes at every start (its guard and REDIRECT targets).
+        .replace(/(-A CNMD-PROXY -p tcp -m tcp --dport )\d+( -m conntrack)/g, '$1PROXY$2')
+        .replace(/--to-ports \d+/g, '--to-ports PROXY'),
     )
     .join('\n')
     .split('\n')
