@@ -1,6 +1,6 @@
 // An endpoint that is one veth pair (bridge, overlay): what the driver keeps
 // of it between createEndpoint and join, and Docker's MAC rule.
-import { CnmdError } from '../src/errors';
+import { failure } from '../src/errors';
 import { macFromIPv4, randomMac } from './bridge/options';
 import type { EndpointSpec } from './driver';
 
@@ -44,7 +44,6 @@ export function endpointOf(
   endpointId: string,
 ): VethEndpoint {
   const ep = endpoints.get(endpointId);
-  if (!ep)
-    throw new CnmdError('NOT_FOUND', `${op}: endpoint ${endpointId} not found`, { op, object: endpointId });
+  if (!ep) throw failure('NOT_FOUND', { op, object: endpointId }, 'no such endpoint');
   return ep;
 }

@@ -1,7 +1,7 @@
 // The bridge driver: one Linux bridge per network, one veth per endpoint with
 // the container side created directly inside the sandbox's netns, cnmd's
 // iptables layout through firewall/.
-import { CnmdError, TeardownErrors, bestEffort, ignoreNotFound } from '../../src/errors';
+import { TeardownErrors, bestEffort, failure, ignoreNotFound } from '../../src/errors';
 import type { Handle } from '../../src/netlink/handle';
 import type { Logger } from '../../src/log';
 import { writeSysctl } from '../../src/netns/sysctl';
@@ -87,11 +87,7 @@ export class BridgeDriver implements Driver {
 
   private state(op: string, networkId: string): BridgeState {
     const st = this.networks.get(networkId);
-    if (!st)
-      throw new CnmdError('NOT_FOUND', `${op}: bridge network ${networkId} not found`, {
-        op,
-        object: networkId,
-      });
+    if (!st) throw failure('NOT_FOUND', { op, object: networkId }, 'no such bridge network');
     return st;
   }
 
@@ -99,10 +95,11 @@ export class BridgeDriver implements Driver {
     for (const other of this.networks.values()) {
       if (other.config.networkId === c.networkId) continue;
       if (other.config.bridgeName === c.bridgeName) {
-        throw new CnmdError(
+        const other12 = other.config.networkId.slice(0, 12);
+        throw failure(
           'CONFLICT',
-          `network create: bridge name ${c.bridgeName} is already used by network ${other.config.networkId.slice(0, 12)}`,
           { op: 'network create', object: c.bridgeName },
+          `the bridge name is already used by network ${other12}`,
         );
       }
     }
@@ -320,11 +317,7 @@ export class BridgeDriver implements Driver {
   private publishRequest(networkId: string, endpointId: string, bindings: PortBinding[]) {
     const st = this.state('port publish', networkId);
     const ep = this.endpoints.get(endpointId);
-    if (!ep)
-      throw new CnmdError('NOT_FOUND', `port publish: endpoint ${endpointId} not found`, {
-        op: 'port publish',
-        object: endpointId,
-      });
+    if (!ep) throw failure('NOT_FOUND', { op: 'port publish', object: endpointId }, 'no such endpoint');
     return {
       owner: endpointId,
       bridge: st.config.bridgeName,
@@ -343,15 +336,16 @@ export class BridgeDriver implements Driver {
     const bindings = options.portBindings ?? [];
     if (bindings.length === 0) return [];
     if (!this.ports)
-      throw new CnmdError('INVALID_ARGUMENT', 'port publish: port publishing is not enabled in this daemon', {
-        op: 'port publish',
-        object: endpointId,
-      });
-    if (this.state('port publish', networkId).config.internal) {
-      throw new CnmdError(
+      throw failure(
         'INVALID_ARGUMENT',
-        'port publish: an internal network has no external connectivity to publish ports on',
+        { op: 'port publish', object: endpointId },
+        'port publishing is not enabled in this daemon',
+      );
+    if (this.state('port publish', networkId).config.internal) {
+      throw failure(
+        'INVALID_ARGUMENT',
         { op: 'port publish', object: networkId },
+        'an internal network has no external connectivity to publish ports on',
       );
     }
     return this.ports.publish(this.publishRequest(networkId, endpointId, bindings));
