@@ -62,6 +62,17 @@ const LANES = {
     [hasCommand('iptables-restore'), 'iptables'],
     [hasCommand('curl'), 'curl'],
   ],
+  // Several hosts (netns) on one underlay with etcd: overlay networks across hosts.
+  cluster: [
+    [hasCommand('etcd'), 'etcd-server'],
+    [hasCommand('etcdctl'), 'etcd-client'],
+    [hasCommand('ip'), 'iproute2'],
+    [hasCommand('bridge'), 'iproute2'],
+    [hasCommand('nsenter'), 'util-linux'],
+    [hasCommand('ping'), 'iputils-ping'],
+    [hasCommand('dig'), 'dnsutils'],
+    [hasCommand('tcpdump'), 'tcpdump'],
+  ],
   kernel: [
     [hasCommand('qemu-system-x86_64'), 'qemu-system-x86'],
     [hasCommand('busybox'), 'busybox-static'],

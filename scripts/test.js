@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Runs one test lane (unit | integration | chaos | kernel | engine) or all of them with
+// Runs one test lane (unit | integration | chaos | kernel | engine | cluster) or all of them with
 // node's built-in runner, on the compiled files under dist/test/<lane>/.
 // A lane with no test files fails: a lane must never pass by running nothing.
 'use strict';
@@ -7,7 +7,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 
-const LANES = ['unit', 'integration', 'chaos', 'kernel', 'engine'];
+const LANES = ['unit', 'integration', 'chaos', 'kernel', 'engine', 'cluster'];
 const root = path.resolve(__dirname, '..');
 const wanted = process.argv[2] || 'all';
 const lanes = wanted === 'all' ? LANES : [wanted];
@@ -41,8 +41,9 @@ for (const lane of lanes) {
   }
   require('./host-packages').ensure([lane]);
   console.log(`\n=== lane ${lane}: ${list.length} files ===`);
-  // kernel: one VM at a time; engine: one dockerd at a time (each is heavy, and their timings are read).
-  const serial = lane === 'kernel' || lane === 'engine';
+  // kernel: one VM at a time; engine: one dockerd at a time; cluster: one etcd and its daemons at a time
+  // (each is heavy, and their timings are read).
+  const serial = lane === 'kernel' || lane === 'engine' || lane === 'cluster';
   const args = ['--test', '--test-reporter=spec', `--test-concurrency=${serial ? 1 : 2}`, ...list];
   const r = spawnSync(process.execPath, args, { stdio: 'inherit', cwd: root });
   if (r.status !== 0) failed = true;

@@ -15,6 +15,17 @@ export interface Config {
   resolvConf: string;
   /** Network namespaces kept ready for new sandboxes (0: none); refilled when the daemon is idle. */
   netnsPoolSize: number;
+  /** etcd://h1:2379,h2:2379: the cluster store global (overlay) networks live in; '' = none. */
+  clusterStore: string;
+  clusterStoreCacert: string;
+  clusterStoreCert: string;
+  clusterStoreKey: string;
+  /** This host's VTEP: an address or an interface name; '' = the default-route interface's address. */
+  clusterAdvertise: string;
+  /** Seconds a dead host's records outlive it (its lease's TTL). */
+  clusterTtl: number;
+  /** UDP port of VXLAN. */
+  vxlanPort: number;
 }
 
 export const DEFAULTS: Config = {
@@ -26,6 +37,13 @@ export const DEFAULTS: Config = {
   userlandProxy: true,
   resolvConf: '/etc/resolv.conf',
   netnsPoolSize: 64,
+  clusterStore: '',
+  clusterStoreCacert: '',
+  clusterStoreCert: '',
+  clusterStoreKey: '',
+  clusterAdvertise: '',
+  clusterTtl: 10,
+  vxlanPort: 4789,
 };
 
 export const ENV: Record<keyof Config, string> = {
@@ -37,6 +55,13 @@ export const ENV: Record<keyof Config, string> = {
   userlandProxy: 'CNMD_USERLAND_PROXY',
   resolvConf: 'CNMD_RESOLV_CONF',
   netnsPoolSize: 'CNMD_NETNS_POOL_SIZE',
+  clusterStore: 'CNMD_CLUSTER_STORE',
+  clusterStoreCacert: 'CNMD_CLUSTER_STORE_CACERT',
+  clusterStoreCert: 'CNMD_CLUSTER_STORE_CERT',
+  clusterStoreKey: 'CNMD_CLUSTER_STORE_KEY',
+  clusterAdvertise: 'CNMD_CLUSTER_ADVERTISE',
+  clusterTtl: 'CNMD_CLUSTER_TTL',
+  vxlanPort: 'CNMD_VXLAN_PORT',
 };
 
 /** pino's levels, as --log-level takes them. */
@@ -47,7 +72,19 @@ export function resolveConfig(
   env: NodeJS.ProcessEnv = process.env,
 ): Config {
   const out: Config = { ...DEFAULTS };
-  for (const key of ['dataRoot', 'execRoot', 'host', 'pluginDir', 'logLevel', 'resolvConf'] as const) {
+  for (const key of [
+    'dataRoot',
+    'execRoot',
+    'host',
+    'pluginDir',
+    'logLevel',
+    'resolvConf',
+    'clusterStore',
+    'clusterStoreCacert',
+    'clusterStoreCert',
+    'clusterStoreKey',
+    'clusterAdvertise',
+  ] as const) {
     const v = flags[key] ?? env[ENV[key]];
     if (v !== undefined && v !== '') out[key] = String(v);
   }
@@ -65,6 +102,32 @@ export function resolveConfig(
     if (!/^\d+$/.test(String(poolSize)) || n > 1024)
       throw new Error(`--netns-pool-size "${poolSize}" is not a whole number from 0 to 1024`);
     out.netnsPoolSize = n;
+  }
+  const ttl = flags.clusterTtl ?? env[ENV.clusterTtl];
+  if (ttl !== undefined && ttl !== '') {
+    const n = Number(String(ttl).replace(/s$/, ''));
+    if (!/^\d+s?$/.test(String(ttl)) || n < 2 || n > 3600)
+      throw new Error(`--cluster-ttl "${ttl}" is not a whole number of seconds from 2 to 3600`);
+    out.clusterTtl = n;
+  }
+  const port = flags.vxlanPort ?? env[ENV.vxlanPort];
+  if (port !== undefined && port !== '') {
+    const n = Number(port);
+    if (!/^\d+$/.test(String(port)) || n < 1024 || n > 49151)
+      throw new Error(`--vxlan-port "${port}" is not a UDP port from 1024 to 49151`);
+    out.vxlanPort = n;
+  }
+  if (!out.clusterStore) {
+    for (const k of [
+      'clusterStoreCacert',
+      'clusterStoreCert',
+      'clusterStoreKey',
+      'clusterAdvertise',
+    ] as const)
+      if (out[k])
+        throw new Error(`--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} needs --cluster-store`);
+  } else if (!/^etcd:\/\//.test(out.clusterStore)) {
+    throw new Error(`--cluster-store "${out.clusterStore}" is not etcd://HOST:PORT[,HOST:PORT...]`);
   }
   out.dataRoot = path.resolve(out.dataRoot);
   out.execRoot = path.resolve(out.execRoot);

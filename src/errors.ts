@@ -14,6 +14,8 @@ export type ErrorCode =
   | 'EXHAUSTED'
   /** A remote plugin refused a call or could not be reached (its own errors: details.status, details.pluginMessage). */
   | 'PLUGIN_ERROR'
+  /** A store or service the operation needs cannot be reached (the cluster store). */
+  | 'UNAVAILABLE'
   | 'INTERNAL';
 
 export interface ErrorDetails {

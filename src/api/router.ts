@@ -39,6 +39,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   FORBIDDEN: 403,
   EXHAUSTED: 409,
   KERNEL_FEATURE_MISSING: 400,
+  UNAVAILABLE: 503,
 };
 
 export function statusFor(e: unknown): number {

@@ -42,6 +42,28 @@ const program = new Command('cnmd')
     '--netns-pool-size <n>',
     `network namespaces kept ready for new sandboxes, refilled when the daemon is idle (about 0.1 MB of kernel memory each; 0: none) [env ${ENV.netnsPoolSize}] (default ${DEFAULTS.netnsPoolSize})`,
   )
+  .option(
+    '--cluster-store <url>',
+    `the cluster store for overlay networks, etcd://HOST:PORT[,HOST:PORT...] [env ${ENV.clusterStore}] (default: none, overlay networks refused)`,
+  )
+  .option(
+    '--cluster-store-cacert <file>',
+    `CA certificate of the store's members (TLS) [env ${ENV.clusterStoreCacert}]`,
+  )
+  .option(
+    '--cluster-store-cert <file>',
+    `client certificate for the store (TLS) [env ${ENV.clusterStoreCert}]`,
+  )
+  .option('--cluster-store-key <file>', `client key for the store (TLS) [env ${ENV.clusterStoreKey}]`)
+  .option(
+    '--cluster-advertise <addr|ifname>',
+    `this host's VTEP address, or an interface whose address it is [env ${ENV.clusterAdvertise}] (default: the address of the default-route interface)`,
+  )
+  .option(
+    '--cluster-ttl <seconds>',
+    `how long a dead host's endpoints stay in the cluster (its lease) [env ${ENV.clusterTtl}] (default ${DEFAULTS.clusterTtl})`,
+  )
+  .option('--vxlan-port <port>', `UDP port of VXLAN [env ${ENV.vxlanPort}] (default ${DEFAULTS.vxlanPort})`)
   .addHelpText(
     'after',
     `
@@ -70,6 +92,13 @@ async function main(): Promise<void> {
     userlandProxy?: string;
     resolvConf?: string;
     netnsPoolSize?: string;
+    clusterStore?: string;
+    clusterStoreCacert?: string;
+    clusterStoreCert?: string;
+    clusterStoreKey?: string;
+    clusterAdvertise?: string;
+    clusterTtl?: string;
+    vxlanPort?: string;
   }>();
   let config;
   try {

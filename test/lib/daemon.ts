@@ -100,6 +100,11 @@ export async function startDaemon(
 }
 
 /** Starts a new daemon on the same host netns, roots and socket as `d` (which must have exited). */
-export function restartDaemon(t: TestContext, l: Lab, d: RunningDaemon): Promise<RunningDaemon> {
-  return startDaemon(t, l, { hostNs: d.host, base: d.base });
+export function restartDaemon(
+  t: TestContext,
+  l: Lab,
+  d: RunningDaemon,
+  args?: string[],
+): Promise<RunningDaemon> {
+  return startDaemon(t, l, { hostNs: d.host, base: d.base, args });
 }
