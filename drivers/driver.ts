@@ -137,6 +137,17 @@ export interface JoinInfo {
   gatewayInterface?: string;
 }
 
+/** One remote endpoint of a global network (the control plane's desired state for the driver). */
+export interface OverlayPeer {
+  endpointId: string;
+  /** Plain IPs */
+  address: string;
+  address6?: string;
+  mac: string;
+  /** The remote host's VTEP (underlay) address. */
+  vtep: string;
+}
+
 export interface Driver {
   /** The name networks give as their driver (`-d name`), and the key it is registered under. */
   readonly name: string;
@@ -208,4 +219,10 @@ export interface Driver {
    * with a link alias, to recognise them). Returns the names removed (logged).
    */
   sweepLeaks?(): Promise<string[]>;
+  /**
+   * Global drivers: the other hosts' endpoints on the network, as the cluster
+   * store has them (desired state, the whole set). Called on every change and
+   * every few seconds as a reconcile loop: idempotent and cheap when nothing changed.
+   */
+  setPeers?(networkId: string, peers: OverlayPeer[]): Promise<void>;
 }

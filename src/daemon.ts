@@ -18,6 +18,12 @@ import { Config, parseHost } from './config';
 import { Controller } from './controller/controller';
 import { SandboxFiles } from './controller/sandbox-files';
 import { DefaultIpam, type PoolDescription } from './ipam/default';
+import { ClusterIpam } from './ipam/cluster';
+import { Cluster } from './cluster/cluster';
+import { ClusterStore } from './cluster/etcd';
+import { resolveAdvertise } from './cluster/advertise';
+import * as crypto from 'node:crypto';
+import * as os from 'node:os';
 import { IptablesBridgeFirewall } from './firewall/bridge';
 import type { FirewallBackend } from './firewall/firewall';
 import { IptablesBackend } from './firewall/iptables';
@@ -39,11 +45,6 @@ import { claimSocketPath } from './unix-socket';
 export interface DaemonParts {
   /** The firewall the bridge driver programs; the default is iptables in the daemon's netns. */
   bridgeFirewall?: (log: Logger, backend: FirewallBackend, userlandProxy: boolean) => BridgeFirewall;
-  /**
-   * The overlay driver's local VTEP (the cluster advertise address) and VXLAN port. Without a
-   * VTEP there is no cluster store: overlay networks are refused, naming --cluster-store.
-   */
-  overlay?: { vtep: () => string | undefined; vxlanPort?: number };
 }
 
 export class Daemon {
@@ -58,6 +59,7 @@ export class Daemon {
   private lock?: InstanceLock;
   private overlay?: OverlayDriver;
   controller?: Controller;
+  private clusterRetry?: NodeJS.Timeout;
   private readonly parts: DaemonParts;
 
   constructor(config: Config, log?: Logger, parts: DaemonParts = {}) {
@@ -90,7 +92,7 @@ export class Daemon {
     const host = (this.host = Handle.at(null));
     const files = new SandboxFiles(c.execRoot);
     const netns = new NetnsManager(c.execRoot, { sysctls: sandboxSysctls() });
-    const ipam = new DefaultIpam(store, {
+    const localIpam = new DefaultIpam(store, {
       hostNetworks: async () =>
         (await host.routeList({ table: 0 }))
           .filter((r) => r.dst !== 'default' && r.type === 'unicast')
@@ -98,6 +100,11 @@ export class Daemon {
       describePool: (poolId, ip) => this.describePool(poolId, ip),
       reserved: () => this.controller?.engine.foreignPools() ?? [],
     });
+    // With a cluster store: this host's membership, and the default IPAM's global space in address blocks.
+    const cluster = c.clusterStore ? await this.joinCluster(store, host) : undefined;
+    const ipam: Ipam = cluster
+      ? new ClusterIpam(store, localIpam, () => ({ store: cluster.store, hostId: cluster.hostId }), this.log)
+      : localIpam;
     // One model of the iptables tables for the whole daemon: networks and published ports share it.
     const backend = (this.backend = new IptablesBackend({ log: this.log, spareProcesses: true }));
     const firewall = (this.parts.bridgeFirewall ?? defaultBridgeFirewall)(this.log, backend, c.userlandProxy);
@@ -116,8 +123,9 @@ export class Daemon {
         'overlay',
         (this.overlay = new OverlayDriver({
           host,
-          vtep: this.parts.overlay?.vtep ?? (() => undefined),
-          vxlanPort: this.parts.overlay?.vxlanPort,
+          // The VTEP is --cluster-advertise's address; no cluster store, no VTEP: overlay networks are refused.
+          vtep: () => cluster?.vtep,
+          vxlanPort: c.vxlanPort,
           execRoot: c.execRoot,
           gateway: { firewall, ports },
           log: this.log,
@@ -150,6 +158,7 @@ export class Daemon {
       log: this.log,
       hostResolvConf: c.resolvConf,
       plugins,
+      cluster,
     }));
     let recovered!: () => void;
     const ready = new Promise<void>((resolve) => (recovered = resolve));
@@ -161,6 +170,10 @@ export class Daemon {
     );
     await controller.start();
     await controller.ensureDefaultNetworks();
+    if (cluster) {
+      if (ipam instanceof ClusterIpam) cluster.onTick = () => ipam.retryReleases();
+      await this.startCluster(controller);
+    }
     recovered();
     const router = baseRouter();
     mountNetworkRoutes(router, controller);
@@ -204,6 +217,47 @@ export class Daemon {
     return { network: n.name, gateway: plain(gw), holder };
   }
 
+  /** This host in the cluster: its id (kept in the local store), its VTEP, the store client. */
+  private async joinCluster(store: Store, host: Handle): Promise<Cluster> {
+    const c = this.config;
+    const vtep = await resolveAdvertise(host, c.clusterAdvertise);
+    let self = store.get<{ id: string }>('cluster-self', 'host');
+    if (!self) {
+      self = { id: crypto.randomBytes(16).toString('hex') };
+      store.put('cluster-self', 'host', self);
+    }
+    const clusterStore = new ClusterStore({
+      url: c.clusterStore,
+      cacert: c.clusterStoreCacert || undefined,
+      cert: c.clusterStoreCert || undefined,
+      key: c.clusterStoreKey || undefined,
+      log: this.log,
+    });
+    return new Cluster({
+      store: clusterStore,
+      hostId: self.id,
+      hostName: os.hostname(),
+      vtep,
+      ttlSeconds: c.clusterTtl,
+      log: this.log,
+    });
+  }
+
+  /**
+   * Joins the cluster; an unreachable store does not keep the daemon from
+   * serving local networks: it is retried in the background meanwhile (global
+   * networks wait for it).
+   */
+  private async startCluster(controller: Controller): Promise<void> {
+    try {
+      await controller.startCluster();
+    } catch (e) {
+      this.log.error({ err: e, store: this.config.clusterStore }, 'cluster store unreachable: retrying');
+      this.clusterRetry = setTimeout(() => void this.startCluster(controller), 2000);
+      this.clusterRetry.unref();
+    }
+  }
+
   async stop(): Promise<void> {
     await this.teardown();
     this.log.info('cnmd stopped');
@@ -212,6 +266,7 @@ export class Daemon {
   private async teardown(): Promise<void> {
     // Both stop accepting at once and let their requests in flight finish (bounded, http-drain.ts).
     await Promise.all([this.plugins?.close(), this.api?.close()]);
+    if (this.clusterRetry) clearTimeout(this.clusterRetry);
     this.controller?.close();
     this.overlay?.close();
     this.ports?.close();

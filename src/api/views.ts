@@ -60,6 +60,8 @@ export function networkView(c: Controller, n: NetworkRecord): Record<string, unk
     Containers: containers,
     Options: n.options,
     Labels: n.owner === 'engine' ? { ...n.labels, 'cnmd.owner': 'docker-engine' } : n.labels,
+    // Docker's inspect of an overlay network: the hosts with endpoints on it and their VTEPs.
+    ...(n.scope === 'global' && c.cluster ? { Peers: c.cluster.cluster.peers(n.id) } : {}),
   };
 }
 

@@ -65,6 +65,7 @@ export class Cluster {
   private readonly log: Logger;
   private events?: ClusterEvents;
   private leaseId?: string;
+  private dropLease?: () => Promise<void>;
   readonly networks = new Map<string, GlobalNetworkRecord>();
   readonly hosts = new Map<string, HostRecord>();
   /** Every host's endpoints, by network then endpoint id. */
@@ -89,6 +90,18 @@ export class Cluster {
 
   /** Joins the cluster: lease and host record, then the networks and endpoints as the store has them, then watches. */
   async start(events: ClusterEvents): Promise<void> {
+    try {
+      await this.startWatching(events);
+    } catch (e) {
+      // Nothing half-started stays behind: the caller retries from scratch.
+      for (const c of this.cancels.splice(0)) await c().catch(() => undefined);
+      await this.dropLease?.();
+      this.leaseId = undefined;
+      throw e;
+    }
+  }
+
+  private async startWatching(events: ClusterEvents): Promise<void> {
     this.events = events;
     await this.join();
     const nets = await this.store.list<GlobalNetworkRecord>('cluster start', key.networks);
@@ -151,8 +164,9 @@ export class Cluster {
 
   /** A lease and the host record under it. */
   private async join(): Promise<void> {
-    const lease = await this.store.lease(this.ttl, (e) => this.leaseLost(e));
+    const lease = await this.store.lease(this.ttl, (e) => this.leaseLost(lease.id, e));
     this.leaseId = lease.id;
+    this.dropLease = lease.revoke;
     const rec: HostRecord = {
       id: this.hostId,
       name: this.hostName,
@@ -168,8 +182,9 @@ export class Cluster {
   }
 
   /** The store was away longer than the TTL: every record of ours is gone; join again and publish again. */
-  private leaseLost(e: unknown): void {
-    if (this.closed) return;
+  private leaseLost(id: string, e: unknown): void {
+    // One rejoin at a time, and only for the lease in use.
+    if (this.closed || id !== this.leaseId) return;
     this.log.warn({ err: e, store: this.store.url }, 'cluster lease lost: joining again');
     this.leaseId = undefined;
     const retry = async (): Promise<void> => {

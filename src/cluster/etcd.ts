@@ -224,8 +224,10 @@ export class ClusterStore {
     onLost: (e: unknown) => void,
   ): Promise<{ id: string; revoke(): Promise<void> }> {
     const l = this.ns.lease(ttlSeconds, { autoKeepAlive: true });
-    l.on('lost', onLost);
+    // A grant that fails also ends in 'lost': only a lease that was granted can be lost.
+    l.on('lost', () => undefined);
     const id = await this.call('cluster lease', undefined, () => l.grant());
+    l.on('lost', onLost);
     return {
       id,
       revoke: async () => {

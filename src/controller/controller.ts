@@ -7,11 +7,13 @@
 //   gateway.ts    each sandbox's default routes
 //   dns-view.ts   the embedded DNS's records, upstreams, hosts/resolv.conf
 //   recovery.ts   start-up reconciliation and leak sweeps
+//   cluster.ts    global (overlay) networks through the cluster store
 //   live.ts       a sandbox's runtime state (LiveSandbox), one owner
 //   engine.ts     the Docker engine's objects (plugin protocol)
 // Every multi-step operation rolls back on failure; a record's `state` lets a
 // restart after SIGKILL finish or undo what was in flight.
 import type { Driver } from '../../drivers/driver';
+import type { Cluster } from '../cluster/cluster';
 import type { DnsNetwork, RecordSource } from '../dns/records';
 import { EmbeddedDns } from '../dns/service';
 import type { Ipam } from '../ipam/ipam';
@@ -20,6 +22,7 @@ import type { NetnsManager } from '../netns/netns';
 import type { NetnsPool } from '../netns/pool';
 import type { Store } from '../store/store';
 import type { Core } from './core';
+import { ClusterNetworks } from './cluster';
 import { DnsView } from './dns-view';
 import { ConnectOptions, Endpoints } from './endpoints';
 import { EngineObjects } from './engine';
@@ -54,6 +57,8 @@ export interface ControllerDeps {
   dnsTimeoutMs?: number;
   /** Finds remote plugins (drivers/remote, ipam/remote) for names cnmd has no driver or IPAM of its own for. */
   plugins?: PluginLoader;
+  /** This host's membership in the cluster (--cluster-store): global networks. */
+  cluster?: Cluster;
 }
 
 export class Controller implements RecordSource {
@@ -71,6 +76,8 @@ export class Controller implements RecordSource {
   readonly dns: EmbeddedDns;
   /** Networks, endpoints and IPAM pools the Docker engine made through cnmd's plugin sockets. */
   readonly engine: EngineObjects;
+  /** Global networks through the cluster store; absent without --cluster-store. */
+  readonly cluster?: ClusterNetworks;
 
   constructor(d: ControllerDeps) {
     const { store, log, files } = d;
@@ -97,6 +104,16 @@ export class Controller implements RecordSource {
       ipams: d.ipams,
       plugins: d.plugins,
     });
+    const cluster = (this.cluster =
+      d.cluster &&
+      new ClusterNetworks(d.cluster, {
+        store,
+        drivers: d.drivers,
+        log,
+        mirror: (g) => this.nets.mirror(g),
+        unmirror: (id) => this.nets.unmirror(id),
+        dnsChanged: () => this.view.changed(),
+      }));
     const core: Core = {
       store,
       netns: d.netns,
@@ -106,6 +123,7 @@ export class Controller implements RecordSource {
       live: this.live,
       locks,
       log,
+      cluster,
     };
     const hostResolvConf = d.hostResolvConf ?? '/etc/resolv.conf';
     const view = (this.view = new DnsView({ ...core, dns: this.dns, hostResolvConf }));
@@ -187,8 +205,17 @@ export class Controller implements RecordSource {
     return this.recovery.start();
   }
 
+  /**
+   * Joins the cluster (after start: the local store is consistent), mirrors
+   * its global networks and publishes this host's endpoints on them.
+   */
+  async startCluster(): Promise<void> {
+    await this.cluster?.start();
+  }
+
   /** Closes sandbox handles and resolvers; kernel objects and records stay for the next start. */
   close(): void {
+    void this.cluster?.cluster.close();
     this.live.closeAll();
     this.dns.close();
     this.pool?.close();

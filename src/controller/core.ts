@@ -4,6 +4,7 @@ import type { Logger } from '../log';
 import type { NetnsManager } from '../netns/netns';
 import type { NetnsPool } from '../netns/pool';
 import type { Store } from '../store/store';
+import type { ClusterNetworks } from './cluster';
 import type { LiveSandboxes } from './live';
 import type { Lookup } from './lookup';
 import type { KeyedMutex } from './mutex';
@@ -21,4 +22,6 @@ export interface Core {
   /** Keys and what each guards: locks.ts. Not reentrant. */
   locks: KeyedMutex;
   log: Logger;
+  /** Global (overlay) networks through the cluster store; absent without --cluster-store. */
+  cluster?: ClusterNetworks;
 }

@@ -2,7 +2,7 @@
 // is on, with every endpoint on them), where unknown names go, and the
 // contents of its /etc/hosts and resolv.conf. Also starts its resolver.
 import * as fs from 'node:fs';
-import type { DnsNetwork, RecordSource } from '../dns/records';
+import type { DnsEndpoint, DnsNetwork, RecordSource } from '../dns/records';
 import { RESOLVER_IP } from '../dns/resolver';
 import type { EmbeddedDns } from '../dns/service';
 import { closeFds } from '../netns/netns';
@@ -75,7 +75,7 @@ export class DnsView implements RecordSource {
         name: n.name,
         endpoints: eps
           .filter((e) => e.networkId === netId && sandboxes.has(e.sandboxId))
-          .map((e) => {
+          .map((e): DnsEndpoint => {
             const sb = sandboxes.get(e.sandboxId)!;
             return {
               sandboxId: sb.id,
@@ -84,7 +84,8 @@ export class DnsView implements RecordSource {
               ipv4: plainIp(e.ipv4),
               ipv6: plainIp(e.ipv6),
             };
-          }),
+          })
+          .concat(n.scope === 'global' && this.d.cluster ? this.d.cluster.dnsEndpoints(n.id) : []),
       });
     }
     return out;

@@ -94,6 +94,8 @@ export class Endpoints {
   }
 
   logJoined({ ep, n }: PendingEndpoint, sb: SandboxRecord): void {
+    // After the reply: an endpoint of a global network is published to the cluster now.
+    this.d.cluster?.joined(ep, n, sb);
     this.d.log.info(
       { endpoint: ep.id, network: n.name, sandbox: sb.name, ipv4: ep.ipv4, ipv6: ep.ipv6, ifname: ep.ifname },
       'endpoint joined',
@@ -414,6 +416,7 @@ export class Endpoints {
     }
     sb.endpoints = sb.endpoints.filter((id) => id !== epId);
     this.d.view.changed();
+    this.d.cluster?.left(ep, n);
     store.tx(() => {
       store.delete(KIND.endpoint, ep.id);
       store.put(KIND.sandbox, sb.id, sb);

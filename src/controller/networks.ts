@@ -3,7 +3,8 @@
 // the driver's Capabilities.needsIpam.
 import { DEFAULT_BRIDGE_DEVICE, OPT } from '../../drivers/bridge/options';
 import { CnmdError, TeardownErrors, bestEffort, hasCode, invalidArgument } from '../errors';
-import type { Ipam } from '../ipam/ipam';
+import type { GlobalNetworkRecord } from '../cluster/records';
+import { GLOBAL_SPACE, Ipam } from '../ipam/ipam';
 import { contains, ipToBig, parseCidr } from '../ipam/ip';
 import { runSteps, Step } from '../steps';
 import { LOCK } from './locks';
@@ -24,6 +25,8 @@ export interface NetworkCreateRequest {
   /** Only for the daemon's own default networks and for plugin-created ones. */
   id?: string;
   isDefault?: boolean;
+  /** A global network another host created: mirrored here from the cluster store's record. */
+  fromCluster?: GlobalNetworkRecord;
 }
 
 /** The driver of a network created without one (Docker's default). */
@@ -62,7 +65,14 @@ export class Networks {
     const driverName = req.driver || DEFAULT_DRIVER;
     const driver = await lookup.loadDriver(driverName, op);
     const caps = driver.capabilities();
-    const id = req.id ?? newId();
+    const global = caps.scope === 'global';
+    if (global && !this.d.cluster)
+      throw new CnmdError(
+        'FORBIDDEN',
+        `${op} ${req.name}: ${driverName} networks need a cluster store; start cnmd with --cluster-store etcd://HOST:2379`,
+        { op, object: req.name },
+      );
+    const id = req.fromCluster?.id ?? req.id ?? newId();
     const keys = [LOCK.netName(req.name), LOCK.net(id), ...(caps.singleton ? [LOCK.driver(driverName)] : [])];
     return this.d.locks.lock(keys, async () => {
       const existing = store.list<NetworkRecord>(KIND.network);
@@ -80,6 +90,11 @@ export class Networks {
       }
       const ipamDriver = req.ipam?.driver || DEFAULT_IPAM;
       const ipam = await lookup.loadIpam(ipamDriver, op);
+      // A global network exists in the cluster store first: its VNI and subnets are decided there.
+      const shared =
+        global &&
+        (req.fromCluster ?? (await this.d.cluster!.cluster.createNetwork(globalSpec(id, driverName, req))));
+      if (shared) req = { ...req, options: shared.options, ipam: { ...req.ipam, config: shared.ipamConfig } };
       const config = req.ipam?.config ?? [];
       const rec: NetworkRecord = {
         id,
@@ -115,6 +130,10 @@ export class Networks {
         await runSteps(steps, (step, e) => log.error({ err: e, network: id, step }, 'rollback step failed'));
       } catch (e) {
         store.delete(KIND.network, id);
+        if (shared && !req.fromCluster)
+          await this.d
+            .cluster!.cluster.removeNetwork(id, req.name)
+            .catch((re) => log.error({ err: re, network: id }, 'cluster rollback of network create failed'));
         throw e;
       }
       rec.state = 'ready';
@@ -155,6 +174,7 @@ export class Networks {
   ): Promise<PoolAllocation> {
     const op = 'network create';
     const pool = await ipam.requestPool({
+      addressSpace: rec.scope === 'global' ? GLOBAL_SPACE : undefined,
       pool: cfg.subnet,
       subPool: cfg.ipRange,
       v6,
@@ -203,7 +223,8 @@ export class Networks {
     errs.throwIfFailed();
   }
 
-  async delete(ref: string): Promise<void> {
+  /** fromCluster: the cluster store removed it (another host's rm): only the local copy goes. */
+  async delete(ref: string, opts: { fromCluster?: boolean } = {}): Promise<void> {
     const op = 'network rm';
     const { store, lookup, log } = this.d;
     const n0 = lookup.network(ref);
@@ -224,6 +245,9 @@ export class Networks {
           { op, object: n.name },
         );
       }
+      // Refused while any host has endpoints on it (409 naming them); then gone from every host.
+      if (n.scope === 'global' && !opts.fromCluster && this.d.cluster)
+        await this.d.cluster.cluster.removeNetwork(n.id, n.name);
       n.state = 'deleting';
       store.put(KIND.network, n.id, n);
       await this.finishDelete(n);
@@ -266,6 +290,44 @@ export class Networks {
     return removed;
   }
 
+  /** The cluster has a global network: made on this host too, unless it is here already. */
+  async mirror(g: GlobalNetworkRecord): Promise<void> {
+    const n = this.d.store.get<NetworkRecord>(KIND.network, g.id);
+    if (n) return;
+    const clash = this.d.store.list<NetworkRecord>(KIND.network).find((x) => x.name === g.name);
+    if (clash) {
+      this.d.log.error(
+        { network: g.id, name: g.name, local: clash.id },
+        'global network not mirrored: a network of this host has its name',
+      );
+      return;
+    }
+    await this.create({
+      name: g.name,
+      driver: g.driver,
+      enableIPv6: g.enableIPv6,
+      internal: g.internal,
+      attachable: g.attachable,
+      labels: g.labels,
+      ipam: { options: g.ipamOptions },
+      fromCluster: g,
+    });
+  }
+
+  /** The cluster no longer has a global network: its local copy goes (kept while local endpoints use it). */
+  async unmirror(id: string): Promise<void> {
+    const n = this.d.store.get<NetworkRecord>(KIND.network, id);
+    if (!n || n.scope !== 'global') return;
+    if (this.d.store.list<EndpointRecord>(KIND.endpoint).some((e) => e.networkId === id)) {
+      this.d.log.warn(
+        { network: id, name: n.name },
+        'global network removed from the cluster but used here: kept',
+      );
+      return;
+    }
+    await this.delete(id, { fromCluster: true });
+  }
+
   /** The daemon's default networks, made on first start (those whose driver this daemon has). */
   async ensureDefaults(): Promise<void> {
     const have = new Set(this.d.lookup.networks().map((n) => n.name));
@@ -274,6 +336,22 @@ export class Networks {
       await this.create(d);
     }
   }
+}
+
+/** What the cluster store is asked to create for a global network. */
+function globalSpec(id: string, driver: string, req: NetworkCreateRequest) {
+  return {
+    id,
+    name: req.name,
+    driver,
+    options: req.options ?? {},
+    labels: req.labels ?? {},
+    internal: !!req.internal,
+    attachable: !!req.attachable,
+    enableIPv6: !!req.enableIPv6,
+    ipamOptions: req.ipam?.options ?? {},
+    ipamConfig: req.ipam?.config ?? [],
+  };
 }
 
 /** A gateway the user asked for must be a host address inside the pool's subnet. */
