@@ -182,15 +182,12 @@ export class ClusterIpam implements Ipam {
       return `${ip}/${pool.prefixLen}`;
     }
     // Fast path, synchronous: a free address in one of this host's blocks (the caller's transaction covers the write).
-    const got = this.fromOwnBlocks(rec, pool);
-    if (got) return got;
-    await this.claimBlock(rec, pool);
-    const after = this.fromOwnBlocks(rec, pool);
-    if (after) return after;
-    throw new CnmdError('EXHAUSTED', `${op}: no available IPv${pool.family} addresses in ${rec.pool}`, {
-      op,
-      object: poolId,
-    });
+    // Otherwise a new block; concurrent requests share each claim and claim again while it runs short.
+    for (;;) {
+      const got = this.fromOwnBlocks(rec, pool);
+      if (got) return got;
+      await this.claimBlock(rec, pool);
+    }
   }
 
   private markReserved(b: LocalBlock, pool: Cidr, ip: string): void {
