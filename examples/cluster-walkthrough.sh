@@ -20,6 +20,8 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   for ns in cw-h1 cw-h2 cw-e1 cw-ul; do ip netns del "$ns" 2>/dev/null || true; done
+  # The daemons' namespaces (the overlay networks', sandboxes') are mounts under $W.
+  { awk '{print $5}' /proc/self/mountinfo | grep "^$W/" | sort -r | while read -r m; do umount "$m"; done; } || true
   [ -z "${WORKDIR:-}" ] && rm -rf "$W"
   return 0
 }
@@ -44,16 +46,16 @@ done
 in_ns cw-ul ip -br addr show br0
 
 say "etcd on 192.0.2.101, one cnmd per host pointed at it"
-in_ns cw-e1 etcd --name e1 --data-dir "$W/etcd" --listen-client-urls http://192.0.2.101:2379 \
+nsenter --net=/run/netns/cw-e1 etcd --name e1 --data-dir "$W/etcd" --listen-client-urls http://192.0.2.101:2379 \
   --advertise-client-urls http://192.0.2.101:2379 --listen-peer-urls http://192.0.2.101:2380 \
   --initial-advertise-peer-urls http://192.0.2.101:2380 --initial-cluster e1=http://192.0.2.101:2380 \
   >"$W/etcd.log" 2>&1 &
-PIDS+=($!)
+PIDS+=($!) # nsenter execs etcd: this is etcd's pid
 for _ in $(seq 100); do in_ns cw-e1 etcdctl --endpoints=http://192.0.2.101:2379 endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
 for h in h1 h2; do
   mkdir -p "$W/$h"
-  in_ns "cw-$h" node dist/src/cli/cnmd.js --data-root "$W/$h/data" --exec-root "$W/$h/exec" \
-    -H "unix://$W/$h/cnmd.sock" --plugin-dir "$W/$h/plugins" --cluster-store "$STORE" --cluster-ttl 5 \
+  nsenter --net="/run/netns/cw-$h" node dist/src/cli/cnmd.js --data-root "$W/$h/data" --exec-root "$W/$h/exec" \
+    -H "unix://$W/$h/cnmd.sock" --plugin-dir "$W/$h/plugins" --cluster-store "$STORE" --cluster-ttl 5 --netns-pool-size 0 \
     >"$W/$h/cnmd.log" 2>&1 &
   PIDS+=($!)
 done
@@ -70,9 +72,9 @@ done
 say "a sandbox on each host; they reach each other by name across the underlay"
 ctl h1 sandbox create --name walk-h1 --network walk-ov >/dev/null
 ctl h2 sandbox create --name walk-h2 --network walk-ov >/dev/null
-for _ in $(seq 50); do ctl h1 sandbox exec walk-h1 ping -c1 -W1 walk-h2 >/dev/null 2>&1 && break; sleep 0.1; done
-ctl h1 sandbox exec walk-h1 ping -c1 -W1 walk-h2 | grep -E 'bytes from'
-ctl h2 sandbox exec walk-h2 ping -c1 -W1 walk-h1 | grep -E 'bytes from'
+for _ in $(seq 50); do ctl h1 sandbox exec walk-h1 -- ping -c1 -W1 walk-h2 >/dev/null 2>&1 && break; sleep 0.1; done
+ctl h1 sandbox exec walk-h1 -- ping -c1 -W1 walk-h2 | grep -E 'bytes from'
+ctl h2 sandbox exec walk-h2 -- ping -c1 -W1 walk-h1 | grep -E 'bytes from'
 echo "  peers of walk-ov: $(ctl h1 network inspect -f '{{json .Peers}}' walk-ov)"
 
 say "what etcd holds"

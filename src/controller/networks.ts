@@ -237,6 +237,9 @@ export class Networks {
           op,
           object: n.name,
         });
+      // Global: refused while any host has endpoints on it (409 naming them); then gone from every host.
+      if (n.scope === 'global' && !opts.fromCluster && this.d.cluster)
+        await this.d.cluster.cluster.removeNetwork(n.id, n.name);
       const eps = store.list<EndpointRecord>(KIND.endpoint).filter((e) => e.networkId === n.id);
       if (eps.length) {
         throw new CnmdError(
@@ -245,9 +248,6 @@ export class Networks {
           { op, object: n.name },
         );
       }
-      // Refused while any host has endpoints on it (409 naming them); then gone from every host.
-      if (n.scope === 'global' && !opts.fromCluster && this.d.cluster)
-        await this.d.cluster.cluster.removeNetwork(n.id, n.name);
       n.state = 'deleting';
       store.put(KIND.network, n.id, n);
       await this.finishDelete(n);
@@ -325,7 +325,10 @@ export class Networks {
       );
       return;
     }
-    await this.delete(id, { fromCluster: true });
+    // This host's own rm may be finishing it: gone meanwhile is done.
+    await this.delete(id, { fromCluster: true }).catch((e) => {
+      if (!hasCode(e, 'NOT_FOUND')) throw e;
+    });
   }
 
   /** The daemon's default networks, made on first start (those whose driver this daemon has). */

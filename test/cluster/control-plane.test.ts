@@ -1,11 +1,9 @@
 // The cluster's control plane across three hosts on one etcd: global networks
 // created on one host are on every host (same id, subnet, VNI, options),
 // removed from any, refused with clear errors; host membership follows the
-// daemons' leases. The driver here is a minimal global-scope plugin (network
-// create/delete only), so this file needs no data path.
+// daemons' leases. (Traffic across hosts: overlay.test.ts.)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as http from 'node:http';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { eventually, lab } from '../lib/fixture';
@@ -13,27 +11,6 @@ import { startDaemon } from '../lib/daemon';
 import { ClusterLab, clusterLab, etcdAddr } from '../lib/cluster';
 
 const VXLANID = 'com.docker.network.driver.overlay.vxlanid_list';
-
-/** A network plugin of global scope that accepts networks (no endpoints), served in a daemon's plugin dir. */
-async function globalPlugin(t: { after(fn: () => unknown): void }, pluginDir: string): Promise<string[]> {
-  const calls: string[] = [];
-  const server = http.createServer((req, res) => {
-    let body = '';
-    req.on('data', (d) => (body += d));
-    req.on('end', () => {
-      calls.push(`${req.url} ${body}`);
-      res.setHeader('Content-Type', 'application/vnd.docker.plugins.v1.1+json');
-      if (req.url === '/Plugin.Activate') return res.end(JSON.stringify({ Implements: ['NetworkDriver'] }));
-      if (req.url === '/NetworkDriver.GetCapabilities') return res.end(JSON.stringify({ Scope: 'global' }));
-      if (req.url === '/NetworkDriver.CreateNetwork' || req.url === '/NetworkDriver.DeleteNetwork')
-        return res.end('{}');
-      res.end(JSON.stringify({ Err: 'gtest: not supported' }));
-    });
-  });
-  await new Promise<void>((r) => server.listen(path.join(pluginDir, 'gtest.sock'), r));
-  t.after(() => new Promise<void>((r) => server.close(() => r())));
-  return calls;
-}
 
 function etcdctl(c: ClusterLab, ...args: string[]): string {
   return c.etcd[0].ns.run('etcdctl', [`--endpoints=http://${etcdAddr(1)}:2379`, ...args]);
@@ -43,9 +20,7 @@ async function threeHosts(t: Parameters<typeof clusterLab>[0]) {
   const c = await clusterLab(t, { hosts: 3 });
   const ds = [];
   for (let i = 0; i < 3; i++) {
-    const d = await c.startDaemon(i);
-    await globalPlugin(t, d.pluginDir);
-    ds.push(d);
+    ds.push(await c.startDaemon(i));
   }
   return { c, ds };
 }
@@ -55,7 +30,7 @@ test('a global network created on h1 is on h2 and h3 with the same id, subnet, V
   const [d1, d2, d3] = ds;
   const made = await d1.request('POST', '/networks/create', {
     Name: 'web',
-    Driver: 'gtest',
+    Driver: 'overlay',
     IPAM: { Config: [{ Subnet: '10.10.0.0/16' }] },
     Options: { 'cnmd.test': 'x' },
   });
@@ -80,10 +55,10 @@ test('a global network created on h1 is on h2 and h3 with the same id, subnet, V
   const rec = JSON.parse(etcdctl(c, 'get', '--print-value-only', `/cnmd/v1/networks/${id}`));
   assert.equal(rec.vni, 4096);
   // A second network gets the next VNI; the same name anywhere is refused.
-  const second = await d2.request('POST', '/networks/create', { Name: 'api', Driver: 'gtest' });
+  const second = await d2.request('POST', '/networks/create', { Name: 'api', Driver: 'overlay' });
   assert.equal(second.status, 201, JSON.stringify(second.body));
   assert.equal((await d2.request('GET', '/networks/api')).body.Options[VXLANID], '4097');
-  const again = await d3.request('POST', '/networks/create', { Name: 'web', Driver: 'gtest' });
+  const again = await d3.request('POST', '/networks/create', { Name: 'web', Driver: 'overlay' });
   assert.equal(again.status, 409);
   assert.match(again.body.message, /web already exists/);
 
@@ -100,7 +75,7 @@ test('bad input: a VNI out of range or taken, a subnet overlapping another overl
   for (const vni of ['0', '16777216', 'abc', '5000,5001']) {
     const r = await d1.request('POST', '/networks/create', {
       Name: `bad${vni.replace(/\W/g, '')}`,
-      Driver: 'gtest',
+      Driver: 'overlay',
       Options: { [VXLANID]: vni },
     });
     assert.equal(r.status, 400, `${vni}: ${JSON.stringify(r.body)}`);
@@ -108,21 +83,21 @@ test('bad input: a VNI out of range or taken, a subnet overlapping another overl
   }
   const a = await d1.request('POST', '/networks/create', {
     Name: 'a',
-    Driver: 'gtest',
+    Driver: 'overlay',
     Options: { [VXLANID]: '5000' },
     IPAM: { Config: [{ Subnet: '10.20.0.0/16' }] },
   });
   assert.equal(a.status, 201, JSON.stringify(a.body));
   const taken = await d2.request('POST', '/networks/create', {
     Name: 'b',
-    Driver: 'gtest',
+    Driver: 'overlay',
     Options: { [VXLANID]: '5000' },
   });
   assert.equal(taken.status, 409);
   assert.match(taken.body.message, /VXLAN id 5000 is already used by network a/);
   const overlap = await d2.request('POST', '/networks/create', {
     Name: 'c',
-    Driver: 'gtest',
+    Driver: 'overlay',
     IPAM: { Config: [{ Subnet: '10.20.128.0/24' }] },
   });
   assert.equal(overlap.status, 409);
@@ -153,8 +128,7 @@ test('hosts are members by lease: a killed daemon disappears from the store with
 test('no cluster store: a global network is refused naming --cluster-store; a wrong advertise address stops the daemon with its reason', async (t) => {
   const l = await lab(t);
   const d = await startDaemon(t, l);
-  await globalPlugin(t, d.pluginDir);
-  const r = await d.request('POST', '/networks/create', { Name: 'ov', Driver: 'gtest' });
+  const r = await d.request('POST', '/networks/create', { Name: 'ov', Driver: 'overlay' });
   assert.equal(r.status, 403);
   assert.match(r.body.message, /--cluster-store/);
   const h = await l.ns('h9');
@@ -191,8 +165,7 @@ test('an unreachable store: creating a global network fails naming the store; lo
   const c = await clusterLab(t, { hosts: 1 });
   await c.etcd[0].stop();
   const d = await c.startDaemon(0);
-  await globalPlugin(t, d.pluginDir);
-  const r = await d.request('POST', '/networks/create', { Name: 'ov', Driver: 'gtest' });
+  const r = await d.request('POST', '/networks/create', { Name: 'ov', Driver: 'overlay' });
   assert.equal(r.status, 503, JSON.stringify(r.body));
   assert.match(r.body.message, /cluster store etcd:\/\/192\.0\.2\.101:2379 is unreachable/);
   const local = await d.request('POST', '/networks/create', { Name: 'lb', Driver: 'bridge' });
@@ -200,7 +173,7 @@ test('an unreachable store: creating a global network fails naming the store; lo
   // The store back: the daemon joins by itself, and the network can be made.
   await c.etcd[0].start();
   await eventually(async () => {
-    const ok = await d.request('POST', '/networks/create', { Name: 'ov', Driver: 'gtest' });
+    const ok = await d.request('POST', '/networks/create', { Name: 'ov', Driver: 'overlay' });
     assert.equal(ok.status, 201, JSON.stringify(ok.body));
   }, 15_000);
 });
