@@ -11,7 +11,6 @@ import { spawn } from 'node:child_process';
 import { eventually, lab, Lab, runIn } from '../lib/fixture';
 import { ping, roundTrip, serve } from '../lib/probe';
 import { startDaemon } from '../lib/daemon';
-import { assertInvariants } from '../lib/invariants';
 import { IptablesBackend } from '../../src/firewall/iptables';
 import { IptablesBridgeFirewall } from '../../src/firewall/bridge';
 import { underlay, UnderlayHost, UNDERLAY_BRIDGE } from '../lib/underlay';
@@ -567,72 +566,6 @@ test('the daemon knows the overlay driver, and without a cluster store refuses a
   const list = await d.request('GET', '/networks');
   assert.ok(!list.body.some((n: any) => n.Name === 'web'));
   assert.equal(d.host.ipj('-d', 'link', 'show', 'type', 'vxlan').length, 0);
-});
-
-const OVERLAY_DAEMON = path.resolve(__dirname, '..', 'lib', 'overlay-daemon.js');
-
-test('through the daemon: an overlay sandbox routes out via cnmd_gwbridge (masqueraded), publishes a port there, and a SIGKILLed daemon restarts with traffic kept and no leaks', async (t) => {
-  const l = await lab(t);
-  const {
-    sw,
-    hosts: [h1],
-  } = await underlay((n) => l.ns(n), 1);
-  const d = await startDaemon(t, l, { hostNs: h1, entry: OVERLAY_DAEMON, args: ['--vtep', h1.ip] });
-  const ok = async (method: string, p: string, body?: unknown) => {
-    const r = await d.request(method, p, body);
-    assert.ok(r.status < 300, `${method} ${p} -> ${r.status} ${JSON.stringify(r.body)}`);
-    return r.body;
-  };
-  await sw.handle.addrAdd(UNDERLAY_BRIDGE, '192.168.77.254/24');
-  await serve(t, sw.path, 'tcp', 7100);
-  const net = await ok('POST', '/networks/create', {
-    Name: 'ov',
-    Driver: 'overlay',
-    Options: { [OPT.vni]: '4600' },
-    IPAM: { Config: [{ Subnet: '10.60.0.0/24' }] },
-  });
-  const inspect = await ok('GET', `/networks/${net.Id}`);
-  assert.equal(inspect.Scope, 'global');
-  await ok('POST', '/sandboxes', { Name: 'a', Networks: [{ Network: 'ov' }], Ports: ['8080:7000/tcp'] });
-  const a = await ok('GET', '/sandboxes/a');
-  const key = a.SandboxKey;
-  assert.equal(a.Networks.ov.IPAddress, '10.60.0.2');
-  const routes = JSON.parse(runIn(key, 'ip', ['-j', 'route']));
-  const def = routes.find((r: any) => r.dst === 'default');
-  assert.equal(def?.dev, 'gwbridge', JSON.stringify(routes));
-  assert.match(def.gateway, /^172\.\d+\.0\.1$/);
-  const [eth0] = JSON.parse(runIn(key, 'ip', ['-j', 'link', 'show', 'eth0']));
-  assert.equal(eth0.mtu, 1450);
-  // Out: masqueraded to the host's address. In: the published port, from outside the host.
-  await serve(t, key, 'tcp', 7000);
-  const out = roundTrip(key, 'tcp', '192.168.77.254', 7100);
-  assert.ok(out.ok && out.seenFrom === h1.ip, JSON.stringify(out));
-  assert.ok(roundTrip(sw.path, 'tcp', h1.ip, 8080).ok, 'published port through cnmd_gwbridge');
-
-  // SIGKILL: the sandbox keeps its way out; the restart adopts everything and leaks nothing.
-  await d.kill();
-  assert.ok(roundTrip(key, 'tcp', '192.168.77.254', 7100).ok, 'egress while the daemon is down');
-  const d2 = await startDaemon(t, l, {
-    hostNs: h1,
-    base: d.base,
-    entry: OVERLAY_DAEMON,
-    args: ['--vtep', h1.ip],
-  });
-  const ovNetns = () => new NetnsManager(path.join(d2.execRoot, 'overlay')).list();
-  assert.deepEqual(ovNetns(), [`ov-${net.Id}`]);
-  assert.equal(ipj(h1, 'link', 'show', 'master', 'cnmd_gwbridge').length, 1);
-  // Store, kernel and iptables agree (the host's underlay eth0 is not cnmd's).
-  await assertInvariants(d2, { foreignLinks: (n) => n === 'eth0' });
-  assert.ok(roundTrip(sw.path, 'tcp', h1.ip, 8080).ok, 'published port after the restart');
-  assert.ok(roundTrip(key, 'tcp', '192.168.77.254', 7100).ok);
-  // Removal: nothing of the overlay is left on the host.
-  assert.equal((await d2.request('DELETE', '/sandboxes/a')).status < 300, true);
-  assert.equal((await d2.request('DELETE', `/networks/${net.Id}`)).status < 300, true);
-  await eventually(() => assert.equal(ipj(h1, 'link', 'show', 'master', 'cnmd_gwbridge').length, 0));
-  assert.deepEqual(ovNetns(), []);
-  assert.equal(ipj(h1, '-d', 'link', 'show', 'type', 'vxlan').length, 0);
-  await assertInvariants(d2, { foreignLinks: (n) => n === 'eth0' });
-  assert.doesNotMatch(runIn(h1.path, 'iptables-save', ['-t', 'nat']), /DNAT.*:7000/);
 });
 
 test('dual stack: IPv6 endpoints reach each other across hosts through their static neighbour entries', async (t) => {
