@@ -140,7 +140,7 @@ export interface JoinInfo {
 /** One remote endpoint of a global network (the control plane's desired state for the driver). */
 export interface OverlayPeer {
   endpointId: string;
-  /** Plain IPs */
+  /** CIDR or plain IP. */
   address: string;
   address6?: string;
   mac: string;

@@ -6,17 +6,10 @@ import { CnmdError, invalidArgument } from '../../src/errors';
 import type { Handle } from '../../src/netlink/handle';
 import { bytesToIp, ipToBytes } from '../../src/netlink/codec';
 import { NTF_SELF } from '../../src/netlink/rtnl/constants';
+import type { OverlayPeer } from '../driver';
 
-/** One remote endpoint of an overlay network (the contract with the control plane, src/cluster/). */
-export interface OverlayPeer {
-  endpointId: string;
-  /** CIDR or plain IP. */
-  address: string;
-  address6?: string;
-  mac: string;
-  /** The remote host's underlay (VTEP) address. */
-  vtep: string;
-}
+/** One remote endpoint of an overlay network: the Driver seam's (the contract with the control plane, src/cluster/). */
+export type { OverlayPeer };
 
 /** What one reconcile changed (all zeros when the kernel already matched). */
 export interface ReconcileResult {

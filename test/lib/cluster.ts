@@ -150,6 +150,15 @@ export async function clusterLab(
   const storeUrl = `etcd://${etcd.map((m) => `${m.ip}:2379`).join(',')}`;
   const hosts: Ns[] = [];
   for (let i = 1; i <= (o.hosts ?? 3); i++) hosts.push(await attach(l, ul, `h${i}`, hostAddr(i), i));
+  const daemonArgs = [
+    '--cluster-store',
+    storeUrl,
+    '--cluster-ttl',
+    String(o.ttl ?? 3),
+    '--netns-pool-size',
+    '0',
+    ...(o.args ?? []),
+  ];
   const c: ClusterLab = {
     lab: l,
     underlay: ul,
@@ -158,32 +167,13 @@ export async function clusterLab(
     storeUrl,
     daemons: [],
     async startDaemon(i: number) {
-      const d = await startDaemon(t, l, {
-        hostNs: hosts[i],
-        args: [
-          '--cluster-store',
-          storeUrl,
-          '--cluster-ttl',
-          String(o.ttl ?? 3),
-          '--netns-pool-size',
-          '0',
-          ...(o.args ?? []),
-        ],
-      });
+      const d = await startDaemon(t, l, { hostNs: hosts[i], args: daemonArgs });
       c.daemons[i] = d;
       return d;
     },
     async restart(i: number) {
       const old = c.daemons[i];
-      const d = await restartDaemon(t, l, old, [
-        '--cluster-store',
-        storeUrl,
-        '--cluster-ttl',
-        String(o.ttl ?? 3),
-        '--netns-pool-size',
-        '0',
-        ...(o.args ?? []),
-      ]);
+      const d = await restartDaemon(t, l, old, daemonArgs);
       c.daemons[i] = d;
       return d;
     },
