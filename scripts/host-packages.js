@@ -42,6 +42,8 @@ const LANES = {
     [hasCommand('tcpdump'), 'tcpdump'],
     // The stock docker CLI, pointed at cnmd's socket (docker-cli.test.ts); Debian's docker.io ships it.
     [hasCommand('docker'), 'docker.io'],
+    // README's published-port example serves HTTP from a sandbox with python3 (readme.test.ts).
+    [hasCommand('python3'), 'python3'],
   ],
   // Fuzzing, storms and SIGKILLs against a daemon in its own netns (test/chaos): the integration tools, and openssl for TLS certs.
   chaos: [
