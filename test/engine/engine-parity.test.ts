@@ -82,6 +82,17 @@ test(
         undefined,
         `${c.driver}: the container address itself stays isolated from the other network`,
       );
+      // docker port: the engine lists what its own bridge published and drops a remote driver's
+      // bindings (README says so, and where to see them: the CNMD nat chain).
+      const listed = (await e.docker(['port', `${c.pub}-web`])).stdout;
+      if (c.driver === 'bridge') assert.match(listed, new RegExp(`^80/tcp -> 0\\.0\\.0\\.0:${c.port}$`, 'm'));
+      else {
+        assert.equal(listed.trim(), '', 'the engine shows no port of a cnmd-bridge container');
+        assert.match(
+          d.host.run('iptables', ['-t', 'nat', '-S', 'CNMD']),
+          new RegExp(`--dport ${c.port} -j DNAT --to-destination ${webIp.replace(/\./g, '\\.')}:80`),
+        );
+      }
       t.diagnostic(`${c.driver}: published port reached across networks by host address and gateway`);
     }
   },
