@@ -1,7 +1,7 @@
 // An endpoint that is one veth pair (bridge, overlay): what the driver keeps
 // of it between createEndpoint and join, and Docker's MAC rule.
 import { failure } from '../src/errors';
-import { macFromIPv4, randomMac } from './bridge/options';
+import { macFromIPv4, randomMac } from '../src/net/addr';
 import type { EndpointSpec } from './driver';
 
 export interface VethEndpoint {

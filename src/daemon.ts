@@ -24,7 +24,7 @@ import { ClusterStore } from './cluster/etcd';
 import { resolveAdvertise } from './cluster/advertise';
 import * as crypto from 'node:crypto';
 import * as os from 'node:os';
-import { IptablesBridgeFirewall } from './firewall/bridge';
+import { IptablesBridgeFirewall } from '../drivers/bridge/iptables';
 import type { FirewallBackend } from './firewall/firewall';
 import { IptablesBackend } from './firewall/iptables';
 import { PortPublisher } from './portmap/publisher';
@@ -41,6 +41,7 @@ import type { Store } from './store/store';
 import { VERSION } from './version';
 import { InstanceLock } from './instance-lock';
 import { claimSocketPath } from './unix-socket';
+import { stripPrefix } from './net/addr';
 
 export interface DaemonParts {
   /** The firewall the bridge driver programs; the default is iptables in the daemon's netns. */
@@ -208,7 +209,7 @@ export class Daemon {
     const n = c?.networks().find((x) => x.pools.some((p) => p.poolId === poolId));
     if (!c || !n) return undefined;
     const gw = n.pools.find((p) => p.poolId === poolId)?.gateway;
-    const plain = (cidr?: string) => cidr?.replace(/\/\d+$/, '');
+    const plain = (cidr?: string) => stripPrefix(cidr);
     const ep =
       ip === undefined
         ? undefined

@@ -32,7 +32,7 @@ import { BridgeDriver } from '../../drivers/bridge/bridge';
 import type { Driver, NetworkSpec } from '../../drivers/driver';
 import { OverlayDriver, OverlayPeer } from '../../drivers/overlay/overlay';
 import { OPT } from '../../drivers/overlay/options';
-import { IptablesBridgeFirewall } from '../../src/firewall/bridge';
+import { IptablesBridgeFirewall } from '../../drivers/bridge/iptables';
 import { IptablesBackend } from '../../src/firewall/iptables';
 import { createLogger } from '../../src/log';
 import { Handle } from '../../src/netlink/handle';

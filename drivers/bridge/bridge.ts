@@ -18,12 +18,13 @@ import type {
   NetworkSpec,
   SandboxRef,
 } from '../driver';
-import { BridgeFirewall, rulesFor } from './firewall';
+import { BridgeFirewall, firewallSpec } from './firewall';
 import { BridgeConfig, parseBridgeConfig } from './options';
 import { endpointOf, hostVethName, VethEndpoint as EndpointState, vethEndpoint } from '../veth-endpoint';
 
 export { hostVethName } from '../veth-endpoint';
 import { ALIAS_PREFIX, BridgeState, bridgeSetupSteps, endpointAlias, networkAlias } from './setup';
+import { stripPrefix } from '../../src/net/addr';
 
 /**
  * Queues per veth end, each way. A veth uses one each way unless raised with
@@ -85,7 +86,7 @@ export class BridgeDriver implements Driver {
     this.baseReady = true;
   }
 
-  private state(op: string, networkId: string): BridgeState {
+  private networkOrThrow(op: string, networkId: string): BridgeState {
     const st = this.networks.get(networkId);
     if (!st) throw failure('NOT_FOUND', { op, object: networkId }, 'no such bridge network');
     return st;
@@ -122,14 +123,14 @@ export class BridgeDriver implements Driver {
     const st = this.networks.get(networkId);
     if (!st) return;
     const errs = new TeardownErrors('network rm', st.config.bridgeName, this.log);
-    await errs.step('remove rules', () => this.fw.removeNetwork(rulesFor(st.config)));
+    await errs.step('remove rules', () => this.fw.removeNetwork(firewallSpec(st.config)));
     if (st.created) await errs.step('delete bridge', () => this.host.linkDel(st.config.bridgeName));
     errs.throwIfFailed();
     this.networks.delete(networkId);
   }
 
   async createEndpoint(spec: EndpointSpec): Promise<EndpointInfo> {
-    this.state('endpoint create', spec.networkId);
+    this.networkOrThrow('endpoint create', spec.networkId);
     const ep = vethEndpoint(spec);
     this.endpoints.set(spec.endpointId, ep);
     return { mac: ep.mac };
@@ -141,12 +142,12 @@ export class BridgeDriver implements Driver {
 
   async join(networkId: string, endpointId: string, sb: SandboxRef): Promise<JoinInfo> {
     const op = 'endpoint join';
-    const st = this.state(op, networkId);
+    const st = this.networkOrThrow(op, networkId);
     const ep = endpointOf(this.endpoints, op, endpointId);
     const c = st.config;
     const info: JoinInfo = {
-      gateway: c.internal ? undefined : c.gatewayV4?.replace(/\/\d+$/, ''),
-      gatewayIPv6: c.internal ? undefined : c.gatewayV6?.replace(/\/\d+$/, ''),
+      gateway: c.internal ? undefined : stripPrefix(c.gatewayV4),
+      gatewayIPv6: c.internal ? undefined : stripPrefix(c.gatewayV6),
       staticRoutes: [],
       disableGatewayService: c.internal,
     };
@@ -154,7 +155,7 @@ export class BridgeDriver implements Driver {
     const handle = sb.handle;
     // An IPv6 endpoint needs its link-local mode set before its link comes up: the round-trip way.
     if (sb.freeIndex !== undefined && !ep.addressIPv6) {
-      await this.addVethAhead(st, ep, handle, sb.ifname, sb.freeIndex);
+      await this.addVethAtFreeIndex(st, ep, handle, sb.ifname, sb.freeIndex);
       return info;
     }
     // One message: host side enslaved and up, container side born in the sandbox with its final name and MAC.
@@ -173,7 +174,7 @@ export class BridgeDriver implements Driver {
    * the creation (one I/O thread, in order), so no request waits for the
    * answer to another. A failure removes the pair.
    */
-  private async addVethAhead(
+  private async addVethAtFreeIndex(
     st: BridgeState,
     ep: EndpointState,
     handle: Handle,
@@ -307,7 +308,7 @@ export class BridgeDriver implements Driver {
     // A dead sandbox's veth goes in the background, apart from the requests
     // that follow (the next attach's veth must not wait ~20 ms behind it); a
     // daemon killed before it completes sweeps the veth at start (its alias).
-    const removal = ignoreNotFound(this.host.linkDel(name, { apart: !!opts.sandboxDestroyed })).then(
+    const removal = ignoreNotFound(this.host.linkDel(name, { onOwnSocket: !!opts.sandboxDestroyed })).then(
       () => undefined,
     );
     if (!opts.sandboxDestroyed) return removal;
@@ -315,14 +316,14 @@ export class BridgeDriver implements Driver {
   }
 
   private publishRequest(networkId: string, endpointId: string, bindings: PortBinding[]) {
-    const st = this.state('port publish', networkId);
+    const st = this.networkOrThrow('port publish', networkId);
     const ep = this.endpoints.get(endpointId);
     if (!ep) throw failure('NOT_FOUND', { op: 'port publish', object: endpointId }, 'no such endpoint');
     return {
       owner: endpointId,
       bridge: st.config.bridgeName,
-      containerIPv4: ep.address?.replace(/\/\d+$/, ''),
-      containerIPv6: ep.addressIPv6?.replace(/\/\d+$/, ''),
+      containerIPv4: stripPrefix(ep.address),
+      containerIPv6: stripPrefix(ep.addressIPv6),
       bindings,
       hostBindingIPv4: st.config.hostBindingIPv4 === '0.0.0.0' ? undefined : st.config.hostBindingIPv4,
     };
@@ -341,7 +342,7 @@ export class BridgeDriver implements Driver {
         { op: 'port publish', object: endpointId },
         'port publishing is not enabled in this daemon',
       );
-    if (this.state('port publish', networkId).config.internal) {
+    if (this.networkOrThrow('port publish', networkId).config.internal) {
       throw failure(
         'INVALID_ARGUMENT',
         { op: 'port publish', object: networkId },
@@ -359,7 +360,7 @@ export class BridgeDriver implements Driver {
     const config = parseBridgeConfig(spec);
     await this.ensureBase();
     const errs = new TeardownErrors('network cleanup', config.bridgeName, this.log);
-    await errs.step('remove rules', () => this.fw.removeNetwork(rulesFor(config)));
+    await errs.step('remove rules', () => this.fw.removeNetwork(firewallSpec(config)));
     await errs.step('delete bridge', async () => {
       const link = await ignoreNotFound(this.host.linkGet(config.bridgeName));
       if (link && ownBridge(link, spec.id, config.bridgeName)) await this.host.linkDel(link.index);

@@ -1,36 +1,21 @@
-// What the bridge driver needs from firewall/: its base chains, and the rules
-// of one network added or removed as one batch.
+// What the bridge driver needs from a firewall: its base chains, and the rules
+// of one network added or removed as one batch (firewall/layout's spec).
+import type { BridgeNetworkSpec } from '../../src/firewall/layout';
+import type { BridgeConfig } from './options';
 
-export interface BridgeNetworkRules {
-  bridge: string;
-  subnetV4?: string;
-  subnetV6?: string;
-  icc: boolean;
-  masquerade: boolean;
-  internal: boolean;
-  hostIPv4?: string;
-}
+export type { BridgeNetworkSpec };
 
 export interface BridgeFirewall {
   setupBase(): Promise<void>;
-  addNetwork(n: BridgeNetworkRules): Promise<void>;
-  removeNetwork(n: BridgeNetworkRules): Promise<void>;
+  addNetwork(n: BridgeNetworkSpec): Promise<void>;
+  removeNetwork(n: BridgeNetworkSpec): Promise<void>;
 }
 
-export function rulesFor(c: {
-  bridgeName: string;
-  subnetV4?: string;
-  subnetV6?: string;
-  enableICC: boolean;
-  enableIPMasquerade: boolean;
-  internal: boolean;
-  hostIPv4?: string;
-  enableIPv6: boolean;
-}): BridgeNetworkRules {
+/** The firewall's view of a bridge network: IPv6 rules only when the network has IPv6. */
+export function firewallSpec(c: BridgeConfig): BridgeNetworkSpec {
   return {
     bridge: c.bridgeName,
-    subnetV4: c.subnetV4,
-    subnetV6: c.enableIPv6 ? c.subnetV6 : undefined,
+    subnets: { v4: c.subnetV4, v6: c.enableIPv6 ? c.subnetV6 : undefined },
     icc: c.enableICC,
     masquerade: c.enableIPMasquerade,
     internal: c.internal,

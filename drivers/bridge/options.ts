@@ -3,6 +3,7 @@
 import { invalidArgument } from '../../src/errors';
 import { validateIfName } from '../../src/netlink/rtnl/link';
 import type { NetworkSpec } from '../driver';
+import { isIPv4 } from '../../src/net/addr';
 
 export const OPT = {
   name: 'com.docker.network.bridge.name',
@@ -44,12 +45,6 @@ export function parseBool(op: string, key: string, v: string | undefined, dflt: 
   if (['1', 't', 'T', 'TRUE', 'true', 'True'].includes(v)) return true;
   if (['0', 'f', 'F', 'FALSE', 'false', 'False'].includes(v)) return false;
   throw invalidArgument(op, key, `option ${key}: "${v}" is not a boolean (use true or false)`);
-}
-
-function isIPv4(s: string): boolean {
-  return (
-    /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.test(s) && s.split('.').every((p) => Number(p) <= 255)
-  );
 }
 
 export function parseBridgeConfig(spec: NetworkSpec): BridgeConfig {
@@ -97,19 +92,4 @@ export function parseBridgeConfig(spec: NetworkSpec): BridgeConfig {
     hostIPv4,
     isDefault: !!spec.isDefault || parseBool(op, OPT.defaultBridge, o[OPT.defaultBridge], false),
   };
-}
-
-/** Docker's container MAC: 02:42 followed by the four bytes of the IPv4 address. */
-export function macFromIPv4(cidr: string): string {
-  const ip = cidr
-    .replace(/\/\d+$/, '')
-    .split('.')
-    .map(Number);
-  return ['02', '42', ...ip.map((b) => b.toString(16).padStart(2, '0'))].join(':');
-}
-
-export function randomMac(): string {
-  const b = require('node:crypto').randomBytes(6) as Buffer;
-  b[0] = (b[0] & 0xfe) | 0x02; // unicast, locally administered
-  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 }

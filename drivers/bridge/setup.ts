@@ -5,8 +5,9 @@ import { failure, hasCode, ignoreNotFound } from '../../src/errors';
 import type { Handle } from '../../src/netlink/handle';
 import { writeSysctl } from '../../src/netns/sysctl';
 import { concurrently, Step } from '../../src/steps';
-import { BridgeFirewall, rulesFor } from './firewall';
-import { BridgeConfig, randomMac } from './options';
+import { BridgeFirewall, firewallSpec } from './firewall';
+import { randomMac } from '../../src/net/addr';
+import type { BridgeConfig } from './options';
 
 /** Marks kernel objects cnmd made, so `ip -d link` says who owns them and restarts know what to sweep. */
 export const ALIAS_PREFIX = 'cnmd:';
@@ -116,8 +117,8 @@ export function setupForwarding(): Step {
 export function setupFirewall(fw: BridgeFirewall, st: BridgeState): Step {
   return {
     name: 'setup ip tables',
-    do: () => fw.addNetwork(rulesFor(st.config)),
-    undo: () => fw.removeNetwork(rulesFor(st.config)),
+    do: () => fw.addNetwork(firewallSpec(st.config)),
+    undo: () => fw.removeNetwork(firewallSpec(st.config)),
   };
 }
 

@@ -4,11 +4,11 @@
 // so a sandbox on one or more non-internal overlay networks gets a second
 // interface here, carries its default route, and is masqueraded out.
 import { CnmdError, type WarnSink, bestEffort } from '../../src/errors';
-import { bigToIp, Cidr, formatCidr, overlaps, parseCidr } from '../../src/ipam/ip';
+import { bigToIp, Cidr, formatCidr, overlaps, parseCidr, stripPrefix } from '../../src/net/addr';
 import { predefinedSubnets } from '../../src/ipam/pools';
 import type { Handle } from '../../src/netlink/handle';
-import type { BridgeFirewall, BridgeNetworkRules } from '../bridge/firewall';
-import { randomMac } from '../bridge/options';
+import type { BridgeFirewall, BridgeNetworkSpec } from '../bridge/firewall';
+import { randomMac } from '../../src/net/addr';
 import type { SandboxRef } from '../driver';
 
 export const GWBRIDGE = 'cnmd_gwbridge';
@@ -52,11 +52,11 @@ export class GatewayBridge {
     return this.subnet && bigToIp(this.subnet.base + 1n, 4);
   }
 
-  private rules(): BridgeNetworkRules {
+  private rules(): BridgeNetworkSpec {
     // Docker's docker_gwbridge: no traffic between sandboxes through it (icc off), masqueraded out.
     return {
       bridge: GWBRIDGE,
-      subnetV4: formatCidr(this.subnet!),
+      subnets: { v4: formatCidr(this.subnet!) },
       icc: false,
       masquerade: true,
       internal: false,
@@ -114,7 +114,7 @@ export class GatewayBridge {
         await bestEffort(this.log, 'gateway bridge rollback', GWBRIDGE, () => this.host.linkDel(GWBRIDGE));
       throw e;
     }
-    this.used.add(gw.replace(/\/\d+$/, ''));
+    this.used.add(stripPrefix(gw));
   }
 
   /** The configured subnet, or the first local predefined /16 that no route of the host overlaps. */
@@ -194,7 +194,7 @@ export class GatewayBridge {
       await made;
     } catch (e) {
       if (this.bySandbox.get(sb.id) === a) this.bySandbox.delete(sb.id);
-      this.used.delete(cidr.replace(/\/\d+$/, ''));
+      this.used.delete(stripPrefix(cidr));
       throw e;
     }
     return this.gateway!;
@@ -227,7 +227,7 @@ export class GatewayBridge {
   }
 
   /** The endpoint no longer uses the bridge; the sandbox's interface goes with its last user. */
-  async detach(endpointId: string, opts: { apart?: boolean } = {}): Promise<void> {
+  async detach(endpointId: string, opts: { onOwnSocket?: boolean } = {}): Promise<void> {
     const sandboxId = this.sandboxOf(endpointId);
     if (sandboxId === undefined) return;
     const a = this.bySandbox.get(sandboxId)!;
@@ -237,7 +237,7 @@ export class GatewayBridge {
     await this.host.linkDel(gwVethName(sandboxId), opts).catch((e) => {
       if (!(e instanceof CnmdError && e.code === 'NOT_FOUND')) throw e;
     });
-    this.used.delete(a.cidr.replace(/\/\d+$/, ''));
+    this.used.delete(stripPrefix(a.cidr));
   }
 
   /**
@@ -261,7 +261,7 @@ export class GatewayBridge {
         continue;
       }
       if (l.masterIndex !== this.index) await this.host.linkSet(l.index, { master: this.index, up: true });
-      this.used.add(cidr.replace(/\/\d+$/, ''));
+      this.used.add(stripPrefix(cidr));
       this.bySandbox.set(sandboxId, { sandboxId, cidr, users: new Set(eps), made: Promise.resolve() });
     }
     return removed;

@@ -35,6 +35,7 @@ import {
 } from './options';
 import { desiredEntries, OverlayPeer, reconcilePeers, ReconcileResult } from './peers';
 import { OverlayNetworkState, overlaySetupSteps } from './setup';
+import { stripPrefix } from '../../src/net/addr';
 
 export type { OverlayPeer } from './peers';
 
@@ -126,7 +127,7 @@ export class OverlayDriver implements Driver {
 
   /** The MTU of the host interface holding the VTEP address: the underlay's. */
   private async underlayMtu(op: string, vtep: string): Promise<number> {
-    const addr = (await this.host.addrList()).find((a) => a.cidr.replace(/\/\d+$/, '') === vtep);
+    const addr = (await this.host.addrList()).find((a) => stripPrefix(a.cidr) === vtep);
     if (!addr)
       throw invalidArgument(
         op,
@@ -261,10 +262,10 @@ export class OverlayDriver implements Driver {
   ): Promise<void> {
     const st = this.networks.get(networkId);
     const name = this.endpoints.get(endpointId)?.hostVeth ?? hostVethName(endpointId);
-    const apart = !!opts.sandboxDestroyed;
+    const onOwnSocket = !!opts.sandboxDestroyed;
     await Promise.all([
-      st?.ns && !st.ns.closed ? st.ns.linkDel(name, { apart }).catch(notFound) : undefined,
-      this.gw?.detach(endpointId, { apart }),
+      st?.ns && !st.ns.closed ? st.ns.linkDel(name, { onOwnSocket }).catch(notFound) : undefined,
+      this.gw?.detach(endpointId, { onOwnSocket }),
     ]);
   }
 
@@ -291,7 +292,7 @@ export class OverlayDriver implements Driver {
     return this.ports.publish({
       owner: endpointId,
       bridge: GWBRIDGE,
-      containerIPv4: cidr.replace(/\/\d+$/, ''),
+      containerIPv4: stripPrefix(cidr),
       bindings,
     });
   }
@@ -401,7 +402,7 @@ export class OverlayDriver implements Driver {
           await this.ports.restore({
             owner: e.endpointId,
             bridge: GWBRIDGE,
-            containerIPv4: this.gw.addressOf(sandboxId)!.replace(/\/\d+$/, ''),
+            containerIPv4: stripPrefix(this.gw.addressOf(sandboxId)!),
             bindings: e.ports,
           });
       }

@@ -4,7 +4,7 @@
 // device has learning off, so every entry on it is one this driver put.
 import { CnmdError, invalidArgument } from '../../src/errors';
 import type { Handle } from '../../src/netlink/handle';
-import { bytesToIp, ipToBytes } from '../../src/netlink/codec';
+import { bytesToIp, ipToBytes } from '../../src/net/addr';
 import { NTF_SELF } from '../../src/netlink/rtnl/constants';
 import type { OverlayPeer } from '../driver';
 

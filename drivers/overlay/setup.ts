@@ -6,7 +6,7 @@ import { CnmdError } from '../../src/errors';
 import type { Handle } from '../../src/netlink/handle';
 import type { NetnsManager } from '../../src/netns/netns';
 import type { Step } from '../../src/steps';
-import { randomMac } from '../bridge/options';
+import { randomMac } from '../../src/net/addr';
 import { OverlayConfig, ovNetworkAlias } from './options';
 
 export interface OverlayNetworkState {

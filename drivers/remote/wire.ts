@@ -3,7 +3,7 @@
 // Replies are checked here so a plugin's mistake fails the call with a message
 // that names the field, instead of surfacing later as a kernel error.
 import type { PortBinding, Proto } from '../../src/portmap/spec';
-import { cidrFamily, ipFamily, normalizeMac } from '../../src/remote/values';
+import { cidrFamily, ipFamily, normalizeMac } from '../../src/net/addr';
 import type { Capabilities, EndpointSpec, IpamData, JoinInfo, NetworkSpec, StaticRoute } from '../driver';
 
 export const OPT_GENERIC = 'com.docker.network.generic';

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { Controller } from '../controller/controller';
 import type { SandboxFiles } from '../controller/sandbox-files';
 import { parsePortSpecs } from '../portmap/spec';
-import { checkStaticAddresses, parseBody, parseFilters, patternFilter } from './networks';
+import { checkStaticAddresses, parseBody, parseFilters, patternFilter } from './request';
 import type { Router } from './router';
 import { sandboxView } from './views';
 

@@ -2,9 +2,10 @@
 import type { Controller } from '../controller/controller';
 import type { EndpointRecord, NetworkRecord, SandboxRecord } from '../controller/records';
 import { formatPortSpec, portCount, type PortBinding } from '../portmap/spec';
+import { stripPrefix } from '../net/addr';
 
 function plain(cidr?: string): string {
-  return cidr ? cidr.replace(/\/\d+$/, '') : '';
+  return cidr ? stripPrefix(cidr) : '';
 }
 
 export function networkView(c: Controller, n: NetworkRecord): Record<string, unknown> {

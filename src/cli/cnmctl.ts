@@ -4,7 +4,7 @@
 import { Command, Option } from 'commander';
 import { spawnSync } from 'node:child_process';
 import { DEFAULTS, ENV } from '../config';
-import { contains, ipToBig, parseCidr } from '../ipam/ip';
+import { contains, ipToBig, parseCidr, stripPrefix } from '../net/addr';
 import { VERSION } from '../version';
 import { apiRequest } from './cnmctl-client';
 import { renderTemplate } from './template';
@@ -234,7 +234,7 @@ export function ipamConfig(o: {
     AuxiliaryAddresses: {} as Record<string, string>,
   }));
   const owner = (ip: string, what: string) => {
-    const a = ipToBig(ip.replace(/\/\d+$/, ''));
+    const a = ipToBig(stripPrefix(ip));
     const matches = configs.filter((c) => {
       const cidr = parseCidr(c.Subnet);
       return a && cidr && contains(cidr, a.family, a.value);
@@ -248,7 +248,7 @@ export function ipamConfig(o: {
     c.Gateway = g;
   }
   for (const r of o.ipRange) {
-    const c = owner(r.replace(/\/\d+$/, ''), 'range');
+    const c = owner(stripPrefix(r), 'range');
     if (c.IPRange)
       throw new Error(
         `cannot configure multiple ranges (${r}, ${c.IPRange}) on the same subnet (${c.Subnet})`,

@@ -1,7 +1,7 @@
 // --cluster-advertise: the address other hosts send VXLAN to (this host's
 // VTEP). An address must be one of the host's own; an interface name gives
 // its first global address; nothing given: the default route's interface.
-import { ipToBig } from '../ipam/ip';
+import { ipToBig } from '../net/addr';
 import type { Handle } from '../netlink/handle';
 
 export async function resolveAdvertise(host: Handle, wanted: string): Promise<string> {

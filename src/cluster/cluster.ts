@@ -5,7 +5,7 @@
 // compare-and-swap on one guard key (names, VNIs and subnets stay unique).
 import { CnmdError, invalidArgument } from '../errors';
 import type { IpamConfig } from '../controller/records';
-import { Cidr, bigToIp, contains, formatCidr, ipToBig, overlaps, parseCidr } from '../ipam/ip';
+import { Cidr, bigToIp, contains, formatCidr, ipToBig, overlaps, parseCidr } from '../net/addr';
 import { predefinedSubnets } from '../ipam/pools';
 import type { Logger } from '../log';
 import type { ClusterStore, Versioned } from './etcd';

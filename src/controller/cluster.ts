@@ -13,6 +13,7 @@ import type { DnsEndpoint } from '../dns/records';
 import type { Logger } from '../log';
 import type { Store } from '../store/store';
 import { EndpointRecord, KIND, NetworkRecord, SandboxRecord } from './records';
+import { stripPrefix } from '../net/addr';
 
 /** What the glue needs of the controller. */
 export interface ClusterHooks {
@@ -28,7 +29,7 @@ export interface ClusterHooks {
 }
 
 function plain(cidr?: string): string | undefined {
-  return cidr?.replace(/\/\d+$/, '');
+  return stripPrefix(cidr);
 }
 
 export class ClusterNetworks {

@@ -9,7 +9,7 @@ import { closeFds } from '../netns/netns';
 import type { Core } from './core';
 import { EndpointRecord, KIND, NetworkRecord, SandboxRecord } from './records';
 import { hostsFile, parseResolvConf, resolvConf } from './sandbox-files';
-import { plainIp } from './util';
+import { stripPrefix } from '../net/addr';
 
 /** Network option that turns the embedded DNS off for a network (libnetwork#1085). */
 export const EMBEDDED_DNS_OPTION = 'cnmd.network.embedded_dns';
@@ -81,8 +81,8 @@ export class DnsView implements RecordSource {
               sandboxId: sb.id,
               names: [...new Set([sb.name, sb.hostname])],
               aliases: e.aliases,
-              ipv4: plainIp(e.ipv4),
-              ipv6: plainIp(e.ipv6),
+              ipv4: stripPrefix(e.ipv4),
+              ipv6: stripPrefix(e.ipv6),
             };
           })
           .concat(n.scope === 'global' && this.d.cluster ? this.d.cluster.dnsEndpoints(n.id) : []),
@@ -141,7 +141,7 @@ export class DnsView implements RecordSource {
     for (const id of sb.endpoints) {
       const e = this.d.lookup.endpointRecord(id);
       if (!e) continue;
-      for (const ip of [e.ipv4, e.ipv6]) if (ip) out.push({ ip: plainIp(ip)!, names: [sb.hostname] });
+      for (const ip of [e.ipv4, e.ipv6]) if (ip) out.push({ ip: stripPrefix(ip)!, names: [sb.hostname] });
     }
     return hostsFile(out);
   }

@@ -6,7 +6,7 @@
 import type { Capabilities, Driver, JoinInfo } from '../../drivers/driver';
 import { CnmdError, TeardownErrors, bestEffort, hasCode, invalidArgument } from '../errors';
 import { SERIAL_OPTION, type Ipam } from '../ipam/ipam';
-import { contains, ipToBig, parseCidr } from '../ipam/ip';
+import { contains, ipToBig, parseCidr } from '../net/addr';
 import type { Handle } from '../netlink/handle';
 import { runSteps, Step } from '../steps';
 import type { Core } from './core';

@@ -8,7 +8,7 @@
 import type { Driver, IpamData, JoinInfo } from '../../drivers/driver';
 import { CnmdError, TeardownErrors, bestEffort, invalidArgument } from '../errors';
 import type { Ipam } from '../ipam/ipam';
-import { contains, ipToBig, overlaps, parseCidr } from '../ipam/ip';
+import { contains, ipToBig, isMac, overlaps, parseCidr, stripPrefix } from '../net/addr';
 import type { Logger } from '../log';
 import type { PortBinding } from '../portmap/spec';
 import type { Store } from '../store/store';
@@ -18,7 +18,6 @@ import type { KeyedMutex } from './mutex';
 import { EndpointRecord, IpamLeaseRecord, KIND, NetworkRecord, PoolAllocation } from './records';
 
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
-const MAC_RE = /^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/;
 
 export interface EngineNetworkRequest {
   id: string;
@@ -45,10 +44,6 @@ export interface EngineDeps {
   log: Logger;
   /** Called whenever the set of endpoints changes (views cache them). */
   changed(): void;
-}
-
-function plain(cidr: string | undefined): string | undefined {
-  return cidr?.replace(/\/\d+$/, '');
 }
 
 /** The name an engine network shows in cnmd (the engine never tells its name): its id's 12-hex prefix, as `docker network ls` shows it. */
@@ -128,7 +123,7 @@ export class EngineObjects {
           `IPv${v6 ? 6 : 4}Data Pool ${JSON.stringify(d.pool)} is not an IPv${v6 ? 6 : 4} CIDR`,
         );
       if (d.gateway !== undefined && d.gateway !== '') {
-        const g = ipToBig(plain(d.gateway)!);
+        const g = ipToBig(stripPrefix(d.gateway)!);
         if (!g || !contains(c, g.family, g.value))
           throw invalidArgument(op, d.gateway, `Gateway ${d.gateway} is not inside pool ${d.pool}`);
       }
@@ -139,7 +134,7 @@ export class EngineObjects {
           : `${d.gateway}/${prefix}`
         : undefined;
       const aux: Record<string, string> = {};
-      for (const [k, v] of Object.entries(d.auxAddresses ?? {})) aux[k] = plain(v)!;
+      for (const [k, v] of Object.entries(d.auxAddresses ?? {})) aux[k] = stripPrefix(v)!;
       return { poolId: '', pool: d.pool, gateway, gatewayAllocated: false, auxAddresses: aux, v6 };
     });
   }
@@ -267,7 +262,7 @@ export class EngineObjects {
 
   private checkAddress(op: string, n: NetworkRecord, cidr: string | undefined, v6: boolean): void {
     if (cidr === undefined || cidr === '') return;
-    const a = ipToBig(plain(cidr)!);
+    const a = ipToBig(stripPrefix(cidr)!);
     if (!a || !/\/\d+$/.test(cidr) || (a.family === 6) !== v6)
       throw invalidArgument(
         op,
@@ -292,11 +287,11 @@ export class EngineObjects {
         object: value,
       });
     for (const cidr of [iface.address, iface.addressIPv6]) {
-      const ip = plain(cidr);
+      const ip = stripPrefix(cidr);
       if (!ip) continue;
-      const gw = n.pools.find((p) => plain(p.gateway) === ip);
+      const gw = n.pools.find((p) => stripPrefix(p.gateway) === ip);
       if (gw) throw conflict('address', ip, 'the gateway');
-      const e = others.find((o) => plain(o.ipv4) === ip || plain(o.ipv6) === ip);
+      const e = others.find((o) => stripPrefix(o.ipv4) === ip || stripPrefix(o.ipv6) === ip);
       if (e) throw conflict('address', ip, `endpoint ${e.id}`);
     }
     const mac = iface.mac?.toLowerCase();
@@ -316,7 +311,7 @@ export class EngineObjects {
       throw invalidArgument(op, String(endpointId), 'EndpointID is missing or not an id');
     this.checkAddress(op, n, iface.address, false);
     this.checkAddress(op, n, iface.addressIPv6, true);
-    if (iface.mac && !MAC_RE.test(iface.mac))
+    if (iface.mac && !isMac(iface.mac))
       throw invalidArgument(
         op,
         iface.mac,
@@ -547,7 +542,7 @@ export class EngineObjects {
     return this.d.locks.lock([LOCK.lease(l0.poolId)], async () => {
       const l = this.lease(op, l0.poolId);
       const cidr = await this.ipam().requestAddress(l.poolId, address || undefined, opts);
-      l.addresses.push(plain(cidr)!);
+      l.addresses.push(stripPrefix(cidr)!);
       this.d.store.put(KIND.ipamLease, l.poolId, l);
       return cidr;
     });
@@ -556,11 +551,11 @@ export class EngineObjects {
   async releaseAddress(poolId: unknown, address: unknown): Promise<void> {
     const op = 'plugin release address';
     const l0 = this.lease(op, poolId);
-    if (typeof address !== 'string' || !ipToBig(plain(address)!))
+    if (typeof address !== 'string' || !ipToBig(stripPrefix(address)!))
       throw invalidArgument(op, String(address), 'Address is missing or not an IP address');
     await this.d.locks.lock([LOCK.lease(l0.poolId)], async () => {
       const l = this.lease(op, l0.poolId);
-      const ip = plain(address)!;
+      const ip = stripPrefix(address)!;
       if (!l.addresses.includes(ip))
         throw new CnmdError('NOT_FOUND', `${op}: address ${ip} is not allocated in pool ${l.pool}`, {
           op,

@@ -8,7 +8,7 @@ import type { Handle } from '../netlink/handle';
 import type { LiveSandboxes } from './live';
 import type { Lookup } from './lookup';
 import { EndpointRecord, SandboxRecord } from './records';
-import { plainIp } from './util';
+import { stripPrefix } from '../net/addr';
 
 export class DefaultRoutes {
   constructor(
@@ -93,7 +93,7 @@ export class DefaultRoutes {
       if (!(v6 ? e.ipv6 : e.ipv4)) continue;
       const pool = n.pools.find((p) => p.poolId === (v6 ? e.poolV6 : e.poolV4));
       if (!pool?.gateway) continue;
-      return { gw: plainIp(pool.gateway)!, dev: e.ifname };
+      return { gw: stripPrefix(pool.gateway)!, dev: e.ifname };
     }
     return undefined;
   }

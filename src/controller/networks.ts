@@ -5,7 +5,7 @@ import { DEFAULT_BRIDGE_DEVICE, OPT } from '../../drivers/bridge/options';
 import { CnmdError, TeardownErrors, bestEffort, hasCode, invalidArgument } from '../errors';
 import type { GlobalNetworkRecord } from '../cluster/records';
 import { GLOBAL_SPACE, Ipam } from '../ipam/ipam';
-import { contains, ipToBig, parseCidr } from '../ipam/ip';
+import { contains, ipToBig, parseCidr } from '../net/addr';
 import { runSteps, Step } from '../steps';
 import { LOCK } from './locks';
 import type { Core } from './core';

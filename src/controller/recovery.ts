@@ -11,7 +11,7 @@ import type { DefaultRoutes } from './gateway';
 import { EndpointRecord, KIND, NetworkRecord, SandboxRecord } from './records';
 import type { Sandboxes } from './sandboxes';
 import { endpointSpec, networkSpec } from './specs';
-import { plainIp } from './util';
+import { stripPrefix } from '../net/addr';
 
 export interface RecoveryDeps extends Core {
   view: DnsView;
@@ -103,7 +103,7 @@ export class Recovery {
     const add = (poolId: string | undefined, ip: string | undefined) => {
       if (!poolId) return;
       if (!refs.has(poolId)) refs.set(poolId, new Set());
-      if (ip) refs.get(poolId)!.add(plainIp(ip)!);
+      if (ip) refs.get(poolId)!.add(stripPrefix(ip)!);
     };
     for (const n of store.list<NetworkRecord>(KIND.network)) {
       for (const p of n.pools) {

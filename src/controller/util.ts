@@ -17,10 +17,6 @@ export function newId(): string {
   return idBytes.buf.toString('hex', idBytes.used - 32, idBytes.used);
 }
 
-export function plainIp(cidr: string | undefined): string | undefined {
-  return cidr?.replace(/\/\d+$/, '');
-}
-
 /** Waits for every promise, then throws the first failure: nothing is left running behind an error. */
 export async function settleAll(ps: Promise<unknown>[]): Promise<void> {
   const failed = (await Promise.allSettled(ps)).find(

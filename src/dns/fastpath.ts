@@ -14,7 +14,7 @@
 // Answers are cached per sandbox by (name, type) while the sandbox's records
 // are unchanged: RecordSource.networksOf returns a new array after any
 // change, and a new array empties the cache.
-import { ipToBytes } from '../netlink/codec';
+import { ipToBytes } from '../net/addr';
 import { DnsNetwork, find, ptrToIp, RecordSource, reverseOn, shuffle } from './records';
 
 export const TTL = 600;

@@ -4,7 +4,7 @@
 // the full name on every network the asking sandbox shares, then "a.b" on
 // network "c", then "a" on network "b.c"; aliases before names;
 // case-insensitive; several addresses shuffled.
-import { bytesToIp } from '../netlink/codec';
+import { bytesToIp } from '../net/addr';
 
 export interface DnsEndpoint {
   sandboxId: string;

@@ -11,7 +11,7 @@ import type { ClusterStore } from '../cluster/etcd';
 import { BlockRecord, key } from '../cluster/records';
 import { DefaultIpam } from './default';
 import { AddressOptions, GLOBAL_SPACE, Ipam, PoolInfo, PoolRequest } from './ipam';
-import { Cidr, bigToIp, bits, contains, formatCidr, ipToBig, parseCidr } from './ip';
+import { Cidr, bigToIp, bits, contains, formatCidr, ipToBig, parseCidr, stripPrefix } from '../net/addr';
 import { Sequence, SequenceJSON } from './sequence';
 
 const POOL = 'cluster-pool';
@@ -332,7 +332,7 @@ export class ClusterIpam implements Ipam {
     const rec = this.pool(poolId);
     if (!rec) return this.local.releaseAddress(poolId, ip);
     const op = 'ipam release address';
-    const plain = ip.replace(/\/\d+$/, '');
+    const plain = stripPrefix(ip);
     const a = ipToBig(plain);
     const pool = parseCidr(rec.pool)!;
     if (!a || !contains(pool, a.family, a.value))

@@ -12,7 +12,17 @@ import {
   PoolRequest,
   SERIAL_OPTION,
 } from './ipam';
-import { Cidr, bigToIp, contains, formatCidr, ipToBig, overlaps, parseCidr, within } from './ip';
+import {
+  Cidr,
+  bigToIp,
+  contains,
+  formatCidr,
+  ipToBig,
+  overlaps,
+  parseCidr,
+  stripPrefix,
+  within,
+} from '../net/addr';
 import { predefinedSubnets } from './pools';
 import { Sequence, SequenceJSON } from './sequence';
 
@@ -296,7 +306,7 @@ export class DefaultIpam implements Ipam {
     const op = 'ipam release address';
     const rec = this.load(op, poolId);
     const pool = parseCidr(rec.pool)!;
-    const a = ipToBig(ip.replace(/\/\d+$/, ''));
+    const a = ipToBig(stripPrefix(ip));
     if (!a || !contains(pool, a.family, a.value))
       throw invalidArgument(op, ip, `address ${ip} is not in ${rec.pool}`);
     const offset = a.value - pool.base;

@@ -1,6 +1,6 @@
 // Docker's predefined address pools (libnetwork ipamutils), split into the
 // subnets networks get when the user gives no --subnet.
-import { Cidr, parseCidr } from './ip';
+import { Cidr, parseCidr } from '../net/addr';
 
 interface PoolSpec {
   base: string;

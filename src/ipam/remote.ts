@@ -4,7 +4,7 @@ import { CnmdError } from '../errors';
 import type { Logger } from '../log';
 import { PluginClient, PluginClientOptions } from '../remote/client';
 import { SearchDirs, discoverPlugin } from '../remote/discovery';
-import { cidrFamily, ipFamily, stripPrefix } from '../remote/values';
+import { cidrFamily, ipFamily, stripPrefix } from '../net/addr';
 import { AddressOptions, GATEWAY_OPTION, Ipam, PoolInfo, PoolRequest, SERIAL_OPTION } from './ipam';
 
 const PROTOCOL = 'IpamDriver';

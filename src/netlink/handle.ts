@@ -91,8 +91,15 @@ function checkIndex(op: string, ref: LinkRef): void {
 }
 
 /** Whether a request needs a look-up by name before it can be encoded (then bad input is checked first). */
-function byName(...refs: (LinkRef | undefined)[]): boolean {
+function needsLookup(...refs: (LinkRef | undefined)[]): boolean {
   return refs.some((r) => typeof r === 'string');
+}
+
+/** The kernel's "no such link" as NOT_FOUND with this handle's wording; anything else is rethrown as it is. */
+function remapNotFound(e: unknown, op: string, object: string, reason = 'no such link'): never {
+  if (e instanceof NetlinkError && e.code === 'NOT_FOUND')
+    throw new CnmdError('NOT_FOUND', `${op} ${object}: ${reason}`, { op, object, errno: e.errno, cause: e });
+  throw e;
 }
 
 const EOPNOTSUPP = 95;
@@ -125,8 +132,8 @@ export class Handle {
   onAddressSent?: (index: number, family: 4 | 6) => void;
   private route: NetlinkSocket;
   private xfrmSock?: NetlinkSocket;
-  /** Link removals that nothing after them waits for (linkDel's `apart`). */
-  private apartSock?: NetlinkSocket;
+  /** Link removals that nothing after them waits for (linkDel's `onOwnSocket`). */
+  private removalSock?: NetlinkSocket;
   /** This handle's netns, open for IFLA_NET_NS_FD (ownNetnsFd). */
   private nsFd?: number;
 
@@ -174,13 +181,13 @@ export class Handle {
     this.nsFd = undefined;
     this.route.close();
     this.xfrmSock?.close();
-    this.apartSock?.close();
+    this.removalSock?.close();
   }
 
-  private apart(): NetlinkSocket {
+  private removalSocket(): NetlinkSocket {
     // sibling() refuses a closed handle; in the route socket's own netns, as xfrm().
-    if (!this.apartSock || this.apartSock.isClosed) this.apartSock = this.route.sibling(NETLINK_ROUTE);
-    return this.apartSock;
+    if (!this.removalSock || this.removalSock.isClosed) this.removalSock = this.route.sibling(NETLINK_ROUTE);
+    return this.removalSock;
   }
 
   private xfrm(): NetlinkSocket {
@@ -233,7 +240,7 @@ export class Handle {
     const name = spec.name;
     // Bad input fails here, before any look-up is sent (placeholders stand for the indexes).
     if (
-      byName(
+      needsLookup(
         spec.master,
         'parent' in spec ? spec.parent : undefined,
         spec.kind === 'vxlan' ? spec.dev : undefined,
@@ -351,19 +358,12 @@ export class Handle {
         });
       return decodeLink(m.payload);
     } catch (e) {
-      if (e instanceof NetlinkError && e.code === 'NOT_FOUND') {
-        throw new CnmdError(
-          'NOT_FOUND',
-          `link get ${object}: no such link${this.nsPath ? ` in ${this.nsPath}` : ''}`,
-          { op: 'link get', object, errno: e.errno, cause: e },
-        );
-      }
-      throw e;
+      remapNotFound(e, 'link get', object, `no such link${this.nsPath ? ` in ${this.nsPath}` : ''}`);
     }
   }
 
   /** A numeric ref, checked: no look-up, and no await before the request goes out. */
-  private checked(op: string, index: number): number {
+  private validIndex(op: string, index: number): number {
     checkIndex(op, index);
     return index;
   }
@@ -386,28 +386,24 @@ export class Handle {
   }
 
   /**
-   * Removes a link. `apart`: on a socket of its own, so requests sent after it
-   * do not queue behind it (a removal waits for an RCU grace period, ~20 ms):
-   * for a removal nothing depends on, like a dead sandbox's veth.
+   * Removes a link. A removal waits in the kernel for an RCU grace period, so
+   * it is sent as a slow request (other sockets' requests never queue behind
+   * it). `onOwnSocket`: on a socket of its own too, so this handle's later
+   * requests do not wait for it either: for a removal nothing depends on, like
+   * a dead sandbox's veth.
    */
-  async linkDel(ref: LinkRef, opts: { apart?: boolean } = {}): Promise<void> {
+  async linkDel(ref: LinkRef, opts: { onOwnSocket?: boolean } = {}): Promise<void> {
     checkIndex('link del', ref);
     const [index, name] = typeof ref === 'number' ? [ref, undefined] : [0, ref];
+    const socket = opts.onOwnSocket ? this.removalSocket() : this.route;
     try {
-      await (opts.apart ? this.apart() : this.route).request(C.RTM_DELLINK, 0, encodeLinkRef(index, name), {
+      await socket.request(C.RTM_DELLINK, 0, encodeLinkRef(index, name), {
         op: 'link del',
         object: String(ref),
+        slow: true,
       });
     } catch (e) {
-      if (e instanceof NetlinkError && e.code === 'NOT_FOUND') {
-        throw new CnmdError('NOT_FOUND', `link del ${ref}: no such link`, {
-          op: 'link del',
-          object: String(ref),
-          errno: e.errno,
-          cause: e,
-        });
-      }
-      throw e;
+      remapNotFound(e, 'link del', String(ref));
     }
   }
 
@@ -416,7 +412,7 @@ export class Handle {
     checkIndex(op, ref);
     const object = String(ref);
     const { master: _m0, netns: _n0, ...plain } = ch;
-    if (byName(ch.master ?? undefined) || (ch.name !== undefined && typeof ref === 'string'))
+    if (needsLookup(ch.master ?? undefined) || (ch.name !== undefined && typeof ref === 'string'))
       encodeLinkSet(1, undefined, plain); // bad input fails before any look-up
     // No look-up and no await for an index: requests by index or name go out in call order.
     const masterIndex =
@@ -425,7 +421,7 @@ export class Handle {
         : ch.master === null
           ? 0
           : typeof ch.master === 'number'
-            ? this.checked(op, ch.master)
+            ? this.validIndex(op, ch.master)
             : await this.linkIndex(ch.master);
     // Renames need the index; everything else can name the link directly.
     const index = typeof ref === 'number' ? ref : ch.name !== undefined ? await this.linkIndex(ref) : 0;
@@ -436,15 +432,7 @@ export class Handle {
       try {
         await this.route.request(C.RTM_NEWLINK, 0, payload, { op, object });
       } catch (e) {
-        if (e instanceof NetlinkError && e.code === 'NOT_FOUND') {
-          throw new CnmdError('NOT_FOUND', `${op} ${object}: no such link`, {
-            op,
-            object,
-            errno: e.errno,
-            cause: e,
-          });
-        }
-        throw e;
+        remapNotFound(e, op, object);
       }
     });
   }
@@ -452,8 +440,8 @@ export class Handle {
   // ---- addresses ----
 
   async addrAdd(link: LinkRef, cidr: string, opts?: AddrOptions): Promise<void> {
-    if (byName(link)) encodeAddr('addr add', 1, cidr, opts); // bad input fails before the link is looked up
-    const index = typeof link === 'number' ? this.checked('addr add', link) : await this.linkIndex(link);
+    if (needsLookup(link)) encodeAddr('addr add', 1, cidr, opts); // bad input fails before the link is looked up
+    const index = typeof link === 'number' ? this.validIndex('addr add', link) : await this.linkIndex(link);
     const sent = this.route.request(
       C.RTM_NEWADDR,
       NLM_F_CREATE | NLM_F_EXCL,
@@ -489,13 +477,13 @@ export class Handle {
 
   private async routeOp(op: 'route add' | 'route replace' | 'route del', spec: RouteAddSpec): Promise<void> {
     const { dev, ...rest } = spec;
-    if (byName(dev)) encodeRoute(op, { ...rest, oifIndex: 1 }); // bad input fails before the link is looked up
+    if (needsLookup(dev)) encodeRoute(op, { ...rest, oifIndex: 1 }); // bad input fails before the link is looked up
     const oifIndex =
       typeof dev === 'string'
         ? await this.linkIndex(dev)
         : dev === undefined
           ? undefined
-          : this.checked(op, dev);
+          : this.validIndex(op, dev);
     const payload = encodeRoute(op, { ...rest, oifIndex });
     const type = op === 'route del' ? C.RTM_DELROUTE : C.RTM_NEWROUTE;
     const flags =

@@ -9,7 +9,6 @@ import {
   NETLINK_CAP_ACK,
   NETLINK_EXT_ACK,
   NETLINK_GET_STRICT_CHK,
-  NETLINK_ROUTE,
   NativeError,
   SOCK_NONBLOCK,
   SOCK_RAW,
@@ -20,7 +19,6 @@ import {
   SocketSpec,
 } from '../../native';
 import { CnmdError, ErrorCode } from '../errors';
-import { RTM_DELLINK } from './rtnl/constants';
 import {
   NLM_F_ACK,
   NLM_F_DUMP,
@@ -122,6 +120,8 @@ export interface RequestOptions {
   object?: string;
   dump?: boolean;
   timeoutMs?: number;
+  /** The kernel may block long on it (a link removal waits for RCU): sent on native's slow pool. */
+  slow?: boolean;
 }
 
 interface Pending {
@@ -314,14 +314,8 @@ export class NetlinkSocket {
       p.timer.unref();
     }
     try {
-      // Deleting a link waits for an RCU grace period in the kernel (~20 ms): the native
-      // slow pool runs it, so requests on other sockets never queue behind it.
-      native.nlSend(
-        this.fd,
-        encodeMessage(p.type, p.flags, p.seq, p.payload, 0),
-        p.seq,
-        this.protocol === NETLINK_ROUTE && p.type === RTM_DELLINK,
-      );
+      // A slow request runs on native's slow pool: requests on other sockets never queue behind it.
+      native.nlSend(this.fd, encodeMessage(p.type, p.flags, p.seq, p.payload, 0), p.seq, p.opts.slow);
     } catch (e) {
       this.finish(p, fromNativeError(p.opts.op, p.opts.object, e));
     }

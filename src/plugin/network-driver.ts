@@ -7,6 +7,7 @@ import type { IpamData } from '../../drivers/driver';
 import { CnmdError } from '../errors';
 import { normalizeBinding, type PortBinding, type Proto } from '../portmap/spec';
 import { method, type PluginDef } from './protocol';
+import { stripPrefix } from '../net/addr';
 
 const id = z.string().min(1, 'must not be empty');
 const opts = z.record(z.string(), z.unknown()).nullish();
@@ -209,7 +210,7 @@ export function networkDriverPlugin(name: string, driver: string, ctrl: Controll
         const e = engine.endpointInfo(r.NetworkID, r.EndpointID);
         const value: Record<string, unknown> = {};
         if (e.mac) value[OPTION.macAddress] = e.mac;
-        if (e.ports?.length) value[OPTION.portmap] = bindingsToEngine(e.ports, e.ipv4?.replace(/\/\d+$/, ''));
+        if (e.ports?.length) value[OPTION.portmap] = bindingsToEngine(e.ports, e.ipv4 && stripPrefix(e.ipv4));
         return { Value: value };
       }),
       Join: method(

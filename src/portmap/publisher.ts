@@ -15,7 +15,7 @@ import {
   type Table,
 } from '../firewall/firewall';
 import { CHAINS } from '../firewall/layout';
-import { contains, ipToBig, parseCidr } from '../ipam/ip';
+import { contains, ipToBig, parseCidr } from '../net/addr';
 import type { Logger } from '../log';
 import { writeSysctl } from '../netns/sysctl';
 import { PortAllocator } from './allocator';

@@ -11,7 +11,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { ClusterLab, clusterLab, etcdAddr } from '../lib/cluster';
 import type { WorkerResult, WorkerStep } from '../lib/cluster-ipam-worker';
-import { ipToBig } from '../../src/ipam/ip';
+import { ipToBig } from '../../src/net/addr';
 
 const WORKER = path.resolve(__dirname, '..', 'lib', 'cluster-ipam-worker.js');
 const run = promisify(execFile);

@@ -33,7 +33,7 @@ function routes(nsPath: string, family: '-4' | '-6' = '-4'): any[] {
 
 // Two ways to the same sandbox: from a full pool the interface is made from
 // the sandbox's side with an index known free and configured in one burst
-// (bridge addVethAhead); without a pool it is made from the host's side and
+// (bridge addVethAtFreeIndex); without a pool it is made from the host's side and
 // configured after the kernel's answer (addVeth). Both must leave the same state.
 for (const mode of ['pooled', 'no pool'] as const) {
   test(`one network (${mode}): veth aliased and in hairpin mode, peer up with its address, default route through eth0, DNS and files in place`, async (t) => {

@@ -12,7 +12,7 @@ import { eventually, lab, Lab, runIn } from '../lib/fixture';
 import { ping, roundTrip, serve } from '../lib/probe';
 import { startDaemon } from '../lib/daemon';
 import { IptablesBackend } from '../../src/firewall/iptables';
-import { IptablesBridgeFirewall } from '../../src/firewall/bridge';
+import { IptablesBridgeFirewall } from '../../drivers/bridge/iptables';
 import { underlay, UnderlayHost, UNDERLAY_BRIDGE } from '../lib/underlay';
 import { OverlayDriver, OverlayPeer } from '../../drivers/overlay/overlay';
 import { OPT } from '../../drivers/overlay/options';
@@ -20,6 +20,7 @@ import type { NetworkSpec } from '../../drivers/driver';
 import { CnmdError } from '../../src/errors';
 import { createLogger } from '../../src/log';
 import { NetnsManager } from '../../src/netns/netns';
+import { stripPrefix } from '../../src/net/addr';
 
 const log = createLogger('silent');
 const id = () => randomBytes(32).toString('hex');
@@ -68,7 +69,7 @@ async function sandbox(l: Lab, h: Host, networkId: string, address: string): Pro
 }
 
 const ipj = (h: UnderlayHost, ...args: string[]) => JSON.parse(runIn(h.path, 'ip', ['-j', ...args]) || '[]');
-const ipOf = (s: Sandbox) => s.peer.address.replace(/\/\d+$/, '');
+const ipOf = (s: Sandbox) => stripPrefix(s.peer.address);
 
 function inNetns(h: Host, networkId: string, cmd: string, args: string[]): any {
   return JSON.parse(runIn(h.driver.describe(networkId)!.netns, cmd, args) || '[]');

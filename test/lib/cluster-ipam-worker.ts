@@ -8,6 +8,7 @@ import { DefaultIpam } from '../../src/ipam/default';
 import { GLOBAL_SPACE } from '../../src/ipam/ipam';
 import { createLogger } from '../../src/log';
 import { SqliteStore } from '../../src/store/sqlite';
+import { stripPrefix } from '../../src/net/addr';
 
 export interface WorkerStep {
   pool: string;
@@ -42,7 +43,7 @@ async function main(): Promise<void> {
     ];
     const settled = await Promise.allSettled(reqs);
     out.steps.push({
-      given: settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value.replace(/\/\d+$/, '')] : [])),
+      given: settled.flatMap((r) => (r.status === 'fulfilled' ? [stripPrefix(r.value)] : [])),
       errors: settled.flatMap((r) => (r.status === 'rejected' ? [String((r.reason as Error).message)] : [])),
     });
     out.blocks[step.pool] = ipam.blocks(pool.poolId);

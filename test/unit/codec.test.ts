@@ -26,16 +26,12 @@ import {
   NLA_F_NESTED,
   NlMessage,
   align4,
-  bytesToIp,
-  bytesToMac,
   decodeDone,
   decodeError,
   decodeMessages,
   encodeMessage,
-  ipToBytes,
-  macToBytes,
-  parsePrefix,
 } from '../../src/netlink/codec';
+import { bytesToIp, bytesToMac, ipToBytes, macToBytes, parsePrefix } from '../../src/net/addr';
 import { decodeLink } from '../../src/netlink/rtnl/link';
 import { decodeAddr } from '../../src/netlink/rtnl/addr';
 import { decodeRoute } from '../../src/netlink/rtnl/route';

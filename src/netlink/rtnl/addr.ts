@@ -1,6 +1,7 @@
 // Addresses: RTM_NEWADDR/DELADDR/GETADDR payloads and decoding.
 import { invalidArgument } from '../../errors';
-import { AttrWriter, Attrs, bytesToIp, malformed, parsePrefix } from '../codec';
+import { AttrWriter, Attrs, malformed } from '../codec';
+import { bytesToIp, parsePrefix } from '../../net/addr';
 import * as C from './constants';
 
 export interface AddrOptions {

@@ -2,7 +2,8 @@
 // drivers need, and decode the kernel's link messages. Pure functions: names,
 // parents and namespaces arrive here already resolved to indexes and fds.
 import { invalidArgument } from '../../errors';
-import { AttrWriter, Attrs, bytesToIp, bytesToMac, ipToBytes, macToBytes, malformed } from '../codec';
+import { AttrWriter, Attrs, malformed } from '../codec';
+import { bytesToIp, bytesToMac, ipToBytes, macToBytes } from '../../net/addr';
 import * as C from './constants';
 
 export type LinkKind = 'veth' | 'bridge' | 'vxlan' | 'macvlan' | 'ipvlan' | 'vlan' | 'dummy';

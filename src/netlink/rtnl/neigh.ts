@@ -1,7 +1,8 @@
 // Neighbours (ARP/NDP entries, proxy entries) and the bridge forwarding
 // database (AF_BRIDGE neighbours, with a VXLAN destination for overlays).
 import { invalidArgument } from '../../errors';
-import { AttrWriter, Attrs, bytesToIp, bytesToMac, ipToBytes, macToBytes, malformed } from '../codec';
+import { AttrWriter, Attrs, malformed } from '../codec';
+import { bytesToIp, bytesToMac, ipToBytes, macToBytes } from '../../net/addr';
 import * as C from './constants';
 
 export type NeighState = 'permanent' | 'noarp' | 'reachable' | 'stale';

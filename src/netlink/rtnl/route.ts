@@ -1,6 +1,7 @@
 // Routes: RTM_NEWROUTE/DELROUTE/GETROUTE payloads and decoding.
 import { invalidArgument } from '../../errors';
-import { AttrWriter, Attrs, bytesToIp, ipToBytes, malformed, parsePrefix } from '../codec';
+import { AttrWriter, Attrs, malformed } from '../codec';
+import { bytesToIp, ipToBytes, parsePrefix } from '../../net/addr';
 import * as C from './constants';
 
 export type RouteScope = 'universe' | 'link' | 'host';

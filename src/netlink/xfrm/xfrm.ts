@@ -3,7 +3,8 @@
 // are <linux/xfrm.h> on 64-bit Linux (xfrm_usersa_info 224 bytes,
 // xfrm_userpolicy_info 168, xfrm_user_tmpl 64, xfrm_selector 56).
 import { invalidArgument } from '../../errors';
-import { AttrWriter, Attrs, bytesToIp, ipToBytes, malformed, parsePrefix } from '../codec';
+import { AttrWriter, Attrs, malformed } from '../codec';
+import { bytesToIp, ipToBytes, parsePrefix } from '../../net/addr';
 
 export const XFRM_MSG_NEWSA = 0x10;
 export const XFRM_MSG_DELSA = 0x11;

@@ -16,6 +16,7 @@ import type { Logger } from '../../../src/log';
 import type { Handle } from '../../../src/netlink/handle';
 import type { CreatedNetns, NetnsManager } from '../../../src/netns/netns';
 import { SqliteStore } from '../../../src/store/sqlite';
+import { stripPrefix } from '../../../src/net/addr';
 
 /** Which calls fail, by method name, and with what code. */
 export type Failures = Partial<Record<string, ErrorCode>>;
@@ -116,7 +117,7 @@ export class FakeIpam implements Ipam {
   }
   async releaseAddress(poolId: string, ip: string): Promise<void> {
     this.call('releaseAddress', poolId, ip);
-    if (!this.held.get(poolId)?.delete(ip.replace(/\/\d+$/, ''))) throw fail('releaseAddress', 'NOT_FOUND');
+    if (!this.held.get(poolId)?.delete(stripPrefix(ip))) throw fail('releaseAddress', 'NOT_FOUND');
   }
   /** Every address and pool still held. */
   holding(): string[] {

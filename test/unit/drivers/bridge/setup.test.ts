@@ -4,7 +4,7 @@
 // the host's /proc and are covered by the integration lane only.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { BridgeFirewall, BridgeNetworkRules } from '../../../../drivers/bridge/firewall';
+import type { BridgeFirewall, BridgeNetworkSpec } from '../../../../drivers/bridge/firewall';
 import { parseBridgeConfig } from '../../../../drivers/bridge/options';
 import {
   BridgeState,
@@ -168,11 +168,11 @@ test('setup ip tables: adds the network’s rules, undo removes the same rules',
   const seen: string[] = [];
   const fw: BridgeFirewall = {
     async setupBase() {},
-    async addNetwork(n: BridgeNetworkRules) {
-      seen.push(`add ${n.bridge} ${n.subnetV4} icc=${n.icc}`);
+    async addNetwork(n: BridgeNetworkSpec) {
+      seen.push(`add ${n.bridge} ${n.subnets.v4} icc=${n.icc}`);
     },
-    async removeNetwork(n: BridgeNetworkRules) {
-      seen.push(`remove ${n.bridge} ${n.subnetV4} icc=${n.icc}`);
+    async removeNetwork(n: BridgeNetworkSpec) {
+      seen.push(`remove ${n.bridge} ${n.subnets.v4} icc=${n.icc}`);
     },
   };
   const step = setupFirewall(fw, state({ 'com.docker.network.bridge.enable_icc': 'false' }));

@@ -1,9 +1,8 @@
-// The bridge driver's firewall: cnmd's layout (layout.ts) programmed through
-// the iptables backend, one iptables-restore per family per change.
-import type { BridgeFirewall, BridgeNetworkRules } from '../../drivers/bridge/firewall';
-import type { Logger } from '../log';
-import { mergeBatches, type FirewallBackend } from './firewall';
-import { IptablesBackend } from './iptables';
+// The bridge driver's firewall: cnmd's layout (firewall/layout.ts) programmed
+// through the iptables backend, one iptables-restore per family per change.
+import type { Logger } from '../../src/log';
+import { mergeBatches, type FirewallBackend } from '../../src/firewall/firewall';
+import { IptablesBackend } from '../../src/firewall/iptables';
 import {
   BridgeNetworkSpec,
   LayoutOptions,
@@ -14,18 +13,8 @@ import {
   networkRules,
   removeNetworkRules,
   removeOtherModeRules,
-} from './layout';
-
-function spec(n: BridgeNetworkRules): BridgeNetworkSpec {
-  return {
-    bridge: n.bridge,
-    subnets: { v4: n.subnetV4, v6: n.subnetV6 },
-    icc: n.icc,
-    masquerade: n.masquerade,
-    internal: n.internal,
-    hostIPv4: n.hostIPv4,
-  };
-}
+} from '../../src/firewall/layout';
+import type { BridgeFirewall } from './firewall';
 
 export class IptablesBridgeFirewall implements BridgeFirewall {
   readonly backend: FirewallBackend;
@@ -48,8 +37,7 @@ export class IptablesBridgeFirewall implements BridgeFirewall {
   }
 
   /** A network's rules, without the other proxy mode's (its MASQUERADE of local sources). */
-  addNetwork(n: BridgeNetworkRules): Promise<void> {
-    const s = spec(n);
+  addNetwork(s: BridgeNetworkSpec): Promise<void> {
     return this.backend.apply(
       mergeBatches(
         legacyNetworkRules(s, this.layout),
@@ -60,8 +48,7 @@ export class IptablesBridgeFirewall implements BridgeFirewall {
   }
 
   /** Both modes' rules: a network made before a switch of --userland-proxy may still have the other's. */
-  removeNetwork(n: BridgeNetworkRules): Promise<void> {
-    const s = spec(n);
+  removeNetwork(s: BridgeNetworkSpec): Promise<void> {
     return this.backend.apply(
       mergeBatches(
         removeNetworkRules(s, this.layout),
