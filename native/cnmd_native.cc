@@ -37,6 +37,7 @@
 #include <condition_variable>
 #include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <queue>
 #include <string>
@@ -467,12 +468,19 @@ bool GetInts(napi_env env, napi_callback_info info, size_t want, int* out) {
   return true;
 }
 
+bool NlWatched(int fd);
+
+// close(fd). A watched netlink socket is closed only by nlClose: a close of its
+// number here is a stale double close that would take the socket from under
+// its watcher and I/O thread (and the number could go to the next socket
+// opened): refused with EBUSY.
 napi_value CloseFd(napi_env env, napi_callback_info info) {
   int a[1];
   if (!GetInts(env, info, 1, a)) {
     napi_throw_type_error(env, "EINVAL", "close(fd)");
     return nullptr;
   }
+  if (NlWatched(a[0])) return ThrowErrno(env, EBUSY, "close (a netlink socket: nlClose closes it)");
   if (close(a[0]) != 0) return ThrowErrno(env, errno, "close");
   return nullptr;
 }
@@ -647,17 +655,41 @@ napi_value SocketNetns(napi_env env, napi_callback_info info) {
 // One I/O thread performs every netlink send, in submission order. Closing a
 // socket is queued behind its sends so an fd number is never reused while a
 // send for the old socket is still pending.
+
+// What a watched socket shares with the I/O threads; it outlives both the
+// watcher and the socket's last queued send.
+struct NlSocket {
+  int fd;
+  // Held by the event loop while it receives and by an I/O thread while it
+  // sends a dump request. A recv continues a running dump in the kernel
+  // (netlink_recvmsg -> netlink_dump), checking first without the dump's lock
+  // whether one runs; a recv that sees a dump being started on another thread
+  // and then finds it already finished (one that fits in one batch, as an
+  // IPv6 address dump does) sets EINVAL on the socket, and the next recv fails
+  // with it: the CI flake "addr list: recv: EINVAL". So a dump is never
+  // started while this socket is being read.
+  std::mutex recvMu;
+};
+
+// nlSend's flags.
+constexpr int kSendSlow = 1;  // may block long in the kernel (a link removal): the slow pool
+constexpr int kSendDump = 2;  // starts a dump: sent while the event loop is not reading the socket
+
 struct SendJob {
-  bool slow = false;  // may block long in the kernel (RTM_DELLINK): goes to the slow pool
+  bool slow = false;
+  bool dump = false;
   uint64_t seq = 0;   // submission order, across sockets (set by Push)
   int fd;
-  std::vector<uint8_t> data;  // empty + closeAfter => close request
-  bool close;
+  std::shared_ptr<NlSocket> sock;
+  std::vector<uint8_t> data;
+  bool close;  // a close request (data empty)
   double token;
 };
 
+// A send's failure, for the watcher of the very socket that sent (not of
+// whatever socket holds its fd number when the event loop gets to it).
 struct SendError {
-  int fd;
+  std::shared_ptr<NlSocket> sock;
   int err;
   double token;
 };
@@ -762,11 +794,15 @@ struct IoPool {
     }
     sockaddr_nl kernel{};
     kernel.nl_family = AF_NETLINK;
+    std::unique_lock<std::mutex> reading(job.sock->recvMu, std::defer_lock);
+    if (job.dump) reading.lock();
     ssize_t n;
     do {
       n = sendto(job.fd, job.data.data(), job.data.size(), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof(kernel));
     } while (n < 0 && errno == EINTR);
-    if (n < 0) ReportError(new SendError{job.fd, errno, job.token});
+    int err = n < 0 ? errno : 0;
+    if (reading.owns_lock()) reading.unlock();
+    if (err) ReportError(new SendError{job.sock, err, job.token});
   }
 
   void Run(bool slow) {
@@ -811,6 +847,7 @@ IoPool* g_io = new IoPool();  // never freed: the detached threads outlive stati
 struct Watcher {
   napi_env env;
   int fd;
+  std::shared_ptr<NlSocket> sock;
   uv_poll_t poll;
   napi_ref callback;
   bool closing = false;
@@ -822,6 +859,8 @@ struct Watcher {
 std::vector<uint8_t> g_recvbuf(64 * 1024);
 
 std::map<int, Watcher*> g_watchers;
+
+bool NlWatched(int fd) { return g_watchers.count(fd) > 0; }
 
 void CallCallback(Watcher* w, napi_value err, napi_value msgs, napi_value token) {
   if (w->callback == nullptr) return;
@@ -840,22 +879,6 @@ void CallCallback(Watcher* w, napi_value err, napi_value msgs, napi_value token)
   napi_close_handle_scope(env, scope);
 }
 
-// A recv on a netlink socket continues a running dump in the kernel
-// (netlink_recvmsg -> netlink_dump). It reads cb_running without the dump's
-// lock; when our sending thread starts a dump that completes in one go (an
-// IPv6 address dump does), the recv finds the dump already over and leaves
-// EINVAL in sk_err, which the next recv returns once. Nothing was lost (the
-// dump's replies are queued), so the error is skipped. Only for a socket that
-// still is netlink: a reused fd number must not be read past.
-constexpr int kMaxSpurious = 16;
-
-bool IsSpuriousDumpError(int fd, int err) {
-  if (err != EINVAL) return false;
-  int domain = 0;
-  socklen_t len = sizeof(domain);
-  return getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_NETLINK;
-}
-
 void OnReadable(uv_poll_t* handle, int status, int) {
   auto* w = static_cast<Watcher*>(handle->data);
   napi_env env = w->env;
@@ -866,12 +889,18 @@ void OnReadable(uv_poll_t* handle, int status, int) {
     napi_close_handle_scope(env, scope);
     return;
   }
+  // An I/O thread is starting a dump on this socket (NlSocket::recvMu): read
+  // once it is done. The socket stays readable, so the loop calls back at once.
+  std::unique_lock<std::mutex> reading(w->sock->recvMu, std::try_to_lock);
+  if (!reading.owns_lock()) {
+    napi_close_handle_scope(env, scope);
+    return;
+  }
   napi_value arr;
   napi_create_array(env, &arr);
   uint32_t count = 0;
   napi_value error = nullptr;
   // Drain what is queued now, bounded so one chatty socket can't starve the loop.
-  int spurious = 0;
   for (int i = 0; i < 256; i++) {
     // One recv per message into a buffer no netlink message comes near (the kernel
     // sizes a dump's messages to at most 32 KiB, vishvananda/netlink reads with 64 KiB):
@@ -880,7 +909,6 @@ void OnReadable(uv_poll_t* handle, int status, int) {
     ssize_t n = recv(w->fd, g_recvbuf.data(), g_recvbuf.size(), MSG_DONTWAIT | MSG_TRUNC);
     if (n < 0) {
       if (errno == EINTR) continue;
-      if (IsSpuriousDumpError(w->fd, errno) && spurious++ < kMaxSpurious) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) error = MakeError(env, errno, "recv", "");
       break;
     }
@@ -893,6 +921,7 @@ void OnReadable(uv_poll_t* handle, int status, int) {
     napi_create_buffer_copy(env, static_cast<size_t>(n), g_recvbuf.data(), &data, &b);
     napi_set_element(env, arr, count++, b);
   }
+  reading.unlock();
   if (count > 0) CallCallback(w, nullptr, arr, nullptr);
   if (error != nullptr && !w->closing) CallCallback(w, error, nullptr, nullptr);
   napi_close_handle_scope(env, scope);
@@ -901,8 +930,8 @@ void OnReadable(uv_poll_t* handle, int status, int) {
 void CallSendError(napi_env env, napi_value, void*, void* data) {
   auto* e = static_cast<SendError*>(data);
   if (env != nullptr) {
-    auto it = g_watchers.find(e->fd);
-    if (it != g_watchers.end() && !it->second->closing) {
+    auto it = g_watchers.find(e->sock->fd);
+    if (it != g_watchers.end() && it->second->sock == e->sock && !it->second->closing) {
       napi_value err, token;
       err = MakeError(env, e->err, "sendto", "");
       napi_create_double(env, e->token, &token);
@@ -928,6 +957,8 @@ napi_value NlWatch(napi_env env, napi_callback_info info) {
   auto* w = new Watcher();
   w->env = env;
   w->fd = fd;
+  w->sock = std::make_shared<NlSocket>();
+  w->sock->fd = fd;
   w->poll.data = w;
   int rc = uv_poll_init(loop, &w->poll, fd);
   if (rc != 0) {
@@ -980,8 +1011,8 @@ napi_value NlRef(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// nlSend(fd, buffer, token, slow?): queue a send (slow: on the slow pool); a
-// failure comes back through the watcher's callback with the token.
+// nlSend(fd, buffer, token, flags?): queue a send (flags: kSendSlow, kSendDump);
+// a failure comes back through the watcher's callback with the token.
 napi_value NlSend(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -997,8 +1028,15 @@ napi_value NlSend(napi_env env, napi_callback_info info) {
   }
   auto it = g_watchers.find(fd);
   if (it == g_watchers.end() || it->second->closing) return ThrowErrno(env, EBADF, "nlSend");
+  int32_t flags = 0;
+  if (argc >= 4 && !IsNullish(env, argv[3]) && napi_get_value_int32(env, argv[3], &flags) != napi_ok) {
+    napi_throw_type_error(env, "EINVAL", "nlSend(fd, buffer, token, flags?: number)");
+    return nullptr;
+  }
   SendJob job;
-  if (argc >= 4) napi_get_value_bool(env, argv[3], &job.slow);  // nlSend(fd, buffer, token, slow?)
+  job.slow = flags & kSendSlow;
+  job.dump = flags & kSendDump;
+  job.sock = it->second->sock;
   job.fd = fd;
   job.data.assign(static_cast<uint8_t*>(data), static_cast<uint8_t*>(data) + len);
   job.close = false;
@@ -1019,15 +1057,18 @@ napi_value NlClose(napi_env env, napi_callback_info info) {
   Watcher* w = it->second;
   g_watchers.erase(it);
   w->closing = true;
-  uv_poll_stop(&w->poll);
   napi_delete_reference(env, w->callback);
   w->callback = nullptr;
+  // The poll lets go of the fd (uv_close stops it and removes the fd from the
+  // loop's epoll set) before the close is queued: once an I/O thread has
+  // closed it, the number may be another socket's.
+  uv_close(reinterpret_cast<uv_handle_t*>(&w->poll), [](uv_handle_t* h) { delete static_cast<Watcher*>(h->data); });
   SendJob job;
   job.fd = w->fd;
+  job.sock = w->sock;
   job.close = true;
   job.token = 0;
   g_io->Push(std::move(job));
-  uv_close(reinterpret_cast<uv_handle_t*>(&w->poll), [](uv_handle_t* h) { delete static_cast<Watcher*>(h->data); });
   return nullptr;
 }
 

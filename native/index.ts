@@ -43,8 +43,12 @@ export interface NativeAddon {
   listenFd(fd: number, backlog: number): void;
   nlWatch(fd: number, cb: NetlinkCallback): void;
   nlRef(fd: number, ref: boolean): void;
-  /** Queues a send; `slow` (a request that blocks in the kernel, like RTM_DELLINK) runs on a separate pool so it never delays other sockets. */
-  nlSend(fd: number, data: Buffer, token: number, slow?: boolean): void;
+  /**
+   * Queues a send. flags: NL_SEND_SLOW (a request that blocks in the kernel, like a
+   * link removal: a separate pool runs it, so it never delays other sockets),
+   * NL_SEND_DUMP (starts a dump: never sent while the event loop reads the socket).
+   */
+  nlSend(fd: number, data: Buffer, token: number, flags?: number): void;
   nlClose(fd: number): void;
   /** A new fd for the netns a socket lives in (SIOCGSKNS); the caller closes it. */
   socketNetns(fd: number): number;
@@ -69,6 +73,9 @@ export interface NativeAddon {
   /** SO_ORIGINAL_DST of an accepted TCP connection that iptables redirected. */
   originalDst(fd: number, family: 4 | 6): { address: string; port: number };
 }
+
+export const NL_SEND_SLOW = 1;
+export const NL_SEND_DUMP = 2;
 
 export const AF_INET = 2;
 export const AF_INET6 = 10;

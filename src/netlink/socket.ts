@@ -9,6 +9,8 @@ import {
   NETLINK_CAP_ACK,
   NETLINK_EXT_ACK,
   NETLINK_GET_STRICT_CHK,
+  NL_SEND_DUMP,
+  NL_SEND_SLOW,
   NativeError,
   SOCK_NONBLOCK,
   SOCK_RAW,
@@ -315,7 +317,8 @@ export class NetlinkSocket {
     }
     try {
       // A slow request runs on native's slow pool: requests on other sockets never queue behind it.
-      native.nlSend(this.fd, encodeMessage(p.type, p.flags, p.seq, p.payload, 0), p.seq, p.opts.slow);
+      const flags = (p.opts.slow ? NL_SEND_SLOW : 0) | (p.opts.dump ? NL_SEND_DUMP : 0);
+      native.nlSend(this.fd, encodeMessage(p.type, p.flags, p.seq, p.payload, 0), p.seq, flags);
     } catch (e) {
       this.finish(p, fromNativeError(p.opts.op, p.opts.object, e));
     }

@@ -576,11 +576,12 @@ test('bridge FDB entries on a bridge port (master): permanent and static, listed
   );
 });
 
-// The kernel answers a recv that races a dump finishing in one go (an IPv6
-// address dump) with a one-shot EINVAL; the replies are all there. Sends run on
-// native's I/O thread while the loop receives, so a burst of dumps and ACKs on
-// one socket hits that race within seconds (it failed ~1 in 200 rounds here
-// before the native reader skipped it).
+// A recv that races the start of a dump finishing in one go (an IPv6 address
+// dump) on another thread leaves EINVAL on the socket, which the next recv
+// returns (the CI flake "addr list: recv: EINVAL"). Sends run on native's I/O
+// thread while the loop receives, so a burst of dumps and ACKs on one socket
+// hit it within 2 s (~1 in 200 rounds) until a dump's send and the loop's
+// reads of its socket were made to exclude each other (NlSocket::recvMu).
 test('IPv6 address dumps pipelined with other requests on one socket never fail with a spurious recv error', async (t) => {
   const l = await lab(t);
   const a = await l.ns('a');

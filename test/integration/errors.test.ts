@@ -30,9 +30,9 @@ async function within<T>(ms: number, p: Promise<T>, what: string): Promise<T> {
 async function sendsDuring(fn: () => Promise<unknown>): Promise<number[]> {
   const orig = native.nlSend;
   const types: number[] = [];
-  native.nlSend = (fd: number, data: Buffer, token: number, slow?: boolean) => {
+  native.nlSend = (fd: number, data: Buffer, token: number, flags?: number) => {
     types.push(data.readUInt16LE(4));
-    return orig.call(native, fd, data, token, slow);
+    return orig.call(native, fd, data, token, flags);
   };
   try {
     await fn();
@@ -482,12 +482,12 @@ test(
     const orig = native.nlSend;
     let dropped = 0;
     // Lose the next request on its way to the kernel.
-    native.nlSend = (fd: number, data: Buffer, token: number, slow?: boolean) => {
+    native.nlSend = (fd: number, data: Buffer, token: number, flags?: number) => {
       if (dropped === 0) {
         dropped++;
         return;
       }
-      return orig.call(native, fd, data, token, slow);
+      return orig.call(native, fd, data, token, flags);
     };
     const started = Date.now();
     const lost = a.handle.linkGet('lo');
