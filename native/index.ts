@@ -1,4 +1,4 @@
-// Typed face of the N-API addon (native/cnmd_native.cc). Syscalls only.
+// Typed face of the N-API addon (native/*.cc). Syscalls only.
 import * as path from 'node:path';
 
 export type SocketSpec = [domain: number, type: number, protocol: number];
@@ -33,8 +33,12 @@ export interface NativeAddon {
   /** Bind-mounts the netns file src (or /proc/self/ns/net) at dst, a new file. */
   netnsBind(src: string, dst: string): void;
   openPath(path: string): number;
-  /** Opens (creating, 0644) path with an exclusive flock taken without waiting: the fd holds the lock until closed. EWOULDBLOCK if another process holds it. */
+  /**
+   * Opens (creating, 0644) path with an exclusive flock taken without waiting: the fd
+   * holds the lock until closed. EWOULDBLOCK if another process holds it.
+   */
   lockFile(path: string): number;
+  /** close(2); EBUSY for a watched netlink socket's fd (nlClose closes those). */
   close(fd: number): void;
   setsockoptInt(fd: number, level: number, name: number, value: number): void;
   bindNetlink(fd: number, groups: number): number;
@@ -68,7 +72,10 @@ export interface NativeAddon {
     file: string,
     argv: string[],
   ): Promise<[pid: number, stdin: number, stdout: number, stderr: number]>;
-  /** Reaps a spawnPiped child (blocks a pool thread until it exits: call once its pipes closed): [exit code or -1, signal number or 0]. */
+  /**
+   * Reaps a spawnPiped child (blocks a pool thread until it exits: call once its
+   * pipes closed): [exit code or -1, signal number or 0].
+   */
   waitPid(pid: number): Promise<[code: number, signal: number]>;
   /** SO_ORIGINAL_DST of an accepted TCP connection that iptables redirected. */
   originalDst(fd: number, family: 4 | 6): { address: string; port: number };
