@@ -5,14 +5,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { lab } from '../lib/fixture';
-import { RunningDaemon, startDaemon } from '../lib/daemon';
+import { startDaemon } from '../lib/daemon';
 import { assertInvariants, readKernel, readStore, violations } from '../lib/invariants';
-
-async function ok(d: RunningDaemon, method: string, p: string, body?: unknown): Promise<any> {
-  const r = await d.request(method, p, body);
-  assert.ok(r.status < 300, `${method} ${p} -> ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body;
-}
+import { ok } from '../lib/api';
 
 test('invariant checker: holds on a healthy daemon, names every planted leak', async (t) => {
   const l = await lab(t);

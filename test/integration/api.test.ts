@@ -10,6 +10,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import { eventually, lab, runIn } from '../lib/fixture';
 import { RunningDaemon, startDaemon } from '../lib/daemon';
+import { ok } from '../lib/api';
 
 interface RawReply {
   status: number;
@@ -59,12 +60,6 @@ function raw(
     if (data !== undefined) req.write(data);
     req.end();
   });
-}
-
-async function ok(d: RunningDaemon, method: string, p: string, body?: unknown): Promise<any> {
-  const r = await d.request(method, p, body);
-  assert.ok(r.status < 300, `${method} ${p} -> ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body;
 }
 
 function linkNames(out: string): string[] {

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { eventually, lab, runIn } from '../lib/fixture';
-import { RunningDaemon, startDaemon } from '../lib/daemon';
+import { startDaemon } from '../lib/daemon';
 import { ping } from '../lib/probe';
 import { NetnsManager } from '../../src/netns/netns';
 import { NetnsPool } from '../../src/netns/pool';
@@ -18,14 +18,9 @@ import { createLogger } from '../../src/log';
 import { RESOLVER_SOCKETS, SandboxResolver, armResolverSockets } from '../../src/dns/resolver';
 import type { RecordSource } from '../../src/dns/records';
 import type { Forwarder } from '../../src/dns/forwarder';
+import { ok } from '../lib/api';
 
 const execFileAsync = promisify(execFile);
-
-async function ok(d: RunningDaemon, method: string, p: string, body?: unknown): Promise<any> {
-  const r = await d.request(method, p, body);
-  assert.ok(r.status < 300, `${method} ${p} -> ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body;
-}
 
 function routes(nsPath: string, family: '-4' | '-6' = '-4'): any[] {
   return JSON.parse(runIn(nsPath, 'ip', ['-j', family, 'route']));

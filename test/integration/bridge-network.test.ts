@@ -6,12 +6,7 @@ import assert from 'node:assert/strict';
 import { eventually, lab } from '../lib/fixture';
 import { RunningDaemon, startDaemon } from '../lib/daemon';
 import { ping, reach, serve } from '../lib/probe';
-
-async function ok(d: RunningDaemon, method: string, p: string, body?: unknown): Promise<any> {
-  const r = await d.request(method, p, body);
-  assert.ok(r.status < 300, `${method} ${p} -> ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body;
-}
+import { ok } from '../lib/api';
 
 async function sandbox(
   d: RunningDaemon,

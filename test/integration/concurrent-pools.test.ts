@@ -7,12 +7,7 @@ import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import { lab } from '../lib/fixture';
 import { RunningDaemon, startDaemon } from '../lib/daemon';
-
-async function ok(d: RunningDaemon, method: string, p: string, body?: unknown): Promise<any> {
-  const r = await d.request(method, p, body);
-  assert.ok(r.status < 300, `${method} ${p} -> ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body;
-}
+import { ok } from '../lib/api';
 
 /** The IPAM's pool records as the store holds them (read-only, beside the running daemon). */
 function storedPools(d: RunningDaemon): { id: string; pool: string }[] {

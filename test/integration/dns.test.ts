@@ -9,6 +9,7 @@ import type { TestContext } from 'node:test';
 import { lab, runIn } from '../lib/fixture';
 import { CNMCTL, RunningDaemon, startDaemon } from '../lib/daemon';
 import { dnsUpstream } from '../lib/dns-upstream';
+import { ok } from '../lib/api';
 
 function dig(nsPath: string, ...args: string[]): string {
   return runIn(nsPath, 'dig', ['@127.0.0.11', '+time=2', '+tries=1', ...args]);
@@ -20,12 +21,6 @@ function short(nsPath: string, ...args: string[]): string[] {
     .split('\n')
     .filter(Boolean)
     .sort();
-}
-
-async function ok(d: RunningDaemon, method: string, p: string, body?: unknown): Promise<any> {
-  const r = await d.request(method, p, body);
-  assert.ok(r.status < 300, `${method} ${p} -> ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body;
 }
 
 async function sb(

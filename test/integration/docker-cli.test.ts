@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { eventually, lab, runIn } from '../lib/fixture';
 import { RunningDaemon, startDaemon } from '../lib/daemon';
+import { ok } from '../lib/api';
 
 interface Run {
   code: number | null;
@@ -42,12 +43,6 @@ function dockerOk(d: RunningDaemon, ...args: string[]): string {
   assert.equal(r.code, 0, `docker ${args.join(' ')} -> ${r.code}\n${r.out}${r.err}`);
   assert.equal(r.err, '', `docker ${args.join(' ')} wrote to stderr`);
   return r.out;
-}
-
-async function ok(d: RunningDaemon, method: string, p: string, body?: unknown): Promise<any> {
-  const r = await d.request(method, p, body);
-  assert.ok(r.status < 300, `${method} ${p} -> ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body;
 }
 
 const lines = (s: string) => s.split('\n').filter((l) => l !== '');

@@ -3,30 +3,9 @@
 // Every test works in namespaces of its own (lab), never in the machine's.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as zlib from 'node:zlib';
 import { eventually, lab, Ns } from '../lib/fixture';
 import { CnmdError } from '../../src/errors';
-
-/** The running kernel's config text ('' when neither /proc/config.gz nor /boot/config-* is readable). */
-function kernelConfig(): string {
-  try {
-    return zlib.gunzipSync(fs.readFileSync('/proc/config.gz')).toString();
-  } catch {
-    try {
-      return fs.readFileSync(`/boot/config-${os.release()}`, 'utf8');
-    } catch {
-      return '';
-    }
-  }
-}
-const CONFIG = kernelConfig();
-/** true: built in or a module; false: "is not set" or absent; undefined: no config to read. */
-function kernelHas(option: string): boolean | undefined {
-  if (CONFIG === '') return undefined;
-  return new RegExp(`^${option}=[ym]$`, 'm').test(CONFIG);
-}
+import { kernelHas } from '../lib/kernel';
 
 /** `ip -j -d link show NAME` in ns: the one link. */
 function ipLink(ns: Ns, name: string): any {

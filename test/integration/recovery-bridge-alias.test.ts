@@ -9,12 +9,7 @@ import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import { lab, runIn } from '../lib/fixture';
 import { RunningDaemon, restartDaemon, startDaemon } from '../lib/daemon';
-
-async function ok(d: RunningDaemon, method: string, p: string, body?: unknown): Promise<any> {
-  const r = await d.request(method, p, body);
-  assert.ok(r.status < 300, `${method} ${p} -> ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body;
-}
+import { ok } from '../lib/api';
 
 /** Puts a network record back in the state a killed create leaves: 'creating', no pools yet. */
 function markCreating(d: RunningDaemon, net: any, id: string, options: Record<string, string> = {}): void {

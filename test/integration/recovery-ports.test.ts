@@ -14,12 +14,7 @@ import { lab, Lab } from '../lib/fixture';
 import { RunningDaemon, startDaemon } from '../lib/daemon';
 import { assertInvariants } from '../lib/invariants';
 import { chaosRng } from '../lib/seed';
-
-async function ok(d: RunningDaemon, method: string, p: string, body?: unknown): Promise<any> {
-  const r = await d.request(method, p, body);
-  assert.ok(r.status < 300, `${method} ${p} -> ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body;
-}
+import { ok } from '../lib/api';
 
 function save(d: RunningDaemon): string {
   return ['iptables-save', 'ip6tables-save'].map((c) => d.host.run(c, [])).join('\n');

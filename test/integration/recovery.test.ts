@@ -8,12 +8,7 @@ import * as fs from 'node:fs';
 import { eventually, lab, runIn } from '../lib/fixture';
 import { RunningDaemon, restartDaemon, startDaemon } from '../lib/daemon';
 import { ping, reach, serve } from '../lib/probe';
-
-async function ok(d: RunningDaemon, method: string, p: string, body?: unknown): Promise<any> {
-  const r = await d.request(method, p, body);
-  assert.ok(r.status < 300, `${method} ${p} -> ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body;
-}
+import { ok } from '../lib/api';
 
 function rules(d: RunningDaemon): string {
   return ['iptables-save', 'ip6tables-save']

@@ -5,30 +5,10 @@
 // CONFIG_ option, and leave nothing; where it has them, the full lifecycle.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as zlib from 'node:zlib';
 import { lab, Ns } from '../lib/fixture';
 import { CnmdError } from '../../src/errors';
 import type { XfrmPolicy, XfrmStateSpec } from '../../src/netlink/xfrm/xfrm';
-
-function kernelConfig(): string {
-  try {
-    return zlib.gunzipSync(fs.readFileSync('/proc/config.gz')).toString();
-  } catch {
-    try {
-      return fs.readFileSync(`/boot/config-${os.release()}`, 'utf8');
-    } catch {
-      return '';
-    }
-  }
-}
-const CONFIG = kernelConfig();
-/** true: built in or a module; false: not set; undefined: no config to read. */
-function kernelHas(option: string): boolean | undefined {
-  if (CONFIG === '') return undefined;
-  return new RegExp(`^${option}=[ym]$`, 'm').test(CONFIG);
-}
+import { KERNEL_CONFIG, kernelHas } from '../lib/kernel';
 
 // ---- `ip -s xfrm policy` text -> objects ----
 
@@ -584,7 +564,7 @@ for (const c of CASES) {
       assert.match(String(e.errno), /^(EPROTONOSUPPORT|ENOSYS)$/);
       const kconfig = e.details.kconfig as string;
       assert.match(e.message, new RegExp(`\\(${kconfig}\\)`));
-      if (CONFIG !== '') {
+      if (KERNEL_CONFIG !== '') {
         assert.ok(
           missing.length > 0,
           `the kernel config has every option (${c.needs.join(', ')}) yet the state was refused: ${e.message}`,
