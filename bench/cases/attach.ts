@@ -78,6 +78,7 @@ import * as path from 'node:path';
 import { ChildProcess, spawn } from 'node:child_process';
 import { native } from '../../native';
 import { apiRequest } from '../../src/cli/cnmctl-client';
+import { CNMD_NODE_FLAGS } from '../../src/cli/node-flags';
 import {
   Scratch,
   alive,
@@ -115,7 +116,7 @@ type Peer = (typeof ALL_PEERS)[number];
 const PEERS = parsePeers(process.env.BENCH_ATTACH_PEERS);
 
 const CNMD_JS = path.resolve(__dirname, '..', '..', 'src', 'cli', 'cnmd.js');
-const CNI_DIR = '/usr/lib/cni';
+export const CNI_DIR = '/usr/lib/cni';
 const NETAVARK = '/usr/lib/podman/netavark';
 
 // Subnets (each peer has its own host netns, so overlaps would not matter; distinct anyway).
@@ -191,7 +192,7 @@ function line(label: string, t: Timings): string {
 
 // ---- cnmd ----
 
-class Cnmd {
+export class Cnmd {
   readonly proc: ChildProcess;
   readonly hostUri: string;
   readonly hostNs: string;
@@ -240,6 +241,7 @@ class Cnmd {
     const args = [
       `--net=${hostNs}`,
       process.execPath,
+      ...CNMD_NODE_FLAGS,
       CNMD_JS,
       '--data-root',
       path.join(disk, 'data'),
@@ -686,37 +688,42 @@ async function execHarnessMs(s: Scratch): Promise<number> {
 
 // ---- the CNI bridge plugin ----
 
-async function runCni(s: Scratch): Promise<Timings> {
-  const dir = path.join(s.run, 'cni');
-  fs.mkdirSync(dir);
-  const hostNs = path.join(dir, 'host-netns');
-  await native.netnsCreate(hostNs);
-  const conf = JSON.stringify({
+/** The CNI bridge plugin's network config: host-local IPAM with its data under dir, masquerade, gateway. */
+export function cniBridgeConf(dir: string, subnet: string): string {
+  return JSON.stringify({
     cniVersion: '0.4.0',
     name: 'benchnet',
     type: 'bridge',
     bridge: 'cnibr0',
     isGateway: true,
     ipMasq: true,
-    ipam: {
-      type: 'host-local',
-      subnet: CNI_NET.subnet,
-      dataDir: path.join(dir, 'ipam'),
-      routes: [{ dst: '0.0.0.0/0' }],
-    },
+    ipam: { type: 'host-local', subnet, dataDir: path.join(dir, 'ipam'), routes: [{ dst: '0.0.0.0/0' }] },
   });
+}
+
+/** The environment of one CNI call for container `id` with its netns at nsPath. */
+export function cniEnv(cmd: 'ADD' | 'DEL', id: string, nsPath: string): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    CNI_COMMAND: cmd,
+    CNI_CONTAINERID: `cnmdbench-${id}`,
+    CNI_NETNS: nsPath,
+    CNI_IFNAME: 'eth0',
+    CNI_PATH: CNI_DIR,
+  };
+}
+
+async function runCni(s: Scratch): Promise<Timings> {
+  const dir = path.join(s.run, 'cni');
+  fs.mkdirSync(dir);
+  const hostNs = path.join(dir, 'host-netns');
+  await native.netnsCreate(hostNs);
+  const conf = cniBridgeConf(dir, CNI_NET.subnet);
   const nsPath = (id: string) => path.join(dir, `ns-${id}`);
   const plugin = (cmd: 'ADD' | 'DEL', id: string) =>
     exec(`CNI bridge ${cmd} ${id}`, 'nsenter', [`--net=${hostNs}`, path.join(CNI_DIR, 'bridge')], {
       input: conf,
-      env: {
-        ...process.env,
-        CNI_COMMAND: cmd,
-        CNI_CONTAINERID: `cnmdbench-${id}`,
-        CNI_NETNS: nsPath(id),
-        CNI_IFNAME: 'eth0',
-        CNI_PATH: CNI_DIR,
-      },
+      env: cniEnv(cmd, id, nsPath(id)),
     });
   const results = new Map<string, { address: string; gateway: string }>();
   const attach = async (id: string) => {

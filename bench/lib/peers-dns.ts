@@ -7,6 +7,7 @@
 //
 // Everything made here lives under a Scratch (bench/lib/host.ts): netns files
 // on its tmpfs, processes tracked or naming its root, removed pass or fail.
+import { CNMD_NODE_FLAGS } from '../../src/cli/node-flags';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
@@ -86,6 +87,7 @@ export class Cnmd {
     const args = [
       `--net=${hostNs}`,
       process.execPath,
+      ...CNMD_NODE_FLAGS,
       ...(o.nodeArgs ?? []),
       CNMD_JS,
       '--data-root',

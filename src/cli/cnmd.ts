@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=2
 // cnmd: the container networking daemon.
 import { Command } from 'commander';
 import { DEFAULTS, ENV, resolveConfig } from '../config';

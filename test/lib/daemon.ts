@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { ChildProcess, spawn } from 'node:child_process';
 import type { TestContext } from 'node:test';
 import { apiRequest } from '../../src/cli/cnmctl-client';
+import { CNMD_NODE_FLAGS } from '../../src/cli/node-flags';
 import type { Lab, Ns } from './fixture';
 
 export const CNMD = path.resolve(__dirname, '..', '..', 'src', 'cli', 'cnmd.js');
@@ -43,6 +44,7 @@ export async function startDaemon(
   const args = [
     `--net=${host.path}`,
     process.execPath,
+    ...CNMD_NODE_FLAGS,
     opts.entry ?? CNMD,
     '--data-root',
     dataRoot,
