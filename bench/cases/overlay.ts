@@ -49,6 +49,7 @@ import {
   Scratch,
 } from '../lib/host';
 import { iperfClient, iperfServer } from '../lib/peers-ports';
+import { sectionConvergence } from '../lib/overlay-convergence';
 
 export const name = 'overlay';
 export const unit = 'ms, Gbit/s';
@@ -266,6 +267,7 @@ export const SECTIONS: Record<string, (lab: OverlayLab) => Promise<Record<string
   attach: sectionAttach,
   throughput: sectionThroughput,
   reconcile: sectionReconcile,
+  convergence: sectionConvergence,
 };
 
 export async function run(): Promise<Record<string, number>> {
