@@ -159,6 +159,12 @@ export interface Driver {
    * false). Parse and check every option first; a failure leaves nothing.
    */
   createNetwork(spec: NetworkSpec): Promise<void>;
+  /**
+   * Refuses, before anything is recorded anywhere (the cluster store, IPAM), a
+   * network this host cannot make: options that need a kernel feature or a
+   * daemon setting it lacks. createNetwork checks the same again.
+   */
+  checkNetwork?(name: string, options: Record<string, string>): Promise<void>;
   /** Removes what createNetwork made. An unknown network is not an error (resolve). */
   deleteNetwork(networkId: string): Promise<void>;
   /**

@@ -7,6 +7,8 @@ import type { NetworkSpec } from '../driver';
 export const OPT = {
   vni: 'com.docker.network.driver.overlay.vxlanid_list',
   mtu: 'com.docker.network.driver.mtu',
+  /** Docker's `-o encrypted`: IPsec ESP between the hosts (present, empty or "true"). */
+  encrypted: 'encrypted',
 } as const;
 
 export const VNI_MAX = 0xffffff;
@@ -39,6 +41,8 @@ export interface OverlayConfig {
   /** The underlay MTU given by option (Docker's meaning: the overlay is this minus the encapsulation). */
   underlayMtu?: number;
   internal: boolean;
+  /** `-o encrypted`: VXLAN between hosts only inside ESP. */
+  encrypted: boolean;
   subnetV4?: string;
   subnetV6?: string;
 }
@@ -60,6 +64,16 @@ export function parseVni(op: string, text: string | undefined): number {
   if (vni < 1 || vni > VNI_MAX)
     throw invalidArgument(op, OPT.vni, `option ${OPT.vni}: VNI ${vni} is outside 1..${VNI_MAX}`);
   return vni;
+}
+
+/** Whether `-o encrypted` asks for an encrypted network; Docker's CLI sends it with an empty value. */
+export function parseEncrypted(op: string, options: Record<string, string>): boolean {
+  const v = options[OPT.encrypted];
+  if (v === undefined) return false;
+  const t = v.trim().toLowerCase();
+  if (t === '' || t === 'true' || t === '1') return true;
+  if (t === 'false' || t === '0') return false;
+  throw invalidArgument(op, OPT.encrypted, `option ${OPT.encrypted}: "${v}" is not true or false (or empty)`);
 }
 
 export function parseOverlayConfig(spec: NetworkSpec): OverlayConfig {
@@ -91,6 +105,7 @@ export function parseOverlayConfig(spec: NetworkSpec): OverlayConfig {
     netnsId: `ov-${spec.id}`,
     underlayMtu,
     internal: spec.internal,
+    encrypted: parseEncrypted(op, spec.options),
     subnetV4: spec.ipv4[0]?.pool,
     subnetV6: spec.enableIPv6 ? spec.ipv6[0]?.pool : undefined,
   };

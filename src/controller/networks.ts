@@ -90,6 +90,8 @@ export class Networks {
       }
       const ipamDriver = req.ipam?.driver || DEFAULT_IPAM;
       const ipam = await lookup.loadIpam(ipamDriver, op);
+      // Refused before the cluster store or IPAM record anything.
+      if (!req.fromCluster) await driver.checkNetwork?.(req.name, req.options ?? {});
       // A global network exists in the cluster store first: its VNI and subnets are decided there.
       const shared =
         global &&

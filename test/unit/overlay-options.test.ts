@@ -3,7 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { desiredEntries, OverlayPeer } from '../../drivers/overlay/peers';
-import { overlayMtu, parseOverlayConfig, parseVni, OPT } from '../../drivers/overlay/options';
+import { overlayMtu, parseEncrypted, parseOverlayConfig, parseVni, OPT } from '../../drivers/overlay/options';
+import { encryptionKconfig, unsetOptions } from '../../drivers/overlay/kernel-probe';
 import { CnmdError } from '../../src/errors';
 
 const peer = (n: number, vtep = '192.0.2.2'): OverlayPeer => ({
@@ -114,4 +115,26 @@ test('options: VNI 1..16777215, one decimal; MTU from the underlay family; one s
     () => parseOverlayConfig({ ...spec, options: { ...spec.options, [OPT.mtu]: '100' } }),
     /underlay MTU/,
   );
+});
+
+test('-o encrypted: empty/true/1 encrypt, false/0 do not, anything else is refused; absent is plain', () => {
+  const op = 'network create';
+  for (const v of ['', 'true', 'TRUE', '1']) assert.equal(parseEncrypted(op, { encrypted: v }), true, v);
+  for (const v of ['false', '0']) assert.equal(parseEncrypted(op, { encrypted: v }), false, v);
+  assert.equal(parseEncrypted(op, {}), false);
+  assert.throws(
+    () => parseEncrypted(op, { encrypted: 'yes please' }),
+    /option encrypted: "yes please" is not true or false/,
+  );
+});
+
+test('kernel config: the encryption options not set are named, =y and =m count as set', () => {
+  const config = [
+    'CONFIG_XFRM_USER=y',
+    '# CONFIG_INET_ESP is not set',
+    'CONFIG_CRYPTO_SEQIV=m',
+    'CONFIG_NETFILTER_XT_MATCH_POLICY=y',
+  ].join('\n');
+  assert.deepEqual(unsetOptions(config, encryptionKconfig(false)), ['CONFIG_INET_ESP', 'CONFIG_CRYPTO_GCM']);
+  assert.deepEqual(encryptionKconfig(true)[1], 'CONFIG_INET6_ESP');
 });
