@@ -73,7 +73,8 @@ const LANES = {
     [hasCommand('nsenter'), 'util-linux'],
     [hasCommand('ping'), 'iputils-ping'],
     [hasCommand('dig'), 'dnsutils'],
-    [hasCommand('tcpdump'), 'tcpdump'],
+    // The stock docker CLI on cnmd's socket (overlay networks through it).
+    [hasCommand('docker'), 'docker.io'],
   ],
   kernel: [
     [hasCommand('qemu-system-x86_64'), 'qemu-system-x86'],

@@ -7,10 +7,26 @@ import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { eventually, lab } from '../lib/fixture';
-import { startDaemon } from '../lib/daemon';
+import { RunningDaemon, startDaemon } from '../lib/daemon';
 import { ClusterLab, clusterLab, etcdAddr } from '../lib/cluster';
 
 const VXLANID = 'com.docker.network.driver.overlay.vxlanid_list';
+
+/** The docker CLI (Debian's docker.io client) against a daemon's socket; throws with its stderr on failure. */
+function docker(d: RunningDaemon, ...args: string[]): string {
+  const config = path.join(d.base, 'docker-config');
+  return execFileSync('docker', args, {
+    encoding: 'utf8',
+    env: {
+      PATH: process.env.PATH,
+      HOME: d.base,
+      DOCKER_HOST: d.hostUri,
+      DOCKER_CONFIG: config,
+      DOCKER_CLI_HINTS: 'false',
+    },
+    timeout: 30_000,
+  });
+}
 
 function etcdctl(c: ClusterLab, ...args: string[]): string {
   return c.etcd[0].ns.run('etcdctl', [`--endpoints=http://${etcdAddr(1)}:2379`, ...args]);
@@ -61,6 +77,17 @@ test('a global network created on h1 is on h2 and h3 with the same id, subnet, V
   const again = await d3.request('POST', '/networks/create', { Name: 'web', Driver: 'overlay' });
   assert.equal(again.status, 409);
   assert.match(again.body.message, /web already exists/);
+
+  // The stock docker CLI on cnmd's socket: create on h3, seen on h1 with the same id and scope.
+  const made3 = docker(d3, 'network', 'create', '-d', 'overlay', '--subnet', '10.40.0.0/24', 'viacli').trim();
+  assert.match(made3, /^[0-9a-f]{64}$/);
+  await eventually(() =>
+    assert.equal(
+      docker(d1, 'network', 'inspect', '-f', '{{.Id}} {{.Scope}} {{.Driver}}', 'viacli').trim(),
+      `${made3} global overlay`,
+    ),
+  );
+  docker(d1, 'network', 'rm', 'viacli');
 
   const rm = await d2.request('DELETE', `/networks/web`);
   assert.equal(rm.status, 204, JSON.stringify(rm.body));
