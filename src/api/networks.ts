@@ -186,7 +186,9 @@ export function mountNetworkRoutes(router: Router, c: Controller): void {
       return { status: 201, body: { Id: n.id, Warning: '' } };
     })
     .add('DELETE', '/networks/{id}', async (req) => {
-      await c.deleteNetwork(req.params.id);
+      // cnmd's own (Docker's API has no force for networks): an engine network whose engine is gone.
+      const force = ['1', 'true'].includes(req.query.get('force') ?? '');
+      await c.deleteNetwork(req.params.id, { force });
       return { status: 204 };
     })
     .add('POST', '/networks/{id}/connect', async (req) => {

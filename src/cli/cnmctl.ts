@@ -363,9 +363,13 @@ network
   .alias('remove')
   .description('Remove one or more networks')
   .argument('<network...>')
-  .action(async (refs: string[]) => {
+  .option(
+    '-f, --force',
+    "also a network the Docker engine made through cnmd's plugin, when no engine uses it any more (its endpoints, bridge, rules and pools go)",
+  )
+  .action(async (refs: string[], o: { force?: boolean }) => {
     await eachRef(refs, async (ref) => {
-      await call('DELETE', `/networks/${encodeURIComponent(ref)}`);
+      await call('DELETE', `/networks/${encodeURIComponent(ref)}${o.force ? '?force=1' : ''}`);
       console.log(ref);
     });
   });

@@ -170,7 +170,10 @@ export class Controller implements RecordSource {
     return this.nets.create(req);
   }
 
-  deleteNetwork(ref: string): Promise<void> {
+  /** force: also an engine network whose engine is gone (EngineObjects.forceRemove). */
+  deleteNetwork(ref: string, opts: { force?: boolean } = {}): Promise<void> {
+    const n = this.lookup.network(ref);
+    if (n.owner === 'engine' && opts.force) return this.engine.forceRemove(n.id);
     return this.nets.delete(ref);
   }
 

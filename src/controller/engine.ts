@@ -258,6 +258,41 @@ export class EngineObjects {
     });
   }
 
+  /**
+   * `cnmctl network rm --force`: an engine network whose engine is gone (it
+   * removed its containers and the network while cnmd was down, gave up on
+   * the failed calls, and never sends them again). Its endpoints (ports,
+   * veths), its bridge and rules, and the cnmd-ipam leases of its pools go;
+   * the engine is not asked. Failures are collected: the records go only with
+   * the kernel objects.
+   */
+  async forceRemove(id: string): Promise<void> {
+    const op = 'network rm --force';
+    await this.d.locks.lock([LOCK.engineNet(id)], async () => {
+      const n = this.d.store.get<NetworkRecord>(KIND.engineNetwork, id);
+      if (!n) throw new CnmdError('NOT_FOUND', `network ${id} not found`, { op, object: id });
+      const driver = this.d.drivers.get(n.driver);
+      for (const ep of this.d.store
+        .list<EndpointRecord>(KIND.engineEndpoint)
+        .filter((e) => e.networkId === id)) {
+        if (driver) {
+          await driver.revokeExternalConnectivity(n.id, ep.id);
+          await driver.leave(n.id, ep.id);
+          await driver.deleteEndpoint(n.id, ep.id);
+        }
+        this.d.store.delete(KIND.engineEndpoint, ep.id);
+      }
+      this.d.changed();
+      n.state = 'deleting';
+      this.d.store.put(KIND.engineNetwork, n.id, n);
+      await driver?.deleteNetwork(n.id);
+      this.d.store.delete(KIND.engineNetwork, n.id);
+      const pools = new Set(n.pools.map((p) => p.pool));
+      for (const l of this.leases().filter((x) => pools.has(x.pool))) await this.releasePool(l.poolId);
+      this.d.log.warn({ network: n.id, owner: 'engine' }, 'engine network removed by the operator (--force)');
+    });
+  }
+
   // ---- endpoints ----
 
   private checkAddress(op: string, n: NetworkRecord, cidr: string | undefined, v6: boolean): void {

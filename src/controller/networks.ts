@@ -230,7 +230,11 @@ export class Networks {
     const op = 'network rm';
     const { store, lookup, log } = this.d;
     const n0 = lookup.network(ref);
-    lookup.refuseEngineNetwork(n0, op, 'remove it with docker network rm');
+    lookup.refuseEngineNetwork(
+      n0,
+      op,
+      'remove it with docker network rm (or, if no engine uses it any more, with cnmctl network rm --force)',
+    );
     await this.d.locks.lock([LOCK.net(n0.id), LOCK.netName(n0.name)], async () => {
       const n = store.get<NetworkRecord>(KIND.network, n0.id);
       if (!n) throw new CnmdError('NOT_FOUND', `network ${ref} not found`, { op, object: ref });

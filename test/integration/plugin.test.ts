@@ -7,12 +7,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as http from 'node:http';
 import * as path from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import type { TestContext } from 'node:test';
-import { eventually, lab, Lab, Ns } from '../lib/fixture';
-import { CNMCTL, restartDaemon, startDaemon } from '../lib/daemon';
+import { eventually, lab, Lab, Ns, runIn } from '../lib/fixture';
+import { CNMCTL, RunningDaemon, restartDaemon, startDaemon } from '../lib/daemon';
 import { ping, roundTrip, serve } from '../lib/probe';
-import { readStore } from '../lib/invariants';
+import { assertInvariants, readStore } from '../lib/invariants';
 
 interface Reply {
   status: number;
@@ -58,6 +58,11 @@ async function ok(sock: string, method: string, body?: unknown): Promise<any> {
   assert.equal(r.status, 200, `${method}: ${r.text}`);
   assert.ok(!r.body.Err && !r.body.Error, `${method}: ${r.text}`);
   return r.body;
+}
+
+/** iptables-save and ip6tables-save of the daemon's netns. */
+function save(d: RunningDaemon): string {
+  return ['iptables-save', 'ip6tables-save'].map((c) => d.host.run(c, [])).join('\n');
 }
 
 const HOST_IP = '192.0.2.1';
@@ -483,4 +488,57 @@ test('plugin CreateEndpoint: an address (or the gateway) or a MAC another endpoi
   await ok(bridgeSock, 'NetworkDriver.DeleteEndpoint', { NetworkID: NET_ID, EndpointID: epId(1) });
   const again = await create(2, '10.70.0.5/24', '02:42:0a:46:00:55');
   assert.ok(!again.body.Err, again.text);
+});
+
+test('an engine network whose engine is gone: refused to cnmctl network rm, removed whole by --force after a restart', async (t) => {
+  const { l, d: d0, bridgeSock, ipamSock } = await setup(t);
+  let d = d0;
+  const { poolId } = await createNetwork(bridgeSock, ipamSock, '10.84.0.0/24', {
+    'com.docker.network.bridge.name': 'brgone0',
+  });
+  const ep = await endpoint(ipamSock, bridgeSock, poolId, 1);
+  const join = await ok(bridgeSock, 'NetworkDriver.Join', {
+    NetworkID: NET_ID,
+    EndpointID: epId(1),
+    SandboxKey: '/var/run/docker/netns/gone1',
+    Options: {},
+  });
+  const box = await l.ns('gone1');
+  await engineSide(d.host, box, join.InterfaceName.SrcName, 'eth0', ep.address, '10.84.0.1');
+  await ok(bridgeSock, 'NetworkDriver.ProgramExternalConnectivity', {
+    NetworkID: NET_ID,
+    EndpointID: epId(1),
+    Options: {
+      'com.docker.network.portmap': [
+        { Proto: 6, IP: ep.address.split('/')[0], Port: 80, HostIP: '', HostPort: 8484, HostPortEnd: 8484 },
+      ],
+    },
+  });
+  assert.match(d.host.run('iptables-save', ['-t', 'nat']), /--dport 8484 -j DNAT/);
+  // The engine removes its container and network while cnmd is down, and never calls again.
+  await d.kill();
+  d = await restartDaemon(t, l, d);
+  const cli = (...args: string[]) =>
+    spawnSync(process.execPath, [CNMCTL, '-H', d.hostUri, 'network', 'rm', ...args, NET_ID], {
+      encoding: 'utf8',
+    });
+  const refused = cli();
+  assert.match(refused.stderr, /created by the Docker engine.*cnmctl network rm --force/);
+  assert.equal((await d.request('GET', `/networks/${NET_ID}`)).status, 200, 'still there');
+  const forced = cli('--force');
+  assert.equal(forced.status, 0, forced.stderr);
+  // Nothing of it is left: network, endpoint, bridge, veths, rules, pool lease.
+  assert.equal((await d.request('GET', `/networks/${NET_ID}`)).status, 404);
+  const links = d.host.ipj('link').map((x: any) => x.ifname);
+  assert.ok(!links.includes('brgone0'), `bridge gone: ${links.join(' ')}`);
+  assert.deepEqual(d.host.ipj('link', 'show', 'type', 'veth'), [], 'no veth left');
+  assert.ok(!JSON.parse(runIn(box.path, 'ip', ['-j', 'link'])).some((x: any) => x.ifname === 'eth0'));
+  assert.doesNotMatch(save(d), /brgone0|8484|10\.84\.0\./, 'no rule of it');
+  const store = readStore(d.dataRoot);
+  assert.deepEqual([store.engineNetworks, store.engineEndpoints, store.leases], [[], [], []]);
+  assert.ok(!store.pools.some((p) => p.pool === '10.84.0.0/24'), 'its pool is free');
+  await assertInvariants(d);
+  // The subnet can be used again.
+  const again = await call(ipamSock, 'IpamDriver.RequestPool', { Pool: '10.84.0.0/24' });
+  assert.equal(again.body.Pool, '10.84.0.0/24', again.text);
 });
