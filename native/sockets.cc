@@ -9,9 +9,7 @@ napi_value OpenPath(napi_env env, napi_callback_info info) {
   if (!a.Ok()) return nullptr;
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ThrowErrno(env, errno, "open", path);
-  napi_value v;
-  napi_create_int32(env, fd, &v);
-  return v;
+  return Int32(env, fd);
 }
 
 // Opens (creating) path and takes an exclusive flock on it without waiting:
@@ -32,11 +30,8 @@ napi_value LockFile(napi_env env, napi_callback_info info) {
     close(fd);
     return ThrowErrno(env, err, "flock", path);
   }
-  napi_value v;
-  napi_create_int32(env, fd, &v);
-  return v;
+  return Int32(env, fd);
 }
-
 
 // close(fd). A watched netlink socket is closed only by nlClose: a close of its
 // number here is a stale double close that would take the socket from under
@@ -85,7 +80,7 @@ napi_value BindNetlink(napi_env env, napi_callback_info info) {
   socklen_t len = sizeof(sa);
   if (getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0) return ThrowErrno(env, errno, "getsockname");
   napi_value v;
-  napi_create_uint32(env, sa.nl_pid, &v);
+  napi_create_uint32(env, sa.nl_pid, &v);  // a port id: u32, most above 2^31
   return v;
 }
 
@@ -126,9 +121,7 @@ napi_value UdpSend(napi_env env, napi_callback_info info) {
     ssize_t n = sendto(fd, data, size, MSG_DONTWAIT | MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&ss), len);
     rc = n >= 0 ? static_cast<int32_t>(n) : -errno;
   }
-  napi_value v;
-  napi_create_int32(env, rc, &v);
-  return v;
+  return Int32(env, rc);
 }
 
 // originalDst(fd, family) -> { address, port }: where a connection redirected by
@@ -174,9 +167,7 @@ napi_value SocketNetns(napi_env env, napi_callback_info info) {
   if (nsfd < 0) return ThrowErrno(env, errno, "ioctl SIOCGSKNS");
   int flags = fcntl(nsfd, F_GETFD);
   if (flags >= 0) fcntl(nsfd, F_SETFD, flags | FD_CLOEXEC);
-  napi_value v;
-  napi_create_int32(env, nsfd, &v);
-  return v;
+  return Int32(env, nsfd);
 }
 
 }  // namespace cnmd

@@ -178,13 +178,18 @@ inline bool ParseSocketSpecs(napi_env env, napi_value arr, std::vector<SocketSpe
   });
 }
 
+// A JS number from an int (an fd, a count, -errno).
+inline napi_value Int32(napi_env env, int32_t n) {
+  napi_value v;
+  napi_create_int32(env, n, &v);
+  return v;
+}
+
 inline napi_value FdArray(napi_env env, const std::vector<int>& fds) {
   napi_value arr;
   napi_create_array_with_length(env, fds.size(), &arr);
   for (size_t i = 0; i < fds.size(); i++) {
-    napi_value v;
-    napi_create_int32(env, fds[i], &v);
-    napi_set_element(env, arr, i, v);
+    napi_set_element(env, arr, i, Int32(env, fds[i]));
   }
   return arr;
 }
