@@ -384,7 +384,7 @@ napi_value NlSend(napi_env env, napi_callback_info info) {
 // nlClose(fd): stop watching and close the socket after its queued sends.
 napi_value NlClose(napi_env env, napi_callback_info info) {
   Args a(env, info, "nlClose(fd)");
-  int fd = a.Int(0);
+  auto [fd] = a.Ints<1>();
   if (!a.Ok()) return nullptr;
   auto it = g_watchers.find(fd);
   if (it == g_watchers.end()) return ThrowErrno(env, EBADF, "nlClose");

@@ -39,7 +39,7 @@ napi_value LockFile(napi_env env, napi_callback_info info) {
 // opened): refused with EBUSY.
 napi_value CloseFd(napi_env env, napi_callback_info info) {
   Args args(env, info, "close(fd)");
-  int fd = args.Int(0);
+  auto [fd] = args.Ints<1>();
   if (!args.Ok()) return nullptr;
   if (NlWatched(fd)) return ThrowErrno(env, EBUSY, "close (a netlink socket: nlClose closes it)");
   if (close(fd) != 0) return ThrowErrno(env, errno, "close");
@@ -49,8 +49,7 @@ napi_value CloseFd(napi_env env, napi_callback_info info) {
 // listenFd(fd, backlog): a bound stream socket starts accepting into its backlog.
 napi_value ListenFd(napi_env env, napi_callback_info info) {
   Args args(env, info, "listenFd(fd, backlog)");
-  int fd = args.Int(0);
-  int backlog = args.Int(1);
+  auto [fd, backlog] = args.Ints<2>();
   if (!args.Ok()) return nullptr;
   if (listen(fd, backlog) != 0) return ThrowErrno(env, errno, "listen");
   return nullptr;
@@ -58,10 +57,7 @@ napi_value ListenFd(napi_env env, napi_callback_info info) {
 
 napi_value SetsockoptInt(napi_env env, napi_callback_info info) {
   Args args(env, info, "setsockoptInt(fd, level, name, value)");
-  int fd = args.Int(0);
-  int level = args.Int(1);
-  int name = args.Int(2);
-  int value = args.Int(3);
+  auto [fd, level, name, value] = args.Ints<4>();
   if (!args.Ok()) return nullptr;
   if (setsockopt(fd, level, name, &value, sizeof(value)) != 0) return ThrowErrno(env, errno, "setsockopt");
   return nullptr;
@@ -70,8 +66,7 @@ napi_value SetsockoptInt(napi_env env, napi_callback_info info) {
 // bindNetlink(fd, groups) -> the port id the kernel assigned
 napi_value BindNetlink(napi_env env, napi_callback_info info) {
   Args args(env, info, "bindNetlink(fd, groups)");
-  int fd = args.Int(0);
-  int groups = args.Int(1);
+  auto [fd, groups] = args.Ints<2>();
   if (!args.Ok()) return nullptr;
   sockaddr_nl sa{};
   sa.nl_family = AF_NETLINK;
@@ -128,8 +123,7 @@ napi_value UdpSend(napi_env env, napi_callback_info info) {
 // iptables (REDIRECT/DNAT) was originally headed (SO_ORIGINAL_DST).
 napi_value OriginalDst(napi_env env, napi_callback_info info) {
   Args args(env, info, "originalDst(fd, family)");
-  int fd = args.Int(0);
-  int family = args.Int(1);
+  auto [fd, family] = args.Ints<2>();
   if (!args.Ok()) return nullptr;
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);
@@ -161,7 +155,7 @@ napi_value OriginalDst(napi_env env, napi_callback_info info) {
 // when its path was removed or reused.
 napi_value SocketNetns(napi_env env, napi_callback_info info) {
   Args args(env, info, "socketNetns(fd)");
-  int fd = args.Int(0);
+  auto [fd] = args.Ints<1>();
   if (!args.Ok()) return nullptr;
   int nsfd = ioctl(fd, SIOCGSKNS);
   if (nsfd < 0) return ThrowErrno(env, errno, "ioctl SIOCGSKNS");

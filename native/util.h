@@ -40,6 +40,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <condition_variable>
 #include <deque>
 #include <map>
@@ -213,6 +214,13 @@ class Args {
   int32_t Int(size_t i) {
     int32_t v = 0;
     if (Need(i) && napi_get_value_int32(env_, argv_[i], &v) != napi_ok) ok_ = false;
+    return v;
+  }
+  // The first N arguments as ints: auto [fd, backlog] = a.Ints<2>();
+  template <size_t N>
+  std::array<int32_t, N> Ints() {
+    std::array<int32_t, N> v{};
+    for (size_t i = 0; i < N; i++) v[i] = Int(i);
     return v;
   }
   double Double(size_t i) {
