@@ -157,8 +157,6 @@ export class Cnmd {
   }
 }
 
-// ---- docker ----
-
 // ---- aardvark-dns ----
 
 export interface AardvarkEntry {

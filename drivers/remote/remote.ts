@@ -7,7 +7,8 @@ import { Handle } from '../../src/netlink/handle';
 import type { Logger } from '../../src/log';
 import type { PortBinding } from '../../src/portmap/spec';
 import { PluginClient, PluginClientOptions, isPluginStatus } from '../../src/remote/client';
-import { SearchDirs, discoverPlugin } from '../../src/remote/discovery';
+import type { SearchDirs } from '../../src/remote/discovery';
+import { loadPlugin, onceRetrying } from '../../src/remote/activation';
 import type {
   Capabilities,
   Driver,
@@ -63,7 +64,6 @@ export class RemoteDriver implements Driver {
   private readonly host: Handle;
   private readonly log?: Logger;
   private caps?: Capabilities;
-  private init?: Promise<Capabilities>;
   private readonly endpoints = new Map<string, EndpointState>();
   // Calls already made to the plugin while failing a step: the controller undoes
   // the failing step too, and the plugin must not see the same Delete/Leave twice.
@@ -81,41 +81,24 @@ export class RemoteDriver implements Driver {
     name: string,
     opts: { dirs: SearchDirs; host: Handle; log?: Logger; client?: PluginClientOptions },
   ): Promise<RemoteDriver> {
-    const location = await discoverPlugin(name, opts.dirs);
-    const client = new PluginClient(location, { ...opts.client, log: opts.client?.log ?? opts.log });
-    const driver = new RemoteDriver({ client, host: opts.host, log: opts.log });
-    try {
-      await driver.ready();
-    } catch (e) {
-      client.close();
-      throw e;
-    }
-    return driver;
+    return loadPlugin(name, opts, (client) => new RemoteDriver({ client, host: opts.host, log: opts.log }));
   }
 
   /**
    * Plugin.Activate (must implement NetworkDriver) then GetCapabilities, once;
    * every call waits for it. After a failure the next call tries again.
    */
-  ready(): Promise<Capabilities> {
-    if (!this.init) {
-      this.init = (async () => {
-        await this.client.require(PROTOCOL);
-        const method = `${PROTOCOL}.GetCapabilities`;
-        const reply = await this.client.call(method, undefined, { errorField: 'Err' });
-        try {
-          this.caps = parseCapabilities(reply);
-        } catch (e) {
-          throw this.replyError(method, e);
-        }
-        return this.caps;
-      })().catch((e) => {
-        this.init = undefined;
-        throw e;
-      });
+  readonly ready = onceRetrying(async (): Promise<Capabilities> => {
+    await this.client.require(PROTOCOL);
+    const method = `${PROTOCOL}.GetCapabilities`;
+    const reply = await this.client.call(method, undefined, { errorField: 'Err' });
+    try {
+      this.caps = parseCapabilities(reply);
+    } catch (e) {
+      throw this.replyError(method, e);
     }
-    return this.init;
-  }
+    return this.caps;
+  });
 
   capabilities(): Capabilities {
     return this.caps ?? FALLBACK;

@@ -3,7 +3,8 @@
 import { CnmdError } from '../errors';
 import type { Logger } from '../log';
 import { PluginClient, PluginClientOptions } from '../remote/client';
-import { SearchDirs, discoverPlugin } from '../remote/discovery';
+import type { SearchDirs } from '../remote/discovery';
+import { loadPlugin, onceRetrying } from '../remote/activation';
 import { cidrFamily, ipFamily, stripPrefix } from '../net/addr';
 import { AddressOptions, GATEWAY_OPTION, Ipam, PoolInfo, PoolRequest, SERIAL_OPTION } from './ipam';
 
@@ -15,7 +16,6 @@ export class RemoteIpam implements Ipam {
   readonly name: string;
   readonly client: PluginClient;
   private readonly log?: Logger;
-  private init?: Promise<void>;
   private spaces?: { local: string; global: string };
 
   constructor(deps: { client: PluginClient; log?: Logger }) {
@@ -29,28 +29,11 @@ export class RemoteIpam implements Ipam {
     name: string,
     opts: { dirs: SearchDirs; log?: Logger; client?: PluginClientOptions },
   ): Promise<RemoteIpam> {
-    const location = await discoverPlugin(name, opts.dirs);
-    const client = new PluginClient(location, { ...opts.client, log: opts.client?.log ?? opts.log });
-    const ipam = new RemoteIpam({ client, log: opts.log });
-    try {
-      await ipam.ready();
-    } catch (e) {
-      client.close();
-      throw e;
-    }
-    return ipam;
+    return loadPlugin(name, opts, (client) => new RemoteIpam({ client, log: opts.log }));
   }
 
   /** Plugin.Activate, once; the plugin must implement IpamDriver. A failure is tried again on the next call. */
-  ready(): Promise<void> {
-    if (!this.init) {
-      this.init = this.client.require(PROTOCOL).catch((e) => {
-        this.init = undefined;
-        throw e;
-      });
-    }
-    return this.init;
-  }
+  readonly ready = onceRetrying(() => this.client.require(PROTOCOL));
 
   close(): void {
     this.client.close();
