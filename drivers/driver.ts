@@ -109,7 +109,10 @@ export interface SandboxRef {
    * driver then leaves it in the daemon's netns, named `ifname`, unconfigured.
    */
   handle?: Handle;
-  /** The interface name the container sees (eth0, eth1, ... in join order), or the temporary name when `handle` is absent. */
+  /**
+   * The interface name the container sees (eth0, eth1, ... in join order), or the temporary name when
+   * `handle` is absent.
+   */
   ifname: string;
   /**
    * An ifindex known to be free in the sandbox's netns (a fresh one from the

@@ -3,11 +3,17 @@
 // whatever connections remain, so the caller can exit at once.
 import type * as http from 'node:http';
 
-/** How long requests in flight at a stop may take to finish before their connections are cut (under cnmd's 10 s stop deadline, leaving time for the rest of the teardown). */
+/**
+ * How long requests in flight at a stop may take to finish before their connections are cut (under cnmd's 10
+ * s stop deadline, leaving time for the rest of the teardown).
+ */
 export const DRAIN_GRACE_MS = 8_000;
 
 export interface Drainable {
-  /** Stops accepting; resolves once in-flight requests are answered (or graceMs passed) and every connection is closed. */
+  /**
+   * Stops accepting; resolves once in-flight requests are answered (or graceMs passed) and every connection
+   * is closed.
+   */
   close(graceMs?: number): Promise<void>;
 }
 

@@ -49,7 +49,8 @@ function lockOne(flag: string, file: string): number {
     if (code !== 'EWOULDBLOCK' && code !== 'EAGAIN') {
       throw new CnmdError(
         'INVALID_ARGUMENT',
-        `${op}: cannot lock ${file} (${code ?? (e as Error).message}): ${flag} ${root} must be a writable directory on a filesystem with file locks`,
+        `${op}: cannot lock ${file} (${code ?? (e as Error).message}): ${flag} ${root} must be a writable ` +
+          `directory on a filesystem with file locks`,
         {
           op,
           object: file,

@@ -9,7 +9,10 @@ import { CnmdError } from './errors';
 /** How long a connect to an existing socket may take before it counts as nobody's. */
 const PROBE_MS = 1000;
 
-/** Makes `sockPath` free to listen on, or throws CONFLICT if a process listens there. `flag` names the setting for the message. */
+/**
+ * Makes `sockPath` free to listen on, or throws CONFLICT if a process listens there. `flag` names the setting
+ * for the message.
+ */
 export async function claimSocketPath(sockPath: string, flag: string): Promise<void> {
   const op = 'listen';
   let st: fs.Stats;

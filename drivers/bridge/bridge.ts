@@ -244,7 +244,10 @@ export class BridgeDriver implements Driver {
     }
   }
 
-  /** A join's rollback: the pair goes (gone already is fine; anything else is logged, the join's error is the answer). */
+  /**
+   * A join's rollback: the pair goes (gone already is fine; anything else is logged, the join's error is the
+   * answer).
+   */
   private removeVethAfterFailure(hostVeth: string): Promise<void> {
     return bestEffort(this.log, 'endpoint join rollback', hostVeth, () => this.host.linkDel(hostVeth));
   }

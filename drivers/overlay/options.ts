@@ -56,7 +56,8 @@ export function parseVni(op: string, text: string | undefined): number {
     throw invalidArgument(
       op,
       OPT.vni,
-      `an overlay network needs its VNI in option ${OPT.vni}; the cluster store assigns it (start cnmd with --cluster-store)`,
+      `an overlay network needs its VNI in option ${OPT.vni}; the cluster store assigns it (start cnmd with ` +
+        `--cluster-store)`,
     );
   if (!/^\d{1,8}$/.test(text.trim()))
     throw invalidArgument(op, OPT.vni, `option ${OPT.vni}: "${text}" is not one VNI (a decimal number)`);

@@ -45,7 +45,10 @@ export type { OverlayPeer } from './peers';
 export interface OverlayDriverConfig {
   /** A handle in the daemon's (host) netns: the underlay. */
   host: Handle;
-  /** The local VTEP: the daemon's cluster advertise address. undefined: no cluster store, overlay networks are refused. */
+  /**
+   * The local VTEP: the daemon's cluster advertise address. undefined: no cluster store, overlay networks are
+   * refused.
+   */
   vtep: () => string | undefined;
   /** UDP port of VXLAN (--vxlan-port), default 4789. */
   vxlanPort?: number;
@@ -124,7 +127,8 @@ export class OverlayDriver implements Driver {
     if (!vtep)
       throw new CnmdError(
         'FORBIDDEN',
-        `${op} ${object}: overlay networks need a cluster store; start cnmd with --cluster-store (and --cluster-advertise)`,
+        `${op} ${object}: overlay networks need a cluster store; start cnmd with --cluster-store (and ` +
+          `--cluster-advertise)`,
         { op, object },
       );
     return vtep;

@@ -92,7 +92,8 @@ export function setupVxlan(host: Handle, st: OverlayNetworkState): Step {
           if (e instanceof CnmdError && e.code === 'ALREADY_EXISTS')
             throw new CnmdError(
               'CONFLICT',
-              `network create: VXLAN device ${c.vxlanName} or VNI ${c.vni} on port ${st.port} is already in use on this host`,
+              `network create: VXLAN device ${c.vxlanName} or VNI ${c.vni} on port ${st.port} is already in ` +
+                `use on this host`,
               { op: 'network create', object: c.vxlanName, cause: e },
             );
           throw e;

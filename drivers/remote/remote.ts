@@ -196,7 +196,8 @@ export class RemoteDriver implements Driver {
       throw this.client.error(
         'NOT_FOUND',
         method,
-        `endpoint ${endpointId} is not known to cnmd's remote driver (not created through it, or lost); recreate the endpoint`,
+        `endpoint ${endpointId} is not known to cnmd's remote driver (not created through it, or lost); ` +
+          `recreate the endpoint`,
       );
     }
     this.undone.delete(`leave:${endpointId}`);
@@ -242,7 +243,8 @@ export class RemoteDriver implements Driver {
       return this.client.error(
         'PLUGIN_ERROR',
         method,
-        `the reply names interface "${srcName}" (InterfaceName.SrcName), but cnmd's network namespace has no such link; the plugin must create it in the daemon's netns before answering Join; ${rollback}`,
+        `the reply names interface "${srcName}" (InterfaceName.SrcName), but cnmd's network namespace has ` +
+          `no such link; the plugin must create it in the daemon's netns before answering Join; ${rollback}`,
         { cause: e },
       );
     }
@@ -252,7 +254,8 @@ export class RemoteDriver implements Driver {
         : '';
     return new CnmdError(
       e.code,
-      `${this.client.label}: ${method}: putting the plugin's interface "${srcName}" into sandbox ${sb.id} as ${sb.ifname} failed: ${e.message}${hint}; ${rollback}`,
+      `${this.client.label}: ${method}: putting the plugin's interface "${srcName}" into sandbox ${sb.id} ` +
+        `as ${sb.ifname} failed: ${e.message}${hint}; ${rollback}`,
       {
         ...e.details,
         op: method,

@@ -98,7 +98,9 @@ export function parseEndpointReply(spec: EndpointSpec, reply: Record<string, unk
     if (sent) {
       throw new ReplyError(
         `Interface.${field}`,
-        `the plugin answered ${JSON.stringify(v)} but cnmd sent ${JSON.stringify(sent)}: a plugin may only fill fields sent empty (libnetwork's rule); the plugin must answer an empty Interface when it was given one`,
+        `the plugin answered ${JSON.stringify(v)} but cnmd sent ${JSON.stringify(sent)}: a plugin may only ` +
+          `fill fields sent empty (libnetwork's rule); the plugin must answer an empty Interface when it ` +
+          `was given one`,
       );
     }
     return v;

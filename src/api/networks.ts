@@ -82,7 +82,8 @@ function checkRequestSubnets(name: string, subnets: string[]): void {
       if (overlaps(given[i].c!, given[j].c!))
         throw new CnmdError(
           'CONFLICT',
-          `network create ${name}: subnet ${given[j].s} overlaps with ${given[i].s}, another subnet of this request; give each subnet once, without overlap`,
+          `network create ${name}: subnet ${given[j].s} overlaps with ${given[i].s}, another subnet of this ` +
+            `request; give each subnet once, without overlap`,
           { op: 'network create', object: name },
         );
 }

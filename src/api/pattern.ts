@@ -36,7 +36,8 @@ export function compilePattern(key: string, pattern: string): (field: string) =>
     throw invalidArgument(
       'filters',
       key,
-      `filter '${key}' value has too many counted repetitions for its length ({n,m} bounds times length over ${MAX_PATTERN_COST}); use smaller {n,m} bounds or a shorter pattern`,
+      `filter '${key}' value has too many counted repetitions for its length ({n,m} bounds times length ` +
+        `over ${MAX_PATTERN_COST}); use smaller {n,m} bounds or a shorter pattern`,
     );
   let re: RE2JS | undefined;
   try {

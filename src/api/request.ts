@@ -49,7 +49,10 @@ export function parseFilters(req: Request, allowed: string[]): Map<string, strin
   return out;
 }
 
-/** Docker's validateEndpointSettings: a static IPv4Address must be an IPv4 address and an IPv6Address an IPv6 one, checked before IPAM. */
+/**
+ * Docker's validateEndpointSettings: a static IPv4Address must be an IPv4 address and an IPv6Address an IPv6
+ * one, checked before IPAM.
+ */
 export function checkStaticAddresses(op: string, ipv4: string | undefined, ipv6: string | undefined): void {
   for (const [ip, family] of [
     [ipv4, 4],
@@ -61,7 +64,8 @@ export function checkStaticAddresses(op: string, ipv4: string | undefined, ipv6:
       throw invalidArgument(
         op,
         ip,
-        `invalid IPv${family} address: ${ip} (want a plain address such as ${family === 4 ? '10.1.0.5' : 'fd00::5'}, no prefix length)`,
+        `invalid IPv${family} address: ${ip} (want a plain address such as ` +
+          `${family === 4 ? '10.1.0.5' : 'fd00::5'}, no prefix length)`,
       );
   }
 }

@@ -65,7 +65,8 @@ export function checkApiVersion(v: string | undefined): void {
   if (compareVersions(v, MIN_API_VERSION) < 0) {
     throw new CnmdError(
       'INVALID_ARGUMENT',
-      `client version ${v} is too old. Minimum supported API version is ${MIN_API_VERSION}, please upgrade your client to a newer version`,
+      `client version ${v} is too old. Minimum supported API version is ${MIN_API_VERSION}, please upgrade ` +
+        `your client to a newer version`,
       { op: 'api', object: v },
     );
   }

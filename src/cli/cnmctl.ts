@@ -73,7 +73,10 @@ function table(rows: string[][]): string {
     .join('\n');
 }
 
-/** fvbommel/sortorder.NaturalLess, the docker CLI's order for names: runs of digits compare as numbers, the rest bytewise. */
+/**
+ * fvbommel/sortorder.NaturalLess, the docker CLI's order for names: runs of digits compare as numbers, the
+ * rest bytewise.
+ */
 export function naturalLess(a: string, b: string): boolean {
   const digit = (c: number) => c >= 48 && c <= 57;
   let i = 0;
@@ -107,7 +110,10 @@ export function naturalLess(a: string, b: string): boolean {
 
 const naturalCompare = (a: string, b: string) => (naturalLess(a, b) ? -1 : naturalLess(b, a) ? 1 : 0);
 
-/** Go's time.Time.String() of an RFC 3339 UTC time, as the docker CLI prints CreatedAt: 2006-01-02 15:04:05.999999999 +0000 UTC. */
+/**
+ * Go's time.Time.String() of an RFC 3339 UTC time, as the docker CLI prints CreatedAt: 2006-01-02
+ * 15:04:05.999999999 +0000 UTC.
+ */
 function goTime(iso: string): string {
   const m = /^(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(?:\.(\d+))?Z$/.exec(iso ?? '');
   if (!m) return '0001-01-01 00:00:00 +0000 UTC';
@@ -188,7 +194,10 @@ function sandboxFields(s: any, id: string): Record<string, string> {
   };
 }
 
-/** --format as the docker CLI reads it: `json` (one object a line), `table TEMPLATE` (with headers, aligned at \t), or a template. */
+/**
+ * --format as the docker CLI reads it: `json` (one object a line), `table TEMPLATE` (with headers, aligned at
+ * \t), or a template.
+ */
 function formatRows(
   format: string,
   items: Record<string, unknown>[],
@@ -274,7 +283,8 @@ program
     console.log(`Client:\n Version:     ${VERSION}\n Node:        ${process.version}`);
     const v = await call('GET', '/version');
     console.log(
-      `\nServer:\n Version:     ${v.Version}\n API version: ${v.ApiVersion} (minimum ${v.MinAPIVersion})\n Kernel:      ${v.KernelVersion}`,
+      `\nServer:\n Version:     ${v.Version}\n API version: ${v.ApiVersion} (minimum ${v.MinAPIVersion})\n ` +
+        `Kernel:      ${v.KernelVersion}`,
     );
   });
 
@@ -420,7 +430,8 @@ sandbox
   .option('--hostname <name>', 'host name')
   .option(
     '--network <network>',
-    'network to join (repeatable; in join order: eth0, eth1, ...); default: the default network "bridge"; "none": loopback only',
+    'network to join (repeatable; in join order: eth0, eth1, ...); default: the default network "bridge"; ' +
+      '"none": loopback only',
     collect,
     [],
   )
@@ -540,7 +551,8 @@ sandbox
     // A private mount and UTS namespace: the sandbox's files are bind-mounted over /etc for this command only.
     const script =
       'set -e; for f in resolv.conf hosts hostname; do [ -e "/etc/$f" ] || touch "/etc/$f"; done; ' +
-      `mount --bind "$1" /etc/resolv.conf; mount --bind "$2" /etc/hosts; mount --bind "$3" /etc/hostname; hostname "$4"; shift 4; exec "$@"`;
+      `mount --bind "$1" /etc/resolv.conf; mount --bind "$2" /etc/hosts; mount --bind "$3" /etc/hostname; ` +
+      `hostname "$4"; shift 4; exec "$@"`;
     const r = spawnSync(
       'nsenter',
       [

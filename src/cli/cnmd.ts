@@ -7,7 +7,9 @@ import { VERSION } from '../version';
 
 const program = new Command('cnmd')
   .description(
-    'Container networking daemon: networks, endpoints and sandboxes (the Container Network Model) with bridge, host and null drivers, IPAM, embedded DNS, port publishing, and Docker network/IPAM plugin sockets.',
+    'Container networking daemon: networks, endpoints and sandboxes (the Container Network Model) with ' +
+      'bridge, host and null drivers, IPAM, embedded DNS, port publishing, and Docker network/IPAM plugin ' +
+      'sockets.',
   )
   .version(VERSION, '-v, --version')
   .option(
@@ -16,7 +18,8 @@ const program = new Command('cnmd')
   )
   .option(
     '--exec-root <dir>',
-    `runtime state: netns/<id> files, per-sandbox resolv.conf and hosts [env ${ENV.execRoot}] (default ${DEFAULTS.execRoot})`,
+    `runtime state: netns/<id> files, per-sandbox resolv.conf and hosts [env ${ENV.execRoot}] (default ` +
+      `${DEFAULTS.execRoot})`,
   )
   .option(
     '-H, --host <addr>',
@@ -32,19 +35,23 @@ const program = new Command('cnmd')
   )
   .option(
     '--resolv-conf <file>',
-    `the host's resolver configuration: upstreams of the embedded DNS [env ${ENV.resolvConf}] (default ${DEFAULTS.resolvConf})`,
+    `the host's resolver configuration: upstreams of the embedded DNS [env ${ENV.resolvConf}] (default ` +
+      `${DEFAULTS.resolvConf})`,
   )
   .option(
     '--userland-proxy <bool>',
-    `loopback access to published ports: true = the in-daemon proxy, false = route_localnet NAT [env ${ENV.userlandProxy}] (default ${DEFAULTS.userlandProxy})`,
+    `loopback access to published ports: true = the in-daemon proxy, false = route_localnet NAT [env ` +
+      `${ENV.userlandProxy}] (default ${DEFAULTS.userlandProxy})`,
   )
   .option(
     '--netns-pool-size <n>',
-    `network namespaces kept ready for new sandboxes, refilled when the daemon is idle (about 0.1 MB of kernel memory each; 0: none) [env ${ENV.netnsPoolSize}] (default ${DEFAULTS.netnsPoolSize})`,
+    `network namespaces kept ready for new sandboxes, refilled when the daemon is idle (about 0.1 MB of ` +
+      `kernel memory each; 0: none) [env ${ENV.netnsPoolSize}] (default ${DEFAULTS.netnsPoolSize})`,
   )
   .option(
     '--cluster-store <url>',
-    `the cluster store for overlay networks, etcd://HOST:PORT[,HOST:PORT...] [env ${ENV.clusterStore}] (default: none, overlay networks refused)`,
+    `the cluster store for overlay networks, etcd://HOST:PORT[,HOST:PORT...] [env ${ENV.clusterStore}] ` +
+      `(default: none, overlay networks refused)`,
   )
   .option(
     '--cluster-store-cacert <file>',
@@ -57,11 +64,13 @@ const program = new Command('cnmd')
   .option('--cluster-store-key <file>', `client key for the store (TLS) [env ${ENV.clusterStoreKey}]`)
   .option(
     '--cluster-advertise <addr|ifname>',
-    `this host's VTEP address, or an interface whose address it is [env ${ENV.clusterAdvertise}] (default: the address of the default-route interface)`,
+    `this host's VTEP address, or an interface whose address it is [env ${ENV.clusterAdvertise}] (default: ` +
+      `the address of the default-route interface)`,
   )
   .option(
     '--cluster-ttl <seconds>',
-    `how long a dead host's endpoints stay in the cluster (its lease) [env ${ENV.clusterTtl}] (default ${DEFAULTS.clusterTtl})`,
+    `how long a dead host's endpoints stay in the cluster (its lease) [env ${ENV.clusterTtl}] (default ` +
+      `${DEFAULTS.clusterTtl})`,
   )
   .option('--vxlan-port <port>', `UDP port of VXLAN [env ${ENV.vxlanPort}] (default ${DEFAULTS.vxlanPort})`)
   .addHelpText(

@@ -23,7 +23,8 @@ export async function resolveAdvertise(host: Handle, wanted: string): Promise<st
     const link = links.find((l) => l.name === wanted);
     if (!link)
       throw new Error(
-        `--cluster-advertise ${wanted} is neither an address nor an interface of this host; its addresses are: ${have()}`,
+        `--cluster-advertise ${wanted} is neither an address nor an interface of this host; its addresses ` +
+          `are: ${have()}`,
       );
     const a =
       addrs.find((x) => x.index === link.index && x.family === 4) ??
@@ -38,6 +39,7 @@ export async function resolveAdvertise(host: Handle, wanted: string): Promise<st
     if (a) return a.address;
   }
   throw new Error(
-    `--cluster-advertise not given and this host has no default route to take the address from: give the VTEP address or interface (addresses: ${have()})`,
+    `--cluster-advertise not given and this host has no default route to take the address from: give the ` +
+      `VTEP address or interface (addresses: ${have()})`,
   );
 }

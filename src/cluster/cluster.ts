@@ -443,7 +443,8 @@ export class Cluster {
       if (hosts.length)
         throw new CnmdError(
           'CONFLICT',
-          `error while removing network: network ${name} id ${id} has active endpoints on ${hosts.length === 1 ? 'host' : 'hosts'} ${hosts.map((h) => this.describeHost(h)).join(', ')}`,
+          `error while removing network: network ${name} id ${id} has active endpoints on ` +
+            `${hosts.length === 1 ? 'host' : 'hosts'} ${hosts.map((h) => this.describeHost(h)).join(', ')}`,
           { op, object: name, hosts },
         );
       const ok = await this.store.txn(

@@ -57,7 +57,10 @@ export interface EndpointPublication {
 }
 
 export const VXLANID_OPTION = 'com.docker.network.driver.overlay.vxlanid_list';
-/** First VNI handed out: below it are 802.1Q VLAN ids, which Windows refuses as VXLAN ids (libnetwork does the same). */
+/**
+ * First VNI handed out: below it are 802.1Q VLAN ids, which Windows refuses as VXLAN ids (libnetwork does the
+ * same).
+ */
 export const VNI_MIN = 4096;
 export const VNI_MAX = (1 << 24) - 1;
 

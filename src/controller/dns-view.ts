@@ -38,7 +38,10 @@ export class DnsView implements RecordSource {
     this.generation++;
   }
 
-  /** Docker: user-defined networks have the embedded DNS; the default bridge and drivers without it (host, none) do not. */
+  /**
+   * Docker: user-defined networks have the embedded DNS; the default bridge and drivers without it (host,
+   * none) do not.
+   */
   dnsEnabled(n: NetworkRecord): boolean {
     if (n.isDefault || this.d.lookup.driverOf(n)?.capabilities().embeddedDns === false) return false;
     return n.options[EMBEDDED_DNS_OPTION] !== 'false';
@@ -91,7 +94,10 @@ export class DnsView implements RecordSource {
     return out;
   }
 
-  /** Where a sandbox's unknown names go: its --dns servers, else the host's (loopback ones included: queried from the host netns). */
+  /**
+   * Where a sandbox's unknown names go: its --dns servers, else the host's (loopback ones included: queried
+   * from the host netns).
+   */
   upstreamsOf(sb: SandboxRecord): () => string[] {
     return () => {
       if (sb.dns.servers.length) return sb.dns.servers.slice(0, 3);

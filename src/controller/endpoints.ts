@@ -30,7 +30,10 @@ export interface PendingEndpoint {
   driver: Driver;
   caps: Capabilities;
   ipam?: Ipam;
-  /** prepared: checked, counted among the sandbox's endpoints, addressed; wiring, then wired: in the kernel; released: undone. */
+  /**
+   * prepared: checked, counted among the sandbox's endpoints, addressed; wiring, then wired: in the kernel;
+   * released: undone.
+   */
   stage: 'prepared' | 'wiring' | 'wired' | 'released';
 }
 
@@ -102,7 +105,10 @@ export class Endpoints {
     );
   }
 
-  /** A new endpoint of sb on the network, with its addresses, not yet in the kernel (the caller persists it before wiring it). */
+  /**
+   * A new endpoint of sb on the network, with its addresses, not yet in the kernel (the caller persists it
+   * before wiring it).
+   */
   private async prepare(
     networkId: string,
     sb: SandboxRecord,

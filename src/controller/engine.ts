@@ -46,12 +46,18 @@ export interface EngineDeps {
   changed(): void;
 }
 
-/** The name an engine network shows in cnmd (the engine never tells its name): its id's 12-hex prefix, as `docker network ls` shows it. */
+/**
+ * The name an engine network shows in cnmd (the engine never tells its name): its id's 12-hex prefix, as
+ * `docker network ls` shows it.
+ */
 export function engineNetworkName(id: string): string {
   return id.slice(0, 12);
 }
 
-/** The temporary name of the interface handed to the engine: unique per endpoint, never a cnmd host-side name (veth…). */
+/**
+ * The temporary name of the interface handed to the engine: unique per endpoint, never a cnmd host-side name
+ * (veth…).
+ */
 export function engineSrcName(endpointId: string): string {
   return `cnmd${endpointId.slice(0, 11)}`;
 }
@@ -94,7 +100,8 @@ export class EngineObjects {
     if (!n || n.state !== 'ready') {
       throw new CnmdError(
         'NOT_FOUND',
-        `${op}: network ${id} not found: it was not created through this plugin (or was removed); create it with docker network create -d cnmd-bridge`,
+        `${op}: network ${id} not found: it was not created through this plugin (or was removed); create it ` +
+          `with docker network create -d cnmd-bridge`,
         { op, object: id },
       );
     }
@@ -302,7 +309,8 @@ export class EngineObjects {
       throw invalidArgument(
         op,
         cidr,
-        `Interface.${v6 ? 'AddressIPv6' : 'Address'} ${JSON.stringify(cidr)} is not an IPv${v6 ? 6 : 4} address with a prefix (like 10.1.0.2/24)`,
+        `Interface.${v6 ? 'AddressIPv6' : 'Address'} ${JSON.stringify(cidr)} is not an IPv${v6 ? 6 : 4} ` +
+          `address with a prefix (like 10.1.0.2/24)`,
       );
     if (!n.pools.some((p) => p.v6 === v6 && contains(parseCidr(p.pool)!, a.family, a.value))) {
       throw invalidArgument(
@@ -608,7 +616,8 @@ export class EngineObjects {
   async recover(): Promise<void> {
     const store = this.d.store;
     for (const ep of store.list<EndpointRecord>(KIND.engineEndpoint).filter((e) => e.state !== 'ready')) {
-      // The engine saw the call fail (the connection dropped): it holds nothing for it; the veth, if any, is swept by alias.
+      // The engine saw the call fail (the connection dropped): it holds nothing for it; the veth, if any, is
+      // swept by alias.
       this.d.log.warn(
         { endpoint: ep.id, state: ep.state, owner: 'engine' },
         'recovering interrupted engine endpoint operation: removing it',

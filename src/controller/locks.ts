@@ -5,7 +5,10 @@
 // variants down instead (connectLocked).
 
 export const LOCK = {
-  /** A cnmd network's record and its driver state; endpoint joins and leaves on it take it too, so a delete never races them. */
+  /**
+   * A cnmd network's record and its driver state; endpoint joins and leaves on it take it too, so a delete
+   * never races them.
+   */
   net: (id: string) => `net:${id}`,
   /** A network name: "is the name free?" and the create that takes it happen as one. */
   netName: (name: string) => `net-name:${name}`,

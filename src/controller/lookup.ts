@@ -31,11 +31,17 @@ export class Lookup {
   /** IPAMs by name, as drivers. */
   readonly ipams: Map<string, Ipam>;
   private readonly plugins?: PluginLoader;
-  /** Endpoints being joined, by id, with their current record (the store holds the 'creating' copy); guarded by their sandbox's `sb:` lock. */
+  /**
+   * Endpoints being joined, by id, with their current record (the store holds the 'creating' copy); guarded
+   * by their sandbox's `sb:` lock.
+   */
   readonly joining = new Map<string, PendingEndpoint>();
   /** Cache: ids of cnmd's own networks by name, as the last full look-up saw them; a hint, checked on use (no lock). */
   private networkIdsByName = new Map<string, string>();
-  /** Cache: sandbox name -> id for records of every state, so a create need not scan the store; changed under `sb-name:`. */
+  /**
+   * Cache: sandbox name -> id for records of every state, so a create need not scan the store; changed under
+   * `sb-name:`.
+   */
   private sandboxNames?: Map<string, string>;
 
   constructor(d: LookupDeps) {

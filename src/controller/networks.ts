@@ -69,7 +69,8 @@ export class Networks {
     if (global && !this.d.cluster)
       throw new CnmdError(
         'FORBIDDEN',
-        `${op} ${req.name}: ${driverName} networks need a cluster store; start cnmd with --cluster-store etcd://HOST:2379`,
+        `${op} ${req.name}: ${driverName} networks need a cluster store; start cnmd with --cluster-store ` +
+          `etcd://HOST:2379`,
         { op, object: req.name },
       );
     const id = req.fromCluster?.id ?? req.id ?? newId();
@@ -214,7 +215,10 @@ export class Networks {
     }
   }
 
-  /** Gives a pool back with the addresses the network held in it; every release is tried, failures reported together. */
+  /**
+   * Gives a pool back with the addresses the network held in it; every release is tried, failures reported
+   * together.
+   */
   private async releasePool(ipam: Ipam, p: PoolAllocation): Promise<void> {
     const errs = new TeardownErrors('pool release', p.pool, this.d.log);
     for (const [name, ip] of Object.entries(p.auxAddresses))

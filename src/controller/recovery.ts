@@ -175,7 +175,10 @@ export class Recovery {
     await this.d.routes.update(sb, h);
   }
 
-  /** Leaks: namespaces and files of sandboxes nobody knows, and kernel objects drivers do not claim (Driver.sweepLeaks). */
+  /**
+   * Leaks: namespaces and files of sandboxes nobody knows, and kernel objects drivers do not claim
+   * (Driver.sweepLeaks).
+   */
   private async sweepLeaks(): Promise<void> {
     const { netns, files, lookup, log } = this.d;
     const known = new Set(lookup.sandboxes().map((s) => s.id));

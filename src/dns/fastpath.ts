@@ -168,7 +168,10 @@ export function buildAnswers(nets: DnsNetwork[], q: Question): Buffer[] | null {
   return out;
 }
 
-/** Header and question copied, then the records and our OPT; undefined past limit (truncation is the general path's). */
+/**
+ * Header and question copied, then the records and our OPT; undefined past limit (truncation is the general
+ * path's).
+ */
 export function writeReply(msg: Buffer, q: Question, answers: Buffer[], limit: number): Buffer | undefined {
   let size = q.end + (q.udpSize ? OPT_RR : 0);
   for (const rr of answers) size += rr.length;

@@ -22,7 +22,10 @@ export class EmbeddedDns {
     return this.running.has(sandboxId);
   }
 
-  /** Starts the sandbox's resolver unless it runs already; `armed`: its sockets, ready (armResolverSockets), now owned here. */
+  /**
+   * Starts the sandbox's resolver unless it runs already; `armed`: its sockets, ready (armResolverSockets),
+   * now owned here.
+   */
   async ensure(
     sandboxId: string,
     nsPath: string,

@@ -108,7 +108,10 @@ async function finish(p: Started, input: string, timeoutMs: number): Promise<Exe
   return { code: p.code, signal: p.signal, stdout: p.stdout, stderr: p.stderr };
 }
 
-/** SIGKILL, then our ends of its pipes closed a little later: a grandchild holding them does not keep the call waiting. */
+/**
+ * SIGKILL, then our ends of its pipes closed a little later: a grandchild holding them does not keep the call
+ * waiting.
+ */
 function kill(p: Started): void {
   try {
     // Never 0 or -1: those would signal the whole process group, or every process.

@@ -730,7 +730,9 @@ export class IptablesBackend implements FirewallBackend {
     }
     const code: ErrorCode = r.code === 2 ? 'INVALID_ARGUMENT' : 'KERNEL_ERROR';
     const where = failure.line !== undefined ? `, line ${failure.line}` : '';
-    const message = `${OP}: ${this.commands[plan.family].restore} rejected "${object}" (${plan.family}${where}): ${failure.message}; ${rollback}`;
+    const message =
+      `${OP}: ${this.commands[plan.family].restore} rejected "${object}" ` +
+      `(${plan.family}${where}): ${failure.message}; ${rollback}`;
     this.log?.warn(
       { family: plan.family, line: failure.line, rule: object, stderr: r.stderr, rollback },
       'firewall batch failed',

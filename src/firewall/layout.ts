@@ -15,8 +15,10 @@
 //                       -i <br> -o <br> -j ACCEPT|DROP                           ICC
 //           CNMD-USER   -j RETURN
 //           CNMD-ISOLATION-STAGE-1  -i <br> ! -o <br> -m conntrack ! --ctstate DNAT -j CNMD-ISOLATION-STAGE-2
-//                                                                            per network (inserted first), then -j RETURN
-//           CNMD-ISOLATION-STAGE-2  -o <br> -j DROP                              per network (inserted first), then -j RETURN
+//                                                                            per network (inserted first),
+// then -j RETURN
+//           CNMD-ISOLATION-STAGE-2  -o <br> -j DROP                              per network (inserted
+// first), then -j RETURN
 //   internal networks: STAGE-1 `-i <br> ! -d <subnet> -j DROP`, `-o <br> ! -s <subnet> -j DROP`,
 //           the ICC rule, and nothing else (no masquerade, no FORWARD accepts, no STAGE-2).
 // Isolation skips connections DNATed to a published port (`! --ctstate DNAT`): a sandbox on

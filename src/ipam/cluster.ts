@@ -305,7 +305,8 @@ export class ClusterIpam implements Ipam {
       if (cur?.value.host && cur.value.host !== hostId)
         throw new CnmdError(
           'CONFLICT',
-          `${op}: address ${ip} is in block ${block}, which host ${cur.value.host} allocates from; pick an address in a block no other host uses (see the blocks in network inspect)`,
+          `${op}: address ${ip} is in block ${block}, which host ${cur.value.host} allocates from; pick an ` +
+            `address in a block no other host uses (see the blocks in network inspect)`,
           { op, object: ip },
         );
       const statics = cur?.value.statics ?? [];

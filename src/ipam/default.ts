@@ -131,7 +131,8 @@ export class DefaultIpam implements Ipam {
       if (foreign)
         throw new CnmdError(
           'CONFLICT',
-          `${op}: subnet ${formatCidr(p)} overlaps with ${foreign}, the subnet of a Docker engine network; choose a subnet that does not overlap it`,
+          `${op}: subnet ${formatCidr(p)} overlaps with ${foreign}, the subnet of a Docker engine network; ` +
+            `choose a subnet that does not overlap it`,
           { op, object: formatCidr(p) },
         );
       const clash = this.records(space).find((o) => overlaps(parseCidr(o.pool)!, p));
@@ -195,7 +196,8 @@ export class DefaultIpam implements Ipam {
     }
     throw new CnmdError(
       'EXHAUSTED',
-      `ipam request pool: could not find an available, non-overlapping IPv${v6 ? 6 : 4} address pool among the defaults to assign to the network; give one with --subnet`,
+      `ipam request pool: could not find an available, non-overlapping IPv${v6 ? 6 : 4} address pool among ` +
+        `the defaults to assign to the network; give one with --subnet`,
       { op: 'ipam request pool', object: space },
     );
   }

@@ -53,7 +53,10 @@ export type LinkAddSpec =
   ) & {
     master?: LinkRef;
     netns?: string;
-    /** false: the kernel is not asked for a copy of the new link, and linkAdd resolves null (spares building and decoding it). */
+    /**
+     * false: the kernel is not asked for a copy of the new link, and linkAdd resolves null (spares building
+     * and decoding it).
+     */
     echo?: boolean;
   };
 
@@ -171,7 +174,10 @@ export class Handle {
     (this as { nsPath: string | null }).nsPath = nsPath;
   }
 
-  /** An fd for the netns this handle works in, kept open until close(): a veth's peer placed here from another handle. */
+  /**
+   * An fd for the netns this handle works in, kept open until close(): a veth's peer placed here from another
+   * handle.
+   */
   ownNetnsFd(): number {
     return (this.nsFd ??= this.route.netnsFd());
   }
@@ -286,7 +292,8 @@ export class Handle {
                 e,
               );
             }
-            // The type exists; one of its options does not (e.g. bridge vlan_filtering without CONFIG_BRIDGE_VLAN_FILTERING).
+            // The type exists; one of its options does not (e.g. bridge vlan_filtering without
+            // CONFIG_BRIDGE_VLAN_FILTERING).
             const given = Object.entries(spec)
               .filter(
                 ([k, v]) =>

@@ -97,7 +97,10 @@ export class NetnsManager {
     }
   }
 
-  /** Creates netns `id` with loopback up, and opens `sockets` in it (one thread, one setns). Fails with ALREADY_EXISTS if it exists. */
+  /**
+   * Creates netns `id` with loopback up, and opens `sockets` in it (one thread, one setns). Fails with
+   * ALREADY_EXISTS if it exists.
+   */
   async create(id: string, sockets: SocketSpec[] = []): Promise<CreatedNetns> {
     const p = this.pathOf(id);
     this.ensureDir('netns create', id);

@@ -90,7 +90,8 @@ export function bindingsFromEngine(raw: unknown): PortBinding[] {
   if (!list.success)
     throw new CnmdError(
       'INVALID_ARGUMENT',
-      `Options["${OPTION.portmap}"] must be a list of {Proto, Port, HostIP, HostPort, HostPortEnd}: ${list.error.issues[0]?.message}`,
+      `Options["${OPTION.portmap}"] must be a list of {Proto, Port, HostIP, HostPort, HostPortEnd}: ` +
+        `${list.error.issues[0]?.message}`,
       { op: 'plugin program external connectivity' },
     );
   const seen = new Map<string, PortBinding>();

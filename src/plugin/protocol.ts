@@ -134,7 +134,8 @@ export async function handle(
       return send(res, status, failure(def.implements, `${name}: ${describeZod(parsed.error)}`));
     }
     try {
-      // The sockets listen from the start (a plugin of cnmd's own may be what recovery needs to reach); state waits for recovery.
+      // The sockets listen from the start (a plugin of cnmd's own may be what recovery needs to reach); state
+      // waits for recovery.
       if (!STATELESS.has(m)) await ready;
       return send(res, status, await entry.run(parsed.data));
     } catch (e) {

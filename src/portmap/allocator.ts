@@ -330,7 +330,10 @@ export class PortAllocator {
    * (`sandbox "web"`); unset or undefined: the id's 12-hex prefix.
    */
   describeOwner?: (owner: string) => string | undefined;
-  /** Where the next ephemeral search starts, per protocol (round robin, like Docker: a port just freed is not reused at once). */
+  /**
+   * Where the next ephemeral search starts, per protocol (round robin, like Docker: a port just freed is not
+   * reused at once).
+   */
   private readonly cursor: Record<Proto, number> = { tcp: 0, udp: 0, sctp: 0 };
 
   constructor(opts: PortAllocatorOptions = {}) {
@@ -521,7 +524,8 @@ export class PortAllocator {
           continue;
         throw new CnmdError(
           'CONFLICT',
-          `port ${l.port}/${b.proto} is already in use by a process on the host (${joinHostPort(l.ip, l.port)}); cannot publish ${spec}`,
+          `port ${l.port}/${b.proto} is already in use by a process on the host ` +
+            `(${joinHostPort(l.ip, l.port)}); cannot publish ${spec}`,
           { op: OP, object: spec, listener: joinHostPort(l.ip, l.port) },
         );
       }

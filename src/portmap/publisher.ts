@@ -362,7 +362,8 @@ async function assertHostAddress(b: PortBinding): Promise<void> {
     const spec = formatPortSpec(b);
     throw new CnmdError(
       'INVALID_ARGUMENT',
-      `port publish ${spec}: host address ${ip} is not an address of this host (bind: ${why}); publish on one of the host's addresses, or on every address`,
+      `port publish ${spec}: host address ${ip} is not an address of this host (bind: ${why}); publish on ` +
+        `one of the host's addresses, or on every address`,
       { op: 'port publish', object: ip },
     );
   } finally {

@@ -117,7 +117,8 @@ export function portRuleList(spec: PortRulesSpec, opts: PortRulesOptions = {}): 
     if (!ip || ip.family !== family) {
       throw new CnmdError(
         'INVALID_ARGUMENT',
-        `${OP}: container ${family === 'ipv4' ? 'IPv4' : 'IPv6'} address ${JSON.stringify(given)} is not one address of that family`,
+        `${OP}: container ${family === 'ipv4' ? 'IPv4' : 'IPv6'} address ${JSON.stringify(given)} is not ` +
+          `one address of that family`,
         { op: OP, object: given },
       );
     }
@@ -154,7 +155,8 @@ export function portRuleList(spec: PortRulesSpec, opts: PortRulesOptions = {}): 
         if (b.hostIP === '') continue; // every address: this family is left to the proxy
         throw new CnmdError(
           'INVALID_ARGUMENT',
-          `${OP}: binding ${text} is on an ${family === 'ipv4' ? 'IPv4' : 'IPv6'} host address but the sandbox has no ${family === 'ipv4' ? 'IPv4' : 'IPv6'} address`,
+          `${OP}: binding ${text} is on an ${family === 'ipv4' ? 'IPv4' : 'IPv6'} host address but the ` +
+            `sandbox has no ${family === 'ipv4' ? 'IPv4' : 'IPv6'} address`,
           { op: OP, object: text },
         );
       }

@@ -28,7 +28,10 @@ export const PROTOS: readonly Proto[] = ['tcp', 'udp', 'sctp'];
 
 export interface PortBinding {
   proto: Proto;
-  /** '' = every address (0.0.0.0 and ::, or the network's host_binding_ipv4); else one canonical IPv4 or IPv6 address. */
+  /**
+   * '' = every address (0.0.0.0 and ::, or the network's host_binding_ipv4); else one canonical IPv4 or IPv6
+   * address.
+   */
   hostIP: string;
   /** 0 = ephemeral (allocated from ip_local_port_range). */
   hostPort: number;
@@ -163,11 +166,13 @@ export function parsePortSpec(s: string): PortBinding[] {
     if (hpLen === 0)
       throw specError(
         s,
-        `host port ${hpText} is one port but container ports ${cpText} are ${cpLen + 1}; give a host range of the same length (e.g. ${hp}-${hp + cpLen}:${cpText}) or no host port`,
+        `host port ${hpText} is one port but container ports ${cpText} are ${cpLen + 1}; give a host range ` +
+          `of the same length (e.g. ${hp}-${hp + cpLen}:${cpText}) or no host port`,
       );
     throw specError(
       s,
-      `host range ${hpText} has ${hpLen + 1} ports but container range ${cpText} has ${cpLen + 1}; the ranges must be the same length`,
+      `host range ${hpText} has ${hpLen + 1} ports but container range ${cpText} has ${cpLen + 1}; the ` +
+        `ranges must be the same length`,
     );
   }
   const b: PortBinding = { proto, hostIP, hostPort: hp, containerPort: cp };
@@ -288,7 +293,10 @@ export function defaultBindingIPv4(hostBindingIPv4?: string): string {
 }
 
 export interface FormatOptions {
-  /** Print a range as one line (`80-179/tcp -> 0.0.0.0:8000-8099`) instead of one line per port as `docker port` does. */
+  /**
+   * Print a range as one line (`80-179/tcp -> 0.0.0.0:8000-8099`) instead of one line per port as `docker
+   * port` does.
+   */
   compact?: boolean;
   /** Include the `[::]` line for bindings on every address (default true; false when the daemon has no IPv6). */
   ipv6?: boolean;

@@ -128,7 +128,8 @@ export class PluginClient {
       throw this.error(
         'MALFORMED_REPLY',
         method,
-        `the reply has no "Implements" list of strings (got ${truncate(JSON.stringify(reply))}); the plugin must answer {"Implements": ["NetworkDriver"]} or similar`,
+        `the reply has no "Implements" list of strings (got ${truncate(JSON.stringify(reply))}); the plugin ` +
+          `must answer {"Implements": ["NetworkDriver"]} or similar`,
       );
     }
     return impl as string[];
@@ -141,7 +142,8 @@ export class PluginClient {
       throw this.error(
         'PLUGIN_ERROR',
         'Plugin.Activate',
-        `the plugin implements ${impl.length ? impl.join(', ') : 'nothing'}, not ${what}; use a plugin that implements ${what}, or use this one where ${impl.join('/') || 'it'} is expected`,
+        `the plugin implements ${impl.length ? impl.join(', ') : 'nothing'}, not ${what}; use a plugin that ` +
+          `implements ${what}, or use this one where ${impl.join('/') || 'it'} is expected`,
         {
           implements: impl,
         },
@@ -197,8 +199,10 @@ export class PluginClient {
     }
     const hint =
       raw.status === 404
-        ? `the plugin does not implement ${method} (HTTP 404); use a plugin version that does, or check the plugin's name`
-        : `the plugin refused with HTTP ${raw.status}: ${truncate(message || '(empty body)', 1000)} (the plugin's own message; fix what it names, or see the plugin's logs)`;
+        ? `the plugin does not implement ${method} (HTTP 404); use a plugin version that does, or check the ` +
+          `plugin's name`
+        : `the plugin refused with HTTP ${raw.status}: ${truncate(message || '(empty body)', 1000)} (the ` +
+          `plugin's own message; fix what it names, or see the plugin's logs)`;
     return this.error('PLUGIN_ERROR', method, hint, { status: raw.status, pluginMessage: message });
   }
 
@@ -211,7 +215,8 @@ export class PluginClient {
       throw this.error(
         'MALFORMED_REPLY',
         method,
-        `the reply is not valid JSON (${(e as Error).message}; body: ${JSON.stringify(truncate(body))}); the plugin is broken or is not a Docker plugin: fix the plugin or point cnmd at the right socket`,
+        `the reply is not valid JSON (${(e as Error).message}; body: ${JSON.stringify(truncate(body))}); ` +
+          `the plugin is broken or is not a Docker plugin: fix the plugin or point cnmd at the right socket`,
       );
     }
     if (v === null) return {};
@@ -239,7 +244,8 @@ export class PluginClient {
           throw this.error(
             'TIMEOUT',
             method,
-            `no reply within ${timeoutMs / 1000} s; check that the plugin is running and not stuck (its logs), or raise cnmd's plugin timeout`,
+            `no reply within ${timeoutMs / 1000} s; check that the plugin is running and not stuck (its ` +
+              `logs), or raise cnmd's plugin timeout`,
             { timeoutMs },
           );
         }
@@ -274,7 +280,9 @@ export class PluginClient {
         fix = `the socket ${where} does not exist${tried}; start the plugin, or remove its stale spec file`;
         break;
       case 'ECONNREFUSED':
-        fix = `nothing accepts connections at ${where}${tried}; start the plugin, or remove its stale socket or spec file`;
+        fix =
+          `nothing accepts connections at ${where}${tried}; start the plugin, or remove its stale ` +
+          `socket or spec file`;
         break;
       case 'EACCES':
       case 'EPERM':
@@ -285,7 +293,9 @@ export class PluginClient {
         fix = `the plugin closed the connection before replying (${e.errno}); it probably crashed: see its logs`;
         break;
       default:
-        fix = `cannot talk to the plugin at ${where} (${e.errno ?? e.message})${tried}; check that it is running and reachable`;
+        fix =
+          `cannot talk to the plugin at ${where} (${e.errno ?? e.message})${tried}; check that it is ` +
+          `running and reachable`;
     }
     return this.error('PLUGIN_ERROR', method, fix, { errno: e.errno, cause: e.original });
   }

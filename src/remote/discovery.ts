@@ -40,7 +40,8 @@ export function formatAddr(a: PluginAddr): string {
  */
 export function validatePluginName(name: string): void {
   const fix =
-    'a plugin name is its socket or spec file name without the extension: letters, digits, ".", "_", "-", starting with a letter or digit';
+    'a plugin name is its socket or spec file name without the extension: letters, digits, ".", "_", "-", ' +
+    'starting with a letter or digit';
   if (typeof name !== 'string' || name === '')
     throw new CnmdError('INVALID_ARGUMENT', `${OP}: empty plugin name; ${fix}`, {
       op: OP,
@@ -76,7 +77,8 @@ export function parsePluginAddr(name: string, file: string, text: string): Plugi
     throw specError(
       name,
       file,
-      `${addr} needs TLS, which cnmd does not speak to plugins; serve the plugin on a unix socket or a plain tcp:// address`,
+      `${addr} needs TLS, which cnmd does not speak to plugins; serve the plugin on a unix socket or a ` +
+        `plain tcp:// address`,
     );
   }
   if (scheme === 'unix') {
@@ -140,7 +142,8 @@ function parseJsonSpec(name: string, file: string, text: string): PluginAddr {
     throw specError(
       name,
       file,
-      'has a TLSConfig, but cnmd does not speak TLS to plugins; remove TLSConfig and serve the plugin on a unix socket or a plain tcp:// address',
+      'has a TLSConfig, but cnmd does not speak TLS to plugins; remove TLSConfig and serve the plugin on a ' +
+        'unix socket or a plain tcp:// address',
     );
   }
   if (typeof o.Addr !== 'string')
@@ -202,7 +205,8 @@ export async function discoverPlugin(name: string, dirs: SearchDirs): Promise<Pl
   }
   throw new CnmdError(
     'NOT_FOUND',
-    `${OP}: plugin "${name}" not found; looked for ${tried.join(', ') || '(no directories given)'}; start the plugin so that it listens on one of these sockets, or write a .spec/.json file with its address`,
+    `${OP}: plugin "${name}" not found; looked for ${tried.join(', ') || '(no directories given)'}; start ` +
+      `the plugin so that it listens on one of these sockets, or write a .spec/.json file with its address`,
     { op: OP, object: name, tried },
   );
 }

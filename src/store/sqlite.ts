@@ -49,7 +49,8 @@ export class SqliteStore implements Store {
     this.stmts = {
       get: this.db.prepare('SELECT value FROM objects WHERE kind = ? AND id = ?'),
       put: this.db.prepare(
-        'INSERT INTO objects (kind, id, value) VALUES (?, ?, ?) ON CONFLICT (kind, id) DO UPDATE SET value = excluded.value',
+        'INSERT INTO objects (kind, id, value) VALUES (?, ?, ?) ON CONFLICT (kind, id) DO UPDATE SET value ' +
+          '= excluded.value',
       ),
       add: this.db.prepare(
         'INSERT INTO objects (kind, id, value) VALUES (?, ?, ?) ON CONFLICT (kind, id) DO NOTHING',
