@@ -98,14 +98,20 @@ export class ClusterStore {
       dialTimeout: timeout,
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
       faultHandling: {
-        // One retry on the next member; a member that failed twice is skipped for a second,
-        // not the default five: the store's return is noticed quickly.
+        // A member that failed twice is skipped for a second, not the default five: the
+        // store's return is noticed quickly.
         host: () =>
           circuitBreaker(handleWhen(isRecoverableError), {
             halfOpenAfter: 1000,
             breaker: new ConsecutiveBreaker(2),
           }),
-        global: retry(handleWhen(isRecoverableError), { maxAttempts: hosts.length > 1 ? 1 : 0 }),
+        // Several members: retried on the others for ~1.5 s, which covers the election after a
+        // leader is lost (its followers answer "no leader" meanwhile). One member: no retry,
+        // so an unreachable store is said at once.
+        global: retry(handleWhen(isRecoverableError), {
+          maxAttempts: hosts.length > 1 ? 5 : 0,
+          backoff: new ExponentialBackoff({ initialDelay: 50, maxDelay: 800 }),
+        }),
         // Watches come back within a second of the store (the default backs off to 30 s).
         watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 1000 }).next(),
       },
