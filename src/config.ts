@@ -1,6 +1,7 @@
 // Daemon configuration: every path and name comes from here (flag > env > default),
 // so several daemons on one machine (one per test "host" netns) never collide.
 import * as path from 'node:path';
+import { readClusterSecret } from './cluster/keys';
 
 export interface Config {
   dataRoot: string;
@@ -26,6 +27,8 @@ export interface Config {
   clusterTtl: number;
   /** UDP port of VXLAN. */
   vxlanPort: number;
+  /** A file of random bytes, the same on every host: the root of encrypted overlays' keys; '' = none. */
+  clusterSecretFile: string;
 }
 
 export const DEFAULTS: Config = {
@@ -44,6 +47,7 @@ export const DEFAULTS: Config = {
   clusterAdvertise: '',
   clusterTtl: 10,
   vxlanPort: 4789,
+  clusterSecretFile: '',
 };
 
 export const ENV: Record<keyof Config, string> = {
@@ -62,6 +66,7 @@ export const ENV: Record<keyof Config, string> = {
   clusterAdvertise: 'CNMD_CLUSTER_ADVERTISE',
   clusterTtl: 'CNMD_CLUSTER_TTL',
   vxlanPort: 'CNMD_VXLAN_PORT',
+  clusterSecretFile: 'CNMD_CLUSTER_SECRET_FILE',
 };
 
 /** pino's levels, as --log-level takes them. */
@@ -84,6 +89,7 @@ export function resolveConfig(
     'clusterStoreCert',
     'clusterStoreKey',
     'clusterAdvertise',
+    'clusterSecretFile',
   ] as const) {
     const v = flags[key] ?? env[ENV[key]];
     if (v !== undefined && v !== '') out[key] = String(v);
@@ -123,6 +129,7 @@ export function resolveConfig(
       'clusterStoreCert',
       'clusterStoreKey',
       'clusterAdvertise',
+      'clusterSecretFile',
     ] as const)
       if (out[k])
         throw new Error(`--${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} needs --cluster-store`);
@@ -133,6 +140,11 @@ export function resolveConfig(
   out.execRoot = path.resolve(out.execRoot);
   out.pluginDir = path.resolve(out.pluginDir);
   out.resolvConf = path.resolve(out.resolvConf);
+  if (out.clusterSecretFile) {
+    out.clusterSecretFile = path.resolve(out.clusterSecretFile);
+    // Read now so that a missing or short file stops the daemon before it starts, saying why.
+    readClusterSecret(out.clusterSecretFile);
+  }
   parseHost(out.host); // refuse a bad address before anything starts
   return out;
 }

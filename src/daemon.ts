@@ -22,6 +22,7 @@ import { ClusterIpam } from './ipam/cluster';
 import { Cluster } from './cluster/cluster';
 import { ClusterStore } from './cluster/etcd';
 import { resolveAdvertise } from './cluster/advertise';
+import { readClusterSecret } from './cluster/keys';
 import * as crypto from 'node:crypto';
 import * as os from 'node:os';
 import { IptablesBridgeFirewall } from '../drivers/bridge/iptables';
@@ -127,6 +128,7 @@ export class Daemon {
           // The VTEP is --cluster-advertise's address; no cluster store, no VTEP: overlay networks are refused.
           vtep: () => cluster?.vtep,
           vxlanPort: c.vxlanPort,
+          clusterSecret: c.clusterSecretFile ? readClusterSecret(c.clusterSecretFile) : undefined,
           execRoot: c.execRoot,
           gateway: { firewall, ports },
           log: this.log,

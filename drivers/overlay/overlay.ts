@@ -36,6 +36,7 @@ import {
   parseOvEndpointAlias,
 } from './options';
 import { EncryptionProbe } from './kernel-probe';
+import type { ClusterSecret } from '../../src/cluster/keys';
 import { desiredEntries, OverlayPeer, reconcilePeers, ReconcileResult } from './peers';
 import { OverlayNetworkState, overlaySetupSteps } from './setup';
 import { stripPrefix } from '../../src/net/addr';
@@ -52,6 +53,8 @@ export interface OverlayDriverConfig {
   vtep: () => string | undefined;
   /** UDP port of VXLAN (--vxlan-port), default 4789. */
   vxlanPort?: number;
+  /** --cluster-secret-file: encrypted networks need it (their keys are sealed under it in the cluster store). */
+  clusterSecret?: ClusterSecret;
   /** Network namespaces of overlay networks go under <execRoot>/overlay/netns. */
   execRoot: string;
   /** Egress and published ports through cnmd_gwbridge; absent: overlay sandboxes reach only their networks. */
@@ -83,6 +86,7 @@ export class OverlayDriver implements Driver {
   /** Networks the store holds that could not be set up at restore (kept from the sweep). */
   private readonly deferred = new Set<string>();
   private readonly encryption: EncryptionProbe;
+  private readonly secret?: ClusterSecret;
 
   constructor(cfg: OverlayDriverConfig) {
     this.host = cfg.host;
@@ -97,6 +101,7 @@ export class OverlayDriver implements Driver {
     this.log = cfg.log;
     this.netns = new NetnsManager(path.join(cfg.execRoot, 'overlay'), { sysctls: sandboxSysctls() });
     this.encryption = new EncryptionProbe(this.netns);
+    this.secret = cfg.clusterSecret;
     if (cfg.gateway) {
       this.gw = new GatewayBridge({
         host: cfg.host,
@@ -157,6 +162,12 @@ export class OverlayDriver implements Driver {
     this.localVtep(op, name);
     if (!parseEncrypted(op, options)) return;
     await this.encryption.check(op, name);
+    if (!this.secret)
+      throw new CnmdError(
+        'FORBIDDEN',
+        `${op} ${name}: encrypted overlay networks need the cluster secret; start cnmd with --cluster-secret-file (the same file on every host)`,
+        { op, object: name },
+      );
     // The kernel can; the key ring and the per-peer SAs (issue 17) are not built yet: refused, never made in clear.
     throw new CnmdError(
       'FORBIDDEN',

@@ -73,6 +73,10 @@ const program = new Command('cnmd')
       `${DEFAULTS.clusterTtl})`,
   )
   .option('--vxlan-port <port>', `UDP port of VXLAN [env ${ENV.vxlanPort}] (default ${DEFAULTS.vxlanPort})`)
+  .option(
+    '--cluster-secret-file <file>',
+    `a file of at least 32 random bytes, the same on every host: the root of encrypted overlays' keys [env ${ENV.clusterSecretFile}]`,
+  )
   .addHelpText(
     'after',
     `
@@ -108,6 +112,7 @@ async function main(): Promise<void> {
     clusterAdvertise?: string;
     clusterTtl?: string;
     vxlanPort?: string;
+    clusterSecretFile?: string;
   }>();
   let config;
   try {

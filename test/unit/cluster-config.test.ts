@@ -1,6 +1,9 @@
 // The cluster flags: parsed and checked before anything starts, each with what to write instead.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { resolveConfig } from '../../src/config';
 import { parseClusterStore } from '../../src/cluster/etcd';
 
@@ -51,4 +54,29 @@ test('etcd:// endpoints: one or several members, http or https by TLS; anything 
     'etcd://h 1:2379',
   ])
     assert.throws(() => parseClusterStore(bad, false), /is not etcd:\/\/HOST:PORT/, bad);
+});
+
+test('--cluster-secret-file: needs --cluster-store; a missing or short file stops the daemon before it starts', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cnmd-secret-cfg-'));
+  try {
+    const f = path.join(dir, 'secret');
+    assert.throws(
+      () => resolveConfig({ clusterSecretFile: f }, {}),
+      /--cluster-secret-file needs --cluster-store/,
+    );
+    const store = { clusterStore: 'etcd://10.0.0.1:2379' };
+    assert.throws(
+      () => resolveConfig({ ...store, clusterSecretFile: f }, {}),
+      /--cluster-secret-file .*secret: cannot be read \(ENOENT\)/,
+    );
+    fs.writeFileSync(f, 'short');
+    assert.throws(
+      () => resolveConfig({ ...store }, { CNMD_CLUSTER_SECRET_FILE: f }),
+      /holds 5 bytes; it needs at least 32/,
+    );
+    fs.writeFileSync(f, Buffer.alloc(48, 3));
+    assert.equal(resolveConfig({ ...store, clusterSecretFile: f }, {}).clusterSecretFile, f);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
