@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { resolveConfig } from '../../src/config';
-import { parseClusterStore } from '../../src/cluster/etcd';
+import { resolveConfig } from '../../../src/config';
+import { parseClusterStore } from '../../../src/cluster/etcd';
 
 test('cluster flags: defaults, flag over env, ranges refused with what to write', () => {
   const d = resolveConfig({}, {});

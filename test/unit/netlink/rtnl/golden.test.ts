@@ -25,18 +25,24 @@
 //     difference listed and explained where it is compared.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CnmdError } from '../../src/errors';
-import { NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, encodeMessage } from '../../src/netlink/codec';
+import { CnmdError } from '../../../../src/errors';
+import {
+  NLM_F_ACK,
+  NLM_F_CREATE,
+  NLM_F_EXCL,
+  NLM_F_REQUEST,
+  encodeMessage,
+} from '../../../../src/netlink/codec';
 import {
   encodeLinkAdd,
   encodeLinkDump,
   encodeLinkRef,
   encodeLinkSet,
   LinkSpec,
-} from '../../src/netlink/rtnl/link';
-import { encodeAddr } from '../../src/netlink/rtnl/addr';
-import { encodeRoute } from '../../src/netlink/rtnl/route';
-import { encodeFdb, encodeNeigh } from '../../src/netlink/rtnl/neigh';
+} from '../../../../src/netlink/rtnl/link';
+import { encodeAddr } from '../../../../src/netlink/rtnl/addr';
+import { encodeRoute } from '../../../../src/netlink/rtnl/route';
+import { encodeFdb, encodeNeigh } from '../../../../src/netlink/rtnl/neigh';
 
 function hex(...parts: string[]): Buffer {
   const s = parts

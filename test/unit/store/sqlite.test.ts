@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { SqliteStore } from '../../src/store/sqlite';
-import { eventually } from '../lib/fixture';
+import { SqliteStore } from '../../../src/store/sqlite';
+import { eventually } from '../../lib/fixture';
 
 /** A store in a directory of its own, removed after the test; `before`: the database file's size at the start. */
 function freshStore(t: TestContext): { store: SqliteStore; dbFile: string; before: number } {

@@ -10,7 +10,7 @@
 // glibc's inet_pton/inet_ntop (a 10-line C program, see ipVectors below).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CnmdError } from '../../src/errors';
+import { CnmdError } from '../../../src/errors';
 import {
   AttrWriter,
   Attrs,
@@ -30,13 +30,13 @@ import {
   decodeError,
   decodeMessages,
   encodeMessage,
-} from '../../src/netlink/codec';
-import { bytesToIp, bytesToMac, ipToBytes, macToBytes, parsePrefix } from '../../src/net/addr';
-import { decodeLink } from '../../src/netlink/rtnl/link';
-import { decodeAddr } from '../../src/netlink/rtnl/addr';
-import { decodeRoute } from '../../src/netlink/rtnl/route';
-import { decodeNeigh } from '../../src/netlink/rtnl/neigh';
-import { decodePolicy, decodeState } from '../../src/netlink/xfrm/xfrm';
+} from '../../../src/netlink/codec';
+import { bytesToIp, bytesToMac, ipToBytes, macToBytes, parsePrefix } from '../../../src/net/addr';
+import { decodeLink } from '../../../src/netlink/rtnl/link';
+import { decodeAddr } from '../../../src/netlink/rtnl/addr';
+import { decodeRoute } from '../../../src/netlink/rtnl/route';
+import { decodeNeigh } from '../../../src/netlink/rtnl/neigh';
+import { decodePolicy, decodeState } from '../../../src/netlink/xfrm/xfrm';
 
 /** Hex with spaces/newlines/comments-free separators allowed: hex('0800 0100', '2a00 0000'). */
 function hex(...parts: string[]): Buffer {

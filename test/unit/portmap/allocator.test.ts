@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CnmdError } from '../../src/errors';
+import { CnmdError } from '../../../src/errors';
 import {
   DEFAULT_EPHEMERAL_RANGE,
   PortAllocator,
@@ -19,7 +19,7 @@ import {
   parseSctpEps,
   readHostListeners,
   type PortBinding,
-} from '../../src/portmap';
+} from '../../../src/portmap';
 
 const P = (...specs: string[]): PortBinding[] => parsePortSpecs(specs);
 const texts = (bs: PortBinding[]) => bs.map((b) => formatPortSpec(b));

@@ -3,7 +3,7 @@
 // restore input the backend writes for it. No root, no iptables: pure functions.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CnmdError } from '../../src/errors';
+import { CnmdError } from '../../../src/errors';
 import {
   baseRuleList,
   baseRules,
@@ -17,8 +17,8 @@ import {
   type RuleBatch,
   type RuleOp,
   TABLES,
-} from '../../src/firewall';
-import { _internal } from '../../src/firewall/iptables';
+} from '../../../src/firewall';
+import { _internal } from '../../../src/firewall/iptables';
 
 /** `ipv4 -t nat -A POSTROUTING -s ...` lines, the way the reference and `iptables -S` read. */
 function render(rules: LayoutRule[]): string[] {

@@ -2,10 +2,16 @@
 // canonical forms, clashes, the local VTEP) and its options.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { desiredEntries, OverlayPeer } from '../../drivers/overlay/peers';
-import { overlayMtu, parseEncrypted, parseOverlayConfig, parseVni, OPT } from '../../drivers/overlay/options';
-import { encryptionKconfig, unsetOptions } from '../../drivers/overlay/kernel-probe';
-import { CnmdError } from '../../src/errors';
+import { desiredEntries, OverlayPeer } from '../../../../drivers/overlay/peers';
+import {
+  overlayMtu,
+  parseEncrypted,
+  parseOverlayConfig,
+  parseVni,
+  OPT,
+} from '../../../../drivers/overlay/options';
+import { encryptionKconfig, unsetOptions } from '../../../../drivers/overlay/kernel-probe';
+import { CnmdError } from '../../../../src/errors';
 
 const peer = (n: number, vtep = '192.0.2.2'): OverlayPeer => ({
   endpointId: `e${n}`,

@@ -4,7 +4,7 @@
 // input the backend would write. Pure functions: no root, no iptables.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CnmdError } from '../../src/errors';
+import { CnmdError } from '../../../src/errors';
 import {
   baseRules,
   canonicalRule,
@@ -14,8 +14,8 @@ import {
   type LayoutRule,
   type RuleBatch,
   type RuleOp,
-} from '../../src/firewall';
-import { _internal } from '../../src/firewall/iptables';
+} from '../../../src/firewall';
+import { _internal } from '../../../src/firewall/iptables';
 import {
   parsePortSpecs,
   portRuleList,
@@ -25,7 +25,7 @@ import {
   routeLocalnetSysctl,
   type PortRulesOptions,
   type PortRulesSpec,
-} from '../../src/portmap';
+} from '../../../src/portmap';
 
 const BR = 'br-0123456789ab';
 

@@ -6,8 +6,8 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CnmdError } from '../../src/errors';
-import { discoverPlugin, parsePluginAddr, validatePluginName } from '../../src/remote/discovery';
+import { CnmdError } from '../../../src/errors';
+import { discoverPlugin, parsePluginAddr, validatePluginName } from '../../../src/remote/discovery';
 
 function dirs(t: { after(fn: () => void | Promise<void>): void }) {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'cnmd-disc-'));

@@ -5,10 +5,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import { native } from '../../native';
-import { defaultExec, SpareProcesses } from '../../src/firewall/exec';
-import { childPids } from '../lib/procs';
-import { eventually } from '../lib/fixture';
+import { native } from '../../../native';
+import { defaultExec, SpareProcesses } from '../../../src/firewall/exec';
+import { childPids } from '../../lib/procs';
+import { eventually } from '../../lib/fixture';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

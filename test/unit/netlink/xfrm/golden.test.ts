@@ -27,8 +27,8 @@
 // refused, after the bytes went out). Differences are listed where compared.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CnmdError } from '../../src/errors';
-import { encodeMessage } from '../../src/netlink/codec';
+import { CnmdError } from '../../../../src/errors';
+import { encodeMessage } from '../../../../src/netlink/codec';
 import {
   XFRM_MSG_DELPOLICY,
   XFRM_MSG_DELSA,
@@ -49,7 +49,7 @@ import {
   encodeStateAdd,
   encodeStateFlush,
   encodeStateId,
-} from '../../src/netlink/xfrm/xfrm';
+} from '../../../../src/netlink/xfrm/xfrm';
 
 function hex(...parts: string[]): Buffer {
   const s = parts

@@ -3,7 +3,7 @@
 // `docker port` formatting. Pure functions: no root, no kernel.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CnmdError } from '../../src/errors';
+import { CnmdError } from '../../../src/errors';
 import {
   bindingAddresses,
   canonicalIP,
@@ -16,7 +16,7 @@ import {
   parsePortSpecs,
   portCount,
   type PortBinding,
-} from '../../src/portmap';
+} from '../../../src/portmap';
 
 function one(s: string): PortBinding {
   const out = parsePortSpec(s);

@@ -7,8 +7,8 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CnmdError } from '../../src/errors';
-import { PLUGIN_ACCEPT, PluginClient, isPluginStatus } from '../../src/remote/client';
+import { CnmdError } from '../../../src/errors';
+import { PLUGIN_ACCEPT, PluginClient, isPluginStatus } from '../../../src/remote/client';
 
 type T = { after(fn: () => void | Promise<void>): void };
 

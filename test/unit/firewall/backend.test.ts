@@ -4,7 +4,7 @@
 // error parsing, and process counts, with a fake exec standing in for the tools.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CnmdError } from '../../src/errors';
+import { CnmdError } from '../../../src/errors';
 import {
   BatchBuilder,
   IptablesBackend,
@@ -17,7 +17,7 @@ import {
   parseSave,
   type Exec,
   type ExecResult,
-} from '../../src/firewall';
+} from '../../../src/firewall';
 
 test('canonicalRule: as iptables-save prints it', () => {
   // [given to iptables -A, printed by iptables-save] (observed with iptables v1.8.9 nf_tables)

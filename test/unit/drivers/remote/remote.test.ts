@@ -8,12 +8,12 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CnmdError } from '../../src/errors';
-import type { Handle } from '../../src/netlink/handle';
-import { RemoteDriver } from '../../drivers/remote/remote';
-import type { EndpointSpec, NetworkSpec } from '../../drivers/driver';
-import { RemoteIpam } from '../../src/ipam/remote';
-import { PluginClient } from '../../src/remote/client';
+import { CnmdError } from '../../../../src/errors';
+import type { Handle } from '../../../../src/netlink/handle';
+import { RemoteDriver } from '../../../../drivers/remote/remote';
+import type { EndpointSpec, NetworkSpec } from '../../../../drivers/driver';
+import { RemoteIpam } from '../../../../src/ipam/remote';
+import { PluginClient } from '../../../../src/remote/client';
 
 type T = { after(fn: () => void | Promise<void>): void };
 type Reply = { status?: number; body?: unknown } | undefined;

@@ -7,11 +7,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as crypto from 'node:crypto';
 import * as packet from 'dns-packet';
-import { CACHE_MAX, EDNS_UDP_SIZE, FastPath, TTL, encodeName, parseQuery } from '../../src/dns/fastpath';
-import type { DnsEndpoint, DnsNetwork, RecordSource } from '../../src/dns/records';
-import { SandboxResolver } from '../../src/dns/resolver';
-import { Forwarder } from '../../src/dns/forwarder';
-import { createLogger } from '../../src/log';
+import { CACHE_MAX, EDNS_UDP_SIZE, FastPath, TTL, encodeName, parseQuery } from '../../../src/dns/fastpath';
+import type { DnsEndpoint, DnsNetwork, RecordSource } from '../../../src/dns/records';
+import { SandboxResolver } from '../../../src/dns/resolver';
+import { Forwarder } from '../../../src/dns/forwarder';
+import { createLogger } from '../../../src/log';
 
 const log = createLogger('silent');
 const ME = 'sb-client';

@@ -4,10 +4,10 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { SqliteStore } from '../../src/store/sqlite';
-import { DefaultIpam } from '../../src/ipam/default';
-import { Sequence } from '../../src/ipam/sequence';
-import { SERIAL_OPTION } from '../../src/ipam/ipam';
+import { SqliteStore } from '../../../src/store/sqlite';
+import { DefaultIpam } from '../../../src/ipam/default';
+import { Sequence } from '../../../src/ipam/sequence';
+import { SERIAL_OPTION } from '../../../src/ipam/ipam';
 
 function fresh(t: { after(fn: () => void): void }, hostNetworks: string[] = []) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cnmd-ipam-'));
