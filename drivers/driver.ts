@@ -49,6 +49,8 @@ export interface IpamData {
   addressSpace?: string;
   /** CIDR of the pool. */
   pool: string;
+  /** --ip-range: the part of the pool endpoints' addresses come from. */
+  ipRange?: string;
   /** Gateway with prefix ("10.1.0.1/24"). */
   gateway?: string;
   /** name -> CIDR */
@@ -78,6 +80,8 @@ export interface EndpointSpec {
   options: Record<string, unknown>;
   /** Ports this endpoint publishes, as allocated (exact host ports); for restore. */
   ports?: PortBinding[];
+  /** Where a joined endpoint's interface lives (restore: a driver whose interface has no host side removes it there). */
+  sandbox?: { key: string; ifname: string };
 }
 
 export interface ExternalConnectivityOptions {

@@ -7,6 +7,9 @@ import type { Driver } from '../drivers/driver';
 import { HostDriver } from '../drivers/host/host';
 import { NullDriver } from '../drivers/null/null';
 import { OverlayDriver } from '../drivers/overlay/overlay';
+import { MacvlanDriver } from '../drivers/macvlan/macvlan';
+import { IpvlanDriver } from '../drivers/ipvlan/ipvlan';
+import { ParentTable } from '../drivers/lanlink/parents';
 import { RemoteDriver } from '../drivers/remote/remote';
 import { RemoteIpam } from './ipam/remote';
 import { DOCKER_SPEC_DIRS } from './remote/discovery';
@@ -117,6 +120,8 @@ export class Daemon {
     }));
     ports.allocator.describeOwner = (endpointId) => this.describeEndpoint(endpointId);
     await ports.start();
+    // One table of parent links for both: macvlan and ipvlan never share a parent.
+    const parents = new ParentTable();
     const drivers = new Map<string, Driver>([
       ['bridge', new BridgeDriver({ host, firewall, ports, log: this.log })],
       ['host', new HostDriver()],
@@ -134,6 +139,8 @@ export class Daemon {
           log: this.log,
         })),
       ],
+      ['macvlan', new MacvlanDriver({ host, log: this.log, parents })],
+      ['ipvlan', new IpvlanDriver({ host, log: this.log, parents })],
     ]);
     const ipams = new Map<string, Ipam>([['default', ipam]]);
     const pool = new NetnsPool(netns, c.execRoot, {

@@ -52,7 +52,8 @@ export type LinkAddSpec =
     | Resolved<Extract<LinkSpec, { kind: 'dummy' }>>
   ) & {
     master?: LinkRef;
-    netns?: string;
+    /** Create the link in this netns: by path, or a handle's (its fd kept open: no path look-up). */
+    netns?: string | Handle;
     /**
      * false: the kernel is not asked for a copy of the new link, and linkAdd resolves null (spares building
      * and decoding it).
@@ -327,6 +328,7 @@ export class Handle {
               op,
               object: name,
             });
+          else if (spec.netns instanceof Handle) await spec.netns.linkSet(name, { alias: spec.alias });
           else await Handle.inNetns(spec.netns, (h) => h.linkSet(name, { alias: spec.alias }));
         }
         if (peerUpLater && spec.kind === 'veth') {

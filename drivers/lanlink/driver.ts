@@ -1,0 +1,402 @@
+// What the macvlan and ipvlan drivers share: a network is a parent link (and
+// maybe a host-access shim), an endpoint is a child of the parent born inside
+// the sandbox's netns with its final name, up with its addresses. No bridge,
+// no NAT, no port publishing: the sandbox sits on the parent's LAN.
+import { CnmdError } from '../../src/errors';
+import { Handle } from '../../src/netlink/handle';
+import type { LinkAddSpec } from '../../src/netlink/handle';
+import type { Logger } from '../../src/log';
+import { runSteps } from '../../src/steps';
+import type {
+  Capabilities,
+  Driver,
+  EndpointInfo,
+  EndpointSpec,
+  JoinInfo,
+  NetworkSpec,
+  SandboxRef,
+  StaticRoute,
+} from '../driver';
+import { randomMac } from '../bridge/options';
+import { LanConfig, LanKind, LanMode, parseLanConfig } from './config';
+import { ParentTable } from './parents';
+import {
+  isolatedAlias,
+  LAN_ALIAS,
+  LanState,
+  lanEndpointAlias,
+  lanSetupSteps,
+  linkOrNone,
+  removeLink,
+  shimName,
+  vlanAlias,
+} from './setup';
+
+interface EndpointState {
+  networkId: string;
+  id: string;
+  address?: string;
+  addressIPv6?: string;
+  mac?: string;
+  /** Where the child lives once joined: the sandbox (its handle while open, its path) or the host netns for the engine. */
+  joined?: { key: string; handle?: Handle; ifname: string; inHost: boolean };
+}
+
+const plain = (cidr: string | undefined) => cidr?.replace(/\/\d+$/, '');
+const notFound = (e: unknown) => e instanceof CnmdError && e.code === 'NOT_FOUND';
+
+export abstract class LanLinkDriver implements Driver {
+  abstract readonly name: LanKind;
+  protected readonly host: Handle;
+  protected readonly log: Logger;
+  private readonly parents: ParentTable;
+  private readonly networks = new Map<string, LanState>();
+  private readonly endpoints = new Map<string, EndpointState>();
+  private kernelHasKind = false;
+
+  constructor(deps: { host: Handle; log: Logger; parents: ParentTable }) {
+    this.host = deps.host;
+    this.log = deps.log;
+    this.parents = deps.parents;
+  }
+
+  /** The children's mode from the network's options; bad values refused naming the option. */
+  protected abstract parseMode(options: Record<string, string>): LanMode;
+
+  /** The child link's kind-specific creation fields. */
+  protected abstract childSpec(c: LanConfig, mac: string | undefined): Partial<LinkAddSpec>;
+
+  capabilities(): Capabilities {
+    return { scope: 'local', connectivityScope: 'local' };
+  }
+
+  config(spec: NetworkSpec): LanConfig {
+    return parseLanConfig(this.name, spec, this.parseMode(spec.options));
+  }
+
+  private state(op: string, networkId: string): LanState {
+    const st = this.networks.get(networkId);
+    if (!st)
+      throw new CnmdError('NOT_FOUND', `${op}: ${this.name} network ${networkId} not found`, {
+        op,
+        object: networkId,
+      });
+    return st;
+  }
+
+  private claim(st: LanState): void {
+    const c = st.config;
+    this.parents.add({
+      networkId: c.networkId,
+      kind: c.kind,
+      parent: c.parent,
+      mode: c.mode.mode,
+      exclusive: c.mode.exclusive,
+    });
+    this.networks.set(c.networkId, st);
+  }
+
+  /**
+   * Whether the kernel has this link type, asked once without making
+   * anything: a child of the loopback device is refused by the type itself
+   * (EINVAL: not an Ethernet device) when the type exists, and as an unknown
+   * type (KERNEL_FEATURE_MISSING, naming the CONFIG_ option) when it does not.
+   */
+  private async probeKernel(): Promise<void> {
+    if (this.kernelHasKind) return;
+    try {
+      await this.host.linkAdd({ kind: this.name, name: 'cnmd-probe', parent: 'lo', echo: false } as LinkAddSpec);
+      await removeLink(this.host, 'cnmd-probe');
+    } catch (e) {
+      if (e instanceof CnmdError && e.code === 'KERNEL_FEATURE_MISSING')
+        throw new CnmdError('KERNEL_FEATURE_MISSING', `network create: ${e.message}`, {
+          ...e.details,
+          op: 'network create',
+        });
+    }
+    this.kernelHasKind = true;
+  }
+
+  async createNetwork(spec: NetworkSpec): Promise<void> {
+    const st: LanState = { config: this.config(spec), parentIndex: 0, parentMtu: 0, made: {} };
+    const [parent, ...rest] = lanSetupSteps(this.host, st, this.parents);
+    // After the parent: a parent that cannot carry the network is the first thing to fix.
+    const probe = { name: 'check kernel', do: () => this.probeKernel() };
+    await runSteps([parent, probe, ...rest], (step, e) =>
+      this.log.error({ err: e, network: spec.id, step }, `${this.name} rollback step failed`),
+    );
+    this.claim(st);
+    this.log.debug({ network: spec.id, parent: st.config.parent, made: st.made }, `${this.name} network ready`);
+  }
+
+  /** Removes what the network made: its shim, its isolated parent, a sub-interface no other network uses. */
+  private async teardown(c: LanConfig, vlanOurs: boolean): Promise<void> {
+    await removeLink(this.host, shimName(c.networkId));
+    if (c.isolated) {
+      const link = await linkOrNone(this.host, c.parent);
+      if (link?.alias === isolatedAlias(c.networkId)) await removeLink(this.host, c.parent);
+    }
+    if (c.vlan && vlanOurs && this.parents.on(c.parent, c.networkId).length === 0) {
+      const link = await linkOrNone(this.host, c.parent);
+      // Only a sub-interface cnmd made (its mark), never one the user made (docker/docs#12735).
+      if (link?.alias === vlanAlias) await removeLink(this.host, c.parent);
+    }
+  }
+
+  async deleteNetwork(networkId: string): Promise<void> {
+    const st = this.networks.get(networkId);
+    if (!st) return;
+    this.parents.remove(networkId);
+    this.networks.delete(networkId);
+    await this.teardown(st.config, true);
+  }
+
+  async createEndpoint(spec: EndpointSpec): Promise<EndpointInfo> {
+    const op = 'endpoint create';
+    const st = this.state(op, spec.networkId);
+    if (st.config.mode.exclusive) {
+      const other = [...this.endpoints.values()].find((e) => e.networkId === spec.networkId);
+      if (other)
+        throw new CnmdError(
+          'CONFLICT',
+          `${op}: network ${spec.networkId.slice(0, 12)} is in ${st.config.mode.mode} mode, which gives its parent ${st.config.parent} to one endpoint, and endpoint ${other.id.slice(0, 12)} has it`,
+          { op, object: spec.networkId },
+        );
+    }
+    const mac = this.macFor(st.config, spec.mac);
+    this.endpoints.set(spec.endpointId, {
+      networkId: spec.networkId,
+      id: spec.endpointId,
+      address: spec.address,
+      addressIPv6: spec.addressIPv6,
+      mac,
+    });
+    return mac ? { mac } : {};
+  }
+
+  /** The child's MAC: the one asked for, else a random one (Docker 28's); undefined where the kind takes the parent's. */
+  protected macFor(c: LanConfig, asked: string | undefined): string | undefined {
+    return asked ?? randomMac();
+  }
+
+  async deleteEndpoint(_networkId: string, endpointId: string): Promise<void> {
+    const ep = this.endpoints.get(endpointId);
+    // An engine endpoint's link moved back to the host netns by the engine goes here at the latest.
+    if (ep?.joined?.inHost) await removeLink(this.host, ep.joined.ifname);
+    this.endpoints.delete(endpointId);
+  }
+
+  private joinInfo(c: LanConfig): JoinInfo {
+    if (c.internal || c.isolated) return { staticRoutes: [], disableGatewayService: true };
+    if (c.mode.routed) {
+      // ipvlan l3/l3s: the parent routes; the sandbox's default route is the device itself.
+      const staticRoutes: StaticRoute[] = [];
+      if (c.subnetV4) staticRoutes.push({ destination: '0.0.0.0/0', routeType: 1 });
+      if (c.subnetV6) staticRoutes.push({ destination: '::/0', routeType: 1 });
+      return { staticRoutes, disableGatewayService: true };
+    }
+    return { gateway: plain(c.gatewayV4), gatewayIPv6: plain(c.gatewayV6), staticRoutes: [] };
+  }
+
+  async join(networkId: string, endpointId: string, sb: SandboxRef): Promise<JoinInfo> {
+    const op = 'endpoint join';
+    const st = this.state(op, networkId);
+    const ep = this.endpoints.get(endpointId);
+    if (!ep)
+      throw new CnmdError('NOT_FOUND', `${op}: endpoint ${endpointId} not found`, { op, object: endpointId });
+    const info = this.joinInfo(st.config);
+    if (!sb.handle) {
+      // The engine moves, names and addresses the link itself.
+      await this.addChild(op, st, ep, { name: sb.ifname, alias: lanEndpointAlias(networkId, endpointId) });
+      ep.joined = { key: sb.key, ifname: sb.ifname, inHost: true };
+      return { ...info, srcName: sb.ifname };
+    }
+    const handle = sb.handle;
+    await this.addChild(op, st, ep, { name: sb.ifname, netns: handle, index: sb.freeIndex });
+    ep.joined = { key: sb.key, handle, ifname: sb.ifname, inHost: false };
+    try {
+      const index = sb.freeIndex ?? (await handle.linkIndex(sb.ifname));
+      await Promise.all([
+        // Sandboxes make links without IPv6 link-local (netns SANDBOX_SYSCTLS): one with IPv6 gets it back.
+        ep.addressIPv6 ? handle.linkSet(index, { addrGenMode: 'eui64' }) : undefined,
+        handle.linkSet(index, { up: true }),
+        ep.address ? handle.addrAdd(index, ep.address) : undefined,
+        ep.addressIPv6 ? handle.addrAdd(index, ep.addressIPv6, { nodad: true }) : undefined,
+      ]);
+    } catch (e) {
+      await handle.linkDel(sb.ifname).catch((de) => {
+        if (!notFound(de)) this.log.warn({ err: de, endpoint: endpointId }, 'removing a half-joined link failed');
+      });
+      ep.joined = undefined;
+      throw e;
+    }
+    return info;
+  }
+
+  /** Makes the endpoint's child of the network's parent; a refusal is explained in terms of the parent. */
+  private async addChild(
+    op: string,
+    st: LanState,
+    ep: EndpointState,
+    where: { name: string; netns?: Handle; index?: number; alias?: string },
+  ): Promise<void> {
+    const c = st.config;
+    try {
+      await this.host.linkAdd({
+        ...(this.childSpec(c, ep.mac) as object),
+        name: where.name,
+        parent: st.parentIndex,
+        mtu: c.mtu,
+        netns: where.netns,
+        index: where.index,
+        alias: where.alias,
+        echo: false,
+      } as LinkAddSpec);
+    } catch (e) {
+      throw await this.explain(op, st, e);
+    }
+  }
+
+  /** A child the kernel refused: the parent gone or renamed says so, and what to do. */
+  private async explain(op: string, st: LanState, e: unknown): Promise<unknown> {
+    if (!(e instanceof CnmdError)) return e;
+    const c = st.config;
+    if (e.code === 'NOT_FOUND') {
+      const byIndex = await linkOrNone(this.host, st.parentIndex).catch(() => undefined);
+      if (byIndex && byIndex.name !== c.parent)
+        return new CnmdError(
+          'CONFLICT',
+          `${op}: parent ${c.parent} of network ${c.networkId.slice(0, 12)} was renamed to ${byIndex.name}: rename it back (ip link set ${byIndex.name} name ${c.parent})`,
+          { op, object: c.parent, cause: e },
+        );
+      const byName = await linkOrNone(this.host, c.parent).catch(() => undefined);
+      if (byName) {
+        // Removed and made again under the same name: follow it.
+        st.parentIndex = byName.index;
+        return new CnmdError(
+          'CONFLICT',
+          `${op}: parent ${c.parent} of network ${c.networkId.slice(0, 12)} was removed and made again; try again`,
+          { op, object: c.parent, cause: e },
+        );
+      }
+      return new CnmdError(
+        'NOT_FOUND',
+        `${op}: parent ${c.parent} of network ${c.networkId.slice(0, 12)} no longer exists: make it again, or remove the network`,
+        { op, object: c.parent, cause: e },
+      );
+    }
+    if (e.errno === 'EBUSY')
+      return new CnmdError(
+        'CONFLICT',
+        `${op}: the kernel refused another ${c.kind} link on parent ${c.parent} (EBUSY): another kind of link or a passthru macvlan holds it`,
+        { op, object: c.parent, cause: e },
+      );
+    return e;
+  }
+
+  async leave(_networkId: string, endpointId: string, opts: { sandboxDestroyed?: boolean } = {}): Promise<void> {
+    const ep = this.endpoints.get(endpointId);
+    const j = ep?.joined;
+    if (!ep || !j) return;
+    ep.joined = undefined;
+    // A destroyed sandbox's netns took the link with it.
+    if (opts.sandboxDestroyed && !j.inHost) return;
+    const del = (h: Handle) =>
+      h.linkDel(j.ifname).catch((e) => {
+        if (!notFound(e)) throw e;
+      });
+    if (j.inHost) return del(this.host);
+    if (j.handle && !j.handle.closed) return del(j.handle);
+    await Handle.inNetns(j.key, del).catch((e) => {
+      if (!notFound(e)) throw e;
+    });
+  }
+
+  async programExternalConnectivity(): Promise<void> {}
+  async revokeExternalConnectivity(): Promise<void> {}
+
+  async cleanupNetwork(spec: NetworkSpec): Promise<void> {
+    let c: LanConfig;
+    try {
+      c = this.config(spec);
+    } catch (e) {
+      this.log.warn({ err: e, network: spec.id }, `${this.name} cleanup: options unreadable; the sweep removes what is marked`);
+      return;
+    }
+    this.parents.remove(spec.id);
+    this.networks.delete(spec.id);
+    // A sub-interface other networks may use is left to sweepLeaks, which runs once all are restored.
+    await this.teardown(c, false);
+  }
+
+  /** Rebuilds state from the store; remakes a lost isolated parent, sub-interface or shim. */
+  async restore(networks: NetworkSpec[], endpoints: EndpointSpec[]): Promise<void> {
+    for (const spec of networks) {
+      let st: LanState;
+      try {
+        st = { config: this.config(spec), parentIndex: 0, parentMtu: 0, made: {} };
+      } catch (e) {
+        this.log.error({ err: e, network: spec.id }, `${this.name} network options unreadable: not restored`);
+        continue;
+      }
+      const c = st.config;
+      const link = await linkOrNone(this.host, c.parent);
+      if (link) {
+        st.parentIndex = link.index;
+        st.parentMtu = link.mtu;
+        if (c.hostAccess && !(await linkOrNone(this.host, shimName(c.networkId))))
+          await runSteps(lanSetupSteps(this.host, st, this.parents).slice(2)).catch((e) =>
+            this.log.error({ err: e, network: spec.id }, 'host-access shim could not be made again'),
+          );
+      } else if (c.isolated || c.vlan) {
+        this.log.warn({ network: spec.id, parent: c.parent }, `${this.name} parent missing: making it again`);
+        await runSteps(lanSetupSteps(this.host, st, this.parents)).catch((e) =>
+          this.log.error({ err: e, network: spec.id }, `${this.name} parent could not be made again`),
+        );
+      } else {
+        this.log.error(
+          { network: spec.id, parent: c.parent },
+          `${this.name} parent missing: endpoints cannot join until it is back`,
+        );
+      }
+      this.claim(st);
+    }
+    for (const e of endpoints) {
+      if (!this.networks.has(e.networkId)) continue;
+      this.endpoints.set(e.endpointId, {
+        networkId: e.networkId,
+        id: e.endpointId,
+        address: e.address,
+        addressIPv6: e.addressIPv6,
+        mac: e.mac,
+        joined: e.sandbox ? { key: e.sandbox.key, ifname: e.sandbox.ifname, inHost: false } : undefined,
+      });
+    }
+  }
+
+  /**
+   * Links in the host netns marked as cnmd's macvlan/ipvlan objects that
+   * nothing claims: isolated parents and shims of unknown networks and
+   * sub-interfaces no network uses (the parent table is shared, so either
+   * driver judges them alike), and engine endpoints' links of this kind.
+   */
+  async sweepLeaks(): Promise<string[]> {
+    const removed: string[] = [];
+    for (const l of await this.host.linkList()) {
+      if (!l.alias?.startsWith(LAN_ALIAS)) continue;
+      const [what, netId, epId] = l.alias.slice(LAN_ALIAS.length).split(':');
+      const leaked =
+        what === 'vlan'
+          ? this.parents.on(l.name).length === 0
+          : what === 'iso' || what === 'shim'
+            ? !this.parents.get(netId)
+            : what === 'ep'
+              ? l.kind === this.name && !this.endpoints.has(epId)
+              : false;
+      if (!leaked) continue;
+      await removeLink(this.host, l.name);
+      removed.push(l.name);
+    }
+    return removed;
+  }
+}

@@ -1,0 +1,270 @@
+// A macvlan/ipvlan network's setup as small named steps with undo: the
+// parent (an existing link checked, an 802.1Q sub-interface or the network's
+// own isolated link made), the MTU against it, and the host-access shim.
+import { CnmdError } from '../../src/errors';
+import type { Handle } from '../../src/netlink/handle';
+import type { Link } from '../../src/netlink/rtnl/link';
+import type { Step } from '../../src/steps';
+import type { LanConfig } from './config';
+import type { ParentTable } from './parents';
+
+/**
+ * Marks on the links cnmd makes in the host netns (their IFLA_IFALIAS), so a
+ * restart knows what is its own: `cnmd:lan:vlan` on an 802.1Q sub-interface
+ * it made (shared by every network on it), the network's id on its isolated
+ * parent and its shim, the endpoint's on an engine endpoint's link. The
+ * bridge driver's sweep passes over `cnmd:lan:` (neither `net` nor `ep`).
+ */
+export const LAN_ALIAS = 'cnmd:lan:';
+export const vlanAlias = `${LAN_ALIAS}vlan`;
+export const isolatedAlias = (networkId: string) => `${LAN_ALIAS}iso:${networkId}`;
+export const shimAlias = (networkId: string) => `${LAN_ALIAS}shim:${networkId}`;
+export const lanEndpointAlias = (networkId: string, endpointId: string) =>
+  `${LAN_ALIAS}ep:${networkId}:${endpointId}`;
+
+/** The shim's name: 15 characters at most. */
+export const shimName = (networkId: string) => `cnh-${networkId.slice(0, 11)}`;
+
+/** The isolated parent's peer when it is a veth pair (kernels without CONFIG_DUMMY). */
+export const isolatedPeerName = (networkId: string) => `dp-${networkId.slice(0, 12)}`;
+
+export interface LanState {
+  config: LanConfig;
+  /** The parent's ifindex in the host netns, once resolved or made. */
+  parentIndex: number;
+  parentMtu: number;
+  /** What this network's creation made (undone on failure, removed with the network). */
+  made: { vlan?: boolean; isolated?: boolean; shim?: boolean };
+}
+
+const notFound = (e: unknown) => e instanceof CnmdError && e.code === 'NOT_FOUND';
+
+export async function linkOrNone(host: Handle, ref: string | number): Promise<Link | undefined> {
+  try {
+    return await host.linkGet(ref);
+  } catch (e) {
+    if (notFound(e)) return undefined;
+    throw e;
+  }
+}
+
+/** Removes a link by name; one already gone is fine. */
+export async function removeLink(host: Handle, name: string): Promise<void> {
+  try {
+    await host.linkDel(name);
+  } catch (e) {
+    if (!notFound(e)) throw e;
+  }
+}
+
+/** Refuses a parent the children cannot work on, saying what to change. */
+async function checkParent(op: string, host: Handle, c: LanConfig, link: Link): Promise<void> {
+  if (link.masterIndex) {
+    const master = await linkOrNone(host, link.masterIndex);
+    const what = master ? `${master.kind ?? 'device'} ${master.name}` : `device ${link.masterIndex}`;
+    throw new CnmdError(
+      'CONFLICT',
+      `${op}: parent ${c.parent} is a port of ${what}, which takes all its traffic: use ${master?.name ?? 'the master'} as the parent, or take ${c.parent} out of it`,
+      { op, object: c.parent },
+    );
+  }
+  if (!link.up)
+    throw new CnmdError(
+      'CONFLICT',
+      `${op}: parent ${c.parent} is down: bring it up (ip link set ${c.parent} up) and create the network again`,
+      { op, object: c.parent },
+    );
+  // Children made by others: the kernel lets one kind of child own a device.
+  const children = (await host.linkList()).filter(
+    (l) => l.parentIndex === link.index && l.linkNetnsId === undefined && l.index !== link.index,
+  );
+  const other = children.find(
+    (l) => (l.kind === 'macvlan' || l.kind === 'ipvlan') && l.kind !== c.kind,
+  );
+  if (other)
+    throw new CnmdError(
+      'CONFLICT',
+      `${op}: parent ${c.parent} carries the ${other.kind} link ${other.name}; macvlan and ipvlan cannot share a parent: pick another parent`,
+      { op, object: c.parent },
+    );
+  const passthru = children.find((l) => l.macvlan?.mode === 'passthru');
+  if (passthru || (c.mode.exclusive && children.some((l) => l.kind === c.kind)))
+    throw new CnmdError(
+      'CONFLICT',
+      `${op}: parent ${c.parent} ${passthru ? `is taken by the passthru link ${passthru.name}` : `carries ${c.kind} links already, and passthru takes the whole device`}: pick another parent`,
+      { op, object: c.parent },
+    );
+}
+
+/** The network's own parent, isolated from every LAN: a dummy link as Docker's, else a veth pair. */
+async function makeIsolated(host: Handle, st: LanState): Promise<Link> {
+  const c = st.config;
+  st.made.isolated = true;
+  try {
+    return (await host.linkAdd({ kind: 'dummy', name: c.parent, up: true, alias: isolatedAlias(c.networkId) }))!;
+  } catch (e) {
+    if (!(e instanceof CnmdError && e.code === 'KERNEL_FEATURE_MISSING')) throw e;
+  }
+  // Without CONFIG_DUMMY: a veth pair whose peer leads nowhere has a carrier like a dummy and no LAN.
+  const link = (await host.linkAdd({
+    kind: 'veth',
+    name: c.parent,
+    alias: isolatedAlias(c.networkId),
+    peer: { name: isolatedPeerName(c.networkId), up: true },
+  }))!;
+  await host.linkSet(link.index, { up: true });
+  return { ...link, up: true };
+}
+
+/** The 802.1Q sub-interface `<lower>.<id>`, made on its lower link and marked as cnmd's. */
+async function makeVlan(op: string, host: Handle, st: LanState): Promise<Link> {
+  const c = st.config;
+  const v = c.vlan!;
+  const lower = await linkOrNone(host, v.lower);
+  if (!lower)
+    throw new CnmdError(
+      'NOT_FOUND',
+      `${op}: parent ${c.parent} does not exist, and neither does ${v.lower} to make it on as VLAN ${v.id}: give an existing interface with -o parent=`,
+      { op, object: c.parent },
+    );
+  st.made.vlan = true;
+  return (await host.linkAdd({
+    kind: 'vlan',
+    name: c.parent,
+    parent: lower.index,
+    id: v.id,
+    up: true,
+    alias: vlanAlias,
+  }))!;
+}
+
+export function parentStep(host: Handle, st: LanState, parents: ParentTable): Step {
+  const op = 'network create';
+  const c = st.config;
+  return {
+    name: 'setup parent',
+    async do() {
+      parents.check(op, {
+        networkId: c.networkId,
+        kind: c.kind,
+        parent: c.parent,
+        mode: c.mode.mode,
+        exclusive: c.mode.exclusive,
+      });
+      let link = await linkOrNone(host, c.parent);
+      if (link && c.isolated && link.alias !== isolatedAlias(c.networkId))
+        throw new CnmdError(
+          'CONFLICT',
+          `${op}: device ${c.parent}, the isolated parent's name for this network, exists and is not cnmd's: remove it`,
+          { op, object: c.parent },
+        );
+      if (!link && c.isolated) link = await makeIsolated(host, st);
+      else if (!link && c.vlan) link = await makeVlan(op, host, st);
+      else if (!link)
+        throw new CnmdError(
+          'NOT_FOUND',
+          `${op}: parent ${c.parent} does not exist: give an existing interface with -o parent= (or none for a network isolated on this host)`,
+          { op, object: c.parent },
+        );
+      else await checkParent(op, host, c, link);
+      st.parentIndex = link.index;
+      st.parentMtu = link.mtu;
+    },
+    async undo() {
+      // A sub-interface another network uses stays (both may have raced to it: the other one keeps it).
+      if (st.made.vlan && parents.on(c.parent, c.networkId).length === 0) await removeLink(host, c.parent);
+      if (st.made.isolated) await removeLink(host, c.parent);
+      st.made.vlan = st.made.isolated = false;
+    },
+  };
+}
+
+export function mtuStep(st: LanState): Step {
+  return {
+    name: 'check mtu',
+    do() {
+      const c = st.config;
+      if (c.mtu !== undefined && c.mtu > st.parentMtu)
+        throw new CnmdError(
+          'INVALID_ARGUMENT',
+          `network create: option com.docker.network.driver.mtu: ${c.mtu} is above the MTU of parent ${c.parent} (${st.parentMtu}); give at most ${st.parentMtu}`,
+          { op: 'network create', object: 'com.docker.network.driver.mtu' },
+        );
+    },
+  };
+}
+
+/** The prefix the shim routes to the network: its --ip-range, else the subnet. */
+function shimRoutes(c: LanConfig): string[] {
+  const out: string[] = [];
+  if (c.hostAccess?.v4) out.push(c.rangeV4 ?? c.subnetV4!);
+  if (c.hostAccess?.v6) out.push(c.rangeV6 ?? c.subnetV6!);
+  return out;
+}
+
+/**
+ * Host access (moby#21735): the kernel keeps a parent and its children apart,
+ * so the host gets a child of its own on the parent, a sibling of the
+ * sandboxes, with the network's aux address `host` and routes to the network.
+ */
+export function shimStep(host: Handle, st: LanState): Step {
+  const op = 'network create';
+  const c = st.config;
+  const name = shimName(c.networkId);
+  return {
+    name: 'setup host access',
+    async do() {
+      if (!c.hostAccess) return;
+      st.made.shim = true;
+      const link = (await host.linkAdd(
+        c.kind === 'macvlan'
+          ? {
+              kind: 'macvlan',
+              name,
+              parent: st.parentIndex,
+              mode: c.mode.mode as 'bridge',
+              mtu: c.mtu,
+              alias: shimAlias(c.networkId),
+            }
+          : {
+              kind: 'ipvlan',
+              name,
+              parent: st.parentIndex,
+              mode: c.mode.mode as 'l2',
+              flag: c.mode.flag as 'bridge',
+              mtu: c.mtu,
+              alias: shimAlias(c.networkId),
+            },
+      ))!;
+      const addrs = [c.hostAccess.v4, c.hostAccess.v6].filter((a): a is string => !!a);
+      await Promise.all(
+        addrs.map((a) =>
+          host.addrAdd(link.index, `${a.replace(/\/\d+$/, '')}/${a.includes(':') ? 128 : 32}`, { nodad: true }),
+        ),
+      );
+      await host.linkSet(link.index, { up: true });
+      for (const dst of shimRoutes(c)) {
+        const src = (dst.includes(':') ? c.hostAccess.v6 : c.hostAccess.v4)!.replace(/\/\d+$/, '');
+        try {
+          await host.routeAdd({ dst, dev: link.index, src, scope: 'link' });
+        } catch (e) {
+          if (e instanceof CnmdError && e.code === 'ALREADY_EXISTS')
+            throw new CnmdError(
+              'CONFLICT',
+              `${op}: option ${c.kind === 'macvlan' ? 'cnmd.macvlan.host_access' : 'cnmd.ipvlan.host_access'}: the host already routes ${dst} (an address of its own on that LAN): give --ip-range so only the sandboxes' range goes through the shim`,
+              { op, object: dst, cause: e },
+            );
+          throw e;
+        }
+      }
+    },
+    async undo() {
+      if (st.made.shim) await removeLink(host, name);
+      st.made.shim = false;
+    },
+  };
+}
+
+export function lanSetupSteps(host: Handle, st: LanState, parents: ParentTable): Step[] {
+  return [parentStep(host, st, parents), mtuStep(st), shimStep(host, st)];
+}
