@@ -212,10 +212,12 @@ export abstract class LanLinkDriver implements Driver {
       return { ...info, srcName: sb.ifname };
     }
     const handle = sb.handle;
-    await this.addChild(op, st, ep, { name: sb.ifname, netns: handle, index: sb.freeIndex });
+    // Made from the host's socket (the parent is there): an index asked for would be looked up
+    // there too by kernels before 6.3 (EEXIST), so the sandbox's free index is not used.
+    await this.addChild(op, st, ep, { name: sb.ifname, netns: handle });
     ep.joined = { key: sb.key, handle, ifname: sb.ifname, inHost: false };
     try {
-      const index = sb.freeIndex ?? (await handle.linkIndex(sb.ifname));
+      const index = await handle.linkIndex(sb.ifname);
       await Promise.all([
         // Sandboxes make links without IPv6 link-local (netns SANDBOX_SYSCTLS): one with IPv6 gets it back.
         ep.addressIPv6 ? handle.linkSet(index, { addrGenMode: 'eui64' }) : undefined,
@@ -238,7 +240,7 @@ export abstract class LanLinkDriver implements Driver {
     op: string,
     st: LanState,
     ep: EndpointState,
-    where: { name: string; netns?: Handle; index?: number; alias?: string },
+    where: { name: string; netns?: Handle; alias?: string },
   ): Promise<void> {
     const c = st.config;
     try {
@@ -248,7 +250,6 @@ export abstract class LanLinkDriver implements Driver {
         parent: st.parentIndex,
         mtu: c.mtu,
         netns: where.netns,
-        index: where.index,
         alias: where.alias,
         echo: false,
       } as LinkAddSpec);

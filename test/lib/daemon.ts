@@ -32,7 +32,7 @@ export interface RunningDaemon {
 export async function startDaemon(
   t: TestContext,
   l: Lab,
-  opts: { hostNs?: Ns; args?: string[]; name?: string; base?: string; entry?: string } = {},
+  opts: { hostNs?: Ns; args?: string[]; name?: string; base?: string; entry?: string; readyMs?: number } = {},
 ): Promise<RunningDaemon> {
   const host = opts.hostNs ?? (await l.ns(opts.name ?? 'host'));
   const base = opts.base ?? fs.mkdtempSync(path.join(l.root, 'daemon-'));
@@ -85,7 +85,9 @@ export async function startDaemon(
   };
   l.beforeCleanup(() => d.kill());
   void t;
-  const deadline = Date.now() + 15_000;
+  // A daemon under qemu without KVM (the kernel lane) starts several times slower.
+  const readyMs = opts.readyMs ?? 15_000;
+  const deadline = Date.now() + readyMs;
   for (;;) {
     if (proc.exitCode !== null)
       throw new Error(`cnmd exited with ${proc.exitCode} before answering:\n${out}`);
@@ -95,7 +97,7 @@ export async function startDaemon(
     } catch {
       /* not up yet */
     }
-    if (Date.now() > deadline) throw new Error(`cnmd did not answer /_ping within 15 s:\n${out}`);
+    if (Date.now() > deadline) throw new Error(`cnmd did not answer /_ping within ${readyMs / 1000} s:\n${out}`);
     await new Promise((r) => setTimeout(r, 50));
   }
   return d;

@@ -1,0 +1,178 @@
+// Runs inside Debian's kernel under qemu (the kernel lane): the ipvlan driver
+// in every mode and flag, 802.1Q parents made and removed by cnmd, VLAN
+// isolation and the dummy isolated parent, through a cnmd daemon's API, with
+// real traffic and `ip -d link` read back. This machine's own kernel lacks
+// IPVLAN, VLAN_8021Q and DUMMY.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { eventually, lab, Lab, Ns, runIn } from '../lib/fixture';
+import { RunningDaemon, startDaemon } from '../lib/daemon';
+import { ping, roundTrip, serve } from '../lib/probe';
+
+async function ok(d: RunningDaemon, method: string, p: string, body?: unknown): Promise<any> {
+  const r = await d.request(method, p, body);
+  assert.ok(r.status < 300, `${method} ${p} -> ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body;
+}
+
+async function sandbox(d: RunningDaemon, name: string, network: string) {
+  await ok(d, 'POST', '/sandboxes', { Name: name, Networks: [{ Network: network }] });
+  return ok(d, 'GET', `/sandboxes/${name}`);
+}
+
+const ipOf = (sb: any, net: string): string => sb.Networks[net].IPAddress;
+const sbLink = (sb: any) => JSON.parse(runIn(sb.SandboxKey, 'ip', ['-j', '-d', 'link', 'show', 'eth0']))[0];
+
+/** A veth `name` in the host netns (up), its peer up in `ext`, with extIp on it. */
+async function lan(l: Lab, d: RunningDaemon, name: string, extIp?: string): Promise<Ns> {
+  const ext = await l.ns(`ext-${name}`);
+  d.host.run('ip', ['link', 'add', name, 'type', 'veth', 'peer', 'name', 'uplink']);
+  d.host.run('ip', ['link', 'set', 'uplink', 'netns', ext.path]);
+  d.host.run('ip', ['link', 'set', name, 'up']);
+  ext.run('ip', ['link', 'set', 'uplink', 'up']);
+  if (extIp) ext.run('ip', ['addr', 'add', extIp, 'dev', 'uplink']);
+  return ext;
+}
+
+test('ipvlan: l2, l3 and l3s with each flag, read back with ip -d link, siblings as the flag says', async (t) => {
+  const l = await lab(t);
+  const d = await startDaemon(t, l, { readyMs: 120_000 });
+  let n = 0;
+  for (const mode of ['l2', 'l3', 'l3s']) {
+    for (const flag of ['bridge', 'private', 'vepa']) {
+      n++;
+      const parent = `p${n}`;
+      const sub = `10.90.${n}`;
+      const ext = await lan(l, d, parent, `${sub}.200/24`);
+      const name = `${mode}-${flag}`;
+      await ok(d, 'POST', '/networks/create', {
+        Name: name,
+        Driver: 'ipvlan',
+        Options: { parent, ipvlan_mode: mode, ipvlan_flag: flag },
+        IPAM: { Config: [{ Subnet: `${sub}.0/24`, ...(mode === 'l2' ? { Gateway: `${sub}.200` } : {}) }] },
+      });
+      const a = await sandbox(d, `a${n}`, name);
+      const b = await sandbox(d, `b${n}`, name);
+      const link = sbLink(a);
+      assert.equal(link.linkinfo.info_kind, 'ipvlan', name);
+      assert.equal(link.linkinfo.info_data.mode, mode, name);
+      const flagText = JSON.stringify(link.linkinfo.info_data);
+      assert.match(flagText, new RegExp(flag), `${name}: ${flagText}`);
+      // Every ipvlan child has its parent's MAC.
+      assert.equal(link.address, d.host.ipj('link', 'show', parent)[0].address, name);
+      const routes = JSON.parse(runIn(a.SandboxKey, 'ip', ['-j', 'route']));
+      const dflt = routes.find((r: any) => r.dst === 'default');
+      if (mode === 'l2') assert.equal(dflt?.gateway, `${sub}.200`, `${name}: ${JSON.stringify(routes)}`);
+      else {
+        // Routed: no gateway; the default route is the device.
+        assert.ok(dflt && !dflt.gateway && dflt.dev === 'eth0', `${name}: ${JSON.stringify(routes)}`);
+        assert.equal(a.Networks[name].Gateway, '', `${name} has no gateway`);
+      }
+      const siblings = ping(a.SandboxKey, ipOf(b, name), flag === 'bridge' ? 1 : 2);
+      assert.equal(siblings, flag === 'bridge', `${name}: siblings ${siblings ? 'talk' : 'do not talk'}`);
+      if (mode === 'l2') {
+        // The LAN reaches the sandbox at its own address; the server there sees the sandbox's address.
+        await serve(t, ext.path, 'tcp', 7100);
+        assert.equal(roundTrip(a.SandboxKey, 'tcp', `${sub}.200`, 7100).seenFrom, ipOf(a, name), name);
+      }
+    }
+  }
+});
+
+test('802.1Q parents: made when missing, isolated from each other, removed only with the last network and only if cnmd made them', async (t) => {
+  const l = await lab(t);
+  const d = await startDaemon(t, l, { readyMs: 120_000 });
+  const ext = await lan(l, d, 'lan0');
+  for (const [id, ip] of [
+    [10, '192.168.80.200/24'],
+    [20, '192.168.80.201/24'],
+  ] as const) {
+    ext.run('ip', ['link', 'add', `uplink.${id}`, 'link', 'uplink', 'type', 'vlan', 'id', String(id)]);
+    ext.run('ip', ['link', 'set', `uplink.${id}`, 'up']);
+    ext.run('ip', ['addr', 'add', ip, 'dev', `uplink.${id}`]);
+  }
+  const net = (name: string, parent: string, driver = 'macvlan') =>
+    ok(d, 'POST', '/networks/create', {
+      Name: name,
+      Driver: driver,
+      Options: { parent },
+      IPAM: { Config: [{ Subnet: '192.168.80.0/24' }] },
+    });
+  // The same subnet on both VLANs: isolated by the tag, not the addresses.
+  await net('v10', 'lan0.10');
+  await net('v20', 'lan0.20', 'ipvlan');
+  for (const [name, id] of [
+    ['lan0.10', 10],
+    ['lan0.20', 20],
+  ] as const) {
+    const [v] = d.host.ipj('-d', 'link', 'show', name);
+    assert.equal(v.linkinfo.info_kind, 'vlan');
+    assert.equal(v.linkinfo.info_data.id, id);
+    assert.equal(v.linkinfo.info_data.protocol, '802.1Q');
+    assert.equal(v.link, 'lan0');
+    assert.equal(v.ifalias, 'cnmd:lan:vlan');
+  }
+  const a = await sandbox(d, 'a', 'v10');
+  const b = await sandbox(d, 'b', 'v20');
+  assert.equal(ipOf(a, 'v10'), ipOf(b, 'v20'), 'the same address on two VLANs');
+  assert.ok(ping(a.SandboxKey, '192.168.80.200'), 'VLAN 10 reaches the LAN on VLAN 10');
+  assert.ok(ping(b.SandboxKey, '192.168.80.201'), 'VLAN 20 reaches the LAN on VLAN 20');
+  assert.ok(!ping(a.SandboxKey, '192.168.80.201', 2), 'VLAN 10 does not reach VLAN 20');
+  assert.ok(!ping(b.SandboxKey, '192.168.80.200', 2), 'VLAN 20 does not reach VLAN 10');
+  // A second network on lan0.10 shares the sub-interface; it goes with the last of them.
+  await ok(d, 'POST', '/networks/create', {
+    Name: 'v10b',
+    Driver: 'macvlan',
+    Options: { parent: 'lan0.10' },
+    IPAM: { Config: [{ Subnet: '192.168.81.0/24' }] },
+  });
+  await ok(d, 'DELETE', '/sandboxes/a');
+  await ok(d, 'DELETE', '/sandboxes/b');
+  await ok(d, 'DELETE', '/networks/v10');
+  assert.equal(d.host.ipj('link', 'show', 'lan0.10').length, 1, 'lan0.10 stays while v10b uses it');
+  await ok(d, 'DELETE', '/networks/v10b');
+  await ok(d, 'DELETE', '/networks/v20');
+  await eventually(() =>
+    assert.deepEqual(d.host.ipj('link', 'show', 'type', 'vlan').map((x: any) => x.ifname), []),
+  );
+  // A sub-interface the user made is used, and never removed.
+  d.host.run('ip', ['link', 'add', 'lan0.30', 'link', 'lan0', 'type', 'vlan', 'id', '30']);
+  d.host.run('ip', ['link', 'set', 'lan0.30', 'up']);
+  await net('v30', 'lan0.30');
+  await ok(d, 'DELETE', '/networks/v30');
+  assert.equal(d.host.ipj('link', 'show', 'lan0.30').length, 1, "the user's lan0.30 stays");
+});
+
+test('no parent: the isolated parent is a dummy dm-<id>, as Docker makes it', async (t) => {
+  const l = await lab(t);
+  const d = await startDaemon(t, l, { readyMs: 120_000 });
+  for (const driver of ['macvlan', 'ipvlan']) {
+    const net = await ok(d, 'POST', '/networks/create', {
+      Name: driver,
+      Driver: driver,
+      IPAM: { Config: [{ Subnet: driver === 'macvlan' ? '10.91.0.0/24' : '10.92.0.0/24' }] },
+    });
+    const [dm] = d.host.ipj('-d', 'link', 'show', `dm-${net.Id.slice(0, 12)}`);
+    assert.equal(dm.linkinfo.info_kind, 'dummy');
+    const a = await sandbox(d, `a-${driver}`, driver);
+    const b = await sandbox(d, `b-${driver}`, driver);
+    assert.ok(ping(a.SandboxKey, ipOf(b, driver)), `${driver}: siblings on the isolated parent talk`);
+  }
+});
+
+test('ipvlan host access: the host reaches its l2 sandboxes through an ipvlan shim', async (t) => {
+  const l = await lab(t);
+  const d = await startDaemon(t, l, { readyMs: 120_000 });
+  await lan(l, d, 'lan0', '192.168.82.200/24');
+  const net = await ok(d, 'POST', '/networks/create', {
+    Name: 'ha',
+    Driver: 'ipvlan',
+    Options: { parent: 'lan0', 'cnmd.ipvlan.host_access': 'true' },
+    IPAM: { Config: [{ Subnet: '192.168.82.0/24', AuxiliaryAddresses: { host: '192.168.82.250' } }] },
+  });
+  const [shim] = d.host.ipj('-d', 'link', 'show', `cnh-${net.Id.slice(0, 11)}`);
+  assert.equal(shim.linkinfo.info_kind, 'ipvlan');
+  const a = await sandbox(d, 'a', 'ha');
+  await serve(t, a.SandboxKey, 'tcp', 7000);
+  assert.equal(roundTrip(d.host.path, 'tcp', ipOf(a, 'ha'), 7000).seenFrom, '192.168.82.250');
+});
