@@ -89,6 +89,23 @@ export interface ExternalConnectivityOptions {
   portBindings?: PortBinding[];
 }
 
+/**
+ * How a network's addresses are laid out, decided by its driver from the
+ * request before IPAM is asked (Driver.ipamPolicy).
+ */
+export interface IpamPolicy {
+  /**
+   * ipam (default): IPAM picks a gateway when --gateway is not given.
+   * explicit: only a --gateway given is used, else the network has none
+   * (Docker 29's macvlan and ipvlan l2, moby#50929). none: the network routes
+   * without one (ipvlan l3/l3s); a --gateway given is refused with `why`.
+   */
+  gateway: 'ipam' | 'explicit' | 'none';
+  why?: string;
+  /** IPAM partition of the pools (PoolRequest.partition): subnets overlap freely across partitions. */
+  partition?: string;
+}
+
 /** What the driver decided for the endpoint (it may fill only empty fields). */
 export interface EndpointInfo {
   mac?: string;
@@ -238,4 +255,11 @@ export interface Driver {
    * every few seconds as a reconcile loop: idempotent and cheap when nothing changed.
    */
   setPeers?(networkId: string, peers: OverlayPeer[]): Promise<void>;
+  /**
+   * Read before IPAM is asked for the network's pools: whether it has a
+   * gateway and which partition its pools are in. Absent: IPAM picks a
+   * gateway, one partition for all. May refuse bad options (they are checked
+   * again by createNetwork).
+   */
+  ipamPolicy?(req: { id: string; options: Record<string, string>; internal: boolean }): IpamPolicy;
 }

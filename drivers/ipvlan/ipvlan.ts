@@ -11,11 +11,20 @@ export const IPVLAN_FLAG_OPT = 'ipvlan_flag';
 const MODES = ['l2', 'l3', 'l3s'] as const;
 const FLAGS = ['bridge', 'private', 'vepa'] as const;
 
-function pick<T extends string>(options: Record<string, string>, key: string, allowed: readonly T[], what: string): T {
+function pick<T extends string>(
+  options: Record<string, string>,
+  key: string,
+  allowed: readonly T[],
+  what: string,
+): T {
   const given = options[key] ?? '';
   const v = (given === '' ? allowed[0] : given) as T;
   if (!allowed.includes(v))
-    throw invalidArgument('network create', key, `option ${key}: "${given}" is not an ${what} (use ${allowed.join(', ')})`);
+    throw invalidArgument(
+      'network create',
+      key,
+      `option ${key}: "${given}" is not an ${what} (use ${allowed.join(', ')})`,
+    );
   return v;
 }
 
@@ -29,7 +38,7 @@ export function parseIpvlanMode(options: Record<string, string>): LanMode {
     routed: mode !== 'l2',
     noHostAccess:
       flag === 'private'
-        ? 'the private flag keeps every child of the parent apart, the host\'s shim too: use bridge or vepa'
+        ? "the private flag keeps every child of the parent apart, the host's shim too: use bridge or vepa"
         : undefined,
   };
 }

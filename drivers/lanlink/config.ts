@@ -91,7 +91,11 @@ function parseMtu(op: string, text: string | undefined): number | undefined {
   if (text === undefined || text === '') return undefined;
   const mtu = Number(text);
   if (!/^\d+$/.test(text) || mtu < 68 || mtu > 65535)
-    throw invalidArgument(op, LAN_OPT.mtu, `option ${LAN_OPT.mtu}: "${text}" is not an MTU between 68 and 65535`);
+    throw invalidArgument(
+      op,
+      LAN_OPT.mtu,
+      `option ${LAN_OPT.mtu}: "${text}" is not an MTU between 68 and 65535`,
+    );
   return mtu;
 }
 
@@ -106,7 +110,11 @@ export function parseLanConfig(kind: LanKind, spec: NetworkSpec, mode: LanMode):
   const prefix = `cnmd.${kind}.`;
   for (const k of Object.keys(o))
     if (k.startsWith(prefix) && k !== HOST_ACCESS_OPT[kind])
-      throw invalidArgument(op, k, `option ${k} is not a ${kind} option (cnmd's is ${HOST_ACCESS_OPT[kind]})`);
+      throw invalidArgument(
+        op,
+        k,
+        `option ${k} is not a ${kind} option (cnmd's is ${HOST_ACCESS_OPT[kind]})`,
+      );
   const given = o[LAN_OPT.parent] ?? '';
   // --internal networks are cut off from every LAN, as Docker's: a given parent is not used.
   const isolated = given === '' || spec.internal;

@@ -2,12 +2,13 @@
 // maybe a host-access shim), an endpoint is a child of the parent born inside
 // the sandbox's netns with its final name, up with its addresses. No bridge,
 // no NAT, no port publishing: the sandbox sits on the parent's LAN.
-import { CnmdError } from '../../src/errors';
+import { CnmdError, ignoreNotFound } from '../../src/errors';
 import { Handle } from '../../src/netlink/handle';
 import type { LinkAddSpec } from '../../src/netlink/handle';
 import type { Logger } from '../../src/log';
 import { runSteps } from '../../src/steps';
 import type {
+  IpamPolicy,
   Capabilities,
   Driver,
   EndpointInfo,
@@ -17,8 +18,8 @@ import type {
   SandboxRef,
   StaticRoute,
 } from '../driver';
-import { randomMac } from '../bridge/options';
-import { LanConfig, LanKind, LanMode, parseLanConfig } from './config';
+import { parseBool, randomMac } from '../bridge/options';
+import { LAN_OPT, LanConfig, LanKind, LanMode, parseLanConfig } from './config';
 import { ParentTable } from './parents';
 import {
   isolatedAlias,
@@ -43,7 +44,6 @@ interface EndpointState {
 }
 
 const plain = (cidr: string | undefined) => cidr?.replace(/\/\d+$/, '');
-const notFound = (e: unknown) => e instanceof CnmdError && e.code === 'NOT_FOUND';
 
 export abstract class LanLinkDriver implements Driver {
   abstract readonly name: LanKind;
@@ -68,6 +68,32 @@ export abstract class LanLinkDriver implements Driver {
 
   capabilities(): Capabilities {
     return { scope: 'local', connectivityScope: 'local' };
+  }
+
+  /**
+   * Docker 29's gateways (moby#50929): an l2 network has one only when
+   * --gateway is given (or cnmd.network.ipam_gateway asks IPAM for one), a
+   * routed or isolated one has none. Pools are partitioned by parent: the
+   * same subnet may sit on two LANs, never twice on one (moby#46438).
+   */
+  ipamPolicy(req: { id: string; options: Record<string, string>; internal: boolean }): IpamPolicy {
+    const mode = this.parseMode(req.options);
+    const parent = req.options[LAN_OPT.parent] ?? '';
+    const isolated = parent === '' || req.internal;
+    const partition = isolated ? undefined : `parent=${parent}`;
+    if (mode.routed)
+      return {
+        gateway: 'none',
+        why: `ipvlan_mode ${mode.mode} routes through the device without a gateway`,
+        partition,
+      };
+    const ipamGateway = parseBool(
+      'network create',
+      LAN_OPT.ipamGateway,
+      req.options[LAN_OPT.ipamGateway],
+      false,
+    );
+    return { gateway: ipamGateway ? 'ipam' : 'explicit', partition };
   }
 
   config(spec: NetworkSpec): LanConfig {
@@ -105,7 +131,12 @@ export abstract class LanLinkDriver implements Driver {
   private async probeKernel(): Promise<void> {
     if (this.kernelHasKind) return;
     try {
-      await this.host.linkAdd({ kind: this.name, name: 'cnmd-probe', parent: 'lo', echo: false } as LinkAddSpec);
+      await this.host.linkAdd({
+        kind: this.name,
+        name: 'cnmd-probe',
+        parent: 'lo',
+        echo: false,
+      } as LinkAddSpec);
       await removeLink(this.host, 'cnmd-probe');
     } catch (e) {
       if (e instanceof CnmdError && e.code === 'KERNEL_FEATURE_MISSING')
@@ -126,7 +157,10 @@ export abstract class LanLinkDriver implements Driver {
       this.log.error({ err: e, network: spec.id, step }, `${this.name} rollback step failed`),
     );
     this.claim(st);
-    this.log.debug({ network: spec.id, parent: st.config.parent, made: st.made }, `${this.name} network ready`);
+    this.log.debug(
+      { network: spec.id, parent: st.config.parent, made: st.made },
+      `${this.name} network ready`,
+    );
   }
 
   /** Removes what the network made: its shim, its isolated parent, a sub-interface no other network uses. */
@@ -226,9 +260,9 @@ export abstract class LanLinkDriver implements Driver {
         ep.addressIPv6 ? handle.addrAdd(index, ep.addressIPv6, { nodad: true }) : undefined,
       ]);
     } catch (e) {
-      await handle.linkDel(sb.ifname).catch((de) => {
-        if (!notFound(de)) this.log.warn({ err: de, endpoint: endpointId }, 'removing a half-joined link failed');
-      });
+      await ignoreNotFound(handle.linkDel(sb.ifname)).catch((de) =>
+        this.log.warn({ err: de, endpoint: endpointId }, 'removing a half-joined link failed'),
+      );
       ep.joined = undefined;
       throw e;
     }
@@ -295,22 +329,22 @@ export abstract class LanLinkDriver implements Driver {
     return e;
   }
 
-  async leave(_networkId: string, endpointId: string, opts: { sandboxDestroyed?: boolean } = {}): Promise<void> {
+  async leave(
+    _networkId: string,
+    endpointId: string,
+    opts: { sandboxDestroyed?: boolean } = {},
+  ): Promise<void> {
     const ep = this.endpoints.get(endpointId);
     const j = ep?.joined;
     if (!ep || !j) return;
     ep.joined = undefined;
     // A destroyed sandbox's netns took the link with it.
     if (opts.sandboxDestroyed && !j.inHost) return;
-    const del = (h: Handle) =>
-      h.linkDel(j.ifname).catch((e) => {
-        if (!notFound(e)) throw e;
-      });
+    const del = async (h: Handle) => void (await ignoreNotFound(h.linkDel(j.ifname)));
     if (j.inHost) return del(this.host);
     if (j.handle && !j.handle.closed) return del(j.handle);
-    await Handle.inNetns(j.key, del).catch((e) => {
-      if (!notFound(e)) throw e;
-    });
+    // A sandbox whose netns is gone took the link with it.
+    await ignoreNotFound(Handle.inNetns(j.key, del));
   }
 
   async programExternalConnectivity(): Promise<void> {}
@@ -321,7 +355,10 @@ export abstract class LanLinkDriver implements Driver {
     try {
       c = this.config(spec);
     } catch (e) {
-      this.log.warn({ err: e, network: spec.id }, `${this.name} cleanup: options unreadable; the sweep removes what is marked`);
+      this.log.warn(
+        { err: e, network: spec.id },
+        `${this.name} cleanup: options unreadable; the sweep removes what is marked`,
+      );
       return;
     }
     this.parents.remove(spec.id);

@@ -1,7 +1,7 @@
 // A macvlan/ipvlan network's setup as small named steps with undo: the
 // parent (an existing link checked, an 802.1Q sub-interface or the network's
 // own isolated link made), the MTU against it, and the host-access shim.
-import { CnmdError } from '../../src/errors';
+import { CnmdError, ignoreNotFound } from '../../src/errors';
 import type { Handle } from '../../src/netlink/handle';
 import type { Link } from '../../src/netlink/rtnl/link';
 import type { Step } from '../../src/steps';
@@ -37,24 +37,12 @@ export interface LanState {
   made: { vlan?: boolean; isolated?: boolean; shim?: boolean };
 }
 
-const notFound = (e: unknown) => e instanceof CnmdError && e.code === 'NOT_FOUND';
-
-export async function linkOrNone(host: Handle, ref: string | number): Promise<Link | undefined> {
-  try {
-    return await host.linkGet(ref);
-  } catch (e) {
-    if (notFound(e)) return undefined;
-    throw e;
-  }
-}
+export const linkOrNone = (host: Handle, ref: string | number): Promise<Link | undefined> =>
+  ignoreNotFound(host.linkGet(ref));
 
 /** Removes a link by name; one already gone is fine. */
 export async function removeLink(host: Handle, name: string): Promise<void> {
-  try {
-    await host.linkDel(name);
-  } catch (e) {
-    if (!notFound(e)) throw e;
-  }
+  await ignoreNotFound(host.linkDel(name));
 }
 
 /** Refuses a parent the children cannot work on, saying what to change. */
@@ -78,9 +66,7 @@ async function checkParent(op: string, host: Handle, c: LanConfig, link: Link): 
   const children = (await host.linkList()).filter(
     (l) => l.parentIndex === link.index && l.linkNetnsId === undefined && l.index !== link.index,
   );
-  const other = children.find(
-    (l) => (l.kind === 'macvlan' || l.kind === 'ipvlan') && l.kind !== c.kind,
-  );
+  const other = children.find((l) => (l.kind === 'macvlan' || l.kind === 'ipvlan') && l.kind !== c.kind);
   if (other)
     throw new CnmdError(
       'CONFLICT',
@@ -101,7 +87,12 @@ async function makeIsolated(host: Handle, st: LanState): Promise<Link> {
   const c = st.config;
   st.made.isolated = true;
   try {
-    return (await host.linkAdd({ kind: 'dummy', name: c.parent, up: true, alias: isolatedAlias(c.networkId) }))!;
+    return (await host.linkAdd({
+      kind: 'dummy',
+      name: c.parent,
+      up: true,
+      alias: isolatedAlias(c.networkId),
+    }))!;
   } catch (e) {
     if (!(e instanceof CnmdError && e.code === 'KERNEL_FEATURE_MISSING')) throw e;
   }
@@ -239,7 +230,9 @@ export function shimStep(host: Handle, st: LanState): Step {
       const addrs = [c.hostAccess.v4, c.hostAccess.v6].filter((a): a is string => !!a);
       await Promise.all(
         addrs.map((a) =>
-          host.addrAdd(link.index, `${a.replace(/\/\d+$/, '')}/${a.includes(':') ? 128 : 32}`, { nodad: true }),
+          host.addrAdd(link.index, `${a.replace(/\/\d+$/, '')}/${a.includes(':') ? 128 : 32}`, {
+            nodad: true,
+          }),
         ),
       );
       await host.linkSet(link.index, { up: true });

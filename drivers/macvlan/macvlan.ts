@@ -25,9 +25,9 @@ export function parseMacvlanMode(options: Record<string, string>): LanMode {
     routed: false,
     noHostAccess:
       mode === 'private'
-        ? 'private mode keeps every child of the parent apart, the host\'s shim too: use bridge or vepa'
+        ? "private mode keeps every child of the parent apart, the host's shim too: use bridge or vepa"
         : mode === 'passthru'
-          ? 'passthru gives the whole parent to one endpoint, leaving none for the host\'s shim'
+          ? "passthru gives the whole parent to one endpoint, leaving none for the host's shim"
           : undefined,
   };
 }

@@ -5,6 +5,7 @@ import { DEFAULT_BRIDGE_DEVICE, OPT } from '../../drivers/bridge/options';
 import { CnmdError, TeardownErrors, bestEffort, hasCode, invalidArgument } from '../errors';
 import type { GlobalNetworkRecord } from '../cluster/records';
 import { GLOBAL_SPACE, Ipam } from '../ipam/ipam';
+import type { IpamPolicy } from '../../drivers/driver';
 import { contains, ipToBig, parseCidr } from '../net/addr';
 import { runSteps, Step } from '../steps';
 import { LOCK } from './locks';
@@ -121,9 +122,17 @@ export class Networks {
       if (config.some((c) => c.subnet?.includes(':')) && !rec.enableIPv6) {
         throw invalidArgument(op, req.name, 'an IPv6 subnet was given without --ipv6 (EnableIPv6)');
       }
+      // Before the record: options the driver refuses leave nothing behind.
+      const policy: IpamPolicy = driver.ipamPolicy?.({
+        id,
+        options: rec.options,
+        internal: rec.internal,
+      }) ?? {
+        gateway: 'ipam',
+      };
       store.put(KIND.network, id, rec);
       const steps: Step[] = [];
-      if (caps.needsIpam !== false) steps.push(this.ipamStep(ipam, rec, config));
+      if (caps.needsIpam !== false) steps.push(this.ipamStep(ipam, rec, config, policy));
       steps.push({
         name: 'driver',
         do: () => driver.createNetwork(networkSpec(rec)),
@@ -150,7 +159,7 @@ export class Networks {
   }
 
   /** The network's pools: the configured subnets (or one free pool per family), each with its gateway. */
-  private ipamStep(ipam: Ipam, rec: NetworkRecord, config: IpamConfig[]): Step {
+  private ipamStep(ipam: Ipam, rec: NetworkRecord, config: IpamConfig[], policy: IpamPolicy): Step {
     const v4 = config.filter((c) => !c.subnet || !c.subnet.includes(':'));
     const v6 = config.filter((c) => c.subnet?.includes(':'));
     const wanted: { cfg: IpamConfig; v6: boolean }[] = [
@@ -160,7 +169,7 @@ export class Networks {
     return {
       name: 'ipam',
       do: async () => {
-        for (const w of wanted) rec.pools.push(await this.allocatePool(ipam, rec, w.cfg, w.v6));
+        for (const w of wanted) rec.pools.push(await this.allocatePool(ipam, rec, w.cfg, w.v6, policy));
       },
       undo: async () => {
         for (const p of rec.pools.reverse()) await this.releasePool(ipam, p);
@@ -174,14 +183,23 @@ export class Networks {
     rec: NetworkRecord,
     cfg: IpamConfig,
     v6: boolean,
+    policy: IpamPolicy,
   ): Promise<PoolAllocation> {
     const op = 'network create';
+    const gatewayGiven = cfg.gateway !== undefined && cfg.gateway !== '';
+    if (gatewayGiven && policy.gateway === 'none')
+      throw invalidArgument(
+        op,
+        cfg.gateway,
+        `--gateway ${cfg.gateway}: ${policy.why ?? 'this network has no gateway'}; remove it`,
+      );
     const pool = await ipam.requestPool({
       addressSpace: rec.scope === 'global' ? GLOBAL_SPACE : undefined,
       pool: cfg.subnet,
       subPool: cfg.ipRange,
       v6,
       options: rec.ipamOptions,
+      partition: policy.partition,
     });
     const alloc: PoolAllocation = {
       poolId: pool.poolId,
@@ -201,8 +219,10 @@ export class Networks {
         if (cfg.gateway && ip === cfg.gateway)
           throw invalidArgument(op, ip, `auxiliary address ${name}=${ip} is the gateway`);
       }
-      alloc.gateway = await ipam.requestAddress(pool.poolId, cfg.gateway || undefined, { gateway: true });
-      alloc.gatewayAllocated = true;
+      if (gatewayGiven || policy.gateway === 'ipam') {
+        alloc.gateway = await ipam.requestAddress(pool.poolId, cfg.gateway || undefined, { gateway: true });
+        alloc.gatewayAllocated = true;
+      }
       for (const [name, ip] of Object.entries(cfg.auxAddresses ?? {})) {
         await ipam.requestAddress(pool.poolId, ip);
         alloc.auxAddresses[name] = ip;

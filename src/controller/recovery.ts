@@ -3,6 +3,7 @@
 // drivers recreate what the kernel lost, and whatever cnmd made that no record
 // claims is removed (namespaces, sandbox files, links, IPAM allocations).
 import { ignoreNotFound } from '../errors';
+import type { Handle } from '../netlink/handle';
 import type { DnsView } from './dns-view';
 import type { Core } from './core';
 import type { Endpoints } from './endpoints';
@@ -136,8 +137,13 @@ export class Recovery {
       const ids = new Set(mine.map((n) => n.id));
       const engineMine = engineNets.filter((n) => n.driver === name);
       const engineIds = new Set(engineMine.map((n) => n.id));
+      // Where each joined endpoint's interface lives: a driver with no host side (macvlan) removes it there.
+      const joined = (e: EndpointRecord) => {
+        const key = store.get<SandboxRecord>(KIND.sandbox, e.sandboxId)?.key;
+        return { ...endpointSpec(e), sandbox: key ? { key, ifname: e.ifname } : undefined };
+      };
       await driver.restore([...mine, ...engineMine].map(networkSpec), [
-        ...eps.filter((e) => ids.has(e.networkId)).map(endpointSpec),
+        ...eps.filter((e) => ids.has(e.networkId)).map(joined),
         ...engineEps.filter((e) => engineIds.has(e.networkId)).map(endpointSpec),
       ]);
     }
@@ -160,6 +166,7 @@ export class Recovery {
     if (!files.exists(sb.id)) files.write(sb.id, view.filesOf(sb));
     await view.ensureDns(sb);
     const h = live.handle();
+    if (!remade) await this.removeStrayInterfaces(sb, h);
     for (const epId of sb.endpoints) {
       const ep = store.get<EndpointRecord>(KIND.endpoint, epId);
       const n = ep && store.get<NetworkRecord>(KIND.network, ep.networkId);
@@ -173,6 +180,22 @@ export class Recovery {
       await this.d.endpoints.rejoin(sb, ep, n, driver, h);
     }
     await this.d.routes.update(sb, h);
+  }
+
+  /**
+   * Interfaces in a sandbox that none of its endpoints names: an attach killed
+   * after the driver made the interface and before the endpoint was recorded
+   * as ready (its record is gone by now). A veth goes with its host side; a
+   * macvlan/ipvlan child has none and would stay, holding the name.
+   */
+  private async removeStrayInterfaces(sb: SandboxRecord, h: Handle): Promise<void> {
+    const { store, log } = this.d;
+    const names = new Set(sb.endpoints.map((id) => store.get<EndpointRecord>(KIND.endpoint, id)?.ifname));
+    for (const l of await h.linkList()) {
+      if (l.name === 'lo' || names.has(l.name)) continue;
+      log.warn({ sandbox: sb.id, ifname: l.name }, 'removing an interface no endpoint of the sandbox names');
+      await ignoreNotFound(h.linkDel(l.index));
+    }
   }
 
   /**

@@ -11,6 +11,7 @@ export function networkSpec(n: NetworkRecord): NetworkSpec {
       .map((p) => ({
         pool: p.pool,
         gateway: p.gateway,
+        ipRange: p.ipRange,
         auxAddresses: Object.fromEntries(
           Object.entries(p.auxAddresses).map(([k, ip]) => [k, `${ip}/${p.pool.split('/')[1]}`]),
         ),

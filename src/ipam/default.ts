@@ -94,10 +94,12 @@ export class DefaultIpam implements Ipam {
 
   async requestPool(req: PoolRequest): Promise<PoolInfo> {
     const op = 'ipam request pool';
-    const space = req.addressSpace || LOCAL_SPACE;
-    if (space !== LOCAL_SPACE && space !== GLOBAL_SPACE) {
+    let space = req.addressSpace || LOCAL_SPACE;
+    if (req.addressSpace !== undefined && space !== LOCAL_SPACE && space !== GLOBAL_SPACE) {
       throw invalidArgument(op, space, `address space "${space}" is not ${LOCAL_SPACE} or ${GLOBAL_SPACE}`);
     }
+    // A partition is an address space of its own for overlaps and picks (its pools are not routed on the host).
+    if (req.partition) space = `${space}#${req.partition}`;
     const v6 = !!req.v6;
     const serial = req.options?.[SERIAL_OPTION] === 'true';
     // The host's routes are read first: from the read of the pools taken to
@@ -190,7 +192,7 @@ export class DefaultIpam implements Ipam {
   /** Synchronous on purpose: the caller records the choice before anything else runs. */
   private pickPredefined(space: string, v6: boolean, host: Cidr[]): Cidr {
     const taken = [...this.records(space).map((p) => p.pool), ...this.reserved()].map((p) => parseCidr(p)!);
-    for (const c of predefinedSubnets(space === GLOBAL_SPACE ? 'global' : 'local', v6)) {
+    for (const c of predefinedSubnets(space.startsWith(GLOBAL_SPACE) ? 'global' : 'local', v6)) {
       if (taken.some((t) => overlaps(t, c)) || host.some((h) => overlaps(h, c))) continue;
       return c;
     }

@@ -15,6 +15,12 @@ export interface PoolRequest {
   subPool?: string;
   v6?: boolean;
   options?: Record<string, string>;
+  /**
+   * Pools of different partitions of one address space may overlap: the same
+   * subnet on two LANs (macvlan networks on two parents, moby#46438). An IPAM
+   * without partitions ignores it.
+   */
+  partition?: string;
 }
 
 export interface PoolInfo {

@@ -598,3 +598,99 @@ test(
     assert.match(bad.err, /^Error response from daemon: .*invalid filter 'driver'/m);
   },
 );
+
+test(
+  'docker network create -d macvlan / -d ipvlan: options, IPv6, inspect with its containers; errors as Docker prints them',
+  { skip: dockerMissing },
+  async (t) => {
+    const l = await lab(t);
+    const d = await startDaemon(t, l);
+    d.host.run('ip', ['link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0p']);
+    d.host.run('ip', ['link', 'set', 'eth0', 'up']);
+    const id = dockerOk(
+      d,
+      'network',
+      'create',
+      '-d',
+      'macvlan',
+      '--subnet',
+      '192.168.50.0/24',
+      '--gateway',
+      '192.168.50.1',
+      '--ip-range',
+      '192.168.50.64/26',
+      '--aux-address',
+      'host=192.168.50.250',
+      '--ipv6',
+      '--subnet',
+      'fd00:50::/64',
+      '-o',
+      'parent=eth0',
+      '-o',
+      'macvlan_mode=bridge',
+      '-o',
+      'cnmd.macvlan.host_access=true',
+      'lan',
+    ).trim();
+    await ok(d, 'POST', '/sandboxes', { Name: 'web', Networks: [{ Network: 'lan' }] });
+    const [lan] = JSON.parse(dockerOk(d, 'network', 'inspect', 'lan'));
+    assert.equal(lan.Id, id);
+    assert.equal(lan.Driver, 'macvlan');
+    assert.equal(lan.Scope, 'local');
+    assert.equal(lan.EnableIPv6, true);
+    assert.deepEqual(lan.Options, {
+      parent: 'eth0',
+      macvlan_mode: 'bridge',
+      'cnmd.macvlan.host_access': 'true',
+    });
+    assert.deepEqual(lan.IPAM.Config[0], {
+      Subnet: '192.168.50.0/24',
+      IPRange: '192.168.50.64/26',
+      Gateway: '192.168.50.1',
+      AuxiliaryAddresses: { host: '192.168.50.250' },
+    });
+    assert.equal(lan.IPAM.Config[1].Subnet, 'fd00:50::/64');
+    assert.equal(lan.IPAM.Config[1].Gateway, undefined, 'no IPv6 gateway without --gateway (Docker 29)');
+    const [c] = Object.values(lan.Containers) as any[];
+    assert.equal(c.Name, 'web');
+    assert.match(c.IPv4Address, /^192\.168\.50\.(6[4-9]|[7-9]\d|1[01]\d|12[0-7])\/24$/);
+    assert.match(c.IPv6Address, /^fd00:50::[0-9a-f]+\/64$/);
+    assert.match(c.MacAddress, /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/);
+    assert.match(dockerOk(d, 'network', 'ls', '--filter', 'driver=macvlan'), /lan +macvlan +local/);
+    // A bad mode, as Docker prints a daemon error: on stderr, exit code 1.
+    const bad = docker(
+      d,
+      'network',
+      'create',
+      '-d',
+      'macvlan',
+      '-o',
+      'parent=eth0',
+      '-o',
+      'macvlan_mode=bridged',
+      'bad',
+    );
+    assert.equal(bad.code, 1);
+    assert.match(
+      bad.err,
+      /option macvlan_mode: "bridged" is not a macvlan mode \(use bridge, private, vepa, passthru\)/,
+    );
+    const iv = docker(
+      d,
+      'network',
+      'create',
+      '-d',
+      'ipvlan',
+      '--subnet',
+      '192.168.51.0/24',
+      '-o',
+      'parent=eth0',
+      'iv',
+    );
+    assert.equal(iv.code, 1);
+    assert.match(
+      iv.err,
+      /parent eth0 carries macvlan network [0-9a-f]{12}; macvlan and ipvlan networks cannot share a parent/,
+    );
+  },
+);

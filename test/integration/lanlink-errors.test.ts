@@ -45,27 +45,84 @@ test('every option value wrong in turn is refused naming the option; nothing is 
   d.host.run('ip', ['link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'lan0p']);
   d.host.run('ip', ['link', 'set', 'lan0', 'up']);
   d.host.run('ip', ['link', 'set', 'lan0p', 'up']);
-  const mv = (o: Record<string, string>) => ({ Driver: 'macvlan', Options: { parent: 'lan0', ...o }, ...subnet });
-  const iv = (o: Record<string, string>) => ({ Driver: 'ipvlan', Options: { parent: 'lan0', ...o }, ...subnet });
+  const mv = (o: Record<string, string>) => ({
+    Driver: 'macvlan',
+    Options: { parent: 'lan0', ...o },
+    ...subnet,
+  });
+  const iv = (o: Record<string, string>) => ({
+    Driver: 'ipvlan',
+    Options: { parent: 'lan0', ...o },
+    ...subnet,
+  });
   const cases: [Record<string, unknown>, number, RegExp][] = [
-    [mv({ macvlan_mode: 'bridged' }), 400, /option macvlan_mode: "bridged" is not a macvlan mode \(use bridge, private, vepa, passthru\)/],
+    [
+      mv({ macvlan_mode: 'bridged' }),
+      400,
+      /option macvlan_mode: "bridged" is not a macvlan mode \(use bridge, private, vepa, passthru\)/,
+    ],
     [mv({ macvlan_mode: 'BRIDGE' }), 400, /option macvlan_mode/],
     [iv({ ipvlan_mode: 'l4' }), 400, /option ipvlan_mode: "l4" is not an ipvlan mode \(use l2, l3, l3s\)/],
-    [iv({ ipvlan_flag: 'public' }), 400, /option ipvlan_flag: "public" is not an ipvlan flag \(use bridge, private, vepa\)/],
+    [
+      iv({ ipvlan_flag: 'public' }),
+      400,
+      /option ipvlan_flag: "public" is not an ipvlan flag \(use bridge, private, vepa\)/,
+    ],
     [mv({ parent: 'no/slash' }), 400, /no\/slash/],
     [mv({ parent: 'averyveryverylongname' }), 400, /averyveryverylongname/],
     [mv({ parent: 'lan0.0' }), 400, /option parent: "lan0.0" names VLAN 0; an 802.1Q id is 1-4094/],
     [mv({ parent: 'lan0.4095' }), 400, /option parent: "lan0.4095" names VLAN 4095/],
     [mv({ parent: 'lan0.010' }), 400, /option parent: "lan0.010" names VLAN 010/],
-    [mv({ 'com.docker.network.driver.mtu': 'big' }), 400, /option com.docker.network.driver.mtu: "big" is not an MTU/],
+    [
+      mv({ 'com.docker.network.driver.mtu': 'big' }),
+      400,
+      /option com.docker.network.driver.mtu: "big" is not an MTU/,
+    ],
     [mv({ 'com.docker.network.driver.mtu': '67' }), 400, /option com.docker.network.driver.mtu: "67"/],
-    [mv({ 'com.docker.network.driver.mtu': '9000' }), 400, /option com.docker.network.driver.mtu: 9000 is above the MTU of parent lan0 \(1500\); give at most 1500/],
-    [mv({ 'cnmd.macvlan.host_access': 'yes' }), 400, /option cnmd.macvlan.host_access: "yes" is not a boolean/],
-    [mv({ 'cnmd.macvlan.host_access': 'true' }), 400, /option cnmd.macvlan.host_access: give the host's address on the network with --aux-address host=/],
-    [mv({ 'cnmd.macvlan.hostaccess': 'true' }), 400, /option cnmd.macvlan.hostaccess is not a macvlan option/],
-    [mv({ macvlan_mode: 'private', 'cnmd.macvlan.host_access': 'true' }), 400, /option cnmd.macvlan.host_access: private mode/],
+    [
+      mv({ 'com.docker.network.driver.mtu': '9000' }),
+      400,
+      /option com.docker.network.driver.mtu: 9000 is above the MTU of parent lan0 \(1500\); give at most 1500/,
+    ],
+    [
+      mv({ 'cnmd.macvlan.host_access': 'yes' }),
+      400,
+      /option cnmd.macvlan.host_access: "yes" is not a boolean/,
+    ],
+    [
+      mv({ 'cnmd.macvlan.host_access': 'true' }),
+      400,
+      /option cnmd.macvlan.host_access: give the host's address on the network with --aux-address host=/,
+    ],
+    [
+      mv({ 'cnmd.macvlan.hostaccess': 'true' }),
+      400,
+      /option cnmd.macvlan.hostaccess is not a macvlan option/,
+    ],
+    [
+      mv({ macvlan_mode: 'private', 'cnmd.macvlan.host_access': 'true' }),
+      400,
+      /option cnmd.macvlan.host_access: private mode/,
+    ],
+    [
+      mv({ 'cnmd.network.ipam_gateway': 'maybe' }),
+      400,
+      /option cnmd.network.ipam_gateway: "maybe" is not a boolean/,
+    ],
+    [
+      {
+        ...iv({ ipvlan_mode: 'l3' }),
+        IPAM: { Config: [{ Subnet: '192.168.60.0/24', Gateway: '192.168.60.1' }] },
+      },
+      400,
+      /--gateway 192.168.60.1: ipvlan_mode l3 routes through the device without a gateway; remove it/,
+    ],
     [mv({ parent: 'eth9' }), 404, /parent eth9 does not exist: give an existing interface with -o parent=/],
-    [mv({ parent: 'eth9.10' }), 404, /parent eth9.10 does not exist, and neither does eth9 to make it on as VLAN 10/],
+    [
+      mv({ parent: 'eth9.10' }),
+      404,
+      /parent eth9.10 does not exist, and neither does eth9 to make it on as VLAN 10/,
+    ],
   ];
   for (const [body, status, message] of cases) await refused(d, body, status, message);
   // A good network after all that: nothing stale blocks it.
@@ -86,7 +143,12 @@ test('parents that cannot carry a network: down, a bridge port, the other kind, 
     ...subnet,
   });
   await refused(d, mv('down0'), 409, /parent down0 is down: bring it up \(ip link set down0 up\)/);
-  await refused(d, mv('port0'), 409, /parent port0 is a port of bridge br9, which takes all its traffic: use br9 as the parent/);
+  await refused(
+    d,
+    mv('port0'),
+    409,
+    /parent port0 is a port of bridge br9, which takes all its traffic: use br9 as the parent/,
+  );
   // A link of the other kind made by someone else on the parent.
   d.host.run('ip', ['link', 'add', 'usermv', 'link', 'shared0', 'type', 'macvlan']);
   await refused(
@@ -159,10 +221,23 @@ test('this kernel lacks IPVLAN and VLAN_8021Q: KERNEL_FEATURE_MISSING naming the
   d.host.run('ip', ['link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'lan0p']);
   d.host.run('ip', ['link', 'set', 'lan0', 'up']);
   const probe = (kind: string) =>
-    runIn(d.host.path, 'sh', ['-c', `ip link add t0 link lan0 type ${kind} ${kind === 'vlan' ? 'id 5' : ''} 2>&1; ip link del t0 2>/dev/null; true`]);
-  if (!/Unknown device type|not supported/i.test(probe('ipvlan')) || !/Unknown device type|not supported/i.test(probe('vlan')))
-    assert.fail('this kernel has ipvlan or vlan: this test is for kernels without them (the kernel lane covers them)');
-  await refused(d, { Driver: 'ipvlan', Options: { parent: 'lan0' }, ...subnet }, 400, /this kernel lacks the "ipvlan" link type \(CONFIG_IPVLAN\)/);
+    runIn(d.host.path, 'sh', [
+      '-c',
+      `ip link add t0 link lan0 type ${kind} ${kind === 'vlan' ? 'id 5' : ''} 2>&1; ip link del t0 2>/dev/null; true`,
+    ]);
+  if (
+    !/Unknown device type|not supported/i.test(probe('ipvlan')) ||
+    !/Unknown device type|not supported/i.test(probe('vlan'))
+  )
+    assert.fail(
+      'this kernel has ipvlan or vlan: this test is for kernels without them (the kernel lane covers them)',
+    );
+  await refused(
+    d,
+    { Driver: 'ipvlan', Options: { parent: 'lan0' }, ...subnet },
+    400,
+    /this kernel lacks the "ipvlan" link type \(CONFIG_IPVLAN\)/,
+  );
   await refused(d, { Driver: 'ipvlan', ...subnet }, 400, /CONFIG_IPVLAN/);
   await refused(
     d,

@@ -29,16 +29,30 @@ async function consistent(d: RunningDaemon) {
       ...(n.Options['cnmd.macvlan.host_access'] ? [`cnh-${n.Id.slice(0, 11)}`] : []),
     ])
     .sort();
-  assert.deepEqual(marked, want, 'one isolated parent per parentless network, one shim per host-access network');
+  assert.deepEqual(
+    marked,
+    want,
+    'one isolated parent per parentless network, one shim per host-access network',
+  );
   // Host-side children of lan0: the shims only (endpoints' children live in their sandboxes).
-  const children = d.host.ipj('-d', 'link', 'show', 'type', 'macvlan').map((x: any) => x.ifname).sort();
-  assert.deepEqual(children, want.filter((n) => n.startsWith('cnh-')));
+  const children = d.host
+    .ipj('-d', 'link', 'show', 'type', 'macvlan')
+    .map((x: any) => x.ifname)
+    .sort();
+  assert.deepEqual(
+    children,
+    want.filter((n) => n.startsWith('cnh-')),
+  );
   for (const s of sandboxes) {
     const links = JSON.parse(runIn(s.SandboxKey, 'ip', ['-j', 'link', 'show']))
       .map((x: any) => x.ifname)
       .filter((n: string) => n !== 'lo')
       .sort();
-    assert.equal(links.length, Object.keys(s.Networks).length, `sandbox ${s.Name}: ${links} vs ${Object.keys(s.Networks)}`);
+    assert.equal(
+      links.length,
+      Object.keys(s.Networks).length,
+      `sandbox ${s.Name}: ${links} vs ${Object.keys(s.Networks)}`,
+    );
   }
   const ips = sandboxes.flatMap((s) => Object.values(s.Networks).map((e: any) => e.IPAddress));
   assert.equal(new Set(ips).size, ips.length, `no address twice: ${ips}`);
@@ -65,12 +79,23 @@ test('SIGKILL at instants of macvlan create/attach/remove: restart leaves no orp
         const sn = `10.61.${(round * 16 + i) % 256}.0/24`;
         const iso = `i${round}-${i}`;
         const shim = `h${round}-${i}`;
-        await d.request('POST', '/networks/create', { Name: iso, Driver: 'macvlan', IPAM: { Config: [{ Subnet: sn }] } });
+        await d.request('POST', '/networks/create', {
+          Name: iso,
+          Driver: 'macvlan',
+          IPAM: { Config: [{ Subnet: sn }] },
+        });
         await d.request('POST', '/networks/create', {
           Name: shim,
           Driver: 'macvlan',
           Options: { parent: 'lan0', 'cnmd.macvlan.host_access': 'true' },
-          IPAM: { Config: [{ Subnet: `10.62.${(round * 16 + i) % 256}.0/24`, AuxiliaryAddresses: { host: `10.62.${(round * 16 + i) % 256}.250` } }] },
+          IPAM: {
+            Config: [
+              {
+                Subnet: `10.62.${(round * 16 + i) % 256}.0/24`,
+                AuxiliaryAddresses: { host: `10.62.${(round * 16 + i) % 256}.250` },
+              },
+            ],
+          },
         });
         await d.request('POST', '/sandboxes', {
           Name: `s${round}-${i}`,
@@ -93,7 +118,8 @@ test('SIGKILL at instants of macvlan create/attach/remove: restart leaves no orp
   const { sandboxes } = await consistent(d);
   const keeper = sandboxes.find((s) => s.Name === 'keeper');
   const other = sandboxes.find((s) => s.Name !== 'keeper');
-  if (other) assert.ok(ping(keeper.SandboxKey, other.Networks.base.IPAddress), 'survivors talk after the kills');
+  if (other)
+    assert.ok(ping(keeper.SandboxKey, other.Networks.base.IPAddress), 'survivors talk after the kills');
   for (const s of sandboxes) await ok(d, 'DELETE', `/sandboxes/${s.Id}`);
   await ok(d, 'POST', '/networks/prune');
   await eventually(() =>

@@ -85,7 +85,13 @@ test('bridge mode (default): siblings talk, the LAN reaches each at its own addr
   assert.equal(roundTrip(a.SandboxKey, 'tcp', '192.168.50.200', 7100).seenFrom, ipOf(a, 'lan'));
   assert.equal(roundTrip(ext.path, 'tcp', ipOf(b, 'lan'), 7000).seenFrom, '192.168.50.200');
   // Nothing on the host side: no bridge, no veth per endpoint (cnm0 is the default network's).
-  assert.deepEqual(d.host.ipj('link', 'show').map((x: any) => x.ifname).sort(), ['cnm0', 'lan0', 'lo']);
+  assert.deepEqual(
+    d.host
+      .ipj('link', 'show')
+      .map((x: any) => x.ifname)
+      .sort(),
+    ['cnm0', 'lan0', 'lo'],
+  );
   const inspect = await ok(d, 'GET', `/networks/${net.Id}`);
   assert.equal(inspect.Driver, 'macvlan');
   assert.deepEqual(inspect.Options, { parent: 'lan0' });
@@ -108,6 +114,19 @@ test('private mode: siblings cannot talk; the LAN still reaches each', async (t)
   });
   const a = await sandbox(d, 'a', 'priv');
   const b = await sandbox(d, 'b', 'priv');
+  // Docker 29 (moby#50929): no --gateway, no gateway and no default route.
+  assert.equal(a.Networks.priv.Gateway, '');
+  const routes = JSON.parse(runIn(a.SandboxKey, 'ip', ['-j', 'route']));
+  assert.ok(!routes.some((r: any) => r.dst === 'default'), JSON.stringify(routes));
+  // Unless IPAM is asked for one, as before Docker 29.
+  await ok(d, 'POST', '/networks/create', {
+    Name: 'auto',
+    Driver: 'macvlan',
+    Options: { parent: 'lan0', 'cnmd.network.ipam_gateway': 'true' },
+    IPAM: { Config: [{ Subnet: '192.168.59.0/24' }] },
+  });
+  const c = await sandbox(d, 'c', 'auto');
+  assert.equal(c.Networks.auto.Gateway, '192.168.59.1');
   assert.equal(sbLink(a).linkinfo.info_data.mode, 'private');
   assert.ok(ping(ext.path, ipOf(a, 'priv')), 'LAN -> a');
   assert.ok(ping(ext.path, ipOf(b, 'priv')), 'LAN -> b');
@@ -190,7 +209,13 @@ test('no parent: an isolated parent owned by the network; siblings talk; removed
   await ok(d, 'DELETE', '/sandboxes/b');
   await ok(d, 'DELETE', `/networks/${net.Id}`);
   await eventually(() =>
-    assert.deepEqual(d.host.ipj('link', 'show').map((x: any) => x.ifname).sort(), ['cnm0', 'lo']),
+    assert.deepEqual(
+      d.host
+        .ipj('link', 'show')
+        .map((x: any) => x.ifname)
+        .sort(),
+      ['cnm0', 'lo'],
+    ),
   );
 });
 
@@ -208,7 +233,10 @@ test('host access: the host reaches its sandboxes through a shim on the parent, 
     IPAM: { Config: [{ Subnet: '192.168.57.0/24', IPRange: '192.168.57.128/25' }] },
   });
   const p = await sandbox(d, 'p', 'plain');
-  assert.ok(!ping(d.host.path, ipOf(p, 'plain'), 2), 'without host access the host does not reach its sandbox');
+  assert.ok(
+    !ping(d.host.path, ipOf(p, 'plain'), 2),
+    'without host access the host does not reach its sandbox',
+  );
   await ok(d, 'DELETE', '/sandboxes/p');
   await ok(d, 'DELETE', '/networks/plain');
   // Host access where the host routes the subnet itself: only the --ip-range can go through the shim.
@@ -216,7 +244,11 @@ test('host access: the host reaches its sandboxes through a shim on the parent, 
     Name: 'ranged',
     Driver: 'macvlan',
     Options: { parent: 'lan1', 'cnmd.macvlan.host_access': 'true' },
-    IPAM: { Config: [{ Subnet: '192.168.57.0/24', IPRange: ipRange, AuxiliaryAddresses: { host: '192.168.57.250' } }] },
+    IPAM: {
+      Config: [
+        { Subnet: '192.168.57.0/24', IPRange: ipRange, AuxiliaryAddresses: { host: '192.168.57.250' } },
+      ],
+    },
   });
   const clash = await d.request('POST', '/networks/create', body());
   assert.equal(clash.status, 409, JSON.stringify(clash.body));
@@ -240,7 +272,9 @@ test('host access: the host reaches its sandboxes through a shim on the parent, 
   assert.equal(link.ifalias, `cnmd:lan:shim:${net.Id}`);
   assert.ok(link.addr_info.some((a: any) => a.local === '192.168.56.250' && a.prefixlen === 32));
   assert.ok(
-    d.host.ipj('route', 'show', 'dev', shim).some((r: any) => r.dst === '192.168.56.0/24' && r.prefsrc === '192.168.56.250'),
+    d.host
+      .ipj('route', 'show', 'dev', shim)
+      .some((r: any) => r.dst === '192.168.56.0/24' && r.prefsrc === '192.168.56.250'),
   );
   const a = await sandbox(d, 'a', 'ha');
   assert.notEqual(ipOf(a, 'ha'), '192.168.56.250', 'the aux address is not handed out');

@@ -133,7 +133,10 @@ test('802.1Q parents: made when missing, isolated from each other, removed only 
   await ok(d, 'DELETE', '/networks/v10b');
   await ok(d, 'DELETE', '/networks/v20');
   await eventually(() =>
-    assert.deepEqual(d.host.ipj('link', 'show', 'type', 'vlan').map((x: any) => x.ifname), []),
+    assert.deepEqual(
+      d.host.ipj('link', 'show', 'type', 'vlan').map((x: any) => x.ifname),
+      [],
+    ),
   );
   // A sub-interface the user made is used, and never removed.
   d.host.run('ip', ['link', 'add', 'lan0.30', 'link', 'lan0', 'type', 'vlan', 'id', '30']);

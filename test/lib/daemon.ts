@@ -97,7 +97,8 @@ export async function startDaemon(
     } catch {
       /* not up yet */
     }
-    if (Date.now() > deadline) throw new Error(`cnmd did not answer /_ping within ${readyMs / 1000} s:\n${out}`);
+    if (Date.now() > deadline)
+      throw new Error(`cnmd did not answer /_ping within ${readyMs / 1000} s:\n${out}`);
     await new Promise((r) => setTimeout(r, 50));
   }
   return d;
