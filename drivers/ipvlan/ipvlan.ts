@@ -1,9 +1,8 @@
 // The ipvlan driver (libnetwork drivers/ipvlan): endpoints share the parent's
 // MAC; `ipvlan_mode` l2 (default), l3 or l3s (routed: no gateway, the default
 // route through the device), `ipvlan_flag` bridge (default), private or vepa.
-import { invalidArgument } from '../../src/errors';
 import type { LinkAddSpec } from '../../src/netlink/handle';
-import type { LanConfig, LanMode } from '../lanlink/config';
+import { choice, type LanConfig, type LanMode } from '../lanlink/config';
 import { LanLinkDriver } from '../lanlink/driver';
 
 export const IPVLAN_MODE_OPT = 'ipvlan_mode';
@@ -11,26 +10,9 @@ export const IPVLAN_FLAG_OPT = 'ipvlan_flag';
 const MODES = ['l2', 'l3', 'l3s'] as const;
 const FLAGS = ['bridge', 'private', 'vepa'] as const;
 
-function pick<T extends string>(
-  options: Record<string, string>,
-  key: string,
-  allowed: readonly T[],
-  what: string,
-): T {
-  const given = options[key] ?? '';
-  const v = (given === '' ? allowed[0] : given) as T;
-  if (!allowed.includes(v))
-    throw invalidArgument(
-      'network create',
-      key,
-      `option ${key}: "${given}" is not an ${what} (use ${allowed.join(', ')})`,
-    );
-  return v;
-}
-
 export function parseIpvlanMode(options: Record<string, string>): LanMode {
-  const mode = pick(options, IPVLAN_MODE_OPT, MODES, 'ipvlan mode');
-  const flag = pick(options, IPVLAN_FLAG_OPT, FLAGS, 'ipvlan flag');
+  const mode = choice(options, IPVLAN_MODE_OPT, MODES, 'an ipvlan mode');
+  const flag = choice(options, IPVLAN_FLAG_OPT, FLAGS, 'an ipvlan flag');
   return {
     mode,
     flag,

@@ -87,6 +87,24 @@ export function vlanOf(op: string, parent: string): VlanParent | undefined {
   return { lower: m[1], id };
 }
 
+/** A choice among allowed values of an option (the first is its default); another is refused listing them. */
+export function choice<T extends string>(
+  options: Record<string, string>,
+  key: string,
+  allowed: readonly T[],
+  what: string,
+): T {
+  const given = options[key] ?? '';
+  const v = (given === '' ? allowed[0] : given) as T;
+  if (!allowed.includes(v))
+    throw invalidArgument(
+      'network create',
+      key,
+      `option ${key}: "${given}" is not ${what} (use ${allowed.join(', ')})`,
+    );
+  return v;
+}
+
 function parseMtu(op: string, text: string | undefined): number | undefined {
   if (text === undefined || text === '') return undefined;
   const mtu = Number(text);

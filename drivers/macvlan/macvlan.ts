@@ -1,9 +1,8 @@
 // The macvlan driver (libnetwork drivers/macvlan): each endpoint a macvlan
 // child of the network's parent with a MAC of its own, `macvlan_mode` bridge
 // (default), private, vepa or passthru.
-import { invalidArgument } from '../../src/errors';
 import type { LinkAddSpec } from '../../src/netlink/handle';
-import type { LanConfig, LanMode } from '../lanlink/config';
+import { choice, type LanConfig, type LanMode } from '../lanlink/config';
 import { LanLinkDriver } from '../lanlink/driver';
 
 export const MACVLAN_MODE_OPT = 'macvlan_mode';
@@ -11,14 +10,7 @@ const MODES = ['bridge', 'private', 'vepa', 'passthru'] as const;
 type MacvlanMode = (typeof MODES)[number];
 
 export function parseMacvlanMode(options: Record<string, string>): LanMode {
-  const given = options[MACVLAN_MODE_OPT] ?? '';
-  const mode = (given === '' ? 'bridge' : given) as MacvlanMode;
-  if (!MODES.includes(mode))
-    throw invalidArgument(
-      'network create',
-      MACVLAN_MODE_OPT,
-      `option ${MACVLAN_MODE_OPT}: "${given}" is not a macvlan mode (use ${MODES.join(', ')})`,
-    );
+  const mode = choice(options, MACVLAN_MODE_OPT, MODES, 'a macvlan mode');
   return {
     mode,
     exclusive: mode === 'passthru',
