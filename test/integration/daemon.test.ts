@@ -219,7 +219,7 @@ test('one cnmd per root and socket: a second one on the same roots, socket or pl
     assert.equal(fs.statSync(d.sock).ino, sockIno, `${what}: its socket was not taken`);
     assert.deepEqual(
       fs.readdirSync(d.pluginDir).sort(),
-      ['cnmd-bridge.sock', 'cnmd-ipam.sock', 'cnmd-overlay.sock'],
+      ['cnmd-bridge.sock', 'cnmd-ipam.sock', 'cnmd-ipvlan.sock', 'cnmd-macvlan.sock', 'cnmd-overlay.sock'],
       `${what}: its plugin sockets are in place`,
     );
   };
