@@ -2,7 +2,8 @@
 // maybe a host-access shim), an endpoint is a child of the parent born inside
 // the sandbox's netns with its final name, up with its addresses. No bridge,
 // no NAT, no port publishing: the sandbox sits on the parent's LAN.
-import { CnmdError, ignoreNotFound } from '../../src/errors';
+import { CnmdError, bestEffort, ignoreNotFound } from '../../src/errors';
+import type { Link } from '../../src/netlink/rtnl/link';
 import { Handle } from '../../src/netlink/handle';
 import type { LinkAddSpec } from '../../src/netlink/handle';
 import type { Logger } from '../../src/log';
@@ -148,14 +149,17 @@ export abstract class LanLinkDriver implements Driver {
     this.kernelHasKind = true;
   }
 
+  private undoFailed(networkId: string) {
+    return (step: string, e: unknown) =>
+      this.log.error({ err: e, network: networkId, step }, `${this.name} rollback step failed`);
+  }
+
   async createNetwork(spec: NetworkSpec): Promise<void> {
     const st: LanState = { config: this.config(spec), parentIndex: 0, parentMtu: 0, made: {} };
     const [parent, ...rest] = lanSetupSteps(this.host, st, this.parents);
     // After the parent: a parent that cannot carry the network is the first thing to fix.
     const probe = { name: 'check kernel', do: () => this.probeKernel() };
-    await runSteps([parent, probe, ...rest], (step, e) =>
-      this.log.error({ err: e, network: spec.id, step }, `${this.name} rollback step failed`),
-    );
+    await runSteps([parent, probe, ...rest], this.undoFailed(spec.id));
     this.claim(st);
     this.log.debug(
       { network: spec.id, parent: st.config.parent, made: st.made },
@@ -229,7 +233,13 @@ export abstract class LanLinkDriver implements Driver {
       if (c.subnetV6) staticRoutes.push({ destination: '::/0', routeType: 1 });
       return { staticRoutes, disableGatewayService: true };
     }
-    return { gateway: plain(c.gatewayV4), gatewayIPv6: plain(c.gatewayV6), staticRoutes: [] };
+    // The LAN's gateway or none: the engine is never to add its docker_gwbridge for these.
+    return {
+      gateway: plain(c.gatewayV4),
+      gatewayIPv6: plain(c.gatewayV6),
+      staticRoutes: [],
+      disableGatewayService: true,
+    };
   }
 
   async join(networkId: string, endpointId: string, sb: SandboxRef): Promise<JoinInfo> {
@@ -260,9 +270,7 @@ export abstract class LanLinkDriver implements Driver {
         ep.addressIPv6 ? handle.addrAdd(index, ep.addressIPv6, { nodad: true }) : undefined,
       ]);
     } catch (e) {
-      await ignoreNotFound(handle.linkDel(sb.ifname)).catch((de) =>
-        this.log.warn({ err: de, endpoint: endpointId }, 'removing a half-joined link failed'),
-      );
+      await bestEffort(this.log, 'endpoint join rollback', sb.ifname, () => handle.linkDel(sb.ifname));
       ep.joined = undefined;
       throw e;
     }
@@ -297,14 +305,22 @@ export abstract class LanLinkDriver implements Driver {
     if (!(e instanceof CnmdError)) return e;
     const c = st.config;
     if (e.code === 'NOT_FOUND') {
-      const byIndex = await linkOrNone(this.host, st.parentIndex).catch(() => undefined);
+      // A look-up that fails here must not hide the kernel's refusal: logged, and taken as absent.
+      const look = async (ref: string | number) => {
+        let link: Link | undefined;
+        await bestEffort(this.log, 'endpoint join diagnosis', c.parent, async () => {
+          link = await linkOrNone(this.host, ref);
+        });
+        return link;
+      };
+      const byIndex = await look(st.parentIndex);
       if (byIndex && byIndex.name !== c.parent)
         return new CnmdError(
           'CONFLICT',
           `${op}: parent ${c.parent} of network ${c.networkId.slice(0, 12)} was renamed to ${byIndex.name}: rename it back (ip link set ${byIndex.name} name ${c.parent})`,
           { op, object: c.parent, cause: e },
         );
-      const byName = await linkOrNone(this.host, c.parent).catch(() => undefined);
+      const byName = await look(c.parent);
       if (byName) {
         // Removed and made again under the same name: follow it.
         st.parentIndex = byName.index;
@@ -383,12 +399,12 @@ export abstract class LanLinkDriver implements Driver {
         st.parentIndex = link.index;
         st.parentMtu = link.mtu;
         if (c.hostAccess && !(await linkOrNone(this.host, shimName(c.networkId))))
-          await runSteps(lanSetupSteps(this.host, st, this.parents).slice(2)).catch((e) =>
-            this.log.error({ err: e, network: spec.id }, 'host-access shim could not be made again'),
+          await runSteps(lanSetupSteps(this.host, st, this.parents).slice(2), this.undoFailed(spec.id)).catch(
+            (e) => this.log.error({ err: e, network: spec.id }, 'host-access shim could not be made again'),
           );
       } else if (c.isolated || c.vlan) {
         this.log.warn({ network: spec.id, parent: c.parent }, `${this.name} parent missing: making it again`);
-        await runSteps(lanSetupSteps(this.host, st, this.parents)).catch((e) =>
+        await runSteps(lanSetupSteps(this.host, st, this.parents), this.undoFailed(spec.id)).catch((e) =>
           this.log.error({ err: e, network: spec.id }, `${this.name} parent could not be made again`),
         );
       } else {

@@ -82,14 +82,27 @@ test('ipvlan: l2, l3 and l3s with each flag, read back with ip -d link, siblings
 test('802.1Q parents: made when missing, isolated from each other, removed only with the last network and only if cnmd made them', async (t) => {
   const l = await lab(t);
   const d = await startDaemon(t, l, { readyMs: 120_000 });
-  const ext = await lan(l, d, 'lan0');
+  // A switch (a plain bridge: tagged frames pass as they are) joins lan0 and one station per VLAN,
+  // each in a netns of its own, so each answers on its VLAN only.
+  const sw = await l.ns('switch');
+  sw.run('ip', ['link', 'add', 'br0', 'type', 'bridge']);
+  sw.run('ip', ['link', 'set', 'br0', 'up']);
+  d.host.run('ip', ['link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'p0']);
+  d.host.run('ip', ['link', 'set', 'p0', 'netns', sw.path]);
+  d.host.run('ip', ['link', 'set', 'lan0', 'up']);
+  sw.run('ip', ['link', 'set', 'p0', 'master', 'br0', 'up']);
   for (const [id, ip] of [
     [10, '192.168.80.200/24'],
     [20, '192.168.80.201/24'],
   ] as const) {
-    ext.run('ip', ['link', 'add', `uplink.${id}`, 'link', 'uplink', 'type', 'vlan', 'id', String(id)]);
-    ext.run('ip', ['link', 'set', `uplink.${id}`, 'up']);
-    ext.run('ip', ['addr', 'add', ip, 'dev', `uplink.${id}`]);
+    const st = await l.ns(`station${id}`);
+    sw.run('ip', ['link', 'add', `p${id}`, 'type', 'veth', 'peer', 'name', 'e0']);
+    sw.run('ip', ['link', 'set', 'e0', 'netns', st.path]);
+    sw.run('ip', ['link', 'set', `p${id}`, 'master', 'br0', 'up']);
+    st.run('ip', ['link', 'set', 'e0', 'up']);
+    st.run('ip', ['link', 'add', `e0.${id}`, 'link', 'e0', 'type', 'vlan', 'id', String(id)]);
+    st.run('ip', ['link', 'set', `e0.${id}`, 'up']);
+    st.run('ip', ['addr', 'add', ip, 'dev', `e0.${id}`]);
   }
   const net = (name: string, parent: string, driver = 'macvlan') =>
     ok(d, 'POST', '/networks/create', {
