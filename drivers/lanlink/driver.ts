@@ -31,6 +31,7 @@ import {
   linkOrNone,
   removeLink,
   shimName,
+  TEMP_PREFIX,
   vlanAlias,
 } from './setup';
 
@@ -429,6 +430,18 @@ export abstract class LanLinkDriver implements Driver {
   }
 
   /**
+   * A link killed before its mark: still under its temporary name (a parent,
+   * sub-interface or shim being made), or an engine endpoint's child of this
+   * kind under cnmd's name for it, unaliased, of no known endpoint.
+   */
+  private unmarkedLeak(l: Link): boolean {
+    if (l.name.startsWith(TEMP_PREFIX)) return true;
+    if (l.alias !== undefined || l.kind !== this.name) return false;
+    const m = /^cnmd([0-9a-f]{11})$/.exec(l.name);
+    return !!m && ![...this.endpoints.keys()].some((id) => id.startsWith(m[1]));
+  }
+
+  /**
    * Links in the host netns marked as cnmd's macvlan/ipvlan objects that
    * nothing claims: isolated parents and shims of unknown networks and
    * sub-interfaces no network uses (the parent table is shared, so either
@@ -437,6 +450,11 @@ export abstract class LanLinkDriver implements Driver {
   async sweepLeaks(): Promise<string[]> {
     const removed: string[] = [];
     for (const l of await this.host.linkList()) {
+      if (this.unmarkedLeak(l)) {
+        await removeLink(this.host, l.name);
+        removed.push(l.name);
+        continue;
+      }
       if (!l.alias?.startsWith(LAN_ALIAS)) continue;
       const [what, netId, epId] = l.alias.slice(LAN_ALIAS.length).split(':');
       const leaked =

@@ -1,8 +1,8 @@
 // A macvlan/ipvlan network's setup as small named steps with undo: the
 // parent (an existing link checked, an 802.1Q sub-interface or the network's
 // own isolated link made), the MTU against it, and the host-access shim.
-import { CnmdError, ignoreNotFound } from '../../src/errors';
-import type { Handle } from '../../src/netlink/handle';
+import { CnmdError, bestEffort, ignoreNotFound } from '../../src/errors';
+import type { Handle, LinkAddSpec } from '../../src/netlink/handle';
 import type { Link } from '../../src/netlink/rtnl/link';
 import type { Step } from '../../src/steps';
 import type { LanConfig } from './config';
@@ -21,6 +21,46 @@ export const isolatedAlias = (networkId: string) => `${LAN_ALIAS}iso:${networkId
 export const shimAlias = (networkId: string) => `${LAN_ALIAS}shim:${networkId}`;
 export const lanEndpointAlias = (networkId: string, endpointId: string) =>
   `${LAN_ALIAS}ep:${networkId}:${endpointId}`;
+
+/**
+ * The name a link cnmd makes in the host netns has until it carries its mark
+ * (the kernel takes IFLA_IFALIAS only on an existing link: a second message).
+ * A link still so named at start is a creation killed before its mark, and is
+ * swept; one with its final name always has its mark.
+ */
+export const TEMP_PREFIX = 'cnt-';
+export const tempName = (networkId: string) => `${TEMP_PREFIX}${networkId.slice(0, 11)}`;
+
+/**
+ * Makes a link under its temporary name, marks it, then gives it its final
+ * name (and brings it up) in one request. A failure removes it.
+ */
+export async function addMarked(
+  host: Handle,
+  networkId: string,
+  spec: LinkAddSpec & { alias: string },
+): Promise<Link> {
+  const { name, alias, up, ...rest } = spec;
+  const tmp = tempName(networkId);
+  const make = () => host.linkAdd({ ...rest, name: tmp } as LinkAddSpec);
+  let link: Link;
+  try {
+    link = (await make())!;
+  } catch (e) {
+    // A leftover of a creation killed before its mark (restore runs before the sweep): replaced.
+    if (!(e instanceof CnmdError && e.code === 'ALREADY_EXISTS')) throw e;
+    await removeLink(host, tmp);
+    link = (await make())!;
+  }
+  try {
+    await host.linkSet(link.index, { alias });
+    await host.linkSet(link.index, { name, up: up || undefined });
+  } catch (e) {
+    await bestEffort(undefined, 'link add rollback', tmp, () => host.linkDel(link.index));
+    throw e;
+  }
+  return { ...link, name, alias, up: !!up || link.up };
+}
 
 /** The shim's name: 15 characters at most. */
 export const shimName = (networkId: string) => `cnh-${networkId.slice(0, 11)}`;
@@ -86,25 +126,20 @@ async function checkParent(op: string, host: Handle, c: LanConfig, link: Link): 
 async function makeIsolated(host: Handle, st: LanState): Promise<Link> {
   const c = st.config;
   st.made.isolated = true;
+  const alias = isolatedAlias(c.networkId);
   try {
-    return (await host.linkAdd({
-      kind: 'dummy',
-      name: c.parent,
-      up: true,
-      alias: isolatedAlias(c.networkId),
-    }))!;
+    return await addMarked(host, c.networkId, { kind: 'dummy', name: c.parent, up: true, alias });
   } catch (e) {
     if (!(e instanceof CnmdError && e.code === 'KERNEL_FEATURE_MISSING')) throw e;
   }
   // Without CONFIG_DUMMY: a veth pair whose peer leads nowhere has a carrier like a dummy and no LAN.
-  const link = (await host.linkAdd({
+  return addMarked(host, c.networkId, {
     kind: 'veth',
     name: c.parent,
-    alias: isolatedAlias(c.networkId),
+    up: true,
+    alias,
     peer: { name: isolatedPeerName(c.networkId), up: true },
-  }))!;
-  await host.linkSet(link.index, { up: true });
-  return { ...link, up: true };
+  });
 }
 
 /** The 802.1Q sub-interface `<lower>.<id>`, made on its lower link and marked as cnmd's. */
@@ -119,14 +154,23 @@ async function makeVlan(op: string, host: Handle, st: LanState): Promise<Link> {
       { op, object: c.parent },
     );
   st.made.vlan = true;
-  return (await host.linkAdd({
-    kind: 'vlan',
-    name: c.parent,
-    parent: lower.index,
-    id: v.id,
-    up: true,
-    alias: vlanAlias,
-  }))!;
+  try {
+    return await addMarked(host, c.networkId, {
+      kind: 'vlan',
+      name: c.parent,
+      parent: lower.index,
+      id: v.id,
+      up: true,
+      alias: vlanAlias,
+    });
+  } catch (e) {
+    // Another network's creation made it meanwhile (the kernel allows one link per VLAN id): use theirs.
+    if (!(e instanceof CnmdError && e.code === 'ALREADY_EXISTS')) throw e;
+    const theirs = await linkOrNone(host, c.parent);
+    if (!theirs) throw e;
+    st.made.vlan = false;
+    return theirs;
+  }
 }
 
 export function parentStep(host: Handle, st: LanState, parents: ParentTable): Step {
@@ -207,7 +251,9 @@ export function shimStep(host: Handle, st: LanState): Step {
     async do() {
       if (!c.hostAccess) return;
       st.made.shim = true;
-      const link = (await host.linkAdd(
+      const link = await addMarked(
+        host,
+        c.networkId,
         c.kind === 'macvlan'
           ? {
               kind: 'macvlan',
@@ -226,7 +272,7 @@ export function shimStep(host: Handle, st: LanState): Step {
               mtu: c.mtu,
               alias: shimAlias(c.networkId),
             },
-      ))!;
+      );
       const addrs = [c.hostAccess.v4, c.hostAccess.v6].filter((a): a is string => !!a);
       await Promise.all(
         addrs.map((a) =>

@@ -183,7 +183,7 @@ export class Recovery {
   }
 
   /**
-   * Interfaces in a sandbox that none of its endpoints names: an attach killed
+   * Endpoint interfaces in a sandbox that none of its endpoints names: an attach killed
    * after the driver made the interface and before the endpoint was recorded
    * as ready (its record is gone by now). A veth goes with its host side; a
    * macvlan/ipvlan child has none and would stay, holding the name.
@@ -192,7 +192,8 @@ export class Recovery {
     const { store, log } = this.d;
     const names = new Set(sb.endpoints.map((id) => store.get<EndpointRecord>(KIND.endpoint, id)?.ifname));
     for (const l of await h.linkList()) {
-      if (l.name === 'lo' || names.has(l.name)) continue;
+      // Only the names the controller gives endpoints (eth<N>): drivers add interfaces of their own (overlay's gwbridge).
+      if (!/^eth\d+$/.test(l.name) || names.has(l.name)) continue;
       log.warn({ sandbox: sb.id, ifname: l.name }, 'removing an interface no endpoint of the sandbox names');
       await ignoreNotFound(h.linkDel(l.index));
     }

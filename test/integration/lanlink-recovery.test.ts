@@ -34,6 +34,8 @@ async function consistent(d: RunningDaemon) {
     want,
     'one isolated parent per parentless network, one shim per host-access network',
   );
+  const temp = d.host.ipj('link', 'show').filter((x: any) => x.ifname.startsWith('cnt-'));
+  assert.deepEqual(temp, [], 'no link left under its temporary name');
   // Host-side children of lan0: the shims only (endpoints' children live in their sandboxes).
   const children = d.host
     .ipj('-d', 'link', 'show', 'type', 'macvlan')
