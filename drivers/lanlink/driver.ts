@@ -354,11 +354,12 @@ export abstract class LanLinkDriver implements Driver {
     const ep = this.endpoints.get(endpointId);
     const j = ep?.joined;
     if (!ep || !j) return;
+    const del = async (h: Handle) => void (await ignoreNotFound(h.linkDel(j.ifname)));
+    // The engine may move its link back to the host netns after it leaves: deleteEndpoint looks again.
+    if (j.inHost) return del(this.host);
     ep.joined = undefined;
     // A destroyed sandbox's netns took the link with it.
-    if (opts.sandboxDestroyed && !j.inHost) return;
-    const del = async (h: Handle) => void (await ignoreNotFound(h.linkDel(j.ifname)));
-    if (j.inHost) return del(this.host);
+    if (opts.sandboxDestroyed) return;
     if (j.handle && !j.handle.closed) return del(j.handle);
     // A sandbox whose netns is gone took the link with it.
     await ignoreNotFound(Handle.inNetns(j.key, del));

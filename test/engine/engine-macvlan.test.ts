@@ -6,7 +6,7 @@
 // through cnmd-ipvlan; this kernel lacks IPVLAN, the kernel lane covers it.)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { eventually, lab } from '../lib/fixture';
+import { eventually, lab, runIn } from '../lib/fixture';
 import { startDaemon } from '../lib/daemon';
 import { startEngine } from '../lib/engine';
 import { ping, serve } from '../lib/probe';
@@ -50,8 +50,10 @@ test(
     const ip1 = await e.ip('c1', 'lan');
     const ip2 = await e.ip('c2', 'lan');
     // The container's interface is a macvlan child of lan0, alone (no docker_gwbridge).
-    const link = (await e.exec('c1', ['ip', '-d', 'link', 'show', 'eth0'])).stdout;
-    assert.match(link, /macvlan mode bridge/);
+    const pid = await e.containerPid('c1');
+    const [link] = JSON.parse(runIn(`/proc/${pid}/ns/net`, 'ip', ['-j', '-d', 'link', 'show', 'eth0']));
+    assert.equal(link.linkinfo.info_kind, 'macvlan');
+    assert.equal(link.linkinfo.info_data.mode, 'bridge');
     assert.doesNotMatch((await e.exec('c1', ['ip', '-o', 'link', 'show'])).stdout, /eth1/);
     assert.match((await e.exec('c1', ['ip', 'route'])).stdout, /default via 192\.168\.77\.200 dev eth0/);
     await e.exec('c1', ['ping', '-c1', '-W2', ip2]);
