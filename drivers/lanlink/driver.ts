@@ -19,7 +19,8 @@ import type {
   SandboxRef,
   StaticRoute,
 } from '../driver';
-import { parseBool, randomMac } from '../bridge/options';
+import { parseBool } from '../bridge/options';
+import { randomMac } from '../../src/net/addr';
 import { LAN_OPT, LanConfig, LanKind, LanMode, parseLanConfig } from './config';
 import { ParentTable } from './parents';
 import {
