@@ -23,6 +23,11 @@ export const XFRMA_TMPL = 5;
 export const XFRMA_ALG_AEAD = 18;
 export const XFRMA_ALG_AUTH_TRUNC = 20;
 export const XFRMA_MARK = 21;
+export const XFRMA_REPLAY_ESN_VAL = 23;
+/** xfrm_usersa_info.flags: extended (64-bit) sequence numbers. */
+export const XFRM_STATE_ESN = 128;
+/** The largest ESN replay window: a bitmap of at most 128 32-bit words. */
+export const ESN_WINDOW_MAX = 4096;
 
 export const IPPROTO_ESP = 50;
 export const IPPROTO_AH = 51;
@@ -74,6 +79,11 @@ export interface XfrmStateSpec {
   mode?: XfrmMode;
   reqid?: number;
   replayWindow?: number;
+  /**
+   * Extended (64-bit) sequence numbers with this replay window (1..4096): a
+   * busy SA never hits the 2^32 wrap. Then replayWindow is ignored.
+   */
+  esnWindow?: number;
   aead?: XfrmAead;
   auth?: XfrmAuth;
   crypt?: XfrmAlgo;
@@ -102,6 +112,8 @@ export interface XfrmState {
   auth?: { name: string; keyBits: number; truncBits?: number };
   crypt?: { name: string; keyBits: number };
   mark?: XfrmMark;
+  /** With ESN: the window and the 64-bit output/input sequence numbers. */
+  esn?: { window: number; oseq: bigint; seq: bigint };
   stats: { bytes: bigint; packets: bigint; replay: number; integrityFailed: number };
   /** Output sequence counter (replay state), when reported. */
   selector: { src: string; dst: string; proto: number; sport: number; dport: number };
@@ -270,7 +282,12 @@ export function encodeStateAdd(spec: XfrmStateSpec): Buffer {
   info.writeUInt32LE(spec.reqid ?? 0, 208);
   info.writeUInt16LE(src.family === 4 ? AF_INET : AF_INET6, 212);
   info.writeUInt8(mode, 214);
-  info.writeUInt8(spec.replayWindow ?? 32, 215);
+  const esn = spec.esnWindow;
+  if (esn !== undefined && !(Number.isInteger(esn) && esn >= 1 && esn <= ESN_WINDOW_MAX))
+    throw invalidArgument(op, String(esn), `ESN replay window ${esn} is not in 1..${ESN_WINDOW_MAX}`);
+  // With ESN the window is in the ESN attribute; the kernel refuses a legacy window beside it.
+  info.writeUInt8(esn === undefined ? (spec.replayWindow ?? 32) : 0, 215);
+  if (esn !== undefined) info.writeUInt8(XFRM_STATE_ESN, 216);
   const w = new AttrWriter(512);
   w.raw(info);
   // xfrm_algo_aead / xfrm_algo_auth: name[64], key bits, one more u32 (ICV / truncation bits), key.
@@ -288,6 +305,15 @@ export function encodeStateAdd(spec: XfrmStateSpec): Buffer {
   if (spec.aead) w.bytes(XFRMA_ALG_AEAD, algo(spec.aead, spec.aead.icvBits));
   if (spec.auth) w.bytes(XFRMA_ALG_AUTH_TRUNC, algo(spec.auth, spec.auth.truncBits ?? 96));
   if (spec.crypt) w.bytes(XFRMA_ALG_CRYPT, algo(spec.crypt));
+  // After the algorithms, as iproute2 sends it.
+  if (esn !== undefined) {
+    // xfrm_replay_state_esn: bmp_len, oseq, seq, oseq_hi, seq_hi, replay_window; the bitmap (zero)
+    // is left out, as iproute2 does: the kernel allocates it from bmp_len.
+    const r = Buffer.alloc(24);
+    r.writeUInt32LE(Math.ceil(esn / 32), 0);
+    r.writeUInt32LE(esn, 20);
+    w.bytes(XFRMA_REPLAY_ESN_VAL, r);
+  }
   writeMark(w, spec.mark);
   return w.toBuffer();
 }
@@ -363,6 +389,11 @@ export function decodeState(payload: Buffer): XfrmState {
   if (crypt) s.crypt = { name: crypt.name, keyBits: crypt.keyBits };
   const mark = readMark(a);
   if (mark) s.mark = mark;
+  const r = a.get(XFRMA_REPLAY_ESN_VAL);
+  if (r && r.length >= 24) {
+    const hiLo = (hi: number, lo: number) => (BigInt(r.readUInt32LE(hi)) << 32n) | BigInt(r.readUInt32LE(lo));
+    s.esn = { window: r.readUInt32LE(20), oseq: hiLo(12, 4), seq: hiLo(16, 8) };
+  }
   return s;
 }
 

@@ -716,3 +716,47 @@ test('decodePolicy of the captured iproute2 requests', () => {
   assert.equal(q.priority, 100);
   assert.deepEqual(q.mark, { value: 0x20, mask: 0xffffffff });
 });
+
+// `ip xfrm state add src 192.0.2.1 dst 192.0.2.2 proto esp spi 0x1001 reqid 13681891 mode transport
+//  replay-window 128 flag esn aead 'rfc4106(gcm(aes))' 0x11*36 128 sel src 192.0.2.1/32 dst 192.0.2.2/32
+//  proto udp dport 4789` (iproute2 6.1, strace): the payload after the 16-byte header.
+const IP2_STATE_ESN =
+  'c0000202000000000000000000000000c000020100000000000000000000000012b5ffff000000000200202011000000' +
+  '0000000000000000c00002020000000000000000000000000000100132000000c0000201000000000000000000000000' +
+  'ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff00000000000000000000000000000000' +
+  '000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000' +
+  '00000000000000000000000000000000e3c4d00002000000800000000000000070001200726663343130362867636d28' +
+  '616573292900000000000000000000000000000000000000000000000000000000000000000000000000000000000000' +
+  '000000002001000080000000111111111111111111111111111111111111111111111111111111111111111111111111' +
+  '1c001700040000000000000000000000000000000000000080000000';
+
+test('state add with ESN (replay window 128): byte-identical to `ip xfrm state add ... replay-window 128 flag esn`', () => {
+  const payload = encodeStateAdd({
+    src: '192.0.2.1',
+    dst: '192.0.2.2',
+    proto: 'esp',
+    spi: 0x1001,
+    reqid: 0xd0c4e3,
+    mode: 'transport',
+    esnWindow: 128,
+    aead: { name: 'rfc4106(gcm(aes))', key: Buffer.alloc(36, 0x11), icvBits: 128 },
+    selector: { src: '192.0.2.1/32', dst: '192.0.2.2/32', proto: 'udp', dport: 4789 },
+  });
+  assert.equal(payload.toString('hex'), IP2_STATE_ESN);
+  // xfrm_usersa_info: legacy window 0, flags XFRM_STATE_ESN; then ALG_AEAD, then REPLAY_ESN_VAL (bmp_len 4, window 128).
+  assert.equal(payload.readUInt8(215), 0);
+  assert.equal(payload.readUInt8(216), 128);
+  assert.equal(payload.subarray(336).toString('hex'), '1c00170004000000' + '00'.repeat(16) + '80000000');
+  assert.deepEqual(decodeState(payload).esn, { window: 128, oseq: 0n, seq: 0n });
+  assert.throws(
+    () =>
+      encodeStateAdd({
+        src: '192.0.2.1',
+        dst: '192.0.2.2',
+        spi: 1,
+        esnWindow: 4097,
+        aead: { name: 'x', key: '00', icvBits: 64 },
+      }),
+    /ESN replay window 4097 is not in 1\.\.4096/,
+  );
+});
