@@ -148,12 +148,16 @@ test('concurrent attaches on every host give distinct addresses; concurrent crea
     ),
   );
   for (const r of creates) assert.equal(r.status, 201, JSON.stringify(r.body));
+  // Read on h1, where the other hosts' networks arrive by the watch.
   const vnis = await Promise.all(
-    creates.map(
-      async (r) => (await c.daemons[0].request('GET', `/networks/${r.body.Id}`)).body?.Options?.[VXLANID],
+    creates.map((r) =>
+      eventually(async () => {
+        const v = (await c.daemons[0].request('GET', `/networks/${r.body.Id}`)).body?.Options?.[VXLANID];
+        assert.ok(v, `network ${r.body.Id} is on h1`);
+        return v;
+      }),
     ),
   );
-  for (const v of vnis) assert.ok(v, 'every network is on h1');
   assert.equal(new Set(vnis).size, 6, `VNIs ${vnis}`);
 });
 
@@ -205,7 +209,8 @@ test('etcd stopped: traffic flows, an attach works from the host’s block and i
   assert.equal(refused.status, 503);
   assert.match(refused.body.message, /cluster store etcd:\/\/192\.0\.2\.101:2379 is unreachable/);
   await c.etcd[0].start();
-  await eventually(() => assert.equal(fdb(c.daemons[1], net.id, net.vni).get(late.mac), hostAddr(1)), 15_000);
+  // etcd's restart, the watches' and the lease's return, the queued publication, the next reconcile.
+  await eventually(() => assert.equal(fdb(c.daemons[1], net.id, net.vni).get(late.mac), hostAddr(1)), 30_000);
   assert.ok(ping(sbs[1].key, late.ip));
   assert.equal(dig(sbs[2], 'down-late'), late.ip);
 });
