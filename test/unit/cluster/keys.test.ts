@@ -16,7 +16,7 @@ import {
   pairKey,
   readClusterSecret,
   sealRingKey,
-} from '../../src/cluster/keys';
+} from '../../../src/cluster/keys';
 import {
   advance,
   beginRotation,
@@ -25,8 +25,8 @@ import {
   RingState,
   validRing,
   wanted,
-} from '../../src/cluster/key-ring';
-import { CnmdError } from '../../src/errors';
+} from '../../../src/cluster/key-ring';
+import { CnmdError } from '../../../src/errors';
 
 const secretA = clusterSecret(Buffer.alloc(64, 1));
 const secretB = clusterSecret(Buffer.alloc(64, 2));
