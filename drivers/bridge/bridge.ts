@@ -27,23 +27,19 @@ import { ALIAS_PREFIX, BridgeState, bridgeSetupSteps, endpointAlias, networkAlia
 import { stripPrefix } from '../../src/net/addr';
 
 /**
- * Queues per veth end, each way. A veth uses one each way unless raised with
- * `ethtool -L` (for XDP), but the kernel allocates one per possible CPU,
- * each with its XDP queue info, at every creation: ~0.1 ms of each attach on 2
- * CPUs, more on a large host. cnmd's veths have no XDP; `ethtool -l` shows 1.
+ * Queues per veth end, each way: the kernel would otherwise allocate one per
+ * possible CPU at every creation, which cnmd's veths (no XDP) never use
+ * (docs/design-notes.md, "Veth queues").
  */
 export const VETH_QUEUES = 1;
 
 /**
- * A bridge port's own IP configuration is never used (the bridge takes every
- * frame it receives; the host's addresses are on the bridge), but an IPv6
- * link-local on it still costs its up (an address, routes, multicast groups) and
- * then DAD, MLD reports and router solicitations that the bridge floods to every
- * sandbox (five interleaved runs of 200 attaches: the machine's CPU per attach,
- * kworkers included, 0.05-1.2 ms lower without it, 0.65 the median). So host-side
- * veths make none, as NetworkManager does for bridge ports. Sent in a request of
- * its own before the one bringing the link up: the kernel applies IFLA_AF_SPEC
- * after the flags of the same request, once the address exists.
+ * Host-side veths make no IPv6 link-local (as NetworkManager does for bridge
+ * ports): a bridge port's own IP configuration is never used, and the address
+ * would cost its up and then DAD, MLD and solicitations flooded to every sandbox
+ * (docs/design-notes.md, "Bridge ports without link-local"). Sent in a request
+ * of its own before the one bringing the link up: the kernel applies
+ * IFLA_AF_SPEC after the flags of the same request, once the address exists.
  */
 const HOST_SIDE_NO_LINK_LOCAL = { addrGenMode: 'none' } as const;
 
@@ -309,7 +305,7 @@ export class BridgeDriver implements Driver {
     const ep = this.endpoints.get(endpointId);
     const name = ep?.hostVeth ?? hostVethName(endpointId);
     // A dead sandbox's veth goes in the background, apart from the requests
-    // that follow (the next attach's veth must not wait ~20 ms behind it); a
+    // that follow (the next attach's veth must not wait behind its RCU grace period); a
     // daemon killed before it completes sweeps the veth at start (its alias).
     const removal = ignoreNotFound(this.host.linkDel(name, { onOwnSocket: !!opts.sandboxDestroyed })).then(
       () => undefined,

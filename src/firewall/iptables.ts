@@ -1,41 +1,7 @@
 // The iptables backend: applies a RuleBatch with ONE `iptables-restore --noflush --wait`
-// process per address family (ip6tables-restore for IPv6), never one process per rule.
-//
-// What iptables-restore --noflush does (iptables v1.8.9, nf_tables; checked by
-// test/integration/firewall.test.ts and by hand):
-//  - Each `*table ... COMMIT` block is committed on its own, atomically: a failing line
-//    aborts its table (none of that table's lines take effect) and every table after
-//    it, but tables whose COMMIT came before the failing line STAY COMMITTED. There is
-//    no transaction across tables, nor across the IPv4 and IPv6 processes.
-//  - A parse error (bad option, bad address, unknown match) exits 2 with
-//    "Error occurred at line: N"; a kernel refusal (e.g. MASQUERADE in filter, EINVAL;
-//    deleting a chain in use, EBUSY) exits 4 with "line N: RULE_APPEND failed (...)",
-//    reported at COMMIT time but naming the rule's own line; a missing rule for -D or
-//    a too-big -I index exits 1 with "line N failed: ...".
-//  - iptables-legacy-restore behaves the same way (per-table commit, earlier tables stay,
-//    `:CHAIN` flushes) but reports a kernel refusal as "line N failed" with N the COMMIT line.
-//  - `--test` only parses: it exits 0 for rules the kernel refuses, for -D of absent
-//    rules, and for jumps to missing chains, so it cannot validate a batch.
-//  - A `:CHAIN - [0:0]` declaration of an EXISTING user chain flushes it, even with
-//    --noflush (declaring a built-in chain does not flush it). Declarations are
-//    accepted anywhere in the block and act in order, like `-N`.
-//
-// So a batch is made all-or-nothing like this:
-//  1. Every operation is decided against the cached state of its table (read once
-//     with iptables-save and kept up to date after each successful apply): "ensure"
-//     operations that are already satisfied emit nothing, chains are declared only if
-//     they do not exist, deletions of absent rules/chains, references to missing
-//     chains, bad positions and bad rule text are refused before any process runs.
-//     A batch with nothing left to do runs no process at all.
-//  2. The rest goes, per family, into one restore input (all tables, one COMMIT each).
-//  3. If iptables-restore fails, the tables' actual state is read back and every chain
-//     the batch touched is put back to its state before the batch (one more restore,
-//     --noflush, only those chains: flush+refill, chains created by the batch removed,
-//     chains it deleted recreated). That also undoes an IPv4 commit when IPv6 fails.
-//     The cache is then dropped. The error is a CnmdError naming the offending rule.
-// Caveat: the cache assumes cnmd is the only writer of the chains it touches; other
-// writers' rules in those chains are seen at the next read (after invalidate(), a
-// failure, save() or chainRules()).
+// process per address family (ip6tables-restore for IPv6), never one process per rule,
+// and makes the batch all-or-nothing. How iptables-restore behaves, how a batch is made
+// all-or-nothing and what the table cache assumes: src/firewall/README.md.
 import { defaultExec, SpareProcesses, type Exec, type ExecResult } from './exec';
 import { CnmdError, type ErrorCode, settled } from '../errors';
 import type { Logger } from '../log';

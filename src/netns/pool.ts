@@ -1,22 +1,10 @@
-// Network namespaces made ahead of time. Creating a netns costs the kernel
-// ~1-2 ms (unshare, sysctl tables, loopback); a sandbox takes a ready one and
-// gives it its own path. Pooled namespaces live under <exec-root>/pool/netns;
-// a restart removes leftovers.
-//
-// The pool refills only when the daemon is idle. Making a netns, or unmounting
-// the pool path of one handed out (an RCU grace period, expedited: every CPU
-// is interrupted), while sandboxes are being attached slows each attach by
-// ~0.75 ms here (measured: a refill after every take vs none during the
-// burst). So take() only bind-mounts, and the pool sweeps and refills once no
-// sandbox has been taken for IDLE_MS: a burst of up to `size` attaches runs
-// from the pool, and the pool is full again shortly after. In a burst that
-// runs it dry, one netns is made after each attach for the next (cheaper than
-// making it on the next one's path). A pool path left mounted by a crash is
-// removed at the next start, like any pool leftover.
-//
-// A pooled netns can also come with sockets opened in it (PooledSockets: the
-// embedded DNS's, bound and listening): opening a socket in another netns
-// takes a thread and a setns (~0.7 ms), which creation pays anyway.
+// Network namespaces made ahead of time: a sandbox takes a ready one and gives
+// it its own path. Pooled namespaces live under <exec-root>/pool/netns; a
+// restart removes leftovers. The pool refills only when the daemon is idle
+// (IDLE_MS after the last take), since making or unmounting a netns slows the
+// attaches under way; one run dry makes one netns after each attach. A pooled
+// netns can come with sockets opened in it (PooledSockets), which its creation
+// pays for anyway. Costs measured: docs/design-notes.md ("The netns pool").
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { SocketSpec } from '../../native';
