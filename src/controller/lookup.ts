@@ -107,13 +107,8 @@ export class Lookup {
     if (byId) return byId;
     const byName = all.filter((n) => n.name === ref);
     if (byName.length === 1) return byName[0];
-    const byPrefix = ref.length > 0 ? all.filter((n) => n.id.startsWith(ref)) : [];
-    if (byPrefix.length === 1) return byPrefix[0];
-    if (byPrefix.length > 1)
-      throw new CnmdError('CONFLICT', `network ${ref} is ambiguous (${byPrefix.length} matches)`, {
-        op,
-        object: ref,
-      });
+    const byPrefix = uniqueIdPrefix('network', ref, all, op);
+    if (byPrefix) return byPrefix;
     throw new CnmdError('NOT_FOUND', `network ${ref} not found`, { op, object: ref });
   }
 
@@ -130,14 +125,8 @@ export class Lookup {
       this.store.get<SandboxRecord>(KIND.sandbox, ref) ??
       this.store.get<SandboxRecord>(KIND.sandbox, this.namesInUse().get(ref) ?? '');
     if (direct && direct.state !== 'creating') return direct;
-    const all = this.sandboxes();
-    const byPrefix = ref.length > 0 ? all.filter((s) => s.id.startsWith(ref)) : [];
-    if (byPrefix.length === 1) return byPrefix[0];
-    if (byPrefix.length > 1)
-      throw new CnmdError('CONFLICT', `sandbox ${ref} is ambiguous (${byPrefix.length} matches)`, {
-        op,
-        object: ref,
-      });
+    const byPrefix = uniqueIdPrefix('sandbox', ref, this.sandboxes(), op);
+    if (byPrefix) return byPrefix;
     throw new CnmdError('NOT_FOUND', `No such sandbox: ${ref}`, { op, object: ref });
   }
 
@@ -195,4 +184,20 @@ export class Lookup {
       );
     return i;
   }
+}
+
+/** The one record whose id starts with ref; undefined when none does, CONFLICT when several do. */
+function uniqueIdPrefix<T extends { id: string }>(
+  what: string,
+  ref: string,
+  all: T[],
+  op: string,
+): T | undefined {
+  const matches = ref.length > 0 ? all.filter((r) => r.id.startsWith(ref)) : [];
+  if (matches.length > 1)
+    throw new CnmdError('CONFLICT', `${what} ${ref} is ambiguous (${matches.length} matches)`, {
+      op,
+      object: ref,
+    });
+  return matches[0];
 }

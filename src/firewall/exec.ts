@@ -17,6 +17,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import { native } from '../../native';
 import type { Logger } from '../log';
+import { settled } from '../errors';
 
 export interface ExecResult {
   code: number | null;
@@ -77,7 +78,8 @@ function start(file: string, args: string[]): Started {
     p.pipes = [p.stdin, out, err];
     spawned();
   });
-  p.ready.catch(() => undefined);
+  // Whoever awaits p.ready sees its failure; this only keeps an early one from being unhandled meanwhile.
+  void settled(p.ready);
   p.closed = running.then(async () => {
     await Promise.all([out(p, 1), out(p, 2)]);
     const [code, sig] = await native.waitPid(p.pid!);
