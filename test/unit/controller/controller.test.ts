@@ -6,12 +6,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { EMBEDDED_DNS_OPTION } from '../../../src/controller/dns-view';
 import { KIND } from '../../../src/controller/records';
 import { CnmdError } from '../../../src/errors';
 import { StepError } from '../../../src/steps';
 import { FakeDriver, controllerWith } from './fakes';
 
-const NO_DNS = { 'cnmd.network.embedded_dns': 'false' };
+const NO_DNS = { [EMBEDDED_DNS_OPTION]: 'false' };
 
 test('network create: a driver failure undoes the IPAM pool and gateway and leaves no record; the error is the driver’s, with its step', async (t) => {
   const drv = new FakeDriver('plain');
