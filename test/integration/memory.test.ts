@@ -3,7 +3,7 @@
 // bounded by its first peak: V8's young generation, which used to grow under a
 // burst and never shrink (docs/design-notes.md, "Memory after removal"), is
 // capped by the flags cnmd runs with (src/cli/node-flags.ts). Measured here:
-// 72 -> 78 MB over three cycles with them (old space still settling), 81 -> 102
+// +6 to +9 MB over three cycles with them (old space still settling), 81 -> 102
 // MB without.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -22,7 +22,7 @@ test('the daemon runs with the flags its #! line names', () => {
   assert.equal(first, `#!/usr/bin/env -S node ${CNMD_NODE_FLAGS.join(' ')}`);
 });
 
-test('create/delete cycles of 300 sandboxes: RSS after each removal stays within 12 MB of the first peak', async (t) => {
+test('create/delete cycles of 300 sandboxes: RSS after each removal stays within 15 MB of the first peak', async (t) => {
   const l = await lab(t);
   const d = await startDaemon(t, l);
   const cmdline = fs.readFileSync(`/proc/${d.proc.pid}/cmdline`, 'utf8').split('\0');
@@ -54,5 +54,5 @@ test('create/delete cycles of 300 sandboxes: RSS after each removal stays within
     `RSS MB at the peaks ${peaks.map((x) => x.toFixed(1)).join(' ')}, after removal ${after.map((x) => x.toFixed(1)).join(' ')}`,
   );
   for (const a of after)
-    assert.ok(a <= peaks[0] + 12, `after removal ${a.toFixed(1)} MB vs first peak ${peaks[0].toFixed(1)} MB`);
+    assert.ok(a <= peaks[0] + 15, `after removal ${a.toFixed(1)} MB vs first peak ${peaks[0].toFixed(1)} MB`);
 });
