@@ -50,14 +50,24 @@ export class Endpoints {
   }
 
   async connect(networkRef: string, sandboxRef: string, opts: ConnectOptions = {}): Promise<EndpointRecord> {
-    const { lookup, store } = this.d;
+    const { lookup } = this.d;
     const n = lookup.network(networkRef);
     lookup.refuseEngineNetwork(n, 'network connect', 'connect containers to it with docker network connect');
     const sb0 = lookup.sandbox(sandboxRef);
-    return this.d.locks.lock([LOCK.net(n.id), LOCK.sb(sb0.id)], async () => {
-      const sb = store.get<SandboxRecord>(KIND.sandbox, sb0.id)!;
-      return this.connectLocked(n.id, sb, opts);
-    });
+    return this.d.locks.lock([LOCK.net(n.id), LOCK.sb(sb0.id)], async () =>
+      this.connectLocked(n.id, this.relocked(sb0, 'network connect'), opts),
+    );
+  }
+
+  /** The sandbox read again under its lock: a delete that took the lock first leaves a 404, not a TypeError. */
+  private relocked(sb0: SandboxRecord, op: string): SandboxRecord {
+    const sb = this.d.store.get<SandboxRecord>(KIND.sandbox, sb0.id);
+    if (!sb || sb.state !== 'ready')
+      throw new CnmdError('NOT_FOUND', `No such container: ${sb0.name} (removed meanwhile)`, {
+        op,
+        object: sb0.name,
+      });
+    return sb;
   }
 
   /** Joins an existing sandbox to a network (the sandbox's lock is held). */
@@ -371,7 +381,7 @@ export class Endpoints {
     const n = lookup.network(networkRef);
     const sb0 = lookup.sandbox(sandboxRef);
     await this.d.locks.lock([LOCK.net(n.id), LOCK.sb(sb0.id)], async () => {
-      const sb = store.get<SandboxRecord>(KIND.sandbox, sb0.id)!;
+      const sb = this.relocked(sb0, op);
       const epId = sb.endpoints.find((id) => lookup.endpointRecord(id)?.networkId === n.id);
       if (!epId)
         throw new CnmdError('NOT_FOUND', `sandbox ${sb.name} is not connected to network ${n.name}`, {
