@@ -1,7 +1,7 @@
 // The bridge driver's options, parsed from a network's -o map with Docker's
 // keys and defaults; bad values are refused with what to fix.
 import { invalidArgument } from '../../src/errors';
-import { validateIfName } from '../../src/netlink/rtnl/link';
+import { validateUserIfName } from '../../src/netlink/rtnl/link';
 import type { NetworkSpec } from '../driver';
 import { isIPv4 } from '../../src/net/addr';
 
@@ -47,15 +47,24 @@ export function parseBool(op: string, key: string, v: string | undefined, dflt: 
   throw invalidArgument(op, key, `option ${key}: "${v}" is not a boolean (use true or false)`);
 }
 
+/** A plain decimal number (no sign, hex, exponent or whitespace), as Go's strconv.Atoi reads options; undefined otherwise. */
+export function decimal(s: string): number | undefined {
+  return /^\d{1,9}$/.test(s) ? Number(s) : undefined;
+}
+
 export function parseBridgeConfig(spec: NetworkSpec): BridgeConfig {
   const op = 'network create';
   const o = spec.options;
   const bridgeName = o[OPT.name] || (spec.isDefault ? DEFAULT_BRIDGE_DEVICE : `br-${spec.id.slice(0, 12)}`);
-  validateIfName(op, bridgeName);
+  validateUserIfName(op, `option ${OPT.name}`, bridgeName);
   const mtuText = o[OPT.mtu];
-  const mtu = mtuText === undefined || mtuText === '' ? 1500 : Number(mtuText);
-  if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535)
-    throw invalidArgument(op, OPT.mtu, `option ${OPT.mtu}: "${mtuText}" is not an MTU between 68 and 65535`);
+  const mtu = mtuText === undefined || mtuText === '' ? 1500 : decimal(mtuText);
+  if (mtu === undefined || mtu < 68 || mtu > 65535)
+    throw invalidArgument(
+      op,
+      OPT.mtu,
+      `option ${OPT.mtu}: ${JSON.stringify(mtuText)} is not an MTU: a decimal number between 68 and 65535`,
+    );
   const hostBindingIPv4 = o[OPT.hostBinding] || '0.0.0.0';
   if (!isIPv4(hostBindingIPv4))
     throw invalidArgument(

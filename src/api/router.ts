@@ -43,7 +43,11 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
 };
 
 export function statusFor(e: unknown): number {
-  return e instanceof CnmdError ? (STATUS[e.code] ?? 500) : 500;
+  if (!(e instanceof CnmdError)) return 500;
+  // A kernel refusal (it carries the errno) of something the request asked for: the kernel's
+  // ENODEV/EADDRNOTAVAIL/ENOENT say the request cannot be done as asked, not that an API object is unknown.
+  if (e.errno && e.code === 'NOT_FOUND') return 400;
+  return STATUS[e.code] ?? 500;
 }
 
 const MAX_BODY = 4 << 20;
@@ -140,7 +144,14 @@ export class Router {
       }
     } catch (e) {
       onError(e, request);
-      reply = { status: statusFor(e), body: { message: e instanceof Error ? e.message : String(e) } };
+      // A CnmdError's message is written for the client; anything else is a bug, told as such (the log has it).
+      reply =
+        e instanceof CnmdError
+          ? { status: statusFor(e), body: { message: e.message } }
+          : {
+              status: 500,
+              body: { message: `internal error in ${method} ${p} (the daemon's log has the details)` },
+            };
     }
     const status = reply.status ?? 200;
     const headers: Record<string, string> = { ...(reply.headers ?? {}) };

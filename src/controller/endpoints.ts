@@ -16,6 +16,7 @@ import { LOCK } from './locks';
 import { EndpointRecord, KIND, NetworkRecord, SandboxRecord } from './records';
 import { endpointSpec } from './specs';
 import { afterReply, newId } from './util';
+import { invalidNone } from './validate';
 
 export interface ConnectOptions {
   aliases?: string[];
@@ -150,6 +151,16 @@ export class Endpoints {
         { op, object: sb.name },
       );
     }
+    const others = sb.endpoints.map((id) => lookup.endpointRecord(id)).filter((e) => e !== undefined);
+    if (
+      others.length > 0 &&
+      (caps.noInterface ||
+        others.some((e) => {
+          const on = lookup.networkOf(e);
+          return on !== undefined && lookup.driverOf(on)?.capabilities().noInterface;
+        }))
+    )
+      throw invalidNone(op, sb.name);
     if (!!caps.usesHostNetns !== sb.hostNetns) {
       const why = sb.hostNetns
         ? 'it uses the host network'

@@ -12,7 +12,8 @@ import { LOCK } from './locks';
 import type { Core } from './core';
 import { EndpointRecord, IpamConfig, KIND, NetworkRecord, PoolAllocation } from './records';
 import { networkSpec } from './specs';
-import { NAME_RE, newId } from './util';
+import { newId } from './util';
+import { checkName, checkNetworkOptions } from './validate';
 
 export interface NetworkCreateRequest {
   name: string;
@@ -56,13 +57,8 @@ export class Networks {
   async create(req: NetworkCreateRequest): Promise<NetworkRecord> {
     const op = 'network create';
     const { store, lookup, log } = this.d;
-    if (typeof req.name !== 'string' || !NAME_RE.test(req.name)) {
-      throw invalidArgument(
-        op,
-        String(req.name),
-        `network name "${req.name}" is invalid: use letters, digits, '_', '.', '-', starting with a letter or digit`,
-      );
-    }
+    checkName(op, 'network', req.name);
+    checkNetworkOptions(op, req.options ?? {});
     const driverName = req.driver || DEFAULT_DRIVER;
     const driver = await lookup.loadDriver(driverName, op);
     const caps = driver.capabilities();

@@ -2,7 +2,7 @@
 // resolv.conf) and embedded DNS. Created in three steps with undo (endpoints
 // addressed and recorded; the netns; the wiring, beside the files and DNS),
 // deleted namespace first.
-import { CnmdError, TeardownErrors, invalidArgument } from '../errors';
+import { CnmdError, TeardownErrors } from '../errors';
 import type { PortBinding } from '../portmap/spec';
 import { runSteps, Step } from '../steps';
 import type { Core } from './core';
@@ -10,7 +10,8 @@ import type { DnsView } from './dns-view';
 import type { ConnectOptions, Endpoints, PendingEndpoint } from './endpoints';
 import { LOCK } from './locks';
 import { DnsConfig, EndpointRecord, KIND, NetworkRecord, SandboxRecord } from './records';
-import { NAME_RE, afterReply, newId, settleAll, yieldToEventLoop } from './util';
+import { afterReply, newId, settleAll, yieldToEventLoop } from './util';
+import { checkDnsConfig, checkHostname, checkName, invalidNone } from './validate';
 
 export interface SandboxCreateRequest {
   name?: string;
@@ -21,8 +22,6 @@ export interface SandboxCreateRequest {
   /** Ports to publish (parsed -p specs). */
   ports?: PortBinding[];
 }
-
-const HOSTNAME_RE = /^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,62})$/;
 
 export interface SandboxesDeps extends Core {
   view: DnsView;
@@ -43,23 +42,16 @@ export class Sandboxes {
     const { store, lookup, log } = this.d;
     const id = newId();
     const name = req.name ?? id.slice(0, 12);
-    if (!NAME_RE.test(name))
-      throw invalidArgument(
-        op,
-        name,
-        `sandbox name "${name}" is invalid: use letters, digits, '_', '.', '-', starting with a letter or digit`,
-      );
+    checkName(op, 'sandbox', name);
     const hostname = req.hostname ?? id.slice(0, 12);
-    if (!HOSTNAME_RE.test(hostname))
-      throw invalidArgument(
-        op,
-        hostname,
-        `hostname "${hostname}" is not a valid host name (letters, digits, '.', '-', up to 63)`,
-      );
+    checkHostname(op, hostname);
+    checkDnsConfig(op, req.dns);
     const nets = (req.networks ?? []).map((c) => ({ ...c, rec: lookup.network(c.network) }));
     for (const c of nets)
       lookup.refuseEngineNetwork(c.rec, op, 'connect containers to it with docker run --network');
     const hostNet = nets.find((c) => lookup.driverOf(c.rec)?.capabilities().usesHostNetns);
+    if (nets.length > 1 && nets.some((c) => lookup.driverOf(c.rec)?.capabilities().noInterface))
+      throw invalidNone(op, name);
     if (hostNet && nets.length > 1)
       throw new CnmdError('FORBIDDEN', `a sandbox on the host network cannot join other networks`, {
         op,

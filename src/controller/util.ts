@@ -1,9 +1,6 @@
 // Small helpers shared by the controller's modules.
 import * as crypto from 'node:crypto';
 
-/** Network and sandbox names (Docker's rule). */
-export const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
-
 /** Random bytes for ids, drawn 2 KiB at a time: one call into the CSPRNG per 64 ids rather than per id. */
 const idBytes = { buf: Buffer.alloc(0), used: 0 };
 

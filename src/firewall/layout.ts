@@ -35,6 +35,7 @@
 // Rule texts are written as the reference writes them; iptables-save prints some of them
 // with the base parameters first (see canonical.ts), which the backend accounts for.
 import { invalidArgument } from '../errors';
+import { validateUserIfName } from '../netlink/rtnl/link';
 import { canonicalAddress } from './canonical';
 import { BatchBuilder, type Family, type RuleBatch, type Table } from './firewall';
 
@@ -172,8 +173,9 @@ export function networkRuleList(net: BridgeNetworkSpec, opts: LayoutOptions = {}
   const c = chainNames(opts.prefix);
   const proxy = opts.userlandProxy ?? true;
   const br = net.bridge;
-  if (typeof br !== 'string' || !/^[^\s/:!"]{1,15}$/.test(br))
-    throw invalidArgument(op, String(br), `invalid bridge name ${JSON.stringify(br)}`);
+  // Never a wildcard or an option: a rule for `+` would match every interface.
+  if (typeof br !== 'string') throw invalidArgument(op, String(br), 'invalid bridge name');
+  validateUserIfName(op, 'bridge name', br);
   const hostIPv4 = net.hostIPv4 !== undefined ? canonicalAddress(net.hostIPv4, 'ipv4') : undefined;
   if (net.hostIPv4 !== undefined && (!hostIPv4 || hostIPv4.prefix !== 32))
     throw invalidArgument(op, net.hostIPv4, 'host_ipv4 must be one IPv4 address');

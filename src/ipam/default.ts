@@ -24,6 +24,7 @@ import {
   within,
 } from '../net/addr';
 import { predefinedSubnets } from './pools';
+import { unusableSubnet } from './usable';
 import { Sequence, SequenceJSON } from './sequence';
 
 const KIND = 'ipam-pool';
@@ -105,7 +106,7 @@ export class DefaultIpam implements Ipam {
     // The host's routes are read first: from the read of the pools taken to
     // the new pool's record there is no await, so concurrent requests (compose
     // creates its networks in parallel) each see the others' pools.
-    const host = req.pool ? [] : await this.hostRoutes();
+    const host = await this.hostRoutes();
     let pool: Cidr;
     if (req.pool) {
       const p = parseCidr(req.pool);
@@ -129,6 +130,13 @@ export class DefaultIpam implements Ipam {
           req.pool,
           `subnet ${req.pool} is IPv${p.family} but an IPv${v6 ? 6 : 4} pool was requested`,
         );
+      const unusable = unusableSubnet(p);
+      if (unusable)
+        throw invalidArgument(
+          op,
+          req.pool,
+          `subnet ${unusable}: no network can use it; choose a private range such as 10.1.0.0/24`,
+        );
       const foreign = this.reserved().find((o) => overlaps(parseCidr(o)!, p));
       if (foreign)
         throw new CnmdError(
@@ -137,7 +145,8 @@ export class DefaultIpam implements Ipam {
             `choose a subnet that does not overlap it`,
           { op, object: formatCidr(p) },
         );
-      const clash = this.records(space).find((o) => overlaps(parseCidr(o.pool)!, p));
+      const taken = this.records(space).map((o) => ({ rec: o, cidr: parseCidr(o.pool)! }));
+      const clash = taken.find((o) => overlaps(o.cidr, p))?.rec;
       if (clash) {
         const holder = this.describePool(clash.id)?.network;
         throw new CnmdError(
@@ -149,6 +158,15 @@ export class DefaultIpam implements Ipam {
           },
         );
       }
+      // Docker refuses a subnet the host routes (its LAN, a VPN): the bridge would take traffic
+      // meant for it. Routes inside cnmd's own pools are its bridges; the default route is not a subnet.
+      const routed = host.find((h) => overlaps(h, p) && !taken.some((t) => within(h, t.cidr)));
+      if (routed)
+        throw new CnmdError(
+          'CONFLICT',
+          `${op}: subnet ${formatCidr(p)} overlaps ${formatCidr(routed)}, a network the host routes (an interface's subnet or a route); a network there would take the host's traffic: choose a subnet the host does not use`,
+          { op, object: formatCidr(p) },
+        );
       pool = p;
     } else {
       if (req.subPool) throw invalidArgument(op, req.subPool, '--ip-range needs --subnet');

@@ -147,7 +147,8 @@ export function bigToIp(value: bigint, family: 4 | 6): string {
 /** Parses "10.1.0.0/16"; `strict` refuses host bits set (as Docker does for --subnet). */
 export function parseCidr(s: string, strict = false): Cidr | undefined {
   if (typeof s !== 'string') return undefined;
-  const m = /^([^/]+)\/(\d{1,3})$/.exec(s.trim());
+  // No whitespace and no leading zeros in the length: user input is taken as written, or refused.
+  const m = /^([^/\s]+)\/(0|[1-9]\d{0,2})$/.exec(s);
   if (!m) return undefined;
   const ip = ipToBig(m[1]);
   if (!ip) return undefined;

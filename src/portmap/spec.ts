@@ -107,7 +107,8 @@ function parseRange(spec: string, what: 'host' | 'container', text: string): [nu
  */
 export function parsePortSpec(s: string): PortBinding[] {
   if (typeof s !== 'string') throw specError(String(s), 'not a string');
-  const spec = s.trim();
+  if (/\s/.test(s)) throw specError(s, 'contains whitespace; write it without spaces, e.g. 8080:80');
+  const spec = s;
   if (spec === '') throw specError(s, 'empty; expected [IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]');
   // Protocol: after the last '/', which must follow the container port.
   let rest = spec;

@@ -165,6 +165,24 @@ export function validateIfName(op: string, name: string): void {
   }
 }
 
+/**
+ * A name a user gives for an interface that cnmd will make and name in firewall rules (a
+ * bridge, a parent): a valid Linux name that is also safe in iptables and in the kernel's
+ * own parsing. 1-15 ASCII letters, digits, '_', '.', '-', starting with a letter or digit:
+ * no `+` (iptables' wildcard: `-o br+` matches every br*), no `*` or `!`, no leading `-`
+ * (an option to iptables), no `%` (the kernel expands `br%d` into `br0` and answers for a
+ * name cnmd never asked for), no whitespace, `/`, `:` or non-ASCII.
+ */
+export function validateUserIfName(op: string, what: string, name: string): void {
+  validateIfName(op, name);
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name))
+    throw invalidArgument(
+      op,
+      name,
+      `${what}: "${name}" is not usable as an interface name: use 1-15 ASCII letters, digits, '_', '.' or '-', starting with a letter or digit (no iptables wildcard '+', no '%' template, no '*', '!', whitespace or '/')`,
+    );
+}
+
 function validateMac(op: string, object: string, mac: string): Buffer {
   const b = macToBytes(mac);
   if (!b) throw invalidArgument(op, object, `"${mac}" is not a MAC address (want xx:xx:xx:xx:xx:xx)`);
