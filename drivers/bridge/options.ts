@@ -63,7 +63,7 @@ export function parseBridgeConfig(spec: NetworkSpec): BridgeConfig {
     throw invalidArgument(
       op,
       OPT.mtu,
-      `option ${OPT.mtu}: ${JSON.stringify(mtuText)} is not an MTU: a decimal number between 68 and 65535`,
+      `option ${OPT.mtu}: ${JSON.stringify(mtuText)} is not an MTU between 68 and 65535 (a decimal number)`,
     );
   const hostBindingIPv4 = o[OPT.hostBinding] || '0.0.0.0';
   if (!isIPv4(hostBindingIPv4))

@@ -3,6 +3,7 @@
 // handed to cnmd's own networks meanwhile.
 import { z } from 'zod';
 import type { Controller } from '../controller/controller';
+import { invalidArgument } from '../errors';
 import { GATEWAY_OPTION, GLOBAL_SPACE, LOCAL_SPACE, SERIAL_OPTION } from '../ipam/ipam';
 import { method, type PluginDef } from './protocol';
 
@@ -34,6 +35,13 @@ export function ipamDriverPlugin(name: string, ctrl: Controller): PluginDef {
           })
           .passthrough(),
         async (r) => {
+          // As the default IPAM: only its two address spaces exist (an empty one is the local default).
+          if (r.AddressSpace && r.AddressSpace !== LOCAL_SPACE && r.AddressSpace !== GLOBAL_SPACE)
+            throw invalidArgument(
+              'ipam request pool',
+              r.AddressSpace,
+              `address space "${r.AddressSpace}" is not ${LOCAL_SPACE} or ${GLOBAL_SPACE}`,
+            );
           const p = await engine.requestPool({
             pool: r.Pool,
             subPool: r.SubPool,

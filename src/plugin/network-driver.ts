@@ -105,6 +105,13 @@ export function bindingsFromEngine(raw: unknown): PortBinding[] {
       );
     const hostIP = !b.HostIP || b.HostIP === '0.0.0.0' || b.HostIP === '::' ? '' : b.HostIP;
     const hostPort = b.HostPort ?? 0;
+    // libnetwork sends HostPortEnd 0 or equal to HostPort for one port; below it is a reversed range.
+    if (b.HostPortEnd && b.HostPortEnd < hostPort)
+      throw new CnmdError(
+        'INVALID_ARGUMENT',
+        `port binding HostPort ${hostPort}..HostPortEnd ${b.HostPortEnd} is a reversed range (HostPortEnd must be 0 or at least HostPort)`,
+        { op: 'plugin program external connectivity' },
+      );
     const pb = normalizeBinding({
       proto,
       hostIP,

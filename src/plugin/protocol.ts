@@ -54,18 +54,16 @@ function failure(iface: Interface, message: string): Record<string, string> {
   return iface === 'IpamDriver' ? { Err: message, Error: message } : { Err: message };
 }
 
-async function readBody(req: IncomingMessage): Promise<string> {
+/** The body, or undefined when it is over MAX_BODY: then the rest is read and dropped, so a client that writes it all before reading gets the 413 (not a stall). */
+async function readBody(req: IncomingMessage): Promise<string | undefined> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const c of req) {
     size += (c as Buffer).length;
-    if (size > MAX_BODY)
-      throw new CnmdError('INVALID_ARGUMENT', `request body is larger than ${MAX_BODY} bytes`, {
-        op: 'plugin request',
-      });
-    chunks.push(c as Buffer);
+    if (size > MAX_BODY) chunks.length = 0;
+    else chunks.push(c as Buffer);
   }
-  return Buffer.concat(chunks).toString('utf8');
+  return size > MAX_BODY ? undefined : Buffer.concat(chunks).toString('utf8');
 }
 
 function describeZod(e: z.ZodError): string {
@@ -104,9 +102,18 @@ export async function handle(
       );
     }
     const text = await readBody(req);
+    if (text === undefined) {
+      status = 413;
+      return send(
+        res,
+        status,
+        failure(def.implements, `${name}: request body is larger than ${MAX_BODY} bytes`),
+      );
+    }
     if (name === 'Plugin.Activate') return send(res, status, { Implements: [def.implements] });
     const [iface, m] = name.split('.', 2);
-    const entry = iface === def.implements ? def.methods[m] : undefined;
+    // Own methods only: `__proto__`, `constructor` or `toString` must not reach Object.prototype.
+    const entry = iface === def.implements && Object.hasOwn(def.methods, m) ? def.methods[m] : undefined;
     if (!entry) {
       status = 404;
       const hint =
@@ -139,7 +146,11 @@ export async function handle(
       if (!STATELESS.has(m)) await ready;
       return send(res, status, await entry.run(parsed.data));
     } catch (e) {
-      const message = e instanceof Error ? e.message : String(e);
+      // A CnmdError's message is written for the engine's user; anything else is a bug, told as such.
+      const message =
+        e instanceof CnmdError
+          ? e.message
+          : `${name}: internal error in ${def.name} (the daemon's log has the details)`;
       log.warn({ err: e, plugin: def.name, method: name }, 'plugin call failed');
       return send(res, status, { [errorField(def.implements)]: message });
     }

@@ -37,7 +37,7 @@ test('bridge names that are iptables patterns or kernel templates, and lax numbe
       '/networks/create',
       net('n', { Options: { [MTU]: mtu } }),
       400,
-      /driver\.mtu.*decimal number/,
+      /driver\.mtu.*not an MTU between 68 and 65535 \(a decimal number\)/,
     );
   await refused(
     d,
