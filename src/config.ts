@@ -29,6 +29,16 @@ export interface Config {
   vxlanPort: number;
   /** A file of random bytes, the same on every host: the root of encrypted overlays' keys; '' = none. */
   clusterSecretFile: string;
+  /** TLS on a tcp:// API (dockerd's --tls); tlsVerify also requires client certificates signed by tlsCaCert. */
+  tls: boolean;
+  tlsVerify: boolean;
+  tlsCaCert?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  /** Serve a tcp:// API without TLS (anyone who reaches it is root here): refused unless asked for. */
+  insecureTcp: boolean;
+  /** Open connections the API socket accepts; beyond it new ones are closed at once. */
+  maxConnections: number;
 }
 
 export const DEFAULTS: Config = {
@@ -48,6 +58,10 @@ export const DEFAULTS: Config = {
   clusterTtl: 10,
   vxlanPort: 4789,
   clusterSecretFile: '',
+  tls: false,
+  tlsVerify: false,
+  insecureTcp: false,
+  maxConnections: 512,
 };
 
 export const ENV: Record<keyof Config, string> = {
@@ -67,6 +81,13 @@ export const ENV: Record<keyof Config, string> = {
   clusterTtl: 'CNMD_CLUSTER_TTL',
   vxlanPort: 'CNMD_VXLAN_PORT',
   clusterSecretFile: 'CNMD_CLUSTER_SECRET_FILE',
+  tls: 'CNMD_TLS',
+  tlsVerify: 'CNMD_TLS_VERIFY',
+  tlsCaCert: 'CNMD_TLS_CACERT',
+  tlsCert: 'CNMD_TLS_CERT',
+  tlsKey: 'CNMD_TLS_KEY',
+  insecureTcp: 'CNMD_INSECURE_TCP',
+  maxConnections: 'CNMD_MAX_CONNECTIONS',
 };
 
 /** pino's levels, as --log-level takes them. */
@@ -136,6 +157,35 @@ export function resolveConfig(
   } else if (!/^etcd:\/\//.test(out.clusterStore)) {
     throw new Error(`--cluster-store "${out.clusterStore}" is not etcd://HOST:PORT[,HOST:PORT...]`);
   }
+  const bool = (key: 'tls' | 'tlsVerify' | 'insecureTcp', flag: string) => {
+    const v = flags[key] ?? env[ENV[key]];
+    if (v === undefined || v === '') return;
+    if (!['true', 'false', '1', '0', true, false].includes(v))
+      throw new Error(`${flag} "${v}" is not true or false`);
+    out[key] = v === true || v === 'true' || v === '1';
+  };
+  bool('tls', '--tls');
+  bool('tlsVerify', '--tlsverify');
+  bool('insecureTcp', '--insecure-tcp');
+  for (const key of ['tlsCaCert', 'tlsCert', 'tlsKey'] as const) {
+    const v = flags[key] ?? env[ENV[key]];
+    if (v !== undefined && v !== '') out[key] = path.resolve(String(v));
+  }
+  const maxConns = flags.maxConnections ?? env[ENV.maxConnections];
+  if (maxConns !== undefined && maxConns !== '') {
+    if (!/^\d{1,6}$/.test(String(maxConns)) || Number(maxConns) < 1)
+      throw new Error(`--max-connections "${maxConns}" is not a whole number from 1 to 999999`);
+    out.maxConnections = Number(maxConns);
+  }
+  if (out.tlsVerify) out.tls = true;
+  if (out.tls && (!out.tlsCert || !out.tlsKey))
+    throw new Error('--tls needs --tlscert and --tlskey (the server certificate and its key)');
+  if (out.tlsVerify && !out.tlsCaCert)
+    throw new Error('--tlsverify needs --tlscacert (the CA that signs client certificates)');
+  if (parseHost(out.host).kind === 'tcp' && !out.tls && !out.insecureTcp)
+    throw new Error(
+      `-H ${out.host} would serve the API, which is root on this host, to anyone who reaches the port: use --tlsverify --tlscacert CA --tlscert CERT --tlskey KEY (clients need a certificate signed by CA), or --insecure-tcp to accept that`,
+    );
   out.dataRoot = path.resolve(out.dataRoot);
   out.execRoot = path.resolve(out.execRoot);
   out.pluginDir = path.resolve(out.pluginDir);

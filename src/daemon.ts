@@ -188,7 +188,20 @@ export class Daemon {
     const router = baseRouter();
     mountNetworkRoutes(router, controller);
     mountSandboxRoutes(router, controller, files);
-    this.api = await startApiServer(apiAddr, router, this.log);
+    if (apiAddr.kind === 'tcp' && !c.tls)
+      this.log.warn(
+        { listen: c.host },
+        'the API is served on TCP without TLS (--insecure-tcp): anyone who can reach the port is root on this host; use --tlsverify',
+      );
+    if (apiAddr.kind === 'tcp' && c.tls && !c.tlsVerify)
+      this.log.warn(
+        { listen: c.host },
+        'TLS without --tlsverify: any client can use the API; require client certificates with --tlsverify',
+      );
+    this.api = await startApiServer(apiAddr, router, this.log, {
+      maxConnections: c.maxConnections,
+      tls: c.tls ? { cert: c.tlsCert!, key: c.tlsKey!, ca: c.tlsCaCert, verify: c.tlsVerify } : undefined,
+    });
     this.log.info(
       {
         version: VERSION,

@@ -1,9 +1,12 @@
 // The API server on the --host socket (unix, mode 0660; TCP only when asked).
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as https from 'node:https';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ListenAddress } from '../config';
+import { capConnections } from '../conn-cap';
+import { invalidArgument } from '../errors';
 import type { Logger } from '../log';
 import { API_VERSION, MIN_API_VERSION, VERSION } from '../version';
 import { drainable } from '../http-drain';
@@ -55,8 +58,39 @@ export function baseRouter(): Router {
     .add('GET', '/version', () => ({ body: versionInfo(), headers: { 'Api-Version': API_VERSION } }));
 }
 
-export async function startApiServer(addr: ListenAddress, router: Router, log: Logger): Promise<ApiServer> {
-  const server = http.createServer((req, res) => {
+export interface ApiServerOptions {
+  /** TLS on a tcp:// address: PEM files; `verify` requires client certificates signed by `ca`. */
+  tls?: { cert: string; key: string; ca?: string; verify: boolean };
+  /** Open connections accepted at once (node's server.maxConnections): beyond it new ones are closed. */
+  maxConnections?: number;
+}
+
+function readPem(file: string, flag: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch (e) {
+    throw invalidArgument('api listen', file, `${flag} ${file}: ${(e as Error).message}`);
+  }
+}
+
+function tlsOptions(t: NonNullable<ApiServerOptions['tls']>): https.ServerOptions {
+  return {
+    cert: readPem(t.cert, '--tlscert'),
+    key: readPem(t.key, '--tlskey'),
+    ...(t.ca ? { ca: readPem(t.ca, '--tlscacert') } : {}),
+    requestCert: t.verify,
+    rejectUnauthorized: t.verify,
+    minVersion: 'TLSv1.2',
+  };
+}
+
+export async function startApiServer(
+  addr: ListenAddress,
+  router: Router,
+  log: Logger,
+  opts: ApiServerOptions = {},
+): Promise<ApiServer> {
+  const onRequest: http.RequestListener = (req, res) => {
     const started = process.hrtime.bigint();
     void router
       .handle(req, res, (e, r) => log.warn({ err: e, method: r.method, path: r.path }, 'api request failed'))
@@ -71,8 +105,13 @@ export async function startApiServer(addr: ListenAddress, router: Router, log: L
           'api',
         ),
       );
-  });
+  };
+  const server =
+    addr.kind === 'tcp' && opts.tls
+      ? https.createServer(tlsOptions(opts.tls), onRequest)
+      : http.createServer(onRequest);
   server.keepAliveTimeout = 30_000;
+  capConnections(server, opts.maxConnections ?? 512, log, 'api');
   const drain = drainable(server);
   if (addr.kind === 'unix') {
     fs.mkdirSync(path.dirname(addr.path), { recursive: true, mode: 0o755 });
@@ -88,7 +127,14 @@ export async function startApiServer(addr: ListenAddress, router: Router, log: L
       server.listen(addr.port, addr.host, () => resolve());
     });
   }
-  log.info({ listen: addr }, 'api listening');
+  log.info(
+    {
+      listen: addr,
+      tls:
+        addr.kind === 'tcp' ? (opts.tls ? (opts.tls.verify ? 'verify' : 'server-only') : 'none') : undefined,
+    },
+    'api listening',
+  );
   return {
     router,
     close: () => {

@@ -77,6 +77,25 @@ const program = new Command('cnmd')
     '--cluster-secret-file <file>',
     `a file of at least 32 random bytes, the same on every host: the root of encrypted overlays' keys [env ${ENV.clusterSecretFile}]`,
   )
+  .option('--tls', `serve a tcp:// API over TLS (needs --tlscert, --tlskey) [env ${ENV.tls}]`)
+  .option(
+    '--tlsverify',
+    `TLS and require client certificates signed by --tlscacert, as dockerd [env ${ENV.tlsVerify}]`,
+  )
+  .option(
+    '--tlscacert <file>',
+    `CA certificate that client certificates must chain to [env ${ENV.tlsCaCert}]`,
+  )
+  .option('--tlscert <file>', `server certificate (PEM) [env ${ENV.tlsCert}]`)
+  .option('--tlskey <file>', `server certificate's private key (PEM) [env ${ENV.tlsKey}]`)
+  .option(
+    '--insecure-tcp',
+    `allow a tcp:// API without TLS (anyone who reaches it is root here; warned at every start) [env ${ENV.insecureTcp}]`,
+  )
+  .option(
+    '--max-connections <n>',
+    `open API connections accepted at once; beyond it new ones are closed [env ${ENV.maxConnections}] (default ${DEFAULTS.maxConnections})`,
+  )
   .addHelpText(
     'after',
     `
@@ -113,10 +132,23 @@ async function main(): Promise<void> {
     clusterTtl?: string;
     vxlanPort?: string;
     clusterSecretFile?: string;
+    tls?: boolean;
+    tlsverify?: boolean;
+    tlscacert?: string;
+    tlscert?: string;
+    tlskey?: string;
+    insecureTcp?: boolean;
+    maxConnections?: string;
   }>();
   let config;
   try {
-    config = resolveConfig(o);
+    config = resolveConfig({
+      ...o,
+      tlsVerify: o.tlsverify,
+      tlsCaCert: o.tlscacert,
+      tlsCert: o.tlscert,
+      tlsKey: o.tlskey,
+    });
   } catch (e) {
     console.error(`cnmd: ${(e as Error).message}`);
     process.exit(2);

@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import type { Controller } from '../controller/controller';
 import type { Logger } from '../log';
 import { Drainable, drainable } from '../http-drain';
+import { capConnections, PLUGIN_MAX_CONNECTIONS } from '../conn-cap';
 import { claimSocketPath } from '../unix-socket';
 import { ipamDriverPlugin } from './ipam-driver';
 import { networkDriverPlugin } from './network-driver';
@@ -43,6 +44,7 @@ async function listen(
 ): Promise<{ server: http.Server; drain: Drainable }> {
   const server = http.createServer((req, res) => void handle(def, req, res, log, ready));
   server.keepAliveTimeout = 60_000;
+  capConnections(server, PLUGIN_MAX_CONNECTIONS, log, def.name);
   const drain = drainable(server);
   await claimSocketPath(sock, '--plugin-dir');
   await new Promise<void>((resolve, reject) => {

@@ -1,5 +1,8 @@
 // curl as an independent client, asynchronous so several can be in flight while
 // the test watches something else; every call is bounded by --max-time.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { execFile } from 'node:child_process';
 
 export interface CurlReply {
@@ -38,7 +41,7 @@ export function curl(args: string[], maxTime = 10): Promise<CurlReply> {
 export function unixRequest(
   sock: string,
   method: string,
-  path: string,
+  urlPath: string,
   opts: { body?: unknown; raw?: string; query?: Record<string, string>; maxTime?: number } = {},
 ): Promise<CurlReply> {
   const args = ['--unix-socket', sock, '-X', method];
@@ -47,6 +50,15 @@ export function unixRequest(
     for (const [k, v] of Object.entries(opts.query)) args.push('--data-urlencode', `${k}=${v}`);
   }
   const data = opts.raw ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body));
-  if (data !== undefined) args.push('-H', 'Content-Type: application/json', '--data-binary', data);
-  return curl([...args, `http://cnmd${path}`], opts.maxTime);
+  if (data !== undefined) {
+    // Large bodies and NULs go through a file (an argument list is limited, and C strings end at NUL).
+    let arg = data;
+    if (data.length > 64 << 10 || data.includes('\0')) {
+      const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'cnmd-curl-')), 'body');
+      fs.writeFileSync(file, data, 'latin1');
+      arg = `@${file}`;
+    }
+    args.push('-H', 'Content-Type: application/json', '--data-binary', arg);
+  }
+  return curl([...args, `http://cnmd${urlPath}`], opts.maxTime);
 }

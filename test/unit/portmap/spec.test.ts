@@ -100,7 +100,6 @@ const accepted: [string, PortBinding][] = [
   // A one-port "range" is a port.
   ['8080-8080:80-80', { proto: 'tcp', hostIP: '', hostPort: 8080, containerPort: 80 }],
   ['8080-8080:80', { proto: 'tcp', hostIP: '', hostPort: 8080, containerPort: 80 }],
-  [' 8080:80 ', { proto: 'tcp', hostIP: '', hostPort: 8080, containerPort: 80 }],
 ];
 
 for (const [spec, want] of accepted) {
@@ -159,7 +158,8 @@ const refused: [string, RegExp][] = [
   ['8080:0x50', /container port "0x50" is not a port number/],
   ['80-', /container port "80-" is not a port number/],
   ['', /empty/],
-  ['   ', /empty/],
+  ['   ', /whitespace/],
+  [' 8080:80 ', /whitespace/],
 ];
 
 for (const [spec, re] of refused) {
