@@ -104,7 +104,7 @@ test(`API fuzz: ${REQUESTS} hostile requests answer 2xx/4xx, ping stays up, inva
       const filters =
         r.next() < 0.8
           ? JSON.stringify(r.next() < 0.5 ? { [key]: { [value]: true } } : { [key]: [value] })
-          : String(hostileValue(r));
+          : (JSON.stringify(hostileValue(r)) ?? '');
       opts = { ...opts, query: { filters } };
     } else if (kind < 3) {
       // Raw bodies: truncated, binary, deeply nested.

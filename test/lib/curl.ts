@@ -45,10 +45,6 @@ export function unixRequest(
   opts: { body?: unknown; raw?: string; query?: Record<string, string>; maxTime?: number } = {},
 ): Promise<CurlReply> {
   const args = ['--unix-socket', sock, '-X', method];
-  if (opts.query) {
-    args.push('-G');
-    for (const [k, v] of Object.entries(opts.query)) args.push('--data-urlencode', `${k}=${v}`);
-  }
   const data = opts.raw ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body));
   if (data !== undefined) {
     // Large bodies and NULs go through a file (an argument list is limited, and C strings end at NUL).
@@ -60,5 +56,7 @@ export function unixRequest(
     }
     args.push('-H', 'Content-Type: application/json', '--data-binary', arg);
   }
-  return curl([...args, `http://cnmd${urlPath}`], opts.maxTime);
+  // The query is encoded here (NULs included), not by curl: an argument cannot hold a NUL.
+  const q = opts.query ? `?${new URLSearchParams(opts.query).toString()}` : '';
+  return curl([...args, `http://cnmd${urlPath}${q}`], opts.maxTime);
 }
