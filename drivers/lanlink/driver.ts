@@ -46,6 +46,14 @@ interface EndpointState {
   joined?: { key: string; handle?: Handle; ifname: string; inHost: boolean };
 }
 
+/** Waits for every promise (none left running behind an error), then throws the first failure. */
+async function settled(ps: (Promise<unknown> | undefined)[]): Promise<void> {
+  const failed = (await Promise.allSettled(ps)).find(
+    (x): x is PromiseRejectedResult => x.status === 'rejected',
+  );
+  if (failed) throw failed.reason;
+}
+
 const plain = (cidr: string | undefined) => cidr?.replace(/\/\d+$/, '');
 
 export abstract class LanLinkDriver implements Driver {
@@ -56,6 +64,8 @@ export abstract class LanLinkDriver implements Driver {
   private readonly networks = new Map<string, LanState>();
   private readonly endpoints = new Map<string, EndpointState>();
   private kernelHasKind = false;
+  /** This kernel looks an ifindex asked for up in the host netns (before 6.3): joins do not ask for one. */
+  private indexLookedUpInHost = false;
 
   constructor(deps: { host: Handle; log: Logger; parents: ParentTable }) {
     this.host = deps.host;
@@ -258,19 +268,14 @@ export abstract class LanLinkDriver implements Driver {
       return { ...info, srcName: sb.ifname };
     }
     const handle = sb.handle;
-    // Made from the host's socket (the parent is there): an index asked for would be looked up
-    // there too by kernels before 6.3 (EEXIST), so the sandbox's free index is not used.
-    await this.addChild(op, st, ep, { name: sb.ifname, netns: handle });
     ep.joined = { key: sb.key, handle, ifname: sb.ifname, inHost: false };
     try {
-      const index = await handle.linkIndex(sb.ifname);
-      await Promise.all([
-        // Sandboxes make links without IPv6 link-local (netns SANDBOX_SYSCTLS): one with IPv6 gets it back.
-        ep.addressIPv6 ? handle.linkSet(index, { addrGenMode: 'eui64' }) : undefined,
-        handle.linkSet(index, { up: true }),
-        ep.address ? handle.addrAdd(index, ep.address) : undefined,
-        ep.addressIPv6 ? handle.addrAdd(index, ep.addressIPv6, { nodad: true }) : undefined,
-      ]);
+      if (sb.freeIndex !== undefined && !this.indexLookedUpInHost) {
+        if (await this.joinAhead(op, st, ep, handle, sb.ifname, sb.freeIndex)) return info;
+      }
+      // Made from the host's socket (the parent is there), then found by name in the sandbox.
+      await this.addChild(op, st, ep, { name: sb.ifname, netns: handle });
+      await this.configure(handle, await handle.linkIndex(sb.ifname), ep);
     } catch (e) {
       await bestEffort(this.log, 'endpoint join rollback', sb.ifname, () => handle.linkDel(sb.ifname));
       ep.joined = undefined;
@@ -279,12 +284,52 @@ export abstract class LanLinkDriver implements Driver {
     return info;
   }
 
+  /**
+   * The child made with the sandbox's known-free ifindex and configured in
+   * the same burst: the creation goes out on the host's socket, then up and
+   * addresses on the sandbox's, and netlink sends leave on one I/O thread in
+   * call order, so the kernel has the link before they arrive (as the bridge
+   * driver's veth). Kernels before 6.3 look an index given in RTM_NEWLINK up
+   * in the requesting socket's netns (EEXIST when the host has one): then
+   * false, and this driver stops asking for indexes.
+   */
+  private async joinAhead(
+    op: string,
+    st: LanState,
+    ep: EndpointState,
+    handle: Handle,
+    ifname: string,
+    index: number,
+  ): Promise<boolean> {
+    const made = this.addChild(op, st, ep, { name: ifname, netns: handle, index });
+    const rest = this.configure(handle, index, ep);
+    const [m, r] = await Promise.allSettled([made, rest]);
+    if (m.status === 'rejected') {
+      if (!(m.reason instanceof CnmdError && m.reason.code === 'ALREADY_EXISTS')) throw m.reason;
+      this.indexLookedUpInHost = true;
+      return false;
+    }
+    if (r.status === 'rejected') throw r.reason;
+    return true;
+  }
+
+  /** Up and addresses, in one burst on the sandbox's socket. */
+  private async configure(handle: Handle, index: number, ep: EndpointState): Promise<void> {
+    await settled([
+      // Sandboxes make links without IPv6 link-local (netns SANDBOX_SYSCTLS): one with IPv6 gets it back.
+      ep.addressIPv6 ? handle.linkSet(index, { addrGenMode: 'eui64' }) : undefined,
+      handle.linkSet(index, { up: true }),
+      ep.address ? handle.addrAdd(index, ep.address) : undefined,
+      ep.addressIPv6 ? handle.addrAdd(index, ep.addressIPv6, { nodad: true }) : undefined,
+    ]);
+  }
+
   /** Makes the endpoint's child of the network's parent; a refusal is explained in terms of the parent. */
   private async addChild(
     op: string,
     st: LanState,
     ep: EndpointState,
-    where: { name: string; netns?: Handle; alias?: string },
+    where: { name: string; netns?: Handle; index?: number; alias?: string },
   ): Promise<void> {
     const c = st.config;
     try {
@@ -294,6 +339,7 @@ export abstract class LanLinkDriver implements Driver {
         parent: st.parentIndex,
         mtu: c.mtu,
         netns: where.netns,
+        index: where.index,
         alias: where.alias,
         echo: false,
       } as LinkAddSpec);

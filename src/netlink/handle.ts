@@ -261,8 +261,14 @@ export class Handle {
       } as unknown as LinkSpec);
     }
     const masterIndex = spec.master === undefined ? undefined : await this.linkIndex(spec.master);
+    // A parent given by index is used as is, without an await: the request goes out in call order
+    // (a macvlan child made here, then configured through the sandbox's socket in the same burst).
     const parentIndex =
-      'parent' in spec && spec.parent !== undefined ? await this.linkIndex(spec.parent) : undefined;
+      'parent' in spec && spec.parent !== undefined
+        ? typeof spec.parent === 'number'
+          ? this.validIndex(op, spec.parent)
+          : await this.linkIndex(spec.parent)
+        : undefined;
     const linkIndex =
       spec.kind === 'vxlan' && spec.dev !== undefined ? await this.linkIndex(spec.dev) : undefined;
     const peerNs = spec.kind === 'veth' ? spec.peer.netns : undefined;
