@@ -144,7 +144,7 @@ function parsePeers(raw: string | undefined): Set<Peer> {
  * of a thousand new interfaces) drops a packet now and then
  * (/proc/net/softnet_stat). A broken path fails all three.
  */
-function pingGateway(where: string, nsPath: string, ip: string): void {
+export function pingGateway(where: string, nsPath: string, ip: string): void {
   for (let attempt = 1; ; attempt++) {
     try {
       return checkPing(where, nsPath, ip);
@@ -155,23 +155,23 @@ function pingGateway(where: string, nsPath: string, ip: string): void {
 }
 
 /** Sample indexes checked in depth: first, middle, last. */
-function sample(n: number): number[] {
+export function sample(n: number): number[] {
   return [...new Set([0, n >> 1, n - 1])];
 }
 
 /** The k-th host address of a /16 given as "10.x." (k >= 1). */
-function hostIp(prefix: string, k: number): string {
+export function hostIp(prefix: string, k: number): string {
   return `${prefix}${k >> 8}.${k & 255}`;
 }
 
-interface Timings {
+export interface Timings {
   attach: number[];
   detach: number[];
   /** cpuProbeMs() right before the timed attaches. */
   probeMs: number;
 }
 
-function stats(
+export function stats(
   out: Record<string, number>,
   key: string,
   t: Timings,
@@ -185,7 +185,7 @@ function stats(
   out[`${key}_cpu_probe_ms`] = t.probeMs;
 }
 
-function line(label: string, t: Timings): string {
+export function line(label: string, t: Timings): string {
   const f = (x: number) => x.toFixed(2).padStart(8);
   return `  ${label.padEnd(11)} attach median ${f(median(t.attach))} ms  p90 ${f(percentile(t.attach, 90))} ms   detach median ${f(median(t.detach))} ms  p90 ${f(percentile(t.detach, 90))} ms   (cpu probe ${t.probeMs.toFixed(1)} ms)`;
 }
@@ -671,7 +671,7 @@ async function runCnmdRss(s: Scratch): Promise<CnmdRssResult> {
  * `nsenter --net=<netns> /bin/cat` reading a stdin, as the CNI and netavark
  * figures each pay once per call (a runtime would exec the plugin directly).
  */
-async function execHarnessMs(s: Scratch): Promise<number> {
+export async function execHarnessMs(s: Scratch): Promise<number> {
   const ns = path.join(s.run, 'harness-netns');
   await native.netnsCreate(ns);
   try {

@@ -1,0 +1,324 @@
+// Bench case "macvlan": endpoint attach and detach on a macvlan network (a
+// netns joined to a LAN through a macvlan child of the parent, address and
+// default route), cnmd beside the CNI macvlan plugin and netavark's macvlan
+// driver in one run, alternating attach by attach (cnmd, CNI, netavark, then
+// again) so a swing of this VM's CPU speed bills every peer alike. Reuses the
+// attach case's harness (bench/cases/attach.ts: the cnmd daemon runner, the
+// timing and checking helpers).
+//
+// Each peer has a host netns of its own holding its parent `lan0`, a veth
+// whose peer is in a "LAN" netns of its own holding the gateway (.0.1).
+//  cnmd      a daemon with `-d macvlan -o parent=lan0 --subnet S/16 --gateway
+//            S.0.1`; attach = POST /sandboxes {Networks:[{Network}]} (cnmd takes
+//            the netns from its pool), detach = DELETE /sandboxes/{id}.
+//  cni       `CNI_COMMAND=ADD /usr/lib/cni/macvlan` (Debian
+//            containernetworking-plugins), master lan0, mode bridge,
+//            host-local IPAM (dataDir on the tmpfs); the netns made fresh per
+//            attach (native netnsCreate, as cnmd's pool does) and counted.
+//  netavark  `/usr/lib/podman/netavark setup NETNS` with a macvlan network on
+//            lan0 (static_ips: podman allocates), netns as for CNI.
+// Protocol: an anchor endpoint per peer kept to the end, BENCH_ATTACH_WARMUP
+// untimed attach+detach per peer, then BENCH_ATTACH_N rounds of one timed
+// attach per peer, then the N detaches the same way. Correctness: a sample of
+// endpoints (first, middle, last) holds its address on a macvlan eth0 and pings
+// the gateway on the LAN; after the detaches only the anchor remains.
+// Environment: BENCH_ATTACH_N (50), BENCH_ATTACH_WARMUP (10), BENCH_NO_INSTALL=1.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { native } from '../../native';
+import {
+  Scratch,
+  checkAddress,
+  cleanupOnSignals,
+  cpuProbeMs,
+  ensureDebPackages,
+  intEnv,
+  ipj,
+  median,
+  run as exec,
+  sleep,
+} from '../lib/host';
+import { Cnmd, Timings, execHarnessMs, hostIp, line, pingGateway, sample, stats } from './attach';
+
+export const name = 'macvlan';
+export const unit = 'ms';
+
+const N = intEnv('BENCH_ATTACH_N', 50, 1, 1000);
+const WARMUP = intEnv('BENCH_ATTACH_WARMUP', 10, 0, 100);
+const CNI_DIR = '/usr/lib/cni';
+const NETAVARK = '/usr/lib/podman/netavark';
+
+/** One peer's way to attach and detach an endpoint named id, and to check one. */
+interface Peer {
+  label: string;
+  attach(id: string): Promise<void>;
+  detach(id: string): Promise<void>;
+  verify(id: string): Promise<void> | void;
+  /** After the detaches: only the anchor's endpoint is left. */
+  verifyEmpty(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A host netns with `lan0` up, its veth peer in a LAN netns holding the gateway `<prefix>0.1/16`. */
+async function lan(s: Scratch, tag: string, prefix: string): Promise<{ hostNs: string; lanNs: string }> {
+  const dir = path.join(s.run, `lan-${tag}`);
+  fs.mkdirSync(dir, { recursive: true });
+  const hostNs = path.join(dir, 'host-netns');
+  const lanNs = path.join(dir, 'lan-netns');
+  await native.netnsCreate(hostNs);
+  await native.netnsCreate(lanNs);
+  const ip = (ns: string, ...args: string[]) =>
+    exec(`ip ${args.join(' ')}`, 'nsenter', [`--net=${ns}`, 'ip', ...args]);
+  ip(hostNs, 'link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'gw0', 'netns', lanNs);
+  ip(hostNs, 'link', 'set', 'lan0', 'up');
+  ip(lanNs, 'link', 'set', 'gw0', 'up');
+  ip(lanNs, 'addr', 'add', `${prefix}0.1/16`, 'dev', 'gw0');
+  return { hostNs, lanNs };
+}
+
+/** The sandbox's eth0 is a macvlan child holding cidr. */
+function checkMacvlan(where: string, nsPath: string, cidr: string): void {
+  checkAddress(where, nsPath, cidr, 'eth0');
+  const [l] = ipj<{ linkinfo?: { info_kind?: string } }[]>(nsPath, '-d', 'link', 'show', 'eth0');
+  if (l?.linkinfo?.info_kind !== 'macvlan')
+    throw new Error(`${where}: eth0 is ${l?.linkinfo?.info_kind ?? 'missing'}, not a macvlan child`);
+}
+
+async function cnmdPeer(s: Scratch): Promise<Peer> {
+  const prefix = '10.210.';
+  const d = await Cnmd.start(s, 'cnmd');
+  exec('lan0', 'nsenter', [
+    `--net=${d.hostNs}`,
+    'ip',
+    'link',
+    'add',
+    'lan0',
+    'type',
+    'veth',
+    'peer',
+    'name',
+    'gw0',
+  ]);
+  const lanNs = path.join(s.run, 'cnmd-lan-netns');
+  await native.netnsCreate(lanNs);
+  const ip = (ns: string, ...args: string[]) =>
+    exec(`ip ${args.join(' ')}`, 'nsenter', [`--net=${ns}`, 'ip', ...args]);
+  ip(d.hostNs, 'link', 'set', 'gw0', 'netns', lanNs);
+  ip(d.hostNs, 'link', 'set', 'lan0', 'up');
+  ip(lanNs, 'link', 'set', 'gw0', 'up');
+  ip(lanNs, 'addr', 'add', `${prefix}0.1/16`, 'dev', 'gw0');
+  await d.ok('POST', '/networks/create', 201, {
+    Name: 'lan',
+    Driver: 'macvlan',
+    Options: { parent: 'lan0' },
+    IPAM: { Config: [{ Subnet: `${prefix}0.0/16`, Gateway: `${prefix}0.1` }] },
+  });
+  const ids = new Map<string, string>();
+  return {
+    label: 'cnmd',
+    async attach(id) {
+      ids.set(id, (await d.ok('POST', '/sandboxes', 201, { Name: id, Networks: [{ Network: 'lan' }] })).Id);
+    },
+    async detach(id) {
+      await d.ok('DELETE', `/sandboxes/${ids.get(id)}`, 204);
+      ids.delete(id);
+    },
+    async verify(id) {
+      const sb = await d.ok('GET', `/sandboxes/${ids.get(id)}`, 200);
+      const ep = sb.Networks.lan;
+      checkMacvlan(`cnmd ${id}`, sb.SandboxKey, `${ep.IPAddress}/${ep.IPPrefixLen}`);
+      pingGateway(`cnmd ${id}`, sb.SandboxKey, `${prefix}0.1`);
+    },
+    async verifyEmpty() {
+      const left = (await d.ok('GET', '/sandboxes', 200)) as { Name: string }[];
+      if (left.length !== 1 || left[0].Name !== 'anchor')
+        throw new Error(`verify cnmd: sandboxes left: ${left.map((x) => x.Name).join(', ')}`);
+    },
+    close: () => d.stop(),
+  };
+}
+
+async function cniPeer(s: Scratch): Promise<Peer> {
+  const prefix = '10.211.';
+  const { hostNs } = await lan(s, 'cni', prefix);
+  const dir = path.join(s.run, 'cni');
+  fs.mkdirSync(dir, { recursive: true });
+  const conf = JSON.stringify({
+    cniVersion: '0.4.0',
+    name: 'lan',
+    type: 'macvlan',
+    master: 'lan0',
+    mode: 'bridge',
+    ipam: {
+      type: 'host-local',
+      subnet: `${prefix}0.0/16`,
+      gateway: `${prefix}0.1`,
+      dataDir: path.join(dir, 'ipam'),
+      routes: [{ dst: '0.0.0.0/0' }],
+    },
+  });
+  const nsPath = (id: string) => path.join(dir, `ns-${id}`);
+  const results = new Map<string, string>();
+  const plugin = (cmd: 'ADD' | 'DEL', id: string) =>
+    exec(`CNI macvlan ${cmd} ${id}`, 'nsenter', [`--net=${hostNs}`, path.join(CNI_DIR, 'macvlan')], {
+      input: conf,
+      env: {
+        ...process.env,
+        CNI_COMMAND: cmd,
+        CNI_CONTAINERID: `cnmdbench-${id}`,
+        CNI_NETNS: nsPath(id),
+        CNI_IFNAME: 'eth0',
+        CNI_PATH: CNI_DIR,
+      },
+    });
+  return {
+    label: 'cni_macvlan',
+    async attach(id) {
+      await native.netnsCreate(nsPath(id));
+      const r = JSON.parse(plugin('ADD', id).stdout) as { ips?: { address: string }[] };
+      if (!r.ips?.[0]) throw new Error(`CNI macvlan ADD ${id}: no IP: ${JSON.stringify(r)}`);
+      results.set(id, r.ips[0].address);
+    },
+    async detach(id) {
+      plugin('DEL', id);
+      native.netnsDelete(nsPath(id));
+    },
+    verify(id) {
+      checkMacvlan(`cni ${id}`, nsPath(id), results.get(id)!);
+      pingGateway(`cni ${id}`, nsPath(id), `${prefix}0.1`);
+    },
+    async verifyEmpty() {
+      const held = fs
+        .readdirSync(path.join(dir, 'ipam', 'lan'))
+        .filter((f) => f !== 'lock' && !f.startsWith('last_reserved_ip'));
+      if (held.length !== 1)
+        throw new Error(`verify cni: host-local holds ${held.join(', ')}, want the anchor's`);
+    },
+    close: async () => undefined,
+  };
+}
+
+async function netavarkPeer(s: Scratch): Promise<Peer> {
+  const prefix = '10.212.';
+  const { hostNs } = await lan(s, 'netavark', prefix);
+  const dir = path.join(s.run, 'netavark');
+  fs.mkdirSync(path.join(dir, 'config'), { recursive: true });
+  const netId = 'cb1e1c0ffee1' + '0'.repeat(52);
+  let next = 2;
+  const ips = new Map<string, string>();
+  const opts = (id: string) =>
+    JSON.stringify({
+      container_id: (id.replace(/[^0-9a-f]/g, '') + 'd'.repeat(64)).slice(0, 64),
+      container_name: `cnmdbench-${id}`,
+      networks: { lan: { interface_name: 'eth0', static_ips: [ips.get(id)] } },
+      network_info: {
+        lan: {
+          dns_enabled: false,
+          driver: 'macvlan',
+          id: netId,
+          internal: false,
+          ipv6_enabled: false,
+          name: 'lan',
+          network_interface: 'lan0',
+          options: { mode: 'bridge' },
+          subnets: [{ gateway: `${prefix}0.1`, subnet: `${prefix}0.0/16` }],
+        },
+      },
+    });
+  const nsPath = (id: string) => path.join(dir, `ns-${id}`);
+  const nv = (cmd: 'setup' | 'teardown', id: string) =>
+    exec(
+      `netavark ${cmd} ${id}`,
+      'nsenter',
+      [`--net=${hostNs}`, NETAVARK, '--config', path.join(dir, 'config'), cmd, nsPath(id)],
+      { input: opts(id), env: { ...process.env, NETAVARK_FW: 'iptables' } },
+    );
+  return {
+    label: 'netavark',
+    async attach(id) {
+      if (!ips.has(id)) ips.set(id, hostIp(prefix, next++));
+      await native.netnsCreate(nsPath(id));
+      nv('setup', id);
+    },
+    async detach(id) {
+      nv('teardown', id);
+      native.netnsDelete(nsPath(id));
+    },
+    verify(id) {
+      checkMacvlan(`netavark ${id}`, nsPath(id), `${ips.get(id)}/16`);
+      pingGateway(`netavark ${id}`, nsPath(id), `${prefix}0.1`);
+    },
+    async verifyEmpty() {
+      const left = fs.readdirSync(dir).filter((f) => f.startsWith('ns-'));
+      if (left.length !== 1) throw new Error(`verify netavark: namespaces left: ${left.join(', ')}`);
+    },
+    close: async () => undefined,
+  };
+}
+
+export async function run(): Promise<Record<string, number>> {
+  const installErr = ensureDebPackages(['containernetworking-plugins', 'netavark']);
+  if (installErr) console.log(`  macvlan: ${installErr}`);
+  for (const f of [path.join(CNI_DIR, 'macvlan'), path.join(CNI_DIR, 'host-local'), NETAVARK])
+    if (!fs.existsSync(f))
+      throw new Error(`macvlan bench: ${f} is missing (${installErr ?? 'not installed'})`);
+  const s = new Scratch('cnmd-bench-macvlan-');
+  const offSignals = cleanupOnSignals(() => s.cleanup());
+  console.log(
+    `macvlan: N=${N} (warm-up ${WARMUP}), alternating cnmd / CNI macvlan / netavark macvlan, root ${s.root}`,
+  );
+  const peers: Peer[] = [];
+  try {
+    peers.push(await cnmdPeer(s), await cniPeer(s), await netavarkPeer(s));
+    for (const p of peers) await p.attach('anchor');
+    for (let i = 0; i < WARMUP; i++)
+      for (const p of peers) {
+        await p.attach(`w${i}`);
+        await p.detach(`w${i}`);
+      }
+    await sleep(1500); // the warm-up's namespaces go in the kernel's background work
+    const probeMs = cpuProbeMs();
+    const t = new Map<Peer, Timings>(peers.map((p) => [p, { attach: [], detach: [], probeMs }]));
+    for (let i = 0; i < N; i++)
+      for (const p of peers) {
+        const t0 = performance.now();
+        await p.attach(`c${i}`);
+        t.get(p)!.attach.push(performance.now() - t0);
+      }
+    for (const i of [...sample(N).map((k) => `c${k}`), 'anchor']) for (const p of peers) await p.verify(i);
+    for (let i = 0; i < N; i++)
+      for (const p of peers) {
+        const t0 = performance.now();
+        await p.detach(`c${i}`);
+        t.get(p)!.detach.push(performance.now() - t0);
+      }
+    for (const p of peers) await p.verifyEmpty();
+    const harness = await execHarnessMs(s);
+    const figures: Record<string, number> = { n: N, warmup: WARMUP, exec_harness_ms: harness };
+    for (const p of peers) {
+      console.log(line(p.label, t.get(p)!));
+      stats(figures, p.label, t.get(p)!);
+    }
+    const c = t.get(peers[0])!;
+    for (const p of peers.slice(1)) {
+      const x = t.get(p)!;
+      figures[`ratio_${p.label}_vs_cnmd_attach`] = median(x.attach) / median(c.attach);
+      figures[`ratio_${p.label}_vs_cnmd_detach`] = median(x.detach) / median(c.detach);
+      figures[`ratio_${p.label}_vs_cnmd_attach_harness_out`] =
+        (median(x.attach) - harness) / median(c.attach);
+    }
+    console.log(
+      `  goals: cnmd attach median ${median(c.attach).toFixed(2)} ms (<= 2), ` +
+        peers
+          .slice(1)
+          .map((p) => `${p.label} ${figures[`ratio_${p.label}_vs_cnmd_attach`].toFixed(1)}x (>= 10)`)
+          .join(', ') +
+        ` (exec harness ${harness.toFixed(2)} ms in every CNI/netavark call)`,
+    );
+    return figures;
+  } finally {
+    for (const p of peers) await p.close().catch((e) => console.log(`  ${p.label}: close failed: ${e}`));
+    offSignals();
+    s.cleanup();
+  }
+}
