@@ -160,7 +160,11 @@ export class DefaultIpam implements Ipam {
       }
       // Docker refuses a subnet the host routes (its LAN, a VPN): the bridge would take traffic
       // meant for it. Routes inside cnmd's own pools are its bridges; the default route is not a subnet.
-      const routed = host.find((h) => overlaps(h, p) && !taken.some((t) => within(h, t.cidr)));
+      // A partition's pools are not routed on the host (a macvlan network's subnet is its LAN's,
+      // usually the host's own there): the check is the bridge's.
+      const routed = req.partition
+        ? undefined
+        : host.find((h) => overlaps(h, p) && !taken.some((t) => within(h, t.cidr)));
       if (routed)
         throw new CnmdError(
           'CONFLICT',
