@@ -345,9 +345,12 @@ test('IPv6 clients (userland-proxy=true): [::1] and an external IPv6 client reac
   );
   assert.ok(reach(outside.path, 'udp', '2001:db8::1', 5353), 'external IPv6 UDP -> IPv4-only sandbox');
   assert.ok(reach(d.host.path, 'tcp', '::1', 8081), 'host [::1]:8081 -> dual-stack sandbox');
-  const v6 = roundTrip(outside.path, 'tcp', '2001:db8::1', 8081);
-  assert.ok(v6.ok, 'external IPv6 client -> dual-stack sandbox by ip6tables DNAT');
-  assert.equal(v6.seenFrom, '2001:db8::2', 'the IPv6 client keeps its address (NAT, not the proxy)');
+  // The sandbox's IPv6 address may still be in duplicate address detection: wait for it, as above.
+  await eventually(() => {
+    const v6 = roundTrip(outside.path, 'tcp', '2001:db8::1', 8081, 3000);
+    assert.ok(v6.ok, 'external IPv6 client -> dual-stack sandbox by ip6tables DNAT');
+    assert.equal(v6.seenFrom, '2001:db8::2', 'the IPv6 client keeps its address (NAT, not the proxy)');
+  }, 15_000);
   // The proxy's own IPv6 listener takes only REDIRECTed connections: straight to its port, dropped.
   const proxyPort = /\[::\]:(\d+)\s/.exec(d.host.run('ss', ['-Htln']))?.[1];
   assert.ok(proxyPort, 'the proxy listens on [::]');
