@@ -220,10 +220,16 @@ export class EngineObjects {
     const allocated = (this.d.ipams.get('default')?.pools?.() ?? [])
       .filter((p) => !leased.has(p.pool))
       .map((p) => ({ pool: p.pool, by: `IPAM pool ${p.id}` }));
+    // Another engine network's pool, leased or not: the engine never asks for one pool twice, a hostile
+    // client can, and one subnet on two bridges breaks both.
+    const engine = this.d.store
+      .list<NetworkRecord>(KIND.engineNetwork)
+      .filter((n) => n.id !== rec.id)
+      .flatMap((n) => n.pools.map((p) => ({ pool: p.pool, by: `engine network ${n.id.slice(0, 12)}` })));
     for (const p of rec.pools) {
-      if (leased.has(p.pool)) continue;
       const c = parseCidr(p.pool)!;
-      const clash = [...own, ...allocated].find((o) => {
+      const others = leased.has(p.pool) ? engine : [...own, ...allocated, ...engine];
+      const clash = others.find((o) => {
         const oc = parseCidr(o.pool);
         return !!oc && overlaps(oc, c);
       });
