@@ -68,3 +68,28 @@ test('plugin sockets: no prototype methods, oversized bodies drained and refused
   });
   assert.match(rev.body.Err ?? '', /reversed range/);
 });
+
+test('plugin CreateNetwork: a pool another engine network has is refused; one subnet never sits on two bridges', async (t) => {
+  const l = await lab(t);
+  const d = await startDaemon(t, l);
+  const bridge = path.join(d.pluginDir, 'cnmd-bridge.sock');
+  const create = (id: string) =>
+    unixRequest(bridge, 'POST', '/NetworkDriver.CreateNetwork', {
+      body: {
+        NetworkID: id,
+        Options: {},
+        IPv4Data: [{ AddressSpace: 'LocalDefault', Pool: '10.110.0.0/24', Gateway: '10.110.0.1/24' }],
+      },
+    });
+  const first = await create('a'.repeat(64));
+  assert.equal(first.status, 200, first.text);
+  const second = await create('b'.repeat(64));
+  assert.match(
+    second.body.Err ?? '',
+    /pool 10\.110\.0\.0\/24 overlaps 10\.110\.0\.0\/24 of cnmd's engine network a{12}/,
+  );
+  const holders = (d.host.ipj('-4', 'addr', 'show') as { ifname: string; addr_info: { local: string }[] }[])
+    .filter((i) => i.addr_info.some((a) => a.local === '10.110.0.1'))
+    .map((i) => i.ifname);
+  assert.equal(holders.length, 1, `10.110.0.1 on ${holders.join(', ')}`);
+});
