@@ -117,7 +117,7 @@ export class OverlayDriver implements Driver {
     return { scope: 'global', connectivityScope: 'global', portMapping: !!this.ports };
   }
 
-  private state(op: string, networkId: string): OverlayNetworkState {
+  private networkOrThrow(op: string, networkId: string): OverlayNetworkState {
     const st = this.networks.get(networkId);
     if (!st)
       throw new CnmdError('NOT_FOUND', `${op}: overlay network ${networkId} not found`, {
@@ -223,7 +223,7 @@ export class OverlayDriver implements Driver {
   }
 
   async createEndpoint(spec: EndpointSpec): Promise<EndpointInfo> {
-    this.state('endpoint create', spec.networkId);
+    this.networkOrThrow('endpoint create', spec.networkId);
     const ep = vethEndpoint(spec);
     this.endpoints.set(spec.endpointId, ep);
     return { mac: ep.mac };
@@ -235,7 +235,7 @@ export class OverlayDriver implements Driver {
 
   async join(networkId: string, endpointId: string, sb: SandboxRef): Promise<JoinInfo> {
     const op = 'endpoint join';
-    const st = this.state(op, networkId);
+    const st = this.networkOrThrow(op, networkId);
     const ep = endpointOf(this.endpoints, op, endpointId);
     const ns = st.ns!;
     const h = sb.handle;
@@ -310,7 +310,7 @@ export class OverlayDriver implements Driver {
     const op = 'port publish';
     const bindings = options.portBindings ?? [];
     if (bindings.length === 0) return [];
-    const st = this.state(op, networkId);
+    const st = this.networkOrThrow(op, networkId);
     const sandboxId = this.gw?.sandboxOf(endpointId);
     const cidr = sandboxId === undefined ? undefined : this.gw!.addressOf(sandboxId);
     if (!this.ports || st.config.internal || !cidr)
