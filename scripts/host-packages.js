@@ -44,6 +44,8 @@ const LANES = {
     [hasCommand('docker'), 'docker.io'],
     // README's published-port example serves HTTP from a sandbox with python3 (readme.test.ts).
     [hasCommand('python3'), 'python3'],
+    // The TCP API's TLS test makes its CA and certificates with openssl (api-tcp-tls.test.ts).
+    [hasCommand('openssl'), 'openssl'],
   ],
   // Fuzzing, storms and SIGKILLs against a daemon in its own netns (test/chaos): the integration tools, and openssl for TLS certs.
   chaos: [
