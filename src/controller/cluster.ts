@@ -122,9 +122,10 @@ export class ClusterNetworks {
 
   /** One network's peers changed (or, undefined, the reconcile loop ticked: every network). */
   private peersChanged(networkId?: string): void {
+    // The DNS view is invalidated on a tick too: after a watch resumes, a change may have come in bulk.
+    this.h.dnsChanged();
     if (networkId) {
       this.dirty.add(networkId);
-      this.h.dnsChanged();
     } else {
       for (const n of this.h.store.list<NetworkRecord>(KIND.network))
         if (n.scope === 'global' && n.state === 'ready') this.dirty.add(n.id);
