@@ -90,6 +90,11 @@ export function reach(nsPath: string, proto: 'tcp' | 'udp', ip: string, port: nu
   return roundTrip(nsPath, proto, ip, port, ms).ok;
 }
 
+/**
+ * True once `count` echo replies came back within max(3, count + 2) seconds (a packet every 0.2 s): a
+ * loaded machine can take over a second to resolve ARP and answer the first one, which a single probe
+ * with a 1 s wait reported as unreachable (a CI flake). A negative check therefore costs the deadline.
+ */
 export function ping(nsPath: string, ip: string, count = 1): boolean {
   const r = spawnSync(
     'nsenter',
@@ -99,8 +104,8 @@ export function ping(nsPath: string, ip: string, count = 1): boolean {
       ip.includes(':') ? '-6' : '-4',
       '-c',
       String(count),
-      '-W',
-      '1',
+      '-w',
+      String(Math.max(3, count + 2)),
       '-i',
       '0.2',
       ip,
