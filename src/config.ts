@@ -2,6 +2,7 @@
 // so several daemons on one machine (one per test "host" netns) never collide.
 import * as path from 'node:path';
 import { readClusterSecret } from './cluster/keys';
+import { PoolSpec, parsePoolSpec } from './ipam/pools';
 
 export interface Config {
   dataRoot: string;
@@ -39,6 +40,10 @@ export interface Config {
   insecureTcp: boolean;
   /** Open connections the API socket accepts; beyond it new ones are closed at once. */
   maxConnections: number;
+  /** The Docker engine's API (unix:///var/run/docker.sock): asked at start about its networks; '' = never asked. */
+  engineHost: string;
+  /** Local pools of networks made without --subnet, instead of Docker's (dockerd's --default-address-pool). */
+  defaultAddressPools: PoolSpec[];
 }
 
 export const DEFAULTS: Config = {
@@ -62,6 +67,8 @@ export const DEFAULTS: Config = {
   tlsVerify: false,
   insecureTcp: false,
   maxConnections: 512,
+  engineHost: '',
+  defaultAddressPools: [],
 };
 
 export const ENV: Record<keyof Config, string> = {
@@ -88,6 +95,8 @@ export const ENV: Record<keyof Config, string> = {
   tlsKey: 'CNMD_TLS_KEY',
   insecureTcp: 'CNMD_INSECURE_TCP',
   maxConnections: 'CNMD_MAX_CONNECTIONS',
+  engineHost: 'CNMD_ENGINE_HOST',
+  defaultAddressPools: 'CNMD_DEFAULT_ADDRESS_POOLS',
 };
 
 /** pino's levels, as --log-level takes them. */
@@ -111,6 +120,7 @@ export function resolveConfig(
     'clusterStoreKey',
     'clusterAdvertise',
     'clusterSecretFile',
+    'engineHost',
   ] as const) {
     const v = flags[key] ?? env[ENV[key]];
     if (v !== undefined && v !== '') out[key] = String(v);
@@ -196,6 +206,22 @@ export function resolveConfig(
     readClusterSecret(out.clusterSecretFile);
   }
   parseHost(out.host); // refuse a bad address before anything starts
+  // Repeated flags arrive joined by spaces (a pool spec has none), as the env variable takes them.
+  const pools = flags.defaultAddressPools ?? env[ENV.defaultAddressPools];
+  if (pools !== undefined && pools !== '')
+    out.defaultAddressPools = String(pools)
+      .split(/\s+/)
+      .filter(Boolean)
+      .map((p) => parsePoolSpec(p));
+  if (out.engineHost) {
+    try {
+      parseHost(out.engineHost);
+    } catch {
+      throw new Error(
+        `--engine-host "${out.engineHost}" is not unix:///path/to/docker.sock or tcp://HOST:PORT (Docker's -H syntax)`,
+      );
+    }
+  }
   return out;
 }
 

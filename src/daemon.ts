@@ -13,6 +13,7 @@ import { ParentTable } from '../drivers/lanlink/parents';
 import { RemoteDriver } from '../drivers/remote/remote';
 import { RemoteIpam } from './ipam/remote';
 import { DOCKER_SPEC_DIRS } from './remote/discovery';
+import { ENGINE_CHECK_MS, inspectEngineNetwork } from './remote/engine-api';
 import { CnmdError, bestEffort } from './errors';
 import { ApiServer, baseRouter, startApiServer } from './api/server';
 import { mountNetworkRoutes } from './api/networks';
@@ -104,6 +105,7 @@ export class Daemon {
           .map((r) => r.dst),
       describePool: (poolId, ip) => this.describePool(poolId, ip),
       reserved: () => this.controller?.engine.foreignPools() ?? [],
+      localPools: c.defaultAddressPools,
     });
     // With a cluster store: this host's membership, and the default IPAM's global space in address blocks.
     const cluster = c.clusterStore ? await this.joinCluster(store, host) : undefined;
@@ -180,6 +182,7 @@ export class Daemon {
     );
     await controller.start();
     await controller.ensureDefaultNetworks();
+    if (c.engineHost) await this.checkEngine(controller);
     if (cluster) {
       if (ipam instanceof ClusterIpam) cluster.onTick = () => ipam.retryReleases();
       await this.startCluster(controller);
@@ -212,6 +215,21 @@ export class Daemon {
         ms: Number(process.hrtime.bigint() - started) / 1e6,
       },
       'cnmd started',
+    );
+  }
+
+  /**
+   * --engine-host: engine networks and endpoints the engine no longer knows
+   * are removed (it removed them while cnmd was down and gave up on its
+   * calls). Bounded: an engine that does not answer in time keeps them.
+   */
+  private async checkEngine(controller: Controller): Promise<void> {
+    const addr = parseHost(this.config.engineHost);
+    const signal = AbortSignal.timeout(ENGINE_CHECK_MS);
+    const r = await controller.engine.reconcileWithEngine((id) => inspectEngineNetwork(addr, id, signal));
+    this.log.info(
+      { engine: this.config.engineHost, removed: r, ms: ENGINE_CHECK_MS },
+      'engine networks checked',
     );
   }
 

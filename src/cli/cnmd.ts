@@ -3,6 +3,7 @@
 import { Command } from 'commander';
 import { DEFAULTS, ENV, resolveConfig } from '../config';
 import { Daemon } from '../daemon';
+import { ENGINE_CHECK_MS } from '../remote/engine-api';
 import { VERSION } from '../version';
 
 const program = new Command('cnmd')
@@ -96,6 +97,16 @@ const program = new Command('cnmd')
     '--max-connections <n>',
     `open API connections accepted at once; beyond it new ones are closed [env ${ENV.maxConnections}] (default ${DEFAULTS.maxConnections})`,
   )
+  .option(
+    '--engine-host <addr>',
+    `the Docker engine's API, unix:///var/run/docker.sock or tcp://HOST:PORT (plain HTTP): at start, engine networks and endpoints it answers 404 for are removed (bridge, rules, veths, pools); an engine that does not answer within ${ENGINE_CHECK_MS / 1000} s keeps them [env ${ENV.engineHost}] (default: none, never asked)`,
+  )
+  .option(
+    '--default-address-pool <base=CIDR,size=N>',
+    `pools of networks made without --subnet, as dockerd's (repeat it; replaces Docker's local pools of that family; e.g. base=10.0.0.0/8,size=24 gives 65,536 /24s) [env ${ENV.defaultAddressPools}, space-separated] (default: Docker's, 31 IPv4 pools)`,
+    (v: string, prev: string[]) => [...prev, v],
+    [] as string[],
+  )
   .addHelpText(
     'after',
     `
@@ -139,6 +150,8 @@ async function main(): Promise<void> {
     tlskey?: string;
     insecureTcp?: boolean;
     maxConnections?: string;
+    engineHost?: string;
+    defaultAddressPool: string[];
   }>();
   let config;
   try {
@@ -148,6 +161,7 @@ async function main(): Promise<void> {
       tlsCaCert: o.tlscacert,
       tlsCert: o.tlscert,
       tlsKey: o.tlskey,
+      defaultAddressPools: o.defaultAddressPool.length ? o.defaultAddressPool.join(' ') : undefined,
     });
   } catch (e) {
     console.error(`cnmd: ${(e as Error).message}`);

@@ -11,6 +11,7 @@ import type { Ipam } from '../ipam/ipam';
 import { contains, ipToBig, isMac, overlaps, parseCidr, stripPrefix } from '../net/addr';
 import type { Logger } from '../log';
 import type { PortBinding } from '../portmap/spec';
+import type { EngineNetworkAnswer } from '../remote/engine-api';
 import type { Store } from '../store/store';
 import { LOCK } from './locks';
 import { endpointSpec, networkSpec } from './specs';
@@ -272,37 +273,106 @@ export class EngineObjects {
   }
 
   /**
-   * `cnmctl network rm --force`: an engine network whose engine is gone (it
-   * removed its containers and the network while cnmd was down, gave up on
+   * `cnmctl network rm --force`, or the engine said at start it does not know
+   * the network (reconcileWithEngine): an engine network whose engine is gone
+   * (it removed its containers and the network while cnmd was down, gave up on
    * the failed calls, and never sends them again). Its endpoints (ports,
-   * veths), its bridge and rules, and the cnmd-ipam leases of its pools go;
-   * the engine is not asked. Failures are collected: the records go only with
-   * the kernel objects.
+   * veths), its bridge and rules, and the cnmd-ipam leases of its pools go; the
+   * engine is not asked. A failed step stops it: the records go only with the
+   * kernel objects.
    */
-  async forceRemove(id: string): Promise<void> {
+  async forceRemove(id: string, why = 'removed by the operator (--force)'): Promise<void> {
     const op = 'network rm --force';
     await this.d.locks.lock([LOCK.engineNet(id)], async () => {
       const n = this.d.store.get<NetworkRecord>(KIND.engineNetwork, id);
       if (!n) throw new CnmdError('NOT_FOUND', `network ${id} not found`, { op, object: id });
-      const driver = this.d.drivers.get(n.driver);
       for (const ep of this.d.store
         .list<EndpointRecord>(KIND.engineEndpoint)
-        .filter((e) => e.networkId === id)) {
-        if (driver) {
-          await driver.revokeExternalConnectivity(n.id, ep.id);
-          await driver.leave(n.id, ep.id);
-          await driver.deleteEndpoint(n.id, ep.id);
-        }
-        this.d.store.delete(KIND.engineEndpoint, ep.id);
-      }
+        .filter((e) => e.networkId === id))
+        await this.dropEndpoint(n, ep);
       this.d.changed();
       n.state = 'deleting';
       this.d.store.put(KIND.engineNetwork, n.id, n);
-      await driver?.deleteNetwork(n.id);
+      await this.d.drivers.get(n.driver)?.deleteNetwork(n.id);
       this.d.store.delete(KIND.engineNetwork, n.id);
       const pools = new Set(n.pools.map((p) => p.pool));
       for (const l of this.leases().filter((x) => pools.has(x.pool))) await this.releasePool(l.poolId);
-      this.d.log.warn({ network: n.id, owner: 'engine' }, 'engine network removed by the operator (--force)');
+      this.d.log.warn({ network: n.id, owner: 'engine' }, `engine network ${why}`);
+    });
+  }
+
+  /** An endpoint the engine no longer holds: its ports, veth and record (the caller holds the network's lock). */
+  private async dropEndpoint(n: NetworkRecord, ep: EndpointRecord): Promise<void> {
+    const driver = this.d.drivers.get(n.driver);
+    if (driver) {
+      await driver.revokeExternalConnectivity(n.id, ep.id);
+      await driver.leave(n.id, ep.id);
+      await driver.deleteEndpoint(n.id, ep.id);
+    }
+    this.d.store.delete(KIND.engineEndpoint, ep.id);
+  }
+
+  /**
+   * At start, with --engine-host: each engine network is looked up in the
+   * engine (answer() is bounded in time by the caller). One the engine does not
+   * know goes whole (forceRemove); in one it knows, endpoints it does not list
+   * go with their cnmd-ipam addresses. "Cannot tell" (no engine, slow, an
+   * error) keeps everything. Runs before the plugin sockets answer, so no
+   * engine call races it. Returns what it removed.
+   */
+  async reconcileWithEngine(
+    answer: (networkId: string) => Promise<EngineNetworkAnswer>,
+  ): Promise<{ networks: string[]; endpoints: string[]; kept: string[] }> {
+    const out = { networks: [] as string[], endpoints: [] as string[], kept: [] as string[] };
+    const nets = this.networks();
+    const answers = await Promise.all(nets.map((n) => answer(n.id)));
+    for (const [i, n] of nets.entries()) {
+      const a = answers[i];
+      try {
+        if (a.known === false) {
+          await this.forceRemove(n.id, 'removed: the engine does not know it (--engine-host)');
+          out.networks.push(n.id);
+        } else if (a.known === true) {
+          out.endpoints.push(...(await this.dropUnknownEndpoints(n.id, a.endpoints)));
+        } else {
+          this.d.log.warn(
+            { network: n.id, owner: 'engine', reason: a.reason },
+            'cannot tell whether the engine still knows this network: kept',
+          );
+          out.kept.push(n.id);
+        }
+      } catch (e) {
+        this.d.log.error({ err: e, network: n.id, owner: 'engine' }, 'engine network reconcile failed: kept');
+        out.kept.push(n.id);
+      }
+    }
+    return out;
+  }
+
+  private async dropUnknownEndpoints(networkId: string, known: Set<string>): Promise<string[]> {
+    return this.d.locks.lock([LOCK.engineNet(networkId)], async () => {
+      const n = this.d.store.get<NetworkRecord>(KIND.engineNetwork, networkId);
+      if (!n) return [];
+      const gone = this.d.store
+        .list<EndpointRecord>(KIND.engineEndpoint)
+        .filter((e) => e.networkId === networkId && !known.has(e.id));
+      for (const ep of gone) {
+        await this.dropEndpoint(n, ep);
+        // Its address, if the engine leased it through cnmd-ipam (the engine's release failed while cnmd was down).
+        for (const cidr of [ep.ipv4, ep.ipv6]) {
+          const ip = stripPrefix(cidr);
+          const l =
+            ip &&
+            this.leases().find((x) => x.addresses.includes(ip) && n.pools.some((p) => p.pool === x.pool));
+          if (l) await this.releaseAddress(l.poolId, ip);
+        }
+        this.d.log.warn(
+          { network: n.id, endpoint: ep.id, owner: 'engine' },
+          'engine endpoint removed: the engine does not know it (--engine-host)',
+        );
+      }
+      if (gone.length) this.d.changed();
+      return gone.map((e) => e.id);
     });
   }
 

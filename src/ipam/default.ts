@@ -23,7 +23,7 @@ import {
   stripPrefix,
   within,
 } from '../net/addr';
-import { predefinedSubnets } from './pools';
+import { PoolSpec, predefinedSubnets } from './pools';
 import { unusableSubnet } from './usable';
 import { Sequence, SequenceJSON } from './sequence';
 
@@ -59,6 +59,8 @@ export interface DefaultIpamOptions {
   describePool?: (poolId: string, ip?: string) => PoolDescription | undefined;
   /** Subnets held outside this IPAM (the engine's networks from its own IPAM): refused and skipped like its pools. */
   reserved?: () => string[];
+  /** The local scope's pools for networks without --subnet (--default-address-pool); none: Docker's. */
+  localPools?: PoolSpec[];
 }
 
 export interface PoolDescription {
@@ -73,12 +75,14 @@ export class DefaultIpam implements Ipam {
   private readonly hostNetworks: () => Promise<string[]>;
   private readonly describePool: (poolId: string, ip?: string) => PoolDescription | undefined;
   private readonly reserved: () => string[];
+  private readonly localPools: PoolSpec[];
 
   constructor(store: Store, opts: DefaultIpamOptions = {}) {
     this.store = store;
     this.hostNetworks = opts.hostNetworks ?? (async () => []);
     this.describePool = opts.describePool ?? (() => undefined);
     this.reserved = opts.reserved ?? (() => []);
+    this.localPools = opts.localPools ?? [];
   }
 
   async defaultAddressSpaces(): Promise<{ local: string; global: string }> {
@@ -214,7 +218,8 @@ export class DefaultIpam implements Ipam {
   /** Synchronous on purpose: the caller records the choice before anything else runs. */
   private pickPredefined(space: string, v6: boolean, host: Cidr[]): Cidr {
     const taken = [...this.records(space).map((p) => p.pool), ...this.reserved()].map((p) => parseCidr(p)!);
-    for (const c of predefinedSubnets(space.startsWith(GLOBAL_SPACE) ? 'global' : 'local', v6)) {
+    const scope = space.startsWith(GLOBAL_SPACE) ? 'global' : 'local';
+    for (const c of predefinedSubnets(scope, v6, this.localPools)) {
       if (taken.some((t) => overlaps(t, c)) || host.some((h) => overlaps(h, c))) continue;
       return c;
     }

@@ -118,6 +118,10 @@ test('cnmd --help documents every flag; a bad -H is refused with a message', () 
     '--resolv-conf',
     '--userland-proxy',
     '--netns-pool-size',
+    '--engine-host',
+    '--default-address-pool',
+    'CNMD_ENGINE_HOST',
+    'CNMD_DEFAULT_ADDRESS_POOLS',
     'CNMD_DATA_ROOT',
     'CNMD_HOST',
     'CNMD_NETNS_POOL_SIZE',
@@ -130,6 +134,11 @@ test('cnmd --help documents every flag; a bad -H is refused with a message', () 
   const badPool = spawnSync(process.execPath, [CNMD, '--netns-pool-size', 'lots'], { encoding: 'utf8' });
   assert.equal(badPool.status, 2);
   assert.match(badPool.stderr, /--netns-pool-size "lots" is not a whole number from 0 to 1024/);
+  const badEngine = spawnSync(process.execPath, [CNMD, '--engine-host', 'docker.sock:2375'], {
+    encoding: 'utf8',
+  });
+  assert.equal(badEngine.status, 2);
+  assert.match(badEngine.stderr, /--engine-host "docker.sock:2375" is not unix:\/\/\/path\/to\/docker\.sock/);
 });
 
 test('cnmctl says how to reach the daemon when the socket is missing', () => {

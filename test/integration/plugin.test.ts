@@ -542,3 +542,59 @@ test('an engine network whose engine is gone: refused to cnmctl network rm, remo
   const again = await call(ipamSock, 'IpamDriver.RequestPool', { Pool: '10.84.0.0/24' });
   assert.equal(again.body.Pool, '10.84.0.0/24', again.text);
 });
+
+test('--engine-host: an engine that is absent, silent or failing keeps the engine network; one that answers 404 removes it', async (t) => {
+  const { l, d: d0, bridgeSock, ipamSock } = await setup(t);
+  let d = d0;
+  const { poolId } = await createNetwork(bridgeSock, ipamSock, '10.85.0.0/24', {
+    'com.docker.network.bridge.name': 'brask0',
+  });
+  await endpoint(ipamSock, bridgeSock, poolId, 1);
+  // A stand-in engine on a unix socket: silent (accepts, never answers), or answering with a status.
+  let mode: 'silent' | number = 'silent';
+  const asked: string[] = [];
+  const engine = http.createServer((req, res) => {
+    asked.push(`${req.method} ${req.url}`);
+    if (mode === 'silent') return;
+    res.writeHead(mode, { 'Content-Type': 'application/json' });
+    res.end(JSON.stringify({ message: mode === 404 ? `network ${NET_ID} not found` : 'engine trouble' }));
+  });
+  const sock = path.join(l.root, 'engine.sock');
+  await new Promise<void>((resolve) => engine.listen(sock, resolve));
+  t.after(() => {
+    engine.closeAllConnections();
+    engine.close();
+  });
+  const restart = async (engineHost: string) => {
+    await d.stop();
+    d = await restartDaemon(t, l, d, ['--engine-host', engineHost]);
+    return d.logs();
+  };
+  const kept = async (why: RegExp, logs: string) => {
+    assert.equal((await d.request('GET', `/networks/${NET_ID}`)).status, 200);
+    assert.ok(
+      d.host.ipj('link').some((x: any) => x.ifname === 'brask0'),
+      'bridge kept',
+    );
+    assert.match(logs, /cannot tell whether the engine still knows this network: kept/);
+    assert.match(logs, why);
+  };
+  // Silent: the start waits out its bound (5 s), then serves, the network kept.
+  await kept(/did not answer in time/, await restart(`unix://${sock}`));
+  assert.deepEqual(asked, [`GET /networks/${NET_ID}`]);
+  assert.equal(readStore(d.dataRoot).engineEndpoints.length, 1, 'its endpoint kept');
+  await kept(/ENOENT/, await restart(`unix://${path.join(l.root, 'no-engine.sock')}`));
+  mode = 500;
+  await kept(/HTTP 500/, await restart(`unix://${sock}`));
+  // 404: the engine does not know it; everything of it goes, the pool too.
+  mode = 404;
+  const logs = await restart(`unix://${sock}`);
+  assert.match(logs, /engine network removed: the engine does not know it/);
+  assert.equal((await d.request('GET', `/networks/${NET_ID}`)).status, 404);
+  assert.ok(!d.host.ipj('link').some((x: any) => x.ifname === 'brask0'), 'bridge removed');
+  assert.doesNotMatch(save(d), /brask0|10\.85\.0\./, 'no rule of it');
+  const store = readStore(d.dataRoot);
+  assert.deepEqual([store.engineNetworks, store.engineEndpoints], [[], []]);
+  assert.ok(!store.leases.some((x: any) => x.pool === '10.85.0.0/24'), 'its pool lease released');
+  await assertInvariants(d);
+});
