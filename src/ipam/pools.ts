@@ -71,7 +71,7 @@ export function parsePoolSpec(text: string, flag = '--default-address-pool'): Po
   const unusable = unusableSubnet(base);
   if (unusable) throw bad(`base ${unusable}: no network can use it`);
   const max = base.family === 4 ? 30 : 126;
-  if (!/^\d{1,3}$/.test(kv.size)) throw bad(`size "${kv.size}" is not a prefix length like 24`);
+  if (!/^[1-9]\d{0,2}$/.test(kv.size)) throw bad(`size "${kv.size}" is not a prefix length like 24`);
   const size = Number(kv.size);
   if (size < base.prefixLen || size > max)
     throw bad(

@@ -1,12 +1,15 @@
 // Networks created in parallel without --subnet (what compose does) each get a
 // pool of their own: read back from the bridges' addresses in the kernel and
 // from the IPAM's records in the store, and still usable after another is removed.
+// Docker's default local pools hold 31 networks; --default-address-pool (as
+// dockerd's) gives more.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import { lab } from '../lib/fixture';
-import { RunningDaemon, startDaemon } from '../lib/daemon';
+import { spawnSync } from 'node:child_process';
+import { CNMD, RunningDaemon, startDaemon } from '../lib/daemon';
 import { ok } from '../lib/api';
 
 /** The IPAM's pool records as the store holds them (read-only, beside the running daemon). */
@@ -58,5 +61,56 @@ test('50 parallel network creates without a subnet: no pool twice, in the kernel
     const sb = await ok(d, 'POST', '/sandboxes', { Networks: [{ Network: n.Name }] });
     const ip = (await ok(d, 'GET', `/sandboxes/${sb.Id}`)).Networks[n.Name].IPAddress;
     assert.ok(ip.startsWith(n.IPAM.Config[0].Subnet.split('.').slice(0, 2).join('.')), `${ip} in ${n.Name}`);
+  }
+});
+
+test('--default-address-pool base=10.0.0.0/8,size=24: 50 parallel creates get 50 distinct, non-overlapping /24s', async (t) => {
+  const l = await lab(t);
+  const d = await startDaemon(t, l, { args: ['--default-address-pool', 'base=10.0.0.0/8,size=24'] });
+  const replies = await Promise.all(
+    Array.from({ length: 50 }, (_, i) => d.request('POST', '/networks/create', { Name: `wide${i}` })),
+  );
+  const failed = replies.filter((r) => r.status !== 201);
+  assert.deepEqual(
+    failed.map((r) => r.body),
+    [],
+  );
+  // The API: every network a /24 of 10.0.0.0/8, no two overlapping (the default bridge's too).
+  const nets = (await ok(d, 'GET', '/networks')) as any[];
+  const wide = nets.filter((n) => n.Name.startsWith('wide'));
+  assert.equal(wide.length, 50);
+  const subnets = nets.filter((n) => n.Driver === 'bridge').map((n) => n.IPAM.Config[0].Subnet as string);
+  assert.equal(subnets.length, 51);
+  for (const s of subnets) assert.match(s, /^10\.\d+\.\d+\.0\/24$/);
+  assert.equal(new Set(subnets).size, 51, `distinct subnets: ${subnets.join(' ')}`);
+  // The kernel: 51 bridges, each with the .1 of its own /24 (distinct /24s cannot overlap).
+  const onBridges = d.host
+    .ipj('addr', 'show', 'type', 'bridge')
+    .flatMap((x: any) => x.addr_info.filter((a: any) => a.family === 'inet'));
+  assert.equal(onBridges.length, 51);
+  const kernelNets = onBridges.map((a: any) => {
+    assert.equal(a.prefixlen, 24);
+    assert.match(a.local, /^10\.\d+\.\d+\.1$/);
+    return a.local.replace(/\.1$/, '.0/24');
+  });
+  assert.deepEqual(kernelNets.sort(), [...subnets].sort());
+  // The store: one pool record per network.
+  assert.deepEqual(
+    storedPools(d)
+      .map((p) => p.pool)
+      .sort(),
+    [...subnets].sort(),
+  );
+});
+
+test('--default-address-pool with a bad base or size: cnmd refuses to start, naming the flag', () => {
+  for (const [spec, why] of [
+    ['base=10.0.0.0/8,size=7', /size 7 must be from the base's prefix length \(8\) to 30/],
+    ['base=10.0.0.300/8,size=24', /base "10\.0\.0\.300\/8" is not a CIDR/],
+  ] as const) {
+    const r = spawnSync(process.execPath, [CNMD, '--default-address-pool', spec], { encoding: 'utf8' });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, new RegExp(`^cnmd: --default-address-pool "${spec.replace(/[./]/g, '\\$&')}": `));
+    assert.match(r.stderr, why);
   }
 });
