@@ -88,6 +88,22 @@ export async function ignoreNotFound<T>(work: Promise<T>): Promise<T | undefined
   }
 }
 
+/**
+ * The errno name (ENOENT, EPERM, ...) a system call failed with: a CnmdError's
+ * errno, or the code of a node or native error. undefined for anything else.
+ */
+export function errnoOf(e: unknown): string | undefined {
+  if (e instanceof CnmdError) return e.errno;
+  const code = (e as { code?: unknown } | null | undefined)?.code;
+  return typeof code === 'string' && /^E[A-Z0-9]+$/.test(code) ? code : undefined;
+}
+
+/** True when e failed with one of these errno names: for catches that expect one errno by name. */
+export function hasErrno(e: unknown, ...names: string[]): boolean {
+  const errno = errnoOf(e);
+  return errno !== undefined && names.includes(errno);
+}
+
 /** The reason of any thrown value, for messages. */
 export function reasonOf(e: unknown): string {
   return e instanceof Error ? e.message : String(e);

@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { native } from '../native';
-import { CnmdError } from './errors';
+import { CnmdError, hasErrno } from './errors';
 
 export const DATA_LOCK = 'cnmd.lock';
 export const EXEC_PIDFILE = 'cnmd.pid';
@@ -80,11 +80,15 @@ function lockOne(flag: string, file: string): number {
   return fd;
 }
 
+/** The lock holder's pid from its file, for the CONFLICT message: ENOENT (it exited meanwhile) reads as none. */
 function readPid(file: string): number | undefined {
+  let text: string;
   try {
-    const pid = Number.parseInt(fs.readFileSync(file, 'utf8'), 10);
-    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
-  } catch {
-    return undefined;
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    if (hasErrno(e, 'ENOENT')) return undefined;
+    throw e;
   }
+  const pid = Number.parseInt(text, 10);
+  return Number.isInteger(pid) && pid > 0 ? pid : undefined;
 }

@@ -29,8 +29,8 @@ export function apiRequest(
           let parsed: unknown = text;
           try {
             parsed = text ? JSON.parse(text) : undefined;
-          } catch {
-            /* plain text */
+          } catch (e) {
+            if (!(e instanceof SyntaxError)) throw e; // not JSON: the body is plain text
           }
           resolve({ status: res.statusCode ?? 0, body: parsed });
         });

@@ -17,7 +17,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import { native } from '../../native';
 import type { Logger } from '../log';
-import { settled } from '../errors';
+import { hasErrno, settled } from '../errors';
 
 export interface ExecResult {
   code: number | null;
@@ -118,8 +118,9 @@ function kill(p: Started): void {
   try {
     // Never 0 or -1: those would signal the whole process group, or every process.
     if (p.pid !== undefined && p.pid > 0) process.kill(p.pid, 'SIGKILL');
-  } catch {
-    /* gone already */
+  } catch (e) {
+    // ESRCH: it exited meanwhile, which is what the kill wanted.
+    if (!hasErrno(e, 'ESRCH')) throw e;
   }
   setTimeout(() => {
     for (const s of p.pipes) s.destroy();

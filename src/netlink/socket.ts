@@ -16,11 +16,13 @@ import {
   SOCK_RAW,
   SOL_NETLINK,
   SOL_SOCKET,
+  SO_RCVBUF,
   SO_RCVBUFFORCE,
+  SO_SNDBUF,
   SO_SNDBUFFORCE,
   SocketSpec,
 } from '../../native';
-import { CnmdError, ErrorCode } from '../errors';
+import { CnmdError, ErrorCode, hasErrno, reasonOf } from '../errors';
 import {
   NLM_F_ACK,
   NLM_F_DUMP,
@@ -199,8 +201,10 @@ export class NetlinkSocket {
     } catch (e) {
       try {
         native.close(fd);
-      } catch {
-        /* already closed */
+      } catch (closeError) {
+        // EBADF: fd was never open, which e reports already; any other failure is reported with e.
+        if (!hasErrno(closeError, 'EBADF'))
+          throw new AggregateError([e, closeError], `${reasonOf(e)}; close ${fd}: ${reasonOf(closeError)}`);
       }
       throw e;
     }
@@ -217,15 +221,21 @@ export class NetlinkSocket {
     ] as const) {
       try {
         native.setsockoptInt(fd, SOL_NETLINK, opt, val);
-      } catch {
-        // Older kernels lack some of these; replies are still correct without them.
+      } catch (e) {
+        // ENOPROTOOPT: an older kernel lacks this option; replies are still correct without it.
+        if (!hasErrno(e, 'ENOPROTOOPT')) throw e;
       }
     }
-    for (const opt of [SO_RCVBUFFORCE, SO_SNDBUFFORCE]) {
+    for (const [force, plain] of [
+      [SO_RCVBUFFORCE, SO_RCVBUF],
+      [SO_SNDBUFFORCE, SO_SNDBUF],
+    ] as const) {
       try {
-        native.setsockoptInt(fd, SOL_SOCKET, opt, 4 << 20);
-      } catch {
-        // Needs CAP_NET_ADMIN; the default buffers work with the request window.
+        native.setsockoptInt(fd, SOL_SOCKET, force, 4 << 20);
+      } catch (e) {
+        // EPERM: the FORCE options need CAP_NET_ADMIN; without it, as large as net.core.[rw]mem_max allows.
+        if (!hasErrno(e, 'EPERM')) throw e;
+        native.setsockoptInt(fd, SOL_SOCKET, plain, 4 << 20);
       }
     }
     this.portId = native.bindNetlink(fd, 0);

@@ -3,7 +3,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { native } from '../../native';
-import { CnmdError, invalidArgument } from '../errors';
+import { CnmdError, hasErrno, invalidArgument, reasonOf } from '../errors';
 import { Handle } from '../netlink/handle';
 import { NetlinkSocket, fromNativeError } from '../netlink/socket';
 import { NETLINK_ROUTE, SocketSpec } from '../../native';
@@ -22,13 +22,13 @@ export interface CreatedNetns {
   freeIndex?: number;
 }
 
-/** Closes fds a caller owns, ignoring ones closed already, and empties the array. */
+/** Closes fds a caller owns and empties the array; EBADF (one closed already) is done, any other failure throws. */
 export function closeFds(fds: number[]): void {
   for (const fd of fds.splice(0)) {
     try {
       native.close(fd);
-    } catch {
-      /* closed already */
+    } catch (e) {
+      if (!hasErrno(e, 'EBADF')) throw e;
     }
   }
 }
@@ -122,17 +122,13 @@ export class NetnsManager {
     try {
       handle = Handle.adopt(p, fds[0]);
     } catch (e) {
-      closeFds(extra);
-      this.removeQuietly(p);
-      throw e;
+      this.undoCreate(id, p, extra, e);
     }
     try {
       await handle.linkSet(LOOPBACK_INDEX, { up: true });
     } catch (e) {
       handle.close();
-      closeFds(extra);
-      this.removeQuietly(p);
-      throw e;
+      this.undoCreate(id, p, extra, e);
     }
     return { id, path: p, handle, sockets: extra };
   }
@@ -243,11 +239,27 @@ export class NetnsManager {
     return Handle.at(this.pathOf(id));
   }
 
-  private removeQuietly(p: string): void {
+  /**
+   * Undoes a create that failed after the netns was made, then throws its error e. A removal that fails
+   * (ENOENT aside: gone is what it wanted) is reported with e, not dropped.
+   */
+  private undoCreate(id: string, p: string, fds: number[], e: unknown): never {
+    const failed: unknown[] = [];
+    try {
+      closeFds(fds);
+    } catch (x) {
+      failed.push(x);
+    }
     try {
       native.netnsDelete(p);
-    } catch {
-      /* best effort on a failed create */
+    } catch (x) {
+      if (!hasErrno(x, 'ENOENT')) failed.push(x);
     }
+    if (failed.length)
+      throw new AggregateError(
+        [e, ...failed],
+        `netns create ${id}: ${reasonOf(e)}; undo: ${failed.map(reasonOf).join('; ')}`,
+      );
+    throw e;
   }
 }

@@ -41,7 +41,7 @@
 // `! -d 127.0.0.0/8` (firewall/layout.ts with `userlandProxy: false`), and route_localnet=1
 // on the bridge (routeLocalnetSysctl()).
 import * as path from 'node:path';
-import { CnmdError } from '../errors';
+import { CnmdError, hasErrno } from '../errors';
 import { defaultExec, type Exec } from '../firewall/iptables';
 import { BatchBuilder, type Family, type RuleBatch } from '../firewall/firewall';
 import { chainNames, type LayoutRule } from '../firewall/layout';
@@ -255,7 +255,7 @@ export function routeLocalnetSysctl(bridge: string, procRoot = '/proc'): { path:
 /**
  * Whether iptables and the kernel accept a shifted-range DNAT (`--to-destination
  * IP:C-D/A`). Runs `unshare --net <iptables> ...` once: in a throwaway network namespace,
- * so no firewall is touched (needs CAP_SYS_ADMIN, as the daemon has). False on any failure.
+ * so no firewall is touched (needs CAP_SYS_ADMIN, as the daemon has). False when refused or not installed.
  */
 export async function probeShiftedRangeDnat(opts: { exec?: Exec; iptables?: string } = {}): Promise<boolean> {
   const exec = opts.exec ?? defaultExec(10_000);
@@ -278,7 +278,10 @@ export async function probeShiftedRangeDnat(opts: { exec?: Exec; iptables?: stri
       '192.0.2.1:30000-30001/20000',
     ]);
     return r.code === 0;
-  } catch {
-    return false;
+  } catch (e) {
+    // ENOENT: unshare (or iptables) is not installed, so the form cannot be used either. A timeout is no
+    // rejection (the process is killed and its status is not 0); anything else is a failure to see.
+    if (hasErrno(e, 'ENOENT')) return false;
+    throw e;
   }
 }

@@ -194,8 +194,9 @@ export class PluginClient {
             ? o.Error
             : undefined;
       if (m !== undefined) message = m;
-    } catch {
+    } catch (e) {
       // Not JSON: the raw body is the message, as the engine reports it.
+      if (!(e instanceof SyntaxError)) throw e;
     }
     const hint =
       raw.status === 404

@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { lab } from '../lib/fixture';
 import { NETLINK_ROUTE, NativeError, SOL_SOCKET, SO_SNDBUF, native } from '../../native';
 import { NetlinkSocket } from '../../src/netlink/socket';
@@ -83,4 +84,34 @@ test('a closed socket fd number taken by a new socket: the new one answers, and 
     ),
   );
   for (const r of replies) assert.equal(r.length, 1, 'one link (lo) in a fresh netns, every time');
+});
+
+test('a netlink socket opened without CAP_NET_ADMIN works: EPERM from the FORCE buffer options falls back to the plain ones', () => {
+  // A process as nobody, without capabilities, in a netns of its own (unshare makes it; setpriv drops the rest).
+  const script = [
+    `const { Handle } = require(${JSON.stringify(require.resolve('../../src/netlink/handle'))});`,
+    'const h = Handle.at(null);',
+    'h.linkList().then((l) => {',
+    '  process.stdout.write(JSON.stringify({ links: l.map((x) => x.name) }));',
+    '  h.close();',
+    '}, (e) => { console.error(e.stack); process.exit(1); });',
+  ].join('\n');
+  const r = spawnSync(
+    'unshare',
+    [
+      '--net',
+      'setpriv',
+      '--reuid=65534',
+      '--regid=65534',
+      '--clear-groups',
+      '--inh-caps=-all',
+      process.execPath,
+      '-e',
+      script,
+    ],
+    { encoding: 'utf8', timeout: 30_000 },
+  );
+  assert.equal(r.status, 0, `unprivileged open failed: ${r.stderr}`);
+  // Its own netns holds loopback only: the dump ran through the socket the constructor set up.
+  assert.deepEqual(JSON.parse(r.stdout), { links: ['lo'] });
 });

@@ -2,7 +2,15 @@
 // teardown failures collected and reported together, `op object: reason`.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CnmdError, TeardownErrors, bestEffort, failure, ignoreNotFound } from '../../src/errors';
+import {
+  CnmdError,
+  TeardownErrors,
+  bestEffort,
+  errnoOf,
+  failure,
+  hasErrno,
+  ignoreNotFound,
+} from '../../src/errors';
 
 const err = (code: 'NOT_FOUND' | 'KERNEL_ERROR' | 'TIMEOUT', m: string) =>
   new CnmdError(code, m, { op: 'x' });
@@ -74,4 +82,25 @@ test('bestEffort: logs a failure instead of throwing it; failure(): op object: r
     'network create br0: in use',
   );
   assert.equal(failure('CONFLICT', { op: 'network create' }, 'in use').message, 'network create: in use');
+});
+
+test('errnoOf/hasErrno: the errno name of node, native and CnmdError failures; nothing for others', async () => {
+  const nodeErr = await import('node:fs').then((fs) => {
+    try {
+      fs.readFileSync('/nonexistent/cnmd-errno-test');
+    } catch (e) {
+      return e;
+    }
+    return undefined;
+  });
+  assert.equal(errnoOf(nodeErr), 'ENOENT');
+  assert.equal(hasErrno(nodeErr, 'EPERM', 'ENOENT'), true);
+  assert.equal(hasErrno(nodeErr, 'EPERM'), false);
+  assert.equal(errnoOf(new CnmdError('KERNEL_ERROR', 'x', { op: 'x', errno: 'EBUSY' })), 'EBUSY');
+  // A CnmdError's own code is not an errno.
+  assert.equal(errnoOf(err('NOT_FOUND', 'gone')), undefined);
+  assert.equal(errnoOf(Object.assign(new Error('x'), { code: 'ERR_INVALID_ARG_TYPE' })), undefined);
+  assert.equal(errnoOf(new TypeError('a bug')), undefined);
+  assert.equal(errnoOf(undefined), undefined);
+  assert.equal(hasErrno(null, 'ENOENT'), false);
 });

@@ -352,12 +352,34 @@ test('probeShiftedRangeDnat runs one process in a throwaway netns and reads its 
     await probeShiftedRangeDnat({ exec: async () => ({ code: 2, signal: null, stdout: '', stderr: 'Bad' }) }),
     false,
   );
+  // unshare missing (spawn's ENOENT): the form cannot be used.
+  const enoent = Object.assign(new Error('posix_spawn: No such file or directory (ENOENT)'), {
+    code: 'ENOENT',
+  });
   assert.equal(
     await probeShiftedRangeDnat({
       exec: async () => {
-        throw new Error('ENOENT');
+        throw enoent;
       },
     }),
     false,
+  );
+  // Any other failure (EPERM, a bug) is not a "no": it reaches the caller.
+  const eperm = Object.assign(new Error('posix_spawn: Operation not permitted (EPERM)'), { code: 'EPERM' });
+  await assert.rejects(
+    probeShiftedRangeDnat({
+      exec: async () => {
+        throw eperm;
+      },
+    }),
+    /EPERM/,
+  );
+  await assert.rejects(
+    probeShiftedRangeDnat({
+      exec: async () => {
+        throw new TypeError('a bug');
+      },
+    }),
+    TypeError,
   );
 });
