@@ -172,6 +172,16 @@ export interface OverlayPeer {
   vtep: string;
 }
 
+export interface LeaveOptions {
+  /**
+   * The sandbox's netns file is already gone: nothing will use the interface again,
+   * so a driver may finish the removal in the background instead of making the
+   * caller wait (a veth delete waits for an RCU grace period). Processes
+   * still inside the namespace keep it alive, so the removal must still happen.
+   */
+  sandboxDestroyed?: boolean;
+}
+
 export interface Driver {
   /** The name networks give as their driver (`-d name`), and the key it is registered under. */
   readonly name: string;
@@ -211,15 +221,8 @@ export interface Driver {
     sandbox: SandboxRef,
     options: Record<string, unknown>,
   ): Promise<JoinInfo>;
-  /**
-   * Takes the endpoint's interface out of the sandbox. With sandboxDestroyed the
-   * sandbox's netns file is already gone: nothing will use the interface again,
-   * so a driver may finish the removal in the background instead of making the
-   * caller wait (a veth delete waits for an RCU grace period). Processes
-   * still inside the namespace keep it alive, so the removal must still happen.
-   * An interface already gone is not an error.
-   */
-  leave(networkId: string, endpointId: string, opts?: { sandboxDestroyed?: boolean }): Promise<void>;
+  /** Takes the endpoint's interface out of the sandbox. An interface already gone is not an error. */
+  leave(networkId: string, endpointId: string, opts?: LeaveOptions): Promise<void>;
   /**
    * Publishes the endpoint's ports (only asked of portMapping drivers, with
    * portBindings); resolves with them as allocated (exact host ports). Others

@@ -27,7 +27,7 @@ export function hostVethName(endpointId: string): string {
 }
 
 /** The endpoint as given, its MAC Docker's (02:42 + IPv4) unless given, else random. */
-export function vethEndpoint(spec: EndpointSpec, hostVeth = hostVethName(spec.endpointId)): VethEndpoint {
+function vethEndpoint(spec: EndpointSpec, hostVeth = hostVethName(spec.endpointId)): VethEndpoint {
   return {
     networkId: spec.networkId,
     id: spec.endpointId,
@@ -38,12 +38,19 @@ export function vethEndpoint(spec: EndpointSpec, hostVeth = hostVethName(spec.en
   };
 }
 
-export function endpointOf(
-  endpoints: Map<string, VethEndpoint>,
-  op: string,
-  endpointId: string,
-): VethEndpoint {
-  const ep = endpoints.get(endpointId);
-  if (!ep) throw failure('NOT_FOUND', { op, object: endpointId }, 'no such endpoint');
-  return ep;
+/** A driver's endpoints by id: each kept from createEndpoint (or restore) until deleteEndpoint. */
+export class VethEndpoints extends Map<string, VethEndpoint> {
+  /** Keeps spec's endpoint; restore passes the host veth it found (by its alias). */
+  add(spec: EndpointSpec, hostVeth?: string): VethEndpoint {
+    const ep = vethEndpoint(spec, hostVeth);
+    this.set(spec.endpointId, ep);
+    return ep;
+  }
+
+  /** The endpoint, or NOT_FOUND for op. */
+  need(op: string, endpointId: string): VethEndpoint {
+    const ep = this.get(endpointId);
+    if (!ep) throw failure('NOT_FOUND', { op, object: endpointId }, 'no such endpoint');
+    return ep;
+  }
 }

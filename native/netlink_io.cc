@@ -215,7 +215,13 @@ std::vector<uint8_t> g_recvbuf(64 * 1024);
 
 std::map<int, Watcher*> g_watchers;
 
-bool NlWatched(int fd) { return g_watchers.count(fd) > 0; }
+// The watcher of fd, or nullptr (nlClose takes a closed socket's out of the map).
+Watcher* WatcherOf(int fd) {
+  auto it = g_watchers.find(fd);
+  return it == g_watchers.end() ? nullptr : it->second;
+}
+
+bool NlWatched(int fd) { return WatcherOf(fd) != nullptr; }
 
 void CallCallback(Watcher* w, napi_value err, napi_value msgs, napi_value token) {
   if (w->callback == nullptr) return;
@@ -285,12 +291,12 @@ void OnReadable(uv_poll_t* handle, int status, int) {
 void CallSendError(napi_env env, napi_value, void*, void* data) {
   auto* e = static_cast<SendError*>(data);
   if (env != nullptr) {
-    auto it = g_watchers.find(e->sock->fd);
-    if (it != g_watchers.end() && it->second->sock == e->sock && !it->second->closing) {
+    Watcher* w = WatcherOf(e->sock->fd);
+    if (w != nullptr && w->sock == e->sock && !w->closing) {
       napi_value err, token;
       err = MakeError(env, e->err, "sendto", "");
       napi_create_double(env, e->token, &token);
-      CallCallback(it->second, err, nullptr, token);
+      CallCallback(w, err, nullptr, token);
     }
   }
   delete e;
@@ -302,7 +308,7 @@ napi_value NlWatch(napi_env env, napi_callback_info info) {
   int fd = a.Int(0);
   napi_value callback = a.Value(1);
   if (!a.Ok()) return nullptr;
-  if (g_watchers.count(fd)) return ThrowErrno(env, EEXIST, "nlWatch");
+  if (NlWatched(fd)) return ThrowErrno(env, EEXIST, "nlWatch");
   uv_loop_t* loop;
   CHECK_NAPI(env, napi_get_uv_event_loop(env, &loop));
   auto* w = new Watcher();
@@ -351,9 +357,9 @@ napi_value NlRef(napi_env env, napi_callback_info info) {
   int fd = a.Int(0);
   bool ref = a.Bool(1);
   if (!a.Ok()) return nullptr;
-  auto it = g_watchers.find(fd);
-  if (it == g_watchers.end()) return ThrowErrno(env, EBADF, "nlRef");
-  auto* h = reinterpret_cast<uv_handle_t*>(&it->second->poll);
+  Watcher* w = WatcherOf(fd);
+  if (w == nullptr) return ThrowErrno(env, EBADF, "nlRef");
+  auto* h = reinterpret_cast<uv_handle_t*>(&w->poll);
   if (ref) uv_ref(h); else uv_unref(h);
   return nullptr;
 }
@@ -367,12 +373,12 @@ napi_value NlSend(napi_env env, napi_callback_info info) {
   double token = a.Double(2);
   int32_t flags = a.Has(3) ? a.Int(3) : 0;
   if (!a.Ok()) return nullptr;
-  auto it = g_watchers.find(fd);
-  if (it == g_watchers.end() || it->second->closing) return ThrowErrno(env, EBADF, "nlSend");
+  Watcher* w = WatcherOf(fd);
+  if (w == nullptr || w->closing) return ThrowErrno(env, EBADF, "nlSend");
   SendJob job;
   job.slow = flags & kSendSlow;
   job.dump = flags & kSendDump;
-  job.sock = it->second->sock;
+  job.sock = w->sock;
   job.fd = fd;
   job.data.assign(static_cast<uint8_t*>(data), static_cast<uint8_t*>(data) + len);
   job.close = false;
@@ -386,10 +392,9 @@ napi_value NlClose(napi_env env, napi_callback_info info) {
   Args a(env, info, "nlClose(fd)");
   auto [fd] = a.Ints<1>();
   if (!a.Ok()) return nullptr;
-  auto it = g_watchers.find(fd);
-  if (it == g_watchers.end()) return ThrowErrno(env, EBADF, "nlClose");
-  Watcher* w = it->second;
-  g_watchers.erase(it);
+  Watcher* w = WatcherOf(fd);
+  if (w == nullptr) return ThrowErrno(env, EBADF, "nlClose");
+  g_watchers.erase(fd);
   w->closing = true;
   napi_delete_reference(env, w->callback);
   w->callback = nullptr;

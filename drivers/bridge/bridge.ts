@@ -15,12 +15,13 @@ import type {
   EndpointSpec,
   ExternalConnectivityOptions,
   JoinInfo,
+  LeaveOptions,
   NetworkSpec,
   SandboxRef,
 } from '../driver';
 import { BridgeFirewall, firewallSpec } from './firewall';
 import { BridgeConfig, parseBridgeConfig } from './options';
-import { endpointOf, hostVethName, VethEndpoint as EndpointState, vethEndpoint } from '../veth-endpoint';
+import { hostVethName, VethEndpoint as EndpointState, VethEndpoints } from '../veth-endpoint';
 
 export { hostVethName } from '../veth-endpoint';
 import { ALIAS_PREFIX, BridgeState, bridgeSetupSteps, endpointAlias, networkAlias } from './setup';
@@ -62,7 +63,7 @@ export class BridgeDriver implements Driver {
   private readonly ports?: PortPublisher;
   private readonly log: Logger;
   private readonly networks = new Map<string, BridgeState>();
-  private readonly endpoints = new Map<string, EndpointState>();
+  private readonly endpoints = new VethEndpoints();
   private baseReady = false;
 
   constructor(deps: { host: Handle; firewall: BridgeFirewall; ports?: PortPublisher; log: Logger }) {
@@ -127,9 +128,7 @@ export class BridgeDriver implements Driver {
 
   async createEndpoint(spec: EndpointSpec): Promise<EndpointInfo> {
     this.networkOrThrow('endpoint create', spec.networkId);
-    const ep = vethEndpoint(spec);
-    this.endpoints.set(spec.endpointId, ep);
-    return { mac: ep.mac };
+    return { mac: this.endpoints.add(spec).mac };
   }
 
   async deleteEndpoint(_networkId: string, endpointId: string): Promise<void> {
@@ -139,7 +138,7 @@ export class BridgeDriver implements Driver {
   async join(networkId: string, endpointId: string, sb: SandboxRef): Promise<JoinInfo> {
     const op = 'endpoint join';
     const st = this.networkOrThrow(op, networkId);
-    const ep = endpointOf(this.endpoints, op, endpointId);
+    const ep = this.endpoints.need(op, endpointId);
     const c = st.config;
     const info: JoinInfo = {
       gateway: c.internal ? undefined : stripPrefix(c.gatewayV4),
@@ -297,11 +296,7 @@ export class BridgeDriver implements Driver {
     return peerName;
   }
 
-  async leave(
-    _networkId: string,
-    endpointId: string,
-    opts: { sandboxDestroyed?: boolean } = {},
-  ): Promise<void> {
+  async leave(_networkId: string, endpointId: string, opts: LeaveOptions = {}): Promise<void> {
     const ep = this.endpoints.get(endpointId);
     const name = ep?.hostVeth ?? hostVethName(endpointId);
     // A dead sandbox's veth goes in the background, apart from the requests
@@ -397,7 +392,7 @@ export class BridgeDriver implements Driver {
         byAlias.get(endpointAlias(e.networkId, e.endpointId)) ?? links.get(hostVethName(e.endpointId));
       if (veth && veth.masterIndex !== st.index)
         await this.host.linkSet(veth.index, { master: st.index, up: true });
-      this.endpoints.set(e.endpointId, vethEndpoint(e, veth?.name));
+      this.endpoints.add(e, veth?.name);
       if (e.ports?.length && this.ports)
         await this.ports.restore(this.publishRequest(e.networkId, e.endpointId, e.ports));
     }

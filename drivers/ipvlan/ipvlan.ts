@@ -28,9 +28,7 @@ export function parseIpvlanMode(options: Record<string, string>): LanMode {
 export class IpvlanDriver extends LanLinkDriver {
   readonly name = 'ipvlan';
 
-  protected parseMode(options: Record<string, string>): LanMode {
-    return parseIpvlanMode(options);
-  }
+  protected readonly parseMode = parseIpvlanMode;
 
   /** Every ipvlan child has its parent's MAC. */
   protected override macFor(): string | undefined {

@@ -9,12 +9,13 @@ import type { LinkAddSpec } from '../../src/netlink/handle';
 import type { Logger } from '../../src/log';
 import { runSteps } from '../../src/steps';
 import type {
-  IpamPolicy,
   Capabilities,
   Driver,
   EndpointInfo,
   EndpointSpec,
+  IpamPolicy,
   JoinInfo,
+  LeaveOptions,
   NetworkSpec,
   SandboxRef,
   StaticRoute,
@@ -74,7 +75,7 @@ export abstract class LanLinkDriver implements Driver {
   }
 
   /** The children's mode from the network's options; bad values refused naming the option. */
-  protected abstract parseMode(options: Record<string, string>): LanMode;
+  protected abstract readonly parseMode: (options: Record<string, string>) => LanMode;
 
   /** The child link's kind-specific creation fields. */
   protected abstract childSpec(c: LanConfig, mac: string | undefined): Partial<LinkAddSpec>;
@@ -393,11 +394,7 @@ export abstract class LanLinkDriver implements Driver {
     return e;
   }
 
-  async leave(
-    _networkId: string,
-    endpointId: string,
-    opts: { sandboxDestroyed?: boolean } = {},
-  ): Promise<void> {
+  async leave(_networkId: string, endpointId: string, opts: LeaveOptions = {}): Promise<void> {
     const ep = this.endpoints.get(endpointId);
     const j = ep?.joined;
     if (!ep || !j) return;

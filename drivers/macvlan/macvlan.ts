@@ -27,9 +27,7 @@ export function parseMacvlanMode(options: Record<string, string>): LanMode {
 export class MacvlanDriver extends LanLinkDriver {
   readonly name = 'macvlan';
 
-  protected parseMode(options: Record<string, string>): LanMode {
-    return parseMacvlanMode(options);
-  }
+  protected readonly parseMode = parseMacvlanMode;
 
   /** A passthru child takes its parent's MAC (the kernel's eth_hw_addr_inherit). */
   protected override macFor(c: LanConfig, asked: string | undefined): string | undefined {

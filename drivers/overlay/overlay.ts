@@ -11,7 +11,7 @@ import type { PortPublisher } from '../../src/portmap/publisher';
 import type { PortBinding } from '../../src/portmap/spec';
 import { runSteps } from '../../src/steps';
 import { VETH_QUEUES } from '../bridge/bridge';
-import { endpointOf, hostVethName, VethEndpoint, vethEndpoint } from '../veth-endpoint';
+import { hostVethName, VethEndpoints } from '../veth-endpoint';
 import type { BridgeFirewall } from '../bridge/firewall';
 import type {
   Capabilities,
@@ -20,6 +20,7 @@ import type {
   EndpointSpec,
   ExternalConnectivityOptions,
   JoinInfo,
+  LeaveOptions,
   NetworkSpec,
   SandboxRef,
 } from '../driver';
@@ -78,7 +79,7 @@ export class OverlayDriver implements Driver {
   private readonly gw?: GatewayBridge;
   private readonly ports?: PortPublisher;
   private readonly networks = new Map<string, OverlayNetworkState>();
-  private readonly endpoints = new Map<string, VethEndpoint>();
+  private readonly endpoints = new VethEndpoints();
   /** The last peer set per network (kept for a network not made here yet). */
   private readonly wanted = new Map<string, ReturnType<typeof desiredEntries>>();
   /** One reconcile at a time per network. */
@@ -224,9 +225,7 @@ export class OverlayDriver implements Driver {
 
   async createEndpoint(spec: EndpointSpec): Promise<EndpointInfo> {
     this.networkOrThrow('endpoint create', spec.networkId);
-    const ep = vethEndpoint(spec);
-    this.endpoints.set(spec.endpointId, ep);
-    return { mac: ep.mac };
+    return { mac: this.endpoints.add(spec).mac };
   }
 
   async deleteEndpoint(_networkId: string, endpointId: string): Promise<void> {
@@ -236,7 +235,7 @@ export class OverlayDriver implements Driver {
   async join(networkId: string, endpointId: string, sb: SandboxRef): Promise<JoinInfo> {
     const op = 'endpoint join';
     const st = this.networkOrThrow(op, networkId);
-    const ep = endpointOf(this.endpoints, op, endpointId);
+    const ep = this.endpoints.need(op, endpointId);
     const ns = st.ns!;
     const h = sb.handle;
     // A fresh sandbox's free ifindex: the container side is made with it, and needs no look-up.
@@ -288,11 +287,7 @@ export class OverlayDriver implements Driver {
     return { ...info, gateway: gw.value, gatewayInterface: GW_IFNAME, disableGatewayService: false };
   }
 
-  async leave(
-    networkId: string,
-    endpointId: string,
-    opts: { sandboxDestroyed?: boolean } = {},
-  ): Promise<void> {
+  async leave(networkId: string, endpointId: string, opts: LeaveOptions = {}): Promise<void> {
     const st = this.networks.get(networkId);
     const name = this.endpoints.get(endpointId)?.hostVeth ?? hostVethName(endpointId);
     const onOwnSocket = !!opts.sandboxDestroyed;
@@ -424,7 +419,7 @@ export class OverlayDriver implements Driver {
     }
     for (const e of endpoints) {
       if (!this.networks.has(e.networkId)) continue;
-      this.endpoints.set(e.endpointId, vethEndpoint(e));
+      this.endpoints.add(e);
     }
     if (this.gw) {
       const removed = await this.gw.restore(gwUsers);

@@ -16,6 +16,7 @@ import type {
   EndpointSpec,
   ExternalConnectivityOptions,
   JoinInfo,
+  LeaveOptions,
   NetworkSpec,
   SandboxRef,
 } from '../driver';
@@ -266,11 +267,7 @@ export class RemoteDriver implements Driver {
     );
   }
 
-  async leave(
-    networkId: string,
-    endpointId: string,
-    opts: { sandboxDestroyed?: boolean } = {},
-  ): Promise<void> {
+  async leave(networkId: string, endpointId: string, opts: LeaveOptions = {}): Promise<void> {
     const ep = this.endpoints.get(endpointId);
     const joined = ep?.joined;
     if (ep) ep.joined = undefined;

@@ -10,6 +10,7 @@
 // iptables-save prints them). Verified against iptables v1.8.9 in the tests.
 import { invalidArgument } from '../errors';
 import type { Family } from './firewall';
+import { longestZeroRun } from '../net/addr';
 
 // ---- tokens ----------------------------------------------------------------------------
 
@@ -109,22 +110,7 @@ function parseV6(s: string): number[] | undefined {
 function formatV6(b: number[]): string {
   const w: number[] = [];
   for (let i = 0; i < 16; i += 2) w.push((b[i] << 8) | b[i + 1]);
-  let best = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8;) {
-    if (w[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && w[j] === 0) j++;
-    if (j - i > bestLen) {
-      best = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  if (bestLen < 2) best = -1;
+  const { start: best, len: bestLen } = longestZeroRun(w);
   const v4tail = best === 0 && (bestLen === 6 || (bestLen === 5 && w[5] === 0xffff));
   let out = '';
   for (let i = 0; i < 8; i++) {

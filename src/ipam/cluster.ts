@@ -9,7 +9,7 @@ import type { Logger } from '../log';
 import type { Store } from '../store/store';
 import type { ClusterStore } from '../cluster/etcd';
 import { BlockRecord, key } from '../cluster/records';
-import { DefaultIpam } from './default';
+import { DefaultIpam, sweptSequence } from './default';
 import { AddressOptions, GLOBAL_SPACE, Ipam, PoolInfo, PoolRequest } from './ipam';
 import { Cidr, bigToIp, bits, contains, formatCidr, ipToBig, parseCidr, stripPrefix } from '../net/addr';
 import { Sequence, SequenceJSON } from './sequence';
@@ -405,18 +405,12 @@ export class ClusterIpam implements Ipam {
           this.store.delete(POOL, rec.id);
           continue;
         }
-        const pool = parseCidr(rec.pool)!;
         for (const b of this.blocksOf(rec.id)) {
           const block = parseCidr(b.block)!;
-          const seq = this.freshBlock(rec, block, []);
-          for (const ip of used) {
-            const a = ipToBig(ip);
-            if (a && contains(block, pool.family, a.value)) seq.set(a.value - block.base);
-          }
-          const before = Sequence.fromJSON(b.seq).count();
-          if (before !== seq.count()) {
-            freed.push(`${before - seq.count()} address(es) in ${b.block}`);
-            b.seq = seq.toJSON();
+          const swept = sweptSequence(b.seq, this.freshBlock(rec, block, []), block, used);
+          if (swept) {
+            freed.push(`${swept.freed} address(es) in ${b.block}`);
+            b.seq = swept.seq;
             this.store.put(BLOCK, b.id, b);
           }
         }

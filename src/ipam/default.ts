@@ -49,6 +49,25 @@ function emptySequence(pool: Cidr): Sequence {
   return seq;
 }
 
+/**
+ * A start-up sweep of one range: `fresh` (its sequence holding only what is
+ * always reserved) plus each address of `used` inside it. Returned when that
+ * frees addresses the stored sequence holds, with how many; else undefined.
+ */
+export function sweptSequence(
+  stored: SequenceJSON,
+  fresh: Sequence,
+  range: Cidr,
+  used: Iterable<string>,
+): { seq: SequenceJSON; freed: bigint } | undefined {
+  for (const ip of used) {
+    const a = ipToBig(ip);
+    if (a && contains(range, a.family, a.value)) fresh.set(a.value - range.base);
+  }
+  const before = Sequence.fromJSON(stored).count();
+  return before === fresh.count() ? undefined : { seq: fresh.toJSON(), freed: before - fresh.count() };
+}
+
 export interface DefaultIpamOptions {
   /** Networks routed on the host (CIDRs): predefined pools that overlap them are skipped. */
   hostNetworks?: () => Promise<string[]>;
@@ -317,15 +336,10 @@ export class DefaultIpam implements Ipam {
           continue;
         }
         const pool = parseCidr(rec.pool)!;
-        const seq = emptySequence(pool);
-        for (const ip of used) {
-          const a = ipToBig(ip);
-          if (a && contains(pool, a.family, a.value)) seq.set(a.value - pool.base);
-        }
-        const before = Sequence.fromJSON(rec.seq).count();
-        if (before !== seq.count()) {
-          freed.push(`${before - seq.count()} address(es) in ${rec.pool}`);
-          rec.seq = seq.toJSON();
+        const swept = sweptSequence(rec.seq, emptySequence(pool), pool, used);
+        if (swept) {
+          freed.push(`${swept.freed} address(es) in ${rec.pool}`);
+          rec.seq = swept.seq;
           this.store.put(KIND, rec.id, rec);
         }
       }

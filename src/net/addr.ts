@@ -49,6 +49,30 @@ function ipv6ToBytes(ip: string): Buffer | undefined {
   return out;
 }
 
+/**
+ * Where an IPv6 address's eight 16-bit groups are written `::`: the longest
+ * run of two or more zero groups, the first if tied (RFC 5952, and glibc's
+ * inet_ntop). start is -1 when there is none.
+ */
+export function longestZeroRun(groups: number[]): { start: number; len: number } {
+  let start = -1;
+  let len = 0;
+  for (let i = 0; i < groups.length;) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < groups.length && groups[j] === 0) j++;
+    if (j - i > len && j - i >= 2) {
+      start = i;
+      len = j - i;
+    }
+    i = j;
+  }
+  return { start, len };
+}
+
 export function bytesToIp(b: Buffer): string {
   if (b.length === 4) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
   if (b.length !== 16)
@@ -59,22 +83,7 @@ export function bytesToIp(b: Buffer): string {
   for (let i = 0; i < 16; i += 2) groups.push(b.readUInt16BE(i));
   if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff)
     return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
-  // RFC 5952: compress the longest run (>= 2) of zero groups, the first if tied.
-  let bestStart = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8;) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen && j - i >= 2) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
+  const { start: bestStart, len: bestLen } = longestZeroRun(groups);
   const hex = groups.map((g) => g.toString(16));
   if (bestStart === -1) return hex.join(':');
   return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
