@@ -104,6 +104,13 @@ export interface IpamPolicy {
   why?: string;
   /** IPAM partition of the pools (PoolRequest.partition): subnets overlap freely across partitions. */
   partition?: string;
+  /**
+   * Endpoints sit on a LAN with an identity of their own there (their MAC, or
+   * a client id on a shared one): a link-bound IPAM (DHCP) can address them
+   * from a server on it. Absent: such an IPAM is refused, saying `noLanLeases`.
+   */
+  lanLeases?: boolean;
+  noLanLeases?: string;
 }
 
 /** What the driver decided for the endpoint (it may fill only empty fields). */

@@ -46,6 +46,8 @@ const LANES = {
     [hasCommand('python3'), 'python3'],
     // The TCP API's TLS test makes its CA and certificates with openssl (api-tcp-tls.test.ts).
     [hasCommand('openssl'), 'openssl'],
+    // The LAN's DHCP server for --ipam-driver dhcp (dhcp.test.ts): dnsmasq's binary, without its system service.
+    [hasCommand('dnsmasq'), 'dnsmasq-base'],
   ],
   // Fuzzing, storms and SIGKILLs against a daemon in its own netns (test/chaos): the integration tools, and openssl for TLS certs.
   chaos: [

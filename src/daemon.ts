@@ -23,6 +23,7 @@ import { Controller } from './controller/controller';
 import { SandboxFiles } from './controller/sandbox-files';
 import { DefaultIpam, type PoolDescription } from './ipam/default';
 import { ClusterIpam } from './ipam/cluster';
+import { DHCP_IPAM, DhcpIpam } from './ipam/dhcp/dhcp';
 import { Cluster } from './cluster/cluster';
 import { ClusterStore } from './cluster/etcd';
 import { resolveAdvertise } from './cluster/advertise';
@@ -144,7 +145,11 @@ export class Daemon {
       ['macvlan', new MacvlanDriver({ host, log: this.log, parents })],
       ['ipvlan', new IpvlanDriver({ host, log: this.log, parents })],
     ]);
-    const ipams = new Map<string, Ipam>([['default', ipam]]);
+    const ipams = new Map<string, Ipam>([
+      ['default', ipam],
+      // Addresses from the LAN's DHCP server, for macvlan and ipvlan l2 networks.
+      [DHCP_IPAM, new DhcpIpam(this.log)],
+    ]);
     const pool = new NetnsPool(netns, c.execRoot, {
       size: c.netnsPoolSize,
       log: this.log,

@@ -100,14 +100,21 @@ export abstract class LanLinkDriver implements Driver {
         gateway: 'none',
         why: `ipvlan_mode ${mode.mode} routes through the device without a gateway`,
         partition,
+        noLanLeases: `ipvlan_mode ${mode.mode} routes, and no LAN broadcast reaches its endpoints: use ipvlan_mode l2`,
       };
+    // A DHCP server answers endpoints on its L2; ipvlan's share their parent's MAC, told apart by their client ids.
+    const lan = isolated
+      ? {
+          noLanLeases: `a ${this.name} network without -o parent= (or --internal) is on no LAN: give -o parent=`,
+        }
+      : { lanLeases: true };
     const ipamGateway = parseBool(
       'network create',
       LAN_OPT.ipamGateway,
       req.options[LAN_OPT.ipamGateway],
       false,
     );
-    return { gateway: ipamGateway ? 'ipam' : 'explicit', partition };
+    return { gateway: ipamGateway ? 'ipam' : 'explicit', partition, ...lan };
   }
 
   config(spec: NetworkSpec): LanConfig {

@@ -67,7 +67,8 @@ export function networkView(c: Controller, n: NetworkRecord): Record<string, unk
 }
 
 export function endpointSettings(e: EndpointRecord, n: NetworkRecord | undefined): Record<string, unknown> {
-  const gw4 = n?.pools.find((p) => p.poolId === e.poolV4)?.gateway;
+  // A DHCP lease's router is the endpoint's own gateway (its network has no pools).
+  const gw4 = e.dhcp ? e.dhcp.gateway : n?.pools.find((p) => p.poolId === e.poolV4)?.gateway;
   const gw6 = n?.pools.find((p) => p.poolId === e.poolV6)?.gateway;
   return {
     NetworkID: e.networkId,

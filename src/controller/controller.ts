@@ -219,6 +219,8 @@ export class Controller implements RecordSource {
   /** Closes sandbox handles and resolvers; kernel objects and records stay for the next start. */
   close(): void {
     void this.cluster?.cluster.close();
+    // DHCP renewals stop; the leases stay recorded for the next start.
+    for (const ipam of this.lookup.ipams.values()) ipam.leases?.close();
     this.live.closeAll();
     this.dns.close();
     this.pool?.close();

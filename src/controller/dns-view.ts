@@ -101,6 +101,8 @@ export class DnsView implements RecordSource {
   upstreamsOf(sb: SandboxRecord): () => string[] {
     return () => {
       if (sb.dns.servers.length) return sb.dns.servers.slice(0, 3);
+      const leased = this.leasedDns(sb.id);
+      if (leased.length) return leased;
       let host = this.readHostResolvConf().nameservers;
       if (host.length === 1 && host[0] === RESOLVED_STUB) {
         // systemd-resolved's stub: its real upstreams are listed in its own file.
@@ -152,10 +154,29 @@ export class DnsView implements RecordSource {
     return hostsFile(out);
   }
 
-  /** The sandbox's resolv.conf: the embedded DNS when it uses it, else its --dns settings over the host's. */
+  /**
+   * The DNS servers the DHCP servers of the sandbox's endpoints offer, in
+   * join order (the sandbox read again: endpoints come and go after its
+   * resolver started).
+   */
+  private leasedDns(sandboxId: string): string[] {
+    const sb = this.d.store.get<SandboxRecord>(KIND.sandbox, sandboxId);
+    const out = new Set<string>();
+    for (const id of sb?.endpoints ?? [])
+      for (const ip of this.d.lookup.endpointRecord(id)?.dhcp?.dns ?? []) out.add(ip);
+    return [...out].slice(0, 3);
+  }
+
+  /**
+   * The sandbox's resolv.conf: the embedded DNS when it uses it, else its
+   * --dns settings (else the servers its DHCP leases offer) over the host's.
+   */
   resolvConfOf(sb: SandboxRecord): string {
     const host = this.readHostResolvConf();
-    if (!this.sandboxUsesDns(sb)) return resolvConf(host, sb.dns);
+    if (!this.sandboxUsesDns(sb)) {
+      const leased = sb.dns.servers.length ? [] : this.leasedDns(sb.id);
+      return resolvConf(host, leased.length ? { ...sb.dns, servers: leased } : sb.dns);
+    }
     // The embedded DNS: 127.0.0.11, the search domains kept, ndots:0 unless the user set ndots.
     const options = sb.dns.options.length ? sb.dns.options : host.options;
     const withNdots = options.some((o) => o.startsWith('ndots:')) ? options : [...options, 'ndots:0'];

@@ -12,6 +12,7 @@ import { runSteps, Step } from '../steps';
 import type { Core } from './core';
 import type { DnsView } from './dns-view';
 import type { DefaultRoutes } from './gateway';
+import { LinkLeases } from './leases';
 import { LOCK } from './locks';
 import { EndpointRecord, KIND, NetworkRecord, SandboxRecord } from './records';
 import { endpointSpec } from './specs';
@@ -45,9 +46,12 @@ export interface EndpointsDeps extends Core {
 
 export class Endpoints {
   private readonly d: EndpointsDeps;
+  /** Endpoints addressed by DHCP (a link-bound IPAM): their leases. */
+  readonly leases: LinkLeases;
 
   constructor(d: EndpointsDeps) {
     this.d = d;
+    this.leases = new LinkLeases(d);
   }
 
   async connect(networkRef: string, sandboxRef: string, opts: ConnectOptions = {}): Promise<EndpointRecord> {
@@ -334,6 +338,18 @@ export class Endpoints {
         },
         undo: () => driver.leave(n.id, ep.id),
       },
+      {
+        // A link-bound IPAM (DHCP) addresses the endpoint now, from its interface (up, no address yet).
+        name: 'lease',
+        do: async () => {
+          const link = this.leases.of(n);
+          if (link && handle) await this.leases.attach(link, ep, n, sb, handle);
+        },
+        undo: async () => {
+          const link = this.leases.of(n);
+          if (link) await this.leases.detach(link, ep, n, sb);
+        },
+      },
       { name: 'gateway', do: () => routes.update(sb, handle) },
       {
         name: 'external connectivity',
@@ -429,6 +445,10 @@ export class Endpoints {
     store.put(KIND.endpoint, ep.id, ep);
     const n = store.get<NetworkRecord>(KIND.network, ep.networkId);
     const driver = n && lookup.driverOf(n);
+    const link = n && this.leases.of(n);
+    // The lease goes back while the interface can still send; a destroyed sandbox's went before its netns.
+    if (link && n && !sandboxDestroyed) await this.leases.detach(link, ep, n, sb);
+    else link?.forget(ep.id);
     if (driver && n) {
       await errs.step('revoke external connectivity', () => driver.revokeExternalConnectivity(n.id, ep.id));
       await errs.step('leave', () => driver.leave(n.id, ep.id, { sandboxDestroyed }));

@@ -126,9 +126,14 @@ export class Networks {
       }) ?? {
         gateway: 'ipam',
       };
+      if (ipam.leases) {
+        checkLinkIpam(op, rec, driverName, policy, caps.needsIpam !== false);
+        ipam.leases.checkOptions(op, rec.ipamOptions);
+      }
       store.put(KIND.network, id, rec);
       const steps: Step[] = [];
-      if (caps.needsIpam !== false) steps.push(this.ipamStep(ipam, rec, config, policy));
+      // A link-bound IPAM (DHCP) has no pools: each endpoint's address comes at its join.
+      if (caps.needsIpam !== false && !ipam.leases) steps.push(this.ipamStep(ipam, rec, config, policy));
       steps.push({
         name: 'driver',
         do: () => driver.createNetwork(networkSpec(rec)),
@@ -381,6 +386,35 @@ function globalSpec(id: string, driver: string, req: NetworkCreateRequest) {
     ipamOptions: req.ipam?.options ?? {},
     ipamConfig: req.ipam?.config ?? [],
   };
+}
+
+/**
+ * A link-bound IPAM (--ipam-driver dhcp) takes everything from the LAN's
+ * server: only drivers whose endpoints are on a LAN of their own, IPv4, and
+ * no pool settings of the user's.
+ */
+function checkLinkIpam(
+  op: string,
+  rec: NetworkRecord,
+  driver: string,
+  policy: IpamPolicy,
+  needsIpam: boolean,
+): void {
+  const what = `--ipam-driver ${rec.ipamDriver}`;
+  if (!needsIpam || !policy.lanLeases)
+    throw invalidArgument(
+      op,
+      rec.name,
+      `${what}: ${policy.noLanLeases ?? `${driver} endpoints are not on a LAN of their own`}; the LAN's DHCP server addresses macvlan networks and ipvlan l2 networks with -o parent=`,
+    );
+  if (rec.ipamConfig.length)
+    throw invalidArgument(
+      op,
+      rec.name,
+      `${what}: the LAN's DHCP server gives the subnet, gateway and addresses: remove --subnet, --ip-range, --gateway and --aux-address`,
+    );
+  if (rec.enableIPv6)
+    throw invalidArgument(op, rec.name, `${what} gives IPv4 addresses only (no DHCPv6): remove --ipv6`);
 }
 
 /** A gateway the user asked for must be a host address inside the pool's subnet. */

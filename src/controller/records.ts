@@ -1,3 +1,4 @@
+import type { LinkLease } from '../ipam/ipam';
 import type { PortBinding } from '../portmap/spec';
 
 // What the controller persists. One record per network, endpoint and sandbox;
@@ -76,6 +77,8 @@ export interface EndpointRecord {
    * sandbox (JoinInfo.gateway + gatewayInterface: overlay's cnmd_gwbridge), instead of the pool's gateway.
    */
   gatewayVia?: { gw: string; dev: string };
+  /** The DHCP lease ipv4 (and gatewayVia) come from, on a network with a link-bound IPAM (--ipam-driver dhcp). */
+  dhcp?: LinkLease;
   /** Made by the Docker engine through cnmd's plugin: no cnmd sandbox (sandboxId is ''). */
   owner?: 'engine';
   /** Engine endpoints: the engine's sandbox (netns path) it joined, if joined. */

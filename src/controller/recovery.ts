@@ -172,12 +172,15 @@ export class Recovery {
       const n = ep && store.get<NetworkRecord>(KIND.network, ep.networkId);
       const driver = n && lookup.driverOf(n);
       if (!ep || !n || !driver || driver.capabilities().noInterface) continue;
-      if (!remade && (await ignoreNotFound(h.linkGet(ep.ifname)))) continue;
-      log.warn(
-        { sandbox: sb.id, endpoint: ep.id, ifname: ep.ifname },
-        'endpoint interface missing: rejoining',
-      );
-      await this.d.endpoints.rejoin(sb, ep, n, driver, h);
+      if (remade || !(await ignoreNotFound(h.linkGet(ep.ifname)))) {
+        log.warn(
+          { sandbox: sb.id, endpoint: ep.id, ifname: ep.ifname },
+          'endpoint interface missing: rejoining',
+        );
+        await this.d.endpoints.rejoin(sb, ep, n, driver, h);
+      }
+      // The recorded DHCP lease is asked for again (the driver's join put its address back on a rejoin).
+      this.d.endpoints.leases.resume(ep, n, sb);
     }
     await this.d.routes.update(sb, h);
   }

@@ -249,6 +249,7 @@ export class Sandboxes {
     const errs = new TeardownErrors('sandbox rm', sb.name, this.d.log);
     this.d.live.close(sb.id);
     if (!sb.hostNetns) {
+      await this.d.endpoints.leases.releaseAll(sb);
       // The namespace goes first: its interfaces die with it, in the kernel's own
       // batched cleanup, instead of one RCU-synchronised delete per veth.
       // On the thread pool: the unmount waits for an RCU grace period, which other calls need not.

@@ -37,8 +37,70 @@ export interface AddressOptions {
   serial?: boolean;
 }
 
+/** The endpoint interface a link-bound IPAM leases an address for (see LinkIpam). */
+export interface LeaseLink {
+  /** The netns the endpoint's interface lives in. */
+  nsPath: string;
+  ifname: string;
+  /** The network's parent link, named in errors (the LAN that did not answer). */
+  parent: string;
+  endpointId: string;
+  /** Offered to the server (DHCP option 12): it may register it in its DNS. */
+  hostname?: string;
+}
+
+/** A lease as the server gave it: what the endpoint is configured with, and when to renew. */
+export interface LinkLease {
+  /** CIDR */
+  address: string;
+  gateway?: string;
+  /** The DNS servers the server offers: the sandbox's upstreams. */
+  dns: string[];
+  server: string;
+  leaseSeconds: number;
+  t1: number;
+  t2: number;
+  /** When the request the server's ACK answered went out (ms since the epoch): T1, T2 and expiry count from here. */
+  boundAt: number;
+  /** The hardware address the lease was asked with (the interface's). */
+  mac: string;
+}
+
+/**
+ * An IPAM whose addresses come from a server on the endpoint's LAN (DHCP),
+ * asked from the endpoint's own interface once it exists: no pools; the
+ * controller asks after the driver's join, the interface up and without an
+ * address in the sandbox, then configures what the lease gives.
+ */
+export interface LinkIpam {
+  /** Refuses bad --ipam-opt values at network create. */
+  checkOptions(op: string, options: Record<string, string>): void;
+  /** A new lease; a LAN that does not answer is an UNAVAILABLE error naming the parent. */
+  acquire(link: LeaseLink, options: Record<string, string>): Promise<LinkLease>;
+  /**
+   * Keeps the lease while the endpoint lives: renewed at T1 (rebinding at
+   * T2), each new lease handed to onChange (to persist it; an address that
+   * changed replaces the old one). now: renew at once (a daemon's restart).
+   */
+  keep(
+    link: LeaseLink,
+    lease: LinkLease,
+    options: Record<string, string>,
+    onChange: (lease: LinkLease) => Promise<void>,
+    now?: boolean,
+  ): void;
+  /** Stops keeping the lease and gives the address back to the server. */
+  release(link: LeaseLink, lease: LinkLease): Promise<void>;
+  /** Stops keeping the lease (its interface is gone: nothing can send from it). */
+  forget(endpointId: string): void;
+  /** Stops every renewal (daemon stop: the leases stay for the next start). */
+  close(): void;
+}
+
 export interface Ipam {
   readonly name: string;
+  /** Present on a link-bound IPAM (DHCP): the pool and address methods are then never called. */
+  readonly leases?: LinkIpam;
   defaultAddressSpaces(): Promise<{ local: string; global: string }>;
   requestPool(req: PoolRequest): Promise<PoolInfo>;
   releasePool(poolId: string): Promise<void>;
