@@ -17,6 +17,8 @@
 //            attach (native netnsCreate, as cnmd's pool does) and counted.
 //  netavark  `/usr/lib/podman/netavark setup NETNS` with a macvlan network on
 //            lan0 (static_ips: podman allocates), netns as for CNI.
+//  cnmd_dhcp the same with --ipam-driver dhcp against dnsmasq in the LAN
+//            netns (--no-ping): DHCP attach reported beside static.
 // Protocol: an anchor endpoint per peer kept to the end, BENCH_ATTACH_WARMUP
 // untimed attach+detach per peer, then BENCH_ATTACH_N rounds of one timed
 // attach per peer, then the N detaches the same way. Correctness: a sample of
@@ -25,6 +27,7 @@
 // Environment: BENCH_ATTACH_N (50), BENCH_ATTACH_WARMUP (10), BENCH_NO_INSTALL=1.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { spawn } from 'node:child_process';
 import { native } from '../../native';
 import {
   Scratch,
@@ -32,6 +35,7 @@ import {
   cleanupOnSignals,
   cpuProbeMs,
   ensureDebPackages,
+  eventually,
   intEnv,
   ipj,
   median,
@@ -135,6 +139,90 @@ async function cnmdPeer(s: Scratch): Promise<Peer> {
         throw new Error(`verify cnmd: sandboxes left: ${left.map((x) => x.Name).join(', ')}`);
     },
     close: () => d.stop(),
+  };
+}
+
+/**
+ * cnmd with --ipam-driver dhcp on its own parent, dnsmasq (Debian's
+ * dnsmasq-base) serving the LAN netns: attach = the same POST /sandboxes,
+ * which now waits for DISCOVER/OFFER/REQUEST/ACK from the sandbox's eth0;
+ * detach sends DHCPRELEASE. dnsmasq runs with --no-ping: its ping check of a
+ * new address (up to 3 s) measures the server, not the client.
+ */
+async function cnmdDhcpPeer(s: Scratch): Promise<Peer> {
+  const prefix = '10.213.';
+  const d = await Cnmd.start(s, 'cnmd-dhcp');
+  const lanNs = path.join(s.run, 'cnmd-dhcp-lan-netns');
+  await native.netnsCreate(lanNs);
+  const ip = (ns: string, ...args: string[]) =>
+    exec(`ip ${args.join(' ')}`, 'nsenter', [`--net=${ns}`, 'ip', ...args]);
+  ip(d.hostNs, 'link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'gw0', 'netns', lanNs);
+  ip(d.hostNs, 'link', 'set', 'lan0', 'up');
+  ip(lanNs, 'link', 'set', 'gw0', 'up');
+  ip(lanNs, 'addr', 'add', `${prefix}0.1/16`, 'dev', 'gw0');
+  const dir = path.join(s.run, 'dnsmasq');
+  fs.mkdirSync(dir, { recursive: true });
+  const leaseFile = path.join(dir, 'leases');
+  const server = spawn(
+    'nsenter',
+    [
+      `--net=${lanNs}`,
+      'dnsmasq',
+      '--no-daemon',
+      '--conf-file=/dev/null',
+      '--user=root',
+      '--pid-file=',
+      '--port=0',
+      '--bind-interfaces',
+      '--interface=gw0',
+      '--no-ping',
+      '--dhcp-authoritative',
+      `--dhcp-range=${prefix}1.1,${prefix}255.254,255.255.0.0,1h`,
+      `--dhcp-option=option:router,${prefix}0.1`,
+      `--dhcp-leasefile=${leaseFile}`,
+    ],
+    { stdio: 'ignore' },
+  );
+  const leases = () =>
+    (fs.existsSync(leaseFile) ? fs.readFileSync(leaseFile, 'utf8') : '').split('\n').filter((x) => x.trim());
+  await d.ok('POST', '/networks/create', 201, {
+    Name: 'lan',
+    Driver: 'macvlan',
+    Options: { parent: 'lan0' },
+    IPAM: { Driver: 'dhcp' },
+  });
+  const ids = new Map<string, string>();
+  return {
+    label: 'cnmd_dhcp',
+    async attach(id) {
+      ids.set(id, (await d.ok('POST', '/sandboxes', 201, { Name: id, Networks: [{ Network: 'lan' }] })).Id);
+    },
+    async detach(id) {
+      await d.ok('DELETE', `/sandboxes/${ids.get(id)}`, 204);
+      ids.delete(id);
+    },
+    async verify(id) {
+      const sb = await d.ok('GET', `/sandboxes/${ids.get(id)}`, 200);
+      const ep = sb.Networks.lan;
+      checkMacvlan(`cnmd_dhcp ${id}`, sb.SandboxKey, `${ep.IPAddress}/${ep.IPPrefixLen}`);
+      if (!leases().some((l) => l.split(' ')[2] === ep.IPAddress))
+        throw new Error(`verify cnmd_dhcp ${id}: dnsmasq holds no lease for ${ep.IPAddress}`);
+      pingGateway(`cnmd_dhcp ${id}`, sb.SandboxKey, `${prefix}0.1`);
+    },
+    async verifyEmpty() {
+      const left = (await d.ok('GET', '/sandboxes', 200)) as { Name: string }[];
+      if (left.length !== 1 || left[0].Name !== 'anchor')
+        throw new Error(`verify cnmd_dhcp: sandboxes left: ${left.map((x) => x.Name).join(', ')}`);
+      // Every detach released its lease (the server drops it at once): the anchor's is the one left.
+      await eventually(() => {
+        if (leases().length !== 1)
+          throw new Error(`verify cnmd_dhcp: dnsmasq holds ${leases().length} leases`);
+      });
+    },
+    async close() {
+      await d.stop();
+      server.kill('SIGTERM');
+    },
   };
 }
 
@@ -257,7 +345,7 @@ async function netavarkPeer(s: Scratch): Promise<Peer> {
 }
 
 export async function run(): Promise<Record<string, number>> {
-  const installErr = ensureDebPackages(['containernetworking-plugins', 'netavark']);
+  const installErr = ensureDebPackages(['containernetworking-plugins', 'netavark', 'dnsmasq-base']);
   if (installErr) console.log(`  macvlan: ${installErr}`);
   for (const f of [path.join(CNI_DIR, 'macvlan'), path.join(CNI_DIR, 'host-local'), NETAVARK])
     if (!fs.existsSync(f))
@@ -269,7 +357,7 @@ export async function run(): Promise<Record<string, number>> {
   );
   const peers: Peer[] = [];
   try {
-    peers.push(await cnmdPeer(s), await cniPeer(s), await netavarkPeer(s));
+    peers.push(await cnmdPeer(s), await cniPeer(s), await netavarkPeer(s), await cnmdDhcpPeer(s));
     for (const p of peers) await p.attach('anchor');
     for (let i = 0; i < WARMUP; i++)
       for (const p of peers) {
@@ -300,7 +388,11 @@ export async function run(): Promise<Record<string, number>> {
       stats(figures, p.label, t.get(p)!);
     }
     const c = t.get(peers[0])!;
-    for (const p of peers.slice(1)) {
+    // DHCP attach beside static: the same daemon path plus one DHCP exchange from the sandbox's eth0.
+    const dhcp = t.get(peers[3])!;
+    figures.ratio_cnmd_dhcp_vs_cnmd_attach = median(dhcp.attach) / median(c.attach);
+    figures.ratio_cnmd_dhcp_vs_cnmd_detach = median(dhcp.detach) / median(c.detach);
+    for (const p of peers.slice(1, 3)) {
       const x = t.get(p)!;
       figures[`ratio_${p.label}_vs_cnmd_attach`] = median(x.attach) / median(c.attach);
       figures[`ratio_${p.label}_vs_cnmd_detach`] = median(x.detach) / median(c.detach);
@@ -310,10 +402,11 @@ export async function run(): Promise<Record<string, number>> {
     console.log(
       `  goals: cnmd attach median ${median(c.attach).toFixed(2)} ms (<= 2), ` +
         peers
-          .slice(1)
+          .slice(1, 3)
           .map((p) => `${p.label} ${figures[`ratio_${p.label}_vs_cnmd_attach`].toFixed(1)}x (>= 10)`)
           .join(', ') +
-        ` (exec harness ${harness.toFixed(2)} ms in every CNI/netavark call)`,
+        ` (exec harness ${harness.toFixed(2)} ms in every CNI/netavark call); ` +
+        `dhcp attach ${median(dhcp.attach).toFixed(2)} ms (${figures.ratio_cnmd_dhcp_vs_cnmd_attach.toFixed(1)}x static)`,
     );
     return figures;
   } finally {

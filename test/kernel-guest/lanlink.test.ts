@@ -8,6 +8,8 @@ import assert from 'node:assert/strict';
 import { eventually, lab, Lab, Ns, runIn } from '../lib/fixture';
 import { RunningDaemon, startDaemon } from '../lib/daemon';
 import { ping, roundTrip, serve } from '../lib/probe';
+import * as path from 'node:path';
+import { dhcpServer } from '../lib/dhcp-server';
 
 async function ok(d: RunningDaemon, method: string, p: string, body?: unknown): Promise<any> {
   const r = await d.request(method, p, body);
@@ -191,4 +193,55 @@ test('ipvlan host access: the host reaches its l2 sandboxes through an ipvlan sh
   const a = await sandbox(d, 'a', 'ha');
   await serve(t, a.SandboxKey, 'tcp', 7000);
   assert.equal(roundTrip(d.host.path, 'tcp', ipOf(a, 'ha'), 7000).seenFrom, '192.168.82.250');
+});
+
+test('ipvlan l2 with --ipam-driver dhcp: children sharing the parent MAC get their own leases by client id', async (t) => {
+  const l = await lab(t);
+  const d = await startDaemon(t, l, { readyMs: 120_000 });
+  const ext = await lan(l, d, 'dh0', '10.93.0.1/24');
+  const server = await dhcpServer(t, ext, path.join(l.root, 'dnsmasq'), {
+    iface: 'uplink',
+    range: ['10.93.0.100', '10.93.0.150'],
+    router: '10.93.0.1',
+    t1: 3,
+  });
+  await ok(d, 'POST', '/networks/create', {
+    Name: 'dh',
+    Driver: 'ipvlan',
+    Options: { parent: 'dh0' },
+    IPAM: { Driver: 'dhcp' },
+  });
+  const a = await sandbox(d, 'a', 'dh');
+  const b = await sandbox(d, 'b', 'dh');
+  const parentMac = d.host.ipj('link', 'show', 'dh0')[0].address;
+  assert.equal(sbLink(a).address, parentMac);
+  assert.equal(sbLink(b).address, parentMac);
+  assert.notEqual(ipOf(a, 'dh'), ipOf(b, 'dh'));
+  // The server's account: two leases on one MAC, one per client id (cnmd:<endpoint id>).
+  const clientId = (sb: any) =>
+    ['00', ...Buffer.from(`cnmd:${sb.Networks.dh.EndpointID}`).toString('hex').match(/../g)!].join(':');
+  for (const sb of [a, b])
+    assert.ok(
+      server
+        .leases()
+        .some((x) => x.ip === ipOf(sb, 'dh') && x.mac === parentMac && x.clientId === clientId(sb)),
+      JSON.stringify(server.leases()),
+    );
+  assert.equal(a.Networks.dh.Gateway, '10.93.0.1');
+  assert.ok(ping(ext.path, ipOf(a, 'dh')), 'LAN -> a');
+  assert.ok(ping(ext.path, ipOf(b, 'dh')), 'LAN -> b');
+  // Renewals reach each child by its address (unicast) and are acknowledged.
+  const acks = (ip: string) =>
+    server
+      .log()
+      .split('\n')
+      .filter((x) => x.includes('DHCPACK') && x.includes(ip)).length;
+  const before = acks(ipOf(a, 'dh'));
+  await eventually(() => assert.ok(acks(ipOf(a, 'dh')) > before, 'a renewal of a'), 15_000);
+  await ok(d, 'DELETE', '/sandboxes/a');
+  await eventually(() => assert.ok(!server.leases().some((x) => x.ip === ipOf(a, 'dh'))), 5000);
+  assert.ok(
+    server.leases().some((x) => x.ip === ipOf(b, 'dh')),
+    'b keeps its lease',
+  );
 });

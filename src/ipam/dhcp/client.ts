@@ -8,6 +8,7 @@ import * as crypto from 'node:crypto';
 import * as dgram from 'node:dgram';
 import { CnmdError } from '../../errors';
 import type { LeaseLink, LinkLease } from '../ipam';
+import { contains, ipToBig, parseCidr } from '../../net/addr';
 import { Handle } from '../../netlink/handle';
 import { AF_INET, SOCK_DGRAM, SOCK_NONBLOCK, SOL_SOCKET, SO_REUSEADDR, native } from '../../../native';
 import {
@@ -142,16 +143,38 @@ function ours(r: ServerReply, xid: number, mac: string, clientId: Buffer): boole
   return r.xid === xid && r.mac === mac && (!r.clientId || r.clientId.equals(clientId));
 }
 
-function leaseOf(ack: ServerReply, sentAt: number, mac: string, fallbackServer: string): DhcpLease {
-  const leaseSeconds = ack.leaseSeconds ?? 3600;
+/** A unicast IPv4 address a host may hold or route through (not 0/8, loopback, multicast, reserved or broadcast). */
+function unicast(ip: string): boolean {
+  const a = ipToBig(ip);
+  if (!a || a.family !== 4) return false;
+  const first = Number(a.value >> 24n);
+  return first !== 0 && first !== 127 && first < 224;
+}
+
+/**
+ * What the server's ACK says, as a lease; its fields are the LAN's word, so
+ * only what can be configured is kept: a unicast address, a mask of 1-32 bits
+ * (else /24), routers inside that subnet, unicast DNS servers, and times
+ * ordered T1 <= T2 <= lease with a lease of at least 10 s.
+ */
+export function leaseOf(ack: ServerReply, sentAt: number, mac: string, fallbackServer: string): DhcpLease {
+  const leaseSeconds = Math.max(10, ack.leaseSeconds ?? 3600);
+  const t1 = Math.min(leaseSeconds, Math.max(1, ack.t1 ?? Math.floor(leaseSeconds / 2)));
+  const t2 = Math.min(leaseSeconds, Math.max(t1, ack.t2 ?? Math.floor((leaseSeconds * 7) / 8)));
+  const prefix = ack.prefix !== undefined && ack.prefix >= 1 ? ack.prefix : 24;
+  const subnet = parseCidr(`${ack.yiaddr}/${prefix}`)!;
+  const onLink = (ip: string) => {
+    const a = ipToBig(ip);
+    return !!a && unicast(ip) && ip !== ack.yiaddr && contains(subnet, 4, a.value);
+  };
   return {
-    address: `${ack.yiaddr}/${ack.prefix ?? 24}`,
-    gateway: ack.routers[0],
-    dns: ack.dns.slice(0, 3),
-    server: ack.serverId ?? fallbackServer,
+    address: `${ack.yiaddr}/${prefix}`,
+    gateway: ack.routers.find(onLink),
+    dns: ack.dns.filter(unicast).slice(0, 3),
+    server: ack.serverId && unicast(ack.serverId) ? ack.serverId : fallbackServer,
     leaseSeconds,
-    t1: ack.t1 ?? Math.floor(leaseSeconds / 2),
-    t2: ack.t2 ?? Math.floor((leaseSeconds * 7) / 8),
+    t1,
+    t2,
     boundAt: sentAt,
     mac,
   };
@@ -172,7 +195,9 @@ async function request(
   const r = await port.exchange(
     encodeClientMessage(m),
     to,
-    (r) => (r.type === DHCP.ACK || r.type === DHCP.NAK) && ours(r, m.xid, m.mac, m.clientId),
+    (r) =>
+      (r.type === DHCP.NAK || (r.type === DHCP.ACK && unicast(r.yiaddr))) &&
+      ours(r, m.xid, m.mac, m.clientId),
     deadline,
   );
   if (r?.type === DHCP.NAK)
@@ -192,7 +217,12 @@ export async function acquire(link: DhcpLink, timeoutMs: number): Promise<DhcpLe
     const offer = await port.exchange(
       encodeClientMessage(discover),
       BROADCAST,
-      (r) => r.type === DHCP.OFFER && r.yiaddr !== '0.0.0.0' && ours(r, xid, mac, discover.clientId),
+      (r) =>
+        r.type === DHCP.OFFER &&
+        unicast(r.yiaddr) &&
+        !!r.serverId &&
+        unicast(r.serverId) &&
+        ours(r, xid, mac, discover.clientId),
       deadline,
     );
     if (!offer || !offer.serverId)

@@ -16,6 +16,7 @@ const DEFAULT_TIMEOUT_S = 10;
 /** Retries of an unanswered renewal: half the time left to the next deadline, within these bounds. */
 const MIN_RETRY_MS = 2000;
 const MAX_RETRY_MS = 60_000;
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 interface Kept {
   link: LeaseLink;
@@ -130,7 +131,13 @@ export class DhcpIpam implements Ipam, LinkIpam {
     if (k.stopped) return;
     const at = k.retryAt ?? k.lease.boundAt + k.lease.t1 * 1000;
     // Unref'd: a daemon stopping does not wait for a renewal (the lease stays for its next start).
-    k.timer = setTimeout(() => void this.renewal(k), Math.max(0, at - Date.now())).unref();
+    // A long lease (0xffffffff is "infinite") waits in steps: setTimeout fires at once past 2^31-1 ms.
+    const wait = Math.max(0, at - Date.now());
+    if (wait > MAX_TIMER_MS) {
+      k.timer = setTimeout(() => this.schedule(k), MAX_TIMER_MS).unref();
+      return;
+    }
+    k.timer = setTimeout(() => void this.renewal(k), wait).unref();
   }
 
   private async renewal(k: Kept): Promise<void> {

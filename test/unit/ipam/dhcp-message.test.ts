@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DHCP, clientIdOf, decodeServerReply, encodeClientMessage } from '../../../src/ipam/dhcp/message';
+import { leaseOf } from '../../../src/ipam/dhcp/client';
 
 /** The options of an encoded message, code -> bytes. */
 function options(b: Buffer): Map<number, Buffer> {
@@ -113,4 +114,41 @@ test('hostile replies decode to nothing or to what is well formed', () => {
   );
   assert.equal(r?.prefix, undefined);
   assert.equal(r?.message, 'a?b');
+});
+
+test("a lease keeps only what the LAN's ACK says that can be configured", () => {
+  const ack = {
+    type: DHCP.ACK,
+    xid: 1,
+    mac: '02:00:00:00:00:01',
+    yiaddr: '10.5.0.9',
+    prefix: 0,
+    routers: ['10.6.0.1', '10.5.0.9', '10.5.0.1'],
+    dns: ['224.0.0.1', '127.0.0.1', '10.5.0.53', '0.1.2.3'],
+    leaseSeconds: 0,
+    t1: 500,
+    t2: 3,
+    serverId: '255.255.255.255',
+  };
+  assert.deepEqual(leaseOf(ack, 1000, ack.mac, '10.5.0.254'), {
+    address: '10.5.0.9/24',
+    gateway: '10.5.0.1',
+    dns: ['10.5.0.53'],
+    server: '10.5.0.254',
+    leaseSeconds: 10,
+    t1: 10,
+    t2: 10,
+    boundAt: 1000,
+    mac: '02:00:00:00:00:01',
+  });
+  const plain = leaseOf(
+    { ...ack, prefix: 8, leaseSeconds: 3600, t1: undefined, t2: undefined },
+    0,
+    ack.mac,
+    's',
+  );
+  assert.deepEqual(
+    [plain.address, plain.gateway, plain.t1, plain.t2],
+    ['10.5.0.9/8', '10.6.0.1', 1800, 3150],
+  );
 });
