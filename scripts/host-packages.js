@@ -85,6 +85,14 @@ const LANES = {
     [hasCommand('busybox'), 'busybox-static'],
     [hasCommand('modprobe'), 'kmod'],
     [hasDebianKernel, 'linux-image-amd64'],
+    // The cluster VM (test/kernel-cluster): etcd on the underlay, the underlay watched with
+    // tcpdump, names through dig; the host's root is the guest's, so they are installed here.
+    [hasCommand('etcd'), 'etcd-server'],
+    [hasCommand('etcdctl'), 'etcd-client'],
+    [hasCommand('tcpdump'), 'tcpdump'],
+    [hasCommand('dig'), 'dnsutils'],
+    [hasCommand('ping'), 'iputils-ping'],
+    [hasCommand('nsenter'), 'util-linux'],
   ],
 };
 

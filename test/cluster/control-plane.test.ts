@@ -8,9 +8,8 @@ import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { eventually, lab } from '../lib/fixture';
 import { RunningDaemon, startDaemon } from '../lib/daemon';
-import { ClusterLab, clusterLab, etcdAddr } from '../lib/cluster';
-
-const VXLANID = 'com.docker.network.driver.overlay.vxlanid_list';
+import { clusterLab } from '../lib/cluster';
+import { etcdctl, VXLANID } from '../lib/overlay-cluster';
 
 /** The docker CLI (Debian's docker.io client) against a daemon's socket; throws with its stderr on failure. */
 function docker(d: RunningDaemon, ...args: string[]): string {
@@ -26,10 +25,6 @@ function docker(d: RunningDaemon, ...args: string[]): string {
     },
     timeout: 30_000,
   });
-}
-
-function etcdctl(c: ClusterLab, ...args: string[]): string {
-  return c.etcd[0].ns.run('etcdctl', [`--endpoints=http://${etcdAddr(1)}:2379`, ...args]);
 }
 
 async function threeHosts(t: Parameters<typeof clusterLab>[0]) {

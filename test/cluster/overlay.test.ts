@@ -6,94 +6,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
-import { spawnSync } from 'node:child_process';
 import { eventually, runIn } from '../lib/fixture';
 import { ping } from '../lib/probe';
-import type { RunningDaemon } from '../lib/daemon';
-import { ClusterLab, clusterLab, hostAddr } from '../lib/cluster';
-
-const VXLANID = 'com.docker.network.driver.overlay.vxlanid_list';
-
-interface Sb {
-  name: string;
-  key: string;
-  ip: string;
-  mac: string;
-}
-
-async function network(d: RunningDaemon, name: string, subnet: string): Promise<{ id: string; vni: number }> {
-  const r = await d.request('POST', '/networks/create', {
-    Name: name,
-    Driver: 'overlay',
-    Internal: true,
-    IPAM: { Config: [{ Subnet: subnet }] },
-  });
-  assert.equal(r.status, 201, JSON.stringify(r.body));
-  const n = (await d.request('GET', `/networks/${r.body.Id}`)).body;
-  return { id: n.Id, vni: Number(n.Options[VXLANID]) };
-}
-
-async function sandbox(d: RunningDaemon, name: string, net: string, ip?: string): Promise<Sb> {
-  const r = await d.request('POST', '/sandboxes', {
-    Name: name,
-    Networks: [{ Network: net, ...(ip ? { IPv4Address: ip } : {}) }],
-  });
-  assert.equal(r.status, 201, JSON.stringify(r.body));
-  const s = (await d.request('GET', `/sandboxes/${name}`)).body;
-  const e = s.Networks[net];
-  return { name, key: s.SandboxKey, ip: e.IPAddress, mac: e.MacAddress };
-}
-
-/** Waits until the network exists on d (mirrored from the cluster). */
-async function mirrored(d: RunningDaemon, net: string): Promise<void> {
-  await eventually(async () => assert.equal((await d.request('GET', `/networks/${net}`)).status, 200));
-}
-
-/** What the sandbox's embedded DNS answers for name ('' for none: an unknown name goes upstream, unreachable here). */
-function dig(sb: Sb, name: string): string {
-  const r = spawnSync(
-    'nsenter',
-    [`--net=${sb.key}`, 'dig', '+short', '+time=1', '+tries=1', '@127.0.0.11', name],
-    {
-      encoding: 'utf8',
-    },
-  );
-  // +short prints addresses, one a line (and its errors, which are not answers).
-  return r.stdout
-    .split('\n')
-    .filter((l) => /^[0-9.]+$/.test(l))
-    .join(' ');
-}
-
-/** The overlay's permanent FDB entries on host d for a network: MAC -> VTEP. */
-function fdb(d: RunningDaemon, netId: string, vni: number): Map<string, string> {
-  const ns = path.join(d.execRoot, 'overlay', 'netns', `ov-${netId}`);
-  const dev = `vx-${vni.toString(16).padStart(6, '0')}`;
-  const out = new Map<string, string>();
-  for (const e of JSON.parse(runIn(ns, 'bridge', ['-j', 'fdb', 'show', 'dev', dev]) || '[]'))
-    if (e.dst && e.mac !== '00:00:00:00:00:00') out.set(e.mac, e.dst);
-  return out;
-}
+import { clusterLab, hostAddr } from '../lib/cluster';
+import { dig, fdb, meshOf, mirrored, network, sandbox, VXLANID } from '../lib/overlay-cluster';
 
 async function threeHosts(t: Parameters<typeof clusterLab>[0], o: Parameters<typeof clusterLab>[1] = {}) {
   const c = await clusterLab(t, { hosts: 3, ...o });
   for (let i = 0; i < 3; i++) await c.startDaemon(i);
   return c;
-}
-
-/** One sandbox per host on `net`, each seeing the other two in its FDB. */
-async function meshOf(c: ClusterLab, net: { id: string; vni: number }, name: string): Promise<Sb[]> {
-  const sbs: Sb[] = [];
-  for (let i = 0; i < 3; i++) {
-    await mirrored(c.daemons[i], name);
-    sbs.push(await sandbox(c.daemons[i], `${name}-s${i + 1}`, name));
-  }
-  for (let i = 0; i < 3; i++)
-    await eventually(() => {
-      const f = fdb(c.daemons[i], net.id, net.vni);
-      for (let j = 0; j < 3; j++) if (j !== i) assert.equal(f.get(sbs[j].mac), hostAddr(j + 1));
-    });
-  return sbs;
 }
 
 test('three hosts: full-mesh ping by address and by name, the embedded DNS answers for remote endpoints, inspect lists the peers, an FDB entry deleted by hand is back', async (t) => {

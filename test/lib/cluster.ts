@@ -3,11 +3,13 @@
 // "host" netns h1..hN on it (192.0.2.N), etcd members in netns of their own
 // (192.0.2.101..) with their data under the test's temp root, and one cnmd
 // per host pointed at them.
+import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { ChildProcess, spawn } from 'node:child_process';
 import type { TestContext } from 'node:test';
 import { Lab, Ns, eventually, lab } from './fixture';
-import { RunningDaemon, restartDaemon, startDaemon } from './daemon';
+import { RunningDaemon, startDaemon } from './daemon';
 
 export const UNDERLAY_GW = '192.0.2.254';
 export const hostAddr = (i: number) => `192.0.2.${i}`;
@@ -33,9 +35,13 @@ export interface ClusterLab {
   /** etcd://... for --cluster-store */
   storeUrl: string;
   daemons: RunningDaemon[];
-  /** Starts (or restarts, on the same roots) host i's daemon (0-based). */
-  startDaemon(i: number): Promise<RunningDaemon>;
+  /** The --cluster-secret-file every daemon gets (with `secret: true`). */
+  secretFile?: string;
+  /** Starts host i's daemon (0-based) with the cluster's flags, then `extraArgs` (kept for its restarts). */
+  startDaemon(i: number, extraArgs?: string[]): Promise<RunningDaemon>;
   restart(i: number): Promise<RunningDaemon>;
+  /** A further netns on the underlay (not a host: no daemon), e.g. an attacker's. */
+  attach(name: string, ip: string): Promise<Ns>;
 }
 
 function run(ns: Ns, cmd: string): void {
@@ -68,7 +74,16 @@ function tcpOpen(nsPath: string, ip: string, port: number): Promise<boolean> {
 
 export async function clusterLab(
   t: TestContext,
-  o: { hosts?: number; etcdMembers?: number; ttl?: number; args?: string[] } = {},
+  o: {
+    hosts?: number;
+    etcdMembers?: number;
+    ttl?: number;
+    args?: string[];
+    /** Write a cluster secret (64 random bytes) under the test root and give it to every daemon. */
+    secret?: boolean;
+    /** How long a daemon may take to answer /_ping (the kernel lane's VM is several times slower). */
+    readyMs?: number;
+  } = {},
 ): Promise<ClusterLab> {
   const l = await lab(t);
   const ul = await l.ns('ul');
@@ -145,11 +160,16 @@ export async function clusterLab(
         throw new Error(`etcd ${m.name} exited:\n${m.logs()}`);
       if (!(await tcpOpen(m.ns.path, m.ip, 2379)))
         throw new Error(`etcd ${m.name} not listening:\n${m.logs()}`);
-    }, 20_000);
+    }, 60_000);
   }
   const storeUrl = `etcd://${etcd.map((m) => `${m.ip}:2379`).join(',')}`;
   const hosts: Ns[] = [];
   for (let i = 1; i <= (o.hosts ?? 3); i++) hosts.push(await attach(l, ul, `h${i}`, hostAddr(i), i));
+  let secretFile: string | undefined;
+  if (o.secret) {
+    secretFile = path.join(l.root, 'cluster-secret');
+    fs.writeFileSync(secretFile, randomBytes(64), { mode: 0o600 });
+  }
   const daemonArgs = [
     '--cluster-store',
     storeUrl,
@@ -157,26 +177,37 @@ export async function clusterLab(
     String(o.ttl ?? 3),
     '--netns-pool-size',
     '0',
+    ...(secretFile ? ['--cluster-secret-file', secretFile] : []),
     ...(o.args ?? []),
   ];
+  const hostArgs: string[][] = [];
+  let extra = 200;
   const c: ClusterLab = {
     lab: l,
     underlay: ul,
     hosts,
     etcd,
     storeUrl,
+    secretFile,
     daemons: [],
-    async startDaemon(i: number) {
-      const d = await startDaemon(t, l, { hostNs: hosts[i], args: daemonArgs });
+    async startDaemon(i: number, extraArgs: string[] = []) {
+      hostArgs[i] = [...daemonArgs, ...extraArgs];
+      const d = await startDaemon(t, l, { hostNs: hosts[i], args: hostArgs[i], readyMs: o.readyMs });
       c.daemons[i] = d;
       return d;
     },
     async restart(i: number) {
       const old = c.daemons[i];
-      const d = await restartDaemon(t, l, old, daemonArgs);
+      const d = await startDaemon(t, l, {
+        hostNs: old.host,
+        base: old.base,
+        args: hostArgs[i] ?? daemonArgs,
+        readyMs: o.readyMs,
+      });
       c.daemons[i] = d;
       return d;
     },
+    attach: (name: string, ip: string) => attach(l, ul, name, ip, extra++),
   };
   return c;
 }

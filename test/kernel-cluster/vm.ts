@@ -1,0 +1,46 @@
+// The kernel lane's cluster VM: bounds for waits (qemu without KVM runs node
+// and the daemons several times slower than this machine does), a progress
+// log, and one cluster shared by every test of a file (each cnmd takes tens of
+// seconds to start there: the tests share three daemons rather than pay it per test).
+import { after, TestContext } from 'node:test';
+import { ClusterLab, clusterLab } from '../lib/cluster';
+
+/** How long a cnmd may take to answer its first /_ping in the VM. */
+export const VM_READY_MS = 420_000;
+/** The bound of an `eventually` in the VM (convergence across hosts, a ping through a new overlay). */
+export const VM_WAIT_MS = 60_000;
+
+const t0 = Date.now();
+/** A progress line with the seconds since the guest's tests started (a TAP comment: where the VM's time goes). */
+export function mark(what: string): void {
+  console.log(`@ ${((Date.now() - t0) / 1000).toFixed(1)} s ${what}`);
+}
+
+/**
+ * A context whose after() hooks run when the file's tests are done (node:test's
+ * top-level after): what a shared clusterLab registers is cleaned up once, pass or fail.
+ */
+function fileContext(): TestContext {
+  const hooks: (() => unknown)[] = [];
+  after(async () => {
+    for (const fn of hooks.reverse()) await fn();
+  });
+  return { after: (fn: () => unknown) => void hooks.push(fn) } as unknown as TestContext;
+}
+
+let shared: Promise<ClusterLab> | undefined;
+
+/**
+ * Three hosts on one underlay with etcd and a cnmd each (started in parallel),
+ * made by the first test that asks and shared by the file's others.
+ */
+export function vmCluster(o: Parameters<typeof clusterLab>[1] = {}): Promise<ClusterLab> {
+  shared ??= (async () => {
+    const c = await clusterLab(fileContext(), { hosts: 3, ttl: 10, readyMs: VM_READY_MS, ...o });
+    mark('etcd up');
+    await Promise.all([0, 1, 2].map((i) => c.startDaemon(i)));
+    mark('daemons up');
+    return c;
+  })();
+  return shared;
+}
