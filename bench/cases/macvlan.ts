@@ -88,78 +88,12 @@ function checkMacvlan(where: string, nsPath: string, cidr: string): void {
     throw new Error(`${where}: eth0 is ${l?.linkinfo?.info_kind ?? 'missing'}, not a macvlan child`);
 }
 
-async function cnmdPeer(s: Scratch): Promise<Peer> {
-  const prefix = '10.210.';
-  const d = await Cnmd.start(s, 'cnmd');
-  exec('lan0', 'nsenter', [
-    `--net=${d.hostNs}`,
-    'ip',
-    'link',
-    'add',
-    'lan0',
-    'type',
-    'veth',
-    'peer',
-    'name',
-    'gw0',
-  ]);
-  const lanNs = path.join(s.run, 'cnmd-lan-netns');
-  await native.netnsCreate(lanNs);
-  const ip = (ns: string, ...args: string[]) =>
-    exec(`ip ${args.join(' ')}`, 'nsenter', [`--net=${ns}`, 'ip', ...args]);
-  ip(d.hostNs, 'link', 'set', 'gw0', 'netns', lanNs);
-  ip(d.hostNs, 'link', 'set', 'lan0', 'up');
-  ip(lanNs, 'link', 'set', 'gw0', 'up');
-  ip(lanNs, 'addr', 'add', `${prefix}0.1/16`, 'dev', 'gw0');
-  await d.ok('POST', '/networks/create', 201, {
-    Name: 'lan',
-    Driver: 'macvlan',
-    Options: { parent: 'lan0' },
-    IPAM: { Config: [{ Subnet: `${prefix}0.0/16`, Gateway: `${prefix}0.1` }] },
-  });
-  const ids = new Map<string, string>();
-  return {
-    label: 'cnmd',
-    async attach(id) {
-      ids.set(id, (await d.ok('POST', '/sandboxes', 201, { Name: id, Networks: [{ Network: 'lan' }] })).Id);
-    },
-    async detach(id) {
-      await d.ok('DELETE', `/sandboxes/${ids.get(id)}`, 204);
-      ids.delete(id);
-    },
-    async verify(id) {
-      const sb = await d.ok('GET', `/sandboxes/${ids.get(id)}`, 200);
-      const ep = sb.Networks.lan;
-      checkMacvlan(`cnmd ${id}`, sb.SandboxKey, `${ep.IPAddress}/${ep.IPPrefixLen}`);
-      pingGateway(`cnmd ${id}`, sb.SandboxKey, `${prefix}0.1`);
-    },
-    async verifyEmpty() {
-      const left = (await d.ok('GET', '/sandboxes', 200)) as { Name: string }[];
-      if (left.length !== 1 || left[0].Name !== 'anchor')
-        throw new Error(`verify cnmd: sandboxes left: ${left.map((x) => x.Name).join(', ')}`);
-    },
-    close: () => d.stop(),
-  };
-}
-
 /**
- * cnmd with --ipam-driver dhcp on its own parent, dnsmasq (Debian's
- * dnsmasq-base) serving the LAN netns: attach = the same POST /sandboxes,
- * which now waits for DISCOVER/OFFER/REQUEST/ACK from the sandbox's eth0;
- * detach sends DHCPRELEASE. dnsmasq runs with --no-ping: its ping check of a
- * new address (up to 3 s) measures the server, not the client.
+ * dnsmasq (Debian's dnsmasq-base) serving addresses on the LAN netns, with
+ * --no-ping: its ping check of a new address (up to 3 s) would measure the
+ * server, not the client. Its lease file's lines, and a stop.
  */
-async function cnmdDhcpPeer(s: Scratch): Promise<Peer> {
-  const prefix = '10.213.';
-  const d = await Cnmd.start(s, 'cnmd-dhcp');
-  const lanNs = path.join(s.run, 'cnmd-dhcp-lan-netns');
-  await native.netnsCreate(lanNs);
-  const ip = (ns: string, ...args: string[]) =>
-    exec(`ip ${args.join(' ')}`, 'nsenter', [`--net=${ns}`, 'ip', ...args]);
-  ip(d.hostNs, 'link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'gw0', 'netns', lanNs);
-  ip(d.hostNs, 'link', 'set', 'lan0', 'up');
-  ip(lanNs, 'link', 'set', 'gw0', 'up');
-  ip(lanNs, 'addr', 'add', `${prefix}0.1/16`, 'dev', 'gw0');
+function dnsmasq(s: Scratch, lanNs: string, prefix: string): { leases(): string[]; stop(): void } {
   const dir = path.join(s.run, 'dnsmasq');
   fs.mkdirSync(dir, { recursive: true });
   const leaseFile = path.join(dir, 'leases');
@@ -183,17 +117,42 @@ async function cnmdDhcpPeer(s: Scratch): Promise<Peer> {
     ],
     { stdio: 'ignore' },
   );
-  const leases = () =>
-    (fs.existsSync(leaseFile) ? fs.readFileSync(leaseFile, 'utf8') : '').split('\n').filter((x) => x.trim());
+  return {
+    leases: () =>
+      (fs.existsSync(leaseFile) ? fs.readFileSync(leaseFile, 'utf8') : '')
+        .split('\n')
+        .filter((x) => x.trim()),
+    stop: () => void server.kill('SIGTERM'),
+  };
+}
+
+/**
+ * cnmd with a static pool, or (dhcp) with --ipam-driver dhcp against dnsmasq
+ * on the LAN: attach then waits for the DHCP exchange from the sandbox's eth0,
+ * and detach sends DHCPRELEASE.
+ */
+async function cnmdPeer(s: Scratch, dhcp = false): Promise<Peer> {
+  const label = dhcp ? 'cnmd_dhcp' : 'cnmd';
+  const prefix = dhcp ? '10.213.' : '10.210.';
+  const d = await Cnmd.start(s, label);
+  const lanNs = path.join(s.run, `${label}-lan-netns`);
+  await native.netnsCreate(lanNs);
+  const ip = (ns: string, ...args: string[]) =>
+    exec(`ip ${args.join(' ')}`, 'nsenter', [`--net=${ns}`, 'ip', ...args]);
+  ip(d.hostNs, 'link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'gw0', 'netns', lanNs);
+  ip(d.hostNs, 'link', 'set', 'lan0', 'up');
+  ip(lanNs, 'link', 'set', 'gw0', 'up');
+  ip(lanNs, 'addr', 'add', `${prefix}0.1/16`, 'dev', 'gw0');
+  const server = dhcp ? dnsmasq(s, lanNs, prefix) : undefined;
   await d.ok('POST', '/networks/create', 201, {
     Name: 'lan',
     Driver: 'macvlan',
     Options: { parent: 'lan0' },
-    IPAM: { Driver: 'dhcp' },
+    IPAM: server ? { Driver: 'dhcp' } : { Config: [{ Subnet: `${prefix}0.0/16`, Gateway: `${prefix}0.1` }] },
   });
   const ids = new Map<string, string>();
   return {
-    label: 'cnmd_dhcp',
+    label,
     async attach(id) {
       ids.set(id, (await d.ok('POST', '/sandboxes', 201, { Name: id, Networks: [{ Network: 'lan' }] })).Id);
     },
@@ -204,24 +163,25 @@ async function cnmdDhcpPeer(s: Scratch): Promise<Peer> {
     async verify(id) {
       const sb = await d.ok('GET', `/sandboxes/${ids.get(id)}`, 200);
       const ep = sb.Networks.lan;
-      checkMacvlan(`cnmd_dhcp ${id}`, sb.SandboxKey, `${ep.IPAddress}/${ep.IPPrefixLen}`);
-      if (!leases().some((l) => l.split(' ')[2] === ep.IPAddress))
-        throw new Error(`verify cnmd_dhcp ${id}: dnsmasq holds no lease for ${ep.IPAddress}`);
-      pingGateway(`cnmd_dhcp ${id}`, sb.SandboxKey, `${prefix}0.1`);
+      checkMacvlan(`${label} ${id}`, sb.SandboxKey, `${ep.IPAddress}/${ep.IPPrefixLen}`);
+      if (server && !server.leases().some((l) => l.split(' ')[2] === ep.IPAddress))
+        throw new Error(`verify ${label} ${id}: dnsmasq holds no lease for ${ep.IPAddress}`);
+      pingGateway(`${label} ${id}`, sb.SandboxKey, `${prefix}0.1`);
     },
     async verifyEmpty() {
       const left = (await d.ok('GET', '/sandboxes', 200)) as { Name: string }[];
       if (left.length !== 1 || left[0].Name !== 'anchor')
-        throw new Error(`verify cnmd_dhcp: sandboxes left: ${left.map((x) => x.Name).join(', ')}`);
+        throw new Error(`verify ${label}: sandboxes left: ${left.map((x) => x.Name).join(', ')}`);
       // Every detach released its lease (the server drops it at once): the anchor's is the one left.
-      await eventually(() => {
-        if (leases().length !== 1)
-          throw new Error(`verify cnmd_dhcp: dnsmasq holds ${leases().length} leases`);
-      });
+      if (server)
+        await eventually(() => {
+          const n = server.leases().length;
+          if (n !== 1) throw new Error(`verify ${label}: dnsmasq holds ${n} leases`);
+        });
     },
     async close() {
       await d.stop();
-      server.kill('SIGTERM');
+      server?.stop();
     },
   };
 }
@@ -357,7 +317,7 @@ export async function run(): Promise<Record<string, number>> {
   );
   const peers: Peer[] = [];
   try {
-    peers.push(await cnmdPeer(s), await cniPeer(s), await netavarkPeer(s), await cnmdDhcpPeer(s));
+    peers.push(await cnmdPeer(s), await cniPeer(s), await netavarkPeer(s), await cnmdPeer(s, true));
     for (const p of peers) await p.attach('anchor');
     for (let i = 0; i < WARMUP; i++)
       for (const p of peers) {
