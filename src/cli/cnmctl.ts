@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { DEFAULTS, ENV } from '../config';
 import { contains, ipToBig, parseCidr, stripPrefix } from '../net/addr';
 import { VERSION } from '../version';
-import { apiRequest } from './cnmctl-client';
+import { ClientTls, TlsFlags, apiRequest, clientTls } from './cnmctl-client';
 import { renderTemplate } from './template';
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -15,8 +15,11 @@ function host(): string {
   return program.opts<{ host: string }>().host;
 }
 
+let tls: ClientTls | undefined | null = null;
+
 async function call(method: string, path: string, body?: unknown): Promise<any> {
-  const r = await apiRequest(host(), method, path, body);
+  if (tls === null) tls = clientTls(program.opts<TlsFlags>());
+  const r = await apiRequest(host(), method, path, body, tls);
   if (r.status >= 400) {
     const msg =
       typeof r.body === 'object' && r.body?.message ? r.body.message : String(r.body ?? `HTTP ${r.status}`);
@@ -274,7 +277,20 @@ export function ipamConfig(o: {
 const program = new Command('cnmctl')
   .description('Command line client for cnmd')
   .version(VERSION, '-v, --version')
-  .option('-H, --host <addr>', `daemon socket [env ${ENV.host}]`, process.env[ENV.host] || DEFAULTS.host);
+  .option(
+    '-H, --host <addr>',
+    `daemon socket: unix:///path.sock or tcp://HOST:PORT [env ${ENV.host}, then DOCKER_HOST]`,
+    process.env[ENV.host] || process.env.DOCKER_HOST || DEFAULTS.host,
+  )
+  .option('--tls', 'use TLS to a tcp:// daemon, without checking its certificate; implied by --tlsverify')
+  .option(
+    '--tlsverify',
+    "use TLS and check the daemon's certificate against --tlscacert [env DOCKER_TLS_VERIFY]",
+  )
+  .option('--tlscacert <file>', 'trust certificates signed by this CA [default: DOCKER_CERT_PATH/ca.pem]')
+  .option('--tlscert <file>', 'client certificate [default: DOCKER_CERT_PATH/cert.pem]')
+  .option('--tlskey <file>', "client certificate's key [default: DOCKER_CERT_PATH/key.pem]")
+  .addHelpText('after', '\nDOCKER_CERT_PATH defaults to ~/.docker, as the docker CLI.');
 
 program
   .command('version')

@@ -66,8 +66,9 @@ function parseNetwork(id: string, text: string): EngineNetworkAnswer | undefined
   let body: unknown;
   try {
     body = JSON.parse(text);
-  } catch {
-    return undefined;
+  } catch (e) {
+    if (!(e instanceof SyntaxError)) throw e;
+    return undefined; // not JSON: cannot tell
   }
   if (typeof body !== 'object' || body === null) return undefined;
   const n = body as { Id?: unknown; Containers?: unknown };

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { eventually, lab, Lab, Ns } from '../lib/fixture';
-import { CNMD } from '../lib/daemon';
+import { CNMCTL, CNMD } from '../lib/daemon';
 
 const PORT = 23750;
 
@@ -54,6 +54,18 @@ function curlIn(host: Ns, args: string[]): { status: number; rc: number } {
     { encoding: 'utf8' },
   );
   return { status: Number(r.stdout) || 0, rc: r.status ?? -1 };
+}
+
+/** cnmctl inside the daemon's host netns, with only the env given (no inherited CNMD_HOST/DOCKER_*). */
+function cnmctlIn(host: Ns, args: string[], env: Record<string, string> = {}) {
+  const clean = Object.fromEntries(
+    Object.entries(process.env).filter(([k]) => !/^(CNMD_|DOCKER_)/.test(k)),
+  ) as Record<string, string>;
+  return spawnSync('nsenter', [`--net=${host.path}`, process.execPath, CNMCTL, ...args], {
+    encoding: 'utf8',
+    timeout: 20_000,
+    env: { ...clean, HOME: '/nonexistent', ...env },
+  });
 }
 
 function makeCerts(dir: string): Record<string, string> {
@@ -114,6 +126,17 @@ test('-H tcp:// without TLS is refused unless --insecure-tcp, which warns at eve
   const d = await serve(l, host, ['--insecure-tcp']);
   assert.match(d.logs(), /"level":40.*without TLS \(--insecure-tcp\)/);
   assert.equal(curlIn(host, [`http://127.0.0.1:${PORT}/_ping`]).status, 200);
+  // cnmctl: plain tcp:// works; TLS against it says the daemon does not speak TLS there.
+  const tcp = `tcp://127.0.0.1:${PORT}`;
+  const plain = cnmctlIn(host, ['-H', tcp, 'network', 'ls', '-q']);
+  assert.equal(plain.status, 0, plain.stderr);
+  const c = makeCerts(fs.mkdtempSync(path.join(l.root, 'certs-')));
+  const wrong = cnmctlIn(host, ['-H', tcp, '--tlsverify', '--tlscacert', c['ca.pem'], 'network', 'ls']);
+  assert.equal(wrong.status, 1);
+  assert.match(
+    wrong.stderr,
+    /cannot reach cnmd at tcp:\/\/127\.0\.0\.1:23750: the daemon does not speak TLS there/,
+  );
 });
 
 test('--tlsverify: only clients with a certificate from --tlscacert get in', async (t) => {
@@ -166,4 +189,80 @@ test('--tlsverify: only clients with a certificate from --tlscacert get in', asy
     { encoding: 'utf8' },
   );
   assert.match(create.stdout, /"Id":"[0-9a-f]{64}"/, create.stdout);
+});
+
+test('cnmctl over TLS: --tlsverify with the flags or DOCKER_HOST/DOCKER_TLS_VERIFY/DOCKER_CERT_PATH; a wrong CA, a missing or rogue client certificate and plain HTTP refused with what to fix', async (t) => {
+  const l = await lab(t);
+  const host = await l.ns('host');
+  const c = makeCerts(fs.mkdtempSync(path.join(l.root, 'certs-')));
+  await serve(l, host, [
+    '--tlsverify',
+    '--tlscacert',
+    c['ca.pem'],
+    '--tlscert',
+    c['server.pem'],
+    '--tlskey',
+    c['server.key'],
+  ]);
+  const tcp = `tcp://127.0.0.1:${PORT}`;
+  const flags = [
+    '--tlsverify',
+    '--tlscacert',
+    c['ca.pem'],
+    '--tlscert',
+    c['client.pem'],
+    '--tlskey',
+    c['client.key'],
+  ];
+  const made = cnmctlIn(host, ['-H', tcp, ...flags, 'network', 'create', 'viacli']);
+  assert.equal(made.status, 0, made.stderr);
+  assert.match(made.stdout, /^[0-9a-f]{64}$/m);
+  // The docker CLI's env: DOCKER_CERT_PATH holds ca.pem, cert.pem, key.pem.
+  const certDir = fs.mkdtempSync(path.join(l.root, 'docker-certs-'));
+  fs.copyFileSync(c['ca.pem'], path.join(certDir, 'ca.pem'));
+  fs.copyFileSync(c['client.pem'], path.join(certDir, 'cert.pem'));
+  fs.copyFileSync(c['client.key'], path.join(certDir, 'key.pem'));
+  const env = { DOCKER_HOST: tcp, DOCKER_TLS_VERIFY: '1', DOCKER_CERT_PATH: certDir };
+  const ls = cnmctlIn(host, ['network', 'ls', '--format', '{{.Name}}'], env);
+  assert.equal(ls.status, 0, ls.stderr);
+  assert.match(ls.stdout, /^viacli$/m, 'the network made over TLS, listed over TLS');
+  // CNMD_HOST wins over DOCKER_HOST.
+  const other = cnmctlIn(host, ['network', 'ls'], { ...env, CNMD_HOST: 'unix:///nonexistent/cnmd.sock' });
+  assert.match(other.stderr, /cannot reach cnmd at unix:\/\/\/nonexistent\/cnmd\.sock/);
+
+  const refused = (args: string[], e: Record<string, string>, why: RegExp) => {
+    const r = cnmctlIn(host, ['-H', tcp, ...args, 'network', 'ls'], e);
+    assert.equal(r.status, 1, `${args.join(' ')}: ${r.stdout}`);
+    assert.match(r.stderr, /^cnmctl: cannot reach cnmd at tcp:\/\/127\.0\.0\.1:23750: /);
+    assert.match(r.stderr, why);
+  };
+  // A CA that did not sign the daemon's certificate.
+  refused(
+    ['--tlsverify', '--tlscacert', c['rogue.pem'], '--tlscert', c['client.pem'], '--tlskey', c['client.key']],
+    {},
+    /the daemon's certificate is not trusted \(self-signed certificate in certificate chain\): --tlscacert .*rogue\.pem is not the CA that signed it/,
+  );
+  // No client certificate, or one from another CA: the daemon refuses the handshake.
+  const empty = fs.mkdtempSync(path.join(l.root, 'no-certs-'));
+  refused(
+    ['--tlsverify', '--tlscacert', c['ca.pem']],
+    { DOCKER_CERT_PATH: empty },
+    /the daemon refused the TLS handshake .*wants a client certificate signed by its --tlscacert/,
+  );
+  refused(
+    ['--tlsverify', '--tlscacert', c['ca.pem'], '--tlscert', c['rogue.pem'], '--tlskey', c['rogue.key']],
+    {},
+    /the daemon refused the TLS handshake/,
+  );
+  // Plain HTTP to a TLS daemon.
+  refused([], {}, /no HTTP answer .*use --tlsverify with --tlscacert, --tlscert, --tlskey/);
+  // Files that are not there, said before connecting.
+  const missing = cnmctlIn(host, ['-H', tcp, '--tlsverify', 'network', 'ls'], { DOCKER_CERT_PATH: empty });
+  assert.equal(missing.status, 1);
+  assert.match(
+    missing.stderr,
+    /--tlsverify needs the CA that signed the daemon's certificate: .*ca\.pem does not exist/,
+  );
+  const noKey = cnmctlIn(host, ['-H', tcp, ...flags.slice(0, 5), 'network', 'ls']);
+  assert.match(noKey.stderr, /a client certificate needs both files/);
 });
