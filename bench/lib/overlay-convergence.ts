@@ -5,41 +5,60 @@
 // sandbox; each sample is an attach (POST /sandboxes) on host B (hosts 2..N in
 // turn), timed from just before the request:
 //   attach    until the API answered on B;
-//   neigh     until the new endpoint's static neighbour entry exists on A (A's
-//             network netns, polled over netlink every ~1 ms);
+//   store     until the endpoint record was in etcd (an `etcdctl watch` on the
+//             endpoints prefix, stamped when the bench reads it);
+//   neigh     until the new endpoint's static neighbour entry exists on A
+//             (`ip -ts monitor neigh` in A's network netns: conv-probe.ts);
 //   ping      until A's prober got its first echo reply (ping -D stamps it;
-//             started when B answered and A has the entry: ARP is answered by
-//             A's vxlan device from that entry, never crosses the underlay).
-// BENCH_OVERLAY_CONV_ATTACHES samples (200) at each size of BENCH_OVERLAY_CONV_HOSTS
-// (3,20); p50/p99 of each. The sandbox is removed after its sample (untimed).
+//             started once A has the entry: ARP is answered by A's vxlan
+//             device from that entry, never crosses the underlay);
+// then the sandbox is removed on B and `removal` is the time until A's entry
+// is gone (the next sample starts after that).
+// BENCH_OVERLAY_CONV_ATTACHES samples (200) at each size of
+// BENCH_OVERLAY_CONV_HOSTS (3,20), after BENCH_OVERLAY_CONV_WARMUP (5) untimed
+// ones; p50/p99 of each. CPU: every daemon's and etcd's utime+stime over an
+// idle window (the reconcile ticks, leases) and over the samples; the work
+// per sample is the samples' CPU less the idle rate.
+// At the largest size, BENCH_OVERLAY_FILL (50) sandboxes are then made on every
+// host at once (20 x 50 = 1000 endpoints at 20 hosts): the time until A has
+// every remote one, each daemon's VmRSS after that, and
+// BENCH_OVERLAY_CONV_LOADED (50) more samples with those endpoints present
+// (the cost of one change when every host knows a thousand).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import * as readline from 'node:readline';
+import { ChildProcess, spawn } from 'node:child_process';
 import { apiRequest } from '../../src/cli/cnmctl-client';
 import { Handle } from '../../src/netlink/handle';
 import { underlay, UNDERLAY_BRIDGE } from '../../test/lib/underlay';
-import { intEnv, percentile } from './host';
+import { intEnv, median, percentile } from './host';
+import { NeighMonitor, cpuMs, firstEcho, now, round2, rssMb } from './conv-probe';
 import type { OverlayLab } from '../cases/overlay';
 
-const ATTACHES = intEnv('BENCH_OVERLAY_CONV_ATTACHES', 200, 10, 5000);
+const ATTACHES = intEnv('BENCH_OVERLAY_CONV_ATTACHES', 200, 1, 5000);
+const WARMUP = intEnv('BENCH_OVERLAY_CONV_WARMUP', 5, 0, 100);
+const FILL = intEnv('BENCH_OVERLAY_FILL', 50, 0, 500);
+const LOADED = intEnv('BENCH_OVERLAY_CONV_LOADED', 50, 0, 5000);
+const IDLE_MS = intEnv('BENCH_OVERLAY_IDLE_MS', 4000, 0, 60_000);
 const SIZES = (process.env.BENCH_OVERLAY_CONV_HOSTS ?? '3,20').split(',').map(Number);
 const CNMD = path.resolve(__dirname, '..', '..', 'src', 'cli', 'cnmd.js');
 const STORE_IP = '192.168.77.254';
+const ENDPOINTS_PREFIX = '/cnmd/v1/endpoints/';
 
-const now = () => performance.timeOrigin + performance.now();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function until<T>(
   what: string,
   ms: number,
   fn: () => Promise<T | undefined> | T | undefined,
+  every = 1,
 ): Promise<T> {
   const deadline = Date.now() + ms;
   for (;;) {
     const v = await fn();
     if (v !== undefined) return v;
     if (Date.now() > deadline) throw new Error(`bench overlay convergence: ${what} not within ${ms} ms`);
-    await sleep(1);
+    await sleep(every);
   }
 }
 
@@ -50,9 +69,55 @@ function waitExitOrPing(sock: string): Promise<boolean> {
   );
 }
 
-async function one(lab: OverlayLab, hosts: number): Promise<Record<string, number>> {
+/** When each endpoint record (by its IPv4) reached etcd: an `etcdctl watch` read as it prints. */
+class StoreWatch {
+  private readonly proc: ChildProcess;
+  readonly puts = new Map<string, number>();
+
+  constructor(swNs: string, track: (pid?: number) => void) {
+    this.proc = spawn(
+      'nsenter',
+      [
+        `--net=${swNs}`,
+        'etcdctl',
+        '--endpoints',
+        `http://${STORE_IP}:2379`,
+        'watch',
+        '--prefix',
+        ENDPOINTS_PREFIX,
+      ],
+      { stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, ETCDCTL_API: '3' } },
+    );
+    track(this.proc.pid);
+    readline.createInterface({ input: this.proc.stdout! }).on('line', (l) => {
+      if (!l.startsWith('{')) return;
+      const t = now();
+      try {
+        const ip = (JSON.parse(l) as { ipv4?: string }).ipv4?.split('/')[0];
+        if (ip && !this.puts.has(ip)) this.puts.set(ip, t);
+      } catch {
+        /* not a record */
+      }
+    });
+  }
+
+  stop(): void {
+    if (this.proc.exitCode === null) this.proc.kill('SIGKILL');
+  }
+}
+
+interface Samples {
+  attach: number[];
+  store: number[];
+  neigh: number[];
+  ping: number[];
+  removal: number[];
+}
+
+async function one(lab: OverlayLab, hosts: number, largest: boolean): Promise<Record<string, number>> {
   const { s } = lab;
   const tag = `cv${hosts}`;
+  const track = (pid?: number) => s.trackPid(pid);
   const { sw, hosts: hs } = await underlay(
     async (n) => {
       const made = await lab.netns.create(n);
@@ -68,14 +133,17 @@ async function one(lab: OverlayLab, hosts: number): Promise<Record<string, numbe
     const out = fs.openSync(log, 'w');
     const p = spawn('nsenter', args, { stdio: ['ignore', out, out] });
     fs.closeSync(out);
-    s.trackPid(p.pid);
+    track(p.pid);
     procs.push(p);
     return p;
   };
   const dir = path.join(s.run, tag);
   fs.mkdirSync(dir);
+  let monitor: NeighMonitor | undefined;
+  let storeWatch: StoreWatch | undefined;
   try {
-    start(
+    // nsenter execs its program: each child's pid is etcd's or the daemon's (CPU and RSS are read from it).
+    const etcd = start(
       [
         `--net=${sw.path}`,
         'etcd',
@@ -91,10 +159,10 @@ async function one(lab: OverlayLab, hosts: number): Promise<Record<string, numbe
       path.join(dir, 'etcd.log'),
     );
     const socks = hs.map((h) => path.join(dir, h.name, 'cnmd.sock'));
-    hs.forEach((h, i) => {
+    const daemons = hs.map((h, i) => {
       const base = path.join(dir, h.name);
       fs.mkdirSync(base);
-      start(
+      return start(
         [
           `--net=${h.path}`,
           process.execPath,
@@ -114,13 +182,13 @@ async function one(lab: OverlayLab, hosts: number): Promise<Record<string, numbe
           '--netns-pool-size',
           '4',
           '--log-level',
-          'warn',
+          process.env.BENCH_OVERLAY_LOG_LEVEL ?? 'warn',
         ],
         path.join(base, 'cnmd.log'),
       );
     });
     for (const sock of socks)
-      await until('cnmd up', 60_000, async () => ((await waitExitOrPing(sock)) ? true : undefined));
+      await until('cnmd up', 60_000, async () => ((await waitExitOrPing(sock)) ? true : undefined), 20);
     const api = (i: number, method: string, p: string, body?: unknown) =>
       apiRequest(`unix://${socks[i]}`, method, p, body);
     const made = await api(0, 'POST', '/networks/create', {
@@ -133,67 +201,160 @@ async function one(lab: OverlayLab, hosts: number): Promise<Record<string, numbe
       throw new Error(`bench overlay convergence: network create: ${JSON.stringify(made.body)}`);
     const net = (await api(0, 'GET', '/networks/conv')).body;
     for (let i = 1; i < hosts; i++)
-      await until('network on every host', 10_000, async () =>
-        (await api(i, 'GET', '/networks/conv')).status === 200 ? true : undefined,
+      await until(
+        'network on every host',
+        10_000,
+        async () => ((await api(i, 'GET', '/networks/conv')).status === 200 ? true : undefined),
+        10,
       );
     const probe = await api(0, 'POST', '/sandboxes', { Name: 'probe', Networks: [{ Network: 'conv' }] });
     if (probe.status !== 201)
       throw new Error(`bench overlay convergence: probe: ${JSON.stringify(probe.body)}`);
-    const probeKey = (await api(0, 'GET', '/sandboxes/probe')).body.SandboxKey;
+    const probeKey = (await api(0, 'GET', '/sandboxes/probe')).body.SandboxKey as string;
     const vni = Number(net.Options['com.docker.network.driver.overlay.vxlanid_list']);
     const aNs = path.join(dir, hs[0].name, 'exec', 'overlay', 'netns', `ov-${net.Id}`);
     const dev = `vx-${vni.toString(16).padStart(6, '0')}`;
-    const a = Handle.at(aNs);
-    const attach: number[] = [];
-    const neigh: number[] = [];
-    const ping: number[] = [];
-    try {
-      for (let k = 0; k < ATTACHES; k++) {
+    monitor = new NeighMonitor([`--net=${aNs}`], dev, track);
+    await monitor.start();
+    storeWatch = new StoreWatch(sw.path, track);
+    const mon = monitor;
+    const sw8 = storeWatch;
+
+    const runSamples = async (n: number, prefix: string, into?: Samples) => {
+      for (let k = 0; k < n; k++) {
         const b = 1 + (k % (hosts - 1));
-        const name = `s${k}`;
+        const name = `${prefix}${k}`;
         const t0 = now();
-        let tNeigh = 0;
-        // The neighbour entry on A: any address not there before the request.
-        const before = new Set((await a.neighList({ dev })).map((n) => n.ip));
-        const watching = until('neighbour entry on A', 10_000, async () => {
-          const hit = (await a.neighList({ dev })).find((n) => n.ip && !before.has(n.ip));
-          if (hit) tNeigh = now();
-          return hit;
-        });
         const r = await api(b, 'POST', '/sandboxes', { Name: name, Networks: [{ Network: 'conv' }] });
         const tAttach = now();
         if (r.status !== 201) throw new Error(`bench overlay convergence: attach: ${JSON.stringify(r.body)}`);
         const ip = (await api(b, 'GET', `/sandboxes/${name}`)).body.Networks.conv.IPAddress as string;
-        await watching;
-        const p = spawnSync(
-          'nsenter',
-          [`--net=${probeKey}`, 'ping', '-D', '-n', '-c1', '-w2', '-i0.002', ip],
-          {
-            encoding: 'utf8',
-          },
-        );
-        const m = /^\[(\d+\.\d+)\] \d+ bytes from/m.exec(p.stdout);
-        if (!m)
-          throw new Error(`bench overlay convergence: no echo reply from ${ip}:\n${p.stdout}${p.stderr}`);
-        attach.push(tAttach - t0);
-        neigh.push(tNeigh - t0);
-        ping.push(Number(m[1]) * 1000 - t0);
-        await api(b, 'DELETE', `/sandboxes/${name}`);
+        const ev = await mon.wait(ip, false, t0, 10_000);
+        const tPing = await firstEcho([`--net=${probeKey}`], ip, track);
+        const tStore = sw8.puts.get(ip);
+        sw8.puts.delete(ip);
+        const tDel = now();
+        const d = await api(b, 'DELETE', `/sandboxes/${name}`);
+        if (d.status !== 204 && d.status !== 200)
+          throw new Error(`bench overlay convergence: delete: ${JSON.stringify(d.body)}`);
+        const gone = await mon.wait(ip, true, tDel, 10_000);
+        mon.trim();
+        if (!into) continue;
+        into.attach.push(tAttach - t0);
+        if (tStore !== undefined) into.store.push(tStore - t0);
+        into.neigh.push(ev.t - t0);
+        into.ping.push(tPing - t0);
+        into.removal.push(gone.t - tDel);
       }
-    } finally {
-      a.close();
-    }
-    const f = (x: number) => Number(x.toFixed(2));
-    return {
-      [`conv_${hosts}h_attach_p50_ms`]: f(percentile(attach, 50)),
-      [`conv_${hosts}h_attach_p99_ms`]: f(percentile(attach, 99)),
-      [`conv_${hosts}h_neigh_p50_ms`]: f(percentile(neigh, 50)),
-      [`conv_${hosts}h_neigh_p99_ms`]: f(percentile(neigh, 99)),
-      [`conv_${hosts}h_ping_p50_ms`]: f(percentile(ping, 50)),
-      [`conv_${hosts}h_ping_p99_ms`]: f(percentile(ping, 99)),
-      [`conv_${hosts}h_samples`]: attach.length,
     };
+    const pids = [...daemons.map((p) => p.pid!)];
+    const cpuAll = () => pids.reduce((a, p) => a + cpuMs(p), 0);
+    const summary = (label: string, x: Samples, cpu: number, etcdCpu: number, n: number) => {
+      const out: Record<string, number> = {
+        [`${label}_attach_p50_ms`]: round2(percentile(x.attach, 50)),
+        [`${label}_attach_p99_ms`]: round2(percentile(x.attach, 99)),
+        [`${label}_store_p50_ms`]: round2(percentile(x.store, 50)),
+        [`${label}_store_p99_ms`]: round2(percentile(x.store, 99)),
+        [`${label}_neigh_p50_ms`]: round2(percentile(x.neigh, 50)),
+        [`${label}_neigh_p99_ms`]: round2(percentile(x.neigh, 99)),
+        [`${label}_ping_p50_ms`]: round2(percentile(x.ping, 50)),
+        [`${label}_ping_p99_ms`]: round2(percentile(x.ping, 99)),
+        [`${label}_removal_p50_ms`]: round2(percentile(x.removal, 50)),
+        [`${label}_removal_p99_ms`]: round2(percentile(x.removal, 99)),
+        [`${label}_samples`]: x.attach.length,
+        [`${label}_daemons_cpu_ms_per_sample`]: round2(cpu / n),
+        [`${label}_etcd_cpu_ms_per_sample`]: round2(etcdCpu / n),
+      };
+      console.log(
+        `  convergence ${label}: attach ${x.attach.length} samples p50/p99 ${out[`${label}_attach_p50_ms`]}/${out[`${label}_attach_p99_ms`]} ms, ` +
+          `store ${out[`${label}_store_p50_ms`]}/${out[`${label}_store_p99_ms`]}, neigh on A ${out[`${label}_neigh_p50_ms`]}/${out[`${label}_neigh_p99_ms`]}, ` +
+          `ping ${out[`${label}_ping_p50_ms`]}/${out[`${label}_ping_p99_ms`]}, removal ${out[`${label}_removal_p50_ms`]}/${out[`${label}_removal_p99_ms`]}; ` +
+          `CPU per sample (attach + remove, less idle): daemons ${out[`${label}_daemons_cpu_ms_per_sample`]} ms, etcd ${out[`${label}_etcd_cpu_ms_per_sample`]} ms`,
+      );
+      return out;
+    };
+    /** Samples with CPU accounted: the idle rate over the same span is taken out. */
+    const measured = async (label: string, n: number, idlePerMs: { d: number; e: number }) => {
+      const x: Samples = { attach: [], store: [], neigh: [], ping: [], removal: [] };
+      const [c0, e0, t0] = [cpuAll(), cpuMs(etcd.pid!), performance.now()];
+      await runSamples(n, `${label}s`, x);
+      const span = performance.now() - t0;
+      const cpu = cpuAll() - c0 - idlePerMs.d * span;
+      const etcdCpu = cpuMs(etcd.pid!) - e0 - idlePerMs.e * span;
+      return summary(label, x, Math.max(0, cpu), Math.max(0, etcdCpu), n);
+    };
+    const idle = async () => {
+      const [c0, e0, t0] = [cpuAll(), cpuMs(etcd.pid!), performance.now()];
+      await sleep(IDLE_MS);
+      const span = performance.now() - t0;
+      return { d: (cpuAll() - c0) / span, e: (cpuMs(etcd.pid!) - e0) / span };
+    };
+
+    const figures: Record<string, number> = {};
+    const L = `conv_${hosts}h`;
+    await runSamples(WARMUP, 'w');
+    const idle0 = await idle();
+    figures[`${L}_daemons_idle_cpu_ms_per_s`] = round2(idle0.d * 1000);
+    figures[`${L}_etcd_idle_cpu_ms_per_s`] = round2(idle0.e * 1000);
+    figures[`${L}_rss_idle_median_mb`] = round2(median(pids.map(rssMb)));
+    console.log(
+      `  convergence ${L}: ${hosts} daemons idle: CPU ${figures[`${L}_daemons_idle_cpu_ms_per_s`]} ms/s together, etcd ${figures[`${L}_etcd_idle_cpu_ms_per_s`]} ms/s; RSS median ${figures[`${L}_rss_idle_median_mb`]} MB`,
+    );
+    Object.assign(figures, await measured(L, ATTACHES, idle0));
+
+    if (largest && FILL > 0) {
+      // Every host makes FILL sandboxes at once (one after another on each host).
+      const a = Handle.at(aNs);
+      try {
+        const remote = (hosts - 1) * FILL;
+        const [c0, e0, t0] = [cpuAll(), cpuMs(etcd.pid!), performance.now()];
+        await Promise.all(
+          hs.map(async (_h, i) => {
+            for (let k = 0; k < FILL; k++) {
+              const r = await api(i, 'POST', '/sandboxes', {
+                Name: `f${k}`,
+                Networks: [{ Network: 'conv' }],
+              });
+              if (r.status !== 201)
+                throw new Error(`bench overlay convergence: fill on h${i + 1}: ${JSON.stringify(r.body)}`);
+            }
+          }),
+        );
+        const created = performance.now() - t0;
+        await until(
+          `A has the ${remote} remote endpoints`,
+          120_000,
+          async () => ((await a.neighList({ dev })).length >= remote ? true : undefined),
+          20,
+        );
+        const converged = performance.now() - t0;
+        const fillCpu = cpuAll() - c0;
+        const fillEtcd = cpuMs(etcd.pid!) - e0;
+        const E = `${L}_${hosts * FILL}ep`;
+        figures[`${E}_create_s`] = round2(created / 1000);
+        figures[`${E}_converged_s`] = round2(converged / 1000);
+        figures[`${E}_daemons_cpu_ms_per_endpoint`] = round2(fillCpu / (hosts * FILL));
+        figures[`${E}_etcd_cpu_ms_per_endpoint`] = round2(fillEtcd / (hosts * FILL));
+        const idle1 = await idle();
+        const rss = pids.map(rssMb);
+        figures[`${E}_rss_median_mb`] = round2(median(rss));
+        figures[`${E}_rss_max_mb`] = round2(Math.max(...rss));
+        figures[`${E}_etcd_rss_mb`] = round2(rssMb(etcd.pid!));
+        figures[`${E}_daemons_idle_cpu_ms_per_s`] = round2(idle1.d * 1000);
+        console.log(
+          `  ${E}: ${hosts} x ${FILL} sandboxes made in ${figures[`${E}_create_s`]} s, on A (${remote} remote) after ${figures[`${E}_converged_s`]} s; ` +
+            `daemon CPU ${figures[`${E}_daemons_cpu_ms_per_endpoint`]} ms per endpoint (all hosts); daemon RSS median ${figures[`${E}_rss_median_mb`]} MB, ` +
+            `max ${figures[`${E}_rss_max_mb`]} MB (idle ${figures[`${L}_rss_idle_median_mb`]}); etcd ${figures[`${E}_etcd_rss_mb`]} MB; idle CPU ${figures[`${E}_daemons_idle_cpu_ms_per_s`]} ms/s`,
+        );
+        if (LOADED > 0) Object.assign(figures, await measured(E, LOADED, idle1));
+      } finally {
+        a.close();
+      }
+    }
+    return figures;
   } finally {
+    monitor?.stop();
+    storeWatch?.stop();
     for (const p of procs.reverse()) {
       if (p.exitCode !== null || p.signalCode !== null) continue;
       const gone = new Promise((r) => p.once('exit', r));
@@ -206,10 +367,10 @@ async function one(lab: OverlayLab, hosts: number): Promise<Record<string, numbe
 
 export async function sectionConvergence(lab: OverlayLab): Promise<Record<string, number>> {
   const figures: Record<string, number> = {};
-  for (const n of SIZES) {
+  for (const n of SIZES)
     if (!Number.isInteger(n) || n < 2 || n > 60)
       throw new Error(`BENCH_OVERLAY_CONV_HOSTS: "${n}" is not a host count from 2 to 60`);
-    Object.assign(figures, await one(lab, n));
-  }
+  const largest = Math.max(...SIZES);
+  for (const n of SIZES) Object.assign(figures, await one(lab, n, n === largest));
   return figures;
 }
