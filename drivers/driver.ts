@@ -189,6 +189,14 @@ export interface LeaveOptions {
   sandboxDestroyed?: boolean;
 }
 
+/** Remote endpoints of a global network that changed since the last setPeers or updatePeers. */
+export interface PeerChange {
+  /** Added or altered. */
+  put: OverlayPeer[];
+  /** Removed, by endpoint id. */
+  remove: string[];
+}
+
 export interface Driver {
   /** The name networks give as their driver (`-d name`), and the key it is registered under. */
   readonly name: string;
@@ -265,6 +273,12 @@ export interface Driver {
    * every few seconds as a reconcile loop: idempotent and cheap when nothing changed.
    */
   setPeers?(networkId: string, peers: OverlayPeer[]): Promise<void>;
+  /**
+   * One change of those peers (after a setPeers): costs the changed entries
+   * only. The control plane calls it for each batch of store events and
+   * setPeers on its reconcile loop.
+   */
+  updatePeers?(networkId: string, change: PeerChange): Promise<void>;
   /**
    * Read before IPAM is asked for the network's pools: whether it has a
    * gateway and which partition its pools are in. Absent: IPAM picks a

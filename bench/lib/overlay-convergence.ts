@@ -30,6 +30,7 @@ import * as readline from 'node:readline';
 import { ChildProcess, spawn } from 'node:child_process';
 import { apiRequest } from '../../src/cli/cnmctl-client';
 import { Handle } from '../../src/netlink/handle';
+import { CNMD_NODE_FLAGS } from '../../src/cli/node-flags';
 import { underlay, UNDERLAY_BRIDGE } from '../../test/lib/underlay';
 import { intEnv, median, percentile } from './host';
 import { NeighMonitor, cpuMs, firstEcho, now, round2, rssMb } from './conv-probe';
@@ -41,7 +42,9 @@ const FILL = intEnv('BENCH_OVERLAY_FILL', 50, 0, 500);
 const LOADED = intEnv('BENCH_OVERLAY_CONV_LOADED', 50, 0, 5000);
 const IDLE_MS = intEnv('BENCH_OVERLAY_IDLE_MS', 4000, 0, 60_000);
 const SIZES = (process.env.BENCH_OVERLAY_CONV_HOSTS ?? '3,20').split(',').map(Number);
-const CNMD = path.resolve(__dirname, '..', '..', 'src', 'cli', 'cnmd.js');
+const CNMD = process.env.BENCH_OVERLAY_CNMD ?? path.resolve(__dirname, '..', '..', 'src', 'cli', 'cnmd.js');
+/** Where the daemons' logs go (default: the scratch root, removed with it). */
+const LOG_DIR = process.env.BENCH_OVERLAY_LOG_DIR;
 const STORE_IP = '192.168.77.254';
 const ENDPOINTS_PREFIX = '/cnmd/v1/endpoints/';
 
@@ -166,6 +169,10 @@ async function one(lab: OverlayLab, hosts: number, largest: boolean): Promise<Re
         [
           `--net=${h.path}`,
           process.execPath,
+          ...CNMD_NODE_FLAGS,
+          ...(i === 0 && process.env.BENCH_OVERLAY_PROFILE
+            ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_OVERLAY_PROFILE}`]
+            : []),
           CNMD,
           '--data-root',
           path.join(base, 'data'),
@@ -184,7 +191,7 @@ async function one(lab: OverlayLab, hosts: number, largest: boolean): Promise<Re
           '--log-level',
           process.env.BENCH_OVERLAY_LOG_LEVEL ?? 'warn',
         ],
-        path.join(base, 'cnmd.log'),
+        LOG_DIR ? path.join(LOG_DIR, `${tag}-${h.name}.log`) : path.join(base, 'cnmd.log'),
       );
     });
     for (const sock of socks)
@@ -274,20 +281,31 @@ async function one(lab: OverlayLab, hosts: number, largest: boolean): Promise<Re
       return out;
     };
     /** Samples with CPU accounted: the idle rate over the same span is taken out. */
-    const measured = async (label: string, n: number, idlePerMs: { d: number; e: number }) => {
+    const measured = async (label: string, n: number, idlePerMs: { d: number; e: number; a: number }) => {
       const x: Samples = { attach: [], store: [], neigh: [], ping: [], removal: [] };
-      const [c0, e0, t0] = [cpuAll(), cpuMs(etcd.pid!), performance.now()];
+      const [c0, e0, a0, t0] = [cpuAll(), cpuMs(etcd.pid!), cpuMs(pids[0]), performance.now()];
       await runSamples(n, `${label}s`, x);
       const span = performance.now() - t0;
       const cpu = cpuAll() - c0 - idlePerMs.d * span;
       const etcdCpu = cpuMs(etcd.pid!) - e0 - idlePerMs.e * span;
-      return summary(label, x, Math.max(0, cpu), Math.max(0, etcdCpu), n);
+      // A is never B: its CPU is an observer's, for two events (the put and the delete) per sample.
+      const aCpu = cpuMs(pids[0]) - a0 - idlePerMs.a * span;
+      const out = summary(label, x, Math.max(0, cpu), Math.max(0, etcdCpu), n);
+      out[`${label}_observer_cpu_ms_per_event`] = round2(Math.max(0, aCpu) / (2 * n));
+      console.log(
+        `  convergence ${label}: one observer (A) spent ${out[`${label}_observer_cpu_ms_per_event`]} ms CPU per event`,
+      );
+      return out;
     };
     const idle = async () => {
-      const [c0, e0, t0] = [cpuAll(), cpuMs(etcd.pid!), performance.now()];
+      const [c0, e0, a0, t0] = [cpuAll(), cpuMs(etcd.pid!), cpuMs(pids[0]), performance.now()];
       await sleep(IDLE_MS);
       const span = performance.now() - t0;
-      return { d: (cpuAll() - c0) / span, e: (cpuMs(etcd.pid!) - e0) / span };
+      return {
+        d: (cpuAll() - c0) / span,
+        e: (cpuMs(etcd.pid!) - e0) / span,
+        a: (cpuMs(pids[0]) - a0) / span,
+      };
     };
 
     const figures: Record<string, number> = {};

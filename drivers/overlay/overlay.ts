@@ -38,7 +38,7 @@ import {
 } from './options';
 import { EncryptionProbe } from './kernel-probe';
 import type { ClusterSecret } from '../../src/cluster/keys';
-import { desiredEntries, OverlayPeer, reconcilePeers, ReconcileResult } from './peers';
+import { applyDelta, OverlayPeer, PeerChange, PeerSet, reconcilePeers, ReconcileResult } from './peers';
 import { OverlayNetworkState, overlaySetupSteps } from './setup';
 import { stripPrefix } from '../../src/net/addr';
 
@@ -81,7 +81,7 @@ export class OverlayDriver implements Driver {
   private readonly networks = new Map<string, OverlayNetworkState>();
   private readonly endpoints = new VethEndpoints();
   /** The last peer set per network (kept for a network not made here yet). */
-  private readonly wanted = new Map<string, ReturnType<typeof desiredEntries>>();
+  private readonly wanted = new Map<string, PeerSet>();
   /** One reconcile at a time per network. */
   private readonly reconciling = new Map<string, Promise<unknown>>();
   /** Networks the store holds that could not be set up at restore (kept from the sweep). */
@@ -336,28 +336,74 @@ export class OverlayDriver implements Driver {
    * Idempotent and cheap when nothing changed (two dumps in the netns).
    */
   async setPeers(networkId: string, peers: OverlayPeer[]): Promise<void> {
-    const want = desiredEntries(peers, this.vtep(), (what, kept, dropped) =>
-      this.log.warn(
-        { network: networkId, entry: what, kept: kept.endpointId, dropped: dropped.endpointId },
-        'overlay peers: two endpoints claim one address or MAC; keeping one',
-      ),
-    );
-    this.wanted.set(networkId, want);
+    this.peerSet(networkId).replaceAll(peers);
     if (this.networks.has(networkId)) await this.reconcile(networkId);
+  }
+
+  /**
+   * Some of the network's remote endpoints changed (after a setPeers): only
+   * their entries are written, one request each, no dump (the periodic
+   * setPeers reads the kernel back and heals drift). A write that fails
+   * makes it reconcile in full at once.
+   */
+  async updatePeers(networkId: string, change: PeerChange): Promise<void> {
+    const set = this.wanted.get(networkId);
+    if (!set)
+      throw new CnmdError('NOT_FOUND', `overlay peers ${networkId}: no peer set yet (setPeers first)`, {
+        op: 'overlay peers',
+        object: networkId,
+      });
+    const delta = set.apply(change);
+    if (!this.networks.has(networkId) || (delta.neigh.size === 0 && delta.fdb.size === 0)) return;
+    await this.queued(networkId, async (st) => {
+      try {
+        const r = await applyDelta(st.ns!, st.vxlanIndex, delta);
+        this.log.debug({ network: networkId, ...r }, 'overlay peers updated');
+        return r;
+      } catch (e) {
+        this.log.warn({ err: e, network: networkId }, 'overlay peer update failed: reconciling in full');
+        return reconcilePeers(st.ns!, st.vxlanIndex, set.want);
+      }
+    });
+  }
+
+  private peerSet(networkId: string): PeerSet {
+    let set = this.wanted.get(networkId);
+    if (!set) {
+      set = new PeerSet(this.vtep, (what, kept, dropped) =>
+        this.log.warn(
+          { network: networkId, entry: what, kept: kept.endpointId, dropped: dropped.endpointId },
+          'overlay peers: two endpoints claim one address or MAC; keeping one',
+        ),
+      );
+      this.wanted.set(networkId, set);
+    }
+    return set;
   }
 
   /** Reconciles the network's entries with the last peer set; resolves with what changed. */
   async reconcile(networkId: string): Promise<ReconcileResult | undefined> {
+    return this.queued(networkId, async (st) => {
+      const want = this.wanted.get(networkId)?.want;
+      if (!want) return undefined;
+      const r = await reconcilePeers(st.ns!, st.vxlanIndex, want);
+      if (r.neighAdded + r.neighRemoved + r.fdbAdded + r.fdbRemoved > 0)
+        this.log.debug({ network: networkId, ...r }, 'overlay peers reconciled');
+      return r;
+    });
+  }
+
+  /** Runs fn on the network's kernel state behind the previous run (one at a time per network). */
+  private async queued(
+    networkId: string,
+    fn: (st: OverlayNetworkState) => Promise<ReconcileResult | undefined>,
+  ): Promise<ReconcileResult | undefined> {
     const prev = this.reconciling.get(networkId) ?? Promise.resolve();
     // Queued behind the previous run, whatever its outcome (its caller sees that).
     const run = settled(prev).then(async () => {
       const st = this.networks.get(networkId);
-      const want = this.wanted.get(networkId);
-      if (!st?.ns || st.ns.closed || !want) return undefined;
-      const r = await reconcilePeers(st.ns, st.vxlanIndex, want);
-      if (r.neighAdded + r.neighRemoved + r.fdbAdded + r.fdbRemoved > 0)
-        this.log.debug({ network: networkId, ...r }, 'overlay peers reconciled');
-      return r;
+      if (!st?.ns || st.ns.closed) return undefined;
+      return fn(st);
     });
     this.reconciling.set(networkId, run);
     try {

@@ -28,8 +28,13 @@ export interface ClusterEvents {
   networkPut(rec: GlobalNetworkRecord): Promise<void>;
   /** A global network left the store. */
   networkDelete(id: string): Promise<void>;
-  /** Other hosts' endpoints on the network changed (or the reconcile loop ticked: networkId undefined). */
-  peersChanged(networkId?: string): void;
+  /**
+   * Another host's endpoint on the network changed (endpointId: added, altered
+   * or removed; remoteEndpoint says which), or the whole set may have
+   * (endpointId undefined: a watch resumed), or the reconcile loop ticked
+   * (networkId undefined: every network).
+   */
+  peersChanged(networkId?: string, endpointId?: string): void;
   /** This host's endpoints as its local store has them: what is published after a restart or a lost lease. */
   localEndpoints(): EndpointPublication[];
 }
@@ -137,13 +142,13 @@ export class Cluster {
       await this.store.watch<EndpointPublication>(key.endpoints, eps.revision, {
         put: (_k, v) => {
           this.remember(v);
-          if (v.host !== this.hostId) events.peersChanged(v.networkId);
+          if (v.host !== this.hostId) events.peersChanged(v.networkId, v.id);
         },
         delete: (k, prev) => {
           const [net, id] = k.slice(key.endpoints.length).split('/');
           const was = this.endpoints.get(net)?.get(id);
           this.endpoints.get(net)?.delete(id);
-          if ((was ?? prev)?.host !== this.hostId) events.peersChanged(net);
+          if ((was ?? prev)?.host !== this.hostId) events.peersChanged(net, id);
           // Our own record gone while we still have the endpoint (a lease lost): published again.
           else if (was && !this.closed) this.republishIfLocal(net, id);
         },
@@ -269,6 +274,12 @@ export class Cluster {
   /** Other hosts' endpoints on a network. */
   remoteEndpoints(networkId: string): EndpointPublication[] {
     return [...(this.endpoints.get(networkId)?.values() ?? [])].filter((e) => e.host !== this.hostId);
+  }
+
+  /** Another host's endpoint on a network, as the store has it now (undefined: gone, or this host's). */
+  remoteEndpoint(networkId: string, id: string): EndpointPublication | undefined {
+    const e = this.endpoints.get(networkId)?.get(id);
+    return e && e.host !== this.hostId ? e : undefined;
   }
 
   /** Hosts with endpoints on the network (Docker's inspect "Peers"). */

@@ -6,7 +6,7 @@
 // restores it like any other. Endpoints on global networks are published
 // after the API answered; other hosts' endpoints feed the driver's peers
 // (setPeers, also on a reconcile loop) and the embedded DNS.
-import type { Driver, OverlayPeer } from '../../drivers/driver';
+import type { Driver, OverlayPeer, PeerChange } from '../../drivers/driver';
 import type { Cluster } from '../cluster/cluster';
 import type { EndpointPublication, GlobalNetworkRecord } from '../cluster/records';
 import type { DnsEndpoint } from '../dns/records';
@@ -35,9 +35,14 @@ function plain(cidr?: string): string | undefined {
 export class ClusterNetworks {
   readonly cluster: Cluster;
   private readonly h: ClusterHooks;
-  /** Networks whose peers changed since they were last handed to the driver. */
+  /** Networks whose whole peer set is to be handed to the driver again. */
   private readonly dirty = new Set<string>();
+  /** Endpoints (by network) that changed since they were last handed to the driver. */
+  private readonly changed = new Map<string, Set<string>>();
+  /** Networks whose driver took a whole peer set: changes build on it. */
+  private readonly seeded = new Set<string>();
   private pushing = false;
+  private scheduled = false;
 
   constructor(cluster: Cluster, hooks: ClusterHooks) {
     this.cluster = cluster;
@@ -48,7 +53,7 @@ export class ClusterNetworks {
     await this.cluster.start({
       networkPut: (rec) => this.h.mirror(rec),
       networkDelete: (id) => this.h.unmirror(id),
-      peersChanged: (id) => this.peersChanged(id),
+      peersChanged: (id, endpointId) => this.peersChanged(id, endpointId),
       localEndpoints: () => this.localPublications(),
     });
     // Global networks removed from the cluster while this daemon was down.
@@ -110,46 +115,86 @@ export class ClusterNetworks {
   peers(networkId: string): OverlayPeer[] {
     return this.cluster
       .remoteEndpoints(networkId)
-      .filter((e) => e.ipv4 && e.mac)
-      .map((e) => ({
-        endpointId: e.id,
-        address: plain(e.ipv4)!,
-        address6: plain(e.ipv6),
-        mac: e.mac!,
-        vtep: e.vtep,
-      }));
+      .map(toPeer)
+      .filter((p): p is OverlayPeer => !!p);
   }
 
-  /** One network's peers changed (or, undefined, the reconcile loop ticked: every network). */
-  private peersChanged(networkId?: string): void {
+  /**
+   * One network's peers changed: one endpoint (endpointId), or maybe all; or,
+   * networkId undefined, the reconcile loop ticked: every network in full.
+   */
+  private peersChanged(networkId?: string, endpointId?: string): void {
     // The DNS view is invalidated on a tick too: after a watch resumes, a change may have come in bulk.
     this.h.dnsChanged();
-    if (networkId) {
-      this.dirty.add(networkId);
-    } else {
+    if (!networkId) {
       for (const n of this.h.store.list<NetworkRecord>(KIND.network))
         if (n.scope === 'global' && n.state === 'ready') this.dirty.add(n.id);
+    } else if (endpointId === undefined) {
+      this.dirty.add(networkId);
+    } else if (!this.dirty.has(networkId)) {
+      let ids = this.changed.get(networkId);
+      if (!ids) this.changed.set(networkId, (ids = new Set()));
+      ids.add(endpointId);
     }
-    void this.push();
+    // After the events of one watch message (emitted in one go): they are handed over together.
+    if (!this.scheduled) {
+      this.scheduled = true;
+      queueMicrotask(() => {
+        this.scheduled = false;
+        void this.push();
+      });
+    }
   }
 
-  /** Hands each dirty network's peers to its driver, one network at a time, until none is dirty. */
+  /**
+   * Hands changes to the drivers until none is left, one network at a time:
+   * a dirty network's whole peer set (setPeers: validation and two dumps), a
+   * changed one's changed endpoints only (updatePeers: their entries, no dump).
+   */
   private async push(): Promise<void> {
     if (this.pushing) return;
     this.pushing = true;
     try {
-      while (this.dirty.size) {
-        const id = this.dirty.values().next().value!;
+      while (this.dirty.size || this.changed.size) {
+        const full = this.dirty.size > 0;
+        const id = full ? this.dirty.values().next().value! : this.changed.keys().next().value!;
+        const ids = this.changed.get(id);
         this.dirty.delete(id);
+        this.changed.delete(id);
         const n = this.h.store.get<NetworkRecord>(KIND.network, id);
         const d = n && n.state === 'ready' ? this.h.drivers.get(n.driver) : undefined;
         if (!d?.setPeers) continue;
-        await d
-          .setPeers(id, this.peers(id))
-          .catch((e) => this.h.log.error({ err: e, network: id }, 'setting overlay peers failed'));
+        if (!full && ids && d.updatePeers && this.seeded.has(id)) {
+          const change: PeerChange = { put: [], remove: [] };
+          for (const eid of ids) {
+            const p = toPeer(this.cluster.remoteEndpoint(id, eid));
+            if (p) change.put.push(p);
+            else change.remove.push(eid);
+          }
+          const ok = await d.updatePeers(id, change).then(
+            () => true,
+            (e) => {
+              this.h.log.warn({ err: e, network: id }, 'updating overlay peers failed: setting them in full');
+              return false;
+            },
+          );
+          if (!ok) this.dirty.add(id);
+          continue;
+        }
+        this.seeded.delete(id);
+        await d.setPeers(id, this.peers(id)).then(
+          () => this.seeded.add(id),
+          (e) => this.h.log.error({ err: e, network: id }, 'setting overlay peers failed'),
+        );
       }
     } finally {
       this.pushing = false;
     }
   }
+}
+
+/** An endpoint record as a driver's peer (none without an IPv4 address and a MAC). */
+function toPeer(e: EndpointPublication | undefined): OverlayPeer | undefined {
+  if (!e?.ipv4 || !e.mac) return undefined;
+  return { endpointId: e.id, address: plain(e.ipv4)!, address6: plain(e.ipv6), mac: e.mac, vtep: e.vtep };
 }

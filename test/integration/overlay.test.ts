@@ -20,6 +20,7 @@ import type { NetworkSpec } from '../../drivers/driver';
 import { CnmdError } from '../../src/errors';
 import { createLogger } from '../../src/log';
 import { NetnsManager } from '../../src/netns/netns';
+import { Handle } from '../../src/netlink/handle';
 import { stripPrefix } from '../../src/net/addr';
 
 const log = createLogger('silent');
@@ -241,6 +242,90 @@ test('setPeers reconciles: a vanished peer goes, a hand-deleted or altered entry
     );
   }
   assert.deepEqual(fdbOf(), before);
+});
+
+test('updatePeers writes one change without reading the kernel back; the next setPeers heals what it did not see', async (t) => {
+  const l = await lab(t);
+  const {
+    hosts: [h1, h2, h3],
+  } = await hosts(t, l, 3);
+  const net = spec(4301);
+  for (const h of [h1, h2, h3]) await h.driver.createNetwork(net);
+  const a = await sandbox(l, h1, net.id, '10.77.0.2/24');
+  const b = await sandbox(l, h2, net.id, '10.77.0.3/24');
+  const c = await sandbox(l, h3, net.id, '10.77.0.4/24');
+  for (const h of [h2, h3]) await h.driver.setPeers(net.id, [a.peer, b.peer, c.peer]);
+  await h1.driver.setPeers(net.id, [a.peer, b.peer]);
+  const vx = h1.driver.describe(net.id)!.vxlan;
+  const fdbOf = () =>
+    inNetns(h1, net.id, 'bridge', ['-j', 'fdb', 'show', 'dev', vx])
+      .filter((f: any) => f.dst)
+      .map((f: any) => [f.mac, f.dst])
+      .sort();
+  const neighOf = () =>
+    inNetns(h1, net.id, 'ip', ['-j', 'neigh', 'show', 'dev', vx])
+      .map((n: any) => [n.dst, n.lladdr, n.state.join()])
+      .sort();
+  // Dumps of neighbours or FDB entries through any handle while a change is written.
+  const dumps = { n: 0 };
+  const proto = Handle.prototype as any;
+  const orig = { neighList: proto.neighList, fdbList: proto.fdbList };
+  for (const m of ['neighList', 'fdbList'] as const)
+    proto[m] = function (this: Handle, ...args: unknown[]) {
+      dumps.n++;
+      return orig[m].apply(this, args);
+    };
+  t.after(() => Object.assign(proto, orig));
+
+  // Added: its two entries, permanent; c answers.
+  await h1.driver.updatePeers(net.id, { put: [c.peer], remove: [] });
+  assert.equal(dumps.n, 0, 'no dump for a change');
+  assert.deepEqual(
+    fdbOf(),
+    [
+      [b.peer.mac, h2.ip],
+      [c.peer.mac, h3.ip],
+    ].sort(),
+  );
+  assert.deepEqual(neighOf(), [
+    [ipOf(b), b.peer.mac, 'PERMANENT'],
+    [ipOf(c), c.peer.mac, 'PERMANENT'],
+  ]);
+  assert.ok(ping(a.path, ipOf(c)));
+
+  // Moved to another host's VTEP: the FDB entry follows (one destination, not two).
+  await h1.driver.updatePeers(net.id, { put: [{ ...c.peer, vtep: h2.ip }], remove: [] });
+  assert.deepEqual(
+    fdbOf(),
+    [
+      [b.peer.mac, h2.ip],
+      [c.peer.mac, h2.ip],
+    ].sort(),
+  );
+  await h1.driver.updatePeers(net.id, { put: [c.peer], remove: [] });
+
+  // An entry deleted by hand: a change of another peer does not see it (no dump)...
+  runIn(h1.driver.describe(net.id)!.netns, 'bridge', ['fdb', 'del', b.peer.mac, 'dev', vx, 'dst', h2.ip]);
+  await h1.driver.updatePeers(net.id, { put: [], remove: [c.peer.endpointId] });
+  assert.equal(dumps.n, 0, 'no dump for a change');
+  assert.deepEqual(fdbOf(), []);
+  assert.deepEqual(neighOf(), [[ipOf(b), b.peer.mac, 'PERMANENT']]);
+  assert.ok(!ping(a.path, ipOf(c)));
+  // ...the next whole set (the control plane's reconcile loop) puts it back.
+  await h1.driver.setPeers(net.id, [a.peer, b.peer]);
+  assert.equal(dumps.n, 2, 'a whole set reads the kernel: one neighbour and one FDB dump');
+  assert.deepEqual(fdbOf(), [[b.peer.mac, h2.ip]]);
+  assert.ok(ping(a.path, ipOf(b)));
+
+  // A bad record refuses the change; the kernel stays as it was.
+  await assert.rejects(
+    h1.driver.updatePeers(net.id, {
+      put: [{ ...c.peer, mac: 'ff:ff:ff:ff:ff:ff' }],
+      remove: [b.peer.endpointId],
+    }),
+    (e: unknown) => e instanceof CnmdError && e.code === 'INVALID_ARGUMENT',
+  );
+  assert.deepEqual(fdbOf(), [[b.peer.mac, h2.ip]]);
 });
 
 test('two overlay networks with the same subnet on the same hosts do not collide', async (t) => {
