@@ -696,7 +696,7 @@ export async function startDockerd(
   s: Scratch,
   tag: string,
   prepare?: (hostNs: string) => Promise<void>,
-  opts: { hostNs?: string; pluginDir?: string } = {},
+  opts: { hostNs?: string; pluginDir?: string; config?: Record<string, unknown>; privateSysfs?: boolean } = {},
 ): Promise<{ ok: true; d: Dockerd } | { ok: false; reason: string }> {
   const missing = missingEngineTools();
   if (missing.length) return { ok: false, reason: `not installed: ${missing.join(', ')}` };
@@ -718,6 +718,8 @@ export async function startDockerd(
     cgroupParent: cgroup,
     pluginDir: opts.pluginDir,
     logLevel: 'warn',
+    config: opts.config,
+    privateSysfs: opts.privateSysfs,
   });
   s.trackPid(dp.pid);
   // Registered after the /etc/docker hook: hooks run in reverse, so the engine is gone before its mount point is.

@@ -153,6 +153,11 @@ export interface DockerdSpec {
   config?: Record<string, unknown>;
   /** More dockerd flags. */
   args?: string[];
+  /**
+   * A sysfs of the engine's own netns over /sys (cgroups kept): dockerd then
+   * reads /sys/class/net of its host, not the machine's. Swarm's overlay needs it.
+   */
+  privateSysfs?: boolean;
 }
 
 export interface DockerdPaths {
@@ -201,12 +206,16 @@ export function dockerCliEnv(cliConfig: string): NodeJS.ProcessEnv {
   return env;
 }
 
-// Runs as `sh -c SCRIPT sh ETC PLUGINS STAGE DOCKERD-ARGS...` inside the new
+// Runs as `sh -c SCRIPT sh ETC PLUGINS STAGE SYSFS DOCKERD-ARGS...` inside the new
 // mount namespace, already in the engine's netns.
 const SCRIPT = `set -e
-etc="$1"; plugins="$2"; stage="$3"; shift 3
+etc="$1"; plugins="$2"; stage="$3"; sysfs="$4"; shift 4
 if [ -n "$plugins" ]; then mount --bind "$plugins" "$stage"; fi
 mount -t tmpfs -o mode=0755 cnmd-engine-run /run
+if [ -n "$sysfs" ]; then
+  mkdir /run/cg; mount --rbind /sys/fs/cgroup /run/cg
+  mount -t sysfs sysfs /sys; mount --move /run/cg /sys/fs/cgroup; rmdir /run/cg 2>/dev/null || true
+fi
 mount --bind "$etc" /etc/docker
 if [ -n "$plugins" ]; then mkdir -p ${ENGINE_PLUGIN_DIR}; mount --bind "$stage" ${ENGINE_PLUGIN_DIR}; fi
 exec dockerd "$@"`;
@@ -282,6 +291,7 @@ export class DockerdProcess {
           p.etcDocker,
           spec.pluginDir ?? '',
           p.pluginStage,
+          spec.privateSysfs ? '1' : '',
           ...dockerdArgs,
         ],
         { stdio: ['ignore', logFd, logFd] },
