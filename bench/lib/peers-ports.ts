@@ -696,7 +696,12 @@ export async function startDockerd(
   s: Scratch,
   tag: string,
   prepare?: (hostNs: string) => Promise<void>,
-  opts: { hostNs?: string; pluginDir?: string; config?: Record<string, unknown>; privateSysfs?: boolean } = {},
+  opts: {
+    hostNs?: string;
+    pluginDir?: string;
+    config?: Record<string, unknown>;
+    privateSysfs?: boolean;
+  } = {},
 ): Promise<{ ok: true; d: Dockerd } | { ok: false; reason: string }> {
   const missing = missingEngineTools();
   if (missing.length) return { ok: false, reason: `not installed: ${missing.join(', ')}` };
