@@ -67,6 +67,9 @@ const LANES = {
     [hasCommand('ip'), 'iproute2'],
     [hasCommand('iptables-restore'), 'iptables'],
     [hasCommand('curl'), 'curl'],
+    // engine-overlay.test.ts: two engines bound to a cnmd overlay network, etcd as the cluster store.
+    [hasCommand('etcd'), 'etcd-server'],
+    [hasCommand('etcdctl'), 'etcd-client'],
   ],
   // Several hosts (netns) on one underlay with etcd: overlay networks across hosts.
   cluster: [

@@ -26,6 +26,8 @@ export interface ClusterHooks {
   unmirror(id: string): Promise<void>;
   /** The embedded DNS's cached view is stale. */
   dnsChanged(): void;
+  /** The engine's joined endpoints on cnmd-overlay networks bound to global ones (engine-overlay.ts). */
+  enginePublications?(): EndpointPublication[];
 }
 
 function plain(cidr?: string): string | undefined {
@@ -74,6 +76,7 @@ export class ClusterNetworks {
       const sb = this.h.store.get<SandboxRecord>(KIND.sandbox, e.sandboxId);
       if (sb) out.push(this.publication(e, sb));
     }
+    out.push(...(this.h.enginePublications?.() ?? []));
     return out;
   }
 

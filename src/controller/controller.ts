@@ -96,6 +96,7 @@ export class Controller implements RecordSource {
       locks,
       log,
       changed: () => this.view.changed(),
+      cluster: () => this.cluster?.cluster,
     });
     this.lookup = new Lookup({
       store,
@@ -113,6 +114,7 @@ export class Controller implements RecordSource {
         mirror: (g) => this.nets.mirror(g),
         unmirror: (id) => this.nets.unmirror(id),
         dnsChanged: () => this.view.changed(),
+        enginePublications: () => this.engine.publications(d.cluster!),
       }));
     const core: Core = {
       store,

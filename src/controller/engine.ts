@@ -17,6 +17,8 @@ import { LOCK } from './locks';
 import { endpointSpec, networkSpec } from './specs';
 import type { KeyedMutex } from './mutex';
 import { EndpointRecord, IpamLeaseRecord, KIND, NetworkRecord, PoolAllocation } from './records';
+import { driverNetworkId, enginePublication, overlayBinding } from './engine-overlay';
+import type { EndpointPublication } from '../cluster/records';
 
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
@@ -45,6 +47,15 @@ export interface EngineDeps {
   log: Logger;
   /** Called whenever the set of endpoints changes (views cache them). */
   changed(): void;
+  /** This host in the cluster (--cluster-store): endpoints of cnmd-overlay networks are published there. */
+  cluster?(): EngineClusterLink | undefined;
+}
+
+export interface EngineClusterLink {
+  hostId: string;
+  vtep: string;
+  publish(p: EndpointPublication): void;
+  unpublish(networkId: string, endpointId: string): void;
 }
 
 /**
@@ -165,7 +176,8 @@ export class EngineObjects {
         id: req.id,
         name: engineNetworkName(req.id),
         driver: driverName,
-        scope: driver.capabilities().scope,
+        // The engine's view: a bound cnmd-overlay network is local to it (the cluster is cnmd's business).
+        scope: driverName === 'overlay' ? 'local' : driver.capabilities().scope,
         created: new Date().toISOString(),
         enableIPv6: req.enableIPv6,
         internal: req.internal,
@@ -187,11 +199,17 @@ export class EngineObjects {
           req.id,
           'IPv4Data is empty: the network needs an IPv4 pool (the engine sends one from its IPAM driver)',
         );
-      this.refuseOverlap(op, rec);
+      if (driverName === 'overlay') {
+        rec.boundTo = overlayBinding(op, this.d.store, rec.id, rec.options, rec.pools, this.leases()).id;
+      } else {
+        this.refuseGlobalLease(op, rec);
+        this.refuseOverlap(op, rec);
+      }
       // No await since the check: a cnmd network made meanwhile sees this record (foreignPools).
       this.d.store.put(KIND.engineNetwork, rec.id, rec);
       try {
-        await driver.createNetwork(networkSpec(rec));
+        // A bound network's data plane is its cnmd overlay network's, made when that was mirrored here.
+        if (!rec.boundTo) await driver.createNetwork(networkSpec(rec));
       } catch (e) {
         this.d.store.delete(KIND.engineNetwork, rec.id);
         throw e;
@@ -199,7 +217,13 @@ export class EngineObjects {
       rec.state = 'ready';
       this.d.store.put(KIND.engineNetwork, rec.id, rec);
       this.d.log.info(
-        { network: rec.id, driver: driverName, pools: rec.pools.map((p) => p.pool), owner: 'engine' },
+        {
+          network: rec.id,
+          driver: driverName,
+          pools: rec.pools.map((p) => p.pool),
+          owner: 'engine',
+          boundTo: rec.boundTo,
+        },
         'network created',
       );
       return rec;
@@ -243,6 +267,23 @@ export class EngineObjects {
     }
   }
 
+  /** A cnmd overlay network's cluster-wide pool is for the engine networks bound to it (cnmd-overlay) only. */
+  private refuseGlobalLease(op: string, rec: NetworkRecord): void {
+    const global = new Set(
+      this.leases()
+        .filter((l) => l.global)
+        .map((l) => l.pool),
+    );
+    const p = rec.pools.find((x) => global.has(x.pool));
+    if (p)
+      throw new CnmdError(
+        'CONFLICT',
+        `${op}: pool ${p.pool} is the subnet of a cnmd overlay network: only a cnmd-overlay network bound to it ` +
+          `(-o cnmd.network=NAME) may use it; choose another subnet`,
+        { op, object: p.pool },
+      );
+  }
+
   /** Pools of engine networks that cnmd's IPAM did not hand out: taken for cnmd's own networks too. */
   foreignPools(): string[] {
     const leased = new Set(this.leases().map((l) => l.pool));
@@ -266,7 +307,7 @@ export class EngineObjects {
         );
       n.state = 'deleting';
       this.d.store.put(KIND.engineNetwork, n.id, n);
-      await this.d.drivers.get(n.driver)?.deleteNetwork(n.id);
+      if (!n.boundTo) await this.d.drivers.get(n.driver)?.deleteNetwork(n.id);
       this.d.store.delete(KIND.engineNetwork, n.id);
       this.d.log.info({ network: n.id, owner: 'engine' }, 'network removed');
     });
@@ -293,7 +334,7 @@ export class EngineObjects {
       this.d.changed();
       n.state = 'deleting';
       this.d.store.put(KIND.engineNetwork, n.id, n);
-      await this.d.drivers.get(n.driver)?.deleteNetwork(n.id);
+      if (!n.boundTo) await this.d.drivers.get(n.driver)?.deleteNetwork(n.id);
       this.d.store.delete(KIND.engineNetwork, n.id);
       const pools = new Set(n.pools.map((p) => p.pool));
       for (const l of this.leases().filter((x) => pools.has(x.pool))) await this.releasePool(l.poolId);
@@ -304,11 +345,13 @@ export class EngineObjects {
   /** An endpoint the engine no longer holds: its ports, veth and record (the caller holds the network's lock). */
   private async dropEndpoint(n: NetworkRecord, ep: EndpointRecord): Promise<void> {
     const driver = this.d.drivers.get(n.driver);
+    const nid = driverNetworkId(n);
     if (driver) {
-      await driver.revokeExternalConnectivity(n.id, ep.id);
-      await driver.leave(n.id, ep.id);
-      await driver.deleteEndpoint(n.id, ep.id);
+      await driver.revokeExternalConnectivity(nid, ep.id);
+      await driver.leave(nid, ep.id);
+      await driver.deleteEndpoint(nid, ep.id);
     }
+    this.unpublish(n, ep);
     this.d.store.delete(KIND.engineEndpoint, ep.id);
   }
 
@@ -460,7 +503,7 @@ export class EngineObjects {
       };
       this.d.store.put(KIND.engineEndpoint, ep.id, ep);
       try {
-        const info = await driver.createEndpoint(endpointSpec(ep));
+        const info = await driver.createEndpoint({ ...endpointSpec(ep), networkId: driverNetworkId(n) });
         ep.mac ??= info.mac;
       } catch (e) {
         this.d.store.delete(KIND.engineEndpoint, ep.id);
@@ -481,10 +524,12 @@ export class EngineObjects {
       const driver = this.d.drivers.get(n.driver);
       if (driver) {
         // The engine leaves before it deletes; an endpoint still joined (engine crash) is left here.
-        if (ep.ports?.length) await driver.revokeExternalConnectivity(n.id, ep.id);
-        if (ep.sandboxKey) await driver.leave(n.id, ep.id);
-        await driver.deleteEndpoint(n.id, ep.id);
+        const nid = driverNetworkId(n);
+        if (ep.ports?.length) await driver.revokeExternalConnectivity(nid, ep.id);
+        if (ep.sandboxKey) await driver.leave(nid, ep.id);
+        await driver.deleteEndpoint(nid, ep.id);
       }
+      if (ep.sandboxKey) this.unpublish(n, ep);
       this.d.store.delete(KIND.engineEndpoint, ep.id);
       this.d.changed();
     });
@@ -511,13 +556,15 @@ export class EngineObjects {
         );
       const driver = this.driver(n.driver, op);
       const info = await driver.join(
-        n.id,
+        driverNetworkId(n),
         ep.id,
         { id: '', key: sandboxKey, ifname: engineSrcName(ep.id) },
         {},
       );
       if (!info.srcName) {
-        await bestEffort(this.d.log, 'plugin join rollback', ep.id, () => driver.leave(n.id, ep.id));
+        await bestEffort(this.d.log, 'plugin join rollback', ep.id, () =>
+          driver.leave(driverNetworkId(n), ep.id),
+        );
         throw new CnmdError('INTERNAL', `${op}: driver ${n.driver} cannot hand an interface to the engine`, {
           op,
           object: ep.id,
@@ -525,6 +572,9 @@ export class EngineObjects {
       }
       ep.sandboxKey = sandboxKey;
       this.d.store.put(KIND.engineEndpoint, ep.id, ep);
+      // Peers learn it once joined (its interface exists), as for cnmd's own endpoints.
+      const link = n.boundTo && this.d.cluster?.();
+      if (link) link.publish(enginePublication(ep, n.boundTo!, link));
       return { ...info, srcName: info.srcName };
     });
   }
@@ -532,7 +582,8 @@ export class EngineObjects {
   async leave(networkId: unknown, endpointId: unknown): Promise<void> {
     const op = 'plugin leave';
     await this.withEndpoint(op, networkId, endpointId, async (n, ep) => {
-      await this.d.drivers.get(n.driver)?.leave(n.id, ep.id);
+      await this.d.drivers.get(n.driver)?.leave(driverNetworkId(n), ep.id);
+      this.unpublish(n, ep);
       ep.sandboxKey = undefined;
       this.d.store.put(KIND.engineEndpoint, ep.id, ep);
     });
@@ -546,10 +597,12 @@ export class EngineObjects {
     const op = 'plugin program external connectivity';
     await this.withEndpoint(op, networkId, endpointId, async (n, ep) => {
       const driver = this.driver(n.driver, op);
-      if (ep.ports?.length) await driver.revokeExternalConnectivity(n.id, ep.id);
+      if (ep.ports?.length) await driver.revokeExternalConnectivity(driverNetworkId(n), ep.id);
       ep.ports = undefined;
       if (bindings.length && !n.internal) {
-        const published = await driver.programExternalConnectivity(n.id, ep.id, { portBindings: bindings });
+        const published = await driver.programExternalConnectivity(driverNetworkId(n), ep.id, {
+          portBindings: bindings,
+        });
         ep.ports = published && published.length ? published : undefined;
       }
       this.d.store.put(KIND.engineEndpoint, ep.id, ep);
@@ -559,10 +612,22 @@ export class EngineObjects {
   async revokeExternalConnectivity(networkId: unknown, endpointId: unknown): Promise<void> {
     const op = 'plugin revoke external connectivity';
     await this.withEndpoint(op, networkId, endpointId, async (n, ep) => {
-      await this.d.drivers.get(n.driver)?.revokeExternalConnectivity(n.id, ep.id);
+      await this.d.drivers.get(n.driver)?.revokeExternalConnectivity(driverNetworkId(n), ep.id);
       ep.ports = undefined;
       this.d.store.put(KIND.engineEndpoint, ep.id, ep);
     });
+  }
+
+  private unpublish(n: NetworkRecord, ep: EndpointRecord): void {
+    if (n.boundTo) this.d.cluster?.()?.unpublish(n.boundTo, ep.id);
+  }
+
+  /** Joined endpoints of bound cnmd-overlay networks, as the cluster publishes them (again after a restart). */
+  publications(self: { hostId: string; vtep: string }): EndpointPublication[] {
+    const bound = new Map(this.networks().map((n) => [n.id, n.boundTo]));
+    return this.endpoints()
+      .filter((e) => e.sandboxKey && bound.get(e.networkId))
+      .map((e) => enginePublication(e, bound.get(e.networkId)!, self));
   }
 
   /**
@@ -620,6 +685,27 @@ export class EngineObjects {
     v6?: boolean;
     options?: Record<string, string>;
   }): Promise<{ poolId: string; pool: string }> {
+    const op = 'plugin request pool';
+    // A cnmd overlay network's subnet: its cluster-wide pool, for an engine network bound to it (cnmd-overlay).
+    const global = req.pool && !req.subPool ? this.ipam().globalPool?.(req.pool) : undefined;
+    if (global) {
+      if (this.d.store.get<IpamLeaseRecord>(KIND.ipamLease, global.poolId))
+        throw new CnmdError(
+          'CONFLICT',
+          `${op}: pool ${global.pool} of a cnmd overlay network is already leased to an engine network of this ` +
+            `host; one engine network per cnmd overlay network and host`,
+          { op, object: global.pool },
+        );
+      this.d.store.put<IpamLeaseRecord>(KIND.ipamLease, global.poolId, {
+        poolId: global.poolId,
+        pool: global.pool,
+        v6: !!req.v6,
+        addresses: [],
+        global: true,
+      });
+      this.d.log.info({ pool: global.pool, poolId: global.poolId, owner: 'engine' }, 'ipam pool leased');
+      return { poolId: global.poolId, pool: global.pool };
+    }
     const info = await this.ipam().requestPool({
       pool: req.pool || undefined,
       subPool: req.subPool || undefined,
@@ -645,7 +731,8 @@ export class EngineObjects {
       const errs = new TeardownErrors(op, l.poolId, this.d.log);
       for (const ip of l.addresses)
         await errs.step(`release address ${ip}`, () => this.ipam().releaseAddress(l.poolId, ip));
-      await this.ipam().releasePool(l.poolId);
+      // A cnmd overlay network's pool stays with that network.
+      if (!l.global) await this.ipam().releasePool(l.poolId);
       this.d.store.delete(KIND.ipamLease, l.poolId);
       errs.throwIfFailed();
     });
@@ -706,7 +793,7 @@ export class EngineObjects {
         { network: n.id, state: n.state, owner: 'engine' },
         'recovering interrupted engine network operation: removing it',
       );
-      const driver = this.d.drivers.get(n.driver);
+      const driver = n.boundTo ? undefined : this.d.drivers.get(n.driver);
       if (driver?.cleanupNetwork)
         await driver
           .cleanupNetwork(networkSpec(n))

@@ -50,6 +50,11 @@ export interface NetworkRecord {
   isDefault: boolean;
   /** Made by the Docker engine through cnmd's plugin sockets: the engine owns its lifecycle. */
   owner?: 'engine';
+  /**
+   * An engine network of cnmd-overlay: the id of the cnmd overlay network it
+   * is bound to (-o cnmd.network=NAME), whose driver state its endpoints use.
+   */
+  boundTo?: string;
   state: OpState;
 }
 
@@ -93,6 +98,11 @@ export interface IpamLeaseRecord {
   v6: boolean;
   /** Plain IPs handed out from this pool and not yet released. */
   addresses: string[];
+  /**
+   * The pool is a cnmd overlay network's cluster-wide pool (IPAM's, shared
+   * with that network): releasing the lease releases its addresses only.
+   */
+  global?: boolean;
 }
 
 export interface DnsConfig {

@@ -135,8 +135,12 @@ export class Recovery {
       if (!driver.restore) continue;
       const mine = nets.filter((n) => n.driver === name);
       const ids = new Set(mine.map((n) => n.id));
-      const engineMine = engineNets.filter((n) => n.driver === name);
+      // A bound cnmd-overlay network has no driver state of its own: its endpoints are its cnmd network's.
+      const engineMine = engineNets.filter((n) => n.driver === name && !n.boundTo);
       const engineIds = new Set(engineMine.map((n) => n.id));
+      const bound = new Map(
+        engineNets.filter((n) => n.driver === name && n.boundTo).map((n) => [n.id, n.boundTo!]),
+      );
       // Where each joined endpoint's interface lives: a driver with no host side (macvlan) removes it there.
       const joined = (e: EndpointRecord) => {
         const key = store.get<SandboxRecord>(KIND.sandbox, e.sandboxId)?.key;
@@ -145,6 +149,9 @@ export class Recovery {
       await driver.restore([...mine, ...engineMine].map(networkSpec), [
         ...eps.filter((e) => ids.has(e.networkId)).map(joined),
         ...engineEps.filter((e) => engineIds.has(e.networkId)).map(endpointSpec),
+        ...engineEps
+          .filter((e) => ids.has(bound.get(e.networkId) ?? ''))
+          .map((e) => ({ ...endpointSpec(e), networkId: bound.get(e.networkId)! })),
       ]);
     }
   }

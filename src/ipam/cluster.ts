@@ -388,6 +388,12 @@ export class ClusterIpam implements Ipam {
     }
   }
 
+  globalPool(subnet: string): PoolInfo | undefined {
+    const c = parseCidr(subnet, true);
+    const rec = c && this.pool(`${GLOBAL_SPACE}/${formatCidr(c)}`);
+    return rec ? { poolId: rec.id, pool: rec.pool, data: {} } : undefined;
+  }
+
   /** The blocks this host allocates from in a pool (for network inspect). */
   blocks(poolId: string): string[] {
     return this.blocksOf(poolId).map((b) => b.block);

@@ -116,6 +116,12 @@ export interface Ipam {
   sweep?(referenced: Map<string, Set<string>>): string[];
   /** The pools this allocator holds now (an IPAM that keeps no state of its own omits it). */
   pools?(): { id: string; pool: string }[];
+  /**
+   * The cluster-wide pool of a global (overlay) network whose subnet is
+   * exactly `subnet`, if this host has it: the engine's networks bound to a
+   * cnmd overlay network take their addresses from it (cnmd-ipam).
+   */
+  globalPool?(subnet: string): PoolInfo | undefined;
 }
 
 export const GATEWAY_OPTION = 'com.docker.network.gateway';
