@@ -26,6 +26,8 @@ export interface Config {
   clusterAdvertise: string;
   /** Seconds a dead host's records outlive it (its lease's TTL). */
   clusterTtl: number;
+  /** Seconds a dead host's address blocks stay its after its lease is gone, before other hosts reclaim them. */
+  clusterBlockGrace: number;
   /** UDP port of VXLAN. */
   vxlanPort: number;
   /** A file of random bytes, the same on every host: the root of encrypted overlays' keys; '' = none. */
@@ -61,6 +63,7 @@ export const DEFAULTS: Config = {
   clusterStoreKey: '',
   clusterAdvertise: '',
   clusterTtl: 10,
+  clusterBlockGrace: 300,
   vxlanPort: 4789,
   clusterSecretFile: '',
   tls: false,
@@ -86,6 +89,7 @@ export const ENV: Record<keyof Config, string> = {
   clusterStoreKey: 'CNMD_CLUSTER_STORE_KEY',
   clusterAdvertise: 'CNMD_CLUSTER_ADVERTISE',
   clusterTtl: 'CNMD_CLUSTER_TTL',
+  clusterBlockGrace: 'CNMD_CLUSTER_BLOCK_GRACE',
   vxlanPort: 'CNMD_VXLAN_PORT',
   clusterSecretFile: 'CNMD_CLUSTER_SECRET_FILE',
   tls: 'CNMD_TLS',
@@ -146,6 +150,13 @@ export function resolveConfig(
     if (!/^\d+s?$/.test(String(ttl)) || n < 2 || n > 3600)
       throw new Error(`--cluster-ttl "${ttl}" is not a whole number of seconds from 2 to 3600`);
     out.clusterTtl = n;
+  }
+  const grace = flags.clusterBlockGrace ?? env[ENV.clusterBlockGrace];
+  if (grace !== undefined && grace !== '') {
+    const n = Number(String(grace).replace(/s$/, ''));
+    if (!/^\d+s?$/.test(String(grace)) || n < 1 || n > 86400)
+      throw new Error(`--cluster-block-grace "${grace}" is not a whole number of seconds from 1 to 86400`);
+    out.clusterBlockGrace = n;
   }
   const port = flags.vxlanPort ?? env[ENV.vxlanPort];
   if (port !== undefined && port !== '') {

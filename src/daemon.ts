@@ -67,6 +67,7 @@ export class Daemon {
   private overlay?: OverlayDriver;
   controller?: Controller;
   private clusterRetry?: NodeJS.Timeout;
+  private clusterIpam?: ClusterIpam;
   private readonly parts: DaemonParts;
 
   constructor(config: Config, log?: Logger, parts: DaemonParts = {}) {
@@ -111,7 +112,15 @@ export class Daemon {
     // With a cluster store: this host's membership, and the default IPAM's global space in address blocks.
     const cluster = c.clusterStore ? await this.joinCluster(store, host) : undefined;
     const ipam: Ipam = cluster
-      ? new ClusterIpam(store, localIpam, () => ({ store: cluster.store, hostId: cluster.hostId }), this.log)
+      ? new ClusterIpam(
+          store,
+          localIpam,
+          () => ({ store: cluster.store, hostId: cluster.hostId }),
+          this.log,
+          {
+            blockGraceSeconds: c.clusterBlockGrace,
+          },
+        )
       : localIpam;
     // One model of the iptables tables for the whole daemon: networks and published ports share it.
     const backend = (this.backend = new IptablesBackend({ log: this.log, spareProcesses: true }));
@@ -189,7 +198,12 @@ export class Daemon {
     await controller.ensureDefaultNetworks();
     if (c.engineHost) await this.checkEngine(controller);
     if (cluster) {
-      if (ipam instanceof ClusterIpam) cluster.onTick = () => ipam.retryReleases();
+      if (ipam instanceof ClusterIpam) this.clusterIpam = ipam;
+      if (ipam instanceof ClusterIpam)
+        cluster.onTick = async () => {
+          await ipam.retryReleases();
+          await ipam.reclaimBlocks();
+        };
       await this.startCluster(controller);
     }
     recovered();
@@ -297,6 +311,12 @@ export class Daemon {
   private async startCluster(controller: Controller): Promise<void> {
     try {
       await controller.startCluster();
+      // This host's blocks against the store's before anything is allocated (reclaimed while it was away?).
+      await this.clusterIpam
+        ?.reclaimBlocks()
+        .catch((e) =>
+          this.log.warn({ err: e }, 'address block check at join failed: retried by the cluster loop'),
+        );
     } catch (e) {
       this.log.error({ err: e, store: this.config.clusterStore }, 'cluster store unreachable: retrying');
       this.clusterRetry = setTimeout(() => void this.startCluster(controller), 2000);

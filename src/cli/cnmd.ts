@@ -73,6 +73,11 @@ const program = new Command('cnmd')
     `how long a dead host's endpoints stay in the cluster (its lease) [env ${ENV.clusterTtl}] (default ` +
       `${DEFAULTS.clusterTtl})`,
   )
+  .option(
+    '--cluster-block-grace <seconds>',
+    `how long a dead host's address blocks stay its after its lease expired, before other hosts reclaim them ` +
+      `[env ${ENV.clusterBlockGrace}] (default ${DEFAULTS.clusterBlockGrace})`,
+  )
   .option('--vxlan-port <port>', `UDP port of VXLAN [env ${ENV.vxlanPort}] (default ${DEFAULTS.vxlanPort})`)
   .option(
     '--cluster-secret-file <file>',
@@ -141,6 +146,7 @@ async function main(): Promise<void> {
     clusterStoreKey?: string;
     clusterAdvertise?: string;
     clusterTtl?: string;
+    clusterBlockGrace?: string;
     vxlanPort?: string;
     clusterSecretFile?: string;
     tls?: boolean;

@@ -70,6 +70,7 @@ export const key = {
   network: (id: string) => `networks/${id}`,
   networks: 'networks/',
   networksRev: 'networks-rev',
+  allBlocks: 'blocks/',
   blocks: (subnet: string) => `blocks/${subnet}/`,
   block: (subnet: string, block: string) => `blocks/${subnet}/${block}`,
   endpoints: 'endpoints/',

@@ -8,7 +8,7 @@ import { CnmdError, invalidArgument } from '../errors';
 import type { Logger } from '../log';
 import type { Store } from '../store/store';
 import type { ClusterStore } from '../cluster/etcd';
-import { BlockRecord, key } from '../cluster/records';
+import { BlockRecord, EndpointPublication, HostRecord, key } from '../cluster/records';
 import { DefaultIpam, sweptSequence } from './default';
 import { AddressOptions, GLOBAL_SPACE, Ipam, PoolInfo, PoolRequest } from './ipam';
 import { Cidr, bigToIp, bits, contains, formatCidr, ipToBig, parseCidr, stripPrefix } from '../net/addr';
@@ -21,6 +21,8 @@ const STATIC = 'cluster-static';
 const BLOCK_BITS = 6;
 /** Compare-and-swap attempts before a block claim gives up (another host won every time). */
 const CLAIM_ATTEMPTS = 8;
+/** How often the cluster's blocks are checked for gone hosts (at most; and at least twice per grace). */
+const RECLAIM_EVERY_MS = 10_000;
 
 interface PoolRecord {
   id: string;
@@ -34,6 +36,11 @@ interface LocalBlock {
   poolId: string;
   block: string;
   seq: SequenceJSON;
+  /**
+   * Another host holds the block in the store now (this host was gone past
+   * the grace and its blocks were reclaimed): nothing more is allocated here.
+   */
+  lost?: string;
 }
 
 /** A static address this host claimed in a block it does not own. */
@@ -51,6 +58,11 @@ export interface ClusterLink {
   hostId: string;
 }
 
+export interface ClusterIpamOptions {
+  /** --cluster-block-grace: how long a gone host's blocks stay its (after its lease expired). */
+  blockGraceSeconds: number;
+}
+
 export class ClusterIpam implements Ipam {
   readonly name = 'default';
   readonly local: DefaultIpam;
@@ -59,12 +71,23 @@ export class ClusterIpam implements Ipam {
   private readonly log: Logger;
   /** One block claim at a time per pool: concurrent attaches share it. */
   private readonly claiming = new Map<string, Promise<void>>();
+  private readonly graceMs: number;
+  /** Blocks seen held by a gone host ("<store key>|<host>"): since when (this host's clock). */
+  private readonly orphaned = new Map<string, number>();
+  private lastReclaim = 0;
 
-  constructor(store: Store, local: DefaultIpam, cluster: () => ClusterLink | undefined, log: Logger) {
+  constructor(
+    store: Store,
+    local: DefaultIpam,
+    cluster: () => ClusterLink | undefined,
+    log: Logger,
+    opts: ClusterIpamOptions = { blockGraceSeconds: 300 },
+  ) {
     this.store = store;
     this.local = local;
     this.cluster = cluster;
     this.log = log;
+    this.graceMs = opts.blockGraceSeconds * 1000;
   }
 
   defaultAddressSpaces() {
@@ -210,6 +233,7 @@ export class ClusterIpam implements Ipam {
 
   private fromOwnBlocks(rec: PoolRecord, pool: Cidr): string | undefined {
     for (const b of this.blocksOf(rec.id)) {
+      if (b.lost) continue;
       const block = parseCidr(b.block)!;
       const seq = Sequence.fromJSON(b.seq);
       const free = seq.firstClear(0n, block.size);
@@ -396,7 +420,103 @@ export class ClusterIpam implements Ipam {
 
   /** The blocks this host allocates from in a pool (for network inspect). */
   blocks(poolId: string): string[] {
-    return this.blocksOf(poolId).map((b) => b.block);
+    return this.blocksOf(poolId)
+      .filter((b) => !b.lost)
+      .map((b) => b.block);
+  }
+
+  /**
+   * Blocks of hosts that are gone (no host record: the lease expired) and
+   * have no live endpoint record in them are released once this host has
+   * seen them so for the grace period: then any host may claim them. The
+   * release is a compare-and-swap on the block's revision and on the host
+   * record's absence, so of two reclaimers one wins, and a host that came
+   * back meanwhile keeps its blocks. Also checks this host's own blocks
+   * against the store (its blocks reclaimed while it was away: claimed again
+   * when free, given up when another host has them). Runs from the cluster's
+   * reconcile loop; returns the blocks it released.
+   */
+  async reclaimBlocks(now = Date.now()): Promise<string[]> {
+    const op = 'ipam reclaim blocks';
+    const c = this.cluster();
+    if (!c || now - this.lastReclaim < Math.min(RECLAIM_EVERY_MS, this.graceMs / 2)) return [];
+    this.lastReclaim = now;
+    const [blocks, hosts, eps] = await Promise.all([
+      c.store.list<BlockRecord>(op, key.allBlocks),
+      c.store.list<HostRecord>(op, key.hosts),
+      c.store.list<EndpointPublication>(op, key.endpoints),
+    ]);
+    await this.reassertOwn(c, blocks.items);
+    const live = new Set(hosts.items.map((h) => h.value.id));
+    const used = eps.items
+      .flatMap((e) => [e.value.ipv4, e.value.ipv6])
+      .map((ip) => ip && ipToBig(stripPrefix(ip)!))
+      .filter((a) => !!a);
+    const seen = new Set<string>();
+    const freed: string[] = [];
+    for (const b of blocks.items) {
+      const owner = b.value.host;
+      const name = blockName(b.key);
+      if (!owner || live.has(owner) || !name) continue;
+      const mark = `${b.key}|${owner}`;
+      seen.add(mark);
+      const since = this.orphaned.get(mark) ?? now;
+      this.orphaned.set(mark, since);
+      if (now - since < this.graceMs) continue;
+      const cidr = parseCidr(name.block)!;
+      if (used.some((a) => contains(cidr, a.family, a.value))) continue;
+      const statics = b.value.statics;
+      const ok = await c.store.txn(
+        op,
+        name.block,
+        [{ key: b.key, rev: b.rev }, { key: key.host(owner) }],
+        statics.length
+          ? [{ put: { key: b.key, value: { host: '', statics } } }]
+          : [{ delete: { key: b.key } }],
+      );
+      this.orphaned.delete(mark);
+      if (!ok) continue;
+      freed.push(name.block);
+      this.log.warn(
+        { pool: name.subnet, block: name.block, host: owner, graceSeconds: this.graceMs / 1000 },
+        'address block of a gone host reclaimed',
+      );
+    }
+    for (const k of this.orphaned.keys()) if (!seen.has(k)) this.orphaned.delete(k);
+    return freed;
+  }
+
+  private async reassertOwn(c: ClusterLink, items: { key: string; value: BlockRecord; rev: string }[]) {
+    const op = 'ipam reclaim blocks';
+    const byKey = new Map(items.map((i) => [i.key, i]));
+    for (const b of this.store.list<LocalBlock>(BLOCK)) {
+      const rec = this.pool(b.poolId);
+      if (!rec || b.lost) continue;
+      const k = key.block(rec.pool, b.block);
+      if (byKey.get(k)?.value.host === c.hostId) continue;
+      // The listing may predate a claim of this host's: read again.
+      const cur = await c.store.get<BlockRecord>(op, k);
+      if (cur?.value.host === c.hostId) continue;
+      if (!cur?.value.host) {
+        const value: BlockRecord = { host: c.hostId, statics: cur?.value.statics ?? [] };
+        if (await c.store.txn(op, b.block, [{ key: k, rev: cur?.rev }], [{ put: { key: k, value } }])) {
+          this.log.warn(
+            { pool: rec.pool, block: b.block },
+            'address block released while this host was away: claimed again',
+          );
+          continue;
+        }
+      }
+      // Another host allocates from it now (or won the race for it): this host allocates no more from it.
+      const holder = cur?.value.host || 'another host';
+      b.lost = holder;
+      this.store.put(BLOCK, b.id, b);
+      this.log.error(
+        { pool: rec.pool, block: b.block, holder },
+        'address block reclaimed by another host while this host was away: no more addresses from it here; ' +
+          "endpoints of this host in it may clash with that host's, re-create them",
+      );
+    }
   }
 
   /** Frees what no record references, in both address spaces (run at start-up). */
@@ -429,4 +549,10 @@ export class ClusterIpam implements Ipam {
     });
     return freed;
   }
+}
+
+/** "blocks/<subnet>/<block>" -> its subnet and block (both CIDRs). */
+function blockName(storeKey: string): { subnet: string; block: string } | undefined {
+  const p = storeKey.slice(key.allBlocks.length).split('/');
+  return p.length === 4 ? { subnet: `${p[0]}/${p[1]}`, block: `${p[2]}/${p[3]}` } : undefined;
 }
