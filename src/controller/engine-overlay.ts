@@ -91,6 +91,19 @@ export function overlayBinding(
   return g;
 }
 
+/** A bound network's cnmd overlay network, or why there is none (it was removed from the cluster since). */
+export function boundNetworkOrThrow(op: string, store: Store, n: NetworkRecord): NetworkRecord {
+  const g = store.get<NetworkRecord>(KIND.network, n.boundTo!);
+  if (!g || g.state !== 'ready')
+    throw new CnmdError(
+      'NOT_FOUND',
+      `${op}: the cnmd overlay network this engine network was bound to (${n.options[BIND_OPTION]}, id ` +
+        `${n.boundTo!.slice(0, 12)}) is gone from this host; remove this engine network and bind a new one`,
+      { op, object: n.id },
+    );
+  return g;
+}
+
 /** The id a driver knows an engine network's objects by: the bound cnmd network's for cnmd-overlay. */
 export function driverNetworkId(n: NetworkRecord): string {
   return n.boundTo ?? n.id;

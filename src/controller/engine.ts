@@ -17,7 +17,7 @@ import { LOCK } from './locks';
 import { endpointSpec, networkSpec } from './specs';
 import type { KeyedMutex } from './mutex';
 import { EndpointRecord, IpamLeaseRecord, KIND, NetworkRecord, PoolAllocation } from './records';
-import { driverNetworkId, enginePublication, overlayBinding } from './engine-overlay';
+import { boundNetworkOrThrow, driverNetworkId, enginePublication, overlayBinding } from './engine-overlay';
 import type { EndpointPublication } from '../cluster/records';
 
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
@@ -479,6 +479,7 @@ export class EngineObjects {
         iface.mac,
         `Interface.MacAddress ${JSON.stringify(iface.mac)} is not a MAC address (like 02:42:0a:01:00:02)`,
       );
+    if (n.boundTo) boundNetworkOrThrow(op, this.d.store, n);
     const driver = this.driver(n.driver, op);
     return this.d.locks.lock([LOCK.engineNet(n.id), LOCK.engineEp(endpointId)], async () => {
       if (this.d.store.get<EndpointRecord>(KIND.engineEndpoint, endpointId)) {
@@ -727,6 +728,11 @@ export class EngineObjects {
     const l0 = this.lease(op, poolId);
     await this.d.locks.lock([LOCK.lease(l0.poolId)], async () => {
       const l = this.lease(op, l0.poolId);
+      // The cnmd overlay network went (and its pool with it): nothing of the lease is left to release.
+      if (l.global && !this.ipam().globalPool?.(l.pool)) {
+        this.d.store.delete(KIND.ipamLease, l.poolId);
+        return;
+      }
       // Every address is tried (failures logged, reported together); a pool still held keeps its lease for a retry.
       const errs = new TeardownErrors(op, l.poolId, this.d.log);
       for (const ip of l.addresses)

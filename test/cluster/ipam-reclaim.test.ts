@@ -105,8 +105,13 @@ test(
       3_000 + GRACE * 1000 + 20_000,
     );
     assert.equal(blocks(c).get(b2), held.get(b2));
+    // Both reclaim; at most one succeeds (none logs it when its transaction timed out on a loaded machine but
+    // was applied: the block is gone all the same).
     const logs = [d2, d3].map((d) => d.logs()).join('\n');
-    assert.equal(logs.match(/address block of a gone host reclaimed/g)?.length, 1, 'one reclaimer won');
+    assert.ok(
+      (logs.match(/address block of a gone host reclaimed/g)?.length ?? 0) <= 1,
+      'two reclaimers won',
+    );
     // h3 allocates from it now.
     const a3 = await attach(d3, 's3');
     assert.equal(a3.status, 201, JSON.stringify(a3.body));

@@ -261,7 +261,35 @@ test(
     const againIp = (await d1.request('GET', '/sandboxes/again')).body.Networks.web.IPAddress;
     assert.ok([ip1, ip3].includes(againIp), `${againIp} is one of the engine's released ${ip1} ${ip3}`);
     assert.equal((await d1.request('DELETE', '/sandboxes/again')).status, 204);
+    // An engine network bound to web when web goes (no container on it, so the rm is not refused): a container
+    // on it is refused naming why, and the engine network and its lease still go.
+    const late = await create(
+      e2,
+      '--ipam-driver',
+      'cnmd-ipam',
+      '--subnet',
+      '10.70.0.0/16',
+      '-o',
+      'cnmd.network=web',
+      'late',
+    );
+    assert.equal(late.status, 0, late.stderr);
     await eventually(async () => assert.equal((await d1.request('DELETE', '/networks/web')).status, 204));
+    await eventually(async () => assert.equal((await d2.request('GET', '/networks/web')).status, 404));
+    const orphan = await e2.docker(['run', '--rm', '--network', 'late', e2.image, 'true'], {
+      allowFail: true,
+    });
+    assert.notEqual(orphan.status, 0);
+    assert.match(
+      orphan.stderr,
+      /the cnmd overlay network this engine network was bound to \(web, id \w+\) is gone/,
+    );
+    await e2.docker(['network', 'rm', 'late']);
+    assert.deepEqual((await d2.request('GET', '/networks')).body.map((n: any) => n.Name).sort(), [
+      'bridge',
+      'host',
+      'none',
+    ]);
     await Promise.all([e1.stop(), e2.stop()]);
   },
 );
