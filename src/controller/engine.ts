@@ -753,6 +753,13 @@ export class EngineObjects {
     const l0 = this.lease(op, poolId);
     return this.d.locks.lock([LOCK.lease(l0.poolId)], async () => {
       const l = this.lease(op, l0.poolId);
+      if (l.global && !this.ipam().globalPool?.(l.pool))
+        throw new CnmdError(
+          'NOT_FOUND',
+          `${op}: pool ${l.pool} was a cnmd overlay network's, and that network is gone from this host; remove ` +
+            `the engine network bound to it and bind a new one`,
+          { op, object: l.pool },
+        );
       const cidr = await this.ipam().requestAddress(l.poolId, address || undefined, opts);
       l.addresses.push(stripPrefix(cidr)!);
       this.d.store.put(KIND.ipamLease, l.poolId, l);

@@ -282,7 +282,7 @@ test(
     assert.notEqual(orphan.status, 0);
     assert.match(
       orphan.stderr,
-      /the cnmd overlay network this engine network was bound to \(web, id \w+\) is gone/,
+      /pool 10\.70\.0\.0\/16 was a cnmd overlay network's, and that network is gone from this host/,
     );
     await e2.docker(['network', 'rm', 'late']);
     assert.deepEqual((await d2.request('GET', '/networks')).body.map((n: any) => n.Name).sort(), [
