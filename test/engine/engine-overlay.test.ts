@@ -108,20 +108,9 @@ test(
       assert.match(r.stderr, msg);
     }
     // The overlay's pool is not for other drivers.
-    const br = await e1.docker(
-      [
-        'network',
-        'create',
-        '-d',
-        'cnmd-bridge',
-        '--ipam-driver',
-        'cnmd-ipam',
-        '--subnet',
-        '10.70.0.0/16',
-        'x',
-      ],
-      { allowFail: true },
-    );
+    const POOL = ['--ipam-driver', 'cnmd-ipam', '--subnet', '10.70.0.0/16'];
+    const BIND = [...POOL, '-o', 'cnmd.network=web'];
+    const br = await e1.docker(['network', 'create', '-d', 'cnmd-bridge', ...POOL, 'x'], { allowFail: true });
     assert.notEqual(br.status, 0);
     assert.match(br.stderr, /pool 10\.70\.0\.0\/16 is the subnet of a cnmd overlay network/);
     // Nothing of the refusals stayed: no engine network in cnmd, no lease.
@@ -134,16 +123,7 @@ test(
 
     // The binding, on both hosts.
     for (const e of [e1, e2]) {
-      const r = await create(
-        e,
-        '--ipam-driver',
-        'cnmd-ipam',
-        '--subnet',
-        '10.70.0.0/16',
-        '-o',
-        'cnmd.network=web',
-        'enginenet',
-      );
+      const r = await create(e, ...BIND, 'enginenet');
       assert.equal(r.status, 0, r.stderr);
       const n = await e.inspect('enginenet');
       assert.equal(n.Scope, 'local');
@@ -263,16 +243,7 @@ test(
     assert.equal((await d1.request('DELETE', '/sandboxes/again')).status, 204);
     // An engine network bound to web when web goes (no container on it, so the rm is not refused): a container
     // on it is refused naming why, and the engine network and its lease still go.
-    const late = await create(
-      e2,
-      '--ipam-driver',
-      'cnmd-ipam',
-      '--subnet',
-      '10.70.0.0/16',
-      '-o',
-      'cnmd.network=web',
-      'late',
-    );
+    const late = await create(e2, ...BIND, 'late');
     assert.equal(late.status, 0, late.stderr);
     await eventually(async () => assert.equal((await d1.request('DELETE', '/networks/web')).status, 204));
     await eventually(async () => assert.equal((await d2.request('GET', '/networks/web')).status, 404));
