@@ -1,10 +1,9 @@
 // Bench case "overlay": the overlay driver's data plane on one machine, hosts
 // being netns on one underlay bridge (test/lib/underlay.ts), a driver
 // instance per host in this process (no cluster store: the bench plays the
-// control plane and calls setPeers). Sections, each its own function adding
-// figures (BENCH_OVERLAY_PARTS=attach,throughput picks some; a later section,
-// e.g. convergence through etcd or Docker swarm as the peer, is one more
-// entry in SECTIONS):
+// control plane and calls setPeers), then the control plane end to end.
+// Sections, each its own function adding figures (BENCH_OVERLAY_PARTS=attach,
+// throughput picks some):
 //
 //  attach      the overlay's added cost over a bridge attach on the same host:
 //              createEndpoint + join (veth into the network, eth0 up with its
@@ -21,7 +20,11 @@
 //              alternating, BENCH_OVERLAY_IPERF_ROUNDS rounds, medians. Goal: ratio >= 0.7.
 //  reconcile   setPeers with BENCH_OVERLAY_PEERS (1000) remote endpoints: first
 //              programming, the same set again (the periodic reconcile's cost
-//              when nothing changed), one peer moved.
+//              when nothing changed), one peer moved, one peer added through
+//              updatePeers (what one store event costs).
+//  convergence real cnmd daemons and etcd at 3 and 20 hosts (bench/lib/overlay-convergence.ts).
+//  swarm       Docker's own overlay as the peer, measured the same way (bench/lib/swarm-peer.ts);
+//              ratios swarm / cnmd when both ran.
 //
 // Host hygiene as the other cases: one Scratch root (tmpfs), every netns under
 // it, removed pass or fail (and on SIGINT/SIGTERM).
@@ -50,6 +53,7 @@ import {
 } from '../lib/host';
 import { iperfClient, iperfServer } from '../lib/peers-ports';
 import { sectionConvergence } from '../lib/overlay-convergence';
+import { sectionSwarm } from '../lib/swarm-peer';
 
 export const name = 'overlay';
 export const unit = 'ms, Gbit/s';
@@ -245,13 +249,29 @@ async function sectionReconcile(lab: OverlayLab): Promise<Record<string, number>
   t0 = performance.now();
   await d1.setPeers(net.id, moved);
   const one = performance.now() - t0;
+  // The same change as one store event hands it over: that peer's entries only, no dump.
+  const extra: OverlayPeer = {
+    endpointId: id(),
+    address: '10.93.255.250/16',
+    mac: '02:42:0a:5d:ff:fa',
+    vtep: '192.168.77.100',
+  };
+  const update: number[] = [];
+  for (let i = 0; i < 20; i++) {
+    t0 = performance.now();
+    await d1.updatePeers(
+      net.id,
+      i % 2 ? { put: [], remove: [extra.endpointId] } : { put: [extra], remove: [] },
+    );
+    update.push(performance.now() - t0);
+  }
   const fdb = await Handle.inNetns(d1.describe(net.id)!.netns, (h) =>
     h.fdbList({ dev: d1.describe(net.id)!.vxlan }),
   );
   if (fdb.filter((f) => f.dst).length !== PEERS)
     throw new Error(`reconcile: ${fdb.length} FDB entries for ${PEERS} peers`);
   console.log(
-    `  reconcile ${PEERS} peers: first ${f2(first)} ms, unchanged ${f2(median(same))} ms (median of 20), one moved ${f2(one)} ms`,
+    `  reconcile ${PEERS} peers: first ${f2(first)} ms, unchanged ${f2(median(same))} ms (median of 20), one moved ${f2(one)} ms; one added or removed through updatePeers ${f2(median(update))} ms (median of 20)`,
   );
   await d1.deleteNetwork(net.id);
   return {
@@ -259,6 +279,7 @@ async function sectionReconcile(lab: OverlayLab): Promise<Record<string, number>
     reconcile_first_ms: first,
     reconcile_unchanged_median_ms: median(same),
     reconcile_one_changed_ms: one,
+    update_one_peer_median_ms: median(update),
   };
 }
 
@@ -268,7 +289,35 @@ export const SECTIONS: Record<string, (lab: OverlayLab) => Promise<Record<string
   throughput: sectionThroughput,
   reconcile: sectionReconcile,
   convergence: sectionConvergence,
+  swarm: sectionSwarm,
 };
+
+/**
+ * Ratios against Docker swarm (goal: >= 10), when both ran: its convergence
+ * at 3 hosts over cnmd's at its smallest size, its overlay's added attach
+ * cost over cnmd's (both through their user's interface, over a local bridge
+ * on the same host). An added cost at or below 0.1 ms (within noise) counts
+ * as 0.1 ms.
+ */
+function swarmRatios(f: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  if (!f.swarm_available) return out;
+  const small = Math.min(
+    ...Object.keys(f)
+      .flatMap((k) => /^conv_(\d+)h_ping_p99_ms$/.exec(k)?.[1] ?? [])
+      .map(Number),
+  );
+  for (const m of ['neigh', 'ping'])
+    for (const p of ['p50', 'p99']) {
+      const [sw, cn] = [f[`swarm_conv_${m}_${p}_ms`], f[`conv_${small}h_${m}_${p}_ms`]];
+      if (sw > 0 && cn > 0) out[`ratio_swarm_vs_cnmd_conv_${m}_${p}`] = Number((sw / cn).toFixed(2));
+    }
+  if (f.swarm_overlay_added_attach_ms !== undefined && f.cnmd_api_overlay_added_attach_ms !== undefined)
+    out.ratio_swarm_vs_cnmd_overlay_added_attach = Number(
+      (f.swarm_overlay_added_attach_ms / Math.max(0.1, f.cnmd_api_overlay_added_attach_ms)).toFixed(2),
+    );
+  return out;
+}
 
 export async function run(): Promise<Record<string, number>> {
   const loadStart = os.loadavg()[0];
@@ -302,6 +351,7 @@ export async function run(): Promise<Record<string, number>> {
     // This machine is shared: the load says how much to trust absolute figures.
     const figures: Record<string, number> = { load_avg_1m_start: loadStart };
     for (const p of parts) Object.assign(figures, await SECTIONS[p](lab));
+    Object.assign(figures, swarmRatios(figures));
     figures.load_avg_1m_end = os.loadavg()[0];
     figures.case_seconds = (performance.now() - t0) / 1000;
     return figures;

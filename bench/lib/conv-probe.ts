@@ -52,7 +52,7 @@ export class NeighMonitor {
 
   constructor(
     private readonly nsenterArgs: string[],
-    private readonly dev: string,
+    private readonly dev: string | RegExp,
     track: (pid: number | undefined) => void,
   ) {
     this.proc = spawn('nsenter', [...nsenterArgs, 'ip', '-4', '-ts', 'monitor', 'neigh'], {
@@ -102,7 +102,7 @@ export class NeighMonitor {
       this.readyFired = true;
       this.onReady?.();
     }
-    if (e.dev !== this.dev) return;
+    if (typeof this.dev === 'string' ? e.dev !== this.dev : !this.dev.test(e.dev)) return;
     this.events.push(e);
     for (let i = this.waiters.length - 1; i >= 0; i--) {
       const w = this.waiters[i];

@@ -40,6 +40,7 @@ const ATTACHES = intEnv('BENCH_OVERLAY_CONV_ATTACHES', 200, 1, 5000);
 const WARMUP = intEnv('BENCH_OVERLAY_CONV_WARMUP', 5, 0, 100);
 const FILL = intEnv('BENCH_OVERLAY_FILL', 50, 0, 500);
 const LOADED = intEnv('BENCH_OVERLAY_CONV_LOADED', 50, 0, 5000);
+const ADDED_N = intEnv('BENCH_OVERLAY_ADDED_ATTACHES', 50, 0, 5000);
 const IDLE_MS = intEnv('BENCH_OVERLAY_IDLE_MS', 4000, 0, 60_000);
 const SIZES = (process.env.BENCH_OVERLAY_CONV_HOSTS ?? '3,20').split(',').map(Number);
 const CNMD = process.env.BENCH_OVERLAY_CNMD ?? path.resolve(__dirname, '..', '..', 'src', 'cli', 'cnmd.js');
@@ -117,7 +118,12 @@ interface Samples {
   removal: number[];
 }
 
-async function one(lab: OverlayLab, hosts: number, largest: boolean): Promise<Record<string, number>> {
+async function one(
+  lab: OverlayLab,
+  hosts: number,
+  largest: boolean,
+  smallest: boolean,
+): Promise<Record<string, number>> {
   const { s } = lab;
   const tag = `cv${hosts}`;
   const track = (pid?: number) => s.trackPid(pid);
@@ -320,6 +326,8 @@ async function one(lab: OverlayLab, hosts: number, largest: boolean): Promise<Re
     );
     Object.assign(figures, await measured(L, ATTACHES, idle0));
 
+    if (smallest && ADDED_N > 0) Object.assign(figures, await addedAttach(api));
+
     if (largest && FILL > 0) {
       // Every host makes FILL sandboxes at once (one after another on each host).
       const a = Handle.at(aNs);
@@ -383,12 +391,65 @@ async function one(lab: OverlayLab, hosts: number, largest: boolean): Promise<Re
   }
 }
 
+type Api = (i: number, method: string, p: string, body?: unknown) => ReturnType<typeof apiRequest>;
+
+/**
+ * The overlay's added cost over a local bridge, through the API as a user
+ * attaches: on host 2, POST /sandboxes on a (not internal: with its
+ * cnmd_gwbridge interface, as swarm's) overlay network and on a bridge
+ * network, alternating, each removed after (untimed); medians.
+ */
+async function addedAttach(api: Api): Promise<Record<string, number>> {
+  const made = [
+    await api(0, 'POST', '/networks/create', {
+      Name: 'ovg',
+      Driver: 'overlay',
+      IPAM: { Config: [{ Subnet: '10.201.0.0/16' }] },
+    }),
+    await api(1, 'POST', '/networks/create', {
+      Name: 'lb',
+      Driver: 'bridge',
+      IPAM: { Config: [{ Subnet: '10.202.0.0/24' }] },
+    }),
+  ];
+  for (const m of made)
+    if (m.status !== 201)
+      throw new Error(`bench overlay added attach: network create: ${JSON.stringify(m.body)}`);
+  await until(
+    'overlay network ovg on host 2',
+    10_000,
+    async () => ((await api(1, 'GET', '/networks/ovg')).status === 200 ? true : undefined),
+    10,
+  );
+  const times: Record<string, number[]> = { ovg: [], lb: [] };
+  for (let k = -3; k < ADDED_N; k++) {
+    for (const net of k % 2 ? ['ovg', 'lb'] : ['lb', 'ovg']) {
+      const name = `a${net}${k + 3}`;
+      const t0 = performance.now();
+      const r = await api(1, 'POST', '/sandboxes', { Name: name, Networks: [{ Network: net }] });
+      const ms = performance.now() - t0;
+      if (r.status !== 201) throw new Error(`bench overlay added attach: ${net}: ${JSON.stringify(r.body)}`);
+      if (k >= 0) times[net].push(ms);
+      await api(1, 'DELETE', `/sandboxes/${name}`);
+    }
+  }
+  const [o, b] = [median(times.ovg), median(times.lb)];
+  console.log(
+    `  added attach (API, host 2, ${ADDED_N} each): overlay ${round2(o)} ms, bridge ${round2(b)} ms, added ${round2(o - b)} ms`,
+  );
+  return {
+    cnmd_api_attach_overlay_median_ms: round2(o),
+    cnmd_api_attach_bridge_median_ms: round2(b),
+    cnmd_api_overlay_added_attach_ms: round2(o - b),
+  };
+}
+
 export async function sectionConvergence(lab: OverlayLab): Promise<Record<string, number>> {
   const figures: Record<string, number> = {};
   for (const n of SIZES)
     if (!Number.isInteger(n) || n < 2 || n > 60)
       throw new Error(`BENCH_OVERLAY_CONV_HOSTS: "${n}" is not a host count from 2 to 60`);
-  const largest = Math.max(...SIZES);
-  for (const n of SIZES) Object.assign(figures, await one(lab, n, n === largest));
+  const [largest, smallest] = [Math.max(...SIZES), Math.min(...SIZES)];
+  for (const n of SIZES) Object.assign(figures, await one(lab, n, n === largest, n === smallest));
   return figures;
 }
