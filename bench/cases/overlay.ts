@@ -312,7 +312,8 @@ function swarmRatios(f: Record<string, number>): Record<string, number> {
       const [sw, cn] = [f[`swarm_conv_${m}_${p}_ms`], f[`conv_${small}h_${m}_${p}_ms`]];
       if (sw > 0 && cn > 0) out[`ratio_swarm_vs_cnmd_conv_${m}_${p}`] = Number((sw / cn).toFixed(2));
     }
-  if (f.swarm_overlay_added_attach_ms !== undefined && f.cnmd_api_overlay_added_attach_ms !== undefined)
+  // Swarm's own added cost within noise (at or below 0): no ratio (the figures say why).
+  if (f.swarm_overlay_added_attach_ms > 0 && f.cnmd_api_overlay_added_attach_ms !== undefined)
     out.ratio_swarm_vs_cnmd_overlay_added_attach = Number(
       (f.swarm_overlay_added_attach_ms / Math.max(0.1, f.cnmd_api_overlay_added_attach_ms)).toFixed(2),
     );
