@@ -273,6 +273,8 @@ export interface Driver {
    * every few seconds as a reconcile loop: idempotent and cheap when nothing changed.
    */
   setPeers?(networkId: string, peers: OverlayPeer[]): Promise<void>;
+  /** Fields the driver adds to the network's inspect (e.g. an encrypted overlay's key tags and peers). */
+  inspect?(networkId: string): Record<string, unknown> | undefined;
   /**
    * One change of those peers (after a setPeers): costs the changed entries
    * only. The control plane calls it for each batch of store events and

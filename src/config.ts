@@ -32,6 +32,8 @@ export interface Config {
   vxlanPort: number;
   /** A file of random bytes, the same on every host: the root of encrypted overlays' keys; '' = none. */
   clusterSecretFile: string;
+  /** Seconds between rotations of the encrypted overlays' key ring (--encryption-key-rotation). */
+  encryptionKeyRotation: number;
   /** TLS on a tcp:// API (dockerd's --tls); tlsVerify also requires client certificates signed by tlsCaCert. */
   tls: boolean;
   tlsVerify: boolean;
@@ -66,6 +68,7 @@ export const DEFAULTS: Config = {
   clusterBlockGrace: 300,
   vxlanPort: 4789,
   clusterSecretFile: '',
+  encryptionKeyRotation: 12 * 3600,
   tls: false,
   tlsVerify: false,
   insecureTcp: false,
@@ -92,6 +95,7 @@ export const ENV: Record<keyof Config, string> = {
   clusterBlockGrace: 'CNMD_CLUSTER_BLOCK_GRACE',
   vxlanPort: 'CNMD_VXLAN_PORT',
   clusterSecretFile: 'CNMD_CLUSTER_SECRET_FILE',
+  encryptionKeyRotation: 'CNMD_ENCRYPTION_KEY_ROTATION',
   tls: 'CNMD_TLS',
   tlsVerify: 'CNMD_TLS_VERIFY',
   tlsCaCert: 'CNMD_TLS_CACERT',
@@ -165,6 +169,9 @@ export function resolveConfig(
       throw new Error(`--vxlan-port "${port}" is not a UDP port from 1024 to 49151`);
     out.vxlanPort = n;
   }
+  const rot = flags.encryptionKeyRotation ?? env[ENV.encryptionKeyRotation];
+  if (rot !== undefined && rot !== '')
+    out.encryptionKeyRotation = parseDuration('--encryption-key-rotation', String(rot));
   if (!out.clusterStore) {
     for (const k of [
       'clusterStoreCacert',
@@ -245,4 +252,15 @@ export function parseHost(host: string): ListenAddress {
   const m = /^tcp:\/\/(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(host);
   if (m) return { kind: 'tcp', host: m[1].replace(/^\[|\]$/g, ''), port: Number(m[2]) };
   throw new Error(`--host "${host}" is not unix:///path/to.sock or tcp://HOST:PORT`);
+}
+
+const UNITS: Record<string, number> = { '': 1, s: 1, m: 60, h: 3600, d: 86400 };
+
+/** Seconds from "90", "90s", "30m", "12h", "7d" (whole numbers); 2 s .. 365 days. */
+export function parseDuration(flag: string, text: string): number {
+  const m = /^(\d{1,9})([smhd]?)$/.exec(text.trim());
+  const n = m ? Number(m[1]) * UNITS[m[2]] : NaN;
+  if (!m || n < 2 || n > 365 * 86400)
+    throw new Error(`${flag} "${text}" is not a duration from 2s to 365d (e.g. 12h, 30m, 90s)`);
+  return n;
 }

@@ -7,6 +7,7 @@ import type { Driver } from '../drivers/driver';
 import { HostDriver } from '../drivers/host/host';
 import { NullDriver } from '../drivers/null/null';
 import { OverlayDriver } from '../drivers/overlay/overlay';
+import { KeyRingAgent } from './cluster/ring-agent';
 import { MacvlanDriver } from '../drivers/macvlan/macvlan';
 import { IpvlanDriver } from '../drivers/ipvlan/ipvlan';
 import { ParentTable } from '../drivers/lanlink/parents';
@@ -65,6 +66,7 @@ export class Daemon {
   private backend?: IptablesBackend;
   private lock?: InstanceLock;
   private overlay?: OverlayDriver;
+  private ring?: KeyRingAgent;
   controller?: Controller;
   private clusterRetry?: NodeJS.Timeout;
   private clusterIpam?: ClusterIpam;
@@ -134,6 +136,7 @@ export class Daemon {
     await ports.start();
     // One table of parent links for both: macvlan and ipvlan never share a parent.
     const parents = new ParentTable();
+    const secret = c.clusterSecretFile ? readClusterSecret(c.clusterSecretFile) : undefined;
     const drivers = new Map<string, Driver>([
       ['bridge', new BridgeDriver({ host, firewall, ports, log: this.log })],
       ['host', new HostDriver()],
@@ -145,7 +148,9 @@ export class Daemon {
           // The VTEP is --cluster-advertise's address; no cluster store, no VTEP: overlay networks are refused.
           vtep: () => cluster?.vtep,
           vxlanPort: c.vxlanPort,
-          clusterSecret: c.clusterSecretFile ? readClusterSecret(c.clusterSecretFile) : undefined,
+          clusterSecret: secret,
+          firewall: backend,
+          onSendStateLost: () => this.ring?.requestRotation(),
           execRoot: c.execRoot,
           gateway: { firewall, ports },
           log: this.log,
@@ -174,6 +179,17 @@ export class Daemon {
       driver: (name: string) => RemoteDriver.load(name, { dirs, host, log: this.log }).catch(absent),
       ipam: (name: string) => RemoteIpam.load(name, { dirs, log: this.log }).catch(absent),
     };
+    // With the secret: the key ring in the cluster store, installed into the overlay driver's SAs.
+    if (cluster && secret)
+      this.ring = new KeyRingAgent({
+        store: cluster.store,
+        hostId: cluster.hostId,
+        secret,
+        rotationMs: c.encryptionKeyRotation * 1000,
+        ttlSeconds: c.clusterTtl,
+        log: this.log,
+        install: (ring, error) => this.overlay!.setKeyRing(ring, error),
+      });
     const controller = (this.controller = new Controller({
       store,
       netns,
@@ -310,6 +326,8 @@ export class Daemon {
    */
   private async startCluster(controller: Controller): Promise<void> {
     try {
+      // The ring first: the cluster's encrypted networks are made here as soon as it starts.
+      await this.ring?.start();
       await controller.startCluster();
       // This host's blocks against the store's before anything is allocated (reclaimed while it was away?).
       await this.clusterIpam
@@ -333,6 +351,7 @@ export class Daemon {
     // Both stop accepting at once and let their requests in flight finish (bounded, http-drain.ts).
     await Promise.all([this.plugins?.close(), this.api?.close()]);
     if (this.clusterRetry) clearTimeout(this.clusterRetry);
+    await this.ring?.close();
     this.controller?.close();
     this.overlay?.close();
     this.ports?.close();

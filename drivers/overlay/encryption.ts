@@ -6,11 +6,12 @@
 // only, so plain networks between the same hosts stay as they are).
 // Reconciled like setPeers: the desired set for the whole peer list, then
 // only the differences, in an order that never lets marked VXLAN out in clear.
-// Not used by the driver yet: encrypted networks are still refused.
+// A guard policy (block every marked VXLAN from the local VTEP, below the
+// per-peer policies) makes "never in clear" hold for peers not set up yet.
 import { buildSpi, pairKey } from '../../src/cluster/keys';
 import { CnmdError } from '../../src/errors';
 import type { Handle } from '../../src/netlink/handle';
-import type { XfrmPolicySpec, XfrmStateSpec } from '../../src/netlink/xfrm/xfrm';
+import type { XfrmPolicy, XfrmPolicySpec, XfrmStateSpec } from '../../src/netlink/xfrm/xfrm';
 
 /** cnmd's reqid on every SA and template, and the mark (value and mask) of encrypted VXLAN. */
 export const ENC_REQID = 0x0c4d0e5c;
@@ -35,6 +36,28 @@ export interface DesiredXfrm {
   states: XfrmStateSpec[];
   /** The allow policy per peer; a new peer's is first installed as a block (see applyXfrm). */
   policies: XfrmPolicySpec[];
+  /** The block policy for marked VXLAN to any address (absent: no encrypted network is left). */
+  guard?: XfrmPolicySpec;
+}
+
+/** Per-peer policies win over the guard (the kernel takes the lowest priority value). */
+export const PEER_PRIORITY = 0;
+export const GUARD_PRIORITY = 0x10000;
+
+/** Marked VXLAN from `local` to anywhere is dropped unless a peer's policy carries it in ESP. */
+export function guardPolicy(local: string, port: number): XfrmPolicySpec {
+  return {
+    selector: {
+      src: host(local),
+      dst: local.includes(':') ? '::/0' : '0.0.0.0/0',
+      proto: 'udp',
+      dport: port,
+    },
+    dir: 'out',
+    mark: ENC_MARK,
+    action: 'block',
+    priority: GUARD_PRIORITY,
+  };
 }
 
 const host = (ip: string) => `${ip}/${ip.includes(':') ? 128 : 32}`;
@@ -56,7 +79,13 @@ function sa(src: string, dst: string, tag: number, ring: Buffer, port: number, o
 }
 
 /** What the kernel must hold for these peers (their VTEPs; the local one and duplicates are ignored). */
-export function desiredXfrm(local: string, peers: string[], ring: RingKeys, port: number): DesiredXfrm {
+export function desiredXfrm(
+  local: string,
+  peers: string[],
+  ring: RingKeys,
+  port: number,
+  guard = false,
+): DesiredXfrm {
   const primary = ring.keys.get(ring.primary);
   if (!primary)
     throw new CnmdError('INTERNAL', `xfrm desired state: the send key ${ring.primary} is not in the ring`, {
@@ -64,6 +93,7 @@ export function desiredXfrm(local: string, peers: string[], ring: RingKeys, port
       object: String(ring.primary),
     });
   const out: DesiredXfrm = { states: [], policies: [] };
+  if (guard) out.guard = guardPolicy(local, port);
   for (const peer of [...new Set(peers)].filter((p) => p !== local).sort()) {
     for (const [tag, key] of [...ring.keys].sort((a, b) => a[0] - b[0]))
       out.states.push(sa(peer, local, tag, key, port, false));
@@ -73,6 +103,7 @@ export function desiredXfrm(local: string, peers: string[], ring: RingKeys, port
       selector: { src: host(local), dst: host(peer), proto: 'udp', dport: port },
       dir: 'out',
       mark: ENC_MARK,
+      priority: PEER_PRIORITY,
       templates: [{ src: local, dst: peer, proto: 'esp', mode: 'transport', reqid: ENC_REQID, spi: tx.spi }],
     });
   }
@@ -110,9 +141,17 @@ export async function applyXfrm(h: Handle, want: DesiredXfrm): Promise<XfrmChang
     m !== undefined && m.value === ENC_MARK.value && m.mask === ENC_MARK.mask;
   const havePolicies = (await h.xfrmPolicyList()).filter((p) => p.dir === 'out' && mine(p.mark));
   const haveStates = (await h.xfrmStateList()).filter((s) => s.reqid === ENC_REQID);
-  const policyByKey = new Map(havePolicies.map((p) => [policyKey(p), p]));
+  const isGuard = (p: { action?: string; priority?: number }) =>
+    p.action === 'block' && p.priority === GUARD_PRIORITY;
+  const haveGuard = havePolicies.find(isGuard);
+  const policyByKey = new Map(havePolicies.filter((p) => !isGuard(p)).map((p) => [policyKey(p), p]));
   const stateKeys = new Set(haveStates.map(stateKey));
 
+  // The guard before anything: from then on no marked VXLAN leaves in clear.
+  if (want.guard && (!haveGuard || policyKey(haveGuard) !== policyKey(want.guard))) {
+    await h.xfrmPolicyUpdate(want.guard);
+    ch.blocked.push(policyKey(want.guard));
+  }
   for (const p of want.policies)
     if (!policyByKey.has(policyKey(p))) {
       await h.xfrmPolicyAdd({ selector: p.selector, dir: 'out', mark: p.mark, action: 'block' });
@@ -132,20 +171,11 @@ export async function applyXfrm(h: Handle, want: DesiredXfrm): Promise<XfrmChang
     ch.policiesSet.push(policyKey(p));
   }
   const wantedPolicies = new Set(want.policies.map(policyKey));
+  if (want.guard) wantedPolicies.add(policyKey(want.guard));
   for (const p of havePolicies)
-    if (!wantedPolicies.has(policyKey(p))) {
-      await h
-        .xfrmPolicyDel({
-          selector: {
-            src: p.selector.src,
-            dst: p.selector.dst,
-            proto: p.selector.proto,
-            dport: p.selector.dport,
-          },
-          dir: 'out',
-          mark: p.mark,
-        })
-        .catch(notFound);
+    // The guard (even one of another local address) goes last, after every state (below).
+    if (!isGuard(p) && !wantedPolicies.has(policyKey(p))) {
+      await delPolicy(h, p);
       ch.policiesRemoved.push(policyKey(p));
     }
   const wantedStates = new Set(want.states.map(stateKey));
@@ -156,7 +186,17 @@ export async function applyXfrm(h: Handle, want: DesiredXfrm): Promise<XfrmChang
         .catch(notFound);
       ch.statesRemoved.push(stateKey(s));
     }
+  for (const p of havePolicies)
+    if (isGuard(p) && !wantedPolicies.has(policyKey(p))) {
+      await delPolicy(h, p);
+      ch.policiesRemoved.push(policyKey(p));
+    }
   return ch;
+}
+
+async function delPolicy(h: Handle, p: XfrmPolicy): Promise<void> {
+  const { src, dst, proto, dport } = p.selector;
+  await h.xfrmPolicyDel({ selector: { src, dst, proto, dport }, dir: 'out', mark: p.mark }).catch(notFound);
 }
 
 function notFound(e: unknown): undefined {

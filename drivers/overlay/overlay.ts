@@ -27,7 +27,6 @@ import type {
 import { GatewayBridge, GWBRIDGE, GW_IFNAME } from './gwbridge';
 import {
   DEFAULT_VXLAN_PORT,
-  OPT,
   OV_ALIAS_PREFIX,
   OverlayConfig,
   overlayMtu,
@@ -38,6 +37,9 @@ import {
 } from './options';
 import { EncryptionProbe } from './kernel-probe';
 import type { ClusterSecret } from '../../src/cluster/keys';
+import type { FirewallBackend } from '../../src/firewall/firewall';
+import { encryptedMtu, RingKeys, XfrmChanges } from './encryption';
+import { NetworkEncryption, OverlayEncryption } from './encrypted';
 import { applyDelta, OverlayPeer, PeerChange, PeerSet, reconcilePeers, ReconcileResult } from './peers';
 import { OverlayNetworkState, overlaySetupSteps } from './setup';
 import { stripPrefix } from '../../src/net/addr';
@@ -56,6 +58,10 @@ export interface OverlayDriverConfig {
   vxlanPort?: number;
   /** --cluster-secret-file: encrypted networks need it (their keys are sealed under it in the cluster store). */
   clusterSecret?: ClusterSecret;
+  /** The host netns's firewall: encrypted networks' drop and mark rules (without it they are refused). */
+  firewall?: FirewallBackend;
+  /** A send SA vanished and was made again with its sequence restarted: a key rotation is needed (encrypted.ts). */
+  onSendStateLost?: (peers: string[]) => void;
   /** Network namespaces of overlay networks go under <execRoot>/overlay/netns. */
   execRoot: string;
   /** Egress and published ports through cnmd_gwbridge; absent: overlay sandboxes reach only their networks. */
@@ -86,8 +92,9 @@ export class OverlayDriver implements Driver {
   private readonly reconciling = new Map<string, Promise<unknown>>();
   /** Networks the store holds that could not be set up at restore (kept from the sweep). */
   private readonly deferred = new Set<string>();
-  private readonly encryption: EncryptionProbe;
-  private readonly secret?: ClusterSecret;
+  /** Their VNIs, when encrypted: their rules are kept too. */
+  private readonly deferredEncrypted = new Set<number>();
+  private readonly enc: OverlayEncryption;
 
   constructor(cfg: OverlayDriverConfig) {
     this.host = cfg.host;
@@ -101,8 +108,15 @@ export class OverlayDriver implements Driver {
       );
     this.log = cfg.log;
     this.netns = new NetnsManager(path.join(cfg.execRoot, 'overlay'), { sysctls: sandboxSysctls() });
-    this.encryption = new EncryptionProbe(this.netns);
-    this.secret = cfg.clusterSecret;
+    this.enc = new OverlayEncryption({
+      host: cfg.host,
+      firewall: cfg.firewall,
+      secret: cfg.clusterSecret,
+      probe: new EncryptionProbe(this.netns),
+      port: this.port,
+      log: cfg.log,
+      onSendStateLost: cfg.onSendStateLost,
+    });
     if (cfg.gateway) {
       this.gw = new GatewayBridge({
         host: cfg.host,
@@ -154,27 +168,75 @@ export class OverlayDriver implements Driver {
 
   private async newState(op: string, config: OverlayConfig): Promise<OverlayNetworkState> {
     const vtep = this.localVtep(op, config.networkId);
-    const mtu = overlayMtu(config.underlayMtu ?? (await this.underlayMtu(op, vtep)), vtep);
+    const plain = overlayMtu(config.underlayMtu ?? (await this.underlayMtu(op, vtep)), vtep);
+    const mtu = config.encrypted ? encryptedMtu(plain) : plain;
     return { config, nsPath: '', bridgeIndex: 0, vxlanIndex: 0, mtu, vtep, port: this.port };
   }
 
   async checkNetwork(name: string, options: Record<string, string>): Promise<void> {
     const op = 'network create';
-    this.localVtep(op, name);
+    const vtep = this.localVtep(op, name);
     if (!parseEncrypted(op, options)) return;
-    await this.encryption.check(op, name);
-    if (!this.secret)
-      throw new CnmdError(
-        'FORBIDDEN',
-        `${op} ${name}: encrypted overlay networks need the cluster secret; start cnmd with --cluster-secret-file (the same file on every host)`,
-        { op, object: name },
-      );
-    // The kernel can; the key ring and the per-peer SAs (issue 17) are not built yet: refused, never made in clear.
-    throw new CnmdError(
-      'FORBIDDEN',
-      `${op} ${name}: encrypted overlay networks (-o ${OPT.encrypted}) are not available in this version of cnmd yet; create the network without it`,
-      { op, object: name },
-    );
+    await this.enc.check(op, name, vtep);
+  }
+
+  /** The steps that make a network here: an encrypted one's guard and rules come before its vxlan device. */
+  private setupSteps(st: OverlayNetworkState) {
+    const steps = overlaySetupSteps(this.host, this.netns, st);
+    if (!st.config.encrypted) return steps;
+    return [
+      this.enc.guardStep(st.config.vni, st.vtep, () => this.encryptedCount(st.config.networkId)),
+      ...steps,
+    ];
+  }
+
+  /** Encrypted networks here, other than `except`. */
+  private encryptedCount(except?: string): number {
+    return [...this.networks.values()].filter((n) => n.config.encrypted && n.config.networkId !== except)
+      .length;
+  }
+
+  /** The peer VTEPs of every encrypted network here: who gets SAs and a policy. */
+  private encryptedPeers(): { any: boolean; vteps: string[] } {
+    const vteps = new Set<string>();
+    // A network kept from the sweep (not set up at restore) still counts: the guard stays.
+    let any = this.deferredEncrypted.size > 0;
+    for (const [id, st] of this.networks) {
+      if (!st.config.encrypted) continue;
+      any = true;
+      for (const v of this.wanted.get(id)?.want.fdb.values() ?? []) vteps.add(v);
+    }
+    return { any, vteps: [...vteps] };
+  }
+
+  /** SAs and policies made equal to the encrypted networks' peers (host-wide, one run at a time). */
+  reconcileEncryption(): Promise<XfrmChanges | undefined> {
+    const vtep = this.vtep();
+    if (!vtep) return Promise.resolve(undefined);
+    return this.enc.reconcile(vtep, () => this.encryptedPeers());
+  }
+
+  /**
+   * The cluster's key ring, opened (or why this host cannot open it: then
+   * encrypted networks are refused here and the kernel's SAs stay as they are).
+   * Resolves once the SAs for it are installed: the host may then say so.
+   */
+  async setKeyRing(ring: RingKeys | undefined, error?: CnmdError): Promise<void> {
+    this.enc.setRing(ring, error);
+    if (ring) await this.reconcileEncryption();
+  }
+
+  /** Inspect's "Encryption" of an encrypted network. */
+  inspect(networkId: string): Record<string, unknown> | undefined {
+    const e = this.encryptionStatus(networkId);
+    return e && { Encryption: e };
+  }
+
+  /** For inspect: an encrypted network's key tags and peers (never a key). */
+  encryptionStatus(networkId: string): NetworkEncryption | undefined {
+    const st = this.networks.get(networkId);
+    if (!st?.config.encrypted) return undefined;
+    return this.enc.status([...(this.wanted.get(networkId)?.want.fdb.values() ?? [])]);
   }
 
   async createNetwork(spec: NetworkSpec): Promise<void> {
@@ -190,7 +252,7 @@ export class OverlayDriver implements Driver {
           { op, object: String(config.vni) },
         );
     const st = await this.newState(op, config);
-    await runSteps(overlaySetupSteps(this.host, this.netns, st), (step, e) =>
+    await runSteps(this.setupSteps(st), (step, e) =>
       this.log.error({ err: e, network: spec.id, step }, 'overlay rollback step failed'),
     );
     this.networks.set(spec.id, st);
@@ -211,7 +273,11 @@ export class OverlayDriver implements Driver {
     await this.teardown(st.config, st.ns);
   }
 
-  /** The network's vxlan device (wherever it is) and its netns. */
+  /**
+   * The network's vxlan device (wherever it is) and its netns; for an
+   * encrypted one then its rules, and the SAs and policies of peers no other
+   * encrypted network has (the guard with the last one).
+   */
   private async teardown(c: OverlayConfig, ns?: Handle): Promise<void> {
     if (ns && !ns.closed) {
       // Explicitly: the netns may outlive its path while a process is still inside.
@@ -221,6 +287,10 @@ export class OverlayDriver implements Driver {
     const stray = await this.host.linkGet(c.vxlanName).catch(notFound);
     if (stray?.alias?.startsWith(OV_ALIAS_PREFIX)) await this.host.linkDel(stray.index).catch(notFound);
     await this.netns.remove(c.netnsId).catch(notFound);
+    if (c.encrypted) {
+      await this.enc.removeRules(c.vni, this.encryptedCount(c.networkId) === 0);
+      await this.reconcileEncryption();
+    }
   }
 
   async createEndpoint(spec: EndpointSpec): Promise<EndpointInfo> {
@@ -357,6 +427,7 @@ export class OverlayDriver implements Driver {
     if (!this.networks.has(networkId) || (delta.neigh.size === 0 && delta.fdb.size === 0)) return;
     await this.queued(networkId, async (st) => {
       try {
+        if (st.config.encrypted) await this.reconcileEncryption();
         const r = await applyDelta(st.ns!, st.vxlanIndex, delta);
         this.log.debug({ network: networkId, ...r }, 'overlay peers updated');
         return r;
@@ -386,6 +457,8 @@ export class OverlayDriver implements Driver {
     return this.queued(networkId, async (st) => {
       const want = this.wanted.get(networkId)?.want;
       if (!want) return undefined;
+      // A new peer's SAs and policy before its FDB entry (the guard blocks it meanwhile anyway).
+      if (st.config.encrypted) await this.reconcileEncryption();
       const r = await reconcilePeers(st.ns!, st.vxlanIndex, want);
       if (r.neighAdded + r.neighRemoved + r.fdbAdded + r.fdbRemoved > 0)
         this.log.debug({ network: networkId, ...r }, 'overlay peers reconciled');
@@ -443,6 +516,12 @@ export class OverlayDriver implements Driver {
       } catch (e) {
         // Kept from the sweep: the kernel state stays as it is until the network can be set up.
         this.deferred.add(spec.id);
+        try {
+          const c = parseOverlayConfig(spec);
+          if (c.encrypted) this.deferredEncrypted.add(c.vni);
+        } catch {
+          // Unreadable options: nothing to keep by VNI.
+        }
         this.log.error({ err: e, network: spec.id }, 'overlay network restore failed');
       }
     }
@@ -486,6 +565,8 @@ export class OverlayDriver implements Driver {
   private async restoreNetwork(spec: NetworkSpec): Promise<void> {
     const config = parseOverlayConfig(spec);
     const st = await this.newState('network restore', config);
+    // Guard and rules first, whatever is found: a kill mid-setup may have left the device without them.
+    if (config.encrypted) await this.enc.guardStep(config.vni, st.vtep, () => 1).do();
     if (this.netns.exists(config.netnsId)) {
       const ns = this.netns.handle(config.netnsId);
       const [br, vx] = await Promise.all([
@@ -524,6 +605,14 @@ export class OverlayDriver implements Driver {
     this.networks.set(spec.id, st);
   }
 
+  /** Whether a network the store has is encrypted (a deferred one counts: its rules are kept). */
+  private encryptedVnis(): Set<number> {
+    const out = new Set<number>();
+    for (const st of this.networks.values()) if (st.config.encrypted) out.add(st.config.vni);
+    for (const v of this.deferredEncrypted) out.add(v);
+    return out;
+  }
+
   /** Namespaces of unknown overlay networks, and vxlan devices left in the host netns by an interrupted create. */
   async sweepLeaks(): Promise<string[]> {
     const removed: string[] = [];
@@ -539,6 +628,17 @@ export class OverlayDriver implements Driver {
       // A vxlan device is in the host netns only between its creation and its move.
       await this.host.linkDel(l.index).catch(notFound);
       removed.push(l.name);
+    }
+    // Encrypted networks removed while the daemon was down (or a kill mid-removal): their rules, and
+    // SAs/policies of peers no encrypted network has (all of cnmd's, with reqid/mark, when none is left).
+    removed.push(...(await this.enc.sweepRules(this.encryptedVnis())));
+    if (this.deferredEncrypted.size === 0) {
+      const x = await this.reconcileEncryption();
+      if (x)
+        removed.push(
+          ...x.policiesRemoved.map((p) => `xfrm policy ${p}`),
+          ...x.statesRemoved.map((k) => `xfrm state ${k}`),
+        );
     }
     return removed;
   }

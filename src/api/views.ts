@@ -63,6 +63,7 @@ export function networkView(c: Controller, n: NetworkRecord): Record<string, unk
     Labels: n.owner === 'engine' ? { ...n.labels, 'cnmd.owner': 'docker-engine' } : n.labels,
     // Docker's inspect of an overlay network: the hosts with endpoints on it and their VTEPs.
     ...(n.scope === 'global' && c.cluster ? { Peers: c.cluster.cluster.peers(n.id) } : {}),
+    ...c.driverInspect(n),
   };
 }
 

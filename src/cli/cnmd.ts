@@ -83,6 +83,10 @@ const program = new Command('cnmd')
     '--cluster-secret-file <file>',
     `a file of at least 32 random bytes, the same on every host: the root of encrypted overlays' keys [env ${ENV.clusterSecretFile}]`,
   )
+  .option(
+    '--encryption-key-rotation <duration>',
+    `how often the encrypted overlays' key ring rotates (12h, 30m, 90s) [env ${ENV.encryptionKeyRotation}] (default 12h)`,
+  )
   .option('--tls', `serve a tcp:// API over TLS (needs --tlscert, --tlskey) [env ${ENV.tls}]`)
   .option(
     '--tlsverify',
@@ -149,6 +153,7 @@ async function main(): Promise<void> {
     clusterBlockGrace?: string;
     vxlanPort?: string;
     clusterSecretFile?: string;
+    encryptionKeyRotation?: string;
     tls?: boolean;
     tlsverify?: boolean;
     tlscacert?: string;

@@ -155,6 +155,11 @@ export class Controller implements RecordSource {
     return this.lookup.sandboxes();
   }
 
+  /** What the network's driver adds to its inspect. */
+  driverInspect(n: NetworkRecord): Record<string, unknown> | undefined {
+    return this.lookup.driverOf(n)?.inspect?.(n.id);
+  }
+
   endpoints(networkId?: string): EndpointRecord[] {
     return this.lookup.endpoints(networkId);
   }

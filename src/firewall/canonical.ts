@@ -288,6 +288,8 @@ export function canonicalRule(rule: string, family: Family): string {
     neg = false;
     rest.push(t);
     if ((t === '--ctstate' || t === '--state') && k + 1 < toks.length) rest.push(sortStates(toks[++k]));
+    // iptables-save always quotes u32's program (xt_u32's print does).
+    else if (t === '--u32' && k + 1 < toks.length) rest.push(`"${toks[++k].replace(/^"(.*)"$/, '$1')}"`);
   }
   if (neg) rest.push('!');
 

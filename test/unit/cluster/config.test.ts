@@ -80,3 +80,17 @@ test('--cluster-secret-file: needs --cluster-store; a missing or short file stop
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('--encryption-key-rotation: 12h by default, durations in s/m/h/d or bare seconds, nonsense refused', () => {
+  assert.equal(resolveConfig({}, {}).encryptionKeyRotation, 12 * 3600);
+  assert.equal(resolveConfig({ encryptionKeyRotation: '3s' }, {}).encryptionKeyRotation, 3);
+  assert.equal(resolveConfig({}, { CNMD_ENCRYPTION_KEY_ROTATION: '30m' }).encryptionKeyRotation, 1800);
+  assert.equal(resolveConfig({ encryptionKeyRotation: '90' }, {}).encryptionKeyRotation, 90);
+  assert.equal(resolveConfig({ encryptionKeyRotation: '7d' }, {}).encryptionKeyRotation, 7 * 86400);
+  for (const bad of ['1s', '0', '12 h', '1.5h', 'h', '-5s', '400d', '12hours'])
+    assert.throws(
+      () => resolveConfig({ encryptionKeyRotation: bad }, {}),
+      /--encryption-key-rotation ".*" is not a duration from 2s to 365d \(e\.g\. 12h, 30m, 90s\)/,
+      bad,
+    );
+});

@@ -7,6 +7,8 @@ import {
   encryptedMtu,
   ENC_MARK,
   ENC_REQID,
+  GUARD_PRIORITY,
+  guardPolicy,
   RingKeys,
 } from '../../../../drivers/overlay/encryption';
 import { buildSpi, pairKey } from '../../../../src/cluster/keys';
@@ -76,4 +78,25 @@ test("encrypted MTU: ESP's 26 bytes off, rounded down to a multiple of 4 (libnet
   assert.equal(encryptedMtu(1500), 1472);
   assert.equal(encryptedMtu(8950), 8924);
   for (const m of [1400, 1401, 1402, 1403]) assert.equal(encryptedMtu(m) % 4, 0);
+});
+
+test('desired xfrm with the guard: marked VXLAN from the VTEP to anywhere blocked, below every peer policy', () => {
+  const d = desiredXfrm('192.0.2.1', ['192.0.2.2'], ring, 4789, true);
+  assert.deepEqual(d.guard, {
+    selector: { src: '192.0.2.1/32', dst: '0.0.0.0/0', proto: 'udp', dport: 4789 },
+    dir: 'out',
+    mark: ENC_MARK,
+    action: 'block',
+    priority: GUARD_PRIORITY,
+  });
+  // The kernel takes the lowest priority value: a peer's policy wins over the guard.
+  assert.ok(d.policies.every((p) => (p.priority ?? 0) < GUARD_PRIORITY));
+  assert.equal(desiredXfrm('192.0.2.1', ['192.0.2.2'], ring, 4789).guard, undefined);
+  assert.deepEqual(guardPolicy('fd00::1', 8472).selector, {
+    src: 'fd00::1/128',
+    dst: '::/0',
+    proto: 'udp',
+    dport: 8472,
+  });
+  encodePolicyAdd(d.guard!); // encodable
 });
