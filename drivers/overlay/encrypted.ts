@@ -161,13 +161,16 @@ export class OverlayEncryption {
    * network here; `any`: whether one exists). One at a time; a call while one
    * is queued shares it.
    */
-  reconcile(vtep: string, peers: () => { any: boolean; vteps: string[] }): Promise<XfrmChanges | undefined> {
+  reconcile(
+    vtep: string,
+    peers: () => { any: boolean; known: boolean; vteps: string[] },
+  ): Promise<XfrmChanges | undefined> {
     if (this.pending) return this.pending;
     const run = this.queue.then(async () => {
       if (this.pending === run) this.pending = undefined;
-      const { any, vteps } = peers();
+      const { any, known, vteps } = peers();
       try {
-        const r = await this.apply(vtep, any, vteps);
+        const r = await this.apply(vtep, any, known, vteps);
         this.lastError = undefined;
         return r;
       } catch (e) {
@@ -180,14 +183,20 @@ export class OverlayEncryption {
     return run;
   }
 
-  private async apply(vtep: string, any: boolean, vteps: string[]): Promise<XfrmChanges | undefined> {
+  private async apply(
+    vtep: string,
+    any: boolean,
+    known: boolean,
+    vteps: string[],
+  ): Promise<XfrmChanges | undefined> {
     if (!any) {
       // No encrypted network: nothing of cnmd's stays (a ring is not needed for that).
       const r = await applyXfrm(this.c.host, { states: [], policies: [] });
       this.installed.clear();
       return r;
     }
-    if (!this.ring) {
+    if (!this.ring || !known) {
+      // No ring yet, or a network's peers not heard yet (a restart): what the kernel has stays.
       await this.ensureGuard(vtep);
       return undefined;
     }

@@ -196,17 +196,24 @@ export class OverlayDriver implements Driver {
       .length;
   }
 
-  /** The peer VTEPs of every encrypted network here: who gets SAs and a policy. */
-  private encryptedPeers(): { any: boolean; vteps: string[] } {
+  /**
+   * The peer VTEPs of every encrypted network here: who gets SAs and a policy.
+   * `known`: every one of them has had its peers from the control plane (after
+   * a restart they have not yet: the kernel's SAs are then kept, not removed).
+   */
+  private encryptedPeers(): { any: boolean; known: boolean; vteps: string[] } {
     const vteps = new Set<string>();
+    let known = true;
     // A network kept from the sweep (not set up at restore) still counts: the guard stays.
     let any = this.deferredEncrypted.size > 0;
     for (const [id, st] of this.networks) {
       if (!st.config.encrypted) continue;
       any = true;
-      for (const v of this.wanted.get(id)?.want.fdb.values() ?? []) vteps.add(v);
+      const want = this.wanted.get(id);
+      if (!want) known = false;
+      for (const v of want?.want.fdb.values() ?? []) vteps.add(v);
     }
-    return { any, vteps: [...vteps] };
+    return { any, known, vteps: [...vteps] };
   }
 
   /** SAs and policies made equal to the encrypted networks' peers (host-wide, one run at a time). */
@@ -219,11 +226,14 @@ export class OverlayDriver implements Driver {
   /**
    * The cluster's key ring, opened (or why this host cannot open it: then
    * encrypted networks are refused here and the kernel's SAs stay as they are).
-   * Resolves once the SAs for it are installed: the host may then say so.
+   * Resolves true once the SAs for it are installed (the host may then say
+   * so), false when they could not be yet (a network's peers not heard since
+   * a restart: asked again later).
    */
-  async setKeyRing(ring: RingKeys | undefined, error?: CnmdError): Promise<void> {
+  async setKeyRing(ring: RingKeys | undefined, error?: CnmdError): Promise<boolean> {
     this.enc.setRing(ring, error);
-    if (ring) await this.reconcileEncryption();
+    if (!ring) return false;
+    return (await this.reconcileEncryption()) !== undefined;
   }
 
   /** Inspect's "Encryption" of an encrypted network. */

@@ -68,8 +68,11 @@ export interface KeyRingAgentOptions {
   rotationMs: number;
   ttlSeconds: number;
   log: Logger;
-  /** Installs the ring (resolves once the SAs for it are in place), or says why this host cannot. */
-  install(ring: OpenedRing | undefined, error?: CnmdError): Promise<void>;
+  /**
+   * Installs the ring, or says why this host cannot; true once the SAs for it
+   * are in place (only then is it acked; otherwise the tick tries again).
+   */
+  install(ring: OpenedRing | undefined, error?: CnmdError): Promise<boolean>;
   now?: () => number;
 }
 
@@ -234,8 +237,7 @@ export class KeyRingAgent {
     }
     this.error = undefined;
     this.current = { rec, rev: got.rev };
-    await this.o.install({ keys, primary: rec.primary, phase: rec.phase });
-    await this.ack(got.rev, rec);
+    if (await this.o.install({ keys, primary: rec.primary, phase: rec.phase })) await this.ack(got.rev, rec);
   }
 
   /** Says what this host installed, only if the ring is still the one installed (else the next load acks). */

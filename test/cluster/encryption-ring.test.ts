@@ -118,6 +118,14 @@ test('key ring in etcd: sealed, one leader, rotation in the safe order, hosts do
     );
   }, 20_000);
 
+  // A host that lost a send SA asks for a rotation (enc/rotate): the next rotation takes the request.
+  const asked = ring()!.tags.at(-1)!;
+  etcdctl('put', '/cnmd/v1/enc/rotate', JSON.stringify({ host: hostIds[other] }));
+  await eventually(() => {
+    assert.equal(get('enc/rotate'), undefined, 'the request is taken');
+    assert.ok(ring()!.tags.at(-1)! > asked);
+  }, 20_000);
+
   // The whole history of enc/ (etcd keeps every revision): the safe order held at every step.
   const history: Event[] = [];
   const w = JSON.parse(

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
+import { warmGcm } from '../lib/kernel';
 import { eventually, lab, Lab, Ns, runIn } from '../lib/fixture';
 import { ping } from '../lib/probe';
 import { underlay, UnderlayHost, UNDERLAY_BRIDGE } from '../lib/underlay';
@@ -153,27 +154,7 @@ test('-o encrypted: per-peer ESP SAs with cnmd reqid/mark, guard and drop rules 
     sw,
     hosts: [h1, h2, h3],
   } = await hosts(t, l, 3);
-  // The first GCM SA loads and self-tests the modules (slow under TCG): once by ip, without a timeout.
-  h1.run('ip', [
-    'xfrm',
-    'state',
-    'add',
-    'src',
-    h1.ip,
-    'dst',
-    h2.ip,
-    'proto',
-    'esp',
-    'spi',
-    '0x99',
-    'mode',
-    'transport',
-    'aead',
-    'rfc4106(gcm(aes))',
-    '0x' + '11'.repeat(36),
-    '128',
-  ]);
-  h1.run('ip', ['xfrm', 'state', 'flush']);
+  warmGcm(h1, h1.ip, h2.ip);
 
   // Without a ring, an encrypted network is refused (never made in clear).
   const enc = spec(4200, '10.42.0.0/24', true);

@@ -7,6 +7,7 @@
 // only what differs.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { warmGcm } from '../lib/kernel';
 import { lab, Ns } from '../lib/fixture';
 import { applyXfrm, desiredXfrm, ENC_MARK, RingKeys } from '../../drivers/overlay/encryption';
 import { buildSpi } from '../../src/cluster/keys';
@@ -63,28 +64,7 @@ test('encrypted overlay xfrm: marked VXLAN only as ESP (ESN), block policy befor
   vxlan(a, A, B, '10.250.0.1');
   vxlan(b, B, A, '10.250.0.2');
 
-  // The first GCM SA makes the kernel load and self-test esp4, gcm and ghash, which under TCG can take
-  // longer than the netlink layer's 10 s: done by ip (no timeout) on a throwaway SA.
-  a.run('ip', [
-    'xfrm',
-    'state',
-    'add',
-    'src',
-    A,
-    'dst',
-    B,
-    'proto',
-    'esp',
-    'spi',
-    '0x99',
-    'mode',
-    'transport',
-    'aead',
-    'rfc4106(gcm(aes))',
-    '0x' + '11'.repeat(36),
-    '128',
-  ]);
-  a.run('ip', ['xfrm', 'state', 'flush']);
+  warmGcm(a, A, B);
   const ring: RingKeys = { keys: new Map([[1, Buffer.alloc(32, 1)]]), primary: 1 };
   // First pass on a only: its policy to b exists (as a block, then pointing at its SA) before b has SAs.
   const first = await applyXfrm(a.handle, desiredXfrm(A, [B], ring, 4789));

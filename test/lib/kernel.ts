@@ -23,3 +23,31 @@ export function kernelHas(option: string): boolean | undefined {
   if (KERNEL_CONFIG === '') return undefined;
   return new RegExp(`^${option}=[ym]$`, 'm').test(KERNEL_CONFIG);
 }
+
+/**
+ * The first GCM SA makes the kernel load and self-test esp4, gcm and ghash, which under TCG
+ * can outlast the netlink layer's 10 s: done once by ip (no timeout) on a throwaway SA.
+ */
+export function warmGcm(ns: { run(cmd: string, args: string[]): string }, src: string, dst: string): void {
+  const key = '0x' + '11'.repeat(36);
+  ns.run('ip', [
+    'xfrm',
+    'state',
+    'add',
+    'src',
+    src,
+    'dst',
+    dst,
+    'proto',
+    'esp',
+    'spi',
+    '0x99',
+    'mode',
+    'transport',
+    'aead',
+    'rfc4106(gcm(aes))',
+    key,
+    '128',
+  ]);
+  ns.run('ip', ['xfrm', 'state', 'flush']);
+}
