@@ -31,22 +31,24 @@ interface Host extends UnderlayHost<Ns> {
   driver: OverlayDriver;
 }
 
+/** Host h's driver (a second one on the same roots is the daemon restarted). */
+function driverFor(l: Lab, h: UnderlayHost<Ns>): OverlayDriver {
+  return new OverlayDriver({
+    host: h.handle,
+    vtep: () => h.ip,
+    execRoot: path.join(l.root, h.name),
+    firewall: new IptablesBackend({ netns: h.path, log, verify: true }),
+    clusterSecret: secret,
+    onSendStateLost: (peers) => lost.push(peers),
+    log,
+  });
+}
+
 async function hosts(t: TestContext, l: Lab, count: number): Promise<{ sw: Ns; hosts: Host[] }> {
   const { sw, hosts } = await underlay((n) => l.ns(n), count);
   const out: Host[] = hosts.map((h) => {
     h.run('sysctl', ['-qw', 'net.ipv6.conf.all.disable_ipv6=1']);
-    return {
-      ...h,
-      driver: new OverlayDriver({
-        host: h.handle,
-        vtep: () => h.ip,
-        execRoot: path.join(l.root, h.name),
-        firewall: new IptablesBackend({ netns: h.path, log, verify: true }),
-        clusterSecret: secret,
-        onSendStateLost: (peers) => lost.push(peers),
-        log,
-      }),
-    };
+    return { ...h, driver: driverFor(l, h) };
   });
   l.beforeCleanup(() => out.forEach((h) => h.driver.close()));
   return { sw, hosts: out };
@@ -324,4 +326,67 @@ test('-o encrypted: per-peer ESP SAs with cnmd reqid/mark, guard and drop rules 
     assert.doesNotMatch(h.run('iptables-save', []), /CNMD-ENCRYPTED/);
   }
   assert.ok(ping(pa.path, pb.ip, 2), 'plain network after the removal');
+});
+
+test('restart: an encrypted network is adopted with its SAs kept until its peers are heard (no packet lost); one removed while the daemon was down is swept (rules, SAs, policies, guard)', async (t) => {
+  const l = await lab(t);
+  const {
+    hosts: [h1, h2],
+  } = await hosts(t, l, 2);
+  warmGcm(h1, h1.ip, h2.ip);
+  const ring: RingKeys = { keys: new Map([[3, randomBytes(32)]]), primary: 3 };
+  for (const h of [h1, h2]) await h.driver.setKeyRing(ring);
+  const enc = spec(4400, '10.44.0.0/24', true);
+  for (const h of [h1, h2]) await h.driver.createNetwork(enc);
+  const a = await sandbox(l, h1, enc.id, '10.44.0.2/24');
+  const b = await sandbox(l, h2, enc.id, '10.44.0.3/24');
+  for (const h of [h1, h2]) await h.driver.setPeers(enc.id, [a.peer, b.peer]);
+  assert.ok(ping(a.path, b.ip, 2));
+  const st = states(h1);
+  const pol = policies(h1);
+  assert.equal(st.length, 2);
+  assert.equal(pol.length, 2);
+
+  // h1's daemon killed (its driver dropped, nothing torn down) and started again on the same roots,
+  // under a continuous ping from a to b.
+  const pinger = spawn('nsenter', [`--net=${a.path}`, 'ping', '-i', '0.2', '-c', '25', '-W', '2', b.ip], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  let out = '';
+  pinger.stdout!.on('data', (x) => (out += x));
+  const done = new Promise((r) => pinger.once('exit', r));
+  h1.driver.close();
+  h1.driver = driverFor(l, h1);
+  await h1.driver.restore(
+    [enc],
+    [{ networkId: enc.id, endpointId: a.peer.endpointId, address: a.peer.address, options: {} }],
+  );
+  await h1.driver.sweepLeaks();
+  assert.deepEqual(states(h1), st, 'kept through restore and sweep');
+  // The ring is back before the network's peers: nothing is removed, and the ring is not acked yet.
+  assert.equal(await h1.driver.setKeyRing(ring), false);
+  assert.deepEqual(states(h1), st);
+  assert.deepEqual(policies(h1), pol);
+  await h1.driver.setPeers(enc.id, [a.peer, b.peer]);
+  assert.equal(await h1.driver.setKeyRing(ring), true);
+  assert.deepEqual(states(h1), st);
+  await done;
+  assert.match(out, /25 packets transmitted, 25 received/);
+
+  // The network removed from the cluster while h1's daemon was down: the next start knows nothing of it.
+  h1.driver.close();
+  h1.driver = driverFor(l, h1);
+  await h1.driver.restore([], []);
+  const removed = await h1.driver.sweepLeaks();
+  assert.ok(
+    removed.some((r) => r.startsWith('xfrm state')),
+    removed.join('\n'),
+  );
+  assert.ok(
+    removed.some((r) => /CNMD-ENCRYPTED .*0x1130/.test(r)),
+    removed.join('\n'),
+  );
+  assert.deepEqual(states(h1), []);
+  assert.deepEqual(policies(h1), []);
+  assert.doesNotMatch(h1.run('iptables-save', []), /CNMD-ENCRYPTED/);
 });
