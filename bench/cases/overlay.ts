@@ -329,7 +329,13 @@ export async function run(): Promise<Record<string, number>> {
   for (const p of parts)
     if (!SECTIONS[p])
       throw new Error(`BENCH_OVERLAY_PARTS: unknown part "${p}" (${Object.keys(SECTIONS).join(', ')})`);
-  const installErr = ensureDebPackages(['iperf3']);
+  // Debian packages the chosen sections use (installed when missing, unless BENCH_NO_INSTALL).
+  const wants: Record<string, string[]> = {
+    throughput: ['iperf3'],
+    convergence: ['etcd-server', 'etcd-client'],
+    swarm: ['docker.io', 'containerd', 'runc', 'busybox-static'],
+  };
+  const installErr = ensureDebPackages(parts.flatMap((p) => wants[p] ?? []));
   if (installErr) console.log(`  overlay: ${installErr}`);
   const t0 = performance.now();
   const s = new Scratch('cnmd-bench-overlay-');
