@@ -44,10 +44,11 @@ export interface OverlayEncryptionConfig {
   port: number;
   log: Logger;
   /**
-   * A peer's send SA vanished and was made again: same SPI and key, its
-   * sequence numbers restarted, so the peer's anti-replay window drops them
-   * until a rotation gives new SPIs. Called with the peers; the ring agent
-   * asks the leader for a rotation now.
+   * A send SA was made again with its sequence restarted (it vanished here,
+   * or the peer kept its receive SA while this host dropped it): the
+   * receiver's anti-replay window drops it until a rotation gives new SPIs.
+   * Called with the peers when this host made one again, or when a receive SA
+   * here counts replays; the ring agent asks the leader for a rotation now.
    */
   onSendStateLost?: (peers: string[]) => void;
 }
@@ -80,6 +81,8 @@ export class OverlayEncryption {
   /** What the last successful reconcile installed, per peer VTEP. */
   private installed = new Map<string, { rx: number[]; tx: number }>();
   private lastError?: string;
+  /** Replay drops per receive SA at the last reconcile. */
+  private replays = new Map<string, number>();
   private queue: Promise<unknown> = Promise.resolve();
   /** A reconcile queued and not started yet: later callers share it (it will read the newest state). */
   private pending?: Promise<XfrmChanges | undefined>;
@@ -207,12 +210,17 @@ export class OverlayEncryption {
       .map((k) => /^([^>]+)>([^#]+)#/.exec(k)!)
       .filter((m) => m[1] === vtep && this.installed.get(m[2])?.tx === primary)
       .map((m) => m[2]);
-    if (lost.length) {
+    // Receive SAs dropping replays since the last pass: a peer's send SA restarted its sequence.
+    const replaying = [...r.replays]
+      .filter(([k, n]) => k.split('>')[1].startsWith(`${vtep}#`) && n > (this.replays.get(k) ?? 0))
+      .map(([k]) => k.split('>')[0]);
+    this.replays = r.replays;
+    if (lost.length || replaying.length) {
       this.c.log.warn(
-        { peers: lost },
-        'overlay encryption: a send SA vanished and was made again; asking for a key rotation',
+        { peers: lost, replaying },
+        'overlay encryption: a send SA restarted its sequence (made again here, or replays counted); asking for a key rotation',
       );
-      this.c.onSendStateLost?.(lost);
+      this.c.onSendStateLost?.([...new Set([...lost, ...replaying])]);
     }
     const tags = this.ringTags().tags;
     this.installed = new Map(

@@ -120,6 +120,8 @@ export interface XfrmChanges {
   policiesSet: string[];
   policiesRemoved: string[];
   statesRemoved: string[];
+  /** Per state found (src>dst#spi): packets its anti-replay check dropped (in or behind the window). */
+  replays: Map<string, number>;
 }
 
 /**
@@ -136,6 +138,7 @@ export async function applyXfrm(h: Handle, want: DesiredXfrm): Promise<XfrmChang
     policiesSet: [],
     policiesRemoved: [],
     statesRemoved: [],
+    replays: new Map(),
   };
   const mine = (m?: { value: number; mask?: number }) =>
     m !== undefined && m.value === ENC_MARK.value && m.mask === ENC_MARK.mask;
@@ -146,6 +149,7 @@ export async function applyXfrm(h: Handle, want: DesiredXfrm): Promise<XfrmChang
   const haveGuard = havePolicies.find(isGuard);
   const policyByKey = new Map(havePolicies.filter((p) => !isGuard(p)).map((p) => [policyKey(p), p]));
   const stateKeys = new Set(haveStates.map(stateKey));
+  for (const s of haveStates) ch.replays.set(stateKey(s), s.stats.replay + s.stats.outOfWindow);
 
   // The guard before anything: from then on no marked VXLAN leaves in clear.
   if (want.guard && (!haveGuard || policyKey(haveGuard) !== policyKey(want.guard))) {

@@ -114,7 +114,8 @@ export interface XfrmState {
   mark?: XfrmMark;
   /** With ESN: the window and the 64-bit output/input sequence numbers. */
   esn?: { window: number; oseq: bigint; seq: bigint };
-  stats: { bytes: bigint; packets: bigint; replay: number; integrityFailed: number };
+  /** replay: duplicates inside the anti-replay window; outOfWindow: packets older than it. */
+  stats: { bytes: bigint; packets: bigint; replay: number; outOfWindow: number; integrityFailed: number };
   /** Output sequence counter (replay state), when reported. */
   selector: { src: string; dst: string; proto: number; sport: number; dport: number };
 }
@@ -372,6 +373,7 @@ export function decodeState(payload: Buffer): XfrmState {
     stats: {
       bytes: payload.readBigUInt64LE(160),
       packets: payload.readBigUInt64LE(168),
+      outOfWindow: payload.readUInt32LE(192),
       replay: payload.readUInt32LE(196),
       integrityFailed: payload.readUInt32LE(200),
     },

@@ -586,7 +586,7 @@ test('decodeState round trip: AEAD + mark', () => {
     reqid: 7,
     replayWindow: 32,
     family: 4,
-    stats: { bytes: 0n, packets: 0n, replay: 0, integrityFailed: 0 },
+    stats: { bytes: 0n, packets: 0n, replay: 0, outOfWindow: 0, integrityFailed: 0 },
     selector: { src: '0.0.0.0/0', dst: '0.0.0.0/0', proto: 0, sport: 0, dport: 0 },
     aead: { name: 'rfc4106(gcm(aes))', keyBits: 160, icvBits: 64 },
     mark: { value: 0x10, mask: 0xff },
@@ -623,6 +623,7 @@ test('decodeState: counters from curlft/stats, plain XFRMA_ALG_AUTH, unknown pro
     [80, 'c0000201'],
     [160, '0010000000000000'], // curlft.bytes 4096
     [168, '0700000000000000'], // curlft.packets 7
+    [192, '09000000'], // stats.replay_window 9 (behind the window)
     [196, '03000000'], // stats.replay 3
     [200, '05000000'], // stats.integrity_failed 5
     [208, '2a000000'],
@@ -637,7 +638,7 @@ test('decodeState: counters from curlft/stats, plain XFRMA_ALG_AUTH, unknown pro
   assert.equal(s.mode, 4);
   assert.equal(s.reqid, 42);
   assert.equal(s.replayWindow, 128);
-  assert.deepEqual(s.stats, { bytes: 4096n, packets: 7n, replay: 3, integrityFailed: 5 });
+  assert.deepEqual(s.stats, { bytes: 4096n, packets: 7n, replay: 3, outOfWindow: 9, integrityFailed: 5 });
   assert.deepEqual(s.auth, { name: 'hmac(md5)', keyBits: 128 });
 });
 
