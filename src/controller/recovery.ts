@@ -72,6 +72,10 @@ export class Recovery {
         'recovering interrupted endpoint operation: removing it',
       );
       const sb = store.get<SandboxRecord>(KIND.sandbox, ep.sandboxId);
+      const n = netsById.get(ep.networkId);
+      // A DHCP lease recorded before the kill goes back while the interface may still speak for it.
+      const link = n && this.d.endpoints.leases.of(n);
+      if (sb && n && link && ep.dhcp) await this.d.endpoints.leases.detach(link, ep, n, sb);
       if (sb) {
         sb.endpoints = sb.endpoints.filter((id) => id !== ep.id);
         store.put(KIND.sandbox, sb.id, sb);

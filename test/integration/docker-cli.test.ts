@@ -692,5 +692,13 @@ test(
       iv.err,
       /parent eth0 carries macvlan network [0-9a-f]{12}; macvlan and ipvlan networks cannot share a parent/,
     );
+    // --ipam-driver dhcp: the LAN's server decides (dhcp.test.ts leases through it); bridge refuses it.
+    dockerOk(d, 'network', 'create', '-d', 'macvlan', '--ipam-driver', 'dhcp', '-o', 'parent=eth0', 'office');
+    const [office] = JSON.parse(dockerOk(d, 'network', 'inspect', 'office'));
+    assert.equal(office.IPAM.Driver, 'dhcp');
+    assert.deepEqual(office.IPAM.Config, []);
+    const br = docker(d, 'network', 'create', '--ipam-driver', 'dhcp', 'br');
+    assert.equal(br.code, 1);
+    assert.match(br.err, /--ipam-driver dhcp: bridge endpoints are not on a LAN of their own/);
   },
 );

@@ -239,7 +239,19 @@ test('ipvlan l2 with --ipam-driver dhcp: children sharing the parent MAC get the
   const before = acks(ipOf(a, 'dh'));
   await eventually(() => assert.ok(acks(ipOf(a, 'dh')) > before, 'a renewal of a'), 15_000);
   await ok(d, 'DELETE', '/sandboxes/a');
-  await eventually(() => assert.ok(!server.leases().some((x) => x.ip === ipOf(a, 'dh'))), 5000);
+  await eventually(
+    () =>
+      assert.ok(
+        !server.leases().some((x) => x.ip === ipOf(a, 'dh')),
+        `a's lease is gone; the server's log:\n${server.log().split('\n').slice(-15).join('\n')}\n${d
+          .logs()
+          .split('\n')
+          .filter((x) => /dhcp/.test(x))
+          .slice(-5)
+          .join('\n')}`,
+      ),
+    10_000,
+  );
   assert.ok(
     server.leases().some((x) => x.ip === ipOf(b, 'dh')),
     'b keeps its lease',

@@ -10,6 +10,7 @@ import { CnmdError } from '../../errors';
 import type { LeaseLink, LinkLease } from '../ipam';
 import { contains, ipToBig, parseCidr } from '../../net/addr';
 import { Handle } from '../../netlink/handle';
+import { NUD_INCOMPLETE } from '../../netlink/rtnl/constants';
 import { AF_INET, SOCK_DGRAM, SOCK_NONBLOCK, SOL_SOCKET, SO_REUSEADDR, native } from '../../../native';
 import {
   CLIENT_PORT,
@@ -270,7 +271,16 @@ export async function renew(
   });
 }
 
-/** Gives the address back (DHCPRELEASE, unicast to the lease's server; no answer comes). */
+/** How long a release waits for its next hop's ARP (the interface goes right after it). */
+const RELEASE_ARP_MS = 1000;
+
+/**
+ * Gives the address back (DHCPRELEASE, unicast to the lease's server; no
+ * answer comes). The datagram waits in the kernel for ARP when the next hop's
+ * entry has expired (leases last hours, ARP entries minutes), and the
+ * interface is removed right after a release: so this resolves once the
+ * next hop is resolved (or after a bounded wait).
+ */
 export async function release(link: DhcpLink, lease: DhcpLease): Promise<void> {
   await withPort(link, async (port, mac) => {
     const m = {
@@ -280,5 +290,17 @@ export async function release(link: DhcpLink, lease: DhcpLease): Promise<void> {
       hostname: undefined,
     };
     await port.sendOnce(encodeClientMessage(m), lease.server);
+  });
+  const server = ipToBig(lease.server);
+  const subnet = parseCidr(lease.address);
+  const hop = server && subnet && contains(subnet, 4, server.value) ? lease.server : lease.gateway;
+  if (!hop) return;
+  const deadline = Date.now() + RELEASE_ARP_MS;
+  await Handle.inNetns(link.nsPath, async (h) => {
+    for (;;) {
+      const n = (await h.neighList({ dev: link.ifname, family: 4 })).find((x) => x.ip === hop);
+      if (!n || !(n.state & NUD_INCOMPLETE) || Date.now() > deadline) return;
+      await new Promise((r) => setTimeout(r, 10));
+    }
   });
 }
