@@ -49,6 +49,7 @@ const MAX_RESEND_MS = 4000;
 class Port {
   private readonly sock: dgram.Socket;
   private readonly waiters = new Set<(r: ServerReply) => void>();
+  lastError?: Error;
 
   private constructor(sock: dgram.Socket) {
     this.sock = sock;
@@ -56,8 +57,9 @@ class Port {
       const r = decodeServerReply(msg);
       if (r) for (const w of this.waiters) w(r);
     });
-    // Send errors (ENETUNREACH while the interface settles) show as a missing answer: the resend retries.
-    sock.on('error', () => undefined);
+    // A send error (ENETUNREACH while the interface settles) is retried by the resend, and named in
+    // the error when no answer ever comes.
+    sock.on('error', (e) => (this.lastError = e));
   }
 
   static async open(link: DhcpLink): Promise<{ port: Port; mac: string }> {
@@ -138,6 +140,14 @@ async function withPort<T>(link: DhcpLink, fn: (port: Port, mac: string) => Prom
 }
 
 const newXid = () => crypto.randomBytes(4).readUInt32BE(0);
+
+function noAnswer(port: Port, timeoutMs: number, what = 'no DHCP server answered'): NoLease {
+  const e = port.lastError as (Error & { code?: string }) | undefined;
+  return new NoLease(
+    'timeout',
+    `${what} in ${Math.round(timeoutMs / 1000)} s${e ? ` (the last send failed: ${e.code ?? e.message})` : ''}`,
+  );
+}
 
 /** A reply to this client's message: same xid, same hardware address, and our client id when it echoes one. */
 function ours(r: ServerReply, xid: number, mac: string, clientId: Buffer): boolean {
@@ -226,8 +236,7 @@ export async function acquire(link: DhcpLink, timeoutMs: number): Promise<DhcpLe
         ours(r, xid, mac, discover.clientId),
       deadline,
     );
-    if (!offer || !offer.serverId)
-      throw new NoLease('timeout', `no DHCP server answered in ${Math.round(timeoutMs / 1000)} s`);
+    if (!offer || !offer.serverId) throw noAnswer(port, timeoutMs);
     const { ack, sentAt } = await request(
       port,
       {
@@ -240,9 +249,10 @@ export async function acquire(link: DhcpLink, timeoutMs: number): Promise<DhcpLe
       deadline,
     );
     if (!ack)
-      throw new NoLease(
-        'timeout',
-        `DHCP server ${offer.serverId} offered ${offer.yiaddr} and did not answer the request in ${Math.round(timeoutMs / 1000)} s`,
+      throw noAnswer(
+        port,
+        timeoutMs,
+        `DHCP server ${offer.serverId} offered ${offer.yiaddr} and did not answer the request`,
       );
     return leaseOf(ack, sentAt, mac, offer.serverId);
   });
@@ -266,7 +276,7 @@ export async function renew(
       rebinding ? BROADCAST : lease.server,
       Date.now() + timeoutMs,
     );
-    if (!ack) throw new NoLease('timeout', `no DHCP server answered in ${Math.round(timeoutMs / 1000)} s`);
+    if (!ack) throw noAnswer(port, timeoutMs);
     return leaseOf(ack, sentAt, mac, lease.server);
   });
 }
