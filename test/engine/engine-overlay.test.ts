@@ -161,7 +161,7 @@ test(
     }
     // By name: the engine's embedded DNS answers its own containers (c3 from c1, same host); a plugin is never
     // told container names, so a container on the other engine is not resolvable (the engine forwards the name
-    // to its host's resolvers).
+    // to its host's resolvers: `ping c2` from c1 answered "bad address 'c2'" after ~15 s when tried).
     const byName = await e1.exec('c1', ['ping', '-c1', '-W2', 'c3'], { allowFail: true });
     assert.equal(byName.status, 0, byName.stdout + byName.stderr);
     // The underlay carried it: h1's cnmd lists h2 as a peer of web.
