@@ -8,7 +8,7 @@ import { CnmdError, invalidArgument } from '../errors';
 import type { Logger } from '../log';
 import type { Store } from '../store/store';
 import type { ClusterStore } from '../cluster/etcd';
-import { BlockRecord, EndpointPublication, HostRecord, key } from '../cluster/records';
+import { BlockRecord, EndpointPublication, GlobalNetworkRecord, HostRecord, key } from '../cluster/records';
 import { DefaultIpam, sweptSequence } from './default';
 import { AddressOptions, GLOBAL_SPACE, Ipam, PoolInfo, PoolRequest } from './ipam';
 import { Cidr, bigToIp, bits, contains, formatCidr, ipToBig, parseCidr, stripPrefix } from '../net/addr';
@@ -441,12 +441,15 @@ export class ClusterIpam implements Ipam {
     const c = this.cluster();
     if (!c || now - this.lastReclaim < Math.min(RECLAIM_EVERY_MS, this.graceMs / 2)) return [];
     this.lastReclaim = now;
-    const [blocks, hosts, eps] = await Promise.all([
+    const [blocks, hosts, eps, nets, guard] = await Promise.all([
       c.store.list<BlockRecord>(op, key.allBlocks),
       c.store.list<HostRecord>(op, key.hosts),
       c.store.list<EndpointPublication>(op, key.endpoints),
+      c.store.list<GlobalNetworkRecord>(op, key.networks),
+      c.store.get<number>(op, key.networksRev),
     ]);
-    await this.reassertOwn(c, blocks.items);
+    const subnets = new Set(nets.items.flatMap((n) => n.value.ipamConfig.map((x) => x.subnet)));
+    await this.reassertOwn(c, blocks.items, subnets, guard?.rev);
     const live = new Set(hosts.items.map((h) => h.value.id));
     const used = eps.items
       .flatMap((e) => [e.value.ipv4, e.value.ipv6])
@@ -486,7 +489,18 @@ export class ClusterIpam implements Ipam {
     return freed;
   }
 
-  private async reassertOwn(c: ClusterLink, items: { key: string; value: BlockRecord; rev: string }[]) {
+  /**
+   * This host's blocks as the store has them. One missing (released while the
+   * host was away) is claimed again, unless its network is being removed (the
+   * guard key's revision is compared: a removal deletes the blocks, which must
+   * stay deleted); one another host holds is marked lost.
+   */
+  private async reassertOwn(
+    c: ClusterLink,
+    items: { key: string; value: BlockRecord }[],
+    subnets: Set<string | undefined>,
+    networksRev: string | undefined,
+  ): Promise<void> {
     const op = 'ipam reclaim blocks';
     const byKey = new Map(items.map((i) => [i.key, i]));
     for (const b of this.store.list<LocalBlock>(BLOCK)) {
@@ -495,20 +509,29 @@ export class ClusterIpam implements Ipam {
       const k = key.block(rec.pool, b.block);
       if (byKey.get(k)?.value.host === c.hostId) continue;
       // The listing may predate a claim of this host's: read again.
-      const cur = await c.store.get<BlockRecord>(op, k);
+      let cur = await c.store.get<BlockRecord>(op, k);
       if (cur?.value.host === c.hostId) continue;
       if (!cur?.value.host) {
+        // The network is gone or going: its removal here frees the local blocks.
+        if (!subnets.has(rec.pool)) continue;
         const value: BlockRecord = { host: c.hostId, statics: cur?.value.statics ?? [] };
-        if (await c.store.txn(op, b.block, [{ key: k, rev: cur?.rev }], [{ put: { key: k, value } }])) {
+        const compares = [
+          { key: k, rev: cur?.rev },
+          { key: key.networksRev, rev: networksRev },
+        ];
+        if (await c.store.txn(op, b.block, compares, [{ put: { key: k, value } }])) {
           this.log.warn(
             { pool: rec.pool, block: b.block },
             'address block released while this host was away: claimed again',
           );
           continue;
         }
+        // Lost the race, or networks changed meanwhile: looked at again on the next pass unless a host has it.
+        cur = await c.store.get<BlockRecord>(op, k);
+        if (!cur?.value.host || cur.value.host === c.hostId) continue;
       }
-      // Another host allocates from it now (or won the race for it): this host allocates no more from it.
-      const holder = cur?.value.host || 'another host';
+      // Another host allocates from it now: this host allocates no more from it.
+      const holder = cur.value.host;
       b.lost = holder;
       this.store.put(BLOCK, b.id, b);
       this.log.error(
