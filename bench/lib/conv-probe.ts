@@ -5,8 +5,9 @@
 //    (gettimeofday, microseconds) when it reads it. Event-driven: the monitor
 //    sleeps in recv between changes, so 20 daemons on 2 cores are not
 //    competing with an observer polling every millisecond.
-//  - firstEcho: A's prober pings the new address (`ping -D`, stamped replies)
-//    once the entry is there: ARP is answered from A's static entry.
+//  - readyPinger: A's prober pings the new address (`ping -D`, stamped
+//    replies) once the entry is there, so ARP is answered from A's static
+//    entry; nsenter and a shell are forked ahead, only ping's exec is left.
 //  - cpuMs: a process's CPU time (utime + stime) from /proc/<pid>/stat.
 import * as fs from 'node:fs';
 import * as readline from 'node:readline';
@@ -146,23 +147,43 @@ export class NeighMonitor {
   }
 }
 
-/** Epoch ms of the first echo reply `ping -D` got from ip inside the netns (nsenter args), or an error. */
-export function firstEcho(nsenterArgs: string[], ip: string, track: (pid?: number) => void): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const p = spawn('nsenter', [...nsenterArgs, 'ping', '-D', '-n', '-c1', '-w2', '-i0.002', ip], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    track(p.pid);
-    let out = '';
-    p.stdout!.on('data', (d) => (out += d));
-    p.stderr!.on('data', (d) => (out += d));
+/**
+ * A pinger made ready in the netns (nsenter args) ahead of time: nsenter and
+ * a shell are forked and waiting, so fire(ip) costs only the exec of ping.
+ * fire resolves with the epoch ms of the first echo reply `ping -D` got, or
+ * rejects. One fire per pinger.
+ */
+export function readyPinger(
+  nsenterArgs: string[],
+  track: (pid?: number) => void,
+): { fire(ip: string): Promise<number>; cancel(): void } {
+  const p = spawn(
+    'nsenter',
+    [...nsenterArgs, 'sh', '-c', 'read ip && exec ping -D -n -c1 -w2 -i0.002 "$ip"'],
+    { stdio: ['pipe', 'pipe', 'pipe'] },
+  );
+  track(p.pid);
+  let out = '';
+  p.stdout!.on('data', (d) => (out += d));
+  p.stderr!.on('data', (d) => (out += d));
+  p.stdin!.on('error', () => undefined);
+  const done = new Promise<string>((resolve, reject) => {
     p.once('error', reject);
-    p.once('close', () => {
-      const m = /^\[(\d+\.\d+)\] \d+ bytes from/m.exec(out);
-      if (m) resolve(Number(m[1]) * 1000);
-      else reject(new Error(`no echo reply from ${ip}:\n${out}`));
-    });
+    p.once('close', () => resolve(out));
   });
+  return {
+    fire(ip: string) {
+      p.stdin!.end(`${ip}\n`);
+      return done.then((o) => {
+        const m = /^\[(\d+\.\d+)\] \d+ bytes from/m.exec(o);
+        if (m) return Number(m[1]) * 1000;
+        throw new Error(`no echo reply from ${ip}:\n${o}`);
+      });
+    },
+    cancel() {
+      if (p.exitCode === null) p.kill('SIGKILL');
+    },
+  };
 }
 
 /** CPU time (user + system) of a process so far, in ms; 0 once it is gone. */

@@ -33,7 +33,7 @@ import { Handle } from '../../src/netlink/handle';
 import { CNMD_NODE_FLAGS } from '../../src/cli/node-flags';
 import { underlay, UNDERLAY_BRIDGE } from '../../test/lib/underlay';
 import { intEnv, median, percentile } from './host';
-import { NeighMonitor, cpuMs, firstEcho, now, round2, rssMb } from './conv-probe';
+import { NeighMonitor, cpuMs, now, readyPinger, round2, rssMb } from './conv-probe';
 import type { OverlayLab } from '../cases/overlay';
 
 const ATTACHES = intEnv('BENCH_OVERLAY_CONV_ATTACHES', 200, 1, 5000);
@@ -237,13 +237,25 @@ async function one(
       for (let k = 0; k < n; k++) {
         const b = 1 + (k % (hosts - 1));
         const name = `${prefix}${k}`;
+        const pinger = readyPinger([`--net=${probeKey}`], track);
         const t0 = now();
-        const r = await api(b, 'POST', '/sandboxes', { Name: name, Networks: [{ Network: 'conv' }] });
+        const r = await api(b, 'POST', '/sandboxes', { Name: name, Networks: [{ Network: 'conv' }] }).catch(
+          (e) => {
+            pinger.cancel();
+            throw e;
+          },
+        );
         const tAttach = now();
-        if (r.status !== 201) throw new Error(`bench overlay convergence: attach: ${JSON.stringify(r.body)}`);
+        if (r.status !== 201) {
+          pinger.cancel();
+          throw new Error(`bench overlay convergence: attach: ${JSON.stringify(r.body)}`);
+        }
         const ip = (await api(b, 'GET', `/sandboxes/${name}`)).body.Networks.conv.IPAddress as string;
-        const ev = await mon.wait(ip, false, t0, 10_000);
-        const tPing = await firstEcho([`--net=${probeKey}`], ip, track);
+        const ev = await mon.wait(ip, false, t0, 10_000).catch((e) => {
+          pinger.cancel();
+          throw e;
+        });
+        const tPing = await pinger.fire(ip);
         const tStore = sw8.puts.get(ip);
         sw8.puts.delete(ip);
         const tDel = now();

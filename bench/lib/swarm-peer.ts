@@ -26,7 +26,7 @@ import { dockerdPaths, missingEngineTools } from '../../test/lib/dockerd-launch'
 import { underlay } from '../../test/lib/underlay';
 import { intEnv, median, percentile } from './host';
 import { Dockerd, startDockerd } from './peers-ports';
-import { NeighMonitor, firstEcho, now, round2 } from './conv-probe';
+import { NeighMonitor, now, readyPinger, round2 } from './conv-probe';
 import type { OverlayLab } from '../cases/overlay';
 
 const SAMPLES = intEnv('BENCH_OVERLAY_SWARM_SAMPLES', 200, 1, 5000);
@@ -148,13 +148,18 @@ export async function sectionSwarm(lab: OverlayLab): Promise<Record<string, numb
     for (let k = -WARMUP; k < SAMPLES; k++) {
       const d = ds[1 + ((k + WARMUP) % (HOSTS - 1))];
       const name = `c${k + WARMUP}`;
+      const pinger = readyPinger(probeNs, track);
       const t0 = now();
-      await run(d, ['run', '-d', '--network', 'ov', '--name', name, d.image, 'sleep', '3600']);
+      await run(d, ['run', '-d', '--network', 'ov', '--name', name, d.image, 'sleep', '3600']).catch((e) => {
+        pinger.cancel();
+        throw e;
+      });
       const tRun = now();
       const ip = d
         .cli('inspect', ['inspect', '-f', '{{.NetworkSettings.Networks.ov.IPAddress}}', name])
         .stdout.trim();
       const ev = await mon.wait(ip, false, t0, 30_000).catch((e) => {
+        pinger.cancel();
         // What A's overlay netns holds instead, for the message.
         const look = (args: string[]) =>
           spawnSync('nsenter', [`--net=${aNs}`, 'ip', ...args], { encoding: 'utf8' }).stdout.trim();
@@ -162,7 +167,7 @@ export async function sectionSwarm(lab: OverlayLab): Promise<Record<string, numb
           `${(e as Error).message}; A's overlay netns: links ${look(['-br', 'link'])}; neighbours ${look(['neigh'])}`,
         );
       });
-      const tPing = await firstEcho(probeNs, ip, track);
+      const tPing = await pinger.fire(ip);
       const tDel = now();
       await run(d, ['rm', '-f', name]);
       const gone = await mon.wait(ip, true, tDel, 15_000).catch(() => undefined);
