@@ -75,10 +75,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ChildProcess, spawn } from 'node:child_process';
 import { native } from '../../native';
-import { apiRequest } from '../../src/cli/cnmctl-client';
-import { CNMD_NODE_FLAGS } from '../../src/cli/node-flags';
 import {
   Scratch,
   alive,
@@ -99,8 +96,7 @@ import {
   cleanupOnSignals,
   cpuProbeMs,
 } from '../lib/host';
-import { startDockerd } from '../lib/peers-ports';
-import { KeepAliveClient } from '../lib/http-client';
+import { CNI_DIR, Cnmd, CnmdOptions, NETAVARK, startDockerd } from '../lib/peers';
 
 export const name = 'attach';
 export const unit = 'ms';
@@ -114,10 +110,6 @@ const SETTLE_MS = intEnv('BENCH_SETTLE_MS', 1500, 0, 60000);
 const ALL_PEERS = ['cnmd', 'cni', 'netavark', 'docker'] as const;
 type Peer = (typeof ALL_PEERS)[number];
 const PEERS = parsePeers(process.env.BENCH_ATTACH_PEERS);
-
-const CNMD_JS = path.resolve(__dirname, '..', '..', 'src', 'cli', 'cnmd.js');
-export const CNI_DIR = '/usr/lib/cni';
-const NETAVARK = '/usr/lib/podman/netavark';
 
 // Subnets (each peer has its own host netns, so overlaps would not matter; distinct anyway).
 const CNMD_NET = { prefix: '10.200.', subnet: '10.200.0.0/16' };
@@ -192,186 +184,12 @@ export function line(label: string, t: Timings): string {
 
 // ---- cnmd ----
 
-export class Cnmd {
-  readonly proc: ChildProcess;
-  readonly hostUri: string;
-  readonly hostNs: string;
-  /** The daemon's stdout and stderr: a file, as a daemon's log is on a host (see start). */
-  private readonly logFile: string;
-  private exited: Promise<number | null>;
-
-  /** The bench's client of the API: one kept-alive connection (bench/lib/http-client.ts). */
-  private readonly client: KeepAliveClient;
-
-  private constructor(proc: ChildProcess, sock: string, hostNs: string, logFile: string) {
-    this.proc = proc;
-    this.hostUri = `unix://${sock}`;
-    this.client = new KeepAliveClient(sock);
-    this.hostNs = hostNs;
-    this.logFile = logFile;
-    this.exited = new Promise((resolve) => proc.once('exit', (code) => resolve(code)));
-  }
-
-  /** The log from byte `from` (to `to`, else its end): only that part is read. */
-  private read(from = 0, to?: number): string {
-    const fd = fs.openSync(this.logFile, 'r');
-    try {
-      const b = Buffer.alloc(Math.max(0, (to ?? fs.fstatSync(fd).size) - from));
-      const n = fs.readSync(fd, b, 0, b.length, from);
-      return b.subarray(0, n).toString('utf8');
-    } finally {
-      fs.closeSync(fd);
-    }
-  }
-
-  private get out(): string {
-    return this.read();
-  }
-
-  /** Starts a daemon in a new host netns; its roots are under base (data on disk, exec-root and socket on the tmpfs). */
-  static async start(s: Scratch, tag: string): Promise<Cnmd> {
-    if (!fs.existsSync(CNMD_JS)) throw new Error(`${CNMD_JS} is missing: build first (npx tsc -p .)`);
-    const disk = path.join(s.root, tag);
-    const rt = path.join(s.run, tag);
-    fs.mkdirSync(disk);
-    fs.mkdirSync(rt);
-    const hostNs = path.join(rt, 'host-netns');
-    await native.netnsCreate(hostNs);
-    const sock = path.join(rt, 'cnmd.sock');
-    const args = [
-      `--net=${hostNs}`,
-      process.execPath,
-      ...CNMD_NODE_FLAGS,
-      CNMD_JS,
-      '--data-root',
-      path.join(disk, 'data'),
-      '--exec-root',
-      path.join(rt, 'exec'),
-      '-H',
-      `unix://${sock}`,
-      '--plugin-dir',
-      path.join(rt, 'plugins'),
-      '--log-level',
-      'debug',
-    ];
-    // nsenter setns()es and execs node: the child's pid is the daemon's. Its log
-    // goes to a file: through a pipe, every line (three per attach at debug) woke
-    // this process, the one measuring, in the middle of its requests (measured:
-    // attach medians 0.2-0.6 ms higher); a daemon's log on a host goes to a file or
-    // the journal, not to its API clients, and the peers log nothing here.
-    const logFile = path.join(disk, 'cnmd.log');
-    const logFd = fs.openSync(logFile, 'a');
-    let proc: ChildProcess;
-    try {
-      proc = spawn('nsenter', args, { stdio: ['ignore', logFd, logFd] });
-    } finally {
-      fs.closeSync(logFd);
-    }
-    s.trackPid(proc.pid);
-    const d = new Cnmd(proc, sock, hostNs, logFile);
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      if (proc.exitCode !== null || proc.signalCode !== null)
-        throw new Error(
-          `cnmd exited (${proc.exitCode ?? proc.signalCode}) before answering:\n${d.out.slice(-3000)}`,
-        );
-      try {
-        if ((await d.request('GET', '/_ping')).status === 200) break;
-      } catch {
-        /* not up yet */
-      }
-      if (Date.now() > deadline)
-        throw new Error(`cnmd did not answer /_ping within 20 s:\n${d.out.slice(-3000)}`);
-      await sleep(50);
-    }
-    // A daemon is measured as it runs on a host: up, its netns pool filled
-    // (it fills at start and after each burst, when idle).
-    while (!d.out.includes('"netns pool full"')) {
-      if (Date.now() > deadline)
-        throw new Error(`cnmd did not fill its netns pool within 20 s:\n${d.out.slice(-3000)}`);
-      await sleep(50);
-    }
-    return d;
-  }
-
-  get pid(): number {
-    return this.proc.pid!;
-  }
-
-  request(method: string, p: string, body?: unknown): Promise<{ status: number; body: any }> {
-    return this.client.request(method, p, body);
-  }
-
-  /** The same request through node's http client (cnmctl's): for the figures kept comparable with earlier runs. */
-  requestNodeHttp(method: string, p: string, body?: unknown): Promise<{ status: number; body: any }> {
-    return apiRequest(this.hostUri, method, p, body);
-  }
-
-  async ok(method: string, p: string, want: number, body?: unknown): Promise<any> {
-    const r = await this.request(method, p, body);
-    if (r.status !== want)
-      throw new Error(`cnmd ${method} ${p}: status ${r.status}, want ${want}: ${JSON.stringify(r.body)}`);
-    return r.body;
-  }
-
-  /** Length of the log so far (bytes): pass to serverMs to read only later requests. */
-  mark(): number {
-    return fs.statSync(this.logFile).size;
-  }
-
-  /** Server-side duration of the API requests logged since mark (debug "api" lines), in order. */
-  async serverMs(
-    since: number,
-    method: string,
-    match: (url: string) => boolean,
-    want: number,
-  ): Promise<number[]> {
-    let got: number[] = [];
-    for (let i = 0; i < 40; i++) {
-      got = [];
-      for (const l of this.read(since).split('\n')) {
-        if (!l.startsWith('{')) continue;
-        try {
-          const j = JSON.parse(l) as { msg?: string; method?: string; url?: string; ms?: number };
-          if (j.msg === 'api' && j.method === method && j.url && match(j.url) && typeof j.ms === 'number')
-            got.push(j.ms);
-        } catch {
-          /* not a log line */
-        }
-      }
-      if (got.length >= want) break;
-      await sleep(25); // the line is written after the response went out
-    }
-    return got;
-  }
-
-  /** iptables-restore batches logged between two marks (ms each). */
-  firewallMs(since: number, until = this.mark()): number[] {
-    const out: number[] = [];
-    for (const l of this.read(since, until).split('\n')) {
-      if (!l.includes('firewall batch applied')) continue;
-      try {
-        out.push((JSON.parse(l) as { ms: number }).ms);
-      } catch {
-        /* partial line */
-      }
-    }
-    return out;
-  }
-
-  logs(): string {
-    return this.out;
-  }
-
-  async stop(): Promise<void> {
-    this.client.close();
-    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
-    this.proc.kill('SIGTERM');
-    const t = setTimeout(() => this.proc.kill('SIGKILL'), 15_000);
-    await this.exited;
-    clearTimeout(t);
-  }
-}
+/**
+ * How this case (and burst, macvlan, attach-ab) runs a daemon: debug logs for
+ * the server-side timings, the bench's kept-alive client, measured once its
+ * netns pool is full (as on a host, long before its containers start).
+ */
+export const ATTACH_DAEMON: CnmdOptions = { client: 'bench', waitPoolFull: true };
 
 async function verifyCnmdSandbox(
   d: Cnmd,
@@ -411,7 +229,7 @@ interface CnmdAttachResult {
 }
 
 async function runCnmdAttach(s: Scratch): Promise<CnmdAttachResult> {
-  const d = await Cnmd.start(s, 'cnmd');
+  const d = await Cnmd.start(s, 'cnmd', ATTACH_DAEMON);
   try {
     const net = 'benchnet';
     await d.ok('POST', '/networks/create', 201, {
@@ -583,7 +401,7 @@ interface CnmdRssResult {
 }
 
 async function runCnmdRss(s: Scratch): Promise<CnmdRssResult> {
-  const d = await Cnmd.start(s, 'cnmd-rss');
+  const d = await Cnmd.start(s, 'cnmd-rss', ATTACH_DAEMON);
   try {
     const comm = fs.readFileSync(`/proc/${d.pid}/comm`, 'utf8').trim();
     if (!/node/i.test(comm) && !/MainThread/.test(comm))
@@ -882,7 +700,7 @@ async function runNetavark(s: Scratch): Promise<Timings> {
 type DockerOutcome = { ok: true; t: Timings; version: string } | { ok: false; reason: string };
 
 async function runDocker(s: Scratch): Promise<DockerOutcome> {
-  // The launcher shared with the ports and dns cases (bench/lib/peers-ports.ts).
+  // The launcher shared with the ports, dns and engine cases (bench/lib/peers.ts).
   const started = await startDockerd(s, 'docker');
   if (!started.ok) return started;
   const dk = started.d;

@@ -43,7 +43,8 @@ import {
   vethCount,
 } from '../lib/host';
 import { KeepAliveClient } from '../lib/http-client';
-import { CNI_DIR, Cnmd, cniBridgeConf, cniEnv } from './attach';
+import { CNI_DIR, Cnmd } from '../lib/peers';
+import { ATTACH_DAEMON, cniBridgeConf, cniEnv } from './attach';
 
 export const name = 'burst';
 export const unit = 'ms';
@@ -95,7 +96,7 @@ function cpuMs(pid: number): number {
 }
 
 async function runCnmd(s: Scratch, figures: Record<string, number>): Promise<void> {
-  const d = await Cnmd.start(s, 'cnmd');
+  const d = await Cnmd.start(s, 'cnmd', ATTACH_DAEMON);
   const sock = d.hostUri.replace(/^unix:\/\//, '');
   const clients = Array.from({ length: CONNS }, () => new KeepAliveClient(sock));
   try {

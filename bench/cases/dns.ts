@@ -76,23 +76,20 @@ import {
 } from '../lib/host';
 import {
   AARDVARK,
-  Cnmd,
   NsRef,
   PerfResult,
   ProfileSummary,
   checkResolves,
   dnsperf,
-  inNs,
-  makeNetns,
   monotonicUs,
   resolveAll,
   startAardvark,
-  startDockerd,
   stopPid,
   summarizeProfile,
   writeAardvarkConfig,
   writeQueryFile,
 } from '../lib/peers-dns';
+import { Cnmd, CnmdOptions, inNs, makeNetns, startDockerd } from '../lib/peers';
 
 export const name = 'dns';
 export const unit = 'queries/s, ms, MB';
@@ -254,6 +251,13 @@ function report(label: string, m: Runs, detail: string): void {
 
 // ---- cnmd ----
 
+/**
+ * How this case runs its daemons: info logs, requests through cnmctl's client, a
+ * private resolv.conf (the host's would do too: nothing here is forwarded; a
+ * private one keeps the run self-contained).
+ */
+const DAEMON: CnmdOptions = { client: 'cnmctl', logLevel: 'info', resolvConf: 'nameserver 192.0.2.53\n' };
+
 interface CnmdNet {
   d: Cnmd;
   client: NsRef;
@@ -262,7 +266,7 @@ interface CnmdNet {
 
 /** A daemon with the network, the named sandboxes and the client; names checked from the client. */
 async function cnmdWithNames(s: Scratch, tag: string, nodeArgs?: string[]): Promise<CnmdNet> {
-  const d = await Cnmd.start(s, tag, { nodeArgs });
+  const d = await Cnmd.start(s, tag, { ...DAEMON, nodeArgs });
   try {
     await d.ok('POST', '/networks/create', 201, {
       Name: NET,
@@ -449,7 +453,7 @@ function fdCount(pid: number): number {
 }
 
 async function rssOnce(s: Scratch, tag: string, dns: boolean): Promise<RssSample> {
-  const d = await Cnmd.start(s, tag);
+  const d = await Cnmd.start(s, tag, DAEMON);
   try {
     await d.ok('POST', '/networks/create', 201, {
       Name: 'rssnet',

@@ -68,7 +68,7 @@ import {
   vethCount,
   cleanupOnSignals,
 } from '../lib/host';
-import { Cnmd, Dockerd, guardNetns, inNs, startDockerd } from '../lib/peers-ports';
+import { Cnmd, Dockerd, guardNetns, inNs, startDockerd } from '../lib/peers';
 
 export const name = 'engine';
 export const unit = 'ms';
@@ -231,8 +231,8 @@ export async function run(): Promise<Record<string, number>> {
   let version = '';
   try {
     // cnmd first, in a new host netns; the engine joins that netns and sees cnmd's plugin dir.
-    const cnmd = await Cnmd.start(s, 'cnmd', undefined, ['--log-level', 'info']);
-    const pluginDir = path.join(s.run, 'cnmd', 'plugins'); // Cnmd.start's --plugin-dir
+    const cnmd = await Cnmd.start(s, 'cnmd', { client: 'cnmctl', logLevel: 'info' });
+    const pluginDir = cnmd.pluginDir;
     const started = await startDockerd(s, 'docker', undefined, { hostNs: cnmd.hostNs, pluginDir });
     if (!started.ok) throw new Error(`bench engine: dockerd cannot run here: ${started.reason}`);
     const dk = started.d;

@@ -42,7 +42,8 @@ import {
   run as exec,
   sleep,
 } from '../lib/host';
-import { Cnmd, Timings, execHarnessMs, hostIp, line, pingGateway, sample, stats } from './attach';
+import { Cnmd } from '../lib/peers';
+import { ATTACH_DAEMON, Timings, execHarnessMs, hostIp, line, pingGateway, sample, stats } from './attach';
 
 export const name = 'macvlan';
 export const unit = 'ms';
@@ -134,7 +135,7 @@ function dnsmasq(s: Scratch, lanNs: string, prefix: string): { leases(): string[
 async function cnmdPeer(s: Scratch, dhcp = false): Promise<Peer> {
   const label = dhcp ? 'cnmd_dhcp' : 'cnmd';
   const prefix = dhcp ? '10.213.' : '10.210.';
-  const d = await Cnmd.start(s, label);
+  const d = await Cnmd.start(s, label, ATTACH_DAEMON);
   const lanNs = path.join(s.run, `${label}-lan-netns`);
   await native.netnsCreate(lanNs);
   const ip = (ns: string, ...args: string[]) =>

@@ -71,17 +71,12 @@ import {
   cleanupOnSignals,
 } from '../lib/host';
 import {
-  Cnmd,
   ExecTrace,
   ExecWatch,
   HOST_IP,
-  NETAVARK,
   Server,
   descendants,
-  dockerProxies,
-  dockerProxyPath,
   dockerProxyStandalone,
-  guardNetns,
   iperfClient,
   iperfServer,
   iptablesState,
@@ -92,12 +87,19 @@ import {
   rssSumKb,
   samplePorts,
   serveTcp,
-  startDockerd,
   stateDiff,
   summarizePrograms,
   unanswered,
-  commOf,
 } from '../lib/peers-ports';
+import {
+  Cnmd,
+  NETAVARK,
+  commOf,
+  dockerProxies,
+  dockerProxyPath,
+  guardNetns,
+  startDockerd,
+} from '../lib/peers';
 
 export const name = 'ports';
 export const unit = 'ms';
@@ -189,7 +191,7 @@ interface CnmdResult {
 
 async function runCnmd(s: Scratch, withRanges: boolean, withProxy: boolean): Promise<CnmdResult> {
   const outside = path.join(s.run, 'cnmd-outside');
-  const d = await Cnmd.start(s, 'cnmd', (ns) => makeOutside(ns, outside));
+  const d = await Cnmd.start(s, 'cnmd', { client: 'cnmctl', prepare: (ns) => makeOutside(ns, outside) });
   try {
     const net = 'benchnet';
     await d.ok('POST', '/networks/create', 201, {

@@ -1,26 +1,15 @@
-// Runners and probes for the `dns` bench case (bench/cases/dns.ts): a cnmd
-// daemon (extra node flags, e.g. --cpu-prof), dockerd in a private mount
-// namespace (as bench/cases/attach.ts starts it), aardvark-dns in a netns of
+// Peers and probes for the `dns` bench case (bench/cases/dns.ts), beside the
+// cnmd and dockerd runners of bench/lib/peers.ts: aardvark-dns in a netns of
 // its own; dnsperf run inside a netns and its output parsed (summary, -S
 // intervals, -v per-query latencies); a tiny UDP resolver check; CPU time of a
 // process; a V8 .cpuprofile summarised by self time.
-//
-// Everything made here lives under a Scratch (bench/lib/host.ts): netns files
-// on its tmpfs, processes tracked or naming its root, removed pass or fail.
-import { CNMD_NODE_FLAGS } from '../../src/cli/node-flags';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { apiRequest } from '../../src/cli/cnmctl-client';
+import { spawnSync } from 'node:child_process';
 import { Scratch, alive, percentile, sleep } from './host';
+import { guardNetns } from './peers';
 
-export const CNMD_JS = path.resolve(__dirname, '..', '..', 'src', 'cli', 'cnmd.js');
 export const AARDVARK = '/usr/lib/podman/aardvark-dns';
-
-// ---- namespaces, dockerd: shared with the ports case ----
-
-import { guardNetns, makeNetns } from './peers-ports';
-export { guardNetns, inNs, makeNetns, startDockerd, type Dockerd } from './peers-ports';
 
 /** How to enter a client's netns with nsenter: a netns file, or a process (`-n -t PID`, for a docker container). */
 export type NsRef = { path: string } | { pid: number };
@@ -43,118 +32,6 @@ export function cpuTimes(pid: number): { user: number; sys: number } {
 export function cpuSeconds(pid: number): number {
   const t = cpuTimes(pid);
   return t.user + t.sys;
-}
-
-// ---- cnmd ----
-
-export class Cnmd {
-  readonly proc: ChildProcess;
-  readonly hostUri: string;
-  readonly hostNs: string;
-  private out = '';
-  private exited: Promise<number | null>;
-
-  private constructor(proc: ChildProcess, hostUri: string, hostNs: string) {
-    this.proc = proc;
-    this.hostUri = hostUri;
-    this.hostNs = hostNs;
-    proc.stdout!.on('data', (d) => (this.out += d));
-    proc.stderr!.on('data', (d) => (this.out += d));
-    this.exited = new Promise((resolve) => proc.once('exit', (code) => resolve(code)));
-  }
-
-  /**
-   * Starts a daemon in a new host netns, as the attach case does: data-root on
-   * disk under s.root, exec-root and socket on the tmpfs. nodeArgs go before
-   * the script (e.g. --cpu-prof).
-   */
-  static async start(
-    s: Scratch,
-    tag: string,
-    o: { nodeArgs?: string[]; logLevel?: string } = {},
-  ): Promise<Cnmd> {
-    if (!fs.existsSync(CNMD_JS)) throw new Error(`${CNMD_JS} is missing: build first (npx tsc -p .)`);
-    guardNetns(s);
-    const disk = path.join(s.root, tag);
-    const rt = path.join(s.run, tag);
-    fs.mkdirSync(disk);
-    fs.mkdirSync(rt);
-    const hostNs = await makeNetns(path.join(rt, 'host-netns'));
-    const sock = path.join(rt, 'cnmd.sock');
-    // The host's resolv.conf would do too (nothing here is forwarded); a private one keeps the run self-contained.
-    const resolv = path.join(disk, 'resolv.conf');
-    fs.writeFileSync(resolv, 'nameserver 192.0.2.53\n');
-    const args = [
-      `--net=${hostNs}`,
-      process.execPath,
-      ...CNMD_NODE_FLAGS,
-      ...(o.nodeArgs ?? []),
-      CNMD_JS,
-      '--data-root',
-      path.join(disk, 'data'),
-      '--exec-root',
-      path.join(rt, 'exec'),
-      '-H',
-      `unix://${sock}`,
-      '--plugin-dir',
-      path.join(rt, 'plugins'),
-      '--resolv-conf',
-      resolv,
-      '--log-level',
-      o.logLevel ?? 'info',
-    ];
-    // nsenter setns()es and execs node: the child's pid is the daemon's.
-    const proc = spawn('nsenter', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    s.trackPid(proc.pid);
-    const d = new Cnmd(proc, `unix://${sock}`, hostNs);
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      if (proc.exitCode !== null || proc.signalCode !== null)
-        throw new Error(
-          `cnmd exited (${proc.exitCode ?? proc.signalCode}) before answering:\n${d.out.slice(-3000)}`,
-        );
-      try {
-        if ((await d.request('GET', '/_ping')).status === 200) break;
-      } catch {
-        /* not up yet */
-      }
-      if (Date.now() > deadline)
-        throw new Error(`cnmd did not answer /_ping within 20 s:\n${d.out.slice(-3000)}`);
-      await sleep(50);
-    }
-    const comm = fs.readFileSync(`/proc/${proc.pid}/comm`, 'utf8').trim();
-    if (!/node|MainThread/i.test(comm))
-      throw new Error(`cnmd pid ${proc.pid} is "${comm}", not node: would measure the wrong process`);
-    return d;
-  }
-
-  get pid(): number {
-    return this.proc.pid!;
-  }
-
-  request(method: string, p: string, body?: unknown): Promise<{ status: number; body: any }> {
-    return apiRequest(this.hostUri, method, p, body);
-  }
-
-  async ok(method: string, p: string, want: number, body?: unknown): Promise<any> {
-    const r = await this.request(method, p, body);
-    if (r.status !== want)
-      throw new Error(`cnmd ${method} ${p}: status ${r.status}, want ${want}: ${JSON.stringify(r.body)}`);
-    return r.body;
-  }
-
-  logs(): string {
-    return this.out;
-  }
-
-  /** SIGTERM (the daemon exits cleanly: a --cpu-prof profile is written), SIGKILL after 15 s. */
-  async stop(): Promise<void> {
-    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
-    this.proc.kill('SIGTERM');
-    const t = setTimeout(() => this.proc.kill('SIGKILL'), 15_000);
-    await this.exited;
-    clearTimeout(t);
-  }
 }
 
 // ---- aardvark-dns ----

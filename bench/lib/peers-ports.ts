@@ -1,98 +1,16 @@
-// Peer runners and probes for the `ports` bench case (bench/cases/ports.ts).
-// The daemon runners are copied from bench/cases/attach.ts (which does not
-// export them) and extended for published ports: a cnmd daemon with its debug
-// log, dockerd in a private mount namespace, netavark invocations with
-// port_mappings; plus what the case needs around them: an "outside" netns
-// with an uplink to a private host netns, TCP servers and port sweeps in a
-// netns, process accounting (strace on execve, descendants in /proc), and a
-// cleanup hook that kills whatever still runs inside one of our namespaces.
+// Peers and probes for the `ports` bench case (bench/cases/ports.ts), beside
+// the cnmd and dockerd runners of bench/lib/peers.ts: an "outside" netns with
+// an uplink to a private host netns, TCP servers and port sweeps in a netns,
+// process accounting (strace on execve, descendants in /proc), netavark
+// invocations with port_mappings, iperf3, docker-proxy run standalone.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { native } from '../../native';
-import { apiRequest } from '../../src/cli/cnmctl-client';
-import {
-  DockerdProcess,
-  dockerCliEnv,
-  dockerCliPath,
-  ensureEtcDocker,
-  missingEngineTools,
-  writeBusyboxTar,
-} from '../../test/lib/dockerd-launch';
-import { Scratch, alive, commandExists, run as exec, sleep, sleepSync } from './host';
-
-export const CNMD_JS = path.resolve(__dirname, '..', '..', 'src', 'cli', 'cnmd.js');
-export const NETAVARK = '/usr/lib/podman/netavark';
+import { Scratch, commandExists, run as exec, sleep } from './host';
+import { NETAVARK, inNs, makeNetns, ownNetns } from './peers';
 
 // ---- namespaces ----
-
-/** Every netns file made through makeNetns: at cleanup, processes still inside one are killed. */
-const ourNetns = new Set<string>();
-
-function netnsInode(p: string): number | undefined {
-  try {
-    return fs.statSync(p).ino;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Pids (not ours) whose network namespace is one of the given inodes. */
-export function pidsInNetns(inodes: Set<number>): number[] {
-  const out: number[] = [];
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d) || Number(d) === process.pid) continue;
-    try {
-      const m = /^net:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${d}/ns/net`));
-      if (m && inodes.has(Number(m[1]))) out.push(Number(d));
-    } catch {
-      /* exited, or a kernel thread */
-    }
-  }
-  return out;
-}
-
-/** Registers (once per Scratch) the hook that kills every process left in one of our namespaces. */
-const guarded = new WeakSet<Scratch>();
-
-export function guardNetns(s: Scratch): void {
-  if (guarded.has(s)) return;
-  guarded.add(s);
-  s.onCleanup(() => {
-    const inodes = new Set([...ourNetns].map(netnsInode).filter((x): x is number => x !== undefined));
-    if (inodes.size === 0) return;
-    for (let round = 0; round < 50; round++) {
-      const left = pidsInNetns(inodes).filter(alive);
-      if (left.length === 0) return;
-      for (const p of left) {
-        try {
-          process.kill(p, 'SIGKILL');
-        } catch {
-          /* gone */
-        }
-      }
-      sleepSync(50);
-    }
-  });
-}
-
-/** A new netns file (bind mount under the Scratch tmpfs) with loopback up. */
-export async function makeNetns(p: string): Promise<string> {
-  await native.netnsCreate(p);
-  ourNetns.add(p);
-  exec(`lo up in ${p}`, 'nsenter', [`--net=${p}`, 'ip', 'link', 'set', 'lo', 'up']);
-  return p;
-}
-
-export function inNs(
-  nsPath: string,
-  what: string,
-  cmd: string,
-  args: string[],
-  o: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
-) {
-  return exec(what, 'nsenter', [`--net=${nsPath}`, cmd, ...args], o);
-}
 
 export const HOST_IP = '192.0.2.1';
 export const OUTSIDE_IP = '192.0.2.2';
@@ -269,14 +187,6 @@ export function descendants(pid: number): Set<number> {
   return out;
 }
 
-export function commOf(pid: number): string {
-  try {
-    return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-  } catch {
-    return '?';
-  }
-}
-
 export interface ExecTrace {
   /** Distinct processes that exec'd during the window (successful execve only). */
   processes: number;
@@ -360,162 +270,6 @@ export class ExecWatch {
 
 export function summarizePrograms(t: ExecTrace): string {
   return [...t.programs].map(([p, n]) => `${path.basename(p)} x${n}`).join(', ') || 'none';
-}
-
-// ---- cnmd (as in bench/cases/attach.ts) ----
-
-export class Cnmd {
-  readonly proc: ChildProcess;
-  readonly hostUri: string;
-  readonly hostNs: string;
-  private out = '';
-  private exited: Promise<number | null>;
-
-  private constructor(proc: ChildProcess, hostUri: string, hostNs: string) {
-    this.proc = proc;
-    this.hostUri = hostUri;
-    this.hostNs = hostNs;
-    proc.stdout!.on('data', (d) => (this.out += d));
-    proc.stderr!.on('data', (d) => (this.out += d));
-    this.exited = new Promise((resolve) => proc.once('exit', (code) => resolve(code)));
-  }
-
-  /**
-   * Starts a daemon in a new host netns (loopback up; prepare() runs in it before
-   * the daemon starts); data-root on disk under s.root, exec-root and socket on the tmpfs.
-   */
-  static async start(
-    s: Scratch,
-    tag: string,
-    prepare?: (hostNs: string) => Promise<void>,
-    extraArgs: string[] = [],
-  ): Promise<Cnmd> {
-    if (!fs.existsSync(CNMD_JS)) throw new Error(`${CNMD_JS} is missing: build first (npx tsc -p .)`);
-    const disk = path.join(s.root, tag);
-    const rt = path.join(s.run, tag);
-    fs.mkdirSync(disk);
-    fs.mkdirSync(rt);
-    const hostNs = await makeNetns(path.join(rt, 'host-netns'));
-    if (prepare) await prepare(hostNs);
-    const sock = path.join(rt, 'cnmd.sock');
-    const args = [
-      `--net=${hostNs}`,
-      process.execPath,
-      CNMD_JS,
-      '--data-root',
-      path.join(disk, 'data'),
-      '--exec-root',
-      path.join(rt, 'exec'),
-      '-H',
-      `unix://${sock}`,
-      '--plugin-dir',
-      path.join(rt, 'plugins'),
-      '--log-level',
-      'debug',
-      ...extraArgs,
-    ];
-    // nsenter setns()es and execs node: the child's pid is the daemon's.
-    const proc = spawn('nsenter', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    s.trackPid(proc.pid);
-    const d = new Cnmd(proc, `unix://${sock}`, hostNs);
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      if (proc.exitCode !== null || proc.signalCode !== null)
-        throw new Error(
-          `cnmd exited (${proc.exitCode ?? proc.signalCode}) before answering:\n${d.out.slice(-3000)}`,
-        );
-      try {
-        if ((await d.request('GET', '/_ping')).status === 200) break;
-      } catch {
-        /* not up yet */
-      }
-      if (Date.now() > deadline)
-        throw new Error(`cnmd did not answer /_ping within 20 s:\n${d.out.slice(-3000)}`);
-      await sleep(50);
-    }
-    const comm = commOf(proc.pid!);
-    if (!/node|MainThread/i.test(comm))
-      throw new Error(`cnmd pid ${proc.pid} is "${comm}", not node: would measure the wrong process`);
-    return d;
-  }
-
-  get pid(): number {
-    return this.proc.pid!;
-  }
-
-  request(method: string, p: string, body?: unknown): Promise<{ status: number; body: any }> {
-    return apiRequest(this.hostUri, method, p, body);
-  }
-
-  async ok(method: string, p: string, want: number, body?: unknown): Promise<any> {
-    const r = await this.request(method, p, body);
-    if (r.status !== want)
-      throw new Error(`cnmd ${method} ${p}: status ${r.status}, want ${want}: ${JSON.stringify(r.body)}`);
-    return r.body;
-  }
-
-  /** Length of the log so far: pass to the readers below to read only later lines. */
-  mark(): number {
-    return this.out.length;
-  }
-
-  /** The JSON log lines since a mark. */
-  lines(since: number, until = this.out.length): Record<string, any>[] {
-    const out: Record<string, any>[] = [];
-    for (const l of this.out.slice(since, until).split('\n')) {
-      if (!l.startsWith('{')) continue;
-      try {
-        out.push(JSON.parse(l));
-      } catch {
-        /* partial line */
-      }
-    }
-    return out;
-  }
-
-  /** Server-side duration of the API requests logged since mark (debug "api" lines), in order. */
-  async serverMs(
-    since: number,
-    method: string,
-    match: (url: string) => boolean,
-    want: number,
-  ): Promise<number[]> {
-    let got: number[] = [];
-    for (let i = 0; i < 40; i++) {
-      got = this.lines(since)
-        .filter(
-          (j) =>
-            j.msg === 'api' &&
-            j.method === method &&
-            typeof j.url === 'string' &&
-            match(j.url) &&
-            typeof j.ms === 'number',
-        )
-        .map((j) => j.ms as number);
-      if (got.length >= want) break;
-      await sleep(25); // the line is written after the response went out
-    }
-    return got;
-  }
-
-  /** iptables-restore batches logged between two marks (ms each). */
-  firewallMs(since: number, until = this.out.length): number[] {
-    return this.lines(since, until)
-      .filter((j) => j.msg === 'firewall batch applied' && typeof j.ms === 'number')
-      .map((j) => j.ms as number);
-  }
-
-  logs(): string {
-    return this.out;
-  }
-
-  async stop(): Promise<void> {
-    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
-    this.proc.kill('SIGTERM');
-    const t = setTimeout(() => this.proc.kill('SIGKILL'), 15_000);
-    await this.exited;
-    clearTimeout(t);
-  }
 }
 
 // ---- netavark ----
@@ -622,7 +376,7 @@ export async function netavarkNet(
       maps.set(id, mappings);
       const t0 = performance.now();
       await native.netnsCreate(nsPath(id));
-      ourNetns.add(nsPath(id));
+      ownNetns(nsPath(id));
       const r = nv('setup', id, traceFile);
       const ms = performance.now() - t0;
       const out = JSON.parse(r.stdout) as Record<
@@ -643,174 +397,7 @@ export async function netavarkNet(
   };
 }
 
-// ---- docker (the engine test lane's launcher, test/lib/dockerd-launch.ts) ----
-
-export interface Capped {
-  ms: number;
-  status: number | null;
-  signal: NodeJS.Signals | null;
-  out: string;
-  /** Why it was killed (timeout, watchdog), if it was. */
-  aborted?: string;
-}
-
-export interface Dockerd {
-  version: string;
-  pid: number;
-  hostNs: string;
-  cli(what: string, args: string[], timeoutMs?: number): { ms: number; stdout: string; stderr: string };
-  /**
-   * The CLI without throwing, capped by a timeout, with a watchdog polled every
-   * 500 ms (returns a reason to abort: the CLI is killed): status, time, output.
-   */
-  cliCapped(args: string[], timeoutMs: number, watchdog?: () => string | undefined): Promise<Capped>;
-  image: string;
-  tail(): string;
-  stop(): Promise<void>;
-}
-
-/** docker-proxy's path, or undefined. */
-export function dockerProxyPath(): string | undefined {
-  for (const p of [
-    '/usr/bin/docker-proxy',
-    '/usr/sbin/docker-proxy',
-    '/usr/libexec/docker/docker-proxy',
-    '/usr/libexec/docker/cli-plugins/docker-proxy',
-  ]) {
-    if (fs.existsSync(p)) return p;
-  }
-  const r = spawnSync('sh', ['-c', 'command -v docker-proxy'], { encoding: 'utf8' });
-  return r.status === 0 ? r.stdout.trim() || undefined : undefined;
-}
-
-/**
- * dockerd (starting its own containerd) through the launcher the engine test
- * lane uses (test/lib/dockerd-launch.ts): a private mount namespace with a
- * tmpfs over /run and a private /etc/docker, private roots and cgroup parent;
- * a busybox image imported from busybox-static. The host netns is a new one
- * (prepare() runs there first) unless opts.hostNs names one, e.g. a cnmd
- * daemon's; opts.pluginDir is bind-mounted onto /run/docker/plugins in the
- * engine's mount namespace. Returns a reason when docker cannot run here.
- */
-export async function startDockerd(
-  s: Scratch,
-  tag: string,
-  prepare?: (hostNs: string) => Promise<void>,
-  opts: {
-    hostNs?: string;
-    pluginDir?: string;
-    config?: Record<string, unknown>;
-    privateSysfs?: boolean;
-  } = {},
-): Promise<{ ok: true; d: Dockerd } | { ok: false; reason: string }> {
-  const missing = missingEngineTools();
-  if (missing.length) return { ok: false, reason: `not installed: ${missing.join(', ')}` };
-  const cli = dockerCliPath()!;
-  const disk = path.join(s.root, tag);
-  const rt = path.join(s.run, tag);
-  fs.mkdirSync(disk);
-  fs.mkdirSync(rt);
-  const hostNs = opts.hostNs ?? (await makeNetns(path.join(rt, 'host-netns')));
-  if (prepare) await prepare(hostNs);
-  const cgroup = `/cnmdbench-${process.pid}-${tag}`;
-  s.trackCgroup(cgroup);
-  if (ensureEtcDocker().created)
-    s.onCleanup(() => fs.rmSync('/etc/docker', { recursive: true, force: true }));
-  const dp = DockerdProcess.spawn({
-    disk,
-    run: rt,
-    hostNs,
-    cgroupParent: cgroup,
-    pluginDir: opts.pluginDir,
-    logLevel: 'warn',
-    config: opts.config,
-    privateSysfs: opts.privateSysfs,
-  });
-  s.trackPid(dp.pid);
-  // Registered after the /etc/docker hook: hooks run in reverse, so the engine is gone before its mount point is.
-  s.onCleanup(() => {
-    for (const n of dp.reap()) console.log(`  ${tag} cleanup: ${n}`);
-  });
-  const tail = () => dp.tail(6, ' | ');
-  const env = dockerCliEnv(dp.paths.cliConfig);
-  const run1 = (what: string, args: string[], timeoutMs = 60_000) =>
-    exec(`docker ${what}`, cli, ['-H', dp.paths.host, ...args], { timeoutMs, env });
-  const stop = () => dp.stop(60_000);
-  try {
-    await dp.waitReady(40_000);
-  } catch (e) {
-    return { ok: false, reason: (e as Error).message.replace(/\n/g, ' | ') };
-  }
-  let version = '';
-  try {
-    version = run1('version', ['version', '--format', '{{.Server.Version}}'], 10_000).stdout.trim();
-  } catch (e) {
-    await stop();
-    return {
-      ok: false,
-      reason: `the docker CLI cannot talk to dockerd: ${(e as Error).message.slice(0, 600)}; dockerd: ${tail()}`,
-    };
-  }
-  const image = 'cnmdbench-busybox:1';
-  try {
-    run1('import', ['import', writeBusyboxTar(path.join(disk, 'image')), image]);
-  } catch (e) {
-    await stop();
-    return {
-      ok: false,
-      reason: `docker could not import the busybox image: ${(e as Error).message.slice(0, 600)}; dockerd: ${tail()}`,
-    };
-  }
-  return {
-    ok: true,
-    d: {
-      version,
-      pid: dp.pid,
-      hostNs,
-      image,
-      cli: run1,
-      cliCapped(args, timeoutMs, watchdog) {
-        return new Promise((resolve) => {
-          const t0 = performance.now();
-          const child = spawn(cli, ['-H', dp.paths.host, ...args], {
-            stdio: ['ignore', 'pipe', 'pipe'],
-            env,
-          });
-          s.trackPid(child.pid);
-          let out = '';
-          let why: string | undefined;
-          child.stdout!.on('data', (d) => (out += d));
-          child.stderr!.on('data', (d) => (out += d));
-          const timer = setTimeout(() => {
-            why = `timed out after ${timeoutMs / 1000} s`;
-            child.kill('SIGKILL');
-          }, timeoutMs);
-          const dog = setInterval(() => {
-            const w = watchdog?.();
-            if (w && !why) {
-              why = w;
-              child.kill('SIGKILL');
-            }
-          }, 500);
-          child.once('exit', (status, signal) => {
-            clearTimeout(timer);
-            clearInterval(dog);
-            resolve({ ms: performance.now() - t0, status, signal, out: out.trim(), aborted: why });
-          });
-        });
-      },
-      tail,
-      stop,
-    },
-  };
-}
-
-/** Pids of the docker-proxy processes running in a netns (by its inode). */
-export function dockerProxies(hostNs: string): number[] {
-  const ino = netnsInode(hostNs);
-  if (ino === undefined) return [];
-  return pidsInNetns(new Set([ino])).filter((p) => commOf(p) === 'docker-proxy');
-}
+// ---- memory ----
 
 /** Sum of VmRSS (kB) of some processes (those gone meanwhile count 0). */
 export function rssSumKb(pids: number[]): number {
