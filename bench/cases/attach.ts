@@ -191,7 +191,7 @@ export function line(label: string, t: Timings): string {
  */
 export const ATTACH_DAEMON: CnmdOptions = { client: 'bench', waitPoolFull: true };
 
-async function verifyCnmdSandbox(
+export async function verifyCnmdSandbox(
   d: Cnmd,
   id: string,
   net: string,
