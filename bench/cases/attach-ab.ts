@@ -186,8 +186,10 @@ export async function run(): Promise<Record<string, number>> {
   const figures: Record<string, number> = { rounds: ROUNDS, block: BLOCK, warmup: WARMUP };
   let oldSide: Side | undefined;
   let newSide: Side | undefined;
+  let baseline = BASELINE;
   try {
     const base = buildBaseline(s);
+    baseline = base.what;
     console.log(
       `attach-ab: old = ${base.what}, new = this checkout; ${ROUNDS} rounds of ${BLOCK} attaches per daemon; ${os.cpus().length} cores, load average ${os
         .loadavg()
@@ -240,6 +242,11 @@ export async function run(): Promise<Record<string, number>> {
       `new/old ${figures.ratio_new_vs_old_attach.toFixed(3)} (paired by round: median ${figures.ratio_new_vs_old_attach_paired.toFixed(3)}, ` +
       `p10 ${figures.ratio_new_vs_old_attach_paired_p10.toFixed(3)}, p90 ${figures.ratio_new_vs_old_attach_paired_p90.toFixed(3)}); ` +
       `detach: old ${figures.old_detach_median_ms.toFixed(3)} ms, new ${figures.new_detach_median_ms.toFixed(3)} ms`,
+  );
+  // The issue's check: no attach regression (5%: what the loaded runs before this case could not rule out).
+  const r = figures.ratio_new_vs_old_attach;
+  console.log(
+    `attach-ab goal: new/old attach median ${r.toFixed(3)} <= 1.05: ${r <= 1.05 ? 'met' : 'MISSED'} (old = ${baseline})`,
   );
   console.log(`attach-ab: case ran ${figures.case_seconds.toFixed(1)} s`);
   return figures;
