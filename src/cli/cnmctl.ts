@@ -197,6 +197,28 @@ function sandboxFields(s: any, id: string): Record<string, string> {
   };
 }
 
+/** What a list command shows of its objects: --format's fields and headers, the default table. */
+interface ListView {
+  fields(x: any, id: string): Record<string, string>;
+  headers: Record<string, string>;
+  columns: string[];
+  row(x: any, id: string): string[];
+}
+
+/** A list command's output, as the docker CLI's: --format wins over -q, else the table; ids cut to 12 unless --no-trunc. */
+function printList(o: { format?: string; quiet?: boolean; trunc?: boolean }, list: any[], v: ListView): void {
+  const id = (x: any): string => (o.trunc === false ? x.Id : x.Id.slice(0, 12));
+  if (o.format) {
+    const lines = formatRows(
+      o.format,
+      list.map((x) => v.fields(x, id(x))),
+      v.headers,
+    );
+    lines.forEach((l) => console.log(l));
+  } else if (o.quiet) list.forEach((x) => console.log(id(x)));
+  else console.log(table([v.columns, ...list.map((x) => v.row(x, id(x)))]));
+}
+
 /**
  * --format as the docker CLI reads it: `json` (one object a line), `table TEMPLATE` (with headers, aligned at
  * \t), or a template.
@@ -356,21 +378,12 @@ network
     const q = filtersParam(o.filter);
     const list: any[] = await call('GET', `/networks${q ? `?${q}` : ''}`);
     list.sort((a, b) => naturalCompare(a.Name, b.Name));
-    const id = (x: any) => (o.trunc === false ? x.Id : x.Id.slice(0, 12));
-    // As the docker CLI: an explicit --format wins over -q.
-    if (o.format)
-      return formatRows(
-        o.format,
-        list.map((n) => networkFields(n, id(n))),
-        NETWORK_HEADERS,
-      ).forEach((l) => console.log(l));
-    if (o.quiet) return list.forEach((n) => console.log(id(n)));
-    console.log(
-      table([
-        ['NETWORK ID', 'NAME', 'DRIVER', 'SCOPE'],
-        ...list.map((n) => [id(n), n.Name, n.Driver, n.Scope]),
-      ]),
-    );
+    printList(o, list, {
+      fields: networkFields,
+      headers: NETWORK_HEADERS,
+      columns: ['NETWORK ID', 'NAME', 'DRIVER', 'SCOPE'],
+      row: (n, id) => [id, n.Name, n.Driver, n.Scope],
+    });
   });
 
 network
@@ -496,21 +509,17 @@ sandbox
   .action(async (o) => {
     const q = filtersParam(o.filter);
     const list: any[] = await call('GET', `/sandboxes${q ? `?${q}` : ''}`);
-    const id = (x: any) => (o.trunc === false ? x.Id : x.Id.slice(0, 12));
-    if (o.format)
-      return formatRows(
-        o.format,
-        list.map((s) => sandboxFields(s, id(s))),
-        SANDBOX_HEADERS,
-      ).forEach((l) => console.log(l));
-    if (o.quiet) return list.forEach((s) => console.log(id(s)));
-    const addrs = (s: any) => sandboxFields(s, '').IPv4;
-    console.log(
-      table([
-        ['SANDBOX ID', 'NAME', 'NETWORKS', 'IPV4'],
-        ...list.map((s) => [id(s), s.Name, Object.keys(s.Networks).join(',') || '-', addrs(s) || '-']),
-      ]),
-    );
+    printList(o, list, {
+      fields: sandboxFields,
+      headers: SANDBOX_HEADERS,
+      columns: ['SANDBOX ID', 'NAME', 'NETWORKS', 'IPV4'],
+      row: (s, id) => [
+        id,
+        s.Name,
+        Object.keys(s.Networks).join(',') || '-',
+        sandboxFields(s, '').IPv4 || '-',
+      ],
+    });
   });
 
 sandbox

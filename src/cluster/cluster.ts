@@ -3,7 +3,7 @@
 // within the TTL); the global networks and every host's endpoints, mirrored
 // from the store by watches; global network create/remove with
 // compare-and-swap on one guard key (names, VNIs and subnets stay unique).
-import { CnmdError, invalidArgument } from '../errors';
+import { CnmdError, bestEffort, invalidArgument } from '../errors';
 import type { IpamConfig } from '../controller/records';
 import { Cidr, bigToIp, contains, formatCidr, ipToBig, overlaps, parseCidr } from '../net/addr';
 import { predefinedSubnets } from '../ipam/pools';
@@ -99,7 +99,9 @@ export class Cluster {
       await this.startWatching(events);
     } catch (e) {
       // Nothing half-started stays behind: the caller retries from scratch.
-      for (const c of this.cancels.splice(0)) await c().catch(() => undefined);
+      // The start's own error is the answer; a watch that fails to cancel is logged.
+      for (const c of this.cancels.splice(0))
+        await bestEffort(this.log, 'cluster watch cancel', this.hostId, c);
       await this.dropLease?.();
       this.leaseId = undefined;
       throw e;
@@ -493,7 +495,7 @@ export class Cluster {
   async close(): Promise<void> {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
-    for (const c of this.cancels) await c().catch(() => undefined);
+    for (const c of this.cancels) await bestEffort(this.log, 'cluster watch cancel', this.hostId, c);
     this.store.close();
   }
 }

@@ -8,7 +8,7 @@
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { SocketSpec } from '../../native';
-import { CnmdError, isNotFound } from '../errors';
+import { CnmdError, bestEffort, isNotFound } from '../errors';
 import type { Logger } from '../log';
 import { CreatedNetns, NetnsManager, closeFds } from './netns';
 
@@ -132,9 +132,8 @@ export class NetnsPool {
   /** Unmounts the pool paths of namespaces handed out, off the event loop. */
   private sweep(): void {
     for (const id of this.spent.splice(0)) {
-      this.pool.remove(id).catch(() => {
-        /* gone already; a restart sweeps leftovers anyway */
-      });
+      // Gone already is done; any other failure is logged (a restart sweeps leftovers anyway).
+      void bestEffort(this.log, 'netns pool sweep', id, () => this.pool.remove(id));
     }
   }
 

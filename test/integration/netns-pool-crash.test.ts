@@ -32,9 +32,13 @@ test('SIGKILL while the netns pool fills: the restart leaves no stub file in the
       fs.writeFileSync(path.join(dir, `0123stub${delay}`), '', { mode: 0o444 });
     }
     d = await startDaemon(t, l, { hostNs: d.host, base: d.base, args });
-    // Once full, the pool dir holds the 16 pooled namespaces and nothing else.
-    await eventually(() => assert.equal(poolState(poolDir).files.length, 16), 10_000);
-    assert.deepEqual(poolState(poolDir).stubs, [], 'no stub left in the pool');
+    // Once full, the pool dir holds the 16 pooled namespaces, all mounted, and nothing else (while the
+    // fill runs, its newest file is not mounted yet: a leftover stub would stay and fail the wait).
+    await eventually(() => {
+      const st = poolState(poolDir);
+      assert.equal(st.files.length, 16);
+      assert.deepEqual(st.stubs, [], 'no stub left in the pool');
+    }, 10_000);
     assert.deepEqual(
       fs.readdirSync(netnsDir).filter((f) => f.includes('stub')),
       [],
