@@ -206,10 +206,9 @@ export async function run(): Promise<Record<string, number>> {
         await sleep(SETTLE_MS);
         await block(s, side, r);
       }
-      if ((r + 1) % 5 === 0 || r === ROUNDS - 1)
-        console.log(
-          `  round ${r + 1}/${ROUNDS}: attach median so far old ${median(oldSide.attach).toFixed(2)} ms, new ${median(newSide.attach).toFixed(2)} ms`,
-        );
+      console.log(
+        `  round ${r + 1}/${ROUNDS} (${r % 2 === 0 ? 'old' : 'new'} first): block attach median old ${oldSide.rounds[r].toFixed(2)} ms, new ${newSide.rounds[r].toFixed(2)} ms`,
+      );
     }
     figures.cpu_probe_end_ms = cpuProbeMs();
     for (const side of sides) {
