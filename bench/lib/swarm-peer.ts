@@ -25,7 +25,7 @@ import { spawnSync } from 'node:child_process';
 import { dockerdPaths, missingEngineTools } from '../../test/lib/dockerd-launch';
 import { underlay } from '../../test/lib/underlay';
 import { intEnv, median, percentile } from './host';
-import { Dockerd, startDockerd } from './peers-ports';
+import { Dockerd, startDockerd } from './peers';
 import { NeighMonitor, now, readyPinger, round2 } from './conv-probe';
 import type { OverlayLab } from '../cases/overlay';
 
