@@ -96,6 +96,9 @@ export class ClusterStore {
           }
         : undefined,
       dialTimeout: timeout,
+      // gRPC's reconnect backoff grows to 120 s: a daemon that started while the store was down
+      // could wait minutes after the store's return (a cluster-lane flake). Capped at 2 s.
+      grpcOptions: { 'grpc.initial_reconnect_backoff_ms': 200, 'grpc.max_reconnect_backoff_ms': 2000 },
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
       faultHandling: {
         // A member that failed twice is skipped for a second, not the default five: the

@@ -61,12 +61,26 @@ async function attach(l: Lab, ul: Ns, name: string, ip: string, idx: number): Pr
   return ns;
 }
 
-function tcpOpen(nsPath: string, ip: string, port: number): Promise<boolean> {
-  // The probe runs inside the member's netns through nsenter: this process stays in its own.
+/**
+ * The member answers a quorum read (etcdctl endpoint health): it has a leader and its bootstrap is
+ * committed. An open port alone came too early: a member SIGKILLed right after it restarted with an
+ * empty configuration and never elected itself again (a cluster-lane flake).
+ */
+function etcdHealthy(nsPath: string, ip: string): Promise<boolean> {
   return new Promise((resolve) => {
-    const p = spawn('nsenter', [`--net=${nsPath}`, 'bash', '-c', `exec 3<>/dev/tcp/${ip}/${port}`], {
-      stdio: 'ignore',
-    });
+    const p = spawn(
+      'nsenter',
+      [
+        `--net=${nsPath}`,
+        'etcdctl',
+        '--endpoints',
+        `http://${ip}:2379`,
+        '--command-timeout=2s',
+        'endpoint',
+        'health',
+      ],
+      { stdio: 'ignore', env: { ...process.env, ETCDCTL_API: '3' } },
+    );
     p.on('exit', (code) => resolve(code === 0));
     p.on('error', () => resolve(false));
   });
@@ -158,8 +172,7 @@ export async function clusterLab(
     await eventually(async () => {
       if (m.proc?.exitCode !== null && m.proc?.exitCode !== undefined)
         throw new Error(`etcd ${m.name} exited:\n${m.logs()}`);
-      if (!(await tcpOpen(m.ns.path, m.ip, 2379)))
-        throw new Error(`etcd ${m.name} not listening:\n${m.logs()}`);
+      if (!(await etcdHealthy(m.ns.path, m.ip))) throw new Error(`etcd ${m.name} not healthy:\n${m.logs()}`);
     }, 60_000);
   }
   const storeUrl = `etcd://${etcd.map((m) => `${m.ip}:2379`).join(',')}`;
