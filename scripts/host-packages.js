@@ -96,6 +96,8 @@ const LANES = {
     [hasCommand('dig'), 'dnsutils'],
     [hasCommand('ping'), 'iputils-ping'],
     [hasCommand('nsenter'), 'util-linux'],
+    // Spoofed-source datagrams on the underlay (test/lib/wire.ts's raw socket).
+    [hasCommand('python3'), 'python3'],
   ],
 };
 

@@ -13,6 +13,7 @@ import { hostAddr } from '../lib/cluster';
 import { dig, meshOf, network } from '../lib/overlay-cluster';
 import { capture, forgedVxlan, sendUdp, udpSink } from '../lib/wire';
 import { mark, vmCluster, VM_WAIT_MS } from './vm';
+import { encryptedScenarios } from './encrypted-scenarios';
 
 const re = (s: string) => s.replace(/\./g, '\\.');
 
@@ -71,3 +72,6 @@ test('VM cluster, plain overlay: three hosts ping by address and name, UDP 4789 
   }, VM_WAIT_MS);
   mark('forged datagram delivered');
 });
+
+// Encrypted networks beside it on the same cluster (issue 17).
+encryptedScenarios();

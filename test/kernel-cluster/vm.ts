@@ -5,6 +5,9 @@
 import { after, TestContext } from 'node:test';
 import { ClusterLab, clusterLab } from '../lib/cluster';
 
+/** --encryption-key-rotation of the VM cluster's daemons. */
+export const ROTATION = '20s';
+
 /** How long a cnmd may take to answer its first /_ping in the VM. */
 export const VM_READY_MS = 420_000;
 /** The bound of an `eventually` in the VM (convergence across hosts, a ping through a new overlay). */
@@ -16,17 +19,14 @@ export function mark(what: string): void {
   console.log(`@ ${((Date.now() - t0) / 1000).toFixed(1)} s ${what}`);
 }
 
-/**
- * A context whose after() hooks run when the file's tests are done (node:test's
- * top-level after): what a shared clusterLab registers is cleaned up once, pass or fail.
- */
-function fileContext(): TestContext {
-  const hooks: (() => unknown)[] = [];
-  after(async () => {
-    for (const fn of hooks.reverse()) await fn();
-  });
-  return { after: (fn: () => unknown) => void hooks.push(fn) } as unknown as TestContext;
-}
+// A context whose after() hooks run when the file's tests are done: node:test's
+// after(), called here at the module's top level, is the file's (called inside a
+// test it would be that test's, and the shared cluster would go with the first test).
+const hooks: (() => unknown)[] = [];
+after(async () => {
+  for (const fn of hooks.reverse()) await fn();
+});
+const fileContext = { after: (fn: () => unknown) => void hooks.push(fn) } as unknown as TestContext;
 
 let shared: Promise<ClusterLab> | undefined;
 
@@ -36,7 +36,15 @@ let shared: Promise<ClusterLab> | undefined;
  */
 export function vmCluster(o: Parameters<typeof clusterLab>[1] = {}): Promise<ClusterLab> {
   shared ??= (async () => {
-    const c = await clusterLab(fileContext(), { hosts: 3, ttl: 10, readyMs: VM_READY_MS, ...o });
+    const c = await clusterLab(fileContext, {
+      hosts: 3,
+      ttl: 10,
+      readyMs: VM_READY_MS,
+      // Encrypted networks' keys, rotated every ROTATION: every test runs with rotations under way.
+      secret: true,
+      args: ['--encryption-key-rotation', ROTATION],
+      ...o,
+    });
     mark('etcd up');
     await Promise.all([0, 1, 2].map((i) => c.startDaemon(i)));
     mark('daemons up');

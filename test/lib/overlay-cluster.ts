@@ -4,7 +4,7 @@
 // cluster-in-a-VM tests (whose waits are longer: pass `ms`).
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { eventually, runIn } from './fixture';
 import type { RunningDaemon } from './daemon';
 import { ClusterLab, etcdAddr, hostAddr } from './cluster';
@@ -110,4 +110,30 @@ export async function meshOf(
 /** etcdctl against the first member, from its netns. */
 export function etcdctl(c: ClusterLab, ...args: string[]): string {
   return c.etcd[0].ns.run('etcdctl', [`--endpoints=http://${etcdAddr(1)}:2379`, ...args]);
+}
+
+/**
+ * `etcdctl watch key` from the first member's netns, from the store's next
+ * revision (nothing written after this call is missed, however slowly etcdctl
+ * starts): what it has streamed so far (events as key and value lines).
+ */
+export function etcdWatch(c: ClusterLab, key: string): { text(): string; stop(): void } {
+  const rev = Number(JSON.parse(etcdctl(c, 'get', key, '-w', 'json')).header.revision) + 1;
+  const p = spawn(
+    'nsenter',
+    [
+      `--net=${c.etcd[0].ns.path}`,
+      'etcdctl',
+      `--endpoints=http://${etcdAddr(1)}:2379`,
+      'watch',
+      `--rev=${rev}`,
+      key,
+    ],
+    { stdio: ['ignore', 'pipe', 'ignore'] },
+  );
+  let out = '';
+  p.stdout!.on('data', (d) => (out += d));
+  const stop = () => void (p.exitCode === null && p.signalCode === null && p.kill('SIGKILL'));
+  c.lab.beforeCleanup(stop);
+  return { text: () => out, stop };
 }

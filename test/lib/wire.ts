@@ -178,3 +178,30 @@ export function pinger(nsPath: string, ip: string): { stop(): Promise<PingCount>
     },
   };
 }
+
+const SPOOF = `import socket, struct, sys
+src, dst, port, payload = sys.argv[1], sys.argv[2], int(sys.argv[3]), bytes.fromhex(sys.argv[4])
+udp = struct.pack('!HHHH', 40001, port, 8 + len(payload), 0) + payload
+ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, socket.inet_aton(src), socket.inet_aton(dst))
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+s.sendto(ip + udp, (dst, 0))`;
+
+/**
+ * One UDP datagram with a source address that is not the sender's (a raw
+ * socket, IP header written here: what an attacker on the underlay does to
+ * look like a peer host). python3, as the kernel lane's guest has it.
+ */
+export function sendUdpSpoofed(
+  nsPath: string,
+  src: string,
+  dst: string,
+  port: number,
+  payload: Buffer,
+): void {
+  const r = spawnSync(
+    'nsenter',
+    [`--net=${nsPath}`, 'python3', '-c', SPOOF, src, dst, String(port), payload.toString('hex')],
+    { encoding: 'utf8' },
+  );
+  if (r.status !== 0) throw new Error(`spoofed send ${src} -> ${dst}:${port} failed: ${r.stderr}`);
+}
