@@ -69,9 +69,11 @@ export class LinkLeases {
   async releaseAll(sb: SandboxRecord): Promise<void> {
     for (const id of sb.endpoints) {
       const ep = this.d.lookup.endpointRecord(id);
-      const n = ep && this.d.lookup.networkOf(ep);
+      // Only a leased endpoint has something to give back: the network is read for those alone.
+      if (!ep?.dhcp) continue;
+      const n = this.d.lookup.networkOf(ep);
       const link = n && this.of(n);
-      if (ep?.dhcp && link) await this.detach(link, ep, n, sb);
+      if (link) await this.detach(link, ep, n, sb);
     }
   }
 
