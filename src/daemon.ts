@@ -26,7 +26,6 @@ import { DefaultIpam, type PoolDescription } from './ipam/default';
 import { ClusterIpam } from './ipam/cluster';
 import { DHCP_IPAM, DhcpIpam } from './ipam/dhcp/dhcp';
 import { Cluster } from './cluster/cluster';
-import { ClusterStore } from './cluster/etcd';
 import { resolveAdvertise } from './cluster/advertise';
 import { readClusterSecret } from './cluster/keys';
 import * as crypto from 'node:crypto';
@@ -302,6 +301,8 @@ export class Daemon {
       self = { id: crypto.randomBytes(16).toString('hex') };
       store.put('cluster-self', 'host', self);
     }
+    // etcd's client (grpc, protobufjs: ~9 MB of heap) is loaded only by a daemon that joins a cluster.
+    const { ClusterStore } = await import('./cluster/etcd');
     const clusterStore = new ClusterStore({
       url: c.clusterStore,
       cacert: c.clusterStoreCacert || undefined,
