@@ -46,11 +46,13 @@ export function unixRequest(
 ): Promise<CurlReply> {
   const args = ['--unix-socket', sock, '-X', method];
   const data = opts.raw ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body));
+  let tmp: string | undefined;
   if (data !== undefined) {
     // Large bodies and NULs go through a file (an argument list is limited, and C strings end at NUL).
     let arg = data;
     if (data.length > 64 << 10 || data.includes('\0')) {
-      const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'cnmd-curl-')), 'body');
+      tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cnmd-curl-'));
+      const file = path.join(tmp, 'body');
       fs.writeFileSync(file, data, 'latin1');
       arg = `@${file}`;
     }
@@ -58,5 +60,7 @@ export function unixRequest(
   }
   // The query is encoded here (NULs included), not by curl: an argument cannot hold a NUL.
   const q = opts.query ? `?${new URLSearchParams(opts.query).toString()}` : '';
-  return curl([...args, `http://cnmd${urlPath}${q}`], opts.maxTime);
+  const reply = curl([...args, `http://cnmd${urlPath}${q}`], opts.maxTime);
+  // The body file goes once curl is done with it (it was left in /tmp, hundreds per chaos run).
+  return tmp ? reply.finally(() => fs.rmSync(tmp!, { recursive: true, force: true })) : reply;
 }
