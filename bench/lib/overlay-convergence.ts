@@ -28,11 +28,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { ChildProcess, spawn } from 'node:child_process';
-import { apiRequest } from '../../src/cli/cnmctl-client';
 import { Handle } from '../../src/netlink/handle';
-import { CNMD_NODE_FLAGS } from '../../src/cli/node-flags';
 import { underlay, UNDERLAY_BRIDGE } from '../../test/lib/underlay';
 import { intEnv, median, percentile } from './host';
+import { CNMD_JS, Cnmd } from './peers';
 import { NeighMonitor, cpuMs, now, readyPinger, round2, rssMb } from './conv-probe';
 import type { OverlayLab } from '../cases/overlay';
 
@@ -43,9 +42,12 @@ const LOADED = intEnv('BENCH_OVERLAY_CONV_LOADED', 50, 0, 5000);
 const ADDED_N = intEnv('BENCH_OVERLAY_ADDED_ATTACHES', 50, 0, 5000);
 const IDLE_MS = intEnv('BENCH_OVERLAY_IDLE_MS', 4000, 0, 60_000);
 const SIZES = (process.env.BENCH_OVERLAY_CONV_HOSTS ?? '3,20').split(',').map(Number);
-const CNMD = process.env.BENCH_OVERLAY_CNMD ?? path.resolve(__dirname, '..', '..', 'src', 'cli', 'cnmd.js');
+const CNMD = process.env.BENCH_OVERLAY_CNMD ?? CNMD_JS;
 /** Where the daemons' logs go (default: the scratch root, removed with it). */
 const LOG_DIR = process.env.BENCH_OVERLAY_LOG_DIR;
+const LOG_LEVEL = process.env.BENCH_OVERLAY_LOG_LEVEL ?? 'warn';
+if (!['debug', 'info', 'warn'].includes(LOG_LEVEL))
+  throw new Error(`BENCH_OVERLAY_LOG_LEVEL: "${LOG_LEVEL}" is not debug, info or warn`);
 const STORE_IP = '192.168.77.254';
 const ENDPOINTS_PREFIX = '/cnmd/v1/endpoints/';
 
@@ -64,13 +66,6 @@ async function until<T>(
     if (Date.now() > deadline) throw new Error(`bench overlay convergence: ${what} not within ${ms} ms`);
     await sleep(every);
   }
-}
-
-function waitExitOrPing(sock: string): Promise<boolean> {
-  return apiRequest(`unix://${sock}`, 'GET', '/_ping').then(
-    (r) => r.status === 200,
-    () => false,
-  );
 }
 
 /** When each endpoint record (by its IPv4) reached etcd: an `etcdctl watch` read as it prints. */
@@ -137,73 +132,66 @@ async function one(
     { prefix: tag },
   );
   await sw.handle.addrAdd(UNDERLAY_BRIDGE, `${STORE_IP}/24`);
-  const procs: ChildProcess[] = [];
-  const start = (args: string[], log: string) => {
-    const out = fs.openSync(log, 'w');
-    const p = spawn('nsenter', args, { stdio: ['ignore', out, out] });
-    fs.closeSync(out);
-    track(p.pid);
-    procs.push(p);
-    return p;
-  };
   const dir = path.join(s.run, tag);
   fs.mkdirSync(dir);
+  let etcd: ChildProcess | undefined;
+  const daemons: Cnmd[] = [];
   let monitor: NeighMonitor | undefined;
   let storeWatch: StoreWatch | undefined;
   try {
-    // nsenter execs its program: each child's pid is etcd's or the daemon's (CPU and RSS are read from it).
-    const etcd = start(
-      [
-        `--net=${sw.path}`,
-        'etcd',
-        '--data-dir',
-        path.join(dir, 'etcd'),
-        '--listen-client-urls',
-        `http://${STORE_IP}:2379`,
-        '--advertise-client-urls',
-        `http://${STORE_IP}:2379`,
-        '--listen-peer-urls',
-        `http://${STORE_IP}:2380`,
-      ],
-      path.join(dir, 'etcd.log'),
-    );
-    const socks = hs.map((h) => path.join(dir, h.name, 'cnmd.sock'));
-    const daemons = hs.map((h, i) => {
-      const base = path.join(dir, h.name);
-      fs.mkdirSync(base);
-      return start(
+    // nsenter execs etcd: the child's pid is etcd's (its CPU and RSS are read from it).
+    const out = fs.openSync(path.join(dir, 'etcd.log'), 'w');
+    try {
+      etcd = spawn(
+        'nsenter',
         [
-          `--net=${h.path}`,
-          process.execPath,
-          ...CNMD_NODE_FLAGS,
-          ...(i === 0 && process.env.BENCH_OVERLAY_PROFILE
-            ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_OVERLAY_PROFILE}`]
-            : []),
-          CNMD,
-          '--data-root',
-          path.join(base, 'data'),
-          '--exec-root',
-          path.join(base, 'exec'),
-          '-H',
-          `unix://${socks[i]}`,
-          '--plugin-dir',
-          path.join(base, 'plugins'),
-          '--cluster-store',
-          `etcd://${STORE_IP}:2379`,
-          '--cluster-advertise',
-          h.ip,
-          '--netns-pool-size',
-          '4',
-          '--log-level',
-          process.env.BENCH_OVERLAY_LOG_LEVEL ?? 'warn',
+          `--net=${sw.path}`,
+          'etcd',
+          '--data-dir',
+          path.join(dir, 'etcd'),
+          '--listen-client-urls',
+          `http://${STORE_IP}:2379`,
+          '--advertise-client-urls',
+          `http://${STORE_IP}:2379`,
+          '--listen-peer-urls',
+          `http://${STORE_IP}:2380`,
         ],
-        LOG_DIR ? path.join(LOG_DIR, `${tag}-${h.name}.log`) : path.join(base, 'cnmd.log'),
+        { stdio: ['ignore', out, out] },
       );
-    });
-    for (const sock of socks)
-      await until('cnmd up', 60_000, async () => ((await waitExitOrPing(sock)) ? true : undefined), 20);
-    const api = (i: number, method: string, p: string, body?: unknown) =>
-      apiRequest(`unix://${socks[i]}`, method, p, body);
+    } finally {
+      fs.closeSync(out);
+    }
+    track(etcd.pid);
+    // One daemon per host netns, all starting at once (they wait for etcd themselves).
+    const started = await Promise.allSettled(
+      hs.map((h, i) =>
+        Cnmd.start(s, path.join(tag, h.name), {
+          script: CNMD,
+          hostNs: h.path,
+          client: 'cnmctl',
+          dataOnTmpfs: true,
+          readyMs: 60_000,
+          logLevel: LOG_LEVEL as 'debug' | 'info' | 'warn',
+          logFile: LOG_DIR ? path.join(LOG_DIR, `${tag}-${h.name}.log`) : undefined,
+          nodeArgs:
+            i === 0 && process.env.BENCH_OVERLAY_PROFILE
+              ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_OVERLAY_PROFILE}`]
+              : [],
+          args: [
+            '--cluster-store',
+            `etcd://${STORE_IP}:2379`,
+            '--cluster-advertise',
+            h.ip,
+            '--netns-pool-size',
+            '4',
+          ],
+        }),
+      ),
+    );
+    for (const r of started) if (r.status === 'fulfilled') daemons.push(r.value);
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    const api: Api = (i, method, p, body) => daemons[i].request(method, p, body);
     const made = await api(0, 'POST', '/networks/create', {
       Name: 'conv',
       Driver: 'overlay',
@@ -225,7 +213,7 @@ async function one(
       throw new Error(`bench overlay convergence: probe: ${JSON.stringify(probe.body)}`);
     const probeKey = (await api(0, 'GET', '/sandboxes/probe')).body.SandboxKey as string;
     const vni = Number(net.Options['com.docker.network.driver.overlay.vxlanid_list']);
-    const aNs = path.join(dir, hs[0].name, 'exec', 'overlay', 'netns', `ov-${net.Id}`);
+    const aNs = path.join(daemons[0].execRoot, 'overlay', 'netns', `ov-${net.Id}`);
     const dev = `vx-${vni.toString(16).padStart(6, '0')}`;
     monitor = new NeighMonitor([`--net=${aNs}`], dev, track);
     await monitor.start();
@@ -272,7 +260,8 @@ async function one(
         into.removal.push(gone.t - tDel);
       }
     };
-    const pids = [...daemons.map((p) => p.pid!)];
+    const pids = daemons.map((d) => d.pid);
+    const etcdPid = etcd.pid!;
     const cpuAll = () => pids.reduce((a, p) => a + cpuMs(p), 0);
     const summary = (label: string, x: Samples, cpu: number, etcdCpu: number, n: number) => {
       const out: Record<string, number> = {
@@ -301,11 +290,11 @@ async function one(
     /** Samples with CPU accounted: the idle rate over the same span is taken out. */
     const measured = async (label: string, n: number, idlePerMs: { d: number; e: number; a: number }) => {
       const x: Samples = { attach: [], store: [], neigh: [], ping: [], removal: [] };
-      const [c0, e0, a0, t0] = [cpuAll(), cpuMs(etcd.pid!), cpuMs(pids[0]), performance.now()];
+      const [c0, e0, a0, t0] = [cpuAll(), cpuMs(etcdPid), cpuMs(pids[0]), performance.now()];
       await runSamples(n, `${label}s`, x);
       const span = performance.now() - t0;
       const cpu = cpuAll() - c0 - idlePerMs.d * span;
-      const etcdCpu = cpuMs(etcd.pid!) - e0 - idlePerMs.e * span;
+      const etcdCpu = cpuMs(etcdPid) - e0 - idlePerMs.e * span;
       // A is never B: its CPU is an observer's, for two events (the put and the delete) per sample.
       const aCpu = cpuMs(pids[0]) - a0 - idlePerMs.a * span;
       const out = summary(label, x, Math.max(0, cpu), Math.max(0, etcdCpu), n);
@@ -316,12 +305,12 @@ async function one(
       return out;
     };
     const idle = async () => {
-      const [c0, e0, a0, t0] = [cpuAll(), cpuMs(etcd.pid!), cpuMs(pids[0]), performance.now()];
+      const [c0, e0, a0, t0] = [cpuAll(), cpuMs(etcdPid), cpuMs(pids[0]), performance.now()];
       await sleep(IDLE_MS);
       const span = performance.now() - t0;
       return {
         d: (cpuAll() - c0) / span,
-        e: (cpuMs(etcd.pid!) - e0) / span,
+        e: (cpuMs(etcdPid) - e0) / span,
         a: (cpuMs(pids[0]) - a0) / span,
       };
     };
@@ -345,7 +334,7 @@ async function one(
       const a = Handle.at(aNs);
       try {
         const remote = (hosts - 1) * FILL;
-        const [c0, e0, t0] = [cpuAll(), cpuMs(etcd.pid!), performance.now()];
+        const [c0, e0, t0] = [cpuAll(), cpuMs(etcdPid), performance.now()];
         await Promise.all(
           hs.map(async (_h, i) => {
             for (let k = 0; k < FILL; k++) {
@@ -367,7 +356,7 @@ async function one(
         );
         const converged = performance.now() - t0;
         const fillCpu = cpuAll() - c0;
-        const fillEtcd = cpuMs(etcd.pid!) - e0;
+        const fillEtcd = cpuMs(etcdPid) - e0;
         const E = `${L}_${hosts * FILL}ep`;
         figures[`${E}_create_s`] = round2(created / 1000);
         figures[`${E}_converged_s`] = round2(converged / 1000);
@@ -377,7 +366,7 @@ async function one(
         const rss = pids.map(rssMb);
         figures[`${E}_rss_median_mb`] = round2(median(rss));
         figures[`${E}_rss_max_mb`] = round2(Math.max(...rss));
-        figures[`${E}_etcd_rss_mb`] = round2(rssMb(etcd.pid!));
+        figures[`${E}_etcd_rss_mb`] = round2(rssMb(etcdPid));
         figures[`${E}_daemons_idle_cpu_ms_per_s`] = round2(idle1.d * 1000);
         console.log(
           `  ${E}: ${hosts} x ${FILL} sandboxes made in ${figures[`${E}_create_s`]} s, on A (${remote} remote) after ${figures[`${E}_converged_s`]} s; ` +
@@ -393,17 +382,17 @@ async function one(
   } finally {
     monitor?.stop();
     storeWatch?.stop();
-    for (const p of procs.reverse()) {
-      if (p.exitCode !== null || p.signalCode !== null) continue;
-      const gone = new Promise((r) => p.once('exit', r));
-      p.kill('SIGTERM');
+    await Promise.all(daemons.map((d) => d.stop()));
+    if (etcd && etcd.exitCode === null && etcd.signalCode === null) {
+      const gone = new Promise((r) => etcd!.once('exit', r));
+      etcd.kill('SIGTERM');
       await Promise.race([gone, sleep(5000)]);
-      if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+      if (etcd.exitCode === null && etcd.signalCode === null) etcd.kill('SIGKILL');
     }
   }
 }
 
-type Api = (i: number, method: string, p: string, body?: unknown) => ReturnType<typeof apiRequest>;
+type Api = (i: number, method: string, p: string, body?: unknown) => Promise<{ status: number; body: any }>;
 
 /**
  * The overlay's added cost over a local bridge, through the API as a user

@@ -142,6 +142,8 @@ export interface CnmdOptions {
   dataOnTmpfs?: boolean;
   /** How long the daemon has to answer /_ping (20 s). */
   readyMs?: number;
+  /** Where its log goes (default <s.root>/<tag>/cnmd.log, removed with the Scratch). */
+  logFile?: string;
 }
 
 /**
@@ -219,7 +221,7 @@ export class Cnmd {
       logLevel,
       ...(o.args ?? []),
     ];
-    const logFile = path.join(disk, 'cnmd.log');
+    const logFile = o.logFile ?? path.join(disk, 'cnmd.log');
     const logFd = fs.openSync(logFile, 'a');
     let proc: ChildProcess;
     try {
