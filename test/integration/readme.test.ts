@@ -1,97 +1,95 @@
-// README's doc test: its ```sh blocks run in order, word for word, on the built tree,
-// in a private network, mount and PID namespace (tmpfs on /run and /var/lib: the
-// machine's /run/cnmd and /var/lib/cnmd are never touched; the cnmd a block starts runs
-// in that netns and dies with the namespace). A block marked on the line before it
-// with `<!-- doctest: skip (reason) -->` is not run and is listed with its reason;
-// `<!-- doctest: background (reason) -->` runs in the background (the daemon), and
-// the next block waits for the API socket to answer.
+// README's doc test (integration lane): its ```sh blocks run in order, word for word, on
+// the built tree, in a private network, mount and PID namespace: tmpfs on /run and
+// /var/lib (the machine's /run/cnmd and /var/lib/cnmd are never touched), an overlay on
+// /usr/local/bin (the quick start's links land in it, not on the machine), root's default
+// PATH, and the cnmd a block starts runs in that netns and dies with the namespace.
+// Markers and the script: test/lib/readme.ts. Blocks marked `engine` run in the engine
+// lane (test/engine/readme.test.ts); `skip` ones are listed here with their reasons.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
+import { README, blocksScript, lastBlock, shBlocks } from '../lib/readme';
 
-const REPO = path.resolve(__dirname, '..', '..', '..');
-const README = path.join(REPO, 'README.md');
+/** Debian's PATH for root (login shells), and the directory of the node running the tests. */
+const ROOT_PATH = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
 
-export interface DocBlock {
-  /** 1-based line of the opening fence. */
-  line: number;
-  code: string;
-  mode: 'run' | 'skip' | 'background';
-  reason?: string;
+/** The CNMD chains README's firewall paragraph lists, by table. */
+function readmeChains(markdown: string): { filter: string[]; nat: string[]; all: string[] } {
+  const para = markdown.split(/\n\s*\n/).find((p) => p.includes('Firewall rules follow'));
+  assert.ok(para, 'README has the firewall paragraph ("Firewall rules follow ...")');
+  const names = (s: string) => [...new Set([...s.matchAll(/`(CNMD[A-Z0-9-]*)`/g)].map((m) => m[1]))].sort();
+  const filterAt = para.indexOf('in the filter table');
+  const natAt = para.indexOf('in the nat table');
+  assert.ok(filterAt >= 0 && natAt > filterAt, 'the paragraph names the filter table, then the nat table');
+  const natEnd = para.indexOf('See them', natAt);
+  return {
+    filter: names(para.slice(filterAt, natAt)),
+    nat: names(para.slice(natAt, natEnd < 0 ? undefined : natEnd)),
+    all: names(para),
+  };
 }
 
-/** The ```sh blocks of a markdown text, with the doctest marker on the line before each (blank lines between allowed). */
-export function shBlocks(markdown: string): DocBlock[] {
-  const lines = markdown.split('\n');
-  const out: DocBlock[] = [];
-  for (let i = 0; i < lines.length; i++) {
-    if (lines[i].trim() !== '```sh') continue;
-    const start = i;
-    const body: string[] = [];
-    for (i++; i < lines.length && lines[i].trim() !== '```'; i++) body.push(lines[i]);
-    let j = start - 1;
-    while (j >= 0 && lines[j].trim() === '') j--;
-    const m = j >= 0 ? /^<!--\s*doctest:\s*(skip|background)\s*\((.+)\)\s*-->$/.exec(lines[j].trim()) : null;
-    if (j >= 0 && !m && /doctest/.test(lines[j]))
-      throw new Error(
-        `README.md:${j + 1}: a doctest marker must read <!-- doctest: skip|background (reason) -->`,
-      );
-    out.push({
-      line: start + 1,
-      code: body.join('\n'),
-      mode: m ? (m[1] as 'skip' | 'background') : 'run',
-      reason: m?.[2],
-    });
+/** CNMD chains per table in iptables-save output. */
+function savedChains(save: string): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  let table = '';
+  for (const line of save.split('\n')) {
+    if (line.startsWith('*')) table = line.slice(1);
+    const m = /^:(CNMD[A-Z0-9-]*) /.exec(line);
+    if (m) out.set(table, [...(out.get(table) ?? []), m[1]].sort());
   }
   return out;
 }
 
-/** The bash script that runs the blocks: each announced on stderr, the first failure stops it. */
-function script(blocks: DocBlock[], logDir: string): string {
-  const parts = [
-    'set -eo pipefail',
-    `cd ${JSON.stringify(REPO)}`,
-    // Wait for the daemon a background block started: bounded, on its answer, not a fixed time.
-    'cnmd_up() { for _ in $(seq 600); do curl -sf --unix-socket /run/cnmd/cnmd.sock http://cnmd/_ping >/dev/null && return 0; sleep 0.1; done; echo "cnmd did not answer within 60 s" >&2; return 1; }',
-    'BG=0',
-  ];
-  for (const b of blocks) {
-    if (b.mode === 'skip') continue;
-    parts.push(`echo "::: README.md:${b.line} (${b.mode})" >&2`);
-    if (b.mode === 'background') {
-      parts.push(`( ${b.code}\n) > ${JSON.stringify(path.join(logDir, `bg-${b.line}.log`))} 2>&1 &`, 'BG=1');
-    } else {
-      parts.push('if [ "$BG" = 1 ]; then cnmd_up; BG=2; fi', b.code);
-    }
-  }
-  parts.push('echo "::: done" >&2');
-  return parts.join('\n');
-}
-
-test('README: every sh block runs as written, in order, in a private namespace (or says why it cannot)', async (t) => {
-  const blocks = shBlocks(fs.readFileSync(README, 'utf8'));
-  assert.ok(blocks.filter((b) => b.mode === 'run').length >= 5, 'README has runnable examples');
-  for (const b of blocks.filter((x) => x.mode === 'skip'))
-    t.diagnostic(`skipped README.md:${b.line}: ${b.reason} -- ${b.code.split('\n')[0]}`);
+test('README: every sh block runs as written, in order, in a private namespace (or says where it runs)', async (t) => {
+  const markdown = fs.readFileSync(README, 'utf8');
+  const blocks = shBlocks(markdown);
+  const here = blocks.filter((b) => b.mode === 'run' || b.mode === 'background');
+  assert.ok(here.filter((b) => b.mode === 'run').length >= 5, 'README has runnable examples');
+  for (const b of blocks.filter((x) => x.mode === 'skip' || x.mode === 'engine'))
+    t.diagnostic(
+      `not run here: README.md:${b.line} (${b.mode === 'engine' ? 'engine lane' : 'skip'}): ${b.reason} -- ${b.code.split('\n')[0]}`,
+    );
   const logDir = fs.mkdtempSync(path.join(os.tmpdir(), 'cnmd-readme-'));
   t.after(() => fs.rmSync(logDir, { recursive: true, force: true }));
+  const whichFile = path.join(logDir, 'which');
+  const saveFile = path.join(logDir, 'iptables-save');
   const scriptPath = path.join(logDir, 'readme.sh');
-  fs.writeFileSync(scriptPath, script(blocks, logDir));
-  // Private /run and /var/lib (tmpfs), lo up; the PID namespace ends every process at the end.
+  fs.writeFileSync(
+    scriptPath,
+    blocksScript(here, logDir, [
+      // Read back once every block ran: where the commands came from, and the chains that exist.
+      `command -v cnmd cnmctl > ${JSON.stringify(whichFile)}`,
+      `iptables-save > ${JSON.stringify(saveFile)}`,
+    ]),
+  );
+  const ov = path.join(logDir, 'usr-local-bin');
+  fs.mkdirSync(ov);
+  const linkedBefore = fs.existsSync('/usr/local/bin/cnmd') || fs.existsSync('/usr/local/bin/cnmctl');
+  // Private /run, /var/lib and /usr/local/bin (an overlay whose changes live in a tmpfs);
+  // lo up; the PID namespace ends every process at the end.
   const setup = [
     'set -e',
     'mount -t tmpfs tmpfs /run',
     'mount -t tmpfs tmpfs /var/lib',
+    `mount -t tmpfs tmpfs ${JSON.stringify(ov)}`,
+    `mkdir ${JSON.stringify(ov + '/upper')} ${JSON.stringify(ov + '/work')}`,
+    `mount -t overlay overlay -o lowerdir=/usr/local/bin,upperdir=${ov}/upper,workdir=${ov}/work /usr/local/bin`,
     'ip link set lo up',
     `exec bash ${JSON.stringify(scriptPath)}`,
   ].join('; ');
+  const pathDirs = [...ROOT_PATH];
+  if (!pathDirs.includes(path.dirname(process.execPath))) pathDirs.push(path.dirname(process.execPath));
   const proc = spawn(
     'unshare',
     ['--net', '--mount', '--pid', '--fork', '--mount-proc', '--propagation', 'private', 'bash', '-c', setup],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CNMD_HOST: '', DOCKER_HOST: '' } },
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, PATH: pathDirs.join(':'), CNMD_HOST: '', DOCKER_HOST: '' },
+    },
   );
   let out = '';
   proc.stdout!.on('data', (d) => (out += d));
@@ -102,13 +100,34 @@ test('README: every sh block runs as written, in order, in a private namespace (
     .filter((f) => f.startsWith('bg-'))
     .map((f) => `--- ${f}\n${fs.readFileSync(path.join(logDir, f), 'utf8').slice(-4000)}`)
     .join('\n');
-  const last = [...out.matchAll(/^::: (.*)$/gm)].pop()?.[1];
-  assert.equal(code, 0, `README block failed: ${last}\n${out.slice(-6000)}\n${bgLogs}`);
+  assert.equal(code, 0, `README block failed: ${lastBlock(out)}\n${out.slice(-6000)}\n${bgLogs}`);
   assert.match(out, /^::: done$/m);
+
+  // The quick start's links made cnmd and cnmctl commands, and only inside the namespace.
+  assert.equal(fs.readFileSync(whichFile, 'utf8'), '/usr/local/bin/cnmd\n/usr/local/bin/cnmctl\n');
+  if (!linkedBefore)
+    assert.ok(
+      !fs.existsSync('/usr/local/bin/cnmd') && !fs.existsSync('/usr/local/bin/cnmctl'),
+      "the machine's /usr/local/bin is untouched",
+    );
+
   // What the examples print, as README says.
   assert.match(out, /OK(\n|Client:)/, 'curl _ping answered OK');
   assert.match(out, /^80\/tcp -> \[::\]:8080$/m, 'cnmctl port lists the IPv6 binding');
   assert.equal((out.match(/^200$/gm) ?? []).length, 2, 'the sandbox web server answered over IPv4 and IPv6');
   // resolv.conf, then dig +short db: alpha's address from the embedded DNS.
   assert.match(out, /nameserver 127\.0\.0\.11\noptions ndots:0\n\d+\.\d+\.\d+\.\d+\n/);
+
+  // The chains README lists are the chains the running daemon made, table by table.
+  const listed = readmeChains(markdown);
+  const saved = savedChains(fs.readFileSync(saveFile, 'utf8'));
+  assert.deepEqual(
+    saved.get('filter') ?? [],
+    listed.filter,
+    'README lists the filter table chains that exist',
+  );
+  assert.deepEqual(saved.get('nat') ?? [], listed.nat, 'README lists the nat table chains that exist');
+  for (const [table, chains] of saved)
+    for (const c of chains)
+      assert.ok(listed.all.includes(c), `README's firewall paragraph names ${table} chain ${c}`);
 });
