@@ -19,8 +19,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
+import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
 import type { Lab, Ns } from './fixture';
+import type { RunningDaemon } from './daemon';
 import {
   DockerResult,
   DockerdPaths,
@@ -364,4 +366,11 @@ export async function startEngine(t: TestContext, l: Lab, opts: EngineOptions): 
     },
   };
   return e;
+}
+
+/** After a walkthrough cleaned up: cnmd holds only its default networks and the engine no container. */
+export async function assertNothingLeft(d: RunningDaemon, e: Engine): Promise<void> {
+  const names = (await d.request('GET', '/networks')).body.map((n: { Name: string }) => n.Name).sort();
+  assert.deepEqual(names, ['bridge', 'host', 'none'], 'cnmd holds only its default networks');
+  assert.equal((await e.docker(['ps', '-aq'])).stdout.trim(), '', 'the engine has no container');
 }
