@@ -23,7 +23,9 @@
 // untimed attach+detach per peer, then BENCH_ATTACH_N rounds of one timed
 // attach per peer, then the N detaches the same way. Correctness: a sample of
 // endpoints (first, middle, last) holds its address on a macvlan eth0 and pings
-// the gateway on the LAN; after the detaches only the anchor remains.
+// the gateway on the LAN; after the detaches only the anchor remains. Then
+// cnmd's floor: GET /_ping in the same rotation, and attaches back to back.
+// The protocol (measure) is shared with the ipvlan case (bench/lib/ipvlan-guest.ts).
 // Environment: BENCH_ATTACH_N (50), BENCH_ATTACH_WARMUP (10), BENCH_NO_INSTALL=1.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -62,7 +64,14 @@ interface Peer {
   /** After the detaches: only the anchor's endpoint is left. */
   verifyEmpty(): Promise<void>;
   close(): Promise<void>;
+  /** The cheapest API call (cnmd's GET /_ping): the floor of any attach measured in the same position. */
+  ping?(): Promise<void>;
+  /** Each call is a process of its own (CNI, netavark): its ratio is also given without the spawn. */
+  spawns?: boolean;
 }
+
+/** The child kinds: macvlan here, ipvlan in the kernel lane's VM (bench/lib/ipvlan-guest.ts). */
+export type LanKind = 'macvlan' | 'ipvlan';
 
 /** A host netns with `lan0` up, its veth peer in a LAN netns holding the gateway `<prefix>0.1/16`. */
 async function lan(s: Scratch, tag: string, prefix: string): Promise<{ hostNs: string; lanNs: string }> {
@@ -81,12 +90,12 @@ async function lan(s: Scratch, tag: string, prefix: string): Promise<{ hostNs: s
   return { hostNs, lanNs };
 }
 
-/** The sandbox's eth0 is a macvlan child holding cidr. */
-function checkMacvlan(where: string, nsPath: string, cidr: string): void {
+/** The sandbox's eth0 is a child of that kind holding cidr. */
+function checkChild(kind: LanKind, where: string, nsPath: string, cidr: string): void {
   checkAddress(where, nsPath, cidr, 'eth0');
   const [l] = ipj<{ linkinfo?: { info_kind?: string } }[]>(nsPath, '-d', 'link', 'show', 'eth0');
-  if (l?.linkinfo?.info_kind !== 'macvlan')
-    throw new Error(`${where}: eth0 is ${l?.linkinfo?.info_kind ?? 'missing'}, not a macvlan child`);
+  if (l?.linkinfo?.info_kind !== kind)
+    throw new Error(`${where}: eth0 is ${l?.linkinfo?.info_kind ?? 'missing'}, not a ${kind} child`);
 }
 
 /**
@@ -130,9 +139,9 @@ function dnsmasq(s: Scratch, lanNs: string, prefix: string): { leases(): string[
 /**
  * cnmd with a static pool, or (dhcp) with --ipam-driver dhcp against dnsmasq
  * on the LAN: attach then waits for the DHCP exchange from the sandbox's eth0,
- * and detach sends DHCPRELEASE.
+ * and detach sends DHCPRELEASE. ipvlan networks take their default mode (l2).
  */
-async function cnmdPeer(s: Scratch, dhcp = false): Promise<Peer> {
+export async function cnmdPeer(s: Scratch, kind: LanKind = 'macvlan', dhcp = false): Promise<Peer> {
   const label = dhcp ? 'cnmd_dhcp' : 'cnmd';
   const prefix = dhcp ? '10.213.' : '10.210.';
   const d = await Cnmd.start(s, label, ATTACH_DAEMON);
@@ -147,7 +156,7 @@ async function cnmdPeer(s: Scratch, dhcp = false): Promise<Peer> {
   const server = dhcp ? dnsmasq(s, lanNs, prefix) : undefined;
   await d.ok('POST', '/networks/create', 201, {
     Name: 'lan',
-    Driver: 'macvlan',
+    Driver: kind,
     Options: { parent: 'lan0' },
     IPAM: server ? { Driver: 'dhcp' } : { Config: [{ Subnet: `${prefix}0.0/16`, Gateway: `${prefix}0.1` }] },
   });
@@ -164,7 +173,7 @@ async function cnmdPeer(s: Scratch, dhcp = false): Promise<Peer> {
     async verify(id) {
       const sb = await d.ok('GET', `/sandboxes/${ids.get(id)}`, 200);
       const ep = sb.Networks.lan;
-      checkMacvlan(`${label} ${id}`, sb.SandboxKey, `${ep.IPAddress}/${ep.IPPrefixLen}`);
+      checkChild(kind, `${label} ${id}`, sb.SandboxKey, `${ep.IPAddress}/${ep.IPPrefixLen}`);
       if (server && !server.leases().some((l) => l.split(' ')[2] === ep.IPAddress))
         throw new Error(`verify ${label} ${id}: dnsmasq holds no lease for ${ep.IPAddress}`);
       pingGateway(`${label} ${id}`, sb.SandboxKey, `${prefix}0.1`);
@@ -184,10 +193,13 @@ async function cnmdPeer(s: Scratch, dhcp = false): Promise<Peer> {
       await d.stop();
       server?.stop();
     },
+    async ping() {
+      await d.ok('GET', '/_ping', 200);
+    },
   };
 }
 
-async function cniPeer(s: Scratch): Promise<Peer> {
+export async function cniPeer(s: Scratch, kind: LanKind = 'macvlan'): Promise<Peer> {
   const prefix = '10.211.';
   const { hostNs } = await lan(s, 'cni', prefix);
   const dir = path.join(s.run, 'cni');
@@ -195,9 +207,9 @@ async function cniPeer(s: Scratch): Promise<Peer> {
   const conf = JSON.stringify({
     cniVersion: '0.4.0',
     name: 'lan',
-    type: 'macvlan',
+    type: kind,
     master: 'lan0',
-    mode: 'bridge',
+    mode: kind === 'macvlan' ? 'bridge' : 'l2',
     ipam: {
       type: 'host-local',
       subnet: `${prefix}0.0/16`,
@@ -209,7 +221,7 @@ async function cniPeer(s: Scratch): Promise<Peer> {
   const nsPath = (id: string) => path.join(dir, `ns-${id}`);
   const results = new Map<string, string>();
   const plugin = (cmd: 'ADD' | 'DEL', id: string) =>
-    exec(`CNI macvlan ${cmd} ${id}`, 'nsenter', [`--net=${hostNs}`, path.join(CNI_DIR, 'macvlan')], {
+    exec(`CNI ${kind} ${cmd} ${id}`, 'nsenter', [`--net=${hostNs}`, path.join(CNI_DIR, kind)], {
       input: conf,
       env: {
         ...process.env,
@@ -221,11 +233,12 @@ async function cniPeer(s: Scratch): Promise<Peer> {
       },
     });
   return {
-    label: 'cni_macvlan',
+    label: `cni_${kind}`,
+    spawns: true,
     async attach(id) {
       await native.netnsCreate(nsPath(id));
       const r = JSON.parse(plugin('ADD', id).stdout) as { ips?: { address: string }[] };
-      if (!r.ips?.[0]) throw new Error(`CNI macvlan ADD ${id}: no IP: ${JSON.stringify(r)}`);
+      if (!r.ips?.[0]) throw new Error(`CNI ${kind} ADD ${id}: no IP: ${JSON.stringify(r)}`);
       results.set(id, r.ips[0].address);
     },
     async detach(id) {
@@ -233,7 +246,7 @@ async function cniPeer(s: Scratch): Promise<Peer> {
       native.netnsDelete(nsPath(id));
     },
     verify(id) {
-      checkMacvlan(`cni ${id}`, nsPath(id), results.get(id)!);
+      checkChild(kind, `cni ${id}`, nsPath(id), results.get(id)!);
       pingGateway(`cni ${id}`, nsPath(id), `${prefix}0.1`);
     },
     async verifyEmpty() {
@@ -284,6 +297,7 @@ async function netavarkPeer(s: Scratch): Promise<Peer> {
     );
   return {
     label: 'netavark',
+    spawns: true,
     async attach(id) {
       if (!ips.has(id)) ips.set(id, hostIp(prefix, next++));
       await native.netnsCreate(nsPath(id));
@@ -294,7 +308,7 @@ async function netavarkPeer(s: Scratch): Promise<Peer> {
       native.netnsDelete(nsPath(id));
     },
     verify(id) {
-      checkMacvlan(`netavark ${id}`, nsPath(id), `${ips.get(id)}/16`);
+      checkChild('macvlan', `netavark ${id}`, nsPath(id), `${ips.get(id)}/16`);
       pingGateway(`netavark ${id}`, nsPath(id), `${prefix}0.1`);
     },
     async verifyEmpty() {
@@ -303,6 +317,90 @@ async function netavarkPeer(s: Scratch): Promise<Peer> {
     },
     close: async () => undefined,
   };
+}
+
+/**
+ * The protocol every peer goes through, peers[0] being cnmd: an anchor each,
+ * `warmup` untimed attach+detach rounds, `n` rounds of one timed attach per
+ * peer in turn, a sample checked, the `n` detaches the same way, only the
+ * anchors left. Then two figures that say where cnmd's attach stands against
+ * its own floor: cnmd's GET /_ping timed in the same rotation (each other peer
+ * attaches and detaches between two pings: the API call's cost when the daemon
+ * was idle as long as before an attach here), and `n` cnmd attaches in a row
+ * (back to back, as the attach case measures them). Ratios: peer median / cnmd
+ * median; `_harness_out` takes the spawn of the peer's process
+ * (`exec_harness_ms`, measured alone) out of the peer's figure.
+ */
+export async function measure(
+  s: Scratch,
+  peers: Peer[],
+  o: { n: number; warmup: number; settleMs?: number },
+): Promise<{ figures: Record<string, number>; timings: Map<Peer, Timings> }> {
+  const [cnmd, ...others] = peers;
+  for (const p of peers) await p.attach('anchor');
+  for (let i = 0; i < o.warmup; i++)
+    for (const p of peers) {
+      await p.attach(`w${i}`);
+      await p.detach(`w${i}`);
+    }
+  await sleep(o.settleMs ?? 1500); // the warm-up's namespaces go in the kernel's background work
+  const probeMs = cpuProbeMs();
+  const t = new Map<Peer, Timings>(peers.map((p) => [p, { attach: [], detach: [], probeMs }]));
+  for (let i = 0; i < o.n; i++)
+    for (const p of peers) {
+      const t0 = performance.now();
+      await p.attach(`c${i}`);
+      t.get(p)!.attach.push(performance.now() - t0);
+    }
+  for (const i of [...sample(o.n).map((k) => `c${k}`), 'anchor']) for (const p of peers) await p.verify(i);
+  for (let i = 0; i < o.n; i++)
+    for (const p of peers) {
+      const t0 = performance.now();
+      await p.detach(`c${i}`);
+      t.get(p)!.detach.push(performance.now() - t0);
+    }
+  for (const p of peers) await p.verifyEmpty();
+  const pings: number[] = [];
+  if (cnmd.ping)
+    for (let i = 0; i < o.n; i++) {
+      const t0 = performance.now();
+      await cnmd.ping();
+      pings.push(performance.now() - t0);
+      for (const p of others) {
+        await p.attach(`p${i}`);
+        await p.detach(`p${i}`);
+      }
+    }
+  const inRow: number[] = [];
+  for (let i = 0; i < o.n; i++) {
+    const t0 = performance.now();
+    await cnmd.attach(`r${i}`);
+    inRow.push(performance.now() - t0);
+  }
+  for (let i = 0; i < o.n; i++) await cnmd.detach(`r${i}`);
+  await cnmd.verifyEmpty();
+  const harness = await execHarnessMs(s);
+  const figures: Record<string, number> = { n: o.n, warmup: o.warmup, exec_harness_ms: harness };
+  for (const p of peers) {
+    console.log(line(p.label, t.get(p)!));
+    stats(figures, p.label, t.get(p)!);
+  }
+  const c = t.get(cnmd)!;
+  if (pings.length) figures[`${cnmd.label}_api_ping_median_ms`] = median(pings);
+  figures[`${cnmd.label}_attach_in_a_row_median_ms`] = median(inRow);
+  console.log(
+    `  ${cnmd.label} floor: GET /_ping in the rotation ${pings.length ? median(pings).toFixed(2) : '-'} ms; ` +
+      `${o.n} attaches in a row ${median(inRow).toFixed(2)} ms (in the rotation ${median(c.attach).toFixed(2)})`,
+  );
+  for (const p of others) {
+    const x = t.get(p)!;
+    figures[`ratio_${p.label}_vs_${cnmd.label}_attach`] = median(x.attach) / median(c.attach);
+    figures[`ratio_${p.label}_vs_${cnmd.label}_detach`] = median(x.detach) / median(c.detach);
+    if (p.spawns)
+      figures[`ratio_${p.label}_vs_${cnmd.label}_attach_harness_out`] =
+        (median(x.attach) - harness) / median(c.attach);
+  }
+  return { figures, timings: t };
 }
 
 export async function run(): Promise<Record<string, number>> {
@@ -314,59 +412,27 @@ export async function run(): Promise<Record<string, number>> {
   const s = new Scratch('cnmd-bench-macvlan-');
   const offSignals = cleanupOnSignals(() => s.cleanup());
   console.log(
-    `macvlan: N=${N} (warm-up ${WARMUP}), alternating cnmd / CNI macvlan / netavark macvlan, root ${s.root}`,
+    `macvlan: N=${N} (warm-up ${WARMUP}), alternating cnmd / CNI macvlan / netavark macvlan / cnmd DHCP, root ${s.root}`,
   );
   const peers: Peer[] = [];
   try {
-    peers.push(await cnmdPeer(s), await cniPeer(s), await netavarkPeer(s), await cnmdPeer(s, true));
-    for (const p of peers) await p.attach('anchor');
-    for (let i = 0; i < WARMUP; i++)
-      for (const p of peers) {
-        await p.attach(`w${i}`);
-        await p.detach(`w${i}`);
-      }
-    await sleep(1500); // the warm-up's namespaces go in the kernel's background work
-    const probeMs = cpuProbeMs();
-    const t = new Map<Peer, Timings>(peers.map((p) => [p, { attach: [], detach: [], probeMs }]));
-    for (let i = 0; i < N; i++)
-      for (const p of peers) {
-        const t0 = performance.now();
-        await p.attach(`c${i}`);
-        t.get(p)!.attach.push(performance.now() - t0);
-      }
-    for (const i of [...sample(N).map((k) => `c${k}`), 'anchor']) for (const p of peers) await p.verify(i);
-    for (let i = 0; i < N; i++)
-      for (const p of peers) {
-        const t0 = performance.now();
-        await p.detach(`c${i}`);
-        t.get(p)!.detach.push(performance.now() - t0);
-      }
-    for (const p of peers) await p.verifyEmpty();
-    const harness = await execHarnessMs(s);
-    const figures: Record<string, number> = { n: N, warmup: WARMUP, exec_harness_ms: harness };
-    for (const p of peers) {
-      console.log(line(p.label, t.get(p)!));
-      stats(figures, p.label, t.get(p)!);
-    }
-    const c = t.get(peers[0])!;
-    // DHCP attach beside static: the same daemon path plus one DHCP exchange from the sandbox's eth0.
-    const dhcp = t.get(peers[3])!;
-    figures.ratio_cnmd_dhcp_vs_cnmd_attach = median(dhcp.attach) / median(c.attach);
-    figures.ratio_cnmd_dhcp_vs_cnmd_detach = median(dhcp.detach) / median(c.detach);
-    for (const p of peers.slice(1, 3)) {
-      const x = t.get(p)!;
-      figures[`ratio_${p.label}_vs_cnmd_attach`] = median(x.attach) / median(c.attach);
-      figures[`ratio_${p.label}_vs_cnmd_detach`] = median(x.detach) / median(c.detach);
-      figures[`ratio_${p.label}_vs_cnmd_attach_harness_out`] =
-        (median(x.attach) - harness) / median(c.attach);
-    }
+    peers.push(
+      await cnmdPeer(s),
+      await cniPeer(s),
+      await netavarkPeer(s),
+      await cnmdPeer(s, 'macvlan', true),
+    );
+    const { figures, timings } = await measure(s, peers, { n: N, warmup: WARMUP });
+    const c = timings.get(peers[0])!;
+    // DHCP attach beside static (ratio_cnmd_dhcp_vs_cnmd_*): the same daemon path plus one DHCP exchange.
+    const dhcp = timings.get(peers[3])!;
     console.log(
       `  goals: cnmd attach median ${median(c.attach).toFixed(2)} ms (<= 2), ` +
         peers
           .slice(1, 3)
           .map((p) => `${p.label} ${figures[`ratio_${p.label}_vs_cnmd_attach`].toFixed(1)}x (>= 10)`)
           .join(', ') +
-        ` (exec harness ${harness.toFixed(2)} ms in every CNI/netavark call); ` +
+        ` (exec harness ${figures.exec_harness_ms.toFixed(2)} ms in every CNI/netavark call); ` +
         `dhcp attach ${median(dhcp.attach).toFixed(2)} ms (${figures.ratio_cnmd_dhcp_vs_cnmd_attach.toFixed(1)}x static)`,
     );
     return figures;
