@@ -44,7 +44,7 @@ import {
   run as exec,
   sleep,
 } from '../lib/host';
-import { Cnmd } from '../lib/peers';
+import { Cnmd, CnmdOptions } from '../lib/peers';
 import { ATTACH_DAEMON, Timings, execHarnessMs, hostIp, line, pingGateway, sample, stats } from './attach';
 
 export const name = 'macvlan';
@@ -56,7 +56,7 @@ const CNI_DIR = '/usr/lib/cni';
 const NETAVARK = '/usr/lib/podman/netavark';
 
 /** One peer's way to attach and detach an endpoint named id, and to check one. */
-interface Peer {
+export interface Peer {
   label: string;
   attach(id: string): Promise<void>;
   detach(id: string): Promise<void>;
@@ -141,10 +141,15 @@ function dnsmasq(s: Scratch, lanNs: string, prefix: string): { leases(): string[
  * on the LAN: attach then waits for the DHCP exchange from the sandbox's eth0,
  * and detach sends DHCPRELEASE. ipvlan networks take their default mode (l2).
  */
-export async function cnmdPeer(s: Scratch, kind: LanKind = 'macvlan', dhcp = false): Promise<Peer> {
+export async function cnmdPeer(
+  s: Scratch,
+  kind: LanKind = 'macvlan',
+  dhcp = false,
+  daemon: Partial<CnmdOptions> = {},
+): Promise<Peer> {
   const label = dhcp ? 'cnmd_dhcp' : 'cnmd';
   const prefix = dhcp ? '10.213.' : '10.210.';
-  const d = await Cnmd.start(s, label, ATTACH_DAEMON);
+  const d = await Cnmd.start(s, label, { ...ATTACH_DAEMON, ...daemon });
   const lanNs = path.join(s.run, `${label}-lan-netns`);
   await native.netnsCreate(lanNs);
   const ip = (ns: string, ...args: string[]) =>
