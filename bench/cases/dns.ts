@@ -26,7 +26,7 @@
 // out). Figures are medians over the rounds; lost queries are summed.
 //  1. throughput: `-c 4 -l 10 -S 1` (closed loop, dnsperf's default 100
 //     queries outstanding): queries/s, average and max latency, lost: the
-//     figures of /work/shared/notes/baselines.md.
+//     figures of bench/baselines.md.
 //  2. loaded latency: the same with -v (one line per answered query with its
 //     latency): p50/p99/p99.9 under saturation. Printing slows dnsperf down
 //     (its rate in this run is not the headline figure); the percentiles are

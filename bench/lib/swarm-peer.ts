@@ -1,6 +1,6 @@
 // The peer of the overlay's convergence: Docker's own overlay, a section of
-// bench case "overlay" (BENCH_OVERLAY_PARTS=swarm). The setup verified in
-// /work/shared/notes/swarm-peer/: three Debian dockerd (docker.io 20.10, each
+// bench case "overlay" (BENCH_OVERLAY_PARTS=swarm). The setup, tried by
+// hand before this case was written: three Debian dockerd (docker.io 20.10, each
 // starting its containerd) in three host netns on one underlay bridge, each in
 // a private mount namespace with a tmpfs over /run, a private /etc/docker and a
 // sysfs of its own netns (test/lib/dockerd-launch.ts, privateSysfs), forming a

@@ -1,4 +1,4 @@
-// The kernel lane (see /work/shared/notes/kernel-lane.md): run a shell command
+// The kernel lane (docs/design.md, "The kernel lane"): run a shell command
 // inside Debian's kernel under qemu (TCG), with the host's root filesystem
 // shared read-only over 9p and used as the guest's root through a chroot.
 //

@@ -1,5 +1,5 @@
 // cnmd's iptables layout (libnetwork 20.10 with the CNMD prefix): the generated rule
-// text against the reference's strings (notes/libnetwork-reference.md §3), and the
+// text against libnetwork's strings (drivers/bridge/setup_ip_tables.go of Docker 20.10), and the
 // restore input the backend writes for it. No root, no iptables: pure functions.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
