@@ -3,13 +3,13 @@
 // ::1), which the nat OUTPUT jump skips in proxy mode, as Docker's does, and IPv6
 // clients of sandboxes without IPv6 (ip6tables cannot DNAT to IPv4), as docker-proxy on [::].
 //
-// TCP: one listener per family on an ephemeral loopback port; nat OUTPUT
-// REDIRECTs published ports there, and SO_ORIGINAL_DST (native.originalDst)
-// says which port the client dialled; native.relayStart then moves the bytes
+// TCP: one listener per family on an ephemeral port; nat OUTPUT (and, for IPv6,
+// PREROUTING) REDIRECTs published ports there, and SO_ORIGINAL_DST (native.originalDst)
+// says which address and port the client dialled; native.relayStart then moves the bytes
 // with splice(2) on a native thread (JS streams remain the fallback). A 10,000-port range costs one listener
 // and one iptables rule, not 10,000 processes (docker-proxy) or sockets.
 // UDP: REDIRECT would hide the original port from a datagram socket in node,
-// so each published UDP port gets a loopback socket of its own.
+// so each published UDP port gets a socket of its own on each address it serves.
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
 import { native } from '../../native';
@@ -18,12 +18,12 @@ import type { Logger } from '../log';
 
 export interface ProxyMapping {
   proto: 'tcp' | 'udp' | 'sctp';
+  /** The host address served: a loopback address, an IPv6 address, or '::' for every IPv6 address. */
+  address: string;
   hostPort: number;
   hostPortEnd?: number;
   containerIP: string;
   containerPort: number;
-  /** Serve IPv6 clients on every host address, not only ::1 (a sandbox without IPv6: no ip6tables DNAT). */
-  anyIPv6?: boolean;
 }
 
 interface Entry {
@@ -77,8 +77,15 @@ export class UserlandProxy {
     return this.ports;
   }
 
-  private lookup(port: number): Entry | undefined {
-    return this.tcp.find((e) => port >= e.m.hostPort && port <= (e.m.hostPortEnd ?? e.m.hostPort));
+  /** The mapping for a connection REDIRECTed from address:port (the listener's family decides '::'). */
+  private lookup(address: string, port: number, family: 4 | 6): Entry | undefined {
+    return this.tcp.find(
+      (e) =>
+        port >= e.m.hostPort &&
+        port <= (e.m.hostPortEnd ?? e.m.hostPort) &&
+        (e.m.address === address || (family === 6 && e.m.address === '::')) &&
+        e.m.address.includes(':') === (family === 6),
+    );
   }
 
   private onConnection(client: net.Socket, family: 4 | 6): void {
@@ -87,7 +94,7 @@ export class UserlandProxy {
       const fd = (client as unknown as { _handle?: { fd?: number } })._handle?.fd;
       if (fd === undefined || fd < 0) throw new Error('no fd for the accepted socket');
       const orig = native.originalDst(fd, family);
-      const e = this.lookup(orig.port);
+      const e = this.lookup(orig.address, orig.port, family);
       if (e) target = { host: e.m.containerIP, port: e.m.containerPort + (orig.port - e.m.hostPort) };
     } catch (err) {
       this.log.warn({ err }, 'proxy: cannot read the original destination');
@@ -130,23 +137,23 @@ export class UserlandProxy {
         if (m.proto === 'tcp') continue;
         if (m.proto !== 'udp') continue; // SCTP: no loopback proxy, as Docker's proxy does not relay it either
         for (let p = m.hostPort; p <= (m.hostPortEnd ?? m.hostPort); p++) {
-          for (const host of ['127.0.0.1', m.anyIPv6 ? '::' : '::1']) {
-            const s = await this.udpRelay(host, p, m.containerIP, m.containerPort + (p - m.hostPort)).catch(
-              (e) => {
-                if (host !== '127.0.0.1' && (e as NodeJS.ErrnoException).code === 'EADDRNOTAVAIL')
-                  return undefined;
-                throw e;
-              },
-            );
-            if (s) opened.push(s);
-          }
+          const host = m.address;
+          const s = await this.udpRelay(host, p, m.containerIP, m.containerPort + (p - m.hostPort)).catch(
+            (e) => {
+              // No IPv6 on this host (no ::1): IPv6 is simply not offered, as for the TCP listener.
+              if ((host === '::1' || host === '::') && (e as NodeJS.ErrnoException).code === 'EADDRNOTAVAIL')
+                return undefined;
+              throw e;
+            },
+          );
+          if (s) opened.push(s);
         }
       }
     } catch (e) {
       for (const s of opened) s.close();
       throw new CnmdError(
         'CONFLICT',
-        `port publish: the userland proxy cannot bind a loopback UDP port: ${(e as Error).message}`,
+        `port publish: the userland proxy cannot bind a UDP port: ${(e as Error).message}`,
         { op: 'port publish', object: owner, cause: e },
       );
     }

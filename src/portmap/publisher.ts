@@ -19,9 +19,16 @@ import { contains, ipToBig, parseCidr } from '../net/addr';
 import type { Logger } from '../log';
 import { writeSysctl } from '../netns/sysctl';
 import { PortAllocator } from './allocator';
-import { UserlandProxy } from './proxy';
+import { UserlandProxy, type ProxyMapping } from './proxy';
 import { portRuleList, portRules, removePortRules, type PortRulesSpec } from './rules';
-import { defaultBindingIPv4, formatPortSpec, type PortBinding } from './spec';
+import {
+  bindingAddresses,
+  canonicalIP,
+  defaultBindingIPv4,
+  formatPortSpec,
+  hostFamily,
+  type PortBinding,
+} from './spec';
 
 export const PROXY_CHAIN = 'CNMD-PROXY';
 
@@ -77,25 +84,30 @@ export class PortPublisher {
       if (this.redirect[6] !== undefined) this.allocator.ownListener('tcp', '::', this.redirect[6]);
     }
     const b = new BatchBuilder();
-    for (const [family, lo] of [
-      ['ipv4', '127.0.0.0/8'],
-      ['ipv6', '::1/128'],
-    ] as const) {
-      const jump = `-d ${lo} -j ${PROXY_CHAIN}`;
-      // IPv6 clients from outside reach sandboxes without IPv6 through the proxy too, as
-      // docker-proxy on [::]: their connections to such ports are REDIRECTed to its IPv6 listener.
-      const external = `-m addrtype --dst-type LOCAL -j ${PROXY_CHAIN}`;
-      if (this.proxy) {
-        b.in('nat', family)
-          .ensureChain(PROXY_CHAIN)
-          .flushChain(PROXY_CHAIN)
-          .ensureRule('OUTPUT', jump, { position: 1 });
-        if (family === 'ipv6') b.in('nat', family).ensureRule('PREROUTING', external, { position: 1 });
-      } else {
-        b.in('nat', family).deleteIfPresent('OUTPUT', jump);
-        if (family === 'ipv6') b.in('nat', family).deleteIfPresent('PREROUTING', external);
+    const v4jump = `-d 127.0.0.0/8 -j ${PROXY_CHAIN}`;
+    // IPv6: every local destination, from the host itself (OUTPUT) and from outside (PREROUTING): a
+    // sandbox without IPv6 is served on every IPv6 address by the proxy, as docker-proxy on [::]
+    // (ip6tables cannot DNAT to IPv4). Earlier versions jumped from OUTPUT for ::1 only.
+    const v6jump = `-m addrtype --dst-type LOCAL -j ${PROXY_CHAIN}`;
+    const v6legacy = `-d ::1/128 -j ${PROXY_CHAIN}`;
+    if (this.proxy) {
+      b.in('nat', 'ipv4').ensureChain(PROXY_CHAIN).flushChain(PROXY_CHAIN).ensureRule('OUTPUT', v4jump, {
+        position: 1,
+      });
+      b.in('nat', 'ipv6')
+        .ensureChain(PROXY_CHAIN)
+        .flushChain(PROXY_CHAIN)
+        .deleteIfPresent('OUTPUT', v6legacy)
+        .ensureRule('OUTPUT', v6jump, { position: 1 })
+        .ensureRule('PREROUTING', v6jump, { position: 1 });
+    } else {
+      b.in('nat', 'ipv4').deleteIfPresent('OUTPUT', v4jump);
+      b.in('nat', 'ipv6')
+        .deleteIfPresent('OUTPUT', v6legacy)
+        .deleteIfPresent('OUTPUT', v6jump)
+        .deleteIfPresent('PREROUTING', v6jump);
+      for (const family of ['ipv4', 'ipv6'] as const)
         b.in('nat', family).flushChain(PROXY_CHAIN, true).deleteChain(PROXY_CHAIN, true);
-      }
     }
     // The proxy's IPv6 listener is on [::] (REDIRECT from PREROUTING lands on the address a
     // client arrived on): only connections REDIRECTed to it (conntrack DNAT) may reach it, so
@@ -117,25 +129,20 @@ export class PortPublisher {
     await this.backend.apply(b.build());
   }
 
-  /** REDIRECT of loopback connections to published TCP ports into the proxy. */
+  /** REDIRECT into the proxy of connections to the published TCP ports it serves (proxyAddresses). */
   private redirectRules(req: PublishRequest, allocated: PortBinding[]): RuleBatch {
     const b = new BatchBuilder();
     if (!this.proxy) return b.build();
     for (const x of allocated) {
       if (x.proto !== 'tcp') continue;
       const dport = x.hostPortEnd ? `${x.hostPort}:${x.hostPortEnd}` : String(x.hostPort);
-      const targets: ['ipv4' | 'ipv6', string, number | undefined][] = [];
-      if (x.hostIP === '' || x.hostIP === '0.0.0.0' || x.hostIP === '127.0.0.1')
-        targets.push(['ipv4', '127.0.0.1/32', this.redirect[4]]);
-      if ((x.hostIP === '' && req.containerIPv6) || x.hostIP === '::' || x.hostIP === '::1')
-        targets.push(['ipv6', '::1/128', this.redirect[6]]);
-      // Every IPv6 address, for a sandbox without IPv6 (ip6tables cannot DNAT to IPv4): the proxy.
-      if (x.hostIP === '' && !req.containerIPv6) targets.push(['ipv6', '', this.redirect[6]]);
-      for (const [family, dst, port] of targets) {
+      for (const { family, address } of proxyAddresses(x, req)) {
+        const port = this.redirect[family === 'ipv4' ? 4 : 6];
         if (port === undefined) continue;
+        const dst = address === '::' ? '' : `-d ${address}/${family === 'ipv4' ? 32 : 128} `;
         b.in('nat', family).ensureRule(
           PROXY_CHAIN,
-          `${dst ? `-d ${dst} ` : ''}-p tcp -m tcp --dport ${dport} -j REDIRECT --to-ports ${port}`,
+          `${dst}-p tcp -m tcp --dport ${dport} -j REDIRECT --to-ports ${port}`,
         );
       }
     }
@@ -154,26 +161,21 @@ export class PortPublisher {
     return b.build();
   }
 
-  private proxyMappings(req: PublishRequest, allocated: PortBinding[]) {
-    const ip = req.containerIPv4 ?? req.containerIPv6;
-    if (!ip) return [];
-    return allocated
-      .filter(
-        (x) =>
-          x.hostIP === '' ||
-          x.hostIP === '0.0.0.0' ||
-          x.hostIP === '::' ||
-          x.hostIP === '127.0.0.1' ||
-          x.hostIP === '::1',
-      )
-      .map((x) => ({
+  private proxyMappings(req: PublishRequest, allocated: PortBinding[]): ProxyMapping[] {
+    return allocated.flatMap((x) =>
+      proxyAddresses(x, req).map(({ family, address }) => ({
         proto: x.proto,
+        address,
         hostPort: x.hostPort,
         hostPortEnd: x.hostPortEnd,
-        containerIP: ip,
+        // The family the client used when the sandbox has it; else the other (IPv4-only: docker-proxy's way).
+        containerIP:
+          (family === 'ipv4' ? req.containerIPv4 : req.containerIPv6) ??
+          req.containerIPv4 ??
+          req.containerIPv6!,
         containerPort: x.containerPort,
-        anyIPv6: x.hostIP === '' && !req.containerIPv6,
-      }));
+      })),
+    );
   }
 
   /** Reserves, programs and proxies req's bindings; resolves with them as allocated (exact host ports). */
@@ -186,7 +188,10 @@ export class PortPublisher {
         { op: 'port publish', object: req.owner },
       );
     }
-    for (const b of req.bindings) await assertHostAddress(b);
+    for (const b of req.bindings) {
+      await assertHostAddress(b);
+      if (!this.userlandProxy) assertNatServable(b, req);
+    }
     const allocated = await this.allocator.reserve(req.owner, this.servable(req), {
       hostBindingIPv4: req.hostBindingIPv4,
     });
@@ -213,12 +218,16 @@ export class PortPublisher {
     return this.program(req, allocated);
   }
 
+  /**
+   * The rules' view: a binding on an IPv6 host address of a sandbox without IPv6 has no NAT rule
+   * (ip6tables cannot DNAT to IPv4); the proxy alone serves it.
+   */
   private specOf(req: PublishRequest, allocated: PortBinding[]): PortRulesSpec {
     return {
       bridge: req.bridge,
       containerIPv4: req.containerIPv4,
       containerIPv6: req.containerIPv6,
-      bindings: allocated,
+      bindings: req.containerIPv6 ? allocated : allocated.filter((x) => hostFamily(x.hostIP) !== 'ipv6'),
       hostBindingIPv4: req.hostBindingIPv4,
     };
   }
@@ -369,4 +378,52 @@ async function assertHostAddress(b: PortBinding): Promise<void> {
   } finally {
     sock.close();
   }
+}
+
+/**
+ * The host addresses the proxy serves for one binding (TCP by REDIRECT to its listeners, UDP by a
+ * socket on each): loopback, which the kernel does not DNAT in proxy mode (the nat OUTPUT jump skips
+ * 127.0.0.0/8 and ::1, as Docker's), and, for a sandbox without IPv6, the binding's IPv6 addresses
+ * ('::' = every one), as docker-proxy does. Everything else is the NAT rules' (rules.ts).
+ */
+export function proxyAddresses(
+  x: PortBinding,
+  req: Pick<PublishRequest, 'containerIPv4' | 'containerIPv6' | 'hostBindingIPv4'>,
+): { family: Family; address: string }[] {
+  const out: { family: Family; address: string }[] = [];
+  const a = bindingAddresses(x.hostIP, req.hostBindingIPv4);
+  const v4 = a.ipv4 !== undefined ? (canonicalIP(a.ipv4)?.ip ?? a.ipv4) : undefined;
+  const v6 = a.ipv6 !== undefined ? (canonicalIP(a.ipv6)?.ip ?? a.ipv6) : undefined;
+  if (v4 === '0.0.0.0') out.push({ family: 'ipv4', address: '127.0.0.1' });
+  else if (v4?.startsWith('127.')) out.push({ family: 'ipv4', address: v4 });
+  if (v6 !== undefined) {
+    if (!req.containerIPv6) out.push({ family: 'ipv6', address: v6 });
+    else if (v6 === '::' || v6 === '::1') out.push({ family: 'ipv6', address: '::1' });
+  }
+  return out;
+}
+
+/**
+ * Without the proxy, only what NAT can serve may be published: no IPv6 host address for a sandbox
+ * without IPv6 (ip6tables cannot DNAT to IPv4) and no [::1] (the kernel never routes ::1 off the
+ * loopback, so a DNAT from it goes nowhere; IPv4 has route_localnet, IPv6 nothing like it).
+ */
+function assertNatServable(b: PortBinding, req: PublishRequest): void {
+  const ip = canonicalIP(b.hostIP)?.ip;
+  if (ip === undefined || hostFamily(ip) !== 'ipv6') return;
+  const why =
+    ip === '::1'
+      ? 'the kernel does not NAT IPv6 loopback connections and the userland proxy is off'
+      : !req.containerIPv6
+        ? 'the sandbox has no IPv6 address on this network and, with the userland proxy off, IPv6 cannot ' +
+          'be forwarded to IPv4'
+        : undefined;
+  if (!why) return;
+  const spec = formatPortSpec(b);
+  throw new CnmdError(
+    'INVALID_ARGUMENT',
+    `port publish ${spec}: host address ${ip} cannot be served: ${why}; publish on an IPv4 address or on every ` +
+      `address${ip === '::1' ? '' : ', enable IPv6 on the network'}, or run cnmd with --userland-proxy true`,
+    { op: 'port publish', object: ip },
+  );
 }

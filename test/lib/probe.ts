@@ -50,11 +50,14 @@ export async function serve(
   port: number,
   lastPort = port,
 ): Promise<Server> {
-  const proc = spawn(
-    'nsenter',
-    [`--net=${nsPath}`, process.execPath, '-e', SERVER, proto, String(port), String(lastPort)],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+  return startServer(t, nsPath, SERVER, [proto, String(port), String(lastPort)]);
+}
+
+/** A node script run inside nsPath until the test ends; resolves once it printed its first line (ready). */
+async function startServer(t: TestContext, nsPath: string, script: string, args: string[]): Promise<Server> {
+  const proc = spawn('nsenter', [`--net=${nsPath}`, process.execPath, '-e', script, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const stop = () => {
     if (proc.exitCode === null) proc.kill('SIGKILL');
   };
@@ -63,7 +66,7 @@ export async function serve(
     let err = '';
     proc.stderr!.on('data', (d) => (err += d));
     proc.stdout!.once('data', () => resolve());
-    proc.once('exit', (code) => reject(new Error(`echo server exited ${code}: ${err}`)));
+    proc.once('exit', (code) => reject(new Error(`server exited ${code}: ${err}`)));
   });
   return { proc, stop };
 }
@@ -146,4 +149,24 @@ export function unreachablePorts(
   );
   if (r.status !== 0) throw new Error(`port sweep failed: ${r.stderr}`);
   return JSON.parse(r.stdout.trim());
+}
+
+// An HTTP server for curl: answers every request with the client address it saw.
+const HTTP_SERVER = `
+const port = Number(process.argv[1]);
+require('http').createServer((q, r) => r.end(q.socket.remoteAddress.replace(/^::ffff:/, '') + '\\n'))
+  .listen(port, '::', () => console.log('ready'));`;
+
+/** An HTTP server on [::]:port (dual-stack) inside nsPath, stopped after the test; its body is the client address. */
+export function serveHttp(t: TestContext, nsPath: string, port: number): Promise<Server> {
+  return startServer(t, nsPath, HTTP_SERVER, [String(port)]);
+}
+
+/** curl from inside nsPath (a URL with an IPv6 literal needs no escaping: -g); the body, or undefined. */
+export function curlIn(nsPath: string, url: string, maxTime = 3): string | undefined {
+  const r = spawnSync('nsenter', [`--net=${nsPath}`, 'curl', '-sS', '-g', '-m', String(maxTime), url], {
+    encoding: 'utf8',
+    timeout: (maxTime + 5) * 1000,
+  });
+  return r.status === 0 ? r.stdout.trim() : undefined;
 }
