@@ -3,7 +3,9 @@
 // host's loopback (the in-daemon proxy), and from another sandbox (hairpin).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { eventually, lab, Lab } from '../lib/fixture';
 import { CNMCTL, RunningDaemon, restartDaemon, startDaemon } from '../lib/daemon';
 import { curlIn, reach, roundTrip, serve, serveHttp, unreachablePorts } from '../lib/probe';
@@ -473,4 +475,69 @@ test('IPv6 without the proxy: an IPv4-only sandbox is IPv4 only, as Docker ([::]
     15_000,
   );
   assert.equal(curlIn(outside.path, 'http://192.0.2.1:8081/'), OUTSIDE_IP, 'and IPv4');
+});
+
+test('-p on a host address the host does not have is refused through the API and cnmctl, naming the address, with nothing made; addresses it has are published and served', async (t) => {
+  const { d, outside } = await setup(t);
+  await d.host.handle.addrAdd('uplink', '2001:db8::1/64', { nodad: true });
+  const saved = () => ['iptables-save', 'ip6tables-save'].map((c) => tables(d, c)).join('\n');
+  const netns = () => {
+    const dir = path.join(d.execRoot, 'netns');
+    return fs.existsSync(dir)
+      ? fs
+          .readdirSync(dir)
+          .filter((f) => f !== 'default')
+          .sort()
+      : [];
+  };
+  const before = { rules: saved(), links: d.host.ipj('link').length, netns: netns() };
+  for (const [spec, addr] of [
+    ['1.2.3.4:9000:80', '1.2.3.4'],
+    ['[2001:db8::99]:9000:80', '2001:db8::99'],
+    ['192.0.2.2:9000:80/udp', '192.0.2.2'], // the outside's address, not the host's
+  ]) {
+    const r = await d.request('POST', '/sandboxes', {
+      Name: 'far',
+      Networks: [{ Network: 'web' }],
+      Ports: ['8080:80', spec],
+    });
+    assert.equal(r.status, 400, `${spec}: ${JSON.stringify(r.body)}`);
+    assert.match(
+      r.body.message,
+      new RegExp(`host address ${addr.replace(/\./g, '\\.')} is not an address of this host`),
+    );
+    const cli = spawnSync(
+      process.execPath,
+      [CNMCTL, '-H', d.hostUri, 'sandbox', 'create', '--name', 'far', '--network', 'web', '-p', spec],
+      { encoding: 'utf8' },
+    );
+    assert.notEqual(cli.status, 0, `cnmctl ${spec} fails`);
+    assert.match(
+      cli.stderr,
+      new RegExp(`host address ${addr.replace(/\./g, '\\.')} is not an address of this host`),
+    );
+    assert.equal(cli.stdout, '', 'and prints no id');
+  }
+  assert.equal(saved(), before.rules, 'no rule in either family');
+  await eventually(() => assert.equal(d.host.ipj('link').length, before.links, 'no link'));
+  assert.deepEqual(netns(), before.netns, 'no sandbox netns');
+  assert.deepEqual((await d.request('GET', '/sandboxes')).body, [], 'no sandbox');
+  // Nothing reserved: the same host port and the first address go to the next sandbox.
+  await d.host.handle.addrAdd('lo', '192.0.2.10/32');
+  const ok = await sandbox(d, 'near', [
+    '8080:80',
+    '192.0.2.10:9000:80',
+    '127.0.0.2:9001:80',
+    '[2001:db8::1]:9002:80',
+  ]);
+  assert.equal(ok.Networks.web.IPAddress, '10.51.0.2', 'the refused sandboxes released their address');
+  await serve(t, ok.SandboxKey, 'tcp', 80);
+  assert.ok(reach(outside.path, 'tcp', HOST_IP, 8080), 'outside -> host:8080');
+  assert.ok(reach(d.host.path, 'tcp', '192.0.2.10', 9000), 'a host address on lo');
+  assert.ok(
+    reach(d.host.path, 'tcp', '127.0.0.2', 9001),
+    'a loopback address other than 127.0.0.1 (the proxy)',
+  );
+  assert.equal(reach(d.host.path, 'tcp', '127.0.0.1', 9001, 800), false, 'only that one');
+  assert.ok(reach(d.host.path, 'tcp', '2001:db8::1', 9002), 'an IPv6 host address of an IPv4-only sandbox');
 });
