@@ -541,3 +541,64 @@ test('-p on a host address the host does not have is refused through the API and
   assert.equal(reach(d.host.path, 'tcp', '127.0.0.1', 9001, 800), false, 'only that one');
   assert.ok(reach(d.host.path, 'tcp', '2001:db8::1', 9002), 'an IPv6 host address of an IPv4-only sandbox');
 });
+
+test('a publish whose ip6tables half fails leaves neither family, the proxy nor the allocator changed; the same ports publish once ip6tables works again', async (t) => {
+  const { d, outside } = await setup(t);
+  await d.host.handle.addrAdd('uplink', '2001:db8::1/64', { nodad: true });
+  await outside.handle.addrAdd('wan', '2001:db8::2/64', { nodad: true });
+  const r = await d.request('POST', '/networks/create', {
+    Name: 'dual',
+    EnableIPv6: true,
+    IPAM: { Config: [{ Subnet: '10.54.0.0/24' }, { Subnet: 'fd54::/64' }] },
+  });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  // Another writer removes cnmd's IPv6 nat chain behind its back: the daemon's next IPv6 batch fails in
+  // ip6tables-restore, after (or before) its IPv4 batch committed.
+  const jumps = [
+    'PREROUTING -m addrtype --dst-type LOCAL -j CNMD',
+    'OUTPUT ! -d ::1/128 -m addrtype --dst-type LOCAL -j CNMD',
+  ];
+  for (const j of jumps) d.host.run('ip6tables', ['-t', 'nat', '-D', ...j.split(' ')]);
+  d.host.run('ip6tables', ['-t', 'nat', '-X', 'CNMD']);
+  // IPv4 whole; IPv6 by rules: the rollback puts back the chains the batch touched as the daemon knew
+  // them, so its own CNMD chain comes back (empty, without the removed jumps).
+  const saved = () =>
+    tables(d, 'iptables-save') +
+    tables(d, 'ip6tables-save')
+      .split('\n')
+      .filter((x) => x.startsWith('-A '))
+      .join('\n');
+  const before = saved();
+  const udp = () => d.host.run('ss', ['-Huln']);
+  const fail = await d.request('POST', '/sandboxes', {
+    Name: 'dual1',
+    Networks: [{ Network: 'dual' }],
+    Ports: ['8081:80', '5301:53/udp'],
+  });
+  assert.ok(fail.status >= 400, JSON.stringify(fail.body));
+  assert.match(
+    fail.body.message,
+    /ip6tables-restore rejected .*-A CNMD .*rolled back \(ipv4, ipv6\)/,
+    'IPv4 had committed and was rolled back',
+  );
+  assert.equal(saved(), before, 'no rule left in either family');
+  assert.doesNotMatch(udp(), /:5301\s/, 'no proxy socket left');
+  assert.deepEqual((await d.request('GET', '/sandboxes')).body, []);
+  // Repaired: the same host ports are free and served in both families.
+  if (!/^:CNMD /m.test(tables(d, 'ip6tables-save', ['-t', 'nat'])))
+    d.host.run('ip6tables', ['-t', 'nat', '-N', 'CNMD']);
+  for (const j of jumps) d.host.run('ip6tables', ['-t', 'nat', '-A', ...j.split(' ')]);
+  const ok = await d.request('POST', '/sandboxes', {
+    Name: 'dual1',
+    Networks: [{ Network: 'dual' }],
+    Ports: ['8081:80', '5301:53/udp'],
+  });
+  assert.equal(ok.status, 201, JSON.stringify(ok.body));
+  const sb = (await d.request('GET', '/sandboxes/dual1')).body;
+  await serveHttp(t, sb.SandboxKey, 80);
+  assert.equal(curlIn(outside.path, 'http://192.0.2.1:8081/'), OUTSIDE_IP);
+  await eventually(
+    () => assert.equal(curlIn(outside.path, 'http://[2001:db8::1]:8081/'), '2001:db8::2'),
+    15_000,
+  );
+});

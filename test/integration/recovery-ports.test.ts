@@ -39,7 +39,8 @@ async function onlyLivePortRules(d: RunningDaemon): Promise<void> {
   const live = new Set<string>();
   for (const s of sandboxes)
     for (const n of Object.values(s.Networks) as any[])
-      if (Object.keys(s.Ports ?? {}).length && n.IPAddress) live.add(n.IPAddress);
+      if (Object.keys(s.Ports ?? {}).length)
+        for (const ip of [n.IPAddress, n.GlobalIPv6Address]) if (ip) live.add(ip);
   const rules = portRules(save(d));
   const stale = rules.filter((r) => !live.has(r.ip));
   assert.deepEqual(stale, [], 'port rules of no live binding');
@@ -162,9 +163,15 @@ test('a restart with --userland-proxy switched keeps only the new mode: rules, j
   };
   proxyMode(d.host.run('iptables-save', ['-t', 'nat']));
 
+  const nat6 = () => d.host.run('ip6tables-save', ['-t', 'nat']);
+  const v6jumps = /^-A (OUTPUT|PREROUTING) -m addrtype --dst-type LOCAL -j CNMD-PROXY$/gm;
+  assert.equal(nat6().match(v6jumps)?.length, 2, 'IPv6: every local destination goes to the proxy chain');
   // Without the proxy: no proxy chain or jump, the OUTPUT jump covers loopback, route_localnet on.
   await d.stop();
+  // The IPv6 OUTPUT jump of earlier versions (::1 only) goes too.
+  d.host.run('ip6tables', ['-t', 'nat', '-I', 'OUTPUT', '-d', '::1/128', '-j', 'CNMD-PROXY']);
   d = await restart(t, l, d, ['--userland-proxy', 'false']);
+  assert.doesNotMatch(nat6(), /CNMD-PROXY/, 'no IPv6 proxy chain or jump');
   // A network made in this mode, removed after the next switch: none of its rules may stay.
   const other = await ok(d, 'POST', '/networks/create', {
     Name: 'pb',
@@ -189,4 +196,99 @@ test('a restart with --userland-proxy switched keeps only the new mode: rules, j
   assert.doesNotMatch(save(d), new RegExp(brB), `no rule names the removed bridge ${brB}`);
   await onlyLivePortRules(d);
   await assertInvariants(d);
+  // An upgrade with the proxy on: the earlier IPv6 OUTPUT jump is replaced, not kept beside the new one.
+  await d.stop();
+  d.host.run('ip6tables', ['-t', 'nat', '-I', 'OUTPUT', '-d', '::1/128', '-j', 'CNMD-PROXY']);
+  d = await restart(t, l, d);
+  assert.doesNotMatch(nat6(), /^-A OUTPUT -d ::1\/128 -j CNMD-PROXY$/m);
+  assert.equal(nat6().match(v6jumps)?.length, 2);
+});
+
+/** Every port rule of either family (prefixed 4/6), the proxy's per-start port masked: DNAT, ACCEPT, hairpin, REDIRECT. */
+function allPortRules(d: RunningDaemon): string[] {
+  return (['iptables-save', 'ip6tables-save'] as const)
+    .flatMap((cmd, i) =>
+      d.host
+        .run(cmd, [])
+        .split('\n')
+        .filter(
+          (l) =>
+            / -j (DNAT|REDIRECT) /.test(l) ||
+            /^-A CNMD -d .* -j ACCEPT$/.test(l) ||
+            /^-A POSTROUTING -s (\S+) -d \1 .* -j MASQUERADE$/.test(l),
+        )
+        .map((l) => `${i ? 6 : 4} ${l.replace(/--to-ports \d+/, '--to-ports PROXY')}`),
+    )
+    .sort();
+}
+
+/** The ports the daemon's proxy holds open for UDP bindings (an independent observer: ss). */
+function udpListeners(d: RunningDaemon): string[] {
+  return d.host
+    .run('ss', ['-Huln'])
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/)[3])
+    .filter((a) => a && /:18\d\d\d$/.test(a))
+    .sort();
+}
+
+test('IPv6 port rules recover as IPv4 ones: a clean restart keeps them exactly, sandboxes killed mid-delete leave no ip6tables rule or proxy socket, and nothing is left once all are removed', async (t) => {
+  const { l, d: d0 } = await daemonWithNetwork(t);
+  let d = d0;
+  await ok(d, 'POST', '/networks/create', {
+    Name: 'p6',
+    EnableIPv6: true,
+    IPAM: { Config: [{ Subnet: '10.152.0.0/24' }, { Subnet: 'fd15::/64' }] },
+  });
+  const make = (Name: string, Network: string, Ports: string[]) =>
+    ok(d, 'POST', '/sandboxes', { Name, Networks: [{ Network }], Ports });
+  await make('keep6', 'p6', ['18080:80', '18053:53/udp']);
+  const victim6 = await make('victim6', 'p6', ['18081:80', '[::]:18082:81']);
+  const victim4 = await make('victim4', 'pa', ['18083:80', '[::]:18084:80', '18085:53/udp']);
+  await make('keep4', 'pa', ['18086:80', '18087:53/udp']);
+  const rules = allPortRules(d);
+  const v6 = rules.filter((r) => r.startsWith('6 '));
+  assert.ok(
+    v6.some((r) => /--dport 18080 -j DNAT --to-destination \[fd15::/.test(r)) &&
+      v6.some((r) => /--dport 18084 -j REDIRECT/.test(r)),
+    `ip6tables DNAT for dual-stack, REDIRECT for IPv4-only:\n${rules.join('\n')}`,
+  );
+  const sockets = udpListeners(d);
+  assert.ok(sockets.includes('[::]:18085') && sockets.includes('[::]:18087'), sockets.join(' '));
+
+  assert.equal(await d.stop(), 0);
+  d = await restart(t, l, d);
+  assert.deepEqual(allPortRules(d), rules, 'a clean restart: the same rules in both families, no more');
+  assert.deepEqual(udpListeners(d), sockets, 'and the same proxy sockets');
+
+  // Killed right after both deletes' first commit (state 'deleting'), before any rule went.
+  const dead: string[] = [];
+  for (const name of ['victim6', 'victim4']) {
+    const n = Object.values((await ok(d, 'GET', `/sandboxes/${name}`)).Networks)[0] as any;
+    dead.push(n.IPAddress, ...(n.GlobalIPv6Address ? [n.GlobalIPv6Address] : []));
+  }
+  assert.equal(dead.length, 3, `victim6 has both families: ${dead.join(' ')}`);
+  const named = (r: string) =>
+    dead.some((ip) => new RegExp(`[ \\[]${ip.replace(/\./g, '\\.')}[/\\]:]`).test(r));
+  await d.kill();
+  setState(d, 'sandbox', victim6.Id, 'deleting');
+  setState(d, 'sandbox', victim4.Id, 'deleting');
+  d = await restart(t, l, d);
+  assert.equal((await d.request('GET', '/sandboxes/victim6')).status, 404);
+  assert.equal((await d.request('GET', '/sandboxes/victim4')).status, 404);
+  assert.deepEqual(
+    allPortRules(d),
+    rules.filter((r) => !/--dport 1808[1-5] /.test(r) && !named(r)),
+    'only the live sandboxes keep rules',
+  );
+  assert.deepEqual(
+    udpListeners(d),
+    sockets.filter((a) => !a.endsWith(':18085')),
+    'no proxy socket for the dead sandbox',
+  );
+  await onlyLivePortRules(d);
+  await assertInvariants(d);
+  for (const s of (await ok(d, 'GET', '/sandboxes')) as any[]) await ok(d, 'DELETE', `/sandboxes/${s.Id}`);
+  assert.deepEqual(allPortRules(d), [], 'no port rule in either family');
+  assert.deepEqual(udpListeners(d), [], 'no proxy socket');
 });
