@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { eventually, lab, Lab } from '../lib/fixture';
+import { eventually, lab, Lab, type Ns } from '../lib/fixture';
 import { CNMCTL, RunningDaemon, restartDaemon, startDaemon } from '../lib/daemon';
 import { curlIn, reach, roundTrip, serve, serveHttp, unreachablePorts } from '../lib/probe';
 import type { TestContext } from 'node:test';
@@ -33,6 +33,22 @@ async function setup(t: TestContext, args: string[] = []) {
   });
   assert.equal(r.status, 201);
   return { l, d, outside };
+}
+
+/** IPv6 on the uplink: the host is 2001:db8::1, the outside 2001:db8::2. */
+async function ipv6Uplink(d: RunningDaemon, outside: Ns): Promise<void> {
+  await d.host.handle.addrAdd('uplink', '2001:db8::1/64', { nodad: true });
+  await outside.handle.addrAdd('wan', '2001:db8::2/64', { nodad: true });
+}
+
+/** Network "dual": 10.54.0.0/24 and fd54::/64. */
+async function dualStackNetwork(d: RunningDaemon): Promise<void> {
+  const r = await d.request('POST', '/networks/create', {
+    Name: 'dual',
+    EnableIPv6: true,
+    IPAM: { Config: [{ Subnet: '10.54.0.0/24' }, { Subnet: 'fd54::/64' }] },
+  });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
 }
 
 async function sandbox(d: RunningDaemon, name: string, ports: string[]) {
@@ -225,8 +241,7 @@ for (const proxy of ['true', 'false']) {
 test('host_binding_ipv4, IPv6 host addresses and a shifted range', async (t) => {
   const { d, outside } = await setup(t);
   await d.host.handle.addrAdd('uplink', '192.0.2.50/24');
-  await d.host.handle.addrAdd('uplink', '2001:db8::1/64', { nodad: true });
-  await outside.handle.addrAdd('wan', '2001:db8::2/64', { nodad: true });
+  await ipv6Uplink(d, outside);
   let r = await d.request('POST', '/networks/create', {
     Name: 'bound',
     EnableIPv6: true,
@@ -317,14 +332,8 @@ for (const proxy of ['true', 'false']) {
 
 test('IPv6 clients (userland-proxy=true): [::1], the host own IPv6 address and an external IPv6 client reach an IPv4-only sandbox through the proxy (also on [::] and one IPv6 address named), a dual-stack one through ip6tables NAT', async (t) => {
   const { d, outside } = await setup(t);
-  await d.host.handle.addrAdd('uplink', '2001:db8::1/64', { nodad: true });
-  await outside.handle.addrAdd('wan', '2001:db8::2/64', { nodad: true });
-  const r = await d.request('POST', '/networks/create', {
-    Name: 'dual',
-    EnableIPv6: true,
-    IPAM: { Config: [{ Subnet: '10.54.0.0/24' }, { Subnet: 'fd54::/64' }] },
-  });
-  assert.equal(r.status, 201, JSON.stringify(r.body));
+  await ipv6Uplink(d, outside);
+  await dualStackNetwork(d);
   const v4only = await sandbox(d, 'v4only', [
     '8080:80',
     '5353:54/udp',
@@ -407,8 +416,7 @@ test('IPv6 clients (userland-proxy=true): [::1], the host own IPv6 address and a
 
 test('IPv6 without the proxy: an IPv4-only sandbox is IPv4 only, as Docker ([::] not claimed, IPv6 host addresses and [::1] refused, naming the address); a dual-stack one is served to IPv6 clients by NAT', async (t) => {
   const { d, outside } = await setup(t, ['--userland-proxy', 'false']);
-  await d.host.handle.addrAdd('uplink', '2001:db8::1/64', { nodad: true });
-  await outside.handle.addrAdd('wan', '2001:db8::2/64', { nodad: true });
+  await ipv6Uplink(d, outside);
   const sb = await sandbox(d, 'v4only', ['8080:80']);
   await serveHttp(t, sb.SandboxKey, 80);
   assert.deepEqual(sb.Ports['80/tcp'], [{ HostIp: '0.0.0.0', HostPort: '8080' }]);
@@ -433,14 +441,9 @@ test('IPv6 without the proxy: an IPv4-only sandbox is IPv4 only, as Docker ([::]
     assert.match(r.body.message, /no IPv6 address/);
   }
   assert.equal(saved(), before, 'the refused sandboxes left no rule');
-  let r = await d.request('POST', '/networks/create', {
-    Name: 'dual',
-    EnableIPv6: true,
-    IPAM: { Config: [{ Subnet: '10.54.0.0/24' }, { Subnet: 'fd54::/64' }] },
-  });
-  assert.equal(r.status, 201, JSON.stringify(r.body));
+  await dualStackNetwork(d);
   const afterNet = saved();
-  r = await d.request('POST', '/sandboxes', {
+  let r = await d.request('POST', '/sandboxes', {
     Name: 'lo6',
     Networks: [{ Network: 'dual' }],
     Ports: ['[::1]:9002:80'],
@@ -544,14 +547,8 @@ test('-p on a host address the host does not have is refused through the API and
 
 test('a publish whose ip6tables half fails leaves neither family, the proxy nor the allocator changed; the same ports publish once ip6tables works again', async (t) => {
   const { d, outside } = await setup(t);
-  await d.host.handle.addrAdd('uplink', '2001:db8::1/64', { nodad: true });
-  await outside.handle.addrAdd('wan', '2001:db8::2/64', { nodad: true });
-  const r = await d.request('POST', '/networks/create', {
-    Name: 'dual',
-    EnableIPv6: true,
-    IPAM: { Config: [{ Subnet: '10.54.0.0/24' }, { Subnet: 'fd54::/64' }] },
-  });
-  assert.equal(r.status, 201, JSON.stringify(r.body));
+  await ipv6Uplink(d, outside);
+  await dualStackNetwork(d);
   // Another writer removes cnmd's IPv6 nat chain behind its back: the daemon's next IPv6 batch fails in
   // ip6tables-restore, after (or before) its IPv4 batch committed.
   const jumps = [
