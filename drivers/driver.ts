@@ -81,7 +81,12 @@ export interface EndpointSpec {
   /** Ports this endpoint publishes, as allocated (exact host ports); for restore. */
   ports?: PortBinding[];
   /** Where a joined endpoint's interface lives (restore: a driver whose interface has no host side removes it there). */
-  sandbox?: { key: string; ifname: string };
+  sandbox?: {
+    key: string;
+    ifname: string;
+    /** Handed to the engine at its join: moved by it, and back to the host netns when its sandbox goes. */
+    engine?: boolean;
+  };
 }
 
 export interface ExternalConnectivityOptions {

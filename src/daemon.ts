@@ -39,6 +39,7 @@ import { createLogger, Logger } from './log';
 import { Handle } from './netlink/handle';
 import { NetnsManager, sandboxSysctls } from './netns/netns';
 import { NetnsPool } from './netns/pool';
+import { LanProbe } from './ipam/dhcp/probe';
 import { RESOLVER_SOCKETS, armResolverSockets } from './dns/resolver';
 import { pluginDefs, PluginServers, startPluginServers } from './plugin/server';
 
@@ -192,6 +193,7 @@ export class Daemon {
     const controller = (this.controller = new Controller({
       store,
       netns,
+      probe: new LanProbe(host, netns),
       pool,
       files,
       drivers,

@@ -476,7 +476,9 @@ export abstract class LanLinkDriver implements Driver {
         address: e.address,
         addressIPv6: e.addressIPv6,
         mac: e.mac,
-        joined: e.sandbox ? { key: e.sandbox.key, ifname: e.sandbox.ifname, inHost: false } : undefined,
+        joined: e.sandbox
+          ? { key: e.sandbox.key, ifname: e.sandbox.ifname, inHost: !!e.sandbox.engine }
+          : undefined,
       });
     }
   }

@@ -20,6 +20,7 @@ import type { Ipam } from '../ipam/ipam';
 import type { Logger } from '../log';
 import type { NetnsManager } from '../netns/netns';
 import type { NetnsPool } from '../netns/pool';
+import type { LanProbe } from '../ipam/dhcp/probe';
 import type { Store } from '../store/store';
 import type { Core } from './core';
 import { ClusterNetworks } from './cluster';
@@ -55,6 +56,8 @@ export interface ControllerDeps {
   hostResolvConf?: string;
   /** Upstream query timeout of the embedded DNS (default 4 s, as Docker). */
   dnsTimeoutMs?: number;
+  /** Speaks DHCP on a parent for the engine's endpoints before and after their links (cnmd-ipam's dhcp mode). */
+  probe?: LanProbe;
   /** Finds remote plugins (drivers/remote, ipam/remote) for names cnmd has no driver or IPAM of its own for. */
   plugins?: PluginLoader;
   /** This host's membership in the cluster (--cluster-store): global networks. */
@@ -97,6 +100,7 @@ export class Controller implements RecordSource {
       log,
       changed: () => this.view.changed(),
       cluster: () => this.cluster?.cluster,
+      probe: d.probe,
     });
     this.lookup = new Lookup({
       store,

@@ -19,6 +19,8 @@ import type { KeyedMutex } from './mutex';
 import { EndpointRecord, IpamLeaseRecord, KIND, NetworkRecord, PoolAllocation } from './records';
 import { boundNetworkOrThrow, driverNetworkId, enginePublication, overlayBinding } from './engine-overlay';
 import type { EndpointPublication } from '../cluster/records';
+import type { LanProbe } from '../ipam/dhcp/probe';
+import { EngineDhcp } from './engine-dhcp';
 
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
@@ -49,6 +51,8 @@ export interface EngineDeps {
   changed(): void;
   /** This host in the cluster (--cluster-store): endpoints of cnmd-overlay networks are published there. */
   cluster?(): EngineClusterLink | undefined;
+  /** Speaks DHCP for an endpoint before and after its link (cnmd-ipam's dhcp mode). */
+  probe?: LanProbe;
 }
 
 export interface EngineClusterLink {
@@ -76,9 +80,12 @@ export function engineSrcName(endpointId: string): string {
 
 export class EngineObjects {
   private readonly d: EngineDeps;
+  /** cnmd-ipam's dhcp mode. */
+  private readonly dhcp: EngineDhcp;
 
   constructor(deps: EngineDeps) {
     this.d = deps;
+    this.dhcp = new EngineDhcp(deps);
   }
 
   networks(): NetworkRecord[] {
@@ -199,8 +206,12 @@ export class EngineObjects {
           req.id,
           'IPv4Data is empty: the network needs an IPv4 pool (the engine sends one from its IPAM driver)',
         );
+      const dhcpPool = this.dhcp.poolFor(rec);
       if (driverName === 'overlay') {
         rec.boundTo = overlayBinding(op, this.d.store, rec.id, rec.options, rec.pools, this.leases()).id;
+      } else if (dhcpPool) {
+        // The LAN's subnet, addressed by its server: no pool of cnmd's to clash with.
+        this.dhcp.bind(op, rec, driver, dhcpPool);
       } else {
         this.refuseGlobalLease(op, rec);
         this.refuseOverlap(op, rec);
@@ -212,6 +223,7 @@ export class EngineObjects {
         if (!rec.boundTo) await driver.createNetwork(networkSpec(rec));
       } catch (e) {
         this.d.store.delete(KIND.engineNetwork, rec.id);
+        this.dhcp.unbind(rec);
         throw e;
       }
       rec.state = 'ready';
@@ -249,7 +261,7 @@ export class EngineObjects {
     // client can, and one subnet on two bridges breaks both.
     const engine = this.d.store
       .list<NetworkRecord>(KIND.engineNetwork)
-      .filter((n) => n.id !== rec.id)
+      .filter((n) => n.id !== rec.id && !n.dhcpPool)
       .flatMap((n) => n.pools.map((p) => ({ pool: p.pool, by: `engine network ${n.id.slice(0, 12)}` })));
     for (const p of rec.pools) {
       const c = parseCidr(p.pool)!;
@@ -346,6 +358,7 @@ export class EngineObjects {
   private async dropEndpoint(n: NetworkRecord, ep: EndpointRecord): Promise<void> {
     const driver = this.d.drivers.get(n.driver);
     const nid = driverNetworkId(n);
+    if (n.dhcpPool) this.dhcp.left(n, ep);
     if (driver) {
       await driver.revokeExternalConnectivity(nid, ep.id);
       await driver.leave(nid, ep.id);
@@ -481,6 +494,7 @@ export class EngineObjects {
       );
     if (n.boundTo) boundNetworkOrThrow(op, this.d.store, n);
     const driver = this.driver(n.driver, op);
+    const mac = this.dhcp.endpointMac(op, n, iface.address, iface.mac);
     return this.d.locks.lock([LOCK.engineNet(n.id), LOCK.engineEp(endpointId)], async () => {
       if (this.d.store.get<EndpointRecord>(KIND.engineEndpoint, endpointId)) {
         throw new CnmdError('ALREADY_EXISTS', `${op}: endpoint ${endpointId} already exists`, {
@@ -496,7 +510,7 @@ export class EngineObjects {
         sandboxId: '',
         ipv4: iface.address || undefined,
         ipv6: iface.addressIPv6 || undefined,
-        mac: iface.mac || undefined,
+        mac: mac || undefined,
         ifname: engineSrcName(endpointId),
         aliases: [],
         owner: 'engine',
@@ -527,6 +541,7 @@ export class EngineObjects {
         // The engine leaves before it deletes; an endpoint still joined (engine crash) is left here.
         const nid = driverNetworkId(n);
         if (ep.ports?.length) await driver.revokeExternalConnectivity(nid, ep.id);
+        if (ep.sandboxKey && n.dhcpPool) this.dhcp.left(n, ep);
         if (ep.sandboxKey) await driver.leave(nid, ep.id);
         await driver.deleteEndpoint(nid, ep.id);
       }
@@ -576,6 +591,8 @@ export class EngineObjects {
       // Peers learn it once joined (its interface exists), as for cnmd's own endpoints.
       const link = n.boundTo && this.d.cluster?.();
       if (link) link.publish(enginePublication(ep, n.boundTo!, link));
+      // A leased endpoint's router is its lease's.
+      if (n.dhcpPool) return { ...info, gateway: this.dhcp.joined(n, ep, sandboxKey), srcName: info.srcName };
       return { ...info, srcName: info.srcName };
     });
   }
@@ -583,6 +600,7 @@ export class EngineObjects {
   async leave(networkId: unknown, endpointId: unknown): Promise<void> {
     const op = 'plugin leave';
     await this.withEndpoint(op, networkId, endpointId, async (n, ep) => {
+      if (n.dhcpPool) this.dhcp.left(n, ep);
       await this.d.drivers.get(n.driver)?.leave(driverNetworkId(n), ep.id);
       this.unpublish(n, ep);
       ep.sandboxKey = undefined;
@@ -685,8 +703,14 @@ export class EngineObjects {
     subPool?: string;
     v6?: boolean;
     options?: Record<string, string>;
-  }): Promise<{ poolId: string; pool: string }> {
+  }): Promise<{ poolId: string; pool: string; data?: Record<string, string> }> {
     const op = 'plugin request pool';
+    if (EngineDhcp.asked(op, req.options ?? {})) {
+      const { rec, data } = this.dhcp.poolRecord(op, { ...req, options: req.options ?? {} });
+      this.d.store.put<IpamLeaseRecord>(KIND.ipamLease, rec.poolId, rec);
+      this.d.log.info({ pool: rec.pool, poolId: rec.poolId, owner: 'engine' }, 'ipam dhcp pool leased');
+      return { poolId: rec.poolId, pool: rec.pool, data };
+    }
     // A cnmd overlay network's subnet: its cluster-wide pool, for an engine network bound to it (cnmd-overlay).
     const global = req.pool && !req.subPool ? this.ipam().globalPool?.(req.pool) : undefined;
     if (global) {
@@ -728,6 +752,11 @@ export class EngineObjects {
     const l0 = this.lease(op, poolId);
     await this.d.locks.lock([LOCK.lease(l0.poolId)], async () => {
       const l = this.lease(op, l0.poolId);
+      if (l.dhcp) {
+        await this.dhcp.releasePool(op, l);
+        this.d.store.delete(KIND.ipamLease, l.poolId);
+        return;
+      }
       // The cnmd overlay network went (and its pool with it): nothing of the lease is left to release.
       if (l.global && !this.ipam().globalPool?.(l.pool)) {
         this.d.store.delete(KIND.ipamLease, l.poolId);
@@ -760,6 +789,7 @@ export class EngineObjects {
             `the engine network bound to it and bind a new one`,
           { op, object: l.pool },
         );
+      if (l.dhcp) return this.dhcp.requestAddress(op, l, address || undefined, !!opts.gateway);
       const cidr = await this.ipam().requestAddress(l.poolId, address || undefined, opts);
       l.addresses.push(stripPrefix(cidr)!);
       this.d.store.put(KIND.ipamLease, l.poolId, l);
@@ -775,6 +805,8 @@ export class EngineObjects {
     await this.d.locks.lock([LOCK.lease(l0.poolId)], async () => {
       const l = this.lease(op, l0.poolId);
       const ip = stripPrefix(address)!;
+      // The gateway's too, which a dhcp pool never allocated (the user's word, or the stand-in).
+      if (l.dhcp) return this.dhcp.releaseAddress(op, l, ip);
       if (!l.addresses.includes(ip))
         throw new CnmdError('NOT_FOUND', `${op}: address ${ip} is not allocated in pool ${l.pool}`, {
           op,
@@ -816,6 +848,11 @@ export class EngineObjects {
     }
     for (const ep of store.list<EndpointRecord>(KIND.engineEndpoint))
       if (!nets.has(ep.networkId)) store.delete(KIND.engineEndpoint, ep.id);
+  }
+
+  /** After a restart: DHCP leases of joined endpoints renewed at once from their containers, then kept. */
+  resumeLeases(): void {
+    this.dhcp.resume(this.networks(), this.endpoints());
   }
 
   /** IPAM references the engine holds, for the start-up sweep. */

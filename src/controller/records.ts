@@ -55,6 +55,8 @@ export interface NetworkRecord {
    * is bound to (-o cnmd.network=NAME), whose driver state its endpoints use.
    */
   boundTo?: string;
+  /** An engine network addressed by the LAN's DHCP server: its pool's id in cnmd-ipam's dhcp mode. */
+  dhcpPool?: string;
   state: OpState;
 }
 
@@ -103,6 +105,17 @@ export interface IpamLeaseRecord {
    * with that network): releasing the lease releases its addresses only.
    */
   global?: boolean;
+  /** cnmd-ipam's dhcp mode (--ipam-opt cnmd.ipam.mode=dhcp): addresses are the LAN's DHCP server's. */
+  dhcp?: EngineDhcpPool;
+}
+
+export interface EngineDhcpPool {
+  /** The other --ipam-opt values (cnmd.dhcp.timeout). */
+  options: Record<string, string>;
+  /** The engine network (cnmd-macvlan/-ipvlan) whose parent the leases are asked on, once created. */
+  networkId?: string;
+  /** Plain IP -> its lease; `id` is the client id's (cnmd:<id>) and the probe's. */
+  leases: Record<string, { id: string; lease: LinkLease }>;
 }
 
 export interface DnsConfig {

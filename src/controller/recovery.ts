@@ -152,12 +152,19 @@ export class Recovery {
       };
       await driver.restore([...mine, ...engineMine].map(networkSpec), [
         ...eps.filter((e) => ids.has(e.networkId)).map(joined),
-        ...engineEps.filter((e) => engineIds.has(e.networkId)).map(endpointSpec),
+        // A joined engine endpoint's link is the engine's to move: back in the host netns once its container goes.
+        ...engineEps
+          .filter((e) => engineIds.has(e.networkId))
+          .map((e) => ({
+            ...endpointSpec(e),
+            sandbox: e.sandboxKey ? { key: e.sandboxKey, ifname: e.ifname, engine: true } : undefined,
+          })),
         ...engineEps
           .filter((e) => ids.has(bound.get(e.networkId) ?? ''))
           .map((e) => ({ ...endpointSpec(e), networkId: bound.get(e.networkId)! })),
       ]);
     }
+    engine.resumeLeases();
   }
 
   /** A sandbox's netns, files, resolver and interfaces, made again where missing. */

@@ -41,6 +41,7 @@ export interface AddressOptions {
 export interface LeaseLink {
   /** The netns the endpoint's interface lives in. */
   nsPath: string;
+  /** '': the interface that holds the lease's address (renewals only; see renew). */
   ifname: string;
   /** The network's parent link, named in errors (the LAN that did not answer). */
   parent: string;
@@ -76,11 +77,13 @@ export interface LinkIpam {
   /** Refuses bad --ipam-opt values at network create. */
   checkOptions(op: string, options: Record<string, string>): void;
   /** A new lease; a LAN that does not answer is an UNAVAILABLE error naming the parent. */
-  acquire(link: LeaseLink, options: Record<string, string>): Promise<LinkLease>;
+  acquire(link: LeaseLink, options: Record<string, string>, op?: string): Promise<LinkLease>;
   /**
    * Keeps the lease while the endpoint lives: renewed at T1 (rebinding at
    * T2), each new lease handed to onChange (to persist it; an address that
    * changed replaces the old one). now: renew at once (a daemon's restart).
+   * fixedAddress: the address is not cnmd's to change (an engine container's):
+   * a refused renewal is logged and retried, never answered with a new lease.
    */
   keep(
     link: LeaseLink,
@@ -88,6 +91,7 @@ export interface LinkIpam {
     options: Record<string, string>,
     onChange: (lease: LinkLease) => Promise<void>,
     now?: boolean,
+    fixedAddress?: boolean,
   ): void;
   /** Stops keeping the lease and gives the address back to the server. */
   release(link: LeaseLink, lease: LinkLease): Promise<void>;

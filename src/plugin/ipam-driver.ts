@@ -48,7 +48,7 @@ export function ipamDriverPlugin(name: string, ctrl: Controller): PluginDef {
             v6: r.V6,
             options: r.Options ?? {},
           });
-          return { PoolID: p.poolId, Pool: p.pool, Data: {} };
+          return { PoolID: p.poolId, Pool: p.pool, Data: p.data ?? {} };
         },
       ),
       ReleasePool: method(z.object({ PoolID: poolId }).passthrough(), async (r) => {

@@ -158,6 +158,14 @@ export interface DockerdSpec {
    * reads /sys/class/net of its host, not the machine's. Swarm's overlay needs it.
    */
   privateSysfs?: boolean;
+  /**
+   * The containers' netns files (<exec-root>/netns, SandboxKey) visible in the
+   * machine's mount namespace, as they are to a plugin beside a dockerd that
+   * runs in it: a shared bind mount that the engine's namespace joins (its
+   * other mounts become slaves, so nothing else of it leaks out). Removed by
+   * unshareNetnsDir.
+   */
+  shareNetns?: boolean;
 }
 
 export interface DockerdPaths {
@@ -192,6 +200,31 @@ export function dockerdPaths(spec: Pick<DockerdSpec, 'disk' | 'run'>): DockerdPa
   };
 }
 
+/** Makes <exec-root>/netns a shared mount of the machine's namespace (once); returns its path. */
+function shareNetnsDir(p: DockerdPaths): string {
+  const dir = path.join(p.execRoot, 'netns');
+  fs.mkdirSync(dir, { recursive: true });
+  if (spawnSync('mountpoint', ['-q', dir]).status !== 0) {
+    for (const args of [
+      ['--bind', dir, dir],
+      ['--make-shared', dir],
+    ]) {
+      const r = spawnSync('mount', args, { encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`mount ${args.join(' ')}: ${r.stderr}`);
+    }
+  }
+  return dir;
+}
+
+/** Undoes shareNetns (and any netns left mounted under it) in the machine's namespace. */
+export function unshareNetnsDir(spec: Pick<DockerdSpec, 'disk' | 'run'>): void {
+  const dir = path.join(dockerdPaths(spec).execRoot, 'netns');
+  if (fs.existsSync(dir) && spawnSync('mountpoint', ['-q', dir]).status === 0) {
+    const r = spawnSync('umount', ['-R', dir], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`umount -R ${dir}: ${r.stderr}`);
+  }
+}
+
 /** The environment for the docker CLI: no inherited DOCKER_HOST/context/TLS, a private config dir. */
 export function dockerCliEnv(cliConfig: string): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, DOCKER_CONFIG: cliConfig, DOCKER_CLI_HINTS: 'false' };
@@ -206,10 +239,17 @@ export function dockerCliEnv(cliConfig: string): NodeJS.ProcessEnv {
   return env;
 }
 
-// Runs as `sh -c SCRIPT sh ETC PLUGINS STAGE SYSFS DOCKERD-ARGS...` inside the new
-// mount namespace, already in the engine's netns.
+// Runs as `sh -c SCRIPT sh ETC PLUGINS STAGE SYSFS SHARED DOCKERD-ARGS...` inside the new
+// mount namespace, already in the engine's netns. SHARED (a shared mount, with
+// --propagation unchanged): every other mount is made a slave first, one by one.
 const SCRIPT = `set -e
-etc="$1"; plugins="$2"; stage="$3"; sysfs="$4"; shift 4
+etc="$1"; plugins="$2"; stage="$3"; sysfs="$4"; shared="$5"; shift 5
+if [ -n "$shared" ]; then
+  findmnt -rno TARGET | while read -r m; do
+    m=$(printf '%b' "$m")
+    if [ "$m" != "$shared" ]; then mount --make-slave "$m"; fi
+  done
+fi
 if [ -n "$plugins" ]; then mount --bind "$plugins" "$stage"; fi
 mount -t tmpfs -o mode=0755 cnmd-engine-run /run
 if [ -n "$sysfs" ]; then
@@ -283,7 +323,7 @@ export class DockerdProcess {
           'unshare',
           '--mount',
           '--propagation',
-          'private',
+          spec.shareNetns ? 'unchanged' : 'private',
           'sh',
           '-c',
           SCRIPT,
@@ -292,6 +332,7 @@ export class DockerdProcess {
           spec.pluginDir ?? '',
           p.pluginStage,
           spec.privateSysfs ? '1' : '',
+          spec.shareNetns ? shareNetnsDir(p) : '',
           ...dockerdArgs,
         ],
         { stdio: ['ignore', logFd, logFd] },

@@ -40,6 +40,7 @@ import {
   readLog,
   reapEngine,
   writeBusyboxTar,
+  unshareNetnsDir,
 } from './dockerd-launch';
 
 export type { DockerResult } from './dockerd-launch';
@@ -59,6 +60,8 @@ export interface EngineOptions {
   args?: string[];
   /** dockerd --log-level (info). */
   logLevel?: string;
+  /** Containers' netns files (SandboxKey) visible to cnmd, as beside a dockerd in the machine's mount namespace. */
+  shareNetns?: boolean;
   /** How long to wait for the API to answer, per start (60 s). */
   startTimeoutMs?: number;
 }
@@ -176,6 +179,7 @@ export async function startEngine(t: TestContext, l: Lab, opts: EngineOptions): 
     logLevel: opts.logLevel ?? 'info',
     config: opts.config,
     args: [...(opts.bip ? ['--bip', opts.bip] : []), ...(opts.args ?? [])],
+    shareNetns: opts.shareNetns,
   };
   const cli = dockerCliPath()!;
   const etc = ensureEtcDocker();
@@ -247,6 +251,7 @@ export async function startEngine(t: TestContext, l: Lab, opts: EngineOptions): 
     }
     const notes = await halt(10_000);
     notes.push(...reapEngine(mntNs, cgroupParent, 10_000));
+    if (opts.shareNetns) unshareNetnsDir(spec);
     if (etc.created) fs.rmSync('/etc/docker', { recursive: true, force: true });
     for (const n of notes) console.error(`engine ${tag} cleanup: ${n}`);
   };

@@ -268,6 +268,7 @@ export async function renew(
   rebinding: boolean,
   timeoutMs: number,
 ): Promise<DhcpLease> {
+  if (!link.ifname) link = { ...link, ifname: await holderOf(link, lease) };
   return withPort(link, async (port, mac) => {
     const m = { ...base(link, mac, DHCP.REQUEST, newXid()), ciaddr: lease.address.split('/')[0] };
     const { ack, sentAt } = await request(
@@ -278,6 +279,25 @@ export async function renew(
     );
     if (!ack) throw noAnswer(port, timeoutMs);
     return leaseOf(ack, sentAt, mac, lease.server);
+  });
+}
+
+/**
+ * The interface holding the lease's address in the link's netns: where a
+ * link is named by its holder (an engine container's, renamed by the engine
+ * after the join). None (not configured yet, or taken off) is UNAVAILABLE,
+ * which a renewal retries; a netns that is gone is NOT_FOUND.
+ */
+async function holderOf(link: DhcpLink, lease: DhcpLease): Promise<string> {
+  const ip = lease.address.split('/')[0];
+  return Handle.inNetns(link.nsPath, async (h) => {
+    const a = (await h.addrList({ family: 4 })).find((x) => x.address === ip);
+    if (!a)
+      throw new CnmdError('UNAVAILABLE', `dhcp renew: no interface in ${link.nsPath} holds ${ip}`, {
+        op: 'dhcp renew',
+        object: ip,
+      });
+    return (await h.linkGet(a.index)).name;
   });
 }
 

@@ -23,6 +23,8 @@ interface Kept {
   lease: LinkLease;
   timeoutMs: number;
   onChange: (lease: LinkLease) => Promise<void>;
+  /** The address is someone else's to configure (the engine's): a NAK is reported, never answered with a new one. */
+  fixedAddress: boolean;
   timer?: NodeJS.Timeout;
   /** After an unanswered renewal: when to try again. */
   retryAt?: number;
@@ -88,8 +90,7 @@ export class DhcpIpam implements Ipam, LinkIpam {
     timeoutOf(op, options);
   }
 
-  async acquire(link: LeaseLink, options: Record<string, string>): Promise<LinkLease> {
-    const op = 'endpoint join';
+  async acquire(link: LeaseLink, options: Record<string, string>, op = 'endpoint join'): Promise<LinkLease> {
     const timeoutMs = timeoutOf(op, options);
     try {
       const lease = await acquire(link, timeoutMs);
@@ -119,9 +120,17 @@ export class DhcpIpam implements Ipam, LinkIpam {
     options: Record<string, string>,
     onChange: (lease: LinkLease) => Promise<void>,
     now = false,
+    fixedAddress = false,
   ): void {
     this.forget(link.endpointId);
-    const k: Kept = { link, lease, timeoutMs: timeoutOf('dhcp renew', options), onChange, stopped: false };
+    const k: Kept = {
+      link,
+      lease,
+      timeoutMs: timeoutOf('dhcp renew', options),
+      onChange,
+      fixedAddress,
+      stopped: false,
+    };
     if (now) k.retryAt = Date.now();
     this.kept.set(link.endpointId, k);
     this.schedule(k);
@@ -157,6 +166,14 @@ export class DhcpIpam implements Ipam, LinkIpam {
         next = await renew(link, lease, now >= t2At, k.timeoutMs);
       } catch (e) {
         if (!(e instanceof NoLease && e.why === 'nak')) throw e;
+        if (k.fixedAddress) {
+          // The container keeps its address (the engine configured it); a new one would be the engine's to ask.
+          this.log.error(
+            { ...ctx, reason: e.message },
+            `dhcp renewal refused: ${plain(lease.address)} stays on the container; disconnect and connect it again for a new address`,
+          );
+          throw e;
+        }
         this.log.error(
           { ...ctx, reason: e.message },
           'dhcp renewal refused: asking the LAN for a new address',
@@ -181,6 +198,8 @@ export class DhcpIpam implements Ipam, LinkIpam {
           return;
         }
         this.log.warn({ ...ctx, err: e }, 'dhcp renewal failed; retrying');
+      } else if (e.why === 'nak') {
+        // Said above; asked again until the server takes it back or the endpoint goes.
       } else if (now >= expiresAt)
         this.log.error(
           { ...ctx, expiredSecondsAgo: Math.round((now - expiresAt) / 1000) },
