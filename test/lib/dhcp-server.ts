@@ -72,20 +72,20 @@ export async function dhcpServer(
   let stderr = '';
   const start = async () => {
     stderr = '';
-    const p = spawn('nsenter', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    p.stderr!.on('data', (b) => (stderr += b));
-    proc = p;
-    // Ready once it says so in its log (it opens the DHCP socket before).
+    // Ready once it says so in its log (it opens the DHCP socket before): counted before it can write.
     const before = fs.existsSync(logFile)
       ? fs.readFileSync(logFile, 'utf8').split(/started, version/).length
       : 1;
+    const p = spawn('nsenter', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    p.stderr!.on('data', (b) => (stderr += b));
+    proc = p;
     await eventually(() => {
       if (p.exitCode !== null) throw new Error(`dnsmasq exited ${p.exitCode}: ${stderr}`);
       const now = fs.existsSync(logFile)
         ? fs.readFileSync(logFile, 'utf8').split(/started, version/).length
         : 1;
-      if (now <= before) throw new Error('dnsmasq not started yet');
-    }, 5000);
+      if (now <= before) throw new Error(`dnsmasq not started yet: ${stderr}`);
+    }, 15_000);
   };
   const stop = async () => {
     const p = proc;
