@@ -118,6 +118,11 @@ test('README: every sh block runs as written, in order, in a private namespace (
   // resolv.conf, then dig +short db: alpha's address from the embedded DNS.
   assert.match(out, /nameserver 127\.0\.0\.11\noptions ndots:0\n\d+\.\d+\.\d+\.\d+\n/);
 
+  // The API example: the sandbox made through /sandboxes, the filtered list, the refused removal.
+  assert.match(out, /^\{"Id":"[0-9a-f]{64}"\}$/m, 'POST /sandboxes answered its id');
+  assert.match(out, /^\[\{"Name":"apinet",/m, 'GET /networks?filters= listed apinet alone first');
+  assert.match(out, /has active endpoints"\}\n409$/m, 'DELETE of a network in use: 409 with the reason');
+
   // The chains README lists are the chains the running daemon made, table by table.
   const listed = readmeChains(markdown);
   const saved = savedChains(fs.readFileSync(saveFile, 'utf8'));
