@@ -1,6 +1,6 @@
 // The repository's docs stand on their own: no file points outside the repository
 // (a path under /work/ or ../shared, where the project's first notes lived), and every
-// relative link of a markdown file names a file or folder that exists.
+// relative link of a markdown file names a file (and heading) that exists.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -38,15 +38,39 @@ test('no file of the repository points outside it', () => {
   assert.deepEqual(bad, []);
 });
 
-test("every relative link in the repository's markdown names something that exists", () => {
+/** GitHub's anchors of a markdown file's headings: lower case, punctuation dropped, spaces to '-'. */
+function anchors(markdown: string): Set<string> {
+  const out = new Set<string>();
+  let fenced = false;
+  for (const line of markdown.split('\n')) {
+    if (line.startsWith('```')) fenced = !fenced;
+    const m = fenced ? null : /^#{1,6} (.*)$/.exec(line);
+    if (m)
+      out.add(
+        m[1]
+          .toLowerCase()
+          .replace(/[^a-z0-9 _-]/g, '')
+          .replace(/ /g, '-'),
+      );
+  }
+  return out;
+}
+
+test("every relative link in the repository's markdown names a file and a heading that exist", () => {
   const bad: string[] = [];
   for (const f of files(REPO).filter((x) => x.endsWith('.md'))) {
     const text = fs.readFileSync(f, 'utf8');
     for (const m of text.matchAll(/\]\(([^)\s]+)\)/g)) {
-      const target = m[1].split('#')[0];
-      if (target === '' || /^[a-z]+:/i.test(target)) continue;
-      if (!fs.existsSync(path.resolve(path.dirname(f), target)))
-        bad.push(`${path.relative(REPO, f)}: (${m[1]})`);
+      const [target, anchor] = m[1].split('#');
+      if (/^[a-z]+:/i.test(target)) continue;
+      const file = target === '' ? f : path.resolve(path.dirname(f), target);
+      if (!fs.existsSync(file)) bad.push(`${path.relative(REPO, f)}: (${m[1]}): no such file`);
+      else if (
+        anchor !== undefined &&
+        file.endsWith('.md') &&
+        !anchors(fs.readFileSync(file, 'utf8')).has(anchor)
+      )
+        bad.push(`${path.relative(REPO, f)}: (${m[1]}): no such heading`);
     }
   }
   assert.deepEqual(bad, []);
