@@ -14,7 +14,7 @@ import type { Driver } from '../../drivers/driver';
 import { CnmdError, bestEffort, invalidArgument } from '../errors';
 import type { Ipam, LinkIpam, LinkLease } from '../ipam/ipam';
 import { DHCP_IPAM } from '../ipam/dhcp/dhcp';
-import type { LanProbe } from '../ipam/dhcp/probe';
+import { LanProbe } from '../ipam/dhcp/probe';
 import type { Logger } from '../log';
 import { contains, ipToBig, parseCidr, randomMac } from '../net/addr';
 import type { Store } from '../store/store';
@@ -197,6 +197,7 @@ export class EngineDhcp {
       const a = ipToBig(plain(got.address))!;
       if (contains(c, 4, a.value)) return got;
       await bestEffort(this.d.log, 'dhcp release', id, async () => {
+        await LanProbe.holdOn(where, got.address);
         await link.release(where, got);
       });
       throw new CnmdError(

@@ -14,51 +14,7 @@ import { CNMCTL, RunningDaemon, restartDaemon, startDaemon } from '../lib/daemon
 import { ping, roundTrip, serve } from '../lib/probe';
 import { assertInvariants, readStore } from '../lib/invariants';
 
-interface Reply {
-  status: number;
-  body: any;
-  text: string;
-}
-
-function call(sock: string, method: string, body?: unknown, raw?: string): Promise<Reply> {
-  const data = raw ?? (body === undefined ? '' : JSON.stringify(body));
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      {
-        socketPath: sock,
-        path: `/${method}`,
-        method: 'POST',
-        headers: {
-          Accept: 'application/vnd.docker.plugins.v1.2+json',
-          'Content-Length': Buffer.byteLength(data),
-        },
-      },
-      (res) => {
-        let text = '';
-        res.on('data', (c) => (text += c));
-        res.on('end', () => {
-          let parsed: any;
-          try {
-            parsed = JSON.parse(text);
-          } catch {
-            parsed = undefined;
-          }
-          resolve({ status: res.statusCode ?? 0, body: parsed, text });
-        });
-      },
-    );
-    req.on('error', reject);
-    req.end(data);
-  });
-}
-
-/** A call that must succeed: 200 and an empty error field. */
-async function ok(sock: string, method: string, body?: unknown): Promise<any> {
-  const r = await call(sock, method, body);
-  assert.equal(r.status, 200, `${method}: ${r.text}`);
-  assert.ok(!r.body.Err && !r.body.Error, `${method}: ${r.text}`);
-  return r.body;
-}
+import { pluginCall as call, pluginOk as ok } from '../lib/plugin-call';
 
 /** iptables-save and ip6tables-save of the daemon's netns. */
 function save(d: RunningDaemon): string {

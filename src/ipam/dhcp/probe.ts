@@ -5,7 +5,7 @@
 // for an address before the endpoint's link exists, and gives it back after
 // the link is gone: both exchanges go through one of these.
 import { CnmdError } from '../../errors';
-import type { Handle, LinkAddSpec } from '../../netlink/handle';
+import { Handle, type LinkAddSpec } from '../../netlink/handle';
 import type { NetnsManager } from '../../netns/netns';
 import type { LeaseLink } from '../ipam';
 
@@ -30,6 +30,15 @@ export class LanProbe {
     private readonly host: Handle,
     private readonly netns: NetnsManager,
   ) {}
+
+  /** Puts a lease's address on a probe (`link`, one `with` handed out), to speak from it: a release. */
+  static async holdOn(link: LeaseLink, cidr: string): Promise<void> {
+    await Handle.inNetns(link.nsPath, (h) => LanProbe.hold(h, cidr));
+  }
+
+  private static async hold(h: Handle, cidr: string): Promise<void> {
+    await h.addrAdd(PROBE_IF, cidr, { nodad: true });
+  }
 
   /** Runs fn with a LeaseLink on the probe; the probe (its netns and link) is gone when this settles. */
   async with<T>(op: string, s: ProbeSpec, fn: (link: LeaseLink) => Promise<T>): Promise<T> {
@@ -64,7 +73,7 @@ export class LanProbe {
           },
         );
       }
-      if (s.address) await ns.handle.addrAdd(PROBE_IF, s.address, { nodad: true });
+      if (s.address) await LanProbe.hold(ns.handle, s.address);
       return await fn({
         nsPath: ns.path,
         ifname: PROBE_IF,
