@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { eventually, lab, runIn } from '../lib/fixture';
 import { restartDaemon, startDaemon } from '../lib/daemon';
 import { startEngine } from '../lib/engine';
-import { dhcpServer, DhcpServer } from '../lib/dhcp-server';
+import { dhcpLan, DhcpServer } from '../lib/dhcp-server';
 import { ping } from '../lib/probe';
 
 const SUBNET = '192.168.61';
@@ -39,20 +39,8 @@ test(
       shareNetns: true,
     });
     // The LAN: lan0 in the host netns (the engine's and cnmd's), its peer in ext where dnsmasq serves .100-.150.
-    const ext = await l.ns('ext');
-    d.host.run('ip', ['link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'up-lan0']);
-    d.host.run('ip', ['link', 'set', 'up-lan0', 'netns', ext.path]);
-    d.host.run('ip', ['link', 'set', 'lan0', 'up']);
-    ext.run('ip', ['link', 'set', 'lo', 'up']);
-    ext.run('ip', ['addr', 'add', `${SUBNET}.1/24`, 'dev', 'up-lan0']);
-    ext.run('ip', ['link', 'set', 'up-lan0', 'up']);
-    const server = await dhcpServer(t, ext, path.join(l.root, 'dnsmasq'), {
-      iface: 'up-lan0',
-      range: [`${SUBNET}.100`, `${SUBNET}.150`],
-      router: `${SUBNET}.1`,
-      dns: [`${SUBNET}.1`],
-      t1: 3,
-    });
+    const server = await dhcpLan(t, l, d.host, SUBNET, { dns: [`${SUBNET}.1`], t1: 3 });
+    const ext = server.ns;
     const probeNetns = () =>
       fs.readdirSync(path.join(d.execRoot, 'netns')).filter((x) => x.startsWith('dhcp-'));
     const hostMacvlans = () =>

@@ -4,39 +4,19 @@
 // MAC and client id hold which address, renewals, releases.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { eventually, lab, Lab, runIn } from '../lib/fixture';
 import { CNMCTL, RunningDaemon, startDaemon } from '../lib/daemon';
 import { ok } from '../lib/api';
 import { ping } from '../lib/probe';
-import { dhcpServer, DhcpServer, DhcpServerOptions } from '../lib/dhcp-server';
+import { dhcpLan, DhcpServer, DhcpServerOptions } from '../lib/dhcp-server';
 
 const SUBNET = '192.168.60';
 
-/**
- * The LAN: `lan0` in the daemon's host netns (holding the host's own address
- * there, .2, as a NIC used as a parent does), its peer `up-lan0` in `ext`
- * (.1) where dnsmasq serves addresses .100-.150, itself as router and DNS.
- */
-async function dhcpLan(
-  t: any,
-  l: Lab,
-  d: RunningDaemon,
-  o: Partial<DhcpServerOptions> = {},
-): Promise<DhcpServer> {
-  const ext = await l.ns('ext');
-  d.host.run('ip', ['link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'up-lan0']);
-  d.host.run('ip', ['link', 'set', 'up-lan0', 'netns', ext.path]);
-  d.host.run('ip', ['addr', 'add', `${SUBNET}.2/24`, 'dev', 'lan0']);
-  d.host.run('ip', ['link', 'set', 'lan0', 'up']);
-  ext.run('ip', ['link', 'set', 'lo', 'up']);
-  ext.run('ip', ['addr', 'add', `${SUBNET}.1/24`, 'dev', 'up-lan0']);
-  ext.run('ip', ['link', 'set', 'up-lan0', 'up']);
-  return dhcpServer(t, ext, path.join(l.root, 'dnsmasq'), {
-    iface: 'up-lan0',
-    range: [`${SUBNET}.100`, `${SUBNET}.150`],
-    router: `${SUBNET}.1`,
+/** The LAN (dhcpLan): dnsmasq in `ext` also the DNS server, naming a printer. */
+function lan(t: any, l: Lab, d: RunningDaemon, o: Partial<DhcpServerOptions> = {}): Promise<DhcpServer> {
+  return dhcpLan(t, l, d.host, SUBNET, {
+    hostAddress: true,
     dns: [`${SUBNET}.1`],
     hosts: { 'printer.lan.test': `${SUBNET}.9` },
     ...o,
@@ -64,7 +44,7 @@ const acksFor = (server: DhcpServer, mac: string) =>
 test('dhcp: address, gateway and DNS from the LAN server; renewed at T1; released on removal', async (t) => {
   const l = await lab(t);
   const d = await startDaemon(t, l);
-  const server = await dhcpLan(t, l, d, { t1: 3 });
+  const server = await lan(t, l, d, { t1: 3 });
   const made = cnmctl(
     d,
     'network',
@@ -143,7 +123,7 @@ test('dhcp: address, gateway and DNS from the LAN server; renewed at T1; release
 test('dhcp: the same address after a SIGKILL and restart, re-requested from the server', async (t) => {
   const l = await lab(t);
   const d = await startDaemon(t, l);
-  const server = await dhcpLan(t, l, d);
+  const server = await lan(t, l, d);
   await ok(d, 'POST', '/networks/create', {
     Name: 'lan',
     Driver: 'macvlan',
@@ -173,7 +153,7 @@ test('dhcp: the same address after a SIGKILL and restart, re-requested from the 
 test('dhcp: no server answering is a clear error at attach, and a logged warning at renewal', async (t) => {
   const l = await lab(t);
   const d = await startDaemon(t, l);
-  const server = await dhcpLan(t, l, d, { t1: 2 });
+  const server = await lan(t, l, d, { t1: 2 });
   await ok(d, 'POST', '/networks/create', {
     Name: 'lan',
     Driver: 'macvlan',

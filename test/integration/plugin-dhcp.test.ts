@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { eventually, lab } from '../lib/fixture';
 import { restartDaemon, RunningDaemon, startDaemon } from '../lib/daemon';
-import { dhcpServer } from '../lib/dhcp-server';
+import { dhcpLan } from '../lib/dhcp-server';
 import { pluginCall, pluginOk } from '../lib/plugin-call';
 
 const SUBNET = '192.168.62';
@@ -26,17 +26,7 @@ test(
   async (t) => {
     const l = await lab(t);
     let d: RunningDaemon = await startDaemon(t, l);
-    const ext = await l.ns('ext');
-    d.host.run('ip', ['link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'up-lan0']);
-    d.host.run('ip', ['link', 'set', 'up-lan0', 'netns', ext.path]);
-    d.host.run('ip', ['link', 'set', 'lan0', 'up']);
-    ext.run('ip', ['addr', 'add', `${SUBNET}.1/24`, 'dev', 'up-lan0']);
-    ext.run('ip', ['link', 'set', 'up-lan0', 'up']);
-    const server = await dhcpServer(t, ext, path.join(l.root, 'dnsmasq'), {
-      iface: 'up-lan0',
-      range: [`${SUBNET}.100`, `${SUBNET}.150`],
-      router: `${SUBNET}.1`,
-    });
+    const server = await dhcpLan(t, l, d.host, SUBNET);
     const ipam = () => path.join(d.pluginDir, 'cnmd-ipam.sock');
     const macvlan = () => path.join(d.pluginDir, 'cnmd-macvlan.sock');
     const failed = async (sock: string, method: string, body: unknown, message: RegExp) => {

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ChildProcess, spawn } from 'node:child_process';
 import type { TestContext } from 'node:test';
-import type { Ns } from './fixture';
+import type { Lab, Ns } from './fixture';
 import { eventually } from './fixture';
 
 export interface DhcpServerOptions {
@@ -112,4 +112,34 @@ export async function dhcpServer(
     stop,
     start,
   };
+}
+
+/**
+ * A LAN with dnsmasq on it: `lan0` in `host` (the daemon's host netns: the
+ * parent), with `hostAddress` (.2) if asked, as a NIC used as a parent holds;
+ * its peer `up-lan0` in a netns `ext` (.1) where dnsmasq serves .100-.150 of
+ * `subnet` (three octets), itself as router unless options say otherwise.
+ */
+export async function dhcpLan(
+  t: TestContext,
+  l: Lab,
+  host: Ns,
+  subnet: string,
+  o: Partial<DhcpServerOptions> & { hostAddress?: boolean } = {},
+): Promise<DhcpServer> {
+  const { hostAddress, ...server } = o;
+  const ext = await l.ns('ext');
+  host.run('ip', ['link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'up-lan0']);
+  host.run('ip', ['link', 'set', 'up-lan0', 'netns', ext.path]);
+  if (hostAddress) host.run('ip', ['addr', 'add', `${subnet}.2/24`, 'dev', 'lan0']);
+  host.run('ip', ['link', 'set', 'lan0', 'up']);
+  ext.run('ip', ['link', 'set', 'lo', 'up']);
+  ext.run('ip', ['addr', 'add', `${subnet}.1/24`, 'dev', 'up-lan0']);
+  ext.run('ip', ['link', 'set', 'up-lan0', 'up']);
+  return dhcpServer(t, ext, path.join(l.root, 'dnsmasq'), {
+    iface: 'up-lan0',
+    range: [`${subnet}.100`, `${subnet}.150`],
+    router: `${subnet}.1`,
+    ...server,
+  });
 }
