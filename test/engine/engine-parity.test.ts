@@ -1,7 +1,8 @@
 // Docker parity with the real engine (issue 19): a port published by a container on
 // one network is reachable from a container on another network through the host's
-// address and through the client network's own gateway. Checked side by side on
-// Docker's own bridge driver and on cnmd-bridge networks of the same engine.
+// address and through the client network's own gateway, and a port on a host address
+// the host does not have is refused. Checked side by side on Docker's own bridge
+// driver and on cnmd-bridge networks of the same engine.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { eventually, lab } from '../lib/fixture';
@@ -94,6 +95,33 @@ test(
         );
       }
       t.diagnostic(`${c.driver}: published port reached across networks by host address and gateway`);
+      // A host address the host does not have: the container does not start, the message names the
+      // address, and no rule is left for its port, on either driver.
+      const far = await e.docker(
+        [
+          'run',
+          '-d',
+          '--name',
+          `${c.pub}-far`,
+          '--network',
+          c.pub,
+          '-p',
+          `1.2.3.4:${c.port + 1000}:80`,
+          e.image,
+          'sleep',
+          '60',
+        ],
+        { allowFail: true },
+      );
+      assert.notEqual(far.status, 0, `${c.driver}: -p 1.2.3.4:... refused`);
+      assert.match(far.stderr, /1\.2\.3\.4/, `${c.driver}: the message names the address: ${far.stderr}`);
+      assert.doesNotMatch(
+        d.host.run('iptables-save', ['-t', 'nat']),
+        new RegExp(`--dport ${c.port + 1000} `),
+        `${c.driver}: no rule for the refused port`,
+      );
+      await e.docker(['rm', '-f', `${c.pub}-far`], { allowFail: true });
+      t.diagnostic(`${c.driver}: ${far.stderr.trim()}`);
     }
   },
 );
