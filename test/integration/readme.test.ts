@@ -115,6 +115,9 @@ test('README: every sh block runs as written, in order, in a private namespace (
   assert.match(out, /OK(\n|Client:)/, 'curl _ping answered OK');
   assert.match(out, /^80\/tcp -> \[::\]:8080$/m, 'cnmctl port lists the IPv6 binding');
   assert.equal((out.match(/^200$/gm) ?? []).length, 2, 'the sandbox web server answered over IPv4 and IPv6');
+  // sandbox ls: plain joined the default network bridge (172.17.0.0/16 in the empty netns), alone none.
+  assert.match(out, /^plain\s+bridge\s+172\.17\.0\.\d+\s*$/m, 'a sandbox without --network is on bridge');
+  assert.match(out, /^alone\s+none\s*$/m, '--network none: no address');
   // resolv.conf, then dig +short db: alpha's address from the embedded DNS.
   assert.match(out, /nameserver 127\.0\.0\.11\noptions ndots:0\n\d+\.\d+\.\d+\.\d+\n/);
 
