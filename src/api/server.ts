@@ -112,7 +112,7 @@ export async function startApiServer(
       : http.createServer(onRequest);
   server.keepAliveTimeout = 30_000;
   capConnections(server, opts.maxConnections ?? 512, log, 'api');
-  const drain = drainable(server);
+  const drain = drainable(server, log, 'api');
   if (addr.kind === 'unix') {
     fs.mkdirSync(path.dirname(addr.path), { recursive: true, mode: 0o755 });
     await claimSocketPath(addr.path, '--host');

@@ -3,8 +3,12 @@
 import { Command } from 'commander';
 import { DEFAULTS, ENV, resolveConfig } from '../config';
 import { Daemon } from '../daemon';
+import { DRAIN_GRACE_MS } from '../http-drain';
 import { ENGINE_CHECK_MS } from '../remote/engine-api';
 import { VERSION } from '../version';
+
+/** How long a clean stop may take after SIGTERM/SIGINT before the daemon exits anyway. */
+const STOP_DEADLINE_MS = 10_000;
 
 const program = new Command('cnmd')
   .description(
@@ -119,8 +123,10 @@ const program = new Command('cnmd')
   .addHelpText(
     'after',
     `
-Signals: SIGTERM/SIGINT stop the daemon cleanly; networks stay in place for the next start.
-A stop that takes over 10 s, or a second signal, exits at once (the next start recovers).
+Signals: SIGTERM/SIGINT stop the daemon cleanly: the API and plugin sockets stop accepting at
+once, every request already sent is answered (for up to ${DRAIN_GRACE_MS / 1000} s; connections still busy then are
+cut), then it exits; networks and sandboxes stay in place for the next start. A stop that takes
+over ${STOP_DEADLINE_MS / 1000} s, or a second signal, exits at once (the next start recovers).
 One daemon per root: <data-root>/cnmd.lock and <exec-root>/cnmd.pid (its pid) are locked while
 it runs; a second daemon on a root or socket in use is refused before it changes anything.
 Logs are JSON lines on stderr.
@@ -129,9 +135,6 @@ Example:
   cnmd --data-root /var/lib/cnmd --exec-root /run/cnmd -H unix:///run/cnmd/cnmd.sock
   curl --unix-socket /run/cnmd/cnmd.sock http://cnmd/_ping`,
   );
-
-/** How long a clean stop may take after SIGTERM/SIGINT before the daemon exits anyway. */
-const STOP_DEADLINE_MS = 10_000;
 
 async function main(): Promise<void> {
   program.parse();

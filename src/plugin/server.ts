@@ -45,7 +45,7 @@ async function listen(
   const server = http.createServer((req, res) => void handle(def, req, res, log, ready));
   server.keepAliveTimeout = 60_000;
   capConnections(server, PLUGIN_MAX_CONNECTIONS, log, def.name);
-  const drain = drainable(server);
+  const drain = drainable(server, log, def.name);
   await claimSocketPath(sock, '--plugin-dir');
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

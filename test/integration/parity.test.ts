@@ -1,14 +1,12 @@
 // Docker parity points a new user meets first (issue 19): a host address the host
 // does not have, messages that name the sandbox, the network and the gateway,
-// cnmd's own start-up errors, a sandbox on `none` across a restart, and a stop
-// that lets requests in flight finish.
+// cnmd's own start-up errors and a sandbox on `none` across a restart (the stop
+// that lets requests in flight finish: daemon-stop.test.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
-import * as http from 'node:http';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { eventually, lab } from '../lib/fixture';
+import { lab } from '../lib/fixture';
 import { CNMD, restartDaemon, startDaemon } from '../lib/daemon';
 
 test('-p on a host address the host does not have is refused, naming the address; one it has is accepted', async (t) => {
@@ -155,71 +153,4 @@ test('a sandbox on none is restored without a rejoin warning', async (t) => {
   assert.deepEqual(Object.keys(r2.body.Networks), ['none']);
   assert.match(d2.logs(), /"msg":"cnmd started"/);
   assert.doesNotMatch(d2.logs(), /rejoining/);
-});
-
-/** A remote IPAM plugin whose RequestPool answers only when the test says so: a request held in flight. */
-function heldIpam(dir: string) {
-  let release!: () => void;
-  const released = new Promise<void>((resolve) => (release = resolve));
-  let arrived!: () => void;
-  const requested = new Promise<void>((resolve) => (arrived = resolve));
-  const server = http.createServer((req, res) => {
-    const answer = (body: unknown) => {
-      res.setHeader('Content-Type', 'application/vnd.docker.plugins.v1.1+json');
-      res.end(JSON.stringify(body));
-    };
-    req.resume();
-    req.on('end', () => {
-      switch (req.url) {
-        case '/Plugin.Activate':
-          return answer({ Implements: ['IpamDriver'] });
-        case '/IpamDriver.GetDefaultAddressSpaces':
-          return answer({ LocalDefaultAddressSpace: 'l', GlobalDefaultAddressSpace: 'g' });
-        case '/IpamDriver.RequestPool':
-          arrived();
-          return void released.then(() => answer({ PoolID: 'p1', Pool: '10.78.0.0/24', Data: {} }));
-        case '/IpamDriver.RequestAddress':
-          return answer({ Address: '10.78.0.1/24', Data: {} });
-        default:
-          return answer({});
-      }
-    });
-  });
-  fs.mkdirSync(dir, { recursive: true });
-  const sock = path.join(dir, 'held.sock');
-  return {
-    requested,
-    release,
-    listen: () => new Promise<void>((resolve) => server.listen(sock, () => resolve())),
-    close: () => {
-      server.closeAllConnections();
-      server.close();
-    },
-  };
-}
-
-test('SIGTERM: new connections are refused, a request in flight completes, then the daemon exits at once', async (t) => {
-  const l = await lab(t);
-  const d = await startDaemon(t, l);
-  const plugin = heldIpam(d.pluginDir);
-  await plugin.listen();
-  t.after(() => plugin.close());
-  const exited = new Promise<number>((resolve) => d.proc.once('exit', () => resolve(Date.now())));
-  const inflight = d.request('POST', '/networks/create', { Name: 'held', IPAM: { Driver: 'held' } });
-  await plugin.requested; // the API request is being served: cnmd waits on the plugin
-  d.proc.kill('SIGTERM');
-  await eventually(() => assert.match(d.logs(), /"msg":"stopping"/), 10_000);
-  // Stopped accepting: the socket is gone, a new client is refused.
-  await eventually(() => assert.equal(fs.existsSync(d.sock), false));
-  await assert.rejects(d.request('GET', '/_ping'), /cannot reach cnmd/);
-  assert.equal(d.proc.exitCode, null, 'still running while a request is in flight');
-  plugin.release();
-  const r = await inflight;
-  const answered = Date.now();
-  assert.equal(r.status, 201, JSON.stringify(r.body));
-  const exitAt = await exited;
-  assert.equal(d.proc.exitCode, 0, d.logs());
-  // Prompt, not a benchmark: well under the ~2 s tail it had, with room for a loaded machine.
-  t.diagnostic(`exited ${exitAt - answered} ms after the last answer`);
-  assert.ok(exitAt - answered < 1500, `exited ${exitAt - answered} ms after the last answer`);
 });
