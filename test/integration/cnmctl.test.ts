@@ -294,7 +294,24 @@ test('cnmctl sandbox create/ls/inspect/rm and network connect/disconnect/prune',
   const [c] = JSON.parse(cnmctlOk(d, 'sandbox', 'inspect', 'c'));
   assert.deepEqual(Object.keys(c.Networks), ['bridge']);
   assert.match(c.Networks.bridge.IPAddress, /^\d+\.\d+\.\d+\.\d+$/);
-  assert.match(cnmctlOk(d, 'sandbox', 'create', '--help'), /default: the default network "bridge"/);
+  const cAddrs = JSON.parse(runIn(c.SandboxKey, 'ip', ['-j', 'addr', 'show', 'eth0']));
+  assert.ok(
+    cAddrs[0].addr_info.some((x: any) => x.local === c.Networks.bridge.IPAddress),
+    JSON.stringify(cAddrs),
+  );
+  // --network none: the loopback only.
+  cnmctlOk(d, 'sandbox', 'create', '--name', 'lonely', '--network', 'none');
+  const [lonely] = JSON.parse(cnmctlOk(d, 'sandbox', 'inspect', 'lonely'));
+  assert.deepEqual(Object.keys(lonely.Networks), ['none']);
+  assert.deepEqual(
+    JSON.parse(runIn(lonely.SandboxKey, 'ip', ['-j', 'link'])).map((x: any) => x.ifname),
+    ['lo'],
+  );
+  cnmctlOk(d, 'sandbox', 'rm', 'lonely');
+  assert.match(
+    cnmctlOk(d, 'sandbox', 'create', '--help').replace(/\s+/g, ' '),
+    /default: the default network "bridge"; "none": loopback only/,
+  );
   // --format: a template, json (one object a line) and table.
   assert.deepEqual(
     lines(cnmctlOk(d, 'sandbox', 'ls', '--format', '{{.Name}} {{.Networks}} {{.IPv4}}')).sort(),
