@@ -4,6 +4,7 @@ import { z } from 'zod';
 import type { Controller } from '../controller/controller';
 import type { NetworkRecord } from '../controller/records';
 import { CnmdError, invalidArgument } from '../errors';
+import { POOL_OVERLAP } from '../ipam/ipam';
 import { overlaps, parseCidr } from '../net/addr';
 import { checkStaticAddresses, parseBody, parseFilters, patternFilter } from './request';
 import type { Router } from './router';
@@ -82,8 +83,8 @@ function checkRequestSubnets(name: string, subnets: string[]): void {
       if (overlaps(given[i].c!, given[j].c!))
         throw new CnmdError(
           'CONFLICT',
-          `network create ${name}: subnet ${given[j].s} overlaps with ${given[i].s}, another subnet of this ` +
-            `request; give each subnet once, without overlap`,
+          `network create ${name}: ${POOL_OVERLAP}: subnet ${given[j].s} overlaps with ${given[i].s}, another ` +
+            `subnet of this request; give each subnet once, without overlap`,
           { op: 'network create', object: name },
         );
 }

@@ -6,6 +6,7 @@
 import { CnmdError, bestEffort, invalidArgument } from '../errors';
 import type { IpamConfig } from '../controller/records';
 import { Cidr, bigToIp, contains, formatCidr, ipToBig, overlaps, parseCidr } from '../net/addr';
+import { POOL_OVERLAP } from '../ipam/ipam';
 import { predefinedSubnets } from '../ipam/pools';
 import type { Logger } from '../log';
 import type { ClusterStore, Versioned } from './etcd';
@@ -408,7 +409,8 @@ export class Cluster {
         if (clash)
           throw new CnmdError(
             'CONFLICT',
-            `${op}: subnet ${cfg.subnet} overlaps with ${formatCidr(clash.c)} of overlay network ${clash.name}`,
+            `${op}: ${POOL_OVERLAP}: subnet ${cfg.subnet} overlaps with ${formatCidr(clash.c)} of overlay ` +
+              `network ${clash.name}`,
             { op, object: cfg.subnet },
           );
       } else {

@@ -4,10 +4,12 @@
 import { CnmdError, invalidArgument } from '../errors';
 import type { Store } from '../store/store';
 import {
+  ADDRESS_IN_USE,
   AddressOptions,
   GLOBAL_SPACE,
   Ipam,
   LOCAL_SPACE,
+  POOL_OVERLAP,
   PoolInfo,
   PoolRequest,
   SERIAL_OPTION,
@@ -164,8 +166,8 @@ export class DefaultIpam implements Ipam {
       if (foreign)
         throw new CnmdError(
           'CONFLICT',
-          `${op}: subnet ${formatCidr(p)} overlaps with ${foreign}, the subnet of a Docker engine network; ` +
-            `choose a subnet that does not overlap it`,
+          `${op}: ${POOL_OVERLAP}: subnet ${formatCidr(p)} overlaps with ${foreign}, the subnet of a Docker ` +
+            `engine network; choose a subnet that does not overlap it`,
           { op, object: formatCidr(p) },
         );
       const taken = this.records(space).map((o) => ({ rec: o, cidr: parseCidr(o.pool)! }));
@@ -174,7 +176,7 @@ export class DefaultIpam implements Ipam {
         const holder = this.describePool(clash.id)?.network;
         throw new CnmdError(
           'CONFLICT',
-          `${op}: subnet ${formatCidr(p)} overlaps with ${clash.pool}, ${holder ? `the subnet of network "${holder}"` : 'already used by another network in this address space'}; choose a subnet that does not overlap it`,
+          `${op}: ${POOL_OVERLAP}: subnet ${formatCidr(p)} overlaps with ${clash.pool}, ${holder ? `the subnet of network "${holder}"` : 'already used by another network in this address space'}; choose a subnet that does not overlap it`,
           {
             op,
             object: formatCidr(p),
@@ -284,8 +286,9 @@ export class DefaultIpam implements Ipam {
           reserved
             ? `${op}: address ${ip} is reserved (network or broadcast address) in ${net}`
             : isGateway
-              ? `${op}: address ${ip} is the gateway of ${net}; choose another address`
-              : `${op}: address ${ip} is already in use in ${net}${owner?.holder ? ` by ${owner.holder}` : ''}`,
+              ? `${op}: ${ADDRESS_IN_USE}: ${ip} is the gateway of ${net}; choose another address`
+              : `${op}: ${ADDRESS_IN_USE}: ${ip} in ${net}` +
+                (owner?.holder ? ` is held by ${owner.holder}` : ''),
           {
             op,
             object: ip,

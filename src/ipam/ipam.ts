@@ -5,6 +5,13 @@
 // network's next pool).
 
 export const LOCAL_SPACE = 'LocalDefault';
+
+/**
+ * Docker's wording (libnetwork's ipamapi errors), which its clients and users search for: cnmd's reasons,
+ * which name the network or sandbox, follow it.
+ */
+export const POOL_OVERLAP = 'Pool overlaps with other one on this address space';
+export const ADDRESS_IN_USE = 'Address already in use';
 export const GLOBAL_SPACE = 'GlobalDefault';
 
 export interface PoolRequest {

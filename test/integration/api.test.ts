@@ -488,7 +488,7 @@ test('inspect, delete, connect and disconnect: bad input gets Docker statuses an
     '/networks/web/connect',
     ip('10.54.0.10'),
     409,
-    /address 10\.54\.0\.10 is already in use/,
+    /^ipam request address: Address already in use: 10\.54\.0\.10 in network "web" \(10\.54\.0\.0\/24\) is held by sandbox "/,
   );
   await refused(
     d,
@@ -497,7 +497,7 @@ test('inspect, delete, connect and disconnect: bad input gets Docker statuses an
     '/networks/web/connect',
     ip('10.54.0.1'),
     409,
-    /address 10\.54\.0\.1 is the gateway of network "web"/,
+    /^ipam request address: Address already in use: 10\.54\.0\.1 is the gateway of network "web"/,
   );
   // Host network and netns sandboxes do not mix: 403.
   await refused(

@@ -70,7 +70,7 @@ test('messages name the sandbox holding a port, the network holding a subnet or 
   assert.equal(r.status, 409);
   assert.match(
     r.body.message,
-    /subnet 10\.71\.0\.128\/25 overlaps with 10\.71\.0\.0\/24, the subnet of network "web"/,
+    /^ipam request pool: Pool overlaps with other one on this address space: subnet 10\.71\.0\.128\/25 overlaps with 10\.71\.0\.0\/24, the subnet of network "web"/,
   );
   r = await d.request('POST', '/networks/create', {
     Name: 'self',
@@ -79,14 +79,17 @@ test('messages name the sandbox holding a port, the network holding a subnet or 
   assert.equal(r.status, 409);
   assert.match(
     r.body.message,
-    /subnet 10\.72\.0\.0\/25 overlaps with 10\.72\.0\.0\/24, another subnet of this request/,
+    /^network create self: Pool overlaps with other one on this address space: subnet 10\.72\.0\.0\/25 overlaps with 10\.72\.0\.0\/24, another subnet of this request/,
   );
   r = await d.request('POST', '/sandboxes', {
     Name: 'gw',
     Networks: [{ Network: 'web', IPv4Address: '10.71.0.1' }],
   });
   assert.equal(r.status, 409);
-  assert.match(r.body.message, /address 10\.71\.0\.1 is the gateway of network "web" \(10\.71\.0\.0\/24\)/);
+  assert.match(
+    r.body.message,
+    /^ipam request address: Address already in use: 10\.71\.0\.1 is the gateway of network "web" \(10\.71\.0\.0\/24\); choose another address$/,
+  );
   r = await d.request('POST', '/sandboxes', {
     Name: 'dup',
     Networks: [{ Network: 'web', IPv4Address: '10.71.0.9' }],
@@ -94,7 +97,7 @@ test('messages name the sandbox holding a port, the network holding a subnet or 
   assert.equal(r.status, 409);
   assert.match(
     r.body.message,
-    /address 10\.71\.0\.9 is already in use in network "web" \(10\.71\.0\.0\/24\) by sandbox "first"/,
+    /^ipam request address: Address already in use: 10\.71\.0\.9 in network "web" \(10\.71\.0\.0\/24\) is held by sandbox "first"$/,
   );
   assert.deepEqual(
     (await d.request('GET', '/networks')).body.map((n: any) => n.Name).sort(),

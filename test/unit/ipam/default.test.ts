@@ -71,7 +71,7 @@ test('gateway, dynamic, static and aux addresses; reserved network and broadcast
   });
   await assert.rejects(ipam.requestAddress(p.poolId, '10.1.0.5'), {
     code: 'CONFLICT',
-    message: /10\.1\.0\.5 is already in use/,
+    message: /^ipam request address: Address already in use: 10\.1\.0\.5 in 10\.1\.0\.0\/29$/,
   });
   await assert.rejects(ipam.requestAddress(p.poolId, '10.1.0.7'), { code: 'CONFLICT', message: /reserved/ });
   await assert.rejects(ipam.requestAddress(p.poolId, '10.1.0.0'), { code: 'CONFLICT', message: /reserved/ });
