@@ -51,10 +51,10 @@ async function dualStackNetwork(d: RunningDaemon): Promise<void> {
   assert.equal(r.status, 201, JSON.stringify(r.body));
 }
 
-async function sandbox(d: RunningDaemon, name: string, ports: string[]) {
+async function sandbox(d: RunningDaemon, name: string, ports: string[], network = 'web') {
   const r = await d.request('POST', '/sandboxes', {
     Name: name,
-    Networks: [{ Network: 'web' }],
+    Networks: [{ Network: network }],
     Ports: ports,
   });
   assert.equal(r.status, 201, JSON.stringify(r.body));
@@ -327,6 +327,37 @@ for (const proxy of ['true', 'false']) {
       'the other network still cannot reach the container address directly',
     );
     assert.equal(reach(far.SandboxKey, 'tcp', HOST_IP, 8081, 800), false, 'nor a port that is not published');
+  });
+
+  test(`across dual-stack networks over IPv6 (userland-proxy=${proxy}): the host's IPv6 address and the other network's IPv6 gateway reach a published port; the container's IPv6 address stays isolated`, async (t) => {
+    const { d, outside } = await setup(t, ['--userland-proxy', proxy]);
+    await ipv6Uplink(d, outside);
+    await dualStackNetwork(d);
+    const r = await d.request('POST', '/networks/create', {
+      Name: 'other6',
+      EnableIPv6: true,
+      IPAM: { Config: [{ Subnet: '10.55.0.0/24' }, { Subnet: 'fd55::/64', Gateway: 'fd55::1' }] },
+    });
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    const srv = await sandbox(d, 'srv6', ['8080:80'], 'dual');
+    const far = await sandbox(d, 'far6', [], 'other6');
+    await serve(t, srv.SandboxKey, 'tcp', 80);
+    await serve(t, srv.SandboxKey, 'tcp', 81); // not published
+    // IPv6 addresses may still be in duplicate address detection under load: wait for the first answer.
+    await eventually(
+      () => assert.ok(reach(far.SandboxKey, 'tcp', '2001:db8::1', 8080, 3000), 'host IPv6 address'),
+      15_000,
+    );
+    assert.ok(reach(far.SandboxKey, 'tcp', 'fd55::1', 8080), "the other network's IPv6 gateway");
+    assert.ok(reach(outside.path, 'tcp', '2001:db8::1', 8080), 'outside over IPv6');
+    const srvIPv6 = srv.Networks.dual.GlobalIPv6Address;
+    assert.ok(srvIPv6);
+    assert.equal(
+      reach(far.SandboxKey, 'tcp', srvIPv6, 80, 800),
+      false,
+      'the container address stays isolated',
+    );
+    assert.equal(reach(far.SandboxKey, 'tcp', 'fd55::1', 8081, 800), false, 'nor an unpublished port');
   });
 }
 
