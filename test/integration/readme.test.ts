@@ -16,18 +16,32 @@ import { README, blocksScript, lastBlock, shBlocks } from '../lib/readme';
 /** Debian's PATH for root (login shells), and the directory of the node running the tests. */
 const ROOT_PATH = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
 
-/** The CNMD chains README's firewall paragraph lists, by table. */
-function readmeChains(markdown: string): { filter: string[]; nat: string[]; all: string[] } {
+/** The CNMD chains README's firewall paragraph lists, by family and table. */
+function readmeChains(markdown: string): {
+  v4: Map<string, string[]>;
+  v6: Map<string, string[]>;
+  all: string[];
+} {
   const para = markdown.split(/\n\s*\n/).find((p) => p.includes('Firewall rules follow'));
   assert.ok(para, 'README has the firewall paragraph ("Firewall rules follow ...")');
   const names = (s: string) => [...new Set([...s.matchAll(/`(CNMD[A-Z0-9-]*)`/g)].map((m) => m[1]))].sort();
-  const filterAt = para.indexOf('in the filter table');
-  const natAt = para.indexOf('in the nat table');
-  assert.ok(filterAt >= 0 && natAt > filterAt, 'the paragraph names the filter table, then the nat table');
-  const natEnd = para.indexOf('See them', natAt);
+  const at = (phrase: string) => {
+    const i = para.indexOf(phrase);
+    assert.ok(i >= 0, `the firewall paragraph says "${phrase}"`);
+    return i;
+  };
+  const filter = names(para.slice(at('in the filter table'), at('in the nat table')));
+  const nat = names(para.slice(at('in the nat table'), at('ip6tables has the same chains')));
+  const filter6 = names(para.slice(at('ip6tables has the same chains'), at('See them')));
   return {
-    filter: names(para.slice(filterAt, natAt)),
-    nat: names(para.slice(natAt, natEnd < 0 ? undefined : natEnd)),
+    v4: new Map([
+      ['filter', filter],
+      ['nat', nat],
+    ]),
+    v6: new Map([
+      ['filter', [...new Set([...filter, ...filter6])].sort()],
+      ['nat', nat],
+    ]),
     all: names(para),
   };
 }
@@ -64,6 +78,7 @@ test('README: every sh block runs as written, in order, in a private namespace (
       // Read back once every block ran: where the commands came from, and the chains that exist.
       `command -v cnmd cnmctl > ${JSON.stringify(whichFile)}`,
       `iptables-save > ${JSON.stringify(saveFile)}`,
+      `ip6tables-save > ${JSON.stringify(saveFile + '6')}`,
     ]),
   );
   const ov = path.join(logDir, 'usr-local-bin');
@@ -126,16 +141,21 @@ test('README: every sh block runs as written, in order, in a private namespace (
   assert.match(out, /^\[\{"Name":"apinet",/m, 'GET /networks?filters= listed apinet alone first');
   assert.match(out, /has active endpoints"\}\n409$/m, 'DELETE of a network in use: 409 with the reason');
 
-  // The chains README lists are the chains the running daemon made, table by table.
+  // The chains README lists are the chains the running daemon made, family by family, table by table.
   const listed = readmeChains(markdown);
-  const saved = savedChains(fs.readFileSync(saveFile, 'utf8'));
-  assert.deepEqual(
-    saved.get('filter') ?? [],
-    listed.filter,
-    'README lists the filter table chains that exist',
-  );
-  assert.deepEqual(saved.get('nat') ?? [], listed.nat, 'README lists the nat table chains that exist');
-  for (const [table, chains] of saved)
-    for (const c of chains)
-      assert.ok(listed.all.includes(c), `README's firewall paragraph names ${table} chain ${c}`);
+  for (const [family, file, want] of [
+    ['iptables', saveFile, listed.v4],
+    ['ip6tables', saveFile + '6', listed.v6],
+  ] as const) {
+    const saved = savedChains(fs.readFileSync(file, 'utf8'));
+    for (const table of ['filter', 'nat'])
+      assert.deepEqual(
+        saved.get(table) ?? [],
+        want.get(table),
+        `README lists the ${family} ${table} chains that exist`,
+      );
+    for (const [table, chains] of saved)
+      for (const c of chains)
+        assert.ok(listed.all.includes(c), `README's firewall paragraph names ${family} ${table} chain ${c}`);
+  }
 });
