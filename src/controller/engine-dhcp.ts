@@ -125,6 +125,7 @@ export class EngineDhcp {
     for (const p of rec.pools) if (!p.v6) p.gateway = undefined;
     rec.dhcpPool = l.poolId;
     l.dhcp!.networkId = rec.id;
+    l.dhcp!.lan = { parent: rec.options.parent, kind: rec.driver as 'macvlan' | 'ipvlan' };
     this.d.store.put(KIND.ipamLease, l.poolId, l);
   }
 
@@ -136,25 +137,25 @@ export class EngineDhcp {
     this.d.store.put(KIND.ipamLease, l.poolId, l);
   }
 
-  private network(op: string, l: IpamLeaseRecord): NetworkRecord {
+  /** The LAN of the pool's network; asking for an address also needs the network to be there. */
+  private lan(
+    op: string,
+    l: IpamLeaseRecord,
+    ready: boolean,
+  ): { parent: string; kind: 'macvlan' | 'ipvlan' } {
     const id = l.dhcp?.networkId;
     const n = id ? this.d.store.get<NetworkRecord>(KIND.engineNetwork, id) : undefined;
-    if (!n || n.state !== 'ready')
+    if (!l.dhcp?.lan || (ready && (!n || n.state !== 'ready')))
       throw new CnmdError(
         'NOT_FOUND',
-        `${op}: pool ${l.poolId} (${IPAM_MODE_OPT}=${DHCP_MODE}) has no cnmd-macvlan or cnmd-ipvlan network yet: its leases are asked on that network's parent`,
+        `${op}: pool ${l.poolId} (${IPAM_MODE_OPT}=${DHCP_MODE}) has no cnmd-macvlan or cnmd-ipvlan network: its leases are asked on that network's parent`,
         { op, object: l.poolId },
       );
-    return n;
+    return l.dhcp.lan;
   }
 
-  private probeSpec(n: NetworkRecord, id: string, mac: string) {
-    return {
-      parent: n.options.parent,
-      kind: n.driver as 'macvlan' | 'ipvlan',
-      mac: n.driver === 'macvlan' ? mac : undefined,
-      leaseId: id,
-    };
+  private probeSpec(lan: { parent: string; kind: 'macvlan' | 'ipvlan' }, id: string, mac: string) {
+    return { ...lan, mac: lan.kind === 'macvlan' ? mac : undefined, leaseId: id };
   }
 
   /**
@@ -188,10 +189,10 @@ export class EngineDhcp {
         `${address}: in ${IPAM_MODE_OPT}=${DHCP_MODE} the LAN's DHCP server chooses the addresses: remove --ip (or --aux-address)`,
       );
     const { link, probe } = this.links(op);
-    const n = this.network(op, l);
+    const lan = this.lan(op, l, true);
     const id = randomBytes(8).toString('hex');
     const mac = randomMac();
-    const spec = this.probeSpec(n, id, mac);
+    const spec = this.probeSpec(lan, id, mac);
     const lease = await probe.with(op, spec, async (where) => {
       const got = await link.acquire(where, l.dhcp!.options, op);
       const a = ipToBig(plain(got.address))!;
@@ -230,10 +231,9 @@ export class EngineDhcp {
     if (held) {
       const { link, probe } = this.links(op);
       link.forget(held.id);
-      const n = this.network(op, l);
       await probe.with(
         op,
-        { ...this.probeSpec(n, held.id, held.lease.mac), address: held.lease.address },
+        { ...this.probeSpec(this.lan(op, l, false), held.id, held.lease.mac), address: held.lease.address },
         (where) => link.release(where, held.lease),
       );
       this.d.log.info(

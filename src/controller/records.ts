@@ -114,6 +114,8 @@ export interface EngineDhcpPool {
   options: Record<string, string>;
   /** The engine network (cnmd-macvlan/-ipvlan) whose parent the leases are asked on, once created. */
   networkId?: string;
+  /** That network's parent and link kind: releases reach the LAN after the network is gone too. */
+  lan?: { parent: string; kind: 'macvlan' | 'ipvlan' };
   /** Plain IP -> its lease; `id` is the client id's (cnmd:<id>) and the probe's. */
   leases: Record<string, { id: string; lease: LinkLease }>;
 }
