@@ -6,6 +6,7 @@
 // the cluster like its own endpoints. The checks here refuse every binding
 // that would give two hosts one address or put one subnet on two data planes.
 import type { EndpointPublication } from '../cluster/records';
+import { OPT as OVERLAY_OPT, parseEncrypted } from '../../drivers/overlay/options';
 import { CnmdError, invalidArgument } from '../errors';
 import { stripPrefix } from '../net/addr';
 import type { Store } from '../store/store';
@@ -32,12 +33,16 @@ export function overlayBinding(
   leases: IpamLeaseRecord[],
 ): NetworkRecord {
   const ref = options[BIND_OPTION];
+  // Docker's -o encrypted reaches the plugin as a generic option: it must agree with the bound network, whose
+  // encryption (made with it, cluster-wide) is what the binding carries.
+  const wantsEncrypted =
+    options[OVERLAY_OPT.encrypted] === undefined ? undefined : parseEncrypted(op, options);
   if (!ref)
     throw invalidArgument(
       op,
       engineNetworkId,
       `a cnmd-overlay network is bound to a cnmd overlay network: give -o ${BIND_OPTION}=NAME (create NAME on any ` +
-        `host with: cnmctl network create -d overlay --subnet SUBNET NAME)`,
+        `host with: cnmctl network create -d overlay ${wantsEncrypted ? '-o encrypted ' : ''}--subnet SUBNET NAME)`,
     );
   const globals = store
     .list<NetworkRecord>(KIND.network)
@@ -52,6 +57,23 @@ export function overlayBinding(
     );
   if (g.driver !== 'overlay')
     throw invalidArgument(op, ref, `cnmd network ${g.name} is a ${g.driver} network, not an overlay network`);
+  const encrypted = parseEncrypted(op, g.options);
+  if (wantsEncrypted === true && !encrypted)
+    throw invalidArgument(
+      op,
+      ref,
+      `-o ${OVERLAY_OPT.encrypted} asks for encryption, but cnmd overlay network ${g.name} is not encrypted (encryption ` +
+        `is the cnmd network's): bind to one made with cnmctl network create -d overlay -o encrypted --subnet ` +
+        `SUBNET NAME, or leave -o ${OVERLAY_OPT.encrypted} out`,
+    );
+  if (wantsEncrypted === false && encrypted)
+    throw invalidArgument(
+      op,
+      ref,
+      `-o ${OVERLAY_OPT.encrypted}=${options[OVERLAY_OPT.encrypted]} asks for no encryption, but cnmd overlay network ` +
+        `${g.name} is encrypted (its traffic between hosts is always ESP): leave -o ${OVERLAY_OPT.encrypted} out or ` +
+        `bind to a plain network`,
+    );
   const subnets = g.pools.map((p) => p.pool).join(', ');
   for (const p of pools) {
     const own = g.pools.find((x) => x.v6 === p.v6);

@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { clusterLab, etcdAddr } from '../lib/cluster';
 import { kernelHas } from '../lib/kernel';
+import { docker, dockerMissing } from '../lib/docker-cli';
 
 function kernelLacksEsp(): boolean {
   return kernelHas('CONFIG_INET_ESP') === false && kernelHas('CONFIG_CRYPTO_GCM') === false;
@@ -65,8 +66,40 @@ test('-o encrypted on a kernel without ESP/GCM: KERNEL_FEATURE_MISSING naming th
   assert.equal(bad.status, 400);
   assert.match(bad.body.message, /option encrypted: "maybe" is not true or false/);
 
-  // Nothing half-made, on either host: no record, no netns (the probe's scratch netns included), no vxlan device.
+  // The stock docker CLI on cnmd's socket gets the same refusal, as Docker prints a daemon's error.
+  if (dockerMissing) throw new Error(dockerMissing);
+  for (const o of ['encrypted', 'encrypted=true']) {
+    const cli = docker(d, [
+      'network',
+      'create',
+      '-d',
+      'overlay',
+      '-o',
+      o,
+      '--subnet',
+      '10.70.0.0/24',
+      'secret',
+    ]);
+    assert.equal(cli.code, 1, `docker network create -o ${o}: ${cli.out}${cli.err}`);
+    assert.equal(cli.out, '');
+    assert.match(
+      cli.err,
+      /^Error response from daemon: network create secret: encrypted overlay networks need IPsec ESP with AES-GCM, which this kernel lacks: CONFIG_INET_ESP, CONFIG_CRYPTO_GCM not set; run a kernel built with them \(or load their modules\)$/m,
+    );
+  }
+  const gone = docker(d, ['network', 'inspect', 'secret']);
+  assert.equal(gone.code, 1);
+  assert.match(gone.err, /network secret not found/);
+
+  // Nothing half-made, on either host: no record, no netns (the probe's scratch netns included), no vxlan device,
+  // no XFRM guard policy, no firewall rule for it.
   assert.deepEqual(etcdKeys(), []);
+  for (const i of [0, 1]) {
+    assert.equal(c.hosts[i].run('ip', ['xfrm', 'policy']).trim(), '', `host ${i + 1} XFRM policies`);
+    assert.equal(c.hosts[i].run('ip', ['xfrm', 'state']).trim(), '', `host ${i + 1} XFRM states`);
+    for (const save of ['iptables-save', 'ip6tables-save'])
+      assert.doesNotMatch(c.hosts[i].run(save, []), /CNMD-ENCRYPTED|u32/, `host ${i + 1} ${save}`);
+  }
   assert.equal((await d.request('GET', '/networks/secret')).status, 404);
   assert.equal((await c.daemons[1].request('GET', '/networks/secret')).status, 404);
   for (const i of [0, 1]) {

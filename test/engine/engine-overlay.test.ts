@@ -101,6 +101,39 @@ test(
         ['--subnet', '10.70.0.0/16', '-o', 'cnmd.network=web', 'x'],
         /must come from the cluster's address blocks \(unique on every host\): create it with .*--ipam-driver cnmd-ipam/,
       ],
+      // Docker's -o encrypted reaches the plugin: it must agree with the bound network (web is plain).
+      [
+        ['--ipam-driver', 'cnmd-ipam', '--subnet', '10.70.0.0/16', '-o', 'encrypted', 'x'],
+        /give -o cnmd\.network=NAME \(create NAME on any host with: cnmctl network create -d overlay -o encrypted --subnet SUBNET NAME\)/,
+      ],
+      [
+        [
+          '--ipam-driver',
+          'cnmd-ipam',
+          '--subnet',
+          '10.70.0.0/16',
+          '-o',
+          'cnmd.network=web',
+          '-o',
+          'encrypted',
+          'x',
+        ],
+        /-o encrypted asks for encryption, but cnmd overlay network web is not encrypted \(encryption is the cnmd network's\): bind to one made with cnmctl network create -d overlay -o encrypted/,
+      ],
+      [
+        [
+          '--ipam-driver',
+          'cnmd-ipam',
+          '--subnet',
+          '10.70.0.0/16',
+          '-o',
+          'cnmd.network=web',
+          '-o',
+          'encrypted=maybe',
+          'x',
+        ],
+        /option encrypted: "maybe" is not true or false/,
+      ],
     ];
     for (const [args, msg] of refusals) {
       const r = await create(e1, ...args);

@@ -3,47 +3,13 @@
 // and the kernel state behind it read back with ip and iptables-save.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { eventually, lab, runIn } from '../lib/fixture';
 import { RunningDaemon, startDaemon } from '../lib/daemon';
 import { ok } from '../lib/api';
+import { docker as dockerRun, dockerMissing, dockerOk as dockerRunOk } from '../lib/docker-cli';
 
-interface Run {
-  code: number | null;
-  out: string;
-  err: string;
-}
-
-const dockerMissing =
-  spawnSync('docker', ['--version'], { encoding: 'utf8' }).status !== 0
-    ? 'the docker CLI is not installed (apt-get install docker.io)'
-    : false;
-
-/** Runs the docker CLI against d (its own config dir: no contexts, no hints, nothing from ~/.docker). */
-function docker(d: RunningDaemon, ...args: string[]): Run {
-  const config = path.join(d.base, 'docker-config');
-  fs.mkdirSync(config, { recursive: true });
-  const env: NodeJS.ProcessEnv = {
-    PATH: process.env.PATH,
-    HOME: d.base,
-    DOCKER_HOST: d.hostUri,
-    DOCKER_CONFIG: config,
-    DOCKER_CLI_HINTS: 'false',
-  };
-  const r = spawnSync('docker', args, { encoding: 'utf8', env, timeout: 30_000 });
-  if (r.error) throw r.error;
-  return { code: r.status, out: r.stdout, err: r.stderr };
-}
-
-/** docker ... that must succeed; returns stdout. */
-function dockerOk(d: RunningDaemon, ...args: string[]): string {
-  const r = docker(d, ...args);
-  assert.equal(r.code, 0, `docker ${args.join(' ')} -> ${r.code}\n${r.out}${r.err}`);
-  assert.equal(r.err, '', `docker ${args.join(' ')} wrote to stderr`);
-  return r.out;
-}
+const docker = (d: RunningDaemon, ...args: string[]) => dockerRun(d, args);
+const dockerOk = (d: RunningDaemon, ...args: string[]) => dockerRunOk(d, args);
 
 const lines = (s: string) => s.split('\n').filter((l) => l !== '');
 

@@ -14,6 +14,7 @@ import { dig, meshOf, network } from '../lib/overlay-cluster';
 import { capture, forgedVxlan, sendUdp, udpSink } from '../lib/wire';
 import { mark, vmCluster, VM_WAIT_MS } from './vm';
 import { encryptedScenarios } from './encrypted-scenarios';
+import { encryptedClientScenarios } from './encrypted-clients';
 
 const re = (s: string) => s.replace(/\./g, '\\.');
 
@@ -75,3 +76,5 @@ test('VM cluster, plain overlay: three hosts ping by address and name, UDP 4789 
 
 // Encrypted networks beside it on the same cluster (issue 17).
 encryptedScenarios();
+// Encrypted networks through the docker CLI and the engine's cnmd-overlay binding.
+encryptedClientScenarios();
