@@ -21,7 +21,7 @@ import {
   parseEncryptedVniRule,
   removeEncryptedVniRules,
 } from '../../src/firewall/encrypted-vni';
-import { mergeBatches } from '../../src/firewall/firewall';
+import { FAMILIES, mergeBatches, type Family } from '../../src/firewall/firewall';
 import type { Step } from '../../src/steps';
 import {
   applyXfrm,
@@ -111,18 +111,12 @@ export class OverlayEncryption {
         `${op} ${object}: the encryption key ring has not been read from the cluster store yet; try again`,
         { op, object },
       );
-    if (vtep.includes(':'))
-      throw new CnmdError(
-        'INVALID_ARGUMENT',
-        `${op} ${object}: encrypted overlay networks need an IPv4 VTEP (--cluster-advertise); ${vtep} is IPv6`,
-        { op, object },
-      );
     if (!this.c.firewall)
       throw new CnmdError('FORBIDDEN', `${op} ${object}: encrypted overlay networks need the firewall`, {
         op,
         object,
       });
-    await this.c.probe.check(op, object);
+    await this.c.probe.check(op, object, familyOf(vtep) === 'ipv6');
   }
 
   /** The ring the cluster says (undefined + error: this host cannot open it). */
@@ -141,9 +135,11 @@ export class OverlayEncryption {
       name: 'setup encryption guard',
       do: async () => {
         await this.ensureGuard(vtep);
-        await this.c.firewall!.apply(encryptedVniRules({ vni, port: this.c.port, mark: ENC_MARK.value }));
+        await this.c.firewall!.apply(
+          encryptedVniRules({ vni, port: this.c.port, mark: ENC_MARK.value, family: familyOf(vtep) }),
+        );
       },
-      undo: () => this.removeRules(vni, others() === 0),
+      undo: () => this.removeRules(vni, others() === 0, vtep),
     };
   }
 
@@ -152,10 +148,10 @@ export class OverlayEncryption {
     await this.c.host.xfrmPolicyUpdate(g);
   }
 
-  /** The VNI's rules (with `last`, the chains too). */
-  async removeRules(vni: number, last: boolean): Promise<void> {
+  /** The VNI's rules in the family of the VTEP they were made for (with `last`, the chains too). */
+  async removeRules(vni: number, last: boolean, vtep: string): Promise<void> {
     await this.c.firewall?.apply(
-      removeEncryptedVniRules({ vni, port: this.c.port, mark: ENC_MARK.value }, last),
+      removeEncryptedVniRules({ vni, port: this.c.port, mark: ENC_MARK.value, family: familyOf(vtep) }, last),
     );
   }
 
@@ -251,26 +247,32 @@ export class OverlayEncryption {
     };
   }
 
-  /** Rules of VNIs that are no encrypted network here any more (a kill mid-removal). */
+  /** Rules of VNIs that are no encrypted network here any more (a kill mid-removal), in either family (the VTEP's may have changed). */
   async sweepRules(known: Set<number>): Promise<string[]> {
     const fw = this.c.firewall;
     if (!fw) return [];
     const removed: string[] = [];
     const batches = [];
-    for (const table of ['filter', 'mangle'] as const) {
-      const rules = await fw.chainRules(table, ENCRYPTED_CHAIN).catch(notFound);
-      for (const r of rules ?? []) {
-        const v = parseEncryptedVniRule(r);
-        if (!v || known.has(v.vni)) continue;
-        batches.push(removeEncryptedVniRules({ vni: v.vni, port: v.port, mark: ENC_MARK.value }));
-        removed.push(`${table} ${ENCRYPTED_CHAIN} ${r}`);
+    for (const family of FAMILIES) {
+      for (const table of ['filter', 'mangle'] as const) {
+        const rules = await fw.chainRules(table, ENCRYPTED_CHAIN, family).catch(notFound);
+        for (const r of rules ?? []) {
+          const v = parseEncryptedVniRule(r);
+          if (!v || known.has(v.vni)) continue;
+          batches.push(removeEncryptedVniRules({ vni: v.vni, port: v.port, mark: ENC_MARK.value, family }));
+          removed.push(`${family} ${table} ${ENCRYPTED_CHAIN} ${r}`);
+        }
       }
+      if (known.size === 0)
+        batches.push(
+          removeEncryptedVniRules({ vni: 1, port: this.c.port, mark: ENC_MARK.value, family }, true),
+        );
     }
-    if (known.size === 0)
-      batches.push(removeEncryptedVniRules({ vni: 1, port: this.c.port, mark: ENC_MARK.value }, true));
     if (batches.length) await fw.apply(mergeBatches(...batches));
     return removed;
   }
 }
+
+const familyOf = (ip: string): Family => (ip.includes(':') ? 'ipv6' : 'ipv4');
 
 export { ENC_REQID, GUARD_PRIORITY };

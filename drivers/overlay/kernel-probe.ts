@@ -38,8 +38,8 @@ function readKernelConfig(): string | undefined {
   }
 }
 
-const SCRATCH_SRC = '198.51.100.1';
-const SCRATCH_DST = '198.51.100.2';
+const SCRATCH_V4 = ['198.51.100.1', '198.51.100.2'];
+const SCRATCH_V6 = ['2001:db8:ffff::1', '2001:db8:ffff::2'];
 
 /** The kconfig options that an add of the SA `spec` in h says are missing ([] when it was added). */
 async function tryState(h: Handle, spec: Parameters<Handle['xfrmStateAdd']>[0]): Promise<string[]> {
@@ -55,23 +55,23 @@ async function tryState(h: Handle, spec: Parameters<Handle['xfrmStateAdd']>[0]):
 
 export class EncryptionProbe {
   private readonly netns: NetnsManager;
-  /** A kernel that had it keeps it (modules are not unloaded under us); a failure is asked again next time. */
-  private ok = false;
+  /** Per family (v6 or not): a kernel that had it keeps it (modules are not unloaded under us); a failure is asked again next time. */
+  private readonly ok = new Set<boolean>();
   private seq = 0;
 
   constructor(netns: NetnsManager) {
     this.netns = netns;
   }
 
-  /** Resolves when this kernel can do ESP with AES-GCM; otherwise KERNEL_FEATURE_MISSING naming the options. */
-  async check(op: string, object: string): Promise<void> {
-    if (this.ok) return;
-    const missing = new Set(await this.probe());
+  /** Resolves when this kernel can do ESP with AES-GCM over the VTEP's family; otherwise KERNEL_FEATURE_MISSING naming the options. */
+  async check(op: string, object: string, v6 = false): Promise<void> {
+    if (this.ok.has(v6)) return;
+    const missing = new Set(await this.probe(v6));
     const config = readKernelConfig();
     if (missing.size && config !== undefined)
-      for (const o of unsetOptions(config, encryptionKconfig(false))) missing.add(o);
+      for (const o of unsetOptions(config, encryptionKconfig(v6))) missing.add(o);
     if (!missing.size) {
-      this.ok = true;
+      this.ok.add(v6);
       return;
     }
     const list = [...missing];
@@ -84,11 +84,12 @@ export class EncryptionProbe {
   }
 
   /** Two SAs in a scratch netns: one with GCM (ENOSYS without it) and one with cbc/hmac (ESP alone). */
-  private async probe(): Promise<string[]> {
+  private async probe(v6: boolean): Promise<string[]> {
     const id = `probe-esp-${process.pid}-${++this.seq}`;
     const made = await this.netns.create(id);
     try {
-      const base = { src: SCRATCH_SRC, dst: SCRATCH_DST, proto: 'esp' as const, mode: 'transport' as const };
+      const [src, dst] = v6 ? SCRATCH_V6 : SCRATCH_V4;
+      const base = { src, dst, proto: 'esp' as const, mode: 'transport' as const };
       const gcm = await tryState(made.handle, {
         ...base,
         spi: 0x100,

@@ -298,7 +298,8 @@ export class OverlayDriver implements Driver {
     if (stray?.alias?.startsWith(OV_ALIAS_PREFIX)) await this.host.linkDel(stray.index).catch(notFound);
     await this.netns.remove(c.netnsId).catch(notFound);
     if (c.encrypted) {
-      await this.enc.removeRules(c.vni, this.encryptedCount(c.networkId) === 0);
+      const vtep = this.vtep();
+      if (vtep) await this.enc.removeRules(c.vni, this.encryptedCount(c.networkId) === 0, vtep);
       await this.reconcileEncryption();
     }
   }

@@ -6,7 +6,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { clusterLab, etcdAddr } from '../lib/cluster';
+import { clusterLab, etcdAddr, hostAddr6 } from '../lib/cluster';
+import { eventually, runIn } from '../lib/fixture';
+import { meshOf, network } from '../lib/overlay-cluster';
+import { ping } from '../lib/probe';
+import { capture } from '../lib/wire';
 import { kernelHas } from '../lib/kernel';
 import { docker, dockerMissing } from '../lib/docker-cli';
 
@@ -117,4 +121,47 @@ test('-o encrypted on a kernel without ESP/GCM: KERNEL_FEATURE_MISSING naming th
   assert.equal(ok.status, 201, JSON.stringify(ok.body));
   assert.equal(etcdKeys().length, 1);
   assert.equal(overlayNetns(0).length, 1);
+});
+
+test('an IPv6 underlay on a kernel without ESP/GCM: a plain overlay crosses it (VXLAN over IPv6 on the wire); -o encrypted refused naming CONFIG_INET6_ESP, nothing made', async (t) => {
+  assert.ok(kernelLacksEsp(), 'this test needs a kernel without CONFIG_INET_ESP and CONFIG_CRYPTO_GCM');
+  const c = await clusterLab(t, { hosts: 2, secret: true, underlay6: true });
+  const d = await c.startDaemon(0, ['--cluster-advertise', hostAddr6(1)]);
+  await c.startDaemon(1, ['--cluster-advertise', hostAddr6(2)]);
+  const plain = await network(d, 'p6', '10.71.0.0/24');
+  const sbs = await meshOf(c, plain, 'p6', { hosts: 2, vtep: hostAddr6 });
+  const cap = await capture(t, c.underlay.path, 'br0', 'udp port 4789');
+  await eventually(() => assert.ok(ping(sbs[0].key, sbs[1].ip), 'p6 1 -> 2'));
+  await eventually(() =>
+    assert.match(
+      cap.text(),
+      new RegExp(
+        `${hostAddr6(1)}\\.\\d+ > ${hostAddr6(2)}\\.4789: (?:\\[bad udp cksum [^\\]]*\\] )?VXLAN[^\\n]*vni ${plain.vni}\\b`,
+      ),
+    ),
+  );
+  await cap.stop();
+  // The overlay's MTU: the underlay's 1500 minus VXLAN over IPv6 (70).
+  const mtu = JSON.parse(runIn(sbs[0].key, 'ip', ['-j', 'link', 'show', 'eth0']))[0].mtu;
+  assert.equal(mtu, 1430);
+
+  const r = await d.request('POST', '/networks/create', {
+    Name: 'secret6',
+    Driver: 'overlay',
+    Options: { encrypted: '' },
+    IPAM: { Config: [{ Subnet: '10.72.0.0/24' }] },
+  });
+  assert.equal(r.status, 400, JSON.stringify(r.body));
+  assert.match(
+    r.body.message,
+    /^network create secret6: encrypted overlay networks need IPsec ESP with AES-GCM, which this kernel lacks: .*CONFIG_INET6_ESP/,
+  );
+  assert.match(r.body.message, /CONFIG_CRYPTO_GCM/);
+  assert.doesNotMatch(r.body.message, /CONFIG_INET_ESP\b/, 'the IPv4 option is not what this VTEP needs');
+  assert.equal((await d.request('GET', '/networks/secret6')).status, 404);
+  for (const i of [0, 1]) {
+    assert.equal(c.hosts[i].run('ip', ['xfrm', 'policy']).trim(), '', `host ${i + 1} XFRM policies`);
+    for (const save of ['iptables-save', 'ip6tables-save'])
+      assert.doesNotMatch(c.hosts[i].run(save, []), /CNMD-ENCRYPTED/, `host ${i + 1} ${save}`);
+  }
 });

@@ -24,14 +24,14 @@ import { mark, ROTATION, vmCluster, VM_READY_MS, VM_WAIT_MS } from './vm';
 const ROTATION_WAIT_MS = 240_000;
 const re = (s: string) => s.replace(/\./g, '\\.');
 
-interface Enc {
+export interface Enc {
   KeyTags: number[];
   PrimaryKeyTag?: number;
   Error?: string;
   Peers: { IP: string; State: string; RxKeyTags: number[]; TxKeyTag?: number }[];
 }
 
-async function encryption(d: RunningDaemon, net: string): Promise<Enc> {
+export async function encryption(d: RunningDaemon, net: string): Promise<Enc> {
   const r = await d.request('GET', `/networks/${net}`);
   assert.equal(r.status, 200, JSON.stringify(r.body));
   assert.ok(r.body.Encryption, `inspect of ${net} has no Encryption: ${JSON.stringify(r.body)}`);
@@ -74,7 +74,7 @@ async function rotations(c: ClusterLab, net: string, n: number, hosts = [0, 1, 2
 }
 
 /** cnmd's SAs in a host netns (reqid ENC_REQID), as `ip xfrm state` prints them: "src>dst#spi" and their keys. */
-function states(c: ClusterLab, i: number): { ids: string[]; keys: string[] } {
+export function states(c: ClusterLab, i: number): { ids: string[]; keys: string[] } {
   const text = c.hosts[i].run('ip', ['xfrm', 'state']);
   const ids: string[] = [];
   const keys: string[] = [];
@@ -88,12 +88,12 @@ function states(c: ClusterLab, i: number): { ids: string[]; keys: string[] } {
   return { ids: ids.sort(), keys };
 }
 
-/** Exactly the SAs the ring says host i must have: receive with every key, send with the primary. */
-function expectedStates(i: number, peers: number[], e: Enc): string[] {
-  const me = hostAddr(i + 1);
+/** Exactly the SAs the ring says host i must have: receive with every key, send with the primary (VTEPs: vtep(i + 1)). */
+export function expectedStates(i: number, peers: number[], e: Enc, vtep = hostAddr): string[] {
+  const me = vtep(i + 1);
   const out: string[] = [];
   for (const p of peers) {
-    const peer = hostAddr(p + 1);
+    const peer = vtep(p + 1);
     for (const tag of e.KeyTags) out.push(`${peer}>${me}#${buildSpi(peer, me, tag)}`);
     out.push(`${me}>${peer}#${buildSpi(me, peer, e.PrimaryKeyTag!)}`);
   }

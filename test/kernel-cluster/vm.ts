@@ -31,10 +31,14 @@ const fileContext = { after: (fn: () => unknown) => void hooks.push(fn) } as unk
 let shared: Promise<ClusterLab> | undefined;
 
 /**
- * Three hosts on one underlay with etcd and a cnmd each (started in parallel),
- * made by the first test that asks and shared by the file's others.
+ * Three hosts (o.hosts) on one underlay with etcd and a cnmd each (started in
+ * parallel, host i with hostArgs(i) added), made by the first test that asks
+ * and shared by the file's others.
  */
-export function vmCluster(o: Parameters<typeof clusterLab>[1] = {}): Promise<ClusterLab> {
+export function vmCluster(
+  o: Parameters<typeof clusterLab>[1] = {},
+  hostArgs: (i: number) => string[] = () => [],
+): Promise<ClusterLab> {
   shared ??= (async () => {
     const c = await clusterLab(fileContext, {
       hosts: 3,
@@ -46,7 +50,7 @@ export function vmCluster(o: Parameters<typeof clusterLab>[1] = {}): Promise<Clu
       ...o,
     });
     mark('etcd up');
-    await Promise.all([0, 1, 2].map((i) => c.startDaemon(i)));
+    await Promise.all(Array.from({ length: o.hosts ?? 3 }, (_, i) => c.startDaemon(i, hostArgs(i))));
     mark('daemons up');
     return c;
   })();

@@ -13,6 +13,9 @@ import { RunningDaemon, startDaemon } from './daemon';
 
 export const UNDERLAY_GW = '192.0.2.254';
 export const hostAddr = (i: number) => `192.0.2.${i}`;
+/** Host i's IPv6 underlay address (with `underlay6`), and the underlay bridge's. */
+export const hostAddr6 = (i: number) => `2001:db8:2::${i}`;
+export const UNDERLAY_GW6 = '2001:db8:2::fe';
 export const etcdAddr = (i: number) => `192.0.2.${100 + i}`;
 
 export interface EtcdMember {
@@ -97,6 +100,8 @@ export async function clusterLab(
     secret?: boolean;
     /** How long a daemon may take to answer /_ping (the kernel lane's VM is several times slower). */
     readyMs?: number;
+    /** A dual-stack underlay: hosts also get hostAddr6(i)/64 (etcd stays on IPv4), for IPv6 VTEPs. */
+    underlay6?: boolean;
   } = {},
 ): Promise<ClusterLab> {
   const l = await lab(t);
@@ -178,6 +183,11 @@ export async function clusterLab(
   const storeUrl = `etcd://${etcd.map((m) => `${m.ip}:2379`).join(',')}`;
   const hosts: Ns[] = [];
   for (let i = 1; i <= (o.hosts ?? 3); i++) hosts.push(await attach(l, ul, `h${i}`, hostAddr(i), i));
+  if (o.underlay6) {
+    // nodad: usable at once (no duplicate address detection wait).
+    run(ul, `ip -6 addr add ${UNDERLAY_GW6}/64 dev br0 nodad`);
+    for (const [k, h] of hosts.entries()) run(h, `ip -6 addr add ${hostAddr6(k + 1)}/64 dev eth0 nodad`);
+  }
   let secretFile: string | undefined;
   if (o.secret) {
     secretFile = path.join(l.root, 'cluster-secret');

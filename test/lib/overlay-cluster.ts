@@ -86,14 +86,15 @@ export function fdb(d: RunningDaemon, netId: string, vni: number): Map<string, s
   return out;
 }
 
-/** One sandbox per host on `net` (hosts 0..n-1 of c), each seeing the others in its FDB. */
+/** One sandbox per host on `net` (hosts 0..n-1 of c), each seeing the others in its FDB (at their VTEP: hostAddr unless `vtep`). */
 export async function meshOf(
   c: ClusterLab,
   net: OverlayNet,
   name: string,
-  o: { hosts?: number; ms?: number } = {},
+  o: { hosts?: number; ms?: number; vtep?: (i: number) => string } = {},
 ): Promise<Sb[]> {
   const n = o.hosts ?? 3;
+  const vtep = o.vtep ?? hostAddr;
   const sbs: Sb[] = [];
   for (let i = 0; i < n; i++) {
     await mirrored(c.daemons[i], name, o.ms);
@@ -102,7 +103,7 @@ export async function meshOf(
   for (let i = 0; i < n; i++)
     await eventually(() => {
       const f = fdb(c.daemons[i], net.id, net.vni);
-      for (let j = 0; j < n; j++) if (j !== i) assert.equal(f.get(sbs[j].mac), hostAddr(j + 1));
+      for (let j = 0; j < n; j++) if (j !== i) assert.equal(f.get(sbs[j].mac), vtep(j + 1));
     }, o.ms);
   return sbs;
 }

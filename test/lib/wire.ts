@@ -205,3 +205,34 @@ export function sendUdpSpoofed(
   );
   if (r.status !== 0) throw new Error(`spoofed send ${src} -> ${dst}:${port} failed: ${r.stderr}`);
 }
+
+const SEND6 = `import socket, sys
+dst, port, payload, ext = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3]), sys.argv[4] == '1'
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+# A destination options header (next header: the kernel's; length 0; PadN of 4) before the UDP header.
+cmsg = [(socket.IPPROTO_IPV6, getattr(socket, 'IPV6_DSTOPTS', 59), bytes([0, 0, 1, 4, 0, 0, 0, 0]))] if ext else []
+s.sendmsg([payload], cmsg, 0, (dst, port))`;
+
+/**
+ * One UDP datagram over IPv6 from inside nsPath (the kernel's stack); with
+ * `dstopts`, a destination options extension header goes between the IPv6 and
+ * UDP headers (what hides a VXLAN header from a match at a fixed offset).
+ * python3 (sendmsg with IPV6_DSTOPTS), as the kernel lane's guest has it.
+ */
+export function sendUdp6(nsPath: string, ip: string, port: number, payload: Buffer, dstopts = false): void {
+  const r = spawnSync(
+    'nsenter',
+    [
+      `--net=${nsPath}`,
+      'python3',
+      '-c',
+      SEND6,
+      ip,
+      String(port),
+      payload.toString('hex'),
+      dstopts ? '1' : '0',
+    ],
+    { encoding: 'utf8' },
+  );
+  if (r.status !== 0) throw new Error(`send to [${ip}]:${port} from ${nsPath} failed: ${r.stderr}`);
+}
