@@ -212,6 +212,11 @@ export class PortPublisher {
   /** After a restart: the same bindings, host ports included, recorded and reprogrammed. */
   async restore(req: PublishRequest): Promise<PortBinding[]> {
     if (req.bindings.length === 0) return [];
+    // Published under the proxy, restored without it: kept (and listed), but nothing can serve it.
+    for (const b of this.userlandProxy ? [] : req.bindings) {
+      const why = natRefusal(b, req);
+      if (why) this.log.warn({ owner: req.owner, binding: formatPortSpec(b) }, `port not served: ${why}`);
+    }
     const allocated = this.allocator.restore(req.owner, req.bindings, {
       hostBindingIPv4: req.hostBindingIPv4,
     });
@@ -407,10 +412,11 @@ export function proxyAddresses(
  * Without the proxy, only what NAT can serve may be published: no IPv6 host address for a sandbox
  * without IPv6 (ip6tables cannot DNAT to IPv4) and no [::1] (the kernel never routes ::1 off the
  * loopback, so a DNAT from it goes nowhere; IPv4 has route_localnet, IPv6 nothing like it).
+ * Returns why a binding cannot be served that way, or undefined.
  */
-function assertNatServable(b: PortBinding, req: PublishRequest): void {
+function natRefusal(b: PortBinding, req: PublishRequest): string | undefined {
   const ip = canonicalIP(b.hostIP)?.ip;
-  if (ip === undefined || hostFamily(ip) !== 'ipv6') return;
+  if (ip === undefined || hostFamily(ip) !== 'ipv6') return undefined;
   const why =
     ip === '::1'
       ? 'the kernel does not NAT IPv6 loopback connections and the userland proxy is off'
@@ -418,11 +424,16 @@ function assertNatServable(b: PortBinding, req: PublishRequest): void {
         ? 'the sandbox has no IPv6 address on this network and, with the userland proxy off, IPv6 cannot ' +
           'be forwarded to IPv4'
         : undefined;
+  return why && `host address ${ip} cannot be served: ${why}`;
+}
+
+function assertNatServable(b: PortBinding, req: PublishRequest): void {
+  const why = natRefusal(b, req);
   if (!why) return;
-  const spec = formatPortSpec(b);
+  const ip = canonicalIP(b.hostIP)!.ip;
   throw new CnmdError(
     'INVALID_ARGUMENT',
-    `port publish ${spec}: host address ${ip} cannot be served: ${why}; publish on an IPv4 address or on every ` +
+    `port publish ${formatPortSpec(b)}: ${why}; publish on an IPv4 address or on every ` +
       `address${ip === '::1' ? '' : ', enable IPv6 on the network'}, or run cnmd with --userland-proxy true`,
     { op: 'port publish', object: ip },
   );

@@ -151,6 +151,8 @@ test('a restart with --userland-proxy switched keeps only the new mode: rules, j
   const { l, d: d0 } = await daemonWithNetwork(t);
   let d = d0;
   await ok(d, 'POST', '/sandboxes', { Name: 'web', Networks: [{ Network: 'pa' }], Ports: ['8080:80'] });
+  // Served by the proxy alone (the sandbox has no IPv6): kept without it, but said to be unserved.
+  await ok(d, 'POST', '/sandboxes', { Name: 'web6', Networks: [{ Network: 'pa' }], Ports: ['[::]:8085:80'] });
   const br = `br-${(await ok(d, 'GET', '/networks/pa')).Id.slice(0, 12)}`;
   const localMasq = new RegExp(`^-A POSTROUTING -o ${br} -m addrtype --src-type LOCAL -j MASQUERADE$`, 'm');
   const proxyMode = (text: string) => {
@@ -172,6 +174,11 @@ test('a restart with --userland-proxy switched keeps only the new mode: rules, j
   d.host.run('ip6tables', ['-t', 'nat', '-I', 'OUTPUT', '-d', '::1/128', '-j', 'CNMD-PROXY']);
   d = await restart(t, l, d, ['--userland-proxy', 'false']);
   assert.doesNotMatch(nat6(), /CNMD-PROXY/, 'no IPv6 proxy chain or jump');
+  assert.match(
+    d.logs(),
+    /port not served: host address :: cannot be served: the sandbox has no IPv6 address/,
+  );
+  await ok(d, 'DELETE', '/sandboxes/web6'); // (no NAT rule of its own for onlyLivePortRules to find)
   // A network made in this mode, removed after the next switch: none of its rules may stay.
   const other = await ok(d, 'POST', '/networks/create', {
     Name: 'pb',
