@@ -4,6 +4,7 @@
 // that lets requests in flight finish: daemon-stop.test.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { lab } from '../lib/fixture';
@@ -106,18 +107,57 @@ test('messages name the sandbox holding a port, the network holding a subnet or 
   );
 });
 
-test('cnmd: a bad --log-level is one line and exit 2; a refused start prints its message once, without a stack', async (t) => {
-  const bad = spawnSync(process.execPath, [CNMD, '--log-level', 'chatty'], {
-    encoding: 'utf8',
-    timeout: 20_000,
-  });
+test('cnmd: a bad flag value is one line naming the flag and what it takes, exit 2; a refused start prints its message once, without a stack', async (t) => {
+  const l = await lab(t);
+  const ns = await l.ns('flags');
+  // In a netns of its own with private roots: a value wrongly accepted starts nothing on this machine.
+  const cnmd = (...args: string[]) =>
+    spawnSync(
+      'nsenter',
+      [
+        `--net=${ns.path}`,
+        process.execPath,
+        CNMD,
+        '--data-root',
+        path.join(l.root, 'flags-data'),
+        '--exec-root',
+        path.join(l.root, 'flags-exec'),
+        '--plugin-dir',
+        path.join(l.root, 'flags-plugins'),
+        '-H',
+        `unix://${path.join(l.root, 'flags.sock')}`,
+        ...args,
+      ],
+      { encoding: 'utf8', timeout: 20_000 },
+    );
+  const bad = cnmd('--log-level', 'chatty');
   assert.equal(bad.status, 2);
   assert.equal(bad.stdout, '');
   assert.equal(
     bad.stderr,
     'cnmd: --log-level "chatty" is not one of trace, debug, info, warn, error, fatal, silent\n',
   );
-  const l = await lab(t);
+  for (const [flag, value, allowed] of [
+    ['--userland-proxy', 'maybe', /is not true or false/],
+    ['--netns-pool-size', '-1', /is not a whole number from 0 to 1024/],
+    ['--vxlan-port', '99999', /is not a UDP port from 1024 to 49151/],
+    ['--max-connections', '0', /is not a whole number from 1 to \d+/],
+    ['--cluster-ttl', 'abc', /is not a whole number of seconds from 2 to 3600/],
+    ['--encryption-key-rotation', '5q', /is not a duration from 2s to 365d/],
+    ['--default-address-pool', 'base=foo', /want both base and size/],
+  ] as [string, string, RegExp][]) {
+    const r = cnmd(flag, value);
+    assert.equal(r.status, 2, `${flag} ${value}: ${r.stderr}`);
+    assert.equal(r.stdout, '');
+    assert.equal(r.stderr.split('\n').length, 2, `one line: ${r.stderr}`);
+    assert.ok(r.stderr.startsWith(`cnmd: ${flag} "${value}"`), r.stderr);
+    assert.match(r.stderr, allowed);
+  }
+  assert.deepEqual(
+    fs.readdirSync(l.root).filter((x) => x.startsWith('flags')),
+    [],
+    'nothing made',
+  );
   const d = await startDaemon(t, l);
   // A second daemon on the same roots is refused before it changes anything.
   const second = spawnSync(
