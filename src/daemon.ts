@@ -16,7 +16,7 @@ import { RemoteIpam } from './ipam/remote';
 import { DOCKER_SPEC_DIRS } from './remote/discovery';
 import { ENGINE_CHECK_MS, inspectEngineNetwork } from './remote/engine-api';
 import { CnmdError, bestEffort } from './errors';
-import { ApiServer, baseRouter, startApiServer } from './api/server';
+import { ApiServer, apiTlsOptions, baseRouter, startApiServer } from './api/server';
 import { mountNetworkRoutes } from './api/networks';
 import { mountSandboxRoutes } from './api/sandboxes';
 import { Config, parseHost } from './config';
@@ -91,6 +91,11 @@ export class Daemon {
   private async startParts(): Promise<void> {
     const c = this.config;
     const started = process.hrtime.bigint();
+    // Files named by flags are read before anything changes: a wrong one refuses the start.
+    const tls = c.tls
+      ? apiTlsOptions({ cert: c.tlsCert!, key: c.tlsKey!, ca: c.tlsCaCert, verify: c.tlsVerify })
+      : undefined;
+    const secret = c.clusterSecretFile ? readClusterSecret(c.clusterSecretFile) : undefined;
     fs.mkdirSync(c.dataRoot, { recursive: true, mode: 0o700 });
     fs.mkdirSync(c.execRoot, { recursive: true, mode: 0o755 });
     // Before anything reads or changes state: a second daemon on these roots stops here.
@@ -136,7 +141,6 @@ export class Daemon {
     await ports.start();
     // One table of parent links for both: macvlan and ipvlan never share a parent.
     const parents = new ParentTable();
-    const secret = c.clusterSecretFile ? readClusterSecret(c.clusterSecretFile) : undefined;
     const drivers = new Map<string, Driver>([
       ['bridge', new BridgeDriver({ host, firewall, ports, log: this.log })],
       ['host', new HostDriver()],
@@ -239,7 +243,7 @@ export class Daemon {
       );
     this.api = await startApiServer(apiAddr, router, this.log, {
       maxConnections: c.maxConnections,
-      tls: c.tls ? { cert: c.tlsCert!, key: c.tlsKey!, ca: c.tlsCaCert, verify: c.tlsVerify } : undefined,
+      tls,
     });
     this.log.info(
       {

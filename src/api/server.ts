@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import * as os from 'node:os';
+import * as tls from 'node:tls';
 import * as path from 'node:path';
 import { ListenAddress } from '../config';
 import { capConnections } from '../conn-cap';
@@ -59,8 +60,8 @@ export function baseRouter(): Router {
 }
 
 export interface ApiServerOptions {
-  /** TLS on a tcp:// address: PEM files; `verify` requires client certificates signed by `ca`. */
-  tls?: { cert: string; key: string; ca?: string; verify: boolean };
+  /** TLS on a tcp:// address, from apiTlsOptions. */
+  tls?: https.ServerOptions;
   /** Open connections accepted at once (node's server.maxConnections): beyond it new ones are closed. */
   maxConnections?: number;
 }
@@ -73,8 +74,17 @@ function readPem(file: string, flag: string): Buffer {
   }
 }
 
-function tlsOptions(t: NonNullable<ApiServerOptions['tls']>): https.ServerOptions {
-  return {
+/**
+ * The API's TLS from PEM files (`verify` requires client certificates signed by `ca`), read and checked: the
+ * daemon calls it before it changes anything, so a wrong file refuses the start and leaves the host as it was.
+ */
+export function apiTlsOptions(t: {
+  cert: string;
+  key: string;
+  ca?: string;
+  verify: boolean;
+}): https.ServerOptions {
+  const opts: https.ServerOptions = {
     cert: readPem(t.cert, '--tlscert'),
     key: readPem(t.key, '--tlskey'),
     ...(t.ca ? { ca: readPem(t.ca, '--tlscacert') } : {}),
@@ -82,6 +92,17 @@ function tlsOptions(t: NonNullable<ApiServerOptions['tls']>): https.ServerOption
     rejectUnauthorized: t.verify,
     minVersion: 'TLSv1.2',
   };
+  try {
+    tls.createSecureContext(opts);
+  } catch (e) {
+    throw invalidArgument(
+      'api listen',
+      t.cert,
+      `--tlscert ${t.cert}, --tlskey ${t.key}${t.ca ? `, --tlscacert ${t.ca}` : ''}: ${(e as Error).message}; ` +
+        `give the server's PEM certificate and its private key${t.ca ? ', and the CA of client certificates' : ''}`,
+    );
+  }
+  return opts;
 }
 
 export async function startApiServer(
@@ -107,9 +128,7 @@ export async function startApiServer(
       );
   };
   const server =
-    addr.kind === 'tcp' && opts.tls
-      ? https.createServer(tlsOptions(opts.tls), onRequest)
-      : http.createServer(onRequest);
+    addr.kind === 'tcp' && opts.tls ? https.createServer(opts.tls, onRequest) : http.createServer(onRequest);
   server.keepAliveTimeout = 30_000;
   capConnections(server, opts.maxConnections ?? 512, log, 'api');
   const drain = drainable(server, log, 'api');
@@ -131,7 +150,13 @@ export async function startApiServer(
     {
       listen: addr,
       tls:
-        addr.kind === 'tcp' ? (opts.tls ? (opts.tls.verify ? 'verify' : 'server-only') : 'none') : undefined,
+        addr.kind === 'tcp'
+          ? opts.tls
+            ? opts.tls.requestCert
+              ? 'verify'
+              : 'server-only'
+            : 'none'
+          : undefined,
     },
     'api listening',
   );

@@ -139,6 +139,43 @@ test('-H tcp:// without TLS is refused unless --insecure-tcp, which warns at eve
   );
 });
 
+test('a TLS file that is missing or is not the certificate and its key refuses the start before anything is made', async (t) => {
+  const l = await lab(t);
+  const host = await l.ns('host');
+  const c = makeCerts(fs.mkdtempSync(path.join(l.root, 'certs-')));
+  const missing = path.join(l.root, 'nope.pem');
+  for (const [files, message] of [
+    [
+      ['--tlscert', missing, '--tlskey', c['server.key']],
+      new RegExp(`^cnmd: .*--tlscert ${missing}: ENOENT`),
+    ],
+    [
+      // The client's key with the server's certificate: not its key.
+      ['--tlscert', c['server.pem'], '--tlskey', c['client.key']],
+      /^cnmd: .*--tlscert .*server\.pem, --tlskey .*client\.key, --tlscacert .*ca\.pem: .*key values mismatch; give the server's PEM certificate and its private key, and the CA of client certificates\n$/,
+    ],
+    [
+      ['--tlscert', c['server.pem'], '--tlskey', c['ca.pem']],
+      /^cnmd: .*--tlskey .*ca\.pem, --tlscacert .*: .*; give the server's PEM certificate and its private key/,
+    ],
+  ] as [string[], RegExp][]) {
+    const args = daemonArgs(l, host, ['--tlsverify', '--tlscacert', c['ca.pem'], ...files]);
+    const r = spawnSync('nsenter', args, { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(r.status, 1, r.stderr);
+    assert.equal(r.stdout, '');
+    assert.equal(r.stderr.split('\n').length, 2, `one line: ${r.stderr}`);
+    assert.match(r.stderr, message);
+    // Nothing made: no roots, no bridge, no rules.
+    const dataRoot = args[args.indexOf('--data-root') + 1];
+    assert.equal(fs.existsSync(dataRoot), false, dataRoot);
+    assert.deepEqual(
+      host.ipj('link').map((x: any) => x.ifname),
+      ['lo'],
+    );
+    assert.doesNotMatch(host.run('iptables-save', []), /CNMD/);
+  }
+});
+
 test('--tlsverify: only clients with a certificate from --tlscacert get in', async (t) => {
   const l = await lab(t);
   const host = await l.ns('host');
