@@ -71,6 +71,13 @@ test(
     await e.docker(
       `network create -d cnmd-macvlan -o parent=lan0 ${dhcp} --ipam-opt cnmd.dhcp.timeout=6 lan`.split(' '),
     );
+    // No --subnet: the pool is 0.0.0.0/0, and its own address the stand-in gateway the engine insists on.
+    const net = await e.inspect('lan');
+    assert.equal(net.IPAM.Driver, 'cnmd-ipam');
+    assert.deepEqual(
+      net.IPAM.Config.map((c: any) => [c.Subnet, c.Gateway]),
+      [['0.0.0.0/0', '0.0.0.0']],
+    );
     await e.runDetached('c1', { network: 'lan' });
     await e.runDetached('c2', { network: 'lan' });
     const ip1 = await e.ip('c1', 'lan');

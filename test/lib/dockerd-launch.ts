@@ -241,13 +241,15 @@ export function dockerCliEnv(cliConfig: string): NodeJS.ProcessEnv {
 
 // Runs as `sh -c SCRIPT sh ETC PLUGINS STAGE SYSFS SHARED DOCKERD-ARGS...` inside the new
 // mount namespace, already in the engine's netns. SHARED (a shared mount, with
-// --propagation unchanged): every other mount is made a slave first, one by one.
+// --propagation unchanged): every other mount is made a slave first, one by one
+// (a failure on a mount that is still there stops the start).
 const SCRIPT = `set -e
 etc="$1"; plugins="$2"; stage="$3"; sysfs="$4"; shared="$5"; shift 5
 if [ -n "$shared" ]; then
   findmnt -rno TARGET | while read -r m; do
     m=$(printf '%b' "$m")
-    if [ "$m" != "$shared" ]; then mount --make-slave "$m"; fi
+    # A mount another test removed meanwhile (its path gone) is skipped: nothing here can mount under it.
+    if [ "$m" != "$shared" ] && ! mount --make-slave "$m" 2>/dev/null && mountpoint -q "$m"; then exit 1; fi
   done
 fi
 if [ -n "$plugins" ]; then mount --bind "$plugins" "$stage"; fi
