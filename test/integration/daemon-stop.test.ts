@@ -1,4 +1,4 @@
-// SIGTERM with requests in flight (issue 19): the API socket goes, every request
+// SIGTERM with requests in flight (issue 19): the API and plugin sockets go, every request
 // a client had sent gets its answer (no socket hang up, EPIPE or ECONNRESET),
 // idle keep-alive connections are closed, and the process exits right after the
 // last answer; a client that never reads its answer holds the stop no longer
@@ -125,6 +125,12 @@ test('SIGTERM: every request sent before it gets its answer, idle connections cl
     ),
     ...Array.from({ length: 4 }, (_, i) => send(d.sock, 'POST', '/networks/create', { Name: `n${i}` })),
     ...Array.from({ length: 12 }, () => send(d.sock, 'GET', '/networks')),
+    // The plugin sockets drain the same way (the engine's calls).
+    ...['cnmd-bridge', 'cnmd-ipam'].flatMap((p) =>
+      Array.from({ length: 4 }, () =>
+        send(path.join(d.pluginDir, `${p}.sock`), 'POST', '/Plugin.Activate', {}),
+      ),
+    ),
   ];
   await Promise.all(burst.map((b) => b.sent));
   d.proc.kill('SIGTERM');
