@@ -197,7 +197,7 @@ export class Daemon {
     const controller = (this.controller = new Controller({
       store,
       netns,
-      probe: new LanProbe(host, netns),
+      probe: new LanProbe(host, netns, this.log),
       pool,
       files,
       drivers,

@@ -115,7 +115,14 @@ test(
     assert.ok(server.leases().some((x) => `${x.ip}/24` === b));
     const rm = await d.request('DELETE', `/networks/${NET2}?force=1`);
     assert.ok(rm.status < 300, JSON.stringify(rm.body));
-    await eventually(() => assert.deepEqual(server.leases(), []), 10_000);
+    const dhcpLog = () =>
+      d
+        .logs()
+        .split('\n')
+        .filter((x) => /dhcp/.test(x))
+        .slice(-5)
+        .join('\n');
+    await eventually(() => assert.deepEqual(server.leases(), [], dhcpLog()), 10_000);
     const gone = await pluginCall(ipam(), 'IpamDriver.ReleasePool', { PoolID: p2.PoolID });
     assert.match(gone.body.Error, /is not held through cnmd-ipam/);
     assert.deepEqual(probeNetns(), []);

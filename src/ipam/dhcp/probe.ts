@@ -4,7 +4,8 @@
 // it), that speaks DHCP for the endpoint and goes. The engine asks cnmd-ipam
 // for an address before the endpoint's link exists, and gives it back after
 // the link is gone: both exchanges go through one of these.
-import { CnmdError } from '../../errors';
+import { CnmdError, bestEffort, ignoreNotFound } from '../../errors';
+import type { Logger } from '../../log';
 import { Handle, type LinkAddSpec } from '../../netlink/handle';
 import type { NetnsManager } from '../../netns/netns';
 import type { LeaseLink } from '../ipam';
@@ -29,6 +30,7 @@ export class LanProbe {
   constructor(
     private readonly host: Handle,
     private readonly netns: NetnsManager,
+    private readonly log?: Logger,
   ) {}
 
   /** Puts a lease's address on a probe (`link`, one `with` handed out), to speak from it: a release. */
@@ -82,8 +84,13 @@ export class LanProbe {
         hostname: s.hostname,
       });
     } finally {
+      // The child goes now, not with the netns: a netns is destroyed later, from a kernel work queue, and until then
+      // its child holds the MAC on the parent (the endpoint's link, or the release's probe, could not come up with
+      // it: EADDRINUSE; seen under load).
+      await bestEffort(this.log, 'dhcp probe removal', s.parent, () =>
+        ignoreNotFound(ns.handle.linkDel(PROBE_IF)),
+      );
       ns.handle.close();
-      // The netns takes its child with it.
       await this.netns.remove(ns.id);
     }
   }
