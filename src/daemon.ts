@@ -21,6 +21,7 @@ import { mountNetworkRoutes } from './api/networks';
 import { mountSandboxRoutes } from './api/sandboxes';
 import { Config, parseHost } from './config';
 import { Controller } from './controller/controller';
+import type { EndpointRecord } from './controller/records';
 import { SandboxFiles } from './controller/sandbox-files';
 import { DefaultIpam, type PoolDescription } from './ipam/default';
 import { ClusterIpam } from './ipam/cluster';
@@ -286,16 +287,29 @@ export class Daemon {
   /** For IPAM's messages: the network holding a pool, its gateway, and what holds an address. */
   private describePool(poolId: string, ip?: string): PoolDescription | undefined {
     const c = this.controller;
-    const n = c?.networks().find((x) => x.pools.some((p) => p.poolId === poolId));
-    if (!c || !n) return undefined;
-    const gw = n.pools.find((p) => p.poolId === poolId)?.gateway;
+    if (!c) return undefined;
     const plain = (cidr?: string) => stripPrefix(cidr);
-    const ep =
-      ip === undefined
-        ? undefined
-        : c.endpoints(n.id).find((e) => plain(e.ipv4) === ip || plain(e.ipv6) === ip);
-    const holder = ep && this.describeEndpoint(ep.id);
-    return { network: n.name, gateway: plain(gw), holder };
+    const holderOf = (eps: EndpointRecord[]) => {
+      const ep = ip === undefined ? undefined : eps.find((e) => plain(e.ipv4) === ip || plain(e.ipv6) === ip);
+      return ep && this.describeEndpoint(ep.id);
+    };
+    const n = c.networks().find((x) => x.pools.some((p) => p.poolId === poolId));
+    if (n) {
+      const gw = n.pools.find((p) => p.poolId === poolId)?.gateway;
+      return { network: `network "${n.name}"`, gateway: plain(gw), holder: holderOf(c.endpoints(n.id)) };
+    }
+    // A pool the engine leased through cnmd-ipam: its network is cnmd's only when its driver is cnmd's too
+    // (the engine's name for it never reaches a plugin).
+    const lease = c.engine.leases().find((l) => l.poolId === poolId);
+    if (!lease) return undefined;
+    const en = c.engine.networks().find((x) => x.pools.some((p) => p.pool === lease.pool));
+    if (!en) return { network: 'a Docker engine network' };
+    const gw = en.pools.find((p) => p.pool === lease.pool)?.gateway;
+    return {
+      network: `Docker engine network ${en.id.slice(0, 12)}`,
+      gateway: plain(gw),
+      holder: holderOf(c.engine.endpoints(en.id)),
+    };
   }
 
   /** This host in the cluster: its id (kept in the local store), its VTEP, the store client. */

@@ -85,6 +85,7 @@ export interface DefaultIpamOptions {
 }
 
 export interface PoolDescription {
+  /** The network holding the pool, as messages name it: `network "web"`, `Docker engine network 5f3a...`. */
   network: string;
   gateway?: string;
   holder?: string;
@@ -176,7 +177,7 @@ export class DefaultIpam implements Ipam {
         const holder = this.describePool(clash.id)?.network;
         throw new CnmdError(
           'CONFLICT',
-          `${op}: ${POOL_OVERLAP}: subnet ${formatCidr(p)} overlaps with ${clash.pool}, ${holder ? `the subnet of network "${holder}"` : 'already used by another network in this address space'}; choose a subnet that does not overlap it`,
+          `${op}: ${POOL_OVERLAP}: subnet ${formatCidr(p)} overlaps with ${clash.pool}, ${holder ? `the subnet of ${holder}` : 'already used by another network in this address space'}; choose a subnet that does not overlap it`,
           {
             op,
             object: formatCidr(p),
@@ -279,7 +280,7 @@ export class DefaultIpam implements Ipam {
       if (!seq.set(offset)) {
         const reserved = offset === 0n || (pool.family === 4 && offset === pool.size - 1n);
         const owner = this.describePool(poolId, ip);
-        const net = owner ? `network "${owner.network}" (${rec.pool})` : rec.pool;
+        const net = owner ? `${owner.network} (${rec.pool})` : rec.pool;
         const isGateway = owner?.gateway !== undefined && ipToBig(owner.gateway)?.value === a.value;
         throw new CnmdError(
           'CONFLICT',

@@ -122,6 +122,63 @@ test(
       );
       await e.docker(['rm', '-f', `${c.pub}-far`], { allowFail: true });
       t.diagnostic(`${c.driver}: ${far.stderr.trim()}`);
+      // Docker's wording where Docker has one, on either driver: a subnet overlap and the gateway's address.
+      const over = await e.docker(
+        [
+          'network',
+          'create',
+          '-d',
+          c.driver,
+          ...(c.ipam ?? []),
+          '--subnet',
+          `${c.subnets[0]}.128/25`,
+          `${c.pub}-over`,
+        ],
+        { allowFail: true },
+      );
+      assert.notEqual(over.status, 0, `${c.driver}: an overlapping subnet refused`);
+      assert.match(
+        over.stderr,
+        /Pool overlaps with other one on this address space/,
+        `${c.driver}: ${over.stderr}`,
+      );
+      t.diagnostic(`${c.driver}: ${over.stderr.trim()}`);
+      // cnmd's reasons follow, naming the engine network (the engine's name for it never reaches a plugin).
+      const netId = (await e.docker(['network', 'inspect', '-f', '{{.Id}}', c.pub])).stdout
+        .trim()
+        .slice(0, 12);
+      if (c.driver !== 'bridge')
+        assert.match(
+          over.stderr,
+          new RegExp(`overlaps with ${c.subnets[0]}\\.0/24, the subnet of Docker engine network ${netId}`),
+        );
+      const gwRun = await e.docker(
+        [
+          'run',
+          '-d',
+          '--name',
+          `${c.pub}-gw`,
+          '--network',
+          c.pub,
+          '--ip',
+          `${c.subnets[0]}.1`,
+          e.image,
+          'sleep',
+          '60',
+        ],
+        { allowFail: true },
+      );
+      assert.notEqual(gwRun.status, 0, `${c.driver}: --ip of the gateway refused`);
+      assert.match(gwRun.stderr, /Address already in use/, `${c.driver}: ${gwRun.stderr}`);
+      if (c.driver !== 'bridge')
+        assert.match(
+          gwRun.stderr,
+          new RegExp(
+            `Address already in use: ${c.subnets[0]}\\.1 is the gateway of Docker engine network ${netId}`,
+          ),
+        );
+      await e.docker(['rm', '-f', `${c.pub}-gw`], { allowFail: true });
+      t.diagnostic(`${c.driver}: ${gwRun.stderr.trim()}`);
     }
   },
 );
