@@ -18,6 +18,18 @@ async function get(e: Engine, container: string, url: string): Promise<string | 
   return r.status === 0 ? r.stdout.trim() : undefined;
 }
 
+/** `docker run -d` of a container that must not start: the CLI's result; the container is removed. */
+async function refusedRun(e: Engine, name: string, network: string, args: string[]) {
+  const r = await e.docker(
+    ['run', '-d', '--name', name, '--network', network, ...args, e.image, 'sleep', '60'],
+    {
+      allowFail: true,
+    },
+  );
+  await e.docker(['rm', '-f', name], { allowFail: true });
+  return r;
+}
+
 test(
   'a published port is reachable from another network through the host address and that network gateway, on Docker bridge and on cnmd-bridge alike',
   { timeout: 600_000 },
@@ -39,22 +51,13 @@ test(
       },
     ];
     for (const c of cases) {
+      const netCreate = (name: string, args: string[], allowFail = false) =>
+        e.docker(['network', 'create', '-d', c.driver, ...(c.ipam ?? []), ...args, name], { allowFail });
       for (const [name, sub] of [
         [c.pub, c.subnets[0]],
         [c.cli, c.subnets[1]],
       ])
-        await e.docker([
-          'network',
-          'create',
-          '-d',
-          c.driver,
-          ...(c.ipam ?? []),
-          '--subnet',
-          `${sub}.0/24`,
-          '--gateway',
-          `${sub}.1`,
-          name,
-        ]);
+        await netCreate(name, ['--subnet', `${sub}.0/24`, '--gateway', `${sub}.1`]);
       const webId = await e.runDetached(`${c.pub}-web`, {
         network: c.pub,
         args: ['-p', `${c.port}:80`],
@@ -97,22 +100,7 @@ test(
       t.diagnostic(`${c.driver}: published port reached across networks by host address and gateway`);
       // A host address the host does not have: the container does not start, the message names the
       // address, and no rule is left for its port, on either driver.
-      const far = await e.docker(
-        [
-          'run',
-          '-d',
-          '--name',
-          `${c.pub}-far`,
-          '--network',
-          c.pub,
-          '-p',
-          `1.2.3.4:${c.port + 1000}:80`,
-          e.image,
-          'sleep',
-          '60',
-        ],
-        { allowFail: true },
-      );
+      const far = await refusedRun(e, `${c.pub}-far`, c.pub, ['-p', `1.2.3.4:${c.port + 1000}:80`]);
       assert.notEqual(far.status, 0, `${c.driver}: -p 1.2.3.4:... refused`);
       assert.match(far.stderr, /1\.2\.3\.4/, `${c.driver}: the message names the address: ${far.stderr}`);
       assert.doesNotMatch(
@@ -120,22 +108,9 @@ test(
         new RegExp(`--dport ${c.port + 1000} `),
         `${c.driver}: no rule for the refused port`,
       );
-      await e.docker(['rm', '-f', `${c.pub}-far`], { allowFail: true });
       t.diagnostic(`${c.driver}: ${far.stderr.trim()}`);
       // Docker's wording where Docker has one, on either driver: a subnet overlap and the gateway's address.
-      const over = await e.docker(
-        [
-          'network',
-          'create',
-          '-d',
-          c.driver,
-          ...(c.ipam ?? []),
-          '--subnet',
-          `${c.subnets[0]}.128/25`,
-          `${c.pub}-over`,
-        ],
-        { allowFail: true },
-      );
+      const over = await netCreate(`${c.pub}-over`, ['--subnet', `${c.subnets[0]}.128/25`], true);
       assert.notEqual(over.status, 0, `${c.driver}: an overlapping subnet refused`);
       assert.match(
         over.stderr,
@@ -152,22 +127,7 @@ test(
           over.stderr,
           new RegExp(`overlaps with ${c.subnets[0]}\\.0/24, the subnet of Docker engine network ${netId}`),
         );
-      const gwRun = await e.docker(
-        [
-          'run',
-          '-d',
-          '--name',
-          `${c.pub}-gw`,
-          '--network',
-          c.pub,
-          '--ip',
-          `${c.subnets[0]}.1`,
-          e.image,
-          'sleep',
-          '60',
-        ],
-        { allowFail: true },
-      );
+      const gwRun = await refusedRun(e, `${c.pub}-gw`, c.pub, ['--ip', `${c.subnets[0]}.1`]);
       assert.notEqual(gwRun.status, 0, `${c.driver}: --ip of the gateway refused`);
       assert.match(gwRun.stderr, /Address already in use/, `${c.driver}: ${gwRun.stderr}`);
       if (c.driver !== 'bridge')
@@ -177,7 +137,6 @@ test(
             `Address already in use: ${c.subnets[0]}\\.1 is the gateway of Docker engine network ${netId}`,
           ),
         );
-      await e.docker(['rm', '-f', `${c.pub}-gw`], { allowFail: true });
       t.diagnostic(`${c.driver}: ${gwRun.stderr.trim()}`);
     }
   },
