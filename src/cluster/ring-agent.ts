@@ -124,8 +124,7 @@ export class KeyRingAgent {
       this.timer.unref();
       this.started = true;
     } catch (e) {
-      await this.cancelWatch?.().catch(() => undefined);
-      this.cancelWatch = undefined;
+      await this.stopWatch();
       await this.dropLease?.();
       this.leaseId = undefined;
       throw e;
@@ -362,7 +361,16 @@ export class KeyRingAgent {
   async close(): Promise<void> {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
-    await this.cancelWatch?.().catch(() => undefined);
+    await this.stopWatch();
     await this.queue;
+  }
+
+  /** A watch that fails to cancel is logged, not thrown: the start's own error or the close wins. */
+  private async stopWatch(): Promise<void> {
+    const cancel = this.cancelWatch;
+    this.cancelWatch = undefined;
+    await cancel?.().catch((err) =>
+      this.o.log.warn({ err }, 'encryption key ring: cancelling its watch failed'),
+    );
   }
 }
