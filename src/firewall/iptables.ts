@@ -627,25 +627,25 @@ export class IptablesBackend implements FirewallBackend {
     }
     // Decide every operation; refusals throw here, before any change.
     const plans = families.map((f) => planFamily(f, batch[f]!, before.get(f)!));
-    const applied: FamilyPlan[] = [];
-    for (const plan of plans) {
-      if (plan.changes === 0) continue;
-      const started = Date.now();
-      const r = await this.restore(plan.family, plan.lines);
-      if (r.code === 0) {
-        applied.push(plan);
-        this.log?.debug(
-          { family: plan.family, lines: plan.changes, ms: Date.now() - started, netns: this.netns },
-          'firewall batch applied',
-        );
-        continue;
-      }
-      applied.push(plan);
-      const failure = parseRestoreError(r.stderr || `exit ${r.code ?? r.signal}`);
+    // The two families are separate kernel tables: their restores run side by side, so a publish
+    // that needs both (IPv6 bindings served by the proxy) costs one restore's time, not two.
+    const applied = plans.filter((p) => p.changes > 0);
+    const started = Date.now();
+    const results = await Promise.allSettled(applied.map((p) => this.restore(p.family, p.lines)));
+    const failedAt = results.findIndex((r) => r.status === 'rejected' || r.value.code !== 0);
+    if (failedAt >= 0) {
       const rollback = await this.rollback(applied, before);
       this.invalidate();
-      throw this.restoreError(plan, r, failure, rollback);
+      const r = results[failedAt];
+      if (r.status === 'rejected') throw r.reason;
+      const failure = parseRestoreError(r.value.stderr || `exit ${r.value.code ?? r.value.signal}`);
+      throw this.restoreError(applied[failedAt], r.value, failure, rollback);
     }
+    for (const plan of applied)
+      this.log?.debug(
+        { family: plan.family, lines: plan.changes, ms: Date.now() - started, netns: this.netns },
+        'firewall batch applied',
+      );
     for (const plan of plans) for (const [table, t] of plan.next) this.cache[plan.family].set(table, t);
     if (this.verify) for (const plan of applied) await this.verifyPlan(plan);
   }
