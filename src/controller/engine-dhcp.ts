@@ -294,8 +294,7 @@ export class EngineDhcp {
       h.lease,
       h.l.dhcp!.options,
       (next) => this.renewed(poolId, ip, next),
-      now,
-      true,
+      { now, fixedAddress: true },
     );
     return h.lease.gateway;
   }

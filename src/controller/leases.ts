@@ -81,7 +81,9 @@ export class LinkLeases {
   resume(ep: EndpointRecord, n: NetworkRecord, sb: SandboxRecord): void {
     const link = this.of(n);
     if (!link || !ep.dhcp) return;
-    link.keep(this.linkOf(sb, ep, n), ep.dhcp, n.ipamOptions, (l) => this.renewed(sb.id, ep.id, l), true);
+    link.keep(this.linkOf(sb, ep, n), ep.dhcp, n.ipamOptions, (l) => this.renewed(sb.id, ep.id, l), {
+      now: true,
+    });
   }
 
   private apply(ep: EndpointRecord, lease: LinkLease): void {

@@ -74,6 +74,17 @@ export interface LinkLease {
   mac: string;
 }
 
+/** How LinkIpam.keep keeps a lease. */
+export interface KeepOptions {
+  /** Renew at once (a daemon's restart). */
+  now?: boolean;
+  /**
+   * The address is not cnmd's to change (an engine container's): a refused renewal is logged
+   * and retried, never answered with a new lease.
+   */
+  fixedAddress?: boolean;
+}
+
 /**
  * An IPAM whose addresses come from a server on the endpoint's LAN (DHCP),
  * asked from the endpoint's own interface once it exists: no pools; the
@@ -88,17 +99,14 @@ export interface LinkIpam {
   /**
    * Keeps the lease while the endpoint lives: renewed at T1 (rebinding at
    * T2), each new lease handed to onChange (to persist it; an address that
-   * changed replaces the old one). now: renew at once (a daemon's restart).
-   * fixedAddress: the address is not cnmd's to change (an engine container's):
-   * a refused renewal is logged and retried, never answered with a new lease.
+   * changed replaces the old one).
    */
   keep(
     link: LeaseLink,
     lease: LinkLease,
     options: Record<string, string>,
     onChange: (lease: LinkLease) => Promise<void>,
-    now?: boolean,
-    fixedAddress?: boolean,
+    how?: KeepOptions,
   ): void;
   /** Stops keeping the lease and gives the address back to the server. */
   release(link: LeaseLink, lease: LinkLease): Promise<void>;

@@ -5,7 +5,7 @@
 // interface, logged as an error once expired, while requests continue).
 import { CnmdError, invalidArgument } from '../../errors';
 import type { Logger } from '../../log';
-import type { Ipam, LeaseLink, LinkIpam, LinkLease } from '../ipam';
+import type { Ipam, KeepOptions, LeaseLink, LinkIpam, LinkLease } from '../ipam';
 import { NoLease, acquire, release, renew } from './client';
 
 export const DHCP_IPAM = 'dhcp';
@@ -119,8 +119,7 @@ export class DhcpIpam implements Ipam, LinkIpam {
     lease: LinkLease,
     options: Record<string, string>,
     onChange: (lease: LinkLease) => Promise<void>,
-    now = false,
-    fixedAddress = false,
+    { now = false, fixedAddress = false }: KeepOptions = {},
   ): void {
     this.forget(link.endpointId);
     const k: Kept = {
