@@ -67,6 +67,8 @@ const LANES = {
     [hasCommand('ip'), 'iproute2'],
     [hasCommand('iptables-restore'), 'iptables'],
     [hasCommand('curl'), 'curl'],
+    // engine-dhcp.test.ts: the LAN's DHCP server.
+    [hasCommand('dnsmasq'), 'dnsmasq-base'],
     // engine-overlay.test.ts: two engines bound to a cnmd overlay network, etcd as the cluster store.
     [hasCommand('etcd'), 'etcd-server'],
     [hasCommand('etcdctl'), 'etcd-client'],
@@ -93,6 +95,10 @@ const LANES = {
     [hasCommand('etcd'), 'etcd-server'],
     [hasCommand('etcdctl'), 'etcd-client'],
     [hasCommand('tcpdump'), 'tcpdump'],
+    [hasCommand('dnsmasq'), 'dnsmasq-base'],
+    // kernel-cluster/encrypted-clients.ts: the docker CLI and curl run in the guest (the host's rootfs).
+    [hasCommand('docker'), 'docker.io'],
+    [hasCommand('curl'), 'curl'],
     [hasCommand('dig'), 'dnsutils'],
     [hasCommand('ping'), 'iputils-ping'],
     [hasCommand('nsenter'), 'util-linux'],
