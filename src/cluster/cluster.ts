@@ -18,6 +18,7 @@ import {
   VNI_MIN,
   VXLANID_OPTION,
   key,
+  publicationProblem,
 } from './records';
 
 /** How often kernel state is reconciled against the store, and failed publications retried. */
@@ -113,10 +114,12 @@ export class Cluster {
     this.events = events;
     await this.join();
     const nets = await this.store.list<GlobalNetworkRecord>('cluster start', key.networks);
-    for (const n of nets.items) this.networks.set(n.value.id, n.value);
+    for (const n of nets.items)
+      if (this.checkedRecord(n.key, n.value)) this.networks.set(n.value.id, n.value);
     this.cancels.push(
       await this.store.watch<GlobalNetworkRecord>(key.networks, nets.revision, {
-        put: (_k, v) => {
+        put: (k, v) => {
+          if (!this.checkedRecord(k, v)) return;
           this.networks.set(v.id, v);
           void events
             .networkPut(v)
@@ -132,18 +135,25 @@ export class Cluster {
       }),
     );
     const hosts = await this.store.list<HostRecord>('cluster start', key.hosts);
-    for (const h of hosts.items) this.hosts.set(h.value.id, h.value);
+    for (const h of hosts.items) if (this.checkedRecord(h.key, h.value)) this.hosts.set(h.value.id, h.value);
     this.cancels.push(
       await this.store.watch<HostRecord>(key.hosts, hosts.revision, {
-        put: (_k, v) => void this.hosts.set(v.id, v),
+        put: (k, v) => void (this.checkedRecord(k, v) && this.hosts.set(v.id, v)),
         delete: (k) => void this.hosts.delete(k.slice(key.hosts.length)),
       }),
     );
     const eps = await this.store.list<EndpointPublication>('cluster start', key.endpoints);
+    eps.items = eps.items.filter((e) => this.checked(e.key, e.value));
     for (const e of eps.items) this.remember(e.value);
     this.cancels.push(
       await this.store.watch<EndpointPublication>(key.endpoints, eps.revision, {
-        put: (_k, v) => {
+        put: (k, v) => {
+          if (!this.checked(k, v)) {
+            // A record overwritten with a bad one: the endpoint it was is gone.
+            const [net, id] = k.slice(key.endpoints.length).split('/');
+            if (this.endpoints.get(net)?.delete(id)) events.peersChanged(net, id);
+            return;
+          }
           this.remember(v);
           if (v.host !== this.hostId) events.peersChanged(v.networkId, v.id);
         },
@@ -158,10 +168,28 @@ export class Cluster {
         resumed: () => events.peersChanged(),
       }),
     );
-    for (const n of this.networks.values()) await events.networkPut(n);
+    // One network that cannot be mirrored does not keep the others (or the cluster) from starting.
+    for (const n of this.networks.values())
+      await events
+        .networkPut(n)
+        .catch((e) => this.log.error({ err: e, network: n.id }, 'network mirror failed'));
     await this.republish(eps.items);
     this.timer = setInterval(() => this.tick(), RECONCILE_MS);
     this.timer.unref();
+  }
+
+  /** Whether a record under endpoints/ is a publication; a bad one is logged and left out (the others still count). */
+  private checked(k: string, v: unknown): v is EndpointPublication {
+    const why = publicationProblem(k, v);
+    if (why) this.log.error({ key: k, reason: why }, `cluster store: endpoint record ${k} refused: ${why}`);
+    return !why;
+  }
+
+  /** Whether a network or host record has its key's id (what the maps are keyed by); a bad one is logged and left out. */
+  private checkedRecord<T extends { id: string }>(k: string, v: T): boolean {
+    const ok = typeof v === 'object' && v !== null && typeof v.id === 'string' && k.endsWith(`/${v.id}`);
+    if (!ok) this.log.error({ key: k }, `cluster store: record ${k} refused: it has no id matching its key`);
+    return ok;
   }
 
   private remember(e: EndpointPublication): void {
@@ -454,7 +482,9 @@ export class Cluster {
       if (!rec) return;
       const { items } = await this.store.list<EndpointPublication>(op, key.endpointsOf(id));
       const pending = [...this.pending.values()].some((p) => p.net === id && p.pub);
-      const hosts = [...new Set([...items.map((i) => i.value.host), ...(pending ? [this.hostId] : [])])];
+      // A record that is no publication holds no endpoint (the removal deletes it with the rest).
+      const held = items.filter((i) => !publicationProblem(i.key, i.value)).map((i) => i.value.host);
+      const hosts = [...new Set([...held, ...(pending ? [this.hostId] : [])])];
       if (hosts.length)
         throw new CnmdError(
           'CONFLICT',

@@ -6,6 +6,7 @@
 //   blocks/<subnet>/<block>      BlockRecord: which host allocates from an address block
 //   endpoints/<networkId>/<id>   EndpointPublication, under the owning host's lease
 import type { IpamConfig } from '../controller/records';
+import { cidrFamily, ipFamily, normalizeMac } from '../net/addr';
 
 export interface HostRecord {
   id: string;
@@ -77,3 +78,44 @@ export const key = {
   endpointsOf: (networkId: string) => `endpoints/${networkId}/`,
   endpoint: (networkId: string, id: string) => `endpoints/${networkId}/${id}`,
 };
+
+/** A name the embedded DNS answers for: printable, no whitespace (a newline would reach /etc/hosts), bounded. */
+const DNS_NAME = /^[\x21-\x7e]{1,255}$/;
+const MAX_ALIASES = 64;
+
+/**
+ * Why a record under endpoints/ cannot be an endpoint publication, or
+ * undefined when it can. The store is every host's to write (and anyone's who
+ * reaches etcd): a record is checked field by field before a driver or the
+ * embedded DNS sees it, so one bad record is refused alone.
+ */
+export function publicationProblem(k: string, v: unknown): string | undefined {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return 'not a JSON object';
+  const e = v as Record<string, unknown>;
+  const str = (f: string) => typeof e[f] === 'string' && (e[f] as string) !== '';
+  for (const f of ['id', 'networkId', 'host', 'vtep'])
+    if (!str(f) || /[/\s]/.test(e[f] as string)) return `${f} is not a name without spaces or slashes`;
+  if (k !== key.endpoint(e.networkId as string, e.id as string))
+    return `its networkId and id (${key.endpoint(e.networkId as string, e.id as string)}) are not its key's`;
+  if (ipFamily(e.vtep) === 0) return `vtep ${JSON.stringify(e.vtep)} is not an IP address`;
+  if (e.ipv4 !== undefined && e.ipv4 !== '' && cidrFamily(e.ipv4) !== 4)
+    return `ipv4 ${JSON.stringify(e.ipv4)} is not an IPv4 address with a prefix`;
+  if (e.ipv6 !== undefined && e.ipv6 !== '' && cidrFamily(e.ipv6) !== 6)
+    return `ipv6 ${JSON.stringify(e.ipv6)} is not an IPv6 address with a prefix`;
+  if (e.mac !== undefined) {
+    const mac = normalizeMac(e.mac);
+    if (!mac || parseInt(mac.slice(0, 2), 16) & 1 || mac === '00:00:00:00:00:00')
+      return `mac ${JSON.stringify(e.mac)} is not a unicast MAC address`;
+  }
+  for (const f of ['name', 'hostname'])
+    if (e[f] !== undefined && e[f] !== '' && (typeof e[f] !== 'string' || !DNS_NAME.test(e[f] as string)))
+      return `${f} is not a name of 1-255 printable characters`;
+  const aliases = e.aliases ?? [];
+  if (
+    !Array.isArray(aliases) ||
+    aliases.length > MAX_ALIASES ||
+    !aliases.every((a) => typeof a === 'string' && DNS_NAME.test(a))
+  )
+    return `aliases is not a list of at most ${MAX_ALIASES} names`;
+  return undefined;
+}
