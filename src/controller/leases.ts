@@ -107,8 +107,10 @@ export class LinkLeases {
           'dhcp server gave the endpoint a new address: replacing it',
         );
         const h = this.d.live.of(sb).handle();
-        await h.addrAdd(ep.ifname, lease.address);
+        // The old address goes first: a new one in the same subnet would be its secondary, and the kernel
+        // removes the secondaries with their primary (the interface was left with no address at all).
         if (old.address !== lease.address) await ignoreNotFound(h.addrDel(ep.ifname, old.address));
+        await h.addrAdd(ep.ifname, lease.address);
         store.put(KIND.endpoint, ep.id, ep);
         this.d.view.changed();
         await this.d.routes.update(sb, h);

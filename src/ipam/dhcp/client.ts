@@ -165,7 +165,7 @@ function unicast(ip: string): boolean {
 /**
  * What the server's ACK says, as a lease; its fields are the LAN's word, so
  * only what can be configured is kept: a unicast address, a mask of 1-32 bits
- * (else /24), routers inside that subnet, unicast DNS servers, and times
+ * (else /24), routers that are hosts of that subnet, unicast DNS servers, and times
  * ordered T1 <= T2 <= lease with a lease of at least 10 s.
  */
 export function leaseOf(ack: ServerReply, sentAt: number, mac: string, fallbackServer: string): DhcpLease {
@@ -174,9 +174,12 @@ export function leaseOf(ack: ServerReply, sentAt: number, mac: string, fallbackS
   const t2 = Math.min(leaseSeconds, Math.max(t1, ack.t2 ?? Math.floor((leaseSeconds * 7) / 8)));
   const prefix = ack.prefix !== undefined && ack.prefix >= 1 ? ack.prefix : 24;
   const subnet = parseCidr(`${ack.yiaddr}/${prefix}`)!;
+  // A router is a host of the subnet: not its network or broadcast address (the kernel refuses those as a
+  // gateway, EINVAL, and the join failed), except on /31 and /32 where every address is a host.
+  const host = (v: bigint) => prefix >= 31 || (v !== subnet.base && v !== subnet.base + subnet.size - 1n);
   const onLink = (ip: string) => {
     const a = ipToBig(ip);
-    return !!a && unicast(ip) && ip !== ack.yiaddr && contains(subnet, 4, a.value);
+    return !!a && unicast(ip) && ip !== ack.yiaddr && contains(subnet, 4, a.value) && host(a.value);
   };
   return {
     address: `${ack.yiaddr}/${prefix}`,
