@@ -158,6 +158,7 @@ export class NetnsPool {
             break;
           }
           this.arm(created);
+          this.openNetnsFd(created);
           await this.noteFreeIndex(created);
           this.ready.push(created);
           if (this.ready.length === this.size)
@@ -183,6 +184,22 @@ export class NetnsPool {
       this.log.debug(
         { err: e, netns: created.path },
         "netns pool: could not list its devices; its taker takes the kernel's index",
+      );
+    }
+  }
+
+  /**
+   * Opens the fd its taker's interface is placed in the netns by (IFLA_NET_NS_FD; the
+   * handle keeps it until it closes): three syscalls off the attach, each slow there
+   * after an idle pause (docs/design-notes.md, "Where a macvlan attach's time goes").
+   */
+  private openNetnsFd(created: CreatedNetns): void {
+    try {
+      created.handle.ownNetnsFd();
+    } catch (e) {
+      this.log.debug(
+        { err: e, netns: created.path },
+        'netns pool: could not open its netns fd; its taker opens it',
       );
     }
   }

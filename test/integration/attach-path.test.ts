@@ -261,6 +261,24 @@ test('netns pool: take() binds the sandbox path only; pool paths are swept and t
   pool.start();
   await eventually(() => assert.equal(pool.readyCount, 2));
   assert.equal(pooled().length, 2);
+  // Each comes with its netns fd open (for IFLA_NET_NS_FD), so a taker opens none on its attach.
+  const openNetns = new Set(
+    fs
+      .readdirSync('/proc/self/fd')
+      .map((f) => {
+        try {
+          return fs.readlinkSync(`/proc/self/fd/${f}`);
+        } catch {
+          return ''; // the directory's own fd, closed by now
+        }
+      })
+      .filter((l) => l.startsWith('net:')),
+  );
+  for (const f of pooled())
+    assert.ok(
+      openNetns.has(`net:[${fs.statSync(path.join(poolDir, f)).ino}]`),
+      `pooled ${f}: its netns fd is open`,
+    );
   const taken = await pool.take('sb1');
   t.after(() => taken.handle.close());
   assert.equal(taken.path, path.join(root, 'netns', 'sb1'));
