@@ -1,14 +1,14 @@
 // What a sandbox sees of names: the embedded DNS's records (the networks it
 // is on, with every endpoint on them), where unknown names go, and the
 // contents of its /etc/hosts and resolv.conf. Also starts its resolver.
-import * as fs from 'node:fs';
 import type { DnsEndpoint, DnsNetwork, RecordSource } from '../dns/records';
 import { RESOLVER_IP } from '../dns/resolver';
 import type { EmbeddedDns } from '../dns/service';
 import { closeFds } from '../netns/netns';
 import type { Core } from './core';
 import { EndpointRecord, KIND, NetworkRecord, SandboxRecord } from './records';
-import { hostsFile, parseResolvConf, resolvConf } from './sandbox-files';
+import { ResolvConfCache } from './resolv-cache';
+import { hostsFile, resolvConf } from './sandbox-files';
 import { stripPrefix } from '../net/addr';
 
 /** Network option that turns the embedded DNS off for a network (libnetwork#1085). */
@@ -28,6 +28,7 @@ export class DnsView implements RecordSource {
   private readonly d: DnsViewDeps;
   /** Bumped by changed(): a LiveSandbox's cached view of an older generation is stale. */
   private generation = 0;
+  private readonly resolvFiles = new ResolvConfCache();
 
   constructor(d: DnsViewDeps) {
     this.d = d;
@@ -191,14 +192,14 @@ export class DnsView implements RecordSource {
     return { hostname: sb.hostname, hosts: this.hostsOf(sb), resolvConf: this.resolvConfOf(sb) };
   }
 
-  private readHostResolvConf(): ReturnType<typeof parseResolvConf> {
+  private readHostResolvConf(): NonNullable<ReturnType<ResolvConfCache['read']>> {
     return this.readResolvConf(this.d.hostResolvConf) ?? { nameservers: [], search: [], options: [] };
   }
 
   /** A resolv.conf, parsed; undefined when it does not exist (logged when it cannot be read). */
-  private readResolvConf(path: string): ReturnType<typeof parseResolvConf> | undefined {
+  private readResolvConf(path: string): ReturnType<ResolvConfCache['read']> {
     try {
-      return parseResolvConf(fs.readFileSync(path, 'utf8'));
+      return this.resolvFiles.read(path);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
         this.d.log.warn({ err: e, path }, 'resolv.conf unreadable: ignoring it');
