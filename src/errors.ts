@@ -5,6 +5,11 @@ export type ErrorCode =
   | 'NOT_FOUND'
   | 'ALREADY_EXISTS'
   | 'CONFLICT'
+  /**
+   * Refused because another object holds what the request needs: a network's endpoints (rm), a
+   * subnet, an address, a sandbox's place on a network. Docker answers these with errdefs.Forbidden (403).
+   */
+  | 'IN_USE'
   | 'FORBIDDEN'
   | 'KERNEL_FEATURE_MISSING'
   | 'KERNEL_ERROR'

@@ -82,7 +82,7 @@ function checkRequestSubnets(name: string, subnets: string[]): void {
     for (let j = i + 1; j < given.length; j++)
       if (overlaps(given[i].c!, given[j].c!))
         throw new CnmdError(
-          'CONFLICT',
+          'IN_USE',
           `network create ${name}: ${POOL_OVERLAP}: subnet ${given[j].s} overlaps with ${given[i].s}, another ` +
             `subnet of this request; give each subnet once, without overlap`,
           { op: 'network create', object: name },

@@ -36,6 +36,9 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   NOT_FOUND: 404,
   ALREADY_EXISTS: 409,
   CONFLICT: 409,
+  // libnetwork's ActiveEndpointsError, ErrPoolOverlap, ErrIPAlreadyAllocated and "endpoint with name x
+  // already exists in network y" are Forbidden in Docker's errdefs (docs/design-notes.md, "Engine-API statuses").
+  IN_USE: 403,
   FORBIDDEN: 403,
   EXHAUSTED: 409,
   KERNEL_FEATURE_MISSING: 400,

@@ -393,14 +393,10 @@ export class Cluster {
         );
       const vni = Number(given);
       if (taken.has(vni))
-        throw new CnmdError(
-          'CONFLICT',
-          `${op}: VXLAN id ${vni} is already used by network ${taken.get(vni)}`,
-          {
-            op,
-            object: given,
-          },
-        );
+        throw new CnmdError('IN_USE', `${op}: VXLAN id ${vni} is already used by network ${taken.get(vni)}`, {
+          op,
+          object: given,
+        });
       return vni;
     }
     for (let v = VNI_MIN; v <= VNI_MAX; v++) if (!taken.has(v)) return v;
@@ -436,7 +432,7 @@ export class Cluster {
         const clash = used.find((u) => overlaps(u.c, subnet!));
         if (clash)
           throw new CnmdError(
-            'CONFLICT',
+            'IN_USE',
             `${op}: ${POOL_OVERLAP}: subnet ${cfg.subnet} overlaps with ${formatCidr(clash.c)} of overlay ` +
               `network ${clash.name}`,
             { op, object: cfg.subnet },
@@ -473,7 +469,7 @@ export class Cluster {
     return out;
   }
 
-  /** Removes a global network from the store, unless a host still has endpoints on it (then 409 naming them). */
+  /** Removes a global network from the store, unless a host still has endpoints on it (then IN_USE naming them). */
   async removeNetwork(id: string, name: string): Promise<void> {
     const op = 'network rm';
     for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
@@ -487,7 +483,7 @@ export class Cluster {
       const hosts = [...new Set([...held, ...(pending ? [this.hostId] : [])])];
       if (hosts.length)
         throw new CnmdError(
-          'CONFLICT',
+          'IN_USE',
           `error while removing network: network ${name} id ${id} has active endpoints on ` +
             `${hosts.length === 1 ? 'host' : 'hosts'} ${hosts.map((h) => this.describeHost(h)).join(', ')}`,
           { op, object: name, hosts },

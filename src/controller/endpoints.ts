@@ -17,7 +17,7 @@ import { LOCK } from './locks';
 import { EndpointRecord, KIND, NetworkRecord, SandboxRecord } from './records';
 import { endpointSpec } from './specs';
 import { afterReply, newId } from './util';
-import { invalidNone } from './validate';
+import { invalidHostMix, invalidNone } from './validate';
 
 export interface ConnectOptions {
   aliases?: string[];
@@ -149,11 +149,11 @@ export class Endpoints {
     const driver = lookup.driver(n.driver, op);
     const caps = driver.capabilities();
     if (sb.endpoints.some((id) => lookup.endpointRecord(id)?.networkId === n.id)) {
-      throw new CnmdError(
-        'ALREADY_EXISTS',
-        `endpoint with name ${sb.name} already exists in network ${n.name}`,
-        { op, object: sb.name },
-      );
+      // Docker's types.ForbiddenErrorf (403), not a name conflict (409).
+      throw new CnmdError('IN_USE', `endpoint with name ${sb.name} already exists in network ${n.name}`, {
+        op,
+        object: sb.name,
+      });
     }
     const others = sb.endpoints.map((id) => lookup.endpointRecord(id)).filter((e) => e !== undefined);
     if (
@@ -165,19 +165,7 @@ export class Endpoints {
         }))
     )
       throw invalidNone(op, sb.name);
-    if (!!caps.usesHostNetns !== sb.hostNetns) {
-      const why = sb.hostNetns
-        ? 'it uses the host network'
-        : 'the host network needs a sandbox created on it';
-      throw new CnmdError(
-        'FORBIDDEN',
-        `sandbox ${sb.name} cannot be connected to network ${n.name}: ${why}`,
-        {
-          op,
-          object: sb.name,
-        },
-      );
-    }
+    if (!!caps.usesHostNetns !== sb.hostNetns) throw invalidHostMix(op, sb.name, sb.hostNetns);
     const ep: EndpointRecord = {
       id: newId(),
       name: sb.name,

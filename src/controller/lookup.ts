@@ -186,7 +186,7 @@ export class Lookup {
   }
 }
 
-/** The one record whose id starts with ref; undefined when none does, CONFLICT when several do. */
+/** The one record whose id starts with ref; undefined when none does, INVALID_ARGUMENT (Docker's 400) when several do. */
 function uniqueIdPrefix<T extends { id: string }>(
   what: string,
   ref: string,
@@ -195,7 +195,7 @@ function uniqueIdPrefix<T extends { id: string }>(
 ): T | undefined {
   const matches = ref.length > 0 ? all.filter((r) => r.id.startsWith(ref)) : [];
   if (matches.length > 1)
-    throw new CnmdError('CONFLICT', `${what} ${ref} is ambiguous (${matches.length} matches)`, {
+    throw new CnmdError('INVALID_ARGUMENT', `${what} ${ref} is ambiguous (${matches.length} matches)`, {
       op,
       object: ref,
     });

@@ -268,13 +268,13 @@ export class Networks {
           op,
           object: n.name,
         });
-      // Global: refused while any host has endpoints on it (409 naming them); then gone from every host.
+      // Global: refused while any host has endpoints on it (IN_USE naming them); then gone from every host.
       if (n.scope === 'global' && !opts.fromCluster && this.d.cluster)
         await this.d.cluster.cluster.removeNetwork(n.id, n.name);
       const eps = store.list<EndpointRecord>(KIND.endpoint).filter((e) => e.networkId === n.id);
       if (eps.length) {
         throw new CnmdError(
-          'CONFLICT',
+          'IN_USE',
           `error while removing network: network ${n.name} id ${n.id} has active endpoints`,
           { op, object: n.name },
         );
@@ -315,7 +315,7 @@ export class Networks {
         removed.push(n.name);
       } catch (e) {
         // Gone meanwhile, or joined meanwhile: not this prune's to remove.
-        if (!hasCode(e, 'CONFLICT', 'NOT_FOUND')) throw e;
+        if (!hasCode(e, 'IN_USE', 'NOT_FOUND')) throw e;
       }
     }
     return removed;

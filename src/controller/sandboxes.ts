@@ -11,7 +11,7 @@ import type { ConnectOptions, Endpoints, PendingEndpoint } from './endpoints';
 import { LOCK } from './locks';
 import { DnsConfig, EndpointRecord, KIND, NetworkRecord, SandboxRecord } from './records';
 import { afterReply, newId, settleAll, yieldToEventLoop } from './util';
-import { checkDnsConfig, checkHostname, checkName, invalidNone } from './validate';
+import { checkDnsConfig, checkHostname, checkName, invalidHostMix, invalidNone } from './validate';
 
 export interface SandboxCreateRequest {
   name?: string;
@@ -52,11 +52,7 @@ export class Sandboxes {
     const hostNet = nets.find((c) => lookup.driverOf(c.rec)?.capabilities().usesHostNetns);
     if (nets.length > 1 && nets.some((c) => lookup.driverOf(c.rec)?.capabilities().noInterface))
       throw invalidNone(op, name);
-    if (hostNet && nets.length > 1)
-      throw new CnmdError('FORBIDDEN', `a sandbox on the host network cannot join other networks`, {
-        op,
-        object: name,
-      });
+    if (hostNet && nets.length > 1) throw invalidHostMix(op, name, true);
     return this.d.locks.lock([LOCK.sbName(name), LOCK.sb(id)], async () => {
       if (lookup.namesInUse().has(name)) {
         throw new CnmdError('ALREADY_EXISTS', `sandbox name "${name}" is already in use`, {

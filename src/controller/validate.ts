@@ -74,6 +74,20 @@ export function invalidNone(op: string, sandbox: string): CnmdError {
   );
 }
 
+/**
+ * The host network and a netns sandbox's networks do not mix: Docker's wording and status
+ * (cerrdefs.ErrInvalidArgument, 400). onHost: the sandbox uses the host's netns and asked for another network.
+ */
+export function invalidHostMix(op: string, sandbox: string, onHost: boolean): CnmdError {
+  return invalidArgument(
+    op,
+    sandbox,
+    onHost
+      ? `sandbox ${sandbox}: container sharing network namespace with another container or host cannot be connected to any other network; create a sandbox without the host network to join other networks`
+      : `sandbox ${sandbox}: container cannot be disconnected from host network or connected to host network; create a sandbox on the host network instead`,
+  );
+}
+
 /** cnmd's own network options (the drivers check theirs). */
 export function checkNetworkOptions(op: string, options: Record<string, string>): void {
   const dns = options[EMBEDDED_DNS_OPTION];

@@ -188,7 +188,7 @@ export class ClusterIpam implements Ipam {
         (pool.family === 4 && (a.value === pool.base || a.value === pool.base + pool.size - 1n))
       )
         throw new CnmdError(
-          'CONFLICT',
+          'IN_USE',
           `${op}: address ${ip} is reserved in ${rec.pool} (gateway, network or broadcast address)`,
           {
             op,
@@ -226,7 +226,7 @@ export class ClusterIpam implements Ipam {
   private take(b: LocalBlock, block: Cidr, value: bigint, op: string, ip: string): void {
     const seq = Sequence.fromJSON(b.seq);
     if (!seq.set(value - block.base))
-      throw new CnmdError('CONFLICT', `${op}: address ${ip} is already in use`, { op, object: ip });
+      throw new CnmdError('IN_USE', `${op}: address ${ip} is already in use`, { op, object: ip });
     b.seq = seq.toJSON();
     this.store.put(BLOCK, b.id, b);
   }
@@ -328,14 +328,14 @@ export class ClusterIpam implements Ipam {
       const cur = await store.get<BlockRecord>(op, k);
       if (cur?.value.host && cur.value.host !== hostId)
         throw new CnmdError(
-          'CONFLICT',
+          'IN_USE',
           `${op}: address ${ip} is in block ${block}, which host ${cur.value.host} allocates from; pick an ` +
             `address in a block no other host uses (see the blocks in network inspect)`,
           { op, object: ip },
         );
       const statics = cur?.value.statics ?? [];
       if (statics.some((s) => s.ip === ip))
-        throw new CnmdError('CONFLICT', `${op}: address ${ip} is already in use`, { op, object: ip });
+        throw new CnmdError('IN_USE', `${op}: address ${ip} is already in use`, { op, object: ip });
       const value: BlockRecord = { host: cur?.value.host ?? '', statics: [...statics, { ip, host: hostId }] };
       if (await store.txn(op, k, [{ key: k, rev: cur?.rev }], [{ put: { key: k, value } }])) {
         const s: LocalStatic = { id: `${rec.id}|${ip}`, poolId: rec.id, ip, block };

@@ -166,7 +166,7 @@ export class DefaultIpam implements Ipam {
       const foreign = this.reserved().find((o) => overlaps(parseCidr(o)!, p));
       if (foreign)
         throw new CnmdError(
-          'CONFLICT',
+          'IN_USE',
           `${op}: ${POOL_OVERLAP}: subnet ${formatCidr(p)} overlaps with ${foreign}, the subnet of a Docker ` +
             `engine network; choose a subnet that does not overlap it`,
           { op, object: formatCidr(p) },
@@ -176,7 +176,7 @@ export class DefaultIpam implements Ipam {
       if (clash) {
         const holder = this.describePool(clash.id)?.network;
         throw new CnmdError(
-          'CONFLICT',
+          'IN_USE',
           `${op}: ${POOL_OVERLAP}: subnet ${formatCidr(p)} overlaps with ${clash.pool}, ${holder ? `the subnet of ${holder}` : 'already used by another network in this address space'}; choose a subnet that does not overlap it`,
           {
             op,
@@ -193,7 +193,7 @@ export class DefaultIpam implements Ipam {
         : host.find((h) => overlaps(h, p) && !taken.some((t) => within(h, t.cidr)));
       if (routed)
         throw new CnmdError(
-          'CONFLICT',
+          'IN_USE',
           `${op}: subnet ${formatCidr(p)} overlaps ${formatCidr(routed)}, a network the host routes (an interface's subnet or a route); a network there would take the host's traffic: choose a subnet the host does not use`,
           { op, object: formatCidr(p) },
         );
@@ -227,7 +227,7 @@ export class DefaultIpam implements Ipam {
     };
     // Never over another pool's record (its bitmap would be lost): the overlap checks above make this unreachable.
     if (!this.store.add(KIND, id, rec))
-      throw new CnmdError('CONFLICT', `${op}: pool ${id} is already allocated`, { op, object: id });
+      throw new CnmdError('IN_USE', `${op}: pool ${id} is already allocated`, { op, object: id });
     return { poolId: id, pool: rec.pool, data: {} };
   }
 
@@ -283,7 +283,7 @@ export class DefaultIpam implements Ipam {
         const net = owner ? `${owner.network} (${rec.pool})` : rec.pool;
         const isGateway = owner?.gateway !== undefined && ipToBig(owner.gateway)?.value === a.value;
         throw new CnmdError(
-          'CONFLICT',
+          'IN_USE',
           reserved
             ? `${op}: address ${ip} is reserved (network or broadcast address) in ${net}`
             : isGateway

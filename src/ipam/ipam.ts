@@ -2,7 +2,8 @@
 // IPAM plugins both implement it. Failures are CnmdErrors: NOT_FOUND when a
 // release names a pool or address not held (teardowns treat it as done),
 // EXHAUSTED when a pool has no address left (the controller then tries the
-// network's next pool).
+// network's next pool), IN_USE when a requested subnet overlaps a taken one or
+// a requested address is taken or reserved (Docker's 403).
 
 export const LOCAL_SPACE = 'LocalDefault';
 

@@ -115,14 +115,14 @@ test('bad input: a VNI out of range or taken, a subnet overlapping another overl
     Driver: 'overlay',
     Options: { [VXLANID]: '5000' },
   });
-  assert.equal(taken.status, 409);
+  assert.equal(taken.status, 403);
   assert.match(taken.body.message, /VXLAN id 5000 is already used by network a/);
   const overlap = await d2.request('POST', '/networks/create', {
     Name: 'c',
     Driver: 'overlay',
     IPAM: { Config: [{ Subnet: '10.20.128.0/24' }] },
   });
-  assert.equal(overlap.status, 409);
+  assert.equal(overlap.status, 403);
   assert.match(overlap.body.message, /overlaps with 10\.20\.0\.0\/16 of overlay network a/);
   // Nothing of the refused ones anywhere.
   for (const d of ds) {

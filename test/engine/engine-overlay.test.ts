@@ -241,7 +241,7 @@ test(
 
     // web cannot go while engine containers are on it (their endpoints are published).
     const busy = await d1.request('DELETE', '/networks/web');
-    assert.equal(busy.status, 409, JSON.stringify(busy.body));
+    assert.equal(busy.status, 403, JSON.stringify(busy.body));
 
     // Removal: containers, then the engine networks; nothing left of them anywhere.
     await e1.docker(['rm', '-f', 'c1', 'c3']);

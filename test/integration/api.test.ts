@@ -169,11 +169,11 @@ test('network create: bad input gets Docker statuses and messages, and creates n
   // Unknown drivers are 404 (Docker: plugin not found).
   await create({ Name: 'x', Driver: 'nope' }, 404, /plugin "nope" not found/);
   await create({ Name: 'x', IPAM: { Driver: 'nope' } }, 404, /IPAM driver "nope" not found/);
-  // Names and subnets already taken are 409.
+  // A name already taken is 409; a subnet that overlaps a taken one is 403 (Docker's ErrPoolOverlap).
   await create({ Name: 'taken' }, 409, /network with name taken already exists/);
-  await create({ Name: 'x', IPAM: { Config: [{ Subnet: '10.50.0.0/16' }] } }, 409, /overlaps/);
-  await create({ Name: 'x', IPAM: { Config: [{ Subnet: '10.50.0.128/25' }] } }, 409, /overlaps/);
-  await create({ Name: 'x', IPAM: { Config: [{ Subnet: net }, { Subnet: net }] } }, 409, /overlaps/);
+  await create({ Name: 'x', IPAM: { Config: [{ Subnet: '10.50.0.0/16' }] } }, 403, /overlaps/);
+  await create({ Name: 'x', IPAM: { Config: [{ Subnet: '10.50.0.128/25' }] } }, 403, /overlaps/);
+  await create({ Name: 'x', IPAM: { Config: [{ Subnet: net }, { Subnet: net }] } }, 403, /overlaps/);
   // Bad IPAM config is 400.
   await create(
     { Name: 'x', IPAM: { Config: [{ Subnet: '10.52.0.1/24' }] } },
@@ -348,14 +348,14 @@ test('inspect, delete, connect and disconnect: bad input gets Docker statuses an
     403,
     /^bridge is a pre-defined network and cannot be removed$/,
   );
-  // A network with endpoints: 409, and its bridge stays.
+  // A network with endpoints: 403 (Docker's ActiveEndpointsError), and its bridge stays.
   await refused(
     d,
     before,
     'DELETE',
     '/networks/web',
     undefined,
-    409,
+    403,
     new RegExp(`error while removing network: network web id ${web.Id} has active endpoints`),
   );
   assert.equal(d.host.ipj('link', 'show', `br-${web.Id.slice(0, 12)}`).length, 1);
@@ -397,17 +397,17 @@ test('inspect, delete, connect and disconnect: bad input gets Docker statuses an
     400,
     /Force: Expected boolean/,
   );
-  // Connect twice: 409.
+  // Connect twice: 403, as Docker.
   await refused(
     d,
     before,
     'POST',
     '/networks/web/connect',
     { Container: 'a' },
-    409,
+    403,
     /^endpoint with name a already exists in network web$/,
   );
-  // Static addresses: outside the subnet, on a network without a user subnet: 400; taken: 409.
+  // Static addresses: outside the subnet, on a network without a user subnet: 400; taken: 403.
   const ip = (addr: string) => ({ Container: 'b', EndpointConfig: { IPAMConfig: { IPv4Address: addr } } });
   await refused(
     d,
@@ -487,7 +487,7 @@ test('inspect, delete, connect and disconnect: bad input gets Docker statuses an
     'POST',
     '/networks/web/connect',
     ip('10.54.0.10'),
-    409,
+    403,
     /^ipam request address: Address already in use: 10\.54\.0\.10 in network "web" \(10\.54\.0\.0\/24\) is held by sandbox "/,
   );
   await refused(
@@ -496,18 +496,18 @@ test('inspect, delete, connect and disconnect: bad input gets Docker statuses an
     'POST',
     '/networks/web/connect',
     ip('10.54.0.1'),
-    409,
+    403,
     /^ipam request address: Address already in use: 10\.54\.0\.1 is the gateway of network "web"/,
   );
-  // Host network and netns sandboxes do not mix: 403.
+  // Host network and netns sandboxes do not mix: 400 with Docker's wording.
   await refused(
     d,
     before,
     'POST',
     '/networks/host/connect',
     { Container: 'b' },
-    403,
-    /the host network needs a sandbox created on it/,
+    400,
+    /^network connect: sandbox b: container cannot be disconnected from host network or connected to host network; /,
   );
   await refused(
     d,
@@ -515,8 +515,8 @@ test('inspect, delete, connect and disconnect: bad input gets Docker statuses an
     'POST',
     '/networks/web/connect',
     { Container: 'h' },
-    403,
-    /it uses the host network/,
+    400,
+    /^network connect: sandbox h: container sharing network namespace with another container or host cannot be connected to any other network; /,
   );
   // Force-disconnecting a sandbox that is gone is not an error (Docker's --force).
   const forced = await raw(d, 'POST', '/networks/web/disconnect', { Container: 'gone', Force: true });
@@ -568,13 +568,13 @@ test('sandbox create: bad input gets Docker statuses and leaves no namespace, fi
   );
   await create(
     { Name: 'b', Networks: [{ Network: 'web' }, { Network: 'web' }] },
-    409,
+    403,
     /endpoint with name b already exists in network web/,
   );
   await create(
     { Name: 'b', Networks: [{ Network: 'host' }, { Network: 'web' }] },
-    403,
-    /a sandbox on the host network cannot join other networks/,
+    400,
+    /sandbox b: container sharing network namespace with another container or host cannot be connected to any other network/,
   );
   // Nothing leaked in IPAM: the next sandbox gets .3 (a has .2).
   await ok(d, 'POST', '/sandboxes', { Name: 'b', Networks: [{ Network: 'web' }, { Network: 'other' }] });
@@ -858,7 +858,7 @@ test('concurrency: 20 sandboxes connect to one network at once and get 20 distin
   assert.deepEqual((await ok(d, 'GET', '/networks/busy')).Containers, {});
 });
 
-test('concurrency: racing creates of one name give one 201 and 409s; of one subnet, one 201 and overlap 409s', async (t) => {
+test('concurrency: racing creates of one name give one 201 and 409s; of one subnet, one 201 and overlap 403s', async (t) => {
   const l = await lab(t);
   const d = await startDaemon(t, l);
   const linksBefore = linkNames(d.host.run('ip', ['-o', 'link']));
@@ -892,10 +892,10 @@ test('concurrency: racing creates of one name give one 201 and 409s; of one subn
   );
   assert.deepEqual(
     sub.map((r) => r.status).sort(),
-    [201, ...Array(7).fill(409)],
+    [201, ...Array(7).fill(403)],
     JSON.stringify(sub.map((r) => r.body)),
   );
-  for (const r of sub.filter((x) => x.status === 409)) assert.match(r.body.message, /overlaps/);
+  for (const r of sub.filter((x) => x.status === 403)) assert.match(r.body.message, /overlaps/);
   const after = (await ok(d, 'GET', '/networks')) as any[];
   assert.equal(after.filter((n) => n.Name.startsWith('sub')).length, 1);
   await eventually(() =>

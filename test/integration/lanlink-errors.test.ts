@@ -199,7 +199,7 @@ test('several networks on one parent; the same subnet on two parents; the endpoi
     Options: { parent: 'lan0' },
     IPAM: { Config: [{ Subnet: '192.168.70.0/25' }] },
   });
-  assert.equal(clash.status, 409, JSON.stringify(clash.body));
+  assert.equal(clash.status, 403, JSON.stringify(clash.body));
   assert.match(clash.body.message, /overlaps/);
   // moby#49630: the parent down does not stop a sandbox from joining.
   d.host.run('ip', ['link', 'set', 'lan0', 'down']);

@@ -68,7 +68,7 @@ test('messages name the sandbox holding a port, the network holding a subnet or 
     Name: 'clash',
     IPAM: { Config: [{ Subnet: '10.71.0.128/25' }] },
   });
-  assert.equal(r.status, 409);
+  assert.equal(r.status, 403);
   assert.match(
     r.body.message,
     /^ipam request pool: Pool overlaps with other one on this address space: subnet 10\.71\.0\.128\/25 overlaps with 10\.71\.0\.0\/24, the subnet of network "web"/,
@@ -77,7 +77,7 @@ test('messages name the sandbox holding a port, the network holding a subnet or 
     Name: 'self',
     IPAM: { Config: [{ Subnet: '10.72.0.0/24' }, { Subnet: '10.72.0.0/25' }] },
   });
-  assert.equal(r.status, 409);
+  assert.equal(r.status, 403);
   assert.match(
     r.body.message,
     /^network create self: Pool overlaps with other one on this address space: subnet 10\.72\.0\.0\/25 overlaps with 10\.72\.0\.0\/24, another subnet of this request/,
@@ -86,7 +86,7 @@ test('messages name the sandbox holding a port, the network holding a subnet or 
     Name: 'gw',
     Networks: [{ Network: 'web', IPv4Address: '10.71.0.1' }],
   });
-  assert.equal(r.status, 409);
+  assert.equal(r.status, 403);
   assert.match(
     r.body.message,
     /^ipam request address: Address already in use: 10\.71\.0\.1 is the gateway of network "web" \(10\.71\.0\.0\/24\); choose another address$/,
@@ -95,7 +95,7 @@ test('messages name the sandbox holding a port, the network holding a subnet or 
     Name: 'dup',
     Networks: [{ Network: 'web', IPv4Address: '10.71.0.9' }],
   });
-  assert.equal(r.status, 409);
+  assert.equal(r.status, 403);
   assert.match(
     r.body.message,
     /^ipam request address: Address already in use: 10\.71\.0\.9 in network "web" \(10\.71\.0\.0\/24\) is held by sandbox "first"$/,

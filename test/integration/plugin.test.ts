@@ -282,7 +282,7 @@ test('plugin objects survive a cnmd SIGKILL: restored, connectivity kept, pools 
     Name: 'mine',
     IPAM: { Config: [{ Subnet: '10.78.0.0/24' }] },
   });
-  assert.equal(own.status, 409, JSON.stringify(own.body));
+  assert.equal(own.status, 403, JSON.stringify(own.body));
   // And the engine can finish its work on the restored objects.
   await ok(bridgeSock, 'NetworkDriver.RevokeExternalConnectivity', {
     NetworkID: NET_ID,
@@ -410,7 +410,7 @@ test("plugin pools against cnmd's networks: RequestPool and the engine IPAM's Cr
     Name: 'mine',
     IPAM: { Config: [{ Subnet: '10.67.0.0/16' }] },
   });
-  assert.equal(mine.status, 409);
+  assert.equal(mine.status, 403);
   assert.match(mine.body.message, /overlaps with 10\.67\.0\.0\/24, the subnet of a Docker engine network/);
   const viaIpam = await call(ipamSock, 'IpamDriver.RequestPool', { Pool: '10.67.0.0/24' });
   assert.match(viaIpam.body.Error, /overlaps with 10\.67\.0\.0\/24/);

@@ -139,7 +139,7 @@ test('README: every sh block runs as written, in order, in a private namespace (
   // The API example: the sandbox made through /sandboxes, the filtered list, the refused removal.
   assert.match(out, /^\{"Id":"[0-9a-f]{64}"\}$/m, 'POST /sandboxes answered its id');
   assert.match(out, /^\[\{"Name":"apinet",/m, 'GET /networks?filters= listed apinet alone first');
-  assert.match(out, /has active endpoints"\}\n409$/m, 'DELETE of a network in use: 409 with the reason');
+  assert.match(out, /has active endpoints"\}\n403$/m, 'DELETE of a network in use: 403 with the reason');
 
   // The chains README lists are the chains the running daemon made, family by family, table by table.
   const listed = readmeChains(markdown);

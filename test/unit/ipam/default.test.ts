@@ -70,11 +70,11 @@ test('gateway, dynamic, static and aux addresses; reserved network and broadcast
     message: /no available IPv4 addresses in 10\.1\.0\.0\/29/,
   });
   await assert.rejects(ipam.requestAddress(p.poolId, '10.1.0.5'), {
-    code: 'CONFLICT',
+    code: 'IN_USE',
     message: /^ipam request address: Address already in use: 10\.1\.0\.5 in 10\.1\.0\.0\/29$/,
   });
-  await assert.rejects(ipam.requestAddress(p.poolId, '10.1.0.7'), { code: 'CONFLICT', message: /reserved/ });
-  await assert.rejects(ipam.requestAddress(p.poolId, '10.1.0.0'), { code: 'CONFLICT', message: /reserved/ });
+  await assert.rejects(ipam.requestAddress(p.poolId, '10.1.0.7'), { code: 'IN_USE', message: /reserved/ });
+  await assert.rejects(ipam.requestAddress(p.poolId, '10.1.0.0'), { code: 'IN_USE', message: /reserved/ });
   await assert.rejects(ipam.requestAddress(p.poolId, '10.2.0.1'), {
     code: 'INVALID_ARGUMENT',
     message: /outside subnet 10\.1\.0\.0\/29/,
@@ -113,7 +113,7 @@ test('overlapping subnets, host bits and bad input are refused with what to fix'
   const { ipam } = fresh(t);
   await ipam.requestPool({ pool: '10.9.0.0/16' });
   await assert.rejects(ipam.requestPool({ pool: '10.9.3.0/24' }), {
-    code: 'CONFLICT',
+    code: 'IN_USE',
     message: /overlaps with 10\.9\.0\.0\/16/,
   });
   await assert.rejects(ipam.requestPool({ pool: '10.10.0.1/16' }), {
@@ -155,7 +155,7 @@ test('allocations persist: a new IPAM over the same store continues where the ol
   t.after(() => again.close());
   const ipam2 = new DefaultIpam(again);
   assert.equal(await ipam2.requestAddress(p.poolId), '10.20.0.3/24');
-  await assert.rejects(ipam2.requestPool({ pool: '10.20.0.0/25' }), { code: 'CONFLICT' });
+  await assert.rejects(ipam2.requestPool({ pool: '10.20.0.0/25' }), { code: 'IN_USE' });
 });
 
 test('a store transaction that throws rolls the IPAM back', async (t) => {
