@@ -189,3 +189,30 @@ test('seam flags: needsIpam=false takes no pool, embeddedDns=false has no DNS, u
     message: /container sharing network namespace with another container or host cannot be connected/,
   });
 });
+
+test('network prune: a network joined between the listing and its removal is skipped (IN_USE), the others go', async (t) => {
+  const drv = new FakeDriver('plain');
+  const { controller } = controllerWith(t, [drv]);
+  for (const name of ['a', 'b', 'c'])
+    await controller.createNetwork({ name, driver: 'plain', options: NO_DNS });
+  await controller.createSandbox({ name: 'box' });
+  let joined: Promise<unknown> | undefined;
+  const removed = await controller.pruneNetworks(() => {
+    // At the first network matched (b's turn included), the connect takes b's lock before the prune's removal of b asks for it.
+    joined ??= controller.connect('b', 'box');
+    return true;
+  });
+  await joined;
+  assert.deepEqual(removed.sort(), ['a', 'c']);
+  await assert.rejects(controller.deleteNetwork('b'), {
+    code: 'IN_USE',
+    message: /^error while removing network: network b id [0-9a-f]{64} has active endpoints$/,
+  });
+  assert.deepEqual(
+    controller
+      .networks()
+      .map((n) => n.name)
+      .filter((x) => ['a', 'b', 'c'].includes(x)),
+    ['b'],
+  );
+});
