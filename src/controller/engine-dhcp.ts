@@ -195,6 +195,15 @@ export class EngineDhcp {
     const spec = this.probeSpec(lan, id, mac);
     const lease = await probe.with(op, spec, async (where) => {
       const got = await link.acquire(where, l.dhcp!.options, op);
+      if (l.dhcp!.leases[plain(got.address)]) {
+        // The server gave one address to two clients: declined (it offers the next client another).
+        await bestEffort(this.d.log, 'dhcp decline', id, () => link.decline(where, got));
+        throw new CnmdError(
+          'CONFLICT',
+          `${op}: the DHCP server on parent ${spec.parent} offered ${got.address}, which it leased to another endpoint of this network already (declined): fix the server`,
+          { op, object: got.address },
+        );
+      }
       const a = ipToBig(plain(got.address))!;
       if (contains(c, 4, a.value)) return got;
       await bestEffort(this.d.log, 'dhcp release', id, async () => {
@@ -309,15 +318,8 @@ export class EngineDhcp {
     await this.d.locks.lock([LOCK.lease(poolId)], async () => {
       const l = this.d.store.get<IpamLeaseRecord>(KIND.ipamLease, poolId);
       const h = l?.dhcp?.leases[ip];
+      // Only a renewal of this address comes here (keep's fixedAddress: another one is refused there).
       if (!l || !h) return;
-      if (plain(next.address) !== ip) {
-        // The engine configured the container; its address is not cnmd's to change.
-        this.d.log.error(
-          { pool: poolId, address: ip, offered: next.address, owner: 'engine' },
-          'dhcp renewal answered with another address: the container keeps its own',
-        );
-        return;
-      }
       h.lease = next;
       this.d.store.put(KIND.ipamLease, poolId, l);
     });

@@ -3,7 +3,7 @@
 // address in the sandbox, then the address goes on the interface and the
 // lease into the endpoint's record (a restart re-requests it); renewals land
 // here to be persisted, and an address that changed replaces the old one.
-import { bestEffort, ignoreNotFound } from '../errors';
+import { CnmdError, bestEffort, ignoreNotFound } from '../errors';
 import type { LeaseLink, LinkIpam, LinkLease } from '../ipam/ipam';
 import { Handle } from '../netlink/handle';
 import type { Core } from './core';
@@ -48,11 +48,32 @@ export class LinkLeases {
     h: Handle,
   ): Promise<void> {
     const where = this.linkOf(sb, ep, n);
-    const lease = await link.acquire(where, n.ipamOptions);
+    let lease = await link.acquire(where, n.ipamOptions);
+    // An address another endpoint of the network holds: the server gave it twice (its lease file lost, or
+    // hostile). Declined, and asked once more: the server offers another.
+    for (let again = true; ; again = false) {
+      const holder = this.holderOf(n, ep, lease.address);
+      if (!holder) break;
+      await link.decline(where, lease);
+      if (!again)
+        throw new CnmdError(
+          'CONFLICT',
+          `endpoint join: the DHCP server on parent ${where.parent} offered ${lease.address}, which endpoint ${holder.id.slice(0, 12)} of network ${n.name} holds (declined twice): fix the server`,
+          { op: 'endpoint join', object: lease.address },
+        );
+      lease = await link.acquire(where, n.ipamOptions);
+    }
     this.apply(ep, lease);
     this.d.store.put(KIND.endpoint, ep.id, ep);
     await h.addrAdd(ep.ifname, lease.address);
     link.keep(where, lease, n.ipamOptions, (l) => this.renewed(sb.id, ep.id, l));
+  }
+
+  private holderOf(n: NetworkRecord, ep: EndpointRecord, cidr: string): EndpointRecord | undefined {
+    const ip = cidr.split('/')[0];
+    return this.d.store
+      .list<EndpointRecord>(KIND.endpoint)
+      .find((e) => e.networkId === n.id && e.id !== ep.id && e.ipv4?.split('/')[0] === ip);
   }
 
   /** Undoes attach: the lease goes back to the server (a rollback: failures logged). */

@@ -111,6 +111,8 @@ export interface LinkIpam {
   ): void;
   /** Stops keeping the lease and gives the address back to the server. */
   release(link: LeaseLink, lease: LinkLease): Promise<void>;
+  /** Tells the server the lease's address is in use by another (never kept: the server offers another). */
+  decline(link: LeaseLink, lease: LinkLease): Promise<void>;
   /** Stops keeping the lease (its interface is gone: nothing can send from it). */
   forget(endpointId: string): void;
   /** Stops every renewal (daemon stop: the leases stay for the next start). */

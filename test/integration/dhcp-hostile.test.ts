@@ -7,20 +7,25 @@
 // of 0 s, a mask that is not contiguous; then NAKs during renewal. The
 // kernel's state (ip -j), the sandbox's files and the server's own log of
 // requests are the observers.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { eventually, lab, runIn } from '../lib/fixture';
-import { startDaemon } from '../lib/daemon';
+import { eventually, lab, runIn, type Lab } from '../lib/fixture';
+import { startDaemon, type RunningDaemon } from '../lib/daemon';
 import { ok } from '../lib/api';
-import { hostileDhcp } from '../lib/hostile-dhcp';
+import { hostileDhcp, type HostileDhcp, type HostileDhcpConfig } from '../lib/hostile-dhcp';
+import { pluginCall, pluginOk } from '../lib/plugin-call';
 
 const SUBNET = '192.168.63';
 
-test('dhcp against a hostile server: junk ignored, garbage fields dropped, a 0 s lease renewed at a bounded pace, NAK answered with a new address', async (t) => {
-  const l = await lab(t);
-  const d = await startDaemon(t, l);
+/** lan0 in the daemon's host netns (the parent), its peer in `ext` at .1, the hostile server there handing out .100-.102. */
+async function hostileLan(
+  t: TestContext,
+  l: Lab,
+  d: RunningDaemon,
+  c: Partial<HostileDhcpConfig>,
+): Promise<HostileDhcp> {
   const ext = await l.ns('ext');
   d.host.run('ip', ['link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'up-lan0']);
   d.host.run('ip', ['link', 'set', 'up-lan0', 'netns', ext.path]);
@@ -28,10 +33,24 @@ test('dhcp against a hostile server: junk ignored, garbage fields dropped, a 0 s
   ext.run('ip', ['link', 'set', 'lo', 'up']);
   ext.run('ip', ['addr', 'add', `${SUBNET}.1/24`, 'dev', 'up-lan0']);
   ext.run('ip', ['link', 'set', 'up-lan0', 'up']);
-  const server = await hostileDhcp(t, l, ext, 'up-lan0', {
+  return hostileDhcp(t, l, ext, 'up-lan0', {
     server: `${SUBNET}.1`,
     pool: [`${SUBNET}.100`, `${SUBNET}.101`, `${SUBNET}.102`],
     mask: '255.255.255.0',
+    routers: [`${SUBNET}.1`],
+    dns: [],
+    ...c,
+  });
+}
+
+const DECLINE = 4;
+const RELEASE = 7;
+const REQUEST = 3;
+
+test('dhcp against a hostile server: junk ignored, garbage fields dropped, a 0 s lease renewed at a bounded pace, NAK answered with a new address', async (t) => {
+  const l = await lab(t);
+  const d = await startDaemon(t, l);
+  const server = await hostileLan(t, l, d, {
     routers: ['8.8.8.8', `${SUBNET}.255`, `${SUBNET}.0`, `${SUBNET}.100`, `${SUBNET}.1`],
     dns: ['0.0.0.0', '127.0.0.1', '255.255.255.255', '224.0.0.251', `${SUBNET}.1`],
     domain: 'evil.test\nnameserver 6.6.6.6',
@@ -73,7 +92,15 @@ test('dhcp against a hostile server: junk ignored, garbage fields dropped, a 0 s
   }
 
   // A lease of 0 s is kept as 10 s (renewed at 5 s): renewals come, at a bounded pace.
-  const renewals = () => server.requests().filter((r) => r.type === 3 && r.ciaddr === `${SUBNET}.100`);
+  // One renewal per xid (a copy resent after 1 s without an answer is the same renewal).
+  const renewals = () => {
+    const seen = new Set<number>();
+    return server
+      .requests()
+      .filter(
+        (r) => r.type === REQUEST && r.ciaddr === `${SUBNET}.100` && !seen.has(r.xid) && !!seen.add(r.xid),
+      );
+  };
   await eventually(() => assert.ok(renewals().length >= 2, JSON.stringify(renewals())), 20_000);
   const [r1, r2] = renewals();
   assert.ok(r2.at - r1.at >= 4, `renewals ${r2.at - r1.at} s apart`);
@@ -89,5 +116,115 @@ test('dhcp against a hostile server: junk ignored, garbage fields dropped, a 0 s
   assert.match(fs.readFileSync(path.join(files, 'hosts'), 'utf8'), new RegExp(`${SUBNET}\\.101`));
   assert.equal((await d.request('GET', '/_ping')).status, 200);
   assert.equal((await d.request('DELETE', '/sandboxes/a')).status, 204);
-  await eventually(() => assert.ok(server.requests().some((r) => r.type === 7)), 5000);
+  await eventually(() => assert.ok(server.requests().some((r) => r.type === RELEASE)), 5000);
+});
+
+test('dhcp: a server that gives one address to two endpoints is declined, and the second endpoint refused with nothing left', async (t) => {
+  const l = await lab(t);
+  const d = await startDaemon(t, l);
+  const server = await hostileLan(t, l, d, { sameAddress: true, lease: 600 });
+  await ok(d, 'POST', '/networks/create', {
+    Name: 'lan',
+    Driver: 'macvlan',
+    Options: { parent: 'lan0' },
+    IPAM: { Driver: 'dhcp' },
+  });
+  await ok(d, 'POST', '/sandboxes', { Name: 'a', Networks: [{ Network: 'lan' }] });
+  const a = await ok(d, 'GET', '/sandboxes/a');
+  assert.equal(a.Networks.lan.IPAddress, `${SUBNET}.100`);
+  const r = await d.request('POST', '/sandboxes', { Name: 'b', Networks: [{ Network: 'lan' }] });
+  assert.equal(r.status, 409, JSON.stringify(r.body));
+  assert.match(
+    r.body.message,
+    new RegExp(
+      `offered ${SUBNET}\\.100/24, which endpoint ${a.Networks.lan.EndpointID.slice(0, 12)} of network lan holds \\(declined twice\\): fix the server`,
+    ),
+  );
+  // The server's account: two DECLINEs of .100, from a client id that is not a's.
+  const declines = server.requests().filter((x) => x.type === DECLINE);
+  assert.equal(declines.length, 2, JSON.stringify(server.requests()));
+  for (const x of declines) assert.equal(x.requested, `${SUBNET}.100`);
+  assert.equal((await d.request('GET', '/sandboxes/b')).status, 404);
+  // a keeps its address; b left no interface in the host netns.
+  assert.deepEqual(
+    JSON.parse(runIn(a.SandboxKey, 'ip', ['-j', '-4', 'addr', 'show', 'eth0']))[0].addr_info.map(
+      (x: any) => x.local,
+    ),
+    [`${SUBNET}.100`],
+  );
+  assert.deepEqual(
+    d.host.ipj('-d', 'link', 'show').filter((x: any) => x.linkinfo?.info_kind === 'macvlan'),
+    [],
+  );
+});
+
+test("cnmd-ipam dhcp mode against a hostile server: a duplicate address refused and declined; a renewal answered with another address keeps the container's own", async (t) => {
+  const l = await lab(t);
+  const d = await startDaemon(t, l);
+  const server = await hostileLan(t, l, d, { sameAddress: true, lease: 0 });
+  const ipam = path.join(d.pluginDir, 'cnmd-ipam.sock');
+  const macvlan = path.join(d.pluginDir, 'cnmd-macvlan.sock');
+  const NET = 'e'.repeat(64);
+  const EP = 'f'.repeat(64);
+  const pool = await pluginOk(ipam, 'IpamDriver.RequestPool', {
+    Options: { 'cnmd.ipam.mode': 'dhcp', 'cnmd.dhcp.timeout': '6' },
+  });
+  await pluginOk(macvlan, 'NetworkDriver.CreateNetwork', {
+    NetworkID: NET,
+    Options: { 'com.docker.network.generic': { parent: 'lan0' } },
+    IPv4Data: [{ Pool: pool.Pool, Gateway: pool.Data['com.docker.network.gateway'] }],
+  });
+  const address = (await pluginOk(ipam, 'IpamDriver.RequestAddress', { PoolID: pool.PoolID })).Address;
+  assert.equal(address, `${SUBNET}.100/24`);
+  const dup = await pluginCall(ipam, 'IpamDriver.RequestAddress', { PoolID: pool.PoolID });
+  assert.match(
+    dup.body.Error ?? '',
+    /offered 192\.168\.63\.100\/24, which it leased to another endpoint of this network already \(declined\)/,
+  );
+  assert.equal(
+    server.requests().filter((x) => x.type === DECLINE && x.requested === `${SUBNET}.100`).length,
+    1,
+  );
+  assert.deepEqual(
+    fs.readdirSync(path.join(d.execRoot, 'netns')).filter((x) => x.startsWith('dhcp-')),
+    [],
+    'no probe left',
+  );
+
+  // The container, as the engine makes it; its lease (0 s: kept as 10 s) renewed from its netns.
+  const ep = await pluginOk(macvlan, 'NetworkDriver.CreateEndpoint', {
+    NetworkID: NET,
+    EndpointID: EP,
+    Interface: { Address: address, MacAddress: '' },
+  });
+  const ns = await l.ns('c1');
+  const join = await pluginOk(macvlan, 'NetworkDriver.Join', {
+    NetworkID: NET,
+    EndpointID: EP,
+    SandboxKey: ns.path,
+  });
+  d.host.run('ip', ['link', 'set', join.InterfaceName.SrcName, 'netns', ns.path]);
+  ns.run('ip', ['link', 'set', join.InterfaceName.SrcName, 'name', 'eth0']);
+  ns.run('ip', ['link', 'set', 'eth0', 'address', ep.Interface.MacAddress]);
+  ns.run('ip', ['addr', 'add', address, 'dev', 'eth0']);
+  ns.run('ip', ['link', 'set', 'eth0', 'up']);
+  const renewals = () => server.requests().filter((x) => x.type === REQUEST && x.ciaddr === `${SUBNET}.100`);
+  await eventually(() => assert.ok(renewals().length >= 1), 20_000);
+  // Renewals answered with .101: the container keeps .100, and .100 is what is asked for again.
+  server.set({ renew: 'other' });
+  const before = renewals().length;
+  await eventually(() => assert.ok(renewals().length >= before + 2, JSON.stringify(renewals())), 30_000);
+  assert.match(
+    d.logs(),
+    /dhcp renewal answered with another address: 192\.168\.63\.100 stays on the container/,
+  );
+  server.set({ renew: 'ack' });
+
+  await pluginOk(macvlan, 'NetworkDriver.Leave', { NetworkID: NET, EndpointID: EP });
+  ns.run('ip', ['link', 'del', 'eth0']);
+  await pluginOk(macvlan, 'NetworkDriver.DeleteEndpoint', { NetworkID: NET, EndpointID: EP });
+  await pluginOk(ipam, 'IpamDriver.ReleaseAddress', { PoolID: pool.PoolID, Address: `${SUBNET}.100` });
+  assert.ok(server.requests().some((x) => x.type === RELEASE && x.ciaddr === `${SUBNET}.100`));
+  await pluginOk(macvlan, 'NetworkDriver.DeleteNetwork', { NetworkID: NET });
+  await pluginOk(ipam, 'IpamDriver.ReleasePool', { PoolID: pool.PoolID });
 });

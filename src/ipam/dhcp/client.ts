@@ -337,3 +337,20 @@ export async function release(link: DhcpLink, lease: DhcpLease): Promise<void> {
     }
   });
 }
+
+/**
+ * Tells the server its offer is taken on the LAN (DHCPDECLINE, RFC 2131
+ * 4.4.1): broadcast, as the client holds no address, with the address and the
+ * server's id. The server then offers another.
+ */
+export async function decline(link: DhcpLink, lease: DhcpLease): Promise<void> {
+  await withPort(link, async (port, mac) => {
+    const m = {
+      ...base(link, mac, DHCP.DECLINE, newXid()),
+      requestedIp: lease.address.split('/')[0],
+      serverId: lease.server,
+      hostname: undefined,
+    };
+    await port.sendOnce(encodeClientMessage(m), BROADCAST);
+  });
+}

@@ -6,7 +6,7 @@
 import { CnmdError, invalidArgument } from '../../errors';
 import type { Logger } from '../../log';
 import type { Ipam, KeepOptions, LeaseLink, LinkIpam, LinkLease } from '../ipam';
-import { NoLease, acquire, release, renew } from './client';
+import { NoLease, acquire, decline, release, renew } from './client';
 
 export const DHCP_IPAM = 'dhcp';
 /** --ipam-opt: seconds an attach waits for the server (default 10, as CNI's dhcp daemon). */
@@ -180,6 +180,14 @@ export class DhcpIpam implements Ipam, LinkIpam {
         next = await acquire(link, k.timeoutMs);
       }
       if (k.stopped) return;
+      if (k.fixedAddress && plain(next.address) !== plain(lease.address)) {
+        // Not this endpoint's lease: the one it has is what is renewed (asked again until the server takes it).
+        this.log.error(
+          { ...ctx, offered: next.address },
+          `dhcp renewal answered with another address: ${plain(lease.address)} stays on the container and is asked for again`,
+        );
+        throw new NoLease('nak', `the DHCP server answered with ${next.address}`);
+      }
       k.lease = next;
       k.retryAt = undefined;
       await k.onChange(next);
@@ -221,6 +229,15 @@ export class DhcpIpam implements Ipam, LinkIpam {
     this.log.info(
       { endpoint: link.endpointId, address: lease.address, server: lease.server },
       'dhcp lease released',
+    );
+  }
+
+  async decline(link: LeaseLink, lease: LinkLease): Promise<void> {
+    this.forget(link.endpointId);
+    await decline(link, lease);
+    this.log.warn(
+      { endpoint: link.endpointId, address: lease.address, server: lease.server },
+      'dhcp offer declined: the address is in use by another endpoint',
     );
   }
 

@@ -7,6 +7,7 @@ export const DHCP = {
   DISCOVER: 1,
   OFFER: 2,
   REQUEST: 3,
+  DECLINE: 4,
   ACK: 5,
   NAK: 6,
   RELEASE: 7,
@@ -86,7 +87,7 @@ export function encodeClientMessage(m: ClientMessage): Buffer {
   opt(OPT.clientId, m.clientId);
   if (m.requestedIp) opt(OPT.requestedIp, ip4(m.requestedIp));
   if (m.serverId) opt(OPT.serverId, ip4(m.serverId));
-  if (m.type !== DHCP.RELEASE) {
+  if (m.type !== DHCP.RELEASE && m.type !== DHCP.DECLINE) {
     const size = Buffer.alloc(2);
     size.writeUInt16BE(1500);
     opt(OPT.maxSize, size);
