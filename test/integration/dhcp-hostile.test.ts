@@ -43,6 +43,18 @@ async function hostileLan(
   });
 }
 
+/** A macvlan network `lan` on lan0 addressed by the dhcp IPAM, and sandbox `a` on it. */
+async function sandboxOnLan(d: RunningDaemon): Promise<any> {
+  await ok(d, 'POST', '/networks/create', {
+    Name: 'lan',
+    Driver: 'macvlan',
+    Options: { parent: 'lan0' },
+    IPAM: { Driver: 'dhcp' },
+  });
+  await ok(d, 'POST', '/sandboxes', { Name: 'a', Networks: [{ Network: 'lan' }] });
+  return ok(d, 'GET', '/sandboxes/a');
+}
+
 const DECLINE = 4;
 const RELEASE = 7;
 const REQUEST = 3;
@@ -58,14 +70,7 @@ test('dhcp against a hostile server: junk ignored, garbage fields dropped, a 0 s
     lease: 0,
     junk: true,
   });
-  await ok(d, 'POST', '/networks/create', {
-    Name: 'lan',
-    Driver: 'macvlan',
-    Options: { parent: 'lan0' },
-    IPAM: { Driver: 'dhcp' },
-  });
-  await ok(d, 'POST', '/sandboxes', { Name: 'a', Networks: [{ Network: 'lan' }] });
-  const a = await ok(d, 'GET', '/sandboxes/a');
+  const a = await sandboxOnLan(d);
   const addrs = () =>
     (JSON.parse(runIn(a.SandboxKey, 'ip', ['-j', '-4', 'addr', 'show', 'eth0']))[0]?.addr_info ?? []).map(
       (x: any) => `${x.local}/${x.prefixlen}`,
@@ -123,14 +128,7 @@ test('dhcp: a server that gives one address to two endpoints is declined, and th
   const l = await lab(t);
   const d = await startDaemon(t, l);
   const server = await hostileLan(t, l, d, { sameAddress: true, lease: 600 });
-  await ok(d, 'POST', '/networks/create', {
-    Name: 'lan',
-    Driver: 'macvlan',
-    Options: { parent: 'lan0' },
-    IPAM: { Driver: 'dhcp' },
-  });
-  await ok(d, 'POST', '/sandboxes', { Name: 'a', Networks: [{ Network: 'lan' }] });
-  const a = await ok(d, 'GET', '/sandboxes/a');
+  const a = await sandboxOnLan(d);
   assert.equal(a.Networks.lan.IPAddress, `${SUBNET}.100`);
   const r = await d.request('POST', '/sandboxes', { Name: 'b', Networks: [{ Network: 'lan' }] });
   assert.equal(r.status, 409, JSON.stringify(r.body));
