@@ -4,6 +4,8 @@
 import { CnmdError, bestEffort, ignoreNotFound } from '../../src/errors';
 import type { Handle, LinkAddSpec } from '../../src/netlink/handle';
 import type { Link } from '../../src/netlink/rtnl/link';
+import { IFF_LOOPBACK } from '../../src/netlink/rtnl/constants';
+import { isMac } from '../../src/net/addr';
 import type { Step } from '../../src/steps';
 import type { LanConfig } from './config';
 import type { ParentTable } from './parents';
@@ -87,6 +89,20 @@ export async function removeLink(host: Handle, name: string): Promise<void> {
 
 /** Refuses a parent the children cannot work on, saying what to change. */
 async function checkParent(op: string, host: Handle, c: LanConfig, link: Link): Promise<void> {
+  // The kernel makes children of Ethernet devices only: on another the network was made, and every join
+  // failed with 'link add eth0: invalid argument (EINVAL)'.
+  const notEthernet =
+    link.flags & IFF_LOOPBACK
+      ? 'the loopback device'
+      : !link.mac || !isMac(link.mac) || link.mac === '00:00:00:00:00:00'
+        ? `a${link.kind ? ` ${link.kind}` : ''} device without an Ethernet address`
+        : undefined;
+  if (notEthernet)
+    throw new CnmdError(
+      'INVALID_ARGUMENT',
+      `${op}: parent ${c.parent} is ${notEthernet}: ${c.kind} children need an Ethernet device (a NIC, a bond, a bridge, a veth or an 802.1Q sub-interface)`,
+      { op, object: c.parent },
+    );
   if (link.masterIndex) {
     const master = await linkOrNone(host, link.masterIndex);
     const what = master ? `${master.kind ?? 'device'} ${master.name}` : `device ${link.masterIndex}`;

@@ -129,7 +129,7 @@ test('every option value wrong in turn is refused naming the option; nothing is 
   await ok(d, 'POST', '/networks/create', { Name: 'good', ...mv({}) });
 });
 
-test('parents that cannot carry a network: down, a bridge port, the other kind, passthru', async (t) => {
+test('parents that cannot carry a network: down, not Ethernet (lo, tun), a bridge port, the other kind, passthru', async (t) => {
   const l = await lab(t);
   const d = await startDaemon(t, l);
   for (const p of ['down0', 'port0', 'shared0'])
@@ -143,6 +143,21 @@ test('parents that cannot carry a network: down, a bridge port, the other kind, 
     ...subnet,
   });
   await refused(d, mv('down0'), 409, /parent down0 is down: bring it up \(ip link set down0 up\)/);
+  // Not Ethernet: the kernel refuses children at every join (EINVAL), so the network is refused at create.
+  await refused(
+    d,
+    mv('lo'),
+    400,
+    /parent lo is the loopback device: macvlan children need an Ethernet device/,
+  );
+  d.host.run('ip', ['tuntap', 'add', 'tun9', 'mode', 'tun']);
+  d.host.run('ip', ['link', 'set', 'tun9', 'up']);
+  await refused(
+    d,
+    { ...mv('tun9'), Driver: 'ipvlan' },
+    400,
+    /parent tun9 is a tun device without an Ethernet address: ipvlan children need an Ethernet device/,
+  );
   await refused(
     d,
     mv('port0'),
