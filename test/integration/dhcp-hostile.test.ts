@@ -1,7 +1,7 @@
 // --ipam-driver dhcp against a hostile DHCP server on the parent's LAN
 // (test/lib/hostile-dhcp.ts): junk before every answer (truncated packets,
 // options past the end, wrong xid/chaddr/client id, loopback, multicast and
-// broadcast offers, a flood of OFFERs, a ~30 KB reply), then an answer whose
+// broadcast offers, a ~30 KB reply; a flood of OFFERs after it), then an answer whose
 // fields are garbage: routers outside the subnet or its broadcast address,
 // DNS servers nobody may use, a domain and host name with newlines, a lease
 // of 0 s, a mask that is not contiguous; then NAKs during renewal. The

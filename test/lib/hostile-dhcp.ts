@@ -3,7 +3,8 @@
 // JSON file read again at every request (so a test turns renewals into NAKs
 // mid-way). Before each real answer it can send junk a client must survive:
 // truncated packets, options running past the end, the wrong xid, chaddr or
-// client id, addresses nobody may hold, a flood of OFFERs, a ~30 KB reply.
+// client id, addresses nobody may hold, a ~30 KB reply; after it, a flood of
+// 200 OFFERs for other transactions.
 // It logs every request it gets (its own account of what the client sent).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -28,7 +29,7 @@ export interface HostileDhcpConfig {
   lease?: number;
   t1?: number;
   t2?: number;
-  /** Junk sent before every real answer. */
+  /** Junk sent before every real answer (and a flood after it). */
   junk?: boolean;
   /** How a renewal (a REQUEST with ciaddr) is answered: ACK, NAK, ACK of another address, nothing. */
   renew?: 'ack' | 'nak' | 'other' | 'silent';
@@ -108,10 +109,14 @@ def junk(c, req, typ, yiaddr, cid, to):
     send(head(req, '10.99.99.97') + body(c, typ, '10.99.99.97', b'\x00not-yours'), to)
     for bad in ('127.0.0.5', '0.0.0.0', '224.0.0.1', '255.255.255.255'):
         send(head(req, bad) + body(c, typ, bad, cid), to)
-    for i in range(200):
-        send(head(req, '10.99.98.%d' % (i % 250 + 1), xid=(xid + 2 + i) & 0xffffffff) + body(c, 2, '10.99.98.1', cid), to)
     big = head(req, '10.99.99.96', xid=(xid + 999) & 0xffffffff) + b''.join(opt(43, bytes([i % 256]) * 255) for i in range(120)) + b'\xff'
     send(big, to)
+def flood(c, req, cid, to):
+    # After the real answer: a flood before it would overflow the client's socket buffer (the LAN can always
+    # drown a client; what is checked is that junk is never taken).
+    xid = struct.unpack('!I', req[4:8])[0]
+    for i in range(200):
+        send(head(req, '10.99.98.%d' % (i % 250 + 1), xid=(xid + 2 + i) & 0xffffffff) + body(c, 2, '10.99.98.1', cid), to)
 while True:
     req, src = s.recvfrom(65535)
     if len(req) < 240 or req[0] != 1: continue
@@ -146,6 +151,7 @@ while True:
     else: continue
     if c.get('junk'): junk(c, req, answer, yiaddr, cid, to)
     send(head(req, yiaddr) + body(c, answer, yiaddr, cid), to)
+    if c.get('junk'): flood(c, req, cid, to)
 `;
 
 /**
