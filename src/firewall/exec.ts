@@ -24,14 +24,40 @@ export interface ExecResult {
   signal: NodeJS.Signals | null;
   stdout: string;
   stderr: string;
+  /**
+   * Set when the call resolved on ExecOptions.doneLine: the process printed it and is still exiting
+   * (code and signal are null). Resolves with the final result once it has exited and been reaped;
+   * the timeout still applies.
+   */
+  exiting?: Promise<ExecResult>;
+}
+
+export interface ExecOptions {
+  /**
+   * A stdout line by which the process says its work is done: the call resolves when it is printed
+   * instead of at the exit. For iptables-restore, whose exit after deleting rules waits for an RCU
+   * grace period (firewall/README.md).
+   */
+  doneLine?: string;
+  /**
+   * With doneLine: stdin stays open after the input until this settles (or the process exits), so
+   * the process does not exit before then.
+   */
+  endInput?: Promise<unknown>;
+  /**
+   * The input is written in two parts: up to and including the line `line`; then, once the
+   * process has printed it (`reached()` is called) and `open` resolved true, the rest. When `open`
+   * resolves false, stdin is ended there: the process reads EOF in the middle of its input.
+   */
+  gate?: { line: string; reached: () => void; open: Promise<boolean> };
 }
 
 /** Runs `file args`, feeding `input` on stdin. Tests wrap it to count processes. */
-export type Exec = (file: string, args: string[], input?: string) => Promise<ExecResult>;
+export type Exec = (file: string, args: string[], input?: string, opts?: ExecOptions) => Promise<ExecResult>;
 
 /** One process per call. */
 export function defaultExec(timeoutMs = 60_000): Exec {
-  return (file, args, input) => finish(start(file, args), input ?? '', timeoutMs);
+  return (file, args, input, opts) => finish(start(file, args), input ?? '', timeoutMs, opts);
 }
 
 const SIGNAL_NAMES = new Map<number, NodeJS.Signals>();
@@ -100,14 +126,72 @@ function out(p: Started, i: number): Promise<void> {
   });
 }
 
-/** Feeds the input, waits for the exit (killing the process after timeoutMs). */
-async function finish(p: Started, input: string, timeoutMs: number): Promise<ExecResult> {
+/**
+ * Feeds the input (through opts.gate), waits for the exit (killing the process after timeoutMs), or
+ * until the process prints opts.doneLine, whichever comes first.
+ */
+async function finish(
+  p: Started,
+  input: string,
+  timeoutMs: number,
+  opts: ExecOptions = {},
+): Promise<ExecResult> {
+  const { doneLine, endInput, gate } = opts;
   await p.ready;
   const timer = setTimeout(() => kill(p), timeoutMs);
-  p.stdin!.end(input);
-  await p.closed;
-  clearTimeout(timer);
-  return { code: p.code, signal: p.signal, stdout: p.stdout, stderr: p.stderr };
+  const exited = p.closed.then((): ExecResult => {
+    clearTimeout(timer);
+    return { code: p.code, signal: p.signal, stdout: p.stdout, stderr: p.stderr };
+  });
+  // Whoever awaits `exiting` sees a failure to reap; this only keeps it from being unhandled meanwhile.
+  void settled(exited);
+  const stdin = p.stdin!;
+  const stdout = p.pipes[1];
+  const listeners: (() => void)[] = [];
+  /** Resolves true once `line` is a whole line of stdout, false if the process exits first. */
+  const printed = (line: string): Promise<boolean> => {
+    const said = new Promise<true>((resolve) => {
+      const onData = () => {
+        if (`\n${p.stdout}`.includes(`\n${line}\n`)) resolve(true);
+      };
+      listeners.push(onData);
+      stdout.on('data', onData);
+      onData();
+    });
+    return Promise.race([said, exited.then(() => false)]);
+  };
+  const hold = doneLine !== undefined && endInput !== undefined;
+  /** The input from `from` on; stdin ended after it unless held. */
+  const feed = (from: string) => {
+    if (!hold) return void stdin.end(from);
+    stdin.write(from);
+    // Settled whatever the outcome: the process then reads EOF (an exited one's pipe is already gone).
+    void settled(endInput).then(() => stdin.end());
+  };
+  try {
+    let rest = input;
+    if (gate) {
+      const at = `\n${input}`.indexOf(`\n${gate.line}\n`);
+      if (at < 0) {
+        stdin.end();
+        throw new Error(`exec ${p.pid}: the gate line ${JSON.stringify(gate.line)} is not in the input`);
+      }
+      stdin.write(input.slice(0, at + gate.line.length + 1));
+      rest = input.slice(at + gate.line.length + 1);
+      if (!(await printed(gate.line))) return await exited;
+      gate.reached();
+      // Closed: EOF now (held input would wait for calls that wait for this exit).
+      if (!(await gate.open)) {
+        stdin.end();
+        return await exited;
+      }
+    }
+    feed(rest);
+    if (doneLine === undefined || !(await printed(doneLine))) return await exited;
+    return { code: null, signal: null, stdout: p.stdout, stderr: p.stderr, exiting: exited };
+  } finally {
+    for (const l of listeners) stdout.off('data', l);
+  }
 }
 
 /**
@@ -159,7 +243,7 @@ export class SpareProcesses {
     this.timeoutMs = opts.timeoutMs ?? 60_000;
     this.maxLines = opts.maxLines ?? 4;
     this.log = opts.log;
-    this.exec = (file, args, input) => this.run(file, args, input);
+    this.exec = (file, args, input, opts) => this.run(file, args, input, opts);
   }
 
   /** Ends every spare (EOF on its stdin: it exits having done nothing, and is reaped). */
@@ -173,8 +257,13 @@ export class SpareProcesses {
     this.spares.clear();
   }
 
-  private async run(file: string, args: string[], input: string | undefined): Promise<ExecResult> {
-    if (input === undefined || this.closed) return defaultExec(this.timeoutMs)(file, args, input);
+  private async run(
+    file: string,
+    args: string[],
+    input: string | undefined,
+    opts?: ExecOptions,
+  ): Promise<ExecResult> {
+    if (input === undefined || this.closed) return defaultExec(this.timeoutMs)(file, args, input, opts);
     const key = [file, ...args].join('\0');
     let p = this.take(key);
     if (p) this.stats.spare++;
@@ -184,7 +273,7 @@ export class SpareProcesses {
       if (!this.lines.has(key) && this.lines.size < this.maxLines) this.lines.set(key, [file, args]);
     }
     try {
-      return await finish(p, input, this.timeoutMs);
+      return await finish(p, input, this.timeoutMs, opts);
     } finally {
       // After the caller's continuation has run: spawn() holds the event loop for a while.
       if (this.lines.has(key)) setImmediate(() => this.refill(key));

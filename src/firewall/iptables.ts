@@ -2,10 +2,11 @@
 // process per address family (ip6tables-restore for IPv6), never one process per rule,
 // and makes the batch all-or-nothing. How iptables-restore behaves, how a batch is made
 // all-or-nothing and what the table cache assumes: src/firewall/README.md.
-import { defaultExec, SpareProcesses, type Exec, type ExecResult } from './exec';
+import { defaultExec, SpareProcesses, type Exec, type ExecOptions, type ExecResult } from './exec';
 import { CnmdError, type ErrorCode, settled } from '../errors';
 import type { Logger } from '../log';
 import { canonicalRule, ruleTarget, tokenize } from './canonical';
+import { restored, restoreInput, together, type Together } from './restore-input';
 import {
   BUILTIN_CHAINS,
   FAMILIES,
@@ -23,7 +24,7 @@ import {
 
 // ---- running commands ------------------------------------------------------------------
 
-export { defaultExec, SpareProcesses, type Exec, type ExecResult } from './exec';
+export { defaultExec, SpareProcesses, type Exec, type ExecOptions, type ExecResult } from './exec';
 
 // ---- state model -------------------------------------------------------------------------
 
@@ -459,12 +460,14 @@ export interface IptablesStats {
   /** iptables-save / ip6tables-save processes run. */
   saves: number;
   rollbacks: number;
+  /** Restores that said their batch was committed before they exited (the done line). */
+  doneBeforeExit: number;
 }
 
 export class IptablesBackend implements FirewallBackend {
   readonly name = 'iptables';
   readonly netns: string | null;
-  readonly stats: IptablesStats = { restores: 0, saves: 0, rollbacks: 0 };
+  readonly stats: IptablesStats = { restores: 0, saves: 0, rollbacks: 0, doneBeforeExit: 0 };
   private readonly exec: Exec;
   private readonly log?: Logger;
   private readonly commands: Record<Family, IptablesCommands>;
@@ -472,6 +475,8 @@ export class IptablesBackend implements FirewallBackend {
   private readonly cache: Record<Family, Map<Table, TableState>> = { ipv4: new Map(), ipv6: new Map() };
   private tail: Promise<unknown> = Promise.resolve();
   private readonly spares?: SpareProcesses;
+  /** Per family: a restore echoed the done line before its exit (so it echoes comments at once). */
+  private readonly echoes: Record<Family, boolean> = { ipv4: false, ipv6: false };
 
   constructor(opts: IptablesBackendOptions = {}) {
     this.netns = opts.netns ?? null;
@@ -545,10 +550,16 @@ export class IptablesBackend implements FirewallBackend {
     return ['nsenter', [`--net=${this.netns}`, cmd, ...args]];
   }
 
-  private async run(op: string, cmd: string, args: string[], input?: string): Promise<ExecResult> {
+  private async run(
+    op: string,
+    cmd: string,
+    args: string[],
+    input?: string,
+    opts?: ExecOptions,
+  ): Promise<ExecResult> {
     const [file, argv] = this.argv(cmd, args);
     try {
-      return await this.exec(file, argv, input);
+      return await this.exec(file, argv, input, opts);
     } catch (e) {
       const errno = (e as NodeJS.ErrnoException).code;
       throw new CnmdError(
@@ -599,10 +610,40 @@ export class IptablesBackend implements FirewallBackend {
     return out;
   }
 
-  private async restore(family: Family, lines: string[]): Promise<ExecResult> {
+  /**
+   * One restore process. Its input ends with a comment that `--verbose` echoes once every COMMIT
+   * before it has succeeded: the call resolves then, not at the exit, which after a batch that
+   * deleted rules waits ~20-30 ms for an RCU grace period (README.md). A process that exits first
+   * (a failure, or a restore that echoes only at exit) is judged by its status as before.
+   * `pair`: the other family's restore of the same batch runs side by side (see applyNow).
+   * Failure lines are those of `lines` (the comments are not counted).
+   */
+  private async restore(family: Family, lines: string[], pair?: Together): Promise<ExecResult> {
     const cmd = this.commands[family].restore;
     this.stats.restores++;
-    return this.run(OP, cmd, ['--noflush', '--wait'], lines.join('\n') + '\n');
+    const { input, opts, renumber } = restoreInput(lines, pair);
+    let r: ExecResult;
+    try {
+      r = await this.run(OP, cmd, ['--noflush', '--wait', '--verbose'], input, opts);
+    } finally {
+      pair?.arrive(false);
+    }
+    if (!r.exiting) r = { ...r, stderr: renumber(r.stderr) };
+    if (r.exiting) {
+      this.stats.doneBeforeExit++;
+      this.echoes[family] = true;
+      void r.exiting.then(
+        (x) => {
+          if (x.code !== 0)
+            this.log?.error(
+              { family, code: x.code, signal: x.signal, stderr: x.stderr.slice(0, 400), netns: this.netns },
+              `${OP}: ${cmd} exited with ${x.code ?? x.signal} after its batch was committed`,
+            );
+        },
+        (e: unknown) => this.log?.error({ err: e, family }, `${OP}: ${cmd} could not be reaped`),
+      );
+    }
+    return r;
   }
 
   private async applyNow(batch: RuleBatch): Promise<void> {
@@ -631,8 +672,27 @@ export class IptablesBackend implements FirewallBackend {
     // that needs both (IPv6 bindings served by the proxy) costs one restore's time, not two.
     const applied = plans.filter((p) => p.changes > 0);
     const started = Date.now();
-    const results = await Promise.allSettled(applied.map((p) => this.restore(p.family, p.lines)));
-    const failedAt = results.findIndex((r) => r.status === 'rejected' || r.value.code !== 0);
+    // Each restore's commits start once both have parsed their first table (the probes iptables
+    // makes while parsing close netlink sockets, and such a close waits for the grace period of
+    // rules the other already deleted), and neither exits before both said done (the exit of one
+    // that deleted rules holds the netns's nf_tables commit lock for that grace period).
+    // Only with restores seen to echo at once: one that echoes only at its exit would wait at the
+    // gate for input it never gets (early xtables-restore versions did not flush a comment's echo).
+    const side =
+      applied.length > 1 && applied.every((p) => this.echoes[p.family])
+        ? together(applied.length)
+        : undefined;
+    const results = await Promise.allSettled(
+      applied.map((p, i) => this.restore(p.family, p.lines, side?.members[i])),
+    );
+    side?.release();
+    const failed = (i: number) => {
+      const r = results[i];
+      return r.status === 'rejected' || !restored(r.value);
+    };
+    // The restore that failed on its own, not the one stopped at its first table because of it.
+    const failures = [...results.keys()].filter(failed);
+    const failedAt = failures.find((i) => !side?.members[i].stopped()) ?? failures[0] ?? -1;
     if (failedAt >= 0) {
       const rollback = await this.rollback(applied, before);
       this.invalidate();
@@ -735,7 +795,7 @@ export class IptablesBackend implements FirewallBackend {
         if (lines.length === 0) continue;
         this.stats.rollbacks++;
         const r = await this.restore(plan.family, lines);
-        if (r.code !== 0) return `rollback FAILED (${plan.family}): ${parseRestoreError(r.stderr).message}`;
+        if (!restored(r)) return `rollback FAILED (${plan.family}): ${parseRestoreError(r.stderr).message}`;
         done.push(plan.family);
       }
     } catch (e) {

@@ -116,3 +116,79 @@ test('spare processes: a batch the kernel refuses fails and is rolled back as be
   await fw.apply(after.build());
   assert.ok(rules(ns, 'nat').includes('-A CNMD-T2 -s 10.67.0.0/16 -j ACCEPT'));
 });
+
+test('a batch that deletes rules resolves once each restore says it committed, not at its exit; the rules are gone then and the process is reaped after', async (t) => {
+  const ns = await (await lab(t)).ns('host');
+  const fw = new IptablesBackend({ netns: ns.path });
+  const add = new BatchBuilder();
+  const del = new BatchBuilder();
+  for (const [family, addr] of [
+    ['ipv4', '10.68.0.2'],
+    ['ipv6', 'fd00:68::2'],
+  ] as const) {
+    add.in('nat', family).ensureChain('CNMD-T3');
+    for (const port of [80, 443, 8080]) {
+      const rule = `-p tcp -m tcp --dport ${port} -j DNAT --to-destination ${family === 'ipv4' ? addr : `[${addr}]`}:${port}`;
+      add.in('nat', family).ensureRule('CNMD-T3', rule);
+      del.in('nat', family).deleteIfPresent('CNMD-T3', rule);
+    }
+  }
+  await fw.apply(add.build());
+  assert.equal(rules(ns, 'nat').length + rules(ns, 'nat', 'ipv6').length, 6);
+  // The exit of a restore that deleted rules waits for the kernel's RCU grace period (nf_tables
+  // frees the old rules after it); apply does not wait for that exit, only for the done line.
+  const before = fw.stats.doneBeforeExit;
+  await fw.apply(del.build());
+  assert.equal(fw.stats.doneBeforeExit - before, 2, 'both restores said their batch was committed');
+  // Committed at that moment: an independent reader sees the rules gone.
+  assert.deepEqual(rules(ns, 'nat'), []);
+  assert.deepEqual(rules(ns, 'nat', 'ipv6'), []);
+  await eventually(
+    () => assert.deepEqual(restoresWaiting(), [], 'the restores exited and were reaped'),
+    5000,
+  );
+});
+
+test('two families: each restore parses its first table before either commits; one refused there leaves the other uncommitted; a later line is named right', async (t) => {
+  const ns = await (await lab(t)).ns('host');
+  const fw = new IptablesBackend({ netns: ns.path, spareProcesses: true });
+  t.after(() => fw.close());
+  const setup = new BatchBuilder();
+  for (const family of ['ipv4', 'ipv6'] as const) setup.in('nat', family).ensureChain('CNMD-T4');
+  for (const family of ['ipv4', 'ipv6'] as const) setup.in('filter', family).ensureChain('CNMD-T4');
+  // The first two-family batch shows the restores echo at once; the gate is used from then on.
+  await fw.apply(setup.build());
+  assert.equal(fw.stats.doneBeforeExit, 2);
+
+  // IPv6 refused while parsing its first table (a port iptables does not take): IPv4 never commits.
+  const early = new BatchBuilder();
+  early.in('nat', 'ipv4').append('CNMD-T4', '-p tcp -m tcp --dport 80 -j DNAT --to-destination 10.69.0.2');
+  early.in('nat', 'ipv6').append('CNMD-T4', '-p tcp -m tcp --dport 99999 -j RETURN');
+  await assert.rejects(fw.apply(early.build()), (e: unknown) => {
+    assert.ok(e instanceof CnmdError, String(e));
+    assert.equal(e.details.family, 'ipv6', e.message);
+    assert.match(e.message, /--dport 99999/);
+    assert.match(e.message, /nothing was changed/);
+    return true;
+  });
+  assert.equal(fw.stats.rollbacks, 0, 'nothing to roll back: IPv4 stopped before its COMMIT');
+  assert.deepEqual(rules(ns, 'nat'), []);
+  assert.deepEqual(rules(ns, 'nat', 'ipv6'), []);
+
+  // IPv4 refused in its second table, after the gate comment: the line named is the batch's own.
+  const late = new BatchBuilder();
+  late.in('nat', 'ipv4').append('CNMD-T4', '-p tcp -m tcp --dport 81 -j DNAT --to-destination 10.69.0.2');
+  late.in('filter', 'ipv4').append('CNMD-T4', '-p tcp -m tcp --dport 99999 -j RETURN');
+  late.in('nat', 'ipv6').append('CNMD-T4', '-p tcp -m tcp --dport 81 -j DNAT --to-destination [fd00:69::2]');
+  await assert.rejects(fw.apply(late.build()), (e: unknown) => {
+    assert.ok(e instanceof CnmdError, String(e));
+    assert.equal(e.object, '-t filter -A CNMD-T4 -p tcp -m tcp --dport 99999 -j RETURN', e.message);
+    assert.equal(e.details.line, 5, e.message);
+    assert.match(e.message, /rolled back/);
+    return true;
+  });
+  // Both nat tables committed before the refusal and were rolled back.
+  assert.deepEqual(rules(ns, 'nat'), []);
+  assert.deepEqual(rules(ns, 'nat', 'ipv6'), []);
+  assert.deepEqual(rules(ns, 'filter'), []);
+});

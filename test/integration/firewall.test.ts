@@ -52,9 +52,9 @@ function counting(): { exec: Exec; calls: string[] } {
   const calls: string[] = [];
   return {
     calls,
-    exec: (file, args, input) => {
+    exec: (file, args, input, opts) => {
       calls.push([file, ...args].join(' '));
-      return inner(file, args, input);
+      return inner(file, args, input, opts);
     },
   };
 }

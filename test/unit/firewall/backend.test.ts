@@ -4,7 +4,9 @@
 // error parsing, and process counts, with a fake exec standing in for the tools.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import pino from 'pino';
 import { CnmdError } from '../../../src/errors';
+import { eventually } from '../../lib/fixture';
 import {
   BatchBuilder,
   IptablesBackend,
@@ -191,11 +193,12 @@ test('apply: one restore per family, cached state, second apply runs nothing', a
     [
       'nsenter --net=/run/x/netns/host iptables-save',
       'nsenter --net=/run/x/netns/host ip6tables-save',
-      'nsenter --net=/run/x/netns/host iptables-restore --noflush --wait',
-      'nsenter --net=/run/x/netns/host ip6tables-restore --noflush --wait',
+      'nsenter --net=/run/x/netns/host iptables-restore --noflush --wait --verbose',
+      'nsenter --net=/run/x/netns/host ip6tables-restore --noflush --wait --verbose',
     ],
   );
-  assert.deepEqual(fw.stats, { restores: 2, saves: 2, rollbacks: 0 });
+  // The fake exits 0 without echoing the done line: judged by its status.
+  assert.deepEqual(fw.stats, { restores: 2, saves: 2, rollbacks: 0, doneBeforeExit: 0 });
   await fw.apply(baseRules({ ipv6: true }));
   assert.equal(f.calls.length, 4, 'the second apply decides from the cache that nothing is left to do');
   // Without a netns the tools run directly.
@@ -228,7 +231,7 @@ COMMIT
   const restore = f.calls.find((c) => c.file === 'iptables-restore')!;
   assert.equal(
     restore.input,
-    '*filter\n:NEW - [0:0]\n-A FORWARD -j NEW\n-A NEW -d 192.0.2.1 -j DROP\nCOMMIT\n',
+    '*filter\n:NEW - [0:0]\n-A FORWARD -j NEW\n-A NEW -d 192.0.2.1 -j DROP\nCOMMIT\n# cnmd: batch committed\n',
   );
   // The cache knows the rule under its canonical form: ensuring it again (in either spelling) adds nothing.
   const again = new BatchBuilder();
@@ -308,6 +311,31 @@ test('apply: a rejected restore becomes a CnmdError naming the rule, and the cac
   const saves = fw.stats.saves;
   await fw.apply(baseRules());
   assert.equal(fw.stats.saves, saves + 1, 'cache was dropped: the next apply reads again');
+});
+
+test('apply: a restore that echoes the done line has committed: apply resolves before it exits; a late bad exit is logged', async () => {
+  const logs: Record<string, unknown>[] = [];
+  const log = pino({ level: 'debug' }, { write: (s: string) => void logs.push(JSON.parse(s)) });
+  let exit!: (r: ExecResult) => void;
+  const exiting = new Promise<ExecResult>((resolve) => (exit = resolve));
+  const f = fake(EMPTY_SAVE, () => ({ code: null, stdout: '# cnmd: batch committed\n', exiting }));
+  const fw = new IptablesBackend({ exec: f.exec, log });
+  const b = new BatchBuilder();
+  b.in('filter').append('FORWARD', '-s 10.0.0.1/32 -j ACCEPT');
+  await fw.apply(b.build());
+  assert.equal(fw.stats.doneBeforeExit, 1);
+  // The cache took the batch as applied: ensuring the rule again runs nothing.
+  const again = new BatchBuilder();
+  again.in('filter').ensureRule('FORWARD', '-s 10.0.0.1/32 -j ACCEPT');
+  await fw.apply(again.build());
+  assert.equal(fw.stats.restores, 1);
+  exit({ code: 1, signal: null, stdout: '# cnmd: batch committed\n', stderr: 'oops' });
+  await eventually(() =>
+    assert.ok(
+      logs.some((l) => l.level === 50 && /exited with 1 after its batch was committed/.test(String(l.msg))),
+      JSON.stringify(logs),
+    ),
+  );
 });
 
 test('a 1000-rule batch is one restore input', async () => {

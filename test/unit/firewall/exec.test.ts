@@ -181,3 +181,63 @@ test("SpareProcesses: the timeout counts from the call, not from the spare's sta
   await sleep(200);
   assert.deepEqual(children(), []);
 });
+
+test('doneLine: the call resolves when the process prints the line; its exit is reaped later and reported by `exiting`', async () => {
+  const sp = new SpareProcesses({ timeoutMs: 5000 });
+  try {
+    for (const exec of [defaultExec(5000), sp.exec]) {
+      // Prints its pid and the line after reading its input, then runs on until it is signalled
+      // (a spare closed without input exits).
+      const script = 'read -r x || exit 0; cat >/dev/null; echo $$; echo "# done"; exec sleep 30';
+      const r = await exec('sh', ['-c', script], 'x\n', {
+        doneLine: '# done',
+      });
+      const pid = Number(r.stdout.split('\n')[0]);
+      assert.equal(r.stdout, `${pid}\n# done\n`);
+      assert.deepEqual([r.code, r.signal], [null, null]);
+      assert.ok(r.exiting, 'resolved on the line, not at the exit');
+      assert.ok(alive(pid), 'the process is still running');
+      process.kill(pid, 'SIGTERM');
+      const end = await r.exiting;
+      assert.deepEqual([end.code, end.signal, end.stdout], [null, 'SIGTERM', `${pid}\n# done\n`]);
+      assert.ok(!children().includes(pid), 'reaped');
+    }
+  } finally {
+    sp.close();
+    await noChildren('the spare ends at close()');
+  }
+});
+
+test('doneLine: a process that exits without printing it is judged by its exit; a part of the line is not the line', async () => {
+  const exec = defaultExec(5000);
+  const failed = await exec('sh', ['-c', 'cat >/dev/null; printf "# done but\\n# don"; exit 3'], 'x', {
+    doneLine: '# done',
+  });
+  assert.deepEqual([failed.code, failed.exiting, failed.stdout], [3, undefined, '# done but\n# don']);
+  const ok = await exec('sh', ['-c', 'cat >/dev/null'], 'x', { doneLine: '# done' });
+  assert.deepEqual([ok.code, ok.exiting], [0, undefined]);
+  await noChildren('both reaped');
+});
+
+test('gate: the input after the gate line is written once the process printed it and the gate opens; a closed gate is EOF there', async () => {
+  const exec = defaultExec(5000);
+  const script = 'read -r a; read -r g; echo "$g"; read -r b || { echo eof; exit 5; }; echo "got $a $b"';
+  const run = async (open: boolean) => {
+    let reached = 0;
+    const r = await exec('sh', ['-c', script], 'x\n# gate\ny\n', {
+      gate: { line: '# gate', reached: () => reached++, open: Promise.resolve(open) },
+    });
+    return { r, reached };
+  };
+  const opened = await run(true);
+  assert.deepEqual([opened.r.code, opened.r.stdout, opened.reached], [0, '# gate\ngot x y\n', 1]);
+  const closed = await run(false);
+  assert.deepEqual([closed.r.code, closed.r.stdout, closed.reached], [5, '# gate\neof\n', 1]);
+  // A process that exits before printing the gate line: its result; the gate is never reached.
+  let reached = 0;
+  const early = await exec('sh', ['-c', 'exit 3'], 'x\n# gate\ny\n', {
+    gate: { line: '# gate', reached: () => reached++, open: new Promise<boolean>(() => undefined) },
+  });
+  assert.deepEqual([early.code, reached], [3, 0]);
+  await noChildren('all reaped');
+});
