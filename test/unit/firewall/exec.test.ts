@@ -23,6 +23,14 @@ function alive(pid: number): boolean {
 
 const children = () => childPids();
 
+function commOf(pid: number): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
 /** Every child of this process gone and reaped (the next step counts only its own). */
 const noChildren = (what: string) => eventually(() => assert.deepEqual(children(), [], what), 5000);
 /** The kernel and the thread pool take longer when the machine is loaded: wait for the count, not a fixed time. */
@@ -117,8 +125,10 @@ test('SpareProcesses: the second call with a command line is served by a process
     const first = await sp.exec(...cmd, 'one');
     assert.match(first.stdout, /^\d+\none$/);
     assert.deepEqual(sp.stats, { spare: 0, cold: 1 });
-    // The spare starts once the event loop is free.
+    // The spare starts once the event loop is free; it has printed its start once sh became cat
+    // (a child that exists may not have run `date` yet on a loaded machine).
     await childCount(1, 'a spare waits');
+    await eventually(() => assert.equal(commOf(children()[0]), 'cat', 'the spare ran date'), 5000);
     const calledAt = Date.now();
     const second = await sp.exec(...cmd, 'two');
     const [startedAt, echoed] = second.stdout.split('\n');
