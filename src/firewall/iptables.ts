@@ -682,8 +682,12 @@ export class IptablesBackend implements FirewallBackend {
       applied.length > 1 && applied.every((p) => this.echoes[p.family])
         ? together(applied.length)
         : undefined;
+    // Each family's own time (the two overlap: their sum is more than the batch's).
+    const took: number[] = [];
     const results = await Promise.allSettled(
-      applied.map((p, i) => this.restore(p.family, p.lines, side?.members[i])),
+      applied.map((p, i) =>
+        this.restore(p.family, p.lines, side?.members[i]).finally(() => (took[i] = Date.now() - started)),
+      ),
     );
     side?.release();
     const failed = (i: number) => {
@@ -701,11 +705,12 @@ export class IptablesBackend implements FirewallBackend {
       const failure = parseRestoreError(r.value.stderr || `exit ${r.value.code ?? r.value.signal}`);
       throw this.restoreError(applied[failedAt], r.value, failure, rollback);
     }
-    for (const plan of applied)
+    applied.forEach((plan, i) =>
       this.log?.debug(
-        { family: plan.family, lines: plan.changes, ms: Date.now() - started, netns: this.netns },
+        { family: plan.family, lines: plan.changes, ms: took[i], netns: this.netns },
         'firewall batch applied',
-      );
+      ),
+    );
     for (const plan of plans) for (const [table, t] of plan.next) this.cache[plan.family].set(table, t);
     if (this.verify) for (const plan of applied) await this.verifyPlan(plan);
   }
