@@ -148,21 +148,24 @@ export class ClusterStore {
   }
 
   /** Every key under prefix, and the store's revision they were read at (where a watch starts). */
-  async list<T>(op: string, prefix: string): Promise<{ items: Versioned<T>[]; revision: string }> {
+  async list<T>(
+    op: string,
+    prefix: string,
+  ): Promise<{ items: Versioned<T>[]; revision: string; undecodable: string[] }> {
     const r = await this.call(op, prefix, () => this.ns.getAll().prefix(prefix).exec());
     const items: Versioned<T>[] = [];
+    const undecodable: string[] = [];
     for (const kv of r.kvs) {
       // A value that is not JSON (anyone who reaches etcd can write one) is left out, not the whole list.
       try {
         items.push(decode<T>(kv));
       } catch (e) {
-        this.log.error(
-          { err: e, key: kv.key.toString() },
-          'cluster store: a record that is not JSON ignored',
-        );
+        const k = kv.key.toString();
+        undecodable.push(k.startsWith(KEY_PREFIX) ? k.slice(KEY_PREFIX.length) : k);
+        this.log.error({ err: e, key: k }, 'cluster store: a record that is not JSON ignored');
       }
     }
-    return { items, revision: r.header.revision };
+    return { items, revision: r.header.revision, undecodable };
   }
 
   /** Applies ops if every compare holds; false when one did not (someone else changed a key). */

@@ -173,8 +173,9 @@ export class KeyRingAgent {
   private async ensureRing(): Promise<string> {
     const op = 'key ring create';
     for (let i = 0; i < 5; i++) {
-      const { items, revision } = await this.o.store.list<unknown>(op, ringKey.prefix);
-      if (items.some((x) => x.key === ringKey.ring)) return revision;
+      const { items, revision, undecodable } = await this.o.store.list<unknown>(op, ringKey.prefix);
+      // A ring that is not JSON is still the cluster's (its load says it is unusable): never replaced here.
+      if (items.some((x) => x.key === ringKey.ring) || undecodable.includes(ringKey.ring)) return revision;
       // A random first tag: a ring made again (etcd wiped) never reuses the SPIs of the old one.
       const tag = crypto.randomInt(1, 0x7fffffff);
       const r = initialRing(tag);
