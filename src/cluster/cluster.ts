@@ -17,6 +17,8 @@ import {
   VNI_MAX,
   VNI_MIN,
   VXLANID_OPTION,
+  isHostRecord,
+  isNetworkRecord,
   key,
   publicationProblem,
 } from './records';
@@ -185,10 +187,10 @@ export class Cluster {
     return !why;
   }
 
-  /** Whether a network or host record has its key's id (what the maps are keyed by); a bad one is logged and left out. */
-  private checkedRecord<T extends { id: string }>(k: string, v: T): boolean {
-    const ok = typeof v === 'object' && v !== null && typeof v.id === 'string' && k.endsWith(`/${v.id}`);
-    if (!ok) this.log.error({ key: k }, `cluster store: record ${k} refused: it has no id matching its key`);
+  /** Whether a network or host record is one (with its key's id); a bad one is logged and left out. */
+  private checkedRecord(k: string, v: unknown): boolean {
+    const ok = k.startsWith(key.hosts) ? isHostRecord(k, v) : isNetworkRecord(k, v);
+    if (!ok) this.log.error({ key: k }, `cluster store: record ${k} refused: it is not what its key says`);
     return ok;
   }
 
@@ -337,7 +339,7 @@ export class Cluster {
     for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
       const guard = await this.store.get<number>(op, key.networksRev);
       const { items } = await this.store.list<GlobalNetworkRecord>(op, key.networks);
-      const others = items.map((i) => i.value);
+      const others = items.filter((i) => isNetworkRecord(i.key, i.value)).map((i) => i.value);
       if (others.some((n) => n.name === spec.name))
         throw new CnmdError('ALREADY_EXISTS', `network with name ${spec.name} already exists`, {
           op,

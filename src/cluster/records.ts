@@ -119,3 +119,26 @@ export function publicationProblem(k: string, v: unknown): string | undefined {
     return `aliases is not a list of at most ${MAX_ALIASES} names`;
   return undefined;
 }
+
+const isObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** A record under networks/ that is a network record with its key's id (the fields every host reads). */
+export function isNetworkRecord(k: string, v: unknown): v is GlobalNetworkRecord {
+  return (
+    isObject(v) &&
+    typeof v.id === 'string' &&
+    k === key.network(v.id) &&
+    typeof v.name === 'string' &&
+    typeof v.driver === 'string' &&
+    Number.isInteger(v.vni) &&
+    isObject(v.options) &&
+    Array.isArray(v.ipamConfig) &&
+    v.ipamConfig.every(isObject)
+  );
+}
+
+/** A record under hosts/ that is a host record with its key's id. */
+export function isHostRecord(k: string, v: unknown): v is HostRecord {
+  return isObject(v) && typeof v.id === 'string' && k === key.host(v.id) && typeof v.vtep === 'string';
+}

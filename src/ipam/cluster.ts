@@ -7,8 +7,17 @@
 import { CnmdError, invalidArgument } from '../errors';
 import type { Logger } from '../log';
 import type { Store } from '../store/store';
-import type { ClusterStore } from '../cluster/etcd';
-import { BlockRecord, EndpointPublication, GlobalNetworkRecord, HostRecord, key } from '../cluster/records';
+import type { ClusterStore, Versioned } from '../cluster/etcd';
+import {
+  BlockRecord,
+  EndpointPublication,
+  GlobalNetworkRecord,
+  HostRecord,
+  isHostRecord,
+  isNetworkRecord,
+  key,
+  publicationProblem,
+} from '../cluster/records';
 import { DefaultIpam, sweptSequence } from './default';
 import { AddressOptions, GLOBAL_SPACE, Ipam, PoolInfo, PoolRequest } from './ipam';
 import { Cidr, bigToIp, bits, contains, formatCidr, ipToBig, parseCidr, stripPrefix } from '../net/addr';
@@ -61,6 +70,36 @@ export interface ClusterLink {
 export interface ClusterIpamOptions {
   /** --cluster-block-grace: how long a gone host's blocks stay its (after its lease expired). */
   blockGraceSeconds: number;
+}
+
+/**
+ * A block record as the store has it. One that is not a block record (anyone
+ * who reaches etcd can write there) reads as unclaimed and empty: the next
+ * claim overwrites it, where reading its fields threw and no host could claim
+ * the block, or any block after it.
+ */
+function asBlock(v: unknown): BlockRecord {
+  const b = v as BlockRecord | null;
+  const ok =
+    typeof b === 'object' &&
+    b !== null &&
+    typeof b.host === 'string' &&
+    Array.isArray(b.statics) &&
+    b.statics.every((x) => typeof x?.ip === 'string' && typeof x?.host === 'string');
+  return ok ? b : { host: '', statics: [] };
+}
+
+function sane(items: Versioned<unknown>[]): Versioned<BlockRecord>[] {
+  return items.map((i) => ({ ...i, value: asBlock(i.value) }));
+}
+
+async function getBlock(
+  store: ClusterStore,
+  op: string,
+  k: string,
+): Promise<Versioned<BlockRecord> | undefined> {
+  const got = await store.get<unknown>(op, k);
+  return got && { ...got, value: asBlock(got.value) };
 }
 
 export class ClusterIpam implements Ipam {
@@ -265,7 +304,7 @@ export class ClusterIpam implements Ipam {
     let h = 0;
     for (const ch of hostId) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
     for (let attempt = 0; attempt < CLAIM_ATTEMPTS; attempt++) {
-      const { items } = await store.list<BlockRecord>(op, key.blocks(rec.pool));
+      const items = sane((await store.list<unknown>(op, key.blocks(rec.pool))).items);
       const held = new Map(items.map((i) => [i.key.slice(key.blocks(rec.pool).length), i]));
       let target: { block: Cidr; rev?: string; statics: string[] } | undefined;
       for (let k = 0; k < count && !target; k++) {
@@ -325,7 +364,7 @@ export class ClusterIpam implements Ipam {
     const { store, hostId } = this.link(op);
     const k = key.block(rec.pool, block);
     for (let attempt = 0; attempt < CLAIM_ATTEMPTS; attempt++) {
-      const cur = await store.get<BlockRecord>(op, k);
+      const cur = await getBlock(store, op, k);
       if (cur?.value.host && cur.value.host !== hostId)
         throw new CnmdError(
           'IN_USE',
@@ -394,7 +433,7 @@ export class ClusterIpam implements Ipam {
     const { store } = this.link(op);
     const k = key.block(rec.pool, s.block);
     for (let attempt = 0; attempt < CLAIM_ATTEMPTS; attempt++) {
-      const cur = await store.get<BlockRecord>(op, k);
+      const cur = await getBlock(store, op, k);
       if (!cur || !cur.value.statics.some((x) => x.ip === s.ip)) break;
       const value: BlockRecord = { ...cur.value, statics: cur.value.statics.filter((x) => x.ip !== s.ip) };
       const ops =
@@ -442,14 +481,18 @@ export class ClusterIpam implements Ipam {
     if (!c || now - this.lastReclaim < Math.min(RECLAIM_EVERY_MS, this.graceMs / 2)) return [];
     this.lastReclaim = now;
     const [blocks, hosts, eps, nets, guard] = await Promise.all([
-      c.store.list<BlockRecord>(op, key.allBlocks),
+      c.store.list<unknown>(op, key.allBlocks).then((r) => sane(r.items)),
       c.store.list<HostRecord>(op, key.hosts),
       c.store.list<EndpointPublication>(op, key.endpoints),
       c.store.list<GlobalNetworkRecord>(op, key.networks),
       c.store.get<number>(op, key.networksRev),
     ]);
+    // Records that are not what their key says (anyone who reaches etcd can write) count for nothing here.
+    hosts.items = hosts.items.filter((h) => isHostRecord(h.key, h.value));
+    eps.items = eps.items.filter((e) => !publicationProblem(e.key, e.value));
+    nets.items = nets.items.filter((n) => isNetworkRecord(n.key, n.value));
     const subnets = new Set(nets.items.flatMap((n) => n.value.ipamConfig.map((x) => x.subnet)));
-    await this.reassertOwn(c, blocks.items, subnets, guard?.rev);
+    await this.reassertOwn(c, blocks, subnets, guard?.rev);
     const live = new Set(hosts.items.map((h) => h.value.id));
     const used = eps.items
       .flatMap((e) => [e.value.ipv4, e.value.ipv6])
@@ -457,7 +500,7 @@ export class ClusterIpam implements Ipam {
       .filter((a) => !!a);
     const seen = new Set<string>();
     const freed: string[] = [];
-    for (const b of blocks.items) {
+    for (const b of blocks) {
       const owner = b.value.host;
       const name = blockName(b.key);
       if (!owner || live.has(owner) || !name) continue;
@@ -509,7 +552,7 @@ export class ClusterIpam implements Ipam {
       const k = key.block(rec.pool, b.block);
       if (byKey.get(k)?.value.host === c.hostId) continue;
       // The listing may predate a claim of this host's: read again.
-      let cur = await c.store.get<BlockRecord>(op, k);
+      let cur = await getBlock(c.store, op, k);
       if (cur?.value.host === c.hostId) continue;
       if (!cur?.value.host) {
         // The network is gone or going: its removal here frees the local blocks.
@@ -527,7 +570,7 @@ export class ClusterIpam implements Ipam {
           continue;
         }
         // Lost the race, or networks changed meanwhile: looked at again on the next pass unless a host has it.
-        cur = await c.store.get<BlockRecord>(op, k);
+        cur = await getBlock(c.store, op, k);
         if (!cur?.value.host || cur.value.host === c.hostId) continue;
       }
       // Another host allocates from it now: this host allocates no more from it.

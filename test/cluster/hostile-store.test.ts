@@ -14,7 +14,7 @@ import { clusterLab, etcdAddr, hostAddr } from '../lib/cluster';
 import { dig, etcdctl, fdb, meshOf, network, sandbox } from '../lib/overlay-cluster';
 
 test('hostile store records: each bad one refused and logged, the good peers still programmed, restart and rm still work', async (t) => {
-  const c = await clusterLab(t, { hosts: 2 });
+  const c = await clusterLab(t, { hosts: 2, secret: true });
   for (let i = 0; i < 2; i++) await c.startDaemon(i);
   const net = await network(c.daemons[0], 'web', '10.20.0.0/24');
   const [a, b] = await meshOf(c, net, 'web', { hosts: 2 });
@@ -78,11 +78,31 @@ test('hostile store records: each bad one refused and logged, the good peers sti
         assert.match(d.logs(), new RegExp(`endpoint record endpoints/${net.id}/${id} refused`), id);
     }, 8000);
 
+  // Address blocks whose records are garbage read as unclaimed: the first attach claims one (it threw before,
+  // and no host could attach), its record made whole.
+  const blk = await network(c.daemons[0], 'blk', '10.21.0.0/24');
+  for (const b of ['0', '64', '128', '192'])
+    put(`blocks/10.21.0.0/24/10.21.0.${b}/26`, b === '0' ? 'null' : '{"host":7}');
+  const s1 = await sandbox(c.daemons[0], 'blk-s1', 'blk');
+  assert.match(s1.ip, /^10\.21\.0\./);
+  const claimed = JSON.parse(etcdctl(c, 'get', '--prefix', '/cnmd/v1/blocks/10.21.0.0/24/', '-w', 'json'))
+    .kvs.map((kv: any) => JSON.parse(Buffer.from(kv.value, 'base64').toString()))
+    .filter((v: any) => typeof v?.host === 'string' && v.host !== '');
+  assert.equal(claimed.length, 1, JSON.stringify(claimed));
+  assert.equal((await c.daemons[0].request('DELETE', '/sandboxes/blk-s1')).status, 204);
+  assert.equal((await c.daemons[0].request('DELETE', '/networks/blk')).status, 204);
+  void blk;
+
+  // An encryption key ring that is not JSON: reported, never replaced, and no obstacle to a start.
+  put('enc/ring', '{{{ not a ring');
+
   // A restart with the garbage still in the store: the daemon starts, and its peers are programmed again.
   await c.daemons[0].stop();
   const d0 = await c.restart(0);
   await eventually(() => assert.equal(fdb(d0, net.id, net.vni).get(b2.mac), hostAddr(2)), 8000);
   assert.match(d0.logs(), /a record that is not JSON ignored/);
+  assert.doesNotMatch(d0.logs(), /the key ring kept changing/);
+  assert.equal(etcdctl(c, 'get', '--print-value-only', '/cnmd/v1/enc/ring').trim(), '{{{ not a ring');
   assert.ok(ping(a.key, b.ip));
 
   // The bad records hold no endpoint: once the real ones are gone, the network goes (and takes them along).
