@@ -63,6 +63,13 @@ export class Networks {
     const driver = await lookup.loadDriver(driverName, op);
     const caps = driver.capabilities();
     const global = caps.scope === 'global';
+    // The cluster store holds global networks only: another record there would make a local network on every host.
+    if (req.fromCluster && !global)
+      throw invalidArgument(
+        op,
+        driverName,
+        `${op} ${req.name}: the cluster store's network ${req.fromCluster.id} has driver ${driverName}, which is not global-scope: not mirrored`,
+      );
     if (global && !this.d.cluster)
       throw new CnmdError(
         'FORBIDDEN',

@@ -59,6 +59,26 @@ test('hostile store records: each bad one refused and logged, the good peers sti
     ['huge', ep('huge', { name: 'n'.repeat(1 << 20), mac: '02:00:00:00:00:cb', ipv4: '10.20.0.203/24' })],
   ];
   for (const [id, value] of bad) put(`endpoints/${net.id}/${id}`, value);
+  // A well-formed record of a local-scope driver: mirrored, it would make a bridge network on every host.
+  const evil = 'e'.repeat(64);
+  put(
+    `networks/${evil}`,
+    JSON.stringify({
+      id: evil,
+      name: 'evil',
+      driver: 'bridge',
+      vni: 5000,
+      options: {},
+      ipamConfig: [],
+      labels: {},
+      ipamOptions: {},
+      enableIPv6: false,
+      internal: false,
+      attachable: false,
+      created: '',
+      creator: 'x',
+    }),
+  );
   put('hosts/garbage', 'null');
   put('networks/garbage', '"a string"');
 
@@ -95,6 +115,15 @@ test('hostile store records: each bad one refused and logged, the good peers sti
 
   // An encryption key ring that is not JSON: reported, never replaced, and no obstacle to a start.
   put('enc/ring', '{{{ not a ring');
+
+  for (const d of c.daemons) {
+    await eventually(
+      () =>
+        assert.match(d.logs(), /network e{64} has driver bridge, which is not global-scope: not mirrored/),
+      8000,
+    );
+    assert.equal((await d.request('GET', '/networks/evil')).status, 404);
+  }
 
   // A restart with the garbage still in the store: the daemon starts, and its peers are programmed again.
   await c.daemons[0].stop();
