@@ -6,6 +6,7 @@ import type { Handle, LinkAddSpec } from '../../src/netlink/handle';
 import type { Link } from '../../src/netlink/rtnl/link';
 import { IFF_LOOPBACK } from '../../src/netlink/rtnl/constants';
 import { isMac } from '../../src/net/addr';
+import { ALIAS_PREFIX } from '../bridge/setup';
 import type { Step } from '../../src/steps';
 import type { LanConfig } from './config';
 import type { ParentTable } from './parents';
@@ -87,6 +88,16 @@ export async function removeLink(host: Handle, name: string): Promise<void> {
   await ignoreNotFound(host.linkDel(name));
 }
 
+/** The cnmd mark of a link or of its veth peer (a VLAN sub-interface cnmd shares is the host's to use). */
+async function cnmdMark(host: Handle, link: Link): Promise<string | undefined> {
+  const mark = (l: Link | undefined) =>
+    l?.alias?.startsWith(ALIAS_PREFIX) && l.alias !== vlanAlias ? l.alias : undefined;
+  if (mark(link)) return mark(link);
+  if (link.kind === 'veth' && link.parentIndex && link.linkNetnsId === undefined)
+    return mark(await linkOrNone(host, link.parentIndex));
+  return undefined;
+}
+
 /** Refuses a parent the children cannot work on, saying what to change. */
 async function checkParent(op: string, host: Handle, c: LanConfig, link: Link): Promise<void> {
   // The kernel makes children of Ethernet devices only: on another the network was made, and every join
@@ -101,6 +112,16 @@ async function checkParent(op: string, host: Handle, c: LanConfig, link: Link): 
     throw new CnmdError(
       'INVALID_ARGUMENT',
       `${op}: parent ${c.parent} is ${notEthernet}: ${c.kind} children need an Ethernet device (a NIC, a bond, a bridge, a veth or an 802.1Q sub-interface)`,
+      { op, object: c.parent },
+    );
+  // cnmd's own links (a bridge, an isolated parent or its veth peer, a shim) go with their network, and a child
+  // on one sits on that network's LAN: an isolated or internal network's peer was taken this way, and its
+  // removal then took this network's endpoints' links along.
+  const owned = await cnmdMark(host, link);
+  if (owned)
+    throw new CnmdError(
+      'CONFLICT',
+      `${op}: parent ${c.parent} is a link cnmd made for another network (${owned}): it would join that network's LAN and go with it; give a link of the host's with -o parent=`,
       { op, object: c.parent },
     );
   if (link.masterIndex) {

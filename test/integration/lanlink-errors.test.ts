@@ -158,6 +158,18 @@ test('parents that cannot carry a network: down, not Ethernet (lo, tun), a bridg
     400,
     /parent tun9 is a tun device without an Ethernet address: ipvlan children need an Ethernet device/,
   );
+  // cnmd's own links: an isolated network's parent and its veth peer, the default bridge.
+  const iso = await ok(d, 'POST', '/networks/create', {
+    Name: 'iso',
+    Driver: 'macvlan',
+    IPAM: { Config: [{ Subnet: '192.168.59.0/24' }] },
+  });
+  // The peer exists where the kernel lacks dummy links (the isolated parent is then a veth pair).
+  const peer = `dp-${iso.Id.slice(0, 12)}`;
+  const hasPeer = d.host.ipj('link', 'show').some((x: any) => x.ifname === peer);
+  for (const p of [`dm-${iso.Id.slice(0, 12)}`, 'cnm0', ...(hasPeer ? [peer] : [])])
+    await refused(d, mv(p), 409, new RegExp(`parent ${p} is a link cnmd made for another network \\(cnmd:`));
+  await ok(d, 'DELETE', '/networks/iso');
   await refused(
     d,
     mv('port0'),
