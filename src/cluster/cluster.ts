@@ -182,7 +182,7 @@ export class Cluster {
 
   /** Whether a record under endpoints/ is a publication; a bad one is logged and left out (the others still count). */
   private checked(k: string, v: unknown): v is EndpointPublication {
-    const why = publicationProblem(k, v);
+    const why = publicationProblem(k, v, this.vtep);
     if (why) this.log.error({ key: k, reason: why }, `cluster store: endpoint record ${k} refused: ${why}`);
     return !why;
   }
@@ -481,7 +481,9 @@ export class Cluster {
       const { items } = await this.store.list<EndpointPublication>(op, key.endpointsOf(id));
       const pending = [...this.pending.values()].some((p) => p.net === id && p.pub);
       // A record that is no publication holds no endpoint (the removal deletes it with the rest).
-      const held = items.filter((i) => !publicationProblem(i.key, i.value)).map((i) => i.value.host);
+      const held = items
+        .filter((i) => !publicationProblem(i.key, i.value, this.vtep))
+        .map((i) => i.value.host);
       const hosts = [...new Set([...held, ...(pending ? [this.hostId] : [])])];
       if (hosts.length)
         throw new CnmdError(

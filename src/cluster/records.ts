@@ -6,7 +6,7 @@
 //   blocks/<subnet>/<block>      BlockRecord: which host allocates from an address block
 //   endpoints/<networkId>/<id>   EndpointPublication, under the owning host's lease
 import type { IpamConfig } from '../controller/records';
-import { cidrFamily, ipFamily, normalizeMac } from '../net/addr';
+import { cidrFamily, ipFamily, ipToBig, normalizeMac } from '../net/addr';
 
 export interface HostRecord {
   id: string;
@@ -79,6 +79,17 @@ export const key = {
   endpoint: (networkId: string, id: string) => `endpoints/${networkId}/${id}`,
 };
 
+/** A unicast address a VTEP can have: not unspecified, loopback, multicast or (IPv4) reserved. */
+function unicastIp(s: unknown): boolean {
+  const a = typeof s === 'string' ? ipToBig(s) : undefined;
+  if (!a) return false;
+  if (a.family === 4) {
+    const first = Number(a.value >> 24n);
+    return first !== 0 && first !== 127 && first < 224;
+  }
+  return a.value > 1n && a.value >> 120n !== 0xffn;
+}
+
 /** A name the embedded DNS answers for: printable, no whitespace (a newline would reach /etc/hosts), bounded. */
 const DNS_NAME = /^[\x21-\x7e]{1,255}$/;
 const MAX_ALIASES = 64;
@@ -89,7 +100,7 @@ const MAX_ALIASES = 64;
  * reaches etcd): a record is checked field by field before a driver or the
  * embedded DNS sees it, so one bad record is refused alone.
  */
-export function publicationProblem(k: string, v: unknown): string | undefined {
+export function publicationProblem(k: string, v: unknown, ownVtep?: string): string | undefined {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return 'not a JSON object';
   const e = v as Record<string, unknown>;
   const str = (f: string) => typeof e[f] === 'string' && (e[f] as string) !== '';
@@ -97,7 +108,10 @@ export function publicationProblem(k: string, v: unknown): string | undefined {
     if (!str(f) || /[/\s]/.test(e[f] as string)) return `${f} is not a name without spaces or slashes`;
   if (k !== key.endpoint(e.networkId as string, e.id as string))
     return `its networkId and id (${key.endpoint(e.networkId as string, e.id as string)}) are not its key's`;
-  if (ipFamily(e.vtep) === 0) return `vtep ${JSON.stringify(e.vtep)} is not an IP address`;
+  if (!unicastIp(e.vtep)) return `vtep ${JSON.stringify(e.vtep)} is not a unicast IP address`;
+  // One vxlan device has one family (the kernel refuses the other's FDB entries, EAFNOSUPPORT).
+  if (ownVtep && ipFamily(e.vtep) !== ipFamily(ownVtep))
+    return `vtep ${e.vtep} is not of the family of this host's VTEP ${ownVtep}`;
   if (e.ipv4 !== undefined && e.ipv4 !== '' && cidrFamily(e.ipv4) !== 4)
     return `ipv4 ${JSON.stringify(e.ipv4)} is not an IPv4 address with a prefix`;
   if (e.ipv6 !== undefined && e.ipv6 !== '' && cidrFamily(e.ipv6) !== 6)

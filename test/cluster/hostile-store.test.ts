@@ -53,6 +53,10 @@ test('hostile store records: each bad one refused and logged, the good peers sti
       ep('newline', { name: 'x\n10.0.0.1 evil', mac: '02:00:00:00:00:c9', ipv4: '10.20.0.201/24' }),
     ],
     ['elsewhere', ep('other-id', { mac: '02:00:00:00:00:ca', ipv4: '10.20.0.202/24' })],
+    // Kernel-valid but useless or refused: no VTEP, a multicast group, the other family (EAFNOSUPPORT).
+    ['zerovtep', ep('zerovtep', { vtep: '0.0.0.0', mac: '02:00:00:00:00:cc', ipv4: '10.20.0.204/24' })],
+    ['mcastvtep', ep('mcastvtep', { vtep: '239.1.1.1', mac: '02:00:00:00:00:cd', ipv4: '10.20.0.205/24' })],
+    ['v6vtep', ep('v6vtep', { vtep: '2001:db8::1', mac: '02:00:00:00:00:ce', ipv4: '10.20.0.206/24' })],
     ['null', 'null'],
     ['array', '[1,2]'],
     ['notjson', '{{{ not json'],
