@@ -104,6 +104,16 @@ const LANES = {
     [hasCommand('nsenter'), 'util-linux'],
     // Spoofed-source datagrams on the underlay (test/lib/wire.ts's raw socket).
     [hasCommand('python3'), 'python3'],
+    // kernel-cluster/encrypted-engine.ts: Debian's dockerd, its containerd and runc in the guest, launched as the
+    // engine lane does (test/lib/dockerd-launch.ts: nsenter, setpriv, unshare), and a busybox image.
+    [hasCommand('dockerd'), 'docker.io'],
+    [hasCommand('containerd'), 'containerd'],
+    [hasCommand('containerd-shim-runc-v2'), 'containerd'],
+    [hasCommand('runc'), 'runc'],
+    [hasCommand('setpriv'), 'util-linux'],
+    [hasCommand('unshare'), 'util-linux'],
+    [hasCommand('tar'), 'tar'],
+    [hasCommand('iptables-save'), 'iptables'],
   ],
 };
 

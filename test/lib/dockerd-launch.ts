@@ -166,6 +166,14 @@ export interface DockerdSpec {
    * unshareNetnsDir.
    */
   shareNetns?: boolean;
+  /**
+   * Start containerd first (its own config, roots under disk and run) and give dockerd its
+   * socket (--containerd). A containerd dockerd starts itself must answer within dockerd's
+   * startup timeout ("timeout waiting for containerd to start"), which the kernel lane's VM
+   * (TCG, two engines and three cnmd starting together) overran; ours is waited for as long
+   * as the caller waits for the API.
+   */
+  ownContainerd?: boolean;
 }
 
 export interface DockerdPaths {
@@ -182,6 +190,9 @@ export interface DockerdPaths {
   cliConfig: string;
   /** dockerd's and its containerd's output, every start appended. */
   log: string;
+  /** With ownContainerd: containerd's config file and socket. */
+  containerdConfig: string;
+  containerdSock: string;
 }
 
 export function dockerdPaths(spec: Pick<DockerdSpec, 'disk' | 'run'>): DockerdPaths {
@@ -197,6 +208,8 @@ export function dockerdPaths(spec: Pick<DockerdSpec, 'disk' | 'run'>): DockerdPa
     pluginStage: path.join(spec.disk, 'plugin-stage'),
     cliConfig: path.join(spec.disk, 'cli-config'),
     log: path.join(spec.run, 'dockerd.log'),
+    containerdConfig: path.join(spec.disk, 'containerd.toml'),
+    containerdSock: path.join(spec.run, 'containerd.sock'),
   };
 }
 
@@ -239,12 +252,13 @@ export function dockerCliEnv(cliConfig: string): NodeJS.ProcessEnv {
   return env;
 }
 
-// Runs as `sh -c SCRIPT sh ETC PLUGINS STAGE SYSFS SHARED DOCKERD-ARGS...` inside the new
-// mount namespace, already in the engine's netns. SHARED (a shared mount, with
+// Runs as `sh -c SCRIPT sh ETC PLUGINS STAGE SYSFS SHARED CTDCONF CTDSOCK DOCKERD-ARGS...` inside
+// the new mount namespace, already in the engine's netns. SHARED (a shared mount, with
 // --propagation unchanged): every other mount is made a slave first, one by one
-// (a failure on a mount that is still there stops the start).
+// (a failure on a mount that is still there stops the start). CTDCONF (ownContainerd):
+// containerd is started with it and dies with dockerd (its parent, once this shell execs).
 const SCRIPT = `set -e
-etc="$1"; plugins="$2"; stage="$3"; sysfs="$4"; shared="$5"; shift 5
+etc="$1"; plugins="$2"; stage="$3"; sysfs="$4"; shared="$5"; ctdconf="$6"; ctdsock="$7"; shift 7
 if [ -n "$shared" ]; then
   findmnt -rno TARGET | while read -r m; do
     m=$(printf '%b' "$m")
@@ -260,6 +274,14 @@ if [ -n "$sysfs" ]; then
 fi
 mount --bind "$etc" /etc/docker
 if [ -n "$plugins" ]; then mkdir -p ${ENGINE_PLUGIN_DIR}; mount --bind "$stage" ${ENGINE_PLUGIN_DIR}; fi
+if [ -n "$ctdconf" ]; then
+  setpriv --pdeathsig KILL containerd --config "$ctdconf" &
+  while [ ! -S "$ctdsock" ]; do
+    kill -0 $! 2>/dev/null || { echo "containerd exited before listening on $ctdsock" >&2; exit 1; }
+    sleep 0.2
+  done
+  set -- --containerd "$ctdsock" "$@"
+fi
 exec dockerd "$@"`;
 
 /**
@@ -290,6 +312,20 @@ export class DockerdProcess {
       fs.mkdirSync(d, { recursive: true });
     if (spec.pluginDir) fs.mkdirSync(spec.pluginDir, { recursive: true });
     fs.writeFileSync(p.configFile, JSON.stringify(spec.config ?? {}, null, 2) + '\n');
+    if (spec.ownContainerd) {
+      // The CRI plugin is Kubernetes' (slow to start, nothing here uses it); opt's default path is /opt.
+      const toml = [
+        'version = 2',
+        `root = ${JSON.stringify(path.join(spec.disk, 'containerd'))}`,
+        `state = ${JSON.stringify(path.join(spec.run, 'containerd-state'))}`,
+        'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
+        '[grpc]',
+        `  address = ${JSON.stringify(p.containerdSock)}`,
+        '[plugins."io.containerd.internal.v1.opt"]',
+        `  path = ${JSON.stringify(path.join(spec.disk, 'containerd-opt'))}`,
+      ];
+      fs.writeFileSync(p.containerdConfig, toml.join('\n') + '\n');
+    }
     const cgroupParent = spec.cgroupParent.startsWith('/') ? spec.cgroupParent : `/${spec.cgroupParent}`;
     const dockerdArgs = [
       '--data-root',
@@ -335,6 +371,8 @@ export class DockerdProcess {
           p.pluginStage,
           spec.privateSysfs ? '1' : '',
           spec.shareNetns ? shareNetnsDir(p) : '',
+          spec.ownContainerd ? p.containerdConfig : '',
+          p.containerdSock,
           ...dockerdArgs,
         ],
         { stdio: ['ignore', logFd, logFd] },

@@ -64,6 +64,8 @@ export interface EngineOptions {
   shareNetns?: boolean;
   /** How long to wait for the API to answer, per start (60 s). */
   startTimeoutMs?: number;
+  /** containerd started before dockerd, not by it (DockerdSpec.ownContainerd: the kernel lane's VM). */
+  ownContainerd?: boolean;
 }
 
 export interface DockerOpts {
@@ -180,6 +182,7 @@ export async function startEngine(t: TestContext, l: Lab, opts: EngineOptions): 
     config: opts.config,
     args: [...(opts.bip ? ['--bip', opts.bip] : []), ...(opts.args ?? [])],
     shareNetns: opts.shareNetns,
+    ownContainerd: opts.ownContainerd,
   };
   const cli = dockerCliPath()!;
   const etc = ensureEtcDocker();

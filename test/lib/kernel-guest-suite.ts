@@ -23,7 +23,7 @@ export interface GuestResult {
 const DEFAULT_SUITE_TIMEOUT_MS = 600_000;
 
 /** Host paths the guest covers with its own fresh filesystems (tmpfs, proc, sysfs, devtmpfs); /tmp stays the host's, read-only. */
-const SHADOWED = ['/run', '/var/run', '/dev', '/proc', '/sys'];
+const SHADOWED = ['/run', '/var/run', '/var/tmp', '/dev', '/proc', '/sys'];
 const shadowedInGuest = (p: string) => SHADOWED.some((s) => p === s || p.startsWith(s + '/'));
 
 /** Undoes the node TAP reporter's escaping of test names (\\ \# \n \t ...). */
@@ -129,7 +129,9 @@ export async function runGuestSuite(
       continue;
     }
     const todo = res.directive?.kind === 'TODO' ? res.directive.reason || true : undefined;
-    await t.test(res.name, { todo }, () => {
+    await t.test(res.name, { todo }, (st) => {
+      // The guest's progress lines (test/kernel-cluster/vm.ts's mark: where the VM's time goes), passed or not.
+      for (const m of res.block.matchAll(/^\s*# (@ .*)$/gm)) st.diagnostic(m[1]);
       if (!res.ok) {
         const e = new Error(`failed in the kernel-lane VM:\n${describe(res)}`);
         e.stack = e.message; // the host-side stack says nothing about the guest failure

@@ -331,6 +331,9 @@ mount -t tmpfs -o mode=1777 tmpfs /root/dev/shm
 mount -t tmpfs -o mode=755 tmpfs /root/run
 if [ -d /root/var/run ] && [ ! -L /root/var/run ]; then mount -t tmpfs -o mode=755 tmpfs /root/var/run; fi
 if [ -d /root/sys/fs/bpf ]; then mount -t bpf bpf /root/sys/fs/bpf 2>/dev/null; fi
+# cgroup2 for runc (dockerd's containers); a writable /var/tmp outside /run for TMPDIR (dockerd hides /run).
+mount -t cgroup2 cgroup2 /root/sys/fs/cgroup || say "cannot mount cgroup2 on /sys/fs/cgroup"
+mount -t tmpfs -o mode=1777 tmpfs /root/var/tmp || say "cannot mount a tmpfs on /var/tmp"
 echo /sbin/cnmd-modprobe > /proc/sys/kernel/modprobe
 hostname cnmd-vm
 ip link set lo up
@@ -445,12 +448,14 @@ function jobArchive(command: string, opts: VmOptions, nonce: string): Buffer {
   for (const m of modules)
     if (!/^[A-Za-z0-9_-]+$/.test(m)) throw new Error(`bad module name ${JSON.stringify(m)}`);
   // /tmp stays the host's (read-only, so a checkout or build under /tmp is visible);
-  // what the guest writes goes to TMPDIR on its own tmpfs.
+  // what the guest writes goes to TMPDIR on its own tmpfs. Not under /run: a dockerd
+  // started there (test/lib/dockerd-launch.ts) puts a private tmpfs over /run, which
+  // would hide its data-root and API socket from the test.
   const env: Record<string, string> = {
     PATH: GUEST_PATH,
     HOME: '/root',
     LANG: 'C.UTF-8',
-    TMPDIR: '/run/tmp',
+    TMPDIR: '/var/tmp',
     ...(opts.env ?? {}),
   };
   const lines = ['#!/bin/sh', '# per-run wrapper (cnmd kernel lane)'];
