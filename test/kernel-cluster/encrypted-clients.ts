@@ -3,9 +3,9 @@
 // scenarios: the stock docker CLI on cnmd's API socket (`docker network create
 // -d overlay -o encrypted`, inspect, connect), and the engine's cnmd-overlay
 // binding spoken to over cnmd's plugin sockets with curl, call by call as
-// dockerd makes them (dockerd itself is not run in the VM: see README's
-// "Encrypted overlays"). Each network's traffic between hosts is proven
-// ESP-only on the underlay with tcpdump.
+// dockerd makes them, engine endpoints beside a cnmd sandbox on a third host
+// (the real dockerd runs in encrypted-engine.ts). Each network's traffic
+// between hosts is proven ESP-only on the underlay with tcpdump.
 import { test, TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
@@ -37,21 +37,24 @@ async function onTheWire(
   for (const p of pairs) {
     assert.ok(ping(p.from, p.to, 5), `${p.from} -> ${p.to}`);
     // Every echo and reply crossed the two hosts inside ESP (5 each way at least).
-    await eventually(() => {
-      const [a, b] = p.hosts.map((h) => hostAddr(h + 1));
-      for (const [x, y] of [
-        [a, b],
-        [b, a],
-      ]) {
-        const n = cap.text().match(new RegExp(`${re(x)} > ${re(y)}: ESP\\(spi=0x`, 'g'))?.length ?? 0;
-        assert.ok(n >= 5, `${n} ESP packets ${x} > ${y}`);
-      }
-    }, VM_WAIT_MS);
+    await eventually(() => assertEspEachWay(cap.text(), p.hosts, 5), VM_WAIT_MS);
   }
   return cap.stop();
 }
 
-function assertNoCleartext(seen: string, vni: number, subnetPrefix: string): void {
+/** tcpdump's text shows at least `min` ESP packets each way between hosts i and j (0-based). */
+export function assertEspEachWay(seen: string, [i, j]: [number, number], min: number): void {
+  const [a, b] = [hostAddr(i + 1), hostAddr(j + 1)];
+  for (const [x, y] of [
+    [a, b],
+    [b, a],
+  ]) {
+    const n = seen.match(new RegExp(`${re(x)} > ${re(y)}: ESP\\(spi=0x`, 'g'))?.length ?? 0;
+    assert.ok(n >= min, `${n} ESP packets ${x} > ${y} (at least ${min} expected)`);
+  }
+}
+
+export function assertNoCleartext(seen: string, vni: number, subnetPrefix: string): void {
   assert.doesNotMatch(seen, new RegExp(`vni ${vni}\\b`), 'no cleartext VXLAN of the encrypted network');
   assert.doesNotMatch(seen, new RegExp(re(subnetPrefix)), 'no address of the encrypted network on the wire');
 }

@@ -15,6 +15,7 @@ import { capture, forgedVxlan, sendUdp, udpSink } from '../lib/wire';
 import { mark, vmCluster, VM_WAIT_MS } from './vm';
 import { encryptedScenarios } from './encrypted-scenarios';
 import { encryptedClientScenarios } from './encrypted-clients';
+import { encryptedEngineScenario } from './encrypted-engine';
 
 const re = (s: string) => s.replace(/\./g, '\\.');
 
@@ -74,6 +75,9 @@ test('VM cluster, plain overlay: three hosts ping by address and name, UDP 4789 
   mark('forged datagram delivered');
 });
 
+// Encrypted networks through the real Docker engine, first: it checks that nothing of cnmd's
+// encryption is left once its network goes, which holds only while no other encrypted network exists.
+encryptedEngineScenario();
 // Encrypted networks beside it on the same cluster (issue 17).
 encryptedScenarios();
 // Encrypted networks through the docker CLI and the engine's cnmd-overlay binding.
