@@ -42,6 +42,19 @@ async function onTheWire(
   return cap.stop();
 }
 
+/** Waits until hosts 1 and 2 each hold the other as an encrypted peer of net (its SAs in place), before anything is sent. */
+export async function pairEncrypted(c: ClusterLab, net: string): Promise<void> {
+  for (const [i, d] of c.daemons.slice(0, 2).entries())
+    await eventually(async () => {
+      const e = (await d.request('GET', `/networks/${net}`)).body.Encryption;
+      assert.deepEqual(
+        e.Peers.map((p: any) => [p.IP, p.State]),
+        [[hostAddr(2 - i), 'encrypted']],
+        `host ${i + 1}'s peers on ${net}`,
+      );
+    }, VM_WAIT_MS);
+}
+
 /** tcpdump's text shows at least `min` ESP packets each way between hosts i and j (0-based). */
 export function assertEspEachWay(seen: string, [i, j]: [number, number], min: number): void {
   const [a, b] = [hostAddr(i + 1), hostAddr(j + 1)];
@@ -135,15 +148,7 @@ export function encryptedClientScenarios(): void {
       [['dk1', `${s1.ip}/24`]],
       'inspect lists the local sandbox',
     );
-    // Both hosts' peer is encrypted (its SAs in place) before anything is sent.
-    for (const [i, d] of [d1, d2].entries())
-      await eventually(async () => {
-        const e = (await d.request('GET', '/networks/dsec')).body.Encryption;
-        assert.deepEqual(
-          e.Peers.map((p: any) => [p.IP, p.State]),
-          [[hostAddr(2 - i), 'encrypted']],
-        );
-      }, VM_WAIT_MS);
+    await pairEncrypted(c, 'dsec');
     assert.ok(sendStates(c, 0, 1) >= 1 && sendStates(c, 1, 0) >= 1, 'send SAs each way');
 
     await serve(t, s2.key, 'tcp', 8181);

@@ -14,11 +14,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { eventually } from '../lib/fixture';
-import { ClusterLab, hostAddr } from '../lib/cluster';
+import type { ClusterLab } from '../lib/cluster';
 import { Engine, startEngine } from '../lib/engine';
 import { mirrored, network, overlayNs } from '../lib/overlay-cluster';
 import { capture } from '../lib/wire';
-import { assertEspEachWay, assertNoCleartext } from './encrypted-clients';
+import { assertEspEachWay, assertNoCleartext, pairEncrypted } from './encrypted-clients';
 import { mark, vmCluster, VM_READY_MS, VM_WAIT_MS } from './vm';
 
 /** A docker CLI call's bound in the VM (dockerd and the CLI are Go under TCG: seconds per call). */
@@ -124,15 +124,7 @@ export function encryptedEngineScenario(): void {
     assert.notEqual(ip1, ip2);
     for (const ip of [ip1, ip2]) assert.ok(ip.startsWith('10.37.0.'), `${ip} in ${SUBNET}`);
     mark(`containers c1 ${ip1} (host 1), c2 ${ip2} (host 2)`);
-    // Both hosts hold the other as an encrypted peer (its SAs in place) before anything is sent.
-    for (const [i, d] of [d1, d2].entries())
-      await eventually(async () => {
-        const e = (await d.request('GET', '/networks/fsec')).body.Encryption;
-        assert.deepEqual(
-          e.Peers.map((p: any) => [p.IP, p.State]),
-          [[hostAddr(2 - i), 'encrypted']],
-        );
-      }, VM_WAIT_MS);
+    await pairEncrypted(c, 'fsec');
 
     const cap = await capture(t, c.underlay.path, 'br0', 'udp port 4789 or esp');
     const pinged = await e1.exec('c1', ['ping', '-c', '5', '-W', '5', ip2], {

@@ -129,9 +129,7 @@ export async function runGuestSuite(
       continue;
     }
     const todo = res.directive?.kind === 'TODO' ? res.directive.reason || true : undefined;
-    await t.test(res.name, { todo }, (st) => {
-      // The guest's progress lines (test/kernel-cluster/vm.ts's mark: where the VM's time goes), passed or not.
-      for (const m of res.block.matchAll(/^\s*# (@ .*)$/gm)) st.diagnostic(m[1]);
+    await t.test(res.name, { todo }, () => {
       if (!res.ok) {
         const e = new Error(`failed in the kernel-lane VM:\n${describe(res)}`);
         e.stack = e.message; // the host-side stack says nothing about the guest failure
@@ -140,6 +138,9 @@ export async function runGuestSuite(
     });
   }
 
+  // The guest's progress lines (test/kernel-cluster/vm.ts's mark: where the VM's time goes), passed or not,
+  // in order on the suite: node's TAP prints a test's output after its result, so per test they would shift.
+  for (const m of r.commandOutput.matchAll(/^\s*# (@ .*)$/gm)) t.diagnostic(m[1]);
   const where = `(${r.durationMs} ms, exit code ${r.exitCode}${r.timedOut ? ', TIMED OUT' : ''})\nconsole tail:\n${tail(r.console, 80)}`;
   if (r.timedOut)
     throw new Error(
