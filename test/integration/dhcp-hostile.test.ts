@@ -130,7 +130,8 @@ test('dhcp: a server that gives one address to two endpoints is declined, and th
   const server = await hostileLan(t, l, d, { sameAddress: true, lease: 600 });
   const a = await sandboxOnLan(d);
   assert.equal(a.Networks.lan.IPAddress, `${SUBNET}.100`);
-  const r = await d.request('POST', '/sandboxes', { Name: 'b', Networks: [{ Network: 'lan' }] });
+  // Not a hex name: a GET by name must never match a's id by prefix (as 'b' does one time in 16).
+  const r = await d.request('POST', '/sandboxes', { Name: 'second', Networks: [{ Network: 'lan' }] });
   assert.equal(r.status, 409, JSON.stringify(r.body));
   assert.match(
     r.body.message,
@@ -142,7 +143,11 @@ test('dhcp: a server that gives one address to two endpoints is declined, and th
   const declines = server.requests().filter((x) => x.type === DECLINE);
   assert.equal(declines.length, 2, JSON.stringify(server.requests()));
   for (const x of declines) assert.equal(x.requested, `${SUBNET}.100`);
-  assert.equal((await d.request('GET', '/sandboxes/b')).status, 404);
+  assert.equal((await d.request('GET', '/sandboxes/second')).status, 404);
+  assert.deepEqual(
+    (await d.request('GET', '/sandboxes')).body.map((x: any) => x.Name),
+    ['a'],
+  );
   // a keeps its address; b left no interface in the host netns.
   assert.deepEqual(
     JSON.parse(runIn(a.SandboxKey, 'ip', ['-j', '-4', 'addr', 'show', 'eth0']))[0].addr_info.map(
