@@ -117,11 +117,11 @@ export class Cluster {
     await this.join();
     const nets = await this.store.list<GlobalNetworkRecord>('cluster start', key.networks);
     for (const n of nets.items)
-      if (this.checkedRecord(n.key, n.value)) this.networks.set(n.value.id, n.value);
+      if (this.checkedRecord(n.key, n.value, isNetworkRecord)) this.networks.set(n.value.id, n.value);
     this.cancels.push(
       await this.store.watch<GlobalNetworkRecord>(key.networks, nets.revision, {
         put: (k, v) => {
-          if (!this.checkedRecord(k, v)) return;
+          if (!this.checkedRecord(k, v, isNetworkRecord)) return;
           this.networks.set(v.id, v);
           void events
             .networkPut(v)
@@ -137,10 +137,11 @@ export class Cluster {
       }),
     );
     const hosts = await this.store.list<HostRecord>('cluster start', key.hosts);
-    for (const h of hosts.items) if (this.checkedRecord(h.key, h.value)) this.hosts.set(h.value.id, h.value);
+    for (const h of hosts.items)
+      if (this.checkedRecord(h.key, h.value, isHostRecord)) this.hosts.set(h.value.id, h.value);
     this.cancels.push(
       await this.store.watch<HostRecord>(key.hosts, hosts.revision, {
-        put: (k, v) => void (this.checkedRecord(k, v) && this.hosts.set(v.id, v)),
+        put: (k, v) => void (this.checkedRecord(k, v, isHostRecord) && this.hosts.set(v.id, v)),
         delete: (k) => void this.hosts.delete(k.slice(key.hosts.length)),
       }),
     );
@@ -188,8 +189,8 @@ export class Cluster {
   }
 
   /** Whether a network or host record is one (with its key's id); a bad one is logged and left out. */
-  private checkedRecord(k: string, v: unknown): boolean {
-    const ok = k.startsWith(key.hosts) ? isHostRecord(k, v) : isNetworkRecord(k, v);
+  private checkedRecord<T>(k: string, v: unknown, is: (k: string, v: unknown) => v is T): v is T {
+    const ok = is(k, v);
     if (!ok) this.log.error({ key: k }, `cluster store: record ${k} refused: it is not what its key says`);
     return ok;
   }

@@ -79,6 +79,9 @@ export const key = {
   endpoint: (networkId: string, id: string) => `endpoints/${networkId}/${id}`,
 };
 
+const isObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
 /** A unicast address a VTEP can have: not unspecified, loopback, multicast or (IPv4) reserved. */
 function unicastIp(s: unknown): boolean {
   const a = typeof s === 'string' ? ipToBig(s) : undefined;
@@ -101,8 +104,8 @@ const MAX_ALIASES = 64;
  * embedded DNS sees it, so one bad record is refused alone.
  */
 export function publicationProblem(k: string, v: unknown, ownVtep?: string): string | undefined {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) return 'not a JSON object';
-  const e = v as Record<string, unknown>;
+  if (!isObject(v)) return 'not a JSON object';
+  const e = v;
   const str = (f: string) => typeof e[f] === 'string' && (e[f] as string) !== '';
   for (const f of ['id', 'networkId', 'host', 'vtep'])
     if (!str(f) || /[/\s]/.test(e[f] as string)) return `${f} is not a name without spaces or slashes`;
@@ -134,9 +137,6 @@ export function publicationProblem(k: string, v: unknown, ownVtep?: string): str
   return undefined;
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
-
 /** A record under networks/ that is a network record with its key's id (the fields every host reads). */
 export function isNetworkRecord(k: string, v: unknown): v is GlobalNetworkRecord {
   return (
@@ -155,4 +155,19 @@ export function isNetworkRecord(k: string, v: unknown): v is GlobalNetworkRecord
 /** A record under hosts/ that is a host record with its key's id. */
 export function isHostRecord(k: string, v: unknown): v is HostRecord {
   return isObject(v) && typeof v.id === 'string' && k === key.host(v.id) && typeof v.vtep === 'string';
+}
+
+/**
+ * A block record as the store has it. One that is not a block record (anyone
+ * who reaches etcd can write there) reads as unclaimed and empty: the next
+ * claim overwrites it, where reading its fields threw and no host could claim
+ * the block, or any block after it.
+ */
+export function asBlockRecord(v: unknown): BlockRecord {
+  const ok =
+    isObject(v) &&
+    typeof v.host === 'string' &&
+    Array.isArray(v.statics) &&
+    v.statics.every((x) => isObject(x) && typeof x.ip === 'string' && typeof x.host === 'string');
+  return ok ? (v as unknown as BlockRecord) : { host: '', statics: [] };
 }

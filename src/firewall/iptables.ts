@@ -628,21 +628,19 @@ export class IptablesBackend implements FirewallBackend {
     } finally {
       pair?.arrive(false);
     }
-    if (!r.exiting) r = { ...r, stderr: renumber(r.stderr) };
-    if (r.exiting) {
-      this.stats.doneBeforeExit++;
-      this.echoes[family] = true;
-      void r.exiting.then(
-        (x) => {
-          if (x.code !== 0)
-            this.log?.error(
-              { family, code: x.code, signal: x.signal, stderr: x.stderr.slice(0, 400), netns: this.netns },
-              `${OP}: ${cmd} exited with ${x.code ?? x.signal} after its batch was committed`,
-            );
-        },
-        (e: unknown) => this.log?.error({ err: e, family }, `${OP}: ${cmd} could not be reaped`),
-      );
-    }
+    if (!r.exiting) return { ...r, stderr: renumber(r.stderr) };
+    this.stats.doneBeforeExit++;
+    this.echoes[family] = true;
+    void r.exiting.then(
+      (x) => {
+        if (x.code !== 0)
+          this.log?.error(
+            { family, code: x.code, signal: x.signal, stderr: x.stderr.slice(0, 400), netns: this.netns },
+            `${OP}: ${cmd} exited with ${x.code ?? x.signal} after its batch was committed`,
+          );
+      },
+      (e: unknown) => this.log?.error({ err: e, family }, `${OP}: ${cmd} could not be reaped`),
+    );
     return r;
   }
 

@@ -13,6 +13,7 @@ import {
   EndpointPublication,
   GlobalNetworkRecord,
   HostRecord,
+  asBlockRecord,
   isHostRecord,
   isNetworkRecord,
   key,
@@ -72,25 +73,8 @@ export interface ClusterIpamOptions {
   blockGraceSeconds: number;
 }
 
-/**
- * A block record as the store has it. One that is not a block record (anyone
- * who reaches etcd can write there) reads as unclaimed and empty: the next
- * claim overwrites it, where reading its fields threw and no host could claim
- * the block, or any block after it.
- */
-function asBlock(v: unknown): BlockRecord {
-  const b = v as BlockRecord | null;
-  const ok =
-    typeof b === 'object' &&
-    b !== null &&
-    typeof b.host === 'string' &&
-    Array.isArray(b.statics) &&
-    b.statics.every((x) => typeof x?.ip === 'string' && typeof x?.host === 'string');
-  return ok ? b : { host: '', statics: [] };
-}
-
 function sane(items: Versioned<unknown>[]): Versioned<BlockRecord>[] {
-  return items.map((i) => ({ ...i, value: asBlock(i.value) }));
+  return items.map((i) => ({ ...i, value: asBlockRecord(i.value) }));
 }
 
 async function getBlock(
@@ -99,7 +83,7 @@ async function getBlock(
   k: string,
 ): Promise<Versioned<BlockRecord> | undefined> {
   const got = await store.get<unknown>(op, k);
-  return got && { ...got, value: asBlock(got.value) };
+  return got && { ...got, value: asBlockRecord(got.value) };
 }
 
 export class ClusterIpam implements Ipam {
