@@ -24,7 +24,9 @@
 // attach per peer, then the N detaches the same way. Correctness: a sample of
 // endpoints (first, middle, last) holds its address on a macvlan eth0 and pings
 // the gateway on the LAN; after the detaches only the anchor remains. Then
-// cnmd's floor: GET /_ping in the same rotation, and attaches back to back.
+// cnmd's floor: GET /_ping in the same rotation, and attaches back to back;
+// and any daemon's (bench/lib/floor.ts): a socat echo and a plain node http
+// server's answer, timed in the same position as the ping.
 // The protocol (measure) is shared with the ipvlan case (bench/lib/ipvlan-guest.ts).
 // Environment: BENCH_ATTACH_N (50), BENCH_ATTACH_WARMUP (10), BENCH_NO_INSTALL=1.
 import * as fs from 'node:fs';
@@ -44,6 +46,7 @@ import {
   run as exec,
   sleep,
 } from '../lib/host';
+import { Floor, startFloors } from '../lib/floor';
 import { Cnmd, CnmdOptions } from '../lib/peers';
 import { ATTACH_DAEMON, Timings, execHarnessMs, hostIp, line, pingGateway, sample, stats } from './attach';
 
@@ -339,7 +342,7 @@ async function netavarkPeer(s: Scratch): Promise<Peer> {
 export async function measure(
   s: Scratch,
   peers: Peer[],
-  o: { n: number; warmup: number; settleMs?: number },
+  o: { n: number; warmup: number; settleMs?: number; floors?: Floor[] },
 ): Promise<{ figures: Record<string, number>; timings: Map<Peer, Timings> }> {
   const [cnmd, ...others] = peers;
   for (const p of peers) await p.attach('anchor');
@@ -365,15 +368,27 @@ export async function measure(
       t.get(p)!.detach.push(performance.now() - t0);
     }
   for (const p of peers) await p.verifyEmpty();
+  // cnmd's ping and each floor's round trip, each after the other peers' work, as an attach is.
   const pings: number[] = [];
+  const floors = o.floors ?? [];
+  const floorRtts = floors.map(() => [] as number[]);
+  const othersWork = async (tag: string) => {
+    for (const p of others) {
+      await p.attach(tag);
+      await p.detach(tag);
+    }
+  };
   if (cnmd.ping)
     for (let i = 0; i < o.n; i++) {
       const t0 = performance.now();
       await cnmd.ping();
       pings.push(performance.now() - t0);
-      for (const p of others) {
-        await p.attach(`p${i}`);
-        await p.detach(`p${i}`);
+      await othersWork(`p${i}`);
+      for (const [k, f] of floors.entries()) {
+        const t1 = performance.now();
+        await f.rtt();
+        floorRtts[k].push(performance.now() - t1);
+        await othersWork(`f${k}-${i}`);
       }
     }
   const inRow: number[] = [];
@@ -393,9 +408,11 @@ export async function measure(
   const c = t.get(cnmd)!;
   if (pings.length) figures[`${cnmd.label}_api_ping_median_ms`] = median(pings);
   figures[`${cnmd.label}_attach_in_a_row_median_ms`] = median(inRow);
+  for (const [k, f] of floors.entries()) figures[`floor_${f.label}_median_ms`] = median(floorRtts[k]);
   console.log(
     `  ${cnmd.label} floor: GET /_ping in the rotation ${pings.length ? median(pings).toFixed(2) : '-'} ms; ` +
-      `${o.n} attaches in a row ${median(inRow).toFixed(2)} ms (in the rotation ${median(c.attach).toFixed(2)})`,
+      `${o.n} attaches in a row ${median(inRow).toFixed(2)} ms (in the rotation ${median(c.attach).toFixed(2)})` +
+      floors.map((f, k) => `; ${f.label} round trip ${median(floorRtts[k]).toFixed(2)} ms`).join(''),
   );
   for (const p of others) {
     const x = t.get(p)!;
@@ -409,9 +426,14 @@ export async function measure(
 }
 
 export async function run(): Promise<Record<string, number>> {
-  const installErr = ensureDebPackages(['containernetworking-plugins', 'netavark', 'dnsmasq-base']);
+  const installErr = ensureDebPackages(['containernetworking-plugins', 'netavark', 'dnsmasq-base', 'socat']);
   if (installErr) console.log(`  macvlan: ${installErr}`);
-  for (const f of [path.join(CNI_DIR, 'macvlan'), path.join(CNI_DIR, 'host-local'), NETAVARK])
+  for (const f of [
+    path.join(CNI_DIR, 'macvlan'),
+    path.join(CNI_DIR, 'host-local'),
+    NETAVARK,
+    '/usr/bin/socat',
+  ])
     if (!fs.existsSync(f))
       throw new Error(`macvlan bench: ${f} is missing (${installErr ?? 'not installed'})`);
   const s = new Scratch('cnmd-bench-macvlan-');
@@ -420,14 +442,16 @@ export async function run(): Promise<Record<string, number>> {
     `macvlan: N=${N} (warm-up ${WARMUP}), alternating cnmd / CNI macvlan / netavark macvlan / cnmd DHCP, root ${s.root}`,
   );
   const peers: Peer[] = [];
+  let floors: Awaited<ReturnType<typeof startFloors>> | undefined;
   try {
+    floors = await startFloors(s);
     peers.push(
       await cnmdPeer(s),
       await cniPeer(s),
       await netavarkPeer(s),
       await cnmdPeer(s, 'macvlan', true),
     );
-    const { figures, timings } = await measure(s, peers, { n: N, warmup: WARMUP });
+    const { figures, timings } = await measure(s, peers, { n: N, warmup: WARMUP, floors: floors.floors });
     const c = timings.get(peers[0])!;
     // DHCP attach beside static (ratio_cnmd_dhcp_vs_cnmd_*): the same daemon path plus one DHCP exchange.
     const dhcp = timings.get(peers[3])!;
@@ -446,9 +470,21 @@ export async function run(): Promise<Record<string, number>> {
         ` (exec harness ${figures.exec_harness_ms.toFixed(2)} ms in every CNI/netavark call); ` +
         `dhcp attach ${median(dhcp.attach).toFixed(2)} ms (${figures.ratio_cnmd_dhcp_vs_cnmd_attach.toFixed(1)}x static)`,
     );
+    // What 10x on the harness-out ratio asks of cnmd's attach, beside the cheapest round trips here.
+    const budget = Math.min(
+      ...peers.slice(1, 3).map((p) => (median(timings.get(p)!.attach) - figures.exec_harness_ms) / 10),
+    );
+    figures.cnmd_attach_budget_for_10x_ms = budget;
+    console.log(
+      `  10x asks cnmd's attach to take at most ${budget.toFixed(2)} ms in the rotation; ` +
+        `a socat echo takes ${figures.floor_socat_echo_median_ms.toFixed(2)} ms there, ` +
+        `a plain node http GET ${figures.floor_node_http_median_ms.toFixed(2)} ms, cnmd's GET /_ping ` +
+        `${figures.cnmd_api_ping_median_ms.toFixed(2)} ms`,
+    );
     return figures;
   } finally {
     for (const p of peers) await p.close().catch((e) => console.log(`  ${p.label}: close failed: ${e}`));
+    floors?.close();
     offSignals();
     s.cleanup();
   }
