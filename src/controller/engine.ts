@@ -21,6 +21,7 @@ import { boundNetworkOrThrow, driverNetworkId, enginePublication, overlayBinding
 import type { EndpointPublication } from '../cluster/records';
 import type { LanProbe } from '../ipam/dhcp/probe';
 import { EngineDhcp } from './engine-dhcp';
+import { checkSandboxKey } from './validate';
 
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
@@ -557,12 +558,7 @@ export class EngineObjects {
     sandboxKey: unknown,
   ): Promise<JoinInfo & { srcName: string }> {
     const op = 'plugin join';
-    if (typeof sandboxKey !== 'string' || !sandboxKey.startsWith('/'))
-      throw invalidArgument(
-        op,
-        String(sandboxKey),
-        'SandboxKey is missing: give the path of the sandbox network namespace',
-      );
+    checkSandboxKey(op, sandboxKey);
     return this.withEndpoint(op, networkId, endpointId, async (n, ep) => {
       if (ep.sandboxKey)
         throw new CnmdError(

@@ -1,6 +1,7 @@
 // Checks on what a client names and asks for before anything is made: every
 // value here ends up in a file a container reads (resolv.conf, hosts) or in a
 // kernel object, so nothing may carry whitespace, newlines or a second meaning.
+import * as path from 'node:path';
 import { CnmdError, invalidArgument } from '../errors';
 import { ipToBig } from '../net/addr';
 import { EMBEDDED_DNS_OPTION } from './dns-view';
@@ -96,5 +97,32 @@ export function checkNetworkOptions(op: string, options: Record<string, string>)
       op,
       EMBEDDED_DNS_OPTION,
       `option ${EMBEDDED_DNS_OPTION}: "${dns}" is not true or false`,
+    );
+}
+
+/**
+ * An engine's Join names the sandbox's netns by path; cnmd keeps it and opens it later (DHCP
+ * renewals from inside the sandbox). The path may not exist yet (the engine binds it after the
+ * Join), so only its form is checked: absolute, clean (no `..`, `//`, trailing `/`), no control
+ * characters, no longer than PATH_MAX.
+ */
+export function checkSandboxKey(op: string, key: unknown): asserts key is string {
+  if (typeof key !== 'string' || key === '')
+    throw invalidArgument(
+      op,
+      String(key),
+      'SandboxKey is missing: give the path of the sandbox network namespace',
+    );
+  if (
+    !key.startsWith('/') ||
+    key.length > 4096 ||
+    /[\x00-\x1f\x7f]/.test(key) ||
+    path.posix.normalize(key) !== key ||
+    (key.length > 1 && key.endsWith('/'))
+  )
+    throw invalidArgument(
+      op,
+      key.slice(0, 200),
+      `SandboxKey ${JSON.stringify(key.slice(0, 200))} is not a clean absolute path: give the path of the sandbox network namespace (as /var/run/docker/netns/<id>)`,
     );
 }

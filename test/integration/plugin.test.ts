@@ -319,6 +319,27 @@ test('plugin bad input: the protocol error field says what to fix, and cnmd keep
     SandboxKey: '/x',
   });
   assert.match(unknownEp.body.Err, /not found/);
+  // The sandbox's path is kept and opened later: only a clean absolute path is taken.
+  for (const key of [
+    '',
+    'var/run/docker/netns/x',
+    '/var/run/docker/netns/../../../etc/passwd',
+    '/x//y',
+    '/x/',
+    '/x\nnameserver 1.2.3.4',
+    `/${'x'.repeat(5000)}`,
+  ]) {
+    const bad = await call(bridgeSock, 'NetworkDriver.Join', {
+      NetworkID: NET_ID,
+      EndpointID: epId(1),
+      SandboxKey: key,
+    });
+    assert.ok(bad.body.Err, `SandboxKey ${JSON.stringify(key.slice(0, 60))} is refused`);
+    assert.match(
+      bad.body.Err,
+      key ? /SandboxKey .* is not a clean absolute path/ : /SandboxKey: must be the sandbox netns path/,
+    );
+  }
   const badJson = await call(bridgeSock, 'NetworkDriver.CreateNetwork', undefined, '{"NetworkID": ');
   assert.equal(badJson.status, 400);
   assert.match(badJson.body.Err, /not JSON/);
