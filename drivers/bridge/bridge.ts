@@ -20,7 +20,7 @@ import type {
   SandboxRef,
 } from '../driver';
 import { BridgeFirewall, firewallSpec } from './firewall';
-import { BridgeConfig, parseBridgeConfig } from './options';
+import { BridgeConfig, parseBridgeConfig, unknownBridgeOptions } from './options';
 import { hostVethName, VethEndpoint as EndpointState, VethEndpoints } from '../veth-endpoint';
 
 export { hostVethName } from '../veth-endpoint';
@@ -320,6 +320,7 @@ export class BridgeDriver implements Driver {
       containerIPv6: stripPrefix(ep.addressIPv6),
       bindings,
       hostBindingIPv4: st.config.hostBindingIPv4 === '0.0.0.0' ? undefined : st.config.hostBindingIPv4,
+      gatewayModes: { ipv4: st.config.gatewayModeIPv4, ipv6: st.config.gatewayModeIPv6 },
     };
   }
 
@@ -351,7 +352,7 @@ export class BridgeDriver implements Driver {
   }
 
   async cleanupNetwork(spec: NetworkSpec): Promise<void> {
-    const config = parseBridgeConfig(spec);
+    const config = parseBridgeConfig(spec, { refuseUnknown: false });
     await this.ensureBase();
     const errs = new TeardownErrors('network cleanup', config.bridgeName, this.log);
     await errs.step('remove rules', () => this.fw.removeNetwork(firewallSpec(config)));
@@ -366,7 +367,14 @@ export class BridgeDriver implements Driver {
   /** Rebuilds in-memory state from the store and recreates what the kernel lost. */
   async restore(networks: NetworkSpec[], endpoints: EndpointSpec[]): Promise<void> {
     for (const spec of networks) {
-      const config = parseBridgeConfig(spec);
+      // Accepted by an earlier version that ignored them: kept, and said.
+      const unknown = unknownBridgeOptions(spec.options);
+      if (unknown.length)
+        this.log.warn(
+          { network: spec.id, options: unknown },
+          'bridge options not supported by cnmd: ignored',
+        );
+      const config = parseBridgeConfig(spec, { refuseUnknown: false });
       const st: BridgeState = { config, index: 0, created: false };
       await this.ensureBase();
       await runSteps(bridgeSetupSteps(this.host, this.fw, st), (step, e) =>

@@ -20,5 +20,6 @@ export function firewallSpec(c: BridgeConfig): BridgeNetworkSpec {
     masquerade: c.enableIPMasquerade,
     internal: c.internal,
     hostIPv4: c.hostIPv4,
+    gatewayModes: { ipv4: c.gatewayModeIPv4, ipv6: c.gatewayModeIPv6 },
   };
 }

@@ -4,6 +4,9 @@ import { invalidArgument } from '../../src/errors';
 import { validateUserIfName } from '../../src/netlink/rtnl/link';
 import type { NetworkSpec } from '../driver';
 import { isIPv4 } from '../../src/net/addr';
+import type { GatewayMode } from '../../src/firewall/layout';
+
+export type { GatewayMode };
 
 export const OPT = {
   name: 'com.docker.network.bridge.name',
@@ -15,7 +18,32 @@ export const OPT = {
   mtu: 'com.docker.network.driver.mtu',
   ifacePrefix: 'com.docker.network.container_iface_prefix',
   hostIPv4: 'com.docker.network.host_ipv4',
+  gatewayModeIPv4: 'com.docker.network.bridge.gateway_mode_ipv4',
+  gatewayModeIPv6: 'com.docker.network.bridge.gateway_mode_ipv6',
 } as const;
+
+/**
+ * Docker 28's gateway modes (moby daemon/libnetwork/drivers/bridge/bridge_linux.go newGwMode):
+ * nat (default), nat-unprotected (no per-port filtering), routed (no NAT: container addresses
+ * reached by routing, published container ports open), isolated (--internal only: no address on
+ * the bridge). What each installs: docs/design-notes.md, "Gateway modes".
+ */
+export const GATEWAY_MODES: readonly GatewayMode[] = ['nat', 'nat-unprotected', 'routed', 'isolated'];
+
+/** The com.docker.network.bridge.* keys Docker defines that cnmd implements; any other one is refused. */
+const BRIDGE_NAMESPACE = 'com.docker.network.bridge.';
+const KNOWN_BRIDGE_KEYS: ReadonlySet<string> = new Set(
+  Object.values(OPT).filter((k) => k.startsWith(BRIDGE_NAMESPACE)),
+);
+
+/**
+ * The options in Docker's bridge namespace cnmd does not implement (a typo, or a key of a later
+ * Docker such as trusted_host_interfaces): refused at create, so a user never gets silently less
+ * than asked. Keys outside the namespace pass through, as Docker passes unknown generic options.
+ */
+export function unknownBridgeOptions(o: Record<string, string>): string[] {
+  return Object.keys(o).filter((k) => k.startsWith(BRIDGE_NAMESPACE) && !KNOWN_BRIDGE_KEYS.has(k));
+}
 
 export const DEFAULT_BRIDGE_DEVICE = 'cnm0';
 
@@ -37,6 +65,9 @@ export interface BridgeConfig {
   /** SNAT source for masquerade instead of the outgoing interface's address. */
   hostIPv4?: string;
   isDefault: boolean;
+  /** com.docker.network.bridge.gateway_mode_ipv4 / _ipv6 (default nat). */
+  gatewayModeIPv4: GatewayMode;
+  gatewayModeIPv6: GatewayMode;
 }
 
 /** strconv.ParseBool, as Docker parses its boolean options. */
@@ -52,9 +83,48 @@ export function decimal(s: string): number | undefined {
   return /^\d{1,9}$/.test(s) ? Number(s) : undefined;
 }
 
-export function parseBridgeConfig(spec: NetworkSpec): BridgeConfig {
+function parseGatewayMode(op: string, key: string, v: string | undefined): GatewayMode {
+  if (v === undefined) return 'nat';
+  const mode = GATEWAY_MODES.find((m) => m === v);
+  if (mode) return mode;
+  throw invalidArgument(
+    op,
+    key,
+    `option ${key}: ${JSON.stringify(v)} is not a gateway mode (use ${GATEWAY_MODES.join(', ')})`,
+  );
+}
+
+/**
+ * The network's bridge configuration. Bridge-namespace keys cnmd does not implement are refused
+ * unless `refuseUnknown` is false: a network restored from the store was accepted by an earlier
+ * version (the caller logs them: unknownBridgeOptions).
+ */
+export function parseBridgeConfig(spec: NetworkSpec, opts: { refuseUnknown?: boolean } = {}): BridgeConfig {
   const op = 'network create';
   const o = spec.options;
+  const unknown = opts.refuseUnknown === false ? [] : unknownBridgeOptions(o);
+  if (unknown.length)
+    throw invalidArgument(
+      op,
+      unknown[0],
+      `option ${unknown[0]} is not supported by cnmd's bridge driver (supported: ${[...KNOWN_BRIDGE_KEYS]
+        .map((k) => k.slice(BRIDGE_NAMESPACE.length))
+        .join(', ')})`,
+    );
+  const gatewayModeIPv4 = parseGatewayMode(op, OPT.gatewayModeIPv4, o[OPT.gatewayModeIPv4]);
+  const gatewayModeIPv6 = parseGatewayMode(op, OPT.gatewayModeIPv6, o[OPT.gatewayModeIPv6]);
+  for (const [key, mode] of [
+    [OPT.gatewayModeIPv4, gatewayModeIPv4],
+    [OPT.gatewayModeIPv6, gatewayModeIPv6],
+  ] as const) {
+    // Docker's words (bridge_linux.go parseNetworkOptions), with what to do.
+    if (mode === 'isolated' && !spec.internal)
+      throw invalidArgument(
+        op,
+        key,
+        `option ${key}: gateway mode 'isolated' can only be used for an internal network (create it with --internal)`,
+      );
+  }
   const bridgeName = o[OPT.name] || (spec.isDefault ? DEFAULT_BRIDGE_DEVICE : `br-${spec.id.slice(0, 12)}`);
   validateUserIfName(op, `option ${OPT.name}`, bridgeName);
   const mtuText = o[OPT.mtu];
@@ -100,5 +170,7 @@ export function parseBridgeConfig(spec: NetworkSpec): BridgeConfig {
     subnetV6: v6?.pool,
     hostIPv4,
     isDefault: !!spec.isDefault || parseBool(op, OPT.defaultBridge, o[OPT.defaultBridge], false),
+    gatewayModeIPv4,
+    gatewayModeIPv6,
   };
 }

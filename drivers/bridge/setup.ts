@@ -70,19 +70,25 @@ export function setupDevice(host: Handle, st: BridgeState): Step {
   };
 }
 
+/** Whether the bridge holds the network's IPv4 gateway address (not with inhibit_ipv4, nor gateway mode isolated). */
+export function bridgeHasIPv4(c: BridgeConfig): boolean {
+  return !c.inhibitIPv4 && c.gatewayModeIPv4 !== 'isolated' && !!c.gatewayV4;
+}
+
 export function setupIPv4(host: Handle, st: BridgeState): Step {
   const c = st.config;
   return {
     name: 'setup ipv4',
     async do() {
-      if (c.inhibitIPv4 || !c.gatewayV4) return;
+      const gw = c.gatewayV4;
+      if (!bridgeHasIPv4(c) || !gw) return;
       // A bridge made just now has no address: only a borrowed one is looked at first.
       const have = st.created ? [] : await host.addrList({ link: st.index, family: 4 });
-      if (!have.some((a) => a.cidr === c.gatewayV4)) await host.addrAdd(st.index, c.gatewayV4);
+      if (!have.some((a) => a.cidr === gw)) await host.addrAdd(st.index, gw);
     },
     async undo() {
-      if (!c.inhibitIPv4 && c.gatewayV4 && !st.created)
-        await ignoreNotFound(host.addrDel(st.index, c.gatewayV4));
+      const gw = c.gatewayV4;
+      if (bridgeHasIPv4(c) && gw && !st.created) await ignoreNotFound(host.addrDel(st.index, gw));
     },
   };
 }
@@ -93,6 +99,12 @@ export function setupIPv6(host: Handle, st: BridgeState): Step {
     name: 'setup ipv6',
     async do() {
       if (!c.enableIPv6 || !c.gatewayV6) return;
+      // Gateway mode isolated: no IPv6 address at all on the bridge, not even a link-local (moby
+      // setup_ipv6_linux.go disables IPv6 on it).
+      if (c.gatewayModeIPv6 === 'isolated') {
+        writeSysctl(['net', 'ipv6', 'conf', c.bridgeName, 'disable_ipv6'], '1');
+        return;
+      }
       writeSysctl(['net', 'ipv6', 'conf', c.bridgeName, 'disable_ipv6'], '0');
       writeSysctl(['net', 'ipv6', 'conf', 'all', 'forwarding'], '1');
       const have = st.created ? [] : await host.addrList({ link: st.index, family: 6 });
@@ -100,7 +112,7 @@ export function setupIPv6(host: Handle, st: BridgeState): Step {
         await host.addrAdd(st.index, c.gatewayV6, { nodad: true });
     },
     async undo() {
-      if (c.enableIPv6 && c.gatewayV6 && !st.created)
+      if (c.enableIPv6 && c.gatewayV6 && c.gatewayModeIPv6 !== 'isolated' && !st.created)
         await ignoreNotFound(host.addrDel(st.index, c.gatewayV6));
     },
   };
@@ -134,7 +146,7 @@ export function setupVerify(host: Handle, st: BridgeState): Step {
   return {
     name: 'setup verify',
     async do() {
-      const wantV4 = !c.inhibitIPv4 && !!c.gatewayV4;
+      const wantV4 = bridgeHasIPv4(c);
       const [link, addrs] = await Promise.all([
         host.linkGet(st.index),
         wantV4 ? host.addrList({ link: st.index, family: 4 }) : [],

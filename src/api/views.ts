@@ -103,7 +103,9 @@ export function portsView(
       const key = `${b.containerPort + i}/${b.proto}`;
       const list = (out[key] ??= []) ?? [];
       const addrs = b.hostIP === '' ? ['0.0.0.0', '::'] : [b.hostIP];
-      for (const ip of addrs) list.push({ HostIp: ip, HostPort: String(b.hostPort + i) });
+      // No host port: a routed network's binding opens the container port itself (Docker shows "").
+      const hostPort = b.hostPort === 0 ? '' : String(b.hostPort + i);
+      for (const ip of addrs) list.push({ HostIp: ip, HostPort: hostPort });
       out[key] = list;
     }
   }

@@ -19,6 +19,8 @@
 // then -j RETURN
 //           CNMD-ISOLATION-STAGE-2  -o <br> -j DROP                              per network (inserted
 // first), then -j RETURN
+//           CNMD        ! -i <br> -o <br> -j DROP                                 per network, appended (the
+//                       published ports' ACCEPTs go above it); ACCEPT for nat-unprotected (GatewayMode)
 //   internal networks: STAGE-1 `-i <br> ! -d <subnet> -j DROP`, `-o <br> ! -s <subnet> -j DROP`,
 //           the ICC rule, and nothing else (no masquerade, no FORWARD accepts, no STAGE-2).
 // Isolation skips connections DNATed to a published port (`! --ctstate DNAT`): a sandbox on
@@ -79,6 +81,19 @@ export interface LayoutOptions {
   hairpinNat?: boolean;
 }
 
+/**
+ * Docker 28's per-family gateway mode of a bridge network (com.docker.network.bridge.gateway_mode_ipv4
+ * / _ipv6). Rules per mode (moby daemon/libnetwork/drivers/bridge/internal/iptabler/network.go):
+ *  nat              MASQUERADE; `CNMD ! -i br -o br -j DROP` after the published ports' ACCEPTs
+ *  nat-unprotected  MASQUERADE; `CNMD ! -i br -o br -j ACCEPT` (any port reachable by routing)
+ *  routed           no MASQUERADE; `CNMD -o br -p icmp -j ACCEPT`, then the DROP; STAGE-2 sends
+ *                   other networks' traffic to CNMD instead of DROP, STAGE-1 accepts its answers:
+ *                   other networks reach its published ports by routing, as from outside (moby
+ *                   28.5 setINC)
+ *  isolated         (internal networks only) the internal rules; the bridge gets no address
+ */
+export type GatewayMode = 'nat' | 'nat-unprotected' | 'routed' | 'isolated';
+
 export interface BridgeNetworkSpec {
   bridge: string;
   subnets: { v4?: string; v6?: string };
@@ -89,6 +104,8 @@ export interface BridgeNetworkSpec {
   internal: boolean;
   /** com.docker.network.host_ipv4: SNAT to this address instead of MASQUERADE. */
   hostIPv4?: string;
+  /** Per family (default nat). */
+  gatewayModes?: { ipv4?: GatewayMode; ipv6?: GatewayMode };
 }
 
 /** One rule of the layout: where it goes and, for additions, at which position. */
@@ -195,12 +212,17 @@ export function networkRuleList(net: BridgeNetworkSpec, opts: LayoutOptions = {}
       out.push({ family, table, chain, rule, position });
     const icc = `-i ${br} -o ${br} -j ${net.icc ? 'ACCEPT' : 'DROP'}`;
     if (net.internal) {
-      add('filter', c.isolation1, `-i ${br} ! -d ${subnet} -j DROP`, 1);
-      add('filter', c.isolation1, `-o ${br} ! -s ${subnet} -j DROP`, 2);
+      // IPv6 as moby writes it (iptabler/network.go setupInternalNetworkRules): bridged frames
+      // traverse ip6tables with br_netfilter, and neighbour discovery between sandboxes (to
+      // multicast and link-local addresses, outside the subnet) must not meet these DROPs.
+      const bridged = family === 'ipv6' ? [`! -o ${br} `, `! -i ${br} `] : ['', ''];
+      add('filter', c.isolation1, `-i ${br} ${bridged[0]}! -d ${subnet} -j DROP`, 1);
+      add('filter', c.isolation1, `${bridged[1]}-o ${br} ! -s ${subnet} -j DROP`, 2);
       add('filter', c.forward, icc, 1);
       continue;
     }
-    if (net.masquerade) {
+    const mode = net.gatewayModes?.[family] ?? 'nat';
+    if (net.masquerade && mode !== 'routed') {
       const snat =
         family === 'ipv4' && hostIPv4
           ? `SNAT --to-source ${hostIPv4.text.replace(/\/32$/, '')}`
@@ -214,7 +236,18 @@ export function networkRuleList(net: BridgeNetworkSpec, opts: LayoutOptions = {}
     add('filter', c.forward, `-i ${br} ! -o ${br} -j ACCEPT`, 3);
     add('filter', c.forward, icc, 4);
     add('filter', c.isolation1, `-i ${br} ! -o ${br} -m conntrack ! --ctstate DNAT -j ${c.isolation2}`, 1);
-    add('filter', c.isolation2, `-o ${br} -j DROP`, 1);
+    // Routed (moby 28 setINC): other networks may enter, through its port filter (CNMD: the open
+    // ports' ACCEPTs, then its DROP), not to a DROP; that filter decides here, before the source
+    // network's outgoing ACCEPT in CNMD-FORWARD could. Its answers pass STAGE-1 before its own jump.
+    if (mode === 'routed') {
+      add('filter', c.isolation1, `-i ${br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`, 1);
+      add('filter', c.isolation2, `-o ${br} -j ${c.filter}`, 1);
+    } else add('filter', c.isolation2, `-o ${br} -j DROP`, 1);
+    // The network's default for what comes from outside its bridge, appended: published ports'
+    // ACCEPTs are inserted above it (portmap/rules.ts). moby's setDefaultForwardRule and setICMP.
+    if (mode === 'routed')
+      add('filter', c.filter, `-o ${br} -p ${family === 'ipv4' ? 'icmp' : 'ipv6-icmp'} -j ACCEPT`);
+    add('filter', c.filter, `! -i ${br} -o ${br} -j ${mode === 'nat-unprotected' ? 'ACCEPT' : 'DROP'}`);
   }
   return out;
 }
@@ -237,15 +270,23 @@ export function removeNetworkRules(net: BridgeNetworkSpec, opts: LayoutOptions =
 
 /**
  * Deletes, if present, the rules earlier versions of this layout wrote for `net` and the
- * current one no longer does (the isolation jump without `! --ctstate DNAT`): applied with
+ * current one no longer does (the isolation jump without `! --ctstate DNAT`, an internal network's
+ * IPv6 DROPs that caught bridged neighbour discovery): applied with
  * networkRules at a start, so an upgraded daemon leaves no stale rule behind.
  */
 export function legacyNetworkRules(net: BridgeNetworkSpec, opts: LayoutOptions = {}): RuleBatch {
   const c = chainNames(opts.prefix);
   const b = new BatchBuilder();
+  const br = net.bridge;
   for (const r of networkRuleList(net, opts)) {
     if (r.chain === c.isolation1 && r.rule.includes(' ! --ctstate DNAT '))
       b.in(r.table, r.family).deleteIfPresent(r.chain, r.rule.replace(' -m conntrack ! --ctstate DNAT', ''));
+    // An internal network's IPv6 DROPs without the bridged-traffic exception.
+    if (net.internal && r.family === 'ipv6' && r.chain === c.isolation1)
+      b.in(r.table, r.family).deleteIfPresent(
+        r.chain,
+        r.rule.replace(`-i ${br} ! -o ${br} `, `-i ${br} `).replace(`! -i ${br} -o ${br} `, `-o ${br} `),
+      );
   }
   return b.build();
 }

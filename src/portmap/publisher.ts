@@ -40,6 +40,8 @@ export interface PublishRequest {
   containerIPv6?: string;
   bindings: readonly PortBinding[];
   hostBindingIPv4?: string;
+  /** The network's gateway mode per family (default nat): routed families get no host port (rules.ts). */
+  gatewayModes?: PortRulesSpec['gatewayModes'];
 }
 
 export interface PublisherOptions {
@@ -132,7 +134,7 @@ export class PortPublisher {
   /** REDIRECT into the proxy of connections to the published TCP ports it serves (proxyAddresses). */
   private redirectRules(req: PublishRequest, allocated: PortBinding[]): RuleBatch {
     const b = new BatchBuilder();
-    if (!this.proxy) return b.build();
+    if (!this.proxy || routed(req)) return b.build();
     for (const x of allocated) {
       if (x.proto !== 'tcp') continue;
       const dport = x.hostPortEnd ? `${x.hostPort}:${x.hostPortEnd}` : String(x.hostPort);
@@ -162,6 +164,7 @@ export class PortPublisher {
   }
 
   private proxyMappings(req: PublishRequest, allocated: PortBinding[]): ProxyMapping[] {
+    if (routed(req)) return [];
     return allocated.flatMap((x) =>
       proxyAddresses(x, req).map(({ family, address }) => ({
         proto: x.proto,
@@ -188,6 +191,7 @@ export class PortPublisher {
         { op: 'port publish', object: req.owner },
       );
     }
+    if (routed(req)) return this.program(req, req.bindings.map(routedBinding));
     for (const b of req.bindings) {
       await assertHostAddress(b);
       if (!this.userlandProxy) assertNatServable(b, req);
@@ -212,6 +216,7 @@ export class PortPublisher {
   /** After a restart: the same bindings, host ports included, recorded and reprogrammed. */
   async restore(req: PublishRequest): Promise<PortBinding[]> {
     if (req.bindings.length === 0) return [];
+    if (routed(req)) return this.program(req, req.bindings.map(routedBinding));
     // Published under the proxy, restored without it: kept (and listed), but nothing can serve it.
     for (const b of this.userlandProxy ? [] : req.bindings) {
       const why = natRefusal(b, req);
@@ -234,6 +239,7 @@ export class PortPublisher {
       containerIPv6: req.containerIPv6,
       bindings: req.containerIPv6 ? allocated : allocated.filter((x) => hostFamily(x.hostIP) !== 'ipv6'),
       hostBindingIPv4: req.hostBindingIPv4,
+      gatewayModes: req.gatewayModes,
     };
   }
 
@@ -244,7 +250,8 @@ export class PortPublisher {
     const opts = { userlandProxy: false };
     const redirects = this.redirectRules(req, allocated);
     try {
-      if (!this.userlandProxy) writeSysctl(['net', 'ipv4', 'conf', req.bridge, 'route_localnet'], '1');
+      if (!this.userlandProxy && !routed(req))
+        writeSysctl(['net', 'ipv4', 'conf', req.bridge, 'route_localnet'], '1');
       await this.backend.apply(mergeBatches(portRules(spec, opts), redirects));
       try {
         await this.proxy?.add(req.owner, this.proxyMappings(req, allocated));
@@ -327,7 +334,8 @@ export class PortPublisher {
         if (m) deadPorts.add(`${m[1] ?? ''} ${m[2]} ${m[3]}`);
       }
       for (const r of await rules('filter', CHAINS.filter))
-        if (/ -j ACCEPT$/.test(r)) stale('filter', CHAINS.filter, r);
+        // Per-port ACCEPTs only (they name a container address); a network's own rules there do not.
+        if (/^-d \S+ ! -i \S+ -o \S+ -p .* -j ACCEPT$/.test(r)) stale('filter', CHAINS.filter, r);
       for (const r of await rules('nat', PROXY_CHAIN))
         if (/ -j REDIRECT /.test(r)) stale('nat', PROXY_CHAIN, r);
       for (const r of await rules('nat', 'POSTROUTING')) {
@@ -355,6 +363,34 @@ export class PortPublisher {
   close(): void {
     this.proxy?.close();
   }
+}
+
+/**
+ * Whether req's ports are published by routing alone: every family the sandbox has an address in
+ * is in gateway mode routed. A network whose families mix routed and NAT is refused: Docker then
+ * serves each binding per family (docs/design-notes.md, "Gateway modes"), which cnmd does not.
+ */
+function routed(req: PublishRequest): boolean {
+  const families = (['ipv4', 'ipv6'] as const).filter((f) =>
+    f === 'ipv4' ? req.containerIPv4 : req.containerIPv6,
+  );
+  const modes = families.map((f) => req.gatewayModes?.[f] ?? 'nat');
+  const n = modes.filter((m) => m === 'routed').length;
+  if (n === 0) return false;
+  if (n === modes.length) return true;
+  const say = families.map((f, i) => `${modes[i]} for ${f === 'ipv4' ? 'IPv4' : 'IPv6'}`).join(' and ');
+  throw new CnmdError(
+    'INVALID_ARGUMENT',
+    `port publish: the network's gateway modes are ${say}; cnmd publishes ports on a network whose ` +
+      `families are all routed or none is: set com.docker.network.bridge.gateway_mode_ipv4 and _ipv6 alike`,
+    { op: 'port publish', object: req.owner },
+  );
+}
+
+/** A routed binding as recorded: no host port (Docker's routed port mapper ignores it). */
+function routedBinding(b: PortBinding): PortBinding {
+  const { hostPortEnd: _end, ...rest } = b;
+  return { ...rest, hostPort: 0 };
 }
 
 /**

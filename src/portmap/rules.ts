@@ -16,6 +16,12 @@
 //                      address must not be reachable by routing to the container address directly;
 //                      DNATed traffic is unaffected: in raw PREROUTING its destination is still the host's)
 // IPv6 rules go to ip6tables with /128 and [CIP]:CP.
+// The filter ACCEPT is inserted at the top of CNMD: the network's default DROP (or ACCEPT) is below.
+// Gateway modes (PortRulesSpec.gatewayModes, per family; moby iptabler/port.go, portmappers/routed):
+//  - routed: the filter ACCEPT of the container port only. No host port, DNAT, hairpin or raw rule:
+//    the port is reached at the container's own address by routing (moby's routed port mapper drops
+//    the host port, "Host port ignored, because NAT is disabled").
+//  - nat-unprotected: no filter ACCEPT (the network accepts every port) and no direct-access DROP.
 //
 // Differences from Docker, on purpose:
 //  - A range is ONE rule of each kind (`--dport A:B`), never one per port. Identical host and
@@ -44,7 +50,7 @@ import * as path from 'node:path';
 import { CnmdError, hasErrno } from '../errors';
 import { defaultExec, type Exec } from '../firewall/iptables';
 import { BatchBuilder, type Family, type RuleBatch } from '../firewall/firewall';
-import { chainNames, type LayoutRule } from '../firewall/layout';
+import { chainNames, type GatewayMode, type LayoutRule } from '../firewall/layout';
 import {
   bindingAddresses,
   canonicalIP,
@@ -67,6 +73,8 @@ export interface PortRulesSpec {
   bindings: readonly PortBinding[];
   /** com.docker.network.bridge.host_binding_ipv4 of the network. */
   hostBindingIPv4?: string;
+  /** The network's gateway mode per family (default nat; see the file comment). */
+  gatewayModes?: { ipv4?: GatewayMode; ipv6?: GatewayMode };
 }
 
 export interface PortRulesOptions {
@@ -127,24 +135,24 @@ export function portRuleList(spec: PortRulesSpec, opts: PortRulesOptions = {}): 
 
   const out: LayoutRule[] = [];
   const seen = new Set<string>();
-  const add = (family: Family, table: LayoutRule['table'], chain: string, rule: string) => {
+  const add = (
+    family: Family,
+    table: LayoutRule['table'],
+    chain: string,
+    rule: string,
+    position?: number,
+  ) => {
     const key = `${family} ${table} ${chain} ${rule}`;
     if (seen.has(key)) return;
     seen.add(key);
-    out.push({ family, table, chain, rule });
+    out.push({ family, table, chain, rule, position });
   };
+  const modeOf = (family: Family) => spec.gatewayModes?.[family] ?? 'nat';
   const named: Record<Family, boolean> = { ipv4: false, ipv6: false };
 
   for (const given of spec.bindings) {
     const b = normalizeBinding(given);
     const text = formatPortSpec(b);
-    if (!isAllocated(b)) {
-      throw new CnmdError(
-        'INVALID_ARGUMENT',
-        `${OP}: binding ${text} has no exact host port yet; reserve it with the PortAllocator first`,
-        { op: OP, object: text },
-      );
-    }
     const addrs = bindingAddresses(b.hostIP, spec.hostBindingIPv4);
     let families = 0;
     for (const family of ['ipv4', 'ipv6'] as const) {
@@ -163,9 +171,23 @@ export function portRuleList(spec: PortRulesSpec, opts: PortRulesOptions = {}): 
       families++;
       const bits = family === 'ipv4' ? 32 : 128;
       const p = b.proto;
+      const mode = modeOf(family);
+      const cpEnd = b.containerPortEnd ?? b.containerPort;
+      const cpR = ports(b.containerPort, cpEnd, ':');
+      const accept = `-d ${ctr}/${bits} ! -i ${br} -o ${br} -p ${p} -m ${p} --dport ${cpR} -j ACCEPT`;
+      if (mode === 'routed') {
+        add(family, 'filter', c.filter, accept, 1);
+        continue;
+      }
+      if (!isAllocated(b)) {
+        throw new CnmdError(
+          'INVALID_ARGUMENT',
+          `${OP}: binding ${text} has no exact host port yet; reserve it with the PortAllocator first`,
+          { op: OP, object: text },
+        );
+      }
       const n = portCount(b);
       const hpEnd = b.hostPortEnd ?? b.hostPort;
-      const cpEnd = b.containerPortEnd ?? b.containerPort;
       const dst = isWildcard(addr) ? '' : `-d ${addr}/${bits} `;
       if (!isWildcard(addr)) named[family] = true;
       const notBridge = proxy ? `! -i ${br} ` : '';
@@ -178,17 +200,11 @@ export function portRuleList(spec: PortRulesSpec, opts: PortRulesOptions = {}): 
           `${dst}${notBridge}-p ${p} -m ${p} --dport ${hp} -j DNAT --to-destination ${to}`,
         );
       const hpR = ports(b.hostPort, hpEnd, ':');
-      const cpR = ports(b.containerPort, cpEnd, ':');
       if (n === 1) dnat(hpR, `${toAddr}:${b.containerPort}`);
       else if (b.hostPort === b.containerPort) dnat(hpR, ctr);
       else if (shifted) dnat(hpR, `${toAddr}:${b.containerPort}-${cpEnd}/${b.hostPort}`);
       else for (let i = 0; i < n; i++) dnat(String(b.hostPort + i), `${toAddr}:${b.containerPort + i}`);
-      add(
-        family,
-        'filter',
-        c.filter,
-        `-d ${ctr}/${bits} ! -i ${br} -o ${br} -p ${p} -m ${p} --dport ${cpR} -j ACCEPT`,
-      );
+      if (mode !== 'nat-unprotected') add(family, 'filter', c.filter, accept, 1);
       add(
         family,
         'nat',
@@ -215,7 +231,7 @@ export function portRuleList(spec: PortRulesSpec, opts: PortRulesOptions = {}): 
   }
   for (const family of ['ipv4', 'ipv6'] as const) {
     const ctr = cip[family];
-    if (ctr === undefined || filterMode === 'never') continue;
+    if (ctr === undefined || filterMode === 'never' || modeOf(family) !== 'nat') continue;
     if (filterMode === 'always' || named[family])
       add(family, 'raw', 'PREROUTING', `-d ${ctr}/${family === 'ipv4' ? 32 : 128} ! -i ${br} -j DROP`);
   }
@@ -225,7 +241,8 @@ export function portRuleList(spec: PortRulesSpec, opts: PortRulesOptions = {}): 
 /** Ensures the rules of a sandbox's bindings (the base and network layout must be in place). Idempotent. */
 export function portRules(spec: PortRulesSpec, opts: PortRulesOptions = {}): RuleBatch {
   const b = new BatchBuilder();
-  for (const r of portRuleList(spec, opts)) b.in(r.table, r.family).ensureRule(r.chain, r.rule);
+  for (const r of portRuleList(spec, opts))
+    b.in(r.table, r.family).ensureRule(r.chain, r.rule, { position: r.position });
   return b.build();
 }
 

@@ -141,11 +141,13 @@ test('bridge network: masquerade, skip-DNAT, FORWARD accepts, ICC, two-stage iso
     `ipv4 -t filter -A CNMD-FORWARD -i ${br} -o ${br} -j ACCEPT`,
     `ipv4 -t filter -A CNMD-ISOLATION-STAGE-1 -i ${br} ! -o ${br} -m conntrack ! --ctstate DNAT -j CNMD-ISOLATION-STAGE-2`,
     `ipv4 -t filter -A CNMD-ISOLATION-STAGE-2 -o ${br} -j DROP`,
+    `ipv4 -t filter -A CNMD ! -i ${br} -o ${br} -j DROP`,
   ]);
-  // Positions: every rule goes first in its chain (Docker's -I), a network's CNMD-FORWARD block in its order.
+  // Positions: every rule goes first in its chain (Docker's -I), a network's CNMD-FORWARD block in its order;
+  // the default DROP of what comes from outside is appended (the published ports' ACCEPTs go above it).
   assert.deepEqual(
     networkRuleList(web).map((r) => r.position),
-    [1, 1, 1, 2, 3, 4, 1, 1],
+    [1, 1, 1, 2, 3, 4, 1, 1, undefined],
   );
 });
 
@@ -189,8 +191,8 @@ test('internal network: STAGE-1 drops and ICC only, no masquerade', () => {
     'ipv4 -t filter -A CNMD-ISOLATION-STAGE-1 -i br-int ! -d 10.9.0.0/24 -j DROP',
     'ipv4 -t filter -A CNMD-ISOLATION-STAGE-1 -o br-int ! -s 10.9.0.0/24 -j DROP',
     'ipv4 -t filter -A CNMD-FORWARD -i br-int -o br-int -j ACCEPT',
-    'ipv6 -t filter -A CNMD-ISOLATION-STAGE-1 -i br-int ! -d fd00:9::/64 -j DROP',
-    'ipv6 -t filter -A CNMD-ISOLATION-STAGE-1 -o br-int ! -s fd00:9::/64 -j DROP',
+    'ipv6 -t filter -A CNMD-ISOLATION-STAGE-1 -i br-int ! -o br-int ! -d fd00:9::/64 -j DROP',
+    'ipv6 -t filter -A CNMD-ISOLATION-STAGE-1 ! -i br-int -o br-int ! -s fd00:9::/64 -j DROP',
     'ipv6 -t filter -A CNMD-FORWARD -i br-int -o br-int -j ACCEPT',
   ]);
 });
@@ -207,6 +209,7 @@ test('dual stack: IPv6 equivalents in ip6tables', () => {
     `ipv6 -t filter -A CNMD-FORWARD -i ${web.bridge} -o ${web.bridge} -j ACCEPT`,
     `ipv6 -t filter -A CNMD-ISOLATION-STAGE-1 -i ${web.bridge} ! -o ${web.bridge} -m conntrack ! --ctstate DNAT -j CNMD-ISOLATION-STAGE-2`,
     `ipv6 -t filter -A CNMD-ISOLATION-STAGE-2 -o ${web.bridge} -j DROP`,
+    `ipv6 -t filter -A CNMD ! -i ${web.bridge} -o ${web.bridge} -j DROP`,
   ]);
   // host_ipv4 applies to IPv4 only.
   const snat = render(networkRuleList({ ...net, hostIPv4: '192.0.2.10' }));
@@ -214,6 +217,53 @@ test('dual stack: IPv6 equivalents in ip6tables', () => {
   // An IPv6-only spec has no IPv4 rules.
   assert.ok(
     render(networkRuleList({ ...web, subnets: { v6: 'fd00:1::/64' } })).every((l) => l.startsWith('ipv6')),
+  );
+});
+
+test('gateway modes per family: nat-unprotected accepts, routed has no MASQUERADE, ICMP and no STAGE-2 DROP', () => {
+  const br = web.bridge;
+  const net = { ...web, subnets: { v4: '10.1.0.0/24', v6: 'fd00:1::/64' } };
+  const nat = render(networkRuleList(net));
+  // nat-unprotected (moby setDefaultForwardRule: ACCEPT instead of DROP), IPv4 only; IPv6 stays nat.
+  const unprot = render(networkRuleList({ ...net, gatewayModes: { ipv4: 'nat-unprotected' } }));
+  assert.deepEqual(
+    unprot.filter((l) => !nat.includes(l)),
+    [`ipv4 -t filter -A CNMD ! -i ${br} -o ${br} -j ACCEPT`],
+  );
+  assert.deepEqual(
+    nat.filter((l) => !unprot.includes(l)),
+    [`ipv4 -t filter -A CNMD ! -i ${br} -o ${br} -j DROP`],
+  );
+  // routed IPv6: no MASQUERADE, no skip-DNAT RETURN, STAGE-2 to the port filter instead of DROP, its
+  // answers accepted in STAGE-1;
+  // ICMPv6 accepted before the DROP.
+  const routed = render(networkRuleList({ ...net, gatewayModes: { ipv6: 'routed' } }));
+  assert.deepEqual(
+    nat.filter((l) => !routed.includes(l)),
+    [
+      `ipv6 -t nat -A POSTROUTING -s fd00:1::/64 ! -o ${br} -j MASQUERADE`,
+      `ipv6 -t nat -A CNMD -i ${br} -j RETURN`,
+      `ipv6 -t filter -A CNMD-ISOLATION-STAGE-2 -o ${br} -j DROP`,
+    ],
+  );
+  assert.ok(routed.includes(`ipv6 -t filter -A CNMD-ISOLATION-STAGE-2 -o ${br} -j CNMD`));
+  assert.ok(
+    routed.includes(
+      `ipv6 -t filter -A CNMD-ISOLATION-STAGE-1 -i ${br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`,
+    ),
+  );
+  assert.deepEqual(routed.slice(-2), [
+    `ipv6 -t filter -A CNMD -o ${br} -p ipv6-icmp -j ACCEPT`,
+    `ipv6 -t filter -A CNMD ! -i ${br} -o ${br} -j DROP`,
+  ]);
+  assert.ok(routed.includes(`ipv4 -t nat -A POSTROUTING -s 10.1.0.0/24 ! -o ${br} -j MASQUERADE`));
+  const routed4 = render(networkRuleList({ ...web, gatewayModes: { ipv4: 'routed' } }));
+  assert.ok(routed4.includes(`ipv4 -t filter -A CNMD -o ${br} -p icmp -j ACCEPT`));
+  // isolated is an internal network's rules (the mode only takes the bridge's address away).
+  const internal = { ...net, internal: true };
+  assert.deepEqual(
+    networkRuleList({ ...internal, gatewayModes: { ipv4: 'isolated', ipv6: 'isolated' } }),
+    networkRuleList(internal),
   );
 });
 

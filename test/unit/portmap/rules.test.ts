@@ -270,11 +270,23 @@ test('the backend plans a 1000-port range as a handful of lines in one restore, 
     `-A POSTROUTING -s 10.1.0.2/32 -d 10.1.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE`,
     'COMMIT',
     '*filter',
-    `-A CNMD -d 10.1.0.2/32 ! -i ${BR} -o ${BR} -p tcp -m tcp --dport 20000:20999 -j ACCEPT`,
-    `-A CNMD -d 10.1.0.2/32 ! -i ${BR} -o ${BR} -p udp -m udp --dport 21000:21999 -j ACCEPT`,
-    `-A CNMD -d 10.1.0.2/32 ! -i ${BR} -o ${BR} -p tcp -m tcp --dport 80 -j ACCEPT`,
+    // Above the network's default DROP (appended to CNMD by the layout).
+    `-I CNMD 1 -d 10.1.0.2/32 ! -i ${BR} -o ${BR} -p tcp -m tcp --dport 20000:20999 -j ACCEPT`,
+    `-I CNMD 1 -d 10.1.0.2/32 ! -i ${BR} -o ${BR} -p udp -m udp --dport 21000:21999 -j ACCEPT`,
+    `-I CNMD 1 -d 10.1.0.2/32 ! -i ${BR} -o ${BR} -p tcp -m tcp --dport 80 -j ACCEPT`,
     'COMMIT',
   ]);
+  const chain = [
+    ...plan.next
+      .get('filter')!
+      .get('CNMD')!
+      .rules.map((r) => r.key),
+  ];
+  assert.match(
+    chain[chain.length - 1],
+    /! -i br-0123456789ab -o br-0123456789ab -j DROP$/,
+    'the DROP stays last',
+  );
   // Ensured again: nothing to write.
   assert.deepEqual(_internal.planFamily('ipv4', portRules(spec).ipv4!, plan.next).lines, []);
   // Removed: the tables are as before.
@@ -381,5 +393,33 @@ test('probeShiftedRangeDnat runs one process in a throwaway netns and reads its 
       },
     }),
     TypeError,
+  );
+});
+
+test('gateway modes: routed opens the container port only (no host port needed), nat-unprotected has no ACCEPT', () => {
+  const dual = { containerIPv6: 'fd00::2' };
+  // Routed both families: one ACCEPT per family, nothing else; the binding needs no host port.
+  const routed = rules(['80', '8080:81/udp'], { ...dual, gatewayModes: { ipv4: 'routed', ipv6: 'routed' } });
+  assert.deepEqual(routed, [
+    `ipv4 -t filter -A CNMD -d 10.1.0.2/32 ! -i ${BR} -o ${BR} -p tcp -m tcp --dport 80 -j ACCEPT`,
+    `ipv6 -t filter -A CNMD -d fd00::2/128 ! -i ${BR} -o ${BR} -p tcp -m tcp --dport 80 -j ACCEPT`,
+    `ipv4 -t filter -A CNMD -d 10.1.0.2/32 ! -i ${BR} -o ${BR} -p udp -m udp --dport 81 -j ACCEPT`,
+    `ipv6 -t filter -A CNMD -d fd00::2/128 ! -i ${BR} -o ${BR} -p udp -m udp --dport 81 -j ACCEPT`,
+  ]);
+  // A named host address picks the family only: no raw DROP of direct access, no loopback DROP.
+  assert.deepEqual(rules(['127.0.0.1:8080:80'], { gatewayModes: { ipv4: 'routed' } }), [
+    `ipv4 -t filter -A CNMD -d 10.1.0.2/32 ! -i ${BR} -o ${BR} -p tcp -m tcp --dport 80 -j ACCEPT`,
+  ]);
+  // nat-unprotected: DNAT and hairpin as nat, no per-port ACCEPT, no direct-access DROP (the loopback DROP stays).
+  const unprot = rules(['127.0.0.1:8080:80'], { gatewayModes: { ipv4: 'nat-unprotected' } });
+  assert.deepEqual(unprot, [
+    `ipv4 -t nat -A CNMD -d 127.0.0.1/32 ! -i ${BR} -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.1.0.2:80`,
+    `ipv4 -t nat -A POSTROUTING -s 10.1.0.2/32 -d 10.1.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE`,
+    `ipv4 -t raw -A PREROUTING -d 127.0.0.1/32 ! -i lo -p tcp -m tcp --dport 8080 -j DROP`,
+  ]);
+  // A nat binding still needs its host port.
+  assert.throws(
+    () => rules(['80'], { gatewayModes: { ipv4: 'nat' } }),
+    (e: unknown) => e instanceof CnmdError && /has no exact host port yet/.test(e.message),
   );
 });

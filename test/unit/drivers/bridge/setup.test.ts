@@ -205,3 +205,91 @@ test('setup up and verify: up by index; verify refuses a device that is not this
   });
   await assert.rejects(async () => setupVerify(swapped.h, st).do(), { code: 'INTERNAL' });
 });
+
+test('gateway modes: Docker values per family, bad values and isolated without --internal refused naming the option', () => {
+  const spec = (options: Record<string, string>, internal = false) => ({
+    id: NET,
+    name: 'n',
+    options,
+    ipv4: [{ pool: '10.9.0.0/24', gateway: '10.9.0.1/24' }],
+    ipv6: [],
+    enableIPv6: false,
+    internal,
+  });
+  const v4 = 'com.docker.network.bridge.gateway_mode_ipv4';
+  const v6 = 'com.docker.network.bridge.gateway_mode_ipv6';
+  const c = parseBridgeConfig(spec({}));
+  assert.deepEqual([c.gatewayModeIPv4, c.gatewayModeIPv6], ['nat', 'nat']);
+  for (const mode of ['nat', 'nat-unprotected', 'routed'] as const) {
+    assert.equal(parseBridgeConfig(spec({ [v4]: mode })).gatewayModeIPv4, mode);
+    assert.equal(parseBridgeConfig(spec({ [v6]: mode })).gatewayModeIPv6, mode);
+  }
+  assert.equal(parseBridgeConfig(spec({ [v6]: 'isolated' }, true)).gatewayModeIPv6, 'isolated');
+  const refused = (options: Record<string, string>, internal: boolean, key: string, why: RegExp) =>
+    assert.throws(
+      () => parseBridgeConfig(spec(options, internal)),
+      (e: unknown) =>
+        e instanceof CnmdError && e.code === 'INVALID_ARGUMENT' && e.object === key && why.test(e.message),
+    );
+  for (const key of [v4, v6]) {
+    for (const bad of ['', 'NAT', 'route', 'nat ', 'nat,routed'])
+      refused(
+        { [key]: bad },
+        false,
+        key,
+        /is not a gateway mode \(use nat, nat-unprotected, routed, isolated\)/,
+      );
+    refused({ [key]: 'isolated' }, false, key, /'isolated' can only be used for an internal network/);
+  }
+});
+
+test('bridge options cnmd does not implement are refused by name; other namespaces pass through', () => {
+  const spec = (options: Record<string, string>) => ({
+    id: NET,
+    name: 'n',
+    options,
+    ipv4: [{ pool: '10.9.0.0/24', gateway: '10.9.0.1/24' }],
+    ipv6: [],
+    enableIPv6: false,
+    internal: false,
+  });
+  for (const key of [
+    'com.docker.network.bridge.enable_icc_typo',
+    'com.docker.network.bridge.trusted_host_interfaces',
+    'com.docker.network.bridge.',
+  ])
+    assert.throws(
+      () => parseBridgeConfig(spec({ [key]: 'x' })),
+      (e: unknown) =>
+        e instanceof CnmdError &&
+        e.code === 'INVALID_ARGUMENT' &&
+        e.object === key &&
+        e.message.includes(
+          `option ${key} is not supported by cnmd's bridge driver (supported: name, enable_icc,`,
+        ),
+    );
+  // Outside the namespace: kept as given (Docker passes unknown generic options through).
+  assert.equal(parseBridgeConfig(spec({ 'com.example.whatever': 'x', foo: 'y' })).gatewayModeIPv4, 'nat');
+  // A network restored from the store keeps working.
+  assert.equal(
+    parseBridgeConfig(spec({ 'com.docker.network.bridge.typo': 'x' }), { refuseUnknown: false }).bridgeName,
+    'br-a1b2c3d4e5f6',
+  );
+});
+
+test('setup ipv4 and verify: an isolated network’s bridge gets no IPv4 address and verify does not ask for one', async () => {
+  const { h, calls } = recordingHandle({ links: [{ index: 40, name: 'br-a1b2c3d4e5f6', kind: 'bridge' }] });
+  const config = parseBridgeConfig({
+    id: NET,
+    name: 'n',
+    options: { 'com.docker.network.bridge.gateway_mode_ipv4': 'isolated' },
+    ipv4: [{ pool: '10.9.0.0/24', gateway: '10.9.0.1/24' }],
+    ipv6: [],
+    enableIPv6: false,
+    internal: true,
+  });
+  const st: BridgeState = { config, index: 40, created: true };
+  await setupIPv4(h, st).do();
+  await setupVerify(h, st).do();
+  assert.deepEqual(calls, ['linkGet 40']);
+});
