@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { eventually, lab } from '../lib/fixture';
 import { CNMCTL, restartDaemon, startDaemon } from '../lib/daemon';
+import { HOST_IP, uplink } from '../lib/uplink';
 import { startEngine } from '../lib/engine';
 import { spawnSync } from 'node:child_process';
 
@@ -19,8 +20,6 @@ function httpGet(nsPath: string, url: string): string | undefined {
   return r.status === 0 ? r.stdout : undefined;
 }
 
-const HOST_IP = '192.0.2.1';
-const OUTSIDE_IP = '192.0.2.2';
 // web serves its own /etc: GET /hostname answers with its container id, proving who answered.
 const HTTPD = ['sh', '-c', "trap 'exit 0' TERM; httpd -f -p 80 -h /etc & wait"];
 
@@ -32,15 +31,7 @@ test(
     const d = await startDaemon(t, l);
     const e = await startEngine(t, l, { hostNs: d.host, pluginDir: d.pluginDir, tag: 'cnmd' });
     const outside = await l.ns('outside');
-    await d.host.handle.linkAdd({
-      kind: 'veth',
-      name: 'uplink',
-      up: true,
-      peer: { name: 'wan', netns: outside.path },
-    });
-    await outside.handle.linkSet('wan', { up: true });
-    await d.host.handle.addrAdd('uplink', `${HOST_IP}/24`);
-    await outside.handle.addrAdd('wan', `${OUTSIDE_IP}/24`);
+    await uplink(d.host, outside);
     const cnmctl = (...args: string[]) =>
       execFileSync(process.execPath, [CNMCTL, '-H', d.hostUri, ...args], { encoding: 'utf8' });
 

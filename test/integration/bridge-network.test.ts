@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { eventually, lab } from '../lib/fixture';
 import { RunningDaemon, startDaemon } from '../lib/daemon';
 import { ping, reach, serve } from '../lib/probe';
+import { uplink } from '../lib/uplink';
 import { ok } from '../lib/api';
 
 async function sandbox(
@@ -121,15 +122,7 @@ test('masquerade lets a sandbox reach an outside netns; an internal network has 
   const d = await startDaemon(t, l);
   const outside = await l.ns('outside');
   // The "uplink": host 192.0.2.1 <-> outside 192.0.2.2.
-  await d.host.handle.linkAdd({
-    kind: 'veth',
-    name: 'uplink',
-    up: true,
-    peer: { name: 'wan', netns: outside.path },
-  });
-  await outside.handle.linkSet('wan', { up: true });
-  await d.host.handle.addrAdd('uplink', '192.0.2.1/24');
-  await outside.handle.addrAdd('wan', '192.0.2.2/24');
+  await uplink(d.host, outside);
   await serve(t, outside.path, 'tcp', 8080);
   await ok(d, 'POST', '/networks/create', { Name: 'pub', IPAM: { Config: [{ Subnet: '10.33.0.0/24' }] } });
   await ok(d, 'POST', '/networks/create', {

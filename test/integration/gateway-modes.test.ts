@@ -11,11 +11,8 @@ import type { TestContext } from 'node:test';
 import { eventually, lab } from '../lib/fixture';
 import { CNMCTL, RunningDaemon, restartDaemon, startDaemon } from '../lib/daemon';
 import { ping, reach, roundTrip, serve } from '../lib/probe';
+import { HOST6, HOST_IP, OUTSIDE6, OUTSIDE_IP, uplink } from '../lib/uplink';
 
-const HOST_IP = '192.0.2.1';
-const OUTSIDE_IP = '192.0.2.2';
-const HOST6 = '2001:db8::1';
-const OUTSIDE6 = '2001:db8::2';
 const V4 = 'com.docker.network.bridge.gateway_mode_ipv4';
 const V6 = 'com.docker.network.bridge.gateway_mode_ipv6';
 
@@ -23,17 +20,7 @@ async function setup(t: TestContext) {
   const l = await lab(t);
   const d = await startDaemon(t, l);
   const outside = await l.ns('outside');
-  await d.host.handle.linkAdd({
-    kind: 'veth',
-    name: 'uplink',
-    up: true,
-    peer: { name: 'wan', netns: outside.path },
-  });
-  await outside.handle.linkSet('wan', { up: true });
-  await d.host.handle.addrAdd('uplink', `${HOST_IP}/24`);
-  await d.host.handle.addrAdd('uplink', `${HOST6}/64`, { nodad: true });
-  await outside.handle.addrAdd('wan', `${OUTSIDE_IP}/24`);
-  await outside.handle.addrAdd('wan', `${OUTSIDE6}/64`, { nodad: true });
+  await uplink(d.host, outside, { ipv6: true });
   return { l, d, outside };
 }
 

@@ -11,6 +11,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import type { TestContext } from 'node:test';
 import { eventually, lab, Lab, Ns, runIn } from '../lib/fixture';
 import { CNMCTL, RunningDaemon, restartDaemon, startDaemon } from '../lib/daemon';
+import { HOST_IP, OUTSIDE_IP, uplink } from '../lib/uplink';
 import { ping, roundTrip, serve } from '../lib/probe';
 import { assertInvariants, readStore } from '../lib/invariants';
 
@@ -20,9 +21,6 @@ import { pluginCall as call, pluginOk as ok } from '../lib/plugin-call';
 function save(d: RunningDaemon): string {
   return ['iptables-save', 'ip6tables-save'].map((c) => d.host.run(c, [])).join('\n');
 }
-
-const HOST_IP = '192.0.2.1';
-const OUTSIDE_IP = '192.0.2.2';
 
 async function setup(t: TestContext) {
   const l: Lab = await lab(t);
@@ -150,15 +148,7 @@ test('plugin sockets: Activate on each; the engine call order makes a bridge, ve
 
   // Published ports through the port-publishing code: the engine's -p 8080:80.
   const outside = await l.ns('outside');
-  await d.host.handle.linkAdd({
-    kind: 'veth',
-    name: 'uplink',
-    up: true,
-    peer: { name: 'wan', netns: outside.path },
-  });
-  await outside.handle.linkSet('wan', { up: true });
-  await d.host.handle.addrAdd('uplink', `${HOST_IP}/24`);
-  await outside.handle.addrAdd('wan', `${OUTSIDE_IP}/24`);
+  await uplink(d.host, outside);
   const portmap = [
     { Proto: 6, IP: eps[0].address.split('/')[0], Port: 80, HostIP: '', HostPort: 8080, HostPortEnd: 8080 },
   ];

@@ -8,25 +8,15 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { eventually, lab, Lab, type Ns } from '../lib/fixture';
 import { CNMCTL, RunningDaemon, restartDaemon, startDaemon } from '../lib/daemon';
+import { HOST_IP, OUTSIDE_IP, uplink } from '../lib/uplink';
 import { curlIn, reach, roundTrip, serve, serveHttp, unreachablePorts } from '../lib/probe';
 import type { TestContext } from 'node:test';
-
-const HOST_IP = '192.0.2.1';
-const OUTSIDE_IP = '192.0.2.2';
 
 async function setup(t: TestContext, args: string[] = []) {
   const l: Lab = await lab(t);
   const d = await startDaemon(t, l, { args });
   const outside = await l.ns('outside');
-  await d.host.handle.linkAdd({
-    kind: 'veth',
-    name: 'uplink',
-    up: true,
-    peer: { name: 'wan', netns: outside.path },
-  });
-  await outside.handle.linkSet('wan', { up: true });
-  await d.host.handle.addrAdd('uplink', `${HOST_IP}/24`);
-  await outside.handle.addrAdd('wan', `${OUTSIDE_IP}/24`);
+  await uplink(d.host, outside);
   const r = await d.request('POST', '/networks/create', {
     Name: 'web',
     IPAM: { Config: [{ Subnet: '10.51.0.0/24' }] },

@@ -206,16 +206,18 @@ test('setup up and verify: up by index; verify refuses a device that is not this
   await assert.rejects(async () => setupVerify(swapped.h, st).do(), { code: 'INTERNAL' });
 });
 
+/** An IPv4 network's spec with these options. */
+const spec = (options: Record<string, string>, internal = false) => ({
+  id: NET,
+  name: 'n',
+  options,
+  ipv4: [{ pool: '10.9.0.0/24', gateway: '10.9.0.1/24' }],
+  ipv6: [],
+  enableIPv6: false,
+  internal,
+});
+
 test('gateway modes: Docker values per family, bad values and isolated without --internal refused naming the option', () => {
-  const spec = (options: Record<string, string>, internal = false) => ({
-    id: NET,
-    name: 'n',
-    options,
-    ipv4: [{ pool: '10.9.0.0/24', gateway: '10.9.0.1/24' }],
-    ipv6: [],
-    enableIPv6: false,
-    internal,
-  });
   const v4 = 'com.docker.network.bridge.gateway_mode_ipv4';
   const v6 = 'com.docker.network.bridge.gateway_mode_ipv6';
   const c = parseBridgeConfig(spec({}));
@@ -244,15 +246,6 @@ test('gateway modes: Docker values per family, bad values and isolated without -
 });
 
 test('bridge options cnmd does not implement are refused by name; other namespaces pass through', () => {
-  const spec = (options: Record<string, string>) => ({
-    id: NET,
-    name: 'n',
-    options,
-    ipv4: [{ pool: '10.9.0.0/24', gateway: '10.9.0.1/24' }],
-    ipv6: [],
-    enableIPv6: false,
-    internal: false,
-  });
   for (const key of [
     'com.docker.network.bridge.enable_icc_typo',
     'com.docker.network.bridge.trusted_host_interfaces',
@@ -279,15 +272,7 @@ test('bridge options cnmd does not implement are refused by name; other namespac
 
 test('setup ipv4 and verify: an isolated network’s bridge gets no IPv4 address and verify does not ask for one', async () => {
   const { h, calls } = recordingHandle({ links: [{ index: 40, name: 'br-a1b2c3d4e5f6', kind: 'bridge' }] });
-  const config = parseBridgeConfig({
-    id: NET,
-    name: 'n',
-    options: { 'com.docker.network.bridge.gateway_mode_ipv4': 'isolated' },
-    ipv4: [{ pool: '10.9.0.0/24', gateway: '10.9.0.1/24' }],
-    ipv6: [],
-    enableIPv6: false,
-    internal: true,
-  });
+  const config = parseBridgeConfig(spec({ 'com.docker.network.bridge.gateway_mode_ipv4': 'isolated' }, true));
   const st: BridgeState = { config, index: 40, created: true };
   await setupIPv4(h, st).do();
   await setupVerify(h, st).do();
