@@ -7,11 +7,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
+import * as path from 'node:path';
 import type { TestContext } from 'node:test';
 import { eventually, lab } from '../lib/fixture';
 import { CNMCTL, RunningDaemon, restartDaemon, startDaemon } from '../lib/daemon';
 import { ping, reach, roundTrip, serve } from '../lib/probe';
 import { HOST6, HOST_IP, OUTSIDE6, OUTSIDE_IP, uplink } from '../lib/uplink';
+import { docker, dockerMissing, dockerOk } from '../lib/docker-cli';
+import { pluginCall, pluginOk } from '../lib/plugin-call';
 
 const V4 = 'com.docker.network.bridge.gateway_mode_ipv4';
 const V6 = 'com.docker.network.bridge.gateway_mode_ipv6';
@@ -318,4 +321,79 @@ test('bad values refused through the API and cnmctl, naming the option and the a
   assert.equal((await d.request('DELETE', '/networks/z')).status, 204);
   await eventually(() => assert.equal(d.host.run('ip', ['-o', 'link']).split('\n').length, linksBefore));
   assert.equal(cnmdRules(d), rulesBefore);
+});
+
+test(
+  'the docker CLI on cnmd socket: -o gateway_mode_ipv4=routed makes a routed network (inspect shows it), a bad value and an unknown bridge key get Docker-style errors naming the option',
+  { skip: dockerMissing },
+  async (t) => {
+    const { d } = await setup(t);
+    const made = docker(d, ['network', 'create', '--subnet', '10.77.0.0/24', '-o', `${V4}=routed`, 'r']);
+    assert.equal(made.code, 0, made.err);
+    const inspected = JSON.parse(dockerOk(d, ['network', 'inspect', 'r']));
+    assert.deepEqual(inspected[0].Options, { [V4]: 'routed' });
+    const br = bridgeOf(inspected[0].Id);
+    const rules = rulesOf(d, br);
+    assert.ok(rules.includes(`ipv4 -t filter -A CNMD -o ${br} -p icmp -j ACCEPT`));
+    assert.ok(!rules.some((r) => r.includes('MASQUERADE')));
+    const bad = docker(d, ['network', 'create', '-o', `${V6}=nat-protected`, 'b']);
+    assert.notEqual(bad.code, 0);
+    assert.match(
+      bad.err,
+      /option com\.docker\.network\.bridge\.gateway_mode_ipv6: "nat-protected" is not a gateway mode/,
+    );
+    const unknown = docker(d, [
+      'network',
+      'create',
+      '-o',
+      'com.docker.network.bridge.trusted_host_interfaces=eth0',
+      'u',
+    ]);
+    assert.notEqual(unknown.code, 0);
+    assert.match(
+      unknown.err,
+      /option com\.docker\.network\.bridge\.trusted_host_interfaces is not supported/,
+    );
+    dockerOk(d, ['network', 'rm', 'r']);
+    assert.deepEqual(rulesOf(d, br), []);
+  },
+);
+
+test('the engine plugin: options in com.docker.network.generic select the mode; bad ones are the CreateNetwork error', async (t) => {
+  const { d } = await setup(t);
+  const sock = path.join(d.pluginDir, 'cnmd-bridge.sock');
+  const id = 'b2'.repeat(32);
+  const create = (generic: Record<string, string>, internal = false) =>
+    pluginCall(sock, 'NetworkDriver.CreateNetwork', {
+      NetworkID: id,
+      Options: { 'com.docker.network.generic': generic, 'com.docker.network.internal': internal },
+      IPv4Data: [
+        { AddressSpace: 'LocalDefault', Pool: '10.78.0.0/24', Gateway: '10.78.0.1/24', AuxAddresses: {} },
+      ],
+      IPv6Data: [],
+    });
+  for (const [generic, internal, why] of [
+    [
+      { [V4]: 'natural' },
+      false,
+      /option com\.docker\.network\.bridge\.gateway_mode_ipv4: "natural" is not a gateway mode \(use nat, nat-unprotected, routed, isolated\)/,
+    ],
+    [{ [V4]: 'isolated' }, false, /gateway mode 'isolated' can only be used for an internal network/],
+    [{ 'com.docker.network.bridge.enable_iptables': 'false' }, false, /enable_iptables is not supported/],
+  ] as const) {
+    const r = await create(generic, internal);
+    assert.match(String(r.body.Err), why);
+  }
+  await pluginOk(sock, 'NetworkDriver.CreateNetwork', {
+    NetworkID: id,
+    Options: { 'com.docker.network.generic': { [V4]: 'nat-unprotected' } },
+    IPv4Data: [
+      { AddressSpace: 'LocalDefault', Pool: '10.78.0.0/24', Gateway: '10.78.0.1/24', AuxAddresses: {} },
+    ],
+    IPv6Data: [],
+  });
+  const br = bridgeOf(id);
+  assert.ok(rulesOf(d, br).includes(`ipv4 -t filter -A CNMD ! -i ${br} -o ${br} -j ACCEPT`));
+  await pluginOk(sock, 'NetworkDriver.DeleteNetwork', { NetworkID: id });
+  assert.deepEqual(rulesOf(d, br), []);
 });
