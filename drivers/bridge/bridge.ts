@@ -321,6 +321,7 @@ export class BridgeDriver implements Driver {
       bindings,
       hostBindingIPv4: st.config.hostBindingIPv4 === '0.0.0.0' ? undefined : st.config.hostBindingIPv4,
       gatewayModes: { ipv4: st.config.gatewayModeIPv4, ipv6: st.config.gatewayModeIPv6 },
+      trustedHostInterfaces: st.config.trustedHostInterfaces,
     };
   }
 

@@ -1,7 +1,7 @@
 // The bridge driver's options, parsed from a network's -o map with Docker's
 // keys and defaults; bad values are refused with what to fix.
 import { invalidArgument } from '../../src/errors';
-import { validateUserIfName } from '../../src/netlink/rtnl/link';
+import { isUserIfName, validateUserIfName } from '../../src/netlink/rtnl/link';
 import type { NetworkSpec } from '../driver';
 import { isIPv4 } from '../../src/net/addr';
 import type { GatewayMode } from '../../src/firewall/layout';
@@ -20,6 +20,7 @@ export const OPT = {
   hostIPv4: 'com.docker.network.host_ipv4',
   gatewayModeIPv4: 'com.docker.network.bridge.gateway_mode_ipv4',
   gatewayModeIPv6: 'com.docker.network.bridge.gateway_mode_ipv6',
+  trustedHostInterfaces: 'com.docker.network.bridge.trusted_host_interfaces',
 } as const;
 
 /**
@@ -68,6 +69,11 @@ export interface BridgeConfig {
   /** com.docker.network.bridge.gateway_mode_ipv4 / _ipv6 (default nat). */
   gatewayModeIPv4: GatewayMode;
   gatewayModeIPv6: GatewayMode;
+  /**
+   * com.docker.network.bridge.trusted_host_interfaces (Docker 28.2): host interfaces treated as the
+   * bridge by the raw-table DROP of direct access to a sandbox's address (colon-separated).
+   */
+  trustedHostInterfaces: string[];
 }
 
 /** strconv.ParseBool, as Docker parses its boolean options. */
@@ -111,6 +117,16 @@ export function parseBridgeConfig(spec: NetworkSpec, opts: { refuseUnknown?: boo
         .map((k) => k.slice(BRIDGE_NAMESPACE.length))
         .join(', ')})`,
     );
+  // Docker splits on ':' and drops empty parts (strings.FieldsFunc); each must be a plain interface name.
+  const trustedHostInterfaces = (o[OPT.trustedHostInterfaces] ?? '').split(':').filter((x) => x !== '');
+  for (const name of trustedHostInterfaces)
+    if (!isUserIfName(name))
+      throw invalidArgument(
+        op,
+        OPT.trustedHostInterfaces,
+        `option ${OPT.trustedHostInterfaces}: "${name}" is not an interface name (1-15 ASCII letters, ` +
+          `digits, '_', '.' or '-', starting with a letter or digit; separate names with ':')`,
+      );
   const gatewayModeIPv4 = parseGatewayMode(op, OPT.gatewayModeIPv4, o[OPT.gatewayModeIPv4]);
   const gatewayModeIPv6 = parseGatewayMode(op, OPT.gatewayModeIPv6, o[OPT.gatewayModeIPv6]);
   for (const [key, mode] of [
@@ -172,5 +188,6 @@ export function parseBridgeConfig(spec: NetworkSpec, opts: { refuseUnknown?: boo
     isDefault: !!spec.isDefault || parseBool(op, OPT.defaultBridge, o[OPT.defaultBridge], false),
     gatewayModeIPv4,
     gatewayModeIPv6,
+    trustedHostInterfaces,
   };
 }

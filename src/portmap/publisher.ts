@@ -42,6 +42,7 @@ export interface PublishRequest {
   hostBindingIPv4?: string;
   /** The network's gateway mode per family (default nat): routed families get no host port (rules.ts). */
   gatewayModes?: PortRulesSpec['gatewayModes'];
+  trustedHostInterfaces?: readonly string[];
 }
 
 export interface PublisherOptions {
@@ -240,6 +241,7 @@ export class PortPublisher {
       bindings: req.containerIPv6 ? allocated : allocated.filter((x) => hostFamily(x.hostIP) !== 'ipv6'),
       hostBindingIPv4: req.hostBindingIPv4,
       gatewayModes: req.gatewayModes,
+      trustedHostInterfaces: req.trustedHostInterfaces,
     };
   }
 
@@ -348,9 +350,11 @@ export class PortPublisher {
       }
       for (const r of await rules('raw', 'PREROUTING')) {
         const direct = /^-d (\S+)\/(?:32|128) ! -i (\S+) -j DROP$/.exec(r);
+        const trusted = /^-d (\S+)\/(?:32|128) -i \S+ -j ACCEPT$/.exec(r);
         const loop = /^-d (\S+) ! -i lo -p (\S+) -m \S+ --dport (\S+) -j DROP$/.exec(r);
         if (
           (direct && bridges.has(direct[2]) && ours(direct[1])) ||
+          (trusted && ours(trusted[1])) ||
           (loop && deadPorts.has(`${loop[1]} ${loop[2]} ${loop[3]}`))
         )
           stale('raw', 'PREROUTING', r);

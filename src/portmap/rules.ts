@@ -14,7 +14,8 @@
 //   raw    PREROUTING  -d CIP/32 ! -i br -j DROP   once per sandbox and family, when a binding of that family
 //                      names a host address (moby/moby#45610: a port published on 127.0.0.1 or one LAN
 //                      address must not be reachable by routing to the container address directly;
-//                      DNATed traffic is unaffected: in raw PREROUTING its destination is still the host's)
+//                      DNATed traffic is unaffected: in raw PREROUTING its destination is still the host's),
+//                      after `-d CIP/32 -i IF -j ACCEPT` for each trusted_host_interfaces IF (moby endpoint.go)
 // IPv6 rules go to ip6tables with /128 and [CIP]:CP.
 // The filter ACCEPT is inserted at the top of CNMD: the network's default DROP (or ACCEPT) is below.
 // Gateway modes (PortRulesSpec.gatewayModes, per family; moby iptabler/port.go, portmappers/routed):
@@ -51,6 +52,7 @@ import { CnmdError, hasErrno } from '../errors';
 import { defaultExec, type Exec } from '../firewall/iptables';
 import { BatchBuilder, type Family, type RuleBatch } from '../firewall/firewall';
 import { chainNames, type GatewayMode, type LayoutRule } from '../firewall/layout';
+import { isUserIfName } from '../netlink/rtnl/link';
 import {
   bindingAddresses,
   canonicalIP,
@@ -75,6 +77,8 @@ export interface PortRulesSpec {
   hostBindingIPv4?: string;
   /** The network's gateway mode per family (default nat; see the file comment). */
   gatewayModes?: { ipv4?: GatewayMode; ipv6?: GatewayMode };
+  /** com.docker.network.bridge.trusted_host_interfaces: an ACCEPT before the direct-access DROP for each. */
+  trustedHostInterfaces?: readonly string[];
 }
 
 export interface PortRulesOptions {
@@ -232,8 +236,17 @@ export function portRuleList(spec: PortRulesSpec, opts: PortRulesOptions = {}): 
   for (const family of ['ipv4', 'ipv6'] as const) {
     const ctr = cip[family];
     if (ctr === undefined || filterMode === 'never' || modeOf(family) !== 'nat') continue;
-    if (filterMode === 'always' || named[family])
-      add(family, 'raw', 'PREROUTING', `-d ${ctr}/${family === 'ipv4' ? 32 : 128} ! -i ${br} -j DROP`);
+    if (filterMode !== 'always' && !named[family]) continue;
+    const dst = `-d ${ctr}/${family === 'ipv4' ? 32 : 128}`;
+    for (const i of spec.trustedHostInterfaces ?? []) {
+      if (!isUserIfName(i))
+        throw new CnmdError('INVALID_ARGUMENT', `${OP}: invalid trusted interface ${JSON.stringify(i)}`, {
+          op: OP,
+          object: String(i),
+        });
+      add(family, 'raw', 'PREROUTING', `${dst} -i ${i} -j ACCEPT`);
+    }
+    add(family, 'raw', 'PREROUTING', `${dst} ! -i ${br} -j DROP`);
   }
   return out;
 }

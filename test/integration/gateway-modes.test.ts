@@ -346,14 +346,11 @@ test(
       'network',
       'create',
       '-o',
-      'com.docker.network.bridge.trusted_host_interfaces=eth0',
+      'com.docker.network.bridge.enable_iptables=false',
       'u',
     ]);
     assert.notEqual(unknown.code, 0);
-    assert.match(
-      unknown.err,
-      /option com\.docker\.network\.bridge\.trusted_host_interfaces is not supported/,
-    );
+    assert.match(unknown.err, /option com\.docker\.network\.bridge\.enable_iptables is not supported/);
     dockerOk(d, ['network', 'rm', 'r']);
     assert.deepEqual(rulesOf(d, br), []);
   },
@@ -396,4 +393,43 @@ test('the engine plugin: options in com.docker.network.generic select the mode; 
   assert.ok(rulesOf(d, br).includes(`ipv4 -t filter -A CNMD ! -i ${br} -o ${br} -j ACCEPT`));
   await pluginOk(sock, 'NetworkDriver.DeleteNetwork', { NetworkID: id });
   assert.deepEqual(rulesOf(d, br), []);
+});
+
+test('trusted_host_interfaces: a port published on 127.0.0.1 is reachable at the sandbox address through a trusted interface only', async (t) => {
+  const { d, outside } = await setup(t);
+  const trustId = await network(d, outside, 'trust', 7, {
+    'com.docker.network.bridge.trusted_host_interfaces': 'vxlan.1:uplink',
+  });
+  await network(d, outside, 'plain', 8, {});
+  const a = await sandbox(d, 'a', 'trust', ['127.0.0.1:8080:80']);
+  const b = await sandbox(d, 'b', 'plain', ['127.0.0.1:8081:80']);
+  for (const s of [a, b]) await serve(t, s.key, 'tcp', 80);
+  const r = await eventually(() => {
+    const x = roundTrip(outside.path, 'tcp', a.v4, 80);
+    assert.ok(x.ok, 'outside -> trusted network sandbox:80 through uplink');
+    return x;
+  }, 10_000);
+  assert.equal(r.seenFrom, OUTSIDE_IP);
+  assert.equal(
+    reach(outside.path, 'tcp', b.v4, 80, 800),
+    false,
+    'dropped without the option (moby/moby#45610)',
+  );
+  const br = bridgeOf(trustId);
+  assert.deepEqual(
+    d.host
+      .run('iptables-save', ['-t', 'raw'])
+      .split('\n')
+      .filter((l) => l.includes(`-d ${a.v4}/32`)),
+    [
+      `-A PREROUTING -d ${a.v4}/32 -i vxlan.1 -j ACCEPT`,
+      `-A PREROUTING -d ${a.v4}/32 -i uplink -j ACCEPT`,
+      `-A PREROUTING -d ${a.v4}/32 ! -i ${br} -j DROP`,
+    ],
+  );
+  assert.equal((await d.request('DELETE', '/sandboxes/a')).status, 204);
+  assert.ok(
+    !d.host.run('iptables-save', ['-t', 'raw']).includes(`${a.v4}/32`),
+    'the sandbox took its raw rules along',
+  );
 });

@@ -423,3 +423,22 @@ test('gateway modes: routed opens the container port only (no host port needed),
     (e: unknown) => e instanceof CnmdError && /has no exact host port yet/.test(e.message),
   );
 });
+
+test('trusted_host_interfaces: an ACCEPT per interface before the direct-access DROP, only where that DROP is', () => {
+  const raw = (specs: string[], extra: Partial<PortRulesSpec>) =>
+    rules(specs, { trustedHostInterfaces: ['vxlan.1', 'eth3'], ...extra }).filter((r) =>
+      r.includes('-t raw'),
+    );
+  assert.deepEqual(raw(['127.0.0.1:8080:80'], {}), [
+    'ipv4 -t raw -A PREROUTING -d 127.0.0.1/32 ! -i lo -p tcp -m tcp --dport 8080 -j DROP',
+    'ipv4 -t raw -A PREROUTING -d 10.1.0.2/32 -i vxlan.1 -j ACCEPT',
+    'ipv4 -t raw -A PREROUTING -d 10.1.0.2/32 -i eth3 -j ACCEPT',
+    `ipv4 -t raw -A PREROUTING -d 10.1.0.2/32 ! -i ${BR} -j DROP`,
+  ]);
+  assert.deepEqual(raw(['8080:80'], {}), [], 'no DROP (every host address), so nothing to let through');
+  assert.deepEqual(raw(['127.0.0.1:8080:80'], { gatewayModes: { ipv4: 'nat-unprotected' } }).length, 1);
+  assert.throws(
+    () => rules(['127.0.0.1:8080:80'], { trustedHostInterfaces: ['eth+'] }),
+    (e: unknown) => e instanceof CnmdError && /invalid trusted interface "eth\+"/.test(e.message),
+  );
+});

@@ -246,11 +246,7 @@ test('gateway modes: Docker values per family, bad values and isolated without -
 });
 
 test('bridge options cnmd does not implement are refused by name; other namespaces pass through', () => {
-  for (const key of [
-    'com.docker.network.bridge.enable_icc_typo',
-    'com.docker.network.bridge.trusted_host_interfaces',
-    'com.docker.network.bridge.',
-  ])
+  for (const key of ['com.docker.network.bridge.enable_icc_typo', 'com.docker.network.bridge.'])
     assert.throws(
       () => parseBridgeConfig(spec({ [key]: 'x' })),
       (e: unknown) =>
@@ -277,4 +273,23 @@ test('setup ipv4 and verify: an isolated network’s bridge gets no IPv4 address
   await setupIPv4(h, st).do();
   await setupVerify(h, st).do();
   assert.deepEqual(calls, ['linkGet 40']);
+});
+
+test('trusted_host_interfaces: colon-separated interface names, empty parts dropped as Docker does; a wildcard or bad name refused', () => {
+  const key = 'com.docker.network.bridge.trusted_host_interfaces';
+  assert.deepEqual(parseBridgeConfig(spec({ [key]: 'vxlan.1:eth3' })).trustedHostInterfaces, [
+    'vxlan.1',
+    'eth3',
+  ]);
+  assert.deepEqual(parseBridgeConfig(spec({ [key]: ':eth3::' })).trustedHostInterfaces, ['eth3']);
+  assert.deepEqual(parseBridgeConfig(spec({})).trustedHostInterfaces, []);
+  for (const bad of ['eth+', 'a b', 'x'.repeat(16), '!eth0'])
+    assert.throws(
+      () => parseBridgeConfig(spec({ [key]: bad })),
+      (e: unknown) =>
+        e instanceof CnmdError &&
+        e.code === 'INVALID_ARGUMENT' &&
+        e.object === key &&
+        e.message.includes(`option ${key}: ${JSON.stringify(bad)} is not an interface name`),
+    );
 });
