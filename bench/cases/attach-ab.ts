@@ -90,8 +90,8 @@ function nodeGyp(): string {
   return found;
 }
 
-/** The baseline built under s.root; returns its daemon script and commit. */
-function buildBaseline(s: Scratch): { script: string; what: string } {
+/** The baseline (rev, or the build in BENCH_AB_BASELINE_DIR) built under s.root; its daemon script and name. */
+export function buildBaseline(s: Scratch, rev = BASELINE): { script: string; what: string } {
   if (BASELINE_DIR) {
     const script = path.join(path.resolve(BASELINE_DIR), 'dist', 'src', 'cli', 'cnmd.js');
     if (!fs.existsSync(script))
@@ -103,7 +103,7 @@ function buildBaseline(s: Scratch): { script: string; what: string } {
     ROOT,
     'rev-parse',
     '--verify',
-    `${BASELINE}^{commit}`,
+    `${rev}^{commit}`,
   ]).stdout.trim();
   const dir = path.join(s.root, 'baseline');
   fs.mkdirSync(dir);
@@ -126,11 +126,11 @@ function buildBaseline(s: Scratch): { script: string; what: string } {
     },
   );
   console.log(
-    `  attach-ab: baseline ${BASELINE} (${sha.slice(0, 12)}) built in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+    `  baseline ${rev} (${sha.slice(0, 12)}) built in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
   );
   return {
     script: path.join(dir, 'dist', 'src', 'cli', 'cnmd.js'),
-    what: `${BASELINE} (${sha.slice(0, 12)})`,
+    what: `${rev} (${sha.slice(0, 12)})`,
   };
 }
 

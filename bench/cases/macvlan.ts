@@ -55,8 +55,8 @@ export const unit = 'ms';
 
 const N = intEnv('BENCH_ATTACH_N', 50, 1, 1000);
 const WARMUP = intEnv('BENCH_ATTACH_WARMUP', 10, 0, 100);
-const CNI_DIR = '/usr/lib/cni';
-const NETAVARK = '/usr/lib/podman/netavark';
+export const CNI_DIR = '/usr/lib/cni';
+export const NETAVARK = '/usr/lib/podman/netavark';
 
 /** One peer's way to attach and detach an endpoint named id, and to check one. */
 export interface Peer {
@@ -149,9 +149,10 @@ export async function cnmdPeer(
   kind: LanKind = 'macvlan',
   dhcp = false,
   daemon: Partial<CnmdOptions> = {},
+  as: { label?: string; prefix?: string } = {},
 ): Promise<Peer> {
-  const label = dhcp ? 'cnmd_dhcp' : 'cnmd';
-  const prefix = dhcp ? '10.213.' : '10.210.';
+  const label = as.label ?? (dhcp ? 'cnmd_dhcp' : 'cnmd');
+  const prefix = as.prefix ?? (dhcp ? '10.213.' : '10.210.');
   const d = await Cnmd.start(s, label, { ...ATTACH_DAEMON, ...daemon });
   const lanNs = path.join(s.run, `${label}-lan-netns`);
   await native.netnsCreate(lanNs);
@@ -268,7 +269,7 @@ export async function cniPeer(s: Scratch, kind: LanKind = 'macvlan'): Promise<Pe
   };
 }
 
-async function netavarkPeer(s: Scratch): Promise<Peer> {
+export async function netavarkPeer(s: Scratch): Promise<Peer> {
   const prefix = '10.212.';
   const { hostNs } = await lan(s, 'netavark', prefix);
   const dir = path.join(s.run, 'netavark');
