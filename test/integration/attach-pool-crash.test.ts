@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import Database from 'better-sqlite3';
-import { eventually, lab, mountsUnder, runIn } from '../lib/fixture';
+import { eventually, lab, lanParent, mountsUnder, runIn } from '../lib/fixture';
 import { RunningDaemon, restartDaemon, startDaemon } from '../lib/daemon';
 import { ok } from '../lib/api';
 
@@ -78,9 +78,7 @@ function unbind(d: RunningDaemon, id: string, poolId: string): void {
 test('SIGKILL between the creating commit and the netns bind, interfaces in the pooled netns: the restart leaves no netns, link, record, file or address', async (t) => {
   const l = await lab(t);
   let d = await startDaemon(t, l);
-  d.host.run('ip', ['link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'lan0p']);
-  d.host.run('ip', ['link', 'set', 'lan0', 'up']);
-  d.host.run('ip', ['link', 'set', 'lan0p', 'up']);
+  lanParent(d.host);
   await ok(d, 'POST', '/networks/create', {
     Name: 'lan',
     Driver: 'macvlan',

@@ -4,7 +4,7 @@
 // the daemon's networks as they were.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { lab, runIn } from '../lib/fixture';
+import { lab, lanParent, runIn } from '../lib/fixture';
 import { RunningDaemon, startDaemon } from '../lib/daemon';
 import { ping } from '../lib/probe';
 
@@ -42,9 +42,7 @@ const subnet = { IPAM: { Config: [{ Subnet: '192.168.60.0/24' }] } };
 test('every option value wrong in turn is refused naming the option; nothing is made', async (t) => {
   const l = await lab(t);
   const d = await startDaemon(t, l);
-  d.host.run('ip', ['link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'lan0p']);
-  d.host.run('ip', ['link', 'set', 'lan0', 'up']);
-  d.host.run('ip', ['link', 'set', 'lan0p', 'up']);
+  lanParent(d.host);
   const mv = (o: Record<string, string>) => ({
     Driver: 'macvlan',
     Options: { parent: 'lan0', ...o },

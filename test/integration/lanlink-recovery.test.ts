@@ -4,7 +4,7 @@
 // child link is left that no network or endpoint claims, and nothing is missing.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { eventually, lab, runIn } from '../lib/fixture';
+import { eventually, lab, lanParent, runIn } from '../lib/fixture';
 import { RunningDaemon, restartDaemon, startDaemon } from '../lib/daemon';
 import { ping } from '../lib/probe';
 
@@ -64,9 +64,7 @@ async function consistent(d: RunningDaemon) {
 test('SIGKILL at instants of macvlan create/attach/remove: restart leaves no orphan parent, shim or child', async (t) => {
   const l = await lab(t);
   let d = await startDaemon(t, l);
-  d.host.run('ip', ['link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'lan0p']);
-  d.host.run('ip', ['link', 'set', 'lan0', 'up']);
-  d.host.run('ip', ['link', 'set', 'lan0p', 'up']);
+  lanParent(d.host);
   await ok(d, 'POST', '/networks/create', {
     Name: 'base',
     Driver: 'macvlan',

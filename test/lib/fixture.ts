@@ -37,6 +37,13 @@ export function mountsUnder(dir: string): string[] {
   return out.sort((a, b) => b.length - a.length);
 }
 
+/** A LAN parent for macvlan/ipvlan networks in ns: `lan0`, a veth whose peer `lan0p` stays beside it, both up. */
+export function lanParent(ns: Ns): void {
+  ns.run('ip', ['link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'lan0p']);
+  ns.run('ip', ['link', 'set', 'lan0', 'up']);
+  ns.run('ip', ['link', 'set', 'lan0p', 'up']);
+}
+
 export function runIn(nsPath: string, cmd: string, args: string[]): string {
   return execFileSync('nsenter', [`--net=${nsPath}`, cmd, ...args], {
     encoding: 'utf8',
