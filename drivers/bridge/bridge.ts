@@ -322,6 +322,9 @@ export class BridgeDriver implements Driver {
       hostBindingIPv4: st.config.hostBindingIPv4 === '0.0.0.0' ? undefined : st.config.hostBindingIPv4,
       gatewayModes: { ipv4: st.config.gatewayModeIPv4, ipv6: st.config.gatewayModeIPv6 },
       trustedHostInterfaces: st.config.trustedHostInterfaces,
+      // Docker 28.2 (moby iptabler/endpoint.go): nothing reaches a nat network's sandbox at its own
+      // address from outside its bridge, published ports included (they are at the host's addresses).
+      directAccessFilter: 'always' as const,
     };
   }
 

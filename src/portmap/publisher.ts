@@ -43,6 +43,8 @@ export interface PublishRequest {
   /** The network's gateway mode per family (default nat): routed families get no host port (rules.ts). */
   gatewayModes?: PortRulesSpec['gatewayModes'];
   trustedHostInterfaces?: readonly string[];
+  /** The raw-table DROP of direct access to the sandbox's address (rules.ts; default 'auto'). */
+  directAccessFilter?: PortRulesSpec['directAccessFilter'];
 }
 
 export interface PublisherOptions {
@@ -135,9 +137,9 @@ export class PortPublisher {
   /** REDIRECT into the proxy of connections to the published TCP ports it serves (proxyAddresses). */
   private redirectRules(req: PublishRequest, allocated: PortBinding[]): RuleBatch {
     const b = new BatchBuilder();
-    if (!this.proxy || routed(req)) return b.build();
+    if (!this.proxy) return b.build();
     for (const x of allocated) {
-      if (x.proto !== 'tcp') continue;
+      if (x.proto !== 'tcp' || isRouted(x)) continue;
       const dport = x.hostPortEnd ? `${x.hostPort}:${x.hostPortEnd}` : String(x.hostPort);
       for (const { family, address } of proxyAddresses(x, req)) {
         const port = this.redirect[family === 'ipv4' ? 4 : 6];
@@ -165,21 +167,22 @@ export class PortPublisher {
   }
 
   private proxyMappings(req: PublishRequest, allocated: PortBinding[]): ProxyMapping[] {
-    if (routed(req)) return [];
-    return allocated.flatMap((x) =>
-      proxyAddresses(x, req).map(({ family, address }) => ({
-        proto: x.proto,
-        address,
-        hostPort: x.hostPort,
-        hostPortEnd: x.hostPortEnd,
-        // The family the client used when the sandbox has it; else the other (IPv4-only: docker-proxy's way).
-        containerIP:
-          (family === 'ipv4' ? req.containerIPv4 : req.containerIPv6) ??
-          req.containerIPv4 ??
-          req.containerIPv6!,
-        containerPort: x.containerPort,
-      })),
-    );
+    return allocated
+      .filter((x) => !isRouted(x))
+      .flatMap((x) =>
+        proxyAddresses(x, req).map(({ family, address }) => ({
+          proto: x.proto,
+          address,
+          hostPort: x.hostPort,
+          hostPortEnd: x.hostPortEnd,
+          // The family the client used when the sandbox has it; else the other (IPv4-only: docker-proxy's way).
+          containerIP:
+            (family === 'ipv4' ? req.containerIPv4 : req.containerIPv6) ??
+            req.containerIPv4 ??
+            req.containerIPv6!,
+          containerPort: x.containerPort,
+        })),
+      );
   }
 
   /** Reserves, programs and proxies req's bindings; resolves with them as allocated (exact host ports). */
@@ -192,15 +195,17 @@ export class PortPublisher {
         { op: 'port publish', object: req.owner },
       );
     }
-    if (routed(req)) return this.program(req, req.bindings.map(routedBinding));
-    for (const b of req.bindings) {
+    const { nat, routed } = splitRouted(req);
+    for (const b of nat) {
       await assertHostAddress(b);
       if (!this.userlandProxy) assertNatServable(b, req);
     }
-    const allocated = await this.allocator.reserve(req.owner, this.servable(req), {
-      hostBindingIPv4: req.hostBindingIPv4,
-    });
-    return this.program(req, allocated);
+    const allocated = nat.length
+      ? await this.allocator.reserve(req.owner, this.servable({ ...req, bindings: nat }), {
+          hostBindingIPv4: req.hostBindingIPv4,
+        })
+      : [];
+    return this.program(req, [...allocated, ...routed]);
   }
 
   /**
@@ -217,16 +222,17 @@ export class PortPublisher {
   /** After a restart: the same bindings, host ports included, recorded and reprogrammed. */
   async restore(req: PublishRequest): Promise<PortBinding[]> {
     if (req.bindings.length === 0) return [];
-    if (routed(req)) return this.program(req, req.bindings.map(routedBinding));
+    // As recorded: routed bindings (no host port) were split from the NAT ones at publish.
+    const nat = req.bindings.filter((b) => !isRouted(b));
     // Published under the proxy, restored without it: kept (and listed), but nothing can serve it.
-    for (const b of this.userlandProxy ? [] : req.bindings) {
+    for (const b of this.userlandProxy ? [] : nat) {
       const why = natRefusal(b, req);
       if (why) this.log.warn({ owner: req.owner, binding: formatPortSpec(b) }, `port not served: ${why}`);
     }
-    const allocated = this.allocator.restore(req.owner, req.bindings, {
-      hostBindingIPv4: req.hostBindingIPv4,
-    });
-    return this.program(req, allocated);
+    const allocated = nat.length
+      ? this.allocator.restore(req.owner, nat, { hostBindingIPv4: req.hostBindingIPv4 })
+      : [];
+    return this.program(req, [...allocated, ...req.bindings.filter(isRouted)]);
   }
 
   /**
@@ -242,6 +248,7 @@ export class PortPublisher {
       hostBindingIPv4: req.hostBindingIPv4,
       gatewayModes: req.gatewayModes,
       trustedHostInterfaces: req.trustedHostInterfaces,
+      directAccessFilter: req.directAccessFilter,
     };
   }
 
@@ -252,7 +259,7 @@ export class PortPublisher {
     const opts = { userlandProxy: false };
     const redirects = this.redirectRules(req, allocated);
     try {
-      if (!this.userlandProxy && !routed(req))
+      if (!this.userlandProxy && !allocated.every(isRouted))
         writeSysctl(['net', 'ipv4', 'conf', req.bridge, 'route_localnet'], '1');
       await this.backend.apply(mergeBatches(portRules(spec, opts), redirects));
       try {
@@ -370,31 +377,38 @@ export class PortPublisher {
 }
 
 /**
- * Whether req's ports are published by routing alone: every family the sandbox has an address in
- * is in gateway mode routed. A network whose families mix routed and NAT is refused: Docker then
- * serves each binding per family (docs/design-notes.md, "Gateway modes"), which cnmd does not.
+ * req's bindings split by the gateway mode of the families they apply to: NAT ones (host ports to
+ * reserve, as given, or narrowed to the NAT family of a binding on every address) and routed ones,
+ * one per routed family the sandbox has an address in, with no host port (moby's routed port
+ * mapper: "Host port ignored, because NAT is disabled"; the host address only picks the family).
+ * On a network with routed IPv6 and nat IPv4, `-p 8080:80` is 0.0.0.0:8080 and [::] routed, as
+ * Docker's (docker/docs port-publishing.md, "Gateway modes").
  */
-function routed(req: PublishRequest): boolean {
-  const families = (['ipv4', 'ipv6'] as const).filter((f) =>
-    f === 'ipv4' ? req.containerIPv4 : req.containerIPv6,
-  );
-  const modes = families.map((f) => req.gatewayModes?.[f] ?? 'nat');
-  const n = modes.filter((m) => m === 'routed').length;
-  if (n === 0) return false;
-  if (n === modes.length) return true;
-  const say = families.map((f, i) => `${modes[i]} for ${f === 'ipv4' ? 'IPv4' : 'IPv6'}`).join(' and ');
-  throw new CnmdError(
-    'INVALID_ARGUMENT',
-    `port publish: the network's gateway modes are ${say}; cnmd publishes ports on a network whose ` +
-      `families are all routed or none is: set com.docker.network.bridge.gateway_mode_ipv4 and _ipv6 alike`,
-    { op: 'port publish', object: req.owner },
-  );
+function splitRouted(req: PublishRequest): { nat: PortBinding[]; routed: PortBinding[] } {
+  const mode = (f: Family) => req.gatewayModes?.[f] ?? 'nat';
+  const nat: PortBinding[] = [];
+  const routed: PortBinding[] = [];
+  for (const b of req.bindings) {
+    const a = bindingAddresses(b.hostIP, req.hostBindingIPv4);
+    const families = (['ipv4', 'ipv6'] as const).filter(
+      (f) => (f === 'ipv4' ? a.ipv4 : a.ipv6) !== undefined,
+    );
+    const natFamilies = families.filter((f) => mode(f) !== 'routed');
+    for (const f of families) {
+      if (mode(f) !== 'routed' || !(f === 'ipv4' ? req.containerIPv4 : req.containerIPv6)) continue;
+      const { hostPortEnd: _end, ...rest } = b;
+      routed.push({ ...rest, hostIP: f === 'ipv4' ? '0.0.0.0' : '::', hostPort: 0 });
+    }
+    if (natFamilies.length === families.length) nat.push(b);
+    else if (natFamilies.length === 1)
+      nat.push({ ...b, hostIP: natFamilies[0] === 'ipv4' ? (a.ipv4 ?? '0.0.0.0') : '::' });
+  }
+  return { nat, routed };
 }
 
-/** A routed binding as recorded: no host port (Docker's routed port mapper ignores it). */
-function routedBinding(b: PortBinding): PortBinding {
-  const { hostPortEnd: _end, ...rest } = b;
-  return { ...rest, hostPort: 0 };
+/** A routed binding as split and recorded: no host port (an allocated NAT binding always has one). */
+function isRouted(b: PortBinding): boolean {
+  return b.hostPort === 0;
 }
 
 /**

@@ -14,7 +14,8 @@
 //   raw    PREROUTING  -d CIP/32 ! -i br -j DROP   once per sandbox and family, when a binding of that family
 //                      names a host address (moby/moby#45610: a port published on 127.0.0.1 or one LAN
 //                      address must not be reachable by routing to the container address directly;
-//                      DNATed traffic is unaffected: in raw PREROUTING its destination is still the host's),
+//                      DNATed traffic is unaffected: in raw PREROUTING its destination is still the host's);
+//                      with directAccessFilter 'always' (the bridge driver's, Docker 28.2) for every sandbox,
 //                      after `-d CIP/32 -i IF -j ACCEPT` for each trusted_host_interfaces IF (moby endpoint.go)
 // IPv6 rules go to ip6tables with /128 and [CIP]:CP.
 // The filter ACCEPT is inserted at the top of CNMD: the network's default DROP (or ACCEPT) is below.
@@ -79,6 +80,8 @@ export interface PortRulesSpec {
   gatewayModes?: { ipv4?: GatewayMode; ipv6?: GatewayMode };
   /** com.docker.network.bridge.trusted_host_interfaces: an ACCEPT before the direct-access DROP for each. */
   trustedHostInterfaces?: readonly string[];
+  /** Overrides PortRulesOptions.directAccessFilter for this sandbox (the bridge driver's: 'always'). */
+  directAccessFilter?: PortRulesOptions['directAccessFilter'];
 }
 
 export interface PortRulesOptions {
@@ -112,7 +115,7 @@ export function portRuleList(spec: PortRulesSpec, opts: PortRulesOptions = {}): 
   const c = chainNames(opts.prefix);
   const proxy = opts.userlandProxy ?? true;
   const shifted = opts.shiftedRangeDnat ?? true;
-  const filterMode = opts.directAccessFilter ?? 'auto';
+  const filterMode = spec.directAccessFilter ?? opts.directAccessFilter ?? 'auto';
   const br = spec.bridge;
   if (!validBridge(br))
     throw new CnmdError('INVALID_ARGUMENT', `${OP}: invalid bridge name ${JSON.stringify(br)}`, {

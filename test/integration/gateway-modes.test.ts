@@ -107,7 +107,7 @@ test('nat-unprotected: any port of a sandbox is reachable by direct routing; on 
   const { d, outside } = await setup(t);
   const natId = await network(d, outside, 'natnet', 1, {});
   const unId = await network(d, outside, 'unprot', 2, { [V4]: 'nat-unprotected', [V6]: 'nat-unprotected' });
-  const a = await sandbox(d, 'a', 'natnet');
+  const a = await sandbox(d, 'a', 'natnet', ['8090:80']);
   const b = await sandbox(d, 'b', 'unprot');
   for (const s of [a, b]) await serve(t, s.key, 'tcp', 80);
   await serve(t, outside.path, 'tcp', 7000);
@@ -122,7 +122,9 @@ test('nat-unprotected: any port of a sandbox is reachable by direct routing; on 
     }, 10_000);
     assert.equal(r.seenFrom, ip.includes(':') ? OUTSIDE6 : OUTSIDE_IP);
   }
-  // The nat network drops it (moby's default DROP after the published ports' ACCEPTs).
+  // The nat network drops it (moby's default DROP after the published ports' ACCEPTs), even published
+  // (Docker 28.2's raw-table DROP of direct access): a published port is at the host's addresses.
+  assert.equal(roundTrip(outside.path, 'tcp', HOST_IP, 8090).seenFrom, OUTSIDE_IP);
   for (const ip of [a.v4, a.v6])
     assert.equal(reach(outside.path, 'tcp', ip, 80, 800), false, `${ip}:80 (nat)`);
   // Both masquerade: the outside sees the host's address.
@@ -432,4 +434,40 @@ test('trusted_host_interfaces: a port published on 127.0.0.1 is reachable at the
     !d.host.run('iptables-save', ['-t', 'raw']).includes(`${a.v4}/32`),
     'the sandbox took its raw rules along',
   );
+});
+
+test("mixed per family, Docker's example: IPv6 routed, IPv4 nat; -p 8080:80 is host port 8080 on IPv4 and the sandbox's port 80 on IPv6", async (t) => {
+  const { l, d, outside } = await setup(t);
+  await network(d, outside, 'mixed', 9, { [V6]: 'routed' });
+  const s = await sandbox(d, 's', 'mixed', ['8080:80']);
+  await serve(t, s.key, 'tcp', 80, 81);
+  assert.deepEqual(s.sb.Ports['80/tcp'], [
+    { HostIp: '0.0.0.0', HostPort: '8080' },
+    { HostIp: '::', HostPort: '' },
+  ]);
+  const check = async () => {
+    const v6 = await eventually(() => {
+      const x = roundTrip(outside.path, 'tcp', s.v6, 80);
+      assert.ok(x.ok, 'outside -> [sandbox]:80 over IPv6 (routed)');
+      return x;
+    }, 10_000);
+    assert.equal(v6.seenFrom, OUTSIDE6);
+    assert.equal(
+      roundTrip(outside.path, 'tcp', HOST_IP, 8080).seenFrom,
+      OUTSIDE_IP,
+      'IPv4 through the host port',
+    );
+    assert.equal(reach(outside.path, 'tcp', HOST6, 8080, 800), false, 'no IPv6 host port');
+    assert.equal(reach(outside.path, 'tcp', s.v4, 80, 800), false, 'IPv4 (nat): not at the sandbox address');
+    assert.equal(reach(outside.path, 'tcp', s.v6, 81, 800), false, 'IPv6: unpublished port');
+    assert.equal(roundTrip(s.key, 'tcp', OUTSIDE_IP, 7000).seenFrom, HOST_IP, 'IPv4 out: masqueraded');
+    assert.equal(roundTrip(s.key, 'tcp', OUTSIDE6, 7000).seenFrom, s.v6, 'IPv6 out: its own address');
+  };
+  await serve(t, outside.path, 'tcp', 7000);
+  await check();
+  // The same after a SIGKILL and restart (the split bindings are restored as recorded).
+  await d.kill();
+  const d2 = await restartDaemon(t, l, d);
+  assert.deepEqual((await d2.request('GET', '/sandboxes/s')).body.Ports['80/tcp'], s.sb.Ports['80/tcp']);
+  await check();
 });

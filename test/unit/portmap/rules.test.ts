@@ -442,3 +442,15 @@ test('trusted_host_interfaces: an ACCEPT per interface before the direct-access 
     (e: unknown) => e instanceof CnmdError && /invalid trusted interface "eth\+"/.test(e.message),
   );
 });
+
+test("a spec's own directAccessFilter overrides the options' (the bridge driver asks 'always', as Docker 28.2)", () => {
+  const raw = (extra: Partial<PortRulesSpec>, opts: PortRulesOptions = {}) =>
+    rules(['8080:80'], extra, opts).filter((r) => r.includes('-t raw'));
+  assert.deepEqual(raw({}), []);
+  assert.deepEqual(raw({ directAccessFilter: 'always' }), [
+    `ipv4 -t raw -A PREROUTING -d 10.1.0.2/32 ! -i ${BR} -j DROP`,
+  ]);
+  assert.deepEqual(raw({ directAccessFilter: 'never' }, { directAccessFilter: 'always' }), []);
+  // Not for nat-unprotected or routed families (moby filterDirectAccess is a no-op there).
+  assert.deepEqual(raw({ directAccessFilter: 'always', gatewayModes: { ipv4: 'nat-unprotected' } }), []);
+});
