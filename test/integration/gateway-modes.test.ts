@@ -66,6 +66,18 @@ async function sandbox(d: RunningDaemon, name: string, network: string, ports: s
   return { key: sb.SandboxKey as string, v4: ep.IPAddress as string, v6: ep.GlobalIPv6Address as string, sb };
 }
 
+/**
+ * The first TCP round trip to ip:port from ns, waited for (bounded): the neighbours on the way may
+ * still be resolving under load. Resolves with what the server saw.
+ */
+function firstRoundTrip(ns: string, ip: string, port: number, what: string) {
+  return eventually(() => {
+    const x = roundTrip(ns, 'tcp', ip, port);
+    assert.ok(x.ok, what);
+    return x;
+  }, 10_000);
+}
+
 const bridgeOf = (id: string) => `br-${id.slice(0, 12)}`;
 
 /** The rules of one bridge, both families, without counters: `ipv4 -t filter -A CNMD ...`. */
@@ -115,11 +127,7 @@ test('nat-unprotected: any port of a sandbox is reachable by direct routing; on 
   // Unpublished port 80, straight at the sandbox's address: the server sees the outside's own address.
   // (Bounded wait for the first: the neighbours on the way may still be resolving under load.)
   for (const ip of [b.v4, b.v6]) {
-    const r = await eventually(() => {
-      const x = roundTrip(outside.path, 'tcp', ip, 80);
-      assert.ok(x.ok, `outside -> ${ip}:80 (nat-unprotected)`);
-      return x;
-    }, 10_000);
+    const r = await firstRoundTrip(outside.path, ip, 80, `outside -> ${ip}:80 (nat-unprotected)`);
     assert.equal(r.seenFrom, ip.includes(':') ? OUTSIDE6 : OUTSIDE_IP);
   }
   // The nat network drops it (moby's default DROP after the published ports' ACCEPTs), even published
@@ -406,11 +414,12 @@ test('trusted_host_interfaces: a port published on 127.0.0.1 is reachable at the
   const a = await sandbox(d, 'a', 'trust', ['127.0.0.1:8080:80']);
   const b = await sandbox(d, 'b', 'plain', ['127.0.0.1:8081:80']);
   for (const s of [a, b]) await serve(t, s.key, 'tcp', 80);
-  const r = await eventually(() => {
-    const x = roundTrip(outside.path, 'tcp', a.v4, 80);
-    assert.ok(x.ok, 'outside -> trusted network sandbox:80 through uplink');
-    return x;
-  }, 10_000);
+  const r = await firstRoundTrip(
+    outside.path,
+    a.v4,
+    80,
+    'outside -> trusted network sandbox:80 through uplink',
+  );
   assert.equal(r.seenFrom, OUTSIDE_IP);
   assert.equal(
     reach(outside.path, 'tcp', b.v4, 80, 800),
@@ -446,11 +455,7 @@ test("mixed per family, Docker's example: IPv6 routed, IPv4 nat; -p 8080:80 is h
     { HostIp: '::', HostPort: '' },
   ]);
   const check = async () => {
-    const v6 = await eventually(() => {
-      const x = roundTrip(outside.path, 'tcp', s.v6, 80);
-      assert.ok(x.ok, 'outside -> [sandbox]:80 over IPv6 (routed)');
-      return x;
-    }, 10_000);
+    const v6 = await firstRoundTrip(outside.path, s.v6, 80, 'outside -> [sandbox]:80 over IPv6 (routed)');
     assert.equal(v6.seenFrom, OUTSIDE6);
     assert.equal(
       roundTrip(outside.path, 'tcp', HOST_IP, 8080).seenFrom,
