@@ -106,6 +106,8 @@ export interface IpamPolicy {
    * without one (ipvlan l3/l3s); a --gateway given is refused with `why`.
    */
   gateway: 'ipam' | 'explicit' | 'none';
+  /** The IPv6 pools' gateway when it differs from `gateway` (a bridge's gateway_mode_ipv6=isolated). */
+  gatewayIPv6?: 'ipam' | 'explicit' | 'none';
   why?: string;
   /** IPAM partition of the pools (PoolRequest.partition): subnets overlap freely across partitions. */
   partition?: string;

@@ -11,6 +11,7 @@ import type { PortBinding } from '../../src/portmap/spec';
 import type {
   Capabilities,
   Driver,
+  IpamPolicy,
   EndpointInfo,
   EndpointSpec,
   ExternalConnectivityOptions,
@@ -20,7 +21,7 @@ import type {
   SandboxRef,
 } from '../driver';
 import { BridgeFirewall, firewallSpec } from './firewall';
-import { BridgeConfig, parseBridgeConfig, unknownBridgeOptions } from './options';
+import { BridgeConfig, OPT, parseBridgeConfig, unknownBridgeOptions } from './options';
 import { hostVethName, VethEndpoint as EndpointState, VethEndpoints } from '../veth-endpoint';
 
 export { hostVethName } from '../veth-endpoint';
@@ -71,6 +72,19 @@ export class BridgeDriver implements Driver {
     this.fw = deps.firewall;
     this.ports = deps.ports;
     this.log = deps.log;
+  }
+
+  /**
+   * Docker's GetSkipGwAlloc (moby bridge_linux.go): no gateway address is taken from IPAM for a
+   * family in gateway mode isolated (the bridge holds none); a --gateway given is still reserved,
+   * as Docker does. (Docker skips it for inhibit_ipv4 on an internal network too; cnmd does not.)
+   */
+  ipamPolicy(req: { id: string; options: Record<string, string>; internal: boolean }): IpamPolicy {
+    const o = req.options;
+    return {
+      gateway: o[OPT.gatewayModeIPv4] === 'isolated' ? 'explicit' : 'ipam',
+      gatewayIPv6: o[OPT.gatewayModeIPv6] === 'isolated' ? 'explicit' : 'ipam',
+    };
   }
 
   capabilities(): Capabilities {

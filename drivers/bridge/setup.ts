@@ -98,13 +98,14 @@ export function setupIPv6(host: Handle, st: BridgeState): Step {
   return {
     name: 'setup ipv6',
     async do() {
-      if (!c.enableIPv6 || !c.gatewayV6) return;
+      if (!c.enableIPv6) return;
       // Gateway mode isolated: no IPv6 address at all on the bridge, not even a link-local (moby
-      // setup_ipv6_linux.go disables IPv6 on it).
+      // setup_ipv6_linux.go disables IPv6 on it); IPAM gave it no gateway either.
       if (c.gatewayModeIPv6 === 'isolated') {
         writeSysctl(['net', 'ipv6', 'conf', c.bridgeName, 'disable_ipv6'], '1');
         return;
       }
+      if (!c.gatewayV6) return;
       writeSysctl(['net', 'ipv6', 'conf', c.bridgeName, 'disable_ipv6'], '0');
       writeSysctl(['net', 'ipv6', 'conf', 'all', 'forwarding'], '1');
       const have = st.created ? [] : await host.addrList({ link: st.index, family: 6 });

@@ -195,7 +195,8 @@ export class Networks {
   ): Promise<PoolAllocation> {
     const op = 'network create';
     const gatewayGiven = cfg.gateway !== undefined && cfg.gateway !== '';
-    if (gatewayGiven && policy.gateway === 'none')
+    const gatewayMode = v6 ? (policy.gatewayIPv6 ?? policy.gateway) : policy.gateway;
+    if (gatewayGiven && gatewayMode === 'none')
       throw invalidArgument(
         op,
         cfg.gateway,
@@ -227,7 +228,7 @@ export class Networks {
         if (cfg.gateway && ip === cfg.gateway)
           throw invalidArgument(op, ip, `auxiliary address ${name}=${ip} is the gateway`);
       }
-      if (gatewayGiven || policy.gateway === 'ipam') {
+      if (gatewayGiven || gatewayMode === 'ipam') {
         alloc.gateway = await ipam.requestAddress(pool.poolId, cfg.gateway || undefined, { gateway: true });
         alloc.gatewayAllocated = true;
       }

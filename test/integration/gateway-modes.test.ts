@@ -268,6 +268,13 @@ test('isolated (--internal only): the bridge has no address in either family, it
     `ipv6 -t filter -A CNMD-ISOLATION-STAGE-1 ! -d fd75::/64 -i ${br} ! -o ${br} -j DROP`,
     `ipv6 -t filter -A CNMD-ISOLATION-STAGE-1 ! -s fd75::/64 ! -i ${br} -o ${br} -j DROP`,
   ]);
+  // No gateway taken from IPAM either (Docker's GetSkipGwAlloc): inspect shows none, .1 is a sandbox's.
+  const iso = (await d.request('GET', '/networks/iso')).body;
+  assert.deepEqual(
+    iso.IPAM.Config.map((c: { Gateway?: string }) => c.Gateway ?? ''),
+    ['', ''],
+  );
+  assert.equal(a.v4, '10.75.0.1');
   // IPv4 only isolated: the IPv6 gateway stays on the bridge.
   const id2 = await network(d, outside, 'iso4', 6, { [V4]: 'isolated' }, true);
   const info = JSON.parse(d.host.run('ip', ['-j', 'addr', 'show', 'dev', bridgeOf(id2)]))[0].addr_info;
@@ -275,6 +282,11 @@ test('isolated (--internal only): the bridge has no address in either family, it
   assert.ok(
     info.some((x: { local: string }) => x.local === 'fd76::1'),
     'the IPv6 gateway is there',
+  );
+  const iso4 = (await d.request('GET', '/networks/iso4')).body;
+  assert.deepEqual(
+    iso4.IPAM.Config.map((c: { Gateway?: string }) => c.Gateway ?? ''),
+    ['', 'fd76::1'],
   );
 });
 
