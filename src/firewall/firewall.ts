@@ -14,8 +14,14 @@ export type Family = 'ipv4' | 'ipv6';
 export type Table = 'filter' | 'nat' | 'mangle' | 'raw';
 
 export const FAMILIES: readonly Family[] = ['ipv4', 'ipv6'];
-/** The order tables are written into one restore input. */
-export const TABLES: readonly Table[] = ['raw', 'mangle', 'nat', 'filter'];
+/**
+ * The order tables are written into one restore input. nat first: its rules load the extensions
+ * (tcp/udp/sctp matches, DNAT, MASQUERADE) that iptables probes while parsing, and a probe after
+ * an earlier table's commit deleted rules waits out that commit's grace period (firewall/README.md);
+ * raw (the direct-access DROPs) before filter (the ACCEPTs they guard), so a publish never opens
+ * a port before its DROP is in.
+ */
+export const TABLES: readonly Table[] = ['nat', 'mangle', 'raw', 'filter'];
 
 /** Built-in chains per table (the same for IPv4 and IPv6). */
 export const BUILTIN_CHAINS: Readonly<Record<Table, readonly string[]>> = {

@@ -251,6 +251,29 @@ test('portRules ensures, removePortRules deletes the same rules in reverse order
   }
 });
 
+test("a bridge sandbox's port batch is written nat first, raw before filter, adding and removing", () => {
+  // nat's rules load the extensions iptables probes while parsing; a probe after an earlier table's
+  // commit deleted rules waits out its grace period (firewall/README.md). raw's DROP commits before
+  // the filter ACCEPT it guards.
+  const net = { bridge: BR, subnets: { v4: '10.1.0.0/24' }, icc: true, masquerade: true, internal: false };
+  const base = _internal.planFamily('ipv4', mergeBatches(baseRules(), networkRules(net)).ipv4!, new Map());
+  const spec: PortRulesSpec = {
+    bridge: BR,
+    containerIPv4: '10.1.0.2',
+    bindings: parsePortSpecs(['8080:80']),
+    directAccessFilter: 'always',
+  };
+  const tablesOf = (lines: string[]) => lines.filter((l) => l.startsWith('*'));
+  const add = _internal.planFamily('ipv4', portRules(spec).ipv4!, base.next);
+  assert.deepEqual(tablesOf(add.lines), ['*nat', '*raw', '*filter']);
+  const rm = _internal.planFamily('ipv4', removePortRules(spec).ipv4!, add.next);
+  assert.deepEqual(tablesOf(rm.lines), ['*nat', '*raw', '*filter']);
+  assert.ok(
+    rm.lines.some((l) => l.startsWith('-D PREROUTING -d 10.1.0.2/32')),
+    rm.lines.join('\n'),
+  );
+});
+
 test('the backend plans a 1000-port range as a handful of lines in one restore, and removes exactly them', () => {
   const net = { bridge: BR, subnets: { v4: '10.1.0.0/24' }, icc: true, masquerade: true, internal: false };
   const base = _internal.planFamily('ipv4', mergeBatches(baseRules(), networkRules(net)).ipv4!, new Map());
