@@ -9,7 +9,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { Scratch, eventually } from './host';
-import { KeepAliveClient } from './http-client';
+import { KeepAliveClient, keptConnection } from './http-client';
 
 export interface Floor {
   /** Figure name part: floor_<label>_median_ms. */
@@ -51,15 +51,14 @@ class EchoClient {
 
   private socket(): net.Socket {
     if (this.sock) return this.sock;
-    const s = net.connect(this.socketPath);
-    s.setNoDelay(true);
-    s.on('data', () => this.settle());
-    const gone = (e?: Error) => {
-      if (this.sock === s) this.sock = undefined;
-      this.settle(e ?? new Error(`${this.socketPath}: the echo server closed the connection`));
-    };
-    s.on('error', gone);
-    s.on('close', () => gone());
+    const s = keptConnection(
+      this.socketPath,
+      () => this.settle(),
+      (e) => {
+        if (this.sock === s) this.sock = undefined;
+        this.settle(e ?? new Error(`${this.socketPath}: the echo server closed the connection`));
+      },
+    );
     this.sock = s;
     return s;
   }

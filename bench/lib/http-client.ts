@@ -17,6 +17,20 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
+/** A unix-socket connection for one request at a time (no Nagle delay); `gone` on error or close. */
+export function keptConnection(
+  socketPath: string,
+  data: (c: Buffer) => void,
+  gone: (e?: Error) => void,
+): net.Socket {
+  const s = net.connect(socketPath);
+  s.setNoDelay(true);
+  s.on('data', data);
+  s.on('error', gone);
+  s.on('close', () => gone());
+  return s;
+}
+
 export class KeepAliveClient {
   private sock?: net.Socket;
   private buf: Buffer = Buffer.alloc(0);
@@ -42,20 +56,19 @@ export class KeepAliveClient {
 
   private socket(): net.Socket {
     if (this.sock) return this.sock;
-    const s = net.connect(this.socketPath);
-    s.setNoDelay(true);
-    s.on('data', (c: Buffer) => {
-      this.buf = this.buf.length ? Buffer.concat([this.buf, c]) : c;
-      this.parse();
-    });
-    // A closed or failed connection fails the request in flight; the next one connects again.
-    const gone = (e?: Error) => {
-      if (this.sock === s) this.sock = undefined;
-      this.buf = Buffer.alloc(0);
-      this.fail(e ?? new Error(`${this.socketPath}: the daemon closed the connection`));
-    };
-    s.on('error', gone);
-    s.on('close', () => gone());
+    const s = keptConnection(
+      this.socketPath,
+      (c) => {
+        this.buf = this.buf.length ? Buffer.concat([this.buf, c]) : c;
+        this.parse();
+      },
+      // A closed or failed connection fails the request in flight; the next one connects again.
+      (e) => {
+        if (this.sock === s) this.sock = undefined;
+        this.buf = Buffer.alloc(0);
+        this.fail(e ?? new Error(`${this.socketPath}: the daemon closed the connection`));
+      },
+    );
     this.sock = s;
     return s;
   }

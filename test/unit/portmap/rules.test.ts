@@ -251,12 +251,17 @@ test('portRules ensures, removePortRules deletes the same rules in reverse order
   }
 });
 
+/** The base rules and one bridge network's, planned on an empty ruleset (IPv4). */
+function bridgeNetworkPlan() {
+  const net = { bridge: BR, subnets: { v4: '10.1.0.0/24' }, icc: true, masquerade: true, internal: false };
+  return _internal.planFamily('ipv4', mergeBatches(baseRules(), networkRules(net)).ipv4!, new Map());
+}
+
 test("a bridge sandbox's port batch is written nat first, raw before filter, adding and removing", () => {
   // nat's rules load the extensions iptables probes while parsing; a probe after an earlier table's
   // commit deleted rules waits out its grace period (firewall/README.md). raw's DROP commits before
   // the filter ACCEPT it guards.
-  const net = { bridge: BR, subnets: { v4: '10.1.0.0/24' }, icc: true, masquerade: true, internal: false };
-  const base = _internal.planFamily('ipv4', mergeBatches(baseRules(), networkRules(net)).ipv4!, new Map());
+  const base = bridgeNetworkPlan();
   const spec: PortRulesSpec = {
     bridge: BR,
     containerIPv4: '10.1.0.2',
@@ -275,8 +280,7 @@ test("a bridge sandbox's port batch is written nat first, raw before filter, add
 });
 
 test('the backend plans a 1000-port range as a handful of lines in one restore, and removes exactly them', () => {
-  const net = { bridge: BR, subnets: { v4: '10.1.0.0/24' }, icc: true, masquerade: true, internal: false };
-  const base = _internal.planFamily('ipv4', mergeBatches(baseRules(), networkRules(net)).ipv4!, new Map());
+  const base = bridgeNetworkPlan();
   const spec: PortRulesSpec = {
     bridge: BR,
     containerIPv4: '10.1.0.2',
