@@ -10,6 +10,7 @@ import { lab, runIn } from '../lib/fixture';
 import { CNMCTL, RunningDaemon, startDaemon } from '../lib/daemon';
 import { dnsUpstream } from '../lib/dns-upstream';
 import { ok } from '../lib/api';
+import { uplink } from '../lib/uplink';
 
 function dig(nsPath: string, ...args: string[]): string {
   return runIn(nsPath, 'dig', ['@127.0.0.11', '+time=2', '+tries=1', ...args]);
@@ -38,15 +39,7 @@ async function setup(t: TestContext, upstreams: string[] = ['192.0.2.53']) {
   const l = await lab(t);
   const host = await l.ns('host');
   const outside = await l.ns('outside');
-  await host.handle.linkAdd({
-    kind: 'veth',
-    name: 'uplink',
-    up: true,
-    peer: { name: 'wan', netns: outside.path },
-  });
-  await outside.handle.linkSet('wan', { up: true });
-  await host.handle.addrAdd('uplink', '192.0.2.1/24');
-  for (const u of upstreams) await outside.handle.addrAdd('wan', `${u}/24`).catch(() => undefined);
+  await uplink(host, outside, { outsideIPs: upstreams });
   const resolv = path.join(l.root, 'resolv.conf');
   fs.writeFileSync(
     resolv,

@@ -165,6 +165,13 @@ export function validateIfName(op: string, name: string): void {
   }
 }
 
+const USER_IFNAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/;
+
+/** Whether `name` is a plain interface name as validateUserIfName wants it (1-15 bytes, no wildcard). */
+export function isUserIfName(name: string): boolean {
+  return USER_IFNAME.test(name);
+}
+
 /**
  * A name a user gives for an interface that cnmd will make and name in firewall rules (a
  * bridge, a parent): a valid Linux name that is also safe in iptables and in the kernel's
@@ -173,14 +180,9 @@ export function validateIfName(op: string, name: string): void {
  * (an option to iptables), no `%` (the kernel expands `br%d` into `br0` and answers for a
  * name cnmd never asked for), no whitespace, `/`, `:` or non-ASCII.
  */
-/** Whether `name` is a plain interface name as validateUserIfName wants it (1-15 bytes, no wildcard). */
-export function isUserIfName(name: string): boolean {
-  return /^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/.test(name);
-}
-
 export function validateUserIfName(op: string, what: string, name: string): void {
   validateIfName(op, name);
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(name))
+  if (!isUserIfName(name))
     throw invalidArgument(
       op,
       name,
